@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: MIT */
+/* weft.h: the one header users include; it pulls in every weft module. */
+#ifndef WEFT_H
+#define WEFT_H
+
+#include <weft/common.h>
+#include <weft/error.h>
+#include <weft/version.h>
+#include <weft/alloc.h>
+#include <weft/executor.h>
+#include <weft/future.h>
+
+#endif /* WEFT_H */

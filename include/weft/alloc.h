@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/* weft/alloc.h: the replaceable allocator every weft allocation goes through. */
+#ifndef WEFT_ALLOC_H
+#define WEFT_ALLOC_H
+
+#include <weft/common.h>
+
+WEFT_BEGIN_DECLS
+
+/**
+ * A user-supplied allocator. `alloc` returns memory aligned for any object
+ * type, or NULL on failure (weft then returns WEFT_ENOMEM from the call that
+ * needed it, and leaks nothing). `release` receives the pointer and the size
+ * that was asked for. `ctx` is passed to both untouched.
+ */
+typedef struct weft_allocator {
+  void *(*alloc)(void *ctx, size_t size);
+  void (*release)(void *ctx, void *ptr, size_t size);
+  void *ctx;
+} weft_allocator_t;
+
+/**
+ * Replace the allocator used by every weft allocation in the process.
+ *
+ * `a` is copied; NULL restores the default (malloc/free). The caller must
+ * make this call while no memory allocated by weft is alive (before the first
+ * weft object is made, or after the last is freed): weft does not track which
+ * allocator made a block, so a block made by one and freed by another is a bug
+ * in the caller.
+ * Returns 0, or WEFT_EINVAL when `a` is not NULL and either function is NULL.
+ * Thread: any thread, but no other weft call may run concurrently.
+ */
+WEFT_EXTERN int weft_set_allocator(const weft_allocator_t *a);
+
+WEFT_END_DECLS
+
+#endif /* WEFT_ALLOC_H */

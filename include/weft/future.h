@@ -1,0 +1,342 @@
+/* SPDX-License-Identifier: MIT */
+/* weft/future.h: promises (write end), futures (read end), continuations,
+ * cancellation, await and combinators. */
+#ifndef WEFT_FUTURE_H
+#define WEFT_FUTURE_H
+
+#include <weft/common.h>
+#include <weft/error.h>
+#include <weft/executor.h>
+
+WEFT_BEGIN_DECLS
+
+/*
+ * Model
+ * -----
+ * A promise and its future share one reference-counted allocation. The
+ * promise settles it exactly once: fulfilled (a pointer with an optional
+ * destructor, or an integer carried without allocation), rejected (a negative
+ * WEFT_E* code) or cancelled. Once settled it never changes.
+ *
+ * Handles: every weft_future_t * or weft_promise_t * a weft call hands to
+ * the caller is one reference the caller owns and gives back with the
+ * matching release. Calls that take a future as input borrow it.
+ *
+ * Cancellation travels upstream. Cancelling a pending future settles it as
+ * cancelled at once (waiters wake, continuations see WEFT_ECANCELED), runs
+ * its producer's cancel hook once, and then asks what it waited on (the
+ * source of a then, the inputs of a combinator) to cancel too, but only an
+ * input that nothing else still needs. A future is needed while a caller
+ * holds a handle to it or a pending then/combinator waits on it; releasing a
+ * handle never cancels anything.
+ */
+
+typedef struct weft_promise weft_promise_t;
+
+/** The states of a future. PENDING until it settles, then one of the rest. */
+typedef enum weft_state {
+  WEFT_PENDING = 0,
+  WEFT_FULFILLED = 1,
+  WEFT_REJECTED = 2,
+  WEFT_CANCELLED = 3
+} weft_state_t;
+
+/** A producer's cancel hook: runs at most once, on the cancelling thread. */
+typedef void (*weft_cancel_fn)(void *arg);
+
+/* ------------------------------------------------------------------ */
+/* Promises                                                             */
+/* ------------------------------------------------------------------ */
+
+/**
+ * Create a pending promise/future pair in one allocation.
+ *
+ * On 0, *promise and *future are each one reference owned by the caller.
+ * Errors: WEFT_EINVAL (an out pointer NULL), WEFT_ENOMEM. Outputs are
+ * untouched on error.
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_promise_create(weft_promise_t **promise,
+                                    weft_future_t **future);
+
+/**
+ * Fulfil with a pointer value. On 0 the future owns `value` and calls
+ * `dtor(value)` (if not NULL) once, when the last reference goes.
+ * Errors: WEFT_EINVAL (promise NULL or already released), WEFT_EALREADY
+ * (already fulfilled or rejected), WEFT_ECANCELED (the future was cancelled
+ * first). On any error the caller keeps `value`.
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_promise_fulfil(weft_promise_t *promise, void *value,
+                                    weft_dtor_fn dtor);
+
+/**
+ * Fulfil with an integer carried inside the future (no allocation).
+ * Errors: as weft_promise_fulfil().
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_promise_fulfil_int(weft_promise_t *promise,
+                                        intptr_t value);
+
+/**
+ * Reject with `err`, a negative code (any WEFT_E* or another negative value
+ * of the caller's own).
+ * Errors: WEFT_EINVAL (promise NULL or released, or err >= 0),
+ * WEFT_EALREADY, WEFT_ECANCELED, as for weft_promise_fulfil().
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_promise_reject(weft_promise_t *promise, int err);
+
+/**
+ * Install the producer's cancel hook: `fn(arg)` runs once if the future is
+ * cancelled while pending (on the cancelling thread, after the future
+ * settled as cancelled), and never otherwise. The hook must not block.
+ * Errors: WEFT_EINVAL (promise or fn NULL), WEFT_EBUSY (a hook is already
+ * installed), WEFT_ECANCELED (already cancelled: `fn` is not called, the
+ * producer should stop now), WEFT_EALREADY (already settled otherwise).
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_promise_on_cancel(weft_promise_t *promise,
+                                       weft_cancel_fn fn, void *arg);
+
+/**
+ * Cancellation token: 1 if the future was cancelled, 0 if not (including
+ * when it was settled otherwise), WEFT_EINVAL for NULL. A running producer
+ * polls it to stop early.
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_promise_is_cancelled(const weft_promise_t *promise);
+
+/**
+ * Give back the promise reference. A promise released while its future is
+ * pending rejects the future with WEFT_EBROKEN.
+ * Returns 0, or WEFT_EINVAL for NULL or a second release of the same promise
+ * (caught while the shared state is still alive).
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_promise_release(weft_promise_t *promise);
+
+/* ------------------------------------------------------------------ */
+/* Futures                                                              */
+/* ------------------------------------------------------------------ */
+
+/**
+ * Take one more handle on `f`; give it back with weft_future_release().
+ * Errors: WEFT_EINVAL (NULL, or no handle is held any more).
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_future_retain(weft_future_t *f);
+
+/**
+ * Give back one handle. The shared state (and a fulfilled value, through its
+ * destructor) is freed when the last handle and every internal user are gone.
+ * Releasing never cancels.
+ * Errors: WEFT_EINVAL (NULL, or more releases than handles, caught while the
+ * state is still alive).
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_future_release(weft_future_t *f);
+
+/**
+ * Current state. A future that is being settled on another thread reads as
+ * pending until the settle is complete. Returns WEFT_PENDING for NULL.
+ * Thread: any thread.
+ */
+WEFT_EXTERN weft_state_t weft_future_state(const weft_future_t *f);
+
+/**
+ * Outcome code: 0 when fulfilled, the rejection code when rejected,
+ * WEFT_ECANCELED when cancelled, WEFT_EPENDING while pending, WEFT_EINVAL
+ * for NULL.
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_future_error(const weft_future_t *f);
+
+/**
+ * The fulfilled pointer value, borrowed: valid while the caller holds a
+ * handle. NULL when not fulfilled (or fulfilled with NULL or an integer).
+ * Thread: any thread.
+ */
+WEFT_EXTERN void *weft_future_value(const weft_future_t *f);
+
+/**
+ * The fulfilled integer value (what weft_promise_fulfil_int stored, or the
+ * pointer's bits for a pointer value); 0 when not fulfilled.
+ * Thread: any thread.
+ */
+WEFT_EXTERN intptr_t weft_future_int(const weft_future_t *f);
+
+/**
+ * Cancel a pending future: it settles as cancelled at once, its producer's
+ * cancel hook runs once, its continuations and waiters see WEFT_ECANCELED,
+ * and the request goes upstream to inputs nothing else needs.
+ * Returns 0 when this call cancelled it; WEFT_EALREADY when it had already
+ * settled (including by an earlier cancel): nothing changes then.
+ * Errors: WEFT_EINVAL (NULL).
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_future_cancel(weft_future_t *f);
+
+/**
+ * Wait until `f` settles, for at most `timeout_ms` milliseconds
+ * (WEFT_FOREVER: no limit; 0: just check).
+ *
+ * It never hangs silently: on a thread running an executor's work (a pool
+ * worker, a loop, a dedicated thread) the executor is asked first and either
+ * makes progress while waiting or refuses with WEFT_EDEADLK.
+ * Returns 0 once settled (read the outcome with weft_future_error()),
+ * WEFT_ETIMEDOUT when time ran out, WEFT_EDEADLK when waiting here could
+ * never end, WEFT_EINVAL (NULL, or timeout below -1), WEFT_ENOMEM.
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_future_await(weft_future_t *f, int64_t timeout_ms);
+
+/* ------------------------------------------------------------------ */
+/* Continuations                                                        */
+/* ------------------------------------------------------------------ */
+
+/** What a continuation returns: a value, an error, or a future to follow. */
+typedef struct weft_result {
+  int kind; /* WEFT__R_* below; use the constructors */
+  int err;
+  union {
+    void *ptr;
+    intptr_t i;
+    weft_future_t *future;
+  } u;
+  weft_dtor_fn dtor;
+} weft_result_t;
+
+enum { WEFT__R_PTR = 0, WEFT__R_INT = 1, WEFT__R_ERR = 2, WEFT__R_FOLLOW = 3 };
+
+/** Fulfil the derived future with `ptr`; it owns ptr (and calls dtor). */
+static inline weft_result_t weft_ok(void *ptr, weft_dtor_fn dtor) {
+  weft_result_t r = {WEFT__R_PTR, 0, {0}, dtor};
+  r.u.ptr = ptr;
+  return r;
+}
+
+/** Fulfil the derived future with an integer. */
+static inline weft_result_t weft_ok_int(intptr_t v) {
+  weft_result_t r = {WEFT__R_INT, 0, {0}, 0};
+  r.u.i = v;
+  return r;
+}
+
+/** Reject the derived future with a negative code (>= 0 becomes EINVAL). */
+static inline weft_result_t weft_err(int err) {
+  weft_result_t r = {WEFT__R_ERR, err < 0 ? err : WEFT_EINVAL, {0}, 0};
+  return r;
+}
+
+/**
+ * Settle the derived future as `f` settles (flattening). Hands one handle on
+ * `f` to weft: retain first when returning a future you keep using (the
+ * source itself included). NULL rejects with WEFT_EINVAL.
+ */
+static inline weft_result_t weft_follow(weft_future_t *f) {
+  weft_result_t r = {WEFT__R_FOLLOW, 0, {0}, 0};
+  r.u.future = f;
+  return r;
+}
+
+/**
+ * A continuation: runs once with the settled source (borrowed for the call;
+ * retain it to keep it) and the caller's `arg`.
+ */
+typedef weft_result_t (*weft_then_fn)(void *arg, weft_future_t *src);
+
+/**
+ * Run `fn(arg, src)` on `ex` once `src` settles, whatever the outcome, and
+ * settle the returned future with what fn returns (following a returned
+ * future until it settles).
+ *
+ * `fn` runs on `ex`, never on the settling thread unless `ex` is
+ * weft_executor_inline(). If the derived future is cancelled before fn
+ * starts, fn never runs and `arg_dtor(arg)` (if given) runs once instead;
+ * otherwise fn owns arg. If `ex` refuses the task when src settles, the
+ * derived future is rejected with the executor's error and arg_dtor runs.
+ * On 0, *out is one handle owned by the caller; the caller keeps its own
+ * handle on src.
+ * Errors: WEFT_EINVAL (src, ex, fn or out NULL), WEFT_ENOMEM. On error fn
+ * never runs and arg is untouched (arg_dtor is not called).
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_future_then_dtor(weft_future_t *src, weft_executor_t *ex,
+                                      weft_then_fn fn, void *arg,
+                                      weft_dtor_fn arg_dtor,
+                                      weft_future_t **out);
+
+/** weft_future_then_dtor() with no argument destructor. */
+WEFT_EXTERN int weft_future_then(weft_future_t *src, weft_executor_t *ex,
+                                 weft_then_fn fn, void *arg,
+                                 weft_future_t **out);
+
+/* ------------------------------------------------------------------ */
+/* Combinators                                                          */
+/* ------------------------------------------------------------------ */
+/*
+ * Each takes `n` borrowed inputs (the combinator holds its own handles until
+ * it is freed) and gives back one handle in *out. Inputs may repeat. When a
+ * combinator settles, it no longer needs its remaining inputs and cancels
+ * those nothing else needs. Cancelling a combinator cancels the inputs
+ * nothing else needs. Errors for all: WEFT_EINVAL (out NULL, inputs NULL
+ * with n > 0, a NULL input, or n beyond the bounds given), WEFT_ENOMEM;
+ * *out untouched on error.
+ * Thread: any thread.
+ */
+
+/** Fulfils (no value) when every input fulfils; rejects with the first
+ * failure's code (a cancelled input counts as WEFT_ECANCELED). n = 0
+ * fulfils at once. */
+WEFT_EXTERN int weft_future_all(weft_future_t *const *inputs, size_t n,
+                                weft_future_t **out);
+
+/** Fulfils (no value) when every input has settled; never rejects. */
+WEFT_EXTERN int weft_future_all_settled(weft_future_t *const *inputs,
+                                        size_t n, weft_future_t **out);
+
+/** First success: fulfils with the first input to fulfil (its value, read
+ * through weft_future_value/int); rejects with WEFT_EALLFAILED when every
+ * input failed. n must be at least 1. */
+WEFT_EXTERN int weft_future_any(weft_future_t *const *inputs, size_t n,
+                                weft_future_t **out);
+
+/** First settled: settles like the first input to settle (a cancelled
+ * winner rejects it with WEFT_ECANCELED). n must be at least 1. */
+WEFT_EXTERN int weft_future_race(weft_future_t *const *inputs, size_t n,
+                                 weft_future_t **out);
+
+/** First k successes of n: fulfils (no value) when k inputs have fulfilled;
+ * rejects with WEFT_EALLFAILED as soon as that can no longer happen.
+ * 1 <= k <= n. */
+WEFT_EXTERN int weft_future_some(weft_future_t *const *inputs, size_t n,
+                                 size_t k, weft_future_t **out);
+
+/**
+ * Number of inputs of a combinator future (0 for any other future or NULL).
+ * Thread: any thread.
+ */
+WEFT_EXTERN size_t weft_future_ninputs(const weft_future_t *f);
+
+/**
+ * The i-th input of a combinator, borrowed (valid while the caller holds the
+ * combinator). NULL when out of range or not a combinator.
+ * Thread: any thread.
+ */
+WEFT_EXTERN weft_future_t *weft_future_input(const weft_future_t *f,
+                                             size_t i);
+
+/**
+ * Index of the k-th input to settle among those the combinator counted
+ * (k = 0 is the winner of any/race; for some, the k-th success).
+ * Returns 0 and sets *index; WEFT_EPENDING when fewer than k+1 inputs have
+ * been counted; WEFT_EINVAL (NULL, or not a combinator).
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_future_order(const weft_future_t *f, size_t k,
+                                  size_t *index);
+
+WEFT_END_DECLS
+
+#endif /* WEFT_FUTURE_H */
