@@ -302,8 +302,9 @@ WEFT_EXTERN int weft_future_all_settled(weft_future_t *const *inputs,
 WEFT_EXTERN int weft_future_any(weft_future_t *const *inputs, size_t n,
                                 weft_future_t **out);
 
-/** First settled: settles like the first input to settle (a cancelled
- * winner rejects it with WEFT_ECANCELED). n must be at least 1. */
+/** First settled: settles exactly like the first input to settle (its value,
+ * its error, or cancelled when the winner was cancelled). n must be at
+ * least 1. */
 WEFT_EXTERN int weft_future_race(weft_future_t *const *inputs, size_t n,
                                  weft_future_t **out);
 
@@ -331,7 +332,8 @@ WEFT_EXTERN weft_future_t *weft_future_input(const weft_future_t *f,
  * Index of the k-th input to settle among those the combinator counted
  * (k = 0 is the winner of any/race; for some, the k-th success).
  * Returns 0 and sets *index; WEFT_EPENDING when fewer than k+1 inputs have
- * been counted; WEFT_EINVAL (NULL, or not a combinator).
+ * been counted; WEFT_EINVAL (NULL, not a combinator, or k not below the
+ * number of inputs).
  * Thread: any thread.
  */
 WEFT_EXTERN int weft_future_order(const weft_future_t *f, size_t k,

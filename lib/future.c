@@ -1,0 +1,622 @@
+/* SPDX-License-Identifier: MIT */
+/* lib/future.c: the promise/future shared state, settling, then, cancel
+ * propagation and await. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+/*
+ * Ownership inside the core
+ * -------------------------
+ * refs counts memory: every handle, every node still on a list, and every
+ * downstream state that keeps its source. needs counts who still wants the
+ * outcome: every handle and every pending then/combinator registered on it.
+ * When a downstream gives up its need and needs reaches 0 while the future
+ * is pending, the future is cancelled (cancel travels upstream).
+ *
+ * A then-state races two parties for its source: the firing path (source
+ * settled) and the cancel path (the then was cancelled). Whoever sets
+ * F_CLAIMED first owns the source's need and reference; the loser touches
+ * neither. The same holds with F_FCLAIMED for the future being followed.
+ */
+
+typedef struct then_state {
+  struct weft_future base;
+  weft_task_t node; /* on the source's list, then the executor's queue */
+  weft_executor_t *ex;
+  struct weft_future *src; /* the source, later the followed future */
+  weft_dtor_fn arg_dtor;
+} then_state_t;
+
+#define THEN_OF(task) ((then_state_t *)((char *)(task)-offsetof(then_state_t, node)))
+
+static inline uint32_t load_word(const struct weft_future *f,
+                                 memory_order mo) {
+  return atomic_load_explicit(&((struct weft_future *)f)->word, mo);
+}
+
+static inline uint32_t visible_state(uint32_t w) {
+  return (w & WEFT__BUSY) ? WEFT_PENDING : (w & WEFT__ST_MASK);
+}
+
+uint32_t weft__state(const struct weft_future *f) {
+  return visible_state(load_word(f, memory_order_acquire));
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+void weft__state_init(struct weft_future *f, unsigned kind, uint32_t refs,
+                      uint32_t needs) {
+  atomic_init(&f->refs, refs);
+  atomic_init(&f->word, (uint32_t)kind << WEFT__KIND_SHIFT);
+  atomic_init(&f->needs, needs);
+  f->err = 0;
+  atomic_init(&f->head, NULL);
+  f->val.ptr = NULL;
+  f->aux.dtor = NULL;
+}
+
+/* Claim the right to settle f as `target`, setting `flags` too. Returns 0,
+ * or WEFT_ECANCELED / WEFT_EALREADY when another settle came first. */
+static int claim_flags(struct weft_future *f, uint32_t target,
+                       uint32_t flags) {
+  uint32_t w = load_word(f, memory_order_relaxed);
+  for (;;) {
+    uint32_t st = w & WEFT__ST_MASK;
+    if (w & WEFT__BUSY) {
+      if (st != WEFT_PENDING) /* another settle is being written */
+        return st == WEFT_CANCELLED ? WEFT_ECANCELED : WEFT_EALREADY;
+      cpu_relax(); /* a cancel hook is being installed: a few stores */
+      w = load_word(f, memory_order_relaxed);
+      continue;
+    }
+    if (st != WEFT_PENDING)
+      return st == WEFT_CANCELLED ? WEFT_ECANCELED : WEFT_EALREADY;
+    uint32_t nw = (w & ~WEFT__ST_MASK) | WEFT__BUSY | target | flags;
+    if (atomic_compare_exchange_weak_explicit(&f->word, &w, nw,
+                                              memory_order_acquire,
+                                              memory_order_relaxed))
+      return 0;
+  }
+}
+
+int weft__claim(struct weft_future *f, uint32_t target) {
+  return claim_flags(f, target, 0);
+}
+
+/* Make the claimed outcome visible, then run every continuation. */
+void weft__publish(struct weft_future *f) {
+  atomic_fetch_and_explicit(&f->word, ~(uint32_t)WEFT__BUSY,
+                            memory_order_release);
+  weft_task_t *list =
+      atomic_exchange_explicit(&f->head, WEFT__CLOSED, memory_order_acq_rel);
+  if (list == NULL)
+    return;
+  /* The list is newest first; run in attach order. */
+  weft_task_t *fwd = NULL;
+  while (list != NULL) {
+    weft_task_t *next = list->next;
+    list->next = fwd;
+    fwd = list;
+    list = next;
+  }
+  while (fwd != NULL) {
+    weft_task_t *next = fwd->next;
+    weft__defer(fwd);
+    fwd = next;
+  }
+}
+
+int weft__settle_int(struct weft_future *f, uint32_t state, intptr_t v,
+                     int err) {
+  int rc = claim_flags(f, state, 0);
+  if (rc != 0)
+    return rc;
+  if (state == WEFT_FULFILLED)
+    f->val.i = v;
+  else
+    f->err = err;
+  weft__publish(f);
+  return 0;
+}
+
+static int settle_ptr(struct weft_future *f, void *v, weft_dtor_fn dtor) {
+  int rc = claim_flags(f, WEFT_FULFILLED, dtor != NULL ? WEFT__F_DTOR : 0);
+  if (rc != 0)
+    return rc;
+  f->val.ptr = v;
+  f->aux.dtor = dtor;
+  weft__publish(f);
+  return 0;
+}
+
+/* Settle dst exactly as the settled src: the value is shared, not copied;
+ * when src owns it (has a destructor) dst gets `borrow_flag` and the caller
+ * keeps src alive for as long as dst lives. */
+int weft__mirror(struct weft_future *dst, struct weft_future *src,
+                 bool borrow) {
+  uint32_t w = load_word(src, memory_order_acquire);
+  uint32_t st = visible_state(w);
+  uint32_t flags = (borrow && st == WEFT_FULFILLED && (w & WEFT__F_DTOR))
+                       ? WEFT__F_BORROWED
+                       : 0;
+  int rc = claim_flags(dst, st, flags);
+  if (rc != 0)
+    return rc;
+  if (st == WEFT_FULFILLED)
+    dst->val = src->val;
+  else
+    dst->err = st == WEFT_CANCELLED ? WEFT_ECANCELED : src->err;
+  weft__publish(dst);
+  return 0;
+}
+
+bool weft__attach(struct weft_future *f, weft_task_t *node) {
+  weft_task_t *h = atomic_load_explicit(&f->head, memory_order_acquire);
+  do {
+    if (h == WEFT__CLOSED)
+      return false;
+    node->next = h;
+  } while (!atomic_compare_exchange_weak_explicit(
+      &f->head, &h, node, memory_order_acq_rel, memory_order_acquire));
+  return true;
+}
+
+/* ---- lifetime ---- */
+
+static void destroy(struct weft_future *f) {
+  uint32_t w = load_word(f, memory_order_acquire);
+  bool owns_value = (w & WEFT__ST_MASK) == WEFT_FULFILLED &&
+                    (w & WEFT__F_DTOR) && !(w & WEFT__F_BORROWED);
+  switch (weft__kind(w)) {
+  case WEFT__K_COMBINE:
+    weft__combine_destroy(f);
+    return;
+  case WEFT__K_THEN: {
+    then_state_t *t = (then_state_t *)f;
+    if (owns_value)
+      f->aux.dtor(f->val.ptr);
+    if (w & WEFT__F_BORROWED)
+      weft__unref(t->src);
+    weft__free(t, sizeof(*t));
+    return;
+  }
+  default:
+    if (owns_value)
+      f->aux.dtor(f->val.ptr);
+    weft__free(f, sizeof(*f));
+  }
+}
+
+void weft__ref(struct weft_future *f) {
+  atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+}
+
+void weft__unref(struct weft_future *f) {
+  /* Sole owner: nobody else can take a reference, so skip the RMW. */
+  if (atomic_load_explicit(&f->refs, memory_order_acquire) == 1 ||
+      atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1)
+    destroy(f);
+}
+
+/* Give up one need on u (which the caller keeps alive with `ref_owned`, a
+ * reference it owns). Returns u, reference included, when u must now be
+ * cancelled; otherwise drops that reference and returns NULL. */
+static struct weft_future *take_upstream(struct weft_future *u) {
+  if (atomic_fetch_sub_explicit(&u->needs, 1, memory_order_acq_rel) == 1 &&
+      weft__state(u) == WEFT_PENDING)
+    return u;
+  weft__unref(u);
+  return NULL;
+}
+
+void weft__drop_need(struct weft_future *f) {
+  if (atomic_fetch_sub_explicit(&f->needs, 1, memory_order_acq_rel) == 1 &&
+      weft__state(f) == WEFT_PENDING)
+    weft__cancel_chain(f, false);
+}
+
+/* ---- cancellation ---- */
+
+static struct weft_future *then_cancelled(then_state_t *t) {
+  uint32_t old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_CLAIMED,
+                                          memory_order_acq_rel);
+  if (!(old & WEFT__F_CLAIMED)) {
+    /* The source has not fired: fn never runs; we own src's need+ref. */
+    if (t->arg_dtor != NULL)
+      t->arg_dtor(t->base.val.ptr);
+    return take_upstream(t->src);
+  }
+  if (old & WEFT__F_FOLLOWING) {
+    old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FCLAIMED,
+                                   memory_order_acq_rel);
+    if (!(old & WEFT__F_FCLAIMED))
+      return take_upstream(t->src);
+  }
+  return NULL;
+}
+
+/* After f was cancelled by us: run its hook, and return the upstream future
+ * that must be cancelled next (with a reference for the caller), if any. */
+static struct weft_future *after_cancel(struct weft_future *f) {
+  uint32_t w = load_word(f, memory_order_acquire);
+  switch (weft__kind(w)) {
+  case WEFT__K_PROMISE:
+    if (w & WEFT__F_HOOK)
+      f->aux.cancel(f->val.ptr);
+    return NULL;
+  case WEFT__K_THEN:
+    return then_cancelled((then_state_t *)f);
+  case WEFT__K_COMBINE:
+    return weft__combine_cancelled(f);
+  default:
+    return NULL;
+  }
+}
+
+/* Cancel f and, iteratively, each upstream future nothing else needs, so a
+ * million-deep chain does not recurse. `owned`: the caller hands over a
+ * reference on f. */
+void weft__cancel_chain(struct weft_future *f, bool owned) {
+  while (f != NULL) {
+    struct weft_future *next = NULL;
+    if (weft__settle_int(f, WEFT_CANCELLED, 0, WEFT_ECANCELED) == 0)
+      next = after_cancel(f);
+    if (owned)
+      weft__unref(f);
+    f = next;
+    owned = true;
+  }
+}
+
+int weft_future_cancel(weft_future_t *f) {
+  if (f == NULL)
+    return WEFT_EINVAL;
+  if (weft__settle_int(f, WEFT_CANCELLED, 0, WEFT_ECANCELED) != 0)
+    return WEFT_EALREADY;
+  weft__cancel_chain(after_cancel(f), true);
+  return 0;
+}
+
+/* ---- promises ---- */
+
+int weft_promise_create(weft_promise_t **promise, weft_future_t **future) {
+  if (promise == NULL || future == NULL)
+    return WEFT_EINVAL;
+  struct weft_future *f = weft__malloc(sizeof(*f));
+  if (f == NULL)
+    return WEFT_ENOMEM;
+  weft__state_init(f, WEFT__K_PROMISE, 2, 1);
+  *promise = (weft_promise_t *)f;
+  *future = f;
+  return 0;
+}
+
+static struct weft_future *live_promise(const weft_promise_t *p) {
+  struct weft_future *f = (struct weft_future *)p;
+  if (f == NULL || (load_word(f, memory_order_relaxed) & WEFT__F_PROMISE_GONE))
+    return NULL;
+  return f;
+}
+
+int weft_promise_fulfil(weft_promise_t *promise, void *value,
+                        weft_dtor_fn dtor) {
+  struct weft_future *f = live_promise(promise);
+  if (f == NULL)
+    return WEFT_EINVAL;
+  return settle_ptr(f, value, dtor);
+}
+
+int weft_promise_fulfil_int(weft_promise_t *promise, intptr_t value) {
+  struct weft_future *f = live_promise(promise);
+  if (f == NULL)
+    return WEFT_EINVAL;
+  return weft__settle_int(f, WEFT_FULFILLED, value, 0);
+}
+
+int weft_promise_reject(weft_promise_t *promise, int err) {
+  struct weft_future *f = live_promise(promise);
+  if (f == NULL || err >= 0)
+    return WEFT_EINVAL;
+  return weft__settle_int(f, WEFT_REJECTED, 0, err);
+}
+
+int weft_promise_on_cancel(weft_promise_t *promise, weft_cancel_fn fn,
+                           void *arg) {
+  struct weft_future *f = live_promise(promise);
+  if (f == NULL || fn == NULL)
+    return WEFT_EINVAL;
+  uint32_t w = load_word(f, memory_order_relaxed);
+  for (;;) {
+    uint32_t st = w & WEFT__ST_MASK;
+    if (st != WEFT_PENDING || (w & WEFT__BUSY)) {
+      if (st == WEFT_PENDING) { /* another hook install in progress */
+        cpu_relax();
+        w = load_word(f, memory_order_relaxed);
+        continue;
+      }
+      return st == WEFT_CANCELLED ? WEFT_ECANCELED : WEFT_EALREADY;
+    }
+    if (w & WEFT__F_HOOK)
+      return WEFT_EBUSY;
+    if (atomic_compare_exchange_weak_explicit(&f->word, &w, w | WEFT__BUSY,
+                                              memory_order_acquire,
+                                              memory_order_relaxed))
+      break;
+  }
+  f->aux.cancel = fn;
+  f->val.ptr = arg;
+  atomic_fetch_xor_explicit(&f->word, WEFT__BUSY | WEFT__F_HOOK,
+                            memory_order_release);
+  return 0;
+}
+
+int weft_promise_is_cancelled(const weft_promise_t *promise) {
+  if (promise == NULL)
+    return WEFT_EINVAL;
+  return weft__state((const struct weft_future *)promise) == WEFT_CANCELLED;
+}
+
+int weft_promise_release(weft_promise_t *promise) {
+  struct weft_future *f = (struct weft_future *)promise;
+  if (f == NULL)
+    return WEFT_EINVAL;
+  uint32_t old = atomic_fetch_or_explicit(&f->word, WEFT__F_PROMISE_GONE,
+                                          memory_order_acq_rel);
+  if (old & WEFT__F_PROMISE_GONE)
+    return WEFT_EINVAL;
+  if (visible_state(old) == WEFT_PENDING)
+    (void)weft__settle_int(f, WEFT_REJECTED, 0, WEFT_EBROKEN);
+  weft__unref(f);
+  return 0;
+}
+
+/* ---- future handles and accessors ---- */
+
+int weft_future_retain(weft_future_t *f) {
+  if (f == NULL)
+    return WEFT_EINVAL;
+  uint32_t n = atomic_load_explicit(&f->needs, memory_order_relaxed);
+  do {
+    if (n == 0)
+      return WEFT_EINVAL;
+  } while (!atomic_compare_exchange_weak_explicit(
+      &f->needs, &n, n + 1, memory_order_relaxed, memory_order_relaxed));
+  weft__ref(f);
+  return 0;
+}
+
+int weft_future_release(weft_future_t *f) {
+  if (f == NULL)
+    return WEFT_EINVAL;
+  if (atomic_load_explicit(&f->refs, memory_order_acquire) == 1) {
+    /* Last reference of any kind: this is the last handle. */
+    if (atomic_load_explicit(&f->needs, memory_order_relaxed) == 0)
+      return WEFT_EINVAL;
+    destroy(f);
+    return 0;
+  }
+  uint32_t n = atomic_fetch_sub_explicit(&f->needs, 1, memory_order_relaxed);
+  if (n == 0) {
+    atomic_fetch_add_explicit(&f->needs, 1, memory_order_relaxed);
+    return WEFT_EINVAL;
+  }
+  weft__unref(f);
+  return 0;
+}
+
+weft_state_t weft_future_state(const weft_future_t *f) {
+  if (f == NULL)
+    return WEFT_PENDING;
+  return (weft_state_t)weft__state(f);
+}
+
+int weft_future_error(const weft_future_t *f) {
+  if (f == NULL)
+    return WEFT_EINVAL;
+  switch (weft__state(f)) {
+  case WEFT_FULFILLED:
+    return 0;
+  case WEFT_REJECTED:
+    return f->err;
+  case WEFT_CANCELLED:
+    return WEFT_ECANCELED;
+  default:
+    return WEFT_EPENDING;
+  }
+}
+
+void *weft_future_value(const weft_future_t *f) {
+  if (f == NULL || weft__state(f) != WEFT_FULFILLED)
+    return NULL;
+  return f->val.ptr;
+}
+
+intptr_t weft_future_int(const weft_future_t *f) {
+  if (f == NULL || weft__state(f) != WEFT_FULFILLED)
+    return 0;
+  return f->val.i;
+}
+
+/* ---- then ---- */
+
+static void then_run(weft_task_t *node);
+static void follow_fire(weft_task_t *node);
+
+static void then_finish(then_state_t *t) {
+  weft__unref(t->src);
+  weft__unref(&t->base); /* the reference the list held */
+}
+
+/* The source settled (runs on the settling thread, in its trampoline). */
+static void then_fire(weft_task_t *node) {
+  then_state_t *t = THEN_OF(node);
+  uint32_t old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_CLAIMED,
+                                          memory_order_acq_rel);
+  if (old & WEFT__F_CLAIMED) { /* cancelled first: src is not ours */
+    weft__unref(&t->base);
+    return;
+  }
+  /* src has settled, so its need no longer matters; its ref is kept for fn. */
+  atomic_fetch_sub_explicit(&t->src->needs, 1, memory_order_relaxed);
+  if (t->ex == weft_executor_inline()) {
+    then_run(node);
+    return;
+  }
+  node->run = then_run;
+  int rc = t->ex->ops->submit(t->ex, node);
+  if (rc != 0) {
+    if (t->arg_dtor != NULL)
+      t->arg_dtor(t->base.val.ptr);
+    (void)weft__settle_int(&t->base, WEFT_REJECTED, 0, rc);
+    then_finish(t);
+  }
+}
+
+static void then_follow(then_state_t *t, struct weft_future *target) {
+  struct weft_future *old_src = t->src;
+  t->src = target;
+  uint32_t old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FOLLOWING,
+                                          memory_order_acq_rel);
+  weft__unref(old_src);
+  if (visible_state(old) != WEFT_PENDING) {
+    /* Cancelled while fn ran: the followed future is not needed by us. */
+    old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FCLAIMED,
+                                   memory_order_acq_rel);
+    if (!(old & WEFT__F_FCLAIMED))
+      weft__cancel_chain(take_upstream(target), true);
+    weft__unref(&t->base);
+    return;
+  }
+  t->node.run = follow_fire;
+  if (!weft__attach(target, &t->node))
+    follow_fire(&t->node);
+}
+
+/* The continuation, on its executor. */
+static void then_run(weft_task_t *node) {
+  then_state_t *t = THEN_OF(node);
+  struct weft_future *d = &t->base;
+  if (weft__state(d) != WEFT_PENDING) { /* cancelled while queued */
+    if (t->arg_dtor != NULL)
+      t->arg_dtor(d->val.ptr);
+    then_finish(t);
+    return;
+  }
+  weft_result_t r = d->aux.then(d->val.ptr, t->src);
+  switch (r.kind) {
+  case WEFT__R_PTR:
+    if (settle_ptr(d, r.u.ptr, r.dtor) != 0 && r.dtor != NULL)
+      r.dtor(r.u.ptr);
+    break;
+  case WEFT__R_INT:
+    (void)weft__settle_int(d, WEFT_FULFILLED, r.u.i, 0);
+    break;
+  case WEFT__R_FOLLOW:
+    if (r.u.future != NULL) {
+      then_follow(t, r.u.future);
+      return;
+    }
+    (void)weft__settle_int(d, WEFT_REJECTED, 0, WEFT_EINVAL);
+    break;
+  case WEFT__R_ERR:
+    (void)weft__settle_int(d, WEFT_REJECTED, 0,
+                           r.err < 0 ? r.err : WEFT_EINVAL);
+    break;
+  default:
+    (void)weft__settle_int(d, WEFT_REJECTED, 0, WEFT_EINVAL);
+  }
+  then_finish(t);
+}
+
+/* The followed future settled. */
+static void follow_fire(weft_task_t *node) {
+  then_state_t *t = THEN_OF(node);
+  struct weft_future *target = t->src;
+  uint32_t old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FCLAIMED,
+                                          memory_order_acq_rel);
+  if (old & WEFT__F_FCLAIMED) { /* cancelled first: target is not ours */
+    weft__unref(&t->base);
+    return;
+  }
+  bool borrowed = weft__mirror(&t->base, target, true) == 0 &&
+                  (load_word(&t->base, memory_order_relaxed) & WEFT__F_BORROWED);
+  atomic_fetch_sub_explicit(&target->needs, 1, memory_order_relaxed);
+  if (!borrowed)
+    weft__unref(target);
+  weft__unref(&t->base);
+}
+
+int weft_future_then_dtor(weft_future_t *src, weft_executor_t *ex,
+                          weft_then_fn fn, void *arg, weft_dtor_fn arg_dtor,
+                          weft_future_t **out) {
+  if (src == NULL || ex == NULL || ex->ops == NULL ||
+      ex->ops->submit == NULL || fn == NULL || out == NULL)
+    return WEFT_EINVAL;
+  then_state_t *t = weft__malloc(sizeof(*t));
+  if (t == NULL)
+    return WEFT_ENOMEM;
+  /* refs: the caller's handle and the source's list; needs: the handle. */
+  weft__state_init(&t->base, WEFT__K_THEN, 2, 1);
+  t->base.aux.then = fn;
+  t->base.val.ptr = arg;
+  t->arg_dtor = arg_dtor;
+  t->ex = ex;
+  t->src = src;
+  t->node.run = then_fire;
+  weft__ref(src);
+  atomic_fetch_add_explicit(&src->needs, 1, memory_order_relaxed);
+  *out = &t->base;
+  if (!weft__attach(src, &t->node))
+    weft__defer(&t->node);
+  return 0;
+}
+
+int weft_future_then(weft_future_t *src, weft_executor_t *ex,
+                     weft_then_fn fn, void *arg, weft_future_t **out) {
+  return weft_future_then_dtor(src, ex, fn, arg, NULL, out);
+}
+
+/* ---- await ---- */
+
+int weft_future_await(weft_future_t *f, int64_t timeout_ms) {
+  if (f == NULL || timeout_ms < -1)
+    return WEFT_EINVAL;
+  /* Inline continuations queued on this thread may be what settles f. */
+  while (weft__state(f) == WEFT_PENDING && weft__trampoline_help())
+    ;
+  if (weft__state(f) != WEFT_PENDING)
+    return 0;
+  if (timeout_ms == 0)
+    return WEFT_ETIMEDOUT;
+  int64_t deadline = timeout_ms < 0 ? -1 : weft_now_ns() + timeout_ms * 1000000;
+  weft_executor_t *cur = weft_executor_current();
+  if (cur != NULL && cur->ops != NULL && cur->ops->await != NULL) {
+    int rc = cur->ops->await(cur, f, deadline);
+    if (rc != WEFT_EAGAIN)
+      return rc;
+  }
+  weft__waiter_t *w = weft__waiter_new(NULL, NULL);
+  if (w == NULL)
+    return WEFT_ENOMEM;
+  if (!weft__attach(f, &w->task)) {
+    weft__waiter_put(w);
+    weft__waiter_put(w);
+    return 0;
+  }
+  int rc = 0;
+  pthread_mutex_lock(w->mu);
+  while (!atomic_load_explicit(&w->done, memory_order_acquire)) {
+    if (weft__cond_wait(w->cv, w->mu, deadline) == WEFT_ETIMEDOUT &&
+        !atomic_load_explicit(&w->done, memory_order_acquire)) {
+      rc = WEFT_ETIMEDOUT;
+      break;
+    }
+  }
+  pthread_mutex_unlock(w->mu);
+  weft__waiter_put(w);
+  return rc;
+}

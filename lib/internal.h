@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: MIT */
+/* lib/internal.h: private layout of the shared state and helpers shared by
+ * the core's files. Never installed, never included by a public header. */
+#ifndef WEFT_LIB_INTERNAL_H
+#define WEFT_LIB_INTERNAL_H
+
+#include <weft.h>
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#define WEFT__HIDDEN __attribute__((visibility("hidden")))
+
+/* Allocation: every internal allocation goes through these. */
+WEFT__HIDDEN void *weft__malloc(size_t size);
+WEFT__HIDDEN void weft__free(void *ptr, size_t size);
+
+/*
+ * The state word. Bits 0-2 hold the state (or, while bit 3 BUSY is set, the
+ * state being written); readers treat BUSY as pending. Flag bits above are
+ * only ever set, never cleared, except BUSY. Bits 24-31 hold the kind, fixed
+ * at creation.
+ */
+enum {
+  WEFT__ST_MASK = 0x7u,
+  WEFT__BUSY = 0x8u,
+  WEFT__F_PROMISE_GONE = 0x10u, /* promise handle released */
+  WEFT__F_HOOK = 0x20u,         /* cancel hook installed (promise kind) */
+  WEFT__F_CLAIMED = 0x40u,      /* then: producer side claimed */
+  WEFT__F_FOLLOWING = 0x80u,    /* then: now following another future */
+  WEFT__F_FCLAIMED = 0x100u,    /* then: the followed future's need claimed */
+  WEFT__F_BORROWED = 0x200u,    /* value borrowed from the future in src */
+  WEFT__F_DTOR = 0x400u,        /* fulfilled value owns a destructor */
+  WEFT__KIND_SHIFT = 24
+};
+
+enum { WEFT__K_PROMISE = 1, WEFT__K_THEN = 2, WEFT__K_COMBINE = 3 };
+
+typedef union weft__fnslot {
+  weft_dtor_fn dtor;     /* fulfilled: value destructor */
+  weft_cancel_fn cancel; /* pending promise: cancel hook */
+  weft_then_fn then;     /* pending then: the continuation */
+} weft__fnslot_t;
+
+/* The shared state. weft_future_t and weft_promise_t both point at it. */
+struct weft_future {
+  _Atomic uint32_t refs;  /* memory references */
+  _Atomic uint32_t word;  /* state, flags and kind */
+  _Atomic uint32_t needs; /* handles + pending downstream users */
+  int32_t err;            /* rejection code */
+  _Atomic(weft_task_t *) head; /* continuations; WEFT__CLOSED once settled */
+  union {
+    void *ptr;
+    intptr_t i;
+  } val;               /* fulfilled value; pending: hook or then argument */
+  weft__fnslot_t aux;  /* see weft__fnslot_t */
+};
+
+#define WEFT__CLOSED ((weft_task_t *)(uintptr_t)1)
+
+static inline uint32_t weft__kind(uint32_t w) { return w >> WEFT__KIND_SHIFT; }
+
+/* Shared-state primitives (future.c). */
+WEFT__HIDDEN void weft__state_init(struct weft_future *f, unsigned kind,
+                                   uint32_t refs, uint32_t needs);
+WEFT__HIDDEN int weft__claim(struct weft_future *f, uint32_t target);
+WEFT__HIDDEN void weft__publish(struct weft_future *f);
+WEFT__HIDDEN int weft__settle_int(struct weft_future *f, uint32_t state,
+                                  intptr_t v, int err);
+WEFT__HIDDEN int weft__mirror(struct weft_future *dst,
+                               struct weft_future *src, bool borrow);
+WEFT__HIDDEN bool weft__attach(struct weft_future *f, weft_task_t *node);
+WEFT__HIDDEN void weft__ref(struct weft_future *f);
+WEFT__HIDDEN void weft__unref(struct weft_future *f);
+WEFT__HIDDEN void weft__drop_need(struct weft_future *f);
+WEFT__HIDDEN void weft__cancel_chain(struct weft_future *f, bool owned);
+WEFT__HIDDEN uint32_t weft__state(const struct weft_future *f);
+
+/* Combinators (combinators.c). */
+WEFT__HIDDEN struct weft_future *weft__combine_cancelled(struct weft_future *f);
+WEFT__HIDDEN void weft__combine_destroy(struct weft_future *f);
+
+/* The inline executor's per-thread trampoline (executor.c). */
+WEFT__HIDDEN void weft__defer(weft_task_t *task);
+/* Run one queued trampoline task of this thread; false when none. */
+WEFT__HIDDEN bool weft__trampoline_help(void);
+
+#endif /* WEFT_LIB_INTERNAL_H */
+
+/* A waiter: a continuation node that wakes a blocked thread. Heap-allocated
+ * and reference-counted (the waiting thread and the future's list each hold
+ * one), because a waiter that times out leaves its node on the list. */
+#include <pthread.h>
+typedef struct weft__waiter {
+  weft_task_t task;
+  _Atomic uint32_t refs;
+  _Atomic int done;
+  pthread_mutex_t *mu; /* own_mu, or an executor's */
+  pthread_cond_t *cv;
+  pthread_mutex_t own_mu;
+  pthread_cond_t own_cv;
+  void (*owner_put)(void *owner); /* run when the waiter is freed */
+  void *owner;
+} weft__waiter_t;
+
+/* NULL mu/cv: use the waiter's own. Returns NULL on allocation failure. */
+WEFT__HIDDEN weft__waiter_t *weft__waiter_new(pthread_mutex_t *mu,
+                                              pthread_cond_t *cv);
+WEFT__HIDDEN void weft__waiter_put(weft__waiter_t *w);
+/* Wait on cv (with mu held) until the deadline (-1: none). Returns 0 when
+ * signalled or spuriously woken, WEFT_ETIMEDOUT at the deadline. */
+WEFT__HIDDEN int weft__cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu,
+                                 int64_t deadline_ns);
+WEFT__HIDDEN int weft__cond_init(pthread_cond_t *cv);
