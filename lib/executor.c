@@ -56,11 +56,15 @@ static weft_task_t *tramp_pop(void) {
 
 void weft__defer(weft_task_t *task) {
   task->next = NULL;
+  weft__defer_list(task, task);
+}
+
+void weft__defer_list(weft_task_t *first, weft_task_t *last) {
   if (tl_tramp.tail != NULL)
-    tl_tramp.tail->next = task;
+    tl_tramp.tail->next = first;
   else
-    tl_tramp.head = task;
-  tl_tramp.tail = task;
+    tl_tramp.head = first;
+  tl_tramp.tail = last;
   if (tl_tramp.draining)
     return;
   tl_tramp.draining = 1;

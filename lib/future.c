@@ -95,19 +95,16 @@ void weft__publish(struct weft_future *f) {
       atomic_exchange_explicit(&f->head, WEFT__CLOSED, memory_order_acq_rel);
   if (list == NULL)
     return;
-  /* The list is newest first; run in attach order. */
-  weft_task_t *fwd = NULL;
+  /* The list is newest first; queue all of it in attach order, so that a
+   * continuation awaiting a sibling finds the sibling queued. */
+  weft_task_t *fwd = NULL, *last = list;
   while (list != NULL) {
     weft_task_t *next = list->next;
     list->next = fwd;
     fwd = list;
     list = next;
   }
-  while (fwd != NULL) {
-    weft_task_t *next = fwd->next;
-    weft__defer(fwd);
-    fwd = next;
-  }
+  weft__defer_list(fwd, last);
 }
 
 int weft__settle_int(struct weft_future *f, uint32_t state, intptr_t v,

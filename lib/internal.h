@@ -82,6 +82,9 @@ WEFT__HIDDEN void weft__combine_destroy(struct weft_future *f);
 
 /* The inline executor's per-thread trampoline (executor.c). */
 WEFT__HIDDEN void weft__defer(weft_task_t *task);
+/* Queue the chain first..last (linked through next, last->next NULL) in
+ * order, then drain unless this thread is already draining. */
+WEFT__HIDDEN void weft__defer_list(weft_task_t *first, weft_task_t *last);
 /* Run one queued trampoline task of this thread; false when none. */
 WEFT__HIDDEN bool weft__trampoline_help(void);
 

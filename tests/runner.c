@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+/* tests/runner.c: runs one CUnit suite by name (or all), exits non-zero on
+ * any failure; also the counting allocator used by the suites. */
+#include "testutil.h"
+
+#include <CUnit/Basic.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+extern const test_suite_t suite_error, suite_future, suite_then, suite_cancel,
+    suite_combinators, suite_await, suite_race, suite_chain, suite_alloc;
+
+static const test_suite_t *const suites[] = {
+    &suite_error,  &suite_future, &suite_then,  &suite_cancel, &suite_combinators,
+    &suite_await,  &suite_race,   &suite_chain, &suite_alloc};
+
+/* ---- counting allocator ---- */
+static _Atomic long n_allocs, n_live, live_bytes, peak_bytes, fail_at_n;
+
+static void *tu_alloc(void *ctx, size_t size) {
+  (void)ctx;
+  long n = atomic_fetch_add(&n_allocs, 1) + 1;
+  if (n == atomic_load(&fail_at_n))
+    return NULL;
+  void *p = malloc(size);
+  if (p != NULL) {
+    atomic_fetch_add(&n_live, 1);
+    long b = atomic_fetch_add(&live_bytes, (long)size) + (long)size;
+    long peak = atomic_load(&peak_bytes);
+    while (b > peak && !atomic_compare_exchange_weak(&peak_bytes, &peak, b))
+      ;
+  }
+  return p;
+}
+
+static void tu_release(void *ctx, void *ptr, size_t size) {
+  (void)ctx;
+  atomic_fetch_sub(&n_live, 1);
+  atomic_fetch_sub(&live_bytes, (long)size);
+  free(ptr);
+}
+
+void tu_alloc_install(long fail_at) {
+  atomic_store(&n_allocs, 0);
+  atomic_store(&n_live, 0);
+  atomic_store(&live_bytes, 0);
+  atomic_store(&peak_bytes, 0);
+  atomic_store(&fail_at_n, fail_at);
+  weft_allocator_t a = {tu_alloc, tu_release, NULL};
+  weft_set_allocator(&a);
+}
+
+void tu_alloc_restore(void) { weft_set_allocator(NULL); }
+long tu_alloc_count(void) { return atomic_load(&n_allocs); }
+long tu_alloc_live(void) { return atomic_load(&n_live); }
+long tu_alloc_live_bytes(void) { return atomic_load(&live_bytes); }
+long tu_alloc_peak_bytes(void) { return atomic_load(&peak_bytes); }
+
+static int add_suite(const test_suite_t *s) {
+  CU_pSuite cs = CU_add_suite(s->name, NULL, NULL);
+  if (cs == NULL)
+    return -1;
+  for (const test_case_t *c = s->cases; c->name != NULL; c++)
+    if (CU_add_test(cs, c->name, c->fn) == NULL)
+      return -1;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (CU_initialize_registry() != CUE_SUCCESS)
+    return 2;
+  size_t n = sizeof(suites) / sizeof(suites[0]), added = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (argc > 1 && strcmp(argv[1], suites[i]->name) != 0)
+      continue;
+    if (add_suite(suites[i]) != 0)
+      return 2;
+    added++;
+  }
+  if (added == 0) {
+    fprintf(stderr, "no suite named %s\n", argc > 1 ? argv[1] : "(none)");
+    CU_cleanup_registry();
+    return 2;
+  }
+  CU_basic_set_mode(CU_BRM_VERBOSE);
+  CU_basic_run_tests();
+  unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+  CU_cleanup_registry();
+  return failed ? 1 : 0;
+}

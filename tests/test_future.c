@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: MIT */
+/* tests/test_future.c: every state transition of a promise/future pair,
+ * double settle, abandoned promises, hooks, handles and bad arguments. */
+#include "testutil.h"
+
+#include <stdlib.h>
+
+static atomic_int dtor_runs, hook_runs;
+static void count_dtor(void *p) {
+  atomic_fetch_add(&dtor_runs, 1);
+  free(p);
+}
+static void count_hook(void *arg) {
+  atomic_fetch_add(&hook_runs, 1);
+  *(int *)arg += 1;
+}
+
+static void pair(weft_promise_t **p, weft_future_t **f) {
+  REQUIRE_EQ(weft_promise_create(p, f), 0);
+}
+
+static void test_pending(void) {
+  weft_promise_t *p;
+  weft_future_t *f;
+  pair(&p, &f);
+  EXPECT_EQ(weft_future_state(f), WEFT_PENDING);
+  EXPECT_ERR(weft_future_error(f), WEFT_EPENDING);
+  EXPECT_TRUE(weft_future_value(f) == NULL);
+  EXPECT_EQ(weft_future_int(f), 0);
+  EXPECT_EQ(weft_promise_is_cancelled(p), 0);
+  EXPECT_EQ(weft_future_release(f), 0);
+  EXPECT_EQ(weft_promise_release(p), 0);
+}
+
+static void test_fulfil_ptr_dtor_once(void) {
+  weft_promise_t *p;
+  weft_future_t *f;
+  atomic_store(&dtor_runs, 0);
+  pair(&p, &f);
+  int *v = malloc(sizeof *v);
+  *v = 7;
+  EXPECT_EQ(weft_promise_fulfil(p, v, count_dtor), 0);
+  EXPECT_EQ(weft_future_state(f), WEFT_FULFILLED);
+  EXPECT_EQ(weft_future_error(f), 0);
+  EXPECT_TRUE(weft_future_value(f) == v);
+  EXPECT_EQ(*(int *)weft_future_value(f), 7);
+  EXPECT_EQ(weft_future_retain(f), 0);
+  EXPECT_EQ(weft_promise_release(p), 0);
+  EXPECT_EQ(weft_future_release(f), 0);
+  EXPECT_EQ(atomic_load(&dtor_runs), 0); /* one handle still held */
+  EXPECT_EQ(weft_future_release(f), 0);
+  EXPECT_EQ(atomic_load(&dtor_runs), 1);
+}
+
+static void test_fulfil_int(void) {
+  weft_promise_t *p;
+  weft_future_t *f;
+  pair(&p, &f);
+  EXPECT_EQ(weft_promise_fulfil_int(p, -123456789), 0);
+  EXPECT_EQ(weft_future_int(f), -123456789);
+  EXPECT_EQ(weft_future_state(f), WEFT_FULFILLED);
+  weft_promise_release(p);
+  weft_future_release(f);
+}
+
+static void test_reject(void) {
+  weft_promise_t *p;
+  weft_future_t *f;
+  pair(&p, &f);
+  EXPECT_ERR(weft_promise_reject(p, 0), WEFT_EINVAL);
+  EXPECT_ERR(weft_promise_reject(p, 5), WEFT_EINVAL);
+  EXPECT_EQ(weft_future_state(f), WEFT_PENDING);
+  EXPECT_EQ(weft_promise_reject(p, WEFT_EIO), 0);
+  EXPECT_EQ(weft_future_state(f), WEFT_REJECTED);
+  EXPECT_ERR(weft_future_error(f), WEFT_EIO);
+  EXPECT_TRUE(weft_future_value(f) == NULL);
+  weft_promise_release(p);
+  weft_future_release(f);
+}
+
+static void test_double_settle(void) {
+  weft_promise_t *p;
+  weft_future_t *f;
+  atomic_store(&dtor_runs, 0);
+  pair(&p, &f);
+  EXPECT_EQ(weft_promise_fulfil_int(p, 1), 0);
+  int *v = malloc(sizeof *v);
+  EXPECT_ERR(weft_promise_fulfil(p, v, count_dtor), WEFT_EALREADY);
+  EXPECT_EQ(atomic_load(&dtor_runs), 0); /* the caller still owns v */
+  free(v);
+  EXPECT_ERR(weft_promise_fulfil_int(p, 2), WEFT_EALREADY);
+  EXPECT_ERR(weft_promise_reject(p, WEFT_EIO), WEFT_EALREADY);
+  EXPECT_ERR(weft_future_cancel(f), WEFT_EALREADY);
+  EXPECT_EQ(weft_future_int(f), 1);
+  EXPECT_EQ(weft_future_state(f), WEFT_FULFILLED);
+  weft_promise_release(p);
+  weft_future_release(f);
+}
+
+static void test_settle_after_cancel(void) {
+  weft_promise_t *p;
+  weft_future_t *f;
+  pair(&p, &f);
+  EXPECT_EQ(weft_future_cancel(f), 0);
+  EXPECT_EQ(weft_future_state(f), WEFT_CANCELLED);
+  EXPECT_ERR(weft_future_error(f), WEFT_ECANCELED);
+  EXPECT_EQ(weft_promise_is_cancelled(p), 1);
+  EXPECT_ERR(weft_promise_fulfil_int(p, 1), WEFT_ECANCELED);
+  EXPECT_ERR(weft_promise_reject(p, WEFT_EIO), WEFT_ECANCELED);
+  EXPECT_ERR(weft_future_cancel(f), WEFT_EALREADY);
+  weft_promise_release(p);
+  weft_future_release(f);
+}
+
+static void test_abandoned(void) {
+  weft_promise_t *p;
+  weft_future_t *f;
+  pair(&p, &f);
+  EXPECT_EQ(weft_promise_release(p), 0);
+  EXPECT_EQ(weft_future_state(f), WEFT_REJECTED);
+  EXPECT_ERR(weft_future_error(f), WEFT_EBROKEN);
+  EXPECT_ERR(weft_promise_release(p), WEFT_EINVAL); /* double release */
+  EXPECT_ERR(weft_promise_fulfil_int(p, 1), WEFT_EINVAL);
+  weft_future_release(f);
+}
+
+static void test_settled_then_released_is_not_broken(void) {
+  weft_promise_t *p;
+  weft_future_t *f;
+  pair(&p, &f);
+  weft_promise_fulfil_int(p, 3);
+  weft_promise_release(p);
+  EXPECT_EQ(weft_future_state(f), WEFT_FULFILLED);
+  EXPECT_EQ(weft_future_int(f), 3);
+  weft_future_release(f);
+}
+
+static void test_cancel_hook(void) {
+  weft_promise_t *p;
+  weft_future_t *f;
+  int seen = 0;
+  atomic_store(&hook_runs, 0);
+  pair(&p, &f);
+  EXPECT_EQ(weft_promise_on_cancel(p, count_hook, &seen), 0);
+  EXPECT_ERR(weft_promise_on_cancel(p, count_hook, &seen), WEFT_EBUSY);
+  EXPECT_EQ(weft_future_cancel(f), 0);
+  EXPECT_ERR(weft_future_cancel(f), WEFT_EALREADY);
+  EXPECT_EQ(seen, 1);
+  EXPECT_EQ(atomic_load(&hook_runs), 1);
+  EXPECT_ERR(weft_promise_on_cancel(p, count_hook, &seen), WEFT_ECANCELED);
+  EXPECT_EQ(seen, 1);
+  weft_promise_release(p);
+  weft_future_release(f);
+
+  /* a hook never runs when the future settles otherwise */
+  pair(&p, &f);
+  EXPECT_EQ(weft_promise_on_cancel(p, count_hook, &seen), 0);
+  weft_promise_fulfil_int(p, 1);
+  EXPECT_ERR(weft_future_cancel(f), WEFT_EALREADY);
+  EXPECT_ERR(weft_promise_on_cancel(p, count_hook, &seen), WEFT_EALREADY);
+  weft_promise_release(p);
+  weft_future_release(f);
+  EXPECT_EQ(seen, 1);
+}
+
+static void test_handles(void) {
+  weft_promise_t *p;
+  weft_future_t *f;
+  pair(&p, &f);
+  EXPECT_EQ(weft_future_retain(f), 0);
+  EXPECT_EQ(weft_future_release(f), 0);
+  weft_promise_release(p); /* state stays alive through f */
+  EXPECT_EQ(weft_future_release(f), 0);
+}
+
+static void test_null_arguments(void) {
+  weft_promise_t *p;
+  weft_future_t *f;
+  EXPECT_ERR(weft_promise_create(NULL, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_promise_create(&p, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_promise_fulfil(NULL, NULL, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_promise_fulfil_int(NULL, 1), WEFT_EINVAL);
+  EXPECT_ERR(weft_promise_reject(NULL, WEFT_EIO), WEFT_EINVAL);
+  EXPECT_ERR(weft_promise_on_cancel(NULL, count_hook, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_promise_is_cancelled(NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_promise_release(NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_retain(NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_release(NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_cancel(NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_await(NULL, 0), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_error(NULL), WEFT_EINVAL);
+  EXPECT_EQ(weft_future_state(NULL), WEFT_PENDING);
+  EXPECT_TRUE(weft_future_value(NULL) == NULL);
+  EXPECT_EQ(weft_future_int(NULL), 0);
+  pair(&p, &f);
+  EXPECT_ERR(weft_promise_on_cancel(p, NULL, NULL), WEFT_EINVAL);
+  weft_promise_release(p);
+  weft_future_release(f);
+  weft_allocator_t bad = {NULL, NULL, NULL};
+  EXPECT_ERR(weft_set_allocator(&bad), WEFT_EINVAL);
+  EXPECT_ERR(weft_executor_submit(NULL, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_thread_executor_create(NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_thread_executor_destroy(NULL), WEFT_EINVAL);
+  EXPECT_TRUE(weft_thread_executor_get(NULL) == NULL);
+}
+
+static void test_version(void) {
+  EXPECT_EQ(weft_version_hex(), WEFT_VERSION_HEX);
+  EXPECT_TRUE(weft_version_string() != NULL);
+  EXPECT_EQ(WEFT_VERSION_HEX >> 16, WEFT_VERSION_MAJOR);
+}
+
+static const test_case_t cases[] = {
+    {"pending", test_pending},
+    {"fulfil ptr, dtor once", test_fulfil_ptr_dtor_once},
+    {"fulfil int", test_fulfil_int},
+    {"reject", test_reject},
+    {"double settle", test_double_settle},
+    {"settle after cancel", test_settle_after_cancel},
+    {"abandoned promise", test_abandoned},
+    {"settled then released", test_settled_then_released_is_not_broken},
+    {"cancel hook", test_cancel_hook},
+    {"handles", test_handles},
+    {"NULL arguments", test_null_arguments},
+    {"version", test_version},
+    {NULL, NULL}};
+const test_suite_t suite_future = {"future", cases};

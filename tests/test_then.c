@@ -1,0 +1,355 @@
+/* SPDX-License-Identifier: MIT */
+/* tests/test_then.c: continuations: settled and pending sources, what the
+ * continuation sees and returns, flattening, executors and arg ownership. */
+#include "testutil.h"
+
+#include <stdlib.h>
+
+static weft_result_t add_one(void *arg, weft_future_t *src) {
+  (void)arg;
+  return weft_ok_int(weft_future_int(src) + 1);
+}
+
+static weft_result_t echo_outcome(void *arg, weft_future_t *src) {
+  (void)arg;
+  int err = weft_future_error(src);
+  return err ? weft_err(err) : weft_ok_int(weft_future_int(src));
+}
+
+static void test_on_settled_and_pending(void) {
+  weft_promise_t *p;
+  weft_future_t *f, *a, *b;
+  REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+  REQUIRE_EQ(weft_future_then(f, weft_executor_inline(), add_one, NULL, &a), 0);
+  EXPECT_EQ(weft_future_state(a), WEFT_PENDING);
+  weft_promise_fulfil_int(p, 41);
+  EXPECT_EQ(weft_future_state(a), WEFT_FULFILLED);
+  EXPECT_EQ(weft_future_int(a), 42);
+  /* on an already settled source, an inline continuation runs at once */
+  REQUIRE_EQ(weft_future_then(a, weft_executor_inline(), add_one, NULL, &b), 0);
+  EXPECT_EQ(weft_future_int(b), 43);
+  weft_future_release(a);
+  weft_future_release(b);
+  weft_future_release(f);
+  weft_promise_release(p);
+}
+
+static void test_sees_error_and_cancel(void) {
+  weft_promise_t *p;
+  weft_future_t *f, *a;
+  weft_promise_create(&p, &f);
+  weft_future_then(f, weft_executor_inline(), echo_outcome, NULL, &a);
+  weft_promise_reject(p, WEFT_ECONNRESET);
+  EXPECT_ERR(weft_future_error(a), WEFT_ECONNRESET);
+  weft_future_release(a);
+  weft_future_release(f);
+  weft_promise_release(p);
+
+  weft_promise_create(&p, &f);
+  weft_future_then(f, weft_executor_inline(), echo_outcome, NULL, &a);
+  EXPECT_EQ(weft_future_cancel(f), 0);
+  EXPECT_EQ(weft_future_state(a), WEFT_REJECTED);
+  EXPECT_ERR(weft_future_error(a), WEFT_ECANCELED);
+  weft_future_release(a);
+  weft_future_release(f);
+  weft_promise_release(p);
+}
+
+static atomic_int dtor_runs;
+static void count_free(void *p) {
+  atomic_fetch_add(&dtor_runs, 1);
+  free(p);
+}
+static weft_result_t give_ptr(void *arg, weft_future_t *src) {
+  (void)arg;
+  (void)src;
+  int *v = malloc(sizeof *v);
+  *v = 99;
+  return weft_ok(v, count_free);
+}
+static weft_result_t give_bad_err(void *arg, weft_future_t *src) {
+  (void)arg;
+  (void)src;
+  return weft_err(3); /* not negative: becomes EINVAL */
+}
+static weft_result_t give_null_follow(void *arg, weft_future_t *src) {
+  (void)arg;
+  (void)src;
+  return weft_follow(NULL);
+}
+
+static void test_results(void) {
+  weft_promise_t *p;
+  weft_future_t *f, *a, *b, *c;
+  atomic_store(&dtor_runs, 0);
+  weft_promise_create(&p, &f);
+  weft_future_then(f, weft_executor_inline(), give_ptr, NULL, &a);
+  weft_future_then(f, weft_executor_inline(), give_bad_err, NULL, &b);
+  weft_future_then(f, weft_executor_inline(), give_null_follow, NULL, &c);
+  weft_promise_fulfil_int(p, 0);
+  EXPECT_EQ(*(int *)weft_future_value(a), 99);
+  EXPECT_ERR(weft_future_error(b), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_error(c), WEFT_EINVAL);
+  weft_future_release(a);
+  EXPECT_EQ(atomic_load(&dtor_runs), 1);
+  weft_future_release(b);
+  weft_future_release(c);
+  weft_future_release(f);
+  weft_promise_release(p);
+}
+
+/* Flattening: the continuation returns a future settled later elsewhere. */
+static weft_promise_t *inner_p;
+static weft_future_t *inner_f;
+static weft_result_t follow_inner(void *arg, weft_future_t *src) {
+  (void)arg;
+  (void)src;
+  weft_future_retain(inner_f);
+  return weft_follow(inner_f);
+}
+static void *fulfil_inner(void *arg) {
+  (void)arg;
+  int *v = malloc(sizeof *v);
+  *v = 5;
+  weft_promise_fulfil(inner_p, v, count_free);
+  return NULL;
+}
+
+static void test_flatten_pending(void) {
+  weft_promise_t *p;
+  weft_future_t *f, *a;
+  atomic_store(&dtor_runs, 0);
+  weft_promise_create(&p, &f);
+  weft_promise_create(&inner_p, &inner_f);
+  weft_future_then(f, weft_executor_inline(), follow_inner, NULL, &a);
+  weft_promise_fulfil_int(p, 1);
+  EXPECT_EQ(weft_future_state(a), WEFT_PENDING); /* follows inner now */
+  pthread_t t;
+  pthread_create(&t, NULL, fulfil_inner, NULL);
+  EXPECT_EQ(weft_future_await(a, 10000), 0);
+  pthread_join(t, NULL);
+  EXPECT_EQ(weft_future_state(a), WEFT_FULFILLED);
+  EXPECT_EQ(*(int *)weft_future_value(a), 5); /* shared with inner */
+  weft_future_release(inner_f);
+  weft_promise_release(inner_p);
+  EXPECT_EQ(atomic_load(&dtor_runs), 0); /* a still borrows the value */
+  weft_future_release(a);
+  EXPECT_EQ(atomic_load(&dtor_runs), 1);
+  weft_future_release(f);
+  weft_promise_release(p);
+}
+
+static weft_result_t follow_src(void *arg, weft_future_t *src) {
+  (void)arg;
+  weft_future_retain(src);
+  return weft_follow(src);
+}
+
+static void test_flatten_settled(void) {
+  weft_promise_t *p;
+  weft_future_t *f, *a;
+  weft_promise_create(&p, &f);
+  weft_promise_reject(p, WEFT_EPIPE);
+  weft_future_then(f, weft_executor_inline(), follow_src, NULL, &a);
+  EXPECT_ERR(weft_future_error(a), WEFT_EPIPE);
+  weft_future_release(a);
+  weft_future_release(f);
+  weft_promise_release(p);
+}
+
+/* Thread contract: inline runs on the settling thread, a thread executor
+ * on its own thread. */
+static pthread_t seen_thread;
+static weft_result_t record_thread(void *arg, weft_future_t *src) {
+  (void)arg;
+  (void)src;
+  seen_thread = pthread_self();
+  return weft_ok_int(1);
+}
+static void *fulfil_arg(void *arg) {
+  weft_promise_fulfil_int(arg, 1);
+  return NULL;
+}
+
+static void test_inline_runs_on_settling_thread(void) {
+  weft_promise_t *p;
+  weft_future_t *f, *a;
+  weft_promise_create(&p, &f);
+  weft_future_then(f, weft_executor_inline(), record_thread, NULL, &a);
+  pthread_t t;
+  pthread_create(&t, NULL, fulfil_arg, p);
+  pthread_join(t, NULL);
+  EXPECT_TRUE(pthread_equal(seen_thread, t));
+  weft_future_release(a);
+  weft_future_release(f);
+  weft_promise_release(p);
+}
+
+static pthread_t te_thread;
+static weft_result_t note_te(void *arg, weft_future_t *src) {
+  (void)arg;
+  (void)src;
+  te_thread = pthread_self();
+  return weft_ok_int(0);
+}
+
+static void test_thread_executor_thread(void) {
+  weft_thread_executor_t *te;
+  REQUIRE_EQ(weft_thread_executor_create(&te), 0);
+  weft_executor_t *ex = weft_thread_executor_get(te);
+  weft_promise_t *p;
+  weft_future_t *f, *a, *b;
+  /* learn the executor's thread */
+  weft_promise_create(&p, &f);
+  weft_promise_fulfil_int(p, 0);
+  weft_future_then(f, ex, note_te, NULL, &a);
+  EXPECT_EQ(weft_future_await(a, 10000), 0);
+  weft_future_release(a);
+  weft_future_release(f);
+  weft_promise_release(p);
+  for (int i = 0; i < 100; i++) {
+    weft_promise_create(&p, &f);
+    weft_future_then(f, ex, record_thread, NULL, &b);
+    pthread_t t;
+    pthread_create(&t, NULL, fulfil_arg, p);
+    EXPECT_EQ(weft_future_await(b, 10000), 0);
+    pthread_join(t, NULL);
+    EXPECT_TRUE(pthread_equal(seen_thread, te_thread));
+    EXPECT_TRUE(!pthread_equal(seen_thread, t));
+    weft_future_release(b);
+    weft_future_release(f);
+    weft_promise_release(p);
+  }
+  EXPECT_EQ(weft_thread_executor_destroy(te), 0);
+}
+
+/* arg ownership: fn owns arg when it runs; arg_dtor runs when it never does */
+static void free_arg(void *arg) {
+  atomic_fetch_add(&dtor_runs, 1);
+  free(arg);
+}
+static weft_result_t take_arg(void *arg, weft_future_t *src) {
+  (void)src;
+  free(arg);
+  return weft_ok_int(0);
+}
+
+static void test_arg_dtor(void) {
+  weft_promise_t *p;
+  weft_future_t *f, *a;
+  atomic_store(&dtor_runs, 0);
+  weft_promise_create(&p, &f);
+  weft_future_then_dtor(f, weft_executor_inline(), take_arg, malloc(4), free_arg, &a);
+  EXPECT_EQ(weft_future_cancel(a), 0);
+  EXPECT_EQ(atomic_load(&dtor_runs), 1);
+  weft_promise_fulfil_int(p, 1); /* fn must not run now */
+  EXPECT_EQ(atomic_load(&dtor_runs), 1);
+  weft_future_release(a);
+  weft_future_release(f);
+  weft_promise_release(p);
+
+  weft_promise_create(&p, &f);
+  weft_future_then_dtor(f, weft_executor_inline(), take_arg, malloc(4), free_arg, &a);
+  weft_promise_fulfil_int(p, 1);
+  EXPECT_EQ(atomic_load(&dtor_runs), 1); /* fn ran and freed arg itself */
+  EXPECT_EQ(weft_future_state(a), WEFT_FULFILLED);
+  weft_future_release(a);
+  weft_future_release(f);
+  weft_promise_release(p);
+}
+
+/* An executor that refuses: the derived future reports why. */
+static int refuse(weft_executor_t *ex, weft_task_t *t) {
+  (void)ex;
+  (void)t;
+  return WEFT_ESHUTDOWN;
+}
+static const weft_executor_ops_t refusing_ops = {sizeof(weft_executor_ops_t),
+                                                 "refusing", refuse, NULL};
+
+static void test_executor_refuses(void) {
+  weft_executor_t ex = {&refusing_ops};
+  weft_promise_t *p;
+  weft_future_t *f, *a;
+  atomic_store(&dtor_runs, 0);
+  weft_promise_create(&p, &f);
+  weft_future_then_dtor(f, &ex, take_arg, malloc(4), free_arg, &a);
+  weft_promise_fulfil_int(p, 1);
+  EXPECT_ERR(weft_future_error(a), WEFT_ESHUTDOWN);
+  EXPECT_EQ(atomic_load(&dtor_runs), 1);
+  weft_future_release(a);
+  weft_future_release(f);
+  weft_promise_release(p);
+}
+
+static int order_log[8], order_n;
+static weft_result_t log_order(void *arg, weft_future_t *src) {
+  (void)src;
+  order_log[order_n++] = (int)(intptr_t)arg;
+  return weft_ok_int(0);
+}
+
+static void test_attach_order(void) {
+  weft_promise_t *p;
+  weft_future_t *f, *d[5];
+  order_n = 0;
+  weft_promise_create(&p, &f);
+  for (int i = 0; i < 5; i++)
+    weft_future_then(f, weft_executor_inline(), log_order, (void *)(intptr_t)i, &d[i]);
+  weft_promise_fulfil_int(p, 0);
+  EXPECT_EQ(order_n, 5);
+  for (int i = 0; i < 5; i++) {
+    EXPECT_EQ(order_log[i], i);
+    weft_future_release(d[i]);
+  }
+  weft_future_release(f);
+  weft_promise_release(p);
+}
+
+static atomic_int drained;
+static void count_task(weft_task_t *t) {
+  atomic_fetch_add(&drained, 1);
+  free(t);
+}
+
+static void test_thread_executor_drains(void) {
+  weft_thread_executor_t *te;
+  REQUIRE_EQ(weft_thread_executor_create(&te), 0);
+  atomic_store(&drained, 0);
+  for (int i = 0; i < 10000; i++) {
+    weft_task_t *t = malloc(sizeof *t);
+    t->run = count_task;
+    EXPECT_EQ(weft_executor_submit(weft_thread_executor_get(te), t), 0);
+  }
+  EXPECT_EQ(weft_thread_executor_destroy(te), 0);
+  EXPECT_EQ(atomic_load(&drained), 10000);
+}
+
+static void test_bad_args(void) {
+  weft_promise_t *p;
+  weft_future_t *f, *a = NULL;
+  weft_promise_create(&p, &f);
+  EXPECT_ERR(weft_future_then(NULL, weft_executor_inline(), add_one, NULL, &a), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_then(f, NULL, add_one, NULL, &a), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_then(f, weft_executor_inline(), NULL, NULL, &a), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_then(f, weft_executor_inline(), add_one, NULL, NULL), WEFT_EINVAL);
+  EXPECT_TRUE(a == NULL);
+  weft_future_release(f);
+  weft_promise_release(p);
+}
+
+static const test_case_t cases[] = {
+    {"on settled and pending", test_on_settled_and_pending},
+    {"sees error and cancel", test_sees_error_and_cancel},
+    {"ok, err, follow results", test_results},
+    {"flatten a pending future", test_flatten_pending},
+    {"flatten a settled future", test_flatten_settled},
+    {"inline runs on settling thread", test_inline_runs_on_settling_thread},
+    {"thread executor runs on its thread", test_thread_executor_thread},
+    {"arg destructor", test_arg_dtor},
+    {"executor refuses", test_executor_refuses},
+    {"attach order", test_attach_order},
+    {"thread executor drains", test_thread_executor_drains},
+    {"bad arguments", test_bad_args},
+    {NULL, NULL}};
+const test_suite_t suite_then = {"then", cases};

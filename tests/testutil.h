@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+/* tests/testutil.h: assertions that print both values, the suite registry,
+ * a counting allocator that can fail the N-th allocation, and a two-thread
+ * round handshake for race tests. */
+#ifndef WEFT_TESTUTIL_H
+#define WEFT_TESTUTIL_H
+
+#define _GNU_SOURCE
+#include <CUnit/CUnit.h>
+#include <weft.h>
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+/* Assert a == b (integers), printing both expressions and values. */
+#define EXPECT_EQ(a, b)                                                        \
+  do {                                                                         \
+    long long a_ = (long long)(a), b_ = (long long)(b);                        \
+    char m_[512];                                                              \
+    snprintf(m_, sizeof m_, "%s == %s (got %lld, expected %lld)", #a, #b, a_,  \
+             b_);                                                              \
+    CU_assertImplementation(a_ == b_, __LINE__, m_, __FILE__, "", CU_FALSE);   \
+  } while (0)
+
+/* Assert an error code, printing both names. */
+#define EXPECT_ERR(a, b)                                                       \
+  do {                                                                         \
+    int a_ = (a), b_ = (b);                                                    \
+    char m_[512];                                                              \
+    snprintf(m_, sizeof m_, "%s == %s (got %s, expected %s)", #a, #b,          \
+             weft_err_name(a_), weft_err_name(b_));                            \
+    CU_assertImplementation(a_ == b_, __LINE__, m_, __FILE__, "", CU_FALSE);   \
+  } while (0)
+
+#define EXPECT_TRUE(c) EXPECT_EQ(!!(c), 1)
+
+/* Fatal variant: stop the test when a precondition fails. */
+#define REQUIRE_EQ(a, b)                                                       \
+  do {                                                                         \
+    long long a_ = (long long)(a), b_ = (long long)(b);                        \
+    char m_[512];                                                              \
+    snprintf(m_, sizeof m_, "%s == %s (got %lld, expected %lld)", #a, #b, a_,  \
+             b_);                                                              \
+    CU_assertImplementation(a_ == b_, __LINE__, m_, __FILE__, "", CU_TRUE);    \
+  } while (0)
+
+typedef struct test_case {
+  const char *name;
+  void (*fn)(void);
+} test_case_t;
+
+/* Each test_<suite>.c defines one of these, listed in runner.c. */
+typedef struct test_suite {
+  const char *name;
+  const test_case_t *cases;
+} test_suite_t;
+
+/* ---- counting allocator (tests/runner.c) ---- */
+void tu_alloc_install(long fail_at); /* fail the fail_at-th alloc; 0: never */
+void tu_alloc_restore(void);
+long tu_alloc_count(void);  /* allocations attempted since install */
+long tu_alloc_live(void);   /* blocks alive now */
+long tu_alloc_live_bytes(void);
+long tu_alloc_peak_bytes(void);
+
+/* ---- two-thread rounds: both sides start round r together ---- */
+typedef struct tu_rounds {
+  _Atomic long arrived; /* 2 per round once both sides are there */
+  _Atomic long done;    /* last round side 1 finished */
+} tu_rounds_t;
+
+static inline void tu_spin_until(_Atomic long *v, long want) {
+  int spins = 0;
+  while (atomic_load_explicit(v, memory_order_acquire) < want)
+    if (++spins > 64) {
+      sched_yield();
+      spins = 0;
+    }
+}
+
+/* Meet the other side for round r, then wait a small pseudo-random time so
+ * that the two sides' actions overlap in every order across rounds. */
+static inline void tu_meet(tu_rounds_t *s, long r, int side) {
+  atomic_fetch_add_explicit(&s->arrived, 1, memory_order_acq_rel);
+  tu_spin_until(&s->arrived, 2 * r);
+  unsigned x = (unsigned)(r * 2654435761u) >> (side ? 20 : 24);
+  for (volatile unsigned i = 0; i < (x & 127); i++)
+    ;
+}
+
+#endif /* WEFT_TESTUTIL_H */
