@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# bench/run.sh [suite...]: builds what it needs and prints one line per
+# figure, "<suite>.<case>.<impl>: <value> <unit>", weft and its peers side by
+# side in one run. Each figure is the median of BENCH_REPS (default 5) runs,
+# interleaved across implementations. Peers that are not installed are
+# skipped with a "# skipped:" line. Suites: future.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+out=${BENCH_BUILD:-$root/build/bench}
+reps=${BENCH_REPS:-5}
+all_suites=(future)
+
+log() { echo "# $*"; }
+median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) exit 1; m=int((NR+1)/2); print (NR%2)?v[m]:(v[m]+v[m+1])/2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1fx", a/b}'; }
+
+build_weft() {
+  [ -n "${weft_built:-}" ] && return
+  cmake -S "$root" -B "$out" -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF \
+    -DWEFT_BUILD_SAMPLES=OFF -DWEFT_BUILD_BENCH=ON >/dev/null
+  cmake --build "$out" -j2 --target bench_future_weft >/dev/null
+  weft_built=1
+}
+
+# Compile a C++ peer with its usual flags; prints nothing, returns 1 if the
+# compiler or the library is missing (the caller prints the skip line).
+build_cxx() { # name, source, extra flags...
+  local name=$1 src=$2; shift 2
+  command -v g++ >/dev/null || return 1
+  [ "$out/$name" -nt "$src" ] && return 0
+  g++ -O2 -std=c++17 -pthread "$src" -o "$out/$name" "$@" 2>/dev/null
+}
+
+# run_reps <var-prefix> "<impl> <cmd...>"...: runs every command once per
+# rep, interleaved, and stores the values in arrays named <prefix>_<impl>.
+declare -A samples
+collect() { # key, impls..., where cmd_<impl> holds the command
+  local key=$1; shift
+  for ((r = 0; r < reps; r++)); do
+    for impl in "$@"; do
+      local cmdvar="cmd_${impl}[@]"
+      samples[$key.$impl]+="$("${!cmdvar}") "
+    done
+  done
+}
+med() { printf '%s\n' ${samples[$1]} | median; }
+
+suite_future() {
+  build_weft
+  local w=$out/bench/bench_future_weft impls=(weft)
+  if build_cxx bench_future_std "$here/future_std.cpp"; then
+    impls+=(std)
+  else
+    log "skipped: std (g++ not found: apt-get install g++)"
+  fi
+  if [ -f /usr/include/boost/thread/future.hpp ] &&
+     build_cxx bench_future_boost "$here/future_boost.cpp" -lboost_thread; then
+    impls+=(boost)
+  else
+    log "skipped: boost (boost/thread/future.hpp or libboost_thread not found: apt-get install libboost-thread-dev)"
+  fi
+  local has_std=0 has_boost=0
+  [[ " ${impls[*]} " == *" std "* ]] && has_std=1
+  [[ " ${impls[*]} " == *" boost "* ]] && has_boost=1
+
+  # settle: create + fulfil + read + release, 1,000,000 times
+  cmd_weft=("$w" settle 1000000); cmd_std=("$out/bench_future_std" settle 1000000)
+  cmd_boost=("$out/bench_future_boost" settle 1000000)
+  collect settle "${impls[@]}"
+  for i in "${impls[@]}"; do echo "future.settle.$i: $(med settle.$i) ns/op"; done
+
+  # chain: 1,000,000 thens on a pending root (boost: 10,000, deeper overflows its stack)
+  cmd_weft=("$w" chain 1000000); cmd_boost=("$out/bench_future_boost" chain 10000)
+  local chain_impls=(weft)
+  ((has_boost)) && chain_impls+=(boost)
+  collect chain "${chain_impls[@]}"
+  for i in "${chain_impls[@]}"; do echo "future.chain.$i: $(med chain.$i) ns/then"; done
+  ((has_std)) && log "skipped: future.chain.std (std::future has no continuation)"
+  ((has_boost)) && log "future.chain.boost is a 10,000-long chain: 100,000 overflows boost's stack"
+
+  # handoff: settle on one thread -> continuation/wake on another, one way
+  cmd_weft=("$w" handoff 20000); cmd_std=("$out/bench_future_std" handoff 20000)
+  cmd_boost=("$out/bench_future_boost" handoff 20000)
+  collect handoff "${impls[@]}"
+  for i in "${impls[@]}"; do echo "future.handoff.$i: $(med handoff.$i) ns"; done
+
+  # allocations and bytes (exact counts, no repetition needed)
+  echo "future.allocs.weft: $("$w" allocs) allocs/op"
+  ((has_std)) && echo "future.allocs.std: $("$out/bench_future_std" allocs) allocs/op"
+  ((has_boost)) && echo "future.allocs.boost: $("$out/bench_future_boost" allocs) allocs/op"
+  echo "future.bytes.weft: $("$w" bytes) bytes"
+  ((has_boost)) && echo "future.bytes.boost: $("$out/bench_future_boost" bytes) bytes"
+  echo "future.bytes_pair.weft: $("$w" bytes_pair) bytes"
+  ((has_std)) && echo "future.bytes_pair.std: $("$out/bench_future_std" bytes) bytes"
+
+  for i in std boost; do
+    [[ " ${impls[*]} " == *" $i "* ]] || continue
+    log "ratio future.settle $i/weft: $(ratio "$(med settle.$i)" "$(med settle.weft)")"
+    log "ratio future.handoff $i/weft: $(ratio "$(med handoff.$i)" "$(med handoff.weft)")"
+  done
+  ((has_boost)) && log "ratio future.chain boost/weft: $(ratio "$(med chain.boost)" "$(med chain.weft)")"
+  return 0
+}
+
+suites=("$@")
+[ ${#suites[@]} -eq 0 ] && suites=("${all_suites[@]}")
+for s in "${suites[@]}"; do
+  if ! declare -F "suite_$s" >/dev/null; then
+    echo "bench/run.sh: unknown suite '$s' (known: ${all_suites[*]})" >&2
+    exit 2
+  fi
+done
+mkdir -p "$out"
+log "weft bench, $(nproc) cores, $reps interleaved runs per figure, medians"
+for s in "${suites[@]}"; do "suite_$s"; done
