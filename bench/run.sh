@@ -50,13 +50,13 @@ med() { printf '%s\n' ${samples[$1]} | median; }
 suite_future() {
   build_weft
   local w=$out/bench/bench_future_weft impls=(weft)
-  if build_cxx bench_future_std "$here/future_std.cpp"; then
+  if build_cxx bench_future_std "$here/future_peer.cpp"; then
     impls+=(std)
   else
     log "skipped: std (g++ not found: apt-get install g++)"
   fi
   if [ -f /usr/include/boost/thread/future.hpp ] &&
-     build_cxx bench_future_boost "$here/future_boost.cpp" -lboost_thread; then
+     build_cxx bench_future_boost "$here/future_peer.cpp" -DPEER_BOOST -lboost_thread; then
     impls+=(boost)
   else
     log "skipped: boost (boost/thread/future.hpp or libboost_thread not found: apt-get install libboost-thread-dev)"
@@ -93,7 +93,7 @@ suite_future() {
   echo "future.bytes.weft: $("$w" bytes) bytes"
   ((has_boost)) && echo "future.bytes.boost: $("$out/bench_future_boost" bytes) bytes"
   echo "future.bytes_pair.weft: $("$w" bytes_pair) bytes"
-  ((has_std)) && echo "future.bytes_pair.std: $("$out/bench_future_std" bytes) bytes"
+  ((has_std)) && echo "future.bytes_pair.std: $("$out/bench_future_std" bytes_pair) bytes"
 
   for i in std boost; do
     [[ " ${impls[*]} " == *" $i "* ]] || continue

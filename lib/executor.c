@@ -206,6 +206,18 @@ static weft_task_t *te_pop(weft_thread_executor_t *te) {
   return t;
 }
 
+/* With te->mu held: run the oldest queued task (unlocked while it runs).
+ * Returns false when the queue is empty. */
+static bool te_run_one(weft_thread_executor_t *te) {
+  weft_task_t *t = te_pop(te);
+  if (t == NULL)
+    return false;
+  pthread_mutex_unlock(&te->mu);
+  t->run(t);
+  pthread_mutex_lock(&te->mu);
+  return true;
+}
+
 static bool te_on_own_thread(weft_thread_executor_t *te) {
   return pthread_equal(pthread_self(), te->thread);
 }
@@ -250,13 +262,8 @@ static int te_await(weft_executor_t *ex, weft_future_t *f,
   int rc = 0;
   pthread_mutex_lock(&te->mu);
   while (!atomic_load_explicit(&w->done, memory_order_acquire)) {
-    weft_task_t *t = te_pop(te);
-    if (t != NULL) {
-      pthread_mutex_unlock(&te->mu);
-      t->run(t);
-      pthread_mutex_lock(&te->mu);
+    if (te_run_one(te))
       continue;
-    }
     if (weft__cond_wait(&te->cv, &te->mu, deadline_ns) == WEFT_ETIMEDOUT &&
         !atomic_load_explicit(&w->done, memory_order_acquire)) {
       rc = WEFT_ETIMEDOUT;
@@ -276,13 +283,8 @@ static void *te_main(void *arg) {
   weft_executor_t *prev = weft_executor_enter(&te->base);
   pthread_mutex_lock(&te->mu);
   for (;;) {
-    weft_task_t *t = te_pop(te);
-    if (t != NULL) {
-      pthread_mutex_unlock(&te->mu);
-      t->run(t);
-      pthread_mutex_lock(&te->mu);
+    if (te_run_one(te))
       continue;
-    }
     if (te->stopping)
       break;
     pthread_cond_wait(&te->cv, &te->mu);
