@@ -9,5 +9,6 @@
 #include <weft/alloc.h>
 #include <weft/executor.h>
 #include <weft/future.h>
+#include <weft/pool.h>
 
 #endif /* WEFT_H */

@@ -181,6 +181,15 @@ static void destroy(struct weft_future *f) {
     weft__free(t, sizeof(*t));
     return;
   }
+  case WEFT__K_EXT: {
+    weft__ext_t *e = (weft__ext_t *)f;
+    if (owns_value)
+      f->aux.dtor(f->val.ptr);
+    if (e->fini != NULL)
+      e->fini(e);
+    weft__free(e, e->size);
+    return;
+  }
   default:
     if (owns_value)
       f->aux.dtor(f->val.ptr);
@@ -242,6 +251,7 @@ static struct weft_future *after_cancel(struct weft_future *f) {
   uint32_t w = load_word(f, memory_order_acquire);
   switch (weft__kind(w)) {
   case WEFT__K_PROMISE:
+  case WEFT__K_EXT:
     if (w & WEFT__F_HOOK)
       f->aux.cancel(f->val.ptr);
     return NULL;
@@ -369,6 +379,43 @@ int weft_promise_release(weft_promise_t *promise) {
     (void)weft__settle_int(f, WEFT_REJECTED, 0, WEFT_EBROKEN);
   weft__unref(f);
   return 0;
+}
+
+/* ---- states embedded in larger objects ---- */
+
+void weft__ext_init(weft__ext_t *e, size_t size, uint32_t refs,
+                    uint32_t needs) {
+  weft__state_init(&e->base, WEFT__K_EXT, refs, needs);
+  e->size = size;
+  e->fini = NULL;
+}
+
+void weft__ext_on_cancel(weft__ext_t *e, weft_cancel_fn fn, void *arg) {
+  e->base.aux.cancel = fn;
+  e->base.val.ptr = arg;
+  atomic_fetch_or_explicit(&e->base.word, WEFT__F_HOOK, memory_order_relaxed);
+}
+
+void weft__settle_result(struct weft_future *f, weft_result_t r) {
+  switch (r.kind) {
+  case WEFT__R_PTR:
+    if (settle_ptr(f, r.u.ptr, r.dtor) != 0 && r.dtor != NULL)
+      r.dtor(r.u.ptr);
+    return;
+  case WEFT__R_INT:
+    (void)weft__settle_int(f, WEFT_FULFILLED, r.u.i, 0);
+    return;
+  case WEFT__R_ERR:
+    (void)weft__settle_int(f, WEFT_REJECTED, 0, r.err < 0 ? r.err : WEFT_EINVAL);
+    return;
+  case WEFT__R_FOLLOW:
+    if (r.u.future != NULL)
+      weft_future_release(r.u.future);
+    (void)weft__settle_int(f, WEFT_REJECTED, 0, WEFT_ENOTSUP);
+    return;
+  default:
+    (void)weft__settle_int(f, WEFT_REJECTED, 0, WEFT_EINVAL);
+  }
 }
 
 /* ---- future handles and accessors ---- */
@@ -504,28 +551,13 @@ static void then_run(weft_task_t *node) {
     return;
   }
   weft_result_t r = d->aux.then(d->val.ptr, t->src);
-  switch (r.kind) {
-  case WEFT__R_PTR:
-    if (settle_ptr(d, r.u.ptr, r.dtor) != 0 && r.dtor != NULL)
-      r.dtor(r.u.ptr);
-    break;
-  case WEFT__R_INT:
-    (void)weft__settle_int(d, WEFT_FULFILLED, r.u.i, 0);
-    break;
-  case WEFT__R_FOLLOW:
-    if (r.u.future != NULL) {
-      then_follow(t, r.u.future);
-      return;
-    }
-    (void)weft__settle_int(d, WEFT_REJECTED, 0, WEFT_EINVAL);
-    break;
-  case WEFT__R_ERR:
-    (void)weft__settle_int(d, WEFT_REJECTED, 0,
-                           r.err < 0 ? r.err : WEFT_EINVAL);
-    break;
-  default:
-    (void)weft__settle_int(d, WEFT_REJECTED, 0, WEFT_EINVAL);
+  if (r.kind == WEFT__R_FOLLOW && r.u.future != NULL) {
+    then_follow(t, r.u.future);
+    return;
   }
+  if (r.kind == WEFT__R_FOLLOW) /* weft_follow(NULL) */
+    r = weft_err(WEFT_EINVAL);
+  weft__settle_result(d, r);
   then_finish(t);
 }
 

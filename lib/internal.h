@@ -34,7 +34,12 @@ enum {
   WEFT__KIND_SHIFT = 24
 };
 
-enum { WEFT__K_PROMISE = 1, WEFT__K_THEN = 2, WEFT__K_COMBINE = 3 };
+enum {
+  WEFT__K_PROMISE = 1,
+  WEFT__K_THEN = 2,
+  WEFT__K_COMBINE = 3,
+  WEFT__K_EXT = 4 /* a promise-like state embedded in a larger object */
+};
 
 typedef union weft__fnslot {
   weft_dtor_fn dtor;     /* fulfilled: value destructor */
@@ -59,6 +64,30 @@ struct weft_future {
 #define WEFT__CLOSED ((weft_task_t *)(uintptr_t)1)
 
 static inline uint32_t weft__kind(uint32_t w) { return w >> WEFT__KIND_SHIFT; }
+
+/*
+ * A promise-like state at the start of a larger allocation (a pool job, a
+ * loop operation): one allocation holds the future and its producer. It
+ * behaves as a promise (cancel hook in aux/val) and, when the last reference
+ * goes, calls fini (if set) and frees `size` bytes.
+ */
+typedef struct weft__ext {
+  struct weft_future base;
+  size_t size;
+  void (*fini)(struct weft__ext *e);
+} weft__ext_t;
+
+/* Initialise e (already allocated with `size` bytes) as a pending state
+ * with `refs` references and `needs` needs. */
+WEFT__HIDDEN void weft__ext_init(weft__ext_t *e, size_t size, uint32_t refs,
+                                 uint32_t needs);
+/* Install the producer's cancel hook before the state is shared. */
+WEFT__HIDDEN void weft__ext_on_cancel(weft__ext_t *e, weft_cancel_fn fn,
+                                      void *arg);
+/* Settle f with what a job or continuation returned. A value that loses the
+ * race is destroyed. weft_follow() results are not supported here: they
+ * reject with WEFT_ENOTSUP (and the followed handle is released). */
+WEFT__HIDDEN void weft__settle_result(struct weft_future *f, weft_result_t r);
 
 /* Shared-state primitives (future.c). */
 WEFT__HIDDEN void weft__state_init(struct weft_future *f, unsigned kind,

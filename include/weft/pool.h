@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: MIT */
+/* weft/pool.h: the work-stealing pool for CPU jobs and the elastic pool for
+ * blocking jobs; every job returns a future. */
+#ifndef WEFT_POOL_H
+#define WEFT_POOL_H
+
+#include <weft/common.h>
+#include <weft/future.h>
+
+WEFT_BEGIN_DECLS
+
+/*
+ * Model
+ * -----
+ * CPU workers, one per usable CPU by default (the process's affinity mask
+ * and a cgroup v2 CPU quota both count), each own a work-stealing deque: a
+ * job submitted from inside a job goes on the submitting worker's deque
+ * (LIFO for the owner, stolen FIFO by idle workers from random victims); a
+ * job submitted from any other thread goes into a worker's lock-free inbox.
+ * Idle workers spin briefly, then park on an event count: no lost wake-ups,
+ * one worker woken per submit that finds sleepers, no CPU used while idle.
+ *
+ * Blocking jobs run on a separate, elastic set of threads (created on
+ * demand up to a maximum, each exiting after an idle keep-alive), so a job
+ * stuck in read() never holds a CPU worker.
+ *
+ * Await from a job: weft_future_await() on a CPU worker runs jobs from that
+ * worker's own deque while it waits (newest first: the job's own children,
+ * which it is most likely waiting for), and parks only when that deque is
+ * empty. It never steals while waiting: a stolen job could itself wait on
+ * the frame below it on this stack, and an unbounded mix of unrelated work
+ * could grow the stack without limit. Own-deque help is what makes
+ * recursive fork-join (fib with a spawn per call) complete on one worker.
+ *
+ * Scaling: the hot paths touch no shared lock and no per-job shared
+ * counter: spawns and pops stay on the worker's own deque, statistics are
+ * per worker and summed on read, an outside thread round-robins over the
+ * worker inboxes with a thread-local cursor. What is shared is the event
+ * count word, touched by a submitter only when some worker sleeps. At 16 or
+ * 64 cores we expect fork-join to scale with the core count (steals are
+ * randomised, O(1) each) and outside submission to scale with the number of
+ * submitting threads; a single outside submitter is bounded by its own
+ * rate (one inbox push and, when workers sleep, one futex wake per job).
+ */
+
+typedef struct weft_pool weft_pool_t;
+typedef struct weft_job weft_job_t;
+
+/**
+ * A job: runs once on a pool thread with its argument; returns what its
+ * future becomes (weft_ok, weft_ok_int or weft_err; weft_follow is not
+ * supported and rejects with WEFT_ENOTSUP). `job` is valid during the call
+ * only, for weft_job_cancelled().
+ */
+typedef weft_result_t (*weft_job_fn)(weft_job_t *job, void *arg);
+
+/** Pool options; zero-initialise, set `size`, then change what you need. */
+typedef struct weft_pool_options {
+  size_t size;                    /* sizeof(weft_pool_options_t) */
+  unsigned threads;               /* CPU workers; 0: one per usable CPU */
+  unsigned blocking_max;          /* blocking threads at most; 0: 64 */
+  unsigned blocking_keepalive_ms; /* idle blocking thread exits; 0: 10000 */
+  void *reserved[4];
+} weft_pool_options_t;
+
+/**
+ * Start a pool.
+ *
+ * `opts` may be NULL (all defaults). On 0, *out owns the pool; end it with
+ * weft_pool_shutdown().
+ * Errors: WEFT_EINVAL (out NULL, opts->size too small or above 1024
+ * threads), WEFT_ENOMEM, WEFT_EAGAIN (a thread could not be started; nothing
+ * is left running). *out is untouched on error.
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_pool_create(const weft_pool_options_t *opts,
+                                 weft_pool_t **out);
+
+/**
+ * Run `fn(job, arg)` on a CPU worker; *out receives its future.
+ *
+ * From inside a job of this pool the job goes on the worker's own deque;
+ * from any other thread into a worker's inbox. If the future is cancelled
+ * before the job starts, fn never runs and `arg_dtor(arg)` (if given) runs
+ * exactly once instead; once fn starts it owns arg. A job that returns
+ * weft_err(e) rejects its future with e.
+ * Errors: WEFT_EINVAL (pool, fn or out NULL), WEFT_ESHUTDOWN (shutdown has
+ * begun), WEFT_ENOMEM. On error fn never runs and arg is untouched.
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_pool_submit(weft_pool_t *pool, weft_job_fn fn, void *arg,
+                                 weft_dtor_fn arg_dtor, weft_future_t **out);
+
+/**
+ * As weft_pool_submit(), for a job that blocks (slow I/O, a DNS lookup, a
+ * library that sleeps): it runs on the blocking threads, never on a CPU
+ * worker. A new blocking thread is started when none is idle and fewer than
+ * blocking_max are alive; otherwise the job waits in FIFO order.
+ * Errors: as weft_pool_submit().
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_pool_submit_blocking(weft_pool_t *pool, weft_job_fn fn,
+                                          void *arg, weft_dtor_fn arg_dtor,
+                                          weft_future_t **out);
+
+/**
+ * 1 if the job's future was cancelled (the job should stop early), else 0;
+ * WEFT_EINVAL for NULL.
+ * Thread: the thread running the job.
+ */
+WEFT_EXTERN int weft_job_cancelled(const weft_job_t *job);
+
+/**
+ * The pool as an executor: weft_future_then(f, weft_pool_executor(pool),
+ * ...) runs the continuation on a CPU worker. Borrowed; valid until
+ * shutdown. NULL for NULL.
+ * Thread: any thread.
+ */
+WEFT_EXTERN weft_executor_t *weft_pool_executor(weft_pool_t *pool);
+
+/** Cheap counters, summed over workers when read. */
+typedef struct weft_pool_stats {
+  uint64_t jobs_run;          /* CPU jobs and executor tasks run */
+  uint64_t blocking_run;      /* blocking jobs run */
+  uint64_t steals;            /* jobs taken from another worker's deque */
+  uint64_t parks;             /* times a worker went to sleep */
+  uint64_t cancelled;         /* jobs cancelled before they started */
+  unsigned threads;           /* CPU workers */
+  unsigned blocking_alive;    /* blocking threads alive now */
+  unsigned blocking_peak;     /* most blocking threads alive at once */
+} weft_pool_stats_t;
+
+/**
+ * Read the counters into *stats.
+ * Errors: WEFT_EINVAL (NULL argument).
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_pool_stats(weft_pool_t *pool, weft_pool_stats_t *stats);
+
+/** How shutdown treats queued jobs. */
+typedef enum weft_pool_mode {
+  WEFT_POOL_DRAIN = 0, /* run every queued job, then stop */
+  WEFT_POOL_CANCEL = 1 /* cancel every queued job, tell running ones */
+} weft_pool_mode_t;
+
+/**
+ * Stop the pool, join every thread it started and free it.
+ *
+ * From the first moment, submits fail with WEFT_ESHUTDOWN. In DRAIN mode the
+ * queued jobs (and the jobs they spawn) run; if they have not finished by
+ * `timeout_ms` (WEFT_FOREVER: no limit), shutdown switches to CANCEL. In
+ * CANCEL mode every job not yet started is cancelled (its future settles as
+ * cancelled, its arg_dtor runs) and every running job's future is cancelled
+ * so weft_job_cancelled() tells it to stop. Running jobs cannot be
+ * interrupted: shutdown waits for them to return, then joins and frees.
+ * `final` (may be NULL) receives the last statistics.
+ * Returns 0 when everything queued ran (DRAIN) or was cancelled as asked
+ * (CANCEL); WEFT_ETIMEDOUT when a DRAIN ran out of time and had to cancel;
+ * WEFT_EINVAL (pool NULL, bad mode, timeout below -1; nothing changes);
+ * WEFT_EDEADLK when called from one of the pool's own threads (nothing
+ * changes).
+ * Thread: any thread but the pool's own.
+ */
+WEFT_EXTERN int weft_pool_shutdown(weft_pool_t *pool, weft_pool_mode_t mode,
+                                   int64_t timeout_ms,
+                                   weft_pool_stats_t *final);
+
+/**
+ * The number of CPUs this process may use: the affinity mask, capped by a
+ * cgroup v2 CPU quota (cpu.max) when one is set; at least 1.
+ * Thread: any thread.
+ */
+WEFT_EXTERN unsigned weft_cpu_count(void);
+
+WEFT_END_DECLS
+
+#endif /* WEFT_POOL_H */

@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/* pool/cpu.c: how many CPUs this process may use (affinity and cgroup). */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* cgroup v2 quota: "max 100000" (none) or "<quota> <period>". */
+static unsigned cgroup_cpus(void) {
+  FILE *fp = fopen("/sys/fs/cgroup/cpu.max", "r");
+  if (fp == NULL)
+    return 0;
+  char quota[32];
+  long period = 0;
+  unsigned n = 0;
+  if (fscanf(fp, "%31s %ld", quota, &period) == 2 && period > 0 &&
+      quota[0] != 'm') {
+    long q = atol(quota);
+    if (q > 0)
+      n = (unsigned)((q + period - 1) / period);
+  }
+  fclose(fp);
+  return n;
+}
+
+unsigned weft_cpu_count(void) {
+  cpu_set_t set;
+  unsigned n = 0;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0)
+    n = (unsigned)CPU_COUNT(&set);
+  if (n == 0) {
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    n = c > 0 ? (unsigned)c : 1;
+  }
+  unsigned q = cgroup_cpus();
+  if (q > 0 && q < n)
+    n = q;
+  return n > 0 ? n : 1;
+}

@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+/* pool/internal.h: private structures of the work-stealing pool. Never
+ * installed, never included by a public header. */
+#ifndef WEFT_POOL_INTERNAL_H
+#define WEFT_POOL_INTERNAL_H
+
+#include "../lib/internal.h"
+
+#include <weft/pool.h>
+
+/* ---- Chase-Lev deque (deque.c), orderings after Le et al., PPoPP 2013 ---- */
+typedef struct weft__ring {
+  size_t mask;
+  struct weft__ring *retired; /* older rings, freed with the deque */
+  _Atomic(weft_task_t *) slot[];
+} weft__ring_t;
+
+typedef struct weft__deque {
+  _Atomic int64_t top;
+  char pad_[56];
+  _Atomic int64_t bottom;
+  _Atomic(weft__ring_t *) ring;
+} weft__deque_t;
+
+#define WEFT__STEAL_ABORT ((weft_task_t *)(uintptr_t)1)
+
+WEFT__HIDDEN int weft__deque_init(weft__deque_t *d, size_t capacity);
+WEFT__HIDDEN void weft__deque_destroy(weft__deque_t *d);
+/* Owner only. Returns 0 or WEFT_ENOMEM (the ring could not grow). */
+WEFT__HIDDEN int weft__deque_push(weft__deque_t *d, weft_task_t *t);
+/* Owner only: newest task, or NULL. */
+WEFT__HIDDEN weft_task_t *weft__deque_take(weft__deque_t *d);
+/* Any thread: oldest task, NULL when empty, WEFT__STEAL_ABORT on a lost race. */
+WEFT__HIDDEN weft_task_t *weft__deque_steal(weft__deque_t *d);
+
+/* ---- event count (parking.c): no lost wake-ups, wake one ---- */
+typedef struct weft__eventcount {
+  _Atomic uint32_t epoch;
+  _Atomic uint32_t waiters;
+} weft__eventcount_t;
+
+WEFT__HIDDEN uint32_t weft__ec_prepare(weft__eventcount_t *ec);
+WEFT__HIDDEN void weft__ec_cancel(weft__eventcount_t *ec);
+WEFT__HIDDEN void weft__ec_wait(weft__eventcount_t *ec, uint32_t epoch);
+/* After publishing work: wake one sleeper if there is any. */
+WEFT__HIDDEN void weft__ec_notify_one(weft__eventcount_t *ec);
+WEFT__HIDDEN void weft__ec_notify_all(weft__eventcount_t *ec);
+
+/* ---- jobs (pool.c) ---- */
+enum { WEFT__JOB_QUEUED = 0, WEFT__JOB_RUNNING = 1, WEFT__JOB_CANCELLED = 2 };
+
+typedef struct weft__job {
+  weft__ext_t ext; /* the job's future: one allocation for both */
+  weft_task_t task;
+  weft_job_fn fn;
+  void *arg;
+  weft_dtor_fn arg_dtor;
+  struct weft_pool *pool;
+  _Atomic uint32_t claim; /* QUEUED -> RUNNING (runner) or CANCELLED */
+} weft__job_t;
+
+WEFT__HIDDEN bool weft__is_job(const weft_task_t *t);
+/* Run a task, or cancel it if it is a job and the pool is cancelling. */
+WEFT__HIDDEN void weft__run_or_discard(struct weft_pool *p, weft_task_t *t);
+
+/* ---- CPU workers (pool.c) ---- */
+typedef struct weft__worker {
+  weft__deque_t deque;
+  _Atomic(weft_task_t *) inbox; /* outside submissions, newest first */
+  struct weft_pool *pool;
+  pthread_t thread;
+  unsigned index;
+  uint64_t rng;
+  _Atomic uint64_t jobs_run, steals, parks; /* written by the owner only */
+  char pad_[64];                            /* keep workers' lines apart */
+} weft__worker_t;
+
+/* ---- blocking threads (blocking.c) ---- */
+typedef struct weft__bthread {
+  pthread_t thread;
+  struct weft__bthread *next;
+} weft__bthread_t;
+
+typedef struct weft__blocking {
+  pthread_mutex_t mu;
+  pthread_cond_t work; /* a job was queued, or stop */
+  pthread_cond_t gone; /* a thread exited */
+  weft_task_t *head, *tail;
+  unsigned max, keepalive_ms, alive, idle, peak;
+  bool stop;
+  weft__bthread_t *zombies; /* exited, not yet joined */
+  uint64_t run;
+} weft__blocking_t;
+
+struct weft_pool {
+  weft_executor_t executor;
+  weft__worker_t *workers;
+  unsigned nworkers;
+  weft__eventcount_t ec;
+  _Atomic bool stopping, cancelling;
+  _Atomic uint64_t cancelled;
+  pthread_mutex_t mu; /* guards exited */
+  pthread_cond_t cv;
+  unsigned exited;
+  weft__blocking_t blocking;
+};
+
+WEFT__HIDDEN int weft__blocking_init(struct weft_pool *p, unsigned max,
+                                     unsigned keepalive_ms);
+WEFT__HIDDEN void weft__blocking_fini(struct weft_pool *p);
+WEFT__HIDDEN int weft__blocking_enqueue(struct weft_pool *p, weft_task_t *t);
+/* Stop: drain (or cancel, when the pool is cancelling) the queue, wait for
+ * every blocking thread to exit and join it. A drain still running at the
+ * deadline is cancelled; returns WEFT_ETIMEDOUT then, else 0. */
+WEFT__HIDDEN int weft__blocking_stop(struct weft_pool *p, int64_t deadline);
+WEFT__HIDDEN void weft__blocking_stats(struct weft_pool *p,
+                                       weft_pool_stats_t *s);
+/* Is the calling thread one of p's blocking threads? */
+WEFT__HIDDEN bool weft__blocking_own(struct weft_pool *p);
+
+#endif /* WEFT_POOL_INTERNAL_H */

@@ -1,0 +1,476 @@
+/* SPDX-License-Identifier: MIT */
+/* pool/pool.c: CPU workers with work-stealing deques, outside submission
+ * through per-worker inboxes, parking, await help, jobs as futures, and
+ * shutdown. The blocking-job threads live in blocking.c. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <string.h>
+
+#define SPIN_ROUNDS 64    /* steal rounds before a worker parks */
+#define DEQUE_INITIAL 256 /* grows on demand */
+
+static _Thread_local weft__worker_t *tl_worker
+    __attribute__((tls_model("initial-exec")));
+static _Thread_local unsigned tl_cursor
+    __attribute__((tls_model("initial-exec")));
+
+static inline void stat_inc(_Atomic uint64_t *c) { /* owner-only counter */
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* ---- jobs ---- */
+
+static void job_run(weft_task_t *task);
+
+static void job_on_cancel(void *arg) {
+  weft__job_t *job = arg;
+  uint32_t expect = WEFT__JOB_QUEUED;
+  if (atomic_compare_exchange_strong_explicit(&job->claim, &expect,
+                                              WEFT__JOB_CANCELLED,
+                                              memory_order_acq_rel,
+                                              memory_order_acquire)) {
+    if (job->arg_dtor != NULL)
+      job->arg_dtor(job->arg);
+    atomic_fetch_add_explicit(&job->pool->cancelled, 1, memory_order_relaxed);
+  }
+}
+
+bool weft__is_job(const weft_task_t *t) { return t->run == job_run; }
+
+static void job_run(weft_task_t *task) {
+  weft__job_t *job = (weft__job_t *)((char *)task - offsetof(weft__job_t, task));
+  uint32_t expect = WEFT__JOB_QUEUED;
+  if (atomic_compare_exchange_strong_explicit(&job->claim, &expect,
+                                              WEFT__JOB_RUNNING,
+                                              memory_order_acq_rel,
+                                              memory_order_acquire)) {
+    weft_result_t r = job->fn((weft_job_t *)job, job->arg);
+    weft__settle_result(&job->ext.base, r);
+  }
+  weft__unref(&job->ext.base); /* the queue's reference */
+}
+
+/* Cancel a job that will never run (shutdown in cancel mode). */
+static void job_discard(weft_task_t *task) {
+  weft__job_t *job = (weft__job_t *)((char *)task - offsetof(weft__job_t, task));
+  weft_future_cancel(&job->ext.base);
+  weft__unref(&job->ext.base);
+}
+
+int weft_job_cancelled(const weft_job_t *j) {
+  const weft__job_t *job = (const weft__job_t *)j;
+  if (job == NULL)
+    return WEFT_EINVAL;
+  return weft__state(&job->ext.base) == WEFT_CANCELLED ||
+         atomic_load_explicit(&job->pool->cancelling, memory_order_relaxed);
+}
+
+int weft__job_new(weft_pool_t *pool, weft_job_fn fn, void *arg,
+                  weft_dtor_fn arg_dtor, weft__job_t **out) {
+  if (pool == NULL || fn == NULL)
+    return WEFT_EINVAL;
+  weft__job_t *job = weft__malloc(sizeof(*job));
+  if (job == NULL)
+    return WEFT_ENOMEM;
+  /* refs: the caller's handle and the queue; needs: the handle */
+  weft__ext_init(&job->ext, sizeof(*job), 2, 1);
+  weft__ext_on_cancel(&job->ext, job_on_cancel, job);
+  job->task.run = job_run;
+  job->fn = fn;
+  job->arg = arg;
+  job->arg_dtor = arg_dtor;
+  job->pool = pool;
+  atomic_init(&job->claim, WEFT__JOB_QUEUED);
+  *out = job;
+  return 0;
+}
+
+/* Undo weft__job_new() when the job could not be queued: arg is untouched. */
+void weft__job_abandon(weft__job_t *job) { weft__free(job, sizeof(*job)); }
+
+/* ---- where a task goes ---- */
+
+static void inbox_push(weft__worker_t *w, weft_task_t *t) {
+  weft_task_t *h = atomic_load_explicit(&w->inbox, memory_order_relaxed);
+  do
+    t->next = h;
+  while (!atomic_compare_exchange_weak_explicit(
+      &w->inbox, &h, t, memory_order_release, memory_order_relaxed));
+}
+
+/* Take a whole inbox (any thread); returns the tasks oldest first. */
+static weft_task_t *inbox_take(weft__worker_t *w) {
+  if (atomic_load_explicit(&w->inbox, memory_order_relaxed) == NULL)
+    return NULL;
+  weft_task_t *list =
+      atomic_exchange_explicit(&w->inbox, NULL, memory_order_acquire);
+  weft_task_t *fwd = NULL;
+  while (list != NULL) {
+    weft_task_t *next = list->next;
+    list->next = fwd;
+    fwd = list;
+    list = next;
+  }
+  return fwd;
+}
+
+static int pool_enqueue(weft_pool_t *p, weft_task_t *t) {
+  weft__worker_t *w = tl_worker;
+  if (w != NULL && w->pool == p) {
+    if (atomic_load_explicit(&p->cancelling, memory_order_relaxed))
+      return WEFT_ESHUTDOWN;
+    if (weft__deque_push(&w->deque, t) == 0) {
+      weft__ec_notify_one(&p->ec);
+      return 0;
+    }
+    /* the deque could not grow: fall back to our inbox (no allocation) */
+    inbox_push(w, t);
+    weft__ec_notify_one(&p->ec);
+    return 0;
+  }
+  if (atomic_load_explicit(&p->stopping, memory_order_acquire))
+    return WEFT_ESHUTDOWN;
+  inbox_push(&p->workers[tl_cursor++ % p->nworkers], t);
+  weft__ec_notify_one(&p->ec);
+  return 0;
+}
+
+static int submit_job(weft_pool_t *pool, weft_job_fn fn, void *arg,
+                      weft_dtor_fn arg_dtor, weft_future_t **out,
+                      bool blocking) {
+  if (out == NULL)
+    return WEFT_EINVAL;
+  weft__job_t *job;
+  int rc = weft__job_new(pool, fn, arg, arg_dtor, &job);
+  if (rc != 0)
+    return rc;
+  rc = blocking ? weft__blocking_enqueue(pool, &job->task)
+                : pool_enqueue(pool, &job->task);
+  if (rc != 0) {
+    weft__job_abandon(job);
+    return rc;
+  }
+  *out = &job->ext.base;
+  return 0;
+}
+
+int weft_pool_submit(weft_pool_t *pool, weft_job_fn fn, void *arg,
+                     weft_dtor_fn arg_dtor, weft_future_t **out) {
+  return submit_job(pool, fn, arg, arg_dtor, out, false);
+}
+
+int weft_pool_submit_blocking(weft_pool_t *pool, weft_job_fn fn, void *arg,
+                              weft_dtor_fn arg_dtor, weft_future_t **out) {
+  return submit_job(pool, fn, arg, arg_dtor, out, true);
+}
+
+/* ---- finding work ---- */
+
+static inline uint64_t next_rand(weft__worker_t *w) {
+  uint64_t x = w->rng; /* xorshift64 */
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  w->rng = x;
+  return x;
+}
+
+/* Move our inbox onto our deque (so thieves can share it). */
+static weft_task_t *take_inbox(weft__worker_t *w, weft__worker_t *from) {
+  weft_task_t *list = inbox_take(from);
+  if (list == NULL)
+    return NULL;
+  weft_task_t *first = list;
+  list = list->next;
+  while (list != NULL) {
+    weft_task_t *next = list->next;
+    if (weft__deque_push(&w->deque, list) != 0)
+      inbox_push(w, list);
+    list = next;
+  }
+  return first;
+}
+
+static weft_task_t *try_steal(weft__worker_t *w, bool full_scan) {
+  weft_pool_t *p = w->pool;
+  unsigned n = p->nworkers;
+  if (n < 2)
+    return NULL;
+  unsigned start = (unsigned)(next_rand(w) % n);
+  unsigned tries = full_scan ? n : (n < 4 ? n : 4);
+  for (unsigned k = 0; k < tries; k++) {
+    weft__worker_t *v = &p->workers[(start + k) % n];
+    if (v == w)
+      continue;
+    weft_task_t *t;
+    do
+      t = weft__deque_steal(&v->deque);
+    while (t == WEFT__STEAL_ABORT);
+    if (t == NULL)
+      t = take_inbox(w, v);
+    if (t != NULL) {
+      stat_inc(&w->steals);
+      return t;
+    }
+  }
+  return NULL;
+}
+
+static weft_task_t *find_work(weft__worker_t *w, bool full_scan) {
+  weft_task_t *t = weft__deque_take(&w->deque);
+  if (t == NULL)
+    t = take_inbox(w, w);
+  if (t == NULL)
+    t = try_steal(w, full_scan);
+  return t;
+}
+
+void weft__run_or_discard(weft_pool_t *p, weft_task_t *t) {
+  if (atomic_load_explicit(&p->cancelling, memory_order_relaxed) &&
+      weft__is_job(t))
+    job_discard(t);
+  else
+    t->run(t);
+}
+
+static void run_task(weft__worker_t *w, weft_task_t *t) {
+  stat_inc(&w->jobs_run);
+  weft__run_or_discard(w->pool, t);
+}
+
+static void *worker_main(void *arg) {
+  weft__worker_t *w = arg;
+  weft_pool_t *p = w->pool;
+  tl_worker = w;
+  weft_executor_t *prev = weft_executor_enter(&p->executor);
+  for (;;) {
+    weft_task_t *t = find_work(w, false);
+    for (int i = 0; t == NULL && i < SPIN_ROUNDS; i++) {
+      cpu_relax();
+      t = find_work(w, false);
+    }
+    if (t != NULL) {
+      run_task(w, t);
+      continue;
+    }
+    uint32_t epoch = weft__ec_prepare(&p->ec);
+    t = find_work(w, true);
+    if (t != NULL) {
+      weft__ec_cancel(&p->ec);
+      run_task(w, t);
+      continue;
+    }
+    if (atomic_load_explicit(&p->stopping, memory_order_acquire)) {
+      weft__ec_cancel(&p->ec);
+      break; /* nothing left anywhere we can see */
+    }
+    stat_inc(&w->parks);
+    weft__ec_wait(&p->ec, epoch);
+  }
+  weft_executor_leave(prev);
+  tl_worker = NULL;
+  pthread_mutex_lock(&p->mu);
+  p->exited++;
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  return NULL;
+}
+
+/* ---- the pool as an executor ---- */
+
+static int pool_ex_submit(weft_executor_t *ex, weft_task_t *task) {
+  weft_pool_t *p = (weft_pool_t *)((char *)ex - offsetof(weft_pool_t, executor));
+  return pool_enqueue(p, task);
+}
+
+/* Await on a worker: run jobs from our own deque (and inbox) meanwhile. */
+static int pool_ex_await(weft_executor_t *ex, weft_future_t *f,
+                         int64_t deadline_ns) {
+  weft_pool_t *p = (weft_pool_t *)((char *)ex - offsetof(weft_pool_t, executor));
+  weft__worker_t *w = tl_worker;
+  if (w == NULL || w->pool != p)
+    return WEFT_EAGAIN;
+  while (weft__state(f) == WEFT_PENDING) {
+    if (deadline_ns >= 0 && weft_now_ns() >= deadline_ns)
+      return WEFT_ETIMEDOUT;
+    weft_task_t *t = weft__deque_take(&w->deque);
+    if (t == NULL)
+      t = take_inbox(w, w);
+    if (t == NULL)
+      return WEFT_EAGAIN; /* nothing of ours left: block until settled */
+    run_task(w, t);
+  }
+  return 0;
+}
+
+static const weft_executor_ops_t pool_ops = {
+    sizeof(weft_executor_ops_t), "pool", pool_ex_submit, pool_ex_await};
+
+weft_executor_t *weft_pool_executor(weft_pool_t *pool) {
+  return pool == NULL ? NULL : &pool->executor;
+}
+
+/* ---- life cycle ---- */
+
+static void free_pool(weft_pool_t *p, unsigned deques) {
+  for (unsigned i = 0; i < deques; i++)
+    weft__deque_destroy(&p->workers[i].deque);
+  weft__blocking_fini(p);
+  pthread_cond_destroy(&p->cv);
+  pthread_mutex_destroy(&p->mu);
+  weft__free(p->workers, p->nworkers * sizeof(weft__worker_t));
+  weft__free(p, sizeof(*p));
+}
+
+static int join_started(weft_pool_t *p, unsigned started) {
+  atomic_store_explicit(&p->stopping, true, memory_order_release);
+  weft__ec_notify_all(&p->ec);
+  for (unsigned i = 0; i < started; i++)
+    pthread_join(p->workers[i].thread, NULL);
+  return 0;
+}
+
+int weft_pool_create(const weft_pool_options_t *opts, weft_pool_t **out) {
+  weft_pool_options_t o = {sizeof(o), 0, 0, 0, {0}};
+  if (out == NULL)
+    return WEFT_EINVAL;
+  if (opts != NULL) {
+    if (opts->size < offsetof(weft_pool_options_t, reserved) ||
+        opts->threads > 1024)
+      return WEFT_EINVAL;
+    o.threads = opts->threads;
+    o.blocking_max = opts->blocking_max;
+    o.blocking_keepalive_ms = opts->blocking_keepalive_ms;
+  }
+  weft_pool_t *p = weft__malloc(sizeof(*p));
+  if (p == NULL)
+    return WEFT_ENOMEM;
+  memset(p, 0, sizeof(*p));
+  p->executor.ops = &pool_ops;
+  p->nworkers = o.threads ? o.threads : weft_cpu_count();
+  p->workers = weft__malloc(p->nworkers * sizeof(weft__worker_t));
+  if (p->workers == NULL) {
+    weft__free(p, sizeof(*p));
+    return WEFT_ENOMEM;
+  }
+  memset(p->workers, 0, p->nworkers * sizeof(weft__worker_t));
+  int rc = WEFT_ENOMEM;
+  if (pthread_mutex_init(&p->mu, NULL) != 0)
+    goto fail_mu;
+  if (weft__cond_init(&p->cv) != 0)
+    goto fail_cv;
+  if (weft__blocking_init(p, o.blocking_max ? o.blocking_max : 64,
+                          o.blocking_keepalive_ms ? o.blocking_keepalive_ms
+                                                  : 10000) != 0)
+    goto fail_blocking;
+  unsigned deques = 0;
+  for (; deques < p->nworkers; deques++) {
+    weft__worker_t *w = &p->workers[deques];
+    w->pool = p;
+    w->index = deques;
+    w->rng = 0x9E3779B97F4A7C15ull * (deques + 1);
+    if (weft__deque_init(&w->deque, DEQUE_INITIAL) != 0)
+      goto fail_deques;
+  }
+  unsigned started = 0;
+  for (; started < p->nworkers; started++)
+    if (pthread_create(&p->workers[started].thread, NULL, worker_main,
+                       &p->workers[started]) != 0) {
+      rc = WEFT_EAGAIN;
+      join_started(p, started);
+      goto fail_deques;
+    }
+  *out = p;
+  return 0;
+fail_deques:
+  for (unsigned i = 0; i < deques; i++)
+    weft__deque_destroy(&p->workers[i].deque);
+  weft__blocking_fini(p);
+fail_blocking:
+  pthread_cond_destroy(&p->cv);
+fail_cv:
+  pthread_mutex_destroy(&p->mu);
+fail_mu:
+  weft__free(p->workers, p->nworkers * sizeof(weft__worker_t));
+  weft__free(p, sizeof(*p));
+  return rc;
+}
+
+int weft_pool_stats(weft_pool_t *p, weft_pool_stats_t *s) {
+  if (p == NULL || s == NULL)
+    return WEFT_EINVAL;
+  memset(s, 0, sizeof(*s));
+  for (unsigned i = 0; i < p->nworkers; i++) {
+    weft__worker_t *w = &p->workers[i];
+    s->jobs_run += atomic_load_explicit(&w->jobs_run, memory_order_relaxed);
+    s->steals += atomic_load_explicit(&w->steals, memory_order_relaxed);
+    s->parks += atomic_load_explicit(&w->parks, memory_order_relaxed);
+  }
+  s->cancelled = atomic_load_explicit(&p->cancelled, memory_order_relaxed);
+  s->threads = p->nworkers;
+  weft__blocking_stats(p, s);
+  return 0;
+}
+
+static bool wait_exited(weft_pool_t *p, int64_t deadline) {
+  bool all = true;
+  pthread_mutex_lock(&p->mu);
+  while (p->exited < p->nworkers)
+    if (weft__cond_wait(&p->cv, &p->mu, deadline) == WEFT_ETIMEDOUT &&
+        p->exited < p->nworkers) {
+      all = false;
+      break;
+    }
+  pthread_mutex_unlock(&p->mu);
+  return all;
+}
+
+int weft_pool_shutdown(weft_pool_t *p, weft_pool_mode_t mode,
+                       int64_t timeout_ms, weft_pool_stats_t *final) {
+  if (p == NULL || (mode != WEFT_POOL_DRAIN && mode != WEFT_POOL_CANCEL) ||
+      timeout_ms < -1)
+    return WEFT_EINVAL;
+  if ((tl_worker != NULL && tl_worker->pool == p) || weft__blocking_own(p))
+    return WEFT_EDEADLK;
+  int64_t deadline = timeout_ms < 0 ? -1 : weft_now_ns() + timeout_ms * 1000000;
+  int rc = 0;
+  if (mode == WEFT_POOL_CANCEL)
+    atomic_store_explicit(&p->cancelling, true, memory_order_release);
+  atomic_store_explicit(&p->stopping, true, memory_order_release);
+  weft__ec_notify_all(&p->ec);
+  if (!wait_exited(p, deadline)) { /* drain ran out of time: cancel */
+    rc = WEFT_ETIMEDOUT;
+    atomic_store_explicit(&p->cancelling, true, memory_order_release);
+    weft__ec_notify_all(&p->ec);
+    wait_exited(p, -1);
+  }
+  for (unsigned i = 0; i < p->nworkers; i++)
+    pthread_join(p->workers[i].thread, NULL);
+  /* A submit that passed its stopping check just before shutdown began can
+   * land after the workers left: run (or cancel) it here, never lose it. */
+  for (unsigned i = 0; i < p->nworkers; i++) {
+    weft__worker_t *w = &p->workers[i];
+    weft_task_t *t, *list;
+    while ((t = weft__deque_take(&w->deque)) != NULL)
+      weft__run_or_discard(p, t);
+    while ((list = inbox_take(w)) != NULL)
+      for (t = list; t != NULL; t = list) {
+        list = t->next;
+        weft__run_or_discard(p, t);
+      }
+  }
+  if (weft__blocking_stop(p, deadline) != 0)
+    rc = WEFT_ETIMEDOUT;
+  if (final != NULL)
+    weft_pool_stats(p, final);
+  free_pool(p, p->nworkers);
+  return rc;
+}

@@ -1,0 +1,388 @@
+/* SPDX-License-Identifier: MIT */
+/* tests/test_pool.c: the work-stealing pool: every job runs exactly once,
+ * fork-join with await, cancel-vs-start races, shutdown modes, blocking
+ * jobs, no lost wake-ups, errors. */
+#include "testutil.h"
+
+#include "../pool/internal.h"
+
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+static weft_pool_t *make_pool(unsigned threads) {
+  weft_pool_options_t o = {sizeof(o), threads, 0, 0, {0}};
+  weft_pool_t *p = NULL;
+  REQUIRE_EQ(weft_pool_create(&o, &p), 0);
+  return p;
+}
+
+/* ---- every job exactly once: 4 outside threads + nested spawns ---- */
+#define SUBMITTERS 4
+#define PER_SUBMITTER 250000
+#define TOTAL (SUBMITTERS * PER_SUBMITTER)
+#define NESTED_EVERY 8
+
+static _Atomic unsigned char *ran; /* TOTAL + nested */
+static weft_pool_t *shared_pool;
+
+static weft_result_t mark(weft_job_t *job, void *arg) {
+  (void)job;
+  atomic_fetch_add(&ran[(uintptr_t)arg], 1);
+  return weft_ok_int(0);
+}
+
+static weft_result_t mark_and_spawn(weft_job_t *job, void *arg) {
+  uintptr_t id = (uintptr_t)arg;
+  mark(job, arg);
+  if (id % NESTED_EVERY == 0) {
+    weft_future_t *f;
+    if (weft_pool_submit(shared_pool, mark, (void *)(TOTAL + id / NESTED_EVERY),
+                         NULL, &f) == 0)
+      weft_future_release(f);
+  }
+  return weft_ok_int(0);
+}
+
+static void *submitter(void *arg) {
+  uintptr_t base = (uintptr_t)arg * PER_SUBMITTER;
+  for (uintptr_t i = 0; i < PER_SUBMITTER; i++) {
+    weft_future_t *f;
+    while (weft_pool_submit(shared_pool, mark_and_spawn, (void *)(base + i),
+                            NULL, &f) != 0)
+      ;
+    weft_future_release(f); /* fire and forget: the job still runs */
+  }
+  return NULL;
+}
+
+static void test_million_jobs_exactly_once(void) {
+  size_t n = TOTAL + TOTAL / NESTED_EVERY;
+  ran = calloc(n, 1);
+  shared_pool = make_pool(0);
+  pthread_t t[SUBMITTERS];
+  for (uintptr_t i = 0; i < SUBMITTERS; i++)
+    pthread_create(&t[i], NULL, submitter, (void *)i);
+  for (int i = 0; i < SUBMITTERS; i++)
+    pthread_join(t[i], NULL);
+  weft_pool_stats_t st;
+  EXPECT_EQ(weft_pool_shutdown(shared_pool, WEFT_POOL_DRAIN, WEFT_FOREVER, &st), 0);
+  size_t wrong = 0;
+  for (size_t i = 0; i < n; i++)
+    wrong += atomic_load(&ran[i]) != 1;
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(st.jobs_run, n);
+  printf("\n    %zu jobs, each ran once; %llu steals, %llu parks ", n,
+         (unsigned long long)st.steals, (unsigned long long)st.parks);
+  free((void *)ran);
+}
+
+/* ---- fork-join fib with a spawn per call and await ---- */
+static weft_pool_t *fib_pool;
+static weft_result_t fib_job(weft_job_t *job, void *arg) {
+  (void)job;
+  intptr_t n = (intptr_t)arg;
+  if (n < 2)
+    return weft_ok_int(n);
+  weft_future_t *a, *b;
+  if (weft_pool_submit(fib_pool, fib_job, (void *)(n - 1), NULL, &a) != 0)
+    return weft_err(WEFT_ENOMEM);
+  if (weft_pool_submit(fib_pool, fib_job, (void *)(n - 2), NULL, &b) != 0) {
+    weft_future_release(a);
+    return weft_err(WEFT_ENOMEM);
+  }
+  weft_future_await(a, WEFT_FOREVER);
+  weft_future_await(b, WEFT_FOREVER);
+  intptr_t r = weft_future_int(a) + weft_future_int(b);
+  int err = weft_future_error(a) ? weft_future_error(a) : weft_future_error(b);
+  weft_future_release(a);
+  weft_future_release(b);
+  return err ? weft_err(err) : weft_ok_int(r);
+}
+
+static void test_fib_fork_join(void) {
+  static const unsigned workers[] = {1, 2, 8};
+  for (int i = 0; i < 3; i++) {
+    fib_pool = make_pool(workers[i]);
+    weft_future_t *f;
+    REQUIRE_EQ(weft_pool_submit(fib_pool, fib_job, (void *)20, NULL, &f), 0);
+    EXPECT_ERR(weft_future_await(f, 60000), 0);
+    EXPECT_EQ(weft_future_int(f), 6765);
+    weft_future_release(f);
+    EXPECT_EQ(weft_pool_shutdown(fib_pool, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL), 0);
+  }
+}
+
+/* ---- cancel vs start: ran once or cancelled, never both ---- */
+#define CANCEL_ROUNDS 100000
+static atomic_long job_runs, arg_frees;
+static weft_result_t count_job(weft_job_t *job, void *arg) {
+  (void)job;
+  atomic_fetch_add(&job_runs, 1);
+  free(arg);
+  return weft_ok_int(1);
+}
+static void free_arg(void *arg) {
+  atomic_fetch_add(&arg_frees, 1);
+  free(arg);
+}
+
+static void test_cancel_vs_start(void) {
+  weft_pool_t *p = make_pool(2);
+  long won = 0, bad = 0;
+  for (int i = 0; i < CANCEL_ROUNDS; i++) {
+    weft_future_t *f;
+    REQUIRE_EQ(weft_pool_submit(p, count_job, malloc(8), free_arg, &f), 0);
+    if (weft_future_cancel(f) == 0)
+      won++;
+    else if (weft_future_state(f) == WEFT_CANCELLED)
+      bad++;
+    weft_future_release(f);
+  }
+  weft_pool_stats_t st;
+  EXPECT_EQ(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER, &st), 0);
+  EXPECT_EQ(bad, 0);
+  EXPECT_EQ(atomic_load(&job_runs) + atomic_load(&arg_frees), CANCEL_ROUNDS);
+  EXPECT_TRUE(atomic_load(&arg_frees) <= won); /* cancelled while running: ran */
+  EXPECT_EQ(st.cancelled, atomic_load(&arg_frees));
+  printf("\n    %ld ran, %ld cancelled before start ", atomic_load(&job_runs),
+         atomic_load(&arg_frees));
+  atomic_store(&job_runs, 0);
+  atomic_store(&arg_frees, 0);
+}
+
+/* ---- shutdown modes with queued and running jobs ---- */
+static weft_promise_t *gate_p;
+static weft_future_t *gate_f;
+static atomic_int started;
+static weft_result_t wait_gate(weft_job_t *job, void *arg) {
+  (void)arg;
+  atomic_fetch_add(&started, 1);
+  weft_future_await(gate_f, WEFT_FOREVER);
+  return weft_ok_int(weft_job_cancelled(job));
+}
+
+typedef struct {
+  weft_pool_t *p;
+  weft_pool_mode_t mode;
+  int64_t timeout_ms;
+  int rc;
+} shut_t;
+static void *shutdown_thread(void *arg) {
+  shut_t *s = arg;
+  s->rc = weft_pool_shutdown(s->p, s->mode, s->timeout_ms, NULL);
+  return NULL;
+}
+
+static void shutdown_with_work(weft_pool_mode_t mode) {
+  weft_pool_t *p = make_pool(1);
+  weft_promise_create(&gate_p, &gate_f);
+  atomic_store(&started, 0);
+  weft_future_t *blocker, *queued[100];
+  REQUIRE_EQ(weft_pool_submit(p, wait_gate, NULL, NULL, &blocker), 0);
+  while (atomic_load(&started) == 0) /* the one worker is now busy */
+    sched_yield();
+  for (int i = 0; i < 100; i++)
+    REQUIRE_EQ(weft_pool_submit(p, count_job, malloc(8), free_arg, &queued[i]), 0);
+  shut_t s = {p, mode, WEFT_FOREVER, -1};
+  pthread_t t;
+  pthread_create(&t, NULL, shutdown_thread, &s);
+  while (!atomic_load(&p->stopping))
+    sched_yield();
+  weft_future_t *late;
+  EXPECT_ERR(weft_pool_submit(p, count_job, NULL, NULL, &late), WEFT_ESHUTDOWN);
+  weft_promise_fulfil_int(gate_p, 1);
+  pthread_join(t, NULL);
+  EXPECT_ERR(s.rc, 0);
+  EXPECT_EQ(weft_future_state(blocker), WEFT_FULFILLED);
+  EXPECT_EQ(weft_future_int(blocker), mode == WEFT_POOL_CANCEL); /* told */
+  int fulfilled = 0, cancelled = 0;
+  for (int i = 0; i < 100; i++) {
+    fulfilled += weft_future_state(queued[i]) == WEFT_FULFILLED;
+    cancelled += weft_future_state(queued[i]) == WEFT_CANCELLED;
+    weft_future_release(queued[i]);
+  }
+  EXPECT_EQ(fulfilled + cancelled, 100);
+  EXPECT_EQ(mode == WEFT_POOL_DRAIN ? fulfilled : cancelled, 100);
+  EXPECT_EQ(atomic_load(&job_runs), fulfilled);
+  EXPECT_EQ(atomic_load(&arg_frees), cancelled);
+  atomic_store(&job_runs, 0);
+  atomic_store(&arg_frees, 0);
+  weft_future_release(blocker);
+  weft_future_release(gate_f);
+  weft_promise_release(gate_p);
+}
+
+static void test_shutdown_drain(void) { shutdown_with_work(WEFT_POOL_DRAIN); }
+static void test_shutdown_cancel(void) { shutdown_with_work(WEFT_POOL_CANCEL); }
+
+static void test_shutdown_drain_timeout(void) {
+  weft_pool_t *p = make_pool(1);
+  weft_promise_create(&gate_p, &gate_f);
+  atomic_store(&started, 0);
+  weft_future_t *blocker, *queued;
+  weft_pool_submit(p, wait_gate, NULL, NULL, &blocker);
+  while (atomic_load(&started) == 0)
+    sched_yield();
+  weft_pool_submit(p, count_job, malloc(8), free_arg, &queued);
+  /* The blocker waits on the gate, opened only once the shutdown has given
+   * up draining (after its 50 ms) and switched to cancelling. */
+  shut_t s = {p, WEFT_POOL_DRAIN, 50, -1};
+  pthread_t t;
+  pthread_create(&t, NULL, shutdown_thread, &s);
+  while (!atomic_load(&p->cancelling))
+    sched_yield();
+  weft_promise_fulfil_int(gate_p, 1);
+  pthread_join(t, NULL);
+  EXPECT_ERR(s.rc, WEFT_ETIMEDOUT);
+  EXPECT_EQ(weft_future_int(blocker), 1);    /* the running job was told */
+  EXPECT_EQ(weft_future_state(queued), WEFT_CANCELLED);
+  EXPECT_EQ(atomic_load(&arg_frees), 1);
+  weft_future_release(blocker);
+  weft_future_release(queued);
+  weft_future_release(gate_f);
+  weft_promise_release(gate_p);
+  atomic_store(&job_runs, 0);
+  atomic_store(&arg_frees, 0);
+}
+
+/* ---- blocking jobs ---- */
+static int pipefd[2];
+static weft_result_t read_pipe(weft_job_t *job, void *arg) {
+  (void)job;
+  (void)arg;
+  char c;
+  return weft_ok_int(read(pipefd[0], &c, 1));
+}
+static weft_result_t cpu_work(weft_job_t *job, void *arg) {
+  (void)job;
+  return weft_ok_int((intptr_t)arg * 2);
+}
+
+static void test_blocking_does_not_starve_cpu(void) {
+  weft_pool_options_t o = {sizeof(o), 2, 3, 100, {0}};
+  weft_pool_t *p;
+  REQUIRE_EQ(weft_pool_create(&o, &p), 0);
+  REQUIRE_EQ(pipe(pipefd), 0);
+  weft_future_t *stuck[6];
+  for (int i = 0; i < 6; i++) /* 3 threads at most: 3 run, 3 queue */
+    REQUIRE_EQ(weft_pool_submit_blocking(p, read_pipe, NULL, NULL, &stuck[i]), 0);
+  weft_pool_stats_t st;
+  weft_pool_stats(p, &st);
+  EXPECT_EQ(st.blocking_alive, 3);
+  for (int i = 0; i < 1000; i++) {
+    weft_future_t *f;
+    REQUIRE_EQ(weft_pool_submit(p, cpu_work, (void *)(intptr_t)i, NULL, &f), 0);
+    EXPECT_ERR(weft_future_await(f, 10000), 0);
+    EXPECT_EQ(weft_future_int(f), 2 * i);
+    weft_future_release(f);
+  }
+  EXPECT_EQ(write(pipefd[1], "abcdef", 6), 6); /* unblock all six reads */
+  for (int i = 0; i < 6; i++) {
+    EXPECT_ERR(weft_future_await(stuck[i], 10000), 0);
+    EXPECT_EQ(weft_future_int(stuck[i]), 1);
+    weft_future_release(stuck[i]);
+  }
+  weft_pool_stats(p, &st);
+  EXPECT_EQ(st.blocking_peak, 3); /* the maximum was never exceeded */
+  EXPECT_EQ(st.blocking_run, 6);
+  /* idle threads leave after the 100 ms keep-alive */
+  int64_t deadline = weft_now_ns() + 10000000000LL;
+  while (st.blocking_alive > 0 && weft_now_ns() < deadline) {
+    struct timespec nap = {0, 5000000};
+    nanosleep(&nap, NULL); /* polling a timed event, not synchronisation */
+    weft_pool_stats(p, &st);
+  }
+  EXPECT_EQ(st.blocking_alive, 0);
+  EXPECT_EQ(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL), 0);
+  close(pipefd[0]);
+  close(pipefd[1]);
+}
+
+/* ---- no lost wake-up: all parked, then one submit ---- */
+static void test_no_lost_wakeup(void) {
+  weft_pool_t *p = make_pool(2);
+  for (int round = 0; round < 2000; round++) {
+    int64_t deadline = weft_now_ns() + 10000000000LL;
+    while (atomic_load(&p->ec.waiters) < p->nworkers && weft_now_ns() < deadline)
+      sched_yield();
+    REQUIRE_EQ(atomic_load(&p->ec.waiters), p->nworkers);
+    weft_future_t *f;
+    REQUIRE_EQ(weft_pool_submit(p, cpu_work, (void *)(intptr_t)round, NULL, &f), 0);
+    EXPECT_ERR(weft_future_await(f, 10000), 0);
+    weft_future_release(f);
+  }
+  weft_pool_stats_t st;
+  EXPECT_EQ(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER, &st), 0);
+  EXPECT_TRUE(st.parks >= 2000);
+}
+
+/* ---- executor, errors, arguments ---- */
+static pthread_t cont_thread;
+static weft_result_t note_thread(void *arg, weft_future_t *src) {
+  (void)arg;
+  (void)src;
+  cont_thread = pthread_self();
+  return weft_ok_int(0);
+}
+static weft_result_t failing(weft_job_t *job, void *arg) {
+  (void)job;
+  (void)arg;
+  return weft_err(WEFT_EIO);
+}
+
+static void test_executor_and_errors(void) {
+  weft_pool_t *p = make_pool(2);
+  weft_promise_t *pr;
+  weft_future_t *src, *c, *bad;
+  weft_promise_create(&pr, &src);
+  REQUIRE_EQ(weft_future_then(src, weft_pool_executor(p), note_thread, NULL, &c), 0);
+  weft_promise_fulfil_int(pr, 1);
+  EXPECT_ERR(weft_future_await(c, 10000), 0);
+  int on_worker = 0;
+  for (unsigned i = 0; i < p->nworkers; i++)
+    on_worker |= pthread_equal(cont_thread, p->workers[i].thread);
+  EXPECT_EQ(on_worker, 1);
+  REQUIRE_EQ(weft_pool_submit(p, failing, NULL, NULL, &bad), 0);
+  EXPECT_ERR(weft_future_await(bad, 10000), 0);
+  EXPECT_ERR(weft_future_error(bad), WEFT_EIO);
+  EXPECT_ERR(weft_pool_submit(NULL, failing, NULL, NULL, &bad), WEFT_EINVAL);
+  EXPECT_ERR(weft_pool_submit(p, NULL, NULL, NULL, &bad), WEFT_EINVAL);
+  EXPECT_ERR(weft_pool_submit(p, failing, NULL, NULL, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_pool_shutdown(p, (weft_pool_mode_t)7, 0, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_job_cancelled(NULL), WEFT_EINVAL);
+  EXPECT_TRUE(weft_pool_executor(NULL) == NULL);
+  weft_future_release(c);
+  weft_future_release(bad);
+  weft_future_release(src);
+  weft_promise_release(pr);
+  EXPECT_EQ(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL), 0);
+  weft_pool_options_t o = {sizeof(o), 5000, 0, 0, {0}};
+  EXPECT_ERR(weft_pool_create(&o, &p), WEFT_EINVAL);
+  EXPECT_TRUE(weft_cpu_count() >= 1);
+}
+
+static void test_submit_enomem(void) {
+  weft_pool_t *p = make_pool(1);
+  tu_alloc_install(1);
+  weft_future_t *f = NULL;
+  EXPECT_ERR(weft_pool_submit(p, cpu_work, NULL, NULL, &f), WEFT_ENOMEM);
+  EXPECT_TRUE(f == NULL);
+  EXPECT_EQ(tu_alloc_live(), 0);
+  tu_alloc_restore();
+  EXPECT_EQ(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL), 0);
+}
+
+static const test_case_t cases[] = {
+    {"1,000,000 jobs from 4 threads, each once", test_million_jobs_exactly_once},
+    {"fib(20) fork-join on 1, 2, 8 workers", test_fib_fork_join},
+    {"cancel vs start, 100k", test_cancel_vs_start},
+    {"shutdown drain", test_shutdown_drain},
+    {"shutdown cancel", test_shutdown_cancel},
+    {"shutdown drain times out", test_shutdown_drain_timeout},
+    {"blocking jobs do not starve CPU jobs", test_blocking_does_not_starve_cpu},
+    {"no lost wake-up", test_no_lost_wakeup},
+    {"executor and errors", test_executor_and_errors},
+    {"submit ENOMEM", test_submit_enomem},
+    {NULL, NULL}};
+const test_suite_t suite_pool = {"pool", cases};
