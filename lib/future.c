@@ -186,8 +186,9 @@ static void destroy(struct weft_future *f) {
     if (owns_value)
       f->aux.dtor(f->val.ptr);
     if (e->fini != NULL)
-      e->fini(e);
-    weft__free(e, e->size);
+      e->fini(e); /* takes the memory */
+    else
+      weft__free(e, e->size);
     return;
   }
   default:

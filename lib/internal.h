@@ -68,8 +68,9 @@ static inline uint32_t weft__kind(uint32_t w) { return w >> WEFT__KIND_SHIFT; }
 /*
  * A promise-like state at the start of a larger allocation (a pool job, a
  * loop operation): one allocation holds the future and its producer. It
- * behaves as a promise (cancel hook in aux/val) and, when the last reference
- * goes, calls fini (if set) and frees `size` bytes.
+ * behaves as a promise (cancel hook in aux/val). When the last reference
+ * goes, fini (if set) takes the memory (to free or recycle it); without
+ * fini the `size` bytes are freed.
  */
 typedef struct weft__ext {
   struct weft_future base;

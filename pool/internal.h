@@ -45,6 +45,9 @@ WEFT__HIDDEN void weft__ec_wait(weft__eventcount_t *ec, uint32_t epoch);
 /* After publishing work: wake one sleeper if there is any. */
 WEFT__HIDDEN void weft__ec_notify_one(weft__eventcount_t *ec);
 WEFT__HIDDEN void weft__ec_notify_all(weft__eventcount_t *ec);
+/* As notify_one without the fence: may miss a sleeper that is just going to
+ * sleep. Only for work its publisher will run itself if nobody else does. */
+WEFT__HIDDEN void weft__ec_notify_if_sleepers(weft__eventcount_t *ec);
 
 /* ---- jobs (pool.c) ---- */
 enum { WEFT__JOB_QUEUED = 0, WEFT__JOB_RUNNING = 1, WEFT__JOB_CANCELLED = 2 };
@@ -72,6 +75,8 @@ typedef struct weft__worker {
   unsigned index;
   uint64_t rng;
   _Atomic uint64_t jobs_run, steals, parks; /* written by the owner only */
+  void *cache;          /* recycled job blocks, owner only */
+  unsigned cache_count;
   char pad_[64];                            /* keep workers' lines apart */
 } weft__worker_t;
 

@@ -47,3 +47,10 @@ void weft__ec_notify_all(weft__eventcount_t *ec) {
   atomic_fetch_add_explicit(&ec->epoch, 1, memory_order_seq_cst);
   futex_wake(&ec->epoch, 1 << 30);
 }
+
+void weft__ec_notify_if_sleepers(weft__eventcount_t *ec) {
+  if (atomic_load_explicit(&ec->waiters, memory_order_relaxed) == 0)
+    return;
+  atomic_fetch_add_explicit(&ec->epoch, 1, memory_order_release);
+  futex_wake(&ec->epoch, 1);
+}

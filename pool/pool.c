@@ -73,16 +73,54 @@ int weft_job_cancelled(const weft_job_t *j) {
          atomic_load_explicit(&job->pool->cancelling, memory_order_relaxed);
 }
 
-int weft__job_new(weft_pool_t *pool, weft_job_fn fn, void *arg,
-                  weft_dtor_fn arg_dtor, weft__job_t **out) {
+/* Job blocks freed on a worker of their pool are kept for its next spawns
+ * (fork-join frees and allocates one per task); the rest go back to the
+ * allocator. */
+#define CACHE_MAX 512
+
+static void job_fini(weft__ext_t *e) {
+  weft__job_t *job = (weft__job_t *)e;
+  weft__worker_t *w = tl_worker;
+  if (w != NULL && w->pool == job->pool && w->cache_count < CACHE_MAX) {
+    *(void **)job = w->cache;
+    w->cache = job;
+    w->cache_count++;
+    return;
+  }
+  weft__free(job, sizeof(*job));
+}
+
+static weft__job_t *job_alloc(weft_pool_t *pool) {
+  weft__worker_t *w = tl_worker;
+  if (w != NULL && w->pool == pool && w->cache != NULL) {
+    weft__job_t *job = w->cache;
+    w->cache = *(void **)job;
+    w->cache_count--;
+    return job;
+  }
+  return weft__malloc(sizeof(weft__job_t));
+}
+
+static void cache_free(weft__worker_t *w) {
+  while (w->cache != NULL) {
+    void *next = *(void **)w->cache;
+    weft__free(w->cache, sizeof(weft__job_t));
+    w->cache = next;
+  }
+  w->cache_count = 0;
+}
+
+static int job_new(weft_pool_t *pool, weft_job_fn fn, void *arg,
+                   weft_dtor_fn arg_dtor, weft__job_t **out) {
   if (pool == NULL || fn == NULL)
     return WEFT_EINVAL;
-  weft__job_t *job = weft__malloc(sizeof(*job));
+  weft__job_t *job = job_alloc(pool);
   if (job == NULL)
     return WEFT_ENOMEM;
   /* refs: the caller's handle and the queue; needs: the handle */
   weft__ext_init(&job->ext, sizeof(*job), 2, 1);
   weft__ext_on_cancel(&job->ext, job_on_cancel, job);
+  job->ext.fini = job_fini;
   job->task.run = job_run;
   job->fn = fn;
   job->arg = arg;
@@ -93,8 +131,8 @@ int weft__job_new(weft_pool_t *pool, weft_job_fn fn, void *arg,
   return 0;
 }
 
-/* Undo weft__job_new() when the job could not be queued: arg is untouched. */
-void weft__job_abandon(weft__job_t *job) { weft__free(job, sizeof(*job)); }
+/* Undo job_new() when the job could not be queued: arg is untouched. */
+static void job_abandon(weft__job_t *job) { job_fini(&job->ext); }
 
 /* ---- where a task goes ---- */
 
@@ -128,7 +166,9 @@ static int pool_enqueue(weft_pool_t *p, weft_task_t *t) {
     if (atomic_load_explicit(&p->cancelling, memory_order_relaxed))
       return WEFT_ESHUTDOWN;
     if (weft__deque_push(&w->deque, t) == 0) {
-      weft__ec_notify_one(&p->ec);
+      /* This worker runs its own deque in the end, so a sleeper missed here
+       * costs parallelism, never progress: skip the fence. */
+      weft__ec_notify_if_sleepers(&p->ec);
       return 0;
     }
     /* the deque could not grow: fall back to our inbox (no allocation) */
@@ -149,13 +189,13 @@ static int submit_job(weft_pool_t *pool, weft_job_fn fn, void *arg,
   if (out == NULL)
     return WEFT_EINVAL;
   weft__job_t *job;
-  int rc = weft__job_new(pool, fn, arg, arg_dtor, &job);
+  int rc = job_new(pool, fn, arg, arg_dtor, &job);
   if (rc != 0)
     return rc;
   rc = blocking ? weft__blocking_enqueue(pool, &job->task)
                 : pool_enqueue(pool, &job->task);
   if (rc != 0) {
-    weft__job_abandon(job);
+    job_abandon(job);
     return rc;
   }
   *out = &job->ext.base;
@@ -276,6 +316,7 @@ static void *worker_main(void *arg) {
     weft__ec_wait(&p->ec, epoch);
   }
   weft_executor_leave(prev);
+  cache_free(w);
   tl_worker = NULL;
   pthread_mutex_lock(&p->mu);
   p->exited++;

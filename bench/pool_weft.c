@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: MIT */
+/* bench/pool_weft.c: the `pool` suite's work done with weft's pool; prints
+ * one number per mode: fib, skynet, offload, idle_cpu. */
+#define _GNU_SOURCE
+#include <weft.h>
+
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static weft_pool_t *pool;
+
+static weft_pool_t *start(unsigned threads) {
+  weft_pool_options_t o = {sizeof(o), threads, 0, 0, {0}};
+  weft_pool_t *p;
+  if (weft_pool_create(&o, &p) != 0)
+    abort();
+  return p;
+}
+
+/* fib: one spawned task per call, both children spawned, no cutoff. */
+static weft_result_t fib(weft_job_t *job, void *arg) {
+  (void)job;
+  intptr_t n = (intptr_t)arg;
+  if (n < 2)
+    return weft_ok_int(n);
+  weft_future_t *a, *b;
+  if (weft_pool_submit(pool, fib, (void *)(n - 1), NULL, &a) != 0 ||
+      weft_pool_submit(pool, fib, (void *)(n - 2), NULL, &b) != 0)
+    abort();
+  weft_future_await(a, WEFT_FOREVER);
+  weft_future_await(b, WEFT_FOREVER);
+  intptr_t r = weft_future_int(a) + weft_future_int(b);
+  weft_future_release(a);
+  weft_future_release(b);
+  return weft_ok_int(r);
+}
+
+static long fib_calls(long n) { return n < 2 ? 1 : 1 + fib_calls(n - 1) + fib_calls(n - 2); }
+
+/* skynet: each node spawns 10 children down to 1,000,000 leaves. */
+static weft_result_t skynet(weft_job_t *job, void *arg) {
+  (void)job;
+  uintptr_t v = (uintptr_t)arg, num = v >> 8, size = 1;
+  unsigned level = v & 0xff;
+  for (unsigned i = 0; i < level; i++)
+    size *= 10;
+  if (level == 0)
+    return weft_ok_int((intptr_t)num);
+  weft_future_t *kids[10];
+  size /= 10;
+  for (int i = 0; i < 10; i++)
+    if (weft_pool_submit(pool, skynet,
+                         (void *)(((num + i * size) << 8) | (level - 1)), NULL,
+                         &kids[i]) != 0)
+      abort();
+  intptr_t sum = 0;
+  for (int i = 0; i < 10; i++) {
+    weft_future_await(kids[i], WEFT_FOREVER);
+    sum += weft_future_int(kids[i]);
+    weft_future_release(kids[i]);
+  }
+  return weft_ok_int(sum);
+}
+
+/* offload: one outside thread submits n small jobs; each job's future has a
+ * continuation that counts completions. */
+static atomic_long completed;
+static weft_result_t small_job(weft_job_t *job, void *arg) {
+  (void)job;
+  uintptr_t x = (uintptr_t)arg;
+  return weft_ok_int((intptr_t)(x * 2654435761u));
+}
+static weft_result_t count_done(void *arg, weft_future_t *src) {
+  (void)arg;
+  (void)src;
+  atomic_fetch_add_explicit(&completed, 1, memory_order_relaxed);
+  return weft_ok_int(0);
+}
+
+static double cpu_ms(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_utime.tv_sec * 1e3 + ru.ru_utime.tv_usec / 1e3 +
+         ru.ru_stime.tv_sec * 1e3 + ru.ru_stime.tv_usec / 1e3;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3)
+    return 2;
+  const char *mode = argv[1];
+  unsigned threads = (unsigned)atoi(argv[2]);
+  pool = start(threads);
+  weft_future_t *f;
+  if (!strcmp(mode, "fib")) {
+    long n = argc > 3 ? atol(argv[3]) : 32;
+    int64_t t0 = weft_now_ns();
+    weft_pool_submit(pool, fib, (void *)(intptr_t)n, NULL, &f);
+    weft_future_await(f, WEFT_FOREVER);
+    int64_t t1 = weft_now_ns();
+    if (weft_future_int(f) != 2178309 && n == 32)
+      abort();
+    printf("%.1f\n", (double)(t1 - t0) / (double)fib_calls(n));
+    weft_future_release(f);
+  } else if (!strcmp(mode, "skynet")) {
+    int64_t t0 = weft_now_ns();
+    weft_pool_submit(pool, skynet, (void *)(uintptr_t)6, NULL, &f);
+    weft_future_await(f, WEFT_FOREVER);
+    int64_t t1 = weft_now_ns();
+    if (weft_future_int(f) != 499999500000)
+      abort();
+    printf("%.1f\n", (double)(t1 - t0) / 1e6);
+    weft_future_release(f);
+  } else if (!strcmp(mode, "offload")) {
+    long n = argc > 3 ? atol(argv[3]) : 1000000;
+    int64_t t0 = weft_now_ns();
+    for (long i = 0; i < n; i++) {
+      weft_future_t *c;
+      if (weft_pool_submit(pool, small_job, (void *)(uintptr_t)i, NULL, &f) != 0 ||
+          weft_future_then(f, weft_executor_inline(), count_done, NULL, &c) != 0)
+        abort();
+      weft_future_release(f);
+      weft_future_release(c);
+    }
+    while (atomic_load(&completed) < n) /* the submitting thread waits */
+      sched_yield();
+    int64_t t1 = weft_now_ns();
+    printf("%.0f\n", (double)n / ((double)(t1 - t0) / 1e9));
+  } else if (!strcmp(mode, "idle_cpu")) {
+    struct timespec settle = {0, 100000000}, idle = {2, 0};
+    nanosleep(&settle, NULL); /* let the workers park */
+    double c0 = cpu_ms();
+    nanosleep(&idle, NULL); /* the measurement itself: 2 s of idleness */
+    printf("%.1f\n", cpu_ms() - c0);
+  } else {
+    return 2;
+  }
+  weft_pool_shutdown(pool, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL);
+  return 0;
+}
