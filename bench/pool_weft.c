@@ -130,6 +130,13 @@ int main(int argc, char **argv) {
       sched_yield();
     int64_t t1 = weft_now_ns();
     printf("%.0f\n", (double)n / ((double)(t1 - t0) / 1e9));
+    if (getenv("BENCH_VERBOSE")) {
+      weft_pool_stats_t st;
+      weft_pool_stats(pool, &st);
+      fprintf(stderr, "# offload: %llu run, %llu steals, %llu parks\n",
+              (unsigned long long)st.jobs_run, (unsigned long long)st.steals,
+              (unsigned long long)st.parks);
+    }
   } else if (!strcmp(mode, "idle_cpu")) {
     struct timespec settle = {0, 100000000}, idle = {2, 0};
     nanosleep(&settle, NULL); /* let the workers park */

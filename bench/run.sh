@@ -4,13 +4,13 @@
 # figure, "<suite>.<case>.<impl>: <value> <unit>", weft and its peers side by
 # side in one run. Each figure is the median of BENCH_REPS (default 5) runs,
 # interleaved across implementations. Peers that are not installed are
-# skipped with a "# skipped:" line. Suites: future.
+# skipped with a "# skipped:" line. Suites: future, pool.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 out=${BENCH_BUILD:-$root/build/bench}
 reps=${BENCH_REPS:-5}
-all_suites=(future)
+all_suites=(future pool)
 
 log() { echo "# $*"; }
 median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) exit 1; m=int((NR+1)/2); print (NR%2)?v[m]:(v[m]+v[m+1])/2}'; }
@@ -20,7 +20,7 @@ build_weft() {
   [ -n "${weft_built:-}" ] && return
   cmake -S "$root" -B "$out" -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF \
     -DWEFT_BUILD_SAMPLES=OFF -DWEFT_BUILD_BENCH=ON >/dev/null
-  cmake --build "$out" -j2 --target bench_future_weft >/dev/null
+  cmake --build "$out" -j2 --target bench_future_weft bench_pool_weft >/dev/null
   weft_built=1
 }
 
@@ -31,6 +31,12 @@ build_cxx() { # name, source, extra flags...
   command -v g++ >/dev/null || return 1
   [ "$out/$name" -nt "$src" ] && return 0
   g++ -O2 -std=c++17 -pthread "$src" -o "$out/$name" "$@" 2>/dev/null
+}
+
+build_c() { # name, source, extra flags...: a C peer, gcc -O2
+  local name=$1 src=$2; shift 2
+  [ "$out/$name" -nt "$src" ] && return 0
+  gcc -O2 -pthread "$src" -o "$out/$name" "$@" 2>/dev/null
 }
 
 # run_reps <var-prefix> "<impl> <cmd...>"...: runs every command once per
@@ -101,6 +107,61 @@ suite_future() {
     log "ratio future.handoff $i/weft: $(ratio "$(med handoff.$i)" "$(med handoff.weft)")"
   done
   ((has_boost)) && log "ratio future.chain boost/weft: $(ratio "$(med chain.boost)" "$(med chain.weft)")"
+  return 0
+}
+
+suite_pool() {
+  build_weft
+  local w=$out/bench/bench_pool_weft n
+  n=$(nproc)
+  local fj=(weft)
+  if [ -f /usr/include/oneapi/tbb/task_group.h ] &&
+     build_cxx bench_pool_tbb "$here/pool_tbb.cpp" -ltbb; then
+    fj+=(tbb)
+  else
+    log "skipped: tbb (oneapi/tbb/task_group.h or libtbb not found: apt-get install libtbb-dev)"
+  fi
+  if build_c bench_pool_omp "$here/pool_omp.c" -fopenmp; then
+    fj+=(omp)
+  else
+    log "skipped: omp (gcc -fopenmp failed: apt-get install gcc)"
+  fi
+  local off=(weft)
+  if [ -f /usr/include/uv.h ] && build_c bench_pool_libuv "$here/pool_uv.c" -luv; then
+    off+=(libuv)
+  else
+    log "skipped: libuv (uv.h or libuv not found: apt-get install libuv1-dev)"
+  fi
+  build_c bench_pool_naive "$here/pool_naive.c" && off+=(naive)
+
+  for t in 1 "$n"; do
+    cmd_weft=("$w" fib "$t" 32); cmd_tbb=("$out/bench_pool_tbb" fib "$t" 32)
+    cmd_omp=("$out/bench_pool_omp" fib "$t" 32)
+    collect "fib$t" "${fj[@]}"
+    for i in "${fj[@]}"; do echo "fib.${t}t.$i: $(med fib$t.$i) ns/task"; done
+    cmd_weft=("$w" skynet "$t"); cmd_tbb=("$out/bench_pool_tbb" skynet "$t")
+    cmd_omp=("$out/bench_pool_omp" skynet "$t")
+    collect "sky$t" "${fj[@]}"
+    for i in "${fj[@]}"; do echo "skynet.${t}t.$i: $(med sky$t.$i) ms"; done
+  done
+  cmd_weft=("$w" offload "$n" 1000000); cmd_libuv=("$out/bench_pool_libuv" 1000000)
+  cmd_naive=("$out/bench_pool_naive" 1000000)
+  collect offload "${off[@]}"
+  for i in "${off[@]}"; do echo "pool.offload.$i: $(med offload.$i) jobs/s"; done
+  echo "pool.idle_cpu.weft: $("$w" idle_cpu "$n") ms"
+
+  log "ratio fib.${n}t scaling weft 1t/${n}t: $(ratio "$(med fib1.weft)" "$(med fib$n.weft)")"
+  for i in tbb omp; do
+    [[ " ${fj[*]} " == *" $i "* ]] || continue
+    log "ratio fib.1t $i/weft: $(ratio "$(med fib1.$i)" "$(med fib1.weft)")"
+    log "ratio fib.${n}t $i/weft: $(ratio "$(med fib$n.$i)" "$(med fib$n.weft)")"
+    log "ratio skynet.1t $i/weft: $(ratio "$(med sky1.$i)" "$(med sky1.weft)")"
+    log "ratio skynet.${n}t $i/weft: $(ratio "$(med sky$n.$i)" "$(med sky$n.weft)")"
+  done
+  for i in libuv naive; do
+    [[ " ${off[*]} " == *" $i "* ]] || continue
+    log "ratio pool.offload weft/$i: $(ratio "$(med offload.weft)" "$(med offload.$i)")"
+  done
   return 0
 }
 

@@ -37,12 +37,15 @@ WEFT__HIDDEN weft_task_t *weft__deque_steal(weft__deque_t *d);
 typedef struct weft__eventcount {
   _Atomic uint32_t epoch;
   _Atomic uint32_t waiters;
+  _Atomic uint32_t searching; /* awake workers looking for work */
 } weft__eventcount_t;
 
 WEFT__HIDDEN uint32_t weft__ec_prepare(weft__eventcount_t *ec);
 WEFT__HIDDEN void weft__ec_cancel(weft__eventcount_t *ec);
 WEFT__HIDDEN void weft__ec_wait(weft__eventcount_t *ec, uint32_t epoch);
-/* After publishing work: wake one sleeper if there is any. */
+/* After publishing work: wake one sleeper if there is any and no awake
+ * worker is already searching (it will find the work before it sleeps: a
+ * searcher stops searching before its last re-check). */
 WEFT__HIDDEN void weft__ec_notify_one(weft__eventcount_t *ec);
 WEFT__HIDDEN void weft__ec_notify_all(weft__eventcount_t *ec);
 /* As notify_one without the fence: may miss a sleeper that is just going to

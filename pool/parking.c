@@ -37,7 +37,8 @@ void weft__ec_wait(weft__eventcount_t *ec, uint32_t epoch) {
 
 void weft__ec_notify_one(weft__eventcount_t *ec) {
   atomic_thread_fence(memory_order_seq_cst);
-  if (atomic_load_explicit(&ec->waiters, memory_order_seq_cst) == 0)
+  if (atomic_load_explicit(&ec->waiters, memory_order_seq_cst) == 0 ||
+      atomic_load_explicit(&ec->searching, memory_order_seq_cst) > 0)
     return;
   atomic_fetch_add_explicit(&ec->epoch, 1, memory_order_release);
   futex_wake(&ec->epoch, 1);
@@ -49,7 +50,8 @@ void weft__ec_notify_all(weft__eventcount_t *ec) {
 }
 
 void weft__ec_notify_if_sleepers(weft__eventcount_t *ec) {
-  if (atomic_load_explicit(&ec->waiters, memory_order_relaxed) == 0)
+  if (atomic_load_explicit(&ec->waiters, memory_order_relaxed) == 0 ||
+      atomic_load_explicit(&ec->searching, memory_order_relaxed) > 0)
     return;
   atomic_fetch_add_explicit(&ec->epoch, 1, memory_order_release);
   futex_wake(&ec->epoch, 1);

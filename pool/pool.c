@@ -293,9 +293,13 @@ static void *worker_main(void *arg) {
   weft_executor_t *prev = weft_executor_enter(&p->executor);
   for (;;) {
     weft_task_t *t = find_work(w, false);
-    for (int i = 0; t == NULL && i < SPIN_ROUNDS; i++) {
-      cpu_relax();
-      t = find_work(w, false);
+    if (t == NULL) { /* search a while, counted, before sleeping */
+      atomic_fetch_add_explicit(&p->ec.searching, 1, memory_order_seq_cst);
+      for (int i = 0; t == NULL && i < SPIN_ROUNDS; i++) {
+        cpu_relax();
+        t = find_work(w, false);
+      }
+      atomic_fetch_sub_explicit(&p->ec.searching, 1, memory_order_seq_cst);
     }
     if (t != NULL) {
       run_task(w, t);
