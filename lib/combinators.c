@@ -148,8 +148,7 @@ static int combine(weft_future_t *const *inputs, size_t n, size_t k,
     in->idx = (uint32_t)i;
     atomic_init(&in->dropped, 0);
     atomic_init(&c->order[i], UNSET);
-    weft__ref(in->f);
-    atomic_fetch_add_explicit(&in->f->needs, 1, memory_order_relaxed);
+    weft__ref_need(in->f);
   }
   *out = &c->base;
   if (n == 0)

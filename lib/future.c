@@ -50,9 +50,8 @@ static inline void cpu_relax(void) {
 
 void weft__state_init(struct weft_future *f, unsigned kind, uint32_t refs,
                       uint32_t needs) {
-  atomic_init(&f->refs, refs);
+  atomic_init(&f->rn, (uint64_t)refs | (uint64_t)needs << 32);
   atomic_init(&f->word, (uint32_t)kind << WEFT__KIND_SHIFT);
-  atomic_init(&f->needs, needs);
   f->err = 0;
   atomic_init(&f->head, NULL);
   f->val.ptr = NULL;
@@ -199,13 +198,27 @@ static void destroy(struct weft_future *f) {
 }
 
 void weft__ref(struct weft_future *f) {
-  atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&f->rn, WEFT__REF, memory_order_relaxed);
+}
+
+void weft__ref_need(struct weft_future *f) {
+  atomic_fetch_add_explicit(&f->rn, WEFT__REF | WEFT__NEED,
+                            memory_order_relaxed);
 }
 
 void weft__unref(struct weft_future *f) {
   /* Sole owner: nobody else can take a reference, so skip the RMW. */
-  if (atomic_load_explicit(&f->refs, memory_order_acquire) == 1 ||
-      atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1)
+  if (weft__refs_of(atomic_load_explicit(&f->rn, memory_order_acquire)) == 1 ||
+      weft__refs_of(atomic_fetch_sub_explicit(&f->rn, WEFT__REF,
+                                              memory_order_acq_rel)) == 1)
+    destroy(f);
+}
+
+void weft__unref_need(struct weft_future *f) {
+  if (atomic_load_explicit(&f->rn, memory_order_acquire) ==
+          (WEFT__REF | WEFT__NEED) ||
+      weft__refs_of(atomic_fetch_sub_explicit(&f->rn, WEFT__REF | WEFT__NEED,
+                                              memory_order_acq_rel)) == 1)
     destroy(f);
 }
 
@@ -213,7 +226,8 @@ void weft__unref(struct weft_future *f) {
  * reference it owns). Returns u, reference included, when u must now be
  * cancelled; otherwise drops that reference and returns NULL. */
 static struct weft_future *take_upstream(struct weft_future *u) {
-  if (atomic_fetch_sub_explicit(&u->needs, 1, memory_order_acq_rel) == 1 &&
+  if (weft__needs_of(atomic_fetch_sub_explicit(&u->rn, WEFT__NEED,
+                                               memory_order_acq_rel)) == 1 &&
       weft__state(u) == WEFT_PENDING)
     return u;
   weft__unref(u);
@@ -221,7 +235,8 @@ static struct weft_future *take_upstream(struct weft_future *u) {
 }
 
 void weft__drop_need(struct weft_future *f) {
-  if (atomic_fetch_sub_explicit(&f->needs, 1, memory_order_acq_rel) == 1 &&
+  if (weft__needs_of(atomic_fetch_sub_explicit(&f->rn, WEFT__NEED,
+                                               memory_order_acq_rel)) == 1 &&
       weft__state(f) == WEFT_PENDING)
     weft__cancel_chain(f, false);
 }
@@ -424,32 +439,36 @@ void weft__settle_result(struct weft_future *f, weft_result_t r) {
 int weft_future_retain(weft_future_t *f) {
   if (f == NULL)
     return WEFT_EINVAL;
-  uint32_t n = atomic_load_explicit(&f->needs, memory_order_relaxed);
+  uint64_t v = atomic_load_explicit(&f->rn, memory_order_relaxed);
   do {
-    if (n == 0)
+    if (weft__needs_of(v) == 0)
       return WEFT_EINVAL;
   } while (!atomic_compare_exchange_weak_explicit(
-      &f->needs, &n, n + 1, memory_order_relaxed, memory_order_relaxed));
-  weft__ref(f);
+      &f->rn, &v, v + (WEFT__REF | WEFT__NEED), memory_order_relaxed,
+      memory_order_relaxed));
   return 0;
 }
 
 int weft_future_release(weft_future_t *f) {
   if (f == NULL)
     return WEFT_EINVAL;
-  if (atomic_load_explicit(&f->refs, memory_order_acquire) == 1) {
-    /* Last reference of any kind: this is the last handle. */
-    if (atomic_load_explicit(&f->needs, memory_order_relaxed) == 0)
+  uint64_t v = atomic_load_explicit(&f->rn, memory_order_acquire);
+  if (weft__refs_of(v) == 1) {
+    /* Last reference of any kind: it must be this handle. */
+    if (weft__needs_of(v) == 0)
       return WEFT_EINVAL;
     destroy(f);
     return 0;
   }
-  uint32_t n = atomic_fetch_sub_explicit(&f->needs, 1, memory_order_relaxed);
-  if (n == 0) {
-    atomic_fetch_add_explicit(&f->needs, 1, memory_order_relaxed);
+  v = atomic_fetch_sub_explicit(&f->rn, WEFT__REF | WEFT__NEED,
+                                memory_order_acq_rel);
+  if (weft__needs_of(v) == 0) { /* more releases than handles */
+    atomic_fetch_add_explicit(&f->rn, WEFT__REF | WEFT__NEED,
+                              memory_order_relaxed);
     return WEFT_EINVAL;
   }
-  weft__unref(f);
+  if (weft__refs_of(v) == 1)
+    destroy(f);
   return 0;
 }
 
@@ -492,8 +511,8 @@ static void then_run(weft_task_t *node);
 static void follow_fire(weft_task_t *node);
 
 static void then_finish(then_state_t *t) {
-  weft__unref(t->src);
-  weft__unref(&t->base); /* the reference the list held */
+  weft__unref_need(t->src); /* settled: its need no longer matters */
+  weft__unref(&t->base);    /* the reference the list held */
 }
 
 /* The source settled (runs on the settling thread, in its trampoline). */
@@ -505,8 +524,7 @@ static void then_fire(weft_task_t *node) {
     weft__unref(&t->base);
     return;
   }
-  /* src has settled, so its need no longer matters; its ref is kept for fn. */
-  atomic_fetch_sub_explicit(&t->src->needs, 1, memory_order_relaxed);
+  /* src has settled; its need and reference are ours until then_finish. */
   if (t->ex == weft_executor_inline()) {
     then_run(node);
     return;
@@ -526,7 +544,7 @@ static void then_follow(then_state_t *t, struct weft_future *target) {
   t->src = target;
   uint32_t old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FOLLOWING,
                                           memory_order_acq_rel);
-  weft__unref(old_src);
+  weft__unref_need(old_src);
   if (visible_state(old) != WEFT_PENDING) {
     /* Cancelled while fn ran: the followed future is not needed by us. */
     old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FCLAIMED,
@@ -574,9 +592,10 @@ static void follow_fire(weft_task_t *node) {
   }
   bool borrowed = weft__mirror(&t->base, target, true) == 0 &&
                   (load_word(&t->base, memory_order_relaxed) & WEFT__F_BORROWED);
-  atomic_fetch_sub_explicit(&target->needs, 1, memory_order_relaxed);
-  if (!borrowed)
-    weft__unref(target);
+  if (borrowed) /* keep the reference while the value is shared */
+    atomic_fetch_sub_explicit(&target->rn, WEFT__NEED, memory_order_relaxed);
+  else
+    weft__unref_need(target);
   weft__unref(&t->base);
 }
 
@@ -597,8 +616,7 @@ int weft_future_then_dtor(weft_future_t *src, weft_executor_t *ex,
   t->ex = ex;
   t->src = src;
   t->node.run = then_fire;
-  weft__ref(src);
-  atomic_fetch_add_explicit(&src->needs, 1, memory_order_relaxed);
+  weft__ref_need(src);
   *out = &t->base;
   if (!weft__attach(src, &t->node))
     weft__defer(&t->node);

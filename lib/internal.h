@@ -49,10 +49,12 @@ typedef union weft__fnslot {
 
 /* The shared state. weft_future_t and weft_promise_t both point at it. */
 struct weft_future {
-  _Atomic uint32_t refs;  /* memory references */
-  _Atomic uint32_t word;  /* state, flags and kind */
-  _Atomic uint32_t needs; /* handles + pending downstream users */
-  int32_t err;            /* rejection code */
+  /* Low 32 bits: memory references. High 32: needs (handles + pending
+   * downstream users). One word, so a handle is taken or given back with
+   * one atomic operation. */
+  _Atomic uint64_t rn;
+  _Atomic uint32_t word; /* state, flags and kind */
+  int32_t err;           /* rejection code */
   _Atomic(weft_task_t *) head; /* continuations; WEFT__CLOSED once settled */
   union {
     void *ptr;
@@ -62,6 +64,13 @@ struct weft_future {
 };
 
 #define WEFT__CLOSED ((weft_task_t *)(uintptr_t)1)
+
+#define WEFT__REF ((uint64_t)1)
+#define WEFT__NEED ((uint64_t)1 << 32)
+static inline uint32_t weft__refs_of(uint64_t rn) { return (uint32_t)rn; }
+static inline uint32_t weft__needs_of(uint64_t rn) {
+  return (uint32_t)(rn >> 32);
+}
 
 static inline uint32_t weft__kind(uint32_t w) { return w >> WEFT__KIND_SHIFT; }
 
@@ -102,6 +111,11 @@ WEFT__HIDDEN int weft__mirror(struct weft_future *dst,
 WEFT__HIDDEN bool weft__attach(struct weft_future *f, weft_task_t *node);
 WEFT__HIDDEN void weft__ref(struct weft_future *f);
 WEFT__HIDDEN void weft__unref(struct weft_future *f);
+/* Give back a need and its reference in one step (the future has settled,
+ * so the need no longer decides anything). */
+WEFT__HIDDEN void weft__unref_need(struct weft_future *f);
+/* Take a need and a reference in one step (a downstream registers). */
+WEFT__HIDDEN void weft__ref_need(struct weft_future *f);
 WEFT__HIDDEN void weft__drop_need(struct weft_future *f);
 WEFT__HIDDEN void weft__cancel_chain(struct weft_future *f, bool owned);
 WEFT__HIDDEN uint32_t weft__state(const struct weft_future *f);
