@@ -15,15 +15,19 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-/* Assert a == b (integers), printing both expressions and values. */
-#define EXPECT_EQ(a, b)                                                        \
+/* Assert a == b (integers), printing both expressions and values; a fatal
+ * check ends the test. */
+#define TU_CHECK_EQ(a, b, fatal)                                               \
   do {                                                                         \
     long long a_ = (long long)(a), b_ = (long long)(b);                        \
     char m_[512];                                                              \
     snprintf(m_, sizeof m_, "%s == %s (got %lld, expected %lld)", #a, #b, a_,  \
              b_);                                                              \
-    CU_assertImplementation(a_ == b_, __LINE__, m_, __FILE__, "", CU_FALSE);   \
+    CU_assertImplementation(a_ == b_, __LINE__, m_, __FILE__, "", fatal);      \
   } while (0)
+
+#define EXPECT_EQ(a, b) TU_CHECK_EQ(a, b, CU_FALSE)
+#define REQUIRE_EQ(a, b) TU_CHECK_EQ(a, b, CU_TRUE)
 
 /* Assert an error code, printing both names. */
 #define EXPECT_ERR(a, b)                                                       \
@@ -36,16 +40,6 @@
   } while (0)
 
 #define EXPECT_TRUE(c) EXPECT_EQ(!!(c), 1)
-
-/* Fatal variant: stop the test when a precondition fails. */
-#define REQUIRE_EQ(a, b)                                                       \
-  do {                                                                         \
-    long long a_ = (long long)(a), b_ = (long long)(b);                        \
-    char m_[512];                                                              \
-    snprintf(m_, sizeof m_, "%s == %s (got %lld, expected %lld)", #a, #b, a_,  \
-             b_);                                                              \
-    CU_assertImplementation(a_ == b_, __LINE__, m_, __FILE__, "", CU_TRUE);    \
-  } while (0)
 
 typedef struct test_case {
   const char *name;
