@@ -38,6 +38,7 @@ typedef struct weft__eventcount {
   _Atomic uint32_t epoch;
   _Atomic uint32_t waiters;
   _Atomic uint32_t searching; /* awake workers looking for work */
+  _Atomic uint32_t waking;    /* a wake-up is in flight (see parking.c) */
 } weft__eventcount_t;
 
 WEFT__HIDDEN uint32_t weft__ec_prepare(weft__eventcount_t *ec);

@@ -3,7 +3,17 @@
  * A sleeper announces itself (waiters++), re-checks for work, then sleeps
  * on the epoch it read; a producer that published work and sees a waiter
  * bumps the epoch and wakes one. Either the sleeper's re-check sees the
- * work or the producer sees the sleeper: no lost wake-up. */
+ * work or the producer sees the sleeper: no lost wake-up.
+ *
+ * One wake-up in flight at a time: a producer that wakes a sleeper sets
+ * `waking`; until a worker comes back from its wait (or cancels it, or
+ * announces a new wait) other producers skip the futex call. Without this,
+ * every submit in the microseconds a woken thread takes to run makes its own
+ * futex_wake system call. Not lost: whoever clears `waking` searches for
+ * work afterwards (after a seq_cst read-modify-write), so it sees what a skipping producer
+ * published before its own fence; and `waking` is always cleared, since the
+ * producer that set it then bumps the epoch, which sends at least one
+ * sleeper back (or every worker is awake and will search anyway). */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -19,13 +29,21 @@ static void futex_wake(_Atomic uint32_t *addr, int n) {
   syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
+/* A worker that is about to search again ends any wake-up in flight. */
+static void clear_waking(weft__eventcount_t *ec) {
+  /* an unconditional seq_cst read-modify-write: also the full fence */
+  atomic_exchange_explicit(&ec->waking, 0, memory_order_seq_cst);
+}
+
 uint32_t weft__ec_prepare(weft__eventcount_t *ec) {
   atomic_fetch_add_explicit(&ec->waiters, 1, memory_order_seq_cst);
+  clear_waking(ec);
   return atomic_load_explicit(&ec->epoch, memory_order_seq_cst);
 }
 
 void weft__ec_cancel(weft__eventcount_t *ec) {
   atomic_fetch_sub_explicit(&ec->waiters, 1, memory_order_relaxed);
+  clear_waking(ec);
 }
 
 void weft__ec_wait(weft__eventcount_t *ec, uint32_t epoch) {
@@ -33,6 +51,18 @@ void weft__ec_wait(weft__eventcount_t *ec, uint32_t epoch) {
     futex_wait(&ec->epoch, epoch);
   }
   atomic_fetch_sub_explicit(&ec->waiters, 1, memory_order_relaxed);
+  clear_waking(ec);
+}
+
+static void wake_one(weft__eventcount_t *ec) {
+  uint32_t idle = 0;
+  if (atomic_load_explicit(&ec->waking, memory_order_relaxed) != 0 ||
+      !atomic_compare_exchange_strong_explicit(&ec->waking, &idle, 1,
+                                               memory_order_seq_cst,
+                                               memory_order_relaxed))
+    return; /* a wake-up is already on its way */
+  atomic_fetch_add_explicit(&ec->epoch, 1, memory_order_release);
+  futex_wake(&ec->epoch, 1);
 }
 
 void weft__ec_notify_one(weft__eventcount_t *ec) {
@@ -40,8 +70,7 @@ void weft__ec_notify_one(weft__eventcount_t *ec) {
   if (atomic_load_explicit(&ec->waiters, memory_order_seq_cst) == 0 ||
       atomic_load_explicit(&ec->searching, memory_order_seq_cst) > 0)
     return;
-  atomic_fetch_add_explicit(&ec->epoch, 1, memory_order_release);
-  futex_wake(&ec->epoch, 1);
+  wake_one(ec);
 }
 
 void weft__ec_notify_all(weft__eventcount_t *ec) {
@@ -53,6 +82,5 @@ void weft__ec_notify_if_sleepers(weft__eventcount_t *ec) {
   if (atomic_load_explicit(&ec->waiters, memory_order_relaxed) == 0 ||
       atomic_load_explicit(&ec->searching, memory_order_relaxed) > 0)
     return;
-  atomic_fetch_add_explicit(&ec->epoch, 1, memory_order_release);
-  futex_wake(&ec->epoch, 1);
+  wake_one(ec);
 }
