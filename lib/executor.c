@@ -4,6 +4,8 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
+#include <signal.h>
+
 #include <errno.h>
 #include <time.h>
 
@@ -311,7 +313,7 @@ int weft_thread_executor_create(weft_thread_executor_t **out) {
     goto fail_cv;
   /* Hold the lock so te->thread is written before the thread can read it. */
   pthread_mutex_lock(&te->mu);
-  int prc = pthread_create(&te->thread, NULL, te_main, te);
+  int prc = weft__thread_create(&te->thread, te_main, te);
   pthread_mutex_unlock(&te->mu);
   if (prc != 0) {
     rc = WEFT_EAGAIN;
@@ -344,4 +346,13 @@ int weft_thread_executor_destroy(weft_thread_executor_t *te) {
   pthread_join(te->thread, NULL);
   te_put(te);
   return 0;
+}
+
+int weft__thread_create(pthread_t *t, void *(*fn)(void *), void *arg) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = pthread_create(t, NULL, fn, arg);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return rc;
 }

@@ -11,6 +11,13 @@
 
 #define WEFT__HIDDEN __attribute__((visibility("hidden")))
 
+/* Start a thread of weft's own with every signal blocked (signals belong
+ * to the loop's signalfd or to the user's threads, never to ours).
+ * Returns pthread_create's result. */
+#include <pthread.h>
+WEFT__HIDDEN int weft__thread_create(pthread_t *t, void *(*fn)(void *),
+                                     void *arg);
+
 /* Allocation: every internal allocation goes through these. */
 WEFT__HIDDEN void *weft__malloc(size_t size);
 WEFT__HIDDEN void weft__free(void *ptr, size_t size);

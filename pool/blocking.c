@@ -93,7 +93,7 @@ static int spawn(struct weft_pool *p) {
   if (t == NULL)
     return WEFT_ENOMEM;
   t->next = (weft__bthread_t *)(void *)p; /* the pool, until it exits */
-  if (pthread_create(&t->thread, NULL, blocking_main, t) != 0) {
+  if (weft__thread_create(&t->thread, blocking_main, t) != 0) {
     weft__free(t, sizeof(*t));
     return WEFT_EAGAIN;
   }

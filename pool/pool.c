@@ -427,8 +427,8 @@ int weft_pool_create(const weft_pool_options_t *opts, weft_pool_t **out) {
   }
   unsigned started = 0;
   for (; started < p->nworkers; started++)
-    if (pthread_create(&p->workers[started].thread, NULL, worker_main,
-                       &p->workers[started]) != 0) {
+    if (weft__thread_create(&p->workers[started].thread, worker_main,
+                            &p->workers[started]) != 0) {
       rc = WEFT_EAGAIN;
       join_started(p, started);
       goto fail_deques;
