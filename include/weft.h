@@ -10,5 +10,6 @@
 #include <weft/executor.h>
 #include <weft/future.h>
 #include <weft/pool.h>
+#include <weft/loop.h>
 
 #endif /* WEFT_H */

@@ -27,6 +27,7 @@ WEFT_BEGIN_DECLS
   X(EBUSY, -16, "resource busy")                                               \
   X(EEXIST, -17, "already exists")                                             \
   X(EINVAL, -22, "invalid argument")                                           \
+  X(ENFILE, -23, "too many open files in system")                              \
   X(EMFILE, -24, "too many open files")                                        \
   X(EPIPE, -32, "broken pipe")                                                 \
   X(ERANGE, -34, "result out of range")                                        \

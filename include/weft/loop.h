@@ -1,0 +1,409 @@
+/* SPDX-License-Identifier: MIT */
+/* weft/loop.h: the event loop (reactor): fd watchers, timers, signals,
+ * cross-thread posts and completions, run modes, and the stall detector. */
+#ifndef WEFT_LOOP_H
+#define WEFT_LOOP_H
+
+#include <weft/common.h>
+#include <weft/future.h>
+
+WEFT_BEGIN_DECLS
+
+/*
+ * Model
+ * -----
+ * One loop per thread. The thread that creates a loop is its loop thread:
+ * it runs it, starts and stops its timers, watchers and signal handlers,
+ * and closes it. Any thread may post work to it (weft_loop_post(), or a
+ * continuation sent to weft_loop_executor()), settle a future whose
+ * continuation runs on it, and stop it. Posts travel through an intrusive
+ * lock-free queue; the loop is woken with one eventfd write per batch (only
+ * when it is about to sleep or sleeping), not one per item. Items posted by
+ * one thread run in the order it posted them.
+ *
+ * Never block the loop: from its creation to its close the loop thread is
+ * marked as running the loop's executor, so weft_future_await() there on a
+ * pending future returns WEFT_EDEADLK at once instead of hanging (the loop
+ * may be the only thing that could settle it). Drive the loop to a result
+ * with weft_loop_run_until(). Send CPU work and blocking calls to the pool
+ * and continue on the loop with weft_future_then(f, weft_loop_executor(l)).
+ * The stall detector (off by default) reports every callback that ran
+ * longer than a threshold.
+ *
+ * Callbacks receive a status: 0 normally, WEFT_ECANCELED once when the loop
+ * closes with them still pending (timers, watchers, signal handlers, posted
+ * functions): every callback that was armed runs exactly once more with the
+ * error, so its owner can free what it holds.
+ *
+ * Handles (weft_timer_t, weft_io_t, weft_signal_t) are embedded in the
+ * user's own structures (no allocation to start or stop one); their fields
+ * are private. A handle must stay alive while it is active.
+ */
+
+typedef struct weft_loop weft_loop_t;
+
+/** Run modes for weft_loop_run(). */
+typedef enum weft_run_mode {
+  WEFT_RUN_DEFAULT = 0, /* until weft_loop_stop() */
+  WEFT_RUN_ONCE = 1,    /* one iteration, blocking until something happens */
+  WEFT_RUN_NOWAIT = 2   /* one iteration, never blocking */
+} weft_run_mode_t;
+
+/** Loop options; zero-initialise, set `size`, change what you need. */
+typedef struct weft_loop_options {
+  size_t size;          /* sizeof(weft_loop_options_t) */
+  unsigned max_events;  /* events per poll; 0: 256 */
+  void *reserved[4];
+} weft_loop_options_t;
+
+/**
+ * Create a loop owned by the calling thread (its loop thread).
+ * On 0 *out owns the loop; close it with weft_loop_close() on this thread.
+ * Errors: WEFT_EINVAL (out NULL, bad options), WEFT_EBUSY (this thread
+ * already has a loop), WEFT_ENOMEM, WEFT_EMFILE / WEFT_ENFILE (no fd for
+ * epoll or eventfd), or another code from the kernel. *out untouched then.
+ * Thread: any thread; it becomes the loop thread.
+ */
+WEFT_EXTERN int weft_loop_create(const weft_loop_options_t *opts,
+                                 weft_loop_t **out);
+
+/**
+ * Close the loop and free it. Everything still pending is finished with
+ * WEFT_ECANCELED: active timers, watchers and signal handlers have their
+ * callback run once with it; sleep/signal futures settle as cancelled;
+ * functions posted but not yet run are run with it; executor tasks (the
+ * continuations of futures sent to the loop) still queued are run, so no
+ * future waits forever. Submits arriving after close began are refused
+ * with WEFT_ESHUTDOWN. Closes the fds the loop owns (epoll, eventfd,
+ * signalfd), never the user's. The loop pointer is invalid afterwards:
+ * other threads must have stopped using it (settle or cancel what they
+ * send to the loop before closing it).
+ * Returns 0; WEFT_EINVAL for NULL; WEFT_EPERM off the loop thread;
+ * WEFT_EBUSY when called from inside one of the loop's callbacks.
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_loop_close(weft_loop_t *loop);
+
+/**
+ * Run the loop. Each iteration: due timers, posted work, then poll for fd
+ * events (blocking unless there is more to do, a stop was asked for, or the
+ * mode is NOWAIT) and dispatch them.
+ * Returns 0 when stopped (DEFAULT) or after the iteration (ONCE, NOWAIT);
+ * WEFT_EINVAL (NULL, bad mode), WEFT_EPERM (off the loop thread), WEFT_EBUSY
+ * (the loop is already running: no nested runs), or a kernel error from the
+ * poll.
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_loop_run(weft_loop_t *loop, weft_run_mode_t mode);
+
+/**
+ * Run the loop until `f` settles, then return. The caller keeps its handle
+ * on f; read the result with the future accessors.
+ * Returns 0 once f has settled (whatever the outcome); WEFT_ETIMEDOUT when
+ * `timeout_ms` (-1: none) passes first; WEFT_EINTR when weft_loop_stop() was
+ * called first; WEFT_ENOMEM; and the errors of weft_loop_run().
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
+                                    int64_t timeout_ms);
+
+/**
+ * Ask the loop to stop: weft_loop_run() returns after the current
+ * iteration; a stop asked while the loop is not running ends the next run
+ * after its first iteration.
+ * Returns 0, WEFT_EINVAL for NULL.
+ * Thread: any thread (wakes the loop if it sleeps).
+ */
+WEFT_EXTERN int weft_loop_stop(weft_loop_t *loop);
+
+/** A posted function: runs once on the loop thread; status 0 or, when the
+ * loop closes before it ran, WEFT_ECANCELED. */
+typedef void (*weft_loop_fn)(weft_loop_t *loop, void *arg, int status);
+
+/**
+ * Run `fn(loop, arg, 0)` on the loop thread, soon. Functions posted from
+ * one thread run in the order they were posted. `arg` stays the caller's;
+ * fn is its last user when it runs.
+ * Errors: WEFT_EINVAL (NULL loop or fn), WEFT_ENOMEM, WEFT_ESHUTDOWN (the
+ * loop is closing: fn will not run).
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_loop_post(weft_loop_t *loop, weft_loop_fn fn,
+                               void *arg);
+
+/**
+ * The loop's executor, for weft_future_then() and weft_executor_submit():
+ * tasks run on the loop thread, one producer's in its order. Borrowed:
+ * valid until the loop is closed. NULL when loop is NULL.
+ * Thread: any thread.
+ */
+WEFT_EXTERN weft_executor_t *weft_loop_executor(weft_loop_t *loop);
+
+/**
+ * The loop of the calling thread, or NULL.
+ * Thread: any thread.
+ */
+WEFT_EXTERN weft_loop_t *weft_loop_current(void);
+
+/**
+ * For embedding the loop in another event loop: an fd that becomes readable
+ * when the loop has fd events or posted work (add it to the host loop, and
+ * run weft_loop_run(WEFT_RUN_NOWAIT) when it fires), and the time until the
+ * next timer is due, in ms (-1: no timer; 0: something is ready now), to use
+ * as the host's poll timeout. The fd stays the loop's; never close it.
+ * weft_loop_fd returns the fd, or WEFT_EINVAL for NULL.
+ * weft_loop_timeout_ms returns the timeout, or WEFT_EINVAL for NULL.
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_loop_fd(const weft_loop_t *loop);
+WEFT_EXTERN int64_t weft_loop_timeout_ms(weft_loop_t *loop);
+
+/** The loop's cached time (weft_now_ns() taken at the start of the current
+ * iteration), in ns; what timer deadlines are relative to.
+ * Thread: the loop thread. */
+WEFT_EXTERN int64_t weft_loop_now_ns(const weft_loop_t *loop);
+
+/** Loop statistics (each counter since creation). */
+typedef struct weft_loop_stats {
+  uint64_t iterations; /* loop iterations */
+  uint64_t polls;      /* poll calls that could block */
+  uint64_t posted;     /* items received from other threads */
+  uint64_t wakeups;    /* eventfd writes made to wake this loop */
+  uint64_t callbacks;  /* callbacks and tasks run */
+  uint64_t timers_fired;
+  uint64_t stalls;     /* callbacks over the stall threshold */
+  unsigned timers_active, watchers_active;
+  const char *backend; /* "epoll" */
+} weft_loop_stats_t;
+
+/**
+ * Fill *stats. Returns 0, WEFT_EINVAL for NULL arguments.
+ * Thread: any thread (counters written by other threads are read relaxed).
+ */
+WEFT_EXTERN int weft_loop_stats(weft_loop_t *loop, weft_loop_stats_t *stats);
+
+/* ------------------------------------------------------------------ */
+/* Stall detector                                                       */
+/* ------------------------------------------------------------------ */
+
+/** What the stall detector reports. */
+typedef struct weft_stall {
+  const char *kind;     /* "timer", "io", "signal", "post", "task" */
+  void (*callback)(void); /* the callback (cast: compare with your own) */
+  int64_t duration_ns;  /* how long it ran */
+  int64_t threshold_ns;
+} weft_stall_t;
+
+typedef void (*weft_stall_fn)(weft_loop_t *loop, const weft_stall_t *stall,
+                              void *arg);
+
+/**
+ * Install (fn not NULL) or remove (fn NULL) the stall detector: after every
+ * callback that ran longer than `threshold_us`, fn(loop, &stall, arg) runs
+ * on the loop thread. Off by default; costs two clock reads per callback
+ * when on.
+ * Returns 0; WEFT_EINVAL (loop NULL, threshold_us <= 0 with fn set);
+ * WEFT_EPERM off the loop thread.
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_loop_set_stall_hook(weft_loop_t *loop,
+                                         int64_t threshold_us,
+                                         weft_stall_fn fn, void *arg);
+
+/* ------------------------------------------------------------------ */
+/* Timers                                                               */
+/* ------------------------------------------------------------------ */
+
+typedef struct weft_timer weft_timer_t;
+
+/** A timer callback: status 0 when due, WEFT_ECANCELED at loop close. */
+typedef void (*weft_timer_fn)(weft_timer_t *timer, int status, void *arg);
+
+/** A timer, embedded in the user's structure. Fields are private. */
+struct weft_timer {
+  int64_t priv_due;
+  int64_t priv_repeat;
+  weft_loop_t *priv_loop;
+  weft_timer_fn priv_fn;
+  void *priv_arg;
+  uint32_t priv_index; /* heap slot + 1; 0: inactive */
+  uint32_t priv_flags;
+};
+
+/**
+ * Prepare a timer on `loop` with its callback. Does not start it.
+ * Returns 0; WEFT_EINVAL (NULL loop, timer or fn); WEFT_EPERM off the loop
+ * thread.
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_timer_init(weft_loop_t *loop, weft_timer_t *timer,
+                                weft_timer_fn fn, void *arg);
+
+/**
+ * Start (or restart) the timer: first due `timeout_ms` after the loop's
+ * cached time, then every `repeat_ms` (0: one-shot) until stopped. Timers
+ * due at the same time fire in the order they were started. O(log n).
+ * A repeating timer that falls behind is rescheduled from the current
+ * time, not fired in a burst. May be called from any loop callback,
+ * including the timer's own.
+ * Returns 0; WEFT_EINVAL (timer not initialised, timeout_ms or repeat_ms
+ * negative); WEFT_EPERM off the loop thread; WEFT_ENOMEM (the heap could not
+ * grow: the timer is left stopped); WEFT_ESHUTDOWN (the loop is closing).
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_timer_start(weft_timer_t *timer, int64_t timeout_ms,
+                                 int64_t repeat_ms);
+
+/**
+ * Stop the timer; its callback will not run (for this start). Stopping a
+ * stopped timer is a no-op. O(log n). May be called from any loop callback.
+ * Returns 0; WEFT_EINVAL (NULL or not initialised); WEFT_EPERM off the loop
+ * thread.
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_timer_stop(weft_timer_t *timer);
+
+/** 1 if the timer is started, 0 if not, WEFT_EINVAL for NULL.
+ * Thread: the loop thread. */
+WEFT_EXTERN int weft_timer_active(const weft_timer_t *timer);
+
+/**
+ * A future fulfilled (with the integer 0) `ms` after the loop's cached time.
+ * Cancelling it stops its timer (from any thread). On 0 *out is one handle
+ * owned by the caller. If the loop closes first the future is cancelled.
+ * Errors: WEFT_EINVAL (NULL, ms negative), WEFT_ENOMEM, WEFT_ESHUTDOWN.
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_loop_sleep(weft_loop_t *loop, int64_t ms,
+                                weft_future_t **out);
+
+/**
+ * A future that settles as `f` settles, unless `ms` pass first: then it
+ * rejects with WEFT_ETIMEDOUT and cancels `f` (as weft_future_cancel()
+ * would from below: f is cancelled if nothing else needs it, so release
+ * your own handle on f once you made the timeout). When f settles first the
+ * timer is stopped. Cancelling the result cancels f and stops the timer.
+ * The caller keeps its handle on f; on 0 *out is one handle.
+ * Errors: WEFT_EINVAL (NULL, ms negative), WEFT_ENOMEM, WEFT_ESHUTDOWN.
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_loop_timeout(weft_loop_t *loop, weft_future_t *f,
+                                  int64_t ms, weft_future_t **out);
+
+/* ------------------------------------------------------------------ */
+/* fd watchers                                                          */
+/* ------------------------------------------------------------------ */
+
+enum { WEFT_READABLE = 1, WEFT_WRITABLE = 2 };
+
+typedef struct weft_io weft_io_t;
+
+/**
+ * A watcher callback: `events` is what is ready (WEFT_READABLE and/or
+ * WEFT_WRITABLE; a hang-up or an fd error reports both, so a read or write
+ * finds out what happened); status is 0, or WEFT_ECANCELED (events 0) when
+ * the loop closes with the watcher active.
+ */
+typedef void (*weft_io_fn)(weft_io_t *io, unsigned events, int status,
+                           void *arg);
+
+/** A watcher on a user's fd, embedded in the user's structure. Private. */
+struct weft_io {
+  weft_loop_t *priv_loop;
+  weft_io_fn priv_fn;
+  void *priv_arg;
+  int priv_fd;
+  unsigned priv_events;
+  weft_io_t *priv_prev, *priv_next;
+};
+
+/**
+ * Watch `fd` (level-triggered) for `events` (a non-empty mask of
+ * WEFT_READABLE | WEFT_WRITABLE) and call fn while it is ready. The fd stays
+ * the caller's: the loop never closes it; stop the watcher before closing
+ * the fd. One watcher per fd per loop.
+ * Returns 0; WEFT_EINVAL (NULL loop, io or fn, fd < 0, empty or unknown
+ * mask); WEFT_EPERM off the loop thread; WEFT_EEXIST (the fd is already
+ * watched by this loop); WEFT_EBADF / other kernel errors from epoll_ctl
+ * (io is left stopped); WEFT_ESHUTDOWN.
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_io_start(weft_loop_t *loop, weft_io_t *io, int fd,
+                              unsigned events, weft_io_fn fn, void *arg);
+
+/**
+ * Change the events of an active watcher (a non-empty mask).
+ * Returns 0; WEFT_EINVAL (NULL, inactive, bad mask); WEFT_EPERM off the loop
+ * thread; kernel errors from epoll_ctl (the watcher keeps its old mask).
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_io_modify(weft_io_t *io, unsigned events);
+
+/**
+ * Stop watching; fn is not called again (not even with WEFT_ECANCELED).
+ * May be called from any loop callback, the watcher's own included.
+ * Stopping an inactive watcher (stopped, or zero-initialised and never
+ * started) is a no-op.
+ * Returns 0; WEFT_EINVAL for NULL; WEFT_EPERM off the loop thread.
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_io_stop(weft_io_t *io);
+
+/* ------------------------------------------------------------------ */
+/* Signals                                                              */
+/* ------------------------------------------------------------------ */
+
+typedef struct weft_signal weft_signal_t;
+
+/** A signal callback: signum delivered (status 0), or WEFT_ECANCELED at
+ * loop close (signum 0). */
+typedef void (*weft_signal_fn)(weft_signal_t *sig, int signum, int status,
+                               void *arg);
+
+/** A signal handler, embedded in the user's structure. Private. */
+struct weft_signal {
+  weft_loop_t *priv_loop;
+  weft_signal_fn priv_fn;
+  void *priv_arg;
+  int priv_signum;
+  int priv_active;
+  weft_signal_t *priv_prev, *priv_next;
+};
+
+/**
+ * Deliver `signum` (SIGINT, SIGTERM, SIGHUP, ...) to fn on the loop thread,
+ * through a signalfd, each time it arrives, until stopped. The signal is
+ * blocked in the loop thread; weft's own threads (pool workers) block every
+ * signal; block it in your other threads too (or before creating them), or
+ * the kernel may deliver it to one of them the ordinary way. Several
+ * handlers may watch one signal; each runs. Stopping the last handler of a
+ * signal leaves it blocked (a pending one is discarded, not delivered).
+ * Returns 0; WEFT_EINVAL (NULL, fn NULL, signum invalid or SIGKILL/SIGSTOP,
+ * sig already active); WEFT_EPERM off the loop thread; WEFT_ENOMEM/WEFT_EMFILE
+ * (no signalfd); WEFT_ESHUTDOWN.
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_signal_start(weft_loop_t *loop, weft_signal_t *sig,
+                                  int signum, weft_signal_fn fn, void *arg);
+
+/**
+ * Stop a handler; fn is not called again. No-op when inactive (stopped, or
+ * zero-initialised and never started).
+ * Returns 0; WEFT_EINVAL for NULL; WEFT_EPERM off the loop thread.
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_signal_stop(weft_signal_t *sig);
+
+/**
+ * A future fulfilled with the integer `signum` the next time it arrives
+ * (same delivery rules as weft_signal_start()). Cancelling it (from any
+ * thread) stops watching; the loop's close cancels it.
+ * Errors: WEFT_EINVAL, WEFT_ENOMEM, WEFT_EMFILE, WEFT_ESHUTDOWN, WEFT_EPERM.
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_loop_signal(weft_loop_t *loop, int signum,
+                                 weft_future_t **out);
+
+WEFT_END_DECLS
+
+#endif /* WEFT_LOOP_H */

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/* loop/epoll.c: the epoll backend. It only translates: registrations to
+ * epoll_ctl, kernel events to weft__event_t. Level-triggered. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+static uint32_t to_epoll(unsigned events) {
+  return ((events & WEFT_READABLE) ? EPOLLIN | EPOLLRDHUP : 0) |
+         ((events & WEFT_WRITABLE) ? EPOLLOUT : 0);
+}
+
+static int ep_init(weft__backend_t *b, unsigned max) {
+  b->buf = weft__malloc(max * sizeof(struct epoll_event));
+  if (b->buf == NULL)
+    return WEFT_ENOMEM;
+  b->fd = epoll_create1(EPOLL_CLOEXEC);
+  if (b->fd < 0) {
+    int rc = weft_err_from_errno(errno);
+    weft__free(b->buf, max * sizeof(struct epoll_event));
+    return rc;
+  }
+  b->max = max;
+  return 0;
+}
+
+static void ep_fini(weft__backend_t *b) {
+  close(b->fd);
+  weft__free(b->buf, b->max * sizeof(struct epoll_event));
+}
+
+static int ep_ctl(weft__backend_t *b, int op, int fd, unsigned events,
+                  void *data) {
+  struct epoll_event ev = {0};
+  ev.events = to_epoll(events);
+  ev.data.ptr = data;
+  return epoll_ctl(b->fd, op, fd, &ev) == 0 ? 0 : weft_err_from_errno(errno);
+}
+
+static int ep_add(weft__backend_t *b, int fd, unsigned events, void *data) {
+  return ep_ctl(b, EPOLL_CTL_ADD, fd, events, data);
+}
+
+static int ep_modify(weft__backend_t *b, int fd, unsigned events, void *data) {
+  return ep_ctl(b, EPOLL_CTL_MOD, fd, events, data);
+}
+
+static int ep_remove(weft__backend_t *b, int fd) {
+  struct epoll_event ev = {0};
+  return epoll_ctl(b->fd, EPOLL_CTL_DEL, fd, &ev) == 0
+             ? 0
+             : weft_err_from_errno(errno);
+}
+
+static int ep_poll(weft__backend_t *b, int timeout_ms, weft__event_t *out) {
+  struct epoll_event *evs = b->buf;
+  int n = epoll_wait(b->fd, evs, (int)b->max, timeout_ms);
+  if (n < 0)
+    return errno == EINTR ? 0 : weft_err_from_errno(errno);
+  for (int i = 0; i < n; i++) {
+    uint32_t e = evs[i].events;
+    unsigned w = 0;
+    if (e & (EPOLLIN | EPOLLRDHUP | EPOLLPRI))
+      w |= WEFT_READABLE;
+    if (e & EPOLLOUT)
+      w |= WEFT_WRITABLE;
+    if (e & (EPOLLERR | EPOLLHUP)) /* let the owner's read/write find out */
+      w |= WEFT_READABLE | WEFT_WRITABLE;
+    out[i].data = evs[i].data.ptr;
+    out[i].events = w;
+  }
+  return n;
+}
+
+const weft__backend_ops_t weft__epoll_backend = {
+    "epoll", ep_init, ep_fini, ep_add, ep_modify, ep_remove, ep_poll};

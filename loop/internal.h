@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: MIT */
+/* loop/internal.h: private structures of the event loop. Never installed,
+ * never included by a public header. */
+#ifndef WEFT_LOOP_INTERNAL_H
+#define WEFT_LOOP_INTERNAL_H
+
+#include "../lib/internal.h"
+
+#include <weft/loop.h>
+
+#define WEFT__LOOP_TLS __attribute__((tls_model("initial-exec")))
+
+/* ---- polling backend (one file per backend; epoll.c first) ---- */
+typedef struct weft__event {
+  void *data;      /* what add() registered */
+  unsigned events; /* WEFT_READABLE | WEFT_WRITABLE */
+} weft__event_t;
+
+typedef struct weft__backend {
+  int fd;
+  unsigned max;
+  void *buf; /* backend-specific event buffer of `max` entries */
+} weft__backend_t;
+
+typedef struct weft__backend_ops {
+  const char *name;
+  int (*init)(weft__backend_t *b, unsigned max_events);
+  void (*fini)(weft__backend_t *b);
+  int (*add)(weft__backend_t *b, int fd, unsigned events, void *data);
+  int (*modify)(weft__backend_t *b, int fd, unsigned events, void *data);
+  int (*remove)(weft__backend_t *b, int fd);
+  /* Wait up to timeout_ms (-1: forever, 0: not at all); fill out[0..n).
+   * Returns n >= 0 (0 on EINTR or timeout) or a negative WEFT_E* code. */
+  int (*poll)(weft__backend_t *b, int timeout_ms, weft__event_t *out);
+} weft__backend_ops_t;
+
+WEFT__HIDDEN extern const weft__backend_ops_t weft__epoll_backend;
+
+/* ---- timers: 4-ary min-heap ordered by (due, seq) ---- */
+typedef struct weft__heap_entry {
+  int64_t due;
+  uint64_t seq;
+  weft_timer_t *timer;
+} weft__heap_entry_t;
+
+enum { WEFT__TIMER_INIT = 0x7e1f7000u }; /* priv_flags of an initialised timer */
+
+/* ---- the loop ---- */
+enum { WAKE_AWAKE = 0, WAKE_SLEEPING = 1, WAKE_SENT = 2 };
+
+#define WEFT__INBOX_CLOSED ((weft_task_t *)(uintptr_t)1)
+
+struct weft_loop {
+  weft_executor_t executor;
+  /* cross-thread side, one cache line */
+  _Atomic(weft_task_t *) inbox;   /* Treiber stack, newest first */
+  _Atomic uint32_t wake;          /* WAKE_* */
+  _Atomic uint32_t producers;     /* threads inside post/submit right now */
+  _Atomic bool stop;
+  _Atomic uint64_t wakeups;
+  char pad_[64];
+  /* loop thread only */
+  const weft__backend_ops_t *ops;
+  weft__backend_t backend;
+  weft__event_t *events;
+  int nevents, ev_index; /* the batch being dispatched */
+  int wake_fd;
+  pthread_t thread;
+  weft_executor_t *prev_executor;
+  weft_task_t *local_head, *local_tail; /* loop-thread submissions */
+  int64_t now;
+  bool running, closing, in_close;
+  /* timers */
+  weft__heap_entry_t *heap;
+  uint32_t heap_len, heap_cap;
+  uint64_t timer_seq;
+  /* watchers and signals */
+  weft_io_t *watchers;
+  int sig_fd;
+  weft_signal_t *signals;
+  weft_signal_t *sig_iter_next; /* dispatch cursor, fixed up by stop */
+  /* stall detector */
+  weft_stall_fn stall_fn;
+  void *stall_arg;
+  int64_t stall_threshold;
+  /* statistics (written by the loop thread, read by any) */
+  _Atomic uint64_t iterations, polls, posted, callbacks, timers_fired, stalls;
+  _Atomic unsigned timers_active, watchers_active;
+};
+
+WEFT__HIDDEN bool weft__loop_owned(const weft_loop_t *loop);
+/* Owner-only counter bump, readable from other threads. */
+static inline void weft__loop_count(_Atomic uint64_t *c) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
+/* Report a callback that ran from t0 until now if it was too long. */
+typedef void (*weft__anyfn)(void);
+WEFT__HIDDEN void weft__loop_stall_check(weft_loop_t *loop, const char *kind,
+                                         weft__anyfn cb, int64_t t0);
+static inline int64_t weft__loop_cb_begin(weft_loop_t *loop) {
+  weft__loop_count(&loop->callbacks);
+  return loop->stall_fn != NULL ? weft_now_ns() : 0;
+}
+static inline void weft__loop_cb_end(weft_loop_t *loop, const char *kind,
+                                     weft__anyfn cb, int64_t t0) {
+  if (loop->stall_fn != NULL && t0 != 0)
+    weft__loop_stall_check(loop, kind, cb, t0);
+}
+/* Queue a task from any thread (refused once close began). */
+WEFT__HIDDEN int weft__loop_submit(weft_loop_t *loop, weft_task_t *task);
+
+/* timer.c */
+WEFT__HIDDEN void weft__timers_run(weft_loop_t *loop);
+WEFT__HIDDEN int64_t weft__timers_next(const weft_loop_t *loop); /* -1: none */
+WEFT__HIDDEN void weft__timers_close(weft_loop_t *loop);
+
+/* io.c */
+WEFT__HIDDEN void weft__io_dispatch(weft_loop_t *loop, weft_io_t *io,
+                                    unsigned events);
+WEFT__HIDDEN void weft__io_close(weft_loop_t *loop);
+WEFT__HIDDEN void weft__signal_dispatch(weft_loop_t *loop);
+WEFT__HIDDEN void weft__signal_close(weft_loop_t *loop);
+
+#endif /* WEFT_LOOP_INTERNAL_H */

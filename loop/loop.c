@@ -1,0 +1,504 @@
+/* SPDX-License-Identifier: MIT */
+/* loop/loop.c: the loop core: life cycle, run modes, the cross-thread queue
+ * with batched eventfd wake-ups, the loop's executor, the stall detector
+ * and statistics. Timers live in timer.c, watchers and signals in io.c; the
+ * backend (epoll.c) only translates kernel events.
+ *
+ * Wake-ups. `wake` is AWAKE while the loop thread is running an iteration
+ * (it looks at the queue before it next sleeps), SLEEPING from just before
+ * a poll that may block (and whenever the loop is not running at all), and
+ * SENT once a producer has written the eventfd. A producer pushes, then
+ * writes the eventfd only if it moves SLEEPING to SENT: one write per batch,
+ * none while the loop is busy. The loop stores SLEEPING and then re-reads
+ * the queue (both sequentially consistent), so either it sees the item or
+ * the producer sees SLEEPING: no lost wake-up.
+ *
+ * Close. The queue's head is swapped for a CLOSED marker, which refuses
+ * every later push; producers still inside post/submit are counted and
+ * close waits for them before it frees what they touch. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+static _Thread_local weft_loop_t *tl_loop WEFT__LOOP_TLS;
+
+bool weft__loop_owned(const weft_loop_t *loop) {
+  return loop != NULL && tl_loop == loop;
+}
+
+weft_loop_t *weft_loop_current(void) { return tl_loop; }
+
+/* ---- cross-thread queue ---- */
+
+static void wake_if_sleeping(weft_loop_t *loop) {
+  uint32_t s = atomic_load_explicit(&loop->wake, memory_order_seq_cst);
+  if (s != WAKE_SLEEPING ||
+      !atomic_compare_exchange_strong_explicit(&loop->wake, &s, WAKE_SENT,
+                                               memory_order_seq_cst,
+                                               memory_order_relaxed))
+    return;
+  uint64_t one = 1;
+  while (write(loop->wake_fd, &one, sizeof one) < 0 && errno == EINTR)
+    ;
+  atomic_fetch_add_explicit(&loop->wakeups, 1, memory_order_relaxed);
+}
+
+int weft__loop_submit(weft_loop_t *loop, weft_task_t *task) {
+  if (tl_loop == loop) { /* the loop thread: a plain FIFO */
+    if (loop->closing)
+      return WEFT_ESHUTDOWN;
+    task->next = NULL;
+    if (loop->local_tail != NULL)
+      loop->local_tail->next = task;
+    else
+      loop->local_head = task;
+    loop->local_tail = task;
+    return 0;
+  }
+  atomic_fetch_add_explicit(&loop->producers, 1, memory_order_seq_cst);
+  weft_task_t *h = atomic_load_explicit(&loop->inbox, memory_order_relaxed);
+  do {
+    if (h == WEFT__INBOX_CLOSED) {
+      atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_release);
+      return WEFT_ESHUTDOWN;
+    }
+    task->next = h;
+  } while (!atomic_compare_exchange_weak_explicit(
+      &loop->inbox, &h, task, memory_order_seq_cst, memory_order_relaxed));
+  wake_if_sleeping(loop);
+  atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_release);
+  return 0;
+}
+
+/* Take the whole queue, oldest first (per producer: in posting order). */
+static weft_task_t *inbox_take(weft_loop_t *loop, bool close) {
+  if (!close &&
+      atomic_load_explicit(&loop->inbox, memory_order_relaxed) == NULL)
+    return NULL;
+  weft_task_t *list = atomic_exchange_explicit(
+      &loop->inbox, close ? WEFT__INBOX_CLOSED : NULL, memory_order_acquire);
+  if (list == WEFT__INBOX_CLOSED)
+    return NULL;
+  weft_task_t *fwd = NULL;
+  while (list != NULL) {
+    weft_task_t *next = list->next;
+    list->next = fwd;
+    fwd = list;
+    list = next;
+  }
+  return fwd;
+}
+
+/* ---- posted functions ---- */
+
+typedef struct post_node {
+  weft_task_t task;
+  weft_loop_fn fn;
+  void *arg;
+  weft_loop_t *loop;
+} post_node_t;
+
+static void post_run(weft_task_t *t) {
+  post_node_t *n = (post_node_t *)t;
+  weft_loop_t *loop = n->loop;
+  weft_loop_fn fn = n->fn;
+  void *arg = n->arg;
+  weft__free(n, sizeof *n);
+  fn(loop, arg, loop->in_close ? WEFT_ECANCELED : 0);
+}
+
+int weft_loop_post(weft_loop_t *loop, weft_loop_fn fn, void *arg) {
+  if (loop == NULL || fn == NULL)
+    return WEFT_EINVAL;
+  post_node_t *n = weft__malloc(sizeof *n);
+  if (n == NULL)
+    return WEFT_ENOMEM;
+  n->task.run = post_run;
+  n->fn = fn;
+  n->arg = arg;
+  n->loop = loop;
+  int rc = weft__loop_submit(loop, &n->task);
+  if (rc != 0)
+    weft__free(n, sizeof *n);
+  return rc;
+}
+
+static void run_one(weft_loop_t *loop, weft_task_t *t) {
+  if (loop->stall_fn == NULL) {
+    weft__loop_count(&loop->callbacks);
+    t->run(t);
+    return;
+  }
+  bool post = t->run == post_run; /* the node is gone after run: read now */
+  weft__anyfn cb = post ? (weft__anyfn)((post_node_t *)t)->fn
+                        : (weft__anyfn)t->run;
+  int64_t t0 = weft__loop_cb_begin(loop);
+  t->run(t);
+  weft__loop_cb_end(loop, post ? "post" : "task", cb, t0);
+}
+
+static void run_tasks(weft_loop_t *loop) {
+  weft_task_t *list = inbox_take(loop, false);
+  uint64_t n = 0;
+  while (list != NULL) {
+    weft_task_t *next = list->next;
+    run_one(loop, list);
+    list = next;
+    n++;
+  }
+  if (n != 0)
+    atomic_store_explicit(
+        &loop->posted,
+        atomic_load_explicit(&loop->posted, memory_order_relaxed) + n,
+        memory_order_relaxed);
+  weft_task_t *t = loop->local_head; /* a snapshot: later ones wait */
+  loop->local_head = loop->local_tail = NULL;
+  while (t != NULL) {
+    weft_task_t *next = t->next;
+    run_one(loop, t);
+    t = next;
+  }
+}
+
+/* ---- the loop's executor ---- */
+
+static int loop_ex_submit(weft_executor_t *ex, weft_task_t *task) {
+  return weft__loop_submit((weft_loop_t *)ex, task);
+}
+
+/* Await on the loop thread would block the loop: refuse at once. */
+static int loop_ex_await(weft_executor_t *ex, weft_future_t *f,
+                         int64_t deadline_ns) {
+  (void)f;
+  (void)deadline_ns;
+  return tl_loop == (weft_loop_t *)ex ? WEFT_EDEADLK : WEFT_EAGAIN;
+}
+
+static const weft_executor_ops_t loop_ops = {
+    sizeof(weft_executor_ops_t), "loop", loop_ex_submit, loop_ex_await};
+
+weft_executor_t *weft_loop_executor(weft_loop_t *loop) {
+  return loop == NULL ? NULL : &loop->executor;
+}
+
+/* ---- stall detector ---- */
+
+void weft__loop_stall_check(weft_loop_t *loop, const char *kind,
+                            weft__anyfn cb, int64_t t0) {
+  int64_t d = weft_now_ns() - t0;
+  if (d <= loop->stall_threshold)
+    return;
+  weft__loop_count(&loop->stalls);
+  weft_stall_t s = {kind, cb, d, loop->stall_threshold};
+  loop->stall_fn(loop, &s, loop->stall_arg);
+}
+
+int weft_loop_set_stall_hook(weft_loop_t *loop, int64_t threshold_us,
+                             weft_stall_fn fn, void *arg) {
+  if (loop == NULL || (fn != NULL && threshold_us <= 0))
+    return WEFT_EINVAL;
+  if (!weft__loop_owned(loop))
+    return WEFT_EPERM;
+  loop->stall_threshold = threshold_us * 1000;
+  loop->stall_arg = arg;
+  loop->stall_fn = fn;
+  return 0;
+}
+
+/* ---- life cycle ---- */
+
+int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
+  unsigned max = 256;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  if (opts != NULL) {
+    if (opts->size < offsetof(weft_loop_options_t, reserved) ||
+        opts->max_events > 65536)
+      return WEFT_EINVAL;
+    if (opts->max_events != 0)
+      max = opts->max_events;
+  }
+  if (tl_loop != NULL)
+    return WEFT_EBUSY;
+  weft_loop_t *loop = weft__malloc(sizeof *loop);
+  if (loop == NULL)
+    return WEFT_ENOMEM;
+  memset(loop, 0, sizeof *loop);
+  loop->executor.ops = &loop_ops;
+  loop->ops = &weft__epoll_backend;
+  loop->wake_fd = loop->sig_fd = -1;
+  int rc = WEFT_ENOMEM;
+  loop->events = weft__malloc(max * sizeof(weft__event_t));
+  if (loop->events == NULL)
+    goto fail;
+  rc = loop->ops->init(&loop->backend, max);
+  if (rc != 0)
+    goto fail_events;
+  loop->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (loop->wake_fd < 0) {
+    rc = weft_err_from_errno(errno);
+    goto fail_backend;
+  }
+  rc = loop->ops->add(&loop->backend, loop->wake_fd, WEFT_READABLE,
+                      &loop->wake_fd);
+  if (rc != 0)
+    goto fail_wake;
+  atomic_init(&loop->wake, WAKE_SLEEPING); /* not running: posts wake it */
+  loop->now = weft_now_ns();
+  loop->thread = pthread_self();
+  tl_loop = loop;
+  loop->prev_executor = weft_executor_enter(&loop->executor);
+  *out = loop;
+  return 0;
+fail_wake:
+  close(loop->wake_fd);
+fail_backend:
+  loop->ops->fini(&loop->backend);
+fail_events:
+  weft__free(loop->events, max * sizeof(weft__event_t));
+fail:
+  weft__free(loop, sizeof *loop);
+  return rc;
+}
+
+static void wait_producers(weft_loop_t *loop) {
+  while (atomic_load_explicit(&loop->producers, memory_order_acquire) != 0)
+    sched_yield();
+}
+
+int weft_loop_close(weft_loop_t *loop) {
+  if (loop == NULL)
+    return WEFT_EINVAL;
+  if (!weft__loop_owned(loop))
+    return WEFT_EPERM;
+  if (loop->running || loop->in_close)
+    return WEFT_EBUSY;
+  loop->in_close = true;
+  loop->closing = true; /* loop-thread submits are refused from here */
+  /* What other threads posted runs (posted functions with ECANCELED,
+   * continuations normally, so their futures settle); nothing more gets in. */
+  weft_task_t *list = inbox_take(loop, true);
+  while (list != NULL) {
+    weft_task_t *next = list->next;
+    run_one(loop, list);
+    list = next;
+  }
+  run_tasks(loop); /* loop-thread submissions made before close */
+  weft__timers_close(loop);
+  weft__io_close(loop);
+  weft__signal_close(loop);
+  run_tasks(loop);
+  wait_producers(loop);
+  loop->ops->remove(&loop->backend, loop->wake_fd);
+  close(loop->wake_fd);
+  loop->ops->fini(&loop->backend);
+  weft__free(loop->events, loop->backend.max * sizeof(weft__event_t));
+  weft__free(loop->heap, loop->heap_cap * sizeof(weft__heap_entry_t));
+  weft_executor_leave(loop->prev_executor);
+  tl_loop = NULL;
+  weft__free(loop, sizeof *loop);
+  return 0;
+}
+
+/* ---- running ---- */
+
+static void drain_wake_fd(weft_loop_t *loop) {
+  uint64_t v;
+  while (read(loop->wake_fd, &v, sizeof v) < 0 && errno == EINTR)
+    ;
+}
+
+/* Milliseconds until `due` (rounded up, so the poll never wakes early). */
+static int ms_until(int64_t due) {
+  int64_t d = due - weft_now_ns();
+  if (d <= 0)
+    return 0;
+  int64_t ms = (d + 999999) / 1000000;
+  return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+/* One iteration. `block`: the poll may wait (until the next timer, or
+ * `cap`, an absolute deadline, -1 for none). */
+static int iterate(weft_loop_t *loop, bool block, int64_t cap) {
+  atomic_store_explicit(&loop->wake, WAKE_AWAKE, memory_order_relaxed);
+  weft__loop_count(&loop->iterations);
+  loop->now = weft_now_ns();
+  weft__timers_run(loop);
+  run_tasks(loop);
+  int timeout = 0;
+  if (block && loop->local_head == NULL &&
+      !atomic_load_explicit(&loop->stop, memory_order_relaxed)) {
+    int64_t due = weft__timers_next(loop);
+    if (cap >= 0 && (due < 0 || cap < due))
+      due = cap;
+    timeout = due < 0 ? -1 : ms_until(due);
+  }
+  if (timeout != 0) {
+    atomic_store_explicit(&loop->wake, WAKE_SLEEPING, memory_order_seq_cst);
+    if (atomic_load_explicit(&loop->inbox, memory_order_seq_cst) != NULL ||
+        atomic_load_explicit(&loop->stop, memory_order_seq_cst))
+      timeout = 0;
+    weft__loop_count(&loop->polls);
+  }
+  int n = loop->ops->poll(&loop->backend, timeout, loop->events);
+  atomic_store_explicit(&loop->wake, WAKE_AWAKE, memory_order_seq_cst);
+  if (n < 0)
+    return n;
+  loop->now = weft_now_ns();
+  loop->nevents = n;
+  for (loop->ev_index = 0; loop->ev_index < n; loop->ev_index++) {
+    weft__event_t *e = &loop->events[loop->ev_index];
+    if (e->data == NULL) /* its watcher was stopped during this batch */
+      continue;
+    if (e->data == &loop->wake_fd)
+      drain_wake_fd(loop);
+    else if (e->data == &loop->sig_fd)
+      weft__signal_dispatch(loop);
+    else
+      weft__io_dispatch(loop, e->data, e->events);
+  }
+  loop->nevents = 0;
+  weft__timers_run(loop); /* due while we polled (RUN_ONCE sees them) */
+  return 0;
+}
+
+static int enter_run(weft_loop_t *loop) {
+  if (loop == NULL)
+    return WEFT_EINVAL;
+  if (!weft__loop_owned(loop))
+    return WEFT_EPERM;
+  if (loop->running || loop->in_close)
+    return WEFT_EBUSY;
+  loop->running = true;
+  return 0;
+}
+
+/* Leaving run: from now on a post must wake us (or an embedding host). */
+static void leave_run(weft_loop_t *loop) {
+  loop->running = false;
+  atomic_store_explicit(&loop->wake, WAKE_SLEEPING, memory_order_seq_cst);
+  if (loop->local_head != NULL ||
+      atomic_load_explicit(&loop->inbox, memory_order_seq_cst) != NULL)
+    wake_if_sleeping(loop);
+}
+
+int weft_loop_run(weft_loop_t *loop, weft_run_mode_t mode) {
+  if (mode != WEFT_RUN_DEFAULT && mode != WEFT_RUN_ONCE &&
+      mode != WEFT_RUN_NOWAIT)
+    return WEFT_EINVAL;
+  int rc = enter_run(loop);
+  if (rc != 0)
+    return rc;
+  for (;;) {
+    rc = iterate(loop, mode != WEFT_RUN_NOWAIT, -1);
+    if (rc != 0 || mode != WEFT_RUN_DEFAULT)
+      break;
+    if (atomic_exchange_explicit(&loop->stop, false, memory_order_acq_rel))
+      break;
+  }
+  leave_run(loop);
+  return rc;
+}
+
+static weft_result_t until_wake(void *arg, weft_future_t *src) {
+  (void)arg;
+  (void)src;
+  return weft_ok_int(0); /* running on the loop is the point: it wakes us */
+}
+
+int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
+                        int64_t timeout_ms) {
+  if (f == NULL || timeout_ms < -1)
+    return WEFT_EINVAL;
+  int rc = enter_run(loop);
+  if (rc != 0)
+    return rc;
+  if (weft_future_state(f) != WEFT_PENDING) {
+    leave_run(loop);
+    return 0;
+  }
+  weft_future_t *d;
+  rc = weft_future_then(f, &loop->executor, until_wake, NULL, &d);
+  if (rc != 0) {
+    leave_run(loop);
+    return rc;
+  }
+  int64_t deadline =
+      timeout_ms < 0 ? -1 : weft_now_ns() + timeout_ms * (int64_t)1000000;
+  while (weft_future_state(f) == WEFT_PENDING) {
+    if (atomic_exchange_explicit(&loop->stop, false, memory_order_acq_rel)) {
+      rc = WEFT_EINTR;
+      break;
+    }
+    if (deadline >= 0 && weft_now_ns() >= deadline) {
+      rc = WEFT_ETIMEDOUT;
+      break;
+    }
+    rc = iterate(loop, true, deadline);
+    if (rc != 0)
+      break;
+  }
+  leave_run(loop);
+  weft_future_cancel(d); /* f stays the caller's: only our waker goes */
+  weft_future_release(d);
+  return rc;
+}
+
+int weft_loop_stop(weft_loop_t *loop) {
+  if (loop == NULL)
+    return WEFT_EINVAL;
+  if (tl_loop == loop) {
+    atomic_store_explicit(&loop->stop, true, memory_order_relaxed);
+    return 0;
+  }
+  atomic_fetch_add_explicit(&loop->producers, 1, memory_order_seq_cst);
+  atomic_store_explicit(&loop->stop, true, memory_order_seq_cst);
+  wake_if_sleeping(loop);
+  atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_release);
+  return 0;
+}
+
+/* ---- embedding, time, statistics ---- */
+
+int weft_loop_fd(const weft_loop_t *loop) {
+  return loop == NULL ? WEFT_EINVAL : loop->backend.fd;
+}
+
+int64_t weft_loop_timeout_ms(weft_loop_t *loop) {
+  if (loop == NULL)
+    return WEFT_EINVAL;
+  if (loop->local_head != NULL ||
+      atomic_load_explicit(&loop->inbox, memory_order_relaxed) != NULL)
+    return 0;
+  int64_t due = weft__timers_next(loop);
+  return due < 0 ? -1 : ms_until(due);
+}
+
+int64_t weft_loop_now_ns(const weft_loop_t *loop) {
+  return loop == NULL ? WEFT_EINVAL : loop->now;
+}
+
+int weft_loop_stats(weft_loop_t *loop, weft_loop_stats_t *s) {
+  if (loop == NULL || s == NULL)
+    return WEFT_EINVAL;
+  memset(s, 0, sizeof *s);
+#define RD(x) atomic_load_explicit(&loop->x, memory_order_relaxed)
+  s->iterations = RD(iterations);
+  s->polls = RD(polls);
+  s->posted = RD(posted);
+  s->wakeups = RD(wakeups);
+  s->callbacks = RD(callbacks);
+  s->timers_fired = RD(timers_fired);
+  s->stalls = RD(stalls);
+  s->timers_active = RD(timers_active);
+  s->watchers_active = RD(watchers_active);
+#undef RD
+  s->backend = loop->ops->name;
+  return 0;
+}

@@ -1,0 +1,290 @@
+/* SPDX-License-Identifier: MIT */
+/* loop/timer.c: timers on a 4-ary min-heap keyed by (due, start sequence):
+ * O(log n) start and stop, equal deadlines in start order; the sleep and
+ * timeout futures built on them. */
+#include "internal.h"
+
+#include <string.h>
+
+#define NS_PER_MS ((int64_t)1000000)
+
+/* ---- the heap ---- */
+
+static inline bool before(const weft__heap_entry_t *a,
+                          const weft__heap_entry_t *b) {
+  return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
+static inline void place(weft_loop_t *loop, uint32_t i, weft__heap_entry_t e) {
+  loop->heap[i] = e;
+  e.timer->priv_index = i + 1;
+}
+
+static void sift_up(weft_loop_t *loop, uint32_t i, weft__heap_entry_t e) {
+  while (i > 0) {
+    uint32_t parent = (i - 1) / 4;
+    if (!before(&e, &loop->heap[parent]))
+      break;
+    place(loop, i, loop->heap[parent]);
+    i = parent;
+  }
+  place(loop, i, e);
+}
+
+static void sift_down(weft_loop_t *loop, uint32_t i, weft__heap_entry_t e) {
+  uint32_t n = loop->heap_len;
+  for (;;) {
+    uint32_t c = 4 * i + 1;
+    if (c >= n)
+      break;
+    uint32_t best = c, end = c + 4 < n ? c + 4 : n;
+    for (uint32_t k = c + 1; k < end; k++)
+      if (before(&loop->heap[k], &loop->heap[best]))
+        best = k;
+    if (!before(&loop->heap[best], &e))
+      break;
+    place(loop, i, loop->heap[best]);
+    i = best;
+  }
+  place(loop, i, e);
+}
+
+static void set_active(weft_loop_t *loop) {
+  atomic_store_explicit(&loop->timers_active, loop->heap_len,
+                        memory_order_relaxed);
+}
+
+static void heap_remove(weft_loop_t *loop, weft_timer_t *t) {
+  uint32_t i = t->priv_index - 1;
+  t->priv_index = 0;
+  weft__heap_entry_t last = loop->heap[--loop->heap_len];
+  if (i < loop->heap_len) {
+    if (i > 0 && before(&last, &loop->heap[(i - 1) / 4]))
+      sift_up(loop, i, last);
+    else
+      sift_down(loop, i, last);
+  }
+  set_active(loop);
+}
+
+static int heap_reserve(weft_loop_t *loop) {
+  if (loop->heap_len < loop->heap_cap)
+    return 0;
+  uint32_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
+  if (cap <= loop->heap_cap) /* 2^32 timers */
+    return WEFT_ENOMEM;
+  weft__heap_entry_t *h = weft__malloc(cap * sizeof *h);
+  if (h == NULL)
+    return WEFT_ENOMEM;
+  if (loop->heap_len != 0)
+    memcpy(h, loop->heap, loop->heap_len * sizeof *h);
+  weft__free(loop->heap, loop->heap_cap * sizeof *h);
+  loop->heap = h;
+  loop->heap_cap = cap;
+  return 0;
+}
+
+static void heap_insert(weft_loop_t *loop, weft_timer_t *t, int64_t due) {
+  weft__heap_entry_t e = {due, loop->timer_seq++, t};
+  t->priv_due = due;
+  sift_up(loop, loop->heap_len++, e);
+  set_active(loop);
+}
+
+/* ---- timers ---- */
+
+int weft_timer_init(weft_loop_t *loop, weft_timer_t *t, weft_timer_fn fn,
+                    void *arg) {
+  if (loop == NULL || t == NULL || fn == NULL)
+    return WEFT_EINVAL;
+  if (!weft__loop_owned(loop))
+    return WEFT_EPERM;
+  memset(t, 0, sizeof *t);
+  t->priv_loop = loop;
+  t->priv_fn = fn;
+  t->priv_arg = arg;
+  t->priv_flags = WEFT__TIMER_INIT;
+  return 0;
+}
+
+static int64_t add_ms(int64_t base, int64_t ms) {
+  if (ms > (INT64_MAX - base) / NS_PER_MS) /* far future: never */
+    return INT64_MAX;
+  return base + ms * NS_PER_MS;
+}
+
+int weft_timer_start(weft_timer_t *t, int64_t timeout_ms, int64_t repeat_ms) {
+  if (t == NULL || t->priv_flags != WEFT__TIMER_INIT || timeout_ms < 0 ||
+      repeat_ms < 0)
+    return WEFT_EINVAL;
+  weft_loop_t *loop = t->priv_loop;
+  if (!weft__loop_owned(loop))
+    return WEFT_EPERM;
+  if (loop->closing)
+    return WEFT_ESHUTDOWN;
+  if (t->priv_index != 0)
+    heap_remove(loop, t);
+  else if (heap_reserve(loop) != 0)
+    return WEFT_ENOMEM;
+  if (!loop->running) /* between runs the cached time may be old */
+    loop->now = weft_now_ns();
+  t->priv_repeat = repeat_ms > INT64_MAX / NS_PER_MS ? INT64_MAX
+                                                     : repeat_ms * NS_PER_MS;
+  heap_insert(loop, t, add_ms(loop->now, timeout_ms));
+  return 0;
+}
+
+int weft_timer_stop(weft_timer_t *t) {
+  if (t == NULL || t->priv_flags != WEFT__TIMER_INIT)
+    return WEFT_EINVAL;
+  if (!weft__loop_owned(t->priv_loop))
+    return WEFT_EPERM;
+  if (t->priv_index != 0)
+    heap_remove(t->priv_loop, t);
+  return 0;
+}
+
+int weft_timer_active(const weft_timer_t *t) {
+  if (t == NULL)
+    return WEFT_EINVAL;
+  return t->priv_flags == WEFT__TIMER_INIT && t->priv_index != 0;
+}
+
+void weft__timers_run(weft_loop_t *loop) {
+  /* Timers started by the callbacks of this pass wait for the next one,
+   * so a callback that restarts its timer with 0 cannot spin here. */
+  uint64_t limit = loop->timer_seq;
+  while (loop->heap_len > 0) {
+    weft__heap_entry_t *top = &loop->heap[0];
+    if (top->due > loop->now || top->seq >= limit)
+      break;
+    weft_timer_t *t = top->timer;
+    heap_remove(loop, t);
+    if (t->priv_repeat > 0) { /* rescheduled before the callback runs */
+      int64_t next = t->priv_due > INT64_MAX - t->priv_repeat
+                         ? INT64_MAX
+                         : t->priv_due + t->priv_repeat;
+      if (next <= loop->now) /* fell behind: no burst of catch-up calls */
+        next = loop->now > INT64_MAX - t->priv_repeat
+                   ? INT64_MAX
+                   : loop->now + t->priv_repeat;
+      heap_insert(loop, t, next); /* cannot fail: one slot was just freed */
+    }
+    weft__loop_count(&loop->timers_fired);
+    weft_timer_fn fn = t->priv_fn;
+    int64_t t0 = weft__loop_cb_begin(loop);
+    fn(t, 0, t->priv_arg); /* may free t */
+    weft__loop_cb_end(loop, "timer", (weft__anyfn)fn, t0);
+  }
+}
+
+int64_t weft__timers_next(const weft_loop_t *loop) {
+  return loop->heap_len > 0 ? loop->heap[0].due : -1;
+}
+
+void weft__timers_close(weft_loop_t *loop) {
+  while (loop->heap_len > 0) {
+    weft_timer_t *t = loop->heap[0].timer;
+    heap_remove(loop, t);
+    weft_timer_fn fn = t->priv_fn;
+    weft__loop_count(&loop->callbacks);
+    fn(t, WEFT_ECANCELED, t->priv_arg);
+  }
+}
+
+/* ---- sleep: a future on a timer ---- */
+
+typedef struct sleep_op {
+  weft__ext_t ext; /* the future; refs: the handle + the armed timer */
+  weft_timer_t timer;
+  weft_task_t stop_task; /* a cancel from another thread, sent to the loop */
+  weft_loop_t *loop;
+  int err; /* 0: fulfil when due; else reject with it */
+} sleep_op_t;
+
+static void sleep_due(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  sleep_op_t *op = arg;
+  if (status != 0)
+    (void)weft__settle_int(&op->ext.base, WEFT_CANCELLED, 0, WEFT_ECANCELED);
+  else if (op->err != 0)
+    (void)weft__settle_int(&op->ext.base, WEFT_REJECTED, 0, op->err);
+  else
+    (void)weft__settle_int(&op->ext.base, WEFT_FULFILLED, 0, 0);
+  weft__unref(&op->ext.base); /* the timer's reference */
+}
+
+/* On the loop thread: disarm; the timer's reference goes with it. */
+static void sleep_disarm(sleep_op_t *op) {
+  if (op->timer.priv_index != 0) {
+    weft_timer_stop(&op->timer);
+    weft__unref(&op->ext.base);
+  }
+}
+
+static void sleep_stop_task(weft_task_t *task) {
+  sleep_op_t *op =
+      (sleep_op_t *)((char *)task - offsetof(sleep_op_t, stop_task));
+  sleep_disarm(op);
+  weft__unref(&op->ext.base); /* the task's reference */
+}
+
+static void sleep_cancelled(void *arg) { /* any thread */
+  sleep_op_t *op = arg;
+  if (weft__loop_owned(op->loop)) {
+    sleep_disarm(op);
+    return;
+  }
+  weft__ref(&op->ext.base);
+  op->stop_task.run = sleep_stop_task;
+  if (weft__loop_submit(op->loop, &op->stop_task) != 0)
+    weft__unref(&op->ext.base); /* closing: close disarms it */
+}
+
+static int sleep_start(weft_loop_t *loop, int64_t ms, int err,
+                       weft_future_t **out) {
+  if (loop == NULL || out == NULL || ms < 0)
+    return WEFT_EINVAL;
+  if (!weft__loop_owned(loop))
+    return WEFT_EPERM;
+  if (loop->closing)
+    return WEFT_ESHUTDOWN;
+  sleep_op_t *op = weft__malloc(sizeof *op);
+  if (op == NULL)
+    return WEFT_ENOMEM;
+  weft__ext_init(&op->ext, sizeof *op, 2, 1);
+  weft__ext_on_cancel(&op->ext, sleep_cancelled, op);
+  op->loop = loop;
+  op->err = err;
+  weft_timer_init(loop, &op->timer, sleep_due, op);
+  int rc = weft_timer_start(&op->timer, ms, 0);
+  if (rc != 0) {
+    weft__free(op, sizeof *op);
+    return rc;
+  }
+  *out = &op->ext.base;
+  return 0;
+}
+
+int weft_loop_sleep(weft_loop_t *loop, int64_t ms, weft_future_t **out) {
+  return sleep_start(loop, ms, 0, out);
+}
+
+/* timeout = race(f, a sleep that rejects with WEFT_ETIMEDOUT): the race
+ * cancels whichever input it no longer needs, so the loser is cancelled
+ * (f, if nothing else needs it) or disarmed (the timer). */
+int weft_loop_timeout(weft_loop_t *loop, weft_future_t *f, int64_t ms,
+                      weft_future_t **out) {
+  if (f == NULL || out == NULL)
+    return WEFT_EINVAL;
+  weft_future_t *timer;
+  int rc = sleep_start(loop, ms, WEFT_ETIMEDOUT, &timer);
+  if (rc != 0)
+    return rc;
+  weft_future_t *in[2] = {f, timer};
+  rc = weft_future_race(in, 2, out);
+  if (rc != 0)
+    weft_future_cancel(timer);
+  weft_future_release(timer);
+  return rc;
+}
