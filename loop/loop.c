@@ -324,16 +324,23 @@ static int ms_until(int64_t due) {
 }
 
 /* One iteration. `block`: the poll may wait (until the next timer, or
- * `cap`, an absolute deadline, -1 for none). */
-static int iterate(weft_loop_t *loop, bool block, int64_t cap) {
+ * `cap`, an absolute deadline, -1 for none), unless `until` (run_until's
+ * future, or NULL) settled during the iteration's callbacks, or `once` and
+ * callbacks already ran (RUN_ONCE: something happened, return). */
+static int iterate(weft_loop_t *loop, bool block, int64_t cap,
+                   weft_future_t *until, bool once) {
   atomic_store_explicit(&loop->wake, WAKE_AWAKE, memory_order_relaxed);
   weft__loop_count(&loop->iterations);
+  uint64_t ran = atomic_load_explicit(&loop->callbacks, memory_order_relaxed);
   loop->now = weft_now_ns();
   weft__timers_run(loop);
   run_tasks(loop);
   int timeout = 0;
   if (block && loop->local_head == NULL &&
-      !atomic_load_explicit(&loop->stop, memory_order_relaxed)) {
+      !atomic_load_explicit(&loop->stop, memory_order_relaxed) &&
+      (until == NULL || weft_future_state(until) == WEFT_PENDING) &&
+      !(once && atomic_load_explicit(&loop->callbacks, memory_order_relaxed) !=
+                    ran)) {
     int64_t due = weft__timers_next(loop);
     if (cap >= 0 && (due < 0 || cap < due))
       due = cap;
@@ -396,7 +403,8 @@ int weft_loop_run(weft_loop_t *loop, weft_run_mode_t mode) {
   if (rc != 0)
     return rc;
   for (;;) {
-    rc = iterate(loop, mode != WEFT_RUN_NOWAIT, -1);
+    rc = iterate(loop, mode != WEFT_RUN_NOWAIT, -1, NULL,
+                 mode == WEFT_RUN_ONCE);
     if (rc != 0 || mode != WEFT_RUN_DEFAULT)
       break;
     if (atomic_exchange_explicit(&loop->stop, false, memory_order_acq_rel))
@@ -440,7 +448,7 @@ int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
       rc = WEFT_ETIMEDOUT;
       break;
     }
-    rc = iterate(loop, true, deadline);
+    rc = iterate(loop, true, deadline, f, false);
     if (rc != 0)
       break;
   }

@@ -45,7 +45,8 @@ typedef struct weft_loop weft_loop_t;
 /** Run modes for weft_loop_run(). */
 typedef enum weft_run_mode {
   WEFT_RUN_DEFAULT = 0, /* until weft_loop_stop() */
-  WEFT_RUN_ONCE = 1,    /* one iteration, blocking until something happens */
+  WEFT_RUN_ONCE = 1,    /* one iteration; polls blocking only if no callback
+                           ran before the poll (waits for something) */
   WEFT_RUN_NOWAIT = 2   /* one iteration, never blocking */
 } weft_run_mode_t;
 
