@@ -1,0 +1,820 @@
+/* SPDX-License-Identifier: MIT */
+/* tests/test_reactor.c: the loop: posts from many threads (each once, in
+ * order, few wake-ups), loop -> pool -> loop round trips on the loop thread,
+ * timers (order, stop/start inside callbacks, 100,000 random deadlines),
+ * sleep, timeout, signals, await refusal, the stall detector, fd watchers,
+ * run modes, close, and bad input. Every wait is bounded by run_until's
+ * timeout or a watchdog timer. */
+#include "testutil.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BOUND_MS 20000 /* no test waits longer than this for anything */
+
+static weft_loop_t *new_loop(void) {
+  weft_loop_t *loop = NULL;
+  REQUIRE_EQ(weft_loop_create(NULL, &loop), 0);
+  return loop;
+}
+
+/* A future the test fulfils itself, to run the loop until a condition. */
+typedef struct until {
+  weft_promise_t *p;
+  weft_future_t *f;
+} until_t;
+
+static until_t until_new(void) {
+  until_t u;
+  REQUIRE_EQ(weft_promise_create(&u.p, &u.f), 0);
+  return u;
+}
+
+static void until_done(until_t *u) {
+  weft_promise_release(u->p);
+  weft_future_release(u->f);
+}
+
+/* ---- posts from 4 threads: each once, per-producer order, batching ---- */
+#define PRODUCERS 4
+#define PER_PRODUCER 100000
+
+static struct {
+  weft_loop_t *loop;
+  long next[PRODUCERS]; /* next sequence number expected, loop thread */
+  long ran, out_of_order, bad_status;
+  unsigned char *seen;
+  until_t all;
+} post_t;
+
+static void post_item(weft_loop_t *loop, void *arg, int status) {
+  (void)loop;
+  uintptr_t v = (uintptr_t)arg;
+  unsigned who = (unsigned)(v % PRODUCERS);
+  long seq = (long)(v / PRODUCERS);
+  if (status != 0)
+    post_t.bad_status++;
+  if (seq != post_t.next[who])
+    post_t.out_of_order++;
+  post_t.next[who] = seq + 1;
+  post_t.seen[v]++;
+  if (++post_t.ran == PRODUCERS * PER_PRODUCER)
+    weft_promise_fulfil_int(post_t.all.p, 1);
+}
+
+static void *producer(void *arg) {
+  uintptr_t who = (uintptr_t)arg;
+  for (long i = 0; i < PER_PRODUCER; i++) {
+    int rc;
+    while ((rc = weft_loop_post(post_t.loop, post_item,
+                                (void *)(i * PRODUCERS + who))) == WEFT_ENOMEM)
+      sched_yield();
+    if (rc != 0)
+      abort();
+  }
+  return NULL;
+}
+
+static void test_post_many_threads(void) {
+  memset(&post_t, 0, sizeof post_t);
+  post_t.loop = new_loop();
+  post_t.all = until_new();
+  post_t.seen = calloc(PRODUCERS * PER_PRODUCER, 1);
+  REQUIRE_EQ(post_t.seen != NULL, 1);
+  pthread_t th[PRODUCERS];
+  for (uintptr_t i = 0; i < PRODUCERS; i++)
+    REQUIRE_EQ(pthread_create(&th[i], NULL, producer, (void *)i), 0);
+  EXPECT_EQ(weft_loop_run_until(post_t.loop, post_t.all.f, BOUND_MS), 0);
+  for (int i = 0; i < PRODUCERS; i++)
+    pthread_join(th[i], NULL);
+  EXPECT_EQ(post_t.ran, PRODUCERS * PER_PRODUCER);
+  long not_once = 0;
+  for (long i = 0; i < PRODUCERS * PER_PRODUCER; i++)
+    not_once += post_t.seen[i] != 1;
+  EXPECT_EQ(not_once, 0);
+  EXPECT_EQ(post_t.out_of_order, 0);
+  EXPECT_EQ(post_t.bad_status, 0);
+  weft_loop_stats_t st;
+  EXPECT_EQ(weft_loop_stats(post_t.loop, &st), 0);
+  EXPECT_EQ(st.posted >= (uint64_t)PRODUCERS * PER_PRODUCER, 1);
+  /* one eventfd write per batch: far fewer wake-ups than items */
+  EXPECT_EQ(st.wakeups * 10 < st.posted, 1);
+  until_done(&post_t.all);
+  free(post_t.seen);
+  EXPECT_EQ(weft_loop_close(post_t.loop), 0);
+}
+
+/* ---- loop -> pool -> loop, 100,000 round trips ---- */
+#define TRIPS 100000
+#define IN_FLIGHT 1000
+
+static struct {
+  weft_loop_t *loop;
+  weft_pool_t *pool;
+  pthread_t loop_thread;
+  long started, finished, off_thread, wrong;
+  unsigned char *seen;
+  until_t all;
+} rt;
+
+static weft_result_t rt_job(weft_job_t *job, void *arg) {
+  (void)job;
+  return weft_ok_int((intptr_t)arg * 3);
+}
+
+static void rt_start(void);
+
+static weft_result_t rt_cont(void *arg, weft_future_t *src) {
+  intptr_t i = (intptr_t)arg;
+  if (!pthread_equal(pthread_self(), rt.loop_thread))
+    rt.off_thread++;
+  if (weft_future_state(src) != WEFT_FULFILLED || weft_future_int(src) != i * 3)
+    rt.wrong++;
+  rt.seen[i]++;
+  if (++rt.finished == TRIPS)
+    weft_promise_fulfil_int(rt.all.p, 1);
+  rt_start();
+  return weft_ok_int(0);
+}
+
+static void rt_start(void) {
+  if (rt.started == TRIPS)
+    return;
+  intptr_t i = rt.started++;
+  weft_future_t *f, *c;
+  if (weft_pool_submit(rt.pool, rt_job, (void *)i, NULL, &f) != 0 ||
+      weft_future_then(f, weft_loop_executor(rt.loop), rt_cont, (void *)i,
+                       &c) != 0)
+    abort();
+  weft_future_release(f);
+  weft_future_release(c);
+}
+
+static void rt_kick(weft_loop_t *loop, void *arg, int status) {
+  (void)loop;
+  (void)arg;
+  if (status == 0)
+    for (int k = 0; k < IN_FLIGHT; k++)
+      rt_start();
+}
+
+static void test_loop_pool_loop(void) {
+  memset(&rt, 0, sizeof rt);
+  rt.loop = new_loop();
+  rt.loop_thread = pthread_self();
+  weft_pool_options_t o = {sizeof o, 2, 0, 0, {0}};
+  REQUIRE_EQ(weft_pool_create(&o, &rt.pool), 0);
+  rt.seen = calloc(TRIPS, 1);
+  rt.all = until_new();
+  REQUIRE_EQ(weft_loop_post(rt.loop, rt_kick, NULL), 0);
+  EXPECT_EQ(weft_loop_run_until(rt.loop, rt.all.f, BOUND_MS), 0);
+  EXPECT_EQ(rt.finished, TRIPS);
+  EXPECT_EQ(rt.off_thread, 0);
+  EXPECT_EQ(rt.wrong, 0);
+  long not_once = 0;
+  for (long i = 0; i < TRIPS; i++)
+    not_once += rt.seen[i] != 1;
+  EXPECT_EQ(not_once, 0);
+  EXPECT_EQ(weft_pool_shutdown(rt.pool, WEFT_POOL_DRAIN, BOUND_MS, NULL), 0);
+  until_done(&rt.all);
+  free(rt.seen);
+  EXPECT_EQ(weft_loop_close(rt.loop), 0);
+}
+
+/* ---- timers ---- */
+typedef struct rec {
+  int order[16];
+  int n;
+  weft_timer_t *victim; /* stopped by the first to fire */
+  weft_timer_t *restart;
+  int restarts;
+} rec_t;
+
+typedef struct tmr {
+  weft_timer_t t;
+  rec_t *rec;
+  int id;
+} tmr_t;
+
+static void rec_fire(weft_timer_t *t, int status, void *arg) {
+  tmr_t *m = arg;
+  (void)t;
+  if (status != 0)
+    return;
+  m->rec->order[m->rec->n++] = m->id;
+  if (m->rec->victim != NULL) {
+    weft_timer_stop(m->rec->victim);
+    m->rec->victim = NULL;
+  }
+  if (m->rec->restart == t && m->rec->restarts > 0) {
+    m->rec->restarts--;
+    EXPECT_EQ(weft_timer_start(t, 0, 0), 0); /* restart from inside */
+  }
+}
+
+static void run_until_idle(weft_loop_t *loop) {
+  /* run until no timer is active, bounded */
+  int64_t end = weft_now_ns() + (int64_t)BOUND_MS * 1000000;
+  weft_loop_stats_t st;
+  do {
+    weft_loop_run(loop, WEFT_RUN_ONCE);
+    weft_loop_stats(loop, &st);
+  } while (st.timers_active > 0 && weft_now_ns() < end);
+  EXPECT_EQ(st.timers_active, 0);
+}
+
+static void test_timer_order_stop_start(void) {
+  weft_loop_t *loop = new_loop();
+  rec_t rec = {0};
+  tmr_t m[6];
+  for (int i = 0; i < 6; i++) {
+    m[i].rec = &rec;
+    m[i].id = i;
+    REQUIRE_EQ(weft_timer_init(loop, &m[i].t, rec_fire, &m[i]), 0);
+  }
+  /* equal deadlines fire in start order: start 3, 1, 4, 0 all at 5 ms */
+  EXPECT_EQ(weft_timer_start(&m[3].t, 5, 0), 0);
+  EXPECT_EQ(weft_timer_start(&m[1].t, 5, 0), 0);
+  EXPECT_EQ(weft_timer_start(&m[4].t, 5, 0), 0);
+  EXPECT_EQ(weft_timer_start(&m[0].t, 5, 0), 0);
+  /* 5 is due at the same time but is stopped by the first to fire */
+  EXPECT_EQ(weft_timer_start(&m[5].t, 5, 0), 0);
+  rec.victim = &m[5].t;
+  /* 2 fires later and restarts itself twice from its own callback */
+  EXPECT_EQ(weft_timer_start(&m[2].t, 8, 0), 0);
+  rec.restart = &m[2].t;
+  rec.restarts = 2;
+  run_until_idle(loop);
+  REQUIRE_EQ(rec.n, 7);
+  int want[7] = {3, 1, 4, 0, 2, 2, 2};
+  for (int i = 0; i < 7; i++)
+    EXPECT_EQ(rec.order[i], want[i]);
+  EXPECT_EQ(weft_timer_active(&m[5].t), 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+#define MANY 100000
+static struct {
+  int64_t last_due;
+  long fired, out_of_order;
+  unsigned char *seen;
+  weft_timer_t *t;
+  int64_t *due;
+} many;
+
+static void many_fire(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  long i = (long)(intptr_t)arg;
+  if (status != 0)
+    return;
+  if (many.due[i] < many.last_due)
+    many.out_of_order++;
+  many.last_due = many.due[i];
+  many.seen[i]++;
+  many.fired++;
+}
+
+static void test_timer_many_random(void) {
+  weft_loop_t *loop = new_loop();
+  memset(&many, 0, sizeof many);
+  many.t = calloc(MANY, sizeof *many.t);
+  many.due = calloc(MANY, sizeof *many.due);
+  many.seen = calloc(MANY, 1);
+  REQUIRE_EQ(many.t != NULL && many.due != NULL && many.seen != NULL, 1);
+  unsigned x = 12345;
+  for (long i = 0; i < MANY; i++) {
+    x = x * 1103515245u + 12345u;
+    int64_t ms = (x >> 8) % 51;
+    REQUIRE_EQ(weft_timer_init(loop, &many.t[i], many_fire, (void *)(intptr_t)i), 0);
+    REQUIRE_EQ(weft_timer_start(&many.t[i], ms, 0), 0);
+    many.due[i] = many.t[i].priv_due; /* cached now + ms, as the loop sees it */
+  }
+  /* stop every 10th: those must never fire */
+  for (long i = 0; i < MANY; i += 10)
+    EXPECT_EQ(weft_timer_stop(&many.t[i]), 0);
+  run_until_idle(loop);
+  long stopped_fired = 0, not_once = 0;
+  for (long i = 0; i < MANY; i++) {
+    if (i % 10 == 0)
+      stopped_fired += many.seen[i] != 0;
+    else
+      not_once += many.seen[i] != 1;
+  }
+  EXPECT_EQ(many.fired, MANY - MANY / 10);
+  EXPECT_EQ(not_once, 0);
+  EXPECT_EQ(stopped_fired, 0);
+  EXPECT_EQ(many.out_of_order, 0);
+  free(many.t);
+  free(many.due);
+  free(many.seen);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+static void count_fire(weft_timer_t *t, int status, void *arg) {
+  int *n = arg;
+  if (status == 0 && ++*n == 5)
+    weft_timer_stop(t);
+}
+
+static void *try_timer_start(void *arg) {
+  return (void *)(intptr_t)weft_timer_start(arg, 1, 0);
+}
+
+static void test_timer_repeat_and_errors(void) {
+  weft_loop_t *loop = new_loop();
+  weft_timer_t t;
+  int n = 0;
+  REQUIRE_EQ(weft_timer_init(loop, &t, count_fire, &n), 0);
+  int64_t t0 = weft_now_ns();
+  EXPECT_EQ(weft_timer_start(&t, 2, 2), 0); /* heartbeat every 2 ms */
+  run_until_idle(loop);
+  EXPECT_EQ(n, 5);
+  EXPECT_EQ(weft_now_ns() - t0 >= 10 * 1000000, 1);
+  weft_timer_t raw;
+  memset(&raw, 0, sizeof raw);
+  EXPECT_ERR(weft_timer_start(&raw, 1, 0), WEFT_EINVAL);
+  EXPECT_ERR(weft_timer_start(&t, -1, 0), WEFT_EINVAL);
+  EXPECT_ERR(weft_timer_start(&t, 1, -1), WEFT_EINVAL);
+  EXPECT_ERR(weft_timer_start(NULL, 1, 0), WEFT_EINVAL);
+  EXPECT_ERR(weft_timer_stop(NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_timer_init(NULL, &t, count_fire, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_timer_init(loop, &t, NULL, NULL), WEFT_EINVAL);
+  pthread_t th;
+  void *res;
+  REQUIRE_EQ(pthread_create(&th, NULL, try_timer_start, &t), 0);
+  pthread_join(th, &res);
+  EXPECT_ERR((int)(intptr_t)res, WEFT_EPERM);
+  EXPECT_EQ(weft_timer_active(&t), 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+/* ---- sleep and timeout ---- */
+static void *cancel_from_thread(void *arg) {
+  return (void *)(intptr_t)weft_future_cancel(arg);
+}
+
+static void test_sleep(void) {
+  weft_loop_t *loop = new_loop();
+  weft_future_t *s;
+  int64_t t0 = weft_now_ns();
+  REQUIRE_EQ(weft_loop_sleep(loop, 20, &s), 0);
+  EXPECT_EQ(weft_loop_run_until(loop, s, BOUND_MS), 0);
+  EXPECT_EQ(weft_future_state(s), WEFT_FULFILLED);
+  EXPECT_EQ(weft_now_ns() - t0 >= 20 * 1000000, 1);
+  weft_future_release(s);
+  /* cancelled on the loop thread: the timer goes at once */
+  REQUIRE_EQ(weft_loop_sleep(loop, 10000, &s), 0);
+  weft_loop_stats_t st;
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.timers_active, 1);
+  EXPECT_EQ(weft_future_cancel(s), 0);
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.timers_active, 0);
+  EXPECT_EQ(weft_future_state(s), WEFT_CANCELLED);
+  weft_future_release(s);
+  /* cancelled from another thread: the loop disarms it */
+  REQUIRE_EQ(weft_loop_sleep(loop, 10000, &s), 0);
+  pthread_t th;
+  void *res;
+  REQUIRE_EQ(pthread_create(&th, NULL, cancel_from_thread, s), 0);
+  pthread_join(th, &res);
+  EXPECT_EQ((int)(intptr_t)res, 0);
+  EXPECT_EQ(weft_future_state(s), WEFT_CANCELLED);
+  weft_loop_run(loop, WEFT_RUN_NOWAIT);
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.timers_active, 0);
+  weft_future_release(s);
+  EXPECT_ERR(weft_loop_sleep(loop, -1, &s), WEFT_EINVAL);
+  EXPECT_ERR(weft_loop_sleep(NULL, 1, &s), WEFT_EINVAL);
+  EXPECT_ERR(weft_loop_sleep(loop, 1, NULL), WEFT_EINVAL);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+static int hook_ran;
+static void on_cancel(void *arg) {
+  (void)arg;
+  hook_ran++;
+}
+
+static void test_timeout(void) {
+  weft_loop_t *loop = new_loop();
+  weft_loop_stats_t st;
+  /* time runs out: ETIMEDOUT, and the input's producer sees the cancel */
+  weft_promise_t *p;
+  weft_future_t *in, *out;
+  REQUIRE_EQ(weft_promise_create(&p, &in), 0);
+  hook_ran = 0;
+  REQUIRE_EQ(weft_promise_on_cancel(p, on_cancel, NULL), 0);
+  REQUIRE_EQ(weft_loop_timeout(loop, in, 10, &out), 0);
+  weft_future_release(in);
+  EXPECT_EQ(weft_loop_run_until(loop, out, BOUND_MS), 0);
+  EXPECT_EQ(weft_future_state(out), WEFT_REJECTED);
+  EXPECT_ERR(weft_future_error(out), WEFT_ETIMEDOUT);
+  EXPECT_EQ(hook_ran, 1);
+  EXPECT_EQ(weft_promise_is_cancelled(p), 1);
+  weft_future_release(out);
+  weft_promise_release(p);
+  /* the input wins: its value, and the timer is stopped at once */
+  REQUIRE_EQ(weft_promise_create(&p, &in), 0);
+  REQUIRE_EQ(weft_loop_timeout(loop, in, 10000, &out), 0);
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.timers_active, 1);
+  EXPECT_EQ(weft_promise_fulfil_int(p, 77), 0);
+  int64_t t0 = weft_now_ns();
+  EXPECT_EQ(weft_loop_run_until(loop, out, BOUND_MS), 0);
+  EXPECT_EQ(weft_future_state(out), WEFT_FULFILLED);
+  EXPECT_EQ(weft_future_int(out), 77);
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.timers_active, 0);
+  EXPECT_EQ(weft_now_ns() - t0 < (int64_t)5000 * 1000000, 1);
+  weft_future_release(out);
+  weft_future_release(in);
+  weft_promise_release(p);
+  EXPECT_ERR(weft_loop_timeout(loop, NULL, 1, &out), WEFT_EINVAL);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+/* ---- signals ---- */
+static int sig_seen;
+static void on_signal(weft_signal_t *s, int signum, int status, void *arg) {
+  (void)s;
+  until_t *u = arg;
+  if (status == 0 && signum == SIGUSR2 && ++sig_seen == 2)
+    weft_promise_fulfil_int(u->p, 1);
+}
+
+static void test_signals(void) {
+  weft_loop_t *loop = new_loop();
+  weft_future_t *f;
+  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR1, &f), 0);
+  REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR1), 0);
+  EXPECT_EQ(weft_loop_run_until(loop, f, BOUND_MS), 0);
+  EXPECT_EQ(weft_future_state(f), WEFT_FULFILLED);
+  EXPECT_EQ(weft_future_int(f), SIGUSR1);
+  weft_future_release(f);
+  /* the callback form, twice */
+  weft_signal_t s;
+  until_t u = until_new();
+  sig_seen = 0;
+  REQUIRE_EQ(weft_signal_start(loop, &s, SIGUSR2, on_signal, &u), 0);
+  REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR2), 0);
+  while (sig_seen < 1 && weft_loop_run(loop, WEFT_RUN_ONCE) == 0)
+    ;
+  REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR2), 0);
+  EXPECT_EQ(weft_loop_run_until(loop, u.f, BOUND_MS), 0);
+  EXPECT_EQ(sig_seen, 2);
+  EXPECT_EQ(weft_signal_stop(&s), 0);
+  until_done(&u);
+  EXPECT_ERR(weft_signal_start(loop, &s, SIGKILL, on_signal, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_signal_start(loop, &s, 0, on_signal, NULL), WEFT_EINVAL);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+/* ---- await refuses on the loop thread; run_until is the way ---- */
+static weft_result_t twice(void *arg, weft_future_t *src) {
+  (void)arg;
+  return weft_ok_int(weft_future_int(src) * 2);
+}
+
+static void fulfil_later(weft_loop_t *loop, void *arg, int status) {
+  (void)loop;
+  if (status == 0)
+    weft_promise_fulfil_int(arg, 21);
+}
+
+static void test_await_refused(void) {
+  weft_loop_t *loop = new_loop();
+  weft_promise_t *p;
+  weft_future_t *f, *d;
+  REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+  REQUIRE_EQ(weft_future_then(f, weft_loop_executor(loop), twice, NULL, &d), 0);
+  int64_t t0 = weft_now_ns();
+  EXPECT_ERR(weft_future_await(d, WEFT_FOREVER), WEFT_EDEADLK);
+  EXPECT_ERR(weft_future_await(f, 5000), WEFT_EDEADLK);
+  EXPECT_EQ(weft_now_ns() - t0 < (int64_t)1000 * 1000000, 1); /* at once */
+  REQUIRE_EQ(weft_loop_post(loop, fulfil_later, p), 0);
+  EXPECT_EQ(weft_loop_run_until(loop, d, BOUND_MS), 0);
+  EXPECT_EQ(weft_future_int(d), 42);
+  EXPECT_EQ(weft_future_await(d, 0), 0); /* settled: fine */
+  weft_future_release(d);
+  weft_future_release(f);
+  weft_promise_release(p);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+/* ---- stall detector ---- */
+static struct {
+  int reports;
+  const char *kind;
+  int64_t duration;
+  void (*cb)(void);
+} stall;
+
+static void on_stall(weft_loop_t *loop, const weft_stall_t *s, void *arg) {
+  (void)loop;
+  (void)arg;
+  stall.reports++;
+  stall.kind = s->kind;
+  stall.duration = s->duration_ns;
+  stall.cb = s->callback;
+}
+
+static void busy_50ms(weft_loop_t *loop, void *arg, int status) {
+  (void)loop;
+  (void)arg;
+  (void)status;
+  int64_t end = weft_now_ns() + 50 * 1000000;
+  while (weft_now_ns() < end)
+    ;
+}
+
+static void quick(weft_loop_t *loop, void *arg, int status) {
+  (void)loop;
+  (void)status;
+  (*(int *)arg)++;
+}
+
+static void test_stall_detector(void) {
+  weft_loop_t *loop = new_loop();
+  memset(&stall, 0, sizeof stall);
+  EXPECT_ERR(weft_loop_set_stall_hook(loop, 0, on_stall, NULL), WEFT_EINVAL);
+  REQUIRE_EQ(weft_loop_set_stall_hook(loop, 20000, on_stall, NULL), 0);
+  int n = 0;
+  for (int i = 0; i < 1000; i++)
+    REQUIRE_EQ(weft_loop_post(loop, quick, &n), 0);
+  REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+  EXPECT_EQ(n, 1000);
+  EXPECT_EQ(stall.reports, 0);
+  REQUIRE_EQ(weft_loop_post(loop, busy_50ms, NULL), 0);
+  REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+  EXPECT_EQ(stall.reports, 1);
+  EXPECT_EQ(stall.kind != NULL && strcmp(stall.kind, "post") == 0, 1);
+  EXPECT_EQ(stall.duration >= 50 * 1000000, 1);
+  EXPECT_EQ(stall.cb == (void (*)(void))busy_50ms, 1);
+  weft_loop_stats_t st;
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.stalls, 1);
+  EXPECT_EQ(weft_loop_set_stall_hook(loop, 0, NULL, NULL), 0); /* off */
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+/* ---- fd watchers ---- */
+static void on_readable(weft_io_t *io, unsigned events, int status, void *arg) {
+  int *got = arg;
+  if (status != 0)
+    return;
+  if (events & WEFT_READABLE) {
+    char c;
+    if (read(io->priv_fd, &c, 1) == 1)
+      *got = c;
+    weft_io_stop(io); /* stop inside its own callback */
+  }
+}
+
+static void *write_pipe(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  char c = 'x';
+  return (void *)(intptr_t)write(fd, &c, 1);
+}
+
+static void on_writable(weft_io_t *io, unsigned events, int status, void *arg) {
+  (void)io;
+  if (status == 0 && (events & WEFT_WRITABLE))
+    (*(int *)arg)++;
+}
+
+static void test_fd_watchers(void) {
+  weft_loop_t *loop = new_loop();
+  int fds[2];
+  REQUIRE_EQ(pipe(fds), 0);
+  weft_io_t rd, wr, dup;
+  memset(&rd, 0, sizeof rd);
+  int got = 0, writable = 0;
+  REQUIRE_EQ(weft_io_start(loop, &rd, fds[0], WEFT_READABLE, on_readable, &got), 0);
+  EXPECT_ERR(weft_io_start(loop, &dup, fds[0], WEFT_READABLE, on_readable, &got),
+             WEFT_EEXIST);
+  REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+  EXPECT_EQ(got, 0); /* nothing written yet */
+  pthread_t th;
+  REQUIRE_EQ(pthread_create(&th, NULL, write_pipe, (void *)(intptr_t)fds[1]), 0);
+  int64_t end = weft_now_ns() + (int64_t)BOUND_MS * 1000000;
+  while (got == 0 && weft_now_ns() < end)
+    weft_loop_run(loop, WEFT_RUN_ONCE);
+  pthread_join(th, NULL);
+  EXPECT_EQ(got, 'x');
+  weft_loop_stats_t st;
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.watchers_active, 0);
+  EXPECT_EQ(weft_io_stop(&rd), 0); /* already stopped: no-op */
+  REQUIRE_EQ(weft_io_start(loop, &wr, fds[1], WEFT_READABLE, on_writable, &writable), 0);
+  EXPECT_EQ(weft_io_modify(&wr, WEFT_WRITABLE), 0);
+  REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_ONCE), 0);
+  EXPECT_EQ(writable, 1);
+  EXPECT_ERR(weft_io_modify(&wr, 0), WEFT_EINVAL);
+  EXPECT_ERR(weft_io_modify(&wr, 8), WEFT_EINVAL);
+  EXPECT_EQ(weft_io_stop(&wr), 0);
+  EXPECT_ERR(weft_io_start(loop, &wr, -1, WEFT_READABLE, on_writable, NULL),
+             WEFT_EINVAL);
+  EXPECT_ERR(weft_io_start(loop, &wr, fds[1], 0, on_writable, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_io_start(NULL, &wr, fds[1], 1, on_writable, NULL), WEFT_EINVAL);
+  close(fds[0]);
+  close(fds[1]);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+/* ---- run modes ---- */
+static void *stop_later(void *arg) {
+  weft_loop_t *loop = arg;
+  /* wait until the loop has iterated at least once, then stop it */
+  weft_loop_stats_t st;
+  do {
+    sched_yield();
+    weft_loop_stats(loop, &st);
+  } while (st.iterations == 0);
+  return (void *)(intptr_t)weft_loop_stop(loop);
+}
+
+static void *run_elsewhere(void *arg) {
+  return (void *)(intptr_t)weft_loop_run(arg, WEFT_RUN_NOWAIT);
+}
+
+static void nested_run(weft_loop_t *loop, void *arg, int status) {
+  (void)status;
+  *(int *)arg = weft_loop_run(loop, WEFT_RUN_NOWAIT);
+}
+
+static void test_run_modes(void) {
+  weft_loop_t *loop = new_loop();
+  int64_t t0 = weft_now_ns();
+  EXPECT_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+  EXPECT_EQ(weft_now_ns() - t0 < (int64_t)1000 * 1000000, 1);
+  /* DEFAULT until another thread stops it */
+  pthread_t th;
+  REQUIRE_EQ(pthread_create(&th, NULL, stop_later, loop), 0);
+  EXPECT_EQ(weft_loop_run(loop, WEFT_RUN_DEFAULT), 0);
+  pthread_join(th, NULL);
+  /* run_until times out on a future nobody settles */
+  until_t u = until_new();
+  t0 = weft_now_ns();
+  EXPECT_ERR(weft_loop_run_until(loop, u.f, 30), WEFT_ETIMEDOUT);
+  EXPECT_EQ(weft_now_ns() - t0 >= 30 * 1000000, 1);
+  /* stop ends run_until with EINTR */
+  REQUIRE_EQ(weft_loop_stop(loop), 0);
+  EXPECT_ERR(weft_loop_run_until(loop, u.f, BOUND_MS), WEFT_EINTR);
+  until_done(&u);
+  /* wrong thread, nested run, bad mode */
+  void *res;
+  REQUIRE_EQ(pthread_create(&th, NULL, run_elsewhere, loop), 0);
+  pthread_join(th, &res);
+  EXPECT_ERR((int)(intptr_t)res, WEFT_EPERM);
+  int nested = 0;
+  REQUIRE_EQ(weft_loop_post(loop, nested_run, &nested), 0);
+  EXPECT_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+  EXPECT_ERR(nested, WEFT_EBUSY);
+  EXPECT_ERR(weft_loop_run(loop, (weft_run_mode_t)7), WEFT_EINVAL);
+  EXPECT_ERR(weft_loop_run(NULL, WEFT_RUN_NOWAIT), WEFT_EINVAL);
+  /* one loop per thread */
+  weft_loop_t *second;
+  EXPECT_ERR(weft_loop_create(NULL, &second), WEFT_EBUSY);
+  EXPECT_EQ(weft_loop_current() == loop, 1);
+  EXPECT_EQ(weft_loop_fd(loop) >= 0, 1);
+  EXPECT_EQ(weft_loop_timeout_ms(loop), -1); /* nothing pending */
+  EXPECT_EQ(weft_loop_close(loop), 0);
+  EXPECT_EQ(weft_loop_current() == NULL, 1);
+}
+
+/* ---- close finishes everything with WEFT_ECANCELED ---- */
+static struct {
+  int timer, io, sig, post, post_after;
+  weft_loop_t *loop;
+} closed;
+
+static void close_timer(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  (void)arg;
+  if (status == WEFT_ECANCELED)
+    closed.timer++;
+}
+static void close_io(weft_io_t *io, unsigned ev, int status, void *arg) {
+  (void)io;
+  (void)ev;
+  (void)arg;
+  if (status == WEFT_ECANCELED) {
+    closed.io++;
+    closed.post_after = weft_loop_post(closed.loop, quick, NULL);
+  }
+}
+static void close_sig(weft_signal_t *s, int signum, int status, void *arg) {
+  (void)s;
+  (void)signum;
+  (void)arg;
+  if (status == WEFT_ECANCELED)
+    closed.sig++;
+}
+static void close_post(weft_loop_t *loop, void *arg, int status) {
+  (void)loop;
+  (void)arg;
+  if (status == WEFT_ECANCELED)
+    closed.post++;
+}
+static void *post_from_thread(void *arg) {
+  return (void *)(intptr_t)weft_loop_post(arg, close_post, NULL);
+}
+
+static void test_close_cancels_everything(void) {
+  memset(&closed, 0, sizeof closed);
+  weft_loop_t *loop = closed.loop = new_loop();
+  weft_timer_t t[3];
+  for (int i = 0; i < 3; i++) {
+    REQUIRE_EQ(weft_timer_init(loop, &t[i], close_timer, NULL), 0);
+    REQUIRE_EQ(weft_timer_start(&t[i], 100000, i), 0);
+  }
+  int fds[2];
+  REQUIRE_EQ(pipe(fds), 0);
+  weft_io_t io;
+  REQUIRE_EQ(weft_io_start(loop, &io, fds[0], WEFT_READABLE, close_io, NULL), 0);
+  weft_signal_t s;
+  REQUIRE_EQ(weft_signal_start(loop, &s, SIGUSR1, close_sig, NULL), 0);
+  weft_future_t *sl, *sg, *cont;
+  REQUIRE_EQ(weft_loop_sleep(loop, 100000, &sl), 0);
+  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR2, &sg), 0);
+  /* a continuation queued to the loop from another thread, and a post */
+  weft_promise_t *p;
+  weft_future_t *pf;
+  REQUIRE_EQ(weft_promise_create(&p, &pf), 0);
+  REQUIRE_EQ(weft_future_then(pf, weft_loop_executor(loop), twice, NULL, &cont), 0);
+  pthread_t th;
+  void *res;
+  REQUIRE_EQ(pthread_create(&th, NULL, post_from_thread, loop), 0);
+  pthread_join(th, &res);
+  EXPECT_EQ((int)(intptr_t)res, 0);
+  weft_promise_fulfil_int(p, 5); /* the continuation is now queued */
+  EXPECT_EQ(weft_loop_close(loop), 0);
+  EXPECT_EQ(closed.timer, 3);
+  EXPECT_EQ(closed.io, 1);
+  EXPECT_EQ(closed.sig, 1);
+  EXPECT_EQ(closed.post, 1);
+  EXPECT_ERR(closed.post_after, WEFT_ESHUTDOWN);
+  EXPECT_EQ(weft_future_state(sl), WEFT_CANCELLED);
+  EXPECT_EQ(weft_future_state(sg), WEFT_CANCELLED);
+  EXPECT_EQ(weft_future_state(cont), WEFT_FULFILLED); /* ran, not lost */
+  EXPECT_EQ(weft_future_int(cont), 10);
+  weft_future_release(sl);
+  weft_future_release(sg);
+  weft_future_release(cont);
+  weft_future_release(pf);
+  weft_promise_release(p);
+  close(fds[0]);
+  close(fds[1]);
+}
+
+static void *close_elsewhere(void *arg) {
+  return (void *)(intptr_t)weft_loop_close(arg);
+}
+
+static void test_bad_input(void) {
+  EXPECT_ERR(weft_loop_create(NULL, NULL), WEFT_EINVAL);
+  weft_loop_options_t o = {0};
+  weft_loop_t *loop;
+  EXPECT_ERR(weft_loop_create(&o, &loop), WEFT_EINVAL); /* size not set */
+  o.size = sizeof o;
+  o.max_events = 16;
+  REQUIRE_EQ(weft_loop_create(&o, &loop), 0);
+  EXPECT_ERR(weft_loop_post(NULL, quick, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_loop_post(loop, NULL, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_loop_stop(NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_loop_close(NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_loop_run_until(loop, NULL, 1), WEFT_EINVAL);
+  EXPECT_ERR(weft_loop_stats(loop, NULL), WEFT_EINVAL);
+  EXPECT_EQ(weft_loop_executor(NULL) == NULL, 1);
+  pthread_t th;
+  void *res;
+  REQUIRE_EQ(pthread_create(&th, NULL, close_elsewhere, loop), 0);
+  pthread_join(th, &res);
+  EXPECT_ERR((int)(intptr_t)res, WEFT_EPERM);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+static const test_case_t cases[] = {
+    {"post from 4 threads, 100k each: once, in order, batched wake-ups",
+     test_post_many_threads},
+    {"loop -> pool -> loop, 100k round trips on the loop thread",
+     test_loop_pool_loop},
+    {"timers: equal deadlines in start order, stop/start inside callbacks",
+     test_timer_order_stop_start},
+    {"100k timers with random deadlines fire in deadline order",
+     test_timer_many_random},
+    {"repeating timer, timer errors", test_timer_repeat_and_errors},
+    {"sleep, cancelled sleep", test_sleep},
+    {"timeout wins and loses", test_timeout},
+    {"signals as a future and as callbacks", test_signals},
+    {"await on the loop thread refuses with EDEADLK", test_await_refused},
+    {"stall detector", test_stall_detector},
+    {"fd watchers", test_fd_watchers},
+    {"run modes", test_run_modes},
+    {"close cancels everything", test_close_cancels_everything},
+    {"bad input", test_bad_input},
+    {NULL, NULL}};
+const test_suite_t suite_reactor = {"reactor", cases};
