@@ -1,0 +1,419 @@
+/* SPDX-License-Identifier: MIT */
+/* samples/offload_demo.c: why CPU work belongs on the pool, measured. A loop
+ * keeps a 10 ms heartbeat while requests arrive that each need ~40 ms of CPU
+ * (an FNV-1a digest of 16 MB and a prime count). Phase 1 sends the work to a
+ * weft pool and takes each result back on the loop thread; phase 2 does the
+ * same work inline in the loop's callback. For each phase it prints how late
+ * the heartbeat ran and what the stall detector caught, then checks that the
+ * results agree. Usage: offload_demo [requests-per-phase]  (default 30). */
+#include <weft.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+  HEARTBEAT_MS = 10,   /* the heartbeat's period */
+  REQUEST_EVERY_MS = 50, /* a request arrives this often */
+  STALL_MS = 20,       /* the stall detector's threshold */
+  HASH_MB = 16,        /* each request digests this much memory... */
+  PRIME_BASE = 1000000, /* ...and counts the primes in a window from here */
+  PRIME_SPAN = 100000,
+  MAX_BEATS = 1 << 16
+};
+#define MS 1000000LL /* ns */
+
+/* ---- the work one request needs (pure CPU, the same wherever it runs) ---- */
+
+typedef struct answer {
+  uint64_t digest; /* FNV-1a over the shared buffer, seeded per request */
+  long primes;     /* primes in [lo, lo + PRIME_SPAN) */
+  long lo;
+} answer_t;
+
+static unsigned char *buffer; /* HASH_MB of pseudo-random bytes, read-only */
+static const size_t buffer_len = (size_t)HASH_MB << 20;
+
+/* Returns 0, or WEFT_ECANCELED when `job` (NULL inline) was cancelled. */
+static int do_request(int index, weft_job_t *job, answer_t *out) {
+  uint64_t h = 14695981039346656037ull ^ ((uint64_t)index * 0x9e3779b97f4a7c15ull);
+  for (size_t at = 0; at < buffer_len; at += 1 << 20) { /* 1 MB at a time */
+    if (job != NULL && weft_job_cancelled(job))
+      return WEFT_ECANCELED;
+    for (size_t i = at; i < at + (1 << 20); i++)
+      h = (h ^ buffer[i]) * 1099511628211ull;
+  }
+  long lo = PRIME_BASE + (long)(index % 8) * PRIME_SPAN, count = 0;
+  for (long n = lo; n < lo + PRIME_SPAN; n++) {
+    int prime = n > 1;
+    for (long d = 2; d * d <= n && prime; d++)
+      prime = n % d != 0;
+    count += prime;
+  }
+  *out = (answer_t){h, count, lo};
+  return 0;
+}
+
+/* ---- the demo's state (all of it touched on the loop thread only) ---- */
+
+typedef struct phase {
+  const char *name;
+  int offload;         /* 1: pool, 0: inline */
+  int sent, done, failed;
+  answer_t *answers;   /* by request index */
+  int64_t *lateness;   /* heartbeat lateness samples, ns */
+  size_t beats;
+  unsigned stalls;
+  int64_t longest_stall;
+  const char *stall_kind;
+  int64_t started, ended;
+} phase_t;
+
+static struct {
+  weft_loop_t *loop;
+  weft_pool_t *pool;
+  weft_timer_t heartbeat, requests;
+  int64_t beat_due;          /* when the heartbeat is next due, loop clock */
+  int nreq;
+  phase_t *phase;            /* the phase running, NULL between phases */
+  weft_promise_t *phase_done;
+  weft_future_t **pending;   /* offloaded requests' futures, by index */
+  int off_loop;              /* continuations that ran off the loop thread */
+  weft_signal_t sigint, sigterm;
+  int interrupted;           /* the signal that stopped us, or 0 */
+} demo;
+
+static void finish_one(phase_t *ph) {
+  if (++ph->done < demo.nreq)
+    return;
+  ph->ended = weft_now_ns();
+  weft_timer_stop(&demo.heartbeat);
+  weft_promise_fulfil_int(demo.phase_done, 0);
+}
+
+/* Phase 1: the job runs on a pool worker... */
+static weft_result_t request_job(weft_job_t *job, void *arg) {
+  answer_t *a = malloc(sizeof *a);
+  if (a == NULL)
+    return weft_err(WEFT_ENOMEM);
+  int rc = do_request((int)(intptr_t)arg, job, a);
+  if (rc != 0) {
+    free(a);
+    return weft_err(rc);
+  }
+  return weft_ok(a, free); /* the job's future owns the answer */
+}
+
+/* ...and its result comes back here, on the loop thread. */
+static weft_result_t on_answer(void *arg, weft_future_t *job) {
+  int index = (int)(intptr_t)arg;
+  phase_t *ph = demo.phase;
+  if (weft_loop_current() != demo.loop)
+    demo.off_loop++;
+  if (weft_future_error(job) != 0) {
+    printf("  request %2d failed: %s\n", index,
+           weft_err_name(weft_future_error(job)));
+    ph->failed++;
+  } else {
+    ph->answers[index] = *(const answer_t *)weft_future_value(job);
+  }
+  finish_one(ph);
+  return weft_ok_int(0);
+}
+
+static void on_request(weft_timer_t *t, int status, void *arg) {
+  (void)arg;
+  phase_t *ph = demo.phase;
+  if (status != 0 || ph == NULL)
+    return;
+  int index = ph->sent++;
+  if (ph->sent == demo.nreq)
+    weft_timer_stop(t); /* that was the last one */
+  if (!ph->offload) {   /* phase 2: the loop does the work itself */
+    do_request(index, NULL, &ph->answers[index]);
+    finish_one(ph);
+    return;
+  }
+  weft_future_t *job, *back;
+  if (weft_pool_submit(demo.pool, request_job, (void *)(intptr_t)index, NULL,
+                       &job) != 0) {
+    ph->failed++;
+    finish_one(ph);
+    return;
+  }
+  int rc = weft_future_then(job, weft_loop_executor(demo.loop), on_answer,
+                            (void *)(intptr_t)index, &back);
+  weft_future_release(job); /* `back` keeps it; cancelling back cancels it */
+  if (rc != 0) {
+    ph->failed++;
+    finish_one(ph);
+    return;
+  }
+  demo.pending[index] = back;
+}
+
+/* A repeating timer falls behind by being rescheduled from the loop's time,
+ * not by firing in a burst; track its due time the same way. */
+static void on_heartbeat(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  (void)arg;
+  phase_t *ph = demo.phase;
+  if (status != 0 || ph == NULL)
+    return;
+  int64_t late = weft_now_ns() - demo.beat_due, now = weft_loop_now_ns(demo.loop);
+  if (ph->beats < MAX_BEATS)
+    ph->lateness[ph->beats++] = late > 0 ? late : 0;
+  demo.beat_due += HEARTBEAT_MS * MS;
+  if (demo.beat_due <= now)
+    demo.beat_due = now + HEARTBEAT_MS * MS;
+}
+
+static void on_stall(weft_loop_t *loop, const weft_stall_t *s, void *arg) {
+  (void)loop;
+  (void)arg;
+  phase_t *ph = demo.phase;
+  if (ph == NULL)
+    return;
+  ph->stalls++;
+  if (s->duration_ns > ph->longest_stall) {
+    ph->longest_stall = s->duration_ns;
+    ph->stall_kind = s->kind;
+  }
+}
+
+static void on_signal(weft_signal_t *sig, int signum, int status, void *arg) {
+  (void)sig;
+  (void)arg;
+  if (status != 0)
+    return; /* WEFT_ECANCELED: the loop is closing */
+  demo.interrupted = signum;
+  weft_loop_stop(demo.loop);
+}
+
+/* Posted, so the timers start from a freshly read loop clock. */
+static void start_phase(weft_loop_t *loop, void *arg, int status) {
+  phase_t *ph = arg;
+  if (status != 0)
+    return;
+  demo.phase = ph;
+  ph->started = weft_now_ns();
+  demo.beat_due = weft_loop_now_ns(loop) + HEARTBEAT_MS * MS;
+  weft_timer_start(&demo.heartbeat, HEARTBEAT_MS, HEARTBEAT_MS);
+  weft_timer_start(&demo.requests, 0, REQUEST_EVERY_MS);
+}
+
+/* ---- reporting ---- */
+
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+typedef struct summary {
+  double median, p99, worst; /* ms */
+} summary_t;
+
+static summary_t summarise(phase_t *ph) {
+  summary_t s = {0, 0, 0};
+  size_t n = ph->beats;
+  if (n == 0)
+    return s;
+  qsort(ph->lateness, n, sizeof *ph->lateness, cmp_i64);
+  size_t p99 = n * 99 / 100 < n ? n * 99 / 100 : n - 1;
+  s.median = (double)ph->lateness[n / 2] / 1e6;
+  s.p99 = (double)ph->lateness[p99] / 1e6;
+  s.worst = (double)ph->lateness[n - 1] / 1e6;
+  return s;
+}
+
+static int run_phase(phase_t *ph) {
+  weft_future_t *done;
+  if (weft_promise_create(&demo.phase_done, &done) != 0)
+    return WEFT_ENOMEM;
+  printf("\n%s\n", ph->name);
+  int rc = weft_loop_post(demo.loop, start_phase, ph);
+  if (rc == 0) /* a request takes ~40 ms; allow a slow (sanitized) build */
+    rc = weft_loop_run_until(demo.loop, done, 120000);
+  demo.phase = NULL;
+  weft_future_release(done);
+  weft_promise_release(demo.phase_done);
+  if (rc != 0)
+    return rc;
+  for (int i = 0; i < demo.nreq && i < 3; i++)
+    printf("  request %2d: digest %016llx, %ld primes in [%ld, %ld)\n", i,
+           (unsigned long long)ph->answers[i].digest, ph->answers[i].primes,
+           ph->answers[i].lo, ph->answers[i].lo + PRIME_SPAN);
+  if (demo.nreq > 3)
+    printf("  ... %d requests in %.0f ms\n", demo.nreq,
+           (double)(ph->ended - ph->started) / 1e6);
+  summary_t s = summarise(ph);
+  printf("  heartbeat (%zu beats): late by median %.2f ms, p99 %.2f ms, "
+         "worst %.2f ms\n", ph->beats, s.median, s.p99, s.worst);
+  printf("  stall detector (> %d ms): %u callbacks caught", STALL_MS,
+         ph->stalls);
+  if (ph->stalls > 0)
+    printf(", longest a \"%s\" callback of %.1f ms", ph->stall_kind,
+           (double)ph->longest_stall / 1e6);
+  printf("\n");
+  return 0;
+}
+
+/* Stop early (a signal): cancel what is still out on the pool. */
+static void cancel_pending(void) {
+  int cancelled = 0;
+  for (int i = 0; i < demo.nreq; i++) {
+    if (demo.pending[i] == NULL)
+      continue;
+    cancelled += weft_future_cancel(demo.pending[i]) == 0;
+    weft_future_release(demo.pending[i]);
+    demo.pending[i] = NULL;
+  }
+  if (cancelled > 0)
+    printf("  cancelled %d request%s still on the pool\n", cancelled,
+           cancelled == 1 ? "" : "s");
+}
+
+static void *xcalloc(size_t n, size_t size) {
+  void *p = calloc(n, size);
+  if (p == NULL) {
+    fprintf(stderr, "out of memory\n");
+    exit(1);
+  }
+  return p;
+}
+
+int main(int argc, char **argv) {
+  demo.nreq = argc > 1 ? atoi(argv[1]) : 30;
+  if (demo.nreq < 2 || demo.nreq > 10000) {
+    fprintf(stderr, "usage: %s [requests-per-phase, 2..10000]\n", argv[0]);
+    return 2;
+  }
+  buffer = xcalloc(buffer_len, 1);
+  uint64_t x = 88172645463325252ull; /* xorshift64: fixed, reproducible */
+  for (size_t i = 0; i < buffer_len; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    buffer[i] = (unsigned char)(x >> 32);
+  }
+  demo.pending = xcalloc((size_t)demo.nreq, sizeof *demo.pending);
+  phase_t phases[2] = {
+      {.name = "phase 1: offloaded: work on the pool, results back on the "
+               "loop thread",
+       .offload = 1},
+      {.name = "phase 2: inline: the same work in the loop's own callback",
+       .offload = 0}};
+  for (int p = 0; p < 2; p++) {
+    phases[p].answers = xcalloc((size_t)demo.nreq, sizeof(answer_t));
+    phases[p].lateness = xcalloc(MAX_BEATS, sizeof(int64_t));
+  }
+
+  /* The loop belongs to this thread. One CPU is left to it: the workers
+   * take the others (at least one). */
+  unsigned cpus = weft_cpu_count(), workers = cpus > 1 ? cpus - 1 : 1;
+  weft_pool_options_t po = {sizeof po, workers, 0, 0, {0}};
+  int rc;
+  if ((rc = weft_loop_create(NULL, &demo.loop)) != 0 ||
+      (rc = weft_pool_create(&po, &demo.pool)) != 0) {
+    fprintf(stderr, "setup: %s\n", weft_strerror(rc));
+    return 1;
+  }
+  if ((rc = weft_signal_start(demo.loop, &demo.sigint, SIGINT, on_signal,
+                              NULL)) != 0 ||
+      (rc = weft_signal_start(demo.loop, &demo.sigterm, SIGTERM, on_signal,
+                              NULL)) != 0)
+    fprintf(stderr, "signals: %s (Ctrl-C will not stop cleanly)\n",
+            weft_strerror(rc));
+  weft_loop_set_stall_hook(demo.loop, STALL_MS * 1000, on_stall, NULL);
+  weft_timer_init(demo.loop, &demo.heartbeat, on_heartbeat, NULL);
+  weft_timer_init(demo.loop, &demo.requests, on_request, NULL);
+  printf("%d requests per phase, one every %d ms, each an FNV-1a digest of "
+         "%d MB\nand a prime count over %d numbers; a %d ms heartbeat; "
+         "%u pool worker%s, %u CPU%s\n",
+         demo.nreq, REQUEST_EVERY_MS, HASH_MB, PRIME_SPAN, HEARTBEAT_MS,
+         workers, workers == 1 ? "" : "s", cpus, cpus == 1 ? "" : "s");
+
+  int completed = 0;
+  for (int p = 0; p < 2; p++) {
+    rc = run_phase(&phases[p]);
+    if (rc != 0)
+      break;
+    completed++;
+    for (int i = 0; i < demo.nreq; i++) { /* all settled: drop the handles */
+      if (demo.pending[i] != NULL)
+        weft_future_release(demo.pending[i]);
+      demo.pending[i] = NULL;
+    }
+  }
+
+  /* Shut down in order: pending work, the loop's handles, the pool (its
+   * last completions reach the loop's queue), then the loop, which runs
+   * what is still queued for it. */
+  if (demo.interrupted)
+    printf("\nstopped by signal %d\n", demo.interrupted);
+  else if (rc != 0)
+    printf("\nstopped: %s\n", weft_err_name(rc));
+  cancel_pending();
+  weft_timer_stop(&demo.heartbeat);
+  weft_timer_stop(&demo.requests);
+  weft_signal_stop(&demo.sigint);
+  weft_signal_stop(&demo.sigterm);
+  weft_pool_stats_t ps;
+  weft_pool_shutdown(demo.pool, WEFT_POOL_CANCEL, WEFT_FOREVER, &ps);
+  weft_loop_stats_t ls;
+  weft_loop_stats(demo.loop, &ls);
+  weft_loop_close(demo.loop);
+  printf("\npool: %llu jobs run, %llu cancelled; loop: %llu iterations, "
+         "%llu items from other threads, %llu wake-ups\n",
+         (unsigned long long)ps.jobs_run, (unsigned long long)ps.cancelled,
+         (unsigned long long)ls.iterations, (unsigned long long)ls.posted,
+         (unsigned long long)ls.wakeups);
+
+  int failures = 0;
+  if (completed == 2) {
+    int mismatched = 0;
+    for (int i = 0; i < demo.nreq; i++)
+      mismatched += memcmp(&phases[0].answers[i], &phases[1].answers[i],
+                           sizeof(answer_t)) != 0;
+    summary_t off = summarise(&phases[0]), in = summarise(&phases[1]);
+    printf("\n                       offloaded     inline\n");
+    printf("heartbeat late, median %6.2f ms  %6.2f ms\n", off.median, in.median);
+    printf("heartbeat late, p99    %6.2f ms  %6.2f ms\n", off.p99, in.p99);
+    printf("heartbeat late, worst  %6.2f ms  %6.2f ms\n", off.worst, in.worst);
+    printf("stalls caught          %6u     %6u\n", phases[0].stalls,
+           phases[1].stalls);
+    printf("results: %d of %d requests agree between the phases\n",
+           demo.nreq - mismatched, demo.nreq);
+    /* pi(1,100,000) - pi(1,000,000) = 85714 - 78498 */
+    if (mismatched || phases[0].failed || phases[1].failed ||
+        phases[0].answers[0].primes != 7216) {
+      printf("WRONG: results differ or a request failed\n");
+      failures++;
+    }
+    if (off.worst >= in.worst || off.p99 >= in.p99) {
+      printf("WRONG: offloading did not keep the heartbeat more punctual\n");
+      failures++;
+    }
+    if (phases[0].stalls >= phases[1].stalls) {
+      printf("WRONG: the stall detector should catch the inline handlers, "
+             "not the offloaded ones\n");
+      failures++;
+    }
+  } else if (!demo.interrupted) {
+    failures++;
+  }
+  if (demo.off_loop) {
+    printf("WRONG: %d continuations ran off the loop thread\n", demo.off_loop);
+    failures++;
+  }
+  for (int p = 0; p < 2; p++) {
+    free(phases[p].answers);
+    free(phases[p].lateness);
+  }
+  free(demo.pending);
+  free(buffer);
+  if (demo.interrupted)
+    return 128 + demo.interrupted;
+  printf(failures ? "%d outcomes wrong\n" : "every outcome as expected\n",
+         failures);
+  return failures ? 1 : 0;
+}
