@@ -108,8 +108,9 @@ int weft_timer_init(weft_loop_t *loop, weft_timer_t *t, weft_timer_fn fn,
 }
 
 static int64_t add_ms(int64_t base, int64_t ms) {
-  if (ms > (INT64_MAX - base) / NS_PER_MS) /* far future: never */
-    return INT64_MAX;
+  /* (no division on this path: it is most of a timer start's cost) */
+  if (ms > INT64_MAX / NS_PER_MS || ms * NS_PER_MS > INT64_MAX - base)
+    return INT64_MAX; /* far future: never */
   return base + ms * NS_PER_MS;
 }
 

@@ -1,0 +1,270 @@
+/* SPDX-License-Identifier: MIT */
+/* bench/loop_weft.c: the `loop` suite's work done with weft's loop; one mode
+ * per run, each printing one figure (offload_rtt: two):
+ *   timer_start N   ns per weft_timer_start (N timers, random 1000..999999 ms)
+ *   timer_stop N    ns per weft_timer_stop of those N, in start order
+ *   timer_fire N    ms until N timers due over 0..10 ms have all fired
+ *   pingpong N      us per round trip thread B -> loop A -> loop B (posts)
+ *   offload N       jobs/s: N tiny pool jobs started from the loop, each
+ *                   continued on the loop
+ *   offload_rtt N   "p50 p99" us: one job at a time, loop -> pool -> loop
+ * Timed work runs inside a loop callback, where programs start timers and
+ * submit jobs (and where the loop's cached time is current). */
+#define _POSIX_C_SOURCE 200809L
+#include <weft.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static weft_loop_t *loop;
+static long n;
+
+/* The timer figures' pseudo-random sequence: xorshift64, fixed seed. */
+static uint64_t rng_state = 88172645463325252ull;
+static uint64_t rng(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return rng_state;
+}
+
+static void *xmalloc(size_t size) {
+  void *p = calloc(1, size);
+  if (p == NULL)
+    abort();
+  return p;
+}
+
+static void check(int rc) {
+  if (rc != 0) {
+    fprintf(stderr, "loop_weft: %s\n", weft_strerror(rc));
+    abort();
+  }
+}
+
+/* Run `fn` once inside a loop callback, then the loop until it stops. */
+static void run_in_loop(weft_loop_fn fn) {
+  check(weft_loop_post(loop, fn, NULL));
+  check(weft_loop_run(loop, WEFT_RUN_DEFAULT));
+}
+
+/* ---- timers ---- */
+
+static weft_timer_t *timers;
+static int64_t *timeouts;
+static long fired;
+static int64_t t0, t1;
+
+static void no_op(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  (void)status;
+  (void)arg;
+}
+
+static void on_fire(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  (void)arg;
+  if (status == 0 && ++fired == n) {
+    t1 = weft_now_ns();
+    weft_loop_stop(loop);
+  }
+}
+
+static void prepare_timers(weft_timer_fn fn, int64_t lo, int64_t span) {
+  timers = xmalloc((size_t)n * sizeof *timers);
+  timeouts = xmalloc((size_t)n * sizeof *timeouts);
+  for (long i = 0; i < n; i++) {
+    check(weft_timer_init(loop, &timers[i], fn, NULL));
+    timeouts[i] = lo + (int64_t)(rng() % (uint64_t)span);
+  }
+}
+
+static void timed_start(weft_loop_t *l, void *arg, int status) {
+  (void)arg;
+  (void)status;
+  t0 = weft_now_ns();
+  for (long i = 0; i < n; i++)
+    weft_timer_start(&timers[i], timeouts[i], 0);
+  t1 = weft_now_ns();
+  weft_loop_stop(l);
+}
+
+static void timed_stop(weft_loop_t *l, void *arg, int status) {
+  (void)arg;
+  (void)status;
+  for (long i = 0; i < n; i++)
+    check(weft_timer_start(&timers[i], timeouts[i], 0));
+  t0 = weft_now_ns();
+  for (long i = 0; i < n; i++)
+    weft_timer_stop(&timers[i]);
+  t1 = weft_now_ns();
+  weft_loop_stop(l);
+}
+
+static void start_firing(weft_loop_t *l, void *arg, int status) {
+  (void)l;
+  (void)arg;
+  (void)status;
+  t0 = weft_now_ns();
+  for (long i = 0; i < n; i++)
+    weft_timer_start(&timers[i], timeouts[i], 0);
+}
+
+/* ---- pingpong: B posts to A, A posts back to B, B starts the next ---- */
+
+static weft_loop_t *loop_b;
+static long rounds;
+
+static void on_b(weft_loop_t *l, void *arg, int status);
+static void on_a(weft_loop_t *l, void *arg, int status) {
+  (void)l;
+  (void)arg;
+  (void)status;
+  check(weft_loop_post(loop_b, on_b, NULL));
+}
+static void on_b(weft_loop_t *l, void *arg, int status) {
+  (void)arg;
+  (void)status;
+  if (++rounds == n) {
+    t1 = weft_now_ns();
+    weft_loop_stop(l);
+    return;
+  }
+  check(weft_loop_post(loop, on_a, NULL));
+}
+
+static void *thread_b(void *arg) {
+  (void)arg;
+  check(weft_loop_create(NULL, &loop_b));
+  t0 = weft_now_ns();
+  check(weft_loop_post(loop, on_a, NULL));
+  check(weft_loop_run(loop_b, WEFT_RUN_DEFAULT));
+  weft_loop_stop(loop); /* A has nothing left to send us */
+  check(weft_loop_close(loop_b));
+  return NULL;
+}
+
+/* ---- offload: loop -> pool -> loop ---- */
+
+static weft_pool_t *pool;
+static long done;
+static int64_t *rtt;
+
+static weft_result_t tiny_job(weft_job_t *job, void *arg) {
+  (void)job;
+  uintptr_t x = (uintptr_t)arg;
+  return weft_ok_int((intptr_t)(x * 2654435761u));
+}
+
+static weft_result_t count_done(void *arg, weft_future_t *src) {
+  (void)arg;
+  (void)src;
+  if (++done == n) {
+    t1 = weft_now_ns();
+    weft_loop_stop(loop);
+  }
+  return weft_ok_int(0);
+}
+
+static void submit_all(weft_loop_t *l, void *arg, int status) {
+  (void)arg;
+  (void)status;
+  weft_executor_t *ex = weft_loop_executor(l);
+  t0 = weft_now_ns();
+  for (long i = 0; i < n; i++) {
+    weft_future_t *f, *c;
+    check(weft_pool_submit(pool, tiny_job, (void *)(uintptr_t)i, NULL, &f));
+    check(weft_future_then(f, ex, count_done, NULL, &c));
+    weft_future_release(f);
+    weft_future_release(c);
+  }
+}
+
+static int64_t sent_at;
+static void submit_one(void);
+static weft_result_t one_back(void *arg, weft_future_t *src) {
+  (void)arg;
+  (void)src;
+  rtt[done] = weft_now_ns() - sent_at;
+  if (++done == n)
+    weft_loop_stop(loop);
+  else
+    submit_one();
+  return weft_ok_int(0);
+}
+static void submit_one(void) {
+  weft_future_t *f, *c;
+  sent_at = weft_now_ns();
+  check(weft_pool_submit(pool, tiny_job, (void *)(uintptr_t)done, NULL, &f));
+  check(weft_future_then(f, weft_loop_executor(loop), one_back, NULL, &c));
+  weft_future_release(f);
+  weft_future_release(c);
+}
+static void start_rtt(weft_loop_t *l, void *arg, int status) {
+  (void)l;
+  (void)arg;
+  (void)status;
+  submit_one();
+}
+
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3 || (n = atol(argv[2])) <= 0) {
+    fprintf(stderr, "usage: %s timer_start|timer_stop|timer_fire|pingpong|"
+                    "offload|offload_rtt N\n", argv[0]);
+    return 2;
+  }
+  const char *mode = argv[1];
+  check(weft_loop_create(NULL, &loop));
+  if (!strcmp(mode, "timer_start") || !strcmp(mode, "timer_stop")) {
+    prepare_timers(no_op, 1000, 1000000 - 1000);
+    run_in_loop(!strcmp(mode, "timer_start") ? timed_start : timed_stop);
+    printf("%.1f\n", (double)(t1 - t0) / (double)n);
+  } else if (!strcmp(mode, "timer_fire")) {
+    prepare_timers(on_fire, 0, 11);
+    run_in_loop(start_firing);
+    if (fired != n)
+      abort();
+    printf("%.2f\n", (double)(t1 - t0) / 1e6);
+  } else if (!strcmp(mode, "pingpong")) {
+    pthread_t b;
+    if (pthread_create(&b, NULL, thread_b, NULL) != 0)
+      abort();
+    check(weft_loop_run(loop, WEFT_RUN_DEFAULT)); /* until B stops us */
+    pthread_join(b, NULL);
+    if (rounds != n)
+      abort();
+    printf("%.2f\n", (double)(t1 - t0) / 1e3 / (double)n);
+  } else if (!strcmp(mode, "offload") || !strcmp(mode, "offload_rtt")) {
+    check(weft_pool_create(NULL, &pool));
+    if (!strcmp(mode, "offload")) {
+      run_in_loop(submit_all);
+      if (done != n)
+        abort();
+      printf("%.0f\n", (double)n / ((double)(t1 - t0) / 1e9));
+    } else {
+      rtt = xmalloc((size_t)n * sizeof *rtt);
+      run_in_loop(start_rtt);
+      if (done != n)
+        abort();
+      qsort(rtt, (size_t)n, sizeof *rtt, cmp_i64);
+      printf("%.1f %.1f\n", (double)rtt[n / 2] / 1e3,
+             (double)rtt[n * 99 / 100] / 1e3);
+    }
+    check(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL));
+  } else {
+    fprintf(stderr, "unknown mode %s\n", mode);
+    return 2;
+  }
+  check(weft_loop_close(loop)); /* timer_start's timers end cancelled */
+  free(timers);
+  free(timeouts);
+  free(rtt);
+  return 0;
+}
