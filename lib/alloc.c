@@ -24,6 +24,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define WEFT__ASAN 1
@@ -223,6 +224,20 @@ int weft_set_allocator(const weft_allocator_t *a) {
 }
 
 void *weft__malloc(size_t size) { return g_alloc.alloc(g_alloc.ctx, size); }
+
+void *weft__realloc(void *ptr, size_t old_size, size_t new_size) {
+  if (g_alloc.alloc == default_alloc && old_size > CLASS_MAX &&
+      new_size > CLASS_MAX) /* plain malloc blocks: let libc move pages */
+    return realloc(ptr, new_size);
+  void *p = weft__malloc(new_size);
+  if (p == NULL)
+    return NULL;
+  if (ptr != NULL) {
+    memcpy(p, ptr, old_size < new_size ? old_size : new_size);
+    weft__free(ptr, old_size);
+  }
+  return p;
+}
 
 void weft__free(void *ptr, size_t size) {
   if (ptr != NULL)

@@ -21,6 +21,8 @@ WEFT__HIDDEN int weft__thread_create(pthread_t *t, void *(*fn)(void *),
 /* Allocation: every internal allocation goes through these. */
 WEFT__HIDDEN void *weft__malloc(size_t size);
 WEFT__HIDDEN void weft__free(void *ptr, size_t size);
+/* Grow or shrink a block; on failure NULL and the old block is untouched. */
+WEFT__HIDDEN void *weft__realloc(void *ptr, size_t old_size, size_t new_size);
 
 /*
  * The state word. Bits 0-2 hold the state (or, while bit 3 BUSY is set, the
@@ -126,6 +128,9 @@ WEFT__HIDDEN void weft__ref_need(struct weft_future *f);
 WEFT__HIDDEN void weft__drop_need(struct weft_future *f);
 WEFT__HIDDEN void weft__cancel_chain(struct weft_future *f, bool owned);
 WEFT__HIDDEN uint32_t weft__state(const struct weft_future *f);
+
+/* The user's function behind a queued task, for diagnostics (future.c). */
+WEFT__HIDDEN void (*weft__task_callback(const weft_task_t *t))(void);
 
 /* Combinators (combinators.c). */
 WEFT__HIDDEN struct weft_future *weft__combine_cancelled(struct weft_future *f);

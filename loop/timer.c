@@ -73,12 +73,10 @@ static int heap_reserve(weft_loop_t *loop) {
   uint32_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
   if (cap <= loop->heap_cap) /* 2^32 timers */
     return WEFT_ENOMEM;
-  weft__heap_entry_t *h = weft__malloc(cap * sizeof *h);
+  weft__heap_entry_t *h =
+      weft__realloc(loop->heap, loop->heap_cap * sizeof *h, cap * sizeof *h);
   if (h == NULL)
     return WEFT_ENOMEM;
-  if (loop->heap_len != 0)
-    memcpy(h, loop->heap, loop->heap_len * sizeof *h);
-  weft__free(loop->heap, loop->heap_cap * sizeof *h);
   loop->heap = h;
   loop->heap_cap = cap;
   return 0;
