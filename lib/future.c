@@ -668,3 +668,11 @@ int weft_future_await(weft_future_t *f, int64_t timeout_ms) {
   weft__waiter_put(w);
   return rc;
 }
+
+/* For diagnostics (the loop's stall detector): the user's function behind a
+ * queued task: a continuation's fn, else the task's own run function. */
+void (*weft__task_callback(const weft_task_t *t))(void) {
+  if (t->run == then_run)
+    return (void (*)(void))THEN_OF(t)->base.aux.then;
+  return (void (*)(void))t->run;
+}

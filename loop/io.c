@@ -144,15 +144,18 @@ int weft_signal_start(weft_loop_t *loop, weft_signal_t *sig, int signum,
     return WEFT_EPERM;
   if (loop->closing)
     return WEFT_ESHUTDOWN;
-  sigset_t one;
+  sigset_t one, old;
   sigemptyset(&one);
   sigaddset(&one, signum);
-  int rc = pthread_sigmask(SIG_BLOCK, &one, NULL);
+  int rc = pthread_sigmask(SIG_BLOCK, &one, &old);
   if (rc != 0)
     return weft_err_from_errno(rc);
   rc = signal_mask_update(loop, signum);
-  if (rc != 0)
+  if (rc != 0) {
+    if (!sigismember(&old, signum)) /* leave the mask as we found it */
+      pthread_sigmask(SIG_UNBLOCK, &one, NULL);
     return rc;
+  }
   sig->priv_loop = loop;
   sig->priv_fn = fn;
   sig->priv_arg = arg;

@@ -137,7 +137,7 @@ static void run_one(weft_loop_t *loop, weft_task_t *t) {
   }
   bool post = t->run == post_run; /* the node is gone after run: read now */
   weft__anyfn cb = post ? (weft__anyfn)((post_node_t *)t)->fn
-                        : (weft__anyfn)t->run;
+                        : weft__task_callback(t);
   int64_t t0 = weft__loop_cb_begin(loop);
   t->run(t);
   weft__loop_cb_end(loop, post ? "post" : "task", cb, t0);

@@ -530,6 +530,12 @@ static void busy_50ms(weft_loop_t *loop, void *arg, int status) {
     ;
 }
 
+static weft_result_t slow_then(void *arg, weft_future_t *src) {
+  (void)src;
+  busy_50ms(NULL, arg, 0);
+  return weft_ok_int(0);
+}
+
 static void quick(weft_loop_t *loop, void *arg, int status) {
   (void)loop;
   (void)status;
@@ -556,6 +562,19 @@ static void test_stall_detector(void) {
   weft_loop_stats_t st;
   weft_loop_stats(loop, &st);
   EXPECT_EQ(st.stalls, 1);
+  /* a continuation on the loop executor is reported by its own function */
+  weft_promise_t *p;
+  weft_future_t *f, *d;
+  REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+  REQUIRE_EQ(weft_future_then(f, weft_loop_executor(loop), slow_then, NULL, &d), 0);
+  weft_promise_fulfil_int(p, 1);
+  REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+  EXPECT_EQ(stall.reports, 2);
+  EXPECT_EQ(stall.kind != NULL && strcmp(stall.kind, "task") == 0, 1);
+  EXPECT_EQ(stall.cb == (void (*)(void))slow_then, 1);
+  weft_future_release(d);
+  weft_future_release(f);
+  weft_promise_release(p);
   EXPECT_EQ(weft_loop_set_stall_hook(loop, 0, NULL, NULL), 0); /* off */
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
