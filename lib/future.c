@@ -96,14 +96,8 @@ void weft__publish(struct weft_future *f) {
     return;
   /* The list is newest first; queue all of it in attach order, so that a
    * continuation awaiting a sibling finds the sibling queued. */
-  weft_task_t *fwd = NULL, *last = list;
-  while (list != NULL) {
-    weft_task_t *next = list->next;
-    list->next = fwd;
-    fwd = list;
-    list = next;
-  }
-  weft__defer_list(fwd, last);
+  weft_task_t *last = list;
+  weft__defer_list(weft__task_list_reverse(list), last);
 }
 
 int weft__settle_int(struct weft_future *f, uint32_t state, intptr_t v,

@@ -136,6 +136,19 @@ WEFT__HIDDEN void (*weft__task_callback(const weft_task_t *t))(void);
 WEFT__HIDDEN struct weft_future *weft__combine_cancelled(struct weft_future *f);
 WEFT__HIDDEN void weft__combine_destroy(struct weft_future *f);
 
+/* Reverse a task list linked through next (Treiber stacks are newest
+ * first; their consumers want oldest first). Returns the new head. */
+static inline weft_task_t *weft__task_list_reverse(weft_task_t *list) {
+  weft_task_t *fwd = NULL;
+  while (list != NULL) {
+    weft_task_t *next = list->next;
+    list->next = fwd;
+    fwd = list;
+    list = next;
+  }
+  return fwd;
+}
+
 /* The inline executor's per-thread trampoline (executor.c). */
 WEFT__HIDDEN void weft__defer(weft_task_t *task);
 /* Queue the chain first..last (linked through next, last->next NULL) in

@@ -148,16 +148,8 @@ static void inbox_push(weft__worker_t *w, weft_task_t *t) {
 static weft_task_t *inbox_take(weft__worker_t *w) {
   if (atomic_load_explicit(&w->inbox, memory_order_relaxed) == NULL)
     return NULL;
-  weft_task_t *list =
-      atomic_exchange_explicit(&w->inbox, NULL, memory_order_acquire);
-  weft_task_t *fwd = NULL;
-  while (list != NULL) {
-    weft_task_t *next = list->next;
-    list->next = fwd;
-    fwd = list;
-    list = next;
-  }
-  return fwd;
+  return weft__task_list_reverse(
+      atomic_exchange_explicit(&w->inbox, NULL, memory_order_acquire));
 }
 
 static int pool_enqueue(weft_pool_t *p, weft_task_t *t) {
