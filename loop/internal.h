@@ -110,6 +110,23 @@ static inline void weft__loop_cb_end(weft_loop_t *loop, const char *kind,
 /* Queue a task from any thread (refused once close began). */
 WEFT__HIDDEN int weft__loop_submit(weft_loop_t *loop, weft_task_t *task);
 
+/* A future owned by a loop source (a sleep's timer, a signal handler): one
+ * allocation holds the future and the source. refs: the caller's handle and
+ * the armed source. A cancel on the loop thread disarms at once; from
+ * another thread it sends stop_task to the loop (with its own reference). */
+typedef struct weft__loop_op {
+  weft__ext_t ext;
+  weft_task_t stop_task;
+  weft_loop_t *loop;
+  /* Loop thread: stop the source if still armed, and drop its reference. */
+  void (*disarm)(struct weft__loop_op *op);
+} weft__loop_op_t;
+
+/* Initialise op (`size` bytes, the op first) as a pending future of loop. */
+WEFT__HIDDEN void weft__loop_op_init(weft__loop_op_t *op, size_t size,
+                                     weft_loop_t *loop,
+                                     void (*disarm)(weft__loop_op_t *op));
+
 /* timer.c */
 WEFT__HIDDEN void weft__timers_run(weft_loop_t *loop);
 WEFT__HIDDEN int64_t weft__timers_next(const weft_loop_t *loop); /* -1: none */

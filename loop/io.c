@@ -235,48 +235,29 @@ void weft__signal_close(weft_loop_t *loop) {
 /* ---- a signal as a future ---- */
 
 typedef struct signal_op {
-  weft__ext_t ext; /* refs: the handle + the active handler */
+  weft__loop_op_t op; /* the future; its source is the handler */
   weft_signal_t sig;
-  weft_task_t stop_task;
-  weft_loop_t *loop;
 } signal_op_t;
 
 static void signal_op_fire(weft_signal_t *sig, int signum, int status,
                            void *arg) {
   signal_op_t *op = arg;
+  struct weft_future *f = &op->op.ext.base;
   if (status == 0) {
     weft_signal_stop(sig);
-    (void)weft__settle_int(&op->ext.base, WEFT_FULFILLED, signum, 0);
+    (void)weft__settle_int(f, WEFT_FULFILLED, signum, 0);
   } else { /* close: the handler is already unlinked */
-    (void)weft__settle_int(&op->ext.base, WEFT_CANCELLED, 0, WEFT_ECANCELED);
+    (void)weft__settle_int(f, WEFT_CANCELLED, 0, WEFT_ECANCELED);
   }
-  weft__unref(&op->ext.base);
+  weft__unref(f); /* the handler's reference */
 }
 
-static void signal_op_disarm(signal_op_t *op) {
+static void signal_op_disarm(weft__loop_op_t *base) {
+  signal_op_t *op = (signal_op_t *)base;
   if (op->sig.priv_active) {
     weft_signal_stop(&op->sig);
-    weft__unref(&op->ext.base);
+    weft__unref(&base->ext.base);
   }
-}
-
-static void signal_op_stop_task(weft_task_t *task) {
-  signal_op_t *op =
-      (signal_op_t *)((char *)task - offsetof(signal_op_t, stop_task));
-  signal_op_disarm(op);
-  weft__unref(&op->ext.base);
-}
-
-static void signal_op_cancelled(void *arg) {
-  signal_op_t *op = arg;
-  if (weft__loop_owned(op->loop)) {
-    signal_op_disarm(op);
-    return;
-  }
-  weft__ref(&op->ext.base);
-  op->stop_task.run = signal_op_stop_task;
-  if (weft__loop_submit(op->loop, &op->stop_task) != 0)
-    weft__unref(&op->ext.base);
 }
 
 int weft_loop_signal(weft_loop_t *loop, int signum, weft_future_t **out) {
@@ -287,15 +268,13 @@ int weft_loop_signal(weft_loop_t *loop, int signum, weft_future_t **out) {
   signal_op_t *op = weft__malloc(sizeof *op);
   if (op == NULL)
     return WEFT_ENOMEM;
-  weft__ext_init(&op->ext, sizeof *op, 2, 1);
-  weft__ext_on_cancel(&op->ext, signal_op_cancelled, op);
-  op->loop = loop;
+  weft__loop_op_init(&op->op, sizeof *op, loop, signal_op_disarm);
   op->sig.priv_active = 0;
   int rc = weft_signal_start(loop, &op->sig, signum, signal_op_fire, op);
   if (rc != 0) {
     weft__free(op, sizeof *op);
     return rc;
   }
-  *out = &op->ext.base;
+  *out = &op->op.ext.base;
   return 0;
 }

@@ -83,16 +83,7 @@ static weft_task_t *inbox_take(weft_loop_t *loop, bool close) {
     return NULL;
   weft_task_t *list = atomic_exchange_explicit(
       &loop->inbox, close ? WEFT__INBOX_CLOSED : NULL, memory_order_acquire);
-  if (list == WEFT__INBOX_CLOSED)
-    return NULL;
-  weft_task_t *fwd = NULL;
-  while (list != NULL) {
-    weft_task_t *next = list->next;
-    list->next = fwd;
-    fwd = list;
-    list = next;
-  }
-  return fwd;
+  return list == WEFT__INBOX_CLOSED ? NULL : weft__task_list_reverse(list);
 }
 
 /* ---- posted functions ---- */
@@ -164,6 +155,35 @@ static void run_tasks(weft_loop_t *loop) {
     run_one(loop, t);
     t = next;
   }
+}
+
+/* ---- futures owned by loop sources ---- */
+
+static void op_stop_task(weft_task_t *task) { /* on the loop thread */
+  weft__loop_op_t *op = (weft__loop_op_t *)((char *)task -
+                                            offsetof(weft__loop_op_t, stop_task));
+  op->disarm(op);
+  weft__unref(&op->ext.base); /* the task's reference */
+}
+
+static void op_cancelled(void *arg) { /* the cancel hook: any thread */
+  weft__loop_op_t *op = arg;
+  if (weft__loop_owned(op->loop)) {
+    op->disarm(op);
+    return;
+  }
+  weft__ref(&op->ext.base);
+  op->stop_task.run = op_stop_task;
+  if (weft__loop_submit(op->loop, &op->stop_task) != 0)
+    weft__unref(&op->ext.base); /* closing: close disarms it */
+}
+
+void weft__loop_op_init(weft__loop_op_t *op, size_t size, weft_loop_t *loop,
+                        void (*disarm)(weft__loop_op_t *op)) {
+  weft__ext_init(&op->ext, size, 2, 1);
+  weft__ext_on_cancel(&op->ext, op_cancelled, op);
+  op->loop = loop;
+  op->disarm = disarm;
 }
 
 /* ---- the loop's executor ---- */
@@ -272,13 +292,21 @@ static void wait_producers(weft_loop_t *loop) {
     sched_yield();
 }
 
-int weft_loop_close(weft_loop_t *loop) {
+/* Close and run need the loop thread, outside any run or close. */
+static int check_idle(const weft_loop_t *loop) {
   if (loop == NULL)
     return WEFT_EINVAL;
   if (!weft__loop_owned(loop))
     return WEFT_EPERM;
   if (loop->running || loop->in_close)
     return WEFT_EBUSY;
+  return 0;
+}
+
+int weft_loop_close(weft_loop_t *loop) {
+  int rc = check_idle(loop);
+  if (rc != 0)
+    return rc;
   loop->in_close = true;
   loop->closing = true; /* loop-thread submits are refused from here */
   /* What other threads posted runs (posted functions with ECANCELED,
@@ -376,14 +404,10 @@ static int iterate(weft_loop_t *loop, bool block, int64_t cap,
 }
 
 static int enter_run(weft_loop_t *loop) {
-  if (loop == NULL)
-    return WEFT_EINVAL;
-  if (!weft__loop_owned(loop))
-    return WEFT_EPERM;
-  if (loop->running || loop->in_close)
-    return WEFT_EBUSY;
-  loop->running = true;
-  return 0;
+  int rc = check_idle(loop);
+  if (rc == 0)
+    loop->running = true;
+  return rc;
 }
 
 /* Leaving run: from now on a post must wake us (or an embedding host). */

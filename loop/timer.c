@@ -194,50 +194,30 @@ void weft__timers_close(weft_loop_t *loop) {
 /* ---- sleep: a future on a timer ---- */
 
 typedef struct sleep_op {
-  weft__ext_t ext; /* the future; refs: the handle + the armed timer */
+  weft__loop_op_t op; /* the future; its source is the timer */
   weft_timer_t timer;
-  weft_task_t stop_task; /* a cancel from another thread, sent to the loop */
-  weft_loop_t *loop;
   int err; /* 0: fulfil when due; else reject with it */
 } sleep_op_t;
 
 static void sleep_due(weft_timer_t *t, int status, void *arg) {
   (void)t;
   sleep_op_t *op = arg;
+  struct weft_future *f = &op->op.ext.base;
   if (status != 0)
-    (void)weft__settle_int(&op->ext.base, WEFT_CANCELLED, 0, WEFT_ECANCELED);
+    (void)weft__settle_int(f, WEFT_CANCELLED, 0, WEFT_ECANCELED);
   else if (op->err != 0)
-    (void)weft__settle_int(&op->ext.base, WEFT_REJECTED, 0, op->err);
+    (void)weft__settle_int(f, WEFT_REJECTED, 0, op->err);
   else
-    (void)weft__settle_int(&op->ext.base, WEFT_FULFILLED, 0, 0);
-  weft__unref(&op->ext.base); /* the timer's reference */
+    (void)weft__settle_int(f, WEFT_FULFILLED, 0, 0);
+  weft__unref(f); /* the timer's reference */
 }
 
-/* On the loop thread: disarm; the timer's reference goes with it. */
-static void sleep_disarm(sleep_op_t *op) {
+static void sleep_disarm(weft__loop_op_t *base) {
+  sleep_op_t *op = (sleep_op_t *)base;
   if (op->timer.priv_index != 0) {
     weft_timer_stop(&op->timer);
-    weft__unref(&op->ext.base);
+    weft__unref(&base->ext.base);
   }
-}
-
-static void sleep_stop_task(weft_task_t *task) {
-  sleep_op_t *op =
-      (sleep_op_t *)((char *)task - offsetof(sleep_op_t, stop_task));
-  sleep_disarm(op);
-  weft__unref(&op->ext.base); /* the task's reference */
-}
-
-static void sleep_cancelled(void *arg) { /* any thread */
-  sleep_op_t *op = arg;
-  if (weft__loop_owned(op->loop)) {
-    sleep_disarm(op);
-    return;
-  }
-  weft__ref(&op->ext.base);
-  op->stop_task.run = sleep_stop_task;
-  if (weft__loop_submit(op->loop, &op->stop_task) != 0)
-    weft__unref(&op->ext.base); /* closing: close disarms it */
 }
 
 static int sleep_start(weft_loop_t *loop, int64_t ms, int err,
@@ -251,9 +231,7 @@ static int sleep_start(weft_loop_t *loop, int64_t ms, int err,
   sleep_op_t *op = weft__malloc(sizeof *op);
   if (op == NULL)
     return WEFT_ENOMEM;
-  weft__ext_init(&op->ext, sizeof *op, 2, 1);
-  weft__ext_on_cancel(&op->ext, sleep_cancelled, op);
-  op->loop = loop;
+  weft__loop_op_init(&op->op, sizeof *op, loop, sleep_disarm);
   op->err = err;
   weft_timer_init(loop, &op->timer, sleep_due, op);
   int rc = weft_timer_start(&op->timer, ms, 0);
@@ -261,7 +239,7 @@ static int sleep_start(weft_loop_t *loop, int64_t ms, int err,
     weft__free(op, sizeof *op);
     return rc;
   }
-  *out = &op->ext.base;
+  *out = &op->op.ext.base;
   return 0;
 }
 
