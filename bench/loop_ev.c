@@ -10,13 +10,7 @@
 
 static long n, fired;
 static double t0, t1;
-static uint64_t rng_state = 88172645463325252ull; /* same sequence as weft */
-static uint64_t rng(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return rng_state;
-}
+#include "loop_rng.h"
 
 static void no_op(struct ev_loop *l, ev_timer *w, int revents) {
   (void)l;

@@ -12,13 +12,7 @@
 #include <uv.h>
 
 static long n;
-static uint64_t rng_state = 88172645463325252ull; /* same sequence as weft */
-static uint64_t rng(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return rng_state;
-}
+#include "loop_rng.h"
 
 static uv_loop_t *loop;
 static uv_timer_t *timers;

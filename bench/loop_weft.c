@@ -21,14 +21,7 @@
 static weft_loop_t *loop;
 static long n;
 
-/* The timer figures' pseudo-random sequence: xorshift64, fixed seed. */
-static uint64_t rng_state = 88172645463325252ull;
-static uint64_t rng(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return rng_state;
-}
+#include "loop_rng.h"
 
 static void *xmalloc(size_t size) {
   void *p = calloc(1, size);
