@@ -160,7 +160,8 @@ WEFT_EXTERN int weft_loop_fd(const weft_loop_t *loop);
 WEFT_EXTERN int64_t weft_loop_timeout_ms(weft_loop_t *loop);
 
 /** The loop's cached time (weft_now_ns() taken at the start of the current
- * iteration), in ns; what timer deadlines are relative to.
+ * iteration, or at the last timer start between runs), in ns; what timer
+ * deadlines are relative to. Returns WEFT_EINVAL for NULL.
  * Thread: the loop thread. */
 WEFT_EXTERN int64_t weft_loop_now_ns(const weft_loop_t *loop);
 
