@@ -11,5 +11,6 @@
 #include <weft/future.h>
 #include <weft/pool.h>
 #include <weft/loop.h>
+#include <weft/net.h>
 
 #endif /* WEFT_H */

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* loop/epoll.c: the epoll backend. It only translates: registrations to
- * epoll_ctl, kernel events to weft__event_t. Level-triggered. */
+ * epoll_ctl, kernel events to weft__event_t. Level-triggered, or edge-triggered
+ * for registrations with WEFT__EDGE (sockets). */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -10,7 +11,8 @@
 
 static uint32_t to_epoll(unsigned events) {
   return ((events & WEFT_READABLE) ? EPOLLIN | EPOLLRDHUP : 0) |
-         ((events & WEFT_WRITABLE) ? EPOLLOUT : 0);
+         ((events & WEFT_WRITABLE) ? EPOLLOUT : 0) |
+         ((events & WEFT__EDGE) ? EPOLLET : 0);
 }
 
 static int ep_init(weft__backend_t *b, unsigned max) {

@@ -11,6 +11,10 @@
 #define WEFT__LOOP_TLS __attribute__((tls_model("initial-exec")))
 
 /* ---- polling backend (one file per backend; epoll.c first) ---- */
+/* Internal registration flag beside WEFT_READABLE/WEFT_WRITABLE: report
+ * readiness edges only (sockets track their own readiness, so they are
+ * registered once and never modified). */
+enum { WEFT__EDGE = 0x100u };
 typedef struct weft__event {
   void *data;      /* what add() registered */
   unsigned events; /* WEFT_READABLE | WEFT_WRITABLE */
@@ -79,6 +83,8 @@ struct weft_loop {
   int sig_fd;
   weft_signal_t *signals;
   weft_signal_t *sig_iter_next; /* dispatch cursor, fixed up by stop */
+  /* sockets: listeners waiting for a free fd (net.c) */
+  struct weft_socket *fd_waiters;
   /* stall detector */
   weft_stall_fn stall_fn;
   void *stall_arg;
@@ -127,12 +133,20 @@ WEFT__HIDDEN void weft__loop_op_init(weft__loop_op_t *op, size_t size,
                                      weft_loop_t *loop,
                                      void (*disarm)(weft__loop_op_t *op));
 
+/* The default cancel hook of a loop op (disarm here or send stop_task);
+ * an op with its own hook calls it after its own work. */
+WEFT__HIDDEN void weft__loop_op_cancel(weft__loop_op_t *op);
+
 /* timer.c */
 WEFT__HIDDEN void weft__timers_run(weft_loop_t *loop);
 WEFT__HIDDEN int64_t weft__timers_next(const weft_loop_t *loop); /* -1: none */
 WEFT__HIDDEN void weft__timers_close(weft_loop_t *loop);
 
 /* io.c */
+/* weft_io_start() without the public mask check: events may carry
+ * WEFT__EDGE; priv_events keeps only the READABLE/WRITABLE part. */
+WEFT__HIDDEN int weft__io_start(weft_loop_t *loop, weft_io_t *io, int fd,
+                                unsigned events, weft_io_fn fn, void *arg);
 WEFT__HIDDEN void weft__io_dispatch(weft_loop_t *loop, weft_io_t *io,
                                     unsigned events);
 WEFT__HIDDEN void weft__io_close(weft_loop_t *loop);

@@ -28,6 +28,11 @@ int weft_io_start(weft_loop_t *loop, weft_io_t *io, int fd, unsigned events,
     return WEFT_EINVAL;
   if (!weft__loop_owned(loop))
     return WEFT_EPERM;
+  return weft__io_start(loop, io, fd, events, fn, arg);
+}
+
+int weft__io_start(weft_loop_t *loop, weft_io_t *io, int fd, unsigned events,
+                   weft_io_fn fn, void *arg) {
   if (loop->closing)
     return WEFT_ESHUTDOWN;
   int rc = loop->ops->add(&loop->backend, fd, events, io);
@@ -37,7 +42,7 @@ int weft_io_start(weft_loop_t *loop, weft_io_t *io, int fd, unsigned events,
   io->priv_fn = fn;
   io->priv_arg = arg;
   io->priv_fd = fd;
-  io->priv_events = events;
+  io->priv_events = events & (WEFT_READABLE | WEFT_WRITABLE);
   io->priv_prev = NULL;
   io->priv_next = loop->watchers;
   if (loop->watchers != NULL)

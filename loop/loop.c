@@ -166,8 +166,7 @@ static void op_stop_task(weft_task_t *task) { /* on the loop thread */
   weft__unref(&op->ext.base); /* the task's reference */
 }
 
-static void op_cancelled(void *arg) { /* the cancel hook: any thread */
-  weft__loop_op_t *op = arg;
+void weft__loop_op_cancel(weft__loop_op_t *op) { /* any thread */
   if (weft__loop_owned(op->loop)) {
     op->disarm(op);
     return;
@@ -177,6 +176,8 @@ static void op_cancelled(void *arg) { /* the cancel hook: any thread */
   if (weft__loop_submit(op->loop, &op->stop_task) != 0)
     weft__unref(&op->ext.base); /* closing: close disarms it */
 }
+
+static void op_cancelled(void *arg) { weft__loop_op_cancel(arg); }
 
 void weft__loop_op_init(weft__loop_op_t *op, size_t size, weft_loop_t *loop,
                         void (*disarm)(weft__loop_op_t *op)) {

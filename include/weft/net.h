@@ -1,0 +1,249 @@
+/* SPDX-License-Identifier: MIT */
+/* weft/net.h: sockets on the loop (TCP, Unix stream, UDP), every operation
+ * a future. */
+#ifndef WEFT_NET_H
+#define WEFT_NET_H
+
+#include <weft/common.h>
+#include <weft/future.h>
+#include <weft/loop.h>
+
+#include <sys/socket.h>
+
+WEFT_BEGIN_DECLS
+
+/*
+ * Model
+ * -----
+ * A weft_socket_t belongs to one loop and is used on that loop's thread:
+ * every function here must be called there, except weft_future_cancel() on
+ * the futures they return (any thread). Each operation returns a future;
+ * chain on it with weft_future_then(f, weft_loop_executor(loop), ...), so a
+ * connection reads as a story: accept, read, write, read, ..., close.
+ *
+ * Buffers. A read or write borrows the caller's buffer: the caller keeps it
+ * alive and untouched (a write's) or unread (a read's) until the operation's
+ * future settles, or until weft_future_cancel() on it returns, whichever
+ * comes first. From then on weft never touches the buffer again. Nothing is
+ * copied on the way.
+ *
+ * Cancellation. Cancelling an operation on the loop thread removes it from
+ * the reactor before the cancel returns. From another thread, the cancel
+ * makes the operation inert before it returns (a syscall on the buffer that
+ * is already under way on the loop thread is waited for; one that has not
+ * started never starts) and the loop removes it on its next turn. Either
+ * way, when the future says cancelled nothing was lost: bytes that a
+ * cancelled read had already received, or a connection a cancelled accept
+ * had already taken, are kept for the next read or accept. A cancelled
+ * write may have sent a prefix of its buffer (bytes cannot be unsent); the
+ * stream then carries that prefix. An operation that completed first
+ * reports its result (the cancel returns WEFT_EALREADY).
+ *
+ * Errors and ownership. Errors of one connection settle that connection's
+ * futures only: a reset, a broken pipe or end of stream rejects the
+ * operation that met it and every later one on that socket (with the same
+ * code) until the owner closes it; no other socket is touched. An error on
+ * a listening socket rejects that listener's accept futures; running out of
+ * file descriptors (EMFILE/ENFILE) is not an error of the listener: pending
+ * accepts stay pending, the listener stops taking connections (they wait in
+ * the kernel's backlog, not dropped) and retries with a backoff (5 ms
+ * doubling to 500 ms, and at once whenever a weft socket of the loop is
+ * closed), without a busy loop. SIGPIPE never fires: writes use
+ * MSG_NOSIGNAL and a peer that went away rejects with WEFT_EPIPE or
+ * WEFT_ECONNRESET. EINTR and EAGAIN never reach the caller.
+ *
+ * Whoever holds a socket closes it with weft_socket_close() (which cancels
+ * its pending operations). A socket from weft_accept() or weft_connect()
+ * belongs to the caller from the moment the future is fulfilled (read it
+ * with weft_future_value()). weft_loop_close() closes every socket of the
+ * loop that is still open, cancelling its operations; socket pointers are
+ * invalid afterwards.
+ */
+
+/** A socket address: IPv4, IPv6 or Unix path. Plain data; copy freely. */
+typedef struct weft_addr {
+  socklen_t len;
+  struct sockaddr_storage ss;
+} weft_addr_t;
+
+/**
+ * Fill *out from a numeric IPv4 ("127.0.0.1") or IPv6 ("::1") address and a
+ * port (0: any free port, for listening). No name lookup: resolve names with
+ * getaddrinfo() in a blocking job (weft_pool_submit_blocking()), never on
+ * the loop. Returns 0; WEFT_EINVAL (NULL, or not a numeric address).
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_addr_ip(const char *ip, uint16_t port, weft_addr_t *out);
+
+/** Fill *out with a Unix socket path. Returns 0; WEFT_EINVAL (NULL, empty
+ * or too long for sun_path). Thread: any thread. */
+WEFT_EXTERN int weft_addr_unix(const char *path, weft_addr_t *out);
+
+/** The port of an IPv4/IPv6 address (host order), or WEFT_EINVAL (NULL or
+ * not an IP address). Thread: any thread. */
+WEFT_EXTERN int weft_addr_port(const weft_addr_t *addr);
+
+/**
+ * Write "1.2.3.4:80", "[::1]:80" or "unix:/path" into buf (always
+ * terminated when n > 0). Returns 0; WEFT_EINVAL (NULL, unknown family);
+ * WEFT_ERANGE (n too small; buf holds a truncated string).
+ * Thread: any thread.
+ */
+WEFT_EXTERN int weft_addr_format(const weft_addr_t *addr, char *buf, size_t n);
+
+typedef struct weft_socket weft_socket_t;
+
+/* ------------------------------------------------------------------ */
+/* Stream sockets: TCP (IPv4, IPv6) and Unix                            */
+/* ------------------------------------------------------------------ */
+
+/**
+ * Listen on addr: TCP for an IP address (with SO_REUSEADDR; port 0 picks a
+ * free port, see weft_socket_local()), a Unix stream socket for a path (an
+ * existing file at the path is an error: WEFT_EADDRINUSE; remove it
+ * yourself). backlog <= 0 means SOMAXCONN. On 0 *out is the listener,
+ * owned by the caller (weft_socket_close()).
+ * Errors: WEFT_EINVAL (NULL, unknown family); WEFT_EPERM off the loop
+ * thread; WEFT_ESHUTDOWN (loop closing); WEFT_ENOMEM; WEFT_EMFILE /
+ * WEFT_ENFILE; WEFT_EADDRINUSE, WEFT_EACCES, WEFT_EADDRNOTAVAIL and other
+ * codes from bind/listen. *out untouched on error; nothing leaks.
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_listen(weft_loop_t *loop, const weft_addr_t *addr,
+                            int backlog, weft_socket_t **out);
+
+/**
+ * Accept the next connection: *out is fulfilled with a weft_socket_t *
+ * (weft_future_value()), which the caller then owns. Several accepts may be
+ * pending; connections go to them in order. Rejected with a listener error
+ * (see the model above; never with EMFILE, EAGAIN or ECONNABORTED, which
+ * are retried inside). Cancel it to stop waiting.
+ * Errors (returned): WEFT_EINVAL (NULL, not a listener); WEFT_EPERM;
+ * WEFT_ESHUTDOWN; WEFT_ENOMEM. Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_accept(weft_socket_t *listener, weft_future_t **out);
+
+/**
+ * Connect a stream socket to addr (TCP or Unix). *out is fulfilled with the
+ * connected weft_socket_t * (the caller's), or rejected with the reason:
+ * WEFT_ECONNREFUSED, WEFT_ETIMEDOUT (the kernel's), WEFT_ENETUNREACH,
+ * WEFT_ENOENT (no such Unix path), ... For your own time limit wrap it:
+ * weft_loop_timeout(loop, f, ms, &g); a cancel or timeout closes the
+ * half-open socket.
+ * Errors (returned): WEFT_EINVAL; WEFT_EPERM; WEFT_ESHUTDOWN; WEFT_ENOMEM;
+ * WEFT_EMFILE / WEFT_ENFILE (no fd for the socket).
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_connect(weft_loop_t *loop, const weft_addr_t *addr,
+                             weft_future_t **out);
+
+/**
+ * Read some bytes (1..len) into buf: *out is fulfilled with the count
+ * (weft_future_int()). At end of stream (the peer shut down its write side
+ * or closed) it is rejected with WEFT_EOF; after a reset with
+ * WEFT_ECONNRESET. Reads queue in order; the buffer rule is in the model.
+ * Errors (returned): WEFT_EINVAL (NULL, len 0, not a connected stream);
+ * WEFT_EPERM; WEFT_ESHUTDOWN (socket closed or loop closing); WEFT_ENOMEM.
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_read(weft_socket_t *sock, void *buf, size_t len,
+                          weft_future_t **out);
+
+/**
+ * Read exactly len bytes into buf: fulfilled with len, or rejected with
+ * WEFT_EOF if the stream ends first (the bytes that did arrive are in buf;
+ * how many is not reported), or another connection error.
+ * Errors (returned): as weft_read(). Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_read_exactly(weft_socket_t *sock, void *buf, size_t len,
+                                  weft_future_t **out);
+
+/**
+ * Write all len bytes of buf: fulfilled with len once the kernel has taken
+ * every byte (partial writes continue inside), or rejected with WEFT_EPIPE /
+ * WEFT_ECONNRESET when the peer went away. Writes queue in order and are
+ * sent in that order; a write to a writable socket with nothing queued is
+ * attempted at once, so its future is often settled on return.
+ * Errors (returned): as weft_read(). Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_write(weft_socket_t *sock, const void *buf, size_t len,
+                           weft_future_t **out);
+
+/** Bytes queued by weft_write() and not yet taken by the kernel (for a
+ * per-connection limit on a slow reader). 0 for NULL. Thread: the loop
+ * thread. */
+WEFT_EXTERN size_t weft_socket_write_queued(const weft_socket_t *sock);
+
+/**
+ * Shut down the write side once every write queued before it is done: the
+ * peer then reads end of stream; reads on this side go on. *out is
+ * fulfilled with 0, or rejected with the connection's error.
+ * Errors (returned): as weft_read(). Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_shutdown(weft_socket_t *sock, weft_future_t **out);
+
+/* ------------------------------------------------------------------ */
+/* UDP                                                                  */
+/* ------------------------------------------------------------------ */
+
+/**
+ * A UDP socket bound to addr (IPv4 or IPv6; port 0 picks one). The caller
+ * owns *out. Errors: as weft_listen(). Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_udp_bind(weft_loop_t *loop, const weft_addr_t *addr,
+                              weft_socket_t **out);
+
+/**
+ * Send one datagram of len bytes (0 allowed) to `to` (copied): fulfilled
+ * with len, or rejected with the kernel's reason (WEFT_ECONNREFUSED when an
+ * earlier datagram to that peer drew an ICMP refusal; a code weft has no
+ * name for, such as EMSGSIZE, comes as WEFT_EUNKNOWN).
+ * Errors (returned): WEFT_EINVAL (NULL, not a UDP socket); WEFT_EPERM;
+ * WEFT_ESHUTDOWN; WEFT_ENOMEM. Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_udp_send(weft_socket_t *sock, const void *buf, size_t len,
+                              const weft_addr_t *to, weft_future_t **out);
+
+/**
+ * Receive one datagram into buf: fulfilled with its length (a datagram
+ * longer than len is truncated to len, the rest discarded); the sender's
+ * address goes to *from when from is not NULL (same lifetime rule as buf).
+ * Errors (returned): as weft_udp_send(). Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_udp_recv(weft_socket_t *sock, void *buf, size_t len,
+                              weft_addr_t *from, weft_future_t **out);
+
+/* ------------------------------------------------------------------ */
+/* Any socket                                                           */
+/* ------------------------------------------------------------------ */
+
+/** The local address (after port 0, the port that was bound). Returns 0;
+ * WEFT_EINVAL; kernel errors. Thread: the loop thread. */
+WEFT_EXTERN int weft_socket_local(const weft_socket_t *sock, weft_addr_t *out);
+
+/** The peer's address of a connected stream. Returns 0; WEFT_EINVAL;
+ * WEFT_ENOTCONN. Thread: the loop thread. */
+WEFT_EXTERN int weft_socket_peer(const weft_socket_t *sock, weft_addr_t *out);
+
+/** The socket's fd, for setsockopt() and the like; the socket still owns
+ * it (never close it yourself). -1 for NULL. Thread: the loop thread. */
+WEFT_EXTERN int weft_socket_fd(const weft_socket_t *sock);
+
+/** TCP_NODELAY on (1) or off (0) for a TCP stream. Returns 0; WEFT_EINVAL;
+ * kernel errors (WEFT_ENOTSUP for a Unix socket). Thread: the loop thread. */
+WEFT_EXTERN int weft_socket_nodelay(weft_socket_t *sock, int on);
+
+/**
+ * Close the socket: every pending operation on it settles as cancelled
+ * (WEFT_ECANCELED) before this returns, the fd is closed and the socket
+ * freed (later, if called from inside one of its own operations' inline
+ * continuations). Queued writes not yet sent are dropped: to send them
+ * first, close after the last write's future settles (or after
+ * weft_shutdown()). Returns 0; WEFT_EINVAL (NULL); WEFT_EPERM off the loop
+ * thread. Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_socket_close(weft_socket_t *sock);
+
+WEFT_END_DECLS
+
+#endif /* WEFT_NET_H */

@@ -1,0 +1,1033 @@
+/* SPDX-License-Identifier: MIT */
+/* loop/net.c: sockets on the loop (TCP, Unix stream, UDP), each operation a
+ * future.
+ *
+ * A socket is registered once, edge-triggered, for both directions, and
+ * never modified: it keeps its own readiness flags (set by an event, cleared
+ * by EAGAIN or a short transfer on a stream), so an echo round trip costs a
+ * read and a write and no epoll_ctl. Operations queue per direction (reads
+ * and accepts on one list, writes, connects and shutdowns on the other) and
+ * run in order while the direction is ready; a new operation on a ready,
+ * idle direction is tried at once.
+ *
+ * Cross-thread cancel: the canceller settles the future first, then (in the
+ * cancel hook) marks the op's guard word cancelled and, if the loop is inside
+ * a syscall on the op's buffer at that moment, waits for it to end; the loop
+ * marks the guard around every such syscall and skips ops marked cancelled.
+ * If a syscall completed but the cancel won the settle, what it took (bytes,
+ * a connection) is kept on the socket for the next operation. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+enum { SK_LISTEN = 1, SK_STREAM = 2, SK_DGRAM = 3 };
+enum {
+  OP_ACCEPT = 1,
+  OP_READ,
+  OP_READ_EXACT,
+  OP_CONNECT,
+  OP_WRITE,
+  OP_SHUTDOWN,
+  OP_SEND,
+  OP_RECV
+};
+
+typedef struct net_op net_op_t;
+
+struct weft_socket {
+  weft_io_t io; /* edge-triggered, both directions */
+  weft_loop_t *loop;
+  int fd;
+  uint8_t kind;
+  bool readable, writable; /* readiness since the last EAGAIN */
+  bool connecting;         /* a connect op owns the socket */
+  bool closed;
+  bool waiting_fd; /* listener: on loop->fd_waiters, retry timer armed */
+  unsigned busy;   /* processing frames on the stack; free when 0 */
+  int rerr, werr;  /* sticky errors of each direction */
+  net_op_t *rhead, *rtail, *whead, *wtail;
+  size_t wqueued;
+  /* kept when a cancel beat a completed syscall */
+  char *spill;
+  size_t spill_len, spill_off;
+  int *spare_fds; /* listener: accepted fds nobody took */
+  unsigned nspare, spare_cap;
+  /* listener out of fds */
+  weft_timer_t retry;
+  int64_t backoff_ms;
+  struct weft_socket *waiter_next;
+};
+
+struct net_op {
+  weft__loop_op_t base;
+  net_op_t *next;
+  weft_socket_t *sock; /* NULL once off the socket's queue */
+  uint8_t kind;
+  _Atomic uint32_t guard; /* loop thread inside a syscall on buf */
+  char *buf;
+  size_t len, done;
+  weft_addr_t *from; /* OP_RECV */
+  weft_addr_t to;    /* OP_SEND */
+};
+
+/* ---- addresses ---- */
+
+int weft_addr_ip(const char *ip, uint16_t port, weft_addr_t *out) {
+  if (ip == NULL || out == NULL)
+    return WEFT_EINVAL;
+  weft_addr_t a;
+  memset(&a, 0, sizeof a);
+  struct sockaddr_in *v4 = (struct sockaddr_in *)&a.ss;
+  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&a.ss;
+  if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    a.len = sizeof *v4;
+  } else if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    a.len = sizeof *v6;
+  } else {
+    return WEFT_EINVAL;
+  }
+  *out = a;
+  return 0;
+}
+
+int weft_addr_unix(const char *path, weft_addr_t *out) {
+  struct sockaddr_un un;
+  if (path == NULL || out == NULL)
+    return WEFT_EINVAL;
+  size_t n = strlen(path);
+  if (n == 0 || n >= sizeof un.sun_path)
+    return WEFT_EINVAL;
+  memset(out, 0, sizeof *out);
+  struct sockaddr_un *u = (struct sockaddr_un *)&out->ss;
+  u->sun_family = AF_UNIX;
+  memcpy(u->sun_path, path, n + 1);
+  out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+  return 0;
+}
+
+int weft_addr_port(const weft_addr_t *addr) {
+  if (addr == NULL)
+    return WEFT_EINVAL;
+  if (addr->ss.ss_family == AF_INET)
+    return ntohs(((const struct sockaddr_in *)&addr->ss)->sin_port);
+  if (addr->ss.ss_family == AF_INET6)
+    return ntohs(((const struct sockaddr_in6 *)&addr->ss)->sin6_port);
+  return WEFT_EINVAL;
+}
+
+int weft_addr_format(const weft_addr_t *addr, char *buf, size_t n) {
+  if (addr == NULL || buf == NULL)
+    return WEFT_EINVAL;
+  char ip[INET6_ADDRSTRLEN];
+  int w;
+  switch (addr->ss.ss_family) {
+  case AF_INET:
+    inet_ntop(AF_INET, &((const struct sockaddr_in *)&addr->ss)->sin_addr, ip,
+              sizeof ip);
+    w = snprintf(buf, n, "%s:%d", ip, weft_addr_port(addr));
+    break;
+  case AF_INET6:
+    inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&addr->ss)->sin6_addr,
+              ip, sizeof ip);
+    w = snprintf(buf, n, "[%s]:%d", ip, weft_addr_port(addr));
+    break;
+  case AF_UNIX:
+    w = snprintf(buf, n, "unix:%s",
+                 ((const struct sockaddr_un *)&addr->ss)->sun_path);
+    break;
+  default:
+    return WEFT_EINVAL;
+  }
+  return w < 0 || (size_t)w >= n ? WEFT_ERANGE : 0;
+}
+
+static bool addr_ok(const weft_addr_t *a) {
+  if (a == NULL || a->len == 0 || a->len > sizeof a->ss)
+    return false;
+  int fam = a->ss.ss_family;
+  return fam == AF_INET || fam == AF_INET6 || fam == AF_UNIX;
+}
+
+/* ---- socket life ---- */
+
+static void sock_event(weft_io_t *io, unsigned events, int status, void *arg);
+static void sock_close(weft_socket_t *s);
+
+static int new_fd(int family, int type) {
+  int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  return fd < 0 ? weft_err_from_errno(errno) : fd;
+}
+
+/* Wrap fd (closed on failure) in a registered socket. */
+static int sock_wrap(weft_loop_t *loop, int fd, uint8_t kind,
+                     weft_socket_t **out) {
+  weft_socket_t *s = weft__malloc(sizeof *s);
+  if (s == NULL) {
+    close(fd);
+    return WEFT_ENOMEM;
+  }
+  memset(s, 0, sizeof *s);
+  s->loop = loop;
+  s->fd = fd;
+  s->kind = kind;
+  /* Optimistic: the first operation tries its syscall; EAGAIN clears. */
+  s->readable = s->writable = true;
+  int rc = weft__io_start(loop, &s->io, fd,
+                          WEFT_READABLE | WEFT_WRITABLE | WEFT__EDGE,
+                          sock_event, s);
+  if (rc != 0) {
+    close(fd);
+    weft__free(s, sizeof *s);
+    return rc;
+  }
+  *out = s;
+  return 0;
+}
+
+static void sock_free(weft_socket_t *s) {
+  if (s->spill != NULL)
+    weft__free(s->spill, s->spill_len);
+  for (unsigned i = 0; i < s->nspare; i++)
+    close(s->spare_fds[i]);
+  if (s->spare_fds != NULL)
+    weft__free(s->spare_fds, s->spare_cap * sizeof(int));
+  weft__free(s, sizeof *s);
+}
+
+static void sock_hold(weft_socket_t *s) { s->busy++; }
+static void sock_drop(weft_socket_t *s) {
+  if (--s->busy == 0 && s->closed)
+    sock_free(s);
+}
+
+static int check_sock(const weft_socket_t *s) {
+  if (s == NULL)
+    return WEFT_EINVAL;
+  if (!weft__loop_owned(s->loop))
+    return WEFT_EPERM;
+  if (s->closed || s->loop->closing)
+    return WEFT_ESHUTDOWN;
+  return 0;
+}
+
+/* ---- operations ---- */
+
+static net_op_t **queue_head(weft_socket_t *s, net_op_t *op) {
+  return op->kind <= OP_READ_EXACT || op->kind == OP_RECV ? &s->rhead
+                                                          : &s->whead;
+}
+
+static void op_unlink(weft_socket_t *s, net_op_t *op) {
+  net_op_t **head = queue_head(s, op);
+  net_op_t **tail = head == &s->rhead ? &s->rtail : &s->wtail;
+  net_op_t *prev = NULL;
+  for (net_op_t *o = *head; o != NULL; prev = o, o = o->next) {
+    if (o != op)
+      continue;
+    if (prev != NULL)
+      prev->next = o->next;
+    else
+      *head = o->next;
+    if (*tail == o)
+      *tail = prev;
+    break;
+  }
+  if (op->kind == OP_WRITE)
+    s->wqueued -= op->len - op->done;
+  op->next = NULL;
+  op->sock = NULL;
+}
+
+static struct weft_future *op_future(net_op_t *op) { return &op->base.ext.base; }
+
+/* The operation leaves its queue (its source reference goes) and settles. */
+static void op_finish_int(weft_socket_t *s, net_op_t *op, intptr_t v,
+                          int err) {
+  op_unlink(s, op);
+  struct weft_future *f = op_future(op);
+  (void)weft__settle_int(f, err == 0 ? WEFT_FULFILLED : WEFT_REJECTED, v, err);
+  weft__unref(f);
+}
+
+/* The guard word: GUARD_IO while the loop thread is in a syscall on the
+ * op's buffer, GUARD_CANCEL once a cancel hook ran. Both sides use RMWs on
+ * this one word, so they are totally ordered: either the loop sees the
+ * cancel and skips the syscall, or the canceller sees the syscall and waits
+ * for it to end. */
+enum { GUARD_IO = 1u, GUARD_CANCEL = 2u };
+
+/* Loop thread, before a syscall on op's buffer: false if it was cancelled. */
+static bool op_enter(net_op_t *op) {
+  uint32_t old =
+      atomic_fetch_or_explicit(&op->guard, GUARD_IO, memory_order_acq_rel);
+  return (old & GUARD_CANCEL) == 0;
+}
+
+static void op_leave(net_op_t *op) {
+  atomic_fetch_and_explicit(&op->guard, ~(uint32_t)GUARD_IO,
+                            memory_order_release);
+}
+
+/* A cancelled op still queued: drop it (its future says cancelled). */
+static void op_drop(weft_socket_t *s, net_op_t *op) {
+  op_unlink(s, op);
+  weft__unref(op_future(op));
+}
+
+/* Claim the op's future for a result while the guard is up; false when a
+ * cancel won (the caller keeps what the syscall took). Publish after
+ * op_leave with op_publish. */
+static bool op_claim(net_op_t *op) {
+  return weft__claim(op_future(op), WEFT_FULFILLED) == 0;
+}
+
+static void op_publish(weft_socket_t *s, net_op_t *op, intptr_t v) {
+  struct weft_future *f = op_future(op);
+  op_unlink(s, op);
+  f->val.i = v;
+  weft__publish(f);
+  weft__unref(f);
+}
+
+static void op_publish_ptr(weft_socket_t *s, net_op_t *op, void *p) {
+  struct weft_future *f = op_future(op);
+  op_unlink(s, op);
+  f->val.ptr = p;
+  weft__publish(f);
+  weft__unref(f);
+}
+
+static void spill_keep(weft_socket_t *s, const char *data, size_t n) {
+  /* Rare (a cross-thread cancel racing a read): append to the spill. */
+  size_t have = s->spill_len - s->spill_off;
+  char *b = weft__malloc(have + n);
+  if (b == NULL) {
+    s->rerr = WEFT_ENOMEM; /* cannot keep the bytes: the stream is broken */
+    return;
+  }
+  if (have != 0)
+    memcpy(b, s->spill + s->spill_off, have);
+  memcpy(b + have, data, n);
+  if (s->spill != NULL)
+    weft__free(s->spill, s->spill_len);
+  s->spill = b;
+  s->spill_len = have + n;
+  s->spill_off = 0;
+}
+
+static void keep_fd(weft_socket_t *s, int fd) {
+  if (s->nspare == s->spare_cap) {
+    unsigned cap = s->spare_cap ? s->spare_cap * 2 : 4;
+    int *p = weft__realloc(s->spare_fds, s->spare_cap * sizeof(int),
+                           cap * sizeof(int));
+    if (p == NULL) {
+      close(fd); /* the peer sees a reset; nothing else to do */
+      return;
+    }
+    s->spare_fds = p;
+    s->spare_cap = cap;
+  }
+  s->spare_fds[s->nspare++] = fd;
+}
+
+static bool transient(int e) { return e == EAGAIN || e == EWOULDBLOCK; }
+
+static int io_err(int e) {
+  int rc = weft_err_from_errno(e);
+  return rc == 0 ? WEFT_EIO : rc;
+}
+
+/* ---- reads ---- */
+
+static void listener_wait_fd(weft_socket_t *s);
+
+static void do_accept(weft_socket_t *s, net_op_t *op) {
+  int fd;
+  if (s->nspare > 0) {
+    fd = s->spare_fds[--s->nspare];
+  } else {
+    if (!s->readable || s->waiting_fd)
+      return;
+    fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      int e = errno;
+      if (transient(e))
+        s->readable = false;
+      else if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
+        listener_wait_fd(s);
+      else if (e != EINTR && e != ECONNABORTED && e != EPROTO && e != EPERM)
+        s->rerr = io_err(e); /* the listener's own error: tell its owner */
+      return;
+    }
+  }
+  weft_socket_t *c;
+  int rc = sock_wrap(s->loop, fd, SK_STREAM, &c);
+  if (rc != 0) { /* fd closed by sock_wrap; the peer sees a reset */
+    op_finish_int(s, op, 0, rc);
+    return;
+  }
+  if (!op_claim(op)) { /* cancelled from another thread meanwhile: keep
+                           the connection (not its wrapper) for the next */
+    weft_io_stop(&c->io);
+    keep_fd(s, c->fd);
+    weft__free(c, sizeof *c);
+    op_drop(s, op);
+    return;
+  }
+  op_publish_ptr(s, op, c);
+}
+
+static void do_read(weft_socket_t *s, net_op_t *op) {
+  if (s->spill_len > s->spill_off) { /* bytes a cancelled read kept */
+    size_t n = s->spill_len - s->spill_off;
+    if (n > op->len - op->done)
+      n = op->len - op->done;
+    if (!op_enter(op)) {
+      op_drop(s, op);
+      return;
+    }
+    memcpy(op->buf + op->done, s->spill + s->spill_off, n);
+    op->done += n;
+    s->spill_off += n;
+    if (s->spill_off == s->spill_len) {
+      weft__free(s->spill, s->spill_len);
+      s->spill = NULL;
+      s->spill_len = s->spill_off = 0;
+    }
+    bool full = op->done == op->len;
+    if (op->kind == OP_READ || full) {
+      if (!op_claim(op)) { /* impossible on this thread, but be exact */
+        op_leave(op);
+        spill_keep(s, op->buf, op->done);
+        op_drop(s, op);
+        return;
+      }
+      op_leave(op);
+      op_publish(s, op, (intptr_t)op->done);
+      return;
+    }
+    op_leave(op);
+  }
+  if (s->rerr != 0) {
+    op_finish_int(s, op, 0, s->rerr);
+    return;
+  }
+  if (!s->readable)
+    return;
+  if (!op_enter(op)) {
+    op_drop(s, op);
+    return;
+  }
+  size_t want = op->len - op->done;
+  ssize_t n;
+  do
+    n = recv(s->fd, op->buf + op->done, want, 0);
+  while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    if ((size_t)n < want)
+      s->readable = false; /* a short read on a stream drained it */
+    op->done += (size_t)n;
+    if (op->kind == OP_READ || op->done == op->len) {
+      if (!op_claim(op)) {
+        spill_keep(s, op->buf, op->done);
+        op_leave(op);
+        op_drop(s, op);
+        return;
+      }
+      op_leave(op);
+      op_publish(s, op, (intptr_t)op->done);
+      return;
+    }
+    op_leave(op);
+    return;
+  }
+  op_leave(op);
+  if (n == 0) {
+    s->rerr = WEFT_EOF;
+  } else if (transient(errno)) {
+    s->readable = false;
+    return;
+  } else {
+    s->rerr = io_err(errno);
+    if (s->rerr == WEFT_ECONNRESET && s->werr == 0)
+      s->werr = s->rerr;
+  }
+  if (op->kind == OP_READ_EXACT && op->done > 0 && s->rerr == WEFT_EOF)
+    op_finish_int(s, op, 0, WEFT_EOF);
+}
+
+static void do_recv(weft_socket_t *s, net_op_t *op) {
+  if (!s->readable)
+    return;
+  if (!op_enter(op)) {
+    op_drop(s, op);
+    return;
+  }
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  ssize_t n;
+  do
+    n = recvfrom(s->fd, op->buf, op->len, 0, (struct sockaddr *)&ss, &sl);
+  while (n < 0 && errno == EINTR);
+  if (n >= 0) {
+    if (op->from != NULL) {
+      memset(op->from, 0, sizeof *op->from);
+      memcpy(&op->from->ss, &ss, sl);
+      op->from->len = sl;
+    }
+    if (!op_claim(op)) { /* the datagram is lost to the cancel: say so */
+      op_leave(op);
+      op_drop(s, op);
+      return;
+    }
+    op_leave(op);
+    op_publish(s, op, (intptr_t)n);
+    return;
+  }
+  op_leave(op);
+  if (transient(errno))
+    s->readable = false;
+  else
+    op_finish_int(s, op, 0, io_err(errno)); /* ICMP errors: this op only */
+}
+
+static void run_reads(weft_socket_t *s) {
+  while (s->rhead != NULL && !s->closed) {
+    net_op_t *op = s->rhead;
+    size_t done = op->done;
+    bool was_ready = s->readable;
+    int err = s->rerr;
+    if (s->kind == SK_LISTEN) {
+      if (s->rerr != 0) {
+        op_finish_int(s, op, 0, s->rerr);
+        continue;
+      }
+      do_accept(s, op);
+    } else if (s->kind == SK_DGRAM) {
+      do_recv(s, op);
+    } else {
+      do_read(s, op);
+    }
+    if (s->rhead == op && op->done == done && s->readable == was_ready &&
+        s->rerr == err)
+      break; /* no progress: wait for readiness */
+  }
+}
+
+/* ---- writes ---- */
+
+static void do_write(weft_socket_t *s, net_op_t *op) {
+  if (s->werr != 0) {
+    op_finish_int(s, op, 0, s->werr);
+    return;
+  }
+  if (!s->writable)
+    return;
+  if (op->kind == OP_SHUTDOWN) {
+    int rc = shutdown(s->fd, SHUT_WR) == 0 ? 0 : io_err(errno);
+    op_finish_int(s, op, 0, rc);
+    return;
+  }
+  if (!op_enter(op)) {
+    op_drop(s, op);
+    return;
+  }
+  size_t want = op->len - op->done;
+  ssize_t n;
+  do
+    n = send(s->fd, op->buf + op->done, want, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  op_leave(op);
+  if (n >= 0) {
+    op->done += (size_t)n;
+    s->wqueued -= (size_t)n;
+    if ((size_t)n < want)
+      s->writable = false;
+    if (op->done == op->len)
+      op_finish_int(s, op, (intptr_t)op->len, 0);
+    return;
+  }
+  if (transient(errno)) {
+    s->writable = false;
+    return;
+  }
+  s->werr = io_err(errno);
+  if (s->werr == WEFT_ECONNRESET && s->rerr == 0)
+    s->rerr = s->werr;
+  op_finish_int(s, op, 0, s->werr);
+}
+
+static void do_send(weft_socket_t *s, net_op_t *op) {
+  if (!s->writable)
+    return;
+  if (!op_enter(op)) {
+    op_drop(s, op);
+    return;
+  }
+  ssize_t n;
+  do
+    n = sendto(s->fd, op->buf, op->len, MSG_NOSIGNAL,
+               (const struct sockaddr *)&op->to.ss, op->to.len);
+  while (n < 0 && errno == EINTR);
+  op_leave(op);
+  if (n >= 0)
+    op_finish_int(s, op, (intptr_t)op->len, 0);
+  else if (transient(errno))
+    s->writable = false;
+  else
+    op_finish_int(s, op, 0, io_err(errno));
+}
+
+static void do_connect(weft_socket_t *s, net_op_t *op) {
+  if (!s->writable)
+    return;
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+    err = errno;
+  if (err == EINPROGRESS || err == EALREADY || err == EINTR) {
+    s->writable = false;
+    return;
+  }
+  if (err == 0) {
+    /* Still in progress looks like "writable" only after it finished. */
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getpeername(s->fd, (struct sockaddr *)&ss, &sl) != 0) {
+      if (errno == ENOTCONN) {
+        s->writable = false;
+        return;
+      }
+      err = errno;
+    }
+  }
+  if (err != 0) {
+    op_finish_int(s, op, 0, io_err(err));
+    s->connecting = false;
+    sock_close(s); /* the half-open socket was the op's */
+    return;
+  }
+  s->connecting = false;
+  if (!op_claim(op)) { /* cancelled: the socket goes with it */
+    op_drop(s, op);
+    sock_close(s);
+    return;
+  }
+  op_publish_ptr(s, op, s);
+}
+
+static void run_writes(weft_socket_t *s) {
+  while (s->whead != NULL && !s->closed) {
+    net_op_t *op = s->whead;
+    size_t done = op->done;
+    bool was_ready = s->writable;
+    if (op->kind == OP_CONNECT)
+      do_connect(s, op);
+    else if (s->kind == SK_DGRAM)
+      do_send(s, op);
+    else
+      do_write(s, op);
+    if (s->whead == op && op->done == done && s->writable == was_ready)
+      break;
+  }
+}
+
+static void sock_run(weft_socket_t *s) {
+  sock_hold(s);
+  run_writes(s);
+  run_reads(s);
+  sock_drop(s);
+}
+
+static void sock_event(weft_io_t *io, unsigned events, int status, void *arg) {
+  (void)io;
+  weft_socket_t *s = arg;
+  if (status != 0) { /* the loop is closing: it is unlinked already */
+    sock_close(s);
+    return;
+  }
+  if (events & WEFT_READABLE)
+    s->readable = true;
+  if (events & WEFT_WRITABLE)
+    s->writable = true;
+  sock_run(s);
+}
+
+/* ---- listeners out of fds ---- */
+
+static void retry_due(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  weft_socket_t *s = arg;
+  if (status != 0 || s->closed)
+    return;
+  weft_loop_t *loop = s->loop;
+  for (weft_socket_t **p = &loop->fd_waiters; *p != NULL;
+       p = &(*p)->waiter_next) {
+    if (*p == s) {
+      *p = s->waiter_next;
+      break;
+    }
+  }
+  s->waiting_fd = false;
+  sock_run(s);
+  if (!s->waiting_fd)
+    s->backoff_ms = 0;
+}
+
+static void listener_wait_fd(weft_socket_t *s) {
+  s->backoff_ms = s->backoff_ms == 0 ? 5
+                  : s->backoff_ms >= 250 ? 500
+                                         : s->backoff_ms * 2;
+  if (weft_timer_start(&s->retry, s->backoff_ms, 0) != 0)
+    return; /* loop closing */
+  s->waiting_fd = true;
+  s->waiter_next = s->loop->fd_waiters;
+  s->loop->fd_waiters = s;
+}
+
+/* A socket closed: an fd is free, so waiting listeners retry now. */
+static void kick_fd_waiters(weft_loop_t *loop) {
+  for (weft_socket_t *w = loop->fd_waiters; w != NULL; w = w->waiter_next)
+    (void)weft_timer_start(&w->retry, 0, 0);
+}
+
+/* ---- close ---- */
+
+static void cancel_queue(weft_socket_t *s, net_op_t **head) {
+  while (*head != NULL) {
+    net_op_t *op = *head;
+    op_unlink(s, op);
+    struct weft_future *f = op_future(op);
+    (void)weft__settle_int(f, WEFT_CANCELLED, 0, WEFT_ECANCELED);
+    weft__unref(f);
+  }
+}
+
+static void sock_close(weft_socket_t *s) {
+  if (s->closed)
+    return;
+  s->closed = true;
+  weft_loop_t *loop = s->loop;
+  weft_io_stop(&s->io); /* no-op when the loop's close unlinked it */
+  if (s->kind == SK_LISTEN) {
+    weft_timer_stop(&s->retry);
+    for (weft_socket_t **p = &loop->fd_waiters; *p != NULL;
+         p = &(*p)->waiter_next) {
+      if (*p == s) {
+        *p = s->waiter_next;
+        break;
+      }
+    }
+  }
+  close(s->fd);
+  sock_hold(s);
+  cancel_queue(s, &s->rhead);
+  cancel_queue(s, &s->whead);
+  if (!loop->in_close)
+    kick_fd_waiters(loop);
+  sock_drop(s);
+}
+
+int weft_socket_close(weft_socket_t *sock) {
+  if (sock == NULL)
+    return WEFT_EINVAL;
+  if (!weft__loop_owned(sock->loop))
+    return WEFT_EPERM;
+  if (sock->connecting)
+    return WEFT_EINVAL; /* its connect future owns it; cancel that */
+  sock_close(sock);
+  return 0;
+}
+
+/* ---- starting operations ---- */
+
+static void op_disarm(weft__loop_op_t *base) { /* loop thread */
+  net_op_t *op = (net_op_t *)base;
+  weft_socket_t *s = op->sock;
+  if (s == NULL)
+    return; /* finished or dropped already */
+  op_unlink(s, op);
+  weft__unref(op_future(op)); /* the queue's reference */
+  if (op->kind == OP_CONNECT) {
+    s->connecting = false;
+    sock_close(s);
+  }
+}
+
+/* The cancel hook: make the op inert before returning (see the top). */
+static void op_cancel_hook(void *arg) {
+  net_op_t *op = arg;
+  uint32_t old =
+      atomic_fetch_or_explicit(&op->guard, GUARD_CANCEL, memory_order_acq_rel);
+  if (old & GUARD_IO) /* only ever from another thread: the loop is in a */
+    while (atomic_load_explicit(&op->guard, memory_order_acquire) & GUARD_IO)
+      sched_yield(); /* nonblocking syscall on the buffer; it ends soon */
+  weft__loop_op_cancel(&op->base);
+}
+
+static net_op_t *op_new(weft_socket_t *s, uint8_t kind, void *buf,
+                        size_t len) {
+  net_op_t *op = weft__malloc(sizeof *op);
+  if (op == NULL)
+    return NULL;
+  weft__loop_op_init(&op->base, sizeof *op, s->loop, op_disarm);
+  weft__ext_on_cancel(&op->base.ext, op_cancel_hook, op);
+  op->next = NULL;
+  op->sock = s;
+  op->kind = kind;
+  atomic_init(&op->guard, 0);
+  op->buf = buf;
+  op->len = len;
+  op->done = 0;
+  op->from = NULL;
+  return op;
+}
+
+/* Queue op and try it at once if its direction is ready and idle. */
+static weft_future_t *op_queue(weft_socket_t *s, net_op_t *op) {
+  net_op_t **head = queue_head(s, op);
+  net_op_t **tail = head == &s->rhead ? &s->rtail : &s->wtail;
+  bool idle = *head == NULL;
+  if (*tail != NULL)
+    (*tail)->next = op;
+  else
+    *head = op;
+  *tail = op;
+  if (op->kind == OP_WRITE)
+    s->wqueued += op->len;
+  if (idle) {
+    sock_hold(s);
+    if (head == &s->rhead)
+      run_reads(s);
+    else
+      run_writes(s);
+    sock_drop(s);
+  }
+  return op_future(op);
+}
+
+static int start_op(weft_socket_t *s, uint8_t kind, uint8_t want_kind,
+                    void *buf, size_t len, weft_future_t **out) {
+  int rc = check_sock(s);
+  if (rc != 0)
+    return rc;
+  if (out == NULL || s->kind != want_kind || s->connecting)
+    return WEFT_EINVAL;
+  bool data = kind == OP_READ || kind == OP_READ_EXACT || kind == OP_WRITE;
+  if (data && (buf == NULL || (kind != OP_WRITE && len == 0)))
+    return WEFT_EINVAL;
+  net_op_t *op = op_new(s, kind, buf, len);
+  if (op == NULL)
+    return WEFT_ENOMEM;
+  *out = op_queue(s, op);
+  return 0;
+}
+
+int weft_read(weft_socket_t *sock, void *buf, size_t len, weft_future_t **out) {
+  return start_op(sock, OP_READ, SK_STREAM, buf, len, out);
+}
+
+int weft_read_exactly(weft_socket_t *sock, void *buf, size_t len,
+                      weft_future_t **out) {
+  return start_op(sock, OP_READ_EXACT, SK_STREAM, buf, len, out);
+}
+
+int weft_write(weft_socket_t *sock, const void *buf, size_t len,
+               weft_future_t **out) {
+  return start_op(sock, OP_WRITE, SK_STREAM, (void *)buf, len, out);
+}
+
+int weft_shutdown(weft_socket_t *sock, weft_future_t **out) {
+  return start_op(sock, OP_SHUTDOWN, SK_STREAM, NULL, 0, out);
+}
+
+int weft_accept(weft_socket_t *listener, weft_future_t **out) {
+  return start_op(listener, OP_ACCEPT, SK_LISTEN, NULL, 0, out);
+}
+
+size_t weft_socket_write_queued(const weft_socket_t *sock) {
+  return sock == NULL ? 0 : sock->wqueued;
+}
+
+int weft_udp_recv(weft_socket_t *sock, void *buf, size_t len, weft_addr_t *from,
+                  weft_future_t **out) {
+  int rc = check_sock(sock);
+  if (rc != 0)
+    return rc;
+  if (out == NULL || buf == NULL || len == 0 || sock->kind != SK_DGRAM)
+    return WEFT_EINVAL;
+  net_op_t *op = op_new(sock, OP_RECV, buf, len);
+  if (op == NULL)
+    return WEFT_ENOMEM;
+  op->from = from;
+  *out = op_queue(sock, op);
+  return 0;
+}
+
+int weft_udp_send(weft_socket_t *sock, const void *buf, size_t len,
+                  const weft_addr_t *to, weft_future_t **out) {
+  int rc = check_sock(sock);
+  if (rc != 0)
+    return rc;
+  if (out == NULL || (buf == NULL && len != 0) || !addr_ok(to) ||
+      sock->kind != SK_DGRAM)
+    return WEFT_EINVAL;
+  net_op_t *op = op_new(sock, OP_SEND, (void *)buf, len);
+  if (op == NULL)
+    return WEFT_ENOMEM;
+  op->to = *to;
+  *out = op_queue(sock, op);
+  return 0;
+}
+
+/* ---- creating sockets ---- */
+
+static int check_loop(weft_loop_t *loop, const weft_addr_t *addr,
+                      weft_socket_t **out_sock, weft_future_t **out_fut) {
+  if (loop == NULL || !addr_ok(addr) || (out_sock == NULL && out_fut == NULL))
+    return WEFT_EINVAL;
+  if (!weft__loop_owned(loop))
+    return WEFT_EPERM;
+  return loop->closing ? WEFT_ESHUTDOWN : 0;
+}
+
+static int bind_new(weft_loop_t *loop, const weft_addr_t *addr, int type,
+                    int backlog, uint8_t kind, weft_socket_t **out) {
+  int fd = new_fd(addr->ss.ss_family, type);
+  if (fd < 0)
+    return fd;
+  int one = 1;
+  if (addr->ss.ss_family != AF_UNIX && type == SOCK_STREAM)
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) != 0 ||
+      (type == SOCK_STREAM &&
+       listen(fd, backlog <= 0 ? SOMAXCONN : backlog) != 0)) {
+    int rc = io_err(errno);
+    close(fd);
+    return rc;
+  }
+  weft_socket_t *s;
+  int rc = sock_wrap(loop, fd, kind, &s);
+  if (rc != 0)
+    return rc;
+  if (kind == SK_LISTEN)
+    weft_timer_init(loop, &s->retry, retry_due, s);
+  *out = s;
+  return 0;
+}
+
+int weft_listen(weft_loop_t *loop, const weft_addr_t *addr, int backlog,
+                weft_socket_t **out) {
+  int rc = check_loop(loop, addr, out, NULL);
+  return rc != 0 ? rc : bind_new(loop, addr, SOCK_STREAM, backlog, SK_LISTEN, out);
+}
+
+int weft_udp_bind(weft_loop_t *loop, const weft_addr_t *addr,
+                  weft_socket_t **out) {
+  int rc = check_loop(loop, addr, out, NULL);
+  if (rc == 0 && addr->ss.ss_family == AF_UNIX)
+    rc = WEFT_EINVAL;
+  return rc != 0 ? rc : bind_new(loop, addr, SOCK_DGRAM, 0, SK_DGRAM, out);
+}
+
+int weft_connect(weft_loop_t *loop, const weft_addr_t *addr,
+                 weft_future_t **out) {
+  int rc = check_loop(loop, addr, NULL, out);
+  if (rc != 0)
+    return rc;
+  int fd = new_fd(addr->ss.ss_family, SOCK_STREAM);
+  if (fd < 0)
+    return fd;
+  int cr;
+  do
+    cr = connect(fd, (const struct sockaddr *)&addr->ss, addr->len);
+  while (cr != 0 && errno == EINTR);
+  int cerr = cr == 0 ? 0 : errno;
+  weft_socket_t *s;
+  rc = sock_wrap(loop, fd, SK_STREAM, &s);
+  if (rc != 0)
+    return rc;
+  net_op_t *op = op_new(s, OP_CONNECT, NULL, 0);
+  if (op == NULL) {
+    sock_close(s);
+    return WEFT_ENOMEM;
+  }
+  s->connecting = true;
+  if (cerr == EINPROGRESS || cerr == EAGAIN) {
+    s->writable = false; /* wait for the kernel's event */
+  } else if (cerr != 0) {
+    /* Refused at once (a Unix path with no listener, say): a rejection,
+     * like any other connection outcome. */
+    op->sock = NULL;
+    s->connecting = false;
+    sock_close(s);
+    struct weft_future *f = op_future(op);
+    (void)weft__settle_int(f, WEFT_REJECTED, 0, io_err(cerr));
+    weft__unref(f);
+    *out = f;
+    return 0;
+  }
+  *out = op_queue(s, op);
+  return 0;
+}
+
+/* ---- any socket ---- */
+
+static int check_any(const weft_socket_t *s) {
+  if (s == NULL)
+    return WEFT_EINVAL;
+  if (!weft__loop_owned(s->loop))
+    return WEFT_EPERM;
+  return s->closed ? WEFT_EINVAL : 0;
+}
+
+int weft_socket_local(const weft_socket_t *sock, weft_addr_t *out) {
+  int rc = check_any(sock);
+  if (rc != 0 || out == NULL)
+    return rc != 0 ? rc : WEFT_EINVAL;
+  memset(out, 0, sizeof *out);
+  out->len = sizeof out->ss;
+  if (getsockname(sock->fd, (struct sockaddr *)&out->ss, &out->len) != 0)
+    return io_err(errno);
+  return 0;
+}
+
+int weft_socket_peer(const weft_socket_t *sock, weft_addr_t *out) {
+  int rc = check_any(sock);
+  if (rc != 0 || out == NULL)
+    return rc != 0 ? rc : WEFT_EINVAL;
+  memset(out, 0, sizeof *out);
+  out->len = sizeof out->ss;
+  if (getpeername(sock->fd, (struct sockaddr *)&out->ss, &out->len) != 0)
+    return io_err(errno);
+  return 0;
+}
+
+int weft_socket_fd(const weft_socket_t *sock) {
+  return sock == NULL || sock->closed ? -1 : sock->fd;
+}
+
+int weft_socket_nodelay(weft_socket_t *sock, int on) {
+  int rc = check_any(sock);
+  if (rc != 0)
+    return rc;
+  if (sock->kind != SK_STREAM)
+    return WEFT_EINVAL;
+  int v = on ? 1 : 0;
+  return setsockopt(sock->fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) == 0
+             ? 0
+             : io_err(errno);
+}
