@@ -4,17 +4,18 @@
 # figure, "<suite>.<case>.<impl>: <value> <unit>", weft and its peers side by
 # side in one run. Each figure is the median of BENCH_REPS (default 5) runs,
 # interleaved across implementations. Peers that are not installed are
-# skipped with a "# skipped:" line. Suites: future, pool, loop.
+# skipped with a "# skipped:" line. Suites: future, pool, loop, net.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 out=${BENCH_BUILD:-$root/build/bench}
 reps=${BENCH_REPS:-5}
-all_suites=(future pool loop)
+all_suites=(future pool loop net)
 
 log() { echo "# $*"; }
 median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) exit 1; m=int((NR+1)/2); print (NR%2)?v[m]:(v[m]+v[m+1])/2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1fx", a/b}'; }
+ratio2() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2fx", a/b}'; }
 
 build_weft() {
   [ -n "${weft_built:-}" ] && return
@@ -228,6 +229,82 @@ suite_loop() {
     log "ratio loop.offload weft/libuv: $(ratio "$(med loff.weft)" "$(med loff.libuv)")"
     log "ratio loop.offload_rtt_p50 libuv/weft: $(ratio "$(med rtt50.libuv)" "$(med rtt50.weft)")"
   fi
+  return 0
+}
+
+# One echo run: server <conns> on core 0, the shared client on core 1.
+# Prints "<rps> <cpu_us per round trip>" or fails loudly.
+net_once() { # server-binary, conns
+  local srv=$1 n=$2 tmp port="" pid i
+  tmp=$(mktemp)
+  local pin0=() pin1=()
+  if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    pin0=(taskset -c 0); pin1=(taskset -c 1)
+  fi
+  "${pin0[@]}" "$srv" "$n" >"$tmp" &
+  pid=$!
+  for ((i = 0; i < 200; i++)); do
+    port=$(awk '/^port/ {print $2}' "$tmp")
+    [ -n "$port" ] && break
+    sleep 0.05
+  done
+  [ -n "$port" ] || { kill "$pid" 2>/dev/null; echo "net: $srv did not listen" >&2; return 1; }
+  local rps
+  rps=$("${pin1[@]}" "$out/bench_net_client" "$port" "$n" "${BENCH_NET_SECS:-1}" 64 | awk '/^rps/ {print $2}')
+  for ((i = 0; i < 200; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid"; echo "net: $srv did not finish" >&2; return 1
+  fi
+  wait "$pid" || true
+  awk -v rps="$rps" '/^cpu_us/ {if ($4 > 0) printf "%s %.3f\n", rps, $2 / ($4 / 64)}' "$tmp"
+  rm -f "$tmp"
+}
+
+suite_net() {
+  build_weft
+  cmake --build "$out" -j2 --target bench_net_weft >/dev/null
+  build_c bench_net_client "$here/net_client.c" || { log "skipped: net (gcc failed)"; return 0; }
+  local impls=(weft)
+  cp "$out/bench/bench_net_weft" "$out/bench_net_weft"
+  if [ -f /usr/include/uv.h ] && build_c bench_net_libuv "$here/net_uv.c" -luv; then
+    impls+=(libuv)
+  else
+    log "skipped: libuv (uv.h or libuv not found: apt-get install libuv1-dev)"
+  fi
+  if [ -f /usr/include/ev.h ] && build_c bench_net_libev "$here/net_ev.c" -lev; then
+    impls+=(libev)
+  else
+    log "skipped: libev (ev.h or libev not found: apt-get install libev-dev)"
+  fi
+  build_c bench_net_epoll "$here/net_epoll.c" && impls+=(epoll)
+  local hard ns=(1 100 1000)
+  hard=$(ulimit -Hn)
+  if [ "$hard" != unlimited ] && [ "$hard" -lt 2200 ]; then
+    log "skipped: net.echo.c1000 (fd hard limit $hard < 2200)"; ns=(1 100)
+  else
+    ulimit -n 4096 2>/dev/null || ulimit -n "$hard"
+  fi
+  for n in "${ns[@]}"; do
+    for ((r = 0; r < reps; r++)); do
+      for i in "${impls[@]}"; do
+        local v
+        v=$(net_once "$out/bench_net_$i" "$n") || return 1
+        samples[rps$n.$i]+="${v% *} "
+        samples[cpu$n.$i]+="${v#* } "
+      done
+    done
+    for i in "${impls[@]}"; do
+      echo "net.echo.c$n.rps.$i: $(med rps$n.$i) rt/s"
+      echo "net.echo.c$n.cpu_us.$i: $(med cpu$n.$i) us"
+    done
+    [[ " ${impls[*]} " == *" libev "* ]] &&
+      log "ratio net.echo.c$n.cpu_us libev/weft: $(ratio2 "$(med cpu$n.libev)" "$(med cpu$n.weft)")"
+    [[ " ${impls[*]} " == *" libuv "* ]] &&
+      log "ratio net.echo.c$n.rps weft/libuv: $(ratio2 "$(med rps$n.weft)" "$(med rps$n.libuv)")"
+  done
   return 0
 }
 

@@ -76,8 +76,14 @@ struct net_op {
   char *buf;
   size_t len, done;
   weft_addr_t *from; /* OP_RECV */
-  weft_addr_t to;    /* OP_SEND */
 };
+
+/* OP_SEND carries its destination; the other ops stay small enough for the
+ * allocator's per-thread cache. */
+typedef struct send_op {
+  net_op_t op;
+  weft_addr_t to;
+} send_op_t;
 
 /* ---- addresses ---- */
 
@@ -580,7 +586,8 @@ static void do_send(weft_socket_t *s, net_op_t *op) {
   ssize_t n;
   do
     n = sendto(s->fd, op->buf, op->len, MSG_NOSIGNAL,
-               (const struct sockaddr *)&op->to.ss, op->to.len);
+               (const struct sockaddr *)&((send_op_t *)op)->to.ss,
+               ((send_op_t *)op)->to.len);
   while (n < 0 && errno == EINTR);
   op_leave(op);
   if (n >= 0)
@@ -780,10 +787,11 @@ static void op_cancel_hook(void *arg) {
 
 static net_op_t *op_new(weft_socket_t *s, uint8_t kind, void *buf,
                         size_t len) {
-  net_op_t *op = weft__malloc(sizeof *op);
+  size_t size = kind == OP_SEND ? sizeof(send_op_t) : sizeof(net_op_t);
+  net_op_t *op = weft__malloc(size);
   if (op == NULL)
     return NULL;
-  weft__loop_op_init(&op->base, sizeof *op, s->loop, op_disarm);
+  weft__loop_op_init(&op->base, size, s->loop, op_disarm);
   weft__ext_on_cancel(&op->base.ext, op_cancel_hook, op);
   op->next = NULL;
   op->sock = s;
@@ -888,7 +896,7 @@ int weft_udp_send(weft_socket_t *sock, const void *buf, size_t len,
   net_op_t *op = op_new(sock, OP_SEND, (void *)buf, len);
   if (op == NULL)
     return WEFT_ENOMEM;
-  op->to = *to;
+  ((send_op_t *)op)->to = *to;
   *out = op_queue(sock, op);
   return 0;
 }
@@ -1031,3 +1039,6 @@ int weft_socket_nodelay(weft_socket_t *sock, int on) {
              ? 0
              : io_err(errno);
 }
+
+_Static_assert(sizeof(net_op_t) <= 256,
+               "socket ops fit the allocator's small-block cache");

@@ -10,12 +10,16 @@
 
 extern const test_suite_t suite_error, suite_future, suite_then, suite_cancel,
     suite_combinators, suite_await, suite_race, suite_chain, suite_alloc,
-    suite_pool, suite_reactor, suite_net;
+    suite_pool, suite_reactor, suite_net, suite_chat;
 
 static const test_suite_t *const suites[] = {
     &suite_error,  &suite_future, &suite_then,  &suite_cancel, &suite_combinators,
     &suite_await,  &suite_race,   &suite_chain, &suite_alloc, &suite_pool,
-    &suite_reactor, &suite_net};
+    &suite_reactor, &suite_net
+#ifdef WEFT_HAVE_CHAT
+    , &suite_chat
+#endif
+};
 
 /* ---- counting allocator ---- */
 static _Atomic long n_allocs, n_live, live_bytes, peak_bytes, fail_at_n;

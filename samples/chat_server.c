@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: MIT */
+/* samples/chat_server.c: the chat server of the classic event-loop
+ * tutorials, on weft. Clients connect over TCP and send lines; every line
+ * goes to every other client. What a real one needs beyond the toy:
+ *  - a write queue per client with a limit: a client that does not read is
+ *    dropped, not allowed to grow the server's memory without bound;
+ *  - an idle timeout that closes clients that stay silent;
+ *  - a heartbeat (a repeating timer) that reports the room's state;
+ *  - a graceful shutdown on SIGINT/SIGTERM: every client is told, its queued
+ *    lines are flushed (for a bounded time), every socket is closed.
+ * One bad client closes only its own connection.
+ *
+ *   chat_server [--port N] [--max-queue BYTES] [--idle-ms MS]
+ *               [--heartbeat-ms MS]
+ *   nc 127.0.0.1 7001      (in two terminals; type lines)
+ *
+ * Prints "chat_server: listening on 127.0.0.1:PORT" once ready. */
+#include <weft.h>
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_LINE 4096
+
+/* A line, shared by every client it is queued to (refcounted). */
+typedef struct line {
+  long refs;
+  size_t len;
+  char text[];
+} line_t;
+
+typedef struct client {
+  weft_socket_t *sock;
+  struct client *prev, *next;
+  int id;
+  int closed; /* left the room (socket closed) */
+  int refs;   /* the room's, a pending read's, a pending flush's */
+  weft_timer_t idle;
+  size_t have; /* bytes of a partial line in buf */
+  char buf[MAX_LINE];
+} client_t;
+
+static struct {
+  weft_loop_t *loop;
+  weft_executor_t *on_loop;
+  weft_socket_t *listener;
+  client_t *clients;
+  long online, next_id, lines, dropped_slow, dropped_idle;
+  size_t max_queue;
+  int64_t idle_ms;
+  weft_timer_t heartbeat, shutdown_deadline;
+  int stopping;
+  long flushing; /* clients still flushing at shutdown */
+} chat;
+
+static void then(weft_future_t *f, weft_then_fn fn, void *arg,
+                 weft_dtor_fn dtor) {
+  weft_future_t *next;
+  if (weft_future_then_dtor(f, chat.on_loop, fn, arg, dtor, &next) != 0) {
+    fprintf(stderr, "chat_server: out of memory\n");
+    exit(1);
+  }
+  weft_future_release(f);
+  weft_future_release(next);
+}
+
+static void line_put(void *p) {
+  line_t *l = p;
+  if (--l->refs == 0)
+    free(l);
+}
+
+static weft_result_t line_written(void *arg, weft_future_t *f) {
+  (void)f; /* a failed write: the read side finds out and closes */
+  line_put(arg);
+  return weft_ok_int(0);
+}
+
+static void client_leave(client_t *c, const char *why);
+
+/* Queue l to c, or drop c if its queue is over the limit. */
+static void send_line(client_t *c, line_t *l) {
+  if (c->closed)
+    return;
+  if (weft_socket_write_queued(c->sock) + l->len > chat.max_queue) {
+    chat.dropped_slow++;
+    client_leave(c, "slow reader, dropped");
+    return;
+  }
+  weft_future_t *w;
+  if (weft_write(c->sock, l->text, l->len, &w) != 0) {
+    client_leave(c, "write failed");
+    return;
+  }
+  l->refs++;
+  then(w, line_written, l, line_put);
+}
+
+static line_t *line_new(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+static line_t *line_new(const char *fmt, ...) {
+  line_t *l = malloc(sizeof *l + MAX_LINE + 64);
+  if (l == NULL)
+    return NULL;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(l->text, MAX_LINE + 64, fmt, ap);
+  va_end(ap);
+  l->len = n < 0 ? 0 : (size_t)n < MAX_LINE + 64 ? (size_t)n : MAX_LINE + 63;
+  l->refs = 1; /* the sender's, dropped after the fan-out */
+  return l;
+}
+
+/* Send l to everyone except `from` (NULL: everyone). */
+static void broadcast(client_t *from, line_t *l) {
+  if (l == NULL)
+    return;
+  client_t *next;
+  for (client_t *c = chat.clients; c != NULL; c = next) {
+    next = c->next; /* send_line may drop c */
+    if (c != from)
+      send_line(c, l);
+  }
+  line_put(l);
+}
+
+static void client_put(client_t *c) {
+  if (--c->refs == 0)
+    free(c);
+}
+
+/* Take c out of the room and close its socket. Its pending read (if any)
+ * is cancelled by the close; whoever drops the last reference frees c. */
+static void client_leave(client_t *c, const char *why) {
+  if (c->closed)
+    return;
+  c->closed = 1;
+  weft_timer_stop(&c->idle);
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else
+    chat.clients = c->next;
+  if (c->next != NULL)
+    c->next->prev = c->prev;
+  chat.online--;
+  weft_socket_close(c->sock);
+  fprintf(stderr, "chat_server: guest%d left (%s)\n", c->id, why);
+  if (!chat.stopping)
+    broadcast(NULL, line_new("* guest%d left (%s)\n", c->id, why));
+  client_put(c); /* the room's reference */
+}
+
+static void client_read(client_t *c);
+
+static void handle_read(client_t *c, weft_future_t *f);
+
+/* Split what arrived into lines and send each to everyone else. */
+static weft_result_t on_read(void *arg, weft_future_t *f) {
+  client_t *c = arg;
+  if (!c->closed)
+    handle_read(c, f);
+  client_put(c); /* the read's reference */
+  return weft_ok_int(0);
+}
+
+static void handle_read(client_t *c, weft_future_t *f) {
+  if (weft_future_state(f) != WEFT_FULFILLED) {
+    client_leave(c, weft_future_error(f) == WEFT_EOF ? "quit" : "error");
+    return;
+  }
+  c->have += (size_t)weft_future_int(f);
+  weft_timer_start(&c->idle, chat.idle_ms, 0); /* it spoke: reset */
+  size_t start = 0;
+  for (size_t i = 0; i < c->have && !c->closed; i++) {
+    if (c->buf[i] != '\n')
+      continue;
+    size_t n = i - start;
+    if (n > 0 && c->buf[start + n - 1] == '\r')
+      n--;
+    chat.lines++;
+    broadcast(c, line_new("guest%d: %.*s\n", c->id, (int)n, c->buf + start));
+    start = i + 1;
+  }
+  if (c->closed)
+    return;
+  if (start == 0 && c->have == sizeof c->buf) { /* a line too long: cut */
+    broadcast(c, line_new("guest%d: %.*s\n", c->id, (int)c->have, c->buf));
+    c->have = 0;
+  } else {
+    memmove(c->buf, c->buf + start, c->have - start);
+    c->have -= start;
+  }
+  client_read(c);
+}
+
+static void client_read(client_t *c) {
+  weft_future_t *r;
+  if (weft_read(c->sock, c->buf + c->have, sizeof c->buf - c->have, &r) != 0) {
+    client_leave(c, "read failed");
+    return;
+  }
+  c->refs++;
+  then(r, on_read, c, NULL);
+}
+
+static void on_idle(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  client_t *c = arg;
+  if (status != 0 || c->closed)
+    return;
+  chat.dropped_idle++;
+  client_leave(c, "idle timeout");
+}
+
+static void accept_next(void);
+
+static weft_result_t on_accept(void *arg, weft_future_t *f) {
+  (void)arg;
+  if (weft_future_state(f) != WEFT_FULFILLED) {
+    if (!chat.stopping)
+      fprintf(stderr, "chat_server: accept: %s\n",
+              weft_strerror(weft_future_error(f)));
+    return weft_ok_int(0);
+  }
+  weft_socket_t *s = weft_future_value(f);
+  client_t *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    weft_socket_close(s);
+  } else {
+    c->sock = s;
+    c->refs = 1; /* in the room */
+    c->id = (int)++chat.next_id;
+    weft_timer_init(chat.loop, &c->idle, on_idle, c);
+    weft_timer_start(&c->idle, chat.idle_ms, 0);
+    broadcast(NULL, line_new("* guest%d joined\n", c->id));
+    c->next = chat.clients;
+    if (chat.clients != NULL)
+      chat.clients->prev = c;
+    chat.clients = c;
+    chat.online++;
+    line_t *hello = line_new("* welcome guest%d, %ld online\n", c->id,
+                             chat.online);
+    if (hello != NULL) {
+      send_line(c, hello);
+      line_put(hello);
+    }
+    if (!c->closed)
+      client_read(c);
+  }
+  accept_next();
+  return weft_ok_int(0);
+}
+
+static void accept_next(void) {
+  weft_future_t *a;
+  if (weft_accept(chat.listener, &a) == 0)
+    then(a, on_accept, NULL, NULL);
+}
+
+static void on_heartbeat(weft_timer_t *t, int status, void *arg) {
+  (void)t, (void)arg;
+  if (status == 0)
+    fprintf(stderr,
+            "chat_server: heartbeat: %ld online, %ld lines, dropped %ld slow "
+            "and %ld idle\n",
+            chat.online, chat.lines, chat.dropped_slow, chat.dropped_idle);
+}
+
+/* ---- graceful shutdown ---- */
+
+static void flushed_one(void) {
+  if (--chat.flushing == 0)
+    weft_loop_stop(chat.loop);
+}
+
+static weft_result_t on_flushed(void *arg, weft_future_t *f) {
+  (void)f; /* flushed, or the client went away: either way, done */
+  client_t *c = arg;
+  client_leave(c, "server shutdown");
+  client_put(c); /* the flush's reference */
+  flushed_one();
+  return weft_ok_int(0);
+}
+
+static void on_deadline(weft_timer_t *t, int status, void *arg) {
+  (void)t, (void)arg;
+  if (status != 0)
+    return;
+  /* Clients that did not take their goodbye in time are closed now; the
+   * close cancels their flush, whose continuation counts them. */
+  client_t *next;
+  for (client_t *c = chat.clients; c != NULL; c = next) {
+    next = c->next;
+    client_leave(c, "server shutdown, flush timed out");
+  }
+}
+
+static weft_result_t on_signal(void *arg, weft_future_t *f) {
+  (void)arg;
+  if (weft_future_state(f) != WEFT_FULFILLED || chat.stopping)
+    return weft_ok_int(0);
+  fprintf(stderr, "chat_server: signal %d: shutting down\n",
+          (int)weft_future_int(f));
+  chat.stopping = 1;
+  weft_socket_close(chat.listener);
+  weft_timer_stop(&chat.heartbeat);
+  /* Tell everyone, then shut down each write side once its queue (the
+   * goodbye included) is flushed, and close. */
+  broadcast(NULL, line_new("* server shutting down, bye\n"));
+  chat.flushing = 1; /* ours, dropped below */
+  for (client_t *c = chat.clients; c != NULL; c = c->next) {
+    weft_future_t *sd;
+    if (weft_shutdown(c->sock, &sd) != 0)
+      continue;
+    chat.flushing++;
+    c->refs++;
+    then(sd, on_flushed, c, NULL);
+  }
+  weft_timer_init(chat.loop, &chat.shutdown_deadline, on_deadline, NULL);
+  weft_timer_start(&chat.shutdown_deadline, 2000, 0);
+  flushed_one();
+  return weft_ok_int(0);
+}
+
+static long opt(int argc, char **argv, const char *name, long dflt) {
+  for (int i = 1; i + 1 < argc; i++)
+    if (strcmp(argv[i], name) == 0)
+      return atol(argv[i + 1]);
+  return dflt;
+}
+
+int main(int argc, char **argv) {
+  int port = (int)opt(argc, argv, "--port", 7001);
+  chat.max_queue = (size_t)opt(argc, argv, "--max-queue", 256 * 1024);
+  chat.idle_ms = opt(argc, argv, "--idle-ms", 5 * 60 * 1000);
+  int64_t beat = opt(argc, argv, "--heartbeat-ms", 10000);
+  weft_addr_t addr;
+  int rc = weft_loop_create(NULL, &chat.loop);
+  if (rc == 0)
+    rc = weft_addr_ip("127.0.0.1", (uint16_t)port, &addr);
+  if (rc == 0)
+    rc = weft_listen(chat.loop, &addr, 128, &chat.listener);
+  if (rc == 0)
+    rc = weft_socket_local(chat.listener, &addr);
+  if (rc != 0) {
+    fprintf(stderr, "chat_server: %s\n", weft_strerror(rc));
+    return 1;
+  }
+  chat.on_loop = weft_loop_executor(chat.loop);
+  int sigs[] = {SIGINT, SIGTERM};
+  for (int i = 0; i < 2; i++) {
+    weft_future_t *s;
+    if (weft_loop_signal(chat.loop, sigs[i], &s) == 0)
+      then(s, on_signal, NULL, NULL);
+  }
+  weft_timer_init(chat.loop, &chat.heartbeat, on_heartbeat, NULL);
+  weft_timer_start(&chat.heartbeat, beat, beat);
+  char name[64];
+  weft_addr_format(&addr, name, sizeof name);
+  printf("chat_server: listening on %s\n", name);
+  fflush(stdout);
+  accept_next();
+  weft_loop_run(chat.loop, WEFT_RUN_DEFAULT);
+  fprintf(stderr, "chat_server: closed; %ld lines relayed\n", chat.lines);
+  weft_loop_close(chat.loop);
+  return 0;
+}

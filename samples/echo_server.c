@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: MIT */
+/* samples/echo_server.c: the smallest real weft server. One future chain per
+ * connection: accept -> read -> write -> read -> ... until the client hangs
+ * up; a bad client closes only its own connection. SIGINT/SIGTERM stop
+ * accepting, close every connection and exit cleanly.
+ *
+ *   echo_server [port]        (default 7000; 0 picks a free port)
+ *   nc 127.0.0.1 7000         (type lines; they come back) */
+#include <weft.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct conn {
+  weft_socket_t *sock;
+  struct conn *prev, *next; /* open connections, for shutdown */
+  char buf[16384];
+} conn_t;
+
+static struct {
+  weft_loop_t *loop;
+  weft_executor_t *on_loop; /* continuations run on the loop thread */
+  weft_socket_t *listener;
+  conn_t *conns;
+  long open, served;
+  int stopping;
+} srv;
+
+/* Run fn(arg, f) on the loop once f settles; we keep no handle on either. */
+static void then(weft_future_t *f, weft_then_fn fn, void *arg) {
+  weft_future_t *next;
+  if (weft_future_then(f, srv.on_loop, fn, arg, &next) != 0) {
+    fprintf(stderr, "echo_server: out of memory\n");
+    exit(1);
+  }
+  weft_future_release(f);
+  weft_future_release(next);
+}
+
+static void conn_close(conn_t *c) {
+  weft_socket_close(c->sock);
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else
+    srv.conns = c->next;
+  if (c->next != NULL)
+    c->next->prev = c->prev;
+  free(c);
+  if (--srv.open == 0 && srv.stopping)
+    weft_loop_stop(srv.loop);
+}
+
+static void conn_read(conn_t *c);
+
+static weft_result_t on_written(void *arg, weft_future_t *f) {
+  conn_t *c = arg;
+  if (weft_future_state(f) == WEFT_FULFILLED)
+    conn_read(c);
+  else
+    conn_close(c); /* reset or closed while writing */
+  return weft_ok_int(0);
+}
+
+static weft_result_t on_read(void *arg, weft_future_t *f) {
+  conn_t *c = arg;
+  weft_future_t *w;
+  if (weft_future_state(f) == WEFT_FULFILLED &&
+      weft_write(c->sock, c->buf, (size_t)weft_future_int(f), &w) == 0) {
+    then(w, on_written, c); /* the buffer is busy until w settles */
+    return weft_ok_int(0);
+  }
+  conn_close(c); /* end of stream, reset, or shutting down */
+  return weft_ok_int(0);
+}
+
+static void conn_read(conn_t *c) {
+  weft_future_t *r;
+  if (weft_read(c->sock, c->buf, sizeof c->buf, &r) != 0) {
+    conn_close(c);
+    return;
+  }
+  then(r, on_read, c);
+}
+
+static void accept_next(void);
+
+static weft_result_t on_accept(void *arg, weft_future_t *f) {
+  (void)arg;
+  if (weft_future_state(f) != WEFT_FULFILLED) {
+    if (!srv.stopping) /* the listener itself failed: its owner decides */
+      fprintf(stderr, "echo_server: accept: %s\n",
+              weft_strerror(weft_future_error(f)));
+    return weft_ok_int(0);
+  }
+  conn_t *c = malloc(sizeof *c);
+  if (c == NULL) {
+    weft_socket_close(weft_future_value(f)); /* refuse this one only */
+  } else {
+    c->sock = weft_future_value(f);
+    c->prev = NULL;
+    c->next = srv.conns;
+    if (srv.conns != NULL)
+      srv.conns->prev = c;
+    srv.conns = c;
+    srv.open++;
+    srv.served++;
+    conn_read(c);
+  }
+  accept_next();
+  return weft_ok_int(0);
+}
+
+static void accept_next(void) {
+  weft_future_t *a;
+  if (weft_accept(srv.listener, &a) == 0)
+    then(a, on_accept, NULL);
+}
+
+static weft_result_t on_signal(void *arg, weft_future_t *f) {
+  (void)arg;
+  if (weft_future_state(f) != WEFT_FULFILLED || srv.stopping)
+    return weft_ok_int(0);
+  fprintf(stderr, "echo_server: signal %d, shutting down\n",
+          (int)weft_future_int(f));
+  srv.stopping = 1;
+  weft_socket_close(srv.listener); /* cancels the pending accept */
+  /* Closing a connection cancels its read; its continuation frees it. */
+  for (conn_t *c = srv.conns; c != NULL; c = c->next)
+    weft_socket_close(c->sock), c->sock = NULL;
+  if (srv.open == 0)
+    weft_loop_stop(srv.loop);
+  return weft_ok_int(0);
+}
+
+int main(int argc, char **argv) {
+  int port = argc > 1 ? atoi(argv[1]) : 7000;
+  weft_addr_t addr;
+  int rc = weft_loop_create(NULL, &srv.loop);
+  if (rc == 0)
+    rc = weft_addr_ip("127.0.0.1", (uint16_t)port, &addr);
+  if (rc == 0)
+    rc = weft_listen(srv.loop, &addr, 128, &srv.listener);
+  if (rc == 0)
+    rc = weft_socket_local(srv.listener, &addr);
+  if (rc != 0) {
+    fprintf(stderr, "echo_server: %s\n", weft_strerror(rc));
+    return 1;
+  }
+  srv.on_loop = weft_loop_executor(srv.loop);
+  int sigs[] = {SIGINT, SIGTERM};
+  for (int i = 0; i < 2; i++) {
+    weft_future_t *s;
+    if (weft_loop_signal(srv.loop, sigs[i], &s) == 0)
+      then(s, on_signal, NULL);
+  }
+  char name[64];
+  weft_addr_format(&addr, name, sizeof name);
+  printf("echo_server: listening on %s\n", name);
+  fflush(stdout);
+  accept_next();
+  weft_loop_run(srv.loop, WEFT_RUN_DEFAULT);
+  printf("echo_server: served %ld connections\n", srv.served);
+  weft_loop_close(srv.loop); /* cancels the other signal future */
+  return 0;
+}

@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: MIT */
+/* tests/test_chat.c: the chat_server sample, run as a real process and
+ * driven by real clients on 127.0.0.1: 50 clients each send lines and every
+ * line reaches every other client exactly once (and never its sender); a
+ * client that never reads is dropped while the others go on; a silent
+ * client is closed by the idle timeout; SIGTERM tells every client and
+ * exits cleanly. Every wait is bounded (poll timeouts). */
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef WEFT_CHAT_SERVER
+#error "WEFT_CHAT_SERVER (the chat_server binary's path) must be defined"
+#endif
+
+#define WAIT_MS 20000
+
+typedef struct server {
+  pid_t pid;
+  int port;
+} server_t;
+
+static server_t spawn(const char *max_queue, const char *idle_ms) {
+  server_t s = {-1, 0};
+  int p[2];
+  REQUIRE_EQ(pipe(p), 0);
+  s.pid = fork();
+  REQUIRE_EQ(s.pid >= 0, 1);
+  if (s.pid == 0) {
+    dup2(p[1], 1);
+    int devnull = open("/dev/null", O_WRONLY);
+    if (devnull >= 0)
+      dup2(devnull, 2); /* its log (heartbeats, departures) */
+    close(p[0]);
+    close(p[1]);
+    execl(WEFT_CHAT_SERVER, "chat_server", "--port", "0", "--max-queue",
+          max_queue, "--idle-ms", idle_ms, "--heartbeat-ms", "100",
+          (char *)NULL);
+    _exit(127);
+  }
+  close(p[1]);
+  char buf[256];
+  size_t have = 0;
+  struct pollfd pf = {p[0], POLLIN, 0};
+  while (have < sizeof buf - 1 && memchr(buf, '\n', have) == NULL &&
+         poll(&pf, 1, WAIT_MS) == 1) {
+    ssize_t n = read(p[0], buf + have, sizeof buf - 1 - have);
+    if (n <= 0)
+      break;
+    have += (size_t)n;
+  }
+  buf[have] = 0;
+  close(p[0]);
+  char *colon = strrchr(buf, ':');
+  REQUIRE_EQ(colon != NULL && strstr(buf, "listening on") != NULL, 1);
+  s.port = atoi(colon + 1);
+  REQUIRE_EQ(s.port > 0, 1);
+  return s;
+}
+
+/* SIGTERM and wait (bounded); returns the exit status or -1. */
+static int stop(server_t *s) {
+  kill(s->pid, SIGTERM);
+  for (int i = 0; i < WAIT_MS / 10; i++) {
+    int st;
+    pid_t r = waitpid(s->pid, &st, WNOHANG);
+    if (r == s->pid)
+      return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL); /* polling a child's exit, not synchronisation */
+  }
+  kill(s->pid, SIGKILL);
+  waitpid(s->pid, NULL, 0);
+  return -1;
+}
+
+typedef struct client {
+  int fd;
+  int id;
+  char buf[65536];
+  size_t have;
+} client_t;
+
+static int dial(int port, int rcvbuf) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE_EQ(fd >= 0, 1);
+  if (rcvbuf > 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  struct sockaddr_in sin = {0};
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons((uint16_t)port);
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE_EQ(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+  return fd;
+}
+
+/* Read one line (without '\n') into out; false on EOF, error or timeout. */
+static bool read_line(client_t *c, char *out, size_t cap, int ms) {
+  for (;;) {
+    char *nl = memchr(c->buf, '\n', c->have);
+    if (nl != NULL) {
+      size_t n = (size_t)(nl - c->buf);
+      size_t k = n < cap - 1 ? n : cap - 1;
+      memcpy(out, c->buf, k);
+      out[k] = 0;
+      memmove(c->buf, nl + 1, c->have - n - 1);
+      c->have -= n + 1;
+      return true;
+    }
+    if (c->have == sizeof c->buf)
+      return false;
+    struct pollfd pf = {c->fd, POLLIN, 0};
+    if (poll(&pf, 1, ms) != 1)
+      return false;
+    ssize_t r = read(c->fd, c->buf + c->have, sizeof c->buf - c->have);
+    if (r <= 0)
+      return false;
+    c->have += (size_t)r;
+  }
+}
+
+static void send_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    REQUIRE_EQ(w > 0, 1);
+    p += w;
+    n -= (size_t)w;
+  }
+}
+
+static client_t *join(int port, int rcvbuf) {
+  client_t *c = calloc(1, sizeof *c);
+  REQUIRE_EQ(c != NULL, 1);
+  c->fd = dial(port, rcvbuf);
+  char line[256];
+  REQUIRE_EQ(read_line(c, line, sizeof line, WAIT_MS), 1);
+  REQUIRE_EQ(sscanf(line, "* welcome guest%d", &c->id), 1);
+  return c;
+}
+
+/* ---- 50 clients: every line to every other client exactly once ---- */
+
+#define NC 50
+#define NL 20
+
+static void test_fanout(void) {
+  server_t s = spawn("1048576", "60000");
+  client_t *cs[NC];
+  for (int i = 0; i < NC; i++)
+    cs[i] = join(s.port, 0);
+  for (int j = 0; j < NL; j++)
+    for (int i = 0; i < NC; i++) {
+      char msg[64];
+      int n = snprintf(msg, sizeof msg, "from %d line %d\n", cs[i]->id, j);
+      send_all(cs[i]->fd, msg, (size_t)n);
+    }
+  /* got[r][sender id][line]: how many times r saw it */
+  static unsigned char got[NC][NC + 1][NL];
+  memset(got, 0, sizeof got);
+  long wrong = 0, own = 0;
+  for (int r = 0; r < NC; r++) {
+    int want = (NC - 1) * NL, have = 0;
+    char line[256];
+    while (have < want && read_line(cs[r], line, sizeof line, WAIT_MS)) {
+      if (line[0] == '*')
+        continue; /* joins and notices */
+      int gid, from, k;
+      if (sscanf(line, "guest%d: from %d line %d", &gid, &from, &k) != 3 ||
+          gid != from || from < 1 || from > NC || k < 0 || k >= NL) {
+        wrong++;
+        continue;
+      }
+      if (from == cs[r]->id)
+        own++;
+      got[r][from][k]++;
+      have++;
+    }
+    EXPECT_EQ(have, want);
+  }
+  long once = 0, bad = 0;
+  for (int r = 0; r < NC; r++)
+    for (int i = 0; i < NC; i++)
+      for (int k = 0; k < NL; k++) {
+        int from = cs[i]->id;
+        if (from == cs[r]->id)
+          continue;
+        if (got[r][from][k] == 1)
+          once++;
+        else
+          bad++;
+      }
+  EXPECT_EQ(once, (long)NC * (NC - 1) * NL);
+  EXPECT_EQ(bad, 0);
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(own, 0);
+  for (int i = 0; i < NC; i++) {
+    close(cs[i]->fd);
+    free(cs[i]);
+  }
+  EXPECT_EQ(stop(&s), 0);
+}
+
+/* ---- a client that never reads is dropped; the others go on ---- */
+
+static void test_slow_reader_dropped(void) {
+  server_t s = spawn("65536", "60000");
+  client_t *slow = join(s.port, 4096); /* small receive buffer, never read */
+  client_t *talker = join(s.port, 0);
+  client_t *watcher = join(s.port, 0);
+  char big[4001];
+  memset(big, 'x', sizeof big - 2);
+  big[sizeof big - 2] = '\n';
+  big[sizeof big - 1] = 0;
+  bool dropped = false;
+  char line[8192];
+  int sent = 0, seen = 0;
+  /* Lockstep: the talker sends a 4 KB line, the watcher reads it. The
+   * slow client's kernel buffers fill, then its queue passes 64 KiB. */
+  for (; sent < 5000 && !dropped; sent++) {
+    send_all(talker->fd, big, sizeof big - 1);
+    for (;;) {
+      REQUIRE_EQ(read_line(watcher, line, sizeof line, WAIT_MS), 1);
+      if (line[0] != '*') {
+        seen++;
+        break;
+      }
+      char want[64];
+      snprintf(want, sizeof want, "* guest%d left (slow reader", slow->id);
+      if (strncmp(line, want, strlen(want)) == 0)
+        dropped = true;
+    }
+  }
+  EXPECT_TRUE(dropped);
+  EXPECT_EQ(seen, sent); /* the watcher missed nothing meanwhile */
+  /* The slow client's connection was closed: draining it ends in EOF. */
+  bool eof = false;
+  for (;;) {
+    struct pollfd pf = {slow->fd, POLLIN, 0};
+    if (poll(&pf, 1, WAIT_MS) != 1)
+      break;
+    ssize_t r = read(slow->fd, slow->buf, sizeof slow->buf);
+    if (r <= 0) {
+      eof = true;
+      break;
+    }
+  }
+  EXPECT_TRUE(eof);
+  client_t *all[] = {slow, talker, watcher};
+  for (int i = 0; i < 3; i++) {
+    close(all[i]->fd);
+    free(all[i]);
+  }
+  EXPECT_EQ(stop(&s), 0);
+}
+
+/* ---- idle timeout, and the goodbye on SIGTERM ---- */
+
+static void test_idle_and_shutdown(void) {
+  server_t s = spawn("65536", "300");
+  client_t *quiet = join(s.port, 0);
+  client_t *chatty = join(s.port, 0);
+  char line[256];
+  /* chatty keeps talking (each line resets its timer); quiet says nothing
+   * and is closed after ~300 ms. */
+  bool quiet_closed = false;
+  int64_t t0 = weft_now_ns(), end = t0 + (int64_t)WAIT_MS * 1000000;
+  while (!quiet_closed && weft_now_ns() < end) {
+    send_all(chatty->fd, "still here\n", 11);
+    struct pollfd pf = {quiet->fd, POLLIN, 0};
+    if (poll(&pf, 1, 50) == 1 &&
+        read(quiet->fd, quiet->buf, sizeof quiet->buf) == 0)
+      quiet_closed = true; /* (it reads chatty's lines until then) */
+  }
+  EXPECT_TRUE(quiet_closed);
+  EXPECT_TRUE(weft_now_ns() - t0 >= 250 * 1000000LL); /* not before idle */
+  /* SIGTERM: chatty gets the goodbye, then end of stream. */
+  kill(s.pid, SIGTERM);
+  bool bye = false;
+  while (read_line(chatty, line, sizeof line, WAIT_MS))
+    if (strcmp(line, "* server shutting down, bye") == 0)
+      bye = true;
+  EXPECT_TRUE(bye);
+  EXPECT_EQ(stop(&s), 0);
+  close(quiet->fd);
+  close(chatty->fd);
+  free(quiet);
+  free(chatty);
+}
+
+static const test_case_t cases[] = {
+    {"50 clients, every line to every other once", test_fanout},
+    {"a client that never reads is dropped", test_slow_reader_dropped},
+    {"idle timeout and graceful shutdown", test_idle_and_shutdown},
+    {NULL, NULL}};
+
+const test_suite_t suite_chat = {"chat", cases};
