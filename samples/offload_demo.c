@@ -203,6 +203,258 @@ static void start_phase(weft_loop_t *loop, void *arg, int status) {
   weft_timer_start(&demo.requests, 0, REQUEST_EVERY_MS);
 }
 
+
+/* ---- the TCP front end: "job N" lines in, answers out ---- */
+
+/* A client sends lines "job N"; each job runs on the pool and its answer,
+ * "N <digest> <primes>", is written back from the loop thread (answers
+ * come back in completion order). One connection's errors close only that
+ * connection; a closed connection's jobs still finish, and their answers
+ * are dropped. */
+typedef struct fe_conn {
+  weft_socket_t *sock;
+  int refs;   /* the read chain's, and one per job in flight */
+  int closed;
+  size_t have;
+  char in[512];
+} fe_conn_t;
+
+typedef struct fe_job {
+  fe_conn_t *conn;
+  int index;
+  char out[96];
+} fe_job_t;
+
+static struct {
+  weft_socket_t *listener;
+  long served, answered;
+} fe;
+
+static void fe_put(fe_conn_t *c) {
+  if (--c->refs == 0)
+    free(c);
+}
+
+static void fe_close(fe_conn_t *c) {
+  if (!c->closed) {
+    c->closed = 1;
+    weft_socket_close(c->sock);
+  }
+}
+
+static void fe_then(weft_future_t *f, weft_then_fn fn, void *arg) {
+  weft_future_t *next;
+  if (weft_future_then(f, weft_loop_executor(demo.loop), fn, arg, &next) != 0)
+    abort(); /* out of memory in a sample: give up loudly */
+  weft_future_release(f);
+  weft_future_release(next);
+}
+
+static weft_result_t fe_written(void *arg, weft_future_t *f) {
+  fe_job_t *j = arg;
+  if (weft_future_state(f) != WEFT_FULFILLED)
+    fe_close(j->conn); /* the client went away */
+  fe_put(j->conn);
+  free(j);
+  return weft_ok_int(0);
+}
+
+/* Back on the loop thread with the job's answer. */
+static weft_result_t fe_answered(void *arg, weft_future_t *job) {
+  fe_job_t *j = arg;
+  weft_future_t *w;
+  if (!j->conn->closed && weft_future_state(job) == WEFT_FULFILLED) {
+    const answer_t *a = weft_future_value(job);
+    int n = snprintf(j->out, sizeof j->out, "%d %016llx %ld\n", j->index,
+                     (unsigned long long)a->digest, a->primes);
+    if (weft_write(j->conn->sock, j->out, (size_t)n, &w) == 0) {
+      fe.answered++;
+      fe_then(w, fe_written, j); /* j->out is busy until w settles */
+      return weft_ok_int(0);
+    }
+  }
+  fe_put(j->conn);
+  free(j);
+  return weft_ok_int(0);
+}
+
+static void fe_job(fe_conn_t *c, int index) {
+  fe_job_t *j = malloc(sizeof *j);
+  weft_future_t *job;
+  if (j == NULL || weft_pool_submit(demo.pool, request_job,
+                                    (void *)(intptr_t)index, NULL, &job) != 0) {
+    free(j);
+    fe_close(c); /* cannot serve it: this client only */
+    return;
+  }
+  j->conn = c;
+  j->index = index;
+  c->refs++;
+  fe_then(job, fe_answered, j);
+}
+
+static void fe_read(fe_conn_t *c);
+
+static weft_result_t fe_got(void *arg, weft_future_t *f) {
+  fe_conn_t *c = arg;
+  if (c->closed || weft_future_state(f) != WEFT_FULFILLED) {
+    fe_close(c); /* end of stream or error; jobs in flight still finish */
+    fe_put(c);
+    return weft_ok_int(0);
+  }
+  c->have += (size_t)weft_future_int(f);
+  size_t start = 0;
+  for (size_t i = 0; i < c->have; i++) {
+    if (c->in[i] != '\n')
+      continue;
+    c->in[i] = 0;
+    int index;
+    if (sscanf(c->in + start, "job %d", &index) == 1 && index >= 0)
+      fe_job(c, index);
+    start = i + 1;
+  }
+  memmove(c->in, c->in + start, c->have - start);
+  c->have -= start;
+  if (c->have == sizeof c->in) /* a line too long: a bad client */
+    fe_close(c);
+  fe_read(c); /* fe_got drops the chain's reference when it ends */
+  fe_put(c);
+  return weft_ok_int(0);
+}
+
+static void fe_read(fe_conn_t *c) {
+  weft_future_t *r;
+  if (c->closed ||
+      weft_read(c->sock, c->in + c->have, sizeof c->in - c->have, &r) != 0)
+    return;
+  c->refs++;
+  fe_then(r, fe_got, c);
+}
+
+static void fe_accept(void);
+
+static weft_result_t fe_accepted(void *arg, weft_future_t *f) {
+  (void)arg;
+  if (weft_future_state(f) != WEFT_FULFILLED)
+    return weft_ok_int(0); /* the listener was closed */
+  fe_conn_t *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    weft_socket_close(weft_future_value(f));
+  } else {
+    c->sock = weft_future_value(f);
+    c->refs = 1;
+    fe.served++;
+    fe_read(c);
+    fe_put(c);
+  }
+  fe_accept();
+  return weft_ok_int(0);
+}
+
+static void fe_accept(void) {
+  weft_future_t *a;
+  if (weft_accept(fe.listener, &a) == 0)
+    fe_then(a, fe_accepted, NULL);
+}
+
+static int fe_start(int port, weft_addr_t *bound) {
+  weft_addr_t addr;
+  int rc = weft_addr_ip("127.0.0.1", (uint16_t)port, &addr);
+  if (rc == 0)
+    rc = weft_listen(demo.loop, &addr, 128, &fe.listener);
+  if (rc == 0)
+    rc = weft_socket_local(fe.listener, bound);
+  if (rc == 0)
+    fe_accept();
+  return rc;
+}
+
+/* Phase 3: this program is also the client: it sends `n` jobs over one
+ * connection and checks every answer against phase 1's. */
+static int fe_selftest(const phase_t *ref, int n) {
+  weft_addr_t addr;
+  int rc = fe_start(0, &addr);
+  if (rc != 0)
+    return rc;
+  char name[64];
+  weft_addr_format(&addr, name, sizeof name);
+  printf("\nphase 3: the same jobs through the TCP front end on %s\n", name);
+  weft_future_t *cf, *w = NULL, *r;
+  if ((rc = weft_connect(demo.loop, &addr, &cf)) != 0)
+    return rc;
+  rc = weft_loop_run_until(demo.loop, cf, 10000);
+  if (rc != 0 || weft_future_state(cf) != WEFT_FULFILLED) {
+    weft_future_release(cf);
+    return rc != 0 ? rc : weft_future_error(cf);
+  }
+  weft_socket_t *s = weft_future_value(cf);
+  weft_future_release(cf);
+  char req[64 * 16], ans[4096];
+  size_t len = 0, have = 0;
+  for (int i = 0; i < n; i++)
+    len += (size_t)snprintf(req + len, sizeof req - len, "job %d\n", i);
+  rc = weft_write(s, req, len, &w); /* req lives until w settles, below */
+  int got = 0, agree = 0;
+  int64_t t0 = weft_now_ns();
+  while (rc == 0 && got < n) {
+    if ((rc = weft_read(s, ans + have, sizeof ans - 1 - have, &r)) != 0)
+      break;
+    rc = weft_loop_run_until(demo.loop, r, 120000);
+    if (rc == 0 && weft_future_state(r) != WEFT_FULFILLED)
+      rc = weft_future_error(r);
+    if (rc == 0)
+      have += (size_t)weft_future_int(r);
+    weft_future_release(r);
+    ans[have] = 0;
+    char *line = ans, *nl;
+    while ((nl = strchr(line, '\n')) != NULL) {
+      int index;
+      unsigned long long digest;
+      long primes;
+      if (sscanf(line, "%d %llx %ld", &index, &digest, &primes) == 3 &&
+          index >= 0 && index < n) {
+        got++;
+        agree += ref->answers[index].digest == digest &&
+                 ref->answers[index].primes == primes;
+      }
+      line = nl + 1;
+    }
+    have -= (size_t)(line - ans);
+    memmove(ans, line, have);
+  }
+  if (w != NULL) {
+    weft_loop_run_until(demo.loop, w, 10000);
+    weft_future_release(w);
+  }
+  weft_socket_close(s);
+  weft_socket_close(fe.listener);
+  printf("  %d of %d answers back in %.0f ms, %d agree with phase 1\n", got, n,
+         (double)(weft_now_ns() - t0) / 1e6, agree);
+  if (rc != 0)
+    return rc;
+  return got == n && agree == n ? 0 : WEFT_EIO;
+}
+
+/* --serve PORT: only the front end, until SIGINT/SIGTERM.
+ *   printf 'job 1\njob 2\n' | nc 127.0.0.1 PORT */
+static int fe_serve(int port) {
+  weft_addr_t addr;
+  int rc = fe_start(port, &addr);
+  if (rc != 0) {
+    fprintf(stderr, "listen: %s\n", weft_strerror(rc));
+    return 1;
+  }
+  char name[64];
+  weft_addr_format(&addr, name, sizeof name);
+  printf("offload_demo: serving jobs on %s (send lines \"job N\")\n", name);
+  fflush(stdout);
+  weft_loop_run(demo.loop, WEFT_RUN_DEFAULT); /* until a signal stops it */
+  weft_socket_close(fe.listener);
+  printf("offload_demo: %ld connections, %ld answers\n", fe.served,
+         fe.answered);
+  return 0;
+}
+
 /* ---- reporting ---- */
 
 static int cmp_i64(const void *a, const void *b) {
@@ -284,9 +536,12 @@ static void *xcalloc(size_t n, size_t size) {
 }
 
 int main(int argc, char **argv) {
-  demo.nreq = argc > 1 ? atoi(argv[1]) : 30;
+  int serve = argc > 2 && strcmp(argv[1], "--serve") == 0 ? atoi(argv[2]) : -1;
+  demo.nreq = serve >= 0 ? 30 : argc > 1 ? atoi(argv[1]) : 30;
   if (demo.nreq < 2 || demo.nreq > 10000) {
-    fprintf(stderr, "usage: %s [requests-per-phase, 2..10000]\n", argv[0]);
+    fprintf(stderr, "usage: %s [requests-per-phase, 2..10000]\n"
+                    "       %s --serve PORT   (the TCP front end only)\n",
+            argv[0], argv[0]);
     return 2;
   }
   buffer = xcalloc(buffer_len, 1);
@@ -333,7 +588,11 @@ int main(int argc, char **argv) {
          workers, workers == 1 ? "" : "s", cpus, cpus == 1 ? "" : "s");
 
   int completed = 0;
-  for (int p = 0; p < 2; p++) {
+  if (serve >= 0) {
+    rc = fe_serve(serve);
+    completed = -1;
+  }
+  for (int p = 0; p < 2 && serve < 0; p++) {
     rc = run_phase(&phases[p]);
     if (rc != 0)
       break;
@@ -344,6 +603,8 @@ int main(int argc, char **argv) {
       demo.pending[i] = NULL;
     }
   }
+  int fe_rc = completed == 2 ? fe_selftest(&phases[0], demo.nreq < 8 ? demo.nreq : 8)
+                             : 0;
 
   /* Shut down in order: pending work, the loop's handles, the pool (its
    * last completions reach the loop's queue), then the loop, which runs
@@ -401,6 +662,12 @@ int main(int argc, char **argv) {
   } else if (!demo.interrupted) {
     failures++;
   }
+  if (fe_rc != 0) {
+    printf("WRONG: the TCP front end: %s\n", weft_err_name(fe_rc));
+    failures++;
+  }
+  if (serve >= 0)
+    failures = rc;
   if (demo.off_loop) {
     printf("WRONG: %d continuations ran off the loop thread\n", demo.off_loop);
     failures++;

@@ -28,10 +28,11 @@
 typedef struct server {
   pid_t pid;
   int port;
+  int out; /* its stdout, kept open so its last words are not a SIGPIPE */
 } server_t;
 
-static server_t spawn(const char *max_queue, const char *idle_ms) {
-  server_t s = {-1, 0};
+static server_t spawn_argv(const char *path, char *const argv[]) {
+  server_t s = {-1, 0, -1};
   int p[2];
   REQUIRE_EQ(pipe(p), 0);
   s.pid = fork();
@@ -43,9 +44,7 @@ static server_t spawn(const char *max_queue, const char *idle_ms) {
       dup2(devnull, 2); /* its log (heartbeats, departures) */
     close(p[0]);
     close(p[1]);
-    execl(WEFT_CHAT_SERVER, "chat_server", "--port", "0", "--max-queue",
-          max_queue, "--idle-ms", idle_ms, "--heartbeat-ms", "100",
-          (char *)NULL);
+    execv(path, argv);
     _exit(127);
   }
   close(p[1]);
@@ -60,7 +59,7 @@ static server_t spawn(const char *max_queue, const char *idle_ms) {
     have += (size_t)n;
   }
   buf[have] = 0;
-  close(p[0]);
+  s.out = p[0];
   char *colon = strrchr(buf, ':');
   REQUIRE_EQ(colon != NULL && strstr(buf, "listening on") != NULL, 1);
   s.port = atoi(colon + 1);
@@ -68,20 +67,35 @@ static server_t spawn(const char *max_queue, const char *idle_ms) {
   return s;
 }
 
+static server_t spawn(const char *max_queue, const char *idle_ms) {
+  char *argv[] = {"chat_server", "--port", "0", "--max-queue",
+                  (char *)max_queue, "--idle-ms", (char *)idle_ms,
+                  "--heartbeat-ms", "100", NULL};
+  return spawn_argv(WEFT_CHAT_SERVER, argv);
+}
+
 /* SIGTERM and wait (bounded); returns the exit status or -1. */
 static int stop(server_t *s) {
   kill(s->pid, SIGTERM);
-  for (int i = 0; i < WAIT_MS / 10; i++) {
+  int rc = -1;
+  for (int i = 0; i < WAIT_MS / 10 && rc == -1; i++) {
     int st;
     pid_t r = waitpid(s->pid, &st, WNOHANG);
-    if (r == s->pid)
-      return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    if (r == s->pid) {
+      if (!WIFEXITED(st))
+        fprintf(stderr, "server killed by signal %d\n", WTERMSIG(st));
+      rc = WIFEXITED(st) ? WEXITSTATUS(st) : -2;
+      break;
+    }
     struct timespec ts = {0, 10 * 1000 * 1000};
     nanosleep(&ts, NULL); /* polling a child's exit, not synchronisation */
   }
-  kill(s->pid, SIGKILL);
-  waitpid(s->pid, NULL, 0);
-  return -1;
+  if (rc == -1) {
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+  }
+  close(s->out);
+  return rc;
 }
 
 typedef struct client {
@@ -297,7 +311,41 @@ static void test_idle_and_shutdown(void) {
   free(chatty);
 }
 
+/* ---- the echo_server sample: echoes, and exits cleanly on SIGTERM ---- */
+
+static void test_echo_server_sample(void) {
+  char *argv[] = {"echo_server", "0", NULL};
+  server_t s = spawn_argv(WEFT_ECHO_SERVER, argv);
+  client_t *c[3];
+  for (int i = 0; i < 3; i++) {
+    c[i] = calloc(1, sizeof *c[i]);
+    REQUIRE_EQ(c[i] != NULL, 1);
+    c[i]->fd = dial(s.port, 0);
+  }
+  for (int round = 0; round < 100; round++)
+    for (int i = 0; i < 3; i++) {
+      char msg[64], line[64];
+      int n = snprintf(msg, sizeof msg, "client %d round %d\n", i, round);
+      send_all(c[i]->fd, msg, (size_t)n);
+      REQUIRE_EQ(read_line(c[i], line, sizeof line, WAIT_MS), 1);
+      EXPECT_EQ(strncmp(line, msg, (size_t)n - 1), 0);
+    }
+  close(c[0]->fd); /* one client leaves; the others go on */
+  char line[64];
+  send_all(c[1]->fd, "still\n", 6);
+  EXPECT_TRUE(read_line(c[1], line, sizeof line, WAIT_MS));
+  EXPECT_EQ(strcmp(line, "still"), 0);
+  EXPECT_EQ(stop(&s), 0); /* SIGTERM: closes every connection, exit 0 */
+  EXPECT_TRUE(!read_line(c[2], line, sizeof line, WAIT_MS)); /* EOF */
+  for (int i = 0; i < 3; i++) {
+    if (i > 0)
+      close(c[i]->fd);
+    free(c[i]);
+  }
+}
+
 static const test_case_t cases[] = {
+    {"echo_server sample", test_echo_server_sample},
     {"50 clients, every line to every other once", test_fanout},
     {"a client that never reads is dropped", test_slow_reader_dropped},
     {"idle timeout and graceful shutdown", test_idle_and_shutdown},
