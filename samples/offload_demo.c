@@ -235,6 +235,14 @@ static void fe_put(fe_conn_t *c) {
     free(c);
 }
 
+static void fe_put_any(void *c) { fe_put(c); }
+
+static void fe_job_drop(void *p) {
+  fe_job_t *j = p;
+  fe_put(j->conn);
+  free(j);
+}
+
 static void fe_close(fe_conn_t *c) {
   if (!c->closed) {
     c->closed = 1;
@@ -242,9 +250,13 @@ static void fe_close(fe_conn_t *c) {
   }
 }
 
-static void fe_then(weft_future_t *f, weft_then_fn fn, void *arg) {
+/* The destructor runs instead of fn if fn never will (the loop closed
+ * first), so nothing a continuation owns leaks. */
+static void fe_then(weft_future_t *f, weft_then_fn fn, void *arg,
+                    weft_dtor_fn dtor) {
   weft_future_t *next;
-  if (weft_future_then(f, weft_loop_executor(demo.loop), fn, arg, &next) != 0)
+  if (weft_future_then_dtor(f, weft_loop_executor(demo.loop), fn, arg, dtor,
+                            &next) != 0)
     abort(); /* out of memory in a sample: give up loudly */
   weft_future_release(f);
   weft_future_release(next);
@@ -269,7 +281,7 @@ static weft_result_t fe_answered(void *arg, weft_future_t *job) {
                      (unsigned long long)a->digest, a->primes);
     if (weft_write(j->conn->sock, j->out, (size_t)n, &w) == 0) {
       fe.answered++;
-      fe_then(w, fe_written, j); /* j->out is busy until w settles */
+      fe_then(w, fe_written, j, fe_job_drop); /* j->out busy until w settles */
       return weft_ok_int(0);
     }
   }
@@ -290,7 +302,7 @@ static void fe_job(fe_conn_t *c, int index) {
   j->conn = c;
   j->index = index;
   c->refs++;
-  fe_then(job, fe_answered, j);
+  fe_then(job, fe_answered, j, fe_job_drop);
 }
 
 static void fe_read(fe_conn_t *c);
@@ -328,7 +340,7 @@ static void fe_read(fe_conn_t *c) {
       weft_read(c->sock, c->in + c->have, sizeof c->in - c->have, &r) != 0)
     return;
   c->refs++;
-  fe_then(r, fe_got, c);
+  fe_then(r, fe_got, c, fe_put_any);
 }
 
 static void fe_accept(void);
@@ -354,7 +366,7 @@ static weft_result_t fe_accepted(void *arg, weft_future_t *f) {
 static void fe_accept(void) {
   weft_future_t *a;
   if (weft_accept(fe.listener, &a) == 0)
-    fe_then(a, fe_accepted, NULL);
+    fe_then(a, fe_accepted, NULL, NULL);
 }
 
 static int fe_start(int port, weft_addr_t *bound) {
