@@ -1,71 +1,157 @@
 /* SPDX-License-Identifier: MIT */
-/* bench/net_epoll.c: plain epoll echo server (level-triggered; read, then
- * write at once; a short write keeps the rest and waits for EPOLLOUT).
- * Usage: net_epoll <conns>; see net_common.h. */
-#include "net_common.h"
-
+/* bench/net_epoll.c: plain epoll echo server for `bench/run.sh net`, the
+ * floor: level-triggered, one recv into the connection's 64 KiB buffer,
+ * then send at once; a short send keeps the rest and waits for EPOLLOUT
+ * (no reading meanwhile). Usage: net_epoll <conns>. Listens on 127.0.0.1
+ * port 0 and prints "port N"; the window runs from the <conns>-th accept to
+ * the last close; then prints "cpu_us <window CPU> bytes <bytes echoed in
+ * the window>" and exits 0. Same CLI and output as net_uv.c, net_ev.c and
+ * net_weft.c. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 typedef struct conn {
   int fd;
-  size_t off, len; /* unsent rest of buf */
+  size_t off, len; /* unsent rest of buf: [off, len) */
   char buf[65536];
 } conn_t;
 
+static long want, accepted, open_conns;
+static int measuring;
+static unsigned long long bytes;
+static long long cpu0;
+static int ep;
+
+static long long cpu_us(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000LL +
+         ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+}
+
+static void die(const char *what) {
+  perror(what);
+  exit(1);
+}
+
+static int listen_local(void) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
+  struct sockaddr_in sin = {.sin_family = AF_INET};
+  socklen_t len = sizeof sin;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+      bind(fd, (struct sockaddr *)&sin, sizeof sin) || listen(fd, 1024) ||
+      getsockname(fd, (struct sockaddr *)&sin, &len))
+    die("listen");
+  printf("port %d\n", ntohs(sin.sin_port));
+  fflush(stdout);
+  return fd;
+}
+
+static void watch(conn_t *c, uint32_t events, int op) {
+  struct epoll_event ev = {.events = events, .data.ptr = c};
+  if (epoll_ctl(ep, op, c->fd, &ev) != 0)
+    die("epoll_ctl");
+}
+
+static void on_accept(int lfd) {
+  for (;;) {
+    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK), one = 1;
+    if (fd < 0) {
+      if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+        return;
+      die("accept4");
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    conn_t *c = malloc(sizeof *c);
+    if (c == NULL)
+      die("malloc");
+    c->fd = fd;
+    c->off = c->len = 0;
+    watch(c, EPOLLIN, EPOLL_CTL_ADD);
+    open_conns++;
+    if (++accepted == want) {
+      measuring = 1;
+      cpu0 = cpu_us();
+    }
+  }
+}
+
+/* Sends [off, len); returns 0 when the connection failed. */
+static int flush(conn_t *c) {
+  ssize_t n = send(c->fd, c->buf + c->off, c->len - c->off, MSG_NOSIGNAL);
+  if (n < 0)
+    return errno == EAGAIN || errno == EINTR;
+  if (measuring)
+    bytes += (unsigned long long)n;
+  c->off += (size_t)n;
+  return 1;
+}
+
+/* One readiness event; returns 0 when the connection is over. */
+static int on_event(conn_t *c) {
+  if (c->off < c->len) { /* EPOLLOUT after a short write */
+    if (!flush(c))
+      return 0;
+    if (c->off == c->len)
+      watch(c, EPOLLIN, EPOLL_CTL_MOD);
+    return 1;
+  }
+  ssize_t r = recv(c->fd, c->buf, sizeof c->buf, 0);
+  if (r < 0)
+    return errno == EAGAIN || errno == EINTR;
+  if (r == 0)
+    return 0;
+  c->off = 0;
+  c->len = (size_t)r;
+  if (!flush(c))
+    return 0;
+  if (c->off < c->len)
+    watch(c, EPOLLOUT, EPOLL_CTL_MOD);
+  return 1;
+}
+
 int main(int argc, char **argv) {
-  w_args(argc, argv);
-  int lfd = w_listen(), ep = epoll_create1(0);
-  struct epoll_event ev = {EPOLLIN, {.ptr = NULL}}, evs[256];
-  epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+  if (argc != 2 || (want = atol(argv[1])) <= 0) {
+    fprintf(stderr, "usage: %s <conns>\n", argv[0]);
+    return 2;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  int lfd = listen_local();
+  if ((ep = epoll_create1(0)) < 0)
+    die("epoll_create1");
+  struct epoll_event lev = {.events = EPOLLIN, .data.ptr = NULL}, evs[256];
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev) != 0)
+    die("epoll_ctl");
   for (;;) {
     int n = epoll_wait(ep, evs, 256, -1);
+    if (n < 0 && errno != EINTR)
+      die("epoll_wait");
     for (int i = 0; i < n; i++) {
       conn_t *c = evs[i].data.ptr;
-      if (c == NULL) { /* the listener */
-        int fd;
-        while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
-          w_nodelay(fd);
-          c = malloc(sizeof *c);
-          c->fd = fd;
-          c->off = c->len = 0;
-          struct epoll_event e = {EPOLLIN, {.ptr = c}};
-          epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e);
-          w_accepted();
-        }
+      if (c == NULL) {
+        on_accept(lfd);
         continue;
       }
-      if (c->len > c->off) { /* EPOLLOUT after a short write */
-        ssize_t w = send(c->fd, c->buf + c->off, c->len - c->off, MSG_NOSIGNAL);
-        if (w > 0 && (c->off += (size_t)w) == c->len) {
-          c->off = c->len = 0;
-          struct epoll_event e = {EPOLLIN, {.ptr = c}};
-          epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e);
-        }
-        if (w >= 0 || errno == EAGAIN)
-          continue;
-      } else {
-        ssize_t r = recv(c->fd, c->buf, sizeof c->buf, 0);
-        if (r < 0 && errno == EAGAIN)
-          continue;
-        if (r > 0) {
-          w_echoed(r);
-          ssize_t w = send(c->fd, c->buf, (size_t)r, MSG_NOSIGNAL);
-          if (w == r)
-            continue;
-          if (w >= 0 || errno == EAGAIN) {
-            c->off = w > 0 ? (size_t)w : 0;
-            c->len = (size_t)r;
-            struct epoll_event e = {EPOLLOUT, {.ptr = c}};
-            epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e);
-            continue;
-          }
-        }
-      }
-      close(c->fd); /* end of stream or error: epoll forgets it */
+      if (on_event(c))
+        continue;
+      close(c->fd); /* end of stream or error; epoll forgets the fd */
       free(c);
-      if (w_closed())
+      if (--open_conns == 0 && accepted >= want) {
+        printf("cpu_us %lld bytes %llu\n", cpu_us() - cpu0, bytes);
+        fflush(stdout);
         return 0;
+      }
     }
   }
 }

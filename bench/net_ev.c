@@ -1,85 +1,152 @@
 /* SPDX-License-Identifier: MIT */
-/* bench/net_ev.c: libev echo server, the usual way: an ev_io read watcher
- * per connection that reads and writes at once; a write watcher only after
- * a short write. Usage: net_ev <conns>; see net_common.h. */
-#include "net_common.h"
-
+/* bench/net_ev.c: libev echo server for `bench/run.sh net`, the usual way:
+ * one ev_io read watcher per connection whose callback reads into the
+ * connection's 64 KiB buffer and writes it back at once; only a short write
+ * starts the write watcher (and stops reading until the rest is out).
+ * Usage: net_ev <conns>. Listens on 127.0.0.1 port 0 and prints "port N";
+ * the window runs from the <conns>-th accept to the last close; then prints
+ * "cpu_us <window CPU> bytes <bytes echoed in the window>" and exits 0.
+ * Same CLI and output as net_epoll.c, net_uv.c and net_weft.c. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 typedef struct conn {
   ev_io r, w;
-  size_t off, len;
+  size_t off, len; /* unsent rest of buf: [off, len) */
   char buf[65536];
 } conn_t;
 
 static struct ev_loop *L;
+static long want, accepted, open_conns;
+static int measuring;
+static unsigned long long bytes;
+static long long cpu0;
+
+static long long cpu_us(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000LL +
+         ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+}
+
+static void die(const char *what) {
+  perror(what);
+  exit(1);
+}
+
+static int listen_local(void) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
+  struct sockaddr_in sin = {.sin_family = AF_INET};
+  socklen_t len = sizeof sin;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+      bind(fd, (struct sockaddr *)&sin, sizeof sin) || listen(fd, 1024) ||
+      getsockname(fd, (struct sockaddr *)&sin, &len))
+    die("listen");
+  printf("port %d\n", ntohs(sin.sin_port));
+  fflush(stdout);
+  return fd;
+}
 
 static void conn_close(conn_t *c) {
   ev_io_stop(L, &c->r);
   ev_io_stop(L, &c->w);
   close(c->r.fd);
   free(c);
-  if (w_closed())
+  if (--open_conns == 0 && accepted >= want) {
+    printf("cpu_us %lld bytes %llu\n", cpu_us() - cpu0, bytes);
+    fflush(stdout);
     ev_break(L, EVBREAK_ALL);
+  }
 }
 
-static void on_write(struct ev_loop *l, ev_io *w, int revents) {
-  (void)l, (void)revents;
+/* Sends [off, len); returns 0 when the connection failed. */
+static int flush(conn_t *c) {
+  ssize_t n = send(c->r.fd, c->buf + c->off, c->len - c->off, MSG_NOSIGNAL);
+  if (n < 0)
+    return errno == EAGAIN || errno == EINTR;
+  if (measuring)
+    bytes += (unsigned long long)n;
+  c->off += (size_t)n;
+  return 1;
+}
+
+static void on_write(struct ev_loop *loop, ev_io *w, int revents) {
   conn_t *c = (conn_t *)((char *)w - offsetof(conn_t, w));
-  ssize_t n = send(w->fd, c->buf + c->off, c->len - c->off, MSG_NOSIGNAL);
-  if (n < 0 && errno != EAGAIN) {
+  (void)revents;
+  if (!flush(c)) {
     conn_close(c);
-    return;
-  }
-  if (n > 0 && (c->off += (size_t)n) == c->len) {
-    ev_io_stop(L, &c->w);
-    ev_io_start(L, &c->r);
+  } else if (c->off == c->len) {
+    ev_io_stop(loop, &c->w);
+    ev_io_start(loop, &c->r);
   }
 }
 
-static void on_read(struct ev_loop *l, ev_io *w, int revents) {
-  (void)l, (void)revents;
-  conn_t *c = (conn_t *)w;
+static void on_read(struct ev_loop *loop, ev_io *w, int revents) {
+  conn_t *c = (conn_t *)w; /* r is the first member */
+  (void)revents;
   ssize_t r = recv(w->fd, c->buf, sizeof c->buf, 0);
-  if (r < 0 && errno == EAGAIN)
+  if (r < 0 && (errno == EAGAIN || errno == EINTR))
     return;
   if (r <= 0) {
     conn_close(c);
     return;
   }
-  w_echoed(r);
-  ssize_t n = send(w->fd, c->buf, (size_t)r, MSG_NOSIGNAL);
-  if (n == r)
-    return;
-  if (n < 0 && errno != EAGAIN) {
-    conn_close(c);
-    return;
-  }
-  c->off = n > 0 ? (size_t)n : 0;
+  c->off = 0;
   c->len = (size_t)r;
-  ev_io_stop(L, &c->r);
-  ev_io_start(L, &c->w);
+  if (!flush(c)) {
+    conn_close(c);
+  } else if (c->off < c->len) {
+    ev_io_stop(loop, &c->r);
+    ev_io_start(loop, &c->w);
+  }
 }
 
-static void on_accept(struct ev_loop *l, ev_io *w, int revents) {
-  (void)l, (void)revents;
-  int fd;
-  while ((fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
-    w_nodelay(fd);
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents) {
+  (void)revents;
+  for (;;) {
+    int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK), one = 1;
+    if (fd < 0) {
+      if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+        return;
+      die("accept4");
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     conn_t *c = malloc(sizeof *c);
+    if (c == NULL)
+      die("malloc");
     ev_io_init(&c->r, on_read, fd, EV_READ);
     ev_io_init(&c->w, on_write, fd, EV_WRITE);
-    ev_io_start(L, &c->r);
-    w_accepted();
+    ev_io_start(loop, &c->r);
+    open_conns++;
+    if (++accepted == want) {
+      measuring = 1;
+      cpu0 = cpu_us();
+    }
   }
 }
 
 int main(int argc, char **argv) {
-  w_args(argc, argv);
-  L = ev_default_loop(EVBACKEND_EPOLL);
+  if (argc != 2 || (want = atol(argv[1])) <= 0) {
+    fprintf(stderr, "usage: %s <conns>\n", argv[0]);
+    return 2;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  if ((L = ev_default_loop(EVFLAG_AUTO)) == NULL)
+    die("ev_default_loop");
   ev_io lw;
-  ev_io_init(&lw, on_accept, w_listen(), EV_READ);
+  ev_io_init(&lw, on_accept, listen_local(), EV_READ);
   ev_io_start(L, &lw);
   ev_run(L, 0);
   return 0;

@@ -1,11 +1,28 @@
 /* SPDX-License-Identifier: MIT */
-/* bench/net_uv.c: libuv echo server, the usual way: uv_listen/uv_accept,
- * uv_read_start with a 64 KiB buffer, a uv_write per read (the read buffer
- * travels with the write request and is freed in its callback).
- * Usage: net_uv <conns>; see net_common.h. */
-#include "net_common.h"
-
+/* bench/net_uv.c: libuv echo server for `bench/run.sh net`, the usual way:
+ * uv_tcp_bind (libuv sets SO_REUSEADDR) + uv_listen, uv_accept,
+ * uv_read_start, and one uv_write (with its own request) per read. The
+ * alloc callback hands out the connection's 64 KiB buffer, as the other
+ * servers use one: if libuv could not write everything at once, reading
+ * stops until the write queue drains, so the buffer is never reused while
+ * libuv still needs it (a malloc per read instead costs brk churn in glibc
+ * that the other servers don't pay). Usage: net_uv <conns>.
+ * Listens on 127.0.0.1 port 0 and prints "port N"; the window runs from the
+ * <conns>-th accept to the last close; then prints "cpu_us <window CPU>
+ * bytes <bytes echoed in the window>" and exits 0. Same CLI and output as
+ * net_epoll.c, net_ev.c and net_weft.c. */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
 #include <uv.h>
+
+typedef struct conn {
+  uv_tcp_t tcp; /* first: the handle is the connection */
+  int paused;   /* reading stopped until the write queue drains */
+  char buf[65536];
+} conn_t;
 
 typedef struct wreq {
   uv_write_t req;
@@ -13,60 +30,113 @@ typedef struct wreq {
 } wreq_t;
 
 static uv_loop_t *L;
+static long want, accepted, open_conns;
+static int measuring;
+static unsigned long long bytes;
+static long long cpu0;
+
+static long long cpu_us(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000LL +
+         ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+}
+
+static void check(int rc, const char *what) {
+  if (rc < 0) {
+    fprintf(stderr, "net_uv: %s: %s\n", what, uv_strerror(rc));
+    exit(1);
+  }
+}
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
-  (void)h, (void)hint;
-  buf->base = malloc(65536);
-  buf->len = 65536;
+  (void)hint;
+  *buf = uv_buf_init(((conn_t *)h)->buf, sizeof ((conn_t *)h)->buf);
 }
 
 static void on_closed(uv_handle_t *h) {
   free(h);
-  if (w_closed())
+  if (--open_conns == 0 && accepted >= want) {
+    printf("cpu_us %lld bytes %llu\n", cpu_us() - cpu0, bytes);
+    fflush(stdout);
     uv_stop(L);
+  }
 }
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 
 static void on_written(uv_write_t *req, int status) {
   wreq_t *w = (wreq_t *)req;
-  free(w->buf.base);
+  conn_t *c = (conn_t *)req->handle;
+  if (status == 0 && measuring)
+    bytes += w->buf.len;
   free(w);
-  (void)status; /* an error shows up on the read side */
+  /* An error shows up on the read side too; a closing handle gets here
+   * with UV_ECANCELED. */
+  if (status == 0 && c->paused && !uv_is_closing((uv_handle_t *)c) &&
+      uv_stream_get_write_queue_size((uv_stream_t *)c) == 0) {
+    c->paused = 0;
+    uv_read_start((uv_stream_t *)c, on_alloc, on_read);
+  }
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (n > 0) {
-    w_echoed(n);
     wreq_t *w = malloc(sizeof *w);
+    if (w == NULL) {
+      fprintf(stderr, "net_uv: out of memory\n");
+      exit(1);
+    }
     w->buf = uv_buf_init(buf->base, (unsigned)n);
-    uv_write(&w->req, s, &w->buf, 1, on_written);
+    if (uv_write(&w->req, s, &w->buf, 1, on_written) != 0) {
+      free(w);
+      uv_close((uv_handle_t *)s, on_closed);
+    } else if (uv_stream_get_write_queue_size(s) > 0) {
+      ((conn_t *)s)->paused = 1; /* partial write: stop reading */
+      uv_read_stop(s);
+    }
     return;
   }
-  free(buf->base);
-  if (n < 0)
+  if (n < 0) /* UV_EOF or an error */
     uv_close((uv_handle_t *)s, on_closed);
 }
 
 static void on_conn(uv_stream_t *server, int status) {
-  if (status < 0)
-    return;
-  uv_tcp_t *c = malloc(sizeof *c);
-  uv_tcp_init(L, c);
-  if (uv_accept(server, (uv_stream_t *)c) != 0) {
-    uv_close((uv_handle_t *)c, (uv_close_cb)free);
-    return;
+  check(status, "listen");
+  conn_t *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    fprintf(stderr, "net_uv: out of memory\n");
+    exit(1);
   }
-  uv_tcp_nodelay(c, 1);
-  w_accepted();
-  uv_read_start((uv_stream_t *)c, on_alloc, on_read);
+  check(uv_tcp_init(L, &c->tcp), "uv_tcp_init");
+  check(uv_accept(server, (uv_stream_t *)c), "uv_accept");
+  uv_tcp_nodelay(&c->tcp, 1);
+  open_conns++;
+  if (++accepted == want) {
+    measuring = 1;
+    cpu0 = cpu_us();
+  }
+  check(uv_read_start((uv_stream_t *)c, on_alloc, on_read), "uv_read_start");
 }
 
 int main(int argc, char **argv) {
-  w_args(argc, argv);
+  if (argc != 2 || (want = atol(argv[1])) <= 0) {
+    fprintf(stderr, "usage: %s <conns>\n", argv[0]);
+    return 2;
+  }
+  signal(SIGPIPE, SIG_IGN); /* libuv leaves SIGPIPE alone */
   L = uv_default_loop();
   uv_tcp_t server;
-  uv_tcp_init(L, &server);
-  uv_tcp_open(&server, w_listen());
-  uv_listen((uv_stream_t *)&server, 1024, on_conn);
+  struct sockaddr_in sin;
+  int len = sizeof sin;
+  check(uv_tcp_init(L, &server), "uv_tcp_init");
+  check(uv_ip4_addr("127.0.0.1", 0, &sin), "uv_ip4_addr");
+  check(uv_tcp_bind(&server, (struct sockaddr *)&sin, 0), "uv_tcp_bind");
+  check(uv_listen((uv_stream_t *)&server, 1024, on_conn), "uv_listen");
+  check(uv_tcp_getsockname(&server, (struct sockaddr *)&sin, &len),
+        "uv_tcp_getsockname");
+  printf("port %d\n", ntohs(sin.sin_port));
+  fflush(stdout);
   uv_run(L, UV_RUN_DEFAULT);
   return 0;
 }

@@ -232,78 +232,111 @@ suite_loop() {
   return 0
 }
 
-# One echo run: server <conns> on core 0, the shared client on core 1.
-# Prints "<rps> <cpu_us per round trip>" or fails loudly.
+# One echo run of the net suite: "<server> <conns>" (on core 0) prints its
+# port, the shared client (on core 1) runs its round trips, the server exits
+# after the last close and prints its window. Prints "<rps> <cpu_us per round
+# trip>"; any failure or timeout prints why on stderr and returns 1.
+net_msg=64
 net_once() { # server-binary, conns
-  local srv=$1 n=$2 tmp port="" pid i
+  local srv=$1 n=$2 tmp port="" pid i rc client res
   tmp=$(mktemp)
-  local pin0=() pin1=()
-  if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
-    pin0=(taskset -c 0); pin1=(taskset -c 1)
-  fi
-  "${pin0[@]}" "$srv" "$n" >"$tmp" &
+  "${net_pin0[@]}" "$srv" "$n" >"$tmp" &
   pid=$!
-  for ((i = 0; i < 200; i++)); do
-    port=$(awk '/^port/ {print $2}' "$tmp")
+  for ((i = 0; i < 100; i++)); do # up to 10 s for the port line
+    port=$(awk '$1 == "port" {print $2; exit}' "$tmp")
     [ -n "$port" ] && break
-    sleep 0.05
-  done
-  [ -n "$port" ] || { kill "$pid" 2>/dev/null; echo "net: $srv did not listen" >&2; return 1; }
-  local rps
-  rps=$("${pin1[@]}" "$out/bench_net_client" "$port" "$n" "${BENCH_NET_SECS:-1}" 64 | awk '/^rps/ {print $2}')
-  for ((i = 0; i < 200; i++)); do
     kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
+    sleep 0.1
+  done
+  if [ -z "$port" ]; then
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -f "$tmp"
+    echo "net: $srv $n printed no port line" >&2; return 1
+  fi
+  rc=0
+  client=$("${net_pin1[@]}" "$out/bench_net_client" "$port" "$n" "$net_secs" "$net_msg") || rc=$?
+  for ((i = 0; i < 100; i++)); do # up to 10 s for the server to finish
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
   done
   if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid"; echo "net: $srv did not finish" >&2; return 1
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -f "$tmp"
+    echo "net: $srv $n still running 10 s after the client (client exit $rc): killed" >&2
+    return 1
   fi
-  wait "$pid" || true
-  awk -v rps="$rps" '/^cpu_us/ {if ($4 > 0) printf "%s %.3f\n", rps, $2 / ($4 / 64)}' "$tmp"
+  wait "$pid" || { echo "net: $srv $n exited with status $?" >&2; rc=1; }
+  if [ "$rc" -ne 0 ] || [[ "$client" != "rps "* ]]; then
+    rm -f "$tmp"; echo "net: client against $srv $n failed (exit $rc)" >&2; return 1
+  fi
+  res=$(awk -v rps="${client#rps }" -v msg="$net_msg" \
+    '$1 == "cpu_us" && $4 > 0 {printf "%s %.4f\n", rps, $2 / ($4 / msg)}' "$tmp")
   rm -f "$tmp"
+  [ -n "$res" ] || { echo "net: $srv $n printed no cpu_us line (or echoed nothing)" >&2; return 1; }
+  echo "$res"
 }
 
 suite_net() {
   build_weft
-  cmake --build "$out" -j2 --target bench_net_weft >/dev/null
-  build_c bench_net_client "$here/net_client.c" || { log "skipped: net (gcc failed)"; return 0; }
-  local impls=(weft)
-  cp "$out/bench/bench_net_weft" "$out/bench_net_weft"
+  cmake --build "$out" -j2 --target bench_net_weft >/dev/null 2>&1 || true
+  local impls=() i n v hard cur
+  declare -A bin
+  if [ -x "$out/bench/bench_net_weft" ]; then
+    impls+=(weft); bin[weft]=$out/bench/bench_net_weft
+  else
+    log "skipped: weft (bench_net_weft not built)"
+  fi
   if [ -f /usr/include/uv.h ] && build_c bench_net_libuv "$here/net_uv.c" -luv; then
-    impls+=(libuv)
+    impls+=(libuv); bin[libuv]=$out/bench_net_libuv
   else
     log "skipped: libuv (uv.h or libuv not found: apt-get install libuv1-dev)"
   fi
   if [ -f /usr/include/ev.h ] && build_c bench_net_libev "$here/net_ev.c" -lev; then
-    impls+=(libev)
+    impls+=(libev); bin[libev]=$out/bench_net_libev
   else
     log "skipped: libev (ev.h or libev not found: apt-get install libev-dev)"
   fi
-  build_c bench_net_epoll "$here/net_epoll.c" && impls+=(epoll)
-  local hard ns=(1 100 1000)
-  hard=$(ulimit -Hn)
-  if [ "$hard" != unlimited ] && [ "$hard" -lt 2200 ]; then
-    log "skipped: net.echo.c1000 (fd hard limit $hard < 2200)"; ns=(1 100)
-  else
-    ulimit -n 4096 2>/dev/null || ulimit -n "$hard"
+  build_c bench_net_epoll "$here/net_epoll.c" || { echo "net: gcc failed on net_epoll.c" >&2; return 1; }
+  impls+=(epoll); bin[epoll]=$out/bench_net_epoll
+  build_c bench_net_client "$here/net_client.c" || { echo "net: gcc failed on net_client.c" >&2; return 1; }
+  net_secs=${BENCH_NET_SECS:-1}
+  net_pin0=(); net_pin1=()
+  if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    net_pin0=(taskset -c 0); net_pin1=(taskset -c 1)
   fi
+
+  # 1000 connections: 1000+ fds in the server and in the client.
+  local ns=(1 100 1000)
+  hard=$(ulimit -Hn); cur=$(ulimit -Sn)
+  if [ "$cur" != unlimited ] && [ "$cur" -lt 4096 ]; then
+    if [ "$hard" = unlimited ] || [ "$hard" -ge 4096 ]; then
+      ulimit -Sn 4096 2>/dev/null || true
+    else
+      ulimit -Sn "$hard" 2>/dev/null || true
+    fi
+  fi
+  cur=$(ulimit -Sn)
+  if [ "$cur" != unlimited ] && [ "$cur" -lt 2100 ]; then
+    log "skipped: net.echo.c1000 (open-file limit $cur, hard limit $hard: needs 2100)"
+    ns=(1 100)
+  fi
+
   for n in "${ns[@]}"; do
     for ((r = 0; r < reps; r++)); do
       for i in "${impls[@]}"; do
-        local v
-        v=$(net_once "$out/bench_net_$i" "$n") || return 1
-        samples[rps$n.$i]+="${v% *} "
-        samples[cpu$n.$i]+="${v#* } "
+        v=$(net_once "${bin[$i]}" "$n") || return 1
+        samples[nrps$n.$i]+="${v% *} "
+        samples[ncpu$n.$i]+="${v#* } "
       done
     done
     for i in "${impls[@]}"; do
-      echo "net.echo.c$n.rps.$i: $(med rps$n.$i) rt/s"
-      echo "net.echo.c$n.cpu_us.$i: $(med cpu$n.$i) us"
+      printf 'net.echo.c%s.rps.%s: %.0f rt/s\n' "$n" "$i" "$(med nrps$n.$i)"
+      printf 'net.echo.c%s.cpu_us.%s: %.3f us\n' "$n" "$i" "$(med ncpu$n.$i)"
     done
-    [[ " ${impls[*]} " == *" libev "* ]] &&
-      log "ratio net.echo.c$n.cpu_us libev/weft: $(ratio2 "$(med cpu$n.libev)" "$(med cpu$n.weft)")"
-    [[ " ${impls[*]} " == *" libuv "* ]] &&
-      log "ratio net.echo.c$n.rps weft/libuv: $(ratio2 "$(med rps$n.weft)" "$(med rps$n.libuv)")"
+    if [ -n "${bin[weft]:-}" ]; then
+      [ -n "${bin[libev]:-}" ] &&
+        log "ratio net.echo.c$n.cpu_us libev/weft: $(ratio2 "$(med ncpu$n.libev)" "$(med ncpu$n.weft)")"
+      [ -n "${bin[libuv]:-}" ] &&
+        log "ratio net.echo.c$n.rps weft/libuv: $(ratio2 "$(med nrps$n.weft)" "$(med nrps$n.libuv)")"
+    fi
   done
   return 0
 }
