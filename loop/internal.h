@@ -85,6 +85,7 @@ struct weft_loop {
   weft_signal_t *sig_iter_next; /* dispatch cursor, fixed up by stop */
   /* sockets: listeners waiting for a free fd (net.c) */
   struct weft_socket *fd_waiters;
+  struct sock_slab *sock_slabs; /* socket memory, slabs with room first */
   /* stall detector */
   weft_stall_fn stall_fn;
   void *stall_arg;
@@ -150,6 +151,10 @@ WEFT__HIDDEN int weft__io_start(weft_loop_t *loop, weft_io_t *io, int fd,
 WEFT__HIDDEN void weft__io_dispatch(weft_loop_t *loop, weft_io_t *io,
                                     unsigned events);
 WEFT__HIDDEN void weft__io_close(weft_loop_t *loop);
+/* net.c: prefetch hint for a watcher whose event is dispatched next. */
+WEFT__HIDDEN void weft__net_prefetch(weft_io_t *io);
+/* net.c: free the socket slabs (every socket is gone by then). */
+WEFT__HIDDEN void weft__net_close(weft_loop_t *loop);
 WEFT__HIDDEN void weft__signal_dispatch(weft_loop_t *loop);
 WEFT__HIDDEN void weft__signal_close(weft_loop_t *loop);
 
