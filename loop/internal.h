@@ -95,7 +95,13 @@ struct weft_loop {
   _Atomic unsigned timers_active, watchers_active;
 };
 
-WEFT__HIDDEN bool weft__loop_owned(const weft_loop_t *loop);
+/* The loop this thread runs (set by create, cleared by close). Inline:
+ * every loop-thread call checks it, and a call into another unit was a
+ * tenth of a timer start. */
+WEFT__HIDDEN extern _Thread_local weft_loop_t *weft__tl_loop WEFT__LOOP_TLS;
+static inline bool weft__loop_owned(const weft_loop_t *loop) {
+  return loop != NULL && weft__tl_loop == loop;
+}
 /* Owner-only counter bump, readable from other threads. */
 static inline void weft__loop_count(_Atomic uint64_t *c) {
   atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,

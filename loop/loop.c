@@ -26,13 +26,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-static _Thread_local weft_loop_t *tl_loop WEFT__LOOP_TLS;
+_Thread_local weft_loop_t *weft__tl_loop WEFT__LOOP_TLS;
 
-bool weft__loop_owned(const weft_loop_t *loop) {
-  return loop != NULL && tl_loop == loop;
-}
-
-weft_loop_t *weft_loop_current(void) { return tl_loop; }
+weft_loop_t *weft_loop_current(void) { return weft__tl_loop; }
 
 /* ---- cross-thread queue ---- */
 
@@ -50,7 +46,7 @@ static void wake_if_sleeping(weft_loop_t *loop) {
 }
 
 int weft__loop_submit(weft_loop_t *loop, weft_task_t *task) {
-  if (tl_loop == loop) { /* the loop thread: a plain FIFO */
+  if (weft__tl_loop == loop) { /* the loop thread: a plain FIFO */
     if (loop->closing)
       return WEFT_ESHUTDOWN;
     task->next = NULL;
@@ -203,7 +199,7 @@ static int loop_ex_await(weft_executor_t *ex, weft_future_t *f,
                          int64_t deadline_ns) {
   (void)f;
   (void)deadline_ns;
-  return tl_loop == (weft_loop_t *)ex ? WEFT_EDEADLK : WEFT_EAGAIN;
+  return weft__tl_loop == (weft_loop_t *)ex ? WEFT_EDEADLK : WEFT_EAGAIN;
 }
 
 static const weft_executor_ops_t loop_ops = {
@@ -250,7 +246,7 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
     if (opts->max_events != 0)
       max = opts->max_events;
   }
-  if (tl_loop != NULL)
+  if (weft__tl_loop != NULL)
     return WEFT_EBUSY;
   weft_loop_t *loop = weft__malloc(sizeof *loop);
   if (loop == NULL)
@@ -278,7 +274,7 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   atomic_init(&loop->wake, WAKE_SLEEPING); /* not running: posts wake it */
   loop->now = weft_now_ns();
   loop->thread = pthread_self();
-  tl_loop = loop;
+  weft__tl_loop = loop;
   loop->prev_executor = weft_executor_enter(&loop->executor);
   *out = loop;
   return 0;
@@ -336,7 +332,7 @@ int weft_loop_close(weft_loop_t *loop) {
   weft__free(loop->events, loop->backend.max * sizeof(weft__event_t));
   weft__free(loop->heap, loop->heap_cap * sizeof(weft__heap_entry_t));
   weft_executor_leave(loop->prev_executor);
-  tl_loop = NULL;
+  weft__tl_loop = NULL;
   weft__free(loop, sizeof *loop);
   return 0;
 }
@@ -525,7 +521,7 @@ int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
 int weft_loop_stop(weft_loop_t *loop) {
   if (loop == NULL)
     return WEFT_EINVAL;
-  if (tl_loop == loop) {
+  if (weft__tl_loop == loop) {
     atomic_store_explicit(&loop->stop, true, memory_order_relaxed);
     return 0;
   }

@@ -12,7 +12,8 @@
 
 static inline bool before(const weft__heap_entry_t *a,
                           const weft__heap_entry_t *b) {
-  return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+  /* branch-free: with tied deadlines the outcome is unpredictable */
+  return (a->due < b->due) | ((a->due == b->due) & (a->seq < b->seq));
 }
 
 static inline void place(weft_loop_t *loop, uint32_t i, weft__heap_entry_t e) {
@@ -38,6 +39,13 @@ static void sift_down(weft_loop_t *loop, uint32_t i, weft__heap_entry_t e) {
     if (c >= n)
       break;
     uint32_t best = c, end = c + 4 < n ? c + 4 : n;
+    /* A large heap is out of cache: ask for all the grandchildren now, so
+     * the next level's group is on its way while this one is compared. */
+    if (4 * c + 1 < n)
+      for (uint32_t k = c; k < end; k++) {
+        __builtin_prefetch(&loop->heap[4 * k + 1]);
+        __builtin_prefetch(&loop->heap[4 * k + 4]);
+      }
     for (uint32_t k = c + 1; k < end; k++)
       if (before(&loop->heap[k], &loop->heap[best]))
         best = k;
@@ -63,6 +71,47 @@ static void heap_remove(weft_loop_t *loop, weft_timer_t *t) {
       sift_up(loop, i, last);
     else
       sift_down(loop, i, last);
+  }
+  set_active(loop);
+}
+
+/* Remove the earliest timer, bottom-up: the hole at the root follows the
+ * earliest child down to a leaf, and the last entry goes in there and
+ * rises. The last entry belongs near the bottom (and with deadlines tied,
+ * as timers started together are, it always sinks to it), so this saves
+ * the comparison with it on every level of the way down. */
+static void heap_pop(weft_loop_t *loop) {
+  weft__heap_entry_t *h = loop->heap;
+  h[0].timer->priv_index = 0;
+  uint32_t n = --loop->heap_len;
+  if (n > 0) {
+    /* Each entry moved up must tell its timer its new slot; the timers are
+     * out of cache in a large heap, so ask for them on the way down and
+     * write the slots once at the end (a 4-ary heap of 2^32 entries is
+     * 16 levels deep). */
+    uint32_t path[17], depth = 0, i = 0;
+    for (;;) {
+      uint32_t c = 4 * i + 1;
+      if (c >= n)
+        break;
+      uint32_t best = c, end = c + 4 < n ? c + 4 : n;
+      if (4 * c + 1 < n) /* see sift_down */
+        for (uint32_t k = c; k < end; k++) {
+          __builtin_prefetch(&h[4 * k + 1]);
+          __builtin_prefetch(&h[4 * k + 4]);
+        }
+      for (uint32_t k = c + 1; k < end; k++)
+        if (before(&h[k], &h[best]))
+          best = k;
+      __builtin_prefetch(h[best].timer, 1);
+      h[i] = h[best];
+      path[depth++] = i;
+      i = best;
+    }
+    for (uint32_t d = 0; d < depth; d++)
+      h[path[d]].timer->priv_index = path[d] + 1;
+    sift_up(loop, i, h[n]);
+    __builtin_prefetch(h[0].timer, 1); /* the next to fire */
   }
   set_active(loop);
 }
@@ -158,7 +207,7 @@ void weft__timers_run(weft_loop_t *loop) {
     if (top->due > loop->now || top->seq >= limit)
       break;
     weft_timer_t *t = top->timer;
-    heap_remove(loop, t);
+    heap_pop(loop);
     if (t->priv_repeat > 0) { /* rescheduled before the callback runs */
       int64_t next = t->priv_due > INT64_MAX - t->priv_repeat
                          ? INT64_MAX
