@@ -84,6 +84,7 @@ struct weft_loop {
   weft_signal_t *signals;
   weft_signal_t *sig_iter_next; /* dispatch cursor, fixed up by stop */
   /* sockets: listeners waiting for a free fd (net.c) */
+  unsigned wake_events; /* since the eventfd was last read */
   struct weft_socket *fd_waiters;
   struct sock_slab *sock_slabs; /* socket memory, slabs with room first */
   /* stall detector */
