@@ -2,12 +2,9 @@
 /* bench/net_epoll.c: plain epoll echo server for `bench/run.sh net`, the
  * floor: level-triggered, one recv into the connection's 64 KiB buffer,
  * then send at once; a short send keeps the rest and waits for EPOLLOUT
- * (no reading meanwhile). Usage: net_epoll <conns>. Listens on 127.0.0.1
- * port 0 and prints "port N"; the window runs from the <conns>-th accept to
- * the last close; then prints "cpu_us <window CPU> bytes <bytes echoed in
- * the window>" and exits 0. Same CLI and output as net_uv.c, net_ev.c and
- * net_weft.c. */
-#define _GNU_SOURCE
+ * (no reading meanwhile). Usage and output: net_server.h. */
+#include "net_server.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -26,37 +23,7 @@ typedef struct conn {
   char buf[65536];
 } conn_t;
 
-static long want, accepted, open_conns;
-static int measuring;
-static unsigned long long bytes;
-static long long cpu0;
 static int ep;
-
-static long long cpu_us(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000LL +
-         ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
-}
-
-static void die(const char *what) {
-  perror(what);
-  exit(1);
-}
-
-static int listen_local(void) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
-  struct sockaddr_in sin = {.sin_family = AF_INET};
-  socklen_t len = sizeof sin;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
-      bind(fd, (struct sockaddr *)&sin, sizeof sin) || listen(fd, 1024) ||
-      getsockname(fd, (struct sockaddr *)&sin, &len))
-    die("listen");
-  printf("port %d\n", ntohs(sin.sin_port));
-  fflush(stdout);
-  return fd;
-}
 
 static void watch(conn_t *c, uint32_t events, int op) {
   struct epoll_event ev = {.events = events, .data.ptr = c};
@@ -79,11 +46,7 @@ static void on_accept(int lfd) {
     c->fd = fd;
     c->off = c->len = 0;
     watch(c, EPOLLIN, EPOLL_CTL_ADD);
-    open_conns++;
-    if (++accepted == want) {
-      measuring = 1;
-      cpu0 = cpu_us();
-    }
+    w_accepted();
   }
 }
 
@@ -92,8 +55,7 @@ static int flush(conn_t *c) {
   ssize_t n = send(c->fd, c->buf + c->off, c->len - c->off, MSG_NOSIGNAL);
   if (n < 0)
     return errno == EAGAIN || errno == EINTR;
-  if (measuring)
-    bytes += (unsigned long long)n;
+  w_echoed((size_t)n);
   c->off += (size_t)n;
   return 1;
 }
@@ -122,10 +84,7 @@ static int on_event(conn_t *c) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 2 || (want = atol(argv[1])) <= 0) {
-    fprintf(stderr, "usage: %s <conns>\n", argv[0]);
-    return 2;
-  }
+  w_args(argc, argv);
   signal(SIGPIPE, SIG_IGN);
   int lfd = listen_local();
   if ((ep = epoll_create1(0)) < 0)
@@ -147,11 +106,8 @@ int main(int argc, char **argv) {
         continue;
       close(c->fd); /* end of stream or error; epoll forgets the fd */
       free(c);
-      if (--open_conns == 0 && accepted >= want) {
-        printf("cpu_us %lld bytes %llu\n", cpu_us() - cpu0, bytes);
-        fflush(stdout);
+      if (w_closed())
         return 0;
-      }
     }
   }
 }

@@ -3,11 +3,9 @@
  * one ev_io read watcher per connection whose callback reads into the
  * connection's 64 KiB buffer and writes it back at once; only a short write
  * starts the write watcher (and stops reading until the rest is out).
- * Usage: net_ev <conns>. Listens on 127.0.0.1 port 0 and prints "port N";
- * the window runs from the <conns>-th accept to the last close; then prints
- * "cpu_us <window CPU> bytes <bytes echoed in the window>" and exits 0.
- * Same CLI and output as net_epoll.c, net_uv.c and net_weft.c. */
-#define _GNU_SOURCE
+ * Usage and output: net_server.h. */
+#include "net_server.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
@@ -28,47 +26,14 @@ typedef struct conn {
 } conn_t;
 
 static struct ev_loop *L;
-static long want, accepted, open_conns;
-static int measuring;
-static unsigned long long bytes;
-static long long cpu0;
-
-static long long cpu_us(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000LL +
-         ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
-}
-
-static void die(const char *what) {
-  perror(what);
-  exit(1);
-}
-
-static int listen_local(void) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
-  struct sockaddr_in sin = {.sin_family = AF_INET};
-  socklen_t len = sizeof sin;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
-      bind(fd, (struct sockaddr *)&sin, sizeof sin) || listen(fd, 1024) ||
-      getsockname(fd, (struct sockaddr *)&sin, &len))
-    die("listen");
-  printf("port %d\n", ntohs(sin.sin_port));
-  fflush(stdout);
-  return fd;
-}
 
 static void conn_close(conn_t *c) {
   ev_io_stop(L, &c->r);
   ev_io_stop(L, &c->w);
   close(c->r.fd);
   free(c);
-  if (--open_conns == 0 && accepted >= want) {
-    printf("cpu_us %lld bytes %llu\n", cpu_us() - cpu0, bytes);
-    fflush(stdout);
+  if (w_closed())
     ev_break(L, EVBREAK_ALL);
-  }
 }
 
 /* Sends [off, len); returns 0 when the connection failed. */
@@ -76,8 +41,7 @@ static int flush(conn_t *c) {
   ssize_t n = send(c->r.fd, c->buf + c->off, c->len - c->off, MSG_NOSIGNAL);
   if (n < 0)
     return errno == EAGAIN || errno == EINTR;
-  if (measuring)
-    bytes += (unsigned long long)n;
+  w_echoed((size_t)n);
   c->off += (size_t)n;
   return 1;
 }
@@ -129,19 +93,12 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents) {
     ev_io_init(&c->r, on_read, fd, EV_READ);
     ev_io_init(&c->w, on_write, fd, EV_WRITE);
     ev_io_start(loop, &c->r);
-    open_conns++;
-    if (++accepted == want) {
-      measuring = 1;
-      cpu0 = cpu_us();
-    }
+    w_accepted();
   }
 }
 
 int main(int argc, char **argv) {
-  if (argc != 2 || (want = atol(argv[1])) <= 0) {
-    fprintf(stderr, "usage: %s <conns>\n", argv[0]);
-    return 2;
-  }
+  w_args(argc, argv);
   signal(SIGPIPE, SIG_IGN);
   if ((L = ev_default_loop(EVFLAG_AUTO)) == NULL)
     die("ev_default_loop");

@@ -6,12 +6,10 @@
  * servers use one: if libuv could not write everything at once, reading
  * stops until the write queue drains, so the buffer is never reused while
  * libuv still needs it (a malloc per read instead costs brk churn in glibc
- * that the other servers don't pay). Usage: net_uv <conns>.
- * Listens on 127.0.0.1 port 0 and prints "port N"; the window runs from the
- * <conns>-th accept to the last close; then prints "cpu_us <window CPU>
- * bytes <bytes echoed in the window>" and exits 0. Same CLI and output as
- * net_epoll.c, net_ev.c and net_weft.c. */
-#define _GNU_SOURCE
+ * that the other servers don't pay). Usage and output: net_server.h (libuv
+ * binds its own listener). */
+#include "net_server.h"
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,17 +28,6 @@ typedef struct wreq {
 } wreq_t;
 
 static uv_loop_t *L;
-static long want, accepted, open_conns;
-static int measuring;
-static unsigned long long bytes;
-static long long cpu0;
-
-static long long cpu_us(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000LL +
-         ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
-}
 
 static void check(int rc, const char *what) {
   if (rc < 0) {
@@ -56,11 +43,8 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 
 static void on_closed(uv_handle_t *h) {
   free(h);
-  if (--open_conns == 0 && accepted >= want) {
-    printf("cpu_us %lld bytes %llu\n", cpu_us() - cpu0, bytes);
-    fflush(stdout);
+  if (w_closed())
     uv_stop(L);
-  }
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
@@ -68,8 +52,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 static void on_written(uv_write_t *req, int status) {
   wreq_t *w = (wreq_t *)req;
   conn_t *c = (conn_t *)req->handle;
-  if (status == 0 && measuring)
-    bytes += w->buf.len;
+  if (status == 0)
+    w_echoed(w->buf.len);
   free(w);
   /* An error shows up on the read side too; a closing handle gets here
    * with UV_ECANCELED. */
@@ -111,19 +95,12 @@ static void on_conn(uv_stream_t *server, int status) {
   check(uv_tcp_init(L, &c->tcp), "uv_tcp_init");
   check(uv_accept(server, (uv_stream_t *)c), "uv_accept");
   uv_tcp_nodelay(&c->tcp, 1);
-  open_conns++;
-  if (++accepted == want) {
-    measuring = 1;
-    cpu0 = cpu_us();
-  }
+  w_accepted();
   check(uv_read_start((uv_stream_t *)c, on_alloc, on_read), "uv_read_start");
 }
 
 int main(int argc, char **argv) {
-  if (argc != 2 || (want = atol(argv[1])) <= 0) {
-    fprintf(stderr, "usage: %s <conns>\n", argv[0]);
-    return 2;
-  }
+  w_args(argc, argv);
   signal(SIGPIPE, SIG_IGN); /* libuv leaves SIGPIPE alone */
   L = uv_default_loop();
   uv_tcp_t server;

@@ -31,13 +31,17 @@ build_weft() {
 build_cxx() { # name, source, extra flags...
   local name=$1 src=$2; shift 2
   command -v g++ >/dev/null || return 1
-  [ "$out/$name" -nt "$src" ] && return 0
+  local h fresh=1 # rebuilt when the source or a bench header is newer
+  for h in "$src" "$here"/*.h; do [ "$out/$name" -nt "$h" ] || fresh=0; done
+  [ "$fresh" = 1 ] && return 0
   g++ -O2 -std=c++17 -pthread "$src" -o "$out/$name" "$@" 2>/dev/null
 }
 
 build_c() { # name, source, extra flags...: a C peer, gcc -O2
   local name=$1 src=$2; shift 2
-  [ "$out/$name" -nt "$src" ] && return 0
+  local h fresh=1 # rebuilt when the source or a bench header is newer
+  for h in "$src" "$here"/*.h; do [ "$out/$name" -nt "$h" ] || fresh=0; done
+  [ "$fresh" = 1 ] && return 0
   gcc -O2 -pthread "$src" -o "$out/$name" "$@" 2>/dev/null
 }
 
