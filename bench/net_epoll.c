@@ -32,14 +32,8 @@ static void watch(conn_t *c, uint32_t events, int op) {
 }
 
 static void on_accept(int lfd) {
-  for (;;) {
-    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK), one = 1;
-    if (fd < 0) {
-      if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
-        return;
-      die("accept4");
-    }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  int fd;
+  while ((fd = accept_next(lfd)) >= 0) {
     conn_t *c = malloc(sizeof *c);
     if (c == NULL)
       die("malloc");

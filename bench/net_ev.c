@@ -79,14 +79,8 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents) {
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents) {
   (void)revents;
-  for (;;) {
-    int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK), one = 1;
-    if (fd < 0) {
-      if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
-        return;
-      die("accept4");
-    }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  int fd;
+  while ((fd = accept_next(w->fd)) >= 0) {
     conn_t *c = malloc(sizeof *c);
     if (c == NULL)
       die("malloc");

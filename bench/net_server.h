@@ -12,7 +12,9 @@
 #define WEFT_BENCH_NET_SERVER_H
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -83,6 +85,22 @@ static inline int listen_local(void) {
   printf("port %d\n", ntohs(sin.sin_port));
   fflush(stdout);
   return fd;
+}
+
+/* The next pending connection of listener lfd, nonblocking with
+ * TCP_NODELAY, or -1 when there is none now. */
+static inline int accept_next(int lfd) {
+  for (;;) {
+    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK), one = 1;
+    if (fd >= 0) {
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      return fd;
+    }
+    if (errno == EAGAIN)
+      return -1;
+    if (errno != EINTR && errno != ECONNABORTED)
+      die("accept4");
+  }
 }
 
 #endif
