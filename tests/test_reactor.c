@@ -312,6 +312,102 @@ static void test_timer_many_random(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
+/* Ties: timers started in one callback with a few dozen timeouts share
+ * their deadlines exactly (the loop's time is cached). Random stops,
+ * restarts and stops from inside callbacks must keep (deadline, start
+ * order) and exactly-once. */
+#define TIES 20000
+static struct {
+  weft_loop_t *loop;
+  weft_timer_t *t;
+  long *start_no; /* the test's own count at the timer's latest start */
+  unsigned char *seen, *stopped;
+  long starts, fired, out_of_order, stopped_fired, not_once;
+  int64_t last_due;
+  long last_no;
+  unsigned x;
+} ties;
+
+static unsigned ties_rand(void) {
+  ties.x = ties.x * 1103515245u + 12345u;
+  return ties.x >> 8;
+}
+
+static void ties_start(long i) {
+  REQUIRE_EQ(weft_timer_start(&ties.t[i], (int64_t)(ties_rand() % 40), 0), 0);
+  ties.start_no[i] = ties.starts++;
+  ties.stopped[i] = 0;
+}
+
+static void ties_fire(weft_timer_t *t, int status, void *arg) {
+  long i = (long)(intptr_t)arg;
+  if (status != 0)
+    return;
+  if (ties.stopped[i])
+    ties.stopped_fired++;
+  if (t->priv_due < ties.last_due ||
+      (t->priv_due == ties.last_due && ties.start_no[i] < ties.last_no))
+    ties.out_of_order++;
+  ties.last_due = t->priv_due;
+  ties.last_no = ties.start_no[i];
+  ties.seen[i]++;
+  ties.fired++;
+  if (i % 97 == 0) { /* stop some timer that has not fired yet */
+    long j = (long)(ties_rand() % TIES);
+    if (!ties.seen[j] && weft_timer_active(&ties.t[j]) == 1) {
+      EXPECT_EQ(weft_timer_stop(&ties.t[j]), 0);
+      ties.stopped[j] = 1;
+    }
+  }
+}
+
+static void ties_setup(weft_loop_t *loop, void *arg, int status) {
+  (void)arg;
+  (void)status;
+  for (long i = 0; i < TIES; i++) {
+    REQUIRE_EQ(weft_timer_init(loop, &ties.t[i], ties_fire, (void *)(intptr_t)i), 0);
+    ties_start(i);
+  }
+  for (long k = 0; k < TIES / 4; k++) { /* stop a quarter, at random */
+    long i = (long)(ties_rand() % TIES);
+    EXPECT_EQ(weft_timer_stop(&ties.t[i]), 0);
+    ties.stopped[i] = 1;
+  }
+  for (long k = 0; k < TIES / 10; k++) /* restart some: new start order */
+    ties_start((long)(ties_rand() % TIES));
+}
+
+static void test_timer_ties(void) {
+  memset(&ties, 0, sizeof ties);
+  ties.loop = new_loop();
+  ties.x = 777;
+  ties.t = calloc(TIES, sizeof *ties.t);
+  ties.start_no = calloc(TIES, sizeof *ties.start_no);
+  ties.seen = calloc(TIES, 1);
+  ties.stopped = calloc(TIES, 1);
+  REQUIRE_EQ(ties.t && ties.start_no && ties.seen && ties.stopped, 1);
+  ties.last_due = INT64_MIN;
+  REQUIRE_EQ(weft_loop_post(ties.loop, ties_setup, NULL), 0);
+  run_until_idle(ties.loop);
+  long expect = 0;
+  for (long i = 0; i < TIES; i++) {
+    if (ties.stopped[i])
+      continue;
+    expect++;
+    ties.not_once += ties.seen[i] != 1;
+  }
+  EXPECT_EQ(ties.out_of_order, 0);
+  EXPECT_EQ(ties.stopped_fired, 0);
+  EXPECT_EQ(ties.not_once, 0);
+  EXPECT_EQ(ties.fired, expect);
+  EXPECT_EQ(expect > TIES / 2, 1);
+  free(ties.t);
+  free(ties.start_no);
+  free(ties.seen);
+  free(ties.stopped);
+  EXPECT_EQ(weft_loop_close(ties.loop), 0);
+}
+
 static void count_fire(weft_timer_t *t, int status, void *arg) {
   int *n = arg;
   if (status == 0 && ++*n == 5)
@@ -825,6 +921,8 @@ static const test_case_t cases[] = {
      test_timer_order_stop_start},
     {"100k timers with random deadlines fire in deadline order",
      test_timer_many_random},
+    {"20k tied timers: start order through stops and restarts",
+     test_timer_ties},
     {"repeating timer, timer errors", test_timer_repeat_and_errors},
     {"sleep, cancelled sleep", test_sleep},
     {"timeout wins and loses", test_timeout},
