@@ -64,6 +64,10 @@ typedef struct weft__job {
   weft_dtor_fn arg_dtor;
   struct weft_pool *pool;
   _Atomic uint32_t claim; /* QUEUED -> RUNNING (runner) or CANCELLED */
+  /* The worker running it, when it started it with an empty deque (then
+   * what that deque holds while it runs are its descendants: an awaiter may
+   * take those, see pool_ex_await); else NULL. */
+  _Atomic(struct weft__worker *) runner;
 } weft__job_t;
 
 WEFT__HIDDEN bool weft__is_job(const weft_task_t *t);
@@ -79,6 +83,7 @@ typedef struct weft__worker {
   unsigned index;
   uint64_t rng;
   _Atomic uint64_t jobs_run, steals, parks; /* written by the owner only */
+  bool start_empty;     /* the task being started found our deque empty */
   void *cache;          /* recycled job blocks, owner only */
   unsigned cache_count;
   char pad_[64];                            /* keep workers' lines apart */

@@ -52,6 +52,11 @@ static void job_run(weft_task_t *task) {
                                               WEFT__JOB_RUNNING,
                                               memory_order_acq_rel,
                                               memory_order_acquire)) {
+    weft__worker_t *w = tl_worker;
+    if (w != NULL && w->start_empty) { /* see weft__job_t.runner */
+      w->start_empty = false;          /* not for jobs nested in this one */
+      atomic_store_explicit(&job->runner, w, memory_order_release);
+    }
     weft_result_t r = job->fn((weft_job_t *)job, job->arg);
     weft__settle_result(&job->ext.base, r);
   }
@@ -127,6 +132,7 @@ static int job_new(weft_pool_t *pool, weft_job_fn fn, void *arg,
   job->arg_dtor = arg_dtor;
   job->pool = pool;
   atomic_init(&job->claim, WEFT__JOB_QUEUED);
+  atomic_init(&job->runner, NULL);
   *out = job;
   return 0;
 }
@@ -278,6 +284,19 @@ static void run_task(weft__worker_t *w, weft_task_t *t) {
   weft__run_or_discard(w->pool, t);
 }
 
+static bool deque_empty(weft__deque_t *d) { /* owner only */
+  return atomic_load_explicit(&d->bottom, memory_order_relaxed) <=
+         atomic_load_explicit(&d->top, memory_order_acquire);
+}
+
+/* Run t, telling the job in it (if any) whether it starts on an empty
+ * deque (weft__job_t.runner). */
+static void run_marked(weft__worker_t *w, weft_task_t *t) {
+  w->start_empty = deque_empty(&w->deque);
+  run_task(w, t);
+  w->start_empty = false;
+}
+
 static void *worker_main(void *arg) {
   weft__worker_t *w = arg;
   weft_pool_t *p = w->pool;
@@ -294,14 +313,14 @@ static void *worker_main(void *arg) {
       atomic_fetch_sub_explicit(&p->ec.searching, 1, memory_order_seq_cst);
     }
     if (t != NULL) {
-      run_task(w, t);
+      run_marked(w, t);
       continue;
     }
     uint32_t epoch = weft__ec_prepare(&p->ec);
     t = find_work(w, true);
     if (t != NULL) {
       weft__ec_cancel(&p->ec);
-      run_task(w, t);
+      run_marked(w, t);
       continue;
     }
     if (atomic_load_explicit(&p->stopping, memory_order_acquire)) {
@@ -329,21 +348,60 @@ static int pool_ex_submit(weft_executor_t *ex, weft_task_t *task) {
 }
 
 /* Await on a worker: run jobs from our own deque (and inbox) meanwhile. */
+/* The worker running f, if f is a job of p started at top level on an empty
+ * deque (weft__job_t.runner); else NULL. */
+static weft__worker_t *job_runner(weft_pool_t *p, weft_future_t *f) {
+  struct weft_future *b = (struct weft_future *)f;
+  uint32_t kind = atomic_load_explicit(&b->word, memory_order_relaxed) >>
+                  WEFT__KIND_SHIFT;
+  if (kind != WEFT__K_EXT || ((weft__ext_t *)b)->fini != job_fini)
+    return NULL;
+  weft__job_t *job = (weft__job_t *)b;
+  if (job->pool != p)
+    return NULL;
+  return atomic_load_explicit(&job->runner, memory_order_acquire);
+}
+
 static int pool_ex_await(weft_executor_t *ex, weft_future_t *f,
                          int64_t deadline_ns) {
   weft_pool_t *p = (weft_pool_t *)((char *)ex - offsetof(weft_pool_t, executor));
   weft__worker_t *w = tl_worker;
   if (w == NULL || w->pool != p)
     return WEFT_EAGAIN;
+  weft__worker_t *thief = NULL;
+  int idle = 0;
   while (weft__state(f) == WEFT_PENDING) {
     if (deadline_ns >= 0 && weft_now_ns() >= deadline_ns)
       return WEFT_ETIMEDOUT;
     weft_task_t *t = weft__deque_take(&w->deque);
     if (t == NULL)
       t = take_inbox(w, w);
-    if (t == NULL)
-      return WEFT_EAGAIN; /* nothing of ours left: block until settled */
-    run_task(w, t);
+    if (t == NULL && thief == NULL)
+      thief = job_runner(p, f); /* set once the job has started */
+    if (t == NULL && thief != NULL && thief != w) {
+      /* Leapfrogging: the job was stolen, and every task on its runner's
+       * deque while it runs is its descendant. */
+      do
+        t = weft__deque_steal(&thief->deque);
+      while (t == WEFT__STEAL_ABORT);
+      if (t != NULL && weft__state(f) != WEFT_PENDING) {
+        /* Done meanwhile: t may belong to the runner's next job, not ours
+         * to run inside this frame. Keep it on our deque instead. */
+        if (weft__deque_push(&w->deque, t) != 0)
+          inbox_push(w, t);
+        return 0;
+      }
+      if (t != NULL)
+        stat_inc(&w->steals);
+    }
+    if (t == NULL) {
+      if (thief == w || ++idle > SPIN_ROUNDS)
+        return WEFT_EAGAIN; /* nothing we may run: block until settled */
+      cpu_relax(); /* the runner may push more in a moment */
+      continue;
+    }
+    idle = 0;
+    run_marked(w, t);
   }
   return 0;
 }

@@ -25,12 +25,20 @@ WEFT_BEGIN_DECLS
  * stuck in read() never holds a CPU worker.
  *
  * Await from a job: weft_future_await() on a CPU worker runs jobs from that
- * worker's own deque while it waits (newest first: the job's own children,
- * which it is most likely waiting for), and parks only when that deque is
- * empty. It never steals while waiting: a stolen job could itself wait on
- * the frame below it on this stack, and an unbounded mix of unrelated work
- * could grow the stack without limit. Own-deque help is what makes
- * recursive fork-join (fib with a spawn per call) complete on one worker.
+ * worker's own deque (and its inbox) while it waits, newest first: the
+ * job's own children, which it is most likely waiting for. When those run
+ * out and the awaited job was taken by another worker that started it on
+ * an empty deque, the waiter takes jobs from that worker's deque
+ * (leapfrogging): while the awaited job runs, everything there is its
+ * descendant, work the waiter is waiting for anyway. If the awaited job
+ * finished meanwhile, a job just taken goes on the waiter's own deque
+ * instead of running in this frame. Only then, after a short spin, does the
+ * worker block. It never steals anything else while waiting: an unrelated
+ * job could itself wait on the frame below it on this stack, and an
+ * unbounded mix of unrelated work could grow the stack without limit.
+ * Own-deque help is what makes recursive fork-join (fib with a spawn per
+ * call) complete on one worker; leapfrogging is what keeps two workers busy
+ * (measured: fib(35) on 2 workers used 1.6 CPUs without it, 1.96 with it).
  *
  * Scaling: the hot paths touch no shared lock and no per-job shared
  * counter: spawns and pops stay on the worker's own deque, statistics are
