@@ -401,9 +401,9 @@ static int pool_ex_await(weft_executor_t *ex, weft_future_t *f,
         stat_inc(&w->steals);
     }
     if (t == NULL) {
-      if (thief == w || ++idle > SPIN_ROUNDS)
+      if (thief == NULL || thief == w || ++idle > SPIN_ROUNDS)
         return WEFT_EAGAIN; /* nothing we may run: block until settled */
-      cpu_relax(); /* the runner may push more in a moment */
+      cpu_relax(); /* the awaited job's runner may push more in a moment */
       continue;
     }
     idle = 0;
