@@ -403,7 +403,13 @@ void weft__ext_init(weft__ext_t *e, size_t size, uint32_t refs,
 void weft__ext_on_cancel(weft__ext_t *e, weft_cancel_fn fn, void *arg) {
   e->base.aux.cancel = fn;
   e->base.val.ptr = arg;
-  atomic_fetch_or_explicit(&e->base.word, WEFT__F_HOOK, memory_order_relaxed);
+  /* Not shared yet (see the header): a plain store, no locked instruction
+   * on every job's and every loop operation's way in. */
+  atomic_store_explicit(&e->base.word,
+                        atomic_load_explicit(&e->base.word,
+                                             memory_order_relaxed) |
+                            WEFT__F_HOOK,
+                        memory_order_relaxed);
 }
 
 void weft__settle_result(struct weft_future *f, weft_result_t r) {
