@@ -412,21 +412,22 @@ void weft__ext_on_cancel(weft__ext_t *e, weft_cancel_fn fn, void *arg) {
                         memory_order_relaxed);
 }
 
-void weft__settle_result(struct weft_future *f, weft_result_t r) {
-  switch (r.kind) {
+void weft__settle_result(struct weft_future *f, const weft_result_t *r) {
+  switch (r->kind) {
   case WEFT__R_PTR:
-    if (settle_ptr(f, r.u.ptr, r.dtor) != 0 && r.dtor != NULL)
-      r.dtor(r.u.ptr);
+    if (settle_ptr(f, r->u.ptr, r->dtor) != 0 && r->dtor != NULL)
+      r->dtor(r->u.ptr);
     return;
   case WEFT__R_INT:
-    (void)weft__settle_int(f, WEFT_FULFILLED, r.u.i, 0);
+    (void)weft__settle_int(f, WEFT_FULFILLED, r->u.i, 0);
     return;
   case WEFT__R_ERR:
-    (void)weft__settle_int(f, WEFT_REJECTED, 0, r.err < 0 ? r.err : WEFT_EINVAL);
+    (void)weft__settle_int(f, WEFT_REJECTED, 0,
+                           r->err < 0 ? r->err : WEFT_EINVAL);
     return;
   case WEFT__R_FOLLOW:
-    if (r.u.future != NULL)
-      weft_future_release(r.u.future);
+    if (r->u.future != NULL)
+      weft_future_release(r->u.future);
     (void)weft__settle_int(f, WEFT_REJECTED, 0, WEFT_ENOTSUP);
     return;
   default:
@@ -576,7 +577,7 @@ static void then_run(weft_task_t *node) {
   }
   if (r.kind == WEFT__R_FOLLOW) /* weft_follow(NULL) */
     r = weft_err(WEFT_EINVAL);
-  weft__settle_result(d, r);
+  weft__settle_result(d, &r);
   then_finish(t);
 }
 

@@ -58,7 +58,7 @@ static void job_run(weft_task_t *task) {
       atomic_store_explicit(&job->runner, w, memory_order_release);
     }
     weft_result_t r = job->fn((weft_job_t *)job, job->arg);
-    weft__settle_result(&job->ext.base, r);
+    weft__settle_result(&job->ext.base, &r);
   }
   weft__unref(&job->ext.base); /* the queue's reference */
 }
