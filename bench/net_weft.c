@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* bench/net_weft.c: weft's echo server for `bench/run.sh net`, written the
  * way the echo_server sample is: one future chain per connection (read some
- * bytes, write them all, read again), continuations on the loop.
+ * bytes, write them all, read again), each continuation a weft_future_watch
+ * on the loop.
  * Usage: bench_net_weft <conns>. Listens on 127.0.0.1 port 0 and prints
  * "port N"; the measurement window runs from the <conns>-th accept to the
  * last close; then prints "cpu_us <window CPU> bytes <bytes echoed in the
@@ -48,35 +49,31 @@ static void conn_end(conn_t *c) {
 
 static void conn_read(conn_t *c);
 
-static void then(weft_future_t *f, weft_then_fn fn, void *arg) {
-  weft_future_t *g;
-  if (weft_future_then(f, S.ex, fn, arg, &g) != 0)
+static void watch(weft_future_t *f, weft_watch_fn fn, void *arg) {
+  if (weft_future_watch(f, S.ex, fn, arg, NULL) != 0)
     abort();
   weft_future_release(f);
-  weft_future_release(g);
 }
 
-static weft_result_t on_written(void *arg, weft_future_t *f) {
+static void on_written(void *arg, weft_future_t *f) {
   conn_t *c = arg;
   if (weft_future_state(f) == WEFT_FULFILLED)
     conn_read(c);
   else
     conn_end(c);
-  return weft_ok_int(0);
 }
 
-static weft_result_t on_read(void *arg, weft_future_t *f) {
+static void on_read(void *arg, weft_future_t *f) {
   conn_t *c = arg;
   weft_future_t *w;
   if (weft_future_state(f) != WEFT_FULFILLED ||
       weft_write(c->s, c->buf, (size_t)weft_future_int(f), &w) != 0) {
     conn_end(c); /* end of stream, reset: this connection only */
-    return weft_ok_int(0);
+    return;
   }
   if (S.measuring)
     S.bytes += (unsigned long long)weft_future_int(f);
-  then(w, on_written, c);
-  return weft_ok_int(0);
+  watch(w, on_written, c);
 }
 
 static void conn_read(conn_t *c) {
@@ -85,12 +82,12 @@ static void conn_read(conn_t *c) {
     conn_end(c);
     return;
   }
-  then(r, on_read, c);
+  watch(r, on_read, c);
 }
 
 static void accept_next(void);
 
-static weft_result_t on_accept(void *arg, weft_future_t *f) {
+static void on_accept(void *arg, weft_future_t *f) {
   (void)arg;
   if (weft_future_state(f) != WEFT_FULFILLED) {
     fprintf(stderr, "accept: %s\n", weft_strerror(weft_future_error(f)));
@@ -109,14 +106,13 @@ static weft_result_t on_accept(void *arg, weft_future_t *f) {
     accept_next();
   }
   conn_read(c);
-  return weft_ok_int(0);
 }
 
 static void accept_next(void) {
   weft_future_t *a;
   if (weft_accept(S.ls, &a) != 0)
     abort();
-  then(a, on_accept, NULL);
+  watch(a, on_accept, NULL);
 }
 
 int main(int argc, char **argv) {

@@ -624,6 +624,64 @@ int weft_future_then_dtor(weft_future_t *src, weft_executor_t *ex,
   return 0;
 }
 
+/* ---- watch: a continuation without a derived future ---- */
+
+typedef struct watch {
+  weft_task_t node; /* on the source's list, then the executor's queue */
+  weft_executor_t *ex;
+  struct weft_future *src;
+  weft_watch_fn fn;
+  void *arg;
+  weft_dtor_fn arg_dtor;
+} watch_t;
+
+static void watch_finish(watch_t *w) {
+  weft__unref_need(w->src); /* the watch's handle and need */
+  weft__free(w, sizeof *w);
+}
+
+static void watch_run(weft_task_t *node) { /* on the executor */
+  watch_t *w = (watch_t *)node;
+  w->fn(w->arg, w->src);
+  watch_finish(w);
+}
+
+/* The source settled (on the settling thread, in its trampoline). Nothing
+ * can cancel a watch, so nothing races this. */
+static void watch_fire(weft_task_t *node) {
+  watch_t *w = (watch_t *)node;
+  if (w->ex == weft_executor_inline()) {
+    watch_run(node);
+    return;
+  }
+  node->run = watch_run;
+  if (w->ex->ops->submit(w->ex, node) != 0) {
+    if (w->arg_dtor != NULL)
+      w->arg_dtor(w->arg);
+    watch_finish(w);
+  }
+}
+
+int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
+                      weft_watch_fn fn, void *arg, weft_dtor_fn arg_dtor) {
+  if (f == NULL || ex == NULL || ex->ops == NULL || ex->ops->submit == NULL ||
+      fn == NULL)
+    return WEFT_EINVAL;
+  watch_t *w = weft__malloc(sizeof *w);
+  if (w == NULL)
+    return WEFT_ENOMEM;
+  w->node.run = watch_fire;
+  w->ex = ex;
+  w->src = f;
+  w->fn = fn;
+  w->arg = arg;
+  w->arg_dtor = arg_dtor;
+  weft__ref_need(f);
+  if (!weft__attach(f, &w->node))
+    weft__defer(&w->node);
+  return 0;
+}
+
 int weft_future_then(weft_future_t *src, weft_executor_t *ex,
                      weft_then_fn fn, void *arg, weft_future_t **out) {
   return weft_future_then_dtor(src, ex, fn, arg, NULL, out);

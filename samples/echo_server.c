@@ -27,15 +27,13 @@ static struct {
   int stopping;
 } srv;
 
-/* Run fn(arg, f) on the loop once f settles; we keep no handle on either. */
-static void then(weft_future_t *f, weft_then_fn fn, void *arg) {
-  weft_future_t *next;
-  if (weft_future_then(f, srv.on_loop, fn, arg, &next) != 0) {
+/* Run fn(arg, f) on the loop once f settles; we keep no handle on f. */
+static void watch(weft_future_t *f, weft_watch_fn fn, void *arg) {
+  if (weft_future_watch(f, srv.on_loop, fn, arg, NULL) != 0) {
     fprintf(stderr, "echo_server: out of memory\n");
     exit(1);
   }
   weft_future_release(f);
-  weft_future_release(next);
 }
 
 static void conn_close(conn_t *c) {
@@ -53,25 +51,23 @@ static void conn_close(conn_t *c) {
 
 static void conn_read(conn_t *c);
 
-static weft_result_t on_written(void *arg, weft_future_t *f) {
+static void on_written(void *arg, weft_future_t *f) {
   conn_t *c = arg;
   if (weft_future_state(f) == WEFT_FULFILLED)
     conn_read(c);
   else
     conn_close(c); /* reset or closed while writing */
-  return weft_ok_int(0);
 }
 
-static weft_result_t on_read(void *arg, weft_future_t *f) {
+static void on_read(void *arg, weft_future_t *f) {
   conn_t *c = arg;
   weft_future_t *w;
   if (weft_future_state(f) == WEFT_FULFILLED &&
       weft_write(c->sock, c->buf, (size_t)weft_future_int(f), &w) == 0) {
-    then(w, on_written, c); /* the buffer is busy until w settles */
-    return weft_ok_int(0);
+    watch(w, on_written, c); /* the buffer is busy until w settles */
+    return;
   }
   conn_close(c); /* end of stream, reset, or shutting down */
-  return weft_ok_int(0);
 }
 
 static void conn_read(conn_t *c) {
@@ -80,18 +76,18 @@ static void conn_read(conn_t *c) {
     conn_close(c);
     return;
   }
-  then(r, on_read, c);
+  watch(r, on_read, c);
 }
 
 static void accept_next(void);
 
-static weft_result_t on_accept(void *arg, weft_future_t *f) {
+static void on_accept(void *arg, weft_future_t *f) {
   (void)arg;
   if (weft_future_state(f) != WEFT_FULFILLED) {
     if (!srv.stopping) /* the listener itself failed: its owner decides */
       fprintf(stderr, "echo_server: accept: %s\n",
               weft_strerror(weft_future_error(f)));
-    return weft_ok_int(0);
+    return;
   }
   conn_t *c = malloc(sizeof *c);
   if (c == NULL) {
@@ -108,19 +104,18 @@ static weft_result_t on_accept(void *arg, weft_future_t *f) {
     conn_read(c);
   }
   accept_next();
-  return weft_ok_int(0);
 }
 
 static void accept_next(void) {
   weft_future_t *a;
   if (weft_accept(srv.listener, &a) == 0)
-    then(a, on_accept, NULL);
+    watch(a, on_accept, NULL);
 }
 
-static weft_result_t on_signal(void *arg, weft_future_t *f) {
+static void on_signal(void *arg, weft_future_t *f) {
   (void)arg;
   if (weft_future_state(f) != WEFT_FULFILLED || srv.stopping)
-    return weft_ok_int(0);
+    return;
   fprintf(stderr, "echo_server: signal %d, shutting down\n",
           (int)weft_future_int(f));
   srv.stopping = 1;
@@ -130,7 +125,6 @@ static weft_result_t on_signal(void *arg, weft_future_t *f) {
     weft_socket_close(c->sock), c->sock = NULL;
   if (srv.open == 0)
     weft_loop_stop(srv.loop);
-  return weft_ok_int(0);
 }
 
 int main(int argc, char **argv) {
@@ -152,7 +146,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < 2; i++) {
     weft_future_t *s;
     if (weft_loop_signal(srv.loop, sigs[i], &s) == 0)
-      then(s, on_signal, NULL);
+      watch(s, on_signal, NULL);
   }
   char name[64];
   weft_addr_format(&addr, name, sizeof name);

@@ -3,6 +3,11 @@
  * reaches; every call must report WEFT_ENOMEM, nothing may leak or crash. */
 #include "testutil.h"
 
+static void watched(void *arg, weft_future_t *f) {
+  (void)arg;
+  (void)f;
+}
+
 static weft_result_t add_one(void *arg, weft_future_t *src) {
   (void)arg;
   return weft_ok_int(weft_future_int(src) + 1);
@@ -45,8 +50,11 @@ static int scenario(void) {
   follow_target = g;
   chk(weft_future_then(f, weft_executor_inline(), add_one, NULL, &fs[0]));
   chk(weft_future_then(f, weft_executor_inline(), follow, NULL, &fs[1]));
-  if (chk(weft_thread_executor_create(&te)) == 0)
+  if (chk(weft_thread_executor_create(&te)) == 0) {
     chk(weft_future_then(f, weft_thread_executor_get(te), add_one, NULL, &fs[2]));
+    chk(weft_future_watch(f, weft_thread_executor_get(te), watched, NULL, NULL));
+  }
+  chk(weft_future_watch(g, weft_executor_inline(), watched, NULL, NULL));
   weft_future_t *in[2] = {f, g};
   chk(weft_future_all(in, 2, &fs[3]));
   chk(weft_future_all_settled(in, 2, &fs[4]));

@@ -137,6 +137,40 @@ static void test_then_vs_settle(void) {
   EXPECT_EQ(atomic_load(&total_runs), ROUNDS);
 }
 
+/* ---- watch vs settle, the caller's handle released in the race ---- */
+static atomic_long seen_value;
+static void count_watch(void *arg, weft_future_t *f) {
+  (void)arg;
+  atomic_fetch_add(&runs, 1);
+  atomic_store(&seen_value, (long)weft_future_int(f));
+}
+static void ws_setup(long r) {
+  (void)r;
+  atomic_store(&runs, 0);
+  atomic_store(&seen_value, -1);
+  weft_promise_create(&P, &F);
+}
+static void ws_watch(long r) {
+  (void)r;
+  weft_future_watch(F, weft_executor_inline(), count_watch, NULL, NULL);
+  weft_future_release(F); /* the watch alone keeps F now */
+}
+static void ws_check(long r) {
+  if (atomic_load(&runs) != 1 || atomic_load(&seen_value) != r)
+    atomic_fetch_add(&bad_rounds, 1);
+  atomic_fetch_add(&total_runs, atomic_load(&runs));
+  weft_promise_release(P);
+}
+
+static void test_watch_vs_settle(void) {
+  atomic_store(&bad_rounds, 0);
+  atomic_store(&total_runs, 0);
+  race_t rc = {ws_setup, {ts_settle, ws_watch}, ws_check, {0}};
+  run_race(&rc);
+  EXPECT_EQ(atomic_load(&bad_rounds), 0);
+  EXPECT_EQ(atomic_load(&total_runs), ROUNDS);
+}
+
 /* ---- cancel a then vs its source settling: fn or arg_dtor, once ---- */
 static atomic_long fn_runs, arg_dtors;
 static weft_result_t take(void *arg, weft_future_t *src) {
@@ -186,5 +220,6 @@ static const test_case_t cases[] = {
     {"fulfil vs cancel, 100k rounds", test_fulfil_vs_cancel},
     {"then vs settle, 100k rounds", test_then_vs_settle},
     {"cancel then vs source settle, 100k rounds", test_cancel_then_vs_settle},
+    {"watch vs settle, 100k rounds", test_watch_vs_settle},
     {NULL, NULL}};
 const test_suite_t suite_race = {"race", cases};

@@ -325,6 +325,84 @@ static void test_thread_executor_drains(void) {
   EXPECT_EQ(atomic_load(&drained), 10000);
 }
 
+/* ---- watch: a continuation without a derived future ---- */
+typedef struct {
+  int runs;
+  int state;
+  intptr_t value;
+  pthread_t thread;
+} watch_log_t;
+
+static void log_watch(void *arg, weft_future_t *f) {
+  watch_log_t *l = arg;
+  l->runs++;
+  l->state = weft_future_state(f);
+  l->value = weft_future_int(f);
+  l->thread = pthread_self();
+}
+
+static void test_watch(void) {
+  weft_promise_t *p;
+  weft_future_t *f;
+  watch_log_t a = {0}, b = {0}, c = {0};
+  /* pending: runs once when settled; the caller's handle may go at once */
+  REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+  REQUIRE_EQ(weft_future_watch(f, weft_executor_inline(), log_watch, &a, NULL), 0);
+  weft_future_release(f); /* the watch keeps f, and does not cancel it */
+  EXPECT_EQ(a.runs, 0);
+  EXPECT_EQ(weft_promise_is_cancelled(p), 0);
+  weft_promise_fulfil_int(p, 7);
+  EXPECT_EQ(a.runs, 1);
+  EXPECT_EQ(a.state, WEFT_FULFILLED);
+  EXPECT_EQ(a.value, 7);
+  EXPECT_TRUE(pthread_equal(a.thread, pthread_self()));
+  weft_promise_release(p);
+  /* settled already: runs at once (inline); a cancelled source is seen */
+  REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+  EXPECT_EQ(weft_future_cancel(f), 0);
+  REQUIRE_EQ(weft_future_watch(f, weft_executor_inline(), log_watch, &b, NULL), 0);
+  EXPECT_EQ(b.runs, 1);
+  EXPECT_EQ(b.state, WEFT_CANCELLED);
+  weft_future_release(f);
+  weft_promise_release(p);
+  /* on a thread executor: on its thread, not the settling one */
+  weft_thread_executor_t *te;
+  REQUIRE_EQ(weft_thread_executor_create(&te), 0);
+  REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+  REQUIRE_EQ(weft_future_watch(f, weft_thread_executor_get(te), log_watch, &c, NULL), 0);
+  weft_promise_reject(p, WEFT_EPIPE);
+  EXPECT_EQ(weft_thread_executor_destroy(te), 0); /* drains: c ran by now */
+  EXPECT_EQ(c.runs, 1);
+  EXPECT_EQ(c.state, WEFT_REJECTED);
+  EXPECT_TRUE(!pthread_equal(c.thread, pthread_self()));
+  weft_future_release(f);
+  weft_promise_release(p);
+}
+
+static void take_watch_arg(void *arg, weft_future_t *f) {
+  (void)f;
+  free(arg);
+}
+
+static void test_watch_refused_and_errors(void) {
+  weft_executor_t ex = {&refusing_ops};
+  weft_promise_t *p;
+  weft_future_t *f;
+  atomic_store(&dtor_runs, 0);
+  weft_promise_create(&p, &f);
+  /* the executor refuses at settle time: fn never runs, arg_dtor does */
+  REQUIRE_EQ(weft_future_watch(f, &ex, take_watch_arg, malloc(4), free_arg), 0);
+  /* fn runs and owns arg: arg_dtor does not run */
+  REQUIRE_EQ(weft_future_watch(f, weft_executor_inline(), take_watch_arg, malloc(4), free_arg), 0);
+  weft_promise_fulfil_int(p, 1);
+  EXPECT_EQ(atomic_load(&dtor_runs), 1);
+  EXPECT_ERR(weft_future_watch(NULL, weft_executor_inline(), take_watch_arg, NULL, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_watch(f, NULL, take_watch_arg, NULL, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_watch(f, weft_executor_inline(), NULL, NULL, NULL), WEFT_EINVAL);
+  weft_future_release(f);
+  weft_promise_release(p);
+}
+
 static void test_bad_args(void) {
   weft_promise_t *p;
   weft_future_t *f, *a = NULL;
@@ -350,6 +428,9 @@ static const test_case_t cases[] = {
     {"executor refuses", test_executor_refuses},
     {"attach order", test_attach_order},
     {"thread executor drains", test_thread_executor_drains},
+    {"watch: once, after settling, on its executor", test_watch},
+    {"watch: refused executor, arg ownership, errors",
+     test_watch_refused_and_errors},
     {"bad arguments", test_bad_args},
     {NULL, NULL}};
 const test_suite_t suite_then = {"then", cases};
