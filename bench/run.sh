@@ -154,6 +154,9 @@ suite_pool() {
   cmd_naive=("$out/bench_pool_naive" 1000000)
   collect offload "${off[@]}"
   for i in "${off[@]}"; do echo "pool.offload.$i: $(med offload.$i) jobs/s"; done
+  cmd_weft=("$w" offload_then "$n" 1000000)
+  collect offthen weft
+  echo "pool.offload_then.weft: $(med offthen.weft) jobs/s"
   echo "pool.idle_cpu.weft: $("$w" idle_cpu "$n") ms"
 
   log "ratio fib.${n}t scaling weft 1t/${n}t: $(ratio "$(med fib1.weft)" "$(med fib$n.weft)")"
@@ -207,6 +210,9 @@ suite_loop() {
   cmd_weft=("$w" offload 1000000); cmd_libuv=("$uv" offload 1000000)
   collect loff "${of[@]}"
   for i in "${of[@]}"; do echo "loop.offload.$i: $(med loff.$i) jobs/s"; done
+  cmd_weft=("$w" offload_then 1000000)
+  collect lofft weft
+  echo "loop.offload_then.weft: $(med lofft.weft) jobs/s"
   for ((r = 0; r < reps; r++)); do
     for i in "${of[@]}"; do
       local cmd=("$w")
