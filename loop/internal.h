@@ -40,10 +40,13 @@ typedef struct weft__backend_ops {
 
 WEFT__HIDDEN extern const weft__backend_ops_t weft__epoll_backend;
 
-/* ---- timers: 4-ary min-heap ordered by (due, seq) ---- */
+/* ---- timers: 4-ary min-heap ordered by due (timer.c) ----
+ * Deadlines count from a start time that moves on by at least 1 ns per
+ * start (loop->vnow), so timers started together with one timeout do not
+ * tie; an exact tie (two iterations' times lining up to the nanosecond)
+ * falls back on the start sequence kept in the timers. 16-byte entries. */
 typedef struct weft__heap_entry {
   int64_t due;
-  uint64_t seq;
   weft_timer_t *timer;
 } weft__heap_entry_t;
 
@@ -77,6 +80,7 @@ struct weft_loop {
   /* timers */
   weft__heap_entry_t *heap;
   uint32_t heap_len, heap_cap;
+  int64_t vnow; /* the start time given to the last timer started */
   uint64_t timer_seq;
   /* watchers and signals */
   weft_io_t *watchers;

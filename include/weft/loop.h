@@ -228,6 +228,7 @@ struct weft_timer {
   weft_loop_t *priv_loop;
   weft_timer_fn priv_fn;
   void *priv_arg;
+  uint64_t priv_seq;   /* start order */
   uint32_t priv_index; /* heap slot + 1; 0: inactive */
   uint32_t priv_flags;
 };
@@ -244,7 +245,10 @@ WEFT_EXTERN int weft_timer_init(weft_loop_t *loop, weft_timer_t *timer,
 /**
  * Start (or restart) the timer: first due `timeout_ms` after the loop's
  * cached time, then every `repeat_ms` (0: one-shot) until stopped. Timers
- * due at the same time fire in the order they were started. O(log n).
+ * due at the same time fire in the order they were started: timers started
+ * while the cached time stands still count as started 1 ns apart, so a
+ * deadline may be later than the cached time + timeout by as many
+ * nanoseconds as timers were started before it in that iteration. O(log n).
  * A repeating timer that falls behind is rescheduled from the current
  * time, not fired in a burst. May be called from any loop callback,
  * including the timer's own.
