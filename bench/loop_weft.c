@@ -179,10 +179,10 @@ static void submit_all(weft_loop_t *l, void *arg, int status) {
     if (use_then) {
       check(weft_future_then(f, ex, count_done, NULL, &c));
       weft_future_release(c);
+      weft_future_release(f);
     } else {
-      check(weft_future_watch(f, ex, count_watched, NULL, NULL));
+      check(weft_future_watch(f, ex, count_watched, NULL, NULL)); /* takes f */
     }
-    weft_future_release(f);
   }
 }
 

@@ -51,8 +51,7 @@ static void conn_read(conn_t *c);
 
 static void watch(weft_future_t *f, weft_watch_fn fn, void *arg) {
   if (weft_future_watch(f, S.ex, fn, arg, NULL) != 0)
-    abort();
-  weft_future_release(f);
+    abort(); /* on 0 the watch has our handle on f */
 }
 
 static void on_written(void *arg, weft_future_t *f) {

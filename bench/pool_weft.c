@@ -134,9 +134,10 @@ int main(int argc, char **argv) {
                     : weft_future_watch(f, weft_executor_inline(),
                                         count_watched, NULL, NULL)) != 0)
         abort();
-      weft_future_release(f);
-      if (c != NULL)
+      if (c != NULL) { /* then: both handles are ours; watch took f's */
+        weft_future_release(f);
         weft_future_release(c);
+      }
     }
     while (atomic_load(&completed) < n) /* the submitting thread waits */
       sched_yield();

@@ -636,7 +636,7 @@ typedef struct watch {
 } watch_t;
 
 static void watch_finish(watch_t *w) {
-  weft__unref_need(w->src); /* the watch's handle and need */
+  weft__unref_need(w->src); /* the handle the caller gave the watch */
   weft__free(w, sizeof *w);
 }
 
@@ -676,7 +676,7 @@ int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
   w->fn = fn;
   w->arg = arg;
   w->arg_dtor = arg_dtor;
-  weft__ref_need(f);
+  /* the caller's handle (a reference and a need) is the watch's now */
   if (!weft__attach(f, &w->node))
     weft__defer(&w->node);
   return 0;

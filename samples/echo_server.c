@@ -27,13 +27,12 @@ static struct {
   int stopping;
 } srv;
 
-/* Run fn(arg, f) on the loop once f settles; we keep no handle on f. */
+/* Run fn(arg, f) on the loop once f settles; the watch takes our handle. */
 static void watch(weft_future_t *f, weft_watch_fn fn, void *arg) {
   if (weft_future_watch(f, srv.on_loop, fn, arg, NULL) != 0) {
     fprintf(stderr, "echo_server: out of memory\n");
     exit(1);
   }
-  weft_future_release(f);
 }
 
 static void conn_close(conn_t *c) {

@@ -36,6 +36,13 @@ static void release_all(weft_future_t **fs, int n) {
       weft_future_release(fs[i]);
 }
 
+/* A watch takes a handle: give it one of its own; take it back on error. */
+static void watch_kept(weft_future_t *f, weft_executor_t *ex) {
+  weft_future_retain(f);
+  if (chk(weft_future_watch(f, ex, watched, NULL, NULL)) != 0)
+    weft_future_release(f);
+}
+
 /* Touches every allocating call of the core. Returns how many calls
  * reported WEFT_ENOMEM. */
 static int scenario(void) {
@@ -52,9 +59,9 @@ static int scenario(void) {
   chk(weft_future_then(f, weft_executor_inline(), follow, NULL, &fs[1]));
   if (chk(weft_thread_executor_create(&te)) == 0) {
     chk(weft_future_then(f, weft_thread_executor_get(te), add_one, NULL, &fs[2]));
-    chk(weft_future_watch(f, weft_thread_executor_get(te), watched, NULL, NULL));
+    watch_kept(f, weft_thread_executor_get(te));
   }
-  chk(weft_future_watch(g, weft_executor_inline(), watched, NULL, NULL));
+  watch_kept(g, weft_executor_inline());
   weft_future_t *in[2] = {f, g};
   chk(weft_future_all(in, 2, &fs[3]));
   chk(weft_future_all_settled(in, 2, &fs[4]));

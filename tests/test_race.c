@@ -152,8 +152,8 @@ static void ws_setup(long r) {
 }
 static void ws_watch(long r) {
   (void)r;
+  /* the watch takes our handle: it alone keeps F now */
   weft_future_watch(F, weft_executor_inline(), count_watch, NULL, NULL);
-  weft_future_release(F); /* the watch alone keeps F now */
 }
 static void ws_check(long r) {
   if (atomic_load(&runs) != 1 || atomic_load(&seen_value) != r)

@@ -348,7 +348,7 @@ static void test_watch(void) {
   /* pending: runs once when settled; the caller's handle may go at once */
   REQUIRE_EQ(weft_promise_create(&p, &f), 0);
   REQUIRE_EQ(weft_future_watch(f, weft_executor_inline(), log_watch, &a, NULL), 0);
-  weft_future_release(f); /* the watch keeps f, and does not cancel it */
+  /* the watch has our handle now: f lives on, and is not cancelled */
   EXPECT_EQ(a.runs, 0);
   EXPECT_EQ(weft_promise_is_cancelled(p), 0);
   weft_promise_fulfil_int(p, 7);
@@ -363,7 +363,6 @@ static void test_watch(void) {
   REQUIRE_EQ(weft_future_watch(f, weft_executor_inline(), log_watch, &b, NULL), 0);
   EXPECT_EQ(b.runs, 1);
   EXPECT_EQ(b.state, WEFT_CANCELLED);
-  weft_future_release(f);
   weft_promise_release(p);
   /* on a thread executor: on its thread, not the settling one */
   weft_thread_executor_t *te;
@@ -375,7 +374,6 @@ static void test_watch(void) {
   EXPECT_EQ(c.runs, 1);
   EXPECT_EQ(c.state, WEFT_REJECTED);
   EXPECT_TRUE(!pthread_equal(c.thread, pthread_self()));
-  weft_future_release(f);
   weft_promise_release(p);
 }
 
@@ -390,6 +388,9 @@ static void test_watch_refused_and_errors(void) {
   weft_future_t *f;
   atomic_store(&dtor_runs, 0);
   weft_promise_create(&p, &f);
+  /* each watch takes a handle: retain one per watch, keep our own */
+  REQUIRE_EQ(weft_future_retain(f), 0);
+  REQUIRE_EQ(weft_future_retain(f), 0);
   /* the executor refuses at settle time: fn never runs, arg_dtor does */
   REQUIRE_EQ(weft_future_watch(f, &ex, take_watch_arg, malloc(4), free_arg), 0);
   /* fn runs and owns arg: arg_dtor does not run */

@@ -280,17 +280,20 @@ typedef void (*weft_watch_fn)(void *arg, weft_future_t *f);
  * Run `fn(arg, f)` on `ex` once `f` settles, whatever the outcome: a
  * continuation with no derived future, for code that would release that
  * future unread (a server's read -> write -> read chain). It costs one small
- * allocation and none of a derived future's settling.
+ * allocation and no atomic operation on f besides attaching to it: none of
+ * a derived future's settling, no reference taken or released.
  *
- * The watch holds its own handle and need on f until fn has returned, so
- * the caller may release its handle at once without cancelling f. A watch
- * cannot be cancelled; cancel f itself to stop the operation (fn then sees
- * f cancelled). `fn` runs on `ex`, never on the settling thread unless `ex`
+ * The watch takes over the caller's handle on f (retain first to keep
+ * one) and holds it, and with it the interest in f, until fn has returned:
+ * f is not cancelled for want of a handle meanwhile. A watch cannot be
+ * cancelled; cancel f itself to stop the operation (fn then sees f
+ * cancelled). `fn` runs on `ex`, never on the settling thread unless `ex`
  * is weft_executor_inline(). If `ex` refuses the task when f settles (a
  * closed loop, say), fn never runs and `arg_dtor(arg)` (if given) runs
  * once instead, on the settling thread; otherwise fn owns arg.
  * Errors: WEFT_EINVAL (f, ex or fn NULL), WEFT_ENOMEM. On error fn never
- * runs and arg is untouched (arg_dtor is not called).
+ * runs, arg is untouched (arg_dtor is not called) and the caller keeps its
+ * handle on f.
  * Thread: any thread.
  */
 WEFT_EXTERN int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
