@@ -44,9 +44,10 @@ typedef struct weft__eventcount {
 WEFT__HIDDEN uint32_t weft__ec_prepare(weft__eventcount_t *ec);
 WEFT__HIDDEN void weft__ec_cancel(weft__eventcount_t *ec);
 WEFT__HIDDEN void weft__ec_wait(weft__eventcount_t *ec, uint32_t epoch);
-/* After publishing work: wake one sleeper if there is any and no awake
- * worker is already searching (it will find the work before it sleeps: a
- * searcher stops searching before its last re-check). */
+/* After publishing work with a seq_cst read-modify-write (inbox_push):
+ * wake one sleeper if there is any and no awake worker is already
+ * searching (it will find the work before it sleeps: a searcher stops
+ * searching before its last re-check, which reads the inboxes seq_cst). */
 WEFT__HIDDEN void weft__ec_notify_one(weft__eventcount_t *ec);
 WEFT__HIDDEN void weft__ec_notify_all(weft__eventcount_t *ec);
 /* As notify_one without the fence: may miss a sleeper that is just going to

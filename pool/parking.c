@@ -66,7 +66,10 @@ static void wake_one(weft__eventcount_t *ec) {
 }
 
 void weft__ec_notify_one(weft__eventcount_t *ec) {
-  atomic_thread_fence(memory_order_seq_cst);
+  /* No fence: the work was published with a seq_cst read-modify-write and
+   * these loads are seq_cst, as are a sleeper's announcement (waiters++)
+   * and its re-check of the inboxes; in their single total order either
+   * the re-check sees the work or this load sees the sleeper. */
   if (atomic_load_explicit(&ec->waiters, memory_order_seq_cst) == 0 ||
       atomic_load_explicit(&ec->searching, memory_order_seq_cst) > 0)
     return;

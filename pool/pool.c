@@ -147,7 +147,9 @@ static void inbox_push(weft__worker_t *w, weft_task_t *t) {
   do
     t->next = h;
   while (!atomic_compare_exchange_weak_explicit(
-      &w->inbox, &h, t, memory_order_release, memory_order_relaxed));
+      &w->inbox, &h, t, memory_order_seq_cst, memory_order_relaxed));
+  /* seq_cst: the publication weft__ec_notify_one() relies on, in place of a
+   * fence (one full barrier per outside submit instead of two) */
 }
 
 /* Take a whole inbox (any thread); returns the tasks oldest first. */
@@ -223,7 +225,9 @@ static inline uint64_t next_rand(weft__worker_t *w) {
 
 /* Move our inbox onto our deque (so thieves can share it). */
 static weft_task_t *take_inbox(weft__worker_t *w, weft__worker_t *from) {
-  if (atomic_load_explicit(&from->inbox, memory_order_relaxed) == NULL)
+  /* seq_cst (a plain load on x86): a parking worker's re-check, see
+   * weft__ec_notify_one() */
+  if (atomic_load_explicit(&from->inbox, memory_order_seq_cst) == NULL)
     return NULL;
   /* Newest first, as pushed: one pass puts all but the oldest on our deque
    * newest first, so the owner pops them oldest first, and returns the
