@@ -28,7 +28,8 @@ WEFT__HIDDEN void *weft__realloc(void *ptr, size_t old_size, size_t new_size);
  * The state word. Bits 0-2 hold the state (or, while bit 3 BUSY is set, the
  * state being written); readers treat BUSY as pending. Flag bits above are
  * only ever set, never cleared, except BUSY. Bits 24-31 hold the kind, fixed
- * at creation.
+ * at creation. A K_EXT state gets no flags once shared (weft__ext_on_cancel
+ * runs before), so whoever claimed it may clear BUSY with a plain store.
  */
 enum {
   WEFT__ST_MASK = 0x7u,
