@@ -99,8 +99,9 @@ static chunk_t *chunk_of(const void *b) {
 static void list_abandon(block_t *b);
 static void depot_put(unsigned c, list_t *l);
 
-/* A new chunk: its first (possibly partial) list in *l, the full ones to
- * the depot. False without memory. */
+/* A new chunk: one list of at most BATCH of its blocks in *l, the rest in
+ * full lists to the depot (a thread list never holds more than BATCH: it
+ * moves on only when it holds exactly that). False without memory. */
 static bool chunk_carve(unsigned c, list_t *l) {
   char *m = aligned_alloc(CHUNK, CHUNK);
   if (m == NULL)
@@ -113,8 +114,8 @@ static bool chunk_carve(unsigned c, list_t *l) {
     block_t *b = (block_t *)(m + CHUNK_HEAD + i * size);
     b->next = cur.head;
     cur.head = b;
-    if (++cur.count == BATCH && i >= BATCH)
-      depot_put(c, &cur); /* empties cur */
+    if (++cur.count == BATCH && i > 0)
+      depot_put(c, &cur); /* a full list, more to come: empties cur */
   }
   *l = cur;
   return true;
