@@ -1139,26 +1139,25 @@ static int check_any(const weft_socket_t *s) {
   return s->closed ? WEFT_EINVAL : 0;
 }
 
-int weft_socket_local(const weft_socket_t *sock, weft_addr_t *out) {
+/* weft_socket_local/peer: one of getsockname/getpeername into *out. */
+static int sock_name(const weft_socket_t *sock, weft_addr_t *out,
+                     int (*get)(int, struct sockaddr *, socklen_t *)) {
   int rc = check_any(sock);
   if (rc != 0 || out == NULL)
     return rc != 0 ? rc : WEFT_EINVAL;
   memset(out, 0, sizeof *out);
   out->len = sizeof out->ss;
-  if (getsockname(sock->fd, (struct sockaddr *)&out->ss, &out->len) != 0)
+  if (get(sock->fd, (struct sockaddr *)&out->ss, &out->len) != 0)
     return io_err(errno);
   return 0;
 }
 
+int weft_socket_local(const weft_socket_t *sock, weft_addr_t *out) {
+  return sock_name(sock, out, getsockname);
+}
+
 int weft_socket_peer(const weft_socket_t *sock, weft_addr_t *out) {
-  int rc = check_any(sock);
-  if (rc != 0 || out == NULL)
-    return rc != 0 ? rc : WEFT_EINVAL;
-  memset(out, 0, sizeof *out);
-  out->len = sizeof out->ss;
-  if (getpeername(sock->fd, (struct sockaddr *)&out->ss, &out->len) != 0)
-    return io_err(errno);
-  return 0;
+  return sock_name(sock, out, getpeername);
 }
 
 int weft_socket_fd(const weft_socket_t *sock) {

@@ -51,23 +51,30 @@ static void sift_up(weft_loop_t *loop, uint32_t i, weft__heap_entry_t e) {
   place(loop, i, e);
 }
 
+/* The earliest of the children c.. (c = 4i + 1 < n) of a node. A large heap
+ * is out of cache: ask for all the grandchildren first, so the next level's
+ * group is on its way while this one is compared. */
+static inline uint32_t earliest_child(const weft__heap_entry_t *h, uint32_t c,
+                                      uint32_t n) {
+  uint32_t best = c, end = c + 4 < n ? c + 4 : n;
+  if (4 * c + 1 < n)
+    for (uint32_t k = c; k < end; k++) {
+      __builtin_prefetch(&h[4 * k + 1]);
+      __builtin_prefetch(&h[4 * k + 4]);
+    }
+  for (uint32_t k = c + 1; k < end; k++)
+    if (before(&h[k], &h[best]))
+      best = k;
+  return best;
+}
+
 static void sift_down(weft_loop_t *loop, uint32_t i, weft__heap_entry_t e) {
   uint32_t n = loop->heap_len;
   for (;;) {
     uint32_t c = 4 * i + 1;
     if (c >= n)
       break;
-    uint32_t best = c, end = c + 4 < n ? c + 4 : n;
-    /* A large heap is out of cache: ask for all the grandchildren now, so
-     * the next level's group is on its way while this one is compared. */
-    if (4 * c + 1 < n)
-      for (uint32_t k = c; k < end; k++) {
-        __builtin_prefetch(&loop->heap[4 * k + 1]);
-        __builtin_prefetch(&loop->heap[4 * k + 4]);
-      }
-    for (uint32_t k = c + 1; k < end; k++)
-      if (before(&loop->heap[k], &loop->heap[best]))
-        best = k;
+    uint32_t best = earliest_child(loop->heap, c, n);
     if (!before(&loop->heap[best], &e))
       break;
     place(loop, i, loop->heap[best]);
@@ -96,9 +103,8 @@ static void heap_remove(weft_loop_t *loop, weft_timer_t *t) {
 
 /* Remove the earliest timer, bottom-up: the hole at the root follows the
  * earliest child down to a leaf, and the last entry goes in there and
- * rises. The last entry belongs near the bottom (and with deadlines tied,
- * as timers started together are, it always sinks to it), so this saves
- * the comparison with it on every level of the way down. */
+ * rises. The last entry belongs near the bottom, so this saves the
+ * comparison with it on every level of the way down. */
 static void heap_pop(weft_loop_t *loop) {
   weft__heap_entry_t *h = loop->heap;
   h[0].timer->priv_index = 0;
@@ -113,15 +119,7 @@ static void heap_pop(weft_loop_t *loop) {
       uint32_t c = 4 * i + 1;
       if (c >= n)
         break;
-      uint32_t best = c, end = c + 4 < n ? c + 4 : n;
-      if (4 * c + 1 < n) /* see sift_down */
-        for (uint32_t k = c; k < end; k++) {
-          __builtin_prefetch(&h[4 * k + 1]);
-          __builtin_prefetch(&h[4 * k + 4]);
-        }
-      for (uint32_t k = c + 1; k < end; k++)
-        if (before(&h[k], &h[best]))
-          best = k;
+      uint32_t best = earliest_child(h, c, n);
       __builtin_prefetch(h[best].timer, 1);
       h[i] = h[best];
       path[depth++] = i;

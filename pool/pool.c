@@ -152,12 +152,13 @@ static void inbox_push(weft__worker_t *w, weft_task_t *t) {
    * fence (one full barrier per outside submit instead of two) */
 }
 
-/* Take a whole inbox (any thread); returns the tasks oldest first. */
+/* Take a whole inbox (any thread); returns the tasks newest first. The
+ * peek is seq_cst (a plain load on x86): it is a parking worker's re-check,
+ * see weft__ec_notify_one(). */
 static weft_task_t *inbox_take(weft__worker_t *w) {
-  if (atomic_load_explicit(&w->inbox, memory_order_relaxed) == NULL)
+  if (atomic_load_explicit(&w->inbox, memory_order_seq_cst) == NULL)
     return NULL;
-  return weft__task_list_reverse(
-      atomic_exchange_explicit(&w->inbox, NULL, memory_order_acquire));
+  return atomic_exchange_explicit(&w->inbox, NULL, memory_order_acquire);
 }
 
 static int pool_enqueue(weft_pool_t *p, weft_task_t *t) {
@@ -225,17 +226,12 @@ static inline uint64_t next_rand(weft__worker_t *w) {
 
 /* Move our inbox onto our deque (so thieves can share it). */
 static weft_task_t *take_inbox(weft__worker_t *w, weft__worker_t *from) {
-  /* seq_cst (a plain load on x86): a parking worker's re-check, see
-   * weft__ec_notify_one() */
-  if (atomic_load_explicit(&from->inbox, memory_order_seq_cst) == NULL)
-    return NULL;
   /* Newest first, as pushed: one pass puts all but the oldest on our deque
    * newest first, so the owner pops them oldest first, and returns the
    * oldest to run now. (Reversing the list first walked every node twice,
    * each a cache miss on a node written by another core: a sixth of the
    * outside-offload benchmark.) */
-  weft_task_t *list =
-      atomic_exchange_explicit(&from->inbox, NULL, memory_order_acquire);
+  weft_task_t *list = inbox_take(from);
   if (list == NULL)
     return NULL;
   while (list->next != NULL) {
@@ -357,8 +353,7 @@ static int pool_ex_submit(weft_executor_t *ex, weft_task_t *task) {
   return pool_enqueue(p, task);
 }
 
-/* Await on a worker: run jobs from our own deque (and inbox) meanwhile. */
-/* The worker running f, if f is a job of p started at top level on an empty
+/* The worker running f, if f is a job of p that it started on an empty
  * deque (weft__job_t.runner); else NULL. */
 static weft__worker_t *job_runner(weft_pool_t *p, weft_future_t *f) {
   struct weft_future *b = (struct weft_future *)f;
@@ -372,6 +367,8 @@ static weft__worker_t *job_runner(weft_pool_t *p, weft_future_t *f) {
   return atomic_load_explicit(&job->runner, memory_order_acquire);
 }
 
+/* Await on a worker: run jobs from our own deque (and inbox) meanwhile, then
+ * the awaited job's descendants from its runner's deque (pool.h). */
 static int pool_ex_await(weft_executor_t *ex, weft_future_t *f,
                          int64_t deadline_ns) {
   weft_pool_t *p = (weft_pool_t *)((char *)ex - offsetof(weft_pool_t, executor));
@@ -566,7 +563,7 @@ int weft_pool_shutdown(weft_pool_t *p, weft_pool_mode_t mode,
     weft_task_t *t, *list;
     while ((t = weft__deque_take(&w->deque)) != NULL)
       weft__run_or_discard(p, t);
-    while ((list = inbox_take(w)) != NULL)
+    while ((list = weft__task_list_reverse(inbox_take(w))) != NULL)
       for (t = list; t != NULL; t = list) {
         list = t->next;
         weft__run_or_discard(p, t);

@@ -369,6 +369,19 @@ static void test_thousand_connections(void) {
 
 /* ---- a raw (non-weft) peer for the error cases ---- */
 
+/* A raw TCP socket bound to 127.0.0.1 on a free port, its address in *sin. */
+static int raw_bound(struct sockaddr_in *sin) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE_EQ(fd >= 0, 1);
+  memset(sin, 0, sizeof *sin);
+  sin->sin_family = AF_INET;
+  sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE_EQ(bind(fd, (struct sockaddr *)sin, sizeof *sin), 0);
+  socklen_t sl = sizeof *sin;
+  REQUIRE_EQ(getsockname(fd, (struct sockaddr *)sin, &sl), 0);
+  return fd;
+}
+
 static int raw_connect(const weft_addr_t *a) {
   int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   REQUIRE_EQ(fd >= 0, 1);
@@ -510,14 +523,8 @@ static void test_half_close(void) {
 static void test_connect_refused(void) {
   weft_loop_t *loop = new_loop();
   /* A port nobody listens on: bind one, note it, close it. */
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sin = {0};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE_EQ(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-  socklen_t sl = sizeof sin;
-  getsockname(fd, (struct sockaddr *)&sin, &sl);
-  close(fd);
+  struct sockaddr_in sin;
+  close(raw_bound(&sin));
   weft_addr_t a;
   REQUIRE_EQ(weft_addr_ip("127.0.0.1", ntohs(sin.sin_port), &a), 0);
   int fds0 = count_fds();
@@ -540,14 +547,9 @@ static void test_connect_timeout(void) {
   weft_loop_t *loop = new_loop();
   /* A listener that never accepts, backlog 0, filled: further SYNs are
    * dropped, so a connect stays in progress until our timeout. */
-  int lfd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sin = {0};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE_EQ(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
+  struct sockaddr_in sin;
+  int lfd = raw_bound(&sin);
   REQUIRE_EQ(listen(lfd, 0), 0);
-  socklen_t sl = sizeof sin;
-  getsockname(lfd, (struct sockaddr *)&sin, &sl);
   int fill_fd[8], nfill = 0;
   for (; nfill < 8; nfill++) {
     fill_fd[nfill] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
