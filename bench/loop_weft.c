@@ -168,6 +168,7 @@ static void count_watched(void *arg, weft_future_t *src) {
 /* offload: each continuation a weft_future_watch (nobody reads a derived
  * future here); offload_then: a weft_future_then. */
 static int use_then;
+static int64_t t_sub; /* when the last job was submitted */
 static void submit_all(weft_loop_t *l, void *arg, int status) {
   (void)arg;
   (void)status;
@@ -184,6 +185,7 @@ static void submit_all(weft_loop_t *l, void *arg, int status) {
       check(weft_future_watch(f, ex, count_watched, NULL, NULL)); /* takes f */
     }
   }
+  t_sub = weft_now_ns();
 }
 
 static int64_t sent_at;
@@ -254,6 +256,19 @@ int main(int argc, char **argv) {
       if (done != n)
         abort();
       printf("%.0f\n", (double)n / ((double)(t1 - t0) / 1e9));
+      if (getenv("BENCH_VERBOSE")) {
+        weft_pool_stats_t ps;
+        weft_loop_stats_t ls;
+        weft_pool_stats(pool, &ps);
+        weft_loop_stats(loop, &ls);
+        fprintf(stderr,
+                "# offload: submitting %.1f ms of %.1f; %llu steals, %llu "
+                "parks; loop %llu iterations, %llu polls, %llu wakeups\n",
+                (double)(t_sub - t0) / 1e6, (double)(t1 - t0) / 1e6,
+                (unsigned long long)ps.steals, (unsigned long long)ps.parks,
+                (unsigned long long)ls.iterations,
+                (unsigned long long)ls.polls, (unsigned long long)ls.wakeups);
+      }
     } else {
       rtt = xmalloc((size_t)n * sizeof *rtt);
       run_in_loop(start_rtt);
