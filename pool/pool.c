@@ -32,7 +32,7 @@ static void job_run(weft_task_t *task);
 
 static void job_on_cancel(void *arg) {
   weft__job_t *job = arg;
-  uint32_t expect = WEFT__JOB_QUEUED;
+  uintptr_t expect = WEFT__JOB_QUEUED;
   if (atomic_compare_exchange_strong_explicit(&job->claim, &expect,
                                               WEFT__JOB_CANCELLED,
                                               memory_order_acq_rel,
@@ -47,16 +47,15 @@ bool weft__is_job(const weft_task_t *t) { return t->run == job_run; }
 
 static void job_run(weft_task_t *task) {
   weft__job_t *job = (weft__job_t *)((char *)task - offsetof(weft__job_t, task));
-  uint32_t expect = WEFT__JOB_QUEUED;
-  if (atomic_compare_exchange_strong_explicit(&job->claim, &expect,
-                                              WEFT__JOB_RUNNING,
+  uintptr_t expect = WEFT__JOB_QUEUED, running = WEFT__JOB_RUNNING;
+  weft__worker_t *w = tl_worker;
+  if (w != NULL && w->start_empty) { /* see weft__job_t.claim */
+    w->start_empty = false;          /* not for jobs nested in this one */
+    running |= (uintptr_t)w;
+  }
+  if (atomic_compare_exchange_strong_explicit(&job->claim, &expect, running,
                                               memory_order_acq_rel,
                                               memory_order_acquire)) {
-    weft__worker_t *w = tl_worker;
-    if (w != NULL && w->start_empty) { /* see weft__job_t.runner */
-      w->start_empty = false;          /* not for jobs nested in this one */
-      atomic_store_explicit(&job->runner, w, memory_order_release);
-    }
     weft_result_t r = job->fn((weft_job_t *)job, job->arg);
     weft__settle_result(&job->ext.base, &r);
   }
@@ -132,7 +131,6 @@ static int job_new(weft_pool_t *pool, weft_job_fn fn, void *arg,
   job->arg_dtor = arg_dtor;
   job->pool = pool;
   atomic_init(&job->claim, WEFT__JOB_QUEUED);
-  atomic_init(&job->runner, NULL);
   *out = job;
   return 0;
 }
@@ -296,7 +294,7 @@ static bool deque_empty(weft__deque_t *d) { /* owner only */
 }
 
 /* Run t, telling the job in it (if any) whether it starts on an empty
- * deque (weft__job_t.runner). */
+ * deque (weft__job_t.claim). */
 static void run_marked(weft__worker_t *w, weft_task_t *t) {
   w->start_empty = deque_empty(&w->deque);
   run_task(w, t);
@@ -354,7 +352,7 @@ static int pool_ex_submit(weft_executor_t *ex, weft_task_t *task) {
 }
 
 /* The worker running f, if f is a job of p that it started on an empty
- * deque (weft__job_t.runner); else NULL. */
+ * deque (weft__job_t.claim); else NULL. */
 static weft__worker_t *job_runner(weft_pool_t *p, weft_future_t *f) {
   struct weft_future *b = (struct weft_future *)f;
   uint32_t kind = atomic_load_explicit(&b->word, memory_order_relaxed) >>
@@ -364,7 +362,9 @@ static weft__worker_t *job_runner(weft_pool_t *p, weft_future_t *f) {
   weft__job_t *job = (weft__job_t *)b;
   if (job->pool != p)
     return NULL;
-  return atomic_load_explicit(&job->runner, memory_order_acquire);
+  uintptr_t c = atomic_load_explicit(&job->claim, memory_order_acquire);
+  return (c & 3) == WEFT__JOB_RUNNING ? (weft__worker_t *)(c & ~(uintptr_t)3)
+                                      : NULL;
 }
 
 /* Await on a worker: run jobs from our own deque (and inbox) meanwhile, then
