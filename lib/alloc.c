@@ -251,11 +251,18 @@ static void block_abandon(block_t *b) {
     chunk_put(ch);
 }
 
+/* Abandon a list: one atomic per run of blocks from the same chunk (a list
+ * freed in the order it was allocated is mostly such runs). */
 static void list_abandon(block_t *b) {
   while (b != NULL) {
-    block_t *next = b->next;
-    block_abandon(b);
-    b = next;
+    chunk_t *ch = chunk_of(b);
+    unsigned n = 0;
+    do {
+      b = b->next;
+      n++;
+    } while (b != NULL && chunk_of(b) == ch);
+    if (atomic_fetch_sub_explicit(&ch->live, n, memory_order_acq_rel) == n)
+      chunk_put(ch);
   }
 }
 
