@@ -34,11 +34,19 @@ WEFT__HIDDEN weft_task_t *weft__deque_take(weft__deque_t *d);
 WEFT__HIDDEN weft_task_t *weft__deque_steal(weft__deque_t *d);
 
 /* ---- event count (parking.c): no lost wake-ups, wake one ---- */
+/* Every outside submit reads `waiters` (and `searching` only when a worker
+ * sleeps), while searching workers write `searching` around every job they
+ * look for: the two live on different cache lines, and apart from the
+ * pool's read-mostly fields (padding, since the pool's memory may come from
+ * a user allocator without alignment). */
 typedef struct weft__eventcount {
+  char pad0[64];
   _Atomic uint32_t epoch;
   _Atomic uint32_t waiters;
+  char pad1[64];
   _Atomic uint32_t searching; /* awake workers looking for work */
   _Atomic uint32_t waking;    /* a wake-up is in flight (see parking.c) */
+  char pad2[64];
 } weft__eventcount_t;
 
 WEFT__HIDDEN uint32_t weft__ec_prepare(weft__eventcount_t *ec);
