@@ -35,7 +35,9 @@ typedef struct weft__backend_ops {
   int (*remove)(weft__backend_t *b, int fd);
   /* Wait up to timeout_ms (-1: forever, 0: not at all); fill out[0..n).
    * Returns n >= 0 (0 on EINTR or timeout) or a negative WEFT_E* code. */
-  int (*poll)(weft__backend_t *b, int timeout_ms, weft__event_t *out);
+  /* timeout_ns: -1 none, 0 do not wait; never returns early for a timeout
+   * (a backend that rounds, rounds up) */
+  int (*poll)(weft__backend_t *b, int64_t timeout_ns, weft__event_t *out);
 } weft__backend_ops_t;
 
 WEFT__HIDDEN extern const weft__backend_ops_t weft__epoll_backend;

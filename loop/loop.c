@@ -353,7 +353,13 @@ static void drain_wake_fd(weft_loop_t *loop) {
     ;
 }
 
-/* Milliseconds until `due` (rounded up, so the poll never wakes early). */
+/* Nanoseconds until `due` (0 when past). */
+static int64_t ns_until(int64_t due) {
+  int64_t d = due - weft_now_ns();
+  return d > 0 ? d : 0;
+}
+
+/* Milliseconds until `due` (rounded up, so a poll never wakes early). */
 static int ms_until(int64_t due) {
   int64_t d = due - weft_now_ns();
   if (d <= 0)
@@ -398,7 +404,7 @@ static int iterate(weft_loop_t *loop, bool block, int64_t cap,
   loop->now = weft_now_ns();
   weft__timers_run(loop);
   run_tasks(loop);
-  int timeout = 0;
+  int64_t timeout = 0; /* ns */
   if (block && loop->local_head == NULL &&
       !atomic_load_explicit(&loop->stop, memory_order_relaxed) &&
       (until == NULL || weft_future_state(until) == WEFT_PENDING) &&
@@ -407,7 +413,7 @@ static int iterate(weft_loop_t *loop, bool block, int64_t cap,
     int64_t due = weft__timers_next(loop);
     if (cap >= 0 && (due < 0 || cap < due))
       due = cap;
-    timeout = due < 0 ? -1 : ms_until(due);
+    timeout = due < 0 ? -1 : ns_until(due);
   }
   if (timeout != 0) {
     atomic_store_explicit(&loop->wake, WAKE_SLEEPING, memory_order_seq_cst);
