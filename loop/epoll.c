@@ -60,7 +60,8 @@ static int ep_remove(weft__backend_t *b, int fd) {
              : weft_err_from_errno(errno);
 }
 
-/* Kernels before 5.11 have no epoll_pwait2: remembered process-wide. */
+/* Kernels before 5.11 have no epoll_pwait2, and some seccomp filters refuse
+ * it: remembered process-wide. */
 static _Atomic bool no_pwait2;
 
 /* Wait with a nanosecond timeout where the kernel can (epoll_pwait2), so a
@@ -75,8 +76,8 @@ static int ep_wait(weft__backend_t *b, int64_t timeout_ns) {
                           (long)(timeout_ns % 1000000000)};
     int n = (int)syscall(SYS_epoll_pwait2, b->fd, evs, (int)b->max, &ts,
                          NULL, 0);
-    if (n >= 0 || errno != ENOSYS)
-      return n;
+    if (n >= 0 || (errno != ENOSYS && errno != EPERM))
+      return n; /* EPERM: a seccomp filter (older container runtimes) */
     atomic_store_explicit(&no_pwait2, true, memory_order_relaxed);
   }
 #endif
