@@ -9,20 +9,20 @@
  * allocating thread's arena under its lock, and both sides pay for
  * consolidation (measured: a third of the time of the pool offload benchmark).
  * So blocks of up to CLASS_MAX bytes are kept per thread, per 16-byte size
- * class, in two lists of up to BATCH blocks; full lists move whole, in O(1),
- * to a per-class depot shared by all threads under a mutex, and a thread
- * whose lists are empty takes a whole list back from the depot. The mutex is
- * taken once per BATCH blocks. Blocks are carved from chunks (see below);
- * the depot is bounded, and beyond it blocks are abandoned to their chunk,
- * which goes back to free() with its last block. A thread's lists return to
- * the depot when it exits.
+ * class, in two magazines (arrays) of up to MAG blocks; full magazines move
+ * whole, in O(1), to a per-class depot shared by all threads under a mutex,
+ * and a thread whose magazines are empty swaps one for a full one from the
+ * depot. The mutex is taken once per MAG blocks. Blocks are carved from
+ * chunks (see below); the depot is bounded, and beyond it blocks are
+ * abandoned to their chunk, which goes back to its region with its last
+ * block. A thread's magazines return to the depot when it exits.
  *
  * The cache sits only in front of the default allocator: with a user
  * allocator set, every block goes to it and back (so its counts stay exact).
  * Under AddressSanitizer the cache is off (every block goes to malloc and
  * back), so ASan still reports a use after free or a leak of any block.
  */
-#define _GNU_SOURCE /* MAP_ANONYMOUS, MADV_HUGEPAGE */
+#define _GNU_SOURCE /* MAP_ANONYMOUS */
 #include "internal.h"
 
 #include <pthread.h>
@@ -47,29 +47,39 @@ enum {
   CLASS_SHIFT = 4,                 /* 16-byte classes */
   CLASS_MAX = 256,                 /* larger blocks go straight to malloc */
   NCLASS = CLASS_MAX >> CLASS_SHIFT,
-  BATCH = 64,                      /* blocks per list */
-  DEPOT_MAX = 256                  /* lists per class in the depot */
+  MAG = 64,                        /* blocks per magazine */
+  DEPOT_MAX = 256,                 /* full magazines per class in the depot */
+  EMPTY_MAX = 64,                  /* empty magazines kept in the depot */
+  PREFETCH = 2                     /* blocks fetched ahead of allocation */
 };
 
-typedef struct block {
-  struct block *next;     /* within a list */
-  struct block *next_list; /* in the depot, on a list's first block */
-} block_t;
-
-typedef struct list {
-  block_t *head;
+/* A magazine: an array of free blocks of one class. Blocks are handed out
+ * from and taken back into the array, never linked through themselves: an
+ * allocation reads no block (a block freed on another core is a cache miss
+ * to read; with lists, every allocation waited for one), and the next
+ * blocks can be fetched ahead. */
+typedef struct mag {
+  struct mag *next; /* in the depot */
   unsigned count;
-} list_t;
+  void *slot[MAG];
+} mag_t;
 
+/* Per thread, per class: two magazines (`spare` is always full or empty,
+ * so a thread going back and forth across a magazine boundary does not hit
+ * the depot each time) and the chunk being carved when both are empty and
+ * the depot has no full one. */
 typedef struct tcache {
-  list_t cur[NCLASS], spare[NCLASS];
+  mag_t *cur[NCLASS], *spare[NCLASS]; /* NULL until needed */
+  char *carve[NCLASS], *carve_end[NCLASS];
   bool registered, dead;
 } tcache_t;
 
 static struct {
   pthread_mutex_t mu;
-  block_t *lists[NCLASS]; /* full lists, linked by next_list */
-  _Atomic unsigned nlists[NCLASS]; /* written under mu, peeked without */
+  mag_t *full[NCLASS];
+  _Atomic unsigned nfull[NCLASS]; /* written under mu, peeked without */
+  mag_t *empty;
+  unsigned nempty;
 } depot = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static _Thread_local tcache_t tl_cache
@@ -220,100 +230,133 @@ static void chunk_put(chunk_t *ch) {
   }
 }
 
-static void list_abandon(block_t *b);
-static void depot_put(unsigned c, list_t *l);
-
-/* A new chunk: one list of at most BATCH of its blocks in *l, the rest in
- * full lists to the depot (a thread list never holds more than BATCH: it
- * moves on only when it holds exactly that). False without memory. */
-static bool chunk_carve(unsigned c, list_t *l) {
-  char *m = (char *)chunk_get();
-  if (m == NULL)
-    return false;
-  size_t size = class_size(c);
-  unsigned n = (unsigned)((CHUNK - CHUNK_HEAD) / size);
-  atomic_init(&((chunk_t *)m)->live, n);
-  list_t cur = {NULL, 0};
-  for (unsigned i = n; i-- > 0;) {
-    block_t *b = (block_t *)(m + CHUNK_HEAD + i * size);
-    b->next = cur.head;
-    cur.head = b;
-    if (++cur.count == BATCH && i > 0)
-      depot_put(c, &cur); /* a full list, more to come: empties cur */
-  }
-  *l = cur;
-  return true;
+/* A fresh chunk of class c; all its blocks count as live until carved
+ * and then abandoned (or, never carved, given back at thread exit). */
+static char *chunk_start(unsigned c, unsigned *n) {
+  chunk_t *ch = chunk_get();
+  if (ch == NULL)
+    return NULL;
+  *n = (unsigned)((CHUNK - CHUNK_HEAD) / class_size(c));
+  atomic_init(&ch->live, *n);
+  return (char *)ch + CHUNK_HEAD;
 }
 
-static void block_abandon(block_t *b) {
-  chunk_t *ch = chunk_of(b);
-  if (atomic_fetch_sub_explicit(&ch->live, 1, memory_order_acq_rel) == 1)
+/* Give n blocks of chunk ch up for good. */
+static void chunk_drop(chunk_t *ch, unsigned n) {
+  if (atomic_fetch_sub_explicit(&ch->live, n, memory_order_acq_rel) == n)
     chunk_put(ch);
 }
 
-/* Abandon a list: one atomic per run of blocks from the same chunk (a list
- * freed in the order it was allocated is mostly such runs). */
-static void list_abandon(block_t *b) {
-  while (b != NULL) {
-    chunk_t *ch = chunk_of(b);
+/* Abandon a magazine's blocks: one atomic per run of blocks from the same
+ * chunk (blocks freed in the order they were carved form such runs). */
+static void mag_abandon(mag_t *m) {
+  unsigned i = 0;
+  while (i < m->count) {
+    chunk_t *ch = chunk_of(m->slot[i]);
     unsigned n = 0;
-    do {
-      b = b->next;
+    do
       n++;
-    } while (b != NULL && chunk_of(b) == ch);
-    if (atomic_fetch_sub_explicit(&ch->live, n, memory_order_acq_rel) == n)
-      chunk_put(ch);
+    while (++i < m->count && chunk_of(m->slot[i]) == ch);
+    chunk_drop(ch, n);
   }
+  m->count = 0;
 }
 
-/* Give a full list to the depot (or abandon it when the depot is full). */
-static void depot_put(unsigned c, list_t *l) {
-  block_t *head = l->head;
-  l->head = NULL;
-  l->count = 0;
+/* An empty magazine, from the depot or new; NULL without memory. */
+static mag_t *mag_empty(void) {
+  mag_t *m = NULL;
   pthread_mutex_lock(&depot.mu);
-  unsigned n = atomic_load_explicit(&depot.nlists[c], memory_order_relaxed);
+  if (depot.empty != NULL) {
+    m = depot.empty;
+    depot.empty = m->next;
+    depot.nempty--;
+  }
+  pthread_mutex_unlock(&depot.mu);
+  if (m == NULL) {
+    m = malloc(sizeof *m);
+    if (m != NULL)
+      m->count = 0;
+  }
+  return m;
+}
+
+/* Keep an empty magazine in the depot, or free it. */
+static void mag_keep(mag_t *m) {
+  pthread_mutex_lock(&depot.mu);
+  if (depot.nempty < EMPTY_MAX) {
+    m->next = depot.empty;
+    depot.empty = m;
+    depot.nempty++;
+    m = NULL;
+  }
+  pthread_mutex_unlock(&depot.mu);
+  free(m);
+}
+
+/* Give a full magazine to the depot; when the depot is full, abandon its
+ * blocks instead and return it (empty) to the caller, else NULL. */
+static mag_t *depot_put(unsigned c, mag_t *m) {
+  pthread_mutex_lock(&depot.mu);
+  unsigned n = atomic_load_explicit(&depot.nfull[c], memory_order_relaxed);
   if (n < DEPOT_MAX) {
-    head->next_list = depot.lists[c];
-    depot.lists[c] = head;
-    atomic_store_explicit(&depot.nlists[c], n + 1, memory_order_relaxed);
-    head = NULL;
+    m->next = depot.full[c];
+    depot.full[c] = m;
+    atomic_store_explicit(&depot.nfull[c], n + 1, memory_order_relaxed);
+    m = NULL;
   }
   pthread_mutex_unlock(&depot.mu);
-  list_abandon(head);
+  if (m != NULL)
+    mag_abandon(m);
+  return m;
 }
 
-static bool depot_take(unsigned c, list_t *l) {
-  if (atomic_load_explicit(&depot.nlists[c], memory_order_relaxed) == 0)
-    return false; /* a peek; the mutex decides */
-  block_t *head = NULL;
+/* Swap an empty magazine (or none) for a full one from the depot; NULL when
+ * it has none. */
+static mag_t *depot_swap(unsigned c, mag_t *empty) {
+  if (atomic_load_explicit(&depot.nfull[c], memory_order_relaxed) == 0)
+    return NULL; /* a peek; the mutex decides */
+  mag_t *m = NULL;
   pthread_mutex_lock(&depot.mu);
-  unsigned n = atomic_load_explicit(&depot.nlists[c], memory_order_relaxed);
+  unsigned n = atomic_load_explicit(&depot.nfull[c], memory_order_relaxed);
   if (n > 0) {
-    head = depot.lists[c];
-    depot.lists[c] = head->next_list;
-    atomic_store_explicit(&depot.nlists[c], n - 1, memory_order_relaxed);
+    m = depot.full[c];
+    depot.full[c] = m->next;
+    atomic_store_explicit(&depot.nfull[c], n - 1, memory_order_relaxed);
+    if (empty != NULL && depot.nempty < EMPTY_MAX) {
+      empty->next = depot.empty;
+      depot.empty = empty;
+      depot.nempty++;
+      empty = NULL;
+    }
   }
   pthread_mutex_unlock(&depot.mu);
-  if (head == NULL)
-    return false;
-  l->head = head;
-  l->count = BATCH;
-  return true;
+  if (m != NULL)
+    free(empty); /* NULL unless the depot kept enough empties */
+  return m;
 }
 
-static void cache_exit(void *arg) { /* thread exit: lists to the depot */
+static void cache_exit(void *arg) { /* thread exit: magazines to the depot */
   tcache_t *tc = arg;
   tc->dead = true;
   for (unsigned c = 0; c < NCLASS; c++) {
-    list_t *ls[2] = {&tc->cur[c], &tc->spare[c]};
+    mag_t *ms[2] = {tc->cur[c], tc->spare[c]};
+    tc->cur[c] = tc->spare[c] = NULL;
     for (int i = 0; i < 2; i++) {
-      if (ls[i]->count == BATCH)
-        depot_put(c, ls[i]);
-      list_abandon(ls[i]->head);
-      ls[i]->head = NULL;
-      ls[i]->count = 0;
+      mag_t *m = ms[i];
+      if (m == NULL)
+        continue;
+      if (m->count == MAG)
+        m = depot_put(c, m);
+      else
+        mag_abandon(m);
+      if (m != NULL)
+        mag_keep(m);
     }
+    if (tc->carve[c] != tc->carve_end[c]) /* blocks never carved */
+      chunk_drop(chunk_of(tc->carve[c]),
+                 (unsigned)((size_t)(tc->carve_end[c] - tc->carve[c]) /
+                            class_size(c)));
+    tc->carve[c] = tc->carve_end[c] = NULL;
   }
 }
 
@@ -333,57 +376,92 @@ static tcache_t *my_cache(void) {
   return tc;
 }
 
+/* Both magazines empty: a full one from the depot, else carve. */
+static void *cache_refill(tcache_t *tc, unsigned c) {
+  mag_t *m = depot_swap(c, tc->cur[c]);
+  if (m != NULL) {
+    tc->cur[c] = m;
+    for (unsigned k = 1; k <= PREFETCH; k++)
+      __builtin_prefetch(m->slot[MAG - k], 1);
+    return m->slot[--m->count];
+  }
+  size_t size = class_size(c);
+  if (tc->carve[c] == tc->carve_end[c]) {
+    unsigned n;
+    char *first = chunk_start(c, &n);
+    if (first == NULL)
+      return NULL;
+    tc->carve[c] = first;
+    tc->carve_end[c] = first + (size_t)n * size;
+  }
+  void *b = tc->carve[c];
+  tc->carve[c] += size;
+  return b;
+}
+
 static void *cache_alloc(size_t size) {
   unsigned c = (unsigned)((size - 1) >> CLASS_SHIFT);
   tcache_t *tc = my_cache();
   if (tc == NULL) { /* a thread past its cache's exit: a chunk of its own */
-    list_t one;
-    if (!chunk_carve(c, &one))
-      return NULL;
-    block_t *b = one.head;
-    list_abandon(b->next);
+    unsigned n;
+    char *b = chunk_start(c, &n);
+    if (b != NULL)
+      chunk_drop(chunk_of(b), n - 1);
     return b;
   }
-  list_t *l = &tc->cur[c];
-  if (l->head == NULL) {
-    if (tc->spare[c].head != NULL) {
-      *l = tc->spare[c];
-      tc->spare[c].head = NULL;
-      tc->spare[c].count = 0;
-    } else if (!depot_take(c, l) && !chunk_carve(c, l)) {
-      return NULL;
-    }
+  mag_t *m = tc->cur[c];
+  if (m == NULL || m->count == 0) {
+    mag_t *s = tc->spare[c];
+    if (s == NULL || s->count == 0)
+      return cache_refill(tc, c);
+    tc->spare[c] = m; /* empty (or none) */
+    tc->cur[c] = m = s;
   }
-  block_t *b = l->head;
-  l->head = b->next;
-  l->count--;
-  /* Blocks often come back from another thread (a job allocated here, freed
-   * by a worker): start bringing in the next one, or its `next` is a cache
-   * miss on the following allocation (measured: 85% of the allocator's time
-   * in the outside-offload benchmark). */
-  __builtin_prefetch(l->head, 1);
+  void *b = m->slot[--m->count];
+  /* Blocks often come back from another core (a job allocated here, freed
+   * by a worker): fetch the ones after this for writing now. */
+  if (m->count >= PREFETCH)
+    __builtin_prefetch(m->slot[m->count - PREFETCH], 1);
   return b;
+}
+
+/* cur is full or missing: make room, or say there is none (no memory). */
+static mag_t *cache_room(tcache_t *tc, unsigned c) {
+  mag_t *m = tc->cur[c], *s = tc->spare[c];
+  if (m != NULL && s != NULL && s->count == 0) {
+    tc->cur[c] = s; /* spare is empty: swap */
+    tc->spare[c] = m;
+    return s;
+  }
+  mag_t *e = NULL;
+  if (m != NULL) { /* full */
+    if (s != NULL) /* full too: to the depot */
+      e = depot_put(c, s);
+    tc->spare[c] = m;
+    tc->cur[c] = NULL;
+  }
+  if (e == NULL)
+    e = mag_empty();
+  tc->cur[c] = e;
+  return e;
 }
 
 static void cache_release(void *ptr, size_t size) {
   unsigned c = (unsigned)((size - 1) >> CLASS_SHIFT);
   tcache_t *tc = my_cache();
   if (tc == NULL) {
-    block_abandon(ptr);
+    chunk_drop(chunk_of(ptr), 1);
     return;
   }
-  list_t *l = &tc->cur[c];
-  if (l->count == BATCH) {
-    if (tc->spare[c].count == BATCH)
-      depot_put(c, &tc->spare[c]);
-    tc->spare[c] = *l;
-    l->head = NULL;
-    l->count = 0;
+  mag_t *m = tc->cur[c];
+  if (m == NULL || m->count == MAG) {
+    m = cache_room(tc, c);
+    if (m == NULL) { /* no memory for a magazine: give the block up */
+      chunk_drop(chunk_of(ptr), 1);
+      return;
+    }
   }
-  block_t *b = ptr;
-  b->next = l->head;
-  l->head = b;
-  l->count++;
+  m->slot[m->count++] = ptr;
 }
 
 static void *default_alloc(void *ctx, size_t size) {
