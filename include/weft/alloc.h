@@ -22,7 +22,16 @@ typedef struct weft_allocator {
 /**
  * Replace the allocator used by every weft allocation in the process.
  *
- * `a` is copied; NULL restores the default (malloc/free). The caller must
+ * `a` is copied; NULL restores the default. The default serves blocks over
+ * 256 bytes with malloc/free; smaller ones (futures, jobs, continuations,
+ * loop operations) come from per-thread caches of fixed-size blocks carved
+ * from 2 MiB regions that weft maps itself and fills 256 KiB at a time. A
+ * region goes back to the system when none of its blocks is in use (one
+ * empty region is kept), so like a malloc arena it is held by its
+ * longest-lived block; the shared cache keeps at most 16,384 free blocks
+ * per 16-byte size class (each thread at most 128 more), beyond which free
+ * blocks go back to their region. Under
+ * AddressSanitizer every block goes to malloc/free. The caller must
  * make this call while no memory allocated by weft is alive (before the first
  * weft object is made, or after the last is freed): weft does not track which
  * allocator made a block, so a block made by one and freed by another is a bug
