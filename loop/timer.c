@@ -53,11 +53,14 @@ static void sift_up(weft_loop_t *loop, uint32_t i, weft__heap_entry_t e) {
 
 /* The earliest of the children c.. (c = 4i + 1 < n) of a node. A large heap
  * is out of cache: ask for all the grandchildren first, so the next level's
- * group is on its way while this one is compared. */
+ * group is on its way while this one is compared. Only then: in a heap that
+ * fits in cache the eight prefetches per level cost more than they save
+ * (100,000 timers fired: 16.3 -> 14.9 ms without them, medians of 12). */
+enum { PREFETCH_FROM = 65536 }; /* entries: 1 MB, about a core's L2 */
 static inline uint32_t earliest_child(const weft__heap_entry_t *h, uint32_t c,
                                       uint32_t n) {
   uint32_t best = c, end = c + 4 < n ? c + 4 : n;
-  if (4 * c + 1 < n)
+  if (n > PREFETCH_FROM && 4 * c + 1 < n)
     for (uint32_t k = c; k < end; k++) {
       __builtin_prefetch(&h[4 * k + 1]);
       __builtin_prefetch(&h[4 * k + 4]);
