@@ -23,10 +23,18 @@ static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static job_t *head, *tail;
 static int stop;
 static atomic_long completed;
+static long total;
+static pthread_mutex_t done_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER;
 
 static void count_done(job_t *j) {
-  atomic_fetch_add_explicit(&completed, 1, memory_order_relaxed);
   free(j);
+  if (atomic_fetch_add_explicit(&completed, 1, memory_order_acq_rel) + 1 ==
+      total) { /* the last one wakes the submitter */
+    pthread_mutex_lock(&done_mu);
+    pthread_cond_signal(&done_cv);
+    pthread_mutex_unlock(&done_mu);
+  }
 }
 
 static void *worker(void *arg) {
@@ -52,6 +60,7 @@ static void *worker(void *arg) {
 
 int main(int argc, char **argv) {
   long n = argc > 1 ? atol(argv[1]) : 1000000;
+  total = n;
   long nw = sysconf(_SC_NPROCESSORS_ONLN);
   pthread_t th[256];
   if (nw < 1 || nw > 256)
@@ -74,8 +83,10 @@ int main(int argc, char **argv) {
     pthread_cond_signal(&cv);
     pthread_mutex_unlock(&mu);
   }
+  pthread_mutex_lock(&done_mu); /* block until the last completion */
   while (atomic_load(&completed) < n)
-    sched_yield();
+    pthread_cond_wait(&done_cv, &done_mu);
+  pthread_mutex_unlock(&done_mu);
   clock_gettime(CLOCK_MONOTONIC, &b);
   pthread_mutex_lock(&mu);
   stop = 1;
