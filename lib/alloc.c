@@ -183,6 +183,13 @@ static region_t *region_map(void) {
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14; older kernels say EINVAL */
 #endif
 
+void weft__prefault(void *p, size_t len) {
+  uintptr_t page = 4096, lo = ((uintptr_t)p + page - 1) & ~(page - 1),
+            hi = ((uintptr_t)p + len) & ~(page - 1);
+  if (lo < hi)
+    (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+}
+
 static chunk_t *chunk_get(void) {
   pthread_mutex_lock(&regions.mu);
   region_t *r = regions.avail;

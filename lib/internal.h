@@ -23,6 +23,11 @@ WEFT__HIDDEN void *weft__malloc(size_t size);
 WEFT__HIDDEN void weft__free(void *ptr, size_t size);
 /* Grow or shrink a block; on failure NULL and the old block is untouched. */
 WEFT__HIDDEN void *weft__realloc(void *ptr, size_t old_size, size_t new_size);
+/* Ask the kernel to back the whole pages inside [p, p + len) now, in one
+ * call, instead of one page fault per 4 KiB page on first write. A hint:
+ * the contents are unchanged, and where it is refused (an old kernel, an
+ * unusual mapping) the pages fault in later as usual. */
+WEFT__HIDDEN void weft__prefault(void *p, size_t len);
 
 /*
  * The state word. Bits 0-2 hold the state (or, while bit 3 BUSY is set, the

@@ -82,6 +82,7 @@ struct weft_loop {
   /* timers */
   weft__heap_entry_t *heap;
   uint32_t heap_len, heap_cap;
+  uint32_t heap_ready; /* entries backed by pages so far (timer.c) */
   int64_t vnow; /* the start time given to the last timer started */
   uint64_t timer_seq;
   /* watchers and signals */
