@@ -270,7 +270,9 @@ int64_t weft__timers_next(const weft_loop_t *loop) {
 
 void weft__timers_close(weft_loop_t *loop) {
   while (loop->heap_len > 0) {
-    weft_timer_t *t = loop->heap[0].timer;
+    /* the last entry: removing it leaves the heap as it is, so closing
+     * with n timers is O(n), and a callback may still stop another timer */
+    weft_timer_t *t = loop->heap[loop->heap_len - 1].timer;
     heap_remove(loop, t);
     weft_timer_fn fn = t->priv_fn;
     weft__loop_count(&loop->callbacks);

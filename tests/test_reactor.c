@@ -885,6 +885,37 @@ static void test_close_cancels_everything(void) {
   close(fds[1]);
 }
 
+/* Close with many timers, where each cancelled callback stops its partner:
+ * stop still works during close, so each pair sees exactly one call. */
+enum { PAIRS = 1000 };
+static weft_timer_t pair_timers[2 * PAIRS];
+static int pair_calls[2 * PAIRS];
+static void close_pair(weft_timer_t *t, int status, void *arg) {
+  (void)arg;
+  long i = t - pair_timers;
+  if (status == WEFT_ECANCELED)
+    pair_calls[i]++;
+  EXPECT_EQ(weft_timer_stop(&pair_timers[i ^ 1]), 0);
+  EXPECT_EQ(weft_timer_active(&pair_timers[i ^ 1]), 0);
+}
+
+static void test_close_timers_stop_each_other(void) {
+  weft_loop_t *loop = new_loop();
+  memset(pair_calls, 0, sizeof pair_calls);
+  for (long i = 0; i < 2 * PAIRS; i++) {
+    REQUIRE_EQ(weft_timer_init(loop, &pair_timers[i], close_pair, NULL), 0);
+    REQUIRE_EQ(weft_timer_start(&pair_timers[i], 100000 + (i * 7919) % 5000, 0),
+               0);
+  }
+  EXPECT_EQ(weft_loop_close(loop), 0);
+  int total = 0;
+  for (long i = 0; i < PAIRS; i++) {
+    EXPECT_EQ(pair_calls[2 * i] + pair_calls[2 * i + 1], 1);
+    total += pair_calls[2 * i] + pair_calls[2 * i + 1];
+  }
+  EXPECT_EQ(total, PAIRS);
+}
+
 static void *close_elsewhere(void *arg) {
   return (void *)(intptr_t)weft_loop_close(arg);
 }
@@ -932,6 +963,8 @@ static const test_case_t cases[] = {
     {"fd watchers", test_fd_watchers},
     {"run modes", test_run_modes},
     {"close cancels everything", test_close_cancels_everything},
+    {"close: timers stopped by other timers' callbacks",
+     test_close_timers_stop_each_other},
     {"bad input", test_bad_input},
     {NULL, NULL}};
 const test_suite_t suite_reactor = {"reactor", cases};
