@@ -8,6 +8,8 @@
  *   offload N       jobs/s: N tiny pool jobs started from the loop, each
  *                   continued on the loop
  *   offload_rtt N   "p50 p99" us: one job at a time, loop -> pool -> loop
+ * A mode with "_nospin" appended runs with the loops' adaptive spin off
+ * (spin_us -1): every wait for a post sleeps in epoll and is woken.
  * Timed work runs inside a loop callback, where programs start timers and
  * submit jobs (and where the loop's cached time is current). */
 #define _POSIX_C_SOURCE 200809L
@@ -105,6 +107,8 @@ static void start_firing(weft_loop_t *l, void *arg, int status) {
     weft_timer_start(&timers[i], timeouts[i], 0);
 }
 
+static weft_loop_options_t lopts = {.size = sizeof lopts};
+
 /* ---- pingpong: B posts to A, A posts back to B, B starts the next ---- */
 
 static weft_loop_t *loop_b;
@@ -130,7 +134,7 @@ static void on_b(weft_loop_t *l, void *arg, int status) {
 
 static void *thread_b(void *arg) {
   (void)arg;
-  check(weft_loop_create(NULL, &loop_b));
+  check(weft_loop_create(&lopts, &loop_b));
   t0 = weft_now_ns();
   check(weft_loop_post(loop, on_a, NULL));
   check(weft_loop_run(loop_b, WEFT_RUN_DEFAULT));
@@ -226,8 +230,14 @@ int main(int argc, char **argv) {
                     "offload|offload_rtt N\n", argv[0]);
     return 2;
   }
-  const char *mode = argv[1];
-  check(weft_loop_create(NULL, &loop));
+  char mode[64];
+  snprintf(mode, sizeof mode, "%s", argv[1]);
+  char *nospin = strstr(mode, "_nospin");
+  if (nospin != NULL) {
+    *nospin = '\0';
+    lopts.spin_us = -1;
+  }
+  check(weft_loop_create(&lopts, &loop));
   if (!strcmp(mode, "timer_start") || !strcmp(mode, "timer_stop")) {
     prepare_timers(no_op, 1000, 1000000 - 1000);
     run_in_loop(!strcmp(mode, "timer_start") ? timed_start : timed_stop);

@@ -206,6 +206,9 @@ suite_loop() {
   cmd_eventfd=("$out/bench_loop_eventfd" pingpong 20000)
   collect ping "${pp[@]}"
   for i in "${pp[@]}"; do echo "loop.post_pingpong.$i: $(med ping.$i) us"; done
+  cmd_weft=("$w" pingpong_nospin 20000) # the same, every wait a sleep
+  collect pingns weft
+  echo "loop.post_pingpong_nospin.weft: $(med pingns.weft) us"
 
   cmd_weft=("$w" offload 1000000); cmd_libuv=("$uv" offload 1000000)
   collect loff "${of[@]}"
@@ -234,7 +237,8 @@ suite_loop() {
     done
   done
   [[ " ${pp[*]} " == *" eventfd "* ]] &&
-    log "ratio loop.post_pingpong weft/eventfd: $(ratio "$(med ping.weft)" "$(med ping.eventfd)")"
+    log "ratio loop.post_pingpong weft/eventfd: $(ratio2 "$(med ping.weft)" "$(med ping.eventfd)")" &&
+    log "ratio loop.post_pingpong_nospin weft/eventfd: $(ratio2 "$(med pingns.weft)" "$(med ping.eventfd)")"
   if [[ " ${of[*]} " == *" libuv "* ]]; then
     log "ratio loop.offload weft/libuv: $(ratio "$(med loff.weft)" "$(med loff.libuv)")"
     log "ratio loop.offload_rtt_p50 libuv/weft: $(ratio "$(med rtt50.libuv)" "$(med rtt50.weft)")"

@@ -79,6 +79,9 @@ struct weft_loop {
   weft_task_t *local_head, *local_tail; /* loop-thread submissions */
   int64_t now;
   bool running, closing, in_close;
+  /* adaptive spin before sleeping (loop.c) */
+  int64_t spin_ns, spin_max_ns;
+  _Atomic uint64_t spin_hits;
   /* timers */
   weft__heap_entry_t *heap;
   uint32_t heap_len, heap_cap;

@@ -30,6 +30,9 @@ _Thread_local weft_loop_t *weft__tl_loop WEFT__LOOP_TLS;
 
 weft_loop_t *weft_loop_current(void) { return weft__tl_loop; }
 
+/* the adaptive spin before sleeping (see spin_for_post) */
+enum { SPIN_FIRST_NS = 4000, SPIN_DEFAULT_NS = 50000, SPIN_CHECKS = 16 };
+
 /* ---- cross-thread queue ---- */
 
 static void wake_if_sleeping(weft_loop_t *loop) {
@@ -237,14 +240,20 @@ int weft_loop_set_stall_hook(weft_loop_t *loop, int64_t threshold_us,
 
 int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   unsigned max = 256;
+  int spin_us = 0;
   if (out == NULL)
     return WEFT_EINVAL;
   if (opts != NULL) {
-    if (opts->size < offsetof(weft_loop_options_t, reserved) ||
+    if (opts->size < offsetof(weft_loop_options_t, spin_us) ||
         opts->max_events > 65536)
       return WEFT_EINVAL;
     if (opts->max_events != 0)
       max = opts->max_events;
+    if (opts->size >= offsetof(weft_loop_options_t, reserved)) {
+      if (opts->spin_us > 1000000)
+        return WEFT_EINVAL;
+      spin_us = opts->spin_us;
+    }
   }
   if (weft__tl_loop != NULL)
     return WEFT_EBUSY;
@@ -255,6 +264,12 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   loop->executor.ops = &loop_ops;
   loop->ops = &weft__epoll_backend;
   loop->wake_fd = loop->sig_fd = -1;
+  loop->spin_max_ns = spin_us < 0    ? 0
+                      : spin_us == 0 ? SPIN_DEFAULT_NS
+                                     : (int64_t)spin_us * 1000;
+  cpu_set_t cpus; /* on one CPU a spin only keeps the poster off it */
+  if (sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) < 2)
+    loop->spin_max_ns = 0;
   int rc = WEFT_ENOMEM;
   loop->events = weft__malloc(max * sizeof(weft__event_t));
   if (loop->events == NULL)
@@ -353,6 +368,49 @@ static void drain_wake_fd(weft_loop_t *loop) {
     ;
 }
 
+/* Adaptive spin before sleeping. A loop that ran out of work waits for a
+ * post by reading its queue for up to spin_ns instead of sleeping, when the
+ * last waits ended with a post soon enough (within spin_max_ns of running
+ * out of work): the spin grows (SPIN_FIRST_NS, doubling) while posts come
+ * back that quickly and halves, down to nothing, each time a spin ends
+ * without one. So a loop spins only while it is mostly busy anyway (gaps
+ * shorter than spin_max_ns), and an idle or socket-driven loop never does.
+ * The wake word stays AWAKE while spinning, so producers skip the eventfd
+ * write too. The idea is the guest halt-polling governor's. */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* Spin until a post or a stop arrives (true) or `end` passes (false). */
+static bool spin_for_post(weft_loop_t *loop, int64_t end) {
+  for (;;) {
+    for (int k = 0; k < SPIN_CHECKS; k++) {
+      if (atomic_load_explicit(&loop->inbox, memory_order_relaxed) != NULL ||
+          atomic_load_explicit(&loop->stop, memory_order_relaxed))
+        return true;
+      cpu_relax();
+    }
+    if (weft_now_ns() >= end)
+      return false;
+  }
+}
+
+/* After a wait that began at `idle` and ended now: did a post end it soon
+ * enough to be worth spinning for next time? */
+static void spin_adapt(weft_loop_t *loop, int64_t idle, bool by_post) {
+  if (by_post && loop->now - idle <= loop->spin_max_ns) {
+    int64_t s = loop->spin_ns ? 2 * loop->spin_ns : SPIN_FIRST_NS;
+    loop->spin_ns = s < loop->spin_max_ns ? s : loop->spin_max_ns;
+  } else if (loop->spin_ns > 0) {
+    loop->spin_ns /= 2;
+    if (loop->spin_ns < SPIN_FIRST_NS)
+      loop->spin_ns = 0;
+  }
+}
+
 /* Nanoseconds until `due` (0 when past). */
 static int64_t ns_until(int64_t due) {
   int64_t d = due - weft_now_ns();
@@ -415,6 +473,23 @@ static int iterate(weft_loop_t *loop, bool block, int64_t cap,
       due = cap;
     timeout = due < 0 ? -1 : ns_until(due);
   }
+  int64_t idle = 0; /* when the loop ran out of work, if it did */
+  if (timeout != 0 && loop->spin_max_ns > 0) {
+    if (loop->spin_ns == 0) {
+      idle = loop->now; /* untrained: the iteration's start will do */
+    } else {
+      idle = weft_now_ns();
+      int64_t spin = timeout > 0 && timeout < loop->spin_ns ? timeout
+                                                             : loop->spin_ns;
+      if (spin_for_post(loop, idle + spin)) {
+        weft__loop_count(&loop->spin_hits);
+        timeout = 0; /* no sleep: the post runs next iteration */
+        idle = 0;    /* and the spin stays as it is */
+      } else if (timeout > 0 && (timeout -= spin) <= 0) {
+        timeout = 0; /* the spin used up the wait */
+      }
+    }
+  }
   if (timeout != 0) {
     atomic_store_explicit(&loop->wake, WAKE_SLEEPING, memory_order_seq_cst);
     if (atomic_load_explicit(&loop->inbox, memory_order_seq_cst) != NULL ||
@@ -427,6 +502,10 @@ static int iterate(weft_loop_t *loop, bool block, int64_t cap,
   if (n < 0)
     return n;
   loop->now = weft_now_ns();
+  if (idle != 0)
+    spin_adapt(loop, idle,
+               atomic_load_explicit(&loop->inbox, memory_order_relaxed) !=
+                   NULL);
   loop->nevents = n;
   for (int i = 0; i < n && i < PREFETCH_WATCHER; i++)
     if (is_watcher(loop, loop->events[i].data))
@@ -575,6 +654,7 @@ int weft_loop_stats(weft_loop_t *loop, weft_loop_stats_t *s) {
   s->polls = RD(polls);
   s->posted = RD(posted);
   s->wakeups = RD(wakeups);
+  s->spin_hits = RD(spin_hits);
   s->callbacks = RD(callbacks);
   s->timers_fired = RD(timers_fired);
   s->stalls = RD(stalls);

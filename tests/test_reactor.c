@@ -916,6 +916,105 @@ static void test_close_timers_stop_each_other(void) {
   EXPECT_EQ(total, PAIRS);
 }
 
+/* ---- adaptive spin: posts that come back quickly are met by a spin ---- */
+#include <pthread.h>
+#include <time.h>
+enum { SPIN_ROUNDS = 20000 };
+static struct {
+  weft_loop_t *a, *b;
+  int spin_us;
+  long rounds, errors;
+  until_t b_done, all_done; /* B's last round; B's loop closed */
+  weft_loop_stats_t b_stats;
+} sp;
+
+static void sp_on_b(weft_loop_t *l, void *arg, int status);
+static void sp_on_a(weft_loop_t *l, void *arg, int status) {
+  (void)l;
+  (void)arg;
+  if (status != 0 || weft_loop_post(sp.b, sp_on_b, NULL) != 0)
+    sp.errors++;
+}
+static void sp_on_b(weft_loop_t *l, void *arg, int status) {
+  (void)l;
+  (void)arg;
+  if (status != 0)
+    sp.errors++;
+  else if (++sp.rounds == SPIN_ROUNDS)
+    weft_promise_fulfil_int(sp.b_done.p, 0);
+  else if (weft_loop_post(sp.a, sp_on_a, NULL) != 0)
+    sp.errors++;
+}
+static void *sp_thread_b(void *arg) {
+  (void)arg;
+  weft_loop_options_t o = {.size = sizeof o, .spin_us = sp.spin_us};
+  if (weft_loop_create(&o, &sp.b) != 0) {
+    sp.errors++;
+  } else {
+    if (weft_loop_post(sp.a, sp_on_a, NULL) != 0 ||
+        weft_loop_run_until(sp.b, sp.b_done.f, BOUND_MS) != 0)
+      sp.errors++;
+    weft_loop_stats(sp.b, &sp.b_stats);
+    weft_loop_close(sp.b);
+  }
+  weft_promise_fulfil_int(sp.all_done.p, 0); /* wakes A's run_until */
+  return NULL;
+}
+
+static int64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* A ping-pong of SPIN_ROUNDS round trips between loop A (here) and loop B
+ * (a second thread), both with spin_us; A's and B's stats out. */
+static void spin_pingpong(int spin_us, weft_loop_stats_t *a_stats) {
+  memset(&sp, 0, sizeof sp);
+  sp.spin_us = spin_us;
+  weft_loop_options_t o = {.size = sizeof o, .spin_us = spin_us};
+  REQUIRE_EQ(weft_loop_create(&o, &sp.a), 0);
+  sp.b_done = until_new();
+  sp.all_done = until_new();
+  pthread_t th;
+  REQUIRE_EQ(pthread_create(&th, NULL, sp_thread_b, NULL), 0);
+  EXPECT_EQ(weft_loop_run_until(sp.a, sp.all_done.f, BOUND_MS), 0);
+  pthread_join(th, NULL);
+  EXPECT_EQ(sp.errors, 0);
+  EXPECT_EQ(sp.rounds, SPIN_ROUNDS);
+  weft_loop_stats(sp.a, a_stats);
+}
+
+static void test_adaptive_spin(void) {
+  weft_loop_stats_t a;
+  /* off: every wait for the other side sleeps, none is met by a spin */
+  spin_pingpong(-1, &a);
+  EXPECT_EQ(a.spin_hits, 0);
+  EXPECT_EQ(sp.b_stats.spin_hits, 0);
+  EXPECT_EQ(weft_loop_close(sp.a), 0);
+  until_done(&sp.b_done);
+  until_done(&sp.all_done);
+  /* on (default bound): replies that come back quickly are spun for */
+  spin_pingpong(0, &a);
+  EXPECT_EQ(a.spin_hits + sp.b_stats.spin_hits > 0, 1);
+  /* and the loop, trained to spin, still does not spin while idle: a
+   * 200 ms sleep costs it far less than 200 ms of CPU */
+  weft_future_t *sl;
+  REQUIRE_EQ(weft_loop_sleep(sp.a, 200, &sl), 0);
+  int64_t c0 = thread_cpu_ns();
+  EXPECT_EQ(weft_loop_run_until(sp.a, sl, BOUND_MS), 0);
+  int64_t used = thread_cpu_ns() - c0;
+  EXPECT_EQ(used < 20 * 1000000, 1);
+  weft_future_release(sl);
+  EXPECT_EQ(weft_loop_close(sp.a), 0);
+  until_done(&sp.b_done);
+  until_done(&sp.all_done);
+  /* bad bound */
+  weft_loop_options_t o = {.size = sizeof o, .spin_us = 1000001};
+  weft_loop_t *loop;
+  EXPECT_ERR(weft_loop_create(&o, &loop), WEFT_EINVAL);
+}
+
 static void *close_elsewhere(void *arg) {
   return (void *)(intptr_t)weft_loop_close(arg);
 }
@@ -965,6 +1064,7 @@ static const test_case_t cases[] = {
     {"close cancels everything", test_close_cancels_everything},
     {"close: timers stopped by other timers' callbacks",
      test_close_timers_stop_each_other},
+    {"adaptive spin", test_adaptive_spin},
     {"bad input", test_bad_input},
     {NULL, NULL}};
 const test_suite_t suite_reactor = {"reactor", cases};
