@@ -10,6 +10,8 @@
  *   offload_rtt N   "p50 p99" us: one job at a time, loop -> pool -> loop
  * A mode with "_nospin" appended runs with the loops' adaptive spin off
  * (spin_us -1): every wait for a post sleeps in epoll and is woken.
+ * BENCH_POOL_THREADS=N (diagnostics) gives the offload modes' pool N
+ * workers instead of one per CPU.
  * Timed work runs inside a loop callback, where programs start timers and
  * submit jobs (and where the loop's cached time is current). */
 #define _POSIX_C_SOURCE 200809L
@@ -259,7 +261,10 @@ int main(int argc, char **argv) {
     printf("%.2f\n", (double)(t1 - t0) / 1e3 / (double)n);
   } else if (!strcmp(mode, "offload") || !strcmp(mode, "offload_then") ||
              !strcmp(mode, "offload_rtt")) {
-    check(weft_pool_create(NULL, &pool));
+    weft_pool_options_t po = {.size = sizeof po};
+    if (getenv("BENCH_POOL_THREADS"))
+      po.threads = (unsigned)atoi(getenv("BENCH_POOL_THREADS"));
+    check(weft_pool_create(&po, &pool));
     use_then = !strcmp(mode, "offload_then");
     if (strcmp(mode, "offload_rtt") != 0) {
       run_in_loop(submit_all);
