@@ -187,10 +187,7 @@ static void destroy(struct weft_future *f) {
     weft__ext_t *e = (weft__ext_t *)f;
     if (owns_value)
       f->aux.dtor(f->val.ptr);
-    if (e->fini != NULL)
-      e->fini(e); /* takes the memory */
-    else
-      weft__free(e, e->size);
+    e->fini(e); /* takes the memory */
     return;
   }
   default:
@@ -402,11 +399,10 @@ int weft_promise_release(weft_promise_t *promise) {
 
 /* ---- states embedded in larger objects ---- */
 
-void weft__ext_init(weft__ext_t *e, size_t size, uint32_t refs,
-                    uint32_t needs) {
+void weft__ext_init(weft__ext_t *e, void (*fini)(weft__ext_t *e),
+                    uint32_t refs, uint32_t needs) {
   weft__state_init(&e->base, WEFT__K_EXT, refs, needs);
-  e->size = size;
-  e->fini = NULL;
+  e->fini = fini;
 }
 
 void weft__ext_on_cancel(weft__ext_t *e, weft_cancel_fn fn, void *arg) {

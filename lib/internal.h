@@ -93,19 +93,18 @@ static inline uint32_t weft__kind(uint32_t w) { return w >> WEFT__KIND_SHIFT; }
  * A promise-like state at the start of a larger allocation (a pool job, a
  * loop operation): one allocation holds the future and its producer. It
  * behaves as a promise (cancel hook in aux/val). When the last reference
- * goes, fini (if set) takes the memory (to free or recycle it); without
- * fini the `size` bytes are freed.
+ * goes, fini takes the memory (to free or recycle it): the owner knows the
+ * size, so the state does not carry it (a pool job is 96 bytes, not 112).
  */
 typedef struct weft__ext {
   struct weft_future base;
-  size_t size;
   void (*fini)(struct weft__ext *e);
 } weft__ext_t;
 
-/* Initialise e (already allocated with `size` bytes) as a pending state
- * with `refs` references and `needs` needs. */
-WEFT__HIDDEN void weft__ext_init(weft__ext_t *e, size_t size, uint32_t refs,
-                                 uint32_t needs);
+/* Initialise e as a pending state with `refs` references and `needs`
+ * needs, whose memory fini takes when the last reference goes. */
+WEFT__HIDDEN void weft__ext_init(weft__ext_t *e, void (*fini)(weft__ext_t *e),
+                                 uint32_t refs, uint32_t needs);
 /* Install the producer's cancel hook before the state is shared. */
 WEFT__HIDDEN void weft__ext_on_cancel(weft__ext_t *e, weft_cancel_fn fn,
                                       void *arg);

@@ -142,6 +142,7 @@ typedef struct weft__loop_op {
   weft__ext_t ext;
   weft_task_t stop_task;
   weft_loop_t *loop;
+  size_t size; /* of the whole op, freed when the last reference goes */
   /* Loop thread: stop the source if still armed, and drop its reference. */
   void (*disarm)(struct weft__loop_op *op);
 } weft__loop_op_t;

@@ -183,9 +183,15 @@ void weft__loop_op_cancel(weft__loop_op_t *op) { /* any thread */
 
 static void op_cancelled(void *arg) { weft__loop_op_cancel(arg); }
 
+static void loop_op_fini(weft__ext_t *e) {
+  weft__loop_op_t *op = (weft__loop_op_t *)e;
+  weft__free(op, op->size);
+}
+
 void weft__loop_op_init(weft__loop_op_t *op, size_t size, weft_loop_t *loop,
                         void (*disarm)(weft__loop_op_t *op)) {
-  weft__ext_init(&op->ext, size, 2, 1);
+  weft__ext_init(&op->ext, loop_op_fini, 2, 1);
+  op->size = size;
   weft__ext_on_cancel(&op->ext, op_cancelled, op);
   op->loop = loop;
   op->disarm = disarm;

@@ -37,9 +37,10 @@ static void job_on_cancel(void *arg) {
                                               WEFT__JOB_CANCELLED,
                                               memory_order_acq_rel,
                                               memory_order_acquire)) {
-    if (job->arg_dtor != NULL)
+    if (job->pool & WEFT__JOB_DTOR)
       job->arg_dtor(job->arg);
-    atomic_fetch_add_explicit(&job->pool->cancelled, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&weft__job_pool(job)->cancelled, 1,
+                              memory_order_relaxed);
   }
 }
 
@@ -74,41 +75,49 @@ int weft_job_cancelled(const weft_job_t *j) {
   if (job == NULL)
     return WEFT_EINVAL;
   return weft__state(&job->ext.base) == WEFT_CANCELLED ||
-         atomic_load_explicit(&job->pool->cancelling, memory_order_relaxed);
+         atomic_load_explicit(&weft__job_pool(job)->cancelling,
+                              memory_order_relaxed);
 }
 
-/* Job blocks freed on a worker of their pool are kept for its next spawns
- * (fork-join frees and allocates one per task); the rest go back to the
- * allocator. */
+/* Job blocks (without an argument destructor) freed on a worker of their
+ * pool are kept for its next spawns (fork-join frees and allocates one per
+ * task); the rest go back to the allocator. */
 #define CACHE_MAX 512
 
 static void job_fini(weft__ext_t *e) {
   weft__job_t *job = (weft__job_t *)e;
   weft__worker_t *w = tl_worker;
-  if (w != NULL && w->pool == job->pool && w->cache_count < CACHE_MAX) {
+  if (job->pool & WEFT__JOB_DTOR) {
+    weft__free(job, sizeof(*job));
+    return;
+  }
+  if (w != NULL && w->pool == weft__job_pool(job) &&
+      w->cache_count < CACHE_MAX) {
     *(void **)job = w->cache;
     w->cache = job;
     w->cache_count++;
     return;
   }
-  weft__free(job, sizeof(*job));
+  weft__free(job, WEFT__JOB_SHORT);
 }
 
-static weft__job_t *job_alloc(weft_pool_t *pool) {
+static weft__job_t *job_alloc(weft_pool_t *pool, bool dtor) {
   weft__worker_t *w = tl_worker;
+  if (dtor)
+    return weft__malloc(sizeof(weft__job_t));
   if (w != NULL && w->pool == pool && w->cache != NULL) {
     weft__job_t *job = w->cache;
     w->cache = *(void **)job;
     w->cache_count--;
     return job;
   }
-  return weft__malloc(sizeof(weft__job_t));
+  return weft__malloc(WEFT__JOB_SHORT);
 }
 
 static void cache_free(weft__worker_t *w) {
   while (w->cache != NULL) {
     void *next = *(void **)w->cache;
-    weft__free(w->cache, sizeof(weft__job_t));
+    weft__free(w->cache, WEFT__JOB_SHORT);
     w->cache = next;
   }
   w->cache_count = 0;
@@ -118,18 +127,20 @@ static int job_new(weft_pool_t *pool, weft_job_fn fn, void *arg,
                    weft_dtor_fn arg_dtor, weft__job_t **out) {
   if (pool == NULL || fn == NULL)
     return WEFT_EINVAL;
-  weft__job_t *job = job_alloc(pool);
+  weft__job_t *job = job_alloc(pool, arg_dtor != NULL);
   if (job == NULL)
     return WEFT_ENOMEM;
   /* refs: the caller's handle and the queue; needs: the handle */
-  weft__ext_init(&job->ext, sizeof(*job), 2, 1);
+  weft__ext_init(&job->ext, job_fini, 2, 1);
   weft__ext_on_cancel(&job->ext, job_on_cancel, job);
-  job->ext.fini = job_fini;
   job->task.run = job_run;
   job->fn = fn;
   job->arg = arg;
-  job->arg_dtor = arg_dtor;
-  job->pool = pool;
+  job->pool = (uintptr_t)pool;
+  if (arg_dtor != NULL) {
+    job->pool |= WEFT__JOB_DTOR;
+    job->arg_dtor = arg_dtor;
+  }
   atomic_init(&job->claim, WEFT__JOB_QUEUED);
   *out = job;
   return 0;
@@ -360,7 +371,7 @@ static weft__worker_t *job_runner(weft_pool_t *p, weft_future_t *f) {
   if (kind != WEFT__K_EXT || ((weft__ext_t *)b)->fini != job_fini)
     return NULL;
   weft__job_t *job = (weft__job_t *)b;
-  if (job->pool != p)
+  if (weft__job_pool(job) != p)
     return NULL;
   uintptr_t c = atomic_load_explicit(&job->claim, memory_order_acquire);
   return (c & 3) == WEFT__JOB_RUNNING ? (weft__worker_t *)(c & ~(uintptr_t)3)
