@@ -9,7 +9,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 out=${BENCH_BUILD:-$root/build/bench}
-reps=${BENCH_REPS:-5}
+reps=${BENCH_REPS:-9}
 all_suites=(future pool loop net)
 
 log() { echo "# $*"; }
