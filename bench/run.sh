@@ -14,7 +14,6 @@ all_suites=(future pool loop net)
 
 log() { echo "# $*"; }
 median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) exit 1; m=int((NR+1)/2); print (NR%2)?v[m]:(v[m]+v[m+1])/2}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1fx", a/b}'; }
 ratio2() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2fx", a/b}'; }
 
 build_weft() {
@@ -109,10 +108,10 @@ suite_future() {
 
   for i in std boost; do
     [[ " ${impls[*]} " == *" $i "* ]] || continue
-    log "ratio future.settle $i/weft: $(ratio "$(med settle.$i)" "$(med settle.weft)")"
-    log "ratio future.handoff $i/weft: $(ratio "$(med handoff.$i)" "$(med handoff.weft)")"
+    log "ratio future.settle $i/weft: $(ratio2 "$(med settle.$i)" "$(med settle.weft)")"
+    log "ratio future.handoff $i/weft: $(ratio2 "$(med handoff.$i)" "$(med handoff.weft)")"
   done
-  ((has_boost)) && log "ratio future.chain boost/weft: $(ratio "$(med chain.boost)" "$(med chain.weft)")"
+  ((has_boost)) && log "ratio future.chain boost/weft: $(ratio2 "$(med chain.boost)" "$(med chain.weft)")"
   return 0
 }
 
@@ -159,17 +158,17 @@ suite_pool() {
   echo "pool.offload_then.weft: $(med offthen.weft) jobs/s"
   echo "pool.idle_cpu.weft: $("$w" idle_cpu "$n") ms"
 
-  log "ratio fib.${n}t scaling weft 1t/${n}t: $(ratio "$(med fib1.weft)" "$(med fib$n.weft)")"
+  log "ratio fib.${n}t scaling weft 1t/${n}t: $(ratio2 "$(med fib1.weft)" "$(med fib$n.weft)")"
   for i in tbb omp; do
     [[ " ${fj[*]} " == *" $i "* ]] || continue
-    log "ratio fib.1t $i/weft: $(ratio "$(med fib1.$i)" "$(med fib1.weft)")"
-    log "ratio fib.${n}t $i/weft: $(ratio "$(med fib$n.$i)" "$(med fib$n.weft)")"
-    log "ratio skynet.1t $i/weft: $(ratio "$(med sky1.$i)" "$(med sky1.weft)")"
-    log "ratio skynet.${n}t $i/weft: $(ratio "$(med sky$n.$i)" "$(med sky$n.weft)")"
+    log "ratio fib.1t $i/weft: $(ratio2 "$(med fib1.$i)" "$(med fib1.weft)")"
+    log "ratio fib.${n}t $i/weft: $(ratio2 "$(med fib$n.$i)" "$(med fib$n.weft)")"
+    log "ratio skynet.1t $i/weft: $(ratio2 "$(med sky1.$i)" "$(med sky1.weft)")"
+    log "ratio skynet.${n}t $i/weft: $(ratio2 "$(med sky$n.$i)" "$(med sky$n.weft)")"
   done
   for i in libuv naive; do
     [[ " ${off[*]} " == *" $i "* ]] || continue
-    log "ratio pool.offload weft/$i: $(ratio "$(med offload.weft)" "$(med offload.$i)")"
+    log "ratio pool.offload weft/$i: $(ratio2 "$(med offload.weft)" "$(med offload.$i)")"
   done
   return 0
 }
@@ -233,15 +232,15 @@ suite_loop() {
   for i in libev libuv; do
     [[ " ${tm[*]} " == *" $i "* ]] || continue
     for m in start stop fire; do
-      log "ratio loop.timer.$m $i/weft: $(ratio "$(med t$m.$i)" "$(med t$m.weft)")"
+      log "ratio loop.timer.$m $i/weft: $(ratio2 "$(med t$m.$i)" "$(med t$m.weft)")"
     done
   done
   [[ " ${pp[*]} " == *" eventfd "* ]] &&
     log "ratio loop.post_pingpong weft/eventfd: $(ratio2 "$(med ping.weft)" "$(med ping.eventfd)")" &&
     log "ratio loop.post_pingpong_nospin weft/eventfd: $(ratio2 "$(med pingns.weft)" "$(med ping.eventfd)")"
   if [[ " ${of[*]} " == *" libuv "* ]]; then
-    log "ratio loop.offload weft/libuv: $(ratio "$(med loff.weft)" "$(med loff.libuv)")"
-    log "ratio loop.offload_rtt_p50 libuv/weft: $(ratio "$(med rtt50.libuv)" "$(med rtt50.weft)")"
+    log "ratio loop.offload weft/libuv: $(ratio2 "$(med loff.weft)" "$(med loff.libuv)")"
+    log "ratio loop.offload_rtt_p50 libuv/weft: $(ratio2 "$(med rtt50.libuv)" "$(med rtt50.weft)")"
   fi
   return 0
 }
