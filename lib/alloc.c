@@ -135,6 +135,8 @@ typedef struct region {
   chunk_t *free;  /* chunks given back */
   unsigned lent;  /* chunks out */
   unsigned fresh; /* chunks [fresh, REGION_CHUNKS) never lent yet */
+  unsigned ready; /* chunks [0, ready) populated, or being populated */
+  unsigned busy;  /* idle threads populating it: not to be unmapped */
 } region_t;
 
 static struct {
@@ -190,6 +192,14 @@ void weft__prefault(void *p, size_t len) {
     (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
 }
 
+/* Mark chunks [from, from + n) of r as populated and return n (up to
+ * POPULATE, not past the region's end); the caller populates them. */
+static unsigned claim_batch(region_t *r, unsigned from) {
+  unsigned n = REGION_CHUNKS - from < POPULATE ? REGION_CHUNKS - from : POPULATE;
+  r->ready = from + n;
+  return n;
+}
+
 static chunk_t *chunk_get(void) {
   pthread_mutex_lock(&regions.mu);
   region_t *r = regions.avail;
@@ -203,20 +213,57 @@ static chunk_t *chunk_get(void) {
     r = regions.avail;
   }
   chunk_t *ch = r->free;
-  bool populate = false;
+  unsigned populate = 0; /* chunks to populate from ch */
   if (ch != NULL) {
     r->free = ch->next_free;
   } else {
-    populate = r->fresh % POPULATE == 0;
+    if (r->fresh >= r->ready) /* nobody did it ahead of us */
+      populate = claim_batch(r, r->fresh);
     ch = (chunk_t *)(r->base + (size_t)r->fresh++ * CHUNK);
   }
   if (++r->lent == REGION_CHUNKS)
     avail_remove(r);
   pthread_mutex_unlock(&regions.mu);
   if (populate) /* a hint: where refused, pages fault in one by one */
-    (void)madvise(ch, (size_t)POPULATE * CHUNK, MADV_POPULATE_WRITE);
+    (void)madvise(ch, (size_t)populate * CHUNK, MADV_POPULATE_WRITE);
   ch->region = r;
   return ch;
+}
+
+/* Populate ahead: a thread with nothing to do (a pool worker about to
+ * park) backs the next chunks of the region now lending, so a thread
+ * allocating a burst (a loop submitting a million jobs) finds them backed
+ * instead of stopping for the kernel. At most the rest of one 2 MiB region
+ * is backed before it is used. A hint like the rest: the pages' contents do
+ * not change, and a chunk handed out meanwhile is simply written. */
+bool weft__alloc_idle(void) {
+  char *at = NULL;
+  unsigned n = 0;
+  pthread_mutex_lock(&regions.mu);
+  region_t *r = regions.avail; /* the region chunk_get() takes from */
+  if (r != NULL && r->fresh > 0) { /* in use: someone is allocating */
+    unsigned from = r->ready > r->fresh ? r->ready : r->fresh;
+    if (from < REGION_CHUNKS) {
+      at = r->base + (size_t)from * CHUNK;
+      n = claim_batch(r, from);
+      r->busy++; /* its last chunk may come back meanwhile: keep it mapped */
+    }
+  }
+  pthread_mutex_unlock(&regions.mu);
+  if (at == NULL)
+    return false;
+  (void)madvise(at, (size_t)n * CHUNK, MADV_POPULATE_WRITE);
+  pthread_mutex_lock(&regions.mu);
+  bool unmap = --r->busy == 0 && r->lent == 0 &&
+               (r->prev != NULL || r->next != NULL);
+  if (unmap)
+    avail_remove(r); /* what chunk_put() left to us */
+  pthread_mutex_unlock(&regions.mu);
+  if (unmap) {
+    munmap(r->base, REGION);
+    free(r);
+  }
+  return true;
 }
 
 static void chunk_put(chunk_t *ch) {
@@ -226,7 +273,7 @@ static void chunk_put(chunk_t *ch) {
   r->free = ch;
   if (r->lent-- == REGION_CHUNKS)
     avail_add(r);
-  if (r->lent == 0 && (r->prev != NULL || r->next != NULL)) {
+  if (r->lent == 0 && r->busy == 0 && (r->prev != NULL || r->next != NULL)) {
     avail_remove(r); /* empty, and another region can lend */
     unmap = r;
   }

@@ -28,6 +28,11 @@ WEFT__HIDDEN void *weft__realloc(void *ptr, size_t old_size, size_t new_size);
  * the contents are unchanged, and where it is refused (an old kernel, an
  * unusual mapping) the pages fault in later as usual. */
 WEFT__HIDDEN void weft__prefault(void *p, size_t len);
+/* For a thread with nothing to do: back the next pages the default
+ * allocator will hand out (at most 256 KiB per call, never beyond the 2 MiB
+ * region in use). True if it did some (time passed: look for work again),
+ * false if there was nothing to do. */
+WEFT__HIDDEN bool weft__alloc_idle(void);
 
 /*
  * The state word. Bits 0-2 hold the state (or, while bit 3 BUSY is set, the

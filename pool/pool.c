@@ -331,6 +331,9 @@ static void *worker_main(void *arg) {
       run_marked(w, t);
       continue;
     }
+    /* before sleeping, back the pages a submitter will allocate next */
+    if (weft__alloc_idle())
+      continue;
     uint32_t epoch = weft__ec_prepare(&p->ec);
     t = find_work(w, true);
     if (t != NULL) {

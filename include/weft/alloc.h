@@ -25,7 +25,10 @@ typedef struct weft_allocator {
  * `a` is copied; NULL restores the default. The default serves blocks over
  * 256 bytes with malloc/free; smaller ones (futures, jobs, continuations,
  * loop operations) come from per-thread caches of fixed-size blocks carved
- * from 2 MiB regions that weft maps itself and fills 256 KiB at a time. A
+ * from 2 MiB regions that weft maps itself and fills 256 KiB at a time
+ * (pool workers with nothing to run fill the rest of the region in use
+ * before they sleep, so a burst of submissions seldom waits for the
+ * kernel: at most one region is backed ahead of use). A
  * region goes back to the system when none of its blocks is in use (one
  * empty region is kept), so like a malloc arena it is held by its
  * longest-lived block; the shared cache keeps at most 16,384 free blocks
