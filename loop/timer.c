@@ -54,18 +54,26 @@ static void sift_up(weft_loop_t *loop, uint32_t i, weft__heap_entry_t e) {
 /* The earliest of the children c.. (c = 4i + 1 < n) of a node. A large heap
  * is out of cache: ask for all the grandchildren first, so the next level's
  * group is on its way while this one is compared. Only then: in a heap that
- * fits in cache the eight prefetches per level cost more than they save
- * (100,000 timers fired: 16.3 -> 14.9 ms without them, medians of 12). */
+ * fits in cache the prefetches per level cost more than they save
+ * (100,000 timers fired: 16.3 -> 14.9 ms without them, medians of 12).
+ * A full group of four is compared as a tournament (two pairs, then their
+ * winners): three comparisons without a loop. */
 enum { PREFETCH_FROM = 65536 }; /* entries: 1 MB, about a core's L2 */
 static inline uint32_t earliest_child(const weft__heap_entry_t *h, uint32_t c,
                                       uint32_t n) {
-  uint32_t best = c, end = c + 4 < n ? c + 4 : n;
-  if (n > PREFETCH_FROM && 4 * c + 1 < n)
-    for (uint32_t k = c; k < end; k++) {
-      __builtin_prefetch(&h[4 * k + 1]);
-      __builtin_prefetch(&h[4 * k + 4]);
-    }
-  for (uint32_t k = c + 1; k < end; k++)
+  if (n > PREFETCH_FROM && 4 * c + 1 < n) {
+    /* the grandchildren: 16 entries from 4c + 1, 256 bytes */
+    const char *g = (const char *)&h[4 * c + 1];
+    for (int k = 0; k < 5; k++)
+      __builtin_prefetch(g + 64 * k - (k == 4)); /* the last byte too */
+  }
+  if (__builtin_expect(c + 4 <= n, 1)) { /* a full group: a tournament */
+    uint32_t a = before(&h[c + 1], &h[c]) ? c + 1 : c;
+    uint32_t b = before(&h[c + 3], &h[c + 2]) ? c + 3 : c + 2;
+    return before(&h[b], &h[a]) ? b : a;
+  }
+  uint32_t best = c;
+  for (uint32_t k = c + 1; k < n; k++)
     if (before(&h[k], &h[best]))
       best = k;
   return best;
