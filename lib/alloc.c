@@ -71,8 +71,9 @@ typedef struct mag {
 typedef struct tcache {
   mag_t *cur[NCLASS], *spare[NCLASS]; /* NULL until needed */
   char *carve[NCLASS], *carve_end[NCLASS];
-  bool registered, dead;
+  unsigned char state; /* TC_NEW, TC_READY (registered), TC_DEAD (exited) */
 } tcache_t;
+enum { TC_NEW = 0, TC_READY = 1, TC_DEAD = 2 }; /* tcache_t.state */
 
 static struct {
   pthread_mutex_t mu;
@@ -391,7 +392,7 @@ static mag_t *depot_swap(unsigned c, mag_t *empty) {
 
 static void cache_exit(void *arg) { /* thread exit: magazines to the depot */
   tcache_t *tc = arg;
-  tc->dead = true;
+  tc->state = TC_DEAD;
   for (unsigned c = 0; c < NCLASS; c++) {
     mag_t *ms[2] = {tc->cur[c], tc->spare[c]};
     tc->cur[c] = tc->spare[c] = NULL;
@@ -419,19 +420,28 @@ static void cache_key_init(void) {
 }
 
 /* The calling thread's cache, or NULL when it cannot have one. */
-static tcache_t *my_cache(void) {
-  tcache_t *tc = &tl_cache;
-  if (__builtin_expect(tc->registered, 1))
-    return tc->dead ? NULL : tc;
+/* The slow paths below are kept out of line (and marked cold), so that
+ * the allocation and release fast paths need few registers: inlined, they
+ * made every call save and restore five (~15 of ~40 instructions). */
+#define SLOW __attribute__((noinline, cold))
+
+static SLOW tcache_t *my_cache_register(tcache_t *tc) {
   pthread_once(&cache_once, cache_key_init);
   if (!cache_key_ok || pthread_setspecific(cache_key, tc) != 0)
     return NULL;
-  tc->registered = true;
+  tc->state = TC_READY;
   return tc;
 }
 
+static inline tcache_t *my_cache(void) {
+  tcache_t *tc = &tl_cache;
+  if (__builtin_expect(tc->state == TC_READY, 1))
+    return tc;
+  return tc->state == TC_DEAD ? NULL : my_cache_register(tc);
+}
+
 /* Both magazines empty: a full one from the depot, else carve. */
-static void *cache_refill(tcache_t *tc, unsigned c) {
+static SLOW void *cache_refill(tcache_t *tc, unsigned c) {
   mag_t *m = depot_swap(c, tc->cur[c]);
   if (m != NULL) {
     tc->cur[c] = m;
@@ -453,18 +463,24 @@ static void *cache_refill(tcache_t *tc, unsigned c) {
   return b;
 }
 
-static void *cache_alloc(size_t size) {
+/* A thread past its cache's exit: a chunk of its own per block. */
+static SLOW void *uncached_alloc(unsigned c) {
+  unsigned n;
+  char *b = chunk_start(c, &n);
+  if (b != NULL)
+    chunk_drop(chunk_of(b), n - 1);
+  return b;
+}
+
+static SLOW void uncached_release(void *ptr) { chunk_drop(chunk_of(ptr), 1); }
+
+static inline __attribute__((always_inline)) void *cache_alloc(size_t size) {
   unsigned c = (unsigned)((size - 1) >> CLASS_SHIFT);
   tcache_t *tc = my_cache();
-  if (tc == NULL) { /* a thread past its cache's exit: a chunk of its own */
-    unsigned n;
-    char *b = chunk_start(c, &n);
-    if (b != NULL)
-      chunk_drop(chunk_of(b), n - 1);
-    return b;
-  }
+  if (__builtin_expect(tc == NULL, 0))
+    return uncached_alloc(c);
   mag_t *m = tc->cur[c];
-  if (m == NULL || m->count == 0) {
+  if (__builtin_expect(m == NULL || m->count == 0, 0)) {
     mag_t *s = tc->spare[c];
     if (s == NULL || s->count == 0)
       return cache_refill(tc, c);
@@ -480,7 +496,7 @@ static void *cache_alloc(size_t size) {
 }
 
 /* cur is full or missing: make room, or say there is none (no memory). */
-static mag_t *cache_room(tcache_t *tc, unsigned c) {
+static SLOW mag_t *cache_room(tcache_t *tc, unsigned c) {
   mag_t *m = tc->cur[c], *s = tc->spare[c];
   if (m != NULL && s != NULL && s->count == 0) {
     tc->cur[c] = s; /* spare is empty: swap */
@@ -500,18 +516,19 @@ static mag_t *cache_room(tcache_t *tc, unsigned c) {
   return e;
 }
 
-static void cache_release(void *ptr, size_t size) {
+static inline __attribute__((always_inline)) void
+cache_release(void *ptr, size_t size) {
   unsigned c = (unsigned)((size - 1) >> CLASS_SHIFT);
   tcache_t *tc = my_cache();
-  if (tc == NULL) {
-    chunk_drop(chunk_of(ptr), 1);
+  if (__builtin_expect(tc == NULL, 0)) {
+    uncached_release(ptr);
     return;
   }
   mag_t *m = tc->cur[c];
-  if (m == NULL || m->count == MAG) {
+  if (__builtin_expect(m == NULL || m->count == MAG, 0)) {
     m = cache_room(tc, c);
     if (m == NULL) { /* no memory for a magazine: give the block up */
-      chunk_drop(chunk_of(ptr), 1);
+      uncached_release(ptr);
       return;
     }
   }
@@ -548,7 +565,13 @@ int weft_set_allocator(const weft_allocator_t *a) {
   return 0;
 }
 
-void *weft__malloc(size_t size) { return g_alloc.alloc(g_alloc.ctx, size); }
+/* The default allocator is called directly (inlined), not through the
+ * pointer: one call frame less on every allocation and release. */
+void *weft__malloc(size_t size) {
+  if (__builtin_expect(g_alloc.alloc == default_alloc, 1))
+    return CACHE_ON && size - 1 < CLASS_MAX ? cache_alloc(size) : malloc(size);
+  return g_alloc.alloc(g_alloc.ctx, size);
+}
 
 void *weft__realloc(void *ptr, size_t old_size, size_t new_size) {
   if (g_alloc.alloc == default_alloc && old_size > CLASS_MAX &&
@@ -565,6 +588,13 @@ void *weft__realloc(void *ptr, size_t old_size, size_t new_size) {
 }
 
 void weft__free(void *ptr, size_t size) {
-  if (ptr != NULL)
+  if (ptr == NULL)
+    return;
+  if (__builtin_expect(g_alloc.release == default_release, 1)) {
+    if (CACHE_ON && size - 1 < CLASS_MAX)
+      cache_release(ptr, size);
+    else
+      free(ptr);
+  } else
     g_alloc.release(g_alloc.ctx, ptr, size);
 }
