@@ -48,16 +48,6 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-void weft__state_init(struct weft_future *f, unsigned kind, uint32_t refs,
-                      uint32_t needs) {
-  atomic_init(&f->rn, (uint64_t)refs | (uint64_t)needs << 32);
-  atomic_init(&f->word, (uint32_t)kind << WEFT__KIND_SHIFT);
-  f->err = 0;
-  atomic_init(&f->head, NULL);
-  f->val.ptr = NULL;
-  f->aux.dtor = NULL;
-}
-
 /* Claim the right to settle f as `target`, setting `flags` too. Returns 0,
  * or WEFT_ECANCELED / WEFT_EALREADY when another settle came first. */
 static int claim_flags(struct weft_future *f, uint32_t target,
@@ -398,24 +388,6 @@ int weft_promise_release(weft_promise_t *promise) {
 }
 
 /* ---- states embedded in larger objects ---- */
-
-void weft__ext_init(weft__ext_t *e, void (*fini)(weft__ext_t *e),
-                    uint32_t refs, uint32_t needs) {
-  weft__state_init(&e->base, WEFT__K_EXT, refs, needs);
-  e->fini = fini;
-}
-
-void weft__ext_on_cancel(weft__ext_t *e, weft_cancel_fn fn, void *arg) {
-  e->base.aux.cancel = fn;
-  e->base.val.ptr = arg;
-  /* Not shared yet (see the header): a plain store, no locked instruction
-   * on every job's and every loop operation's way in. */
-  atomic_store_explicit(&e->base.word,
-                        atomic_load_explicit(&e->base.word,
-                                             memory_order_relaxed) |
-                            WEFT__F_HOOK,
-                        memory_order_relaxed);
-}
 
 void weft__settle_result(struct weft_future *f, const weft_result_t *r) {
   switch (r->kind) {

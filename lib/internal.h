@@ -106,13 +106,38 @@ typedef struct weft__ext {
   void (*fini)(struct weft__ext *e);
 } weft__ext_t;
 
+/* (Inline: every job and loop operation starts with these.) */
+static inline void weft__state_init(struct weft_future *f, unsigned kind,
+                                    uint32_t refs, uint32_t needs) {
+  atomic_init(&f->rn, (uint64_t)refs | (uint64_t)needs << 32);
+  atomic_init(&f->word, (uint32_t)kind << WEFT__KIND_SHIFT);
+  f->err = 0;
+  atomic_init(&f->head, NULL);
+  f->val.ptr = NULL;
+  f->aux.dtor = NULL;
+}
+
 /* Initialise e as a pending state with `refs` references and `needs`
  * needs, whose memory fini takes when the last reference goes. */
-WEFT__HIDDEN void weft__ext_init(weft__ext_t *e, void (*fini)(weft__ext_t *e),
-                                 uint32_t refs, uint32_t needs);
-/* Install the producer's cancel hook before the state is shared. */
-WEFT__HIDDEN void weft__ext_on_cancel(weft__ext_t *e, weft_cancel_fn fn,
-                                      void *arg);
+static inline void weft__ext_init(weft__ext_t *e,
+                                  void (*fini)(weft__ext_t *e), uint32_t refs,
+                                  uint32_t needs) {
+  weft__state_init(&e->base, WEFT__K_EXT, refs, needs);
+  e->fini = fini;
+}
+
+/* Install the producer's cancel hook before the state is shared: a plain
+ * store, no locked instruction on every job's and loop operation's way in. */
+static inline void weft__ext_on_cancel(weft__ext_t *e, weft_cancel_fn fn,
+                                       void *arg) {
+  e->base.aux.cancel = fn;
+  e->base.val.ptr = arg;
+  atomic_store_explicit(&e->base.word,
+                        atomic_load_explicit(&e->base.word,
+                                             memory_order_relaxed) |
+                            WEFT__F_HOOK,
+                        memory_order_relaxed);
+}
 /* Settle f with what a job or continuation returned (by pointer: a copy of
  * the 24 bytes cost a store-forwarding stall per job). A value that loses the
  * race is destroyed. weft_follow() results are not supported here: they
@@ -121,8 +146,6 @@ WEFT__HIDDEN void weft__settle_result(struct weft_future *f,
                                       const weft_result_t *r);
 
 /* Shared-state primitives (future.c). */
-WEFT__HIDDEN void weft__state_init(struct weft_future *f, unsigned kind,
-                                   uint32_t refs, uint32_t needs);
 WEFT__HIDDEN int weft__claim(struct weft_future *f, uint32_t target);
 WEFT__HIDDEN void weft__publish(struct weft_future *f);
 WEFT__HIDDEN int weft__settle_int(struct weft_future *f, uint32_t state,

@@ -38,8 +38,8 @@ void weft__deque_destroy(weft__deque_t *d) {
 
 /* Double the ring. The old ring stays readable for thieves that loaded it;
  * it is freed with the deque (memory stays within twice the peak). */
-static weft__ring_t *grow(weft__deque_t *d, weft__ring_t *old, int64_t t,
-                          int64_t b) {
+weft__ring_t *weft__deque_grow(weft__deque_t *d, weft__ring_t *old, int64_t t,
+                                int64_t b) {
   weft__ring_t *r = ring_new((old->mask + 1) * 2);
   if (r == NULL)
     return NULL;
@@ -52,44 +52,6 @@ static weft__ring_t *grow(weft__deque_t *d, weft__ring_t *old, int64_t t,
   r->retired = old;
   atomic_store_explicit(&d->ring, r, memory_order_release);
   return r;
-}
-
-int weft__deque_push(weft__deque_t *d, weft_task_t *t) {
-  int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
-  int64_t top = atomic_load_explicit(&d->top, memory_order_acquire);
-  weft__ring_t *r = atomic_load_explicit(&d->ring, memory_order_relaxed);
-  if (b - top > (int64_t)r->mask) {
-    r = grow(d, r, top, b);
-    if (r == NULL)
-      return WEFT_ENOMEM;
-  }
-  atomic_store_explicit(&r->slot[b & (int64_t)r->mask], t,
-                        memory_order_relaxed);
-  /* release: a thief that sees the new bottom sees the task (the paper's
-   * release fence, expressed on the store so that TSan understands it) */
-  atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
-  return 0;
-}
-
-weft_task_t *weft__deque_take(weft__deque_t *d) {
-  int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
-  weft__ring_t *r = atomic_load_explicit(&d->ring, memory_order_relaxed);
-  atomic_store_explicit(&d->bottom, b, memory_order_relaxed);
-  atomic_thread_fence(memory_order_seq_cst);
-  int64_t t = atomic_load_explicit(&d->top, memory_order_relaxed);
-  if (t > b) { /* empty */
-    atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
-    return NULL;
-  }
-  weft_task_t *x = atomic_load_explicit(&r->slot[b & (int64_t)r->mask],
-                                        memory_order_relaxed);
-  if (t == b) { /* last one: race the thieves for it */
-    if (!atomic_compare_exchange_strong_explicit(
-            &d->top, &t, t + 1, memory_order_seq_cst, memory_order_relaxed))
-      x = NULL;
-    atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
-  }
-  return x;
 }
 
 weft_task_t *weft__deque_steal(weft__deque_t *d) {

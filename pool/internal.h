@@ -26,10 +26,52 @@ typedef struct weft__deque {
 
 WEFT__HIDDEN int weft__deque_init(weft__deque_t *d, size_t capacity);
 WEFT__HIDDEN void weft__deque_destroy(weft__deque_t *d);
+/* A bigger ring holding old's tasks [t, b), or NULL (no memory). */
+WEFT__HIDDEN weft__ring_t *weft__deque_grow(weft__deque_t *d,
+                                          weft__ring_t *old, int64_t t,
+                                          int64_t b);
+/* Push and take run once or twice per job: inline here, not a call into
+ * deque.c. */
 /* Owner only. Returns 0 or WEFT_ENOMEM (the ring could not grow). */
-WEFT__HIDDEN int weft__deque_push(weft__deque_t *d, weft_task_t *t);
+static inline int weft__deque_push(weft__deque_t *d, weft_task_t *t) {
+  int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+  int64_t top = atomic_load_explicit(&d->top, memory_order_acquire);
+  weft__ring_t *r = atomic_load_explicit(&d->ring, memory_order_relaxed);
+  if (b - top > (int64_t)r->mask) {
+    r = weft__deque_grow(d, r, top, b);
+    if (r == NULL)
+      return WEFT_ENOMEM;
+  }
+  atomic_store_explicit(&r->slot[b & (int64_t)r->mask], t,
+                        memory_order_relaxed);
+  /* release: a thief that sees the new bottom sees the task (the paper's
+   * release fence, expressed on the store so that TSan understands it) */
+  atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
+  return 0;
+}
+
 /* Owner only: newest task, or NULL. */
-WEFT__HIDDEN weft_task_t *weft__deque_take(weft__deque_t *d);
+static inline weft_task_t *weft__deque_take(weft__deque_t *d) {
+  int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
+  weft__ring_t *r = atomic_load_explicit(&d->ring, memory_order_relaxed);
+  atomic_store_explicit(&d->bottom, b, memory_order_relaxed);
+  atomic_thread_fence(memory_order_seq_cst);
+  int64_t t = atomic_load_explicit(&d->top, memory_order_relaxed);
+  if (t > b) { /* empty */
+    atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
+    return NULL;
+  }
+  weft_task_t *x = atomic_load_explicit(&r->slot[b & (int64_t)r->mask],
+                                        memory_order_relaxed);
+  if (t == b) { /* last one: race the thieves for it */
+    if (!atomic_compare_exchange_strong_explicit(
+            &d->top, &t, t + 1, memory_order_seq_cst, memory_order_relaxed))
+      x = NULL;
+    atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
+  }
+  return x;
+}
+
 /* Any thread: oldest task, NULL when empty, WEFT__STEAL_ABORT on a lost race. */
 WEFT__HIDDEN weft_task_t *weft__deque_steal(weft__deque_t *d);
 
@@ -60,7 +102,13 @@ WEFT__HIDDEN void weft__ec_notify_one(weft__eventcount_t *ec);
 WEFT__HIDDEN void weft__ec_notify_all(weft__eventcount_t *ec);
 /* As notify_one without the fence: may miss a sleeper that is just going to
  * sleep. Only for work its publisher will run itself if nobody else does. */
-WEFT__HIDDEN void weft__ec_notify_if_sleepers(weft__eventcount_t *ec);
+WEFT__HIDDEN void weft__ec_wake_one(weft__eventcount_t *ec);
+static inline void weft__ec_notify_if_sleepers(weft__eventcount_t *ec) {
+  if (atomic_load_explicit(&ec->waiters, memory_order_relaxed) == 0 ||
+      atomic_load_explicit(&ec->searching, memory_order_relaxed) > 0)
+    return;
+  weft__ec_wake_one(ec);
+}
 
 /* ---- jobs (pool.c) ---- */
 enum { WEFT__JOB_QUEUED = 0, WEFT__JOB_RUNNING = 1, WEFT__JOB_CANCELLED = 2 };

@@ -81,9 +81,4 @@ void weft__ec_notify_all(weft__eventcount_t *ec) {
   futex_wake(&ec->epoch, 1 << 30);
 }
 
-void weft__ec_notify_if_sleepers(weft__eventcount_t *ec) {
-  if (atomic_load_explicit(&ec->waiters, memory_order_relaxed) == 0 ||
-      atomic_load_explicit(&ec->searching, memory_order_relaxed) > 0)
-    return;
-  wake_one(ec);
-}
+void weft__ec_wake_one(weft__eventcount_t *ec) { wake_one(ec); }
