@@ -104,6 +104,12 @@ static void heap_remove(weft_loop_t *loop, weft_timer_t *t) {
   t->priv_index = 0;
   weft__heap_entry_t last = loop->heap[--loop->heap_len];
   if (i < loop->heap_len) {
+    /* The children are read next unless the entry rises: ask for them now,
+     * while the parent is on its way (two misses at once, not in turn). */
+    if (4 * i + 1 < loop->heap_len) {
+      __builtin_prefetch(&loop->heap[4 * i + 1]);
+      __builtin_prefetch(&loop->heap[4 * i + 4]);
+    }
     if (i > 0 && before(&last, &loop->heap[(i - 1) / 4]))
       sift_up(loop, i, last);
     else
