@@ -18,6 +18,17 @@
 WEFT__HIDDEN int weft__thread_create(pthread_t *t, void *(*fn)(void *),
                                      void *arg);
 
+/* Pool workers not parked, across every pool in the process (pool.c keeps
+ * it; a loop reads it to tell whether its spin would take a CPU that a
+ * busy worker needs). */
+#include <stdatomic.h>
+WEFT__HIDDEN extern _Atomic int weft__workers_awake;
+/* Times this thread woke (or found waking) a parked pool worker: that
+ * worker is about to need a CPU, so a loop on this thread should not take
+ * one for a spin just now (pool.c counts, loop.c reads). */
+WEFT__HIDDEN extern _Thread_local unsigned weft__tl_pool_wakes
+    __attribute__((tls_model("initial-exec")));
+
 /* Allocation: every internal allocation goes through these. */
 WEFT__HIDDEN void *weft__malloc(size_t size);
 WEFT__HIDDEN void weft__free(void *ptr, size_t size);

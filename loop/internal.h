@@ -81,7 +81,11 @@ struct weft_loop {
   bool running, closing, in_close;
   /* adaptive spin before sleeping (loop.c) */
   int64_t spin_ns, spin_max_ns;
-  _Atomic uint64_t spin_hits;
+  int spin_credit; /* spins are allowed while positive (see spin_adapt) */
+  int ncpu;        /* CPUs this process may use */
+  unsigned pool_wakes_seen; /* weft__tl_pool_wakes at the last wait */
+  unsigned pool_quiet;      /* waits left without a spin (loop.c) */
+  _Atomic uint64_t spins, spin_hits;
   /* timers */
   weft__heap_entry_t *heap;
   uint32_t heap_len, heap_cap;

@@ -317,6 +317,7 @@ static void *worker_main(void *arg) {
   weft_pool_t *p = w->pool;
   tl_worker = w;
   weft_executor_t *prev = weft_executor_enter(&p->executor);
+  atomic_fetch_add_explicit(&weft__workers_awake, 1, memory_order_relaxed);
   for (;;) {
     weft_task_t *t = find_work(w, false);
     if (t == NULL) { /* search a while, counted, before sleeping */
@@ -346,8 +347,11 @@ static void *worker_main(void *arg) {
       break; /* nothing left anywhere we can see */
     }
     stat_inc(&w->parks);
+    atomic_fetch_sub_explicit(&weft__workers_awake, 1, memory_order_relaxed);
     weft__ec_wait(&p->ec, epoch);
+    atomic_fetch_add_explicit(&weft__workers_awake, 1, memory_order_relaxed);
   }
+  atomic_fetch_sub_explicit(&weft__workers_awake, 1, memory_order_relaxed);
   weft_executor_leave(prev);
   cache_free(w);
   tl_worker = NULL;

@@ -989,14 +989,15 @@ static void test_adaptive_spin(void) {
   weft_loop_stats_t a;
   /* off: every wait for the other side sleeps, none is met by a spin */
   spin_pingpong(-1, &a);
-  EXPECT_EQ(a.spin_hits, 0);
-  EXPECT_EQ(sp.b_stats.spin_hits, 0);
+  EXPECT_EQ(a.spins + a.spin_hits, 0);
+  EXPECT_EQ(sp.b_stats.spins + sp.b_stats.spin_hits, 0);
   EXPECT_EQ(weft_loop_close(sp.a), 0);
   until_done(&sp.b_done);
   until_done(&sp.all_done);
-  /* on (default bound): replies that come back quickly are spun for */
+  /* on (the default bound): replies that come back quickly are spun for */
   spin_pingpong(0, &a);
   EXPECT_EQ(a.spin_hits + sp.b_stats.spin_hits > 0, 1);
+  EXPECT_EQ(a.spin_hits <= a.spins, 1);
   /* and the loop, trained to spin, still does not spin while idle: a
    * 200 ms sleep costs it far less than 200 ms of CPU */
   weft_future_t *sl;
@@ -1013,6 +1014,62 @@ static void test_adaptive_spin(void) {
   weft_loop_options_t o = {.size = sizeof o, .spin_us = 1000001};
   weft_loop_t *loop;
   EXPECT_ERR(weft_loop_create(&o, &loop), WEFT_EINVAL);
+}
+
+/* A loop feeding a pool keeps quiet: every job wakes a parked worker (the
+ * loop waits 1 ms between jobs, so the workers are asleep by then), and
+ * the loop does not spin for the completions that come back quickly. */
+enum { QUIET_ROUNDS = 100 };
+static struct {
+  weft_pool_t *pool;
+  weft_timer_t timer;
+  int rounds, errors;
+  until_t done;
+} qt;
+static weft_result_t qt_job(weft_job_t *job, void *arg) {
+  (void)job;
+  return weft_ok_int((intptr_t)arg + 1);
+}
+static void qt_back(void *arg, weft_future_t *f) {
+  (void)arg;
+  if (weft_future_state(f) != WEFT_FULFILLED)
+    qt.errors++;
+  if (++qt.rounds == QUIET_ROUNDS)
+    weft_promise_fulfil_int(qt.done.p, 0);
+  else if (weft_timer_start(&qt.timer, 1, 0) != 0)
+    qt.errors++;
+}
+static void qt_tick(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  weft_loop_t *loop = arg;
+  weft_future_t *f;
+  if (status != 0)
+    return;
+  if (weft_pool_submit(qt.pool, qt_job, (void *)(intptr_t)qt.rounds, NULL,
+                       &f) != 0 ||
+      weft_future_watch(f, weft_loop_executor(loop), qt_back, NULL, NULL) != 0)
+    qt.errors++;
+}
+
+static void test_spin_quiet_near_pool(void) {
+  memset(&qt, 0, sizeof qt);
+  weft_loop_t *loop = new_loop(); /* default options: the spin is on */
+  REQUIRE_EQ(weft_pool_create(NULL, &qt.pool), 0);
+  qt.done = until_new();
+  REQUIRE_EQ(weft_timer_init(loop, &qt.timer, qt_tick, loop), 0);
+  REQUIRE_EQ(weft_timer_start(&qt.timer, 1, 0), 0);
+  EXPECT_EQ(weft_loop_run_until(loop, qt.done.f, BOUND_MS), 0);
+  EXPECT_EQ(qt.rounds, QUIET_ROUNDS);
+  EXPECT_EQ(qt.errors, 0);
+  weft_loop_stats_t st;
+  weft_loop_stats(loop, &st);
+  weft_pool_stats_t ps;
+  weft_pool_stats(qt.pool, &ps);
+  if (ps.parks >= QUIET_ROUNDS / 2) /* the workers did sleep between jobs */
+    EXPECT_EQ(st.spins <= QUIET_ROUNDS / 10, 1);
+  EXPECT_EQ(weft_pool_shutdown(qt.pool, WEFT_POOL_DRAIN, BOUND_MS, NULL), 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+  until_done(&qt.done);
 }
 
 static void *close_elsewhere(void *arg) {
@@ -1065,6 +1122,7 @@ static const test_case_t cases[] = {
     {"close: timers stopped by other timers' callbacks",
      test_close_timers_stop_each_other},
     {"adaptive spin", test_adaptive_spin},
+    {"adaptive spin keeps quiet near a pool", test_spin_quiet_near_pool},
     {"bad input", test_bad_input},
     {NULL, NULL}};
 const test_suite_t suite_reactor = {"reactor", cases};
