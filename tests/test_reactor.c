@@ -3,7 +3,8 @@
  * order, few wake-ups), loop -> pool -> loop round trips on the loop thread,
  * timers (order, stop/start inside callbacks, 100,000 random deadlines),
  * sleep, timeout, signals, await refusal, the stall detector, fd watchers,
- * run modes, close, and bad input. Every wait is bounded by run_until's
+ * run modes, close, the adaptive spin (and its quiet near a pool), and bad
+ * input. Every wait is bounded by run_until's
  * timeout or a watchdog timer. */
 #include "testutil.h"
 
