@@ -182,6 +182,21 @@ static region_t *region_map(void) {
   return r;
 }
 
+/* Under regions.mu: take r off the list if nothing is lent from it, no
+ * idle thread is populating it and another region can lend; then the
+ * caller unmaps it (region_unmap, outside the lock). */
+static bool region_retire(region_t *r) {
+  if (r->lent != 0 || r->busy != 0 || (r->prev == NULL && r->next == NULL))
+    return false;
+  avail_remove(r);
+  return true;
+}
+
+static void region_unmap(region_t *r) {
+  munmap(r->base, REGION);
+  free(r);
+}
+
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14; older kernels say EINVAL */
 #endif
@@ -226,7 +241,7 @@ static chunk_t *chunk_get(void) {
     avail_remove(r);
   pthread_mutex_unlock(&regions.mu);
   if (populate) /* a hint: where refused, pages fault in one by one */
-    (void)madvise(ch, (size_t)populate * CHUNK, MADV_POPULATE_WRITE);
+    weft__prefault(ch, (size_t)populate * CHUNK);
   ch->region = r;
   return ch;
 }
@@ -253,36 +268,27 @@ bool weft__alloc_idle(void) {
   pthread_mutex_unlock(&regions.mu);
   if (at == NULL)
     return false;
-  (void)madvise(at, (size_t)n * CHUNK, MADV_POPULATE_WRITE);
+  weft__prefault(at, (size_t)n * CHUNK);
   pthread_mutex_lock(&regions.mu);
-  bool unmap = --r->busy == 0 && r->lent == 0 &&
-               (r->prev != NULL || r->next != NULL);
-  if (unmap)
-    avail_remove(r); /* what chunk_put() left to us */
+  r->busy--;
+  bool unmap = region_retire(r); /* what chunk_put() left to us */
   pthread_mutex_unlock(&regions.mu);
-  if (unmap) {
-    munmap(r->base, REGION);
-    free(r);
-  }
+  if (unmap)
+    region_unmap(r);
   return true;
 }
 
 static void chunk_put(chunk_t *ch) {
-  region_t *r = ch->region, *unmap = NULL;
+  region_t *r = ch->region;
   pthread_mutex_lock(&regions.mu);
   ch->next_free = r->free;
   r->free = ch;
   if (r->lent-- == REGION_CHUNKS)
     avail_add(r);
-  if (r->lent == 0 && r->busy == 0 && (r->prev != NULL || r->next != NULL)) {
-    avail_remove(r); /* empty, and another region can lend */
-    unmap = r;
-  }
+  bool unmap = region_retire(r);
   pthread_mutex_unlock(&regions.mu);
-  if (unmap != NULL) {
-    munmap(unmap->base, REGION);
-    free(unmap);
-  }
+  if (unmap)
+    region_unmap(r);
 }
 
 /* A fresh chunk of class c; all its blocks count as live until carved
@@ -335,17 +341,24 @@ static mag_t *mag_empty(void) {
   return m;
 }
 
+/* Under depot.mu: keep an empty magazine if the depot has room for it.
+ * True if kept; else the caller frees it. */
+static bool empty_keep_locked(mag_t *m) {
+  if (depot.nempty >= EMPTY_MAX)
+    return false;
+  m->next = depot.empty;
+  depot.empty = m;
+  depot.nempty++;
+  return true;
+}
+
 /* Keep an empty magazine in the depot, or free it. */
 static void mag_keep(mag_t *m) {
   pthread_mutex_lock(&depot.mu);
-  if (depot.nempty < EMPTY_MAX) {
-    m->next = depot.empty;
-    depot.empty = m;
-    depot.nempty++;
-    m = NULL;
-  }
+  bool kept = empty_keep_locked(m);
   pthread_mutex_unlock(&depot.mu);
-  free(m);
+  if (!kept)
+    free(m);
 }
 
 /* Give a full magazine to the depot; when the depot is full, abandon its
@@ -377,12 +390,8 @@ static mag_t *depot_swap(unsigned c, mag_t *empty) {
     m = depot.full[c];
     depot.full[c] = m->next;
     atomic_store_explicit(&depot.nfull[c], n - 1, memory_order_relaxed);
-    if (empty != NULL && depot.nempty < EMPTY_MAX) {
-      empty->next = depot.empty;
-      depot.empty = empty;
-      depot.nempty++;
+    if (empty != NULL && empty_keep_locked(empty))
       empty = NULL;
-    }
   }
   pthread_mutex_unlock(&depot.mu);
   if (m != NULL)
@@ -419,7 +428,6 @@ static void cache_key_init(void) {
   cache_key_ok = pthread_key_create(&cache_key, cache_exit) == 0;
 }
 
-/* The calling thread's cache, or NULL when it cannot have one. */
 /* The slow paths below are kept out of line (and marked cold), so that
  * the allocation and release fast paths need few registers: inlined, they
  * made every call save and restore five (~15 of ~40 instructions). */
@@ -433,6 +441,7 @@ static SLOW tcache_t *my_cache_register(tcache_t *tc) {
   return tc;
 }
 
+/* The calling thread's cache, or NULL when it cannot have one. */
 static inline tcache_t *my_cache(void) {
   tcache_t *tc = &tl_cache;
   if (__builtin_expect(tc->state == TC_READY, 1))
@@ -535,14 +544,18 @@ cache_release(void *ptr, size_t size) {
   m->slot[m->count++] = ptr;
 }
 
-static void *default_alloc(void *ctx, size_t size) {
+/* (Always inlined where called by name: weft__malloc and weft__free call
+ * them directly, not through g_alloc, one call frame less per block.) */
+static inline __attribute__((always_inline)) void *default_alloc(void *ctx,
+                                                                 size_t size) {
   (void)ctx;
   if (CACHE_ON && size - 1 < CLASS_MAX) /* size 0 wraps to malloc */
     return cache_alloc(size);
   return malloc(size);
 }
 
-static void default_release(void *ctx, void *ptr, size_t size) {
+static inline __attribute__((always_inline)) void
+default_release(void *ctx, void *ptr, size_t size) {
   (void)ctx;
   if (CACHE_ON && size - 1 < CLASS_MAX)
     cache_release(ptr, size);
@@ -565,11 +578,9 @@ int weft_set_allocator(const weft_allocator_t *a) {
   return 0;
 }
 
-/* The default allocator is called directly (inlined), not through the
- * pointer: one call frame less on every allocation and release. */
 void *weft__malloc(size_t size) {
   if (__builtin_expect(g_alloc.alloc == default_alloc, 1))
-    return CACHE_ON && size - 1 < CLASS_MAX ? cache_alloc(size) : malloc(size);
+    return default_alloc(NULL, size);
   return g_alloc.alloc(g_alloc.ctx, size);
 }
 
@@ -590,11 +601,8 @@ void *weft__realloc(void *ptr, size_t old_size, size_t new_size) {
 void weft__free(void *ptr, size_t size) {
   if (ptr == NULL)
     return;
-  if (__builtin_expect(g_alloc.release == default_release, 1)) {
-    if (CACHE_ON && size - 1 < CLASS_MAX)
-      cache_release(ptr, size);
-    else
-      free(ptr);
-  } else
+  if (__builtin_expect(g_alloc.release == default_release, 1))
+    default_release(NULL, ptr, size);
+  else
     g_alloc.release(g_alloc.ctx, ptr, size);
 }
