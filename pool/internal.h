@@ -107,9 +107,11 @@ WEFT__HIDDEN void weft__ec_wait(weft__eventcount_t *ec, uint32_t epoch);
  * searching before its last re-check, which reads the inboxes seq_cst). */
 WEFT__HIDDEN void weft__ec_notify_one(weft__eventcount_t *ec);
 WEFT__HIDDEN void weft__ec_notify_all(weft__eventcount_t *ec);
-/* As notify_one without the fence: may miss a sleeper that is just going to
- * sleep. Only for work its publisher will run itself if nobody else does. */
+/* Wake one sleeper unless a wake-up is already on its way. */
 WEFT__HIDDEN void weft__ec_wake_one(weft__eventcount_t *ec);
+/* As notify_one without the fence: may miss a sleeper that is just going to
+ * sleep. Only for work its publisher will run itself if nobody else does.
+ * (Inline: a spawn from inside a job calls it every time.) */
 static inline void weft__ec_notify_if_sleepers(weft__eventcount_t *ec) {
   if (atomic_load_explicit(&ec->waiters, memory_order_relaxed) == 0 ||
       atomic_load_explicit(&ec->searching, memory_order_relaxed) > 0)

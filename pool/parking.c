@@ -54,7 +54,7 @@ void weft__ec_wait(weft__eventcount_t *ec, uint32_t epoch) {
   clear_waking(ec);
 }
 
-static void wake_one(weft__eventcount_t *ec) {
+void weft__ec_wake_one(weft__eventcount_t *ec) {
   uint32_t idle = 0;
   weft__tl_pool_wakes++; /* see lib/internal.h */
   if (atomic_load_explicit(&ec->waking, memory_order_relaxed) != 0 ||
@@ -74,12 +74,10 @@ void weft__ec_notify_one(weft__eventcount_t *ec) {
   if (atomic_load_explicit(&ec->waiters, memory_order_seq_cst) == 0 ||
       atomic_load_explicit(&ec->searching, memory_order_seq_cst) > 0)
     return;
-  wake_one(ec);
+  weft__ec_wake_one(ec);
 }
 
 void weft__ec_notify_all(weft__eventcount_t *ec) {
   atomic_fetch_add_explicit(&ec->epoch, 1, memory_order_seq_cst);
   futex_wake(&ec->epoch, 1 << 30);
 }
-
-void weft__ec_wake_one(weft__eventcount_t *ec) { wake_one(ec); }
