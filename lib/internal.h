@@ -29,6 +29,10 @@ WEFT__HIDDEN extern _Atomic int weft__workers_awake;
 WEFT__HIDDEN extern _Thread_local unsigned weft__tl_pool_wakes
     __attribute__((tls_model("initial-exec")));
 
+/* CPUs this process may use: its affinity mask, capped by a cgroup v2
+ * quota; at least 1 (cpu.c). */
+WEFT__HIDDEN unsigned weft__cpu_count(void);
+
 /* Allocation: every internal allocation goes through these. */
 WEFT__HIDDEN void *weft__malloc(size_t size);
 WEFT__HIDDEN void weft__free(void *ptr, size_t size);

@@ -6,7 +6,6 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -81,8 +80,8 @@ static int ep_wait(weft__backend_t *b, int64_t timeout_ns) {
     atomic_store_explicit(&no_pwait2, true, memory_order_relaxed);
   }
 #endif
-  int64_t ms = timeout_ns <= 0 ? timeout_ns : (timeout_ns + 999999) / 1000000;
-  return epoll_wait(b->fd, evs, (int)b->max, ms > INT_MAX ? INT_MAX : (int)ms);
+  return epoll_wait(b->fd, evs, (int)b->max,
+                    timeout_ns < 0 ? -1 : weft__ns_to_ms_up(timeout_ns));
 }
 
 static int ep_poll(weft__backend_t *b, int64_t timeout_ns, weft__event_t *out) {

@@ -6,6 +6,7 @@
 
 #include "../lib/internal.h"
 
+#include <limits.h>
 #include <weft/loop.h>
 
 #define WEFT__LOOP_TLS __attribute__((tls_model("initial-exec")))
@@ -33,12 +34,17 @@ typedef struct weft__backend_ops {
   int (*add)(weft__backend_t *b, int fd, unsigned events, void *data);
   int (*modify)(weft__backend_t *b, int fd, unsigned events, void *data);
   int (*remove)(weft__backend_t *b, int fd);
-  /* Wait up to timeout_ms (-1: forever, 0: not at all); fill out[0..n).
-   * Returns n >= 0 (0 on EINTR or timeout) or a negative WEFT_E* code. */
-  /* timeout_ns: -1 none, 0 do not wait; never returns early for a timeout
-   * (a backend that rounds, rounds up) */
+  /* Wait up to timeout_ns (-1: forever, 0: not at all; a backend with a
+   * coarser clock rounds up, never waking early); fill out[0..n). Returns
+   * n >= 0 (0 on EINTR or timeout) or a negative WEFT_E* code. */
   int (*poll)(weft__backend_t *b, int64_t timeout_ns, weft__event_t *out);
 } weft__backend_ops_t;
+
+/* ns (>= 0) as whole milliseconds, rounded up and capped at INT_MAX. */
+static inline int weft__ns_to_ms_up(int64_t ns) {
+  int64_t ms = ns / 1000000 + (ns % 1000000 != 0);
+  return ms > INT_MAX ? INT_MAX : (int)ms;
+}
 
 WEFT__HIDDEN extern const weft__backend_ops_t weft__epoll_backend;
 

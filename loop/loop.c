@@ -30,9 +30,9 @@ _Thread_local weft_loop_t *weft__tl_loop WEFT__LOOP_TLS;
 
 weft_loop_t *weft_loop_current(void) { return weft__tl_loop; }
 
-/* the adaptive spin before sleeping (see spin_for_post) */
+/* the adaptive spin before sleeping (see the comment above cpu_relax) */
 enum { SPIN_FIRST_NS = 4000, SPIN_DEFAULT_NS = 50000, SPIN_CHECKS = 16,
-       SPIN_POOL_QUIET = 16 };
+       SPIN_POOL_QUIET = 16, SPIN_MISS = 4, SPIN_CREDIT_MAX = 16 };
 
 /* ---- cross-thread queue ---- */
 
@@ -274,11 +274,8 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   loop->spin_max_ns = spin_us < 0    ? 0
                       : spin_us == 0 ? SPIN_DEFAULT_NS
                                      : (int64_t)spin_us * 1000;
-  cpu_set_t cpus; /* on one CPU a spin only keeps the poster off it */
-  loop->ncpu = sched_getaffinity(0, sizeof cpus, &cpus) == 0
-                   ? CPU_COUNT(&cpus)
-                   : (int)sysconf(_SC_NPROCESSORS_ONLN);
-  if (loop->ncpu < 2)
+  loop->ncpu = (int)weft__cpu_count();
+  if (loop->ncpu < 2) /* on one CPU a spin only keeps the poster off it */
     loop->spin_max_ns = 0;
   int rc = WEFT_ENOMEM;
   loop->events = weft__malloc(max * sizeof(weft__event_t));
@@ -432,17 +429,20 @@ static bool spin_for_post(weft_loop_t *loop, int64_t end) {
  * Credit: a spin that ends without a post costs SPIN_MISS, a post met by
  * a spin (or one that came soon enough while not spinning) earns 1, and
  * the loop spins only with credit: spins that seldom pay stop. */
-enum { SPIN_MISS = 4, SPIN_CREDIT_MAX = 16 };
+static void spin_credit_add(weft_loop_t *loop, int d) {
+  int c = loop->spin_credit + d;
+  loop->spin_credit = c > SPIN_CREDIT_MAX    ? SPIN_CREDIT_MAX
+                      : c < -SPIN_CREDIT_MAX ? -SPIN_CREDIT_MAX
+                                             : c;
+}
+
 static void spin_adapt(weft_loop_t *loop, int64_t idle, bool by_post,
                        bool spun) {
   bool soon = by_post && loop->now - idle <= loop->spin_max_ns;
-  if (spun) {
-    loop->spin_credit -= SPIN_MISS;
-    if (loop->spin_credit < -SPIN_CREDIT_MAX)
-      loop->spin_credit = -SPIN_CREDIT_MAX;
-  } else if (soon && loop->spin_credit < SPIN_CREDIT_MAX) {
-    loop->spin_credit++;
-  }
+  if (spun)
+    spin_credit_add(loop, -SPIN_MISS);
+  else if (soon)
+    spin_credit_add(loop, 1);
   if (soon) {
     int64_t s = loop->spin_ns ? 2 * loop->spin_ns : SPIN_FIRST_NS;
     loop->spin_ns = s < loop->spin_max_ns ? s : loop->spin_max_ns;
@@ -460,13 +460,7 @@ static int64_t ns_until(int64_t due) {
 }
 
 /* Milliseconds until `due` (rounded up, so a poll never wakes early). */
-static int ms_until(int64_t due) {
-  int64_t d = due - weft_now_ns();
-  if (d <= 0)
-    return 0;
-  int64_t ms = (d + 999999) / 1000000;
-  return ms > INT_MAX ? INT_MAX : (int)ms;
-}
+static int ms_until(int64_t due) { return weft__ns_to_ms_up(ns_until(due)); }
 
 static bool is_watcher(const weft_loop_t *loop, const void *data) {
   return data != NULL && data != &loop->wake_fd && data != &loop->sig_fd;
@@ -536,8 +530,7 @@ static int iterate(weft_loop_t *loop, bool block, int64_t cap,
       weft__loop_count(&loop->spins);
       if (spin_for_post(loop, idle + spin)) {
         weft__loop_count(&loop->spin_hits);
-        if (loop->spin_credit < SPIN_CREDIT_MAX)
-          loop->spin_credit++;
+        spin_credit_add(loop, 1);
         timeout = 0; /* no sleep: the post runs next iteration */
         idle = 0;    /* and the spin stays as it is */
       } else {

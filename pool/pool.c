@@ -458,6 +458,8 @@ static int join_started(weft_pool_t *p, unsigned started) {
   return 0;
 }
 
+unsigned weft_cpu_count(void) { return weft__cpu_count(); }
+
 int weft_pool_create(const weft_pool_options_t *opts, weft_pool_t **out) {
   weft_pool_options_t o = {sizeof(o), 0, 0, 0, {0}};
   if (out == NULL)

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* pool/cpu.c: how many CPUs this process may use (affinity and cgroup). */
+/* lib/cpu.c: how many CPUs this process may use (affinity and cgroup):
+ * the pool sizes itself by it (weft_cpu_count), the loop decides with it
+ * whether it may spin. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -26,7 +28,7 @@ static unsigned cgroup_cpus(void) {
   return n;
 }
 
-unsigned weft_cpu_count(void) {
+unsigned weft__cpu_count(void) {
   cpu_set_t set;
   unsigned n = 0;
   if (sched_getaffinity(0, sizeof(set), &set) == 0)
