@@ -275,8 +275,6 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
                       : spin_us == 0 ? SPIN_DEFAULT_NS
                                      : (int64_t)spin_us * 1000;
   loop->ncpu = (int)weft__cpu_count();
-  if (loop->ncpu < 2) /* on one CPU a spin only keeps the poster off it */
-    loop->spin_max_ns = 0;
   int rc = WEFT_ENOMEM;
   loop->events = weft__malloc(max * sizeof(weft__event_t));
   if (loop->events == NULL)
@@ -407,27 +405,38 @@ static bool cpu_to_spare(const weft_loop_t *loop) {
          loop->ncpu;
 }
 
-/* Spin until a post or a stop arrives (true) or `end` passes (false). */
-static bool spin_for_post(weft_loop_t *loop, int64_t end) {
+/* What a spin met. */
+enum { SPUN_NOTHING = 0, SPUN_POST, SPUN_EVENTS };
+
+/* Spin until a post or a stop arrives, or (when `io`, the loop watching
+ * fds) the backend has events, or `end` passes. The backend is asked
+ * between rounds of SPIN_CHECKS reads of the queue: a poll that does not
+ * wait is a system call but no sleep, and a post still gets through in
+ * well under a microsecond. On SPUN_EVENTS *n is the poll's result (the
+ * events are in loop->events; negative: its error). */
+static int spin_for_work(weft_loop_t *loop, int64_t end, bool io, int *n) {
   for (;;) {
     for (int k = 0; k < SPIN_CHECKS; k++) {
       if (atomic_load_explicit(&loop->inbox, memory_order_relaxed) != NULL ||
           atomic_load_explicit(&loop->stop, memory_order_relaxed))
-        return true;
+        return SPUN_POST;
       cpu_relax();
     }
+    if (io && (*n = loop->ops->poll(&loop->backend, 0, loop->events)) != 0)
+      return SPUN_EVENTS;
     if (weft_now_ns() >= end || !cpu_to_spare(loop))
-      return false;
+      return SPUN_NOTHING;
   }
 }
 
-/* After a wait that began at `idle` and ended now (a spin that found a
- * post does not come here): was it worth spinning for, and was the spin,
- * if there was one, worth its CPU?
- * Length: a post soon enough (within spin_max_ns) lengthens the spin
+/* After a wait that began at `idle` and ended now (a spin that found work
+ * does not come here): was it worth spinning for, and was the spin, if
+ * there was one, worth its CPU? Work is a post or a socket/fd event, not
+ * a timer (the spin never outlasts the next timer anyway).
+ * Length: work soon enough (within spin_max_ns) lengthens the spin
  * (SPIN_FIRST_NS, doubling, up to the bound); any other end halves it.
- * Credit: a spin that ends without a post costs SPIN_MISS, a post met by
- * a spin (or one that came soon enough while not spinning) earns 1, and
+ * Credit: a spin that ends without work costs SPIN_MISS, work met by a
+ * spin (or work that came soon enough while not spinning) earns 1, and
  * the loop spins only with credit: spins that seldom pay stop. */
 static void spin_credit_add(weft_loop_t *loop, int d) {
   int c = loop->spin_credit + d;
@@ -436,9 +445,9 @@ static void spin_credit_add(weft_loop_t *loop, int d) {
                                              : c;
 }
 
-static void spin_adapt(weft_loop_t *loop, int64_t idle, bool by_post,
+static void spin_adapt(weft_loop_t *loop, int64_t idle, bool by_work,
                        bool spun) {
-  bool soon = by_post && loop->now - idle <= loop->spin_max_ns;
+  bool soon = by_work && loop->now - idle <= loop->spin_max_ns;
   if (spun)
     spin_credit_add(loop, -SPIN_MISS);
   else if (soon)
@@ -511,6 +520,8 @@ static int iterate(weft_loop_t *loop, bool block, int64_t cap,
   }
   int64_t idle = 0; /* when the loop ran out of work, if it did */
   bool spun = false;
+  int n = 0;
+  bool polled = false; /* a spin polled the backend and found events */
   if (timeout != 0 && loop->spin_max_ns > 0) {
     /* Not for a while after this thread woke a pool worker: that worker
      * needs a CPU, and a loop feeding a pool does it again soon. */
@@ -520,19 +531,27 @@ static int iterate(weft_loop_t *loop, bool block, int64_t cap,
     } else if (loop->pool_quiet > 0) {
       loop->pool_quiet--;
     }
+    /* On one CPU a spin would only keep a posting thread off it; events
+     * on fds usually come from elsewhere (another process or machine),
+     * and when they do not, the spins miss and their credit stops them. */
+    bool io = atomic_load_explicit(&loop->watchers_active,
+                                   memory_order_relaxed) != 0;
     if (loop->spin_ns == 0 || loop->spin_credit <= 0 ||
-        loop->pool_quiet > 0 || !cpu_to_spare(loop)) {
+        loop->pool_quiet > 0 || !cpu_to_spare(loop) ||
+        (loop->ncpu < 2 && !io)) {
       idle = loop->now; /* not spinning: the iteration's start will do */
     } else {
       idle = weft_now_ns();
       int64_t spin = timeout > 0 && timeout < loop->spin_ns ? timeout
                                                              : loop->spin_ns;
       weft__loop_count(&loop->spins);
-      if (spin_for_post(loop, idle + spin)) {
+      int met = spin_for_work(loop, idle + spin, io, &n);
+      if (met != SPUN_NOTHING) {
         weft__loop_count(&loop->spin_hits);
         spin_credit_add(loop, 1);
-        timeout = 0; /* no sleep: the post runs next iteration */
+        timeout = 0; /* no sleep: the work runs in this iteration */
         idle = 0;    /* and the spin stays as it is */
+        polled = met == SPUN_EVENTS;
       } else {
         spun = true;
         if (timeout > 0 && (timeout -= spin) <= 0)
@@ -540,22 +559,24 @@ static int iterate(weft_loop_t *loop, bool block, int64_t cap,
       }
     }
   }
-  if (timeout != 0) {
-    atomic_store_explicit(&loop->wake, WAKE_SLEEPING, memory_order_seq_cst);
-    if (atomic_load_explicit(&loop->inbox, memory_order_seq_cst) != NULL ||
-        atomic_load_explicit(&loop->stop, memory_order_seq_cst))
-      timeout = 0;
-    weft__loop_count(&loop->polls);
+  if (!polled) {
+    if (timeout != 0) {
+      atomic_store_explicit(&loop->wake, WAKE_SLEEPING, memory_order_seq_cst);
+      if (atomic_load_explicit(&loop->inbox, memory_order_seq_cst) != NULL ||
+          atomic_load_explicit(&loop->stop, memory_order_seq_cst))
+        timeout = 0;
+      weft__loop_count(&loop->polls);
+    }
+    n = loop->ops->poll(&loop->backend, timeout, loop->events);
+    atomic_store_explicit(&loop->wake, WAKE_AWAKE, memory_order_seq_cst);
   }
-  int n = loop->ops->poll(&loop->backend, timeout, loop->events);
-  atomic_store_explicit(&loop->wake, WAKE_AWAKE, memory_order_seq_cst);
   if (n < 0)
     return n;
   loop->now = weft_now_ns();
   if (idle != 0)
     spin_adapt(loop, idle,
-               atomic_load_explicit(&loop->inbox, memory_order_relaxed) !=
-                   NULL,
+               n > 0 || atomic_load_explicit(&loop->inbox,
+                                             memory_order_relaxed) != NULL,
                spun);
   loop->nevents = n;
   for (int i = 0; i < n && i < PREFETCH_WATCHER; i++)

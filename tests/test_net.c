@@ -4,8 +4,9 @@
  * 1,000 concurrent connections, reset during a large write, half-close,
  * refused and timed-out connects, cancelled reads (the buffer is freed right
  * after the cancel, so ASan sees any later touch; and a cancel from another
- * thread), accept under a lowered fd limit, UDP, Unix sockets, loop close
- * with sockets open, and bad input. Every wait is bounded. */
+ * thread), accept under a lowered fd limit, UDP, Unix sockets, the
+ * adaptive spin meeting socket events, loop close with sockets open, and
+ * bad input. Every wait is bounded. */
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -852,6 +853,108 @@ static void test_unix_and_ipv6(void) {
     echo_big_on("::1");
 }
 
+/* ---- the adaptive spin meets socket events ---- */
+
+/* A peer thread does IOSPIN_ROUNDS one-byte round trips through the echo
+ * server on the loop (blocking socket, each wait bounded), then closes. */
+enum { IOSPIN_ROUNDS = 4000 };
+typedef struct iospin {
+  weft_addr_t addr;
+  int cpu; /* pin the peer here, or -1 */
+  long rounds, errors;
+} iospin_t;
+
+static void *iospin_peer(void *arg) {
+  iospin_t *p = arg;
+  if (p->cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(p->cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+  }
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, (const struct sockaddr *)&p->addr.ss,
+                        p->addr.len) != 0) {
+    p->errors++;
+  } else {
+    for (long i = 0; i < IOSPIN_ROUNDS; i++) {
+      unsigned char b = (unsigned char)(i * 7 + 1), r = 0;
+      struct pollfd pf = {.fd = fd, .events = POLLIN};
+      if (write(fd, &b, 1) != 1 || poll(&pf, 1, BOUND_MS) != 1 ||
+          read(fd, &r, 1) != 1 || r != b) {
+        p->errors++;
+        break;
+      }
+      p->rounds++;
+    }
+  }
+  if (fd >= 0)
+    close(fd);
+  return NULL;
+}
+
+/* Echo IOSPIN_ROUNDS round trips on a loop with spin_us; the loop thread
+ * pinned to loop_cpu (before the loop is created) and the peer to
+ * peer_cpu, or -1; the loop's statistics out. */
+static void iospin_run(int spin_us, int loop_cpu, int peer_cpu,
+                       weft_loop_stats_t *st) {
+  cpu_set_t old;
+  REQUIRE_EQ(pthread_getaffinity_np(pthread_self(), sizeof old, &old), 0);
+  if (loop_cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(loop_cpu, &set);
+    REQUIRE_EQ(pthread_setaffinity_np(pthread_self(), sizeof set, &set), 0);
+  }
+  weft_loop_options_t o = {.size = sizeof o, .spin_us = spin_us};
+  weft_loop_t *loop;
+  REQUIRE_EQ(weft_loop_create(&o, &loop), 0);
+  srv_t v;
+  srv_start(&v, loop, "127.0.0.1");
+  iospin_t p = {.addr = v.addr, .cpu = peer_cpu};
+  pthread_t th;
+  REQUIRE_EQ(pthread_create(&th, NULL, iospin_peer, &p), 0);
+  EXPECT_TRUE(drive(loop, &v.closed, 1, BOUND_MS));
+  pthread_join(th, NULL);
+  EXPECT_EQ(p.errors, 0);
+  EXPECT_EQ(p.rounds, IOSPIN_ROUNDS);
+  EXPECT_EQ(v.accepted, 1);
+  weft_loop_stats(loop, st);
+  v.stopping = true;
+  weft_socket_close(v.ls);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+  REQUIRE_EQ(pthread_setaffinity_np(pthread_self(), sizeof old, &old), 0);
+}
+
+static void test_spin_for_sockets(void) {
+  weft_loop_stats_t st;
+  /* off: never */
+  iospin_run(-1, -1, -1, &st);
+  EXPECT_EQ(st.spins + st.spin_hits, 0);
+  /* on (a bound long enough for a slow machine): requests that come back
+   * soon after the loop ran out of work are met by a spin, which polls the
+   * sockets: no sleep, no wake-up */
+  iospin_run(1000000, -1, -1, &st);
+  EXPECT_TRUE(st.spin_hits > 0);
+  EXPECT_TRUE(st.spin_hits <= st.spins);
+  /* a loop allowed one CPU still spins for its sockets (their peer is on
+   * another CPU), though never for posts */
+  cpu_set_t have;
+  REQUIRE_EQ(pthread_getaffinity_np(pthread_self(), sizeof have, &have), 0);
+  int a = -1, b = -1;
+  for (int c = 0; c < CPU_SETSIZE && b < 0; c++)
+    if (CPU_ISSET(c, &have)) {
+      if (a < 0)
+        a = c;
+      else
+        b = c;
+    }
+  if (b >= 0) {
+    iospin_run(1000000, a, b, &st);
+    EXPECT_TRUE(st.spin_hits > 0);
+  }
+}
+
 /* ---- loop close with sockets open ---- */
 
 static void test_loop_close_with_sockets(void) {
@@ -977,6 +1080,7 @@ static const test_case_t cases[] = {
     {"accept under a lowered fd limit", test_accept_emfile},
     {"UDP round trip", test_udp},
     {"Unix sockets and IPv6", test_unix_and_ipv6},
+    {"the adaptive spin polls sockets", test_spin_for_sockets},
     {"loop close with sockets open", test_loop_close_with_sockets},
     {"bad input", test_bad_input},
     {NULL, NULL}};

@@ -55,19 +55,23 @@ typedef struct weft_loop_options {
   size_t size;          /* sizeof(weft_loop_options_t) */
   unsigned max_events;  /* events per poll; 0: 256 */
   /* Adaptive spin before sleeping, in microseconds; 0: 50; negative: never.
-   * When work posted from other threads (a post, a continuation, a reply)
-   * keeps arriving within this long of the loop running out of work, the
-   * loop waits for the next one by polling its queue for a while (growing
-   * up to this bound) instead of sleeping in the kernel and being woken: a
-   * wake-up costs both threads a system call and the loop several
-   * microseconds (tens on a VM). Posts that arrive later, or not at all,
-   * shrink the spin back to nothing, and spins that keep missing stop; an
-   * idle or I/O-driven loop never spins, nor does one in a process allowed
-   * a single CPU. A loop that feeds a pool does not spin either, for 16
-   * waits after it wakes a parked worker, nor while workers are awake on
-   * every CPU: the worker needs the CPU the spin would hold (measured on 2
-   * CPUs, a loop spinning regardless did 31% fewer 40 us jobs). Socket and
-   * timer events that come during a spin wait until it ends. See
+   * When work keeps arriving within this long of the loop running out of
+   * it (a post, continuation or reply from another thread, or an event on
+   * one of the loop's sockets or fds), the loop waits for the next piece
+   * by polling for a while (growing up to this bound) instead of sleeping
+   * in the kernel and being woken: a wake-up costs the loop several
+   * microseconds (tens on a VM) and a posting thread a system call. The
+   * spin reads the post queue continuously and, while fds are watched,
+   * asks the kernel for ready fds without waiting every few hundred
+   * nanoseconds; events found so run at once. Work that arrives later, or
+   * not at all, shrinks the spin back to nothing, and spins that keep
+   * missing stop: an idle loop stops spinning. With a single CPU allowed
+   * the loop spins only while it watches fds (a spin waiting for a post
+   * would hold the CPU the posting thread needs). A loop that feeds a pool
+   * does not spin for 16 waits after it wakes a parked worker, nor while
+   * workers are awake on every CPU: the worker needs the CPU the spin
+   * would hold (measured on 2 CPUs, a loop spinning regardless did 31%
+   * fewer 40 us jobs). A spin never outlasts the next timer. See
    * docs/loop.md. Errors: over 1,000,000 (one second) is WEFT_EINVAL. */
   int spin_us;
   void *reserved[3];
@@ -188,7 +192,7 @@ typedef struct weft_loop_stats {
   uint64_t posted;     /* items received from other threads */
   uint64_t wakeups;    /* eventfd writes made to wake this loop */
   uint64_t spins;      /* adaptive spins before sleeping (see spin_us) */
-  uint64_t spin_hits;  /* of those, ended by a post: a sleep avoided */
+  uint64_t spin_hits;  /* of those, ended by work: a sleep avoided */
   uint64_t callbacks;  /* callbacks and tasks run */
   uint64_t timers_fired;
   uint64_t stalls;     /* callbacks over the stall threshold */
