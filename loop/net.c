@@ -335,9 +335,9 @@ static void sock_free(weft_socket_t *s) {
   sock_dealloc(s->loop, s);
 }
 
-static void sock_hold(weft_socket_t *s) { s->busy++; }
-static void sock_drop(weft_socket_t *s) {
-  if (--s->busy == 0 && s->closed)
+static inline void sock_hold(weft_socket_t *s) { s->busy++; }
+static inline void sock_drop(weft_socket_t *s) {
+  if (__builtin_expect(--s->busy == 0 && s->closed, 0))
     sock_free(s);
 }
 
@@ -373,9 +373,8 @@ static net_op_t **queue_head(weft_socket_t *s, net_op_t *op) {
                                                           : &s->whead;
 }
 
-static void op_unlink(weft_socket_t *s, net_op_t *op) {
-  net_op_t **head = queue_head(s, op);
-  net_op_t **tail = head == &s->rhead ? &s->rtail : &s->wtail;
+/* Unlink op from the middle of a queue (a cancelled op). */
+static void op_unlink_inner(net_op_t **head, net_op_t **tail, net_op_t *op) {
   net_op_t *prev = NULL;
   for (net_op_t *o = *head; o != NULL; prev = o, o = o->next) {
     if (o != op)
@@ -386,7 +385,18 @@ static void op_unlink(weft_socket_t *s, net_op_t *op) {
       *head = o->next;
     if (*tail == o)
       *tail = prev;
-    break;
+    return;
+  }
+}
+
+static void op_unlink(weft_socket_t *s, net_op_t *op) {
+  net_op_t **head = queue_head(s, op);
+  net_op_t **tail = head == &s->rhead ? &s->rtail : &s->wtail;
+  if (__builtin_expect(*head == op, 1)) { /* ops finish in order */
+    if ((*head = op->next) == NULL)
+      *tail = NULL;
+  } else {
+    op_unlink_inner(head, tail, op);
   }
   if (op->kind == OP_WRITE)
     s->wqueued -= op->len - op->done;
