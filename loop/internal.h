@@ -90,7 +90,10 @@ struct weft_loop {
   int spin_credit; /* spins are allowed while positive (see spin_adapt) */
   int ncpu;        /* CPUs this process may use */
   unsigned pool_wakes_seen; /* weft__tl_pool_wakes at the last wait */
-  unsigned pool_quiet;      /* waits left without a spin (loop.c) */
+  unsigned quiet;  /* waits left without a spin (loop.c: after this thread
+                   * woke a pool worker, or found its one CPU shared) */
+  long nivcsw;     /* one CPU: the loop thread's involuntary switches */
+  unsigned shared_streak; /* spins in a row that found the CPU shared */
   _Atomic uint64_t spins, spin_hits;
   /* timers */
   weft__heap_entry_t *heap;

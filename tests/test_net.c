@@ -953,6 +953,10 @@ static void test_spin_for_sockets(void) {
     iospin_run(1000000, a, b, &st);
     EXPECT_TRUE(st.spin_hits > 0);
   }
+  /* ... but hardly at all when its peer shares that CPU: each spin would
+   * keep the peer from answering until the scheduler steps in */
+  iospin_run(1000000, a, a, &st);
+  EXPECT_TRUE(st.spins < IOSPIN_ROUNDS / 8);
 }
 
 /* ---- loop close with sockets open ---- */
