@@ -278,7 +278,7 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
                                      : (int64_t)spin_us * 1000;
   loop->ncpu = (int)weft__cpu_count();
   struct rusage ru; /* the baseline for cpu_shared() */
-  if (loop->ncpu < 2 && getrusage(RUSAGE_THREAD, &ru) == 0)
+  if (getrusage(RUSAGE_THREAD, &ru) == 0)
     loop->nivcsw = ru.ru_nivcsw;
   int rc = WEFT_ENOMEM;
   loop->events = weft__malloc(max * sizeof(weft__event_t));
@@ -397,11 +397,12 @@ static void drain_wake_fd(weft_loop_t *loop) {
  * runs. With the quiet rule every one of those cases is within noise of no
  * spin; loops exchanging posts with each other or with plain threads keep
  * the whole gain (a round trip 45 -> 1 us). A loop allowed one CPU spins
- * only for fd events, and when the CPU was taken from it (cpu_shared)
- * keeps quiet for SPIN_QUIET waits, doubling each time it happens again on
- * the next spin (up to SPIN_QUIET << SPIN_SHARED_MAX), and starts the spin
- * again from nothing: a peer on the same CPU takes it nearly every time,
- * other threads now and then (some 40 times a second on the test VM). */
+ * only for fd events. Whenever a spin for fd events finds that the kernel
+ * took the CPU from the loop thread (cpu_shared) the loop keeps quiet for
+ * SPIN_QUIET waits, doubling each time it happens again on the next spin
+ * (up to SPIN_QUIET << SPIN_SHARED_MAX), and starts the spin again from
+ * nothing: a peer on the same CPU takes it nearly every time, other
+ * threads now and then (some 40 times a second on the test VM). */
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -416,12 +417,12 @@ static bool cpu_to_spare(const weft_loop_t *loop) {
          loop->ncpu;
 }
 
-/* A loop allowed one CPU, after a spin: was the CPU taken from this thread
- * since the last look (an involuntary context switch)? Then something
- * else wants it, likely the peer the loop waits for (a client on the same
+/* After a spin for fd events: was the CPU taken from this thread since
+ * the last look (an involuntary context switch)? Then something else
+ * wants it, perhaps the peer the loop waits for (a client on the same
  * machine), and spinning delays it: a client and server sharing one CPU
- * did 18% fewer round trips with the spin than without. One system call,
- * paid only on one CPU and only when a spin ran. */
+ * did 15% fewer round trips with the spin than without. One system call
+ * per such spin, next to the polls it made. */
 static bool cpu_shared(weft_loop_t *loop) {
   struct rusage ru;
   if (getrusage(RUSAGE_THREAD, &ru) != 0)
@@ -573,7 +574,7 @@ static int iterate(weft_loop_t *loop, bool block, int64_t cap,
                                                              : loop->spin_ns;
       weft__loop_count(&loop->spins);
       int met = spin_for_work(loop, idle + spin, io, &n);
-      if (loop->ncpu < 2) {
+      if (io) { /* a spin that polled fds: one more system call */
         if (cpu_shared(loop)) {
           /* keep quiet, longer each time in a row (up to 256 waits), and
            * start the spin again from nothing */

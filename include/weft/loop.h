@@ -67,10 +67,10 @@ typedef struct weft_loop_options {
    * not at all, shrinks the spin back to nothing, and spins that keep
    * missing stop: an idle loop stops spinning. With a single CPU allowed
    * the loop spins only while it watches fds (a spin waiting for a post
-   * would hold the CPU the posting thread needs), and stops for a while
-   * (16 waits, doubling up to 256 while it keeps happening) each time the
-   * kernel took that CPU from it: a peer on the same CPU would be kept
-   * waiting by the spin. A loop that feeds a pool
+   * would hold the CPU the posting thread needs). A spin that polled fds
+   * and found the kernel had taken the CPU from the loop thread stops the
+   * spinning for a while (16 waits, doubling up to 256 while it keeps
+   * happening): a peer on the same CPU would be kept waiting by it. A loop that feeds a pool
    * does not spin for 16 waits after it wakes a parked worker, nor while
    * workers are awake on every CPU: the worker needs the CPU the spin
    * would hold (measured on 2 CPUs, a loop spinning regardless did 31%
