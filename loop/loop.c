@@ -440,7 +440,11 @@ enum { SPUN_NOTHING = 0, SPUN_POST, SPUN_EVENTS };
  * between rounds of SPIN_CHECKS reads of the queue: a poll that does not
  * wait is a system call but no sleep, and a post still gets through in
  * well under a microsecond. On SPUN_EVENTS *n is the poll's result (the
- * events are in loop->events; negative: its error). */
+ * events are in loop->events; negative: its error). The first poll comes
+ * after a round of reads, not at once: a busy server that polled at once
+ * took its events one or two at a time (at 100 connections, 0.25
+ * epoll_wait calls per round trip against 0.02), the round lets a batch
+ * gather. */
 static int spin_for_work(weft_loop_t *loop, int64_t end, bool io, int *n) {
   for (;;) {
     for (int k = 0; k < SPIN_CHECKS; k++) {
