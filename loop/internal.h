@@ -91,8 +91,8 @@ struct weft_loop {
   int ncpu;        /* CPUs this process may use */
   unsigned pool_wakes_seen; /* weft__tl_pool_wakes at the last wait */
   unsigned quiet;  /* waits left without a spin (loop.c: after this thread
-                   * woke a pool worker, or found its one CPU shared) */
-  long nivcsw;     /* one CPU: the loop thread's involuntary switches */
+                   * woke a pool worker, or a spin found its CPU shared) */
+  long nivcsw;     /* the loop thread's involuntary switches, last seen */
   unsigned shared_streak; /* spins in a row that found the CPU shared */
   _Atomic uint64_t spins, spin_hits;
   /* timers */

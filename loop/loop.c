@@ -247,6 +247,8 @@ int weft_loop_set_stall_hook(weft_loop_t *loop, int64_t threshold_us,
 
 /* ---- life cycle ---- */
 
+static bool cpu_shared(weft_loop_t *loop);
+
 int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   unsigned max = 256;
   int spin_us = 0;
@@ -277,9 +279,7 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
                       : spin_us == 0 ? SPIN_DEFAULT_NS
                                      : (int64_t)spin_us * 1000;
   loop->ncpu = (int)weft__cpu_count();
-  struct rusage ru; /* the baseline for cpu_shared() */
-  if (getrusage(RUSAGE_THREAD, &ru) == 0)
-    loop->nivcsw = ru.ru_nivcsw;
+  (void)cpu_shared(loop); /* its baseline: this thread's count so far */
   int rc = WEFT_ENOMEM;
   loop->events = weft__malloc(max * sizeof(weft__event_t));
   if (loop->events == NULL)
