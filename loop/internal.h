@@ -110,6 +110,8 @@ struct weft_loop {
   unsigned wake_events; /* since the eventfd was last read */
   struct weft_socket *fd_waiters;
   struct sock_slab *sock_slabs; /* socket memory, slabs with room first */
+  struct net_op *op_free;        /* finished socket operations, for reuse */
+  unsigned op_nfree;
   /* stall detector */
   weft_stall_fn stall_fn;
   void *stall_arg;
