@@ -112,6 +112,7 @@ struct weft_loop {
   struct sock_slab *sock_slabs; /* socket memory, slabs with room first */
   struct net_op *op_free;        /* finished socket operations, for reuse */
   unsigned op_nfree;
+  unsigned readers; /* sockets with a read, accept or receive queued */
   /* stall detector */
   weft_stall_fn stall_fn;
   void *stall_arg;

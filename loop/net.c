@@ -406,6 +406,8 @@ static void op_unlink(weft_socket_t *s, net_op_t *op) {
   } else {
     op_unlink_inner(head, tail, op);
   }
+  if (s->rhead == NULL && head == &s->rhead)
+    s->loop->readers--; /* the read queue is empty now */
   if (op->kind == OP_WRITE)
     s->wqueued -= op->len - op->done;
   op->next = NULL;
@@ -1001,6 +1003,8 @@ static weft_future_t *op_queue(weft_socket_t *s, net_op_t *op) {
   else
     *head = op;
   *tail = op;
+  if (idle && head == &s->rhead)
+    s->loop->readers++; /* see SPIN_READERS_MAX in loop.c */
   if (op->kind == OP_WRITE)
     s->wqueued += op->len;
   if (idle) {

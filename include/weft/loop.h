@@ -70,11 +70,14 @@ typedef struct weft_loop_options {
    * would hold the CPU the posting thread needs). A spin that polled fds
    * and found the kernel had taken the CPU from the loop thread stops the
    * spinning for a while (16 waits, doubling up to 256 while it keeps
-   * happening): a peer on the same CPU would be kept waiting by it. A loop that feeds a pool
-   * does not spin for 16 waits after it wakes a parked worker, nor while
-   * workers are awake on every CPU: the worker needs the CPU the spin
-   * would hold (measured on 2 CPUs, a loop spinning regardless did 31%
-   * fewer 40 us jobs). A spin never outlasts the next timer. See
+   * happening): a peer on the same CPU would be kept waiting by it. Nor
+   * does it spin while more than 4 of its sockets wait for a read: their
+   * events come in a stream that a sleep gathers into batches, and a spin
+   * would take them one or two at a time for more CPU. A loop that feeds
+   * a pool does not spin for 16 waits after it wakes a parked worker, nor
+   * while workers are awake on every CPU: the worker needs the CPU the
+   * spin would hold (measured on 2 CPUs, a loop spinning regardless did
+   * 31% fewer 40 us jobs). A spin never outlasts the next timer. See
    * docs/loop.md. Errors: over 1,000,000 (one second) is WEFT_EINVAL. */
   int spin_us;
   void *reserved[3];
