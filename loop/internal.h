@@ -187,6 +187,7 @@ WEFT__HIDDEN void weft__io_dispatch(weft_loop_t *loop, weft_io_t *io,
 WEFT__HIDDEN void weft__io_close(weft_loop_t *loop);
 /* net.c: prefetch hint for a watcher whose event is dispatched next. */
 WEFT__HIDDEN void weft__net_prefetch(weft_io_t *io);
+WEFT__HIDDEN void weft__net_prefetch_buf(weft_io_t *io);
 /* net.c: free the socket slabs (every socket is gone by then). */
 WEFT__HIDDEN void weft__net_close(weft_loop_t *loop);
 WEFT__HIDDEN void weft__signal_dispatch(weft_loop_t *loop);

@@ -529,6 +529,8 @@ static void prefetch_ahead(const weft_loop_t *loop, int i, int n) {
   if (i + PREFETCH_OP < n &&
       is_watcher(loop, loop->events[i + PREFETCH_OP].data))
     weft__net_prefetch(loop->events[i + PREFETCH_OP].data);
+  if (i + 1 < n && is_watcher(loop, loop->events[i + 1].data))
+    weft__net_prefetch_buf(loop->events[i + 1].data);
 }
 
 /* One iteration. `block`: the poll may wait (until the next timer, or
