@@ -43,6 +43,9 @@ enum {
 
 typedef struct net_op net_op_t;
 
+/* What an event and its operations touch comes first, in the first two
+ * cache lines (a slab keeps each socket on a line boundary, and the loop
+ * prefetches those two lines ahead of the event); the rest is rare. */
 struct weft_socket {
   weft_io_t io; /* edge-triggered, both directions */
   weft_loop_t *loop;
@@ -56,7 +59,8 @@ struct weft_socket {
   int rerr, werr;  /* sticky errors of each direction */
   net_op_t *rhead, *rtail, *whead, *wtail;
   size_t wqueued;
-  /* kept when a cancel beat a completed syscall */
+  /* kept when a cancel beat a completed syscall: NULL, or bytes to give
+   * the next read */
   char *spill;
   size_t spill_len, spill_off;
   int *spare_fds; /* listener: accepted fds nobody took */
@@ -202,13 +206,21 @@ static int new_fd(int family, int type) {
 /* Finished operations are kept for reuse on the same terms (see op_fini). */
 #define OP_REUSE_ON SLAB_ON
 
-enum { SLAB_SOCKS = 32 };
+enum { SLAB_SOCKS = 32, SOCK_CELL = 256, LINE = 64 };
+
+/* A socket on its own four cache lines. */
+typedef union sock_cell {
+  weft_socket_t s;
+  char lines[SOCK_CELL];
+} sock_cell_t;
+_Static_assert(sizeof(weft_socket_t) <= SOCK_CELL, "socket outgrew its cell");
 
 typedef struct sock_slab {
+  sock_cell_t cells[SLAB_SOCKS]; /* first: the slab is line-aligned */
   struct sock_slab *prev, *next; /* loop->sock_slabs */
   weft_socket_t *free;           /* linked through waiter_next */
+  void *mem;                     /* the block the slab was aligned in */
   unsigned live;
-  weft_socket_t socks[SLAB_SOCKS];
 } sock_slab_t;
 
 static void slab_unlink(weft_loop_t *loop, sock_slab_t *sl) {
@@ -251,14 +263,16 @@ static weft_socket_t *sock_alloc(weft_loop_t *loop) {
   }
   sock_slab_t *sl = loop->sock_slabs;
   if (sl == NULL || sl->free == NULL) {
-    sl = weft__malloc(sizeof *sl);
-    if (sl == NULL)
+    void *mem = weft__malloc(sizeof *sl + LINE - 1);
+    if (mem == NULL)
       return NULL;
+    sl = (sock_slab_t *)(((uintptr_t)mem + LINE - 1) & ~(uintptr_t)(LINE - 1));
+    sl->mem = mem;
     sl->free = NULL;
     sl->live = 0;
     for (unsigned i = SLAB_SOCKS; i-- > 0;) {
-      sl->socks[i].waiter_next = sl->free;
-      sl->free = &sl->socks[i];
+      sl->cells[i].s.waiter_next = sl->free;
+      sl->free = &sl->cells[i].s;
     }
     slab_push_front(loop, sl);
   }
@@ -286,7 +300,7 @@ static void sock_dealloc(weft_loop_t *loop, weft_socket_t *s) {
   sl->live--;
   if (sl->live == 0 && (sl->prev != NULL || sl->next != NULL)) {
     slab_unlink(loop, sl); /* empty and not the only one */
-    weft__free(sl, sizeof *sl);
+    weft__free(sl->mem, sizeof *sl + LINE - 1);
   } else if (was_full && sl->prev != NULL) { /* has room: to the front */
     slab_unlink(loop, sl);
     slab_push_front(loop, sl);
@@ -304,7 +318,8 @@ void weft__net_close(weft_loop_t *loop) {
   while (loop->sock_slabs != NULL) {
     sock_slab_t *sl = loop->sock_slabs;
     slab_unlink(loop, sl);
-    weft__free(sl, sizeof *sl); /* live is 0: sockets never outlive close */
+    /* live is 0: sockets never outlive close */
+    weft__free(sl->mem, sizeof *sl + LINE - 1);
   }
 }
 
@@ -361,16 +376,17 @@ static int check_sock(const weft_socket_t *s) {
 
 /* Called by the loop for the next event of a batch while it dispatches
  * this one: if io is a socket, start loading its first queued operation
- * (two cache lines: the future's header and the op's fields), so the
+ * (all of its lines: the future's header and the op's fields), so the
  * dispatch does not stall on it. A hint only: touches nothing. */
 void weft__net_prefetch(weft_io_t *io) {
   if (io->priv_fn != sock_event)
     return;
   weft_socket_t *s = (weft_socket_t *)io;
   net_op_t *op = s->rhead != NULL ? s->rhead : s->whead;
-  if (op != NULL) {
+  if (op != NULL) { /* three lines: ops are 16-byte aligned */
     __builtin_prefetch(op, 1);
-    __builtin_prefetch(&op->next, 1);
+    __builtin_prefetch((char *)op + LINE, 1);
+    __builtin_prefetch((char *)op + sizeof *op - 1, 1);
   }
 }
 
@@ -566,7 +582,7 @@ static void do_accept(weft_socket_t *s, net_op_t *op) {
 }
 
 static void do_read(weft_socket_t *s, net_op_t *op) {
-  if (s->spill_len > s->spill_off) { /* bytes a cancelled read kept */
+  if (s->spill != NULL) { /* bytes a cancelled read kept */
     size_t n = s->spill_len - s->spill_off;
     if (n > op->len - op->done)
       n = op->len - op->done;
