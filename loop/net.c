@@ -77,6 +77,8 @@ struct net_op {
   net_op_t *next;
   weft_socket_t *sock; /* NULL once off the socket's queue */
   uint8_t kind;
+  bool unshared; /* still inside the call that made it: no other thread can
+                    reach its future, so no guard and a plain settle */
   _Atomic uint32_t guard; /* loop thread inside a syscall on buf */
   char *buf;
   size_t len, done;
@@ -449,7 +451,12 @@ static void op_finish_int(weft_socket_t *s, net_op_t *op, intptr_t v,
                           int err) {
   op_unlink(s, op);
   struct weft_future *f = op_future(op);
-  (void)weft__settle_int(f, err == 0 ? WEFT_FULFILLED : WEFT_REJECTED, v, err);
+  uint32_t st = err == 0 ? WEFT_FULFILLED : WEFT_REJECTED;
+  if (op->unshared) { /* done before its maker returned: also the unref */
+    weft__settle_unshared(f, st, v, err);
+    return;
+  }
+  (void)weft__settle_int(f, st, v, err);
   weft__unref(f);
 }
 
@@ -462,14 +469,17 @@ enum { GUARD_IO = 1u, GUARD_CANCEL = 2u };
 
 /* Loop thread, before a syscall on op's buffer: false if it was cancelled. */
 static bool op_enter(net_op_t *op) {
+  if (op->unshared) /* nobody can cancel it yet */
+    return true;
   uint32_t old =
       atomic_fetch_or_explicit(&op->guard, GUARD_IO, memory_order_acq_rel);
   return (old & GUARD_CANCEL) == 0;
 }
 
 static void op_leave(net_op_t *op) {
-  atomic_fetch_and_explicit(&op->guard, ~(uint32_t)GUARD_IO,
-                            memory_order_release);
+  if (!op->unshared)
+    atomic_fetch_and_explicit(&op->guard, ~(uint32_t)GUARD_IO,
+                              memory_order_release);
 }
 
 /* A cancelled op still queued: drop it (its future says cancelled). */
@@ -482,12 +492,16 @@ static void op_drop(weft_socket_t *s, net_op_t *op) {
  * cancel won (the caller keeps what the syscall took). Publish after
  * op_leave with op_publish. */
 static bool op_claim(net_op_t *op) {
-  return weft__claim(op_future(op), WEFT_FULFILLED) == 0;
+  return op->unshared || weft__claim(op_future(op), WEFT_FULFILLED) == 0;
 }
 
 static void op_publish(weft_socket_t *s, net_op_t *op, intptr_t v) {
   struct weft_future *f = op_future(op);
   op_unlink(s, op);
+  if (op->unshared) {
+    weft__settle_unshared(f, WEFT_FULFILLED, v, 0);
+    return;
+  }
   f->val.i = v;
   weft__publish(f);
   weft__unref(f);
@@ -496,6 +510,11 @@ static void op_publish(weft_socket_t *s, net_op_t *op, intptr_t v) {
 static void op_publish_ptr(weft_socket_t *s, net_op_t *op, void *p) {
   struct weft_future *f = op_future(op);
   op_unlink(s, op);
+  if (op->unshared) {
+    weft__settle_unshared(f, WEFT_FULFILLED, 0, 0);
+    f->val.ptr = p;
+    return;
+  }
   f->val.ptr = p;
   weft__publish(f);
   weft__unref(f);
@@ -1013,6 +1032,7 @@ static net_op_t *op_new(weft_socket_t *s, uint8_t kind, void *buf,
   op->next = NULL;
   op->sock = s;
   op->kind = kind;
+  op->unshared = true; /* until op_queue returns its future */
   atomic_init(&op->guard, 0);
   op->buf = buf;
   op->len = len;
@@ -1043,6 +1063,9 @@ static weft_future_t *op_queue(weft_socket_t *s, net_op_t *op) {
       run_writes(s);
     sock_drop(s);
   }
+  /* Still alive (the caller's handle), and from here any thread may get
+   * hold of its future. */
+  op->unshared = false;
   return op_future(op);
 }
 

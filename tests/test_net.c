@@ -468,6 +468,72 @@ static void test_reset_during_write(void) {
 
 /* ---- half-close: the peer shuts down its write side ---- */
 
+/* A future an operation settled before returning it is a future like any
+ * other: another thread can await it, cancel it (too late) and release it
+ * (its op then goes back to the allocator, not to the loop's list). */
+typedef struct settled_use {
+  weft_future_t *f;
+  intptr_t want;
+  int await_rc, cancel_rc;
+  intptr_t value;
+} settled_use_t;
+
+static void *use_settled(void *arg) {
+  settled_use_t *u = arg;
+  u->await_rc = weft_future_await(u->f, BOUND_MS);
+  u->cancel_rc = weft_future_cancel(u->f);
+  u->value = weft_future_int(u->f);
+  weft_future_release(u->f);
+  return NULL;
+}
+
+static void test_settled_on_return(void) {
+  weft_loop_t *loop = new_loop();
+  weft_socket_t *ls;
+  weft_addr_t addr;
+  listen_local(loop, &ls, &addr);
+  weft_future_t *cf;
+  REQUIRE_EQ(weft_connect(loop, &addr, &cf), 0);
+  weft_socket_t *srv = accept_one(loop, ls);
+  REQUIRE_EQ(weft_loop_run_until(loop, cf, BOUND_MS), 0);
+  REQUIRE_EQ(weft_future_state(cf), WEFT_FULFILLED);
+  weft_socket_t *cli = weft_future_value(cf);
+  weft_future_release(cf);
+  enum { ROUNDS = 200 };
+  long at_once = 0, reads_at_once = 0, ok = 0;
+  for (int i = 0; i < ROUNDS; i++) {
+    char msg[16], got[16];
+    memset(msg, 'a' + i % 26, sizeof msg);
+    weft_future_t *w, *r;
+    REQUIRE_EQ(weft_write(cli, msg, sizeof msg, &w), 0);
+    at_once += weft_future_state(w) == WEFT_FULFILLED;
+    settled_use_t u = {.f = w};
+    pthread_t th;
+    REQUIRE_EQ(pthread_create(&th, NULL, use_settled, &u), 0);
+    pthread_join(th, NULL);
+    ok += u.await_rc == 0 && u.cancel_rc == WEFT_EALREADY &&
+          u.value == (intptr_t)sizeof msg;
+    /* the bytes arrive; once the loop has seen them, a read takes them at
+     * once */
+    struct pollfd pf = {.fd = weft_socket_fd(srv), .events = POLLIN};
+    REQUIRE_EQ(poll(&pf, 1, BOUND_MS), 1);
+    weft_loop_run(loop, WEFT_RUN_NOWAIT);
+    REQUIRE_EQ(weft_read_exactly(srv, got, sizeof got, &r), 0);
+    reads_at_once += weft_future_state(r) == WEFT_FULFILLED;
+    REQUIRE_EQ(weft_loop_run_until(loop, r, BOUND_MS), 0);
+    EXPECT_EQ(weft_future_int(r), (intptr_t)sizeof got);
+    EXPECT_EQ(memcmp(got, msg, sizeof msg), 0);
+    weft_future_release(r);
+  }
+  EXPECT_EQ(at_once, ROUNDS);
+  EXPECT_EQ(ok, ROUNDS);
+  EXPECT_EQ(reads_at_once, ROUNDS);
+  weft_socket_close(cli);
+  weft_socket_close(srv);
+  weft_socket_close(ls);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 static void test_half_close(void) {
   weft_loop_t *loop = new_loop();
   weft_socket_t *ls;
@@ -1095,6 +1161,7 @@ static const test_case_t cases[] = {
     {"1,000 concurrent connections", test_thousand_connections},
     {"peer resets during a large write", test_reset_during_write},
     {"half-close", test_half_close},
+    {"operations settled on return", test_settled_on_return},
     {"connect refused", test_connect_refused},
     {"connect timeout", test_connect_timeout},
     {"cancel a read, free its buffer", test_cancel_read},
