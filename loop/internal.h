@@ -167,6 +167,20 @@ typedef struct weft__loop_op {
 WEFT__HIDDEN void weft__loop_op_init(weft__loop_op_t *op, size_t size,
                                      weft_loop_t *loop,
                                      void (*disarm)(weft__loop_op_t *op));
+/* The same with its own fini (which takes the memory) and cancel hook
+ * (which ends with weft__loop_op_cancel). Inline: sockets make one per
+ * operation. */
+static inline void weft__loop_op_setup(weft__loop_op_t *op, size_t size,
+                                       weft_loop_t *loop,
+                                       void (*disarm)(weft__loop_op_t *op),
+                                       void (*fini)(weft__ext_t *e),
+                                       weft_cancel_fn hook, void *hook_arg) {
+  weft__ext_init(&op->ext, fini, 2, 1);
+  op->size = size;
+  weft__ext_on_cancel(&op->ext, hook, hook_arg);
+  op->loop = loop;
+  op->disarm = disarm;
+}
 
 /* The default cancel hook of a loop op (disarm here or send stop_task);
  * an op with its own hook calls it after its own work. */

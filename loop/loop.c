@@ -193,11 +193,7 @@ static void loop_op_fini(weft__ext_t *e) {
 
 void weft__loop_op_init(weft__loop_op_t *op, size_t size, weft_loop_t *loop,
                         void (*disarm)(weft__loop_op_t *op)) {
-  weft__ext_init(&op->ext, loop_op_fini, 2, 1);
-  op->size = size;
-  weft__ext_on_cancel(&op->ext, op_cancelled, op);
-  op->loop = loop;
-  op->disarm = disarm;
+  weft__loop_op_setup(op, size, loop, disarm, loop_op_fini, op_cancelled, op);
 }
 
 /* ---- the loop's executor ---- */

@@ -1014,8 +1014,10 @@ static void op_fini(weft__ext_t *e) {
   weft__free(op, op->base.size);
 }
 
-static net_op_t *op_new(weft_socket_t *s, uint8_t kind, void *buf,
-                        size_t len) {
+/* (Inlined into each operation's call, with start_op and op_queue: their
+ * calls cost as much as their work.) */
+static inline __attribute__((always_inline)) net_op_t *
+op_new(weft_socket_t *s, uint8_t kind, void *buf, size_t len) {
   weft_loop_t *loop = s->loop;
   size_t size = kind == OP_SEND ? sizeof(send_op_t) : sizeof(net_op_t);
   net_op_t *op = NULL;
@@ -1026,9 +1028,8 @@ static net_op_t *op_new(weft_socket_t *s, uint8_t kind, void *buf,
   } else if ((op = weft__malloc(size)) == NULL) {
     return NULL;
   }
-  weft__loop_op_init(&op->base, size, loop, op_disarm);
-  op->base.ext.fini = op_fini;
-  weft__ext_on_cancel(&op->base.ext, op_cancel_hook, op);
+  weft__loop_op_setup(&op->base, size, loop, op_disarm, op_fini,
+                      op_cancel_hook, op);
   op->next = NULL;
   op->sock = s;
   op->kind = kind;
@@ -1042,7 +1043,8 @@ static net_op_t *op_new(weft_socket_t *s, uint8_t kind, void *buf,
 }
 
 /* Queue op and try it at once if its direction is ready and idle. */
-static weft_future_t *op_queue(weft_socket_t *s, net_op_t *op) {
+static inline __attribute__((always_inline)) weft_future_t *
+op_queue(weft_socket_t *s, net_op_t *op) {
   net_op_t **head = queue_head(s, op);
   net_op_t **tail = head == &s->rhead ? &s->rtail : &s->wtail;
   bool idle = *head == NULL;
@@ -1069,8 +1071,9 @@ static weft_future_t *op_queue(weft_socket_t *s, net_op_t *op) {
   return op_future(op);
 }
 
-static int start_op(weft_socket_t *s, uint8_t kind, uint8_t want_kind,
-                    void *buf, size_t len, weft_future_t **out) {
+static inline __attribute__((always_inline)) int
+start_op(weft_socket_t *s, uint8_t kind, uint8_t want_kind, void *buf,
+         size_t len, weft_future_t **out) {
   int rc = check_sock(s);
   if (rc != 0)
     return rc;
