@@ -858,8 +858,10 @@ static void run_writes(weft_socket_t *s) {
 
 static void sock_run(weft_socket_t *s) {
   sock_hold(s);
-  run_writes(s);
-  run_reads(s);
+  if (s->whead != NULL) /* (checked here: an empty queue is the usual */
+    run_writes(s);      /* case, and the calls are not cheap) */
+  if (s->rhead != NULL)
+    run_reads(s);
   sock_drop(s);
 }
 
