@@ -1227,6 +1227,7 @@ int weft_connect(weft_loop_t *loop, const weft_addr_t *addr,
     /* Refused at once (a Unix path with no listener, say): a rejection,
      * like any other connection outcome. */
     op->sock = NULL;
+    op->unshared = false;
     s->connecting = false;
     sock_close(s);
     struct weft_future *f = op_future(op);
