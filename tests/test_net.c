@@ -468,6 +468,21 @@ static void test_reset_during_write(void) {
 
 /* ---- half-close: the peer shuts down its write side ---- */
 
+/* A listener on loop and a connection to it through weft_connect: its
+ * accepted end in *srv, its connecting end in *cli. */
+static void connected_pair(weft_loop_t *loop, weft_socket_t **ls,
+                           weft_socket_t **srv, weft_socket_t **cli) {
+  weft_addr_t addr;
+  listen_local(loop, ls, &addr);
+  weft_future_t *cf;
+  REQUIRE_EQ(weft_connect(loop, &addr, &cf), 0);
+  *srv = accept_one(loop, *ls);
+  REQUIRE_EQ(weft_loop_run_until(loop, cf, BOUND_MS), 0);
+  REQUIRE_EQ(weft_future_state(cf), WEFT_FULFILLED);
+  *cli = weft_future_value(cf);
+  weft_future_release(cf);
+}
+
 /* A future an operation settled before returning it is a future like any
  * other: another thread can await it, cancel it (too late) and release it
  * (its op then goes back to the allocator, not to the loop's list). */
@@ -489,16 +504,8 @@ static void *use_settled(void *arg) {
 
 static void test_settled_on_return(void) {
   weft_loop_t *loop = new_loop();
-  weft_socket_t *ls;
-  weft_addr_t addr;
-  listen_local(loop, &ls, &addr);
-  weft_future_t *cf;
-  REQUIRE_EQ(weft_connect(loop, &addr, &cf), 0);
-  weft_socket_t *srv = accept_one(loop, ls);
-  REQUIRE_EQ(weft_loop_run_until(loop, cf, BOUND_MS), 0);
-  REQUIRE_EQ(weft_future_state(cf), WEFT_FULFILLED);
-  weft_socket_t *cli = weft_future_value(cf);
-  weft_future_release(cf);
+  weft_socket_t *ls, *srv, *cli;
+  connected_pair(loop, &ls, &srv, &cli);
   enum { ROUNDS = 200 };
   long at_once = 0, reads_at_once = 0, ok = 0;
   for (int i = 0; i < ROUNDS; i++) {
@@ -536,16 +543,8 @@ static void test_settled_on_return(void) {
 
 static void test_half_close(void) {
   weft_loop_t *loop = new_loop();
-  weft_socket_t *ls;
-  weft_addr_t addr;
-  listen_local(loop, &ls, &addr);
-  weft_future_t *cf;
-  REQUIRE_EQ(weft_connect(loop, &addr, &cf), 0);
-  weft_socket_t *srv = accept_one(loop, ls);
-  REQUIRE_EQ(weft_loop_run_until(loop, cf, BOUND_MS), 0);
-  REQUIRE_EQ(weft_future_state(cf), WEFT_FULFILLED);
-  weft_socket_t *cli = weft_future_value(cf);
-  weft_future_release(cf);
+  weft_socket_t *ls, *srv, *cli;
+  connected_pair(loop, &ls, &srv, &cli);
 
   weft_future_t *w, *sd, *r1, *r2;
   REQUIRE_EQ(weft_write(cli, "hello", 5, &w), 0);
