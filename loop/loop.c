@@ -402,8 +402,9 @@ static void drain_wake_fd(weft_loop_t *loop) {
  * It does not spin while more than SPIN_READERS_MAX sockets wait for a
  * read (loop->readers, kept by net.c): their events come as a stream, a
  * sleep gathers them in batches, and a spin would poll them in ones and
- * twos (at 100 echo connections: 0.6 polls per round trip instead of
- * 0.01, and 4% more CPU per round trip). */
+ * twos (at 100 echo connections, in a run where the server was not quite
+ * saturated: 0.6 polls per round trip, and 4% more CPU per round trip
+ * than without the spin). */
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
