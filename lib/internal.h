@@ -163,18 +163,14 @@ WEFT__HIDDEN void weft__settle_result(struct weft_future *f,
 /* Shared-state primitives (future.c). */
 WEFT__HIDDEN int weft__claim(struct weft_future *f, uint32_t target);
 WEFT__HIDDEN void weft__publish(struct weft_future *f);
-/* Settle f as weft__settle_int() does, when no other thread can reach f
- * yet (its maker has not handed it out, so nothing is attached and nobody
- * can cancel it): plain stores, no read-modify-write. Then drop one of the
- * maker's references, which must not be the last. */
+/* Settle f as `state` (its value or error written already) when no other
+ * thread can reach f yet (its maker has not handed it out, so nothing is
+ * attached and nobody can cancel it): plain stores, no claim and no
+ * read-modify-write. Then drop one of the maker's references, which must
+ * not be the last. */
 static inline void weft__settle_unshared(struct weft_future *f,
-                                         uint32_t state, intptr_t v,
-                                         int err) {
+                                         uint32_t state) {
   uint32_t w = atomic_load_explicit(&f->word, memory_order_relaxed);
-  if (state == WEFT_FULFILLED)
-    f->val.i = v;
-  else
-    f->err = err;
   atomic_store_explicit(&f->word, (w & ~(uint32_t)WEFT__ST_MASK) | state,
                         memory_order_relaxed);
   atomic_store_explicit(&f->head, WEFT__CLOSED, memory_order_relaxed);

@@ -453,7 +453,11 @@ static void op_finish_int(weft_socket_t *s, net_op_t *op, intptr_t v,
   struct weft_future *f = op_future(op);
   uint32_t st = err == 0 ? WEFT_FULFILLED : WEFT_REJECTED;
   if (op->unshared) { /* done before its maker returned: also the unref */
-    weft__settle_unshared(f, st, v, err);
+    if (err == 0)
+      f->val.i = v;
+    else
+      f->err = err;
+    weft__settle_unshared(f, st);
     return;
   }
   (void)weft__settle_int(f, st, v, err);
@@ -495,29 +499,27 @@ static bool op_claim(net_op_t *op) {
   return op->unshared || weft__claim(op_future(op), WEFT_FULFILLED) == 0;
 }
 
-static void op_publish(weft_socket_t *s, net_op_t *op, intptr_t v) {
+/* The claimed op, its value written, leaves its queue (its source
+ * reference goes) and its future settles. */
+static void op_publish_value(weft_socket_t *s, net_op_t *op) {
   struct weft_future *f = op_future(op);
   op_unlink(s, op);
   if (op->unshared) {
-    weft__settle_unshared(f, WEFT_FULFILLED, v, 0);
+    weft__settle_unshared(f, WEFT_FULFILLED);
     return;
   }
-  f->val.i = v;
   weft__publish(f);
   weft__unref(f);
 }
 
+static void op_publish(weft_socket_t *s, net_op_t *op, intptr_t v) {
+  op_future(op)->val.i = v;
+  op_publish_value(s, op);
+}
+
 static void op_publish_ptr(weft_socket_t *s, net_op_t *op, void *p) {
-  struct weft_future *f = op_future(op);
-  op_unlink(s, op);
-  if (op->unshared) {
-    weft__settle_unshared(f, WEFT_FULFILLED, 0, 0);
-    f->val.ptr = p;
-    return;
-  }
-  f->val.ptr = p;
-  weft__publish(f);
-  weft__unref(f);
+  op_future(op)->val.ptr = p;
+  op_publish_value(s, op);
 }
 
 static void spill_keep(weft_socket_t *s, const char *data, size_t n) {
