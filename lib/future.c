@@ -649,6 +649,16 @@ static void watch_fire(weft_task_t *node) {
   }
 }
 
+bool weft__watched_only(struct weft_future *f) {
+  if (atomic_load_explicit(&f->rn, memory_order_acquire) !=
+      (2 * WEFT__REF | WEFT__NEED))
+    return false;
+  /* (acquire: the node's fields, written before its attach) */
+  weft_task_t *h = atomic_load_explicit(&f->head, memory_order_acquire);
+  return h != NULL && h != WEFT__CLOSED && h->next == NULL &&
+         h->run == watch_fire;
+}
+
 int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
                       weft_watch_fn fn, void *arg, weft_dtor_fn arg_dtor) {
   if (f == NULL || ex == NULL || ex->ops == NULL || ex->ops->submit == NULL ||

@@ -160,25 +160,43 @@ static inline void weft__ext_on_cancel(weft__ext_t *e, weft_cancel_fn fn,
 WEFT__HIDDEN void weft__settle_result(struct weft_future *f,
                                       const weft_result_t *r);
 
+/* The inline executor's per-thread trampoline (executor.c). */
+WEFT__HIDDEN void weft__defer(weft_task_t *task);
+/* Queue the chain first..last (linked through next, last->next NULL) in
+ * order, then drain unless this thread is already draining. */
+WEFT__HIDDEN void weft__defer_list(weft_task_t *first, weft_task_t *last);
+
 /* Shared-state primitives (future.c). */
 WEFT__HIDDEN int weft__claim(struct weft_future *f, uint32_t target);
 WEFT__HIDDEN void weft__publish(struct weft_future *f);
 /* Settle f as `state` (its value or error written already) when no other
- * thread can reach f yet (its maker has not handed it out, so nothing is
- * attached and nobody can cancel it): plain stores, no claim and no
- * read-modify-write. Then drop one of the maker's references, which must
- * not be the last. */
+ * thread can reach f: either its maker has not handed it out yet (nothing
+ * is attached, nobody can cancel it), or weft__watched_only(f) said so.
+ * Plain stores, no claim and no read-modify-write. Then drop one of the
+ * maker's references, which must not be the last, and run the watch if
+ * one is attached. */
 static inline void weft__settle_unshared(struct weft_future *f,
                                          uint32_t state) {
   uint32_t w = atomic_load_explicit(&f->word, memory_order_relaxed);
   atomic_store_explicit(&f->word, (w & ~(uint32_t)WEFT__ST_MASK) | state,
                         memory_order_relaxed);
+  weft_task_t *h = atomic_load_explicit(&f->head, memory_order_relaxed);
   atomic_store_explicit(&f->head, WEFT__CLOSED, memory_order_relaxed);
   atomic_store_explicit(&f->rn,
                         atomic_load_explicit(&f->rn, memory_order_relaxed) -
                             WEFT__REF,
                         memory_order_relaxed);
+  if (h != NULL)
+    weft__defer_list(h, h);
 }
+/* True when nothing holds f but its producer's reference (the caller's)
+ * and one watch (weft_future_watch), which took the last handle. A watch
+ * cannot cancel, and with no handle left nobody can cancel, attach or take
+ * a reference: until the watch runs, after the settle, no other thread can
+ * reach f, so the producer may treat it as unshared (weft__settle_unshared).
+ * It stays so until the settle. For producers on one thread (a loop's
+ * operations); f must be pending. */
+WEFT__HIDDEN bool weft__watched_only(struct weft_future *f);
 WEFT__HIDDEN int weft__settle_int(struct weft_future *f, uint32_t state,
                                   intptr_t v, int err);
 WEFT__HIDDEN int weft__mirror(struct weft_future *dst,
@@ -215,11 +233,6 @@ static inline weft_task_t *weft__task_list_reverse(weft_task_t *list) {
   return fwd;
 }
 
-/* The inline executor's per-thread trampoline (executor.c). */
-WEFT__HIDDEN void weft__defer(weft_task_t *task);
-/* Queue the chain first..last (linked through next, last->next NULL) in
- * order, then drain unless this thread is already draining. */
-WEFT__HIDDEN void weft__defer_list(weft_task_t *first, weft_task_t *last);
 /* Run one queued trampoline task of this thread; false when none. */
 WEFT__HIDDEN bool weft__trampoline_help(void);
 

@@ -77,8 +77,9 @@ struct net_op {
   net_op_t *next;
   weft_socket_t *sock; /* NULL once off the socket's queue */
   uint8_t kind;
-  bool unshared; /* still inside the call that made it: no other thread can
-                    reach its future, so no guard and a plain settle */
+  bool unshared; /* no other thread can reach its future (still inside the
+                    call that made it, or only a watch holds it): no guard
+                    and a plain settle */
   _Atomic uint32_t guard; /* loop thread inside a syscall on buf */
   char *buf;
   size_t len, done;
@@ -716,9 +717,19 @@ static void do_recv(weft_socket_t *s, net_op_t *op) {
     op_finish_int(s, op, 0, io_err(errno)); /* ICMP errors: this op only */
 }
 
+/* An op about to run whose future only a watch holds now (the usual way
+ * to wait for a loop operation) is as good as unshared, and stays so
+ * until it settles: its syscall needs no guard, its settle no locked
+ * instruction (five fewer per operation). */
+static inline void op_check_shared(net_op_t *op) {
+  if (!op->unshared && weft__watched_only(op_future(op)))
+    op->unshared = true;
+}
+
 static void run_reads(weft_socket_t *s) {
   while (s->rhead != NULL && !s->closed) {
     net_op_t *op = s->rhead;
+    op_check_shared(op);
     size_t done = op->done;
     bool was_ready = s->readable;
     int err = s->rerr;
@@ -845,6 +856,7 @@ static void do_connect(weft_socket_t *s, net_op_t *op) {
 static void run_writes(weft_socket_t *s) {
   while (s->whead != NULL && !s->closed) {
     net_op_t *op = s->whead;
+    op_check_shared(op);
     size_t done = op->done;
     bool was_ready = s->writable;
     if (op->kind == OP_CONNECT)

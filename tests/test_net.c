@@ -777,6 +777,109 @@ static void test_cancel_read_cross_thread(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
+/* A read or write whose future only a watch holds (the handle went to the
+ * watch) is settled without its guard and claim: no other thread can reach
+ * it until the watch runs. The watch still runs once with the operation's
+ * result, on the loop or on a pool worker; and a future someone still holds
+ * a handle to stays cancellable from another thread. Reads of 1 byte to
+ * 4 KiB and of 1 MiB (whose writes wait in the queue too). */
+typedef struct watched {
+  weft_promise_t *done; /* settled by the watch, on whichever thread */
+  _Atomic int runs;
+  int state;
+  intptr_t value;
+} watched_t;
+
+static void on_watched(void *arg, weft_future_t *f) {
+  watched_t *w = arg;
+  weft_promise_t *done = w->done; /* w is the test's again once it is */
+  w->state = (int)weft_future_state(f);
+  w->value = w->state == WEFT_FULFILLED ? weft_future_int(f)
+                                        : weft_future_error(f);
+  atomic_fetch_add(&w->runs, 1);
+  weft_promise_fulfil_int(done, 0);
+  weft_promise_release(done);
+}
+
+static void watch_op(weft_future_t *f, weft_executor_t *ex, watched_t *w,
+                     weft_future_t **done) {
+  REQUIRE_EQ(weft_promise_create(&w->done, done), 0);
+  REQUIRE_EQ(weft_future_watch(f, ex, on_watched, w, NULL), 0);
+}
+
+static void test_watched_ops(void) {
+  weft_loop_t *loop = new_loop();
+  weft_pool_options_t o = {sizeof o, 2, 0, 0, {0}};
+  weft_pool_t *pool;
+  REQUIRE_EQ(weft_pool_create(&o, &pool), 0);
+  weft_socket_t *ls, *srv, *cli;
+  connected_pair(loop, &ls, &srv, &cli);
+  int small = 64 << 10; /* so that 1 MiB has to wait */
+  REQUIRE_EQ(setsockopt(weft_socket_fd(cli), SOL_SOCKET, SO_SNDBUF, &small,
+                        sizeof small), 0);
+  REQUIRE_EQ(setsockopt(weft_socket_fd(srv), SOL_SOCKET, SO_RCVBUF, &small,
+                        sizeof small), 0);
+  enum { ROUNDS = 400, MIB = 1 << 20 };
+  unsigned char *src = malloc(MIB), *dst = malloc(MIB);
+  REQUIRE_EQ(src != NULL && dst != NULL, 1);
+  uint64_t rng = 42;
+  long reads_ok = 0, writes_ok = 0, cancels_ok = 0, watched_writes = 0;
+  for (int i = 0; i < ROUNDS; i++) {
+    size_t n = i % 8 == 7 ? MIB : 1 + (size_t)(rng_next(&rng) % 4096);
+    weft_executor_t *ex =
+        i % 2 ? weft_pool_executor(pool) : weft_loop_executor(loop);
+    watched_t rw = {0}, ww = {0};
+    weft_future_t *r, *rdone, *w, *wdone = NULL;
+    REQUIRE_EQ(weft_read_exactly(srv, dst, n, &r), 0);
+    REQUIRE_EQ(weft_future_state(r), WEFT_PENDING); /* nothing sent yet */
+    if (i % 4 == 1) { /* a handle kept: a cancel from elsewhere still works */
+      REQUIRE_EQ(weft_future_retain(r), 0);
+      watch_op(r, ex, &rw, &rdone);
+      xcancel_t x = {.f = r, .go = 1};
+      pthread_t th;
+      REQUIRE_EQ(pthread_create(&th, NULL, cancel_thread, &x), 0);
+      pthread_join(th, NULL);
+      REQUIRE_EQ(weft_loop_run_until(loop, rdone, BOUND_MS), 0);
+      cancels_ok += x.rc == 0 && rw.state == WEFT_CANCELLED &&
+                    rw.value == WEFT_ECANCELED && atomic_load(&rw.runs) == 1;
+      weft_future_release(r);
+      weft_future_release(rdone);
+      continue;
+    }
+    watch_op(r, ex, &rw, &rdone);
+    fill(src, n, (uint64_t)i);
+    REQUIRE_EQ(weft_write(cli, src, n, &w), 0);
+    if (weft_future_state(w) == WEFT_PENDING) { /* 1 MiB: it waits */
+      watch_op(w, weft_loop_executor(loop), &ww, &wdone);
+      watched_writes++;
+    } else {
+      writes_ok += weft_future_int(w) == (intptr_t)n;
+      weft_future_release(w);
+    }
+    REQUIRE_EQ(weft_loop_run_until(loop, rdone, BOUND_MS), 0);
+    reads_ok += rw.state == WEFT_FULFILLED && rw.value == (intptr_t)n &&
+                atomic_load(&rw.runs) == 1 && memcmp(src, dst, n) == 0;
+    weft_future_release(rdone);
+    if (wdone != NULL) {
+      REQUIRE_EQ(weft_loop_run_until(loop, wdone, BOUND_MS), 0);
+      writes_ok += ww.state == WEFT_FULFILLED && ww.value == (intptr_t)n &&
+                   atomic_load(&ww.runs) == 1;
+      weft_future_release(wdone);
+    }
+  }
+  EXPECT_EQ(cancels_ok, ROUNDS / 4);
+  EXPECT_EQ(reads_ok, ROUNDS - ROUNDS / 4);
+  EXPECT_EQ(writes_ok, ROUNDS - ROUNDS / 4);
+  EXPECT_EQ(watched_writes, ROUNDS / 8);
+  free(src);
+  free(dst);
+  weft_socket_close(cli);
+  weft_socket_close(srv);
+  weft_socket_close(ls);
+  EXPECT_EQ(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, BOUND_MS, NULL), 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 /* ---- accept under a lowered fd limit ---- */
 
 static void test_accept_emfile(void) {
@@ -1161,6 +1264,7 @@ static const test_case_t cases[] = {
     {"peer resets during a large write", test_reset_during_write},
     {"half-close", test_half_close},
     {"operations settled on return", test_settled_on_return},
+    {"operations only a watch holds", test_watched_ops},
     {"connect refused", test_connect_refused},
     {"connect timeout", test_connect_timeout},
     {"cancel a read, free its buffer", test_cancel_read},
