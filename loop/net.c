@@ -603,6 +603,14 @@ static void do_accept(weft_socket_t *s, net_op_t *op) {
   op_publish_ptr(s, op, c);
 }
 
+/* A stream read would wait for readiness, doing nothing now (do_read's
+ * first three tests): the usual case for a read started right after the
+ * last one took everything there was. */
+static inline bool stream_read_waits(const weft_socket_t *s) {
+  return s->kind == SK_STREAM && s->spill == NULL && s->rerr == 0 &&
+         !s->readable;
+}
+
 static void do_read(weft_socket_t *s, net_op_t *op) {
   if (s->spill != NULL) { /* bytes a cancelled read kept */
     size_t n = s->spill_len - s->spill_off;
@@ -1073,7 +1081,7 @@ op_queue(weft_socket_t *s, net_op_t *op) {
     s->loop->readers++; /* see SPIN_READERS_MAX in loop.c */
   if (op->kind == OP_WRITE)
     s->wqueued += op->len;
-  if (idle) {
+  if (idle && !(head == &s->rhead && stream_read_waits(s))) {
     sock_hold(s);
     if (head == &s->rhead)
       run_reads(s);
