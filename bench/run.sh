@@ -57,6 +57,17 @@ collect() { # key, impls..., where cmd_<impl> holds the command
   done
 }
 med() { printf '%s\n' ${samples[$1]} | median; }
+# The median of the per-round ratios of two sample lists taken in the same
+# rounds (a/b round by round): each ratio compares runs made next to each
+# other, so a change of the machine's speed during the suite moves it less
+# than it moves the ratio of the two medians.
+paired() {
+  local -a a=(${samples[$1]}) b=(${samples[$2]})
+  local k
+  for ((k = 0; k < ${#a[@]} && k < ${#b[@]}; k++)); do
+    awk -v x="${a[k]}" -v y="${b[k]}" 'BEGIN {printf "%.6f\n", x / y}'
+  done | median | awk '{printf "%.2fx", $1}'
+}
 
 suite_future() {
   build_weft
@@ -346,9 +357,9 @@ suite_net() {
     done
     if [ -n "${bin[weft]:-}" ]; then
       [ -n "${bin[libev]:-}" ] &&
-        log "ratio net.echo.c$n.cpu_us libev/weft: $(ratio2 "$(med ncpu$n.libev)" "$(med ncpu$n.weft)")"
+        log "ratio net.echo.c$n.cpu_us libev/weft: $(ratio2 "$(med ncpu$n.libev)" "$(med ncpu$n.weft)") (per round: $(paired ncpu$n.libev ncpu$n.weft))"
       [ -n "${bin[libuv]:-}" ] &&
-        log "ratio net.echo.c$n.rps weft/libuv: $(ratio2 "$(med nrps$n.weft)" "$(med nrps$n.libuv)")"
+        log "ratio net.echo.c$n.rps weft/libuv: $(ratio2 "$(med nrps$n.weft)" "$(med nrps$n.libuv)") (per round: $(paired nrps$n.weft nrps$n.libuv))"
     fi
   done
   return 0
