@@ -1081,7 +1081,12 @@ op_queue(weft_socket_t *s, net_op_t *op) {
     s->loop->readers++; /* see SPIN_READERS_MAX in loop.c */
   if (op->kind == OP_WRITE)
     s->wqueued += op->len;
-  if (idle && !(head == &s->rhead && stream_read_waits(s))) {
+  if (idle && op->kind == OP_WRITE) {
+    /* Alone in its queue, and still unshared, so settling it runs no
+     * continuation (nothing can close the socket meanwhile): one try, no
+     * queue loop (fewer instructions on every write to an idle socket). */
+    do_write(s, op);
+  } else if (idle && !(head == &s->rhead && stream_read_waits(s))) {
     sock_hold(s);
     if (head == &s->rhead)
       run_reads(s);
