@@ -95,9 +95,9 @@ static int inline_submit(weft_executor_t *ex, weft_task_t *task) {
 
 static const weft_executor_ops_t inline_ops = {
     sizeof(weft_executor_ops_t), "inline", inline_submit, NULL};
-static weft_executor_t inline_executor = {&inline_ops};
+weft_executor_t weft__inline_executor = {&inline_ops};
 
-weft_executor_t *weft_executor_inline(void) { return &inline_executor; }
+weft_executor_t *weft_executor_inline(void) { return &weft__inline_executor; }
 
 /* ---- waiters ---- */
 

@@ -503,7 +503,7 @@ static void then_fire(weft_task_t *node) {
     return;
   }
   /* src has settled; its need and reference are ours until then_finish. */
-  if (t->ex == weft_executor_inline()) {
+  if (t->ex == &weft__inline_executor) {
     then_run(node);
     return;
   }
@@ -634,10 +634,10 @@ static void watch_run(weft_task_t *node) { /* on the executor */
 
 /* The source settled (on the settling thread, in its trampoline). Nothing
  * can cancel a watch, so nothing races this. */
-static void watch_fire(weft_task_t *node) {
+void weft__watch_fire(weft_task_t *node) {
   watch_t *w = (watch_t *)node;
   weft_executor_t *ex = (weft_executor_t *)(w->ex & ~(uintptr_t)1);
-  if (ex == weft_executor_inline()) {
+  if (ex == &weft__inline_executor) {
     watch_run(node);
     return;
   }
@@ -649,16 +649,6 @@ static void watch_fire(weft_task_t *node) {
   }
 }
 
-bool weft__watched_only(struct weft_future *f) {
-  if (atomic_load_explicit(&f->rn, memory_order_acquire) !=
-      (2 * WEFT__REF | WEFT__NEED))
-    return false;
-  /* (acquire: the node's fields, written before its attach) */
-  weft_task_t *h = atomic_load_explicit(&f->head, memory_order_acquire);
-  return h != NULL && h != WEFT__CLOSED && h->next == NULL &&
-         h->run == watch_fire;
-}
-
 int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
                       weft_watch_fn fn, void *arg, weft_dtor_fn arg_dtor) {
   if (f == NULL || ex == NULL || ex->ops == NULL || ex->ops->submit == NULL ||
@@ -667,7 +657,7 @@ int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
   watch_t *w = weft__malloc(arg_dtor != NULL ? sizeof *w : WATCH_SHORT);
   if (w == NULL)
     return WEFT_ENOMEM;
-  w->node.run = watch_fire;
+  w->node.run = weft__watch_fire;
   w->ex = (uintptr_t)ex | (arg_dtor != NULL);
   w->src = f;
   w->fn = fn;

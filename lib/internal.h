@@ -160,7 +160,9 @@ static inline void weft__ext_on_cancel(weft__ext_t *e, weft_cancel_fn fn,
 WEFT__HIDDEN void weft__settle_result(struct weft_future *f,
                                       const weft_result_t *r);
 
-/* The inline executor's per-thread trampoline (executor.c). */
+/* The inline executor (what weft_executor_inline() returns) and its
+ * per-thread trampoline (executor.c). */
+WEFT__HIDDEN extern weft_executor_t weft__inline_executor;
 WEFT__HIDDEN void weft__defer(weft_task_t *task);
 /* Queue the chain first..last (linked through next, last->next NULL) in
  * order, then drain unless this thread is already draining. */
@@ -189,6 +191,9 @@ static inline void weft__settle_unshared(struct weft_future *f,
   if (h != NULL)
     weft__defer_list(h, h);
 }
+/* A watch's first run function (future.c): a node whose run it is, is a
+ * weft_future_watch continuation. */
+WEFT__HIDDEN void weft__watch_fire(weft_task_t *node);
 /* True when nothing holds f but its producer's reference (the caller's)
  * and one watch (weft_future_watch), which took the last handle. A watch
  * cannot cancel, and with no handle left nobody can cancel, attach or take
@@ -196,7 +201,15 @@ static inline void weft__settle_unshared(struct weft_future *f,
  * reach f, so the producer may treat it as unshared (weft__settle_unshared).
  * It stays so until the settle. For producers on one thread (a loop's
  * operations); f must be pending. */
-WEFT__HIDDEN bool weft__watched_only(struct weft_future *f);
+static inline bool weft__watched_only(struct weft_future *f) {
+  if (atomic_load_explicit(&f->rn, memory_order_acquire) !=
+      (2 * WEFT__REF | WEFT__NEED))
+    return false;
+  /* (acquire: the node's fields, written before its attach) */
+  weft_task_t *h = atomic_load_explicit(&f->head, memory_order_acquire);
+  return h != NULL && h != WEFT__CLOSED && h->next == NULL &&
+         h->run == weft__watch_fire;
+}
 WEFT__HIDDEN int weft__settle_int(struct weft_future *f, uint32_t state,
                                   intptr_t v, int err);
 WEFT__HIDDEN int weft__mirror(struct weft_future *dst,
