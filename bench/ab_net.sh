@@ -22,6 +22,7 @@ if [ $# -lt 3 ]; then
 fi
 [ -x "$out/bench_net_client" ] ||
   { echo "ab_net: $out/bench_net_client missing: run bench/run.sh net first" >&2; exit 2; }
+# shellcheck source=bench/net_once.sh disable=SC2034 # net_once reads these
 . "$here/net_once.sh"
 net_secs=${BENCH_NET_SECS:-1}
 net_pin0=(); net_pin1=()

@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: MIT
+# shellcheck shell=bash disable=SC2154 # the pins and net_secs: the caller's
 # bench/net_once.sh: sourced by run.sh and ab_net.sh. Needs $out (where
 # bench_net_client is), net_secs, and the arrays net_pin0 and net_pin1
 # (commands that pin the server and the client, or empty).
