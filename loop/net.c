@@ -226,6 +226,9 @@ typedef struct sock_slab {
   unsigned live;
 } sock_slab_t;
 
+/* A slab's block: room to put the slab on a line boundary (sl->mem). */
+enum { SLAB_BLOCK = sizeof(sock_slab_t) + LINE - 1 };
+
 static void slab_unlink(weft_loop_t *loop, sock_slab_t *sl) {
   if (sl->prev != NULL)
     sl->prev->next = sl->next;
@@ -266,7 +269,7 @@ static weft_socket_t *sock_alloc(weft_loop_t *loop) {
   }
   sock_slab_t *sl = loop->sock_slabs;
   if (sl == NULL || sl->free == NULL) {
-    void *mem = weft__malloc(sizeof *sl + LINE - 1);
+    void *mem = weft__malloc(SLAB_BLOCK);
     if (mem == NULL)
       return NULL;
     sl = (sock_slab_t *)(((uintptr_t)mem + LINE - 1) & ~(uintptr_t)(LINE - 1));
@@ -303,7 +306,7 @@ static void sock_dealloc(weft_loop_t *loop, weft_socket_t *s) {
   sl->live--;
   if (sl->live == 0 && (sl->prev != NULL || sl->next != NULL)) {
     slab_unlink(loop, sl); /* empty and not the only one */
-    weft__free(sl->mem, sizeof *sl + LINE - 1);
+    weft__free(sl->mem, SLAB_BLOCK);
   } else if (was_full && sl->prev != NULL) { /* has room: to the front */
     slab_unlink(loop, sl);
     slab_push_front(loop, sl);
@@ -322,7 +325,7 @@ void weft__net_close(weft_loop_t *loop) {
     sock_slab_t *sl = loop->sock_slabs;
     slab_unlink(loop, sl);
     /* live is 0: sockets never outlive close */
-    weft__free(sl->mem, sizeof *sl + LINE - 1);
+    weft__free(sl->mem, SLAB_BLOCK);
   }
 }
 
