@@ -22,8 +22,8 @@ if [ $# -lt 3 ]; then
 fi
 [ -x "$out/bench_net_client" ] ||
   { echo "ab_net: $out/bench_net_client missing: run bench/run.sh net first" >&2; exit 2; }
-# shellcheck source=bench/net_once.sh disable=SC2034 # net_once reads these
-. "$here/net_once.sh"
+# shellcheck source=bench/common.sh disable=SC2034 # net_once reads these
+. "$here/common.sh" # median, net_once
 net_secs=${BENCH_NET_SECS:-1}
 net_pin0=(); net_pin1=()
 if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
@@ -32,7 +32,6 @@ fi
 ulimit -Sn 4096 2>/dev/null || true
 n=$1 rounds=$2
 shift 2
-median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) exit 1; m=int((NR+1)/2); print (NR%2)?v[m]:(v[m]+v[m+1])/2}'; }
 declare -A cpu rps
 for ((r = 0; r < rounds; r++)); do
   for ((k = 1; k <= $#; k++)); do

@@ -1,8 +1,11 @@
 # SPDX-License-Identifier: MIT
 # shellcheck shell=bash disable=SC2154 # the pins and net_secs: the caller's
-# bench/net_once.sh: sourced by run.sh and ab_net.sh. Needs $out (where
-# bench_net_client is), net_secs, and the arrays net_pin0 and net_pin1
-# (commands that pin the server and the client, or empty).
+# bench/common.sh: helpers sourced by run.sh and ab_net.sh. net_once needs
+# $out (where bench_net_client is), net_secs, and the arrays net_pin0 and
+# net_pin1 (commands that pin the server and the client, or empty).
+
+# The median of the numbers on stdin (exit 1 when there are none).
+median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) exit 1; m=int((NR+1)/2); print (NR%2)?v[m]:(v[m]+v[m+1])/2}'; }
 
 # One echo run of the net suite: "<server> <conns>" (on core 0) prints its
 # port, the shared client (on core 1) runs its round trips, the server exits

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # bench/run.sh [suite...]: builds what it needs and prints one line per
 # figure, "<suite>.<case>.<impl>: <value> <unit>", weft and its peers side by
-# side in one run. Each figure is the median of BENCH_REPS (default 5) runs,
+# side in one run. Each figure is the median of BENCH_REPS (default 9) runs,
 # interleaved across implementations. Peers that are not installed are
 # skipped with a "# skipped:" line. Suites: future, pool, loop, net.
 set -euo pipefail
@@ -11,9 +11,10 @@ root=$(dirname "$here")
 out=${BENCH_BUILD:-$root/build/bench}
 reps=${BENCH_REPS:-9}
 all_suites=(future pool loop net)
+# shellcheck source=bench/common.sh
+. "$here/common.sh" # median, net_once
 
 log() { echo "# $*"; }
-median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) exit 1; m=int((NR+1)/2); print (NR%2)?v[m]:(v[m]+v[m+1])/2}'; }
 ratio2() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2fx", a/b}'; }
 
 build_weft() {
@@ -255,9 +256,6 @@ suite_loop() {
   fi
   return 0
 }
-
-# net_once (one echo run) is shared with ab_net.sh.
-. "$here/net_once.sh"
 
 suite_net() {
   build_weft
