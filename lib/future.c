@@ -603,30 +603,25 @@ int weft_future_then_dtor(weft_future_t *src, weft_executor_t *ex,
 
 /* ---- watch: a continuation without a derived future ---- */
 
-/* 48 bytes (56 with an arg_dtor, which is rare: then it is allocated with
- * the trailing field, and bit 0 of `ex` says so). A watch per job in
- * flight: a million in flight, 16 MB less to fault in. */
-typedef struct watch {
-  weft_task_t node; /* on the source's list, then the executor's queue */
-  uintptr_t ex;     /* the executor; bit 0: has arg_dtor */
-  struct weft_future *src;
-  weft_watch_fn fn;
-  void *arg;
-  weft_dtor_fn arg_dtor; /* only with bit 0 of ex */
-} watch_t;
-
-enum { WATCH_SHORT = offsetof(watch_t, arg_dtor) };
+typedef weft__watch_t watch_t;
 
 static size_t watch_size(const watch_t *w) {
-  return (w->ex & 1) ? sizeof *w : WATCH_SHORT;
+  return (w->ex & 1) ? sizeof(weft__watch_dtor_t) : sizeof *w;
+}
+
+/* The room an F_WSLOT state keeps for a watch. */
+static watch_t *watch_slot(struct weft_future *f) {
+  return &((weft__ext_ws_t *)f)->slot;
 }
 
 static void watch_finish(watch_t *w) {
-  weft__unref_need(w->src); /* the handle the caller gave the watch */
-  weft__free(w, watch_size(w));
+  struct weft_future *src = w->src;
+  if (w != watch_slot(src)) /* (compared, not read: src may not have one) */
+    weft__free(w, watch_size(w));
+  weft__unref_need(src); /* the handle the caller gave the watch */
 }
 
-static void watch_run(weft_task_t *node) { /* on the executor */
+void weft__watch_run(weft_task_t *node) { /* on the executor */
   watch_t *w = (watch_t *)node;
   w->fn(w->arg, w->src);
   watch_finish(w);
@@ -638,13 +633,13 @@ void weft__watch_fire(weft_task_t *node) {
   watch_t *w = (watch_t *)node;
   weft_executor_t *ex = (weft_executor_t *)(w->ex & ~(uintptr_t)1);
   if (ex == &weft__inline_executor) {
-    watch_run(node);
+    weft__watch_run(node);
     return;
   }
-  node->run = watch_run;
+  node->run = weft__watch_run;
   if (ex->ops->submit(ex, node) != 0) {
     if (w->ex & 1)
-      w->arg_dtor(w->arg);
+      ((weft__watch_dtor_t *)w)->arg_dtor(w->arg);
     watch_finish(w);
   }
 }
@@ -654,8 +649,14 @@ int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
   if (f == NULL || ex == NULL || ex->ops == NULL || ex->ops->submit == NULL ||
       fn == NULL)
     return WEFT_EINVAL;
-  watch_t *w = weft__malloc(arg_dtor != NULL ? sizeof *w : WATCH_SHORT);
-  if (w == NULL)
+  watch_t *w;
+  /* The caller's handle is the only one (needs is 1): take the state's
+   * room if it has some (see weft__ext_ws_t); nobody else can come. */
+  if (arg_dtor == NULL && (load_word(f, memory_order_relaxed) & WEFT__F_WSLOT) &&
+      weft__needs_of(atomic_load_explicit(&f->rn, memory_order_relaxed)) == 1)
+    w = watch_slot(f);
+  else if ((w = weft__malloc(arg_dtor != NULL ? sizeof(weft__watch_dtor_t)
+                                              : sizeof *w)) == NULL)
     return WEFT_ENOMEM;
   w->node.run = weft__watch_fire;
   w->ex = (uintptr_t)ex | (arg_dtor != NULL);
@@ -663,7 +664,7 @@ int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
   w->fn = fn;
   w->arg = arg;
   if (arg_dtor != NULL)
-    w->arg_dtor = arg_dtor;
+    ((weft__watch_dtor_t *)w)->arg_dtor = arg_dtor;
   /* the caller's handle (a reference and a need) is the watch's now */
   if (!weft__attach(f, &w->node))
     weft__defer(&w->node);

@@ -66,6 +66,7 @@ enum {
   WEFT__F_FCLAIMED = 0x100u,    /* then: the followed future's need claimed */
   WEFT__F_BORROWED = 0x200u,    /* value borrowed from the future in src */
   WEFT__F_DTOR = 0x400u,        /* fulfilled value owns a destructor */
+  WEFT__F_WSLOT = 0x800u,       /* ext: a weft__ext_ws_t (room for a watch) */
   WEFT__KIND_SHIFT = 24
 };
 
@@ -121,6 +122,31 @@ typedef struct weft__ext {
   void (*fini)(struct weft__ext *e);
 } weft__ext_t;
 
+/* A watch (weft_future_watch): a continuation without a derived future.
+ * 48 bytes; one with an arg_dtor (rare) is allocated with the trailing
+ * field (weft__watch_dtor_t), and bit 0 of `ex` says so. A watch per job in
+ * flight: a million in flight, 16 MB less to fault in. */
+typedef struct weft__watch {
+  weft_task_t node; /* on the source's list, then the executor's queue */
+  uintptr_t ex;     /* the executor; bit 0: a weft__watch_dtor_t */
+  struct weft_future *src;
+  weft_watch_fn fn;
+  void *arg;
+} weft__watch_t;
+typedef struct weft__watch_dtor {
+  weft__watch_t w;
+  weft_dtor_fn arg_dtor;
+} weft__watch_dtor_t;
+
+/* An embedded state with room for one watch after it (F_WSLOT): a watch
+ * (without arg_dtor) given the only handle of such a future takes the room
+ * instead of an allocation. Only then: with one handle there is one caller, and once the
+ * watch has that handle no other watch can come (no handle is left). */
+typedef struct weft__ext_ws {
+  weft__ext_t ext;
+  weft__watch_t slot;
+} weft__ext_ws_t;
+
 /* (Inline: every job and loop operation starts with these.) */
 static inline void weft__state_init(struct weft_future *f, unsigned kind,
                                     uint32_t refs, uint32_t needs) {
@@ -171,14 +197,13 @@ WEFT__HIDDEN void weft__defer_list(weft_task_t *first, weft_task_t *last);
 /* Shared-state primitives (future.c). */
 WEFT__HIDDEN int weft__claim(struct weft_future *f, uint32_t target);
 WEFT__HIDDEN void weft__publish(struct weft_future *f);
-/* Settle f as `state` (its value or error written already) when no other
- * thread can reach f: either its maker has not handed it out yet (nothing
- * is attached, nobody can cancel it), or weft__watched_only(f) said so.
- * Plain stores, no claim and no read-modify-write. Then drop one of the
- * maker's references, which must not be the last, and run the watch if
- * one is attached. */
-static inline void weft__settle_unshared(struct weft_future *f,
-                                         uint32_t state) {
+/* The settle of weft__settle_unshared without the run: returns the
+ * attached node (NULL if none; at most one, as weft__watched_only
+ * requires), for the caller to pass to weft__defer_list(h, h) or, when it
+ * is a watch on the caller's own executor (weft__watch_on), to queue there
+ * itself with run set to weft__watch_run. */
+static inline weft_task_t *weft__settle_unshared_take(struct weft_future *f,
+                                                      uint32_t state) {
   uint32_t w = atomic_load_explicit(&f->word, memory_order_relaxed);
   atomic_store_explicit(&f->word, (w & ~(uint32_t)WEFT__ST_MASK) | state,
                         memory_order_relaxed);
@@ -188,12 +213,34 @@ static inline void weft__settle_unshared(struct weft_future *f,
                         atomic_load_explicit(&f->rn, memory_order_relaxed) -
                             WEFT__REF,
                         memory_order_relaxed);
+  return h;
+}
+/* Settle f as `state` (its value or error written already) when no other
+ * thread can reach f: either its maker has not handed it out yet (nothing
+ * is attached, nobody can cancel it), or weft__watched_only(f) said so.
+ * Plain stores, no claim and no read-modify-write. Then drop one of the
+ * maker's references, which must not be the last, and run the watch if
+ * one is attached. */
+static inline void weft__settle_unshared(struct weft_future *f,
+                                         uint32_t state) {
+  weft_task_t *h = weft__settle_unshared_take(f, state);
   if (h != NULL)
     weft__defer_list(h, h);
 }
 /* A watch's first run function (future.c): a node whose run it is, is a
  * weft_future_watch continuation. */
 WEFT__HIDDEN void weft__watch_fire(weft_task_t *node);
+/* A watch's run function on its executor: calls the user's function, then
+ * gives back the watch's handle and memory. */
+WEFT__HIDDEN void weft__watch_run(weft_task_t *node);
+/* True when node is a watch not yet fired that runs on ex (and has no
+ * arg_dtor): its owner may queue it on ex itself, run set to
+ * weft__watch_run, instead of going through weft__watch_fire. */
+static inline bool weft__watch_on(const weft_task_t *node,
+                                  const weft_executor_t *ex) {
+  return node->run == weft__watch_fire &&
+         ((const weft__watch_t *)node)->ex == (uintptr_t)ex;
+}
 /* True when nothing holds f but its producer's reference (the caller's)
  * and one watch (weft_future_watch), which took the last handle. A watch
  * cannot cancel, and with no handle left nobody can cancel, attach or take

@@ -150,18 +150,50 @@ static inline void weft__loop_cb_end(weft_loop_t *loop, const char *kind,
 /* Queue a task from any thread (refused once close began). */
 WEFT__HIDDEN int weft__loop_submit(weft_loop_t *loop, weft_task_t *task);
 
+/* Queue a task on the loop thread (not closing): a plain FIFO. */
+static inline void weft__loop_push_local(weft_loop_t *loop, weft_task_t *t) {
+  t->next = NULL;
+  if (loop->local_tail != NULL)
+    loop->local_tail->next = t;
+  else
+    loop->local_head = t;
+  loop->local_tail = t;
+}
+
+/* weft__settle_unshared for a future of loop, on its thread: a watch that
+ * runs on this loop goes straight onto the loop's queue, where
+ * weft__watch_fire would have put it through the trampoline and the
+ * executor's submit (three calls fewer per operation). */
+static inline void weft__loop_settle_unshared(weft_loop_t *loop,
+                                              struct weft_future *f,
+                                              uint32_t state) {
+  weft_task_t *h = weft__settle_unshared_take(f, state);
+  if (h == NULL)
+    return;
+  if (weft__watch_on(h, &loop->executor) && !loop->closing) {
+    h->run = weft__watch_run;
+    weft__loop_push_local(loop, h);
+    return;
+  }
+  weft__defer_list(h, h);
+}
+
 /* A future owned by a loop source (a sleep's timer, a signal handler): one
  * allocation holds the future and the source. refs: the caller's handle and
  * the armed source. A cancel on the loop thread disarms at once; from
  * another thread it sends stop_task to the loop (with its own reference). */
 typedef struct weft__loop_op {
   weft__ext_t ext;
+  weft__watch_t wslot; /* a weft__ext_ws_t: room for the usual watch */
   weft_task_t stop_task;
   weft_loop_t *loop;
   size_t size; /* of the whole op, freed when the last reference goes */
   /* Loop thread: stop the source if still armed, and drop its reference. */
   void (*disarm)(struct weft__loop_op *op);
 } weft__loop_op_t;
+_Static_assert(offsetof(weft__loop_op_t, wslot) ==
+                   offsetof(weft__ext_ws_t, slot),
+               "a loop op is a weft__ext_ws_t");
 
 /* Initialise op (`size` bytes, the op first) as a pending future of loop. */
 WEFT__HIDDEN void weft__loop_op_init(weft__loop_op_t *op, size_t size,
@@ -177,7 +209,13 @@ static inline void weft__loop_op_setup(weft__loop_op_t *op, size_t size,
                                        weft_cancel_fn hook, void *hook_arg) {
   weft__ext_init(&op->ext, fini, 2, 1);
   op->size = size;
-  weft__ext_on_cancel(&op->ext, hook, hook_arg);
+  /* weft__ext_on_cancel, and the room for a watch, in one store */
+  op->ext.base.aux.cancel = hook;
+  op->ext.base.val.ptr = hook_arg;
+  atomic_store_explicit(&op->ext.base.word,
+                        (uint32_t)WEFT__K_EXT << WEFT__KIND_SHIFT |
+                            WEFT__F_HOOK | WEFT__F_WSLOT,
+                        memory_order_relaxed);
   op->loop = loop;
   op->disarm = disarm;
 }

@@ -55,12 +55,7 @@ int weft__loop_submit(weft_loop_t *loop, weft_task_t *task) {
   if (weft__tl_loop == loop) { /* the loop thread: a plain FIFO */
     if (loop->closing)
       return WEFT_ESHUTDOWN;
-    task->next = NULL;
-    if (loop->local_tail != NULL)
-      loop->local_tail->next = task;
-    else
-      loop->local_head = task;
-    loop->local_tail = task;
+    weft__loop_push_local(loop, task);
     return 0;
   }
   atomic_fetch_add_explicit(&loop->producers, 1, memory_order_seq_cst);

@@ -461,7 +461,7 @@ static void op_finish_int(weft_socket_t *s, net_op_t *op, intptr_t v,
       f->val.i = v;
     else
       f->err = err;
-    weft__settle_unshared(f, st);
+    weft__loop_settle_unshared(s->loop, f, st);
     return;
   }
   (void)weft__settle_int(f, st, v, err);
@@ -509,7 +509,7 @@ static void op_publish_value(weft_socket_t *s, net_op_t *op) {
   struct weft_future *f = op_future(op);
   op_unlink(s, op);
   if (op->unshared) {
-    weft__settle_unshared(f, WEFT_FULFILLED);
+    weft__loop_settle_unshared(s->loop, f, WEFT_FULFILLED);
     return;
   }
   weft__publish(f);
