@@ -1069,12 +1069,51 @@ op_new(weft_socket_t *s, uint8_t kind, void *buf, size_t len) {
   return op;
 }
 
+/* A write to an idle stream, tried before it is queued (the usual case:
+ * the socket takes it all, and the write never touches the queue). Still
+ * unshared: nothing is attached, nobody can cancel it. True when it
+ * settled (all sent, or the socket failed); false when it must queue for
+ * the rest (op->done says what went) or for readiness. */
+static bool write_now(weft_socket_t *s, net_op_t *op) {
+  int err = s->werr;
+  if (err == 0) {
+    if (!s->writable)
+      return false;
+    ssize_t n;
+    do
+      n = send(s->fd, op->buf, op->len, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n >= 0 && (size_t)n == op->len) {
+      op_future(op)->val.i = (intptr_t)n;
+      op->sock = NULL; /* never queued: its queue reference goes too */
+      (void)weft__settle_unshared_take(op_future(op), WEFT_FULFILLED);
+      return true;
+    }
+    if (n >= 0 || transient(errno)) {
+      op->done = n > 0 ? (size_t)n : 0;
+      s->writable = false;
+      return false;
+    }
+    err = s->werr = io_err(errno);
+    if (err == WEFT_ECONNRESET && s->rerr == 0)
+      s->rerr = err;
+  }
+  op_future(op)->err = err;
+  op->sock = NULL;
+  (void)weft__settle_unshared_take(op_future(op), WEFT_REJECTED);
+  return true;
+}
+
 /* Queue op and try it at once if its direction is ready and idle. */
 static inline __attribute__((always_inline)) weft_future_t *
 op_queue(weft_socket_t *s, net_op_t *op) {
   net_op_t **head = queue_head(s, op);
   net_op_t **tail = head == &s->rhead ? &s->rtail : &s->wtail;
   bool idle = *head == NULL;
+  if (op->kind == OP_WRITE && idle && write_now(s, op)) {
+    op->unshared = false;
+    return op_future(op);
+  }
   if (*tail != NULL)
     (*tail)->next = op;
   else
@@ -1082,13 +1121,9 @@ op_queue(weft_socket_t *s, net_op_t *op) {
   *tail = op;
   if (idle && head == &s->rhead)
     s->loop->readers++; /* see SPIN_READERS_MAX in loop.c */
-  if (op->kind == OP_WRITE)
-    s->wqueued += op->len;
-  if (idle && op->kind == OP_WRITE) {
-    /* Alone in its queue, and still unshared, so settling it runs no
-     * continuation (nothing can close the socket meanwhile): one try, no
-     * queue loop (fewer instructions on every write to an idle socket). */
-    do_write(s, op);
+  if (op->kind == OP_WRITE) {
+    /* behind others, or write_now sent what the socket took: wait */
+    s->wqueued += op->len - op->done;
   } else if (idle && !(head == &s->rhead && stream_read_waits(s))) {
     sock_hold(s);
     if (head == &s->rhead)
