@@ -122,6 +122,13 @@ struct weft_loop {
   _Atomic unsigned timers_active, watchers_active;
 };
 
+/* What the loop's own fds (its eventfd, its signalfd) are registered with,
+ * in every loop: an event's data is NULL (a watcher stopped during the
+ * batch), one of these, or a weft_io_t of the user's or of a socket. A
+ * mark is a weft_io_t nobody starts (priv_fn NULL), so the loop may treat
+ * every non-NULL data as a watcher when it prefetches. */
+WEFT__HIDDEN extern weft_io_t weft__wake_mark, weft__sig_mark;
+
 /* The loop this thread runs (set by create, cleared by close). Inline:
  * every loop-thread call checks it, and a call into another unit was a
  * tenth of a timer start. */

@@ -129,7 +129,8 @@ static int signal_mask_update(weft_loop_t *loop, int extra) {
     int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (fd < 0)
       return weft_err_from_errno(errno);
-    int rc = loop->ops->add(&loop->backend, fd, WEFT_READABLE, &loop->sig_fd);
+    int rc = loop->ops->add(&loop->backend, fd, WEFT_READABLE,
+                            &weft__sig_mark);
     if (rc != 0) {
       close(fd);
       return rc;

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 _Thread_local weft_loop_t *weft__tl_loop WEFT__LOOP_TLS;
+weft_io_t weft__wake_mark, weft__sig_mark;
 
 weft_loop_t *weft_loop_current(void) { return weft__tl_loop; }
 
@@ -286,7 +287,7 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   /* Edge-triggered: every write is reported once, so a wake-up costs the
    * loop no read() (see drain_wake_fd). */
   rc = loop->ops->add(&loop->backend, loop->wake_fd,
-                      WEFT_READABLE | WEFT__EDGE, &loop->wake_fd);
+                      WEFT_READABLE | WEFT__EDGE, &weft__wake_mark);
   if (rc != 0)
     goto fail_wake;
   atomic_init(&loop->wake, WAKE_SLEEPING); /* not running: posts wake it */
@@ -499,9 +500,6 @@ static int64_t ns_until(int64_t due) {
 /* Milliseconds until `due` (rounded up, so a poll never wakes early). */
 static int ms_until(int64_t due) { return weft__ns_to_ms_up(ns_until(due)); }
 
-static bool is_watcher(const weft_loop_t *loop, const void *data) {
-  return data != NULL && data != &loop->wake_fd && data != &loop->sig_fd;
-}
 
 /* With many ready fds each one's state is cold. While event i runs, start
  * loading the watcher of event i + 4 and, through the watcher of event
@@ -516,12 +514,12 @@ static void prefetch_watcher(const void *io) {
 
 static void prefetch_ahead(const weft_loop_t *loop, int i, int n) {
   if (i + PREFETCH_WATCHER < n &&
-      is_watcher(loop, loop->events[i + PREFETCH_WATCHER].data))
+      loop->events[i + PREFETCH_WATCHER].data != NULL)
     prefetch_watcher(loop->events[i + PREFETCH_WATCHER].data);
   if (i + PREFETCH_OP < n &&
-      is_watcher(loop, loop->events[i + PREFETCH_OP].data))
+      loop->events[i + PREFETCH_OP].data != NULL)
     weft__net_prefetch(loop->events[i + PREFETCH_OP].data);
-  if (i + 1 < n && is_watcher(loop, loop->events[i + 1].data))
+  if (i + 1 < n && loop->events[i + 1].data != NULL)
     weft__net_prefetch_buf(loop->events[i + 1].data);
 }
 
@@ -624,16 +622,16 @@ static int iterate(weft_loop_t *loop, bool block, int64_t cap,
                spun);
   loop->nevents = n;
   for (int i = 0; i < n && i < PREFETCH_WATCHER; i++)
-    if (is_watcher(loop, loop->events[i].data))
+    if (loop->events[i].data != NULL)
       prefetch_watcher(loop->events[i].data);
   for (loop->ev_index = 0; loop->ev_index < n; loop->ev_index++) {
     weft__event_t *e = &loop->events[loop->ev_index];
     prefetch_ahead(loop, loop->ev_index, n);
     if (e->data == NULL) /* its watcher was stopped during this batch */
       continue;
-    if (e->data == &loop->wake_fd)
+    if (e->data == &weft__wake_mark)
       drain_wake_fd(loop);
-    else if (e->data == &loop->sig_fd)
+    else if (e->data == &weft__sig_mark)
       weft__signal_dispatch(loop);
     else
       weft__io_dispatch(loop, e->data, e->events);
