@@ -668,10 +668,40 @@ static __attribute__((noinline, cold)) bool read_spill(weft_socket_t *s,
   return true;
 }
 
-static void do_read(weft_socket_t *s, net_op_t *op) {
-  if (s->spill != NULL && !read_spill(s, op))
+/* do_read after a recv that took nothing (n, errno e): end of stream,
+ * readiness gone, or the stream's error. (Out of line, as read_spill.) */
+static __attribute__((noinline, cold)) void read_none(weft_socket_t *s,
+                                                      net_op_t *op, ssize_t n,
+                                                      int e) {
+  if (n == 0) {
+    s->rerr = WEFT_EOF;
+  } else if (transient(e)) {
+    s->readable = false;
     return;
-  if (s->rerr != 0) {
+  } else {
+    s->rerr = io_err(e);
+    if (s->rerr == WEFT_ECONNRESET && s->werr == 0)
+      s->werr = s->rerr;
+  }
+  if (op->kind == OP_READ_EXACT && op->done > 0 && s->rerr == WEFT_EOF)
+    op_finish_int(s, op, 0, WEFT_EOF);
+}
+
+/* do_read when a cancel from another thread won the settle: the bytes
+ * stay on the socket for the next read. */
+static __attribute__((noinline, cold)) void read_lost(weft_socket_t *s,
+                                                      net_op_t *op) {
+  spill_keep(s, op->buf, op->done);
+  op_leave(op);
+  op_drop(s, op);
+}
+
+/* (The usual read runs straight through: the rare cases are the
+ * unlikely branches and the out-of-line functions above.) */
+static inline void do_read(weft_socket_t *s, net_op_t *op) {
+  if (__builtin_expect(s->spill != NULL, 0) && !read_spill(s, op))
+    return;
+  if (__builtin_expect(s->rerr != 0, 0)) {
     op_finish_int(s, op, 0, s->rerr);
     return;
   }
@@ -686,37 +716,25 @@ static void do_read(weft_socket_t *s, net_op_t *op) {
   do
     n = recv(s->fd, op->buf + op->done, want, 0);
   while (n < 0 && errno == EINTR);
-  if (n > 0) {
-    if ((size_t)n < want)
-      s->readable = false; /* a short read on a stream drained it */
-    op->done += (size_t)n;
-    if (op->kind == OP_READ || op->done == op->len) {
-      if (!op_claim(op)) {
-        spill_keep(s, op->buf, op->done);
-        op_leave(op);
-        op_drop(s, op);
-        return;
-      }
-      op_leave(op);
-      read_publish(s, op, (intptr_t)op->done);
-      return;
-    }
+  if (__builtin_expect(n <= 0, 0)) {
+    int e = errno;
     op_leave(op);
+    read_none(s, op, n, e);
+    return;
+  }
+  if ((size_t)n < want)
+    s->readable = false; /* a short read on a stream drained it */
+  op->done += (size_t)n;
+  if (op->kind != OP_READ && op->done != op->len) {
+    op_leave(op); /* read_exactly: more to come */
+    return;
+  }
+  if (__builtin_expect(!op_claim(op), 0)) {
+    read_lost(s, op);
     return;
   }
   op_leave(op);
-  if (n == 0) {
-    s->rerr = WEFT_EOF;
-  } else if (transient(errno)) {
-    s->readable = false;
-    return;
-  } else {
-    s->rerr = io_err(errno);
-    if (s->rerr == WEFT_ECONNRESET && s->werr == 0)
-      s->werr = s->rerr;
-  }
-  if (op->kind == OP_READ_EXACT && op->done > 0 && s->rerr == WEFT_EOF)
-    op_finish_int(s, op, 0, WEFT_EOF);
+  read_publish(s, op, (intptr_t)op->done);
 }
 
 static void do_recv(weft_socket_t *s, net_op_t *op) {
@@ -763,16 +781,31 @@ static inline void op_check_shared(net_op_t *op) {
     op->unshared = true;
 }
 
-static void run_reads(weft_socket_t *s) {
+/* run_reads for a stream, the usual socket, in a function of its own:
+ * its code stays short. */
+static __attribute__((noinline)) void run_stream_reads(weft_socket_t *s) {
+  net_op_t *op;
+  while ((op = s->rhead) != NULL && !s->closed) {
+    op_check_shared(op);
+    size_t done = op->done;
+    bool was_ready = s->readable;
+    int err = s->rerr;
+    do_read(s, op);
+    if (s->rhead == op && op->done == done && s->readable == was_ready &&
+        s->rerr == err)
+      break; /* no progress: wait for readiness */
+  }
+}
+
+/* Listeners and datagram sockets. */
+static void run_other_reads(weft_socket_t *s) {
   while (s->rhead != NULL && !s->closed) {
     net_op_t *op = s->rhead;
     op_check_shared(op);
     size_t done = op->done;
     bool was_ready = s->readable;
     int err = s->rerr;
-    if (s->kind == SK_STREAM) {
-      do_read(s, op);
-    } else if (s->kind == SK_LISTEN) {
+    if (s->kind == SK_LISTEN) {
       if (s->rerr != 0) {
         op_finish_int(s, op, 0, s->rerr);
         continue;
@@ -785,6 +818,13 @@ static void run_reads(weft_socket_t *s) {
         s->rerr == err)
       break; /* no progress: wait for readiness */
   }
+}
+
+static inline void run_reads(weft_socket_t *s) {
+  if (s->kind == SK_STREAM)
+    run_stream_reads(s);
+  else
+    run_other_reads(s);
 }
 
 /* ---- writes ---- */
