@@ -145,13 +145,14 @@ static inline void weft__loop_count(_Atomic uint64_t *c) {
 typedef void (*weft__anyfn)(void);
 WEFT__HIDDEN void weft__loop_stall_check(weft_loop_t *loop, const char *kind,
                                          weft__anyfn cb, int64_t t0);
+/* (No stall hook is the usual case: its code stays out of the way.) */
 static inline int64_t weft__loop_cb_begin(weft_loop_t *loop) {
   weft__loop_count(&loop->callbacks);
-  return loop->stall_fn != NULL ? weft_now_ns() : 0;
+  return __builtin_expect(loop->stall_fn != NULL, 0) ? weft_now_ns() : 0;
 }
 static inline void weft__loop_cb_end(weft_loop_t *loop, const char *kind,
                                      weft__anyfn cb, int64_t t0) {
-  if (loop->stall_fn != NULL && t0 != 0)
+  if (__builtin_expect(loop->stall_fn != NULL && t0 != 0, 0))
     weft__loop_stall_check(loop, kind, cb, t0);
 }
 /* Queue a task from any thread (refused once close began). */
@@ -241,8 +242,17 @@ WEFT__HIDDEN void weft__timers_close(weft_loop_t *loop);
  * WEFT__EDGE; priv_events keeps only the READABLE/WRITABLE part. */
 WEFT__HIDDEN int weft__io_start(weft_loop_t *loop, weft_io_t *io, int fd,
                                 unsigned events, weft_io_fn fn, void *arg);
-WEFT__HIDDEN void weft__io_dispatch(weft_loop_t *loop, weft_io_t *io,
-                                    unsigned events);
+/* Run a watcher's callback for a batch's event. (Inline: once per event.) */
+static inline void weft__io_dispatch(weft_loop_t *loop, weft_io_t *io,
+                                     unsigned events) {
+  events &= io->priv_events;
+  if (events == 0)
+    return;
+  weft_io_fn fn = io->priv_fn;
+  int64_t t0 = weft__loop_cb_begin(loop);
+  fn(io, events, 0, io->priv_arg);
+  weft__loop_cb_end(loop, "io", (weft__anyfn)fn, t0);
+}
 WEFT__HIDDEN void weft__io_close(weft_loop_t *loop);
 /* net.c: prefetch hint for a watcher whose event is dispatched next. */
 WEFT__HIDDEN void weft__net_prefetch(weft_io_t *io);

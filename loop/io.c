@@ -97,16 +97,6 @@ int weft_io_stop(weft_io_t *io) {
   return 0;
 }
 
-void weft__io_dispatch(weft_loop_t *loop, weft_io_t *io, unsigned events) {
-  events &= io->priv_events;
-  if (events == 0)
-    return;
-  weft_io_fn fn = io->priv_fn;
-  int64_t t0 = weft__loop_cb_begin(loop);
-  fn(io, events, 0, io->priv_arg);
-  weft__loop_cb_end(loop, "io", (weft__anyfn)fn, t0);
-}
-
 void weft__io_close(weft_loop_t *loop) {
   while (loop->watchers != NULL) {
     weft_io_t *io = loop->watchers;

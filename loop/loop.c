@@ -118,18 +118,24 @@ int weft_loop_post(weft_loop_t *loop, weft_loop_fn fn, void *arg) {
   return rc;
 }
 
-static void run_one(weft_loop_t *loop, weft_task_t *t) {
-  if (loop->stall_fn == NULL) {
-    weft__loop_count(&loop->callbacks);
-    t->run(t);
-    return;
-  }
+/* run_one with a stall hook set. */
+static __attribute__((noinline)) void run_one_timed(weft_loop_t *loop,
+                                                    weft_task_t *t) {
   bool post = t->run == post_run; /* the node is gone after run: read now */
   weft__anyfn cb = post ? (weft__anyfn)((post_node_t *)t)->fn
                         : weft__task_callback(t);
   int64_t t0 = weft__loop_cb_begin(loop);
   t->run(t);
   weft__loop_cb_end(loop, post ? "post" : "task", cb, t0);
+}
+
+static inline void run_one(weft_loop_t *loop, weft_task_t *t) {
+  if (__builtin_expect(loop->stall_fn != NULL, 0)) {
+    run_one_timed(loop, t);
+    return;
+  }
+  weft__loop_count(&loop->callbacks);
+  t->run(t);
 }
 
 /* The loop thread's own submissions, a snapshot: ones they add wait. */
