@@ -1194,10 +1194,6 @@ op_queue(weft_socket_t *s, net_op_t *op) {
   net_op_t **head = queue_head(s, op);
   net_op_t **tail = head == &s->rhead ? &s->rtail : &s->wtail;
   bool idle = *head == NULL;
-  if (op->kind == OP_WRITE && idle && write_now(s, op)) {
-    op->unshared = false;
-    return op_future(op);
-  }
   if (*tail != NULL)
     (*tail)->next = op;
   else
@@ -1205,10 +1201,7 @@ op_queue(weft_socket_t *s, net_op_t *op) {
   *tail = op;
   if (idle && head == &s->rhead)
     s->loop->readers++; /* see SPIN_READERS_MAX in loop.c */
-  if (op->kind == OP_WRITE) {
-    /* behind others, or write_now sent what the socket took: wait */
-    s->wqueued += op->len - op->done;
-  } else if (idle && !(head == &s->rhead && stream_read_waits(s))) {
+  if (idle && !(head == &s->rhead && stream_read_waits(s))) {
     sock_hold(s);
     if (head == &s->rhead)
       run_reads(s);
@@ -1220,6 +1213,23 @@ op_queue(weft_socket_t *s, net_op_t *op) {
    * hold of its future. */
   op->unshared = false;
   return op_future(op);
+}
+
+/* Queue a write (op_queue for OP_WRITE): on an idle stream it is tried
+ * first (write_now), and in the usual case never queued. */
+static int write_queue(weft_socket_t *s, net_op_t *op, weft_future_t **out) {
+  if (!(s->whead == NULL && write_now(s, op))) {
+    /* behind others, or write_now sent what the socket took: wait */
+    if (s->wtail != NULL)
+      s->wtail->next = op;
+    else
+      s->whead = op;
+    s->wtail = op;
+    s->wqueued += op->len - op->done;
+  }
+  op->unshared = false; /* (see op_queue) */
+  *out = op_future(op);
+  return 0;
 }
 
 static inline __attribute__((always_inline)) int
@@ -1236,12 +1246,37 @@ start_op(weft_socket_t *s, uint8_t kind, uint8_t want_kind, void *buf,
   net_op_t *op = op_new(s, kind, buf, len);
   if (op == NULL)
     return WEFT_ENOMEM;
+  if (kind == OP_WRITE)
+    return write_queue(s, op, out);
   *out = op_queue(s, op);
   return 0;
 }
 
+/* The usual weft_read and weft_write find a free op at hand, and make no
+ * call before their last (so no frame to set up); anything else (an
+ * error to report, an allocation, a read to try now) takes start_op. */
+static inline bool op_at_hand(const weft_socket_t *s, const void *buf,
+                              weft_future_t **out) {
+  return check_sock(s) == 0 && out != NULL && buf != NULL &&
+         s->kind == SK_STREAM && !s->connecting && s->loop->op_free != NULL;
+}
+
+static __attribute__((noinline)) int read_start(weft_socket_t *s, void *buf,
+                                                size_t len,
+                                                weft_future_t **out) {
+  return start_op(s, OP_READ, SK_STREAM, buf, len, out);
+}
+
 int weft_read(weft_socket_t *sock, void *buf, size_t len, weft_future_t **out) {
-  return start_op(sock, OP_READ, SK_STREAM, buf, len, out);
+  if (!op_at_hand(sock, buf, out) || len == 0 || sock->rhead != NULL ||
+      !stream_read_waits(sock))
+    return read_start(sock, buf, len, out);
+  net_op_t *op = op_new(sock, OP_READ, buf, len);
+  sock->rhead = sock->rtail = op; /* to wait for readiness */
+  sock->loop->readers++;
+  op->unshared = false;
+  *out = op_future(op);
+  return 0;
 }
 
 int weft_read_exactly(weft_socket_t *sock, void *buf, size_t len,
@@ -1249,9 +1284,17 @@ int weft_read_exactly(weft_socket_t *sock, void *buf, size_t len,
   return start_op(sock, OP_READ_EXACT, SK_STREAM, buf, len, out);
 }
 
+static __attribute__((noinline)) int write_start(weft_socket_t *s,
+                                                 const void *buf, size_t len,
+                                                 weft_future_t **out) {
+  return start_op(s, OP_WRITE, SK_STREAM, (void *)buf, len, out);
+}
+
 int weft_write(weft_socket_t *sock, const void *buf, size_t len,
                weft_future_t **out) {
-  return start_op(sock, OP_WRITE, SK_STREAM, (void *)buf, len, out);
+  if (!op_at_hand(sock, buf, out))
+    return write_start(sock, buf, len, out);
+  return write_queue(sock, op_new(sock, OP_WRITE, (void *)buf, len), out);
 }
 
 int weft_shutdown(weft_socket_t *sock, weft_future_t **out) {
