@@ -198,8 +198,8 @@ WEFT__HIDDEN void weft__defer_list(weft_task_t *first, weft_task_t *last);
 WEFT__HIDDEN int weft__claim(struct weft_future *f, uint32_t target);
 WEFT__HIDDEN void weft__publish(struct weft_future *f);
 /* The settle of weft__settle_unshared without the run: returns the
- * attached node (NULL if none; at most one, as weft__watched_only
- * requires), for the caller to pass to weft__defer_list(h, h) or, when it
+ * attached node (NULL if none; at most one, as weft__watched_in_slot
+ * implies), for the caller to pass to weft__defer_list(h, h) or, when it
  * is a watch on the caller's own executor (weft__watch_on), to queue there
  * itself with run set to weft__watch_run. */
 static inline weft_task_t *weft__settle_unshared_take(struct weft_future *f,
@@ -217,7 +217,7 @@ static inline weft_task_t *weft__settle_unshared_take(struct weft_future *f,
 }
 /* Settle f as `state` (its value or error written already) when no other
  * thread can reach f: either its maker has not handed it out yet (nothing
- * is attached, nobody can cancel it), or weft__watched_only(f) said so.
+ * is attached, nobody can cancel it), or weft__watched_in_slot(f) said so.
  * Plain stores, no claim and no read-modify-write. Then drop one of the
  * maker's references, which must not be the last, and run the watch if
  * one is attached. */
@@ -241,21 +241,17 @@ static inline bool weft__watch_on(const weft_task_t *node,
   return node->run == weft__watch_fire &&
          ((const weft__watch_t *)node)->ex == (uintptr_t)ex;
 }
-/* True when nothing holds f but its producer's reference (the caller's)
- * and one watch (weft_future_watch), which took the last handle. A watch
- * cannot cancel, and with no handle left nobody can cancel, attach or take
- * a reference: until the watch runs, after the settle, no other thread can
- * reach f, so the producer may treat it as unshared (weft__settle_unshared).
- * It stays so until the settle. For producers on one thread (a loop's
- * operations); f must be pending. */
-static inline bool weft__watched_only(struct weft_future *f) {
-  if (atomic_load_explicit(&f->rn, memory_order_acquire) !=
-      (2 * WEFT__REF | WEFT__NEED))
-    return false;
+/* True when the only handle of f (a pending F_WSLOT state) went to a
+ * watch in its room: weft_future_watch takes the room only from the only
+ * handle, so with the watch attached there, no handle is left and nobody
+ * can cancel f, attach to it or take a reference. Until the watch runs,
+ * after the settle, no other thread can reach f, so its producer may
+ * treat it as unshared (weft__settle_unshared). For producers on one
+ * thread (a loop's operations). */
+static inline bool weft__watched_in_slot(struct weft_future *f) {
   /* (acquire: the node's fields, written before its attach) */
-  weft_task_t *h = atomic_load_explicit(&f->head, memory_order_acquire);
-  return h != NULL && h != WEFT__CLOSED && h->next == NULL &&
-         h->run == weft__watch_fire;
+  return atomic_load_explicit(&f->head, memory_order_acquire) ==
+         &((weft__ext_ws_t *)f)->slot.node;
 }
 WEFT__HIDDEN int weft__settle_int(struct weft_future *f, uint32_t state,
                                   intptr_t v, int err);

@@ -178,7 +178,8 @@ static inline void weft__loop_settle_unshared(weft_loop_t *loop,
   weft_task_t *h = weft__settle_unshared_take(f, state);
   if (h == NULL)
     return;
-  if (weft__watch_on(h, &loop->executor) && !loop->closing) {
+  if (__builtin_expect(weft__watch_on(h, &loop->executor) && !loop->closing,
+                       1)) {
     h->run = weft__watch_run;
     weft__loop_push_local(loop, h);
     return;
