@@ -156,7 +156,7 @@ bool weft__attach(struct weft_future *f, weft_task_t *node) {
 
 /* ---- lifetime ---- */
 
-static void destroy(struct weft_future *f) {
+WEFT__HOT static void destroy(struct weft_future *f) {
   uint32_t w = load_word(f, memory_order_acquire);
   bool owns_value = (w & WEFT__ST_MASK) == WEFT_FULFILLED &&
                     (w & WEFT__F_DTOR) && !(w & WEFT__F_BORROWED);
@@ -427,7 +427,7 @@ int weft_future_retain(weft_future_t *f) {
   return 0;
 }
 
-int weft_future_release(weft_future_t *f) {
+WEFT__HOT int weft_future_release(weft_future_t *f) {
   if (f == NULL)
     return WEFT_EINVAL;
   uint64_t v = atomic_load_explicit(&f->rn, memory_order_acquire);
@@ -450,7 +450,7 @@ int weft_future_release(weft_future_t *f) {
   return 0;
 }
 
-weft_state_t weft_future_state(const weft_future_t *f) {
+WEFT__HOT weft_state_t weft_future_state(const weft_future_t *f) {
   if (f == NULL)
     return WEFT_PENDING;
   return (weft_state_t)weft__state(f);
@@ -477,7 +477,7 @@ void *weft_future_value(const weft_future_t *f) {
   return f->val.ptr;
 }
 
-intptr_t weft_future_int(const weft_future_t *f) {
+WEFT__HOT intptr_t weft_future_int(const weft_future_t *f) {
   if (f == NULL || weft__state(f) != WEFT_FULFILLED)
     return 0;
   return f->val.i;
@@ -621,7 +621,7 @@ static void watch_finish(watch_t *w) {
   weft__unref_need(src); /* the handle the caller gave the watch */
 }
 
-void weft__watch_run(weft_task_t *node) { /* on the executor */
+WEFT__HOT void weft__watch_run(weft_task_t *node) { /* on the executor */
   watch_t *w = (watch_t *)node;
   w->fn(w->arg, w->src);
   watch_finish(w);
@@ -644,7 +644,7 @@ void weft__watch_fire(weft_task_t *node) {
   }
 }
 
-int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
+WEFT__HOT int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
                       weft_watch_fn fn, void *arg, weft_dtor_fn arg_dtor) {
   if (f == NULL || ex == NULL || ex->ops == NULL || ex->ops->submit == NULL ||
       fn == NULL)

@@ -10,6 +10,9 @@
 #include <stdbool.h>
 
 #define WEFT__HIDDEN __attribute__((visibility("hidden")))
+/* The functions an operation's round trip runs through (a socket read
+ * and write on a loop): kept together in .text.hot. */
+#define WEFT__HOT __attribute__((hot))
 
 /* Start a thread of weft's own with every signal blocked (signals belong
  * to the loop's signalfd or to the user's threads, never to ours).

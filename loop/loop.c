@@ -533,7 +533,7 @@ static void prefetch_ahead(const weft_loop_t *loop, int i, int n) {
  * `cap`, an absolute deadline, -1 for none), unless `until` (run_until's
  * future, or NULL) settled during the iteration's callbacks, or `once` and
  * callbacks already ran (RUN_ONCE: something happened, return). */
-static int iterate(weft_loop_t *loop, bool block, int64_t cap,
+WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
                    weft_future_t *until, bool once) {
   atomic_store_explicit(&loop->wake, WAKE_AWAKE, memory_order_relaxed);
   weft__loop_count(&loop->iterations);

@@ -402,7 +402,7 @@ static int check_sock(const weft_socket_t *s) {
  * this one: if io is a socket, start loading its first queued operation
  * (all of its lines: the future's header and the op's fields), so the
  * dispatch does not stall on it. A hint only: touches nothing. */
-void weft__net_prefetch(weft_io_t *io) {
+WEFT__HOT void weft__net_prefetch(weft_io_t *io) {
   if (io->priv_fn != sock_event)
     return;
   weft_socket_t *s = (weft_socket_t *)io;
@@ -417,7 +417,7 @@ void weft__net_prefetch(weft_io_t *io) {
 /* The same, one event later (the op is in cache by then): start loading
  * the first line of the buffer a queued read receives into, which the
  * kernel's copy would otherwise miss on, one connection after another. */
-void weft__net_prefetch_buf(weft_io_t *io) {
+WEFT__HOT void weft__net_prefetch_buf(weft_io_t *io) {
   if (io->priv_fn != sock_event)
     return;
   weft_socket_t *s = (weft_socket_t *)io;
@@ -802,7 +802,7 @@ static inline void op_check_shared(net_op_t *op) {
 
 /* run_reads for a stream, the usual socket, in a function of its own:
  * its code stays short. */
-static __attribute__((noinline)) void run_stream_reads(weft_socket_t *s) {
+WEFT__HOT static __attribute__((noinline)) void run_stream_reads(weft_socket_t *s) {
   net_op_t *op;
   while ((op = s->rhead) != NULL && !s->closed) {
     op_check_shared(op);
@@ -966,7 +966,7 @@ static void run_writes(weft_socket_t *s) {
   }
 }
 
-static void sock_run(weft_socket_t *s) {
+WEFT__HOT static void sock_run(weft_socket_t *s) {
   sock_hold(s);
   if (s->whead != NULL) /* (checked here: an empty queue is the usual */
     run_writes(s);      /* case, and the calls are not cheap) */
@@ -975,7 +975,7 @@ static void sock_run(weft_socket_t *s) {
   sock_drop(s);
 }
 
-static void sock_event(weft_io_t *io, unsigned events, int status, void *arg) {
+WEFT__HOT static void sock_event(weft_io_t *io, unsigned events, int status, void *arg) {
   (void)io;
   weft_socket_t *s = arg;
   if (status != 0) { /* the loop is closing: it is unlinked already */
@@ -1112,7 +1112,7 @@ enum { OP_FREE_MAX = 256 };
  * its memory is still in the cache. Anywhere else it goes back to the
  * allocator. Comparing the loop pointers reads nothing of a loop that may
  * be gone; if it is this thread's loop, it is alive. */
-static void op_fini(weft__ext_t *e) {
+WEFT__HOT static void op_fini(weft__ext_t *e) {
   net_op_t *op = (net_op_t *)e;
   weft_loop_t *loop = op->base.loop;
   if (OP_REUSE_ON && op->base.size == sizeof(net_op_t) &&
@@ -1159,7 +1159,7 @@ op_new(weft_socket_t *s, uint8_t kind, void *buf, size_t len) {
  * unshared: nothing is attached, nobody can cancel it. True when it
  * settled (all sent, or the socket failed); false when it must queue for
  * the rest (op->done says what went) or for readiness. */
-static bool write_now(weft_socket_t *s, net_op_t *op) {
+WEFT__HOT static bool write_now(weft_socket_t *s, net_op_t *op) {
   int err = s->werr;
   if (err == 0) {
     if (!s->writable)
@@ -1268,7 +1268,7 @@ static __attribute__((noinline)) int read_start(weft_socket_t *s, void *buf,
   return start_op(s, OP_READ, SK_STREAM, buf, len, out);
 }
 
-int weft_read(weft_socket_t *sock, void *buf, size_t len, weft_future_t **out) {
+WEFT__HOT int weft_read(weft_socket_t *sock, void *buf, size_t len, weft_future_t **out) {
   if (!op_at_hand(sock, buf, out) || len == 0 || sock->rhead != NULL ||
       !stream_read_waits(sock))
     return read_start(sock, buf, len, out);
@@ -1291,7 +1291,7 @@ static __attribute__((noinline)) int write_start(weft_socket_t *s,
   return start_op(s, OP_WRITE, SK_STREAM, (void *)buf, len, out);
 }
 
-int weft_write(weft_socket_t *sock, const void *buf, size_t len,
+WEFT__HOT int weft_write(weft_socket_t *sock, const void *buf, size_t len,
                weft_future_t **out) {
   if (!op_at_hand(sock, buf, out))
     return write_start(sock, buf, len, out);
