@@ -160,6 +160,14 @@ WEFT__HOT static void destroy(struct weft_future *f) {
   uint32_t w = load_word(f, memory_order_acquire);
   bool owns_value = (w & WEFT__ST_MASK) == WEFT_FULFILLED &&
                     (w & WEFT__F_DTOR) && !(w & WEFT__F_BORROWED);
+  if (__builtin_expect(weft__kind(w) == WEFT__K_EXT, 1)) {
+    /* (first: a loop operation or a pool job, the usual future) */
+    weft__ext_t *e = (weft__ext_t *)f;
+    if (owns_value)
+      f->aux.dtor(f->val.ptr);
+    e->fini(e); /* takes the memory */
+    return;
+  }
   switch (weft__kind(w)) {
   case WEFT__K_COMBINE:
     weft__combine_destroy(f);
@@ -171,13 +179,6 @@ WEFT__HOT static void destroy(struct weft_future *f) {
     if (w & WEFT__F_BORROWED)
       weft__unref(t->src);
     weft__free(t, sizeof(*t));
-    return;
-  }
-  case WEFT__K_EXT: {
-    weft__ext_t *e = (weft__ext_t *)f;
-    if (owns_value)
-      f->aux.dtor(f->val.ptr);
-    e->fini(e); /* takes the memory */
     return;
   }
   default:
