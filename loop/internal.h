@@ -74,17 +74,24 @@ struct weft_loop {
   _Atomic bool stop;
   _Atomic uint64_t wakeups;
   char pad_[64];
-  /* loop thread only */
-  const weft__backend_ops_t *ops;
-  weft__backend_t backend;
+  /* loop thread only. First what every event and socket operation
+   * touches, together (two lines, not five) */
   weft__event_t *events;
   int nevents, ev_index; /* the batch being dispatched */
+  weft_task_t *local_head, *local_tail; /* loop-thread submissions */
+  struct net_op *op_free;               /* finished socket operations, for reuse */
+  unsigned op_nfree;
+  unsigned readers; /* sockets with a read, accept or receive queued */
+  weft_stall_fn stall_fn;
+  _Atomic uint64_t callbacks; /* a statistic (see below) */
+  bool running, closing, in_close;
+  /* the rest */
+  const weft__backend_ops_t *ops;
+  weft__backend_t backend;
   int wake_fd;
   pthread_t thread;
   weft_executor_t *prev_executor;
-  weft_task_t *local_head, *local_tail; /* loop-thread submissions */
   int64_t now;
-  bool running, closing, in_close;
   /* adaptive spin before sleeping (loop.c) */
   int64_t spin_ns, spin_max_ns;
   int spin_credit; /* spins are allowed while positive (see spin_adapt) */
@@ -110,15 +117,12 @@ struct weft_loop {
   unsigned wake_events; /* since the eventfd was last read */
   struct weft_socket *fd_waiters;
   struct sock_slab *sock_slabs; /* socket memory, slabs with room first */
-  struct net_op *op_free;        /* finished socket operations, for reuse */
-  unsigned op_nfree;
-  unsigned readers; /* sockets with a read, accept or receive queued */
-  /* stall detector */
-  weft_stall_fn stall_fn;
+  /* stall detector (and stall_fn above) */
   void *stall_arg;
   int64_t stall_threshold;
-  /* statistics (written by the loop thread, read by any) */
-  _Atomic uint64_t iterations, polls, posted, callbacks, timers_fired, stalls;
+  /* statistics (written by the loop thread, read by any; and callbacks
+   * above) */
+  _Atomic uint64_t iterations, polls, posted, timers_fired, stalls;
   _Atomic unsigned timers_active, watchers_active;
 };
 
