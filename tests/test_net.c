@@ -466,6 +466,38 @@ static void test_reset_during_write(void) {
   free(data);
 }
 
+/* A write to an idle socket is tried before it is queued: when the peer
+ * has reset, it fails on return (send's error), and so does every later
+ * write (the socket keeps its write error). */
+static void test_write_after_reset(void) {
+  weft_loop_t *loop = new_loop();
+  weft_socket_t *ls;
+  weft_addr_t addr;
+  listen_local(loop, &ls, &addr);
+  int peer = raw_connect(&addr);
+  weft_socket_t *s = accept_one(loop, ls);
+  struct linger lg = {1, 0};
+  setsockopt(peer, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(peer);
+  /* wait (bounded) until the reset reached s; poll leaves the error */
+  struct pollfd pfd = {weft_socket_fd(s), POLLIN, 0};
+  REQUIRE_EQ(poll(&pfd, 1, BOUND_MS), 1);
+  weft_future_t *w, *w2;
+  REQUIRE_EQ(weft_write(s, "x", 1, &w), 0);
+  EXPECT_EQ(weft_future_state(w), WEFT_REJECTED);
+  int e = weft_future_error(w);
+  EXPECT_TRUE(e == WEFT_ECONNRESET || e == WEFT_EPIPE);
+  REQUIRE_EQ(weft_write(s, "y", 1, &w2), 0);
+  EXPECT_EQ(weft_future_state(w2), WEFT_REJECTED);
+  EXPECT_EQ(weft_future_error(w2), e);
+  EXPECT_EQ(weft_socket_write_queued(s), 0u);
+  weft_future_release(w);
+  weft_future_release(w2);
+  weft_socket_close(s);
+  weft_socket_close(ls);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 /* ---- half-close: the peer shuts down its write side ---- */
 
 /* A listener on loop and a connection to it through weft_connect: its
@@ -1262,6 +1294,7 @@ static const test_case_t cases[] = {
     {"echo 16 MiB in random-sized writes", test_echo_16mib},
     {"1,000 concurrent connections", test_thousand_connections},
     {"peer resets during a large write", test_reset_during_write},
+    {"a write to a reset peer fails on return", test_write_after_reset},
     {"half-close", test_half_close},
     {"operations settled on return", test_settled_on_return},
     {"operations only a watch holds", test_watched_ops},
