@@ -68,13 +68,14 @@ static void on_written(void *arg, weft_future_t *f) {
 static void on_read(void *arg, weft_future_t *f) {
   conn_t *c = arg;
   weft_future_t *w;
+  size_t n = (size_t)weft_future_int(f); /* 0 unless fulfilled */
   if (weft_future_state(f) != WEFT_FULFILLED ||
-      weft_write(c->s, c->buf, (size_t)weft_future_int(f), &w) != 0) {
+      weft_write(c->s, c->buf, n, &w) != 0) {
     conn_end(c); /* end of stream, reset: this connection only */
     return;
   }
   if (S.measuring)
-    S.bytes += (unsigned long long)weft_future_int(f);
+    S.bytes += n;
   if (weft_future_state(w) == WEFT_FULFILLED) { /* sent at once */
     weft_future_release(w);
     conn_read(c);
