@@ -14,16 +14,11 @@
 # bench/run.sh net (or BENCH_BUILD, as run.sh).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(dirname "$here")
-out=${BENCH_BUILD:-$root/build/bench}
-if [ $# -lt 3 ]; then
-  sed -n '3,15p' "$0" | sed 's/^# \{0,1\}//' >&2
-  exit 2
-fi
-[ -x "$out/bench_net_client" ] ||
-  { echo "ab_net: $out/bench_net_client missing: run bench/run.sh net first" >&2; exit 2; }
 # shellcheck source=bench/common.sh disable=SC2034 # net_once reads these
-. "$here/common.sh" # median, net_once
+. "$here/common.sh" # usage_exit, need_net_client, median, net_once
+out=${BENCH_BUILD:-$(dirname "$here")/build/bench}
+[ $# -ge 3 ] || usage_exit 3 14 "$0"
+need_net_client ab_net
 net_secs=${BENCH_NET_SECS:-1}
 net_pin0=(); net_pin1=()
 if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then

@@ -4,6 +4,17 @@
 # $out (where bench_net_client is), net_secs, and the arrays net_pin0 and
 # net_pin1 (commands that pin the server and the client, or empty).
 
+# For a tool's usage: print its header, lines $1 to $2 of script $3
+# without the comment marks, on stderr, and exit 2.
+usage_exit() { sed -n "$1,$2p" "$3" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+# For the net tools: exit 2 unless $out holds the suite's client ($1: the
+# tool's name, for the message).
+need_net_client() {
+  [ -x "$out/bench_net_client" ] ||
+    { echo "$1: $out/bench_net_client missing: run bench/run.sh net first" >&2; exit 2; }
+}
+
 # The median of the numbers on stdin (exit 1 when there are none).
 median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) exit 1; m=int((NR+1)/2); print (NR%2)?v[m]:(v[m]+v[m+1])/2}'; }
 

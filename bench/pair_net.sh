@@ -15,16 +15,11 @@
 # Build the client first: bench/run.sh net (or BENCH_BUILD, as run.sh).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(dirname "$here")
-out=${BENCH_BUILD:-$root/build/bench}
-if [ $# -ne 4 ]; then
-  sed -n '3,17p' "$0" | sed 's/^# \{0,1\}//' >&2
-  exit 2
-fi
-[ -x "$out/bench_net_client" ] ||
-  { echo "pair_net: $out/bench_net_client missing: run bench/run.sh net first" >&2; exit 2; }
 # shellcheck source=bench/common.sh
-. "$here/common.sh" # median
+. "$here/common.sh" # usage_exit, need_net_client, median
+out=${BENCH_BUILD:-$(dirname "$here")/build/bench}
+[ $# -eq 4 ] || usage_exit 3 15 "$0"
+need_net_client pair_net
 n=$1 runs=$2 a=$3 b=$4
 secs=${BENCH_NET_SECS:-3}
 ulimit -Sn 8192 2>/dev/null || ulimit -Sn 4096 2>/dev/null || true

@@ -423,15 +423,23 @@ static void listen_local(weft_loop_t *loop, weft_socket_t **ls,
   REQUIRE_EQ(weft_socket_local(*ls, addr), 0);
 }
 
+/* A listener on loop (in *ls), a plain socket connected to it (in *peer)
+ * and, returned, its accepted end. */
+static weft_socket_t *raw_pair(weft_loop_t *loop, weft_socket_t **ls,
+                               int *peer) {
+  weft_addr_t addr;
+  listen_local(loop, ls, &addr);
+  *peer = raw_connect(&addr);
+  return accept_one(loop, *ls);
+}
+
 /* ---- a peer resets during a large write ---- */
 
 static void test_reset_during_write(void) {
   weft_loop_t *loop = new_loop();
   weft_socket_t *ls;
-  weft_addr_t addr;
-  listen_local(loop, &ls, &addr);
-  int peer = raw_connect(&addr);
-  weft_socket_t *s = accept_one(loop, ls);
+  int peer;
+  weft_socket_t *s = raw_pair(loop, &ls, &peer);
   size_t big = 64u << 20; /* far more than the kernel buffers hold */
   char *data = calloc(1, big);
   REQUIRE_EQ(data != NULL, 1);
@@ -472,10 +480,8 @@ static void test_reset_during_write(void) {
 static void test_write_after_reset(void) {
   weft_loop_t *loop = new_loop();
   weft_socket_t *ls;
-  weft_addr_t addr;
-  listen_local(loop, &ls, &addr);
-  int peer = raw_connect(&addr);
-  weft_socket_t *s = accept_one(loop, ls);
+  int peer;
+  weft_socket_t *s = raw_pair(loop, &ls, &peer);
   struct linger lg = {1, 0};
   setsockopt(peer, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   close(peer);
@@ -686,10 +692,8 @@ static void test_connect_timeout(void) {
 static void test_cancel_read(void) {
   weft_loop_t *loop = new_loop();
   weft_socket_t *ls;
-  weft_addr_t addr;
-  listen_local(loop, &ls, &addr);
-  int peer = raw_connect(&addr);
-  weft_socket_t *s = accept_one(loop, ls);
+  int peer;
+  weft_socket_t *s = raw_pair(loop, &ls, &peer);
   char *buf = malloc(64);
   REQUIRE_EQ(buf != NULL, 1);
   weft_future_t *r;
@@ -736,10 +740,8 @@ static void *cancel_thread(void *arg) {
 static void test_cancel_read_cross_thread(void) {
   weft_loop_t *loop = new_loop();
   weft_socket_t *ls;
-  weft_addr_t addr;
-  listen_local(loop, &ls, &addr);
-  int peer = raw_connect(&addr);
-  weft_socket_t *s = accept_one(loop, ls);
+  int peer;
+  weft_socket_t *s = raw_pair(loop, &ls, &peer);
   long received = 0, sent = 0, cancelled = 0;
   char expect_next = 0;
   for (int round = 0; round < 300; round++) {
@@ -1182,10 +1184,8 @@ static void test_spin_for_sockets(void) {
 static void test_loop_close_with_sockets(void) {
   weft_loop_t *loop = new_loop();
   weft_socket_t *ls;
-  weft_addr_t addr;
-  listen_local(loop, &ls, &addr);
-  int peer = raw_connect(&addr);
-  weft_socket_t *s = accept_one(loop, ls);
+  int peer;
+  weft_socket_t *s = raw_pair(loop, &ls, &peer);
   weft_future_t *a, *r, *w;
   char buf[16];
   REQUIRE_EQ(weft_accept(ls, &a), 0);
