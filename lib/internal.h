@@ -245,16 +245,18 @@ static inline bool weft__watch_on(const weft_task_t *node,
          ((const weft__watch_t *)node)->ex == (uintptr_t)ex;
 }
 /* True when the only handle of f (a pending F_WSLOT state) went to a
- * watch in its room: weft_future_watch takes the room only from the only
- * handle, so with the watch attached there, no handle is left and nobody
- * can cancel f, attach to it or take a reference. Until the watch runs,
- * after the settle, no other thread can reach f, so its producer may
- * treat it as unshared (weft__settle_unshared). For producers on one
- * thread (a loop's operations). */
+ * watch in its room, and that watch is all that is attached: nobody can
+ * cancel f, attach to it or take a reference (weft_future_watch takes the
+ * room only from the only handle, and then no handle is left). Until the
+ * watch runs, after the settle, no other thread can reach f, so its
+ * producer may treat it as unshared (weft__settle_unshared). A node
+ * attached before the watch (a waiter an await left when it timed out)
+ * keeps f shared. For producers on one thread (a loop's operations). */
 static inline bool weft__watched_in_slot(struct weft_future *f) {
+  weft_task_t *slot = &((weft__ext_ws_t *)f)->slot.node;
   /* (acquire: the node's fields, written before its attach) */
-  return atomic_load_explicit(&f->head, memory_order_acquire) ==
-         &((weft__ext_ws_t *)f)->slot.node;
+  return atomic_load_explicit(&f->head, memory_order_acquire) == slot &&
+         slot->next == NULL;
 }
 WEFT__HIDDEN int weft__settle_int(struct weft_future *f, uint32_t state,
                                   intptr_t v, int err);

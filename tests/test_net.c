@@ -914,6 +914,42 @@ static void test_watched_ops(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
+/* An await that timed out leaves its waiter on the future's list, and a
+ * watch given the handle afterwards sits in front of it, in the op's room
+ * for a watch. The op must stay shared then: its settle wakes the waiter
+ * too, which frees it (LeakSanitizer would report it otherwise), and the
+ * watch runs once with the read's result. */
+static void *await_briefly(void *arg) {
+  return (void *)(intptr_t)weft_future_await(arg, 1);
+}
+
+static void test_watch_after_await_timeout(void) {
+  weft_loop_t *loop = new_loop();
+  weft_socket_t *ls;
+  int peer;
+  weft_socket_t *s = raw_pair(loop, &ls, &peer);
+  char b[8];
+  weft_future_t *r, *rdone;
+  REQUIRE_EQ(weft_read(s, b, sizeof b, &r), 0);
+  pthread_t th;
+  void *res;
+  REQUIRE_EQ(pthread_create(&th, NULL, await_briefly, r), 0);
+  pthread_join(th, &res);
+  EXPECT_EQ((int)(intptr_t)res, WEFT_ETIMEDOUT);
+  watched_t w = {0};
+  watch_op(r, weft_loop_executor(loop), &w, &rdone);
+  REQUIRE_EQ(send(peer, "hi", 2, 0), 2);
+  EXPECT_EQ(weft_loop_run_until(loop, rdone, BOUND_MS), 0);
+  EXPECT_EQ(atomic_load(&w.runs), 1);
+  EXPECT_EQ(w.state, WEFT_FULFILLED);
+  EXPECT_EQ(w.value, 2);
+  weft_future_release(rdone);
+  close(peer);
+  weft_socket_close(s);
+  weft_socket_close(ls);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 /* ---- accept under a lowered fd limit ---- */
 
 static void test_accept_emfile(void) {
@@ -1298,6 +1334,7 @@ static const test_case_t cases[] = {
     {"half-close", test_half_close},
     {"operations settled on return", test_settled_on_return},
     {"operations only a watch holds", test_watched_ops},
+    {"a watch behind a timed-out await", test_watch_after_await_timeout},
     {"connect refused", test_connect_refused},
     {"connect timeout", test_connect_timeout},
     {"cancel a read, free its buffer", test_cancel_read},
