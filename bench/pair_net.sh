@@ -10,15 +10,17 @@
 # of their CPU per round trip, moves by about 1% where ab_net.sh's ratios
 # of runs made one after the other move by 2-5%. Prints each run's CPU per
 # round trip and B/A, then the median B/A (below 1: B used less CPU).
-# The load differs from the suite's (two servers share a core), so use it
-# to tell which of two builds costs less, not for the suite's figures.
+# The load differs from the suite's (two servers share a core and its
+# caches), so use it to tell which of two builds costs less, not for the
+# suite's figures; and not for a server that spins while idle (weft with
+# a few connections): its spin takes the core from the other one.
 # Build the client first: bench/run.sh net (or BENCH_BUILD, as run.sh).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/common.sh
 . "$here/common.sh" # usage_exit, need_net_client, median
 out=${BENCH_BUILD:-$(dirname "$here")/build/bench}
-[ $# -eq 4 ] || usage_exit 3 15 "$0"
+[ $# -eq 4 ] || usage_exit 3 17 "$0"
 need_net_client pair_net
 n=$1 runs=$2 a=$3 b=$4
 secs=${BENCH_NET_SECS:-3}
