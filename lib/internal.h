@@ -143,8 +143,9 @@ typedef struct weft__watch_dtor {
 
 /* An embedded state with room for one watch after it (F_WSLOT): a watch
  * (without arg_dtor) given the only handle of such a future takes the room
- * instead of an allocation. Only then: with one handle there is one caller, and once the
- * watch has that handle no other watch can come (no handle is left). */
+ * instead of an allocation. Only then: with one handle there is one
+ * caller, and once the watch has that handle no other watch can come (no
+ * handle is left). */
 typedef struct weft__ext_ws {
   weft__ext_t ext;
   weft__watch_t slot;
@@ -200,11 +201,15 @@ WEFT__HIDDEN void weft__defer_list(weft_task_t *first, weft_task_t *last);
 /* Shared-state primitives (future.c). */
 WEFT__HIDDEN int weft__claim(struct weft_future *f, uint32_t target);
 WEFT__HIDDEN void weft__publish(struct weft_future *f);
-/* The settle of weft__settle_unshared without the run: returns the
- * attached node (NULL if none; at most one, as weft__watched_in_slot
- * implies), for the caller to pass to weft__defer_list(h, h) or, when it
- * is a watch on the caller's own executor (weft__watch_on), to queue there
- * itself with run set to weft__watch_run. */
+/* Settle f as `state` (its value or error written already) when no other
+ * thread can reach f: either its maker has not handed it out yet (nothing
+ * is attached, nobody can cancel it), or weft__watched_in_slot(f) said so.
+ * Plain stores, no claim and no read-modify-write; one of the maker's
+ * references goes, which must not be the last. Returns the attached node
+ * (NULL if none; at most one, as weft__watched_in_slot requires), which
+ * the caller runs: weft__defer_list(h, h), or, for a watch on the caller's
+ * own executor (weft__watch_on), queued there with run set to
+ * weft__watch_run. */
 static inline weft_task_t *weft__settle_unshared_take(struct weft_future *f,
                                                       uint32_t state) {
   uint32_t w = atomic_load_explicit(&f->word, memory_order_relaxed);
@@ -217,18 +222,6 @@ static inline weft_task_t *weft__settle_unshared_take(struct weft_future *f,
                             WEFT__REF,
                         memory_order_relaxed);
   return h;
-}
-/* Settle f as `state` (its value or error written already) when no other
- * thread can reach f: either its maker has not handed it out yet (nothing
- * is attached, nobody can cancel it), or weft__watched_in_slot(f) said so.
- * Plain stores, no claim and no read-modify-write. Then drop one of the
- * maker's references, which must not be the last, and run the watch if
- * one is attached. */
-static inline void weft__settle_unshared(struct weft_future *f,
-                                         uint32_t state) {
-  weft_task_t *h = weft__settle_unshared_take(f, state);
-  if (h != NULL)
-    weft__defer_list(h, h);
 }
 /* A watch's first run function (future.c): a node whose run it is, is a
  * weft_future_watch continuation. */
@@ -249,7 +242,7 @@ static inline bool weft__watch_on(const weft_task_t *node,
  * cancel f, attach to it or take a reference (weft_future_watch takes the
  * room only from the only handle, and then no handle is left). Until the
  * watch runs, after the settle, no other thread can reach f, so its
- * producer may treat it as unshared (weft__settle_unshared). A node
+ * producer may treat it as unshared (weft__settle_unshared_take). A node
  * attached before the watch (a waiter an await left when it timed out)
  * keeps f shared. For producers on one thread (a loop's operations). */
 static inline bool weft__watched_in_slot(struct weft_future *f) {

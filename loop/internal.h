@@ -79,7 +79,7 @@ struct weft_loop {
   weft__event_t *events;
   int nevents, ev_index; /* the batch being dispatched */
   weft_task_t *local_head, *local_tail; /* loop-thread submissions */
-  struct net_op *op_free;               /* finished socket operations, for reuse */
+  struct net_op *op_free; /* finished socket operations, for reuse */
   unsigned op_nfree;
   unsigned readers; /* sockets with a read, accept or receive queued */
   weft_stall_fn stall_fn;
@@ -172,10 +172,11 @@ static inline void weft__loop_push_local(weft_loop_t *loop, weft_task_t *t) {
   loop->local_tail = t;
 }
 
-/* weft__settle_unshared for a future of loop, on its thread: a watch that
- * runs on this loop goes straight onto the loop's queue, where
- * weft__watch_fire would have put it through the trampoline and the
- * executor's submit (three calls fewer per operation). */
+/* weft__settle_unshared_take for a future of loop, on its thread, and
+ * run what was attached: a watch that runs on this loop goes straight onto
+ * the loop's queue, where weft__watch_fire would have put it through the
+ * trampoline and the executor's submit (three calls fewer per operation);
+ * anything else goes to weft__defer_list. */
 static inline void weft__loop_settle_unshared(weft_loop_t *loop,
                                               struct weft_future *f,
                                               uint32_t state) {
