@@ -653,7 +653,8 @@ WEFT__HOT int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
   watch_t *w;
   /* The caller's handle is the only one (needs is 1): take the state's
    * room if it has some (see weft__ext_ws_t); nobody else can come. */
-  if (arg_dtor == NULL && (load_word(f, memory_order_relaxed) & WEFT__F_WSLOT) &&
+  if (arg_dtor == NULL &&
+      (load_word(f, memory_order_relaxed) & WEFT__F_WSLOT) &&
       weft__needs_of(atomic_load_explicit(&f->rn, memory_order_relaxed)) == 1)
     w = watch_slot(f);
   else if ((w = weft__malloc(arg_dtor != NULL ? sizeof(weft__watch_dtor_t)

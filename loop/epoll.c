@@ -84,7 +84,8 @@ static int ep_wait(weft__backend_t *b, int64_t timeout_ns) {
                     timeout_ns < 0 ? -1 : weft__ns_to_ms_up(timeout_ns));
 }
 
-WEFT__HOT static int ep_poll(weft__backend_t *b, int64_t timeout_ns, weft__event_t *out) {
+WEFT__HOT static int ep_poll(weft__backend_t *b, int64_t timeout_ns,
+                             weft__event_t *out) {
   struct epoll_event *evs = b->buf;
   int n = ep_wait(b, timeout_ns);
   if (n < 0)

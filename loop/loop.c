@@ -506,7 +506,6 @@ static int64_t ns_until(int64_t due) {
 /* Milliseconds until `due` (rounded up, so a poll never wakes early). */
 static int ms_until(int64_t due) { return weft__ns_to_ms_up(ns_until(due)); }
 
-
 /* With many ready fds each one's state is cold. While event i runs, start
  * loading the watcher of event i + 4 and, through the watcher of event
  * i + 2 (asked for two events ago), the socket operation it will run. */
@@ -534,7 +533,7 @@ static void prefetch_ahead(const weft_loop_t *loop, int i, int n) {
  * future, or NULL) settled during the iteration's callbacks, or `once` and
  * callbacks already ran (RUN_ONCE: something happened, return). */
 WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
-                   weft_future_t *until, bool once) {
+                             weft_future_t *until, bool once) {
   atomic_store_explicit(&loop->wake, WAKE_AWAKE, memory_order_relaxed);
   weft__loop_count(&loop->iterations);
   uint64_t ran = atomic_load_explicit(&loop->callbacks, memory_order_relaxed);

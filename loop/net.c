@@ -521,17 +521,22 @@ static bool op_claim(net_op_t *op) {
   return op->unshared || weft__claim(op_future(op), WEFT_FULFILLED) == 0;
 }
 
-/* The claimed op, its value written, leaves its queue (its source
- * reference goes) and its future settles. */
-static void op_publish_value(weft_socket_t *s, net_op_t *op) {
+/* The claimed op, its value written and off its queue, settles fulfilled
+ * (and its queue's reference goes). */
+static inline void op_fulfil(weft_socket_t *s, net_op_t *op) {
   struct weft_future *f = op_future(op);
-  op_unlink(s, op);
   if (op->unshared) {
     weft__loop_settle_unshared(s->loop, f, WEFT_FULFILLED);
     return;
   }
   weft__publish(f);
   weft__unref(f);
+}
+
+/* The claimed op, its value written, leaves its queue and settles. */
+static void op_publish_value(weft_socket_t *s, net_op_t *op) {
+  op_unlink(s, op);
+  op_fulfil(s, op);
 }
 
 static void op_publish(weft_socket_t *s, net_op_t *op, intptr_t v) {
@@ -635,20 +640,14 @@ static inline bool stream_read_waits(const weft_socket_t *s) {
 /* op_publish for the op at the head of the read queue (where a read
  * finishes): the unlink needs none of op_unlink's tests. */
 static inline void read_publish(weft_socket_t *s, net_op_t *op, intptr_t v) {
-  struct weft_future *f = op_future(op);
-  f->val.i = v;
+  op_future(op)->val.i = v;
   if (__builtin_expect((s->rhead = op->next) == NULL, 1)) {
     s->rtail = NULL;
     s->loop->readers--; /* the read queue is empty now */
   }
   op->next = NULL;
   op->sock = NULL;
-  if (op->unshared) {
-    weft__loop_settle_unshared(s->loop, f, WEFT_FULFILLED);
-    return;
-  }
-  weft__publish(f);
-  weft__unref(f);
+  op_fulfil(s, op);
 }
 
 /* do_read's rare first part: bytes a cancelled read kept. False when op
@@ -802,7 +801,8 @@ static inline void op_check_shared(net_op_t *op) {
 
 /* run_reads for a stream, the usual socket, in a function of its own:
  * its code stays short. */
-WEFT__HOT static __attribute__((noinline)) void run_stream_reads(weft_socket_t *s) {
+WEFT__HOT static __attribute__((noinline)) void
+run_stream_reads(weft_socket_t *s) {
   net_op_t *op;
   while ((op = s->rhead) != NULL && !s->closed) {
     op_check_shared(op);
@@ -975,7 +975,8 @@ WEFT__HOT static void sock_run(weft_socket_t *s) {
   sock_drop(s);
 }
 
-WEFT__HOT static void sock_event(weft_io_t *io, unsigned events, int status, void *arg) {
+WEFT__HOT static void sock_event(weft_io_t *io, unsigned events, int status,
+                                void *arg) {
   (void)io;
   weft_socket_t *s = arg;
   if (status != 0) { /* the loop is closing: it is unlinked already */
@@ -1168,25 +1169,38 @@ WEFT__HOT static bool write_now(weft_socket_t *s, net_op_t *op) {
     do
       n = send(s->fd, op->buf, op->len, MSG_NOSIGNAL);
     while (n < 0 && errno == EINTR);
-    if (n >= 0 && (size_t)n == op->len) {
-      op_future(op)->val.i = (intptr_t)n;
-      op->sock = NULL; /* never queued: its queue reference goes too */
-      (void)weft__settle_unshared_take(op_future(op), WEFT_FULFILLED);
-      return true;
-    }
-    if (n >= 0 || transient(errno)) {
-      op->done = n > 0 ? (size_t)n : 0;
+    if (n >= 0 && (size_t)n < op->len) {
+      op->done = (size_t)n;
       s->writable = false;
       return false;
     }
-    err = s->werr = io_err(errno);
-    if (err == WEFT_ECONNRESET && s->rerr == 0)
-      s->rerr = err;
+    if (n < 0 && transient(errno)) {
+      s->writable = false;
+      return false;
+    }
+    if (n < 0) {
+      err = s->werr = io_err(errno);
+      if (err == WEFT_ECONNRESET && s->rerr == 0)
+        s->rerr = err;
+    }
   }
-  op_future(op)->err = err;
-  op->sock = NULL;
-  (void)weft__settle_unshared_take(op_future(op), WEFT_REJECTED);
+  if (err == 0)
+    op_future(op)->val.i = (intptr_t)op->len;
+  else
+    op_future(op)->err = err;
+  op->sock = NULL; /* never queued: its queue reference goes too */
+  (void)weft__settle_unshared_take(op_future(op),
+                                   err == 0 ? WEFT_FULFILLED : WEFT_REJECTED);
   return true;
+}
+
+/* Append op to the queue head..tail. */
+static inline void op_link(net_op_t **head, net_op_t **tail, net_op_t *op) {
+  if (*tail != NULL)
+    (*tail)->next = op;
+  else
+    *head = op;
+  *tail = op;
 }
 
 /* Queue op and try it at once if its direction is ready and idle. */
@@ -1195,11 +1209,7 @@ op_queue(weft_socket_t *s, net_op_t *op) {
   net_op_t **head = queue_head(s, op);
   net_op_t **tail = head == &s->rhead ? &s->rtail : &s->wtail;
   bool idle = *head == NULL;
-  if (*tail != NULL)
-    (*tail)->next = op;
-  else
-    *head = op;
-  *tail = op;
+  op_link(head, tail, op);
   if (idle && head == &s->rhead)
     s->loop->readers++; /* see SPIN_READERS_MAX in loop.c */
   if (idle && !(head == &s->rhead && stream_read_waits(s))) {
@@ -1221,11 +1231,7 @@ op_queue(weft_socket_t *s, net_op_t *op) {
 static int write_queue(weft_socket_t *s, net_op_t *op, weft_future_t **out) {
   if (!(s->whead == NULL && write_now(s, op))) {
     /* behind others, or write_now sent what the socket took: wait */
-    if (s->wtail != NULL)
-      s->wtail->next = op;
-    else
-      s->whead = op;
-    s->wtail = op;
+    op_link(&s->whead, &s->wtail, op);
     s->wqueued += op->len - op->done;
   }
   op->unshared = false; /* (see op_queue) */
@@ -1268,7 +1274,8 @@ static __attribute__((noinline)) int read_start(weft_socket_t *s, void *buf,
   return start_op(s, OP_READ, SK_STREAM, buf, len, out);
 }
 
-WEFT__HOT int weft_read(weft_socket_t *sock, void *buf, size_t len, weft_future_t **out) {
+WEFT__HOT int weft_read(weft_socket_t *sock, void *buf, size_t len,
+                        weft_future_t **out) {
   if (!op_at_hand(sock, buf, out) || len == 0 || sock->rhead != NULL ||
       !stream_read_waits(sock))
     return read_start(sock, buf, len, out);
@@ -1292,7 +1299,7 @@ static __attribute__((noinline)) int write_start(weft_socket_t *s,
 }
 
 WEFT__HOT int weft_write(weft_socket_t *sock, const void *buf, size_t len,
-               weft_future_t **out) {
+                         weft_future_t **out) {
   if (!op_at_hand(sock, buf, out))
     return write_start(sock, buf, len, out);
   return write_queue(sock, op_new(sock, OP_WRITE, (void *)buf, len), out);
