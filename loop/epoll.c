@@ -84,12 +84,9 @@ static int ep_wait(weft__backend_t *b, int64_t timeout_ns) {
                     timeout_ns < 0 ? -1 : weft__ns_to_ms_up(timeout_ns));
 }
 
-WEFT__HOT static int ep_poll(weft__backend_t *b, int64_t timeout_ns,
-                             weft__event_t *out) {
-  struct epoll_event *evs = b->buf;
-  int n = ep_wait(b, timeout_ns);
-  if (n < 0)
-    return errno == EINTR ? 0 : weft_err_from_errno(errno);
+/* The kernel's events evs[0..n) as the loop's. */
+static void translate(const struct epoll_event *evs, int n,
+                      weft__event_t *out) {
   for (int i = 0; i < n; i++) {
     uint32_t e = evs[i].events;
     unsigned w = 0;
@@ -102,6 +99,24 @@ WEFT__HOT static int ep_poll(weft__backend_t *b, int64_t timeout_ns,
     out[i].data = evs[i].data.ptr;
     out[i].events = w;
   }
+}
+
+WEFT__HOT static int ep_poll(weft__backend_t *b, int64_t timeout_ns,
+                             weft__event_t *out) {
+  int n = ep_wait(b, timeout_ns);
+  if (n < 0)
+    return errno == EINTR ? 0 : weft_err_from_errno(errno);
+  translate(b->buf, n, out);
+  return n;
+}
+
+int weft__epoll_harvest(weft__backend_t *b, weft__event_t *out, int cap) {
+  if ((unsigned)cap > b->max)
+    cap = (int)b->max;
+  int n = epoll_wait(b->fd, b->buf, cap, 0);
+  if (n < 0)
+    return errno == EINTR ? 0 : weft_err_from_errno(errno);
+  translate(b->buf, n, out);
   return n;
 }
 

@@ -16,15 +16,19 @@
  * readiness edges only (sockets track their own readiness, so they are
  * registered once and never modified). */
 enum { WEFT__EDGE = 0x100u };
+/* Event bit of a ring completion for a socket (uring.c); a socket's
+ * watcher asks for it beside READABLE/WRITABLE. */
+enum { WEFT__RING = 0x200u };
 typedef struct weft__event {
   void *data;      /* what add() registered */
   unsigned events; /* WEFT_READABLE | WEFT_WRITABLE */
 } weft__event_t;
 
 typedef struct weft__backend {
-  int fd;
+  int fd; /* the epoll fd */
   unsigned max;
   void *buf; /* backend-specific event buffer of `max` entries */
+  struct weft__ring *ring; /* uring.c; NULL: plain epoll */
 } weft__backend_t;
 
 typedef struct weft__backend_ops {
@@ -47,6 +51,33 @@ static inline int weft__ns_to_ms_up(int64_t ns) {
 }
 
 WEFT__HIDDEN extern const weft__backend_ops_t weft__epoll_backend;
+/* epoll.c: the events ready now, at most cap (>= 1), into out. */
+WEFT__HIDDEN int weft__epoll_harvest(weft__backend_t *b, weft__event_t *out,
+                                     int cap);
+
+/* uring.c: epoll plus an io_uring for stream socket reads (see there);
+ * its init fails (and the loop takes plain epoll) where no ring can be
+ * had. The calls below are for a backend with a ring, loop thread only. */
+WEFT__HIDDEN extern const weft__backend_ops_t weft__uring_backend;
+enum { WEFT__RING_BUF = 2048 }; /* bytes in each provided buffer */
+/* Arm a recv of fd into a pool buffer; its completion goes to
+ * weft__net_ring_cqe(tag, ...). False: no room in the ring. */
+WEFT__HIDDEN bool weft__ring_recv(weft__backend_t *b, void *tag, int fd);
+/* Ask the kernel to end tag's recv (its completion still comes). */
+WEFT__HIDDEN void weft__ring_cancel(weft__backend_t *b, void *tag);
+/* Pool buffer bid (from a completion), and giving it back. */
+WEFT__HIDDEN const char *weft__ring_buf(const weft__backend_t *b,
+                                        unsigned bid);
+WEFT__HIDDEN void weft__ring_buf_put(weft__backend_t *b, unsigned bid);
+/* Have completions also signal eventfd fd (for an embedding host). */
+WEFT__HIDDEN int weft__ring_notify_fd(weft__backend_t *b, int fd);
+/* Wait for the recvs still in the kernel (all cancelled) to report. */
+WEFT__HIDDEN void weft__ring_drain(weft__backend_t *b);
+/* net.c: a recv armed for socket tag completed (res; bid, the pool buffer
+ * it filled, or -1):
+ * the socket's watcher, for an event {io, WEFT__RING} in the batch, or
+ * NULL when there is nothing to dispatch (the socket was closed). */
+WEFT__HIDDEN struct weft_io *weft__net_ring_cqe(void *tag, int res, int bid);
 
 /* ---- timers: 4-ary min-heap ordered by due (timer.c) ----
  * Deadlines count from a start time that moves on by at least 1 ns per

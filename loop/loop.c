@@ -282,7 +282,12 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   loop->events = weft__malloc(max * sizeof(weft__event_t));
   if (loop->events == NULL)
     goto fail;
+  loop->ops = &weft__uring_backend;
   rc = loop->ops->init(&loop->backend, max);
+  if (rc != 0) { /* no ring here: plain epoll */
+    loop->ops = &weft__epoll_backend;
+    rc = loop->ops->init(&loop->backend, max);
+  }
   if (rc != 0)
     goto fail_events;
   loop->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -349,6 +354,8 @@ int weft_loop_close(weft_loop_t *loop) {
   weft__io_close(loop);
   weft__signal_close(loop);
   run_tasks(loop);
+  if (loop->backend.ring != NULL) /* recvs of closed sockets, to report */
+    weft__ring_drain(&loop->backend);
   weft__net_close(loop);
   wait_producers(loop);
   loop->ops->remove(&loop->backend, loop->wake_fd);
@@ -747,7 +754,17 @@ int weft_loop_stop(weft_loop_t *loop) {
 /* ---- embedding, time, statistics ---- */
 
 int weft_loop_fd(const weft_loop_t *loop) {
-  return loop == NULL ? WEFT_EINVAL : loop->backend.fd;
+  if (loop == NULL)
+    return WEFT_EINVAL;
+  /* A host polls the epoll fd; ring completions must show there too: they
+   * signal the loop's eventfd (in the epoll set) from now on. */
+  if (loop->backend.ring != NULL && weft__loop_owned(loop)) {
+    weft_loop_t *l = (weft_loop_t *)loop;
+    int rc = weft__ring_notify_fd(&l->backend, l->wake_fd);
+    if (rc != 0)
+      return rc;
+  }
+  return loop->backend.fd;
 }
 
 int64_t weft_loop_timeout_ms(weft_loop_t *loop) {

@@ -55,6 +55,11 @@ struct weft_socket {
   bool connecting;         /* a connect op owns the socket */
   bool closed;
   bool waiting_fd; /* listener: on loop->fd_waiters, retry timer armed */
+  /* reads through the loop's ring (uring.c; a stream on a loop that has
+   * one): a recv armed in the kernel (it holds the socket: busy), or its
+   * completion waiting in the batch (ring_res, ring_bid) */
+  bool ring, ring_armed, ring_done;
+  int ring_res, ring_bid;
   unsigned busy;   /* processing frames on the stack; free when 0 */
   int rerr, werr;  /* sticky errors of each direction */
   net_op_t *rhead, *rtail, *whead, *wtail;
@@ -360,14 +365,21 @@ static int sock_wrap(weft_loop_t *loop, int fd, uint8_t kind,
   s->kind = kind;
   /* Optimistic: the first operation tries its syscall; EAGAIN clears. */
   s->readable = s->writable = true;
+  /* A stream on a loop with a ring reads through the ring: epoll watches
+   * only its write side (and errors), so a byte that arrives wakes one of
+   * the two, not both. */
+  s->ring = kind == SK_STREAM && loop->backend.ring != NULL;
   int rc = weft__io_start(loop, &s->io, fd,
-                          WEFT_READABLE | WEFT_WRITABLE | WEFT__EDGE,
+                          (s->ring ? 0 : WEFT_READABLE) | WEFT_WRITABLE |
+                              WEFT__EDGE,
                           sock_event, s);
   if (rc != 0) {
     close(fd);
     sock_dealloc(loop, s);
     return rc;
   }
+  if (s->ring)
+    s->io.priv_events |= WEFT__RING;
   *out = s;
   return 0;
 }
@@ -713,6 +725,21 @@ static __attribute__((noinline, cold)) void read_lost(weft_socket_t *s,
   op_drop(s, op);
 }
 
+/* A stream read (its guard up) took bytes, op->done in all: it settles
+ * if that is all it wants. */
+static inline void read_got(weft_socket_t *s, net_op_t *op) {
+  if (op->kind != OP_READ && op->done != op->len) {
+    op_leave(op); /* read_exactly: more to come */
+    return;
+  }
+  if (__builtin_expect(!op_claim(op), 0)) {
+    read_lost(s, op);
+    return;
+  }
+  op_leave(op);
+  read_publish(s, op, (intptr_t)op->done);
+}
+
 /* (The usual read runs straight through: the rare cases are the
  * unlikely branches and the out-of-line functions above.) */
 static inline void do_read(weft_socket_t *s, net_op_t *op) {
@@ -742,16 +769,7 @@ static inline void do_read(weft_socket_t *s, net_op_t *op) {
   if ((size_t)n < want)
     s->readable = false; /* a short read on a stream drained it */
   op->done += (size_t)n;
-  if (op->kind != OP_READ && op->done != op->len) {
-    op_leave(op); /* read_exactly: more to come */
-    return;
-  }
-  if (__builtin_expect(!op_claim(op), 0)) {
-    read_lost(s, op);
-    return;
-  }
-  op_leave(op);
-  read_publish(s, op, (intptr_t)op->done);
+  read_got(s, op);
 }
 
 static void do_recv(weft_socket_t *s, net_op_t *op) {
@@ -799,6 +817,101 @@ static inline void op_check_shared(net_op_t *op) {
     op->unshared = true;
 }
 
+/* ---- reads through the loop's ring (uring.c) ---- */
+
+/* The read queue has to wait and nothing is armed: arm a recv. Where the
+ * ring has no room even after a submit, the socket reads the epoll way
+ * from now on (its registration gains the read side). */
+static __attribute__((noinline)) void ring_arm(weft_socket_t *s) {
+  weft_loop_t *loop = s->loop;
+  if (weft__ring_recv(&loop->backend, s, s->fd)) {
+    s->ring_armed = true;
+    s->busy++; /* the kernel has it until the completion */
+    return;
+  }
+  if (loop->ops->modify(&loop->backend, s->fd,
+                        WEFT_READABLE | WEFT_WRITABLE | WEFT__EDGE,
+                        &s->io) == 0) {
+    s->ring = false;
+    s->io.priv_events = WEFT_READABLE | WEFT_WRITABLE;
+  } else if (s->rerr == 0) {
+    s->rerr = WEFT_ENOMEM; /* no way left to wait for bytes */
+  }
+}
+
+static inline void ring_want(weft_socket_t *s) {
+  if (s->ring && !s->ring_armed && !s->ring_done && !s->closed &&
+      s->rhead != NULL && stream_read_waits(s))
+    ring_arm(s);
+}
+
+/* A completion for s (from the kernel's wait, loop thread). */
+weft_io_t *weft__net_ring_cqe(void *tag, int res, int bid) {
+  weft_socket_t *s = tag;
+  s->ring_armed = false;
+  if (__builtin_expect(s->closed, 0)) { /* cancelled by its close */
+    if (bid >= 0)
+      weft__ring_buf_put(&s->loop->backend, (unsigned)bid);
+    sock_drop(s); /* the kernel's hold: the socket's memory goes now */
+    return NULL;
+  }
+  s->busy--; /* not closed: it cannot reach 0 here */
+  s->ring_done = true;
+  s->ring_res = res;
+  s->ring_bid = bid;
+  return &s->io;
+}
+
+/* A completion's bytes went nowhere (its socket is closing). */
+static void ring_forget(weft_socket_t *s) {
+  if (s->ring_done && s->ring_bid >= 0)
+    weft__ring_buf_put(&s->loop->backend, (unsigned)s->ring_bid);
+  s->ring_done = false;
+}
+
+/* The completion's event: its bytes go to the queued reads in order (as
+ * do_read's would: each under its op's guard), the rest stay on the
+ * socket; its error or end of stream becomes the read side's. */
+WEFT__HOT static void ring_take(weft_socket_t *s) {
+  int res = s->ring_res;
+  s->ring_done = false;
+  if (__builtin_expect(res <= 0, 0)) {
+    if (res == -ENOBUFS || res == -EAGAIN || res == -EINTR ||
+        res == -ECANCELED)
+      s->readable = true; /* no pool buffer: read the plain way */
+    else if (s->rerr == 0 && res == 0)
+      s->rerr = WEFT_EOF;
+    else if (s->rerr == 0) {
+      s->rerr = io_err(-res);
+      if (s->rerr == WEFT_ECONNRESET && s->werr == 0)
+        s->werr = s->rerr;
+    }
+    return;
+  }
+  const char *data = weft__ring_buf(&s->loop->backend, (unsigned)s->ring_bid);
+  size_t n = (size_t)res, off = 0;
+  net_op_t *op;
+  while (s->spill == NULL && off < n && (op = s->rhead) != NULL &&
+         !s->closed) {
+    op_check_shared(op);
+    if (!op_enter(op)) {
+      op_drop(s, op);
+      continue;
+    }
+    size_t k = op->len - op->done;
+    if (k > n - off)
+      k = n - off;
+    memcpy(op->buf + op->done, data + off, k);
+    op->done += k;
+    off += k;
+    read_got(s, op);
+  }
+  if (off < n && !s->closed)
+    spill_keep(s, data + off, n - off); /* nobody wants them yet */
+  weft__ring_buf_put(&s->loop->backend, (unsigned)s->ring_bid);
+  s->readable = n == WEFT__RING_BUF; /* a full buffer: more may wait */
+}
+
 /* run_reads for a stream, the usual socket, in a function of its own:
  * its code stays short. */
 WEFT__HOT static __attribute__((noinline)) void
@@ -814,6 +927,7 @@ run_stream_reads(weft_socket_t *s) {
         s->readable == was_ready && s->rerr == err)
       break; /* no progress: wait for readiness */
   }
+  ring_want(s);
 }
 
 /* Listeners and datagram sockets. */
@@ -983,7 +1097,14 @@ WEFT__HOT static void sock_event(weft_io_t *io, unsigned events, int status,
     sock_close(s);
     return;
   }
-  if (events & WEFT_READABLE)
+  if (events & WEFT__RING) {
+    sock_hold(s);
+    ring_take(s);
+    sock_drop(s);
+    if (s->closed) /* a continuation closed it */
+      return;
+  }
+  if ((events & WEFT_READABLE) && !s->ring)
     s->readable = true;
   if (events & WEFT_WRITABLE)
     s->writable = true;
@@ -1056,6 +1177,9 @@ static void sock_close(weft_socket_t *s) {
       }
     }
   }
+  if (s->ring_armed) /* its completion frees the socket (it holds it) */
+    weft__ring_cancel(&loop->backend, s);
+  ring_forget(s);
   close(s->fd);
   sock_hold(s);
   cancel_queue(s, &s->rhead);
@@ -1219,6 +1343,8 @@ op_queue(weft_socket_t *s, net_op_t *op) {
     else
       run_writes(s);
     sock_drop(s);
+  } else if (head == &s->rhead) {
+    ring_want(s);
   }
   /* Still alive (the caller's handle), and from here any thread may get
    * hold of its future. */
@@ -1282,6 +1408,7 @@ WEFT__HOT int weft_read(weft_socket_t *sock, void *buf, size_t len,
   net_op_t *op = op_new(sock, OP_READ, buf, len);
   sock->rhead = sock->rtail = op; /* to wait for readiness */
   sock->loop->readers++;
+  ring_want(sock);
   op->unshared = false;
   *out = op_future(op);
   return 0;

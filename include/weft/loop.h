@@ -86,6 +86,13 @@ typedef struct weft_loop_options {
 /**
  * Create a loop owned by the calling thread (its loop thread).
  * On 0 *out owns the loop; close it with weft_loop_close() on this thread.
+ * Backend: epoll, plus an io_uring through which stream sockets read,
+ * where the kernel has one (Linux 6.1 or later, io_uring not disabled by
+ * sysctl or seccomp): the loop then waits in the ring. It costs one more
+ * fd and, for read buffers, 2 KiB of memory per event of a batch (twice
+ * max_events buffers, at least 64), touched only as used. Set
+ * WEFT_IO_URING=0 in the environment for plain epoll. Which one a loop
+ * has: weft_loop_stats().backend. Behaviour is the same either way.
  * Errors: WEFT_EINVAL (out NULL, bad options), WEFT_EBUSY (this thread
  * already has a loop), WEFT_ENOMEM, WEFT_EMFILE / WEFT_ENFILE (no fd for
  * epoll or eventfd), or another code from the kernel. *out untouched then.
@@ -102,7 +109,7 @@ WEFT_EXTERN int weft_loop_create(const weft_loop_options_t *opts,
  * continuations of futures sent to the loop) still queued are run, so no
  * future waits forever. Submits arriving after close began are refused
  * with WEFT_ESHUTDOWN. Closes the fds the loop owns (epoll, eventfd,
- * signalfd), never the user's. The loop pointer is invalid afterwards:
+ * signalfd, io_uring), never the user's. The loop pointer is invalid afterwards:
  * other threads must have stopped using it (settle or cancel what they
  * send to the loop before closing it).
  * Returns 0; WEFT_EINVAL for NULL; WEFT_EPERM off the loop thread;
@@ -178,7 +185,10 @@ WEFT_EXTERN weft_loop_t *weft_loop_current(void);
  * run weft_loop_run(WEFT_RUN_NOWAIT) when it fires), and the time until the
  * next timer is due, in ms (-1: no timer; 0: something is ready now), to use
  * as the host's poll timeout. The fd stays the loop's; never close it.
- * weft_loop_fd returns the fd, or WEFT_EINVAL for NULL.
+ * weft_loop_fd returns the fd, or WEFT_EINVAL for NULL; on a loop with an
+ * io_uring, the first call also has the ring's completions wake that fd
+ * (which costs a little per completion from then on), and may fail with
+ * a code from the kernel.
  * weft_loop_timeout_ms returns the timeout, or WEFT_EINVAL for NULL.
  * Thread: the loop thread.
  */
@@ -203,7 +213,7 @@ typedef struct weft_loop_stats {
   uint64_t timers_fired;
   uint64_t stalls;     /* callbacks over the stall threshold */
   unsigned timers_active, watchers_active;
-  const char *backend; /* "epoll" */
+  const char *backend; /* "io_uring" or "epoll" (see weft_loop_create) */
 } weft_loop_stats_t;
 
 /**
