@@ -69,6 +69,8 @@ WEFT__HIDDEN void weft__ring_cancel(weft__backend_t *b, void *tag);
 WEFT__HIDDEN const char *weft__ring_buf(const weft__backend_t *b,
                                         unsigned bid);
 WEFT__HIDDEN void weft__ring_buf_put(weft__backend_t *b, unsigned bid);
+/* A recv found no pool buffer: add some (up to the ring's room). */
+WEFT__HIDDEN void weft__ring_grow(weft__backend_t *b);
 /* Have completions also signal eventfd fd (for an embedding host). */
 WEFT__HIDDEN int weft__ring_notify_fd(weft__backend_t *b, int fd);
 /* Wait for the recvs still in the kernel (all cancelled) to report. */

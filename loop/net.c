@@ -876,6 +876,8 @@ WEFT__HOT static void ring_take(weft_socket_t *s) {
   int res = s->ring_res;
   s->ring_done = false;
   if (__builtin_expect(res <= 0, 0)) {
+    if (res == -ENOBUFS)
+      weft__ring_grow(&s->loop->backend);
     if (res == -ENOBUFS || res == -EAGAIN || res == -EINTR ||
         res == -ECANCELED)
       s->readable = true; /* no pool buffer: read the plain way */

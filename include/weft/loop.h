@@ -92,7 +92,10 @@ typedef struct weft_loop_options {
  * fd and, for read buffers, 2 KiB of memory per event of a batch (twice
  * max_events buffers, at least 64), touched only as used. Set
  * WEFT_IO_URING=0 in the environment for plain epoll. Which one a loop
- * has: weft_loop_stats().backend. Behaviour is the same either way.
+ * has: weft_loop_stats().backend. Behaviour is the same either way, but
+ * for one trade on kernels from 6.12: with 32 or more reads waiting, the
+ * ring's wait gathers a batch of completions for up to 20 us before it
+ * returns (far less CPU per read under load, at most 20 us more latency).
  * Errors: WEFT_EINVAL (out NULL, bad options), WEFT_EBUSY (this thread
  * already has a loop), WEFT_ENOMEM, WEFT_EMFILE / WEFT_ENFILE (no fd for
  * epoll or eventfd), or another code from the kernel. *out untouched then.
