@@ -63,6 +63,18 @@ enum { WEFT__RING_BUF = 2048 }; /* bytes in each provided buffer */
 /* Arm a recv of fd into a pool buffer; its completion goes to
  * weft__net_ring_cqe(tag, ...). False: no room in the ring. */
 WEFT__HIDDEN bool weft__ring_recv(weft__backend_t *b, void *tag, int fd);
+/* Queue a send of buf[0..len) on fd (at most 1 GiB of it), its
+ * completion to weft__net_ring_cqe(tag | 1, ...). The send is handed over
+ * at the loop's next io_uring_enter, with MSG_DONTWAIT: the kernel reads
+ * buf inside that call only. Around the call, weft__net_send_enter(tag)
+ * (false: it was cancelled, the send becomes a NOP) and, once the kernel
+ * took it, weft__net_send_leave(tag). False: no room in the ring. */
+WEFT__HIDDEN bool weft__ring_send(weft__backend_t *b, void *tag, int fd,
+                                  const void *buf, size_t len);
+/* Sends queued and not handed over yet. */
+WEFT__HIDDEN bool weft__ring_sends(const weft__backend_t *b);
+WEFT__HIDDEN bool weft__net_send_enter(void *tag);
+WEFT__HIDDEN void weft__net_send_leave(void *tag);
 /* Ask the kernel to end tag's recv (its completion still comes). */
 WEFT__HIDDEN void weft__ring_cancel(weft__backend_t *b, void *tag);
 /* Pool buffer bid (from a completion), and giving it back. */
@@ -76,7 +88,7 @@ WEFT__HIDDEN int weft__ring_notify_fd(weft__backend_t *b, int fd);
 /* Wait for the recvs still in the kernel (all cancelled) to report. */
 WEFT__HIDDEN void weft__ring_drain(weft__backend_t *b);
 /* net.c: a recv armed for socket tag completed (res; bid, the pool buffer
- * it filled, or -1):
+ * it filled, or -1), or a send (tag with its low bit set; bid -1):
  * the socket's watcher, for an event {io, WEFT__RING} in the batch, or
  * NULL when there is nothing to dispatch (the socket was closed). */
 WEFT__HIDDEN struct weft_io *weft__net_ring_cqe(void *tag, int res, int bid);

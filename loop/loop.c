@@ -562,7 +562,10 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
   bool spun = false;
   int n = 0;
   bool polled = false; /* a spin polled the backend and found events */
-  if (timeout != 0 && loop->spin_max_ns > 0) {
+  /* (Sends waiting in the ring are work for now: the wait that hands them
+   * over returns with their completions, so no spin before it.) */
+  if (timeout != 0 && loop->spin_max_ns > 0 &&
+      !(loop->backend.ring != NULL && weft__ring_sends(&loop->backend))) {
     /* Not for a while after this thread woke a pool worker: that worker
      * needs a CPU, and a loop feeding a pool does it again soon. */
     if (weft__tl_pool_wakes != loop->pool_wakes_seen) {

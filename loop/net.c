@@ -50,6 +50,9 @@ struct weft_socket {
   weft_io_t io; /* edge-triggered, both directions */
   weft_loop_t *loop;
   int fd;
+  /* a recv's completion: its result (at most WEFT__RING_BUF, or -errno)
+   * and pool buffer (see ring_armed below) */
+  int16_t ring_res, ring_bid;
   uint8_t kind;
   bool readable, writable; /* readiness since the last EAGAIN */
   bool connecting;         /* a connect op owns the socket */
@@ -57,13 +60,17 @@ struct weft_socket {
   bool waiting_fd; /* listener: on loop->fd_waiters, retry timer armed */
   /* reads through the loop's ring (uring.c; a stream on a loop that has
    * one): a recv armed in the kernel (it holds the socket: busy), or its
-   * completion waiting in the batch (ring_res, ring_bid) */
-  bool ring, ring_armed, ring_done;
-  int ring_res, ring_bid;
+   * completion waiting in the batch (ring_res, ring_bid); */
+  /* writes through the ring: a send queued or in the kernel for
+   * wring_op, the head of the write queue (NULL once that op is gone),
+   * holding the socket; or its completion waiting (applied to the op
+   * already: weft__net_ring_cqe) */
+  bool ring, ring_armed, ring_done, wring_armed, wring_done;
   unsigned busy;   /* processing frames on the stack; free when 0 */
   int rerr, werr;  /* sticky errors of each direction */
   net_op_t *rhead, *rtail, *whead, *wtail;
   size_t wqueued;
+  net_op_t *wring_op;
   /* kept when a cancel beat a completed syscall: NULL, or bytes to give
    * the next read */
   char *spill;
@@ -474,6 +481,8 @@ static void op_unlink(weft_socket_t *s, net_op_t *op) {
     s->loop->readers--; /* the read queue is empty now */
   if (op->kind == OP_WRITE)
     s->wqueued -= op->len - op->done;
+  if (op == s->wring_op)
+    s->wring_op = NULL; /* its send, if still to come, goes nowhere */
   op->next = NULL;
   op->sock = NULL;
 }
@@ -845,8 +854,44 @@ static inline void ring_want(weft_socket_t *s) {
     ring_arm(s);
 }
 
+/* A send's result res, as do_write takes send()'s (the op, if still
+ * there, settles in wring_take). */
+static void wring_result(weft_socket_t *s, int res) {
+  net_op_t *op = s->wring_op;
+  if (__builtin_expect(res > 0, 1)) {
+    if (op == NULL)
+      return; /* its write was cancelled (and left wqueued): what went,
+                 went */
+    s->wqueued -= (size_t)res;
+    size_t want = op->len - op->done;
+    if (want > (1u << 30))
+      want = 1u << 30; /* weft__ring_send's bound */
+    op->done += (size_t)res;
+    if ((size_t)res < want)
+      s->writable = false;
+  } else if (res == -EAGAIN || res == -EWOULDBLOCK) {
+    s->writable = false;
+  } else if (res != 0 && res != -EINTR) { /* the stream is broken */
+    s->werr = io_err(-res);
+    if (s->werr == WEFT_ECONNRESET && s->rerr == 0)
+      s->rerr = s->werr;
+  }
+}
+
 /* A completion for s (from the kernel's wait, loop thread). */
 weft_io_t *weft__net_ring_cqe(void *tag, int res, int bid) {
+  if ((uintptr_t)tag & 1) { /* a send */
+    weft_socket_t *s = (weft_socket_t *)((uintptr_t)tag - 1);
+    s->wring_armed = false;
+    if (__builtin_expect(s->closed, 0)) {
+      sock_drop(s);
+      return NULL;
+    }
+    s->busy--;
+    s->wring_done = true;
+    wring_result(s, res);
+    return &s->io;
+  }
   weft_socket_t *s = tag;
   s->ring_armed = false;
   if (__builtin_expect(s->closed, 0)) { /* cancelled by its close */
@@ -857,8 +902,8 @@ weft_io_t *weft__net_ring_cqe(void *tag, int res, int bid) {
   }
   s->busy--; /* not closed: it cannot reach 0 here */
   s->ring_done = true;
-  s->ring_res = res;
-  s->ring_bid = bid;
+  s->ring_res = (int16_t)res; /* (a recv of at most WEFT__RING_BUF) */
+  s->ring_bid = (int16_t)bid;
   return &s->io;
 }
 
@@ -912,6 +957,54 @@ WEFT__HOT static void ring_take(weft_socket_t *s) {
     spill_keep(s, data + off, n - off); /* nobody wants them yet */
   weft__ring_buf_put(&s->loop->backend, (unsigned)s->ring_bid);
   s->readable = n == WEFT__RING_BUF; /* a full buffer: more may wait */
+}
+
+/* Queue op (the head of the write queue, the socket writable) as a ring
+ * send. False: no room in the ring (the caller sends the plain way). */
+static bool wring_arm(weft_socket_t *s, net_op_t *op) {
+  if (!weft__ring_send(&s->loop->backend, s, s->fd, op->buf + op->done,
+                       op->len - op->done))
+    return false;
+  s->wring_op = op;
+  s->wring_armed = true;
+  s->busy++; /* until its completion */
+  return true;
+}
+
+/* The send is about to be handed to the kernel (uring.c, loop thread):
+ * the op's guard goes up, as around a send(). False when its op is gone
+ * or was cancelled (the send becomes a NOP, whose completion runs the
+ * queue on). */
+bool weft__net_send_enter(void *tag) {
+  weft_socket_t *s = tag;
+  net_op_t *op = s->wring_op;
+  if (op == NULL || s->closed)
+    return false;
+  op_check_shared(op);
+  if (op_enter(op))
+    return true;
+  op_drop(s, op); /* cancelled from another thread (clears wring_op) */
+  return false;
+}
+
+void weft__net_send_leave(void *tag) {
+  weft_socket_t *s = tag;
+  if (s->wring_op != NULL)
+    op_leave(s->wring_op);
+}
+
+/* The send's completion event: its op settles if it is all sent, or
+ * failed (weft__net_ring_cqe applied the result). */
+WEFT__HOT static void wring_take(weft_socket_t *s) {
+  net_op_t *op = s->wring_op;
+  s->wring_done = false;
+  s->wring_op = NULL;
+  if (op == NULL)
+    return; /* its write was cancelled: what went, went */
+  if (op->done == op->len)
+    op_finish_int(s, op, (intptr_t)op->len, 0);
+  else if (s->werr != 0)
+    op_finish_int(s, op, 0, s->werr);
 }
 
 /* run_reads for a stream, the usual socket, in a function of its own:
@@ -1066,7 +1159,7 @@ static void do_connect(weft_socket_t *s, net_op_t *op) {
 }
 
 static void run_writes(weft_socket_t *s) {
-  while (s->whead != NULL && !s->closed) {
+  while (s->whead != NULL && !s->closed && !s->wring_armed) {
     net_op_t *op = s->whead;
     op_check_shared(op);
     size_t done = op->done;
@@ -1075,6 +1168,9 @@ static void run_writes(weft_socket_t *s) {
       do_connect(s, op);
     else if (s->kind == SK_DGRAM)
       do_send(s, op);
+    else if (s->ring && op->kind == OP_WRITE && s->werr == 0 &&
+             s->writable && op->done < op->len && wring_arm(s, op))
+      break; /* the ring sends it at the loop's next wait */
     else
       do_write(s, op);
     if (s->whead == op && op->done == done && s->writable == was_ready)
@@ -1101,7 +1197,10 @@ WEFT__HOT static void sock_event(weft_io_t *io, unsigned events, int status,
   }
   if (events & WEFT__RING) {
     sock_hold(s);
-    ring_take(s);
+    if (s->wring_done)
+      wring_take(s);
+    if (s->ring_done && !s->closed)
+      ring_take(s);
     sock_drop(s);
     if (s->closed) /* a continuation closed it */
       return;
@@ -1357,6 +1456,11 @@ op_queue(weft_socket_t *s, net_op_t *op) {
 /* Queue a write (op_queue for OP_WRITE): on an idle stream it is tried
  * first (write_now), and in the usual case never queued. */
 static int write_queue(weft_socket_t *s, net_op_t *op, weft_future_t **out) {
+  if (s->ring && op->len != 0) { /* the ring sends it (run_writes) */
+    s->wqueued += op->len;
+    *out = op_queue(s, op);
+    return 0;
+  }
   if (!(s->whead == NULL && write_now(s, op))) {
     /* behind others, or write_now sent what the socket took: wait */
     op_link(&s->whead, &s->wtail, op);

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,8 +47,9 @@
 #define IORING_FEAT_MIN_TIMEOUT (1U << 15)
 #endif
 
-/* user_data of the ring's own requests; anything else is a socket. */
-enum { TAG_EPOLL = 1, TAG_CANCEL = 2 };
+/* user_data of the ring's own requests; anything else is a socket (a
+ * recv), or a socket with TAG_SEND_BIT (a send). */
+enum { TAG_EPOLL = 1, TAG_CANCEL = 2, TAG_SEND_BIT = 1 };
 enum {
   BATCH_ARMED = 32,
   BATCH_WAIT_US = 20,
@@ -81,7 +83,15 @@ struct weft__ring {
   bool ep_again; /* the last harvest found events: look again first */
   bool evfd;     /* the loop's eventfd gets completions (weft_loop_fd) */
   bool min_wait; /* IORING_FEAT_MIN_TIMEOUT: batched waits (ur_poll) */
-  unsigned armed; /* socket recvs in the kernel */
+  unsigned armed; /* socket recvs and sends in the ring */
+  /* sends in the SQ not yet handed over (their buffers are the callers':
+   * see weft__ring_send) */
+  struct pending_send {
+    void *tag;    /* the socket; NULL once made a NOP */
+    unsigned seq; /* its place in the SQ (sq_local when filled) */
+    bool guarded; /* weft__net_send_enter said go */
+  } pend[SQ_ENTRIES];
+  unsigned npend;
 };
 
 static int sys_setup(unsigned entries, struct io_uring_params *p) {
@@ -249,14 +259,63 @@ static void sq_publish(struct weft__ring *r) {
   }
 }
 
-/* Submit what is queued (no wait); 0 or a negative errno. */
+/* Sends about to be handed over: each op's guard goes up (a cancel from
+ * another thread now waits for the call to end), and a send cancelled
+ * meanwhile becomes a NOP. */
+static void sends_enter(struct weft__ring *r) {
+  for (unsigned i = 0; i < r->npend; i++) {
+    struct pending_send *p = &r->pend[i];
+    if (p->guarded || p->tag == NULL)
+      continue;
+    if (weft__net_send_enter(p->tag)) {
+      p->guarded = true;
+      continue;
+    }
+    /* a NOP with the send's user_data: its completion (res 0) tells the
+     * socket the send is over, and runs its queue on */
+    struct io_uring_sqe *sqe = &r->sqes[p->seq & r->sq_mask];
+    sqe->opcode = IORING_OP_NOP;
+    sqe->flags = 0;
+    sqe->msg_flags = 0;
+    sqe->fd = -1;
+    sqe->addr = 0;
+    sqe->len = 0;
+    p->tag = NULL;
+  }
+}
+
+/* After the call: a send it took has ended (MSG_DONTWAIT: the kernel
+ * completed it inside the call, and holds nothing of the caller's), so
+ * its guard comes down; one it did not take (the call failed first)
+ * stays for the next. */
+static void sends_leave(struct weft__ring *r) {
+  unsigned head = atomic_load_explicit(r->sq_head, memory_order_acquire);
+  unsigned keep = 0;
+  for (unsigned i = 0; i < r->npend; i++) {
+    struct pending_send p = r->pend[i];
+    if (p.tag != NULL && (int)(head - p.seq) <= 0) {
+      r->pend[keep++] = p; /* not taken yet */
+      continue;
+    }
+    if (p.tag != NULL)
+      weft__net_send_leave(p.tag);
+  }
+  r->npend = keep;
+}
+
+/* Submit what is queued (and wait as asked); 0 or a negative errno. */
 static int ring_submit(struct weft__ring *r, unsigned flags, unsigned wait,
                        const void *arg, size_t argsz) {
+  if (r->npend != 0)
+    sends_enter(r);
   sq_publish(r);
   unsigned head = atomic_load_explicit(r->sq_head, memory_order_acquire);
   unsigned n = r->sq_local - head;
   int rc = sys_enter(r->fd, n, wait, flags, arg, argsz);
-  return rc < 0 ? -errno : 0;
+  int e = errno;
+  if (r->npend != 0)
+    sends_leave(r);
+  return rc < 0 ? -e : 0;
 }
 
 static struct io_uring_sqe *sqe_get(struct weft__ring *r) {
@@ -403,6 +462,30 @@ const weft__backend_ops_t weft__uring_backend = {
     "io_uring", ur_init, ur_fini, ur_add, ur_modify, ur_remove, ur_poll};
 
 /* ---- for net.c ---- */
+
+bool weft__ring_send(weft__backend_t *b, void *tag, int fd, const void *buf,
+                     size_t len) {
+  struct weft__ring *r = b->ring;
+  struct io_uring_sqe *sqe = sqe_get(r);
+  if (sqe == NULL)
+    return false;
+  sqe->opcode = IORING_OP_SEND;
+  sqe->fd = fd;
+  sqe->addr = (uint64_t)(uintptr_t)buf;
+  sqe->len = len > (1u << 30) ? 1u << 30 : (unsigned)len;
+  /* MSG_DONTWAIT: a socket that cannot take it now fails the send with
+   * EAGAIN inside the call, never keeps it (and the buffer) for later */
+  sqe->msg_flags = MSG_NOSIGNAL | MSG_DONTWAIT;
+  sqe->user_data = (uint64_t)(uintptr_t)tag | TAG_SEND_BIT;
+  struct pending_send *p = &r->pend[r->npend++];
+  p->tag = tag;
+  p->seq = r->sq_local - 1;
+  p->guarded = false;
+  r->armed++;
+  return true;
+}
+
+bool weft__ring_sends(const weft__backend_t *b) { return b->ring->npend != 0; }
 
 bool weft__ring_recv(weft__backend_t *b, void *tag, int fd) {
   struct weft__ring *r = b->ring;

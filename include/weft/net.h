@@ -24,8 +24,10 @@ WEFT_BEGIN_DECLS
  * Buffers. A read or write borrows the caller's buffer: the caller keeps it
  * alive and untouched (a write's) or unread (a read's) until the operation's
  * future settles, or until weft_future_cancel() on it returns, whichever
- * comes first. From then on weft never touches the buffer again. Nothing is
- * copied on the way.
+ * comes first. From then on weft never touches the buffer again. Writes
+ * are not copied; on a loop with an io_uring, a stream read's bytes land in
+ * a buffer of the loop's pool first and are copied into the caller's (the
+ * kernel never holds a caller's read buffer).
  *
  * Cancellation. Cancelling an operation on the loop thread removes it from
  * the reactor before the cancel returns. From another thread, the cancel
@@ -162,8 +164,14 @@ WEFT_EXTERN int weft_read_exactly(weft_socket_t *sock, void *buf, size_t len,
  * Write all len bytes of buf: fulfilled with len once the kernel has taken
  * every byte (partial writes continue inside), or rejected with WEFT_EPIPE /
  * WEFT_ECONNRESET when the peer went away. Writes queue in order and are
- * sent in that order; a write to a writable socket with nothing queued is
- * attempted at once, so its future is often settled on return.
+ * sent in that order. On a loop with an io_uring (see weft_loop_create), a
+ * write is handed to the kernel at the loop's next wait, together with
+ * every other write of the batch, in one system call: its future settles
+ * then, never on return. On plain epoll, a write to a writable socket with
+ * nothing queued is attempted at once, so its future is often settled on
+ * return. Either way the kernel reads buf only while the loop thread is
+ * in that call, and a cancel from another thread waits for the call to end
+ * (a write cancelled then may have been sent, in part or whole).
  * Errors (returned): as weft_read(). Thread: the loop thread.
  */
 WEFT_EXTERN int weft_write(weft_socket_t *sock, const void *buf, size_t len,
