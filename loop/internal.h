@@ -75,7 +75,8 @@ WEFT__HIDDEN bool weft__ring_send(weft__backend_t *b, void *tag, int fd,
 WEFT__HIDDEN bool weft__ring_sends(const weft__backend_t *b);
 WEFT__HIDDEN bool weft__net_send_enter(void *tag);
 WEFT__HIDDEN void weft__net_send_leave(void *tag);
-/* Ask the kernel to end tag's recv (its completion still comes). */
+/* Ask the kernel to end tag's recv (its completion still comes); hands
+ * the SQ over at once, so the fd may be closed on return. */
 WEFT__HIDDEN void weft__ring_cancel(weft__backend_t *b, void *tag);
 /* Pool buffer bid (from a completion), and giving it back. */
 WEFT__HIDDEN const char *weft__ring_buf(const weft__backend_t *b,

@@ -524,6 +524,9 @@ void weft__ring_cancel(weft__backend_t *b, void *tag) {
   sqe->fd = -1;
   sqe->addr = (uint64_t)(uintptr_t)tag;
   sqe->user_data = TAG_CANCEL;
+  /* Hand both over now: the caller closes the fd next, and a recv still
+   * in the SQ names the fd by number, which the next socket may get. */
+  (void)ring_submit(r, 0, 0, NULL, 0);
 }
 
 void weft__ring_grow(weft__backend_t *b) {

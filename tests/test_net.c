@@ -1472,6 +1472,39 @@ static void test_close_with_reads_waiting(void) {
   }
 }
 
+/* A socket closed while its read is queued for the kernel (not yet
+ * handed over): its fd number goes free at once, and the next fd opened
+ * gets it. That fd's bytes are its own: nothing the closed socket had
+ * queued may read them. */
+static void test_close_then_fd_reuse(void) {
+  weft_loop_t *loop = new_loop();
+  weft_socket_t *ls;
+  int peer;
+  weft_socket_t *s = raw_pair(loop, &ls, &peer);
+  char buf[16];
+  weft_future_t *r;
+  REQUIRE_EQ(weft_read(s, buf, sizeof buf, &r), 0); /* queued, no wait yet */
+  int fd = weft_socket_fd(s);
+  EXPECT_EQ(weft_socket_close(s), 0);
+  EXPECT_EQ(weft_future_state(r), WEFT_CANCELLED);
+  weft_future_release(r);
+  int sv[2];
+  REQUIRE_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+  REQUIRE_EQ(dup2(sv[0], fd), fd); /* the closed socket's number, reused */
+  REQUIRE_EQ(write(sv[1], "mine", 4), 4);
+  for (int i = 0; i < 4; i++)
+    weft_loop_run(loop, WEFT_RUN_NOWAIT);
+  char got[8] = {0};
+  EXPECT_EQ(read(fd, got, sizeof got), 4);
+  EXPECT_EQ(memcmp(got, "mine", 4), 0);
+  close(fd);
+  close(sv[0]);
+  close(sv[1]);
+  close(peer);
+  weft_socket_close(ls);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 /* ---- loop close with sockets open ---- */
 
 static void test_loop_close_with_sockets(void) {
@@ -1609,6 +1642,7 @@ static const test_case_t cases[] = {
     {"a read wakes an embedding host", test_embedded_read},
     {"200 reads at once, few ring buffers", test_reads_with_few_buffers},
     {"close sockets while reads wait", test_close_with_reads_waiting},
+    {"a closed socket's fd reused at once", test_close_then_fd_reuse},
     {"bad input", test_bad_input},
     {NULL, NULL}};
 
