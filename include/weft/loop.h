@@ -86,16 +86,19 @@ typedef struct weft_loop_options {
 /**
  * Create a loop owned by the calling thread (its loop thread).
  * On 0 *out owns the loop; close it with weft_loop_close() on this thread.
- * Backend: epoll, plus an io_uring through which stream sockets read,
- * where the kernel has one (Linux 6.1 or later, io_uring not disabled by
- * sysctl or seccomp): the loop then waits in the ring. It costs one more
- * fd and, for read buffers, 2 KiB of memory per event of a batch (twice
- * max_events buffers, at least 64), touched only as used. Set
+ * Backend: epoll, plus an io_uring through which stream sockets read and
+ * write, where the kernel has one (Linux 6.1 or later, io_uring not
+ * disabled by sysctl or seccomp): the loop then waits in the ring. It
+ * costs one more fd and a pool of 2 KiB read buffers: twice max_events of
+ * them (at least 64), growing up to four times that when reads find none,
+ * touched only as used (4 MiB at most for the default 256). Set
  * WEFT_IO_URING=0 in the environment for plain epoll. Which one a loop
  * has: weft_loop_stats().backend. Behaviour is the same either way, but
- * for one trade on kernels from 6.12: with 32 or more reads waiting, the
- * ring's wait gathers a batch of completions for up to 20 us before it
- * returns (far less CPU per read under load, at most 20 us more latency).
+ * for two things. A write's future settles at the loop's next wait, never
+ * on return (see weft_write). And on kernels from 6.12, with 32 or more
+ * reads waiting, the ring's wait gathers a batch of completions for up to
+ * 20 us before it returns (far less CPU per read under load, at most
+ * 20 us more latency).
  * Errors: WEFT_EINVAL (out NULL, bad options), WEFT_EBUSY (this thread
  * already has a loop), WEFT_ENOMEM, WEFT_EMFILE / WEFT_ENFILE (no fd for
  * epoll or eventfd), or another code from the kernel. *out untouched then.
