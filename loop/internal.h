@@ -71,8 +71,9 @@ WEFT__HIDDEN bool weft__ring_recv(weft__backend_t *b, void *tag, int fd);
  * took it, weft__net_send_leave(tag). False: no room in the ring. */
 WEFT__HIDDEN bool weft__ring_send(weft__backend_t *b, void *tag, int fd,
                                   const void *buf, size_t len);
-/* Sends queued and not handed over yet. */
+/* Sends queued and not handed over yet; anything queued (recvs too). */
 WEFT__HIDDEN bool weft__ring_sends(const weft__backend_t *b);
+WEFT__HIDDEN bool weft__ring_queued(const weft__backend_t *b);
 WEFT__HIDDEN bool weft__net_send_enter(void *tag);
 WEFT__HIDDEN void weft__net_send_leave(void *tag);
 /* Ask the kernel to end tag's recv (its completion still comes); hands

@@ -776,6 +776,10 @@ int64_t weft_loop_timeout_ms(weft_loop_t *loop) {
   if (loop->local_head != NULL ||
       atomic_load_explicit(&loop->inbox, memory_order_relaxed) != NULL)
     return 0;
+  /* reads and writes queued for the ring reach the kernel only when the
+   * loop runs: until then nothing would wake the host for them */
+  if (loop->backend.ring != NULL && weft__ring_queued(&loop->backend))
+    return 0;
   int64_t due = weft__timers_next(loop);
   return due < 0 ? -1 : ms_until(due);
 }

@@ -496,6 +496,11 @@ bool weft__ring_send(weft__backend_t *b, void *tag, int fd, const void *buf,
 
 bool weft__ring_sends(const weft__backend_t *b) { return b->ring->npend != 0; }
 
+bool weft__ring_queued(const weft__backend_t *b) {
+  const struct weft__ring *r = b->ring;
+  return r->sq_local != atomic_load_explicit(r->sq_head, memory_order_acquire);
+}
+
 bool weft__ring_recv(weft__backend_t *b, void *tag, int fd) {
   struct weft__ring *r = b->ring;
   struct io_uring_sqe *sqe = sqe_get(r);

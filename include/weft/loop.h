@@ -194,7 +194,9 @@ WEFT_EXTERN weft_loop_t *weft_loop_current(void);
  * weft_loop_fd returns the fd, or WEFT_EINVAL for NULL; on a loop with an
  * io_uring, the first call also has the ring's completions wake that fd
  * (which costs a little per completion from then on), and may fail with
- * a code from the kernel.
+ * a code from the kernel. On such a loop, socket reads and writes queued
+ * for the ring reach the kernel only when the loop runs, so the timeout is
+ * 0 while any are queued: always poll with it.
  * weft_loop_timeout_ms returns the timeout, or WEFT_EINVAL for NULL.
  * Thread: the loop thread.
  */
