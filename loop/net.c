@@ -10,6 +10,12 @@
  * run in order while the direction is ready; a new operation on a ready,
  * idle direction is tried at once.
  *
+ * On a loop with an io_uring (uring.c), a stream socket is registered for
+ * its write side only: a read that has to wait arms a recv in the ring
+ * (into the loop's buffer pool; ring_arm, ring_take), and a write queues a
+ * send that the loop's next wait hands over (wring_arm, wring_take), with
+ * the op's guard up around that call as around a send().
+ *
  * Cross-thread cancel: the canceller settles the future first, then (in the
  * cancel hook) marks the op's guard word cancelled and, if the loop is inside
  * a syscall on the op's buffer at that moment, waits for it to end; the loop
