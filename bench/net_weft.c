@@ -6,16 +6,18 @@
  * once, the usual case) is released and the next read starts at once, with
  * no continuation: the libev and epoll peers also write inline and wait
  * only after a short write.
- * Usage: bench_net_weft <conns>. Listens on 127.0.0.1 port 0 and prints
- * "port N"; the measurement window runs from the <conns>-th accept to the
- * last close; then prints "cpu_us <window CPU> bytes <bytes echoed in the
- * window>" and exits. Same CLI and output as net_epoll.c, net_uv.c and
+ * Usage: bench_net_weft <conns> (or `bench_net_weft backend`: print the
+ * loop's backend, io_uring or epoll, and exit). Listens on 127.0.0.1
+ * port 0 and prints "port N"; the measurement window runs from the
+ * <conns>-th accept to the last close; then prints "cpu_us <window CPU>
+ * bytes <bytes echoed in the window>" and exits. Same CLI and output as net_epoll.c, net_uv.c and
  * net_ev.c. */
 #define _GNU_SOURCE
 #include <weft.h>
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 
 static struct {
@@ -124,6 +126,15 @@ static void accept_next(void) {
 }
 
 int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "backend") == 0) { /* for run.sh's log */
+    weft_loop_stats_t st;
+    if (weft_loop_create(NULL, &S.loop) != 0 ||
+        weft_loop_stats(S.loop, &st) != 0)
+      return 1;
+    printf("%s\n", st.backend);
+    weft_loop_close(S.loop);
+    return 0;
+  }
   if (argc != 2 || (S.want = atol(argv[1])) <= 0) {
     fprintf(stderr, "usage: %s <conns>\n", argv[0]);
     return 2;

@@ -264,6 +264,7 @@ suite_net() {
   declare -A bin
   if [ -x "$out/bench/bench_net_weft" ]; then
     impls+=(weft); bin[weft]=$out/bench/bench_net_weft
+    log "weft's loop: $("${bin[weft]}" backend) (WEFT_IO_URING=0 in the environment: epoll)"
   else
     log "skipped: weft (bench_net_weft not built)"
   fi
