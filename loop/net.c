@@ -677,60 +677,6 @@ static inline void read_publish(weft_socket_t *s, net_op_t *op, intptr_t v) {
   op_fulfil(s, op);
 }
 
-/* do_read's rare first part: bytes a cancelled read kept. False when op
- * is settled or dropped. (Out of line: the usual read's code stays in
- * fewer cache lines.) */
-static __attribute__((noinline, cold)) bool read_spill(weft_socket_t *s,
-                                                       net_op_t *op) {
-  size_t n = s->spill_len - s->spill_off;
-  if (n > op->len - op->done)
-    n = op->len - op->done;
-  if (!op_enter(op)) {
-    op_drop(s, op);
-    return false;
-  }
-  memcpy(op->buf + op->done, s->spill + s->spill_off, n);
-  op->done += n;
-  s->spill_off += n;
-  if (s->spill_off == s->spill_len) {
-    weft__free(s->spill, s->spill_len);
-    s->spill = NULL;
-    s->spill_len = s->spill_off = 0;
-  }
-  if (op->kind == OP_READ || op->done == op->len) {
-    if (!op_claim(op)) { /* impossible on this thread, but be exact */
-      op_leave(op);
-      spill_keep(s, op->buf, op->done);
-      op_drop(s, op);
-      return false;
-    }
-    op_leave(op);
-    read_publish(s, op, (intptr_t)op->done);
-    return false;
-  }
-  op_leave(op);
-  return true;
-}
-
-/* do_read after a recv that took nothing (n, errno e): end of stream,
- * readiness gone, or the stream's error. (Out of line, as read_spill.) */
-static __attribute__((noinline, cold)) void read_none(weft_socket_t *s,
-                                                      net_op_t *op, ssize_t n,
-                                                      int e) {
-  if (n == 0) {
-    s->rerr = WEFT_EOF;
-  } else if (transient(e)) {
-    s->readable = false;
-    return;
-  } else {
-    s->rerr = io_err(e);
-    if (s->rerr == WEFT_ECONNRESET && s->werr == 0)
-      s->werr = s->rerr;
-  }
-  if (op->kind == OP_READ_EXACT && op->done > 0 && s->rerr == WEFT_EOF)
-    op_finish_int(s, op, 0, WEFT_EOF);
-}
-
 /* do_read when a cancel from another thread won the settle: the bytes
  * stay on the socket for the next read. */
 static __attribute__((noinline, cold)) void read_lost(weft_socket_t *s,
@@ -753,6 +699,50 @@ static inline void read_got(weft_socket_t *s, net_op_t *op) {
   }
   op_leave(op);
   read_publish(s, op, (intptr_t)op->done);
+}
+
+/* do_read's rare first part: bytes a cancelled read kept. False when op
+ * is settled or dropped. (Out of line: the usual read's code stays in
+ * fewer cache lines.) */
+static __attribute__((noinline, cold)) bool read_spill(weft_socket_t *s,
+                                                       net_op_t *op) {
+  size_t n = s->spill_len - s->spill_off;
+  if (n > op->len - op->done)
+    n = op->len - op->done;
+  if (!op_enter(op)) {
+    op_drop(s, op);
+    return false;
+  }
+  memcpy(op->buf + op->done, s->spill + s->spill_off, n);
+  op->done += n;
+  s->spill_off += n;
+  if (s->spill_off == s->spill_len) {
+    weft__free(s->spill, s->spill_len);
+    s->spill = NULL;
+    s->spill_len = s->spill_off = 0;
+  }
+  bool more = op->kind != OP_READ && op->done != op->len;
+  read_got(s, op);
+  return more;
+}
+
+/* do_read after a recv that took nothing (n, errno e): end of stream,
+ * readiness gone, or the stream's error. (Out of line, as read_spill.) */
+static __attribute__((noinline, cold)) void read_none(weft_socket_t *s,
+                                                      net_op_t *op, ssize_t n,
+                                                      int e) {
+  if (n == 0) {
+    s->rerr = WEFT_EOF;
+  } else if (transient(e)) {
+    s->readable = false;
+    return;
+  } else {
+    s->rerr = io_err(e);
+    if (s->rerr == WEFT_ECONNRESET && s->werr == 0)
+      s->werr = s->rerr;
+  }
+  if (op->kind == OP_READ_EXACT && op->done > 0 && s->rerr == WEFT_EOF)
+    op_finish_int(s, op, 0, WEFT_EOF);
 }
 
 /* (The usual read runs straight through: the rare cases are the
