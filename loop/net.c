@@ -616,6 +616,21 @@ static int io_err(int e) {
   return rc == 0 ? WEFT_EIO : rc;
 }
 
+/* A stream's read side failed with errno e: its sticky error, which a
+ * reset makes the write side's too. */
+static void read_broke(weft_socket_t *s, int e) {
+  s->rerr = io_err(e);
+  if (s->rerr == WEFT_ECONNRESET && s->werr == 0)
+    s->werr = s->rerr;
+}
+
+/* The same for the write side. */
+static void write_broke(weft_socket_t *s, int e) {
+  s->werr = io_err(e);
+  if (s->werr == WEFT_ECONNRESET && s->rerr == 0)
+    s->rerr = s->werr;
+}
+
 /* ---- reads ---- */
 
 static void listener_wait_fd(weft_socket_t *s);
@@ -737,9 +752,7 @@ static __attribute__((noinline, cold)) void read_none(weft_socket_t *s,
     s->readable = false;
     return;
   } else {
-    s->rerr = io_err(e);
-    if (s->rerr == WEFT_ECONNRESET && s->werr == 0)
-      s->werr = s->rerr;
+    read_broke(s, e);
   }
   if (op->kind == OP_READ_EXACT && op->done > 0 && s->rerr == WEFT_EOF)
     op_finish_int(s, op, 0, WEFT_EOF);
@@ -868,9 +881,7 @@ static void wring_result(weft_socket_t *s, int res) {
   } else if (res == -EAGAIN || res == -EWOULDBLOCK) {
     s->writable = false;
   } else if (res != 0 && res != -EINTR) { /* the stream is broken */
-    s->werr = io_err(-res);
-    if (s->werr == WEFT_ECONNRESET && s->rerr == 0)
-      s->rerr = s->werr;
+    write_broke(s, -res);
   }
 }
 
@@ -924,11 +935,8 @@ WEFT__HOT static void ring_take(weft_socket_t *s) {
       s->readable = true; /* no pool buffer: read the plain way */
     else if (s->rerr == 0 && res == 0)
       s->rerr = WEFT_EOF;
-    else if (s->rerr == 0) {
-      s->rerr = io_err(-res);
-      if (s->rerr == WEFT_ECONNRESET && s->werr == 0)
-        s->werr = s->rerr;
-    }
+    else if (s->rerr == 0)
+      read_broke(s, -res);
     return;
   }
   const char *data = weft__ring_buf(&s->loop->backend, (unsigned)s->ring_bid);
@@ -1088,9 +1096,7 @@ static void do_write(weft_socket_t *s, net_op_t *op) {
     s->writable = false;
     return;
   }
-  s->werr = io_err(errno);
-  if (s->werr == WEFT_ECONNRESET && s->rerr == 0)
-    s->rerr = s->werr;
+  write_broke(s, errno);
   op_finish_int(s, op, 0, s->werr);
 }
 
@@ -1400,9 +1406,8 @@ WEFT__HOT static bool write_now(weft_socket_t *s, net_op_t *op) {
       return false;
     }
     if (n < 0) {
-      err = s->werr = io_err(errno);
-      if (err == WEFT_ECONNRESET && s->rerr == 0)
-        s->rerr = err;
+      write_broke(s, errno);
+      err = s->werr;
     }
   }
   if (err == 0)
