@@ -55,15 +55,19 @@ WEFT__HIDDEN extern const weft__backend_ops_t weft__epoll_backend;
 WEFT__HIDDEN int weft__epoll_harvest(weft__backend_t *b, weft__event_t *out,
                                      int cap);
 
-/* uring.c: epoll plus an io_uring for stream socket reads (see there);
+/* uring.c: epoll plus an io_uring for stream socket reads and writes (see
+ * there);
  * its init fails (and the loop takes plain epoll) where no ring can be
  * had. The calls below are for a backend with a ring, loop thread only. */
 WEFT__HIDDEN extern const weft__backend_ops_t weft__uring_backend;
-enum { WEFT__RING_BUF = 2048 }; /* bytes in each provided buffer */
+enum {
+  WEFT__RING_BUF = 2048,          /* bytes in each provided buffer */
+  WEFT__RING_SEND_MAX = 1u << 30, /* bytes one ring send takes at most */
+};
 /* Arm a recv of fd into a pool buffer; its completion goes to
  * weft__net_ring_cqe(tag, ...). False: no room in the ring. */
 WEFT__HIDDEN bool weft__ring_recv(weft__backend_t *b, void *tag, int fd);
-/* Queue a send of buf[0..len) on fd (at most 1 GiB of it), its
+/* Queue a send of buf[0..len) on fd (at most WEFT__RING_SEND_MAX), its
  * completion to weft__net_ring_cqe(tag | 1, ...). The send is handed over
  * at the loop's next io_uring_enter, with MSG_DONTWAIT: the kernel reads
  * buf inside that call only. Around the call, weft__net_send_enter(tag)
@@ -87,7 +91,8 @@ WEFT__HIDDEN void weft__ring_buf_put(weft__backend_t *b, unsigned bid);
 WEFT__HIDDEN void weft__ring_grow(weft__backend_t *b);
 /* Have completions also signal eventfd fd (for an embedding host). */
 WEFT__HIDDEN int weft__ring_notify_fd(weft__backend_t *b, int fd);
-/* Wait for the recvs still in the kernel (all cancelled) to report. */
+/* Wait for the recvs and sends still in the ring (all cancelled) to
+ * report. */
 WEFT__HIDDEN void weft__ring_drain(weft__backend_t *b);
 /* net.c: a recv armed for socket tag completed (res; bid, the pool buffer
  * it filled, or -1), or a send (tag with its low bit set; bid -1):

@@ -873,8 +873,8 @@ static void wring_result(weft_socket_t *s, int res) {
                  went */
     s->wqueued -= (size_t)res;
     size_t want = op->len - op->done;
-    if (want > (1u << 30))
-      want = 1u << 30; /* weft__ring_send's bound */
+    if (want > WEFT__RING_SEND_MAX)
+      want = WEFT__RING_SEND_MAX; /* weft__ring_send's bound */
     op->done += (size_t)res;
     if ((size_t)res < want)
       s->writable = false;
@@ -1454,8 +1454,10 @@ op_queue(weft_socket_t *s, net_op_t *op) {
   return op_future(op);
 }
 
-/* Queue a write (op_queue for OP_WRITE): on an idle stream it is tried
- * first (write_now), and in the usual case never queued. */
+/* Queue a write (op_queue for OP_WRITE). With a ring it is queued and
+ * sent at the loop's next wait (run_writes, wring_arm); on plain epoll, on
+ * an idle stream it is tried first (write_now), and in the usual case
+ * never queued. */
 static int write_queue(weft_socket_t *s, net_op_t *op, weft_future_t **out) {
   if (s->ring && op->len != 0) { /* the ring sends it (run_writes) */
     s->wqueued += op->len;

@@ -76,8 +76,8 @@ struct weft__ring {
   struct io_uring_cqe *cqes;
   unsigned sq_local; /* our tail: SQEs filled so far */
   unsigned sq_pushed; /* published to the kernel (to_submit = the difference) */
-  void *sq_map, *cq_map;
-  size_t sq_map_len, cq_map_len, sqes_len;
+  void *sq_map; /* both rings (IORING_FEAT_SINGLE_MMAP) */
+  size_t sq_map_len, sqes_len;
   /* provided buffers */
   struct io_uring_buf_ring *br;
   size_t br_len;
@@ -85,7 +85,6 @@ struct weft__ring {
   size_t bufs_len;
   unsigned nbufs;  /* room in the ring (a power of two) */
   unsigned nadded; /* buffers made so far (grown on demand, up to nbufs) */
-  unsigned buf_size;
   uint16_t br_tail;
   /* the epoll fd */
   bool ep_armed; /* a poll on it is in the ring */
@@ -124,8 +123,6 @@ static void ring_unmap(struct weft__ring *r) {
     munmap(r->br, r->br_len);
   if (r->sqes != NULL)
     munmap(r->sqes, r->sqes_len);
-  if (r->cq_map != NULL && r->cq_map != r->sq_map)
-    munmap(r->cq_map, r->cq_map_len);
   if (r->sq_map != NULL)
     munmap(r->sq_map, r->sq_map_len);
 }
@@ -146,8 +143,8 @@ static void *anon(size_t len) {
  * publish (buf_publish). */
 static void buf_add(struct weft__ring *r, unsigned bid) {
   struct io_uring_buf *b = &r->br->bufs[r->br_tail & (r->nbufs - 1)];
-  b->addr = (uint64_t)(uintptr_t)(r->bufs + (size_t)bid * r->buf_size);
-  b->len = r->buf_size;
+  b->addr = (uint64_t)(uintptr_t)(r->bufs + (size_t)bid * WEFT__RING_BUF);
+  b->len = WEFT__RING_BUF;
   b->bid = (uint16_t)bid;
   r->br_tail++;
 }
@@ -179,19 +176,18 @@ static int ring_setup(struct weft__ring *r, unsigned nbufs, unsigned first) {
       !(p.features & IORING_FEAT_NODROP) ||
       !(p.features & IORING_FEAT_SINGLE_MMAP))
     return WEFT_ENOSYS;
+  size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
   r->sq_map_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
-  r->cq_map_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
-  if (r->cq_map_len > r->sq_map_len)
-    r->sq_map_len = r->cq_map_len;
+  if (cq_len > r->sq_map_len)
+    r->sq_map_len = cq_len;
   r->sq_map = map(r->sq_map_len, r->fd, IORING_OFF_SQ_RING);
   if (r->sq_map == NULL)
     return WEFT_ENOMEM;
-  r->cq_map = r->sq_map;
   r->sqes_len = p.sq_entries * sizeof(struct io_uring_sqe);
   r->sqes = map(r->sqes_len, r->fd, IORING_OFF_SQES);
   if (r->sqes == NULL)
     return WEFT_ENOMEM;
-  char *sq = r->sq_map, *cq = r->cq_map;
+  char *sq = r->sq_map, *cq = r->sq_map;
   r->sq_head = (_Atomic unsigned *)(sq + p.sq_off.head);
   r->sq_tail = (_Atomic unsigned *)(sq + p.sq_off.tail);
   r->sq_mask = *(unsigned *)(sq + p.sq_off.ring_mask);
@@ -207,10 +203,9 @@ static int ring_setup(struct weft__ring *r, unsigned nbufs, unsigned first) {
   /* provided buffers: the ring of descriptors and the buffers behind it
    * (anonymous memory: pages cost only once the kernel writes them) */
   r->nbufs = nbufs;
-  r->buf_size = WEFT__RING_BUF;
   r->br_len = nbufs * sizeof(struct io_uring_buf);
   r->br = anon(r->br_len);
-  r->bufs_len = (size_t)nbufs * r->buf_size;
+  r->bufs_len = (size_t)nbufs * WEFT__RING_BUF;
   r->bufs = anon(r->bufs_len);
   if (r->br == NULL || r->bufs == NULL)
     return WEFT_ENOMEM;
@@ -377,6 +372,25 @@ static int ur_remove(weft__backend_t *b, int fd) {
   return weft__epoll_backend.remove(b, fd);
 }
 
+/* One completion: the epoll fd's poll (*ep set), a cancel's (nothing),
+ * or a socket's recv or send, handed to net.c: its watcher, for an event
+ * of the batch, or NULL. */
+static weft_io_t *cqe_take(struct weft__ring *r,
+                           const struct io_uring_cqe *c, bool *ep) {
+  if (c->user_data == TAG_EPOLL) {
+    *ep = true;
+    r->ep_armed = false;
+    return NULL;
+  }
+  if (c->user_data == TAG_CANCEL)
+    return NULL;
+  r->armed--;
+  return weft__net_ring_cqe((void *)(uintptr_t)c->user_data, c->res,
+                            c->flags & IORING_CQE_F_BUFFER
+                                ? (int)(c->flags >> IORING_CQE_BUFFER_SHIFT)
+                                : -1);
+}
+
 static unsigned cq_ready(struct weft__ring *r) {
   return atomic_load_explicit(r->cq_tail, memory_order_acquire) -
          atomic_load_explicit(r->cq_head, memory_order_relaxed);
@@ -433,25 +447,11 @@ WEFT__HOT static int ur_poll(weft__backend_t *b, int64_t timeout_ns,
   unsigned head = atomic_load_explicit(r->cq_head, memory_order_relaxed);
   unsigned tail = atomic_load_explicit(r->cq_tail, memory_order_acquire);
   while (head != tail && n < cap) {
-    const struct io_uring_cqe *c = &r->cqes[head & r->cq_mask];
-    uint64_t ud = c->user_data;
-    int res = c->res;
-    unsigned cf = c->flags;
-    head++;
-    if (ud == TAG_EPOLL) {
-      ep = true;
-      r->ep_armed = false;
-    } else if (ud != TAG_CANCEL) {
-      r->armed--;
-      weft_io_t *io = weft__net_ring_cqe((void *)(uintptr_t)ud, res,
-                                         cf & IORING_CQE_F_BUFFER
-                                             ? (int)(cf >> IORING_CQE_BUFFER_SHIFT)
-                                             : -1);
-      if (io != NULL) {
-        out[n].data = io;
-        out[n].events = WEFT__RING;
-        n++;
-      }
+    weft_io_t *io = cqe_take(r, &r->cqes[head++ & r->cq_mask], &ep);
+    if (io != NULL) {
+      out[n].data = io;
+      out[n].events = WEFT__RING;
+      n++;
     }
   }
   atomic_store_explicit(r->cq_head, head, memory_order_release);
@@ -481,7 +481,7 @@ bool weft__ring_send(weft__backend_t *b, void *tag, int fd, const void *buf,
   sqe->opcode = IORING_OP_SEND;
   sqe->fd = fd;
   sqe->addr = (uint64_t)(uintptr_t)buf;
-  sqe->len = len > (1u << 30) ? 1u << 30 : (unsigned)len;
+  sqe->len = len > WEFT__RING_SEND_MAX ? WEFT__RING_SEND_MAX : (unsigned)len;
   /* MSG_DONTWAIT: a socket that cannot take it now fails the send with
    * EAGAIN inside the call, never keeps it (and the buffer) for later */
   sqe->msg_flags = MSG_NOSIGNAL | MSG_DONTWAIT;
@@ -508,7 +508,7 @@ bool weft__ring_recv(weft__backend_t *b, void *tag, int fd) {
     return false;
   sqe->opcode = IORING_OP_RECV;
   sqe->fd = fd;
-  sqe->len = r->buf_size;
+  sqe->len = WEFT__RING_BUF;
   sqe->flags = IOSQE_BUFFER_SELECT;
   sqe->buf_group = BUF_GROUP;
   sqe->user_data = (uint64_t)(uintptr_t)tag;
@@ -540,7 +540,7 @@ void weft__ring_grow(weft__backend_t *b) {
 }
 
 const char *weft__ring_buf(const weft__backend_t *b, unsigned bid) {
-  return b->ring->bufs + (size_t)bid * b->ring->buf_size;
+  return b->ring->bufs + (size_t)bid * WEFT__RING_BUF;
 }
 
 void weft__ring_buf_put(weft__backend_t *b, unsigned bid) {
@@ -572,19 +572,9 @@ void weft__ring_drain(weft__backend_t *b) {
                       &arg, sizeof arg);
     unsigned head = atomic_load_explicit(r->cq_head, memory_order_relaxed);
     unsigned tail = atomic_load_explicit(r->cq_tail, memory_order_acquire);
-    for (; head != tail; head++) {
-      const struct io_uring_cqe *c = &r->cqes[head & r->cq_mask];
-      if (c->user_data == TAG_EPOLL) {
-        r->ep_armed = false;
-      } else if (c->user_data != TAG_CANCEL) {
-        r->armed--;
-        (void)weft__net_ring_cqe(
-            (void *)(uintptr_t)c->user_data, c->res,
-            c->flags & IORING_CQE_F_BUFFER
-                ? (int)(c->flags >> IORING_CQE_BUFFER_SHIFT)
-                : -1);
-      }
-    }
+    bool ep = false; /* (the loop is closing: nothing harvests epoll) */
+    for (; head != tail; head++)
+      (void)cqe_take(r, &r->cqes[head & r->cq_mask], &ep);
     atomic_store_explicit(r->cq_head, head, memory_order_release);
   }
 }
