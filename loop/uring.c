@@ -518,13 +518,9 @@ bool weft__ring_recv(weft__backend_t *b, void *tag, int fd) {
 
 void weft__ring_cancel(weft__backend_t *b, void *tag) {
   struct weft__ring *r = b->ring;
-  struct io_uring_sqe *sqe = sqe_get(r);
-  if (sqe == NULL) { /* full even after a submit: cancel now, inline */
-    (void)ring_submit(r, 0, 0, NULL, 0);
-    sqe = sqe_get(r);
-    if (sqe == NULL)
-      return; /* the recv ends when the ring goes (loop close) */
-  }
+  struct io_uring_sqe *sqe = sqe_get(r); /* (full: it submitted, retried) */
+  if (sqe == NULL)
+    return; /* the recv ends when the ring goes (loop close) */
   sqe->opcode = IORING_OP_ASYNC_CANCEL;
   sqe->fd = -1;
   sqe->addr = (uint64_t)(uintptr_t)tag;
