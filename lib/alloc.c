@@ -30,14 +30,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define WEFT__ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define WEFT__ASAN 1
-#endif
-#endif
-#ifdef WEFT__ASAN
+#if WEFT__ASAN
 #define CACHE_ON 0
 #else
 #define CACHE_ON 1

@@ -14,6 +14,27 @@
  * and write on a loop): kept together in .text.hot. */
 #define WEFT__HOT __attribute__((hot))
 
+/* AddressSanitizer: WEFT__ASAN is 1 in an ASan build. A free list of our
+ * own (allocator magazines, socket slabs, recycled jobs and operations)
+ * poisons a block while it sits free and unpoisons it when handed out, so
+ * the sanitizer runs check the same recycling code users run. */
+#if defined(__SANITIZE_ADDRESS__)
+#define WEFT__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WEFT__ASAN 1
+#endif
+#endif
+#ifdef WEFT__ASAN
+#include <sanitizer/asan_interface.h>
+#define WEFT__POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define WEFT__UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define WEFT__ASAN 0
+#define WEFT__POISON(p, n) ((void)(p), (void)(n))
+#define WEFT__UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 /* Start a thread of weft's own with every signal blocked (signals belong
  * to the loop's signalfd or to the user's threads, never to ours).
  * Returns pthread_create's result. */
@@ -290,8 +311,6 @@ static inline weft_task_t *weft__task_list_reverse(weft_task_t *list) {
 /* Run one queued trampoline task of this thread; false when none. */
 WEFT__HIDDEN bool weft__trampoline_help(void);
 
-#endif /* WEFT_LIB_INTERNAL_H */
-
 /* A waiter: a continuation node that wakes a blocked thread. Heap-allocated
  * and reference-counted (the waiting thread and the future's list each hold
  * one), because a waiter that times out leaves its node on the list. */
@@ -317,3 +336,5 @@ WEFT__HIDDEN void weft__waiter_put(weft__waiter_t *w);
 WEFT__HIDDEN int weft__cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu,
                                  int64_t deadline_ns);
 WEFT__HIDDEN int weft__cond_init(pthread_cond_t *cv);
+
+#endif /* WEFT_LIB_INTERNAL_H */
