@@ -113,7 +113,8 @@ int weft__settle_int(struct weft_future *f, uint32_t state, intptr_t v,
 }
 
 static int settle_ptr(struct weft_future *f, void *v, weft_dtor_fn dtor) {
-  int rc = claim_flags(f, WEFT_FULFILLED, dtor != NULL ? WEFT__F_DTOR : 0);
+  int rc = claim_flags(f, WEFT_FULFILLED,
+                       WEFT__F_PTR | (dtor != NULL ? WEFT__F_DTOR : 0));
   if (rc != 0)
     return rc;
   f->val.ptr = v;
@@ -132,6 +133,8 @@ int weft__mirror(struct weft_future *dst, struct weft_future *src,
   uint32_t flags = (borrow && st == WEFT_FULFILLED && (w & WEFT__F_DTOR))
                        ? WEFT__F_BORROWED
                        : 0;
+  if (st == WEFT_FULFILLED)
+    flags |= w & WEFT__F_PTR; /* a pointer stays one, an integer stays one */
   int rc = claim_flags(dst, st, flags);
   if (rc != 0)
     return rc;
@@ -473,7 +476,11 @@ int weft_future_error(const weft_future_t *f) {
 }
 
 void *weft_future_value(const weft_future_t *f) {
-  if (f == NULL || weft__state(f) != WEFT_FULFILLED)
+  if (f == NULL)
+    return NULL;
+  uint32_t w = load_word(f, memory_order_acquire);
+  /* only a pointer value: an integer's bits are not a pointer to borrow */
+  if (visible_state(w) != WEFT_FULFILLED || !(w & WEFT__F_PTR))
     return NULL;
   return f->val.ptr;
 }
