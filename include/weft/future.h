@@ -122,7 +122,10 @@ WEFT_EXTERN int weft_promise_release(weft_promise_t *promise);
 
 /**
  * Take one more handle on `f`; give it back with weft_future_release().
- * Errors: WEFT_EINVAL (NULL, or no handle is held any more).
+ * Only a caller that holds a handle may retain.
+ * Errors: WEFT_EINVAL (NULL, or nothing holds `f` any more: no handle and
+ * no pending then or combinator; a retain without a handle while such a
+ * consumer still holds `f` is not caught).
  * Thread: any thread.
  */
 WEFT_EXTERN int weft_future_retain(weft_future_t *f);
@@ -132,7 +135,8 @@ WEFT_EXTERN int weft_future_retain(weft_future_t *f);
  * destructor) is freed when the last handle and every internal user are gone.
  * Releasing never cancels.
  * Errors: WEFT_EINVAL (NULL, or more releases than handles, caught while the
- * state is still alive).
+ * state is still alive and no pending then or combinator holds it: the
+ * extra release would otherwise take that consumer's hold).
  * Thread: any thread.
  */
 WEFT_EXTERN int weft_future_release(weft_future_t *f);
