@@ -19,8 +19,20 @@
  *
  * The cache sits only in front of the default allocator: with a user
  * allocator set, every block goes to it and back (so its counts stay exact).
- * Under AddressSanitizer the cache is off (every block goes to malloc and
- * back), so ASan still reports a use after free or a leak of any block.
+ *
+ * Under AddressSanitizer the cache stays on, so the sanitizer runs check the
+ * magazines and depot users run, with three changes that keep ASan's and
+ * LeakSanitizer's reports: each block is its own malloc'd allocation of its
+ * class size instead of a slice of a chunk (ASan puts redzones around it,
+ * LSan tracks it; chunks and regions are not used); a block is poisoned
+ * while it sits in a magazine or the depot, and handed out unpoisoned for
+ * the size asked only (a use after free of a cached block, or a write past
+ * the size asked, is reported); and a magazine slot is cleared when its
+ * block is handed out, so that a block the user never frees is not
+ * reachable from a stale slot: LSan reports it, while blocks still cached
+ * at exit are reachable from their magazine and are not leaks. (The stack
+ * ASan shows for a block is where it was first malloc'd, which for a
+ * recycled block may be an earlier user's.)
  */
 #define _GNU_SOURCE /* MAP_ANONYMOUS */
 #include "internal.h"
@@ -29,12 +41,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-
-#if WEFT__ASAN
-#define CACHE_ON 0
-#else
-#define CACHE_ON 1
-#endif
 
 enum {
   CLASS_SHIFT = 4,                 /* 16-byte classes */
@@ -83,6 +89,14 @@ static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 static bool cache_key_ok;
 
 static size_t class_size(unsigned c) { return (size_t)(c + 1) << CLASS_SHIFT; }
+
+/* Hand out slot i of m (under ASan, clearing it: see the top). */
+static inline void *mag_take(mag_t *m, unsigned i) {
+  void *b = m->slot[i];
+  if (WEFT__ASAN)
+    m->slot[i] = NULL;
+  return b;
+}
 
 /* ---- chunks ----
  * Blocks are carved from 16 KiB chunks, each aligned to its size so a
@@ -304,6 +318,12 @@ static void chunk_drop(chunk_t *ch, unsigned n) {
 /* Abandon a magazine's blocks: one atomic per run of blocks from the same
  * chunk (blocks freed in the order they were carved form such runs). */
 static void mag_abandon(mag_t *m) {
+  if (WEFT__ASAN) { /* each block is its own malloc'd allocation */
+    for (unsigned i = 0; i < m->count; i++)
+      free(mag_take(m, i));
+    m->count = 0;
+    return;
+  }
   unsigned i = 0;
   while (i < m->count) {
     chunk_t *ch = chunk_of(m->slot[i]);
@@ -442,6 +462,15 @@ static inline tcache_t *my_cache(void) {
   return tc->state == TC_DEAD ? NULL : my_cache_register(tc);
 }
 
+/* Under ASan, a new block: its own allocation, poisoned until handed out
+ * (cache_alloc's caller unpoisons the size asked). */
+static SLOW void *asan_block(unsigned c) {
+  void *b = malloc(class_size(c));
+  if (b != NULL)
+    WEFT__POISON(b, class_size(c));
+  return b;
+}
+
 /* Both magazines empty: a full one from the depot, else carve. */
 static SLOW void *cache_refill(tcache_t *tc, unsigned c) {
   mag_t *m = depot_swap(c, tc->cur[c]);
@@ -449,9 +478,12 @@ static SLOW void *cache_refill(tcache_t *tc, unsigned c) {
     tc->cur[c] = m;
     for (unsigned k = 1; k <= PREFETCH; k++)
       __builtin_prefetch(m->slot[MAG - k], 1);
-    return m->slot[--m->count];
+    m->count--;
+    return mag_take(m, m->count);
   }
   size_t size = class_size(c);
+  if (WEFT__ASAN)
+    return asan_block(c);
   if (tc->carve[c] == tc->carve_end[c]) {
     unsigned n;
     char *first = chunk_start(c, &n);
@@ -467,6 +499,8 @@ static SLOW void *cache_refill(tcache_t *tc, unsigned c) {
 
 /* A thread past its cache's exit: a chunk of its own per block. */
 static SLOW void *uncached_alloc(unsigned c) {
+  if (WEFT__ASAN)
+    return asan_block(c);
   unsigned n;
   char *b = chunk_start(c, &n);
   if (b != NULL)
@@ -474,7 +508,12 @@ static SLOW void *uncached_alloc(unsigned c) {
   return b;
 }
 
-static SLOW void uncached_release(void *ptr) { chunk_drop(chunk_of(ptr), 1); }
+static SLOW void uncached_release(void *ptr) {
+  if (WEFT__ASAN)
+    free(ptr);
+  else
+    chunk_drop(chunk_of(ptr), 1);
+}
 
 static inline __attribute__((always_inline)) void *cache_alloc(size_t size) {
   unsigned c = (unsigned)((size - 1) >> CLASS_SHIFT);
@@ -489,9 +528,12 @@ static inline __attribute__((always_inline)) void *cache_alloc(size_t size) {
     tc->spare[c] = m; /* empty (or none) */
     tc->cur[c] = m = s;
   }
-  void *b = m->slot[--m->count];
+  m->count--;
+  void *b = mag_take(m, m->count);
   /* Blocks often come back from another core (a job allocated here, freed
-   * by a worker): fetch the ones after this for writing now. */
+   * by a worker): fetch the ones after this for writing now. (A prefetch
+   * is no access: under ASan, where the block is still poisoned, it is not
+   * checked.) */
   if (m->count >= PREFETCH)
     __builtin_prefetch(m->slot[m->count - PREFETCH], 1);
   return b;
@@ -534,6 +576,7 @@ cache_release(void *ptr, size_t size) {
       return;
     }
   }
+  WEFT__POISON(ptr, class_size(c)); /* until handed out again */
   m->slot[m->count++] = ptr;
 }
 
@@ -542,15 +585,19 @@ cache_release(void *ptr, size_t size) {
 static inline __attribute__((always_inline)) void *default_alloc(void *ctx,
                                                                  size_t size) {
   (void)ctx;
-  if (CACHE_ON && size - 1 < CLASS_MAX) /* size 0 wraps to malloc */
-    return cache_alloc(size);
+  if (size - 1 < CLASS_MAX) { /* size 0 wraps to malloc */
+    void *b = cache_alloc(size);
+    if (WEFT__ASAN && b != NULL) /* the size asked; the rest stays poisoned */
+      WEFT__UNPOISON(b, size);
+    return b;
+  }
   return malloc(size);
 }
 
 static inline __attribute__((always_inline)) void
 default_release(void *ctx, void *ptr, size_t size) {
   (void)ctx;
-  if (CACHE_ON && size - 1 < CLASS_MAX)
+  if (size - 1 < CLASS_MAX)
     cache_release(ptr, size);
   else
     free(ptr);

@@ -113,7 +113,8 @@ int weft__settle_int(struct weft_future *f, uint32_t state, intptr_t v,
 }
 
 static int settle_ptr(struct weft_future *f, void *v, weft_dtor_fn dtor) {
-  int rc = claim_flags(f, WEFT_FULFILLED, dtor != NULL ? WEFT__F_DTOR : 0);
+  int rc = claim_flags(f, WEFT_FULFILLED,
+                       WEFT__F_PTR | (dtor != NULL ? WEFT__F_DTOR : 0));
   if (rc != 0)
     return rc;
   f->val.ptr = v;
@@ -132,6 +133,8 @@ int weft__mirror(struct weft_future *dst, struct weft_future *src,
   uint32_t flags = (borrow && st == WEFT_FULFILLED && (w & WEFT__F_DTOR))
                        ? WEFT__F_BORROWED
                        : 0;
+  if (st == WEFT_FULFILLED)
+    flags |= w & WEFT__F_PTR; /* a pointer stays one, an integer stays one */
   int rc = claim_flags(dst, st, flags);
   if (rc != 0)
     return rc;
@@ -473,7 +476,11 @@ int weft_future_error(const weft_future_t *f) {
 }
 
 void *weft_future_value(const weft_future_t *f) {
-  if (f == NULL || weft__state(f) != WEFT_FULFILLED)
+  if (f == NULL)
+    return NULL;
+  uint32_t w = load_word(f, memory_order_acquire);
+  /* only a pointer value: an integer's bits are not a pointer to borrow */
+  if (visible_state(w) != WEFT_FULFILLED || !(w & WEFT__F_PTR))
     return NULL;
   return f->val.ptr;
 }
@@ -518,18 +525,40 @@ static void then_fire(weft_task_t *node) {
   }
 }
 
+/* True when t's derived future d following target would close a cycle
+ * that nothing could ever settle: target is d, or a then-state already
+ * following d. Only these: reading them needs no reference but the handle
+ * the continuation gave us on target (a further link of a chain could be
+ * freed under a walk). The caller set d's F_FOLLOWING first, and both it and
+ * this load are seq_cst: of two thens closing a cycle at the same moment,
+ * at least one sees the other. */
+static bool follow_closes_cycle(then_state_t *t, struct weft_future *target) {
+  if (target == &t->base)
+    return true;
+  uint32_t w = atomic_load_explicit(&target->word, memory_order_seq_cst);
+  return weft__kind(w) == WEFT__K_THEN && (w & WEFT__F_FOLLOWING) &&
+         visible_state(w) == WEFT_PENDING &&
+         ((then_state_t *)target)->src == &t->base;
+}
+
 static void then_follow(then_state_t *t, struct weft_future *target) {
   struct weft_future *old_src = t->src;
   t->src = target;
   uint32_t old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FOLLOWING,
-                                          memory_order_acq_rel);
+                                          memory_order_seq_cst);
   weft__unref_need(old_src);
-  if (visible_state(old) != WEFT_PENDING) {
-    /* Cancelled while fn ran: the followed future is not needed by us. */
+  bool cycle = visible_state(old) == WEFT_PENDING &&
+               follow_closes_cycle(t, target);
+  if (cycle || visible_state(old) != WEFT_PENDING) {
+    /* A cycle (Promises/A+ 2.3.1), or cancelled while fn ran: we do not
+     * follow, and give back the handle on target unless a cancel took it. */
     old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FCLAIMED,
                                    memory_order_acq_rel);
-    if (!(old & WEFT__F_FCLAIMED))
+    if (!(old & WEFT__F_FCLAIMED)) {
+      if (cycle) /* settled first: target may be d itself */
+        (void)weft__settle_int(&t->base, WEFT_REJECTED, 0, WEFT_ECYCLE);
       weft__cancel_chain(take_upstream(target), true);
+    }
     weft__unref(&t->base);
     return;
   }

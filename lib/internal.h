@@ -91,6 +91,7 @@ enum {
   WEFT__F_BORROWED = 0x200u,    /* value borrowed from the future in src */
   WEFT__F_DTOR = 0x400u,        /* fulfilled value owns a destructor */
   WEFT__F_WSLOT = 0x800u,       /* ext: a weft__ext_ws_t (room for a watch) */
+  WEFT__F_PTR = 0x1000u,        /* fulfilled with a pointer (not an integer) */
   WEFT__KIND_SHIFT = 24
 };
 
@@ -202,6 +203,17 @@ static inline void weft__ext_on_cancel(weft__ext_t *e, weft_cancel_fn fn,
                         atomic_load_explicit(&e->base.word,
                                              memory_order_relaxed) |
                             WEFT__F_HOOK,
+                        memory_order_relaxed);
+}
+/* Write a claimed (or still unshared) embedded state's value as a pointer,
+ * before it is published: weft_future_value() returns only a value so
+ * marked (an integer or no value reads as NULL). A plain store: nothing else
+ * writes the word of a claimed K_EXT state. */
+static inline void weft__ext_value_ptr(struct weft_future *f, void *p) {
+  f->val.ptr = p;
+  atomic_store_explicit(&f->word,
+                        atomic_load_explicit(&f->word, memory_order_relaxed) |
+                            WEFT__F_PTR,
                         memory_order_relaxed);
 }
 /* Settle f with what a job or continuation returned (by pointer: a copy of

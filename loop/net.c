@@ -572,7 +572,7 @@ static void op_publish(weft_socket_t *s, net_op_t *op, intptr_t v) {
 }
 
 static void op_publish_ptr(weft_socket_t *s, net_op_t *op, void *p) {
-  op_future(op)->val.ptr = p;
+  weft__ext_value_ptr(op_future(op), p);
   op_publish_value(s, op);
 }
 

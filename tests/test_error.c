@@ -31,6 +31,13 @@ static void test_zero_and_unknown(void) {
   EXPECT_EQ(strcmp(weft_err_name(12345), "WEFT_EUNKNOWN"), 0);
 }
 
+static void test_weft_own_codes(void) {
+  EXPECT_EQ(strcmp(weft_err_name(WEFT_ECYCLE), "WEFT_ECYCLE"), 0);
+  EXPECT_EQ(strcmp(weft_strerror(WEFT_ECYCLE), "future would follow itself"), 0);
+  EXPECT_TRUE(WEFT_ECYCLE <= -4000); /* weft's own: no errno maps onto it */
+  EXPECT_ERR(weft_err_from_errno(-WEFT_ECYCLE), WEFT_EUNKNOWN);
+}
+
 static void test_from_errno(void) {
   EXPECT_ERR(weft_err_from_errno(0), 0);
   EXPECT_ERR(weft_err_from_errno(ECANCELED), WEFT_ECANCELED);
@@ -43,6 +50,7 @@ static void test_from_errno(void) {
 
 static const test_case_t cases[] = {{"every code named", test_every_code_named},
                                     {"zero and unknown", test_zero_and_unknown},
+                                    {"weft's own codes", test_weft_own_codes},
                                     {"from errno", test_from_errno},
                                     {NULL, NULL}};
 const test_suite_t suite_error = {"error", cases};

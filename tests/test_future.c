@@ -210,10 +210,65 @@ static void test_version(void) {
   EXPECT_EQ(WEFT_VERSION_HEX >> 16, WEFT_VERSION_MAJOR);
 }
 
+/* weft_future_value() is a pointer only when one was fulfilled: an integer
+ * reads as NULL there (and as itself through weft_future_int), however it
+ * travelled: directly, through a then, a followed future or a combinator. */
+static weft_result_t pass_int(void *arg, weft_future_t *src) {
+  (void)arg;
+  return weft_ok_int(weft_future_int(src));
+}
+static weft_result_t follow_arg(void *arg, weft_future_t *src) {
+  (void)src;
+  weft_future_retain(arg);
+  return weft_follow(arg);
+}
+
+static void expect_int_only(weft_future_t *f, intptr_t v) {
+  EXPECT_EQ(weft_future_state(f), WEFT_FULFILLED);
+  EXPECT_EQ(weft_future_int(f), v);
+  EXPECT_TRUE(weft_future_value(f) == NULL);
+}
+
+static void test_value_of_int_is_null(void) {
+  weft_promise_t *p, *q;
+  weft_future_t *f, *g, *t, *fl, *any, *race;
+  pair(&p, &f);
+  pair(&q, &g);
+  REQUIRE_EQ(weft_future_then(f, weft_executor_inline(), pass_int, NULL, &t), 0);
+  REQUIRE_EQ(weft_future_then(g, weft_executor_inline(), follow_arg, f, &fl), 0);
+  REQUIRE_EQ(weft_future_any(&f, 1, &any), 0);
+  REQUIRE_EQ(weft_future_race(&f, 1, &race), 0);
+  EXPECT_EQ(weft_promise_fulfil_int(q, 0), 0); /* fl now follows f */
+  EXPECT_EQ(weft_promise_fulfil_int(p, 0x1234), 0);
+  expect_int_only(f, 0x1234);
+  expect_int_only(t, 0x1234);
+  expect_int_only(fl, 0x1234);
+  expect_int_only(any, 0x1234);
+  expect_int_only(race, 0x1234);
+  weft_future_t *fs[] = {t, fl, any, race, f, g};
+  for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
+    weft_future_release(fs[i]);
+  weft_promise_release(p);
+  weft_promise_release(q);
+
+  /* a pointer stays a pointer the same ways; its bits read as an integer */
+  static int cell = 5;
+  pair(&p, &f);
+  REQUIRE_EQ(weft_future_race(&f, 1, &race), 0);
+  EXPECT_EQ(weft_promise_fulfil(p, &cell, NULL), 0);
+  EXPECT_TRUE(weft_future_value(f) == &cell);
+  EXPECT_TRUE(weft_future_value(race) == &cell);
+  EXPECT_EQ(weft_future_int(race), (intptr_t)&cell);
+  weft_future_release(race);
+  weft_future_release(f);
+  weft_promise_release(p);
+}
+
 static const test_case_t cases[] = {
     {"pending", test_pending},
     {"fulfil ptr, dtor once", test_fulfil_ptr_dtor_once},
     {"fulfil int", test_fulfil_int},
+    {"value of an integer is NULL", test_value_of_int_is_null},
     {"reject", test_reject},
     {"double settle", test_double_settle},
     {"settle after cancel", test_settle_after_cancel},

@@ -404,6 +404,210 @@ static void test_watch_refused_and_errors(void) {
   weft_promise_release(p);
 }
 
+/* ---- a continuation following its own derived future (a cycle) ---- */
+
+/* Follows the future *arg names when it runs (the derived future of its
+ * own then, or another then's), as a user who kept those handles would. */
+static weft_result_t follow_named(void *arg, weft_future_t *src) {
+  (void)src;
+  weft_future_t *target = *(weft_future_t *volatile *)arg;
+  weft_future_retain(target);
+  return weft_follow(target);
+}
+
+/* d follows d: rejected with WEFT_ECYCLE at once, nothing leaks (the
+ * counting allocator sees every block of the core come back). */
+static void test_follow_self(void) {
+  weft_executor_t *exs[2] = {weft_executor_inline(), NULL};
+  for (int e = 0; e < 2; e++) {
+    tu_alloc_install(0);
+    weft_thread_executor_t *te = NULL;
+    if (e == 1) {
+      REQUIRE_EQ(weft_thread_executor_create(&te), 0);
+      exs[1] = weft_thread_executor_get(te);
+    }
+    weft_promise_t *p;
+    weft_future_t *f, *d;
+    REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+    REQUIRE_EQ(weft_future_then(f, exs[e], follow_named, &d, &d), 0);
+    weft_promise_fulfil_int(p, 1);
+    EXPECT_EQ(weft_future_await(d, 5000), 0);
+    EXPECT_EQ(weft_future_state(d), WEFT_REJECTED);
+    EXPECT_ERR(weft_future_error(d), WEFT_ECYCLE);
+    weft_future_release(d);
+    weft_future_release(f);
+    weft_promise_release(p);
+    if (te != NULL)
+      EXPECT_EQ(weft_thread_executor_destroy(te), 0);
+    EXPECT_EQ(tu_alloc_live(), 0);
+    tu_alloc_restore();
+  }
+}
+
+/* a follows b's derived future, then b's continuation follows a: the
+ * second follow closes the cycle and is rejected; a follows b into it. */
+static void test_follow_mutual(void) {
+  tu_alloc_install(0);
+  weft_promise_t *p, *q;
+  weft_future_t *f, *g, *a, *b;
+  REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+  REQUIRE_EQ(weft_promise_create(&q, &g), 0);
+  REQUIRE_EQ(weft_future_then(f, weft_executor_inline(), follow_named, &b, &a), 0);
+  REQUIRE_EQ(weft_future_then(g, weft_executor_inline(), follow_named, &a, &b), 0);
+  weft_promise_fulfil_int(p, 1); /* a follows b */
+  EXPECT_EQ(weft_future_state(a), WEFT_PENDING);
+  weft_promise_fulfil_int(q, 1); /* b would follow a */
+  EXPECT_ERR(weft_future_error(b), WEFT_ECYCLE);
+  EXPECT_ERR(weft_future_error(a), WEFT_ECYCLE);
+  weft_future_release(a);
+  weft_future_release(b);
+  weft_future_release(f);
+  weft_future_release(g);
+  weft_promise_release(p);
+  weft_promise_release(q);
+  EXPECT_EQ(tu_alloc_live(), 0);
+  tu_alloc_restore();
+}
+
+/* The two follows of a mutual cycle made at the same moment on two
+ * threads: each round, at least one sees the other, both futures end
+ * WEFT_ECYCLE (none stays pending), and nothing leaks. */
+enum { CYCLE_ROUNDS = 2000 };
+static tu_rounds_t cyc_rounds;
+static weft_promise_t *cyc_q[CYCLE_ROUNDS + 1];
+
+static void *settle_q_rounds(void *arg) {
+  (void)arg;
+  for (long r = 1; r <= CYCLE_ROUNDS; r++) {
+    tu_meet(&cyc_rounds, r, 1);
+    weft_promise_fulfil_int(cyc_q[r], 1);
+    atomic_store_explicit(&cyc_rounds.done, r, memory_order_release);
+  }
+  return NULL;
+}
+
+static void test_follow_mutual_race(void) {
+  tu_alloc_install(0);
+  atomic_store(&cyc_rounds.arrived, 0);
+  atomic_store(&cyc_rounds.done, 0);
+  static weft_promise_t *ps[CYCLE_ROUNDS + 1];
+  static weft_future_t *fs[CYCLE_ROUNDS + 1], *gs[CYCLE_ROUNDS + 1],
+      *as[CYCLE_ROUNDS + 1], *bs[CYCLE_ROUNDS + 1];
+  for (long r = 1; r <= CYCLE_ROUNDS; r++) {
+    REQUIRE_EQ(weft_promise_create(&ps[r], &fs[r]), 0);
+    REQUIRE_EQ(weft_promise_create(&cyc_q[r], &gs[r]), 0);
+    REQUIRE_EQ(weft_future_then(fs[r], weft_executor_inline(), follow_named,
+                                &bs[r], &as[r]), 0);
+    REQUIRE_EQ(weft_future_then(gs[r], weft_executor_inline(), follow_named,
+                                &as[r], &bs[r]), 0);
+  }
+  pthread_t t;
+  REQUIRE_EQ(pthread_create(&t, NULL, settle_q_rounds, NULL), 0);
+  long pending = 0, wrong = 0;
+  for (long r = 1; r <= CYCLE_ROUNDS; r++) {
+    tu_meet(&cyc_rounds, r, 0);
+    weft_promise_fulfil_int(ps[r], 1);
+    tu_spin_until(&cyc_rounds.done, r);
+    weft_future_t *both[2] = {as[r], bs[r]};
+    for (int i = 0; i < 2; i++) {
+      if (weft_future_state(both[i]) == WEFT_PENDING)
+        pending++;
+      else if (weft_future_error(both[i]) != WEFT_ECYCLE)
+        wrong++;
+    }
+  }
+  pthread_join(t, NULL);
+  for (long r = 1; r <= CYCLE_ROUNDS; r++) {
+    /* a cycle left pending would hold itself: cancel it, so the count of
+     * pending futures fails the test rather than a leak */
+    weft_future_cancel(as[r]);
+    weft_future_t *all[4] = {as[r], bs[r], fs[r], gs[r]};
+    for (int i = 0; i < 4; i++)
+      weft_future_release(all[i]);
+    weft_promise_release(ps[r]);
+    weft_promise_release(cyc_q[r]);
+  }
+  EXPECT_EQ(pending, 0);
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(tu_alloc_live(), 0);
+  tu_alloc_restore();
+}
+
+/* A self-follow racing a cancel of the derived future: it ends rejected
+ * (WEFT_ECYCLE) or cancelled, once, and nothing leaks. */
+static tu_rounds_t cc_rounds;
+static weft_future_t *cc_d[CYCLE_ROUNDS + 1];
+
+static void *cancel_rounds(void *arg) {
+  (void)arg;
+  for (long r = 1; r <= CYCLE_ROUNDS; r++) {
+    tu_meet(&cc_rounds, r, 1);
+    weft_future_cancel(cc_d[r]);
+    atomic_store_explicit(&cc_rounds.done, r, memory_order_release);
+  }
+  return NULL;
+}
+
+static void test_follow_self_cancel_race(void) {
+  tu_alloc_install(0);
+  atomic_store(&cc_rounds.arrived, 0);
+  atomic_store(&cc_rounds.done, 0);
+  static weft_promise_t *ps[CYCLE_ROUNDS + 1];
+  static weft_future_t *fs[CYCLE_ROUNDS + 1];
+  for (long r = 1; r <= CYCLE_ROUNDS; r++) {
+    REQUIRE_EQ(weft_promise_create(&ps[r], &fs[r]), 0);
+    REQUIRE_EQ(weft_future_then(fs[r], weft_executor_inline(), follow_named,
+                                &cc_d[r], &cc_d[r]), 0);
+  }
+  pthread_t t;
+  REQUIRE_EQ(pthread_create(&t, NULL, cancel_rounds, NULL), 0);
+  long bad = 0;
+  for (long r = 1; r <= CYCLE_ROUNDS; r++) {
+    tu_meet(&cc_rounds, r, 0);
+    weft_promise_fulfil_int(ps[r], 1);
+    tu_spin_until(&cc_rounds.done, r);
+    int err = weft_future_error(cc_d[r]);
+    if (err != WEFT_ECYCLE && err != WEFT_ECANCELED)
+      bad++;
+  }
+  pthread_join(t, NULL);
+  for (long r = 1; r <= CYCLE_ROUNDS; r++) {
+    weft_future_release(cc_d[r]);
+    weft_future_release(fs[r]);
+    weft_promise_release(ps[r]);
+  }
+  EXPECT_EQ(bad, 0);
+  EXPECT_EQ(tu_alloc_live(), 0);
+  tu_alloc_restore();
+}
+
+/* A longer cycle (a -> b -> c -> a) is not detected: its futures stay
+ * pending, and a cancel of one of them settles all three, leak-free. */
+static void test_follow_long_cycle_cancel(void) {
+  tu_alloc_install(0);
+  weft_promise_t *p[3];
+  weft_future_t *f[3], *d[3];
+  for (int i = 0; i < 3; i++) {
+    REQUIRE_EQ(weft_promise_create(&p[i], &f[i]), 0);
+    REQUIRE_EQ(weft_future_then(f[i], weft_executor_inline(), follow_named,
+                                &d[(i + 1) % 3], &d[i]), 0);
+  }
+  for (int i = 0; i < 3; i++)
+    weft_promise_fulfil_int(p[i], 1);
+  for (int i = 0; i < 3; i++)
+    EXPECT_EQ(weft_future_state(d[i]), WEFT_PENDING);
+  EXPECT_EQ(weft_future_cancel(d[0]), 0);
+  for (int i = 0; i < 3; i++)
+    EXPECT_ERR(weft_future_error(d[i]), WEFT_ECANCELED);
+  for (int i = 0; i < 3; i++) {
+    weft_future_release(d[i]);
+    weft_future_release(f[i]);
+    weft_promise_release(p[i]);
+  }
+  EXPECT_EQ(tu_alloc_live(), 0);
+  tu_alloc_restore();
+}
+
 static void test_bad_args(void) {
   weft_promise_t *p;
   weft_future_t *f, *a = NULL;
@@ -432,6 +636,11 @@ static const test_case_t cases[] = {
     {"watch: once, after settling, on its executor", test_watch},
     {"watch: refused executor, arg ownership, errors",
      test_watch_refused_and_errors},
+    {"follow its own derived future: WEFT_ECYCLE, no leak", test_follow_self},
+    {"follow a future following it: WEFT_ECYCLE", test_follow_mutual},
+    {"mutual follows at once: both WEFT_ECYCLE", test_follow_mutual_race},
+    {"self-follow racing a cancel", test_follow_self_cancel_race},
+    {"longer follow cycle: pending until cancelled", test_follow_long_cycle_cancel},
     {"bad arguments", test_bad_args},
     {NULL, NULL}};
 const test_suite_t suite_then = {"then", cases};

@@ -34,7 +34,10 @@ typedef struct weft_allocator {
  * longest-lived block; the shared cache keeps at most 16,384 free blocks
  * per 16-byte size class (each thread at most 128 more), beyond which free
  * blocks go back to their region. Under
- * AddressSanitizer every block goes to malloc/free. The caller must
+ * AddressSanitizer the caches stay on, but each small block is its own
+ * malloc'd allocation (no regions), poisoned while it sits free in a cache:
+ * ASan reports a use of a freed block and LeakSanitizer a block never freed,
+ * as with malloc/free. The caller must
  * make this call while no memory allocated by weft is alive (before the first
  * weft object is made, or after the last is freed): weft does not track which
  * allocator made a block, so a block made by one and freed by another is a bug

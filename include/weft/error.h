@@ -51,6 +51,7 @@ WEFT_BEGIN_DECLS
   X(EBROKEN, -4001, "promise released without being settled")                  \
   X(EPENDING, -4002, "future is still pending")                                \
   X(EALLFAILED, -4003, "every input failed")                                   \
+  X(ECYCLE, -4004, "future would follow itself")                               \
   X(EUNKNOWN, -4094, "unknown error")                                          \
   X(EOF, -4095, "end of stream")
 

@@ -122,7 +122,10 @@ WEFT_EXTERN int weft_promise_release(weft_promise_t *promise);
 
 /**
  * Take one more handle on `f`; give it back with weft_future_release().
- * Errors: WEFT_EINVAL (NULL, or no handle is held any more).
+ * Only a caller that holds a handle may retain.
+ * Errors: WEFT_EINVAL (NULL, or nothing holds `f` any more: no handle and
+ * no pending then or combinator; a retain without a handle while such a
+ * consumer still holds `f` is not caught).
  * Thread: any thread.
  */
 WEFT_EXTERN int weft_future_retain(weft_future_t *f);
@@ -132,7 +135,8 @@ WEFT_EXTERN int weft_future_retain(weft_future_t *f);
  * destructor) is freed when the last handle and every internal user are gone.
  * Releasing never cancels.
  * Errors: WEFT_EINVAL (NULL, or more releases than handles, caught while the
- * state is still alive).
+ * state is still alive and no pending then or combinator holds it: the
+ * extra release would otherwise take that consumer's hold).
  * Thread: any thread.
  */
 WEFT_EXTERN int weft_future_release(weft_future_t *f);
@@ -233,6 +237,14 @@ static inline weft_result_t weft_err(int err) {
  * Settle the derived future as `f` settles (flattening). Hands one handle on
  * `f` to weft: retain first when returning a future you keep using (the
  * source itself included). NULL rejects with WEFT_EINVAL.
+ *
+ * A future cannot follow itself (Promises/A+ 2.3.1): when `f` is the derived
+ * future of this very continuation, or a future already following it (the
+ * derived future of another then whose continuation returned
+ * weft_follow(derived)), the derived future is rejected with WEFT_ECYCLE at
+ * once and the handle on `f` is given back. A longer cycle (through three
+ * or more thens, or through a combinator) is not detected: its futures stay
+ * pending until one of them is cancelled.
  */
 static inline weft_result_t weft_follow(weft_future_t *f) {
   weft_result_t r = {WEFT__R_FOLLOW, 0, {0}, 0};
@@ -256,6 +268,9 @@ typedef weft_result_t (*weft_then_fn)(void *arg, weft_future_t *src);
  * starts, fn never runs and `arg_dtor(arg)` (if given) runs once instead;
  * otherwise fn owns arg. If `ex` refuses the task when src settles, the
  * derived future is rejected with the executor's error and arg_dtor runs.
+ * If fn returns weft_follow() of the derived future itself (or of a future
+ * already following it), the derived future is rejected with WEFT_ECYCLE
+ * (see weft_follow()).
  * On 0, *out is one handle owned by the caller; the caller keeps its own
  * handle on src.
  * Errors: WEFT_EINVAL (src, ex, fn or out NULL), WEFT_ENOMEM. On error fn
