@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
-/* tests/test_chat.c: the chat_server sample, run as a real process and
- * driven by real clients on 127.0.0.1: 50 clients each send lines and every
- * line reaches every other client exactly once (and never its sender); a
- * client that never reads is dropped while the others go on; a silent
- * client is closed by the idle timeout; SIGTERM tells every client and
- * exits cleanly. Every wait is bounded (poll timeouts). */
+/* tests/test_chat.c: the server samples, run as real processes and driven
+ * by real clients on 127.0.0.1. chat_server: 50 clients each send lines and
+ * every line reaches every other client exactly once (and never its
+ * sender); a client that never reads is dropped while the others go on; a
+ * silent client is closed by the idle timeout; SIGTERM tells every client
+ * and exits cleanly. echo_server echoes. offload_demo --serve answers
+ * every malformed line with an error line and keeps the connection, and
+ * holds back a client that sends without reading. Every wait is bounded
+ * (poll timeouts). */
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -15,12 +18,16 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #ifndef WEFT_CHAT_SERVER
 #error "WEFT_CHAT_SERVER (the chat_server binary's path) must be defined"
+#endif
+#ifndef WEFT_OFFLOAD_DEMO
+#error "WEFT_OFFLOAD_DEMO (the offload_demo binary's path) must be defined"
 #endif
 
 #define WAIT_MS 20000
@@ -31,40 +38,67 @@ typedef struct server {
   int out; /* its stdout, kept open so its last words are not a SIGPIPE */
 } server_t;
 
-static server_t spawn_argv(const char *path, char *const argv[]) {
+/* Start a server sample; its stderr goes to err_fd (-1: /dev/null). It is
+ * ready once a line of its stdout says "listening on 127.0.0.1:PORT". In
+ * a sanitizer build a leak at exit makes it exit with LSAN_EXIT. */
+#define LSAN_EXIT 23
+static server_t spawn_to(const char *path, char *const argv[], int err_fd) {
   server_t s = {-1, 0, -1};
   int p[2];
   REQUIRE_EQ(pipe(p), 0);
+  /* The test's environment, with our ASAN_OPTIONS (built before the fork:
+   * the child only calls async-signal-safe functions before execve). */
+  static char *env[512];
+  size_t n = 0;
+  for (char **e = environ; *e != NULL && n < 510; e++)
+    if (strncmp(*e, "ASAN_OPTIONS=", 13) != 0)
+      env[n++] = *e;
+  env[n++] = "ASAN_OPTIONS=detect_leaks=1:exitcode=23"; /* LSAN_EXIT */
+  env[n] = NULL;
   s.pid = fork();
   REQUIRE_EQ(s.pid >= 0, 1);
   if (s.pid == 0) {
     dup2(p[1], 1);
     int devnull = open("/dev/null", O_WRONLY);
-    if (devnull >= 0)
+    if (err_fd >= 0)
+      dup2(err_fd, 2);
+    else if (devnull >= 0)
       dup2(devnull, 2); /* its log (heartbeats, departures) */
     close(p[0]);
     close(p[1]);
-    execv(path, argv);
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test that ends early ends it */
+    execve(path, argv, env);
     _exit(127);
   }
   close(p[1]);
-  char buf[256];
+  char buf[1024];
   size_t have = 0;
+  char *ready = NULL;
   struct pollfd pf = {p[0], POLLIN, 0};
-  while (have < sizeof buf - 1 && memchr(buf, '\n', have) == NULL &&
-         poll(&pf, 1, WAIT_MS) == 1) {
+  while (have < sizeof buf - 1 && poll(&pf, 1, WAIT_MS) == 1) {
     ssize_t n = read(p[0], buf + have, sizeof buf - 1 - have);
     if (n <= 0)
       break;
     have += (size_t)n;
+    buf[have] = 0;
+    ready = strstr(buf, "listening on 127.0.0.1:");
+    if (ready != NULL && strchr(ready, '\n') != NULL)
+      break;
   }
-  buf[have] = 0;
   s.out = p[0];
-  char *colon = strrchr(buf, ':');
-  REQUIRE_EQ(colon != NULL && strstr(buf, "listening on") != NULL, 1);
-  s.port = atoi(colon + 1);
+  if (ready == NULL) { /* not a server that came up: do not leave it */
+    kill(s.pid, SIGKILL);
+    waitpid(s.pid, NULL, 0);
+    close(s.out);
+  }
+  REQUIRE_EQ(ready != NULL, 1);
+  s.port = atoi(ready + strlen("listening on 127.0.0.1:"));
   REQUIRE_EQ(s.port > 0, 1);
   return s;
+}
+
+static server_t spawn_argv(const char *path, char *const argv[]) {
+  return spawn_to(path, argv, -1);
 }
 
 static server_t spawn(const char *max_queue, const char *idle_ms) {
@@ -74,9 +108,10 @@ static server_t spawn(const char *max_queue, const char *idle_ms) {
   return spawn_argv(WEFT_CHAT_SERVER, argv);
 }
 
-/* SIGTERM and wait (bounded); returns the exit status or -1. */
-static int stop(server_t *s) {
-  kill(s->pid, SIGTERM);
+/* Send sig and wait (bounded); returns the exit status, -2 if a signal
+ * killed it, or -1 if it did not end. */
+static int stop_with(server_t *s, int sig) {
+  kill(s->pid, sig);
   int rc = -1;
   for (int i = 0; i < WAIT_MS / 10 && rc == -1; i++) {
     int st;
@@ -97,6 +132,8 @@ static int stop(server_t *s) {
   close(s->out);
   return rc;
 }
+
+static int stop(server_t *s) { return stop_with(s, SIGTERM); }
 
 typedef struct client {
   int fd;
@@ -143,13 +180,20 @@ static bool read_line(client_t *c, char *out, size_t cap, int ms) {
   }
 }
 
-static void send_all(int fd, const char *p, size_t n) {
+/* Write all n bytes; false if the connection broke (never a SIGPIPE). */
+static bool send_some(int fd, const char *p, size_t n) {
   while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    REQUIRE_EQ(w > 0, 1);
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+    if (w <= 0)
+      return false;
     p += w;
     n -= (size_t)w;
   }
+  return true;
+}
+
+static void send_all(int fd, const char *p, size_t n) {
+  REQUIRE_EQ(send_some(fd, p, n), 1);
 }
 
 static client_t *join(int port, int rcvbuf) {
@@ -344,11 +388,145 @@ static void test_echo_server_sample(void) {
   }
 }
 
+/* ---- offload_demo --serve: malformed lines ---- */
+
+static server_t spawn_offload(void) {
+  char *argv[] = {"offload_demo", "--serve", "0", NULL};
+  return spawn_argv(WEFT_OFFLOAD_DEMO, argv);
+}
+
+#define OD_USAGE " (usage: job N, 0 <= N <= 2147483647)"
+
+/* Send `bad` (len bytes) and then "job k\n"; collect every line before
+ * the answer to job k into got (joined by '|'); false if k's answer never
+ * came. */
+static bool offload_round(client_t *c, const char *bad, size_t len, long k,
+                          char *got, size_t cap) {
+  char job[32], line[1024], prefix[32];
+  int pn = snprintf(prefix, sizeof prefix, "%ld ", k);
+  got[0] = 0;
+  if (!send_some(c->fd, bad, len) ||
+      !send_some(c->fd, job, (size_t)snprintf(job, sizeof job, "job %ld\n", k)))
+    return false;
+  while (read_line(c, line, sizeof line, WAIT_MS)) {
+    if (strncmp(line, prefix, (size_t)pn) == 0)
+      return true;
+    size_t at = strlen(got);
+    snprintf(got + at, cap - at, "%s%s", at > 0 ? "|" : "", line);
+  }
+  return false;
+}
+
+static void test_offload_bad_lines(void) {
+  server_t s = spawn_offload();
+  client_t *c = calloc(1, sizeof *c);
+  REQUIRE_EQ(c != NULL, 1);
+  c->fd = dial(s.port, 0);
+  static char longline[10 * 1024 + 1];
+  memset(longline, 'j', 10 * 1024);
+  longline[10 * 1024] = '\n';
+  static const struct {
+    const char *in;
+    size_t len;
+    const char *error;
+  } cases[] = {
+      {"job\n", 4, "error: missing job number" OD_USAGE},
+      {"job -1\n", 7, "error: job number out of range" OD_USAGE},
+      {"job abc\n", 8, "error: job number is not a decimal integer" OD_USAGE},
+      {"job 12abc\n", 10,
+       "error: job number is not a decimal integer" OD_USAGE},
+      {"\n", 1, "error: empty line" OD_USAGE},
+      {"job 99999999999999999999\n", 25,
+       "error: job number out of range" OD_USAGE},
+      {"job 2147483648\n", 15, "error: job number out of range" OD_USAGE},
+      {"jobs 1\n", 7, "error: unknown command" OD_USAGE},
+      {"job 1\0002\n", 8, "error: NUL byte in the line" OD_USAGE},
+      {longline, sizeof longline,
+       "error: line longer than 511 bytes, skipped to its newline" OD_USAGE},
+  };
+  char got[4096];
+  int k = 0;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++, k++) {
+    bool answered =
+        offload_round(c, cases[i].in, cases[i].len, k, got, sizeof got);
+    if (!answered || strcmp(got, cases[i].error) != 0)
+      fprintf(stderr, "case %zu: answered %d, lines before: \"%s\"\n", i,
+              answered, got);
+    EXPECT_TRUE(answered); /* the connection goes on */
+    EXPECT_EQ(strcmp(got, cases[i].error), 0);
+  }
+  /* Valid forms: the largest N, blanks around, a '\r' before the newline. */
+  EXPECT_TRUE(offload_round(c, "", 0, 2147483647, got, sizeof got));
+  EXPECT_EQ(strcmp(got, ""), 0);
+  EXPECT_TRUE(send_some(c->fd, " job\t 7 \r\n", 10) &&
+              read_line(c, got, sizeof got, WAIT_MS));
+  EXPECT_EQ(strncmp(got, "7 ", 2), 0);
+  close(c->fd);
+  free(c);
+  EXPECT_EQ(stop_with(&s, SIGINT), 0);
+}
+
+/* A client that sends malformed lines without reading the replies: the
+ * server stops reading it (TCP holds the client back) instead of queueing
+ * replies without bound; once the client reads, every line has its reply
+ * and the connection still serves jobs. */
+#define OD_FLOOD_LIMIT (64L << 20) /* bytes a server that never stops takes */
+#define OD_STALL_MS 1000           /* no progress this long: held back */
+
+static void test_offload_backpressure(void) {
+  server_t s = spawn_offload();
+  client_t *c = calloc(1, sizeof *c);
+  REQUIRE_EQ(c != NULL, 1);
+  c->fd = dial(s.port, 4096);
+  int small = 4096;
+  setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+  static char chunk[64 * 1024];
+  for (size_t i = 0; i < sizeof chunk; i += 64) { /* "nope...\n" x 1024 */
+    memset(chunk + i, 'n', 63);
+    chunk[i + 63] = '\n';
+  }
+  long sent = 0;
+  size_t off = 0;
+  while (sent < OD_FLOOD_LIMIT) {
+    ssize_t w = write(c->fd, chunk + off, sizeof chunk - off);
+    if (w > 0) {
+      sent += w;
+      off = (off + (size_t)w) % sizeof chunk;
+      continue;
+    }
+    REQUIRE_EQ(errno == EAGAIN || errno == EWOULDBLOCK, 1);
+    struct pollfd pf = {c->fd, POLLOUT, 0};
+    if (poll(&pf, 1, OD_STALL_MS) == 0)
+      break; /* the server stopped reading us */
+  }
+  EXPECT_TRUE(sent < OD_FLOOD_LIMIT);
+  /* Finish the last line, then read every reply. */
+  fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK);
+  long lines = sent / 64 + (sent % 64 != 0);
+  if (sent % 64 != 0)
+    send_all(c->fd, "\n", 1);
+  char line[256];
+  long replies = 0;
+  while (replies < lines && read_line(c, line, sizeof line, WAIT_MS))
+    replies += strcmp(line, "error: unknown command" OD_USAGE) == 0;
+  EXPECT_EQ(replies, lines);
+  char got[256];
+  EXPECT_TRUE(offload_round(c, "", 0, 3, got, sizeof got));
+  close(c->fd);
+  free(c);
+  EXPECT_EQ(stop_with(&s, SIGINT), 0);
+}
+
 static const test_case_t cases[] = {
     {"echo_server sample", test_echo_server_sample},
     {"50 clients, every line to every other once", test_fanout},
     {"a client that never reads is dropped", test_slow_reader_dropped},
     {"idle timeout and graceful shutdown", test_idle_and_shutdown},
+    {"offload_demo: each malformed line gets an error line",
+     test_offload_bad_lines},
+    {"offload_demo: a client that does not read is held back",
+     test_offload_backpressure},
     {NULL, NULL}};
 
 const test_suite_t suite_chat = {"chat", cases};
