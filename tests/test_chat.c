@@ -4,10 +4,11 @@
  * every line reaches every other client exactly once (and never its
  * sender); a client that never reads is dropped while the others go on; a
  * silent client is closed by the idle timeout; SIGTERM tells every client
- * and exits cleanly. echo_server echoes. offload_demo --serve answers
- * every malformed line with an error line and keeps the connection, and
- * holds back a client that sends without reading. Every wait is bounded
- * (poll timeouts). */
+ * and exits cleanly; an over-long line or one with a NUL byte gets an error
+ * line and the connection goes on. echo_server echoes. offload_demo
+ * --serve answers every malformed line with an error line and keeps the
+ * connection, and holds back a client that sends without reading. Every
+ * wait is bounded (poll timeouts). */
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -388,6 +389,66 @@ static void test_echo_server_sample(void) {
   }
 }
 
+/* ---- chat_server's limits: over-long lines and NUL bytes ---- */
+
+/* The next line of c that is not a server notice ("* ..."), or "" at EOF
+ * or timeout. */
+static void next_message(client_t *c, char *out, size_t cap) {
+  while (read_line(c, out, cap, WAIT_MS))
+    if (out[0] != '*')
+      return;
+  out[0] = 0;
+}
+
+/* The next "* error: ..." line c gets, or "" at EOF or timeout. */
+static void next_error(client_t *c, char *out, size_t cap) {
+  while (read_line(c, out, cap, WAIT_MS))
+    if (strncmp(out, "* error:", 8) == 0)
+      return;
+  out[0] = 0;
+}
+
+static void test_chat_line_limits(void) {
+  server_t s = spawn("1048576", "60000");
+  client_t *talker = join(s.port, 0);
+  client_t *watcher = join(s.port, 0);
+  static char big[10 * 1024 + 64], line[16384], want[8192];
+  /* The longest line, 4095 bytes and its newline, goes through whole. */
+  memset(big, 'a', 4095);
+  big[4095] = '\n';
+  send_all(talker->fd, big, 4096);
+  next_message(watcher, line, sizeof line);
+  int n = snprintf(want, sizeof want, "guest%d: ", talker->id);
+  memset(want + n, 'a', 4095);
+  want[n + 4095] = 0;
+  EXPECT_EQ(strcmp(line, want), 0);
+  EXPECT_EQ(strlen(line), strlen(want));
+  /* 10 KiB without a newline: an error line to the talker, nothing of it
+   * relayed, and the next line goes through. */
+  memset(big, 'x', 10 * 1024);
+  send_all(talker->fd, big, 10 * 1024);
+  send_all(talker->fd, "\nafter the long line\n", 21);
+  next_error(talker, line, sizeof line);
+  EXPECT_EQ(strcmp(line, "* error: line longer than 4095 bytes (skipped to "
+                         "its newline), not relayed"),
+            0);
+  next_message(watcher, line, sizeof line);
+  snprintf(want, sizeof want, "guest%d: after the long line", talker->id);
+  EXPECT_EQ(strcmp(line, want), 0);
+  /* A NUL byte: an error line, nothing relayed, the next line goes on. */
+  send_all(talker->fd, "a\0b\nafter the NUL\n", 18);
+  next_error(talker, line, sizeof line);
+  EXPECT_EQ(strcmp(line, "* error: NUL byte in the line, not relayed"), 0);
+  next_message(watcher, line, sizeof line);
+  snprintf(want, sizeof want, "guest%d: after the NUL", talker->id);
+  EXPECT_EQ(strcmp(line, want), 0);
+  close(talker->fd);
+  close(watcher->fd);
+  free(talker);
+  free(watcher);
+  EXPECT_EQ(stop(&s), 0);
+}
+
 /* ---- offload_demo --serve: malformed lines ---- */
 
 static server_t spawn_offload(void) {
@@ -523,6 +584,7 @@ static const test_case_t cases[] = {
     {"50 clients, every line to every other once", test_fanout},
     {"a client that never reads is dropped", test_slow_reader_dropped},
     {"idle timeout and graceful shutdown", test_idle_and_shutdown},
+    {"chat: long lines and NUL bytes get an error line", test_chat_line_limits},
     {"offload_demo: each malformed line gets an error line",
      test_offload_bad_lines},
     {"offload_demo: a client that does not read is held back",
