@@ -7,8 +7,9 @@
  * and exits cleanly; an over-long line or one with a NUL byte gets an error
  * line and the connection goes on. echo_server echoes. offload_demo
  * --serve answers every malformed line with an error line and keeps the
- * connection, and holds back a client that sends without reading. Every
- * wait is bounded (poll timeouts). */
+ * connection, and holds back a client that sends without reading. A bad
+ * command line gets the usage and exit status 2. Every wait is bounded
+ * (poll timeouts). */
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -579,6 +580,80 @@ static void test_offload_backpressure(void) {
   EXPECT_EQ(stop_with(&s, SIGINT), 0);
 }
 
+/* ---- a bad command line: the usage and exit 2, never a server ---- */
+
+#define BAD_ARGS_MS 5000 /* a sample that does not refuse runs forever */
+
+/* Run path with argv, wait at most BAD_ARGS_MS; the exit status (-1 if it
+ * was still running, then killed), its stderr into err. */
+static int run_briefly(const char *path, char *const argv[], char *err,
+                       size_t cap) {
+  FILE *f = tmpfile();
+  REQUIRE_EQ(f != NULL, 1);
+  int devnull = open("/dev/null", O_WRONLY);
+  pid_t pid = fork();
+  REQUIRE_EQ(pid >= 0, 1);
+  if (pid == 0) {
+    dup2(devnull, 1);
+    dup2(fileno(f), 2);
+    execv(path, argv);
+    _exit(127);
+  }
+  close(devnull);
+  int rc = -1, st;
+  for (int i = 0; i < BAD_ARGS_MS / 10; i++) {
+    if (waitpid(pid, &st, WNOHANG) == pid) {
+      rc = WIFEXITED(st) ? WEXITSTATUS(st) : -2;
+      break;
+    }
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL); /* polling a child's exit, not synchronisation */
+  }
+  if (rc == -1) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+  }
+  rewind(f);
+  size_t n = fread(err, 1, cap - 1, f);
+  err[n] = 0;
+  fclose(f);
+  return rc;
+}
+
+static void test_bad_command_lines(void) {
+  static const struct {
+    const char *path;
+    char *argv[8];
+  } runs[] = {
+      {WEFT_ECHO_SERVER, {"echo_server", "abc", NULL}},
+      {WEFT_ECHO_SERVER, {"echo_server", "65536", NULL}},
+      {WEFT_ECHO_SERVER, {"echo_server", "0", "extra", NULL}},
+      {WEFT_CHAT_SERVER, {"chat_server", "--port", "x", NULL}},
+      {WEFT_CHAT_SERVER, {"chat_server", "--port", "0", "--idle-ms", "-5",
+                          NULL}},
+      {WEFT_CHAT_SERVER, {"chat_server", "--port", "0", "--max-queue",
+                          "99999999999999999999", NULL}},
+      {WEFT_CHAT_SERVER, {"chat_server", "--port", "0", "--bogus", "1",
+                          NULL}},
+      {WEFT_CHAT_SERVER, {"chat_server", "--port", NULL}},
+      {WEFT_OFFLOAD_DEMO, {"offload_demo", "--serve", "x", NULL}},
+      {WEFT_OFFLOAD_DEMO, {"offload_demo", "--serve", "70000", NULL}},
+      {WEFT_OFFLOAD_DEMO, {"offload_demo", "8x", NULL}},
+  };
+  char err[4096];
+  for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+    int rc = run_briefly(runs[i].path, runs[i].argv, err, sizeof err);
+    if (rc != 2 || strstr(err, "usage:") == NULL)
+      fprintf(stderr, "run %zu (%s %s): status %d, stderr \"%s\"\n", i,
+              runs[i].argv[0], runs[i].argv[1], rc, err);
+    EXPECT_EQ(rc, 2);
+    EXPECT_TRUE(strstr(err, "usage:") != NULL);
+  }
+  /* --help: the usage with the protocol's limits, on stdout, status 0. */
+  char *help[] = {"chat_server", "--help", NULL};
+  EXPECT_EQ(run_briefly(WEFT_CHAT_SERVER, help, err, sizeof err), 0);
+}
+
 static const test_case_t cases[] = {
     {"echo_server sample", test_echo_server_sample},
     {"50 clients, every line to every other once", test_fanout},
@@ -589,6 +664,7 @@ static const test_case_t cases[] = {
      test_offload_bad_lines},
     {"offload_demo: a client that does not read is held back",
      test_offload_backpressure},
+    {"a bad command line gets the usage and exit 2", test_bad_command_lines},
     {NULL, NULL}};
 
 const test_suite_t suite_chat = {"chat", cases};
