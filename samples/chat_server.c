@@ -11,19 +11,27 @@
  * One bad client closes only its own connection.
  *
  *   chat_server [--port N] [--max-queue BYTES] [--idle-ms MS]
- *               [--heartbeat-ms MS]
+ *               [--heartbeat-ms MS] [--help]
  *   nc 127.0.0.1 7001      (in two terminals; type lines)
  *
- * Prints "chat_server: listening on 127.0.0.1:PORT" once ready. */
+ * Prints "chat_server: listening on 127.0.0.1:PORT" once ready.
+ *
+ * Lines: a line is at most 4,095 bytes before its newline (4,096 with it;
+ * a '\r' before the newline is dropped). Every other client gets it as
+ * "guestN: <line>"; lines from the server start with "* ". A line the
+ * server will not relay is answered, to its sender only, with one line
+ * "* error: <what>, not relayed" and the connection goes on: a longer line
+ * (skipped up to its next newline) and a line with a NUL byte in it. */
 #include <weft.h>
 
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_LINE 4096
+#define MAX_LINE 4096 /* bytes of a line with its newline */
 
 /* A line, shared by every client it is queued to (refcounted). */
 typedef struct line {
@@ -38,6 +46,7 @@ typedef struct client {
   int id;
   int closed; /* left the room (socket closed) */
   int refs;   /* the room's, a pending read's, a pending flush's */
+  int skipping; /* inside an over-long line: drop bytes to its newline */
   weft_timer_t idle;
   size_t have; /* bytes of a partial line in buf */
   char buf[MAX_LINE];
@@ -132,6 +141,8 @@ static void client_put(client_t *c) {
     free(c);
 }
 
+static void client_put_any(void *c) { client_put(c); }
+
 /* Take c out of the room and close its socket. Its pending read (if any)
  * is cancelled by the close; whoever drops the last reference frees c. */
 static void client_leave(client_t *c, const char *why) {
@@ -146,7 +157,8 @@ static void client_leave(client_t *c, const char *why) {
   if (c->next != NULL)
     c->next->prev = c->prev;
   chat.online--;
-  weft_socket_close(c->sock);
+  if (c->sock != NULL)
+    weft_socket_close(c->sock);
   fprintf(stderr, "chat_server: guest%d left (%s)\n", c->id, why);
   if (!chat.stopping)
     broadcast(NULL, line_new("* guest%d left (%s)\n", c->id, why));
@@ -166,9 +178,34 @@ static weft_result_t on_read(void *arg, weft_future_t *f) {
   return weft_ok_int(0);
 }
 
+/* Tell c alone why its line went nowhere. */
+static void refuse(client_t *c, const char *what) {
+  line_t *l = line_new("* error: %s, not relayed\n", what);
+  if (l != NULL) {
+    send_line(c, l);
+    line_put(l);
+  }
+}
+
+/* One complete line of c, n bytes without its newline. */
+static void handle_line(client_t *c, const char *s, size_t n) {
+  if (n > 0 && s[n - 1] == '\r')
+    n--;
+  if (memchr(s, 0, n) != NULL) { /* "%.*s" would cut it there */
+    refuse(c, "NUL byte in the line");
+    return;
+  }
+  chat.lines++;
+  broadcast(c, line_new("guest%d: %.*s\n", c->id, (int)n, s));
+}
+
 static void handle_read(client_t *c, weft_future_t *f) {
   if (weft_future_state(f) != WEFT_FULFILLED) {
-    client_leave(c, weft_future_error(f) == WEFT_EOF ? "quit" : "error");
+    int err = weft_future_error(f);
+    if (err == WEFT_ECANCELED)
+      c->sock = NULL; /* only the loop's close cancels an open client's
+                         read, and it closed the socket itself */
+    client_leave(c, err == WEFT_EOF ? "quit" : "error");
     return;
   }
   c->have += (size_t)weft_future_int(f);
@@ -177,24 +214,27 @@ static void handle_read(client_t *c, weft_future_t *f) {
   for (size_t i = 0; i < c->have && !c->closed; i++) {
     if (c->buf[i] != '\n')
       continue;
-    size_t n = i - start;
-    if (n > 0 && c->buf[start + n - 1] == '\r')
-      n--;
-    chat.lines++;
-    broadcast(c, line_new("guest%d: %.*s\n", c->id, (int)n, c->buf + start));
+    if (c->skipping)
+      c->skipping = 0; /* the end of an over-long line: dropped */
+    else
+      handle_line(c, c->buf + start, i - start);
     start = i + 1;
   }
   if (c->closed)
     return;
-  if (start == 0 && c->have == sizeof c->buf) { /* a line too long: cut */
-    broadcast(c, line_new("guest%d: %.*s\n", c->id, (int)c->have, c->buf));
+  if (c->skipping)
+    start = c->have; /* still inside an over-long line */
+  memmove(c->buf, c->buf + start, c->have - start);
+  c->have -= start;
+  if (c->have == sizeof c->buf) { /* no newline in MAX_LINE bytes */
+    refuse(c, "line longer than 4095 bytes (skipped to its newline)");
+    c->skipping = 1;
     c->have = 0;
-  } else {
-    memmove(c->buf, c->buf + start, c->have - start);
-    c->have -= start;
   }
-  client_read(c);
+  if (!c->closed) /* (refuse may drop a slow reader) */
+    client_read(c);
 }
+_Static_assert(MAX_LINE == 4096, "handle_read's message states MAX_LINE - 1");
 
 static void client_read(client_t *c) {
   weft_future_t *r;
@@ -203,7 +243,7 @@ static void client_read(client_t *c) {
     return;
   }
   c->refs++;
-  then(r, on_read, c, NULL);
+  then(r, on_read, c, client_put_any); /* the dtor: if on_read never runs */
 }
 
 static void on_idle(weft_timer_t *t, int status, void *arg) {
@@ -226,12 +266,12 @@ static weft_result_t on_accept(void *arg, weft_future_t *f) {
     return weft_ok_int(0);
   }
   weft_socket_t *s = weft_future_value(f);
-  client_t *c = calloc(1, sizeof *c);
-  if (c == NULL) {
+  client_t *c = chat.stopping ? NULL : calloc(1, sizeof *c);
+  if (c == NULL) { /* shutting down, or out of memory: refuse this one */
     weft_socket_close(s);
   } else {
     c->sock = s;
-    c->refs = 1; /* in the room */
+    c->refs = 2; /* in the room, and ours until the end of this block */
     c->id = (int)++chat.next_id;
     weft_timer_init(chat.loop, &c->idle, on_idle, c);
     weft_timer_start(&c->idle, chat.idle_ms, 0);
@@ -247,8 +287,9 @@ static weft_result_t on_accept(void *arg, weft_future_t *f) {
       send_line(c, hello);
       line_put(hello);
     }
-    if (!c->closed)
+    if (!c->closed) /* (the welcome may have dropped it) */
       client_read(c);
+    client_put(c);
   }
   accept_next();
   return weft_ok_int(0);
@@ -311,13 +352,17 @@ static weft_result_t on_signal(void *arg, weft_future_t *f) {
    * goodbye included) is flushed, and close. */
   broadcast(NULL, line_new("* server shutting down, bye\n"));
   chat.flushing = 1; /* ours, dropped below */
-  for (client_t *c = chat.clients; c != NULL; c = c->next) {
+  client_t *next;
+  for (client_t *c = chat.clients; c != NULL; c = next) {
+    next = c->next; /* client_leave may free c */
     weft_future_t *sd;
-    if (weft_shutdown(c->sock, &sd) != 0)
+    if (weft_shutdown(c->sock, &sd) != 0) {
+      client_leave(c, "server shutdown"); /* nothing left to flush */
       continue;
+    }
     chat.flushing++;
     c->refs++;
-    then(sd, on_flushed, c, NULL);
+    then(sd, on_flushed, c, client_put_any);
   }
   weft_timer_init(chat.loop, &chat.shutdown_deadline, on_deadline, NULL);
   weft_timer_start(&chat.shutdown_deadline, 2000, 0);
@@ -325,18 +370,78 @@ static weft_result_t on_signal(void *arg, weft_future_t *f) {
   return weft_ok_int(0);
 }
 
-static long opt(int argc, char **argv, const char *name, long dflt) {
-  for (int i = 1; i + 1 < argc; i++)
-    if (strcmp(argv[i], name) == 0)
-      return atol(argv[i + 1]);
-  return dflt;
+static const char usage_text[] =
+    "usage: chat_server [--port N] [--max-queue BYTES] [--idle-ms MS]\n"
+    "                   [--heartbeat-ms MS] [--help]\n"
+    "  --port N           listen on 127.0.0.1:N, 0..65535 (default 7001;\n"
+    "                     0: any free port)\n"
+    "  --max-queue BYTES  drop a client with more than this queued for it,\n"
+    "                     8192..1073741824 (default 262144)\n"
+    "  --idle-ms MS       close a client silent this long, 1..86400000\n"
+    "                     (default 300000)\n"
+    "  --heartbeat-ms MS  log the room's state this often, 1..86400000\n"
+    "                     (default 10000)\n"
+    "\n"
+    "Each line a client sends (at most 4095 bytes before its newline; a "
+    "'\\r'\nbefore it is dropped) goes to every other client as "
+    "\"guestN: <line>\".\nLines from the server start with \"* \". A "
+    "longer line (skipped up to its\nnewline) or a line with a NUL byte "
+    "is not relayed: its sender alone gets\n\"* error: <what>, not "
+    "relayed\" and the connection goes on.\n";
+
+/* A decimal number in [lo, hi], the whole of s; 0 if it is one. */
+static int number(const char *s, long lo, long hi, long *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (end == s || *end != 0 || errno == ERANGE || v < lo || v > hi)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* The options, each a decimal number in its range: 0, or -1 for a bad
+ * command line. */
+static int options(int argc, char **argv, long *port, long *beat) {
+  static const struct {
+    const char *name;
+    long lo, hi;
+  } known[] = {{"--port", 0, 65535},
+               {"--max-queue", MAX_LINE * 2, 1L << 30},
+               {"--idle-ms", 1, 86400000},
+               {"--heartbeat-ms", 1, 86400000}};
+  long value[4] = {7001, 256 * 1024, 5 * 60 * 1000, 10000};
+  for (int i = 1; i < argc; i += 2) {
+    int k = 0;
+    while (k < 4 && strcmp(argv[i], known[k].name) != 0)
+      k++;
+    if (k == 4)
+      return -1;
+    if (i + 1 == argc ||
+        number(argv[i + 1], known[k].lo, known[k].hi, &value[k]) != 0) {
+      fprintf(stderr, "chat_server: %s needs a number in %ld..%ld\n",
+              known[k].name, known[k].lo, known[k].hi);
+      return -1;
+    }
+  }
+  *port = value[0];
+  chat.max_queue = (size_t)value[1];
+  chat.idle_ms = value[2];
+  *beat = value[3];
+  return 0;
 }
 
 int main(int argc, char **argv) {
-  int port = (int)opt(argc, argv, "--port", 7001);
-  chat.max_queue = (size_t)opt(argc, argv, "--max-queue", 256 * 1024);
-  chat.idle_ms = opt(argc, argv, "--idle-ms", 5 * 60 * 1000);
-  int64_t beat = opt(argc, argv, "--heartbeat-ms", 10000);
+  if (argc > 1 && (strcmp(argv[1], "--help") == 0 ||
+                   strcmp(argv[1], "-h") == 0)) {
+    fputs(usage_text, stdout);
+    return 0;
+  }
+  long port, beat;
+  if (options(argc, argv, &port, &beat) != 0) {
+    fputs(usage_text, stderr);
+    return 2;
+  }
   weft_addr_t addr;
   int rc = weft_loop_create(NULL, &chat.loop);
   if (rc == 0)

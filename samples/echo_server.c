@@ -4,13 +4,19 @@
  * up; a bad client closes only its own connection. SIGINT/SIGTERM stop
  * accepting, close every connection and exit cleanly.
  *
- *   echo_server [port]        (default 7000; 0 picks a free port)
- *   nc 127.0.0.1 7000         (type lines; they come back) */
+ *   echo_server [PORT]        0..65535 (default 7000; 0 picks a free port)
+ *   nc 127.0.0.1 7000         (type lines; they come back)
+ *
+ * It echoes bytes, not lines: whatever arrives (any length, NUL bytes
+ * included) goes back unchanged, in reads of up to 16 KiB; there is no
+ * line limit and no input it refuses. */
 #include <weft.h>
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct conn {
   weft_socket_t *sock;
@@ -35,8 +41,11 @@ static void watch(weft_future_t *f, weft_watch_fn fn, void *arg) {
   }
 }
 
-static void conn_close(conn_t *c) {
-  weft_socket_close(c->sock);
+/* c's operation ended with err. WEFT_ECANCELED while c->sock is still set
+ * means the loop is closing and closed the socket itself. */
+static void conn_close(conn_t *c, int err) {
+  if (c->sock != NULL && err != WEFT_ECANCELED)
+    weft_socket_close(c->sock);
   if (c->prev != NULL)
     c->prev->next = c->next;
   else
@@ -55,7 +64,7 @@ static void on_written(void *arg, weft_future_t *f) {
   if (weft_future_state(f) == WEFT_FULFILLED)
     conn_read(c);
   else
-    conn_close(c); /* reset or closed while writing */
+    conn_close(c, weft_future_error(f)); /* reset or closed while writing */
 }
 
 static void on_read(void *arg, weft_future_t *f) {
@@ -74,13 +83,14 @@ static void on_read(void *arg, weft_future_t *f) {
     watch(w, on_written, c); /* the buffer is busy until w settles */
     return;
   }
-  conn_close(c); /* end of stream, reset, or shutting down */
+  conn_close(c, weft_future_error(f)); /* end of stream, reset, or
+                                         shutting down */
 }
 
 static void conn_read(conn_t *c) {
   weft_future_t *r;
   if (weft_read(c->sock, c->buf, sizeof c->buf, &r) != 0) {
-    conn_close(c);
+    conn_close(c, 0);
     return;
   }
   watch(r, on_read, c);
@@ -135,7 +145,23 @@ static void on_signal(void *arg, weft_future_t *f) {
 }
 
 int main(int argc, char **argv) {
-  int port = argc > 1 ? atoi(argv[1]) : 7000;
+  long port = 7000;
+  if (argc > 1) {
+    char *end;
+    errno = 0;
+    port = strtol(argv[1], &end, 10);
+    if (argc > 2 || end == argv[1] || *end != 0 || errno == ERANGE ||
+        port < 0 || port > 65535) {
+      int help = strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0;
+      fprintf(help ? stdout : stderr,
+              "usage: echo_server [PORT]   listen on 127.0.0.1:PORT, "
+              "0..65535 (default 7000;\n"
+              "                            0: any free port)\n"
+              "Echoes bytes, not lines: whatever arrives (any length, NUL "
+              "bytes included)\ngoes back unchanged.\n");
+      return help ? 0 : 2;
+    }
+  }
   weft_addr_t addr;
   int rc = weft_loop_create(NULL, &srv.loop);
   if (rc == 0)

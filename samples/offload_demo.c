@@ -5,9 +5,26 @@
  * weft pool and takes each result back on the loop thread; phase 2 does the
  * same work inline in the loop's callback. For each phase it prints how late
  * the heartbeat ran and what the stall detector caught, then checks that the
- * results agree. Usage: offload_demo [requests-per-phase]  (default 30). */
+ * results agree. Phase 3 sends jobs through the TCP front end (below).
+ *
+ *   offload_demo [REQUESTS]    requests per phase, 2..10000 (default 30)
+ *   offload_demo --serve PORT  only the TCP front end on 127.0.0.1:PORT
+ *                              (0..65535; 0 picks a free port), until
+ *                              SIGINT/SIGTERM; exits 0 then
+ *   printf 'job 1\njob 2\n' | nc -N 127.0.0.1 PORT
+ *
+ * The front end's protocol: each line "job N" (0 <= N <= 2147483647) is
+ * answered with "N <digest> <primes>" once the job is done. Any other line
+ * gets one line "error: <what> (usage: job N, 0 <= N <= 2147483647)" and
+ * the connection goes on: an empty line, another command, a missing,
+ * non-decimal or out-of-range N, a line with a NUL byte, or a line longer
+ * than 511 bytes before its newline (skipped up to the next newline). A
+ * connection is not read while 64 of its requests are unanswered. */
 #include <weft.h>
 
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,28 +223,50 @@ static void start_phase(weft_loop_t *loop, void *arg, int status) {
 
 /* ---- the TCP front end: "job N" lines in, answers out ---- */
 
-/* A client sends lines "job N"; each job runs on the pool and its answer,
- * "N <digest> <primes>", is written back from the loop thread (answers
- * come back in completion order). One connection's errors close only that
- * connection; a closed connection's jobs still finish, and their answers
- * are dropped. */
+/* A client sends lines "job N" (0 <= N <= FE_JOB_MAX, decimal; a '\r'
+ * before the newline and spaces around the words are allowed); each job
+ * runs on the pool and its answer, "N <digest> <primes>", is written back
+ * from the loop thread (answers come back in completion order). Any other
+ * line is answered at once with one line "error: <what> (usage: ...)" and
+ * the connection goes on: an empty line, an unknown command, a missing,
+ * non-decimal or out-of-range number, a line with a NUL byte, and a line
+ * longer than FE_LINE - 1 bytes before its newline (its bytes are skipped
+ * up to the next newline). A connection with FE_MAX_INFLIGHT requests not
+ * yet answered is not read until some are: a client that sends without
+ * reading is held back by TCP, not buffered. One connection's errors
+ * close only that connection; a closed connection's jobs still finish,
+ * and their answers are dropped. */
+enum {
+  FE_LINE = 512,        /* a line and its newline fit in this */
+  FE_JOB_MAX = INT_MAX, /* the largest job number */
+  FE_MAX_INFLIGHT = 64  /* requests per connection not yet answered */
+};
+#define FE_USAGE "usage: job N, 0 <= N <= 2147483647"
+_Static_assert(FE_JOB_MAX == 2147483647, "FE_USAGE states FE_JOB_MAX");
+
 typedef struct fe_conn {
   weft_socket_t *sock;
-  int refs;   /* the read chain's, and one per job in flight */
+  struct fe_conn *prev, *next; /* the open connections, for the shutdown */
+  int refs;     /* the pending read's, and one per request in flight */
+  int inflight; /* requests (jobs and error replies) not yet answered */
   int closed;
+  int reading;  /* a read is pending */
+  int skipping; /* inside an over-long line: drop bytes to the newline */
   size_t have;
-  char in[512];
+  char in[FE_LINE];
 } fe_conn_t;
 
+/* One request: a job and its answer, or an error reply. */
 typedef struct fe_job {
   fe_conn_t *conn;
   int index;
-  char out[96];
+  char out[160];
 } fe_job_t;
 
 static struct {
   weft_socket_t *listener;
-  long served, answered;
+  fe_conn_t *conns;
+  long served, answered, refused;
 } fe;
 
 static void fe_put(fe_conn_t *c) {
@@ -237,17 +276,36 @@ static void fe_put(fe_conn_t *c) {
 
 static void fe_put_any(void *c) { fe_put(c); }
 
+/* Runs instead of a continuation that never will (the loop is closing):
+ * frees what it owned and touches no socket. */
 static void fe_job_drop(void *p) {
   fe_job_t *j = p;
+  j->conn->inflight--;
   fe_put(j->conn);
   free(j);
 }
 
 static void fe_close(fe_conn_t *c) {
-  if (!c->closed) {
-    c->closed = 1;
-    weft_socket_close(c->sock);
-  }
+  if (c->closed)
+    return;
+  c->closed = 1;
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else
+    fe.conns = c->next;
+  if (c->next != NULL)
+    c->next->prev = c->prev;
+  if (c->sock != NULL)
+    weft_socket_close(c->sock); /* cancels its read and queued writes */
+}
+
+/* An operation of c ended with err. WEFT_ECANCELED while c is still open
+ * means the loop is closing and closed the socket itself: forget the
+ * socket, never touch it again. */
+static void fe_broken(fe_conn_t *c, int err) {
+  if (err == WEFT_ECANCELED && !c->closed)
+    c->sock = NULL;
+  fe_close(c);
 }
 
 /* The destructor runs instead of fn if fn never will (the loop closed
@@ -262,83 +320,193 @@ static void fe_then(weft_future_t *f, weft_then_fn fn, void *arg,
   weft_future_release(next);
 }
 
+static void fe_read(fe_conn_t *c);
+
+/* Read on when c is open, idle and below its limit of requests in flight. */
+static void fe_resume(fe_conn_t *c) {
+  if (!c->closed && !c->reading && c->inflight < FE_MAX_INFLIGHT)
+    fe_read(c);
+}
+
+/* A request is answered (or failed): it leaves c's count. */
+static void fe_done(fe_job_t *j) {
+  fe_conn_t *c = j->conn;
+  free(j);
+  c->inflight--;
+  fe_resume(c);
+  fe_put(c);
+}
+
 static weft_result_t fe_written(void *arg, weft_future_t *f) {
   fe_job_t *j = arg;
   if (weft_future_state(f) != WEFT_FULFILLED)
-    fe_close(j->conn); /* the client went away */
-  fe_put(j->conn);
-  free(j);
+    fe_broken(j->conn, weft_future_error(f)); /* the client went away */
+  fe_done(j);
   return weft_ok_int(0);
+}
+
+/* Write j->out's first n bytes; j is busy until the write settles. */
+static void fe_send(fe_job_t *j, int n) {
+  weft_future_t *w;
+  if (n >= (int)sizeof j->out)
+    n = (int)sizeof j->out - 1; /* snprintf cut it: send what it wrote */
+  if (j->conn->closed || n <= 0 ||
+      weft_write(j->conn->sock, j->out, (size_t)n, &w) != 0) {
+    fe_close(j->conn);
+    fe_done(j);
+    return;
+  }
+  fe_then(w, fe_written, j, fe_job_drop);
+}
+
+/* A new request of c (a job or a reply), counted in flight; NULL when out
+ * of memory, and then c is closed (it cannot be served). */
+static fe_job_t *fe_request(fe_conn_t *c, int index) {
+  fe_job_t *j = malloc(sizeof *j);
+  if (j == NULL) {
+    fe_close(c);
+    return NULL;
+  }
+  j->conn = c;
+  j->index = index;
+  c->refs++;
+  c->inflight++;
+  return j;
+}
+
+/* Answer one bad line: "error: <what> (usage: ...)". */
+static void fe_refuse(fe_conn_t *c, const char *what) {
+  fe_job_t *j = fe_request(c, -1);
+  if (j == NULL)
+    return;
+  fe.refused++;
+  fe_send(j, snprintf(j->out, sizeof j->out, "error: %s (" FE_USAGE ")\n",
+                      what));
 }
 
 /* Back on the loop thread with the job's answer. */
 static weft_result_t fe_answered(void *arg, weft_future_t *job) {
   fe_job_t *j = arg;
-  weft_future_t *w;
-  if (!j->conn->closed && weft_future_state(job) == WEFT_FULFILLED) {
+  if (j->conn->closed) {
+    fe_done(j); /* nobody to tell (or a job cancelled at shutdown) */
+  } else if (weft_future_state(job) == WEFT_FULFILLED) {
     const answer_t *a = weft_future_value(job);
-    int n = snprintf(j->out, sizeof j->out, "%d %016llx %ld\n", j->index,
-                     (unsigned long long)a->digest, a->primes);
-    if (weft_write(j->conn->sock, j->out, (size_t)n, &w) == 0) {
-      fe.answered++;
-      fe_then(w, fe_written, j, fe_job_drop); /* j->out busy until w settles */
-      return weft_ok_int(0);
-    }
+    fe.answered++;
+    fe_send(j, snprintf(j->out, sizeof j->out, "%d %016llx %ld\n", j->index,
+                        (unsigned long long)a->digest, a->primes));
+  } else {
+    fe_send(j, snprintf(j->out, sizeof j->out, "error: job %d failed: %s\n",
+                        j->index, weft_err_name(weft_future_error(job))));
   }
-  fe_put(j->conn);
-  free(j);
   return weft_ok_int(0);
 }
 
 static void fe_job(fe_conn_t *c, int index) {
-  fe_job_t *j = malloc(sizeof *j);
+  fe_job_t *j = fe_request(c, index);
   weft_future_t *job;
-  if (j == NULL || weft_pool_submit(demo.pool, request_job,
-                                    (void *)(intptr_t)index, NULL, &job) != 0) {
-    free(j);
-    fe_close(c); /* cannot serve it: this client only */
+  if (j == NULL)
+    return;
+  int rc = weft_pool_submit(demo.pool, request_job, (void *)(intptr_t)index,
+                            NULL, &job);
+  if (rc != 0) {
+    fe_send(j, snprintf(j->out, sizeof j->out, "error: job %d not run: %s\n",
+                        index, weft_err_name(rc)));
     return;
   }
-  j->conn = c;
-  j->index = index;
-  c->refs++;
   fe_then(job, fe_answered, j, fe_job_drop);
 }
 
-static void fe_read(fe_conn_t *c);
+static const char *skip_blanks(const char *p) {
+  while (*p == ' ' || *p == '\t')
+    p++;
+  return p;
+}
 
+/* One line of n bytes (its newline not included; s[n] may be written). */
+static void fe_line(fe_conn_t *c, char *s, size_t n) {
+  if (n > 0 && s[n - 1] == '\r')
+    n--;
+  if (memchr(s, 0, n) != NULL) {
+    fe_refuse(c, "NUL byte in the line");
+    return;
+  }
+  s[n] = 0;
+  const char *p = skip_blanks(s);
+  if (*p == 0) {
+    fe_refuse(c, "empty line");
+    return;
+  }
+  if (strncmp(p, "job", 3) != 0 || (p[3] != 0 && p[3] != ' ' && p[3] != '\t')) {
+    fe_refuse(c, "unknown command");
+    return;
+  }
+  p = skip_blanks(p + 3);
+  if (*p == 0) {
+    fe_refuse(c, "missing job number");
+    return;
+  }
+  /* strtoll, not sscanf("%d"): an overflow is reported (ERANGE), not
+   * undefined, and the end pointer shows what followed the digits. */
+  int sign = *p == '-' || *p == '+';
+  char *end;
+  errno = 0;
+  long long v = strtoll(p, &end, 10);
+  if (!isdigit((unsigned char)p[sign]) || *skip_blanks(end) != 0) {
+    fe_refuse(c, "job number is not a decimal integer");
+    return;
+  }
+  if (errno == ERANGE || v < 0 || v > FE_JOB_MAX) {
+    fe_refuse(c, "job number out of range");
+    return;
+  }
+  fe_job(c, (int)v);
+}
+
+/* c->reading stays set while the lines are handled: a request answered
+ * meanwhile must not start a read into c->in. */
 static weft_result_t fe_got(void *arg, weft_future_t *f) {
   fe_conn_t *c = arg;
   if (c->closed || weft_future_state(f) != WEFT_FULFILLED) {
-    fe_close(c); /* end of stream or error; jobs in flight still finish */
+    c->reading = 0;
+    fe_broken(c, weft_future_error(f)); /* end of stream or error; jobs in
+                                           flight still finish */
     fe_put(c);
     return weft_ok_int(0);
   }
   c->have += (size_t)weft_future_int(f);
   size_t start = 0;
-  for (size_t i = 0; i < c->have; i++) {
+  for (size_t i = 0; i < c->have && !c->closed; i++) {
     if (c->in[i] != '\n')
       continue;
-    c->in[i] = 0;
-    int index;
-    if (sscanf(c->in + start, "job %d", &index) == 1 && index >= 0)
-      fe_job(c, index);
+    if (c->skipping)
+      c->skipping = 0; /* the end of an over-long line: dropped */
+    else
+      fe_line(c, c->in + start, i - start);
     start = i + 1;
   }
+  if (c->skipping)
+    start = c->have; /* still inside an over-long line */
   memmove(c->in, c->in + start, c->have - start);
   c->have -= start;
-  if (c->have == sizeof c->in) /* a line too long: a bad client */
-    fe_close(c);
-  fe_read(c); /* fe_got drops the chain's reference when it ends */
-  fe_put(c);
+  if (!c->closed && c->have == sizeof c->in) { /* no newline in FE_LINE */
+    fe_refuse(c, "line longer than 511 bytes, skipped to its newline");
+    c->skipping = 1;
+    c->have = 0;
+  }
+  c->reading = 0;
+  fe_resume(c);
+  fe_put(c); /* the read's reference (fe_resume took one if it read on) */
   return weft_ok_int(0);
 }
+_Static_assert(FE_LINE == 512, "fe_got's message states FE_LINE - 1");
 
 static void fe_read(fe_conn_t *c) {
   weft_future_t *r;
-  if (c->closed ||
-      weft_read(c->sock, c->in + c->have, sizeof c->in - c->have, &r) != 0)
+  if (weft_read(c->sock, c->in + c->have, sizeof c->in - c->have, &r) != 0) {
+    fe_close(c);
     return;
+  }
+  c->reading = 1;
   c->refs++;
   fe_then(r, fe_got, c, fe_put_any);
 }
@@ -349,12 +517,16 @@ static weft_result_t fe_accepted(void *arg, weft_future_t *f) {
   (void)arg;
   if (weft_future_state(f) != WEFT_FULFILLED)
     return weft_ok_int(0); /* the listener was closed */
-  fe_conn_t *c = calloc(1, sizeof *c);
-  if (c == NULL) {
+  fe_conn_t *c = fe.listener != NULL ? calloc(1, sizeof *c) : NULL;
+  if (c == NULL) { /* stopping, or out of memory: refuse this one */
     weft_socket_close(weft_future_value(f));
   } else {
     c->sock = weft_future_value(f);
     c->refs = 1;
+    c->next = fe.conns;
+    if (fe.conns != NULL)
+      fe.conns->prev = c;
+    fe.conns = c;
     fe.served++;
     fe_read(c);
     fe_put(c);
@@ -365,8 +537,20 @@ static weft_result_t fe_accepted(void *arg, weft_future_t *f) {
 
 static void fe_accept(void) {
   weft_future_t *a;
-  if (weft_accept(fe.listener, &a) == 0)
+  if (fe.listener != NULL && weft_accept(fe.listener, &a) == 0)
     fe_then(a, fe_accepted, NULL, NULL);
+}
+
+/* Stop serving: close the listener (its accept is cancelled) and every
+ * open connection (their reads and writes are cancelled, and each
+ * continuation frees what it owns), so no socket is left for the loop's
+ * close. Jobs in flight still finish; their answers are dropped. */
+static void fe_stop(void) {
+  if (fe.listener != NULL)
+    weft_socket_close(fe.listener);
+  fe.listener = NULL;
+  while (fe.conns != NULL)
+    fe_close(fe.conns);
 }
 
 static int fe_start(int port, weft_addr_t *bound) {
@@ -381,8 +565,30 @@ static int fe_start(int port, weft_addr_t *bound) {
   return rc;
 }
 
+/* One answer line "N <digest> <primes>" of the front end; 0 if it is one.
+ * Numbers through strtol/strtoull with their end pointers and ranges. */
+static int parse_answer(const char *line, int n, int *index,
+                        unsigned long long *digest, long *primes) {
+  char *end;
+  errno = 0;
+  long i = strtol(line, &end, 10);
+  if (end == line || *end != ' ' || errno == ERANGE || i < 0 || i >= n)
+    return -1;
+  line = end + 1;
+  *digest = strtoull(line, &end, 16);
+  if (end == line || *end != ' ' || errno == ERANGE)
+    return -1;
+  line = end + 1;
+  *primes = strtol(line, &end, 10);
+  if (end == line || *end != '\n' || errno == ERANGE)
+    return -1;
+  *index = (int)i;
+  return 0;
+}
+
 /* Phase 3: this program is also the client: it sends `n` jobs over one
- * connection and checks every answer against phase 1's. */
+ * connection, then a malformed line, and checks every answer against phase
+ * 1's and that the bad line got its error line. */
 static int fe_selftest(const phase_t *ref, int n) {
   weft_addr_t addr;
   int rc = fe_start(0, &addr);
@@ -405,10 +611,11 @@ static int fe_selftest(const phase_t *ref, int n) {
   size_t len = 0, have = 0;
   for (int i = 0; i < n; i++)
     len += (size_t)snprintf(req + len, sizeof req - len, "job %d\n", i);
+  len += (size_t)snprintf(req + len, sizeof req - len, "job -1\n");
   rc = weft_write(s, req, len, &w); /* req lives until w settles, below */
-  int got = 0, agree = 0;
+  int got = 0, agree = 0, errors = 0;
   int64_t t0 = weft_now_ns();
-  while (rc == 0 && got < n) {
+  while (rc == 0 && (got < n || errors < 1)) {
     if ((rc = weft_read(s, ans + have, sizeof ans - 1 - have, &r)) != 0)
       break;
     rc = weft_loop_run_until(demo.loop, r, 120000);
@@ -423,8 +630,9 @@ static int fe_selftest(const phase_t *ref, int n) {
       int index;
       unsigned long long digest;
       long primes;
-      if (sscanf(line, "%d %llx %ld", &index, &digest, &primes) == 3 &&
-          index >= 0 && index < n) {
+      if (strncmp(line, "error: job number out of range", 30) == 0) {
+        errors++;
+      } else if (parse_answer(line, n, &index, &digest, &primes) == 0) {
         got++;
         agree += ref->answers[index].digest == digest &&
                  ref->answers[index].primes == primes;
@@ -439,16 +647,18 @@ static int fe_selftest(const phase_t *ref, int n) {
     weft_future_release(w);
   }
   weft_socket_close(s);
-  weft_socket_close(fe.listener);
-  printf("  %d of %d answers back in %.0f ms, %d agree with phase 1\n", got, n,
-         (double)(weft_now_ns() - t0) / 1e6, agree);
+  fe_stop();
+  printf("  %d of %d answers back in %.0f ms, %d agree with phase 1; "
+         "\"job -1\" answered with %d error line%s\n", got, n,
+         (double)(weft_now_ns() - t0) / 1e6, agree, errors,
+         errors == 1 ? "" : "s");
   if (rc != 0)
     return rc;
-  return got == n && agree == n ? 0 : WEFT_EIO;
+  return got == n && agree == n && errors == 1 ? 0 : WEFT_EIO;
 }
 
 /* --serve PORT: only the front end, until SIGINT/SIGTERM.
- *   printf 'job 1\njob 2\n' | nc 127.0.0.1 PORT */
+ *   printf 'job 1\njob 2\n' | nc -N 127.0.0.1 PORT */
 static int fe_serve(int port) {
   weft_addr_t addr;
   int rc = fe_start(port, &addr);
@@ -458,12 +668,13 @@ static int fe_serve(int port) {
   }
   char name[64];
   weft_addr_format(&addr, name, sizeof name);
-  printf("offload_demo: serving jobs on %s (send lines \"job N\")\n", name);
+  printf("offload_demo: listening on %s (send lines \"job N\", "
+         "0 <= N <= %d)\n", name, FE_JOB_MAX);
   fflush(stdout);
   weft_loop_run(demo.loop, WEFT_RUN_DEFAULT); /* until a signal stops it */
-  weft_socket_close(fe.listener);
-  printf("offload_demo: %ld connections, %ld answers\n", fe.served,
-         fe.answered);
+  fe_stop();
+  printf("offload_demo: %ld connections, %ld answers, %ld lines refused\n",
+         fe.served, fe.answered, fe.refused);
   return 0;
 }
 
@@ -547,15 +758,56 @@ static void *xcalloc(size_t n, size_t size) {
   return p;
 }
 
-int main(int argc, char **argv) {
-  int serve = argc > 2 && strcmp(argv[1], "--serve") == 0 ? atoi(argv[2]) : -1;
-  demo.nreq = serve >= 0 ? 30 : argc > 1 ? atoi(argv[1]) : 30;
-  if (demo.nreq < 2 || demo.nreq > 10000) {
-    fprintf(stderr, "usage: %s [requests-per-phase, 2..10000]\n"
-                    "       %s --serve PORT   (the TCP front end only)\n",
-            argv[0], argv[0]);
+/* A decimal number in [lo, hi], the whole of s; 0 if it is one. */
+static int parse_long(const char *s, long lo, long hi, long *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (end == s || *end != 0 || errno == ERANGE || v < lo || v > hi)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* The usage (on a bad command line, to stderr) or the help (--help). */
+static int usage(FILE *to, const char *argv0) {
+  fprintf(to,
+          "usage: %s [REQUESTS]     requests per phase, 2..10000 (default "
+          "30)\n"
+          "       %s --serve PORT   only the TCP front end on 127.0.0.1:PORT "
+          "(0: any free port)\n"
+          "       %s --help         this, and the front end's protocol\n",
+          argv0, argv0, argv0);
+  if (to == stderr)
     return 2;
+  fprintf(to,
+          "\n"
+          "The front end reads lines \"job N\", 0 <= N <= %d, and answers "
+          "each\nwith \"N <digest> <primes>\" when the job is done. Any "
+          "other line (empty,\nanother command, N missing, not decimal or "
+          "out of range, a NUL byte in\nthe line, longer than %d bytes "
+          "before its newline) gets one line\n\"error: <what> (usage: ...)\" "
+          "and the connection goes on. A connection is\nnot read while %d of "
+          "its requests are unanswered.\n",
+          FE_JOB_MAX, FE_LINE - 1, FE_MAX_INFLIGHT);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  long serve = -1, nreq = 30;
+  if (argc > 1 && (strcmp(argv[1], "--help") == 0 ||
+                   strcmp(argv[1], "-h") == 0)) {
+    usage(stdout, argv[0]);
+    return 0;
   }
+  if (argc > 1 && strcmp(argv[1], "--serve") == 0) {
+    if (argc != 3 || parse_long(argv[2], 0, 65535, &serve) != 0)
+      return usage(stderr, argv[0]);
+  } else if (argc > 2 ||
+             (argc == 2 && parse_long(argv[1], 2, 10000, &nreq) != 0)) {
+    return usage(stderr, argv[0]);
+  }
+  demo.nreq = (int)nreq;
   buffer = xcalloc(buffer_len, 1);
   uint64_t x = 88172645463325252ull; /* xorshift64: fixed, reproducible */
   for (size_t i = 0; i < buffer_len; i++) {
@@ -601,7 +853,7 @@ int main(int argc, char **argv) {
 
   int completed = 0;
   if (serve >= 0) {
-    rc = fe_serve(serve);
+    rc = fe_serve((int)serve);
     completed = -1;
   }
   for (int p = 0; p < 2 && serve < 0; p++) {
@@ -618,13 +870,14 @@ int main(int argc, char **argv) {
   int fe_rc = completed == 2 ? fe_selftest(&phases[0], demo.nreq < 8 ? demo.nreq : 8)
                              : 0;
 
-  /* Shut down in order: pending work, the loop's handles, the pool (its
-   * last completions reach the loop's queue), then the loop, which runs
-   * what is still queued for it. */
+  /* Shut down in order: the front end's sockets, pending work, the loop's
+   * handles, the pool (its last completions reach the loop's queue), then
+   * the loop, which runs what is still queued for it. */
   if (demo.interrupted)
     printf("\nstopped by signal %d\n", demo.interrupted);
   else if (rc != 0)
     printf("\nstopped: %s\n", weft_err_name(rc));
+  fe_stop();
   cancel_pending();
   weft_timer_stop(&demo.heartbeat);
   weft_timer_stop(&demo.requests);
@@ -690,6 +943,8 @@ int main(int argc, char **argv) {
   }
   free(demo.pending);
   free(buffer);
+  if (serve >= 0) /* a server's normal end is a signal */
+    return failures != 0 ? 1 : 0;
   if (demo.interrupted)
     return 128 + demo.interrupted;
   printf(failures ? "%d outcomes wrong\n" : "every outcome as expected\n",

@@ -1,10 +1,16 @@
 /* SPDX-License-Identifier: MIT */
-/* tests/test_chat.c: the chat_server sample, run as a real process and
- * driven by real clients on 127.0.0.1: 50 clients each send lines and every
- * line reaches every other client exactly once (and never its sender); a
- * client that never reads is dropped while the others go on; a silent
- * client is closed by the idle timeout; SIGTERM tells every client and
- * exits cleanly. Every wait is bounded (poll timeouts). */
+/* tests/test_chat.c: the server samples, run as real processes and driven
+ * by real clients on 127.0.0.1. chat_server: 50 clients each send lines and
+ * every line reaches every other client exactly once (and never its
+ * sender); a client that never reads is dropped while the others go on; a
+ * silent client is closed by the idle timeout; SIGTERM tells every client
+ * and exits cleanly; an over-long line or one with a NUL byte gets an error
+ * line and the connection goes on. echo_server echoes. offload_demo
+ * --serve answers every malformed line with an error line and keeps the
+ * connection, and holds back a client that sends without reading. A bad
+ * command line gets the usage and exit status 2. Each server stopped by
+ * SIGINT with operations pending exits 0 and, in a sanitizer build, with
+ * no LeakSanitizer report. Every wait is bounded (poll timeouts). */
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -15,12 +21,16 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #ifndef WEFT_CHAT_SERVER
 #error "WEFT_CHAT_SERVER (the chat_server binary's path) must be defined"
+#endif
+#ifndef WEFT_OFFLOAD_DEMO
+#error "WEFT_OFFLOAD_DEMO (the offload_demo binary's path) must be defined"
 #endif
 
 #define WAIT_MS 20000
@@ -31,40 +41,67 @@ typedef struct server {
   int out; /* its stdout, kept open so its last words are not a SIGPIPE */
 } server_t;
 
-static server_t spawn_argv(const char *path, char *const argv[]) {
+/* Start a server sample; its stderr goes to err_fd (-1: /dev/null). It is
+ * ready once a line of its stdout says "listening on 127.0.0.1:PORT". In
+ * a sanitizer build a leak at exit makes it exit with LSAN_EXIT. */
+#define LSAN_EXIT 23
+static server_t spawn_to(const char *path, char *const argv[], int err_fd) {
   server_t s = {-1, 0, -1};
   int p[2];
   REQUIRE_EQ(pipe(p), 0);
+  /* The test's environment, with our ASAN_OPTIONS (built before the fork:
+   * the child only calls async-signal-safe functions before execve). */
+  static char *env[512];
+  size_t n = 0;
+  for (char **e = environ; *e != NULL && n < 510; e++)
+    if (strncmp(*e, "ASAN_OPTIONS=", 13) != 0)
+      env[n++] = *e;
+  env[n++] = "ASAN_OPTIONS=detect_leaks=1:exitcode=23"; /* LSAN_EXIT */
+  env[n] = NULL;
   s.pid = fork();
   REQUIRE_EQ(s.pid >= 0, 1);
   if (s.pid == 0) {
     dup2(p[1], 1);
     int devnull = open("/dev/null", O_WRONLY);
-    if (devnull >= 0)
+    if (err_fd >= 0)
+      dup2(err_fd, 2);
+    else if (devnull >= 0)
       dup2(devnull, 2); /* its log (heartbeats, departures) */
     close(p[0]);
     close(p[1]);
-    execv(path, argv);
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test that ends early ends it */
+    execve(path, argv, env);
     _exit(127);
   }
   close(p[1]);
-  char buf[256];
+  char buf[1024];
   size_t have = 0;
+  char *ready = NULL;
   struct pollfd pf = {p[0], POLLIN, 0};
-  while (have < sizeof buf - 1 && memchr(buf, '\n', have) == NULL &&
-         poll(&pf, 1, WAIT_MS) == 1) {
+  while (have < sizeof buf - 1 && poll(&pf, 1, WAIT_MS) == 1) {
     ssize_t n = read(p[0], buf + have, sizeof buf - 1 - have);
     if (n <= 0)
       break;
     have += (size_t)n;
+    buf[have] = 0;
+    ready = strstr(buf, "listening on 127.0.0.1:");
+    if (ready != NULL && strchr(ready, '\n') != NULL)
+      break;
   }
-  buf[have] = 0;
   s.out = p[0];
-  char *colon = strrchr(buf, ':');
-  REQUIRE_EQ(colon != NULL && strstr(buf, "listening on") != NULL, 1);
-  s.port = atoi(colon + 1);
+  if (ready == NULL) { /* not a server that came up: do not leave it */
+    kill(s.pid, SIGKILL);
+    waitpid(s.pid, NULL, 0);
+    close(s.out);
+  }
+  REQUIRE_EQ(ready != NULL, 1);
+  s.port = atoi(ready + strlen("listening on 127.0.0.1:"));
   REQUIRE_EQ(s.port > 0, 1);
   return s;
+}
+
+static server_t spawn_argv(const char *path, char *const argv[]) {
+  return spawn_to(path, argv, -1);
 }
 
 static server_t spawn(const char *max_queue, const char *idle_ms) {
@@ -74,9 +111,10 @@ static server_t spawn(const char *max_queue, const char *idle_ms) {
   return spawn_argv(WEFT_CHAT_SERVER, argv);
 }
 
-/* SIGTERM and wait (bounded); returns the exit status or -1. */
-static int stop(server_t *s) {
-  kill(s->pid, SIGTERM);
+/* Send sig and wait (bounded); returns the exit status, -2 if a signal
+ * killed it, or -1 if it did not end. */
+static int stop_with(server_t *s, int sig) {
+  kill(s->pid, sig);
   int rc = -1;
   for (int i = 0; i < WAIT_MS / 10 && rc == -1; i++) {
     int st;
@@ -97,6 +135,8 @@ static int stop(server_t *s) {
   close(s->out);
   return rc;
 }
+
+static int stop(server_t *s) { return stop_with(s, SIGTERM); }
 
 typedef struct client {
   int fd;
@@ -143,13 +183,20 @@ static bool read_line(client_t *c, char *out, size_t cap, int ms) {
   }
 }
 
-static void send_all(int fd, const char *p, size_t n) {
+/* Write all n bytes; false if the connection broke (never a SIGPIPE). */
+static bool send_some(int fd, const char *p, size_t n) {
   while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    REQUIRE_EQ(w > 0, 1);
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+    if (w <= 0)
+      return false;
     p += w;
     n -= (size_t)w;
   }
+  return true;
+}
+
+static void send_all(int fd, const char *p, size_t n) {
+  REQUIRE_EQ(send_some(fd, p, n), 1);
 }
 
 static client_t *join(int port, int rcvbuf) {
@@ -344,11 +391,378 @@ static void test_echo_server_sample(void) {
   }
 }
 
+/* ---- chat_server's limits: over-long lines and NUL bytes ---- */
+
+/* The next line of c that is not a server notice ("* ..."), or "" at EOF
+ * or timeout. */
+static void next_message(client_t *c, char *out, size_t cap) {
+  while (read_line(c, out, cap, WAIT_MS))
+    if (out[0] != '*')
+      return;
+  out[0] = 0;
+}
+
+/* The next "* error: ..." line c gets, or "" at EOF or timeout. */
+static void next_error(client_t *c, char *out, size_t cap) {
+  while (read_line(c, out, cap, WAIT_MS))
+    if (strncmp(out, "* error:", 8) == 0)
+      return;
+  out[0] = 0;
+}
+
+static void test_chat_line_limits(void) {
+  server_t s = spawn("1048576", "60000");
+  client_t *talker = join(s.port, 0);
+  client_t *watcher = join(s.port, 0);
+  static char big[10 * 1024 + 64], line[16384], want[8192];
+  /* The longest line, 4095 bytes and its newline, goes through whole. */
+  memset(big, 'a', 4095);
+  big[4095] = '\n';
+  send_all(talker->fd, big, 4096);
+  next_message(watcher, line, sizeof line);
+  int n = snprintf(want, sizeof want, "guest%d: ", talker->id);
+  memset(want + n, 'a', 4095);
+  want[n + 4095] = 0;
+  EXPECT_EQ(strcmp(line, want), 0);
+  EXPECT_EQ(strlen(line), strlen(want));
+  /* 10 KiB without a newline: an error line to the talker, nothing of it
+   * relayed, and the next line goes through. */
+  memset(big, 'x', 10 * 1024);
+  send_all(talker->fd, big, 10 * 1024);
+  send_all(talker->fd, "\nafter the long line\n", 21);
+  next_error(talker, line, sizeof line);
+  EXPECT_EQ(strcmp(line, "* error: line longer than 4095 bytes (skipped to "
+                         "its newline), not relayed"),
+            0);
+  next_message(watcher, line, sizeof line);
+  snprintf(want, sizeof want, "guest%d: after the long line", talker->id);
+  EXPECT_EQ(strcmp(line, want), 0);
+  /* A NUL byte: an error line, nothing relayed, the next line goes on. */
+  send_all(talker->fd, "a\0b\nafter the NUL\n", 18);
+  next_error(talker, line, sizeof line);
+  EXPECT_EQ(strcmp(line, "* error: NUL byte in the line, not relayed"), 0);
+  next_message(watcher, line, sizeof line);
+  snprintf(want, sizeof want, "guest%d: after the NUL", talker->id);
+  EXPECT_EQ(strcmp(line, want), 0);
+  close(talker->fd);
+  close(watcher->fd);
+  free(talker);
+  free(watcher);
+  EXPECT_EQ(stop(&s), 0);
+}
+
+/* ---- offload_demo --serve: malformed lines ---- */
+
+static server_t spawn_offload(void) {
+  char *argv[] = {"offload_demo", "--serve", "0", NULL};
+  return spawn_argv(WEFT_OFFLOAD_DEMO, argv);
+}
+
+#define OD_USAGE " (usage: job N, 0 <= N <= 2147483647)"
+
+/* Send `bad` (len bytes) and then "job k\n"; collect every line before
+ * the answer to job k into got (joined by '|'); false if k's answer never
+ * came. */
+static bool offload_round(client_t *c, const char *bad, size_t len, long k,
+                          char *got, size_t cap) {
+  char job[32], line[1024], prefix[32];
+  int pn = snprintf(prefix, sizeof prefix, "%ld ", k);
+  got[0] = 0;
+  if (!send_some(c->fd, bad, len) ||
+      !send_some(c->fd, job, (size_t)snprintf(job, sizeof job, "job %ld\n", k)))
+    return false;
+  while (read_line(c, line, sizeof line, WAIT_MS)) {
+    if (strncmp(line, prefix, (size_t)pn) == 0)
+      return true;
+    size_t at = strlen(got);
+    snprintf(got + at, cap - at, "%s%s", at > 0 ? "|" : "", line);
+  }
+  return false;
+}
+
+static void test_offload_bad_lines(void) {
+  server_t s = spawn_offload();
+  client_t *c = calloc(1, sizeof *c);
+  REQUIRE_EQ(c != NULL, 1);
+  c->fd = dial(s.port, 0);
+  static char longline[10 * 1024 + 1];
+  memset(longline, 'j', 10 * 1024);
+  longline[10 * 1024] = '\n';
+  static const struct {
+    const char *in;
+    size_t len;
+    const char *error;
+  } cases[] = {
+      {"job\n", 4, "error: missing job number" OD_USAGE},
+      {"job -1\n", 7, "error: job number out of range" OD_USAGE},
+      {"job abc\n", 8, "error: job number is not a decimal integer" OD_USAGE},
+      {"job 12abc\n", 10,
+       "error: job number is not a decimal integer" OD_USAGE},
+      {"\n", 1, "error: empty line" OD_USAGE},
+      {"job 99999999999999999999\n", 25,
+       "error: job number out of range" OD_USAGE},
+      {"job 2147483648\n", 15, "error: job number out of range" OD_USAGE},
+      {"jobs 1\n", 7, "error: unknown command" OD_USAGE},
+      {"job 1\0002\n", 8, "error: NUL byte in the line" OD_USAGE},
+      {longline, sizeof longline,
+       "error: line longer than 511 bytes, skipped to its newline" OD_USAGE},
+  };
+  char got[4096];
+  int k = 0;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++, k++) {
+    bool answered =
+        offload_round(c, cases[i].in, cases[i].len, k, got, sizeof got);
+    if (!answered || strcmp(got, cases[i].error) != 0)
+      fprintf(stderr, "case %zu: answered %d, lines before: \"%s\"\n", i,
+              answered, got);
+    EXPECT_TRUE(answered); /* the connection goes on */
+    EXPECT_EQ(strcmp(got, cases[i].error), 0);
+  }
+  /* Valid forms: the largest N, blanks around, a '\r' before the newline. */
+  EXPECT_TRUE(offload_round(c, "", 0, 2147483647, got, sizeof got));
+  EXPECT_EQ(strcmp(got, ""), 0);
+  EXPECT_TRUE(send_some(c->fd, " job\t 7 \r\n", 10) &&
+              read_line(c, got, sizeof got, WAIT_MS));
+  EXPECT_EQ(strncmp(got, "7 ", 2), 0);
+  close(c->fd);
+  free(c);
+  EXPECT_EQ(stop_with(&s, SIGINT), 0);
+}
+
+/* A client that sends malformed lines without reading the replies: the
+ * server stops reading it (TCP holds the client back) instead of queueing
+ * replies without bound; once the client reads, every line has its reply
+ * and the connection still serves jobs. */
+#define OD_FLOOD_LIMIT (64L << 20) /* bytes a server that never stops takes */
+#define OD_STALL_MS 1000           /* no progress this long: held back */
+
+static void test_offload_backpressure(void) {
+  server_t s = spawn_offload();
+  client_t *c = calloc(1, sizeof *c);
+  REQUIRE_EQ(c != NULL, 1);
+  c->fd = dial(s.port, 4096);
+  int small = 4096;
+  setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+  static char chunk[64 * 1024];
+  for (size_t i = 0; i < sizeof chunk; i += 64) { /* "nope...\n" x 1024 */
+    memset(chunk + i, 'n', 63);
+    chunk[i + 63] = '\n';
+  }
+  long sent = 0;
+  size_t off = 0;
+  while (sent < OD_FLOOD_LIMIT) {
+    ssize_t w = write(c->fd, chunk + off, sizeof chunk - off);
+    if (w > 0) {
+      sent += w;
+      off = (off + (size_t)w) % sizeof chunk;
+      continue;
+    }
+    REQUIRE_EQ(errno == EAGAIN || errno == EWOULDBLOCK, 1);
+    struct pollfd pf = {c->fd, POLLOUT, 0};
+    if (poll(&pf, 1, OD_STALL_MS) == 0)
+      break; /* the server stopped reading us */
+  }
+  EXPECT_TRUE(sent < OD_FLOOD_LIMIT);
+  /* Finish the last line, then read every reply. */
+  fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK);
+  long lines = sent / 64 + (sent % 64 != 0);
+  if (sent % 64 != 0)
+    send_all(c->fd, "\n", 1);
+  char line[256];
+  long replies = 0;
+  while (replies < lines && read_line(c, line, sizeof line, WAIT_MS))
+    replies += strcmp(line, "error: unknown command" OD_USAGE) == 0;
+  EXPECT_EQ(replies, lines);
+  char got[256];
+  EXPECT_TRUE(offload_round(c, "", 0, 3, got, sizeof got));
+  close(c->fd);
+  free(c);
+  EXPECT_EQ(stop_with(&s, SIGINT), 0);
+}
+
+/* ---- a bad command line: the usage and exit 2, never a server ---- */
+
+#define BAD_ARGS_MS 5000 /* a sample that does not refuse runs forever */
+
+/* Run path with argv, wait at most BAD_ARGS_MS; the exit status (-1 if it
+ * was still running, then killed), its stderr into err. */
+static int run_briefly(const char *path, char *const argv[], char *err,
+                       size_t cap) {
+  FILE *f = tmpfile();
+  REQUIRE_EQ(f != NULL, 1);
+  int devnull = open("/dev/null", O_WRONLY);
+  pid_t pid = fork();
+  REQUIRE_EQ(pid >= 0, 1);
+  if (pid == 0) {
+    dup2(devnull, 1);
+    dup2(fileno(f), 2);
+    execv(path, argv);
+    _exit(127);
+  }
+  close(devnull);
+  int rc = -1, st;
+  for (int i = 0; i < BAD_ARGS_MS / 10; i++) {
+    if (waitpid(pid, &st, WNOHANG) == pid) {
+      rc = WIFEXITED(st) ? WEXITSTATUS(st) : -2;
+      break;
+    }
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL); /* polling a child's exit, not synchronisation */
+  }
+  if (rc == -1) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+  }
+  rewind(f);
+  size_t n = fread(err, 1, cap - 1, f);
+  err[n] = 0;
+  fclose(f);
+  return rc;
+}
+
+static void test_bad_command_lines(void) {
+  static const struct {
+    const char *path;
+    char *argv[8];
+  } runs[] = {
+      {WEFT_ECHO_SERVER, {"echo_server", "abc", NULL}},
+      {WEFT_ECHO_SERVER, {"echo_server", "65536", NULL}},
+      {WEFT_ECHO_SERVER, {"echo_server", "0", "extra", NULL}},
+      {WEFT_CHAT_SERVER, {"chat_server", "--port", "x", NULL}},
+      {WEFT_CHAT_SERVER, {"chat_server", "--port", "0", "--idle-ms", "-5",
+                          NULL}},
+      {WEFT_CHAT_SERVER, {"chat_server", "--port", "0", "--max-queue",
+                          "99999999999999999999", NULL}},
+      {WEFT_CHAT_SERVER, {"chat_server", "--port", "0", "--bogus", "1",
+                          NULL}},
+      {WEFT_CHAT_SERVER, {"chat_server", "--port", NULL}},
+      {WEFT_OFFLOAD_DEMO, {"offload_demo", "--serve", "x", NULL}},
+      {WEFT_OFFLOAD_DEMO, {"offload_demo", "--serve", "70000", NULL}},
+      {WEFT_OFFLOAD_DEMO, {"offload_demo", "8x", NULL}},
+  };
+  char err[4096];
+  for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+    int rc = run_briefly(runs[i].path, runs[i].argv, err, sizeof err);
+    if (rc != 2 || strstr(err, "usage:") == NULL)
+      fprintf(stderr, "run %zu (%s %s): status %d, stderr \"%s\"\n", i,
+              runs[i].argv[0], runs[i].argv[1], rc, err);
+    EXPECT_EQ(rc, 2);
+    EXPECT_TRUE(strstr(err, "usage:") != NULL);
+  }
+  /* --help: the usage with the protocol's limits, on stdout, status 0. */
+  char *help[] = {"chat_server", "--help", NULL};
+  EXPECT_EQ(run_briefly(WEFT_CHAT_SERVER, help, err, sizeof err), 0);
+}
+
+/* ---- SIGINT with operations pending: exit 0, nothing leaked ---- */
+
+/* Stop s with SIGINT; expect exit status 0 and, in its stderr (err_fd, a
+ * temporary file), no report of a leak or another sanitizer error. */
+static void expect_clean_exit(server_t *s, FILE *err) {
+  EXPECT_EQ(stop_with(s, SIGINT), 0);
+  static char log[65536];
+  rewind(err);
+  size_t n = fread(log, 1, sizeof log - 1, err);
+  log[n] = 0;
+  bool clean = strstr(log, "LeakSanitizer") == NULL &&
+               strstr(log, "Sanitizer:") == NULL &&
+               strstr(log, "runtime error") == NULL;
+  if (!clean)
+    fprintf(stderr, "%s\n", log);
+  EXPECT_TRUE(clean);
+  fclose(err);
+}
+
+static void test_offload_sigint_clean(void) {
+  FILE *err = tmpfile();
+  REQUIRE_EQ(err != NULL, 1);
+  char *argv[] = {"offload_demo", "--serve", "0", NULL};
+  server_t s = spawn_to(WEFT_OFFLOAD_DEMO, argv, fileno(err));
+  int idle = dial(s.port, 0), midline = dial(s.port, 0);
+  int busy = dial(s.port, 0);
+  client_t *sync = calloc(1, sizeof *sync);
+  REQUIRE_EQ(sync != NULL, 1);
+  sync->fd = dial(s.port, 0);
+  send_all(midline, "job 1", 5);                /* no newline yet */
+  send_all(busy, "job 2\njob 3\njob 4\n", 18); /* jobs in flight */
+  /* A reply on a fourth connection: the server is reading its clients. */
+  char line[256];
+  send_all(sync->fd, "\n", 1);
+  EXPECT_TRUE(read_line(sync, line, sizeof line, WAIT_MS));
+  expect_clean_exit(&s, err);
+  close(idle);
+  close(midline);
+  close(busy);
+  close(sync->fd);
+  free(sync);
+}
+
+static void test_chat_sigint_clean(void) {
+  FILE *err = tmpfile();
+  REQUIRE_EQ(err != NULL, 1);
+  char *argv[] = {"chat_server", "--port", "0", "--max-queue", "1048576",
+                  "--heartbeat-ms", "100", NULL};
+  server_t s = spawn_to(WEFT_CHAT_SERVER, argv, fileno(err));
+  client_t *idle = join(s.port, 0), *midline = join(s.port, 0);
+  client_t *slow = join(s.port, 4096); /* never reads: writes pending */
+  client_t *talker = join(s.port, 0);
+  send_all(midline->fd, "half a line", 11);
+  static char big[4001];
+  memset(big, 'y', sizeof big - 1);
+  big[sizeof big - 1] = '\n';
+  char line[8192];
+  for (int i = 0; i < 40; i++) /* 160 KB queued for the slow client */
+    send_all(talker->fd, big, sizeof big);
+  for (int i = 0; i < 40; i++) { /* once idle has them all, so has slow's
+                                    queue */
+    next_message(idle, line, sizeof line);
+    EXPECT_EQ(strlen(line) > 4000, 1);
+  }
+  expect_clean_exit(&s, err);
+  client_t *all[] = {idle, midline, slow, talker};
+  for (int i = 0; i < 4; i++) {
+    close(all[i]->fd);
+    free(all[i]);
+  }
+}
+
+static void test_echo_sigint_clean(void) {
+  FILE *err = tmpfile();
+  REQUIRE_EQ(err != NULL, 1);
+  char *argv[] = {"echo_server", "0", NULL};
+  server_t s = spawn_to(WEFT_ECHO_SERVER, argv, fileno(err));
+  int idle = dial(s.port, 0);
+  client_t *c = calloc(1, sizeof *c);
+  REQUIRE_EQ(c != NULL, 1);
+  c->fd = dial(s.port, 0);
+  char line[64];
+  send_all(c->fd, "ping\n", 5);
+  EXPECT_TRUE(read_line(c, line, sizeof line, WAIT_MS));
+  send_all(c->fd, "half", 4);
+  expect_clean_exit(&s, err);
+  close(idle);
+  close(c->fd);
+  free(c);
+}
+
 static const test_case_t cases[] = {
     {"echo_server sample", test_echo_server_sample},
     {"50 clients, every line to every other once", test_fanout},
     {"a client that never reads is dropped", test_slow_reader_dropped},
     {"idle timeout and graceful shutdown", test_idle_and_shutdown},
+    {"chat: long lines and NUL bytes get an error line", test_chat_line_limits},
+    {"offload_demo: each malformed line gets an error line",
+     test_offload_bad_lines},
+    {"offload_demo: a client that does not read is held back",
+     test_offload_backpressure},
+    {"a bad command line gets the usage and exit 2", test_bad_command_lines},
+    {"offload_demo: SIGINT with work pending, exit 0, no leak",
+     test_offload_sigint_clean},
+    {"chat_server: SIGINT with work pending, exit 0, no leak",
+     test_chat_sigint_clean},
+    {"echo_server: SIGINT with work pending, exit 0, no leak",
+     test_echo_sigint_clean},
     {NULL, NULL}};
 
 const test_suite_t suite_chat = {"chat", cases};
