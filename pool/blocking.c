@@ -62,9 +62,9 @@ static void *blocking_main(void *arg) {
       if (b->head == NULL)
         b->tail = NULL;
       pthread_mutex_unlock(&b->mu);
-      weft__run_or_discard(p, t);
+      bool ran = weft__run_or_discard(p, t);
       pthread_mutex_lock(&b->mu);
-      b->run++;
+      b->run += ran;
       continue;
     }
     if (b->stop)

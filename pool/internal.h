@@ -144,8 +144,10 @@ static inline struct weft_pool *weft__job_pool(const weft__job_t *job) {
 }
 
 WEFT__HIDDEN bool weft__is_job(const weft_task_t *t);
-/* Run a task, or cancel it if it is a job and the pool is cancelling. */
-WEFT__HIDDEN void weft__run_or_discard(struct weft_pool *p, weft_task_t *t);
+/* Run a task, or cancel it if it is a job and the pool is cancelling.
+ * True when it ran: a task, or a job whose function ran (not one cancelled
+ * before it started). */
+WEFT__HIDDEN bool weft__run_or_discard(struct weft_pool *p, weft_task_t *t);
 
 /* ---- CPU workers (pool.c) ---- */
 typedef struct weft__worker {

@@ -46,10 +46,16 @@ static void job_on_cancel(void *arg) {
 
 bool weft__is_job(const weft_task_t *t) { return t->run == job_run; }
 
-static void job_run(weft_task_t *task) {
+/* Run a job unless it was cancelled first; true when fn ran. A job still
+ * running when its pool began cancelling ends cancelled, whatever it
+ * returns (pool.h): the flag is read after fn, on the thread that may have
+ * shown it to the job, so a job that saw weft_job_cancelled() never keeps
+ * its value. */
+static inline bool job_start(weft_task_t *task) {
   weft__job_t *job = (weft__job_t *)((char *)task - offsetof(weft__job_t, task));
   uintptr_t expect = WEFT__JOB_QUEUED, running = WEFT__JOB_RUNNING;
   weft__worker_t *w = tl_worker;
+  bool ran = false;
   if (w != NULL && w->start_empty) { /* see weft__job_t.claim */
     w->start_empty = false;          /* not for jobs nested in this one */
     running |= (uintptr_t)w;
@@ -58,10 +64,17 @@ static void job_run(weft_task_t *task) {
                                               memory_order_acq_rel,
                                               memory_order_acquire)) {
     weft_result_t r = job->fn((weft_job_t *)job, job->arg);
+    if (atomic_load_explicit(&weft__job_pool(job)->cancelling,
+                             memory_order_relaxed))
+      weft_future_cancel(&job->ext.base); /* r then loses, and is freed */
     weft__settle_result(&job->ext.base, &r);
+    ran = true;
   }
   weft__unref(&job->ext.base); /* the queue's reference */
+  return ran;
 }
+
+static void job_run(weft_task_t *task) { (void)job_start(task); }
 
 /* Cancel a job that will never run (shutdown in cancel mode). */
 static void job_discard(weft_task_t *task) {
@@ -286,17 +299,21 @@ static weft_task_t *find_work(weft__worker_t *w, bool full_scan) {
   return t;
 }
 
-void weft__run_or_discard(weft_pool_t *p, weft_task_t *t) {
-  if (atomic_load_explicit(&p->cancelling, memory_order_relaxed) &&
-      weft__is_job(t))
-    job_discard(t);
-  else
+bool weft__run_or_discard(weft_pool_t *p, weft_task_t *t) {
+  if (!weft__is_job(t)) {
     t->run(t);
+    return true;
+  }
+  if (atomic_load_explicit(&p->cancelling, memory_order_relaxed)) {
+    job_discard(t);
+    return false;
+  }
+  return job_start(t);
 }
 
 static void run_task(weft__worker_t *w, weft_task_t *t) {
-  stat_inc(&w->jobs_run);
-  weft__run_or_discard(w->pool, t);
+  if (weft__run_or_discard(w->pool, t))
+    stat_inc(&w->jobs_run);
 }
 
 static bool deque_empty(weft__deque_t *d) { /* owner only */

@@ -161,6 +161,7 @@ static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
 static bool gate_open;
 static atomic_int started;
+static atomic_int told; /* what the last wait_gate saw in weft_job_cancelled */
 static weft_result_t wait_gate(weft_job_t *job, void *arg) {
   (void)arg;
   atomic_fetch_add(&started, 1);
@@ -168,7 +169,8 @@ static weft_result_t wait_gate(weft_job_t *job, void *arg) {
   while (!gate_open)
     pthread_cond_wait(&gate_cv, &gate_mu);
   pthread_mutex_unlock(&gate_mu);
-  return weft_ok_int(weft_job_cancelled(job));
+  atomic_store(&told, weft_job_cancelled(job));
+  return weft_ok_int(1);
 }
 static void gate_set(bool open) {
   pthread_mutex_lock(&gate_mu);
@@ -182,10 +184,11 @@ typedef struct {
   weft_pool_mode_t mode;
   int64_t timeout_ms;
   int rc;
+  weft_pool_stats_t st;
 } shut_t;
 static void *shutdown_thread(void *arg) {
   shut_t *s = arg;
-  s->rc = weft_pool_shutdown(s->p, s->mode, s->timeout_ms, NULL);
+  s->rc = weft_pool_shutdown(s->p, s->mode, s->timeout_ms, &s->st);
   return NULL;
 }
 
@@ -199,7 +202,7 @@ static void shutdown_with_work(weft_pool_mode_t mode) {
     sched_yield();
   for (int i = 0; i < 100; i++)
     REQUIRE_EQ(weft_pool_submit(p, count_job, malloc(8), free_arg, &queued[i]), 0);
-  shut_t s = {p, mode, WEFT_FOREVER, -1};
+  shut_t s = {p, mode, WEFT_FOREVER, -1, {0}};
   pthread_t t;
   pthread_create(&t, NULL, shutdown_thread, &s);
   while (!atomic_load(&p->stopping))
@@ -209,8 +212,11 @@ static void shutdown_with_work(weft_pool_mode_t mode) {
   gate_set(true);
   pthread_join(t, NULL);
   EXPECT_ERR(s.rc, 0);
-  EXPECT_EQ(weft_future_state(blocker), WEFT_FULFILLED);
-  EXPECT_EQ(weft_future_int(blocker), mode == WEFT_POOL_CANCEL); /* told */
+  EXPECT_EQ(atomic_load(&told), mode == WEFT_POOL_CANCEL);
+  /* a running job's future is cancelled by a cancelling shutdown, whatever
+   * the job returns */
+  EXPECT_EQ(weft_future_state(blocker),
+            mode == WEFT_POOL_CANCEL ? WEFT_CANCELLED : WEFT_FULFILLED);
   int fulfilled = 0, cancelled = 0;
   for (int i = 0; i < 100; i++) {
     fulfilled += weft_future_state(queued[i]) == WEFT_FULFILLED;
@@ -221,6 +227,8 @@ static void shutdown_with_work(weft_pool_mode_t mode) {
   EXPECT_EQ(mode == WEFT_POOL_DRAIN ? fulfilled : cancelled, 100);
   EXPECT_EQ(atomic_load(&job_runs), fulfilled);
   EXPECT_EQ(atomic_load(&arg_frees), cancelled);
+  EXPECT_EQ(s.st.jobs_run, 1 + fulfilled); /* only jobs that ran */
+  EXPECT_EQ(s.st.cancelled, cancelled);
   atomic_store(&job_runs, 0);
   atomic_store(&arg_frees, 0);
   weft_future_release(blocker);
@@ -240,7 +248,7 @@ static void test_shutdown_drain_timeout(void) {
   weft_pool_submit(p, count_job, malloc(8), free_arg, &queued);
   /* The blocker waits on the gate, opened only once the shutdown has given
    * up draining (after its 50 ms) and switched to cancelling. */
-  shut_t s = {p, WEFT_POOL_DRAIN, 50, -1};
+  shut_t s = {p, WEFT_POOL_DRAIN, 50, -1, {0}};
   pthread_t t;
   pthread_create(&t, NULL, shutdown_thread, &s);
   while (!atomic_load(&p->cancelling))
@@ -248,11 +256,58 @@ static void test_shutdown_drain_timeout(void) {
   gate_set(true);
   pthread_join(t, NULL);
   EXPECT_ERR(s.rc, WEFT_ETIMEDOUT);
-  EXPECT_EQ(weft_future_int(blocker), 1);    /* the running job was told */
+  EXPECT_EQ(atomic_load(&told), 1); /* the running job was told */
+  EXPECT_EQ(weft_future_state(blocker), WEFT_CANCELLED); /* and cancelled */
   EXPECT_EQ(weft_future_state(queued), WEFT_CANCELLED);
   EXPECT_EQ(atomic_load(&arg_frees), 1);
+  EXPECT_EQ(s.st.jobs_run, 1); /* the blocker; the queued job never ran */
+  EXPECT_EQ(s.st.cancelled, 1);
   weft_future_release(blocker);
   weft_future_release(queued);
+  atomic_store(&job_runs, 0);
+  atomic_store(&arg_frees, 0);
+}
+
+/* ---- a cancelling shutdown: running jobs' futures end cancelled ---- */
+/* How long a job polls weft_job_cancelled() before giving up: far longer
+ * than a shutdown takes to set the flag on a loaded machine. */
+#define CANCEL_SEEN_TOLERANCE_MS 10000
+static weft_result_t poll_cancelled(weft_job_t *job, void *arg) {
+  (void)arg;
+  atomic_fetch_add(&started, 1);
+  int64_t deadline = weft_now_ns() + CANCEL_SEEN_TOLERANCE_MS * 1000000LL;
+  while (!weft_job_cancelled(job) && weft_now_ns() < deadline)
+    sched_yield();
+  int *v = malloc(sizeof *v); /* the future would own it: must be freed */
+  *v = weft_job_cancelled(job);
+  return weft_ok(v, free);
+}
+
+static void test_shutdown_cancel_running(void) {
+  weft_pool_t *p = make_pool(1);
+  atomic_store(&started, 0);
+  weft_future_t *running, *queued[1000];
+  REQUIRE_EQ(weft_pool_submit(p, poll_cancelled, NULL, NULL, &running), 0);
+  while (atomic_load(&started) == 0) /* the one worker is now busy */
+    sched_yield();
+  for (int i = 0; i < 1000; i++)
+    REQUIRE_EQ(weft_pool_submit(p, count_job, malloc(8), free_arg, &queued[i]), 0);
+  weft_pool_stats_t st;
+  EXPECT_ERR(weft_pool_shutdown(p, WEFT_POOL_CANCEL, WEFT_FOREVER, &st), 0);
+  EXPECT_EQ(weft_future_state(running), WEFT_CANCELLED);
+  EXPECT_ERR(weft_future_error(running), WEFT_ECANCELED);
+  EXPECT_TRUE(weft_future_value(running) == NULL);
+  int cancelled = 0;
+  for (int i = 0; i < 1000; i++) {
+    cancelled += weft_future_state(queued[i]) == WEFT_CANCELLED;
+    weft_future_release(queued[i]);
+  }
+  EXPECT_EQ(cancelled, 1000);
+  EXPECT_EQ(atomic_load(&job_runs), 0);
+  EXPECT_EQ(atomic_load(&arg_frees), 1000);
+  EXPECT_EQ(st.jobs_run, 1); /* the poller, not the 1000 cancelled jobs */
+  EXPECT_EQ(st.cancelled, 1000);
+  weft_future_release(running);
   atomic_store(&job_runs, 0);
   atomic_store(&arg_frees, 0);
 }
@@ -398,6 +453,7 @@ static const test_case_t cases[] = {
     {"shutdown drain", test_shutdown_drain},
     {"shutdown cancel", test_shutdown_cancel},
     {"shutdown drain times out", test_shutdown_drain_timeout},
+    {"cancelling shutdown cancels running futures", test_shutdown_cancel_running},
     {"blocking jobs do not starve CPU jobs", test_blocking_does_not_starve_cpu},
     {"no lost wake-up", test_no_lost_wakeup},
     {"executor and errors", test_executor_and_errors},

@@ -128,8 +128,8 @@ WEFT_EXTERN weft_executor_t *weft_pool_executor(weft_pool_t *pool);
 
 /** Cheap counters, summed over workers when read. */
 typedef struct weft_pool_stats {
-  uint64_t jobs_run;          /* CPU jobs and executor tasks run */
-  uint64_t blocking_run;      /* blocking jobs run */
+  uint64_t jobs_run;          /* CPU jobs whose function ran, executor tasks */
+  uint64_t blocking_run;      /* blocking jobs whose function ran */
   uint64_t steals;            /* jobs taken from another worker's deque */
   uint64_t parks;             /* times a worker went to sleep */
   uint64_t cancelled;         /* jobs cancelled before they started */
@@ -156,11 +156,13 @@ typedef enum weft_pool_mode {
  *
  * From the first moment, submits fail with WEFT_ESHUTDOWN. In DRAIN mode the
  * queued jobs (and the jobs they spawn) run; if they have not finished by
- * `timeout_ms` (WEFT_FOREVER: no limit), shutdown switches to CANCEL. In
- * CANCEL mode every job not yet started is cancelled (its future settles as
- * cancelled, its arg_dtor runs) and every running job's future is cancelled
- * so weft_job_cancelled() tells it to stop. Running jobs cannot be
- * interrupted: shutdown waits for them to return, then joins and frees.
+ * `timeout_ms` (WEFT_FOREVER: no limit), shutdown switches to CANCEL. In CANCEL mode every job
+ * not yet started is cancelled (its future settles as cancelled, its
+ * arg_dtor runs), and every running job is told: weft_job_cancelled()
+ * returns 1 from then on, and its future ends cancelled when the job
+ * returns, whatever it returns (a value it returns is destroyed). Running
+ * jobs cannot be interrupted: shutdown waits for them to return, then
+ * joins and frees.
  * `final` (may be NULL) receives the last statistics.
  * Returns 0 when everything queued ran (DRAIN) or was cancelled as asked
  * (CANCEL); WEFT_ETIMEDOUT when a DRAIN ran out of time and had to cancel;
