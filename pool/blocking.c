@@ -70,7 +70,7 @@ static void *blocking_main(void *arg) {
     if (b->stop)
       break;
     b->idle++;
-    int64_t deadline = weft_now_ns() + (int64_t)b->keepalive_ms * 1000000;
+    int64_t deadline = weft__deadline_after_ms(b->keepalive_ms);
     int rc = 0;
     while (b->head == NULL && !b->stop && rc == 0)
       rc = weft__cond_wait(&b->work, &b->mu, deadline);

@@ -579,7 +579,7 @@ int weft_pool_shutdown(weft_pool_t *p, weft_pool_mode_t mode,
     return WEFT_EINVAL;
   if ((tl_worker != NULL && tl_worker->pool == p) || weft__blocking_own(p))
     return WEFT_EDEADLK;
-  int64_t deadline = timeout_ms < 0 ? -1 : weft_now_ns() + timeout_ms * 1000000;
+  int64_t deadline = weft__deadline_after_ms(timeout_ms);
   int rc = 0;
   if (mode == WEFT_POOL_CANCEL)
     atomic_store_explicit(&p->cancelling, true, memory_order_release);

@@ -312,6 +312,33 @@ static void test_shutdown_cancel_running(void) {
   atomic_store(&arg_frees, 0);
 }
 
+/* ---- timeouts up to INT64_MAX ms mean "wait that long" ---- */
+static void test_shutdown_timeout_int64_max(void) {
+  weft_pool_t *p = make_pool(1);
+  gate_set(false);
+  atomic_store(&started, 0);
+  weft_future_t *blocker, *queued;
+  REQUIRE_EQ(weft_pool_submit(p, wait_gate, NULL, NULL, &blocker), 0);
+  while (atomic_load(&started) == 0)
+    sched_yield();
+  REQUIRE_EQ(weft_pool_submit(p, count_job, malloc(8), free_arg, &queued), 0);
+  shut_t s = {p, WEFT_POOL_DRAIN, INT64_MAX, -1, {0}};
+  pthread_t t;
+  pthread_create(&t, NULL, shutdown_thread, &s);
+  while (!atomic_load(&p->stopping))
+    sched_yield();
+  gate_set(true);
+  pthread_join(t, NULL);
+  EXPECT_ERR(s.rc, 0); /* drained: no timeout */
+  EXPECT_EQ(weft_future_state(blocker), WEFT_FULFILLED);
+  EXPECT_EQ(weft_future_state(queued), WEFT_FULFILLED);
+  EXPECT_EQ(atomic_load(&job_runs), 1);
+  weft_future_release(blocker);
+  weft_future_release(queued);
+  atomic_store(&job_runs, 0);
+  atomic_store(&arg_frees, 0);
+}
+
 /* ---- blocking jobs ---- */
 static int pipefd[2];
 static weft_result_t read_pipe(weft_job_t *job, void *arg) {
@@ -454,6 +481,7 @@ static const test_case_t cases[] = {
     {"shutdown cancel", test_shutdown_cancel},
     {"shutdown drain times out", test_shutdown_drain_timeout},
     {"cancelling shutdown cancels running futures", test_shutdown_cancel_running},
+    {"shutdown timeout INT64_MAX ms drains", test_shutdown_timeout_int64_max},
     {"blocking jobs do not starve CPU jobs", test_blocking_does_not_starve_cpu},
     {"no lost wake-up", test_no_lost_wakeup},
     {"executor and errors", test_executor_and_errors},

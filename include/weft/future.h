@@ -179,7 +179,8 @@ WEFT_EXTERN int weft_future_cancel(weft_future_t *f);
 
 /**
  * Wait until `f` settles, for at most `timeout_ms` milliseconds
- * (WEFT_FOREVER: no limit; 0: just check).
+ * (WEFT_FOREVER: no limit; 0: just check; any value up to INT64_MAX is a
+ * wait that long).
  *
  * It never hangs silently: on a thread running an executor's work (a pool
  * worker, a loop, a dedicated thread) the executor is asked first and either

@@ -156,7 +156,8 @@ typedef enum weft_pool_mode {
  *
  * From the first moment, submits fail with WEFT_ESHUTDOWN. In DRAIN mode the
  * queued jobs (and the jobs they spawn) run; if they have not finished by
- * `timeout_ms` (WEFT_FOREVER: no limit), shutdown switches to CANCEL. In CANCEL mode every job
+ * `timeout_ms` (WEFT_FOREVER: no limit; any value up to INT64_MAX is a
+ * wait that long), shutdown switches to CANCEL. In CANCEL mode every job
  * not yet started is cancelled (its future settles as cancelled, its
  * arg_dtor runs), and every running job is told: weft_job_cancelled()
  * returns 1 from then on, and its future ends cancelled when the job
