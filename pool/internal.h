@@ -107,6 +107,12 @@ WEFT__HIDDEN void weft__ec_wait(weft__eventcount_t *ec, uint32_t epoch);
  * searching before its last re-check, which reads the inboxes seq_cst). */
 WEFT__HIDDEN void weft__ec_notify_one(weft__eventcount_t *ec);
 WEFT__HIDDEN void weft__ec_notify_all(weft__eventcount_t *ec);
+/* By a worker that cleared `waking` (returned from a wait, or cancelled
+ * one) or stopped searching, and now runs something instead of searching
+ * on: wake one sleeper if there is any and nobody searches, so that work
+ * a producer published without a wake-up (it saw the wake or the search
+ * in flight) is not left to wait for this worker (see parking.c). */
+WEFT__HIDDEN void weft__ec_handoff(weft__eventcount_t *ec);
 /* Wake one sleeper unless a wake-up is already on its way. */
 WEFT__HIDDEN void weft__ec_wake_one(weft__eventcount_t *ec);
 /* As notify_one without the fence: may miss a sleeper that is just going to

@@ -13,7 +13,14 @@
  * work afterwards (after a seq_cst read-modify-write), so it sees what a skipping producer
  * published before its own fence; and `waking` is always cleared, since the
  * producer that set it then bumps the epoch, which sends at least one
- * sleeper back (or every worker is awake and will search anyway). */
+ * sleeper back (or every worker is awake and will search anyway).
+ *
+ * A search that finds work ends with the first task it finds: what a
+ * skipping producer published may be another task, in another worker's
+ * inbox. So a worker that stops searching, or leaves a wait, to run
+ * something hands the search on (weft__ec_handoff): it wakes one more
+ * sleeper when no other worker is searching. The chain ends at a worker
+ * that finds nothing and parks after its re-check. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -71,6 +78,17 @@ void weft__ec_notify_one(weft__eventcount_t *ec) {
    * these loads are seq_cst, as are a sleeper's announcement (waiters++)
    * and its re-check of the inboxes; in their single total order either
    * the re-check sees the work or this load sees the sleeper. */
+  if (atomic_load_explicit(&ec->waiters, memory_order_seq_cst) == 0 ||
+      atomic_load_explicit(&ec->searching, memory_order_seq_cst) > 0)
+    return;
+  weft__ec_wake_one(ec);
+}
+
+void weft__ec_handoff(weft__eventcount_t *ec) {
+  /* seq_cst, after the caller's seq_cst clear of `waking` or decrement of
+   * `searching`: a producer that skipped its wake read one of those before
+   * it changed, so its work is published before these loads; a sleeper
+   * these loads miss announced itself later and its re-check sees it. */
   if (atomic_load_explicit(&ec->waiters, memory_order_seq_cst) == 0 ||
       atomic_load_explicit(&ec->searching, memory_order_seq_cst) > 0)
     return;

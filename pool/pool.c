@@ -335,6 +335,9 @@ static void *worker_main(void *arg) {
   tl_worker = w;
   weft_executor_t *prev = weft_executor_enter(&p->executor);
   atomic_fetch_add_explicit(&weft__workers_awake, 1, memory_order_relaxed);
+  /* Searched or waited since the last task ran: the next task found hands
+   * the search on first (weft__ec_handoff). */
+  bool idle = false;
   for (;;) {
     weft_task_t *t = find_work(w, false);
     if (t == NULL) { /* search a while, counted, before sleeping */
@@ -344,8 +347,12 @@ static void *worker_main(void *arg) {
         t = find_work(w, false);
       }
       atomic_fetch_sub_explicit(&p->ec.searching, 1, memory_order_seq_cst);
+      idle = true; /* searched: a producer may have left its wake to us */
     }
     if (t != NULL) {
+      if (idle)
+        weft__ec_handoff(&p->ec);
+      idle = false;
       run_marked(w, t);
       continue;
     }
@@ -356,6 +363,8 @@ static void *worker_main(void *arg) {
     t = find_work(w, true);
     if (t != NULL) {
       weft__ec_cancel(&p->ec);
+      weft__ec_handoff(&p->ec);
+      idle = false;
       run_marked(w, t);
       continue;
     }
@@ -367,6 +376,7 @@ static void *worker_main(void *arg) {
     atomic_fetch_sub_explicit(&weft__workers_awake, 1, memory_order_relaxed);
     weft__ec_wait(&p->ec, epoch);
     atomic_fetch_add_explicit(&weft__workers_awake, 1, memory_order_relaxed);
+    idle = true;
   }
   atomic_fetch_sub_explicit(&weft__workers_awake, 1, memory_order_relaxed);
   weft_executor_leave(prev);

@@ -312,6 +312,56 @@ static void test_shutdown_cancel_running(void) {
   atomic_store(&arg_frees, 0);
 }
 
+/* ---- lost wake-up: both workers parked, two jobs back to back ---- */
+/* The first job runs until the second has started; the second must start
+ * while the first runs, i.e. on the other worker, within this bound. */
+#define SECOND_START_TOLERANCE_MS 2000
+#define WAKE_ROUNDS 2000
+static atomic_int second_started;
+static weft_result_t wait_for_second(weft_job_t *job, void *arg) {
+  (void)job;
+  (void)arg;
+  int64_t deadline = weft_now_ns() + SECOND_START_TOLERANCE_MS * 1000000LL;
+  while (!atomic_load(&second_started) && weft_now_ns() < deadline)
+    sched_yield();
+  return weft_ok_int(atomic_load(&second_started));
+}
+static weft_result_t start_second(weft_job_t *job, void *arg) {
+  (void)job;
+  (void)arg;
+  atomic_store(&second_started, 1);
+  return weft_ok_int(1);
+}
+
+static void test_second_job_wakes_second_worker(void) {
+  weft_pool_t *p = make_pool(2);
+  int late = 0, rounds = 0;
+  for (; rounds < WAKE_ROUNDS && late == 0; rounds++) {
+    int64_t deadline = weft_now_ns() + 10000000000LL;
+    uint32_t parked;
+    while ((parked = atomic_load(&p->ec.waiters)) < p->nworkers &&
+           weft_now_ns() < deadline)
+      sched_yield();
+    REQUIRE_EQ(parked, p->nworkers);
+    atomic_store(&second_started, 0);
+    weft_future_t *a, *b;
+    REQUIRE_EQ(weft_pool_submit(p, wait_for_second, NULL, NULL, &a), 0);
+    REQUIRE_EQ(weft_pool_submit(p, start_second, NULL, NULL, &b), 0);
+    EXPECT_ERR(weft_future_await(a, 10 * SECOND_START_TOLERANCE_MS), 0);
+    EXPECT_ERR(weft_future_await(b, 10 * SECOND_START_TOLERANCE_MS), 0);
+    EXPECT_EQ(weft_future_int(b), 1); /* ran, once */
+    late += weft_future_int(a) != 1;
+    weft_future_release(a);
+    weft_future_release(b);
+  }
+  EXPECT_EQ(late, 0);
+  if (late)
+    printf("\n    second job late in round %d ", rounds);
+  weft_pool_stats_t st;
+  EXPECT_EQ(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER, &st), 0);
+  EXPECT_EQ(st.jobs_run, 2 * (uint64_t)rounds);
+}
+
 /* ---- timeouts up to INT64_MAX ms mean "wait that long" ---- */
 static void test_shutdown_timeout_int64_max(void) {
   weft_pool_t *p = make_pool(1);
@@ -484,6 +534,7 @@ static const test_case_t cases[] = {
     {"shutdown timeout INT64_MAX ms drains", test_shutdown_timeout_int64_max},
     {"blocking jobs do not starve CPU jobs", test_blocking_does_not_starve_cpu},
     {"no lost wake-up", test_no_lost_wakeup},
+    {"second job wakes the second worker", test_second_job_wakes_second_worker},
     {"executor and errors", test_executor_and_errors},
     {"submit ENOMEM", test_submit_enomem},
     {NULL, NULL}};
