@@ -362,6 +362,114 @@ static void test_second_job_wakes_second_worker(void) {
   EXPECT_EQ(st.jobs_run, 2 * (uint64_t)rounds);
 }
 
+/* ---- await on a worker runs work submitted from outside ---- */
+/* One worker: job 1 awaits a promise that job 2, submitted from outside
+ * after job 1 started, fulfils. Bounded so that a hang is a failure. */
+#define AWAIT_HELP_TOLERANCE_MS 5000
+#define AWAIT_HELP_ROUNDS 200
+static weft_promise_t *help_promise;
+static weft_future_t *help_future;
+static weft_result_t await_help_future(weft_job_t *job, void *arg) {
+  (void)job;
+  (void)arg;
+  atomic_fetch_add(&started, 1);
+  return weft_ok_int(weft_future_await(help_future, AWAIT_HELP_TOLERANCE_MS));
+}
+static weft_result_t fulfil_help_promise(weft_job_t *job, void *arg) {
+  (void)job;
+  (void)arg;
+  return weft_ok_int(weft_promise_fulfil_int(help_promise, 9));
+}
+
+static void test_await_runs_outside_work(void) {
+  weft_pool_t *p = make_pool(1);
+  int failed = 0, round = 0, parked = 0;
+  for (; round < AWAIT_HELP_ROUNDS && !failed; round++) {
+    REQUIRE_EQ(weft_promise_create(&help_promise, &help_future), 0);
+    atomic_store(&started, 0);
+    weft_future_t *a, *b;
+    REQUIRE_EQ(weft_pool_submit(p, await_help_future, NULL, NULL, &a), 0);
+    while (atomic_load(&started) == 0)
+      sched_yield();
+    /* Odd rounds: submit once the awaiting worker sleeps (or, before the
+     * fix, after a bounded wait for it), so that a submit must wake it. */
+    int64_t deadline = weft_now_ns() + 1000000000LL;
+    while (round % 2 && atomic_load(&p->ec.waiters) == 0 &&
+           weft_now_ns() < deadline)
+      sched_yield();
+    parked += round % 2 && atomic_load(&p->ec.waiters) == 1;
+    REQUIRE_EQ(weft_pool_submit(p, fulfil_help_promise, NULL, NULL, &b), 0);
+    EXPECT_ERR(weft_future_await(a, 2 * AWAIT_HELP_TOLERANCE_MS), 0);
+    EXPECT_ERR(weft_future_await(b, 2 * AWAIT_HELP_TOLERANCE_MS), 0);
+    failed += weft_future_int(a) != 0 || weft_future_int(b) != 0;
+    EXPECT_ERR((int)weft_future_int(a), 0); /* job 1's await returned 0 */
+    EXPECT_ERR((int)weft_future_int(b), 0); /* job 2 fulfilled, once */
+    EXPECT_EQ(weft_future_int(help_future), 9);
+    weft_future_release(a);
+    weft_future_release(b);
+    weft_future_release(help_future);
+    weft_promise_release(help_promise);
+  }
+  if (failed)
+    printf("\n    failed in round %d ", round - 1);
+  EXPECT_EQ(parked, round / 2); /* the awaiter slept, and a submit woke it */
+  EXPECT_EQ(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL), 0);
+}
+
+/* ---- awaits nest at most so deep on one worker's stack ---- */
+/* One worker; job k fulfils promise k-1, then awaits promise k, which job
+ * k+1 fulfils. Each await runs the next job on top of itself, until the
+ * nesting limit (pool.h: 128): that await refuses with WEFT_EDEADLK, the
+ * stack unwinds, and the rest of the chain runs from the bottom again. */
+#define NEST_JOBS 200
+#define NEST_LIMIT 128
+static weft_promise_t *nest_pr[NEST_JOBS];
+static weft_future_t *nest_f[NEST_JOBS];
+static atomic_int nest_ran[NEST_JOBS];
+static weft_result_t nest_job(weft_job_t *job, void *arg) {
+  (void)job;
+  intptr_t k = (intptr_t)arg;
+  atomic_fetch_add(&nest_ran[k], 1);
+  if (k > 0)
+    weft_promise_fulfil_int(nest_pr[k - 1], k);
+  if (k == NEST_JOBS - 1)
+    return weft_ok_int(0);
+  return weft_ok_int(weft_future_await(nest_f[k], AWAIT_HELP_TOLERANCE_MS));
+}
+
+static void test_await_nesting_limit(void) {
+  weft_pool_t *p = make_pool(1);
+  weft_future_t *jobs[NEST_JOBS];
+  for (int k = 0; k < NEST_JOBS; k++) {
+    atomic_store(&nest_ran[k], 0);
+    REQUIRE_EQ(weft_promise_create(&nest_pr[k], &nest_f[k]), 0);
+  }
+  for (intptr_t k = 0; k < NEST_JOBS; k++)
+    REQUIRE_EQ(weft_pool_submit(p, nest_job, (void *)k, NULL, &jobs[k]), 0);
+  int ok = 0, refused = 0, other = 0, once = 0, refused_at = -1;
+  for (int k = 0; k < NEST_JOBS; k++) {
+    EXPECT_ERR(weft_future_await(jobs[k], 4 * AWAIT_HELP_TOLERANCE_MS), 0);
+    int rc = (int)weft_future_int(jobs[k]);
+    ok += rc == 0;
+    refused += rc == WEFT_EDEADLK;
+    if (rc == WEFT_EDEADLK)
+      refused_at = k;
+    other += rc != 0 && rc != WEFT_EDEADLK;
+    once += atomic_load(&nest_ran[k]) == 1;
+    weft_future_release(jobs[k]);
+  }
+  EXPECT_EQ(once, NEST_JOBS);
+  EXPECT_EQ(refused, 1); /* job NEST_LIMIT, NEST_LIMIT awaits deep */
+  EXPECT_EQ(refused_at, NEST_LIMIT);
+  EXPECT_EQ(ok, NEST_JOBS - 1);
+  EXPECT_EQ(other, 0);
+  for (int k = 0; k < NEST_JOBS; k++) {
+    weft_promise_release(nest_pr[k]);
+    weft_future_release(nest_f[k]);
+  }
+  EXPECT_EQ(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL), 0);
+}
+
 /* ---- timeouts up to INT64_MAX ms mean "wait that long" ---- */
 static void test_shutdown_timeout_int64_max(void) {
   weft_pool_t *p = make_pool(1);
@@ -535,6 +643,8 @@ static const test_case_t cases[] = {
     {"blocking jobs do not starve CPU jobs", test_blocking_does_not_starve_cpu},
     {"no lost wake-up", test_no_lost_wakeup},
     {"second job wakes the second worker", test_second_job_wakes_second_worker},
+    {"await on a worker runs outside work", test_await_runs_outside_work},
+    {"awaits nest at most 128 deep on a worker", test_await_nesting_limit},
     {"executor and errors", test_executor_and_errors},
     {"submit ENOMEM", test_submit_enomem},
     {NULL, NULL}};

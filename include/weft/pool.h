@@ -18,27 +18,38 @@ WEFT_BEGIN_DECLS
  * (LIFO for the owner, stolen FIFO by idle workers from random victims); a
  * job submitted from any other thread goes into a worker's lock-free inbox.
  * Idle workers spin briefly, then park on an event count: no lost wake-ups,
- * one worker woken per submit that finds sleepers, no CPU used while idle.
+ * one worker woken per submit that finds sleepers (a woken worker that
+ * finds work wakes one more while others sleep and none searches), no CPU
+ * used while idle.
  *
  * Blocking jobs run on a separate, elastic set of threads (created on
  * demand up to a maximum, each exiting after an idle keep-alive), so a job
  * stuck in read() never holds a CPU worker.
  *
- * Await from a job: weft_future_await() on a CPU worker runs jobs from that
- * worker's own deque (and its inbox) while it waits, newest first: the
- * job's own children, which it is most likely waiting for. When those run
- * out and the awaited job was taken by another worker that started it on
- * an empty deque, the waiter takes jobs from that worker's deque
- * (leapfrogging): while the awaited job runs, everything there is its
- * descendant, work the waiter is waiting for anyway. If the awaited job
- * finished meanwhile, a job just taken goes on the waiter's own deque
- * instead of running in this frame. Only then, after a short spin, does the
- * worker block. It never steals anything else while waiting: an unrelated
- * job could itself wait on the frame below it on this stack, and an
- * unbounded mix of unrelated work could grow the stack without limit.
- * Own-deque help is what makes recursive fork-join (fib with a spawn per
- * call) complete on one worker; leapfrogging is what keeps two workers busy
- * (measured: fib(35) on 2 workers used 1.6 CPUs without it, 1.96 with it).
+ * Await from a job: weft_future_await() on a CPU worker runs pool work
+ * while it waits, so it never sleeps while the pool has a job queued that
+ * could settle what it awaits: first jobs from the worker's own deque and
+ * inbox (newest first: the job's own children, most likely what it waits
+ * for); then, when the awaited future is a job another worker runs, jobs
+ * from that worker's deque (its descendants: leapfrogging); then any
+ * queued job, stolen from the other workers' deques and inboxes, where
+ * jobs submitted from outside the pool wait. A job taken after the awaited
+ * one finished goes back on the worker's deque instead. With nothing to
+ * run the worker sleeps as an idle worker does: a submit wakes it for its
+ * job, the settle of the awaited future wakes it, and so does the timeout.
+ *
+ * Nesting: a job an await runs runs on the awaiting job's stack, and the
+ * awaiting job resumes only when that job returns, even if its own future
+ * settled meanwhile; the jobs it runs may await in turn. So do not await,
+ * inside a job, a future that only the rest of another job (after its own
+ * await) would settle: if that job is below on the same stack, neither
+ * can go on. To bound the stack, at most 128 awaits that take any work
+ * nest on one worker. An await nested deeper runs only its own job's
+ * descendants (the jobs it spawned, and theirs) from the worker's deque;
+ * when they run out it blocks until the future settles if that future is
+ * a job of this pool that is running, and otherwise returns WEFT_EDEADLK.
+ * A worker's stack (the thread default) thus holds at most 128 levels of
+ * unrelated jobs plus the fork-join depth of the jobs' own spawns.
  *
  * Scaling: the hot paths touch no shared lock and no per-job shared
  * counter: spawns and pops stay on the worker's own deque, statistics are
