@@ -108,6 +108,7 @@ static void job_fini(weft__ext_t *e) {
   if (w != NULL && w->pool == weft__job_pool(job) &&
       w->cache_count < CACHE_MAX) {
     *(void **)job = w->cache;
+    WEFT__POISON(job, WEFT__JOB_SHORT); /* free: any use is a sanitizer error */
     w->cache = job;
     w->cache_count++;
     return;
@@ -121,6 +122,7 @@ static weft__job_t *job_alloc(weft_pool_t *pool, bool dtor) {
     return weft__malloc(sizeof(weft__job_t));
   if (w != NULL && w->pool == pool && w->cache != NULL) {
     weft__job_t *job = w->cache;
+    WEFT__UNPOISON(job, WEFT__JOB_SHORT);
     w->cache = *(void **)job;
     w->cache_count--;
     return job;
@@ -130,6 +132,7 @@ static weft__job_t *job_alloc(weft_pool_t *pool, bool dtor) {
 
 static void cache_free(weft__worker_t *w) {
   while (w->cache != NULL) {
+    WEFT__UNPOISON(w->cache, WEFT__JOB_SHORT);
     void *next = *(void **)w->cache;
     weft__free(w->cache, WEFT__JOB_SHORT);
     w->cache = next;
