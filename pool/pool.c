@@ -521,9 +521,11 @@ static void await_wake_drop(await_wake_t *aw) {
 
 /* Nothing to run and f pending: sleep on the event count as an idle worker
  * does (a submit may wake us for its job), until f settles (our own bit)
- * or the deadline. Returns 0, or WEFT_ENOMEM. */
+ * or the deadline. Sets *woke after a wait: the caller then hands the
+ * search on if it finds work or leaves, as worker_main does (parking.c).
+ * Returns 0, or WEFT_ENOMEM. */
 static int await_park(weft__worker_t *w, weft_future_t *f,
-                      int64_t deadline_ns, await_wake_t **awp) {
+                      int64_t deadline_ns, await_wake_t **awp, bool *woke) {
   weft_pool_t *p = w->pool;
   if (*awp == NULL) {
     await_wake_t *aw = weft__malloc(sizeof(*aw));
@@ -554,7 +556,7 @@ static int await_park(weft__worker_t *w, weft_future_t *f,
   weft__ec_wait_until(&p->ec, epoch, WEFT__EC_ANY | (*awp)->bits,
                       deadline_ns);
   atomic_fetch_add_explicit(&weft__workers_awake, 1, memory_order_relaxed);
-  weft__ec_handoff(&p->ec); /* we may not search: pass a wake-up on */
+  *woke = true;
   return 0;
 }
 
@@ -568,6 +570,10 @@ static int await_help(weft__worker_t *w, weft_future_t *f,
   weft__worker_t *runner = NULL;
   await_wake_t *aw = NULL;
   int idle = 0, rc = 0;
+  /* Back from a wait: hand the search on before running a task or leaving,
+   * not when we search on and park again (two awaiters would wake each
+   * other in turn). */
+  bool woke = false;
   while (weft__state(f) == WEFT_PENDING) {
     if (deadline_ns >= 0 && weft_now_ns() >= deadline_ns) {
       rc = WEFT_ETIMEDOUT;
@@ -586,6 +592,9 @@ static int await_help(weft__worker_t *w, weft_future_t *f,
       break;
     }
     if (t != NULL) {
+      if (woke)
+        weft__ec_handoff(&w->pool->ec);
+      woke = false;
       idle = 0;
       run_marked(w, t);
       continue;
@@ -595,9 +604,12 @@ static int await_help(weft__worker_t *w, weft_future_t *f,
       continue;
     }
     idle = 0;
-    if ((rc = await_park(w, f, deadline_ns, &aw)) != 0)
+    woke = false; /* searched, found nothing: parking again ends the chain */
+    if ((rc = await_park(w, f, deadline_ns, &aw, &woke)) != 0)
       break;
   }
+  if (woke)
+    weft__ec_handoff(&w->pool->ec);
   if (aw != NULL)
     await_wake_drop(aw);
   return rc;

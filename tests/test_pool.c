@@ -575,6 +575,69 @@ static void test_no_lost_wakeup(void) {
   EXPECT_TRUE(st.parks >= 2000);
 }
 
+/* ---- workers parked in awaits stay parked ---- */
+/* Both workers sleep inside awaits; a short job wakes one. Afterwards they
+ * must sleep again, not wake each other in turn: over a quiet window the
+ * park count may grow by a few wake-ups at most. */
+#define QUIET_WINDOW_MS 200
+#define QUIET_PARKS_TOLERANCE 20
+static weft_promise_t *quiet_pr;
+static weft_future_t *quiet_f;
+static weft_result_t await_quiet(weft_job_t *job, void *arg) {
+  (void)job;
+  (void)arg;
+  atomic_fetch_add(&started, 1);
+  return weft_ok_int(weft_future_await(quiet_f, 60000));
+}
+
+static uint64_t parks_now(weft_pool_t *p) {
+  weft_pool_stats_t st;
+  weft_pool_stats(p, &st);
+  return st.parks;
+}
+
+static void wait_parked(weft_pool_t *p, uint32_t n) {
+  int64_t deadline = weft_now_ns() + 10000000000LL;
+  while (atomic_load(&p->ec.waiters) < n && weft_now_ns() < deadline)
+    sched_yield();
+  REQUIRE_EQ(atomic_load(&p->ec.waiters), n);
+}
+
+static void test_awaiters_stay_parked(void) {
+  weft_pool_t *p = make_pool(2);
+  REQUIRE_EQ(weft_promise_create(&quiet_pr, &quiet_f), 0);
+  atomic_store(&started, 0);
+  weft_future_t *a, *b, *c;
+  REQUIRE_EQ(weft_pool_submit(p, await_quiet, NULL, NULL, &a), 0);
+  REQUIRE_EQ(weft_pool_submit(p, await_quiet, NULL, NULL, &b), 0);
+  while (atomic_load(&started) < 2)
+    sched_yield();
+  wait_parked(p, 2);
+  REQUIRE_EQ(weft_pool_submit(p, cpu_work, (void *)21, NULL, &c), 0);
+  EXPECT_ERR(weft_future_await(c, 10000), 0);
+  EXPECT_EQ(weft_future_int(c), 42);
+  wait_parked(p, 2);
+  uint64_t before = parks_now(p);
+  struct timespec window = {0, QUIET_WINDOW_MS * 1000000L};
+  nanosleep(&window, NULL); /* measuring idleness, not synchronising */
+  uint64_t grew = parks_now(p) - before;
+  EXPECT_TRUE(grew <= QUIET_PARKS_TOLERANCE);
+  if (grew > QUIET_PARKS_TOLERANCE)
+    printf("\n    %llu parks in %d ms ", (unsigned long long)grew,
+           QUIET_WINDOW_MS);
+  weft_promise_fulfil_int(quiet_pr, 1);
+  EXPECT_ERR(weft_future_await(a, 10000), 0);
+  EXPECT_ERR(weft_future_await(b, 10000), 0);
+  EXPECT_EQ(weft_future_int(a), 0);
+  EXPECT_EQ(weft_future_int(b), 0);
+  weft_future_release(a);
+  weft_future_release(b);
+  weft_future_release(c);
+  weft_future_release(quiet_f);
+  weft_promise_release(quiet_pr);
+  EXPECT_EQ(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL), 0);
+}
+
 /* ---- recycled job blocks are poisoned under ASan ---- */
 /* A child job run and released on a worker goes to the worker's cache of
  * job blocks; under AddressSanitizer that free block is poisoned, so a use
@@ -674,6 +737,7 @@ static const test_case_t cases[] = {
     {"second job wakes the second worker", test_second_job_wakes_second_worker},
     {"await on a worker runs outside work", test_await_runs_outside_work},
     {"awaits nest at most 128 deep on a worker", test_await_nesting_limit},
+    {"workers parked in awaits stay parked", test_awaiters_stay_parked},
     {"recycled job blocks poisoned under ASan", test_job_cache_poisoned},
     {"executor and errors", test_executor_and_errors},
     {"submit ENOMEM", test_submit_enomem},
