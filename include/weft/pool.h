@@ -27,16 +27,17 @@ WEFT_BEGIN_DECLS
  * stuck in read() never holds a CPU worker.
  *
  * Await from a job: weft_future_await() on a CPU worker runs pool work
- * while it waits, so it never sleeps while the pool has a job queued that
- * could settle what it awaits: first jobs from the worker's own deque and
- * inbox (newest first: the job's own children, most likely what it waits
- * for); then, when the awaited future is a job another worker runs, jobs
- * from that worker's deque (its descendants: leapfrogging); then any
+ * while it waits, so it never sleeps while the pool has a CPU job queued
+ * that could settle what it awaits: first jobs from the worker's own deque
+ * and inbox (newest first: the job's own children, most likely what it
+ * waits for); then, when the awaited future is a job another worker runs,
+ * jobs from that worker's deque (its descendants: leapfrogging); then any
  * queued job, stolen from the other workers' deques and inboxes, where
- * jobs submitted from outside the pool wait. A job taken after the awaited
- * one finished goes back on the worker's deque instead. With nothing to
- * run the worker sleeps as an idle worker does: a submit wakes it for its
- * job, the settle of the awaited future wakes it, and so does the timeout.
+ * jobs submitted from outside the pool wait. A job stolen after the
+ * awaited future settled goes on the worker's own deque instead, to run
+ * after the awaiting job resumes. With nothing to run the worker sleeps as
+ * an idle worker does: a submit wakes it for its job, the settle of the
+ * awaited future wakes it, and so does the timeout.
  *
  * Nesting: a job an await runs runs on the awaiting job's stack, and the
  * awaiting job resumes only when that job returns, even if its own future
