@@ -17,6 +17,15 @@ int64_t weft_now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t weft__deadline_after_ms(int64_t timeout_ms) {
+  if (timeout_ms < 0)
+    return -1;
+  int64_t now = weft_now_ns();
+  if (timeout_ms > (INT64_MAX - now) / 1000000)
+    return INT64_MAX; /* past the clock's range: as good as never */
+  return now + timeout_ms * 1000000;
+}
+
 int weft_executor_submit(weft_executor_t *ex, weft_task_t *task) {
   if (ex == NULL || ex->ops == NULL || ex->ops->submit == NULL ||
       task == NULL || task->run == NULL)

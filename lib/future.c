@@ -719,7 +719,7 @@ int weft_future_await(weft_future_t *f, int64_t timeout_ms) {
     return 0;
   if (timeout_ms == 0)
     return WEFT_ETIMEDOUT;
-  int64_t deadline = timeout_ms < 0 ? -1 : weft_now_ns() + timeout_ms * 1000000;
+  int64_t deadline = weft__deadline_after_ms(timeout_ms);
   weft_executor_t *cur = weft_executor_current();
   if (cur != NULL && cur->ops != NULL && cur->ops->await != NULL) {
     int rc = cur->ops->await(cur, f, deadline);

@@ -62,15 +62,15 @@ static void *blocking_main(void *arg) {
       if (b->head == NULL)
         b->tail = NULL;
       pthread_mutex_unlock(&b->mu);
-      weft__run_or_discard(p, t);
+      bool ran = weft__run_or_discard(p, t);
       pthread_mutex_lock(&b->mu);
-      b->run++;
+      b->run += ran;
       continue;
     }
     if (b->stop)
       break;
     b->idle++;
-    int64_t deadline = weft_now_ns() + (int64_t)b->keepalive_ms * 1000000;
+    int64_t deadline = weft__deadline_after_ms(b->keepalive_ms);
     int rc = 0;
     while (b->head == NULL && !b->stop && rc == 0)
       rc = weft__cond_wait(&b->work, &b->mu, deadline);

@@ -100,13 +100,33 @@ typedef struct weft__eventcount {
 
 WEFT__HIDDEN uint32_t weft__ec_prepare(weft__eventcount_t *ec);
 WEFT__HIDDEN void weft__ec_cancel(weft__eventcount_t *ec);
+/* Every sleeper waits with WEFT__EC_ANY in its futex bitset, which the
+ * ordinary wakes (any bitset) reach; a worker parked inside an await adds
+ * its own bit, weft__ec_worker_bit(), so that the settle of what it awaits
+ * wakes it and no idle worker (weft__ec_wake_bits). */
+enum { WEFT__EC_ANY = 1 };
+static inline uint32_t weft__ec_worker_bit(unsigned index) {
+  return 2u << (index % 31);
+}
 WEFT__HIDDEN void weft__ec_wait(weft__eventcount_t *ec, uint32_t epoch);
+/* As weft__ec_wait, with the sleeper's futex bitset and a monotonic
+ * deadline (-1: none); returns at the deadline too. */
+WEFT__HIDDEN void weft__ec_wait_until(weft__eventcount_t *ec, uint32_t epoch,
+                                      uint32_t bits, int64_t deadline_ns);
+/* Bump the epoch and wake every sleeper whose bitset meets `bits`. */
+WEFT__HIDDEN void weft__ec_wake_bits(weft__eventcount_t *ec, uint32_t bits);
 /* After publishing work with a seq_cst read-modify-write (inbox_push):
  * wake one sleeper if there is any and no awake worker is already
  * searching (it will find the work before it sleeps: a searcher stops
  * searching before its last re-check, which reads the inboxes seq_cst). */
 WEFT__HIDDEN void weft__ec_notify_one(weft__eventcount_t *ec);
 WEFT__HIDDEN void weft__ec_notify_all(weft__eventcount_t *ec);
+/* By a worker that cleared `waking` (returned from a wait, or cancelled
+ * one) or stopped searching, and now runs something instead of searching
+ * on: wake one sleeper if there is any and nobody searches, so that work
+ * a producer published without a wake-up (it saw the wake or the search
+ * in flight) is not left to wait for this worker (see parking.c). */
+WEFT__HIDDEN void weft__ec_handoff(weft__eventcount_t *ec);
 /* Wake one sleeper unless a wake-up is already on its way. */
 WEFT__HIDDEN void weft__ec_wake_one(weft__eventcount_t *ec);
 /* As notify_one without the fence: may miss a sleeper that is just going to
@@ -144,8 +164,10 @@ static inline struct weft_pool *weft__job_pool(const weft__job_t *job) {
 }
 
 WEFT__HIDDEN bool weft__is_job(const weft_task_t *t);
-/* Run a task, or cancel it if it is a job and the pool is cancelling. */
-WEFT__HIDDEN void weft__run_or_discard(struct weft_pool *p, weft_task_t *t);
+/* Run a task, or cancel it if it is a job and the pool is cancelling.
+ * True when it ran: a task, or a job whose function ran (not one cancelled
+ * before it started). */
+WEFT__HIDDEN bool weft__run_or_discard(struct weft_pool *p, weft_task_t *t);
 
 /* ---- CPU workers (pool.c) ---- */
 typedef struct weft__worker {
@@ -157,6 +179,8 @@ typedef struct weft__worker {
   uint64_t rng;
   _Atomic uint64_t jobs_run, steals, parks; /* written by the owner only */
   bool start_empty;     /* the task being started found our deque empty */
+  unsigned await_depth; /* awaits in progress on this worker's stack */
+  int64_t frame_bottom; /* deque bottom when the running task started */
   void *cache;          /* recycled job blocks, owner only */
   unsigned cache_count;
   char pad_[64];                            /* keep workers' lines apart */

@@ -13,16 +13,34 @@
  * work afterwards (after a seq_cst read-modify-write), so it sees what a skipping producer
  * published before its own fence; and `waking` is always cleared, since the
  * producer that set it then bumps the epoch, which sends at least one
- * sleeper back (or every worker is awake and will search anyway). */
+ * sleeper back (or every worker is awake and will search anyway).
+ *
+ * A search that finds work ends with the first task it finds: what a
+ * skipping producer published may be another task, in another worker's
+ * inbox. So a worker that stops searching, or leaves a wait, to run
+ * something hands the search on (weft__ec_handoff): it wakes one more
+ * sleeper when no other worker is searching. The chain ends at a worker
+ * that finds nothing and parks after its re-check. */
 #define _GNU_SOURCE
 #include "internal.h"
 
 #include <linux/futex.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
-static void futex_wait(_Atomic uint32_t *addr, uint32_t val) {
-  syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+/* Sleep while *addr == val, until woken by a wake whose bitset meets
+ * `bits`, or the monotonic deadline (-1: none). */
+static void futex_wait(_Atomic uint32_t *addr, uint32_t val, uint32_t bits,
+                       int64_t deadline_ns) {
+  struct timespec ts, *tp = NULL;
+  if (deadline_ns >= 0) {
+    ts.tv_sec = (time_t)(deadline_ns / 1000000000);
+    ts.tv_nsec = (long)(deadline_ns % 1000000000);
+    tp = &ts; /* absolute, CLOCK_MONOTONIC (FUTEX_WAIT_BITSET's clock) */
+  }
+  syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_BITSET_PRIVATE, val, tp,
+          NULL, bits);
 }
 
 static void futex_wake(_Atomic uint32_t *addr, int n) {
@@ -46,12 +64,27 @@ void weft__ec_cancel(weft__eventcount_t *ec) {
   clear_waking(ec);
 }
 
-void weft__ec_wait(weft__eventcount_t *ec, uint32_t epoch) {
+void weft__ec_wait_until(weft__eventcount_t *ec, uint32_t epoch,
+                         uint32_t bits, int64_t deadline_ns) {
   while (atomic_load_explicit(&ec->epoch, memory_order_acquire) == epoch) {
-    futex_wait(&ec->epoch, epoch);
+    if (deadline_ns >= 0 && weft_now_ns() >= deadline_ns)
+      break;
+    futex_wait(&ec->epoch, epoch, bits, deadline_ns);
   }
   atomic_fetch_sub_explicit(&ec->waiters, 1, memory_order_relaxed);
   clear_waking(ec);
+}
+
+void weft__ec_wait(weft__eventcount_t *ec, uint32_t epoch) {
+  weft__ec_wait_until(ec, epoch, WEFT__EC_ANY, -1);
+}
+
+void weft__ec_wake_bits(weft__eventcount_t *ec, uint32_t bits) {
+  /* seq_cst: a sleeper whose epoch load sees this also sees what the
+   * caller did before (the settle it reports) */
+  atomic_fetch_add_explicit(&ec->epoch, 1, memory_order_seq_cst);
+  syscall(SYS_futex, (uint32_t *)&ec->epoch, FUTEX_WAKE_BITSET_PRIVATE,
+          1 << 30, NULL, NULL, bits);
 }
 
 void weft__ec_wake_one(weft__eventcount_t *ec) {
@@ -71,6 +104,17 @@ void weft__ec_notify_one(weft__eventcount_t *ec) {
    * these loads are seq_cst, as are a sleeper's announcement (waiters++)
    * and its re-check of the inboxes; in their single total order either
    * the re-check sees the work or this load sees the sleeper. */
+  if (atomic_load_explicit(&ec->waiters, memory_order_seq_cst) == 0 ||
+      atomic_load_explicit(&ec->searching, memory_order_seq_cst) > 0)
+    return;
+  weft__ec_wake_one(ec);
+}
+
+void weft__ec_handoff(weft__eventcount_t *ec) {
+  /* seq_cst, after the caller's seq_cst clear of `waking` or decrement of
+   * `searching`: a producer that skipped its wake read one of those before
+   * it changed, so its work is published before these loads; a sleeper
+   * these loads miss announced itself later and its re-check sees it. */
   if (atomic_load_explicit(&ec->waiters, memory_order_seq_cst) == 0 ||
       atomic_load_explicit(&ec->searching, memory_order_seq_cst) > 0)
     return;

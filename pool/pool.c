@@ -9,6 +9,7 @@
 
 #define SPIN_ROUNDS 64    /* steal rounds before a worker parks */
 #define DEQUE_INITIAL 256 /* grows on demand */
+#define AWAIT_NEST_MAX 128 /* awaits on one worker's stack that take any work */
 
 static _Thread_local weft__worker_t *tl_worker
     __attribute__((tls_model("initial-exec")));
@@ -46,10 +47,16 @@ static void job_on_cancel(void *arg) {
 
 bool weft__is_job(const weft_task_t *t) { return t->run == job_run; }
 
-static void job_run(weft_task_t *task) {
+/* Run a job unless it was cancelled first; true when fn ran. A job still
+ * running when its pool began cancelling ends cancelled, whatever it
+ * returns (pool.h): the flag is read after fn, on the thread that may have
+ * shown it to the job, so a job that saw weft_job_cancelled() never keeps
+ * its value. */
+static inline bool job_start(weft_task_t *task) {
   weft__job_t *job = (weft__job_t *)((char *)task - offsetof(weft__job_t, task));
   uintptr_t expect = WEFT__JOB_QUEUED, running = WEFT__JOB_RUNNING;
   weft__worker_t *w = tl_worker;
+  bool ran = false;
   if (w != NULL && w->start_empty) { /* see weft__job_t.claim */
     w->start_empty = false;          /* not for jobs nested in this one */
     running |= (uintptr_t)w;
@@ -58,10 +65,17 @@ static void job_run(weft_task_t *task) {
                                               memory_order_acq_rel,
                                               memory_order_acquire)) {
     weft_result_t r = job->fn((weft_job_t *)job, job->arg);
+    if (atomic_load_explicit(&weft__job_pool(job)->cancelling,
+                             memory_order_relaxed))
+      weft_future_cancel(&job->ext.base); /* r then loses, and is freed */
     weft__settle_result(&job->ext.base, &r);
+    ran = true;
   }
   weft__unref(&job->ext.base); /* the queue's reference */
+  return ran;
 }
+
+static void job_run(weft_task_t *task) { (void)job_start(task); }
 
 /* Cancel a job that will never run (shutdown in cancel mode). */
 static void job_discard(weft_task_t *task) {
@@ -94,6 +108,7 @@ static void job_fini(weft__ext_t *e) {
   if (w != NULL && w->pool == weft__job_pool(job) &&
       w->cache_count < CACHE_MAX) {
     *(void **)job = w->cache;
+    WEFT__POISON(job, WEFT__JOB_SHORT); /* free: any use is a sanitizer error */
     w->cache = job;
     w->cache_count++;
     return;
@@ -107,6 +122,7 @@ static weft__job_t *job_alloc(weft_pool_t *pool, bool dtor) {
     return weft__malloc(sizeof(weft__job_t));
   if (w != NULL && w->pool == pool && w->cache != NULL) {
     weft__job_t *job = w->cache;
+    WEFT__UNPOISON(job, WEFT__JOB_SHORT);
     w->cache = *(void **)job;
     w->cache_count--;
     return job;
@@ -116,6 +132,7 @@ static weft__job_t *job_alloc(weft_pool_t *pool, bool dtor) {
 
 static void cache_free(weft__worker_t *w) {
   while (w->cache != NULL) {
+    WEFT__UNPOISON(w->cache, WEFT__JOB_SHORT);
     void *next = *(void **)w->cache;
     weft__free(w->cache, WEFT__JOB_SHORT);
     w->cache = next;
@@ -286,29 +303,35 @@ static weft_task_t *find_work(weft__worker_t *w, bool full_scan) {
   return t;
 }
 
-void weft__run_or_discard(weft_pool_t *p, weft_task_t *t) {
-  if (atomic_load_explicit(&p->cancelling, memory_order_relaxed) &&
-      weft__is_job(t))
-    job_discard(t);
-  else
+bool weft__run_or_discard(weft_pool_t *p, weft_task_t *t) {
+  if (!weft__is_job(t)) {
     t->run(t);
+    return true;
+  }
+  if (atomic_load_explicit(&p->cancelling, memory_order_relaxed)) {
+    job_discard(t);
+    return false;
+  }
+  return job_start(t);
 }
 
 static void run_task(weft__worker_t *w, weft_task_t *t) {
-  stat_inc(&w->jobs_run);
-  weft__run_or_discard(w->pool, t);
-}
-
-static bool deque_empty(weft__deque_t *d) { /* owner only */
-  return atomic_load_explicit(&d->bottom, memory_order_relaxed) <=
-         atomic_load_explicit(&d->top, memory_order_acquire);
+  if (weft__run_or_discard(w->pool, t))
+    stat_inc(&w->jobs_run);
 }
 
 /* Run t, telling the job in it (if any) whether it starts on an empty
- * deque (weft__job_t.claim). */
+ * deque (weft__job_t.claim), and noting where our deque's bottom was: a
+ * task pushed above it while t runs is t's descendant unless an await in t
+ * took other work (see await_own). */
 static void run_marked(weft__worker_t *w, weft_task_t *t) {
-  w->start_empty = deque_empty(&w->deque);
+  int64_t b = atomic_load_explicit(&w->deque.bottom, memory_order_relaxed);
+  int64_t outer = w->frame_bottom;
+  w->start_empty =
+      b <= atomic_load_explicit(&w->deque.top, memory_order_acquire);
+  w->frame_bottom = b;
   run_task(w, t);
+  w->frame_bottom = outer;
   w->start_empty = false;
 }
 
@@ -318,6 +341,9 @@ static void *worker_main(void *arg) {
   tl_worker = w;
   weft_executor_t *prev = weft_executor_enter(&p->executor);
   atomic_fetch_add_explicit(&weft__workers_awake, 1, memory_order_relaxed);
+  /* Searched or waited since the last task ran: the next task found hands
+   * the search on first (weft__ec_handoff). */
+  bool idle = false;
   for (;;) {
     weft_task_t *t = find_work(w, false);
     if (t == NULL) { /* search a while, counted, before sleeping */
@@ -327,8 +353,12 @@ static void *worker_main(void *arg) {
         t = find_work(w, false);
       }
       atomic_fetch_sub_explicit(&p->ec.searching, 1, memory_order_seq_cst);
+      idle = true; /* searched: a producer may have left its wake to us */
     }
     if (t != NULL) {
+      if (idle)
+        weft__ec_handoff(&p->ec);
+      idle = false;
       run_marked(w, t);
       continue;
     }
@@ -339,6 +369,8 @@ static void *worker_main(void *arg) {
     t = find_work(w, true);
     if (t != NULL) {
       weft__ec_cancel(&p->ec);
+      weft__ec_handoff(&p->ec);
+      idle = false;
       run_marked(w, t);
       continue;
     }
@@ -350,6 +382,7 @@ static void *worker_main(void *arg) {
     atomic_fetch_sub_explicit(&weft__workers_awake, 1, memory_order_relaxed);
     weft__ec_wait(&p->ec, epoch);
     atomic_fetch_add_explicit(&weft__workers_awake, 1, memory_order_relaxed);
+    idle = true;
   }
   atomic_fetch_sub_explicit(&weft__workers_awake, 1, memory_order_relaxed);
   weft_executor_leave(prev);
@@ -369,66 +402,231 @@ static int pool_ex_submit(weft_executor_t *ex, weft_task_t *task) {
   return pool_enqueue(p, task);
 }
 
-/* The worker running f, if f is a job of p that it started on an empty
- * deque (weft__job_t.claim); else NULL. */
-static weft__worker_t *job_runner(weft_pool_t *p, weft_future_t *f) {
+/* f's claim word (weft__job_t.claim) if f is a job of p, else
+ * WEFT__JOB_CANCELLED. */
+static uintptr_t job_claim(weft_pool_t *p, weft_future_t *f) {
   struct weft_future *b = (struct weft_future *)f;
   uint32_t kind = atomic_load_explicit(&b->word, memory_order_relaxed) >>
                   WEFT__KIND_SHIFT;
   if (kind != WEFT__K_EXT || ((weft__ext_t *)b)->fini != job_fini)
-    return NULL;
+    return WEFT__JOB_CANCELLED;
   weft__job_t *job = (weft__job_t *)b;
   if (weft__job_pool(job) != p)
-    return NULL;
-  uintptr_t c = atomic_load_explicit(&job->claim, memory_order_acquire);
+    return WEFT__JOB_CANCELLED;
+  return atomic_load_explicit(&job->claim, memory_order_acquire);
+}
+
+/* The worker running f, if f is a job of p that it started on an empty
+ * deque (weft__job_t.claim); else NULL. */
+static weft__worker_t *job_runner(weft_pool_t *p, weft_future_t *f) {
+  uintptr_t c = job_claim(p, f);
   return (c & 3) == WEFT__JOB_RUNNING ? (weft__worker_t *)(c & ~(uintptr_t)3)
                                       : NULL;
 }
 
-/* Await on a worker: run jobs from our own deque (and inbox) meanwhile, then
- * the awaited job's descendants from its runner's deque (pool.h). */
+/* Is f a job of p that some thread is running? */
+static bool job_running(weft_pool_t *p, weft_future_t *f) {
+  return (job_claim(p, f) & 3) == WEFT__JOB_RUNNING;
+}
+
+/* Put a task taken elsewhere on our own deque: we run it later. */
+static void keep(weft__worker_t *w, weft_task_t *t) {
+  if (weft__deque_push(&w->deque, t) != 0)
+    inbox_push(w, t);
+}
+
+/* Take a task from the deque of `runner`, the worker running the awaited
+ * job (leapfrogging: while that job runs, its deque holds its
+ * descendants). NULL when there is none, or when f settled meanwhile: the
+ * task, maybe of the runner's next job, then goes on our own deque rather
+ * than into this frame. */
+static weft_task_t *leapfrog(weft__worker_t *w, weft__worker_t *runner,
+                             weft_future_t *f) {
+  weft_task_t *t;
+  do
+    t = weft__deque_steal(&runner->deque);
+  while (t == WEFT__STEAL_ABORT);
+  if (t != NULL && weft__state(f) != WEFT_PENDING) {
+    keep(w, t);
+    return NULL;
+  }
+  if (t != NULL)
+    stat_inc(&w->steals);
+  return t;
+}
+
+/* Past AWAIT_NEST_MAX awaits on this stack: run only the awaiting task's
+ * own descendants, the tasks above the deque bottom it started at (the
+ * awaits nested in them are past the limit too, so they take nothing
+ * else). Then block (WEFT_EAGAIN) if f is a job running somewhere, whose
+ * runner makes progress; else refuse (pool.h). */
+static int await_own(weft__worker_t *w, weft_future_t *f,
+                     int64_t deadline_ns) {
+  while (weft__state(f) == WEFT_PENDING) {
+    if (deadline_ns >= 0 && weft_now_ns() >= deadline_ns)
+      return WEFT_ETIMEDOUT;
+    weft_task_t *t = NULL;
+    if (atomic_load_explicit(&w->deque.bottom, memory_order_relaxed) >
+        w->frame_bottom)
+      t = weft__deque_take(&w->deque);
+    if (t == NULL)
+      break;
+    run_marked(w, t);
+  }
+  if (weft__state(f) != WEFT_PENDING)
+    return 0;
+  return job_running(w->pool, f) ? WEFT_EAGAIN : WEFT_EDEADLK;
+}
+
+/* Wakes a worker parked in an await when the awaited future settles.
+ * Attached to the future, it may outlive the await (a timeout): `state`
+ * keeps it from touching the pool once the await has left. */
+enum { AW_OFF = 0, AW_ARMED = 1, AW_FIRING = 2 };
+typedef struct await_wake {
+  weft_task_t task; /* on the future's list */
+  _Atomic uint32_t refs; /* the awaiter's and the list's */
+  _Atomic int state;
+  weft__eventcount_t *ec;
+  uint32_t bits;
+} await_wake_t;
+
+static void await_wake_put(await_wake_t *aw) {
+  if (atomic_fetch_sub_explicit(&aw->refs, 1, memory_order_acq_rel) == 1)
+    weft__free(aw, sizeof(*aw));
+}
+
+static void await_wake_fire(weft_task_t *task) {
+  await_wake_t *aw = (await_wake_t *)task;
+  int armed = AW_ARMED;
+  if (atomic_compare_exchange_strong_explicit(&aw->state, &armed, AW_FIRING,
+                                              memory_order_acq_rel,
+                                              memory_order_acquire)) {
+    weft__ec_wake_bits(aw->ec, aw->bits);
+    atomic_store_explicit(&aw->state, AW_OFF, memory_order_release);
+  }
+  await_wake_put(aw);
+}
+
+/* The await is leaving: after this, the wake never touches the pool. */
+static void await_wake_drop(await_wake_t *aw) {
+  int armed = AW_ARMED;
+  if (!atomic_compare_exchange_strong_explicit(&aw->state, &armed, AW_OFF,
+                                               memory_order_acq_rel,
+                                               memory_order_acquire))
+    while (atomic_load_explicit(&aw->state, memory_order_acquire) ==
+           AW_FIRING)
+      cpu_relax(); /* one epoch bump and one futex call */
+  await_wake_put(aw);
+}
+
+/* Nothing to run and f pending: sleep on the event count as an idle worker
+ * does (a submit may wake us for its job), until f settles (our own bit)
+ * or the deadline. Sets *woke after a wait: the caller then hands the
+ * search on if it finds work or leaves, as worker_main does (parking.c).
+ * Returns 0, or WEFT_ENOMEM. */
+static int await_park(weft__worker_t *w, weft_future_t *f,
+                      int64_t deadline_ns, await_wake_t **awp, bool *woke) {
+  weft_pool_t *p = w->pool;
+  if (*awp == NULL) {
+    await_wake_t *aw = weft__malloc(sizeof(*aw));
+    if (aw == NULL)
+      return WEFT_ENOMEM;
+    aw->task.run = await_wake_fire;
+    atomic_init(&aw->refs, 2);
+    atomic_init(&aw->state, AW_ARMED);
+    aw->ec = &p->ec;
+    aw->bits = weft__ec_worker_bit(w->index);
+    if (!weft__attach(f, &aw->task)) { /* settled already */
+      weft__free(aw, sizeof(*aw));
+      return 0;
+    }
+    *awp = aw;
+  }
+  uint32_t epoch = weft__ec_prepare(&p->ec);
+  weft_task_t *t = NULL;
+  if (weft__state(f) != WEFT_PENDING || (t = find_work(w, true)) != NULL) {
+    weft__ec_cancel(&p->ec);
+    weft__ec_handoff(&p->ec); /* we cleared `waking`: see parking.c */
+    if (t != NULL)
+      run_marked(w, t);
+    return 0;
+  }
+  stat_inc(&w->parks);
+  atomic_fetch_sub_explicit(&weft__workers_awake, 1, memory_order_relaxed);
+  weft__ec_wait_until(&p->ec, epoch, WEFT__EC_ANY | (*awp)->bits,
+                      deadline_ns);
+  atomic_fetch_add_explicit(&weft__workers_awake, 1, memory_order_relaxed);
+  *woke = true;
+  return 0;
+}
+
+/* Await on a worker (pool.h): run any pool work while f is pending: our
+ * own deque and inbox first (our children), then the awaited job's
+ * descendants on its runner's deque, then what any worker has queued or
+ * was submitted from outside; sleep as an idle worker only when there is
+ * none. */
+static int await_help(weft__worker_t *w, weft_future_t *f,
+                      int64_t deadline_ns) {
+  weft__worker_t *runner = NULL;
+  await_wake_t *aw = NULL;
+  int idle = 0, rc = 0;
+  /* Back from a wait: hand the search on before running a task or leaving,
+   * not when we search on and park again (two awaiters would wake each
+   * other in turn). */
+  bool woke = false;
+  while (weft__state(f) == WEFT_PENDING) {
+    if (deadline_ns >= 0 && weft_now_ns() >= deadline_ns) {
+      rc = WEFT_ETIMEDOUT;
+      break;
+    }
+    weft_task_t *t = weft__deque_take(&w->deque);
+    if (t == NULL)
+      t = take_inbox(w, w);
+    if (t == NULL && runner == NULL)
+      runner = job_runner(w->pool, f);
+    if (t == NULL && runner != NULL && runner != w)
+      t = leapfrog(w, runner, f);
+    if (t == NULL && (t = try_steal(w, false)) != NULL &&
+        weft__state(f) != WEFT_PENDING) {
+      keep(w, t); /* done meanwhile: run t after this frame, not in it */
+      break;
+    }
+    if (t != NULL) {
+      if (woke)
+        weft__ec_handoff(&w->pool->ec);
+      woke = false;
+      idle = 0;
+      run_marked(w, t);
+      continue;
+    }
+    if (++idle <= SPIN_ROUNDS) {
+      cpu_relax();
+      continue;
+    }
+    idle = 0;
+    woke = false; /* searched, found nothing: parking again ends the chain */
+    if ((rc = await_park(w, f, deadline_ns, &aw, &woke)) != 0)
+      break;
+  }
+  if (woke)
+    weft__ec_handoff(&w->pool->ec);
+  if (aw != NULL)
+    await_wake_drop(aw);
+  return rc;
+}
+
 static int pool_ex_await(weft_executor_t *ex, weft_future_t *f,
                          int64_t deadline_ns) {
   weft_pool_t *p = (weft_pool_t *)((char *)ex - offsetof(weft_pool_t, executor));
   weft__worker_t *w = tl_worker;
   if (w == NULL || w->pool != p)
     return WEFT_EAGAIN;
-  weft__worker_t *thief = NULL;
-  int idle = 0;
-  while (weft__state(f) == WEFT_PENDING) {
-    if (deadline_ns >= 0 && weft_now_ns() >= deadline_ns)
-      return WEFT_ETIMEDOUT;
-    weft_task_t *t = weft__deque_take(&w->deque);
-    if (t == NULL)
-      t = take_inbox(w, w);
-    if (t == NULL && thief == NULL)
-      thief = job_runner(p, f); /* set once the job has started */
-    if (t == NULL && thief != NULL && thief != w) {
-      /* Leapfrogging: the job was stolen, and every task on its runner's
-       * deque while it runs is its descendant. */
-      do
-        t = weft__deque_steal(&thief->deque);
-      while (t == WEFT__STEAL_ABORT);
-      if (t != NULL && weft__state(f) != WEFT_PENDING) {
-        /* Done meanwhile: t may belong to the runner's next job, not ours
-         * to run inside this frame. Keep it on our deque instead. */
-        if (weft__deque_push(&w->deque, t) != 0)
-          inbox_push(w, t);
-        return 0;
-      }
-      if (t != NULL)
-        stat_inc(&w->steals);
-    }
-    if (t == NULL) {
-      if (thief == NULL || thief == w || ++idle > SPIN_ROUNDS)
-        return WEFT_EAGAIN; /* nothing we may run: block until settled */
-      cpu_relax(); /* the awaited job's runner may push more in a moment */
-      continue;
-    }
-    idle = 0;
-    run_marked(w, t);
-  }
-  return 0;
+  if (w->await_depth >= AWAIT_NEST_MAX)
+    return await_own(w, f, deadline_ns);
+  w->await_depth++;
+  int rc = await_help(w, f, deadline_ns);
+  w->await_depth--;
+  return rc;
 }
 
 static const weft_executor_ops_t pool_ops = {
@@ -562,7 +760,7 @@ int weft_pool_shutdown(weft_pool_t *p, weft_pool_mode_t mode,
     return WEFT_EINVAL;
   if ((tl_worker != NULL && tl_worker->pool == p) || weft__blocking_own(p))
     return WEFT_EDEADLK;
-  int64_t deadline = timeout_ms < 0 ? -1 : weft_now_ns() + timeout_ms * 1000000;
+  int64_t deadline = weft__deadline_after_ms(timeout_ms);
   int rc = 0;
   if (mode == WEFT_POOL_CANCEL)
     atomic_store_explicit(&p->cancelling, true, memory_order_release);

@@ -3,6 +3,10 @@
  * never hangs on a thread whose own queue would settle the future. */
 #include "testutil.h"
 
+#include "../lib/internal.h"
+
+#include <stdint.h>
+
 /* A timed wait may end this much early (clock granularity) or late
  * (a loaded 2-core machine) without being wrong. */
 #define EARLY_TOLERANCE_MS 2
@@ -52,6 +56,37 @@ static void test_woken_by_other_thread(void) {
     pthread_create(&t, NULL, fulfil_later, p);
     EXPECT_ERR(weft_future_await(f, 20000), 0);
     EXPECT_EQ(weft_future_int(f), 77);
+    pthread_join(t, NULL);
+    weft_future_release(f);
+    weft_promise_release(p);
+  }
+}
+
+/* Any timeout up to INT64_MAX ms is a wait that long, never an overflow
+ * into "already expired". The fulfilling thread waits until the awaiting
+ * thread's waiter is on the future's list (white-box), so the await is
+ * really waiting when the promise is fulfilled. */
+static void *fulfil_when_awaited(void *arg) {
+  weft_promise_t *p = arg;
+  weft_future_t *f = (weft_future_t *)p; /* one allocation for both */
+  int64_t deadline = weft_now_ns() + (int64_t)LATE_TOLERANCE_MS * 1000000;
+  while (atomic_load(&f->head) == NULL && weft_now_ns() < deadline)
+    sched_yield();
+  weft_promise_fulfil_int(p, 3);
+  return NULL;
+}
+
+static void test_timeout_up_to_int64_max(void) {
+  static const int64_t timeouts[] = {INT64_MAX, INT64_MAX - 1, INT64_MAX / 1000,
+                                     INT64_MAX / 1000000 + 1, 9223372036854LL};
+  for (size_t i = 0; i < sizeof timeouts / sizeof timeouts[0]; i++) {
+    weft_promise_t *p;
+    weft_future_t *f;
+    REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+    pthread_t t;
+    pthread_create(&t, NULL, fulfil_when_awaited, p);
+    EXPECT_ERR(weft_future_await(f, timeouts[i]), 0);
+    EXPECT_EQ(weft_future_int(f), 3);
     pthread_join(t, NULL);
     weft_future_release(f);
     weft_promise_release(p);
@@ -178,6 +213,7 @@ static const test_case_t cases[] = {
     {"settled returns at once", test_settled_returns_at_once},
     {"timeout", test_timeout},
     {"woken by another thread", test_woken_by_other_thread},
+    {"timeout up to INT64_MAX ms", test_timeout_up_to_int64_max},
     {"thread executor helps", test_thread_executor_helps},
     {"inline trampoline helps", test_inline_helps},
     {"executor refuses await", test_executor_refuses_await},

@@ -183,14 +183,22 @@ WEFT_EXTERN int weft_future_cancel(weft_future_t *f);
 
 /**
  * Wait until `f` settles, for at most `timeout_ms` milliseconds
- * (WEFT_FOREVER: no limit; 0: just check).
+ * (WEFT_FOREVER: no limit; 0: just check; any value up to INT64_MAX is a
+ * wait that long).
  *
  * It never hangs silently: on a thread running an executor's work (a pool
  * worker, a loop, a dedicated thread) the executor is asked first and either
- * makes progress while waiting or refuses with WEFT_EDEADLK.
+ * makes progress while waiting or refuses with WEFT_EDEADLK. A pool worker
+ * runs any queued job of its pool while it waits (its own deque first,
+ * then the other workers' deques and the jobs submitted from outside) and
+ * sleeps only when there is none; past 128 nested awaits on one worker it
+ * runs only the awaiting job's own descendants (weft/pool.h, "Await from
+ * a job" and "Nesting").
  * Returns 0 once settled (read the outcome with weft_future_error()),
  * WEFT_ETIMEDOUT when time ran out, WEFT_EDEADLK when waiting here could
- * never end, WEFT_EINVAL (NULL, or timeout below -1), WEFT_ENOMEM.
+ * never end (on a pool worker: nested past the limit, with f no running
+ * job of that pool), WEFT_EINVAL (NULL, or timeout below -1),
+ * WEFT_ENOMEM.
  * Thread: any thread.
  */
 WEFT_EXTERN int weft_future_await(weft_future_t *f, int64_t timeout_ms);

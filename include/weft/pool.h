@@ -18,27 +18,39 @@ WEFT_BEGIN_DECLS
  * (LIFO for the owner, stolen FIFO by idle workers from random victims); a
  * job submitted from any other thread goes into a worker's lock-free inbox.
  * Idle workers spin briefly, then park on an event count: no lost wake-ups,
- * one worker woken per submit that finds sleepers, no CPU used while idle.
+ * one worker woken per submit that finds sleepers (a woken worker that
+ * finds work wakes one more while others sleep and none searches), no CPU
+ * used while idle.
  *
  * Blocking jobs run on a separate, elastic set of threads (created on
  * demand up to a maximum, each exiting after an idle keep-alive), so a job
  * stuck in read() never holds a CPU worker.
  *
- * Await from a job: weft_future_await() on a CPU worker runs jobs from that
- * worker's own deque (and its inbox) while it waits, newest first: the
- * job's own children, which it is most likely waiting for. When those run
- * out and the awaited job was taken by another worker that started it on
- * an empty deque, the waiter takes jobs from that worker's deque
- * (leapfrogging): while the awaited job runs, everything there is its
- * descendant, work the waiter is waiting for anyway. If the awaited job
- * finished meanwhile, a job just taken goes on the waiter's own deque
- * instead of running in this frame. Only then, after a short spin, does the
- * worker block. It never steals anything else while waiting: an unrelated
- * job could itself wait on the frame below it on this stack, and an
- * unbounded mix of unrelated work could grow the stack without limit.
- * Own-deque help is what makes recursive fork-join (fib with a spawn per
- * call) complete on one worker; leapfrogging is what keeps two workers busy
- * (measured: fib(35) on 2 workers used 1.6 CPUs without it, 1.96 with it).
+ * Await from a job: weft_future_await() on a CPU worker runs pool work
+ * while it waits, so it never sleeps while the pool has a CPU job queued
+ * that could settle what it awaits: first jobs from the worker's own deque
+ * and inbox (newest first: the job's own children, most likely what it
+ * waits for); then, when the awaited future is a job another worker runs,
+ * jobs from that worker's deque (its descendants: leapfrogging); then any
+ * queued job, stolen from the other workers' deques and inboxes, where
+ * jobs submitted from outside the pool wait. A job stolen after the
+ * awaited future settled goes on the worker's own deque instead, to run
+ * after the awaiting job resumes. With nothing to run the worker sleeps as
+ * an idle worker does: a submit wakes it for its job, the settle of the
+ * awaited future wakes it, and so does the timeout.
+ *
+ * Nesting: a job an await runs runs on the awaiting job's stack, and the
+ * awaiting job resumes only when that job returns, even if its own future
+ * settled meanwhile; the jobs it runs may await in turn. So do not await,
+ * inside a job, a future that only the rest of another job (after its own
+ * await) would settle: if that job is below on the same stack, neither
+ * can go on. To bound the stack, at most 128 awaits that take any work
+ * nest on one worker. An await nested deeper runs only its own job's
+ * descendants (the jobs it spawned, and theirs) from the worker's deque;
+ * when they run out it blocks until the future settles if that future is
+ * a job of this pool that is running, and otherwise returns WEFT_EDEADLK.
+ * A worker's stack (the thread default) thus holds at most 128 levels of
+ * unrelated jobs plus the fork-join depth of the jobs' own spawns.
  *
  * Scaling: the hot paths touch no shared lock and no per-job shared
  * counter: spawns and pops stay on the worker's own deque, statistics are
@@ -128,8 +140,8 @@ WEFT_EXTERN weft_executor_t *weft_pool_executor(weft_pool_t *pool);
 
 /** Cheap counters, summed over workers when read. */
 typedef struct weft_pool_stats {
-  uint64_t jobs_run;          /* CPU jobs and executor tasks run */
-  uint64_t blocking_run;      /* blocking jobs run */
+  uint64_t jobs_run;          /* CPU jobs whose function ran, executor tasks */
+  uint64_t blocking_run;      /* blocking jobs whose function ran */
   uint64_t steals;            /* jobs taken from another worker's deque */
   uint64_t parks;             /* times a worker went to sleep */
   uint64_t cancelled;         /* jobs cancelled before they started */
@@ -156,11 +168,14 @@ typedef enum weft_pool_mode {
  *
  * From the first moment, submits fail with WEFT_ESHUTDOWN. In DRAIN mode the
  * queued jobs (and the jobs they spawn) run; if they have not finished by
- * `timeout_ms` (WEFT_FOREVER: no limit), shutdown switches to CANCEL. In
- * CANCEL mode every job not yet started is cancelled (its future settles as
- * cancelled, its arg_dtor runs) and every running job's future is cancelled
- * so weft_job_cancelled() tells it to stop. Running jobs cannot be
- * interrupted: shutdown waits for them to return, then joins and frees.
+ * `timeout_ms` (WEFT_FOREVER: no limit; any value up to INT64_MAX is a
+ * wait that long), shutdown switches to CANCEL. In CANCEL mode every job
+ * not yet started is cancelled (its future settles as cancelled, its
+ * arg_dtor runs), and every running job is told: weft_job_cancelled()
+ * returns 1 from then on, and its future ends cancelled when the job
+ * returns, whatever it returns (a value it returns is destroyed). Running
+ * jobs cannot be interrupted: shutdown waits for them to return, then
+ * joins and frees.
  * `final` (may be NULL) receives the last statistics.
  * Returns 0 when everything queued ran (DRAIN) or was cancelled as asked
  * (CANCEL); WEFT_ETIMEDOUT when a DRAIN ran out of time and had to cancel;
