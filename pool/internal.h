@@ -170,6 +170,12 @@ WEFT__HIDDEN bool weft__is_job(const weft_task_t *t);
 WEFT__HIDDEN bool weft__run_or_discard(struct weft_pool *p, weft_task_t *t);
 
 /* ---- CPU workers (pool.c) ---- */
+/* A job running on a worker's stack, on the C stack of its job_start. */
+typedef struct weft__frame {
+  const weft__job_t *job;
+  const struct weft__frame *outer; /* the job it runs on top of, or NULL */
+} weft__frame_t;
+
 typedef struct weft__worker {
   weft__deque_t deque;
   _Atomic(weft_task_t *) inbox; /* outside submissions, newest first */
@@ -181,6 +187,7 @@ typedef struct weft__worker {
   bool start_empty;     /* the task being started found our deque empty */
   unsigned await_depth; /* awaits in progress on this worker's stack */
   int64_t frame_bottom; /* deque bottom when the running task started */
+  const weft__frame_t *frames; /* jobs running on this stack, innermost first */
   void *cache;          /* recycled job blocks, owner only */
   unsigned cache_count;
   char pad_[64];                            /* keep workers' lines apart */

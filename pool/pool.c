@@ -64,7 +64,14 @@ static inline bool job_start(weft_task_t *task) {
   if (atomic_compare_exchange_strong_explicit(&job->claim, &expect, running,
                                               memory_order_acq_rel,
                                               memory_order_acquire)) {
+    weft__frame_t fr = {job, NULL};
+    if (w != NULL) {
+      fr.outer = w->frames;
+      w->frames = &fr;
+    }
     weft_result_t r = job->fn((weft_job_t *)job, job->arg);
+    if (w != NULL)
+      w->frames = fr.outer;
     if (atomic_load_explicit(&weft__job_pool(job)->cancelling,
                              memory_order_relaxed))
       weft_future_cancel(&job->ext.base); /* r then loses, and is freed */
@@ -455,6 +462,16 @@ static weft_task_t *leapfrog(weft__worker_t *w, weft__worker_t *runner,
   return t;
 }
 
+/* Is f a job running lower on w's own stack (or the awaiting job itself)?
+ * It resumes only when every job above it returns, so an await for it on
+ * top of it can never end. Walked only when an await has nothing to run. */
+static bool below_on_stack(const weft__worker_t *w, const weft_future_t *f) {
+  for (const weft__frame_t *fr = w->frames; fr != NULL; fr = fr->outer)
+    if (&fr->job->ext.base == f)
+      return true;
+  return false;
+}
+
 /* Past AWAIT_NEST_MAX awaits on this stack: run only the awaiting task's
  * own descendants, the tasks above the deque bottom it started at (the
  * awaits nested in them are past the limit too, so they take nothing
@@ -475,7 +492,8 @@ static int await_own(weft__worker_t *w, weft_future_t *f,
   }
   if (weft__state(f) != WEFT_PENDING)
     return 0;
-  return job_running(w->pool, f) ? WEFT_EAGAIN : WEFT_EDEADLK;
+  return job_running(w->pool, f) && !below_on_stack(w, f) ? WEFT_EAGAIN
+                                                          : WEFT_EDEADLK;
 }
 
 /* Wakes a worker parked in an await when the awaited future settles.
@@ -602,6 +620,10 @@ static int await_help(weft__worker_t *w, weft_future_t *f,
     if (++idle <= SPIN_ROUNDS) {
       cpu_relax();
       continue;
+    }
+    if (below_on_stack(w, f)) {
+      rc = WEFT_EDEADLK; /* f waits for us to return: sleeping never ends */
+      break;
     }
     idle = 0;
     woke = false; /* searched, found nothing: parking again ends the chain */

@@ -416,6 +416,53 @@ static void test_await_runs_outside_work(void) {
   EXPECT_EQ(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL), 0);
 }
 
+/* ---- an await for a job below it on the same stack refuses ---- */
+/* One worker. Job X awaits a promise and, with nothing else to run, sleeps
+ * in its await. Job Y, submitted from outside, runs on top of X (X's await
+ * runs any pool work) and awaits X's future: X resumes only when Y returns,
+ * so Y's await can never end and must refuse with WEFT_EDEADLK rather than
+ * sleep until its timeout. Then the promise is fulfilled and X ends. */
+#define BELOW_ROUNDS 50
+static weft_future_t *below_x;
+static atomic_int below_started;
+static weft_result_t below_x_job(weft_job_t *job, void *arg) {
+  (void)job;
+  atomic_store(&below_started, 1);
+  return weft_ok_int(weft_future_await((weft_future_t *)arg,
+                                       4 * AWAIT_HELP_TOLERANCE_MS));
+}
+static weft_result_t below_y_job(weft_job_t *job, void *arg) {
+  (void)job;
+  (void)arg;
+  return weft_ok_int(weft_future_await(below_x, AWAIT_HELP_TOLERANCE_MS));
+}
+
+static void test_await_job_below_refused(void) {
+  weft_pool_t *p = make_pool(1);
+  int wrong = 0;
+  for (int round = 0; round < BELOW_ROUNDS && !wrong; round++) {
+    weft_promise_t *pr;
+    weft_future_t *pf, *y;
+    REQUIRE_EQ(weft_promise_create(&pr, &pf), 0);
+    atomic_store(&below_started, 0);
+    REQUIRE_EQ(weft_pool_submit(p, below_x_job, pf, NULL, &below_x), 0);
+    while (atomic_load(&below_started) == 0)
+      sched_yield();
+    REQUIRE_EQ(weft_pool_submit(p, below_y_job, NULL, NULL, &y), 0);
+    EXPECT_ERR(weft_future_await(y, 2 * AWAIT_HELP_TOLERANCE_MS), 0);
+    wrong += weft_future_int(y) != WEFT_EDEADLK;
+    EXPECT_ERR((int)weft_future_int(y), WEFT_EDEADLK);
+    EXPECT_EQ(weft_promise_fulfil_int(pr, 5), 0);
+    EXPECT_ERR(weft_future_await(below_x, 2 * AWAIT_HELP_TOLERANCE_MS), 0);
+    EXPECT_ERR((int)weft_future_int(below_x), 0); /* X's await saw the fulfil */
+    weft_future_release(y);
+    weft_future_release(below_x);
+    weft_future_release(pf);
+    weft_promise_release(pr);
+  }
+  EXPECT_EQ(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL), 0);
+}
+
 /* ---- awaits nest at most so deep on one worker's stack ---- */
 /* One worker; job k fulfils promise k-1, then awaits promise k, which job
  * k+1 fulfils. Each await runs the next job on top of itself, until the
@@ -736,6 +783,8 @@ static const test_case_t cases[] = {
     {"no lost wake-up", test_no_lost_wakeup},
     {"second job wakes the second worker", test_second_job_wakes_second_worker},
     {"await on a worker runs outside work", test_await_runs_outside_work},
+    {"await for a job below on the same stack refuses",
+     test_await_job_below_refused},
     {"awaits nest at most 128 deep on a worker", test_await_nesting_limit},
     {"workers parked in awaits stay parked", test_awaiters_stay_parked},
     {"recycled job blocks poisoned under ASan", test_job_cache_poisoned},

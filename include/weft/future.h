@@ -196,8 +196,9 @@ WEFT_EXTERN int weft_future_cancel(weft_future_t *f);
  * a job" and "Nesting").
  * Returns 0 once settled (read the outcome with weft_future_error()),
  * WEFT_ETIMEDOUT when time ran out, WEFT_EDEADLK when waiting here could
- * never end (on a pool worker: nested past the limit, with f no running
- * job of that pool), WEFT_EINVAL (NULL, or timeout below -1),
+ * never end (on a pool worker: f is a job running below the await on the
+ * same worker's stack, or, nested past the limit, f is no running job of
+ * that pool), WEFT_EINVAL (NULL, or timeout below -1),
  * WEFT_ENOMEM.
  * Thread: any thread.
  */

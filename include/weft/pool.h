@@ -41,14 +41,18 @@ WEFT_BEGIN_DECLS
  *
  * Nesting: a job an await runs runs on the awaiting job's stack, and the
  * awaiting job resumes only when that job returns, even if its own future
- * settled meanwhile; the jobs it runs may await in turn. So do not await,
- * inside a job, a future that only the rest of another job (after its own
- * await) would settle: if that job is below on the same stack, neither
- * can go on. To bound the stack, at most 128 awaits that take any work
- * nest on one worker. An await nested deeper runs only its own job's
- * descendants (the jobs it spawned, and theirs) from the worker's deque;
- * when they run out it blocks until the future settles if that future is
- * a job of this pool that is running, and otherwise returns WEFT_EDEADLK.
+ * settled meanwhile; the jobs it runs may await in turn. An await for a
+ * job running below it on the same worker's stack (or for the awaiting
+ * job's own future) could never end: once nothing else is left to run it
+ * returns WEFT_EDEADLK. Do not await, inside a job, a future that only the
+ * rest of another job (after its own await) would settle, such as a
+ * promise it fulfils later: if that job is below on the same stack,
+ * neither can go on, and only the await's timeout ends it. To bound the
+ * stack, at most 128 awaits that take any work nest on one worker. An
+ * await nested deeper runs only its own job's descendants (the jobs it
+ * spawned, and theirs) from the worker's deque; when they run out it
+ * blocks until the future settles if that future is a job of this pool
+ * running elsewhere, and otherwise returns WEFT_EDEADLK.
  * A worker's stack (the thread default) thus holds at most 128 levels of
  * unrelated jobs plus the fork-join depth of the jobs' own spawns.
  *
