@@ -14,8 +14,9 @@
  * the producer sees SLEEPING: no lost wake-up.
  *
  * Close. The queue's head is swapped for a CLOSED marker, which refuses
- * every later push; producers still inside post/submit are counted and
- * close waits for them before it frees what they touch. */
+ * every later push from another thread (nothing takes the marker off
+ * again); producers still inside post/submit are counted and close waits
+ * for them before it frees what they touch. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -349,11 +350,13 @@ int weft_loop_close(weft_loop_t *loop) {
     run_one(loop, list);
     list = next;
   }
-  run_tasks(loop); /* loop-thread submissions made before close */
+  /* loop-thread submissions made before close (not run_tasks: it would
+   * take the marker off the queue and let other threads in again) */
+  run_local(loop);
   weft__timers_close(loop);
   weft__io_close(loop);
   weft__signal_close(loop);
-  run_tasks(loop);
+  run_local(loop);
   if (loop->backend.ring != NULL) /* recvs of closed sockets, to report */
     weft__ring_drain(&loop->backend);
   weft__net_close(loop);

@@ -1100,6 +1100,111 @@ static void test_bad_input(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
+/* ==== close, run_until and timeout_ms ==== */
+
+/* ---- posts from other threads while a close-time callback runs ---- */
+enum { CP_THREADS = 4, CP_BEFORE = 1000, CP_LATE = 2000 };
+static struct {
+  weft_loop_t *loop;
+  _Atomic int in_cb; /* the close-time callback has begun */
+  _Atomic long accepted, late_accepted, refused, other, ran;
+  _Atomic long late_ran; /* ran when the callback began */
+  _Atomic long finished, then_ran;
+  int then_state, then_err;
+} cp;
+
+static void cp_post(weft_loop_t *loop, void *arg, int status) {
+  (void)loop;
+  (void)arg;
+  (void)status;
+  atomic_fetch_add(&cp.ran, 1);
+}
+static weft_result_t cp_then(void *arg, weft_future_t *src) {
+  (void)arg;
+  (void)src;
+  atomic_fetch_add(&cp.then_ran, 1);
+  return weft_ok_int(0);
+}
+
+static void *cp_poster(void *arg) {
+  long before = 0, late = 0;
+  for (;;) {
+    int is_late = atomic_load(&cp.in_cb);
+    if (!is_late && before >= CP_BEFORE) {
+      sched_yield(); /* enough queued before close: wait for it */
+      continue;
+    }
+    int rc = weft_loop_post(cp.loop, cp_post, NULL);
+    if (rc == 0) {
+      atomic_fetch_add(&cp.accepted, 1);
+      if (is_late)
+        atomic_fetch_add(&cp.late_accepted, 1);
+    } else if (rc == WEFT_ESHUTDOWN) {
+      atomic_fetch_add(&cp.refused, 1);
+    } else {
+      atomic_fetch_add(&cp.other, 1);
+    }
+    if (is_late ? ++late >= CP_LATE : (++before, 0))
+      break;
+  }
+  if (arg != NULL) { /* one thread: a then on the loop's executor */
+    weft_promise_t *p;
+    weft_future_t *f, *d;
+    REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+    REQUIRE_EQ(weft_future_then(f, weft_loop_executor(cp.loop), cp_then,
+                                NULL, &d), 0);
+    weft_promise_fulfil_int(p, 1); /* the loop refuses its task */
+    cp.then_state = weft_future_state(d);
+    cp.then_err = weft_future_error(d);
+    weft_future_release(d);
+    weft_future_release(f);
+    weft_promise_release(p);
+  }
+  atomic_fetch_add(&cp.finished, 1);
+  return NULL;
+}
+
+/* Close-time callback: holds close open until every poster is done. */
+static void cp_hold(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  (void)arg;
+  if (status != WEFT_ECANCELED)
+    return;
+  atomic_store(&cp.late_ran, atomic_load(&cp.ran));
+  atomic_store(&cp.in_cb, 1);
+  tu_spin_until(&cp.finished, CP_THREADS); /* each stops after CP_LATE */
+}
+
+static void test_close_refuses_other_threads(void) {
+  memset(&cp, 0, sizeof cp);
+  weft_loop_t *loop = cp.loop = new_loop();
+  weft_timer_t hold;
+  REQUIRE_EQ(weft_timer_init(loop, &hold, cp_hold, NULL), 0);
+  REQUIRE_EQ(weft_timer_start(&hold, 100000, 0), 0);
+  pthread_t th[CP_THREADS];
+  for (int i = 0; i < CP_THREADS; i++)
+    REQUIRE_EQ(pthread_create(&th[i], NULL, cp_poster, i == 0 ? &cp : NULL),
+               0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+  for (int i = 0; i < CP_THREADS; i++)
+    pthread_join(th[i], NULL);
+  /* after close began (the callback ran), nothing was accepted */
+  long late_accepted = atomic_load(&cp.late_accepted);
+  long refused = atomic_load(&cp.refused), other = atomic_load(&cp.other);
+  long accepted = atomic_load(&cp.accepted), ran = atomic_load(&cp.ran);
+  long ran_before_cb = atomic_load(&cp.late_ran);
+  long then_ran = atomic_load(&cp.then_ran);
+  EXPECT_EQ(late_accepted, 0);
+  EXPECT_TRUE(refused >= (long)CP_THREADS * CP_LATE);
+  EXPECT_EQ(other, 0);
+  /* what was accepted ran once, all of it before the callback */
+  EXPECT_EQ(ran, accepted);
+  EXPECT_EQ(ran_before_cb, accepted);
+  EXPECT_EQ(then_ran, 0);
+  EXPECT_EQ(cp.then_state, WEFT_REJECTED);
+  EXPECT_ERR(cp.then_err, WEFT_ESHUTDOWN);
+}
+
 static const test_case_t cases[] = {
     {"post from 4 threads, 100k each: once, in order, batched wake-ups",
      test_post_many_threads},
@@ -1125,5 +1230,7 @@ static const test_case_t cases[] = {
     {"adaptive spin", test_adaptive_spin},
     {"adaptive spin keeps quiet near a pool", test_spin_quiet_near_pool},
     {"bad input", test_bad_input},
+    {"close refuses other threads' posts and continuations",
+     test_close_refuses_other_threads},
     {NULL, NULL}};
 const test_suite_t suite_reactor = {"reactor", cases};

@@ -173,8 +173,9 @@ WEFT_EXTERN int weft_loop_post(weft_loop_t *loop, weft_loop_fn fn,
 
 /**
  * The loop's executor, for weft_future_then() and weft_executor_submit():
- * tasks run on the loop thread, one producer's in its order. Borrowed:
- * valid until the loop is closed. NULL when loop is NULL.
+ * tasks run on the loop thread, one producer's in its order. Once close
+ * began, a submit from another thread is refused with WEFT_ESHUTDOWN.
+ * Borrowed: valid until the loop is closed. NULL when loop is NULL.
  * Thread: any thread.
  */
 WEFT_EXTERN weft_executor_t *weft_loop_executor(weft_loop_t *loop);
