@@ -16,7 +16,9 @@
  * Close. The queue's head is swapped for a CLOSED marker, which refuses
  * every later push from another thread (nothing takes the marker off
  * again); producers still inside post/submit are counted and close waits
- * for them before it frees what they touch. */
+ * for them before it frees what they touch. On the loop thread, close
+ * keeps taking executor tasks: the continuations of what it cancels are
+ * queued there and close runs them until none is left (close_drain). */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -53,13 +55,8 @@ static void wake_if_sleeping(weft_loop_t *loop) {
   atomic_fetch_add_explicit(&loop->wakeups, 1, memory_order_relaxed);
 }
 
-int weft__loop_submit(weft_loop_t *loop, weft_task_t *task) {
-  if (weft__tl_loop == loop) { /* the loop thread: a plain FIFO */
-    if (loop->closing)
-      return WEFT_ESHUTDOWN;
-    weft__loop_push_local(loop, task);
-    return 0;
-  }
+/* Another thread's push: refused once close took the queue. */
+static int inbox_push(weft_loop_t *loop, weft_task_t *task) {
   atomic_fetch_add_explicit(&loop->producers, 1, memory_order_seq_cst);
   weft_task_t *h = atomic_load_explicit(&loop->inbox, memory_order_relaxed);
   do {
@@ -73,6 +70,17 @@ int weft__loop_submit(weft_loop_t *loop, weft_task_t *task) {
   wake_if_sleeping(loop);
   atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_release);
   return 0;
+}
+
+/* On the loop thread a plain FIFO, taken during close too: a task queued
+ * from a callback close runs (a cancelled operation's continuation) is run
+ * by close before it returns. */
+int weft__loop_submit(weft_loop_t *loop, weft_task_t *task) {
+  if (weft__tl_loop == loop) {
+    weft__loop_push_local(loop, task);
+    return 0;
+  }
+  return inbox_push(loop, task);
 }
 
 /* Take the whole queue, oldest first (per producer: in posting order). */
@@ -113,7 +121,16 @@ int weft_loop_post(weft_loop_t *loop, weft_loop_fn fn, void *arg) {
   n->fn = fn;
   n->arg = arg;
   n->loop = loop;
-  int rc = weft__loop_submit(loop, &n->task);
+  int rc;
+  if (weft__tl_loop == loop) { /* a post from close's callbacks: refused */
+    rc = WEFT_ESHUTDOWN;
+    if (!loop->in_close) {
+      weft__loop_push_local(loop, &n->task);
+      rc = 0;
+    }
+  } else {
+    rc = inbox_push(loop, &n->task);
+  }
   if (rc != 0)
     weft__free(n, sizeof *n);
   return rc;
@@ -336,29 +353,44 @@ static int check_idle(const weft_loop_t *loop) {
   return 0;
 }
 
+/* Run the loop thread's queue until it stays empty: the continuations of
+ * what close cancels, and what they queue in turn. (Not run_tasks: its
+ * inbox_take would take the marker off the queue, letting other threads
+ * in again.) */
+static void close_drain(weft_loop_t *loop) {
+  while (loop->local_head != NULL)
+    run_local(loop);
+}
+
 int weft_loop_close(weft_loop_t *loop) {
   int rc = check_idle(loop);
   if (rc != 0)
     return rc;
   loop->in_close = true;
-  loop->closing = true; /* loop-thread submits are refused from here */
-  /* What other threads posted runs (posted functions with ECANCELED,
-   * continuations normally, so their futures settle); nothing more gets in. */
+  loop->closing = true; /* new timers, watchers and operations are refused */
+  /* What other threads queued runs (posted functions with ECANCELED,
+   * continuations normally, so their futures settle); the marker refuses
+   * the rest from now on. Then the loop thread's own queue; then each kind
+   * of source is cancelled in turn, and the continuations of what that
+   * settled run before the next: no future of the loop's waits forever,
+   * no continuation is lost. */
   weft_task_t *list = inbox_take(loop, true);
   while (list != NULL) {
     weft_task_t *next = list->next;
     run_one(loop, list);
     list = next;
   }
-  /* loop-thread submissions made before close (not run_tasks: it would
-   * take the marker off the queue and let other threads in again) */
-  run_local(loop);
+  close_drain(loop);
   weft__timers_close(loop);
-  weft__io_close(loop);
+  close_drain(loop);
+  weft__io_close(loop); /* and every socket, with its operations */
+  close_drain(loop);
   weft__signal_close(loop);
-  run_local(loop);
-  if (loop->backend.ring != NULL) /* recvs of closed sockets, to report */
+  close_drain(loop);
+  if (loop->backend.ring != NULL) { /* recvs of closed sockets, to report */
     weft__ring_drain(&loop->backend);
+    close_drain(loop);
+  }
   weft__net_close(loop);
   wait_producers(loop);
   loop->ops->remove(&loop->backend, loop->wake_fd);

@@ -1102,6 +1102,88 @@ static void test_bad_input(void) {
 
 /* ==== close, run_until and timeout_ms ==== */
 
+/* ---- close runs the continuations of what it cancels ---- */
+static struct {
+  weft_loop_t *loop;
+  int sleep_then, sleep_watch, sig_then, timeout_then, chained, dtor, bad;
+  int sleep_rc, post_rc;
+} cc;
+
+static weft_result_t cc_cancelled(void *arg, weft_future_t *src) {
+  (*(int *)arg)++;
+  if (weft_future_error(src) != WEFT_ECANCELED)
+    cc.bad++;
+  return weft_ok_int(1);
+}
+static weft_result_t cc_settled(void *arg, weft_future_t *src) {
+  (*(int *)arg)++; /* a timeout of a cancelled sleep: settled, any error */
+  if (weft_future_state(src) == WEFT_PENDING || weft_future_error(src) == 0)
+    cc.bad++;
+  return weft_ok_int(1);
+}
+static weft_result_t cc_chain(void *arg, weft_future_t *src) {
+  (void)arg;
+  (void)src;
+  cc.chained++;
+  return weft_ok_int(0);
+}
+static void cc_watch(void *arg, weft_future_t *src) {
+  free(arg); /* the operation's own state, freed by its continuation */
+  cc.sleep_watch++;
+  if (weft_future_error(src) != WEFT_ECANCELED)
+    cc.bad++;
+  weft_future_t *f = NULL;
+  cc.sleep_rc = weft_loop_sleep(cc.loop, 1, &f); /* refused during close */
+  cc.post_rc = weft_loop_post(cc.loop, quick, NULL); /* refused too */
+  weft_future_t *d;
+  /* a continuation queued on the loop during close runs before it returns */
+  if (weft_future_then(src, weft_loop_executor(cc.loop), cc_chain, NULL,
+                       &d) == 0)
+    weft_future_release(d);
+}
+static void cc_dtor(void *arg) {
+  free(arg);
+  cc.dtor++;
+}
+
+static void test_close_runs_continuations(void) {
+  memset(&cc, 0, sizeof cc);
+  tu_alloc_install(0);
+  weft_loop_t *loop = cc.loop = new_loop();
+  weft_executor_t *lx = weft_loop_executor(loop);
+  weft_future_t *s1, *s2, *sg, *pf, *t, *d1, *d3, *d4;
+  weft_promise_t *p;
+  REQUIRE_EQ(weft_loop_sleep(loop, 100000, &s1), 0);
+  REQUIRE_EQ(weft_future_then(s1, lx, cc_cancelled, &cc.sleep_then, &d1), 0);
+  REQUIRE_EQ(weft_loop_sleep(loop, 100000, &s2), 0);
+  REQUIRE_EQ(weft_future_watch(s2, lx, cc_watch, malloc(32), cc_dtor), 0);
+  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR2, &sg), 0);
+  REQUIRE_EQ(weft_future_then(sg, lx, cc_cancelled, &cc.sig_then, &d3), 0);
+  REQUIRE_EQ(weft_promise_create(&p, &pf), 0);
+  REQUIRE_EQ(weft_loop_timeout(loop, pf, 100000, &t), 0);
+  REQUIRE_EQ(weft_future_then(t, lx, cc_settled, &cc.timeout_then, &d4), 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+  /* each continuation ran once, on the loop, before close returned */
+  EXPECT_EQ(cc.sleep_then, 1);
+  EXPECT_EQ(cc.sleep_watch, 1);
+  EXPECT_EQ(cc.sig_then, 1);
+  EXPECT_EQ(cc.timeout_then, 1);
+  EXPECT_EQ(cc.chained, 1);
+  EXPECT_EQ(cc.dtor, 0); /* the watch ran: its arg was its own */
+  EXPECT_EQ(cc.bad, 0);
+  EXPECT_ERR(cc.sleep_rc, WEFT_ESHUTDOWN);
+  EXPECT_ERR(cc.post_rc, WEFT_ESHUTDOWN);
+  EXPECT_EQ(weft_future_state(d1), WEFT_FULFILLED); /* not rejected */
+  EXPECT_EQ(weft_future_state(d3), WEFT_FULFILLED);
+  EXPECT_EQ(weft_future_state(d4), WEFT_FULFILLED);
+  weft_future_t *all[] = {s1, d1, sg, d3, pf, t, d4};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+    weft_future_release(all[i]);
+  weft_promise_release(p);
+  EXPECT_EQ(tu_alloc_live(), 0); /* nothing leaked */
+  tu_alloc_restore();
+}
+
 /* ---- posts from other threads while a close-time callback runs ---- */
 enum { CP_THREADS = 4, CP_BEFORE = 1000, CP_LATE = 2000 };
 static struct {
@@ -1230,6 +1312,8 @@ static const test_case_t cases[] = {
     {"adaptive spin", test_adaptive_spin},
     {"adaptive spin keeps quiet near a pool", test_spin_quiet_near_pool},
     {"bad input", test_bad_input},
+    {"close runs the continuations of what it cancels",
+     test_close_runs_continuations},
     {"close refuses other threads' posts and continuations",
      test_close_refuses_other_threads},
     {NULL, NULL}};
