@@ -255,7 +255,8 @@ int weft_loop_set_stall_hook(weft_loop_t *loop, int64_t threshold_us,
     return WEFT_EINVAL;
   if (!weft__loop_owned(loop))
     return WEFT_EPERM;
-  loop->stall_threshold = threshold_us * 1000;
+  loop->stall_threshold =
+      threshold_us > INT64_MAX / 1000 ? INT64_MAX : threshold_us * 1000;
   loop->stall_arg = arg;
   loop->stall_fn = fn;
   return 0;
@@ -737,6 +738,15 @@ static weft_result_t until_wake(void *arg, weft_future_t *src) {
   return weft_ok_int(0); /* running on the loop is the point: it wakes us */
 }
 
+/* The absolute deadline timeout_ms (>= 0) from now, or -1 (none) where it
+ * lies beyond what the clock counts (some 292 years of uptime). */
+static int64_t deadline_after_ms(int64_t timeout_ms) {
+  int64_t now = weft_now_ns();
+  if (timeout_ms > (INT64_MAX - now) / 1000000)
+    return -1;
+  return now + timeout_ms * 1000000;
+}
+
 int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
                         int64_t timeout_ms) {
   if (f == NULL || timeout_ms < -1)
@@ -754,8 +764,7 @@ int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
     leave_run(loop);
     return rc;
   }
-  int64_t deadline =
-      timeout_ms < 0 ? -1 : weft_now_ns() + timeout_ms * (int64_t)1000000;
+  int64_t deadline = timeout_ms < 0 ? -1 : deadline_after_ms(timeout_ms);
   while (weft_future_state(f) == WEFT_PENDING) {
     if (atomic_exchange_explicit(&loop->stop, false, memory_order_acq_rel)) {
       rc = WEFT_EINTR;

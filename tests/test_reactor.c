@@ -1287,6 +1287,47 @@ static void test_close_refuses_other_threads(void) {
   EXPECT_ERR(cp.then_err, WEFT_ESHUTDOWN);
 }
 
+/* ---- run_until with timeouts up to INT64_MAX ms ---- */
+static void fulfil_due(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  if (status == 0)
+    weft_promise_fulfil_int(arg, 7);
+}
+static void count_stall(weft_loop_t *loop, const weft_stall_t *s, void *arg) {
+  (void)loop;
+  (void)s;
+  (*(int *)arg)++;
+}
+
+static void test_run_until_long_timeouts(void) {
+  weft_loop_t *loop = new_loop();
+  const int64_t ms[] = {INT64_MAX, INT64_MAX / 1000000,
+                        INT64_MAX / 1000000 + 1, (int64_t)1 << 50,
+                        (int64_t)1000000000};
+  for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+    weft_promise_t *p;
+    weft_future_t *f;
+    REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+    weft_timer_t t;
+    REQUIRE_EQ(weft_timer_init(loop, &t, fulfil_due, p), 0);
+    REQUIRE_EQ(weft_timer_start(&t, 1, 0), 0);
+    EXPECT_EQ(weft_loop_run_until(loop, f, ms[i]), 0); /* waits, settles */
+    EXPECT_EQ(weft_future_state(f), WEFT_FULFILLED);
+    weft_timer_stop(&t);
+    weft_future_release(f);
+    weft_promise_release(p);
+  }
+  /* a stall threshold that large reports nothing */
+  int stalls = 0, ran = 0;
+  REQUIRE_EQ(weft_loop_set_stall_hook(loop, INT64_MAX, count_stall, &stalls),
+             0);
+  REQUIRE_EQ(weft_loop_post(loop, quick, &ran), 0);
+  EXPECT_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+  EXPECT_EQ(ran, 1);
+  EXPECT_EQ(stalls, 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 static const test_case_t cases[] = {
     {"post from 4 threads, 100k each: once, in order, batched wake-ups",
      test_post_many_threads},
@@ -1316,5 +1357,7 @@ static const test_case_t cases[] = {
      test_close_runs_continuations},
     {"close refuses other threads' posts and continuations",
      test_close_refuses_other_threads},
+    {"run_until with timeouts up to INT64_MAX ms",
+     test_run_until_long_timeouts},
     {NULL, NULL}};
 const test_suite_t suite_reactor = {"reactor", cases};

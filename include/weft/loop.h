@@ -161,6 +161,7 @@ WEFT_EXTERN int weft_loop_run(weft_loop_t *loop, weft_run_mode_t mode);
 /**
  * Run the loop until `f` settles, then return. The caller keeps its handle
  * on f; read the result with the future accessors.
+ * Any timeout_ms up to INT64_MAX means waiting that long (-1: no limit).
  * Returns 0 once f has settled (whatever the outcome); WEFT_ETIMEDOUT when
  * `timeout_ms` (-1: none) passes first; WEFT_EINTR when weft_loop_stop() was
  * called first; WEFT_EINVAL (f NULL, timeout_ms below -1); WEFT_ENOMEM;
