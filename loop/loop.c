@@ -482,8 +482,9 @@ static bool cpu_shared(weft_loop_t *loop) {
 /* What a spin met. */
 enum { SPUN_NOTHING = 0, SPUN_POST, SPUN_EVENTS };
 
-/* Spin until a post or a stop arrives, or (when `io`, the loop watching
- * fds) the backend has events, or `end` passes. The backend is asked
+/* Spin until a post or a stop arrives, or `until` (run_until's future, or
+ * NULL) settles, or (when `io`, the loop watching fds) the backend has
+ * events, or `end` passes. The backend is asked
  * between rounds of SPIN_CHECKS reads of the queue: a poll that does not
  * wait is a system call but no sleep, and a post still gets through in
  * well under a microsecond. On SPUN_EVENTS *n is the poll's result (the
@@ -492,7 +493,8 @@ enum { SPUN_NOTHING = 0, SPUN_POST, SPUN_EVENTS };
  * took its events one or two at a time (at 100 connections, 0.25
  * epoll_wait calls per round trip against 0.02), the round lets a batch
  * gather. */
-static int spin_for_work(weft_loop_t *loop, int64_t end, bool io, int *n) {
+static int spin_for_work(weft_loop_t *loop, int64_t end, bool io, int *n,
+                         weft_future_t *until) {
   for (;;) {
     for (int k = 0; k < SPIN_CHECKS; k++) {
       if (atomic_load_explicit(&loop->inbox, memory_order_relaxed) != NULL ||
@@ -500,6 +502,9 @@ static int spin_for_work(weft_loop_t *loop, int64_t end, bool io, int *n) {
         return SPUN_POST;
       cpu_relax();
     }
+    /* run_until's future, settled on another thread, posts nothing */
+    if (until != NULL && weft_future_state(until) != WEFT_PENDING)
+      return SPUN_POST;
     if (io && (*n = loop->ops->poll(&loop->backend, 0, loop->events)) != 0)
       return SPUN_EVENTS;
     if (weft_now_ns() >= end || !cpu_to_spare(loop))
@@ -545,9 +550,6 @@ static int64_t ns_until(int64_t due) {
   int64_t d = due - weft_now_ns();
   return d > 0 ? d : 0;
 }
-
-/* Milliseconds until `due` (rounded up, so a poll never wakes early). */
-static int ms_until(int64_t due) { return weft__ns_to_ms_up(ns_until(due)); }
 
 /* With many ready fds each one's state is cold. While event i runs, start
  * loading the watcher of event i + 4 and, through the watcher of event
@@ -625,7 +627,7 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
       int64_t spin = timeout > 0 && timeout < loop->spin_ns ? timeout
                                                              : loop->spin_ns;
       weft__loop_count(&loop->spins);
-      int met = spin_for_work(loop, idle + spin, io, &n);
+      int met = spin_for_work(loop, idle + spin, io, &n, until);
       if (io) { /* a spin that polled fds: one more system call */
         if (cpu_shared(loop)) {
           /* keep quiet, longer each time in a row (up to 256 waits), and
@@ -658,6 +660,11 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
       if (atomic_load_explicit(&loop->inbox, memory_order_seq_cst) != NULL ||
           atomic_load_explicit(&loop->stop, memory_order_seq_cst))
         timeout = 0;
+      if (until != NULL) { /* settled elsewhere (see until_wake) */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (weft_future_state(until) != WEFT_PENDING)
+          timeout = 0;
+      }
       weft__loop_count(&loop->polls);
     }
     n = loop->ops->poll(&loop->backend, timeout, loop->events);
@@ -732,10 +739,56 @@ int weft_loop_run(weft_loop_t *loop, weft_run_mode_t mode) {
   return rc;
 }
 
+/* run_until's waker, a continuation of f on the inline executor: it runs
+ * where f settles. On the loop thread it has nothing to do (the loop looks
+ * at f after every callback and before it sleeps); on another it wakes the
+ * loop if it sleeps. It queues no task, so none of run_until's own is left
+ * behind when it returns (weft_loop_timeout_ms would say 0 for it). The
+ * waker may run after run_until returned (f settled late): it touches the
+ * loop only while run_until has not retired it (state), and the state
+ * lives until both let go of it (refs). */
+enum { UNTIL_IDLE = 0, UNTIL_WAKING, UNTIL_RETIRED };
+typedef struct until_waker {
+  weft_loop_t *loop;
+  _Atomic uint32_t state, refs;
+} until_waker_t;
+
+static void until_unref(void *arg) {
+  until_waker_t *w = arg;
+  if (atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1)
+    weft__free(w, sizeof *w);
+}
+
 static weft_result_t until_wake(void *arg, weft_future_t *src) {
-  (void)arg;
   (void)src;
-  return weft_ok_int(0); /* running on the loop is the point: it wakes us */
+  until_waker_t *w = arg;
+  uint32_t idle = UNTIL_IDLE;
+  if (!weft__loop_owned(w->loop) &&
+      atomic_compare_exchange_strong_explicit(&w->state, &idle, UNTIL_WAKING,
+                                              memory_order_acq_rel,
+                                              memory_order_acquire)) {
+    /* f's settle before the look at the loop's wake word; the loop stores
+     * SLEEPING before it looks at f (iterate): one of the two sees the
+     * other */
+    atomic_thread_fence(memory_order_seq_cst);
+    wake_if_sleeping(w->loop);
+    atomic_store_explicit(&w->state, UNTIL_IDLE, memory_order_release);
+  }
+  until_unref(w);
+  return weft_ok_int(0);
+}
+
+/* From now on the waker leaves the loop alone (waits out one in flight). */
+static void until_retire(until_waker_t *w) {
+  uint32_t idle = UNTIL_IDLE;
+  while (!atomic_compare_exchange_weak_explicit(&w->state, &idle,
+                                                UNTIL_RETIRED,
+                                                memory_order_acq_rel,
+                                                memory_order_relaxed)) {
+    idle = UNTIL_IDLE;
+    sched_yield(); /* another thread is inside wake_if_sleeping: short */
+  }
+  until_unref(w);
 }
 
 /* The absolute deadline timeout_ms (>= 0) from now, or -1 (none) where it
@@ -758,9 +811,19 @@ int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
     leave_run(loop);
     return 0;
   }
+  until_waker_t *w = weft__malloc(sizeof *w);
+  if (w == NULL) {
+    leave_run(loop);
+    return WEFT_ENOMEM;
+  }
+  w->loop = loop;
+  atomic_init(&w->state, UNTIL_IDLE);
+  atomic_init(&w->refs, 2); /* ours and the waker's */
   weft_future_t *d;
-  rc = weft_future_then(f, &loop->executor, until_wake, NULL, &d);
+  rc = weft_future_then_dtor(f, weft_executor_inline(), until_wake, w,
+                             until_unref, &d);
   if (rc != 0) {
+    weft__free(w, sizeof *w);
     leave_run(loop);
     return rc;
   }
@@ -778,9 +841,10 @@ int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
     if (rc != 0)
       break;
   }
-  leave_run(loop);
+  until_retire(w);
   weft_future_cancel(d); /* f stays the caller's: only our waker goes */
   weft_future_release(d);
+  leave_run(loop);
   return rc;
 }
 
@@ -825,7 +889,10 @@ int64_t weft_loop_timeout_ms(weft_loop_t *loop) {
   if (loop->backend.ring != NULL && weft__ring_queued(&loop->backend))
     return 0;
   int64_t due = weft__timers_next(loop);
-  return due < 0 ? -1 : ms_until(due);
+  if (due < 0)
+    return -1;
+  int64_t ns = ns_until(due); /* in ms, rounded up: never early */
+  return ns / 1000000 + (ns % 1000000 != 0);
 }
 
 int64_t weft_loop_now_ns(const weft_loop_t *loop) {

@@ -1328,6 +1328,87 @@ static void test_run_until_long_timeouts(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
+/* ---- weft_loop_timeout_ms right after run_until returns ---- */
+static void tick_nop(weft_timer_t *t, int status, void *arg) {
+  (void)t, (void)status, (void)arg;
+}
+
+enum { TM_ROUNDS = 200 };
+/* how much of a 60 s timer a slow machine may have used up by the check */
+enum { TM_SLACK_MS = 5000 };
+static struct {
+  weft_promise_t *p[TM_ROUNDS];
+  tu_rounds_t r;
+} tm;
+
+static void *tm_fulfiller(void *arg) {
+  (void)arg;
+  for (long i = 0; i < TM_ROUNDS; i++) {
+    tu_meet(&tm.r, i + 1, 1);
+    weft_promise_fulfil_int(tm.p[i], 1);
+  }
+  return NULL;
+}
+
+static void test_timeout_ms_after_run_until(void) {
+  weft_loop_t *loop = new_loop();
+  /* f settled by a timer's callback, on the loop thread */
+  for (int round = 0; round < 3; round++) {
+    weft_promise_t *p;
+    weft_future_t *f;
+    REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+    weft_timer_t t;
+    REQUIRE_EQ(weft_timer_init(loop, &t, fulfil_due, p), 0);
+    REQUIRE_EQ(weft_timer_start(&t, 1, 0), 0);
+    EXPECT_EQ(weft_loop_run_until(loop, f, BOUND_MS), 0);
+    EXPECT_EQ(weft_loop_timeout_ms(loop), -1); /* nothing pending */
+    weft_future_release(f);
+    weft_promise_release(p);
+  }
+  /* a timer pending: its due time */
+  weft_timer_t far;
+  REQUIRE_EQ(weft_timer_init(loop, &far, tick_nop, NULL), 0);
+  REQUIRE_EQ(weft_timer_start(&far, 60000, 0), 0);
+  {
+    weft_promise_t *p;
+    weft_future_t *f;
+    REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+    weft_timer_t t;
+    REQUIRE_EQ(weft_timer_init(loop, &t, fulfil_due, p), 0);
+    REQUIRE_EQ(weft_timer_start(&t, 1, 0), 0);
+    EXPECT_EQ(weft_loop_run_until(loop, f, BOUND_MS), 0);
+    int64_t ms = weft_loop_timeout_ms(loop);
+    EXPECT_TRUE(ms > 60000 - TM_SLACK_MS && ms <= 60000);
+    weft_future_release(f);
+    weft_promise_release(p);
+  }
+  weft_timer_stop(&far);
+  /* f settled on another thread, before or while the loop sleeps: the
+   * loop wakes, and leaves nothing of its own behind */
+  weft_future_t *f[TM_ROUNDS];
+  memset(&tm.r, 0, sizeof tm.r);
+  for (int i = 0; i < TM_ROUNDS; i++)
+    REQUIRE_EQ(weft_promise_create(&tm.p[i], &f[i]), 0);
+  pthread_t th;
+  REQUIRE_EQ(pthread_create(&th, NULL, tm_fulfiller, NULL), 0);
+  int bad = 0, late = 0;
+  for (long i = 0; i < TM_ROUNDS; i++) {
+    tu_meet(&tm.r, i + 1, 0);
+    if (weft_loop_run_until(loop, f[i], BOUND_MS) != 0)
+      late++;
+    if (weft_loop_timeout_ms(loop) != -1)
+      bad++;
+  }
+  pthread_join(th, NULL);
+  EXPECT_EQ(late, 0);
+  EXPECT_EQ(bad, 0);
+  for (int i = 0; i < TM_ROUNDS; i++) {
+    weft_future_release(f[i]);
+    weft_promise_release(tm.p[i]);
+  }
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 static const test_case_t cases[] = {
     {"post from 4 threads, 100k each: once, in order, batched wake-ups",
      test_post_many_threads},
@@ -1359,5 +1440,7 @@ static const test_case_t cases[] = {
      test_close_refuses_other_threads},
     {"run_until with timeouts up to INT64_MAX ms",
      test_run_until_long_timeouts},
+    {"timeout_ms right after run_until returns",
+     test_timeout_ms_after_run_until},
     {NULL, NULL}};
 const test_suite_t suite_reactor = {"reactor", cases};

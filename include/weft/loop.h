@@ -162,6 +162,9 @@ WEFT_EXTERN int weft_loop_run(weft_loop_t *loop, weft_run_mode_t mode);
  * Run the loop until `f` settles, then return. The caller keeps its handle
  * on f; read the result with the future accessors.
  * Any timeout_ms up to INT64_MAX means waiting that long (-1: no limit).
+ * When it returns, nothing of its own is left queued on the loop:
+ * weft_loop_timeout_ms() tells the time to the next timer (-1: none), as
+ * for an idle loop.
  * Returns 0 once f has settled (whatever the outcome); WEFT_ETIMEDOUT when
  * `timeout_ms` (-1: none) passes first; WEFT_EINTR when weft_loop_stop() was
  * called first; WEFT_EINVAL (f NULL, timeout_ms below -1); WEFT_ENOMEM;
@@ -217,8 +220,10 @@ WEFT_EXTERN weft_loop_t *weft_loop_current(void);
  * For embedding the loop in another event loop: an fd that becomes readable
  * when the loop has fd events or posted work (add it to the host loop, and
  * run weft_loop_run(WEFT_RUN_NOWAIT) when it fires), and the time until the
- * next timer is due, in ms (-1: no timer; 0: something is ready now), to use
- * as the host's poll timeout. The fd stays the loop's; never close it.
+ * next timer is due, in ms, rounded up (-1: no timer; 0: something is ready
+ * now), to use as the host's poll timeout. It is exact at any point between
+ * runs, right after weft_loop_run() or weft_loop_run_until() returns
+ * included. The fd stays the loop's; never close it.
  * weft_loop_fd returns the fd, or WEFT_EINVAL for NULL; on a loop with an
  * io_uring, the first call also has the ring's completions wake that fd
  * (which costs a little per completion from then on), and may fail with
