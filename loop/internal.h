@@ -136,6 +136,9 @@ struct weft_loop {
   unsigned readers; /* sockets with a read, accept or receive queued */
   weft_stall_fn stall_fn;
   _Atomic uint64_t callbacks; /* a statistic (see below) */
+  /* in_close: weft_loop_close is running; closing: from the same moment,
+   * new timers, watchers, signal handlers and socket operations are
+   * refused (with WEFT_ESHUTDOWN) */
   bool running, closing, in_close;
   /* the rest */
   const weft__backend_ops_t *ops;
@@ -169,6 +172,7 @@ struct weft_loop {
   unsigned wake_events; /* since the eventfd was last read */
   struct weft_socket *fd_waiters;
   struct sock_slab *sock_slabs; /* socket memory, slabs with room first */
+  struct weft_socket *close_socks; /* freed during close, kept until its end */
   /* stall detector (and stall_fn above) */
   void *stall_arg;
   int64_t stall_threshold;
@@ -211,10 +215,12 @@ static inline void weft__loop_cb_end(weft_loop_t *loop, const char *kind,
   if (__builtin_expect(loop->stall_fn != NULL && t0 != 0, 0))
     weft__loop_stall_check(loop, kind, cb, t0);
 }
-/* Queue a task from any thread (refused once close began). */
+/* Queue a task from any thread: from another thread refused with
+ * WEFT_ESHUTDOWN once close began; on the loop thread always taken (close
+ * runs what its callbacks queue). */
 WEFT__HIDDEN int weft__loop_submit(weft_loop_t *loop, weft_task_t *task);
 
-/* Queue a task on the loop thread (not closing): a plain FIFO. */
+/* Queue a task on the loop thread: a plain FIFO. */
 static inline void weft__loop_push_local(weft_loop_t *loop, weft_task_t *t) {
   t->next = NULL;
   if (loop->local_tail != NULL)
@@ -235,8 +241,7 @@ static inline void weft__loop_settle_unshared(weft_loop_t *loop,
   weft_task_t *h = weft__settle_unshared_take(f, state);
   if (h == NULL)
     return;
-  if (__builtin_expect(weft__watch_on(h, &loop->executor) && !loop->closing,
-                       1)) {
+  if (__builtin_expect(weft__watch_on(h, &loop->executor), 1)) {
     h->run = weft__watch_run;
     weft__loop_push_local(loop, h);
     return;

@@ -14,8 +14,11 @@
  * the producer sees SLEEPING: no lost wake-up.
  *
  * Close. The queue's head is swapped for a CLOSED marker, which refuses
- * every later push; producers still inside post/submit are counted and
- * close waits for them before it frees what they touch. */
+ * every later push from another thread (nothing takes the marker off
+ * again); producers still inside post/submit are counted and close waits
+ * for them before it frees what they touch. On the loop thread, close
+ * keeps taking executor tasks: the continuations of what it cancels are
+ * queued there and close runs them until none is left (close_drain). */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -52,13 +55,8 @@ static void wake_if_sleeping(weft_loop_t *loop) {
   atomic_fetch_add_explicit(&loop->wakeups, 1, memory_order_relaxed);
 }
 
-int weft__loop_submit(weft_loop_t *loop, weft_task_t *task) {
-  if (weft__tl_loop == loop) { /* the loop thread: a plain FIFO */
-    if (loop->closing)
-      return WEFT_ESHUTDOWN;
-    weft__loop_push_local(loop, task);
-    return 0;
-  }
+/* Another thread's push: refused once close took the queue. */
+static int inbox_push(weft_loop_t *loop, weft_task_t *task) {
   atomic_fetch_add_explicit(&loop->producers, 1, memory_order_seq_cst);
   weft_task_t *h = atomic_load_explicit(&loop->inbox, memory_order_relaxed);
   do {
@@ -72,6 +70,17 @@ int weft__loop_submit(weft_loop_t *loop, weft_task_t *task) {
   wake_if_sleeping(loop);
   atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_release);
   return 0;
+}
+
+/* On the loop thread a plain FIFO, taken during close too: a task queued
+ * from a callback close runs (a cancelled operation's continuation) is run
+ * by close before it returns. */
+int weft__loop_submit(weft_loop_t *loop, weft_task_t *task) {
+  if (weft__tl_loop == loop) {
+    weft__loop_push_local(loop, task);
+    return 0;
+  }
+  return inbox_push(loop, task);
 }
 
 /* Take the whole queue, oldest first (per producer: in posting order). */
@@ -112,7 +121,16 @@ int weft_loop_post(weft_loop_t *loop, weft_loop_fn fn, void *arg) {
   n->fn = fn;
   n->arg = arg;
   n->loop = loop;
-  int rc = weft__loop_submit(loop, &n->task);
+  int rc;
+  if (weft__tl_loop == loop) { /* a post from close's callbacks: refused */
+    rc = WEFT_ESHUTDOWN;
+    if (!loop->in_close) {
+      weft__loop_push_local(loop, &n->task);
+      rc = 0;
+    }
+  } else {
+    rc = inbox_push(loop, &n->task);
+  }
   if (rc != 0)
     weft__free(n, sizeof *n);
   return rc;
@@ -237,7 +255,8 @@ int weft_loop_set_stall_hook(weft_loop_t *loop, int64_t threshold_us,
     return WEFT_EINVAL;
   if (!weft__loop_owned(loop))
     return WEFT_EPERM;
-  loop->stall_threshold = threshold_us * 1000;
+  loop->stall_threshold =
+      threshold_us > INT64_MAX / 1000 ? INT64_MAX : threshold_us * 1000;
   loop->stall_arg = arg;
   loop->stall_fn = fn;
   return 0;
@@ -335,27 +354,44 @@ static int check_idle(const weft_loop_t *loop) {
   return 0;
 }
 
+/* Run the loop thread's queue until it stays empty: the continuations of
+ * what close cancels, and what they queue in turn. (Not run_tasks: its
+ * inbox_take would take the marker off the queue, letting other threads
+ * in again.) */
+static void close_drain(weft_loop_t *loop) {
+  while (loop->local_head != NULL)
+    run_local(loop);
+}
+
 int weft_loop_close(weft_loop_t *loop) {
   int rc = check_idle(loop);
   if (rc != 0)
     return rc;
   loop->in_close = true;
-  loop->closing = true; /* loop-thread submits are refused from here */
-  /* What other threads posted runs (posted functions with ECANCELED,
-   * continuations normally, so their futures settle); nothing more gets in. */
+  loop->closing = true; /* new timers, watchers and operations are refused */
+  /* What other threads queued runs (posted functions with ECANCELED,
+   * continuations normally, so their futures settle); the marker refuses
+   * the rest from now on. Then the loop thread's own queue; then each kind
+   * of source is cancelled in turn, and the continuations of what that
+   * settled run before the next: no future of the loop's waits forever,
+   * no continuation is lost. */
   weft_task_t *list = inbox_take(loop, true);
   while (list != NULL) {
     weft_task_t *next = list->next;
     run_one(loop, list);
     list = next;
   }
-  run_tasks(loop); /* loop-thread submissions made before close */
+  close_drain(loop);
   weft__timers_close(loop);
-  weft__io_close(loop);
+  close_drain(loop);
+  weft__io_close(loop); /* and every socket, with its operations */
+  close_drain(loop);
   weft__signal_close(loop);
-  run_tasks(loop);
-  if (loop->backend.ring != NULL) /* recvs of closed sockets, to report */
+  close_drain(loop);
+  if (loop->backend.ring != NULL) { /* recvs of closed sockets, to report */
     weft__ring_drain(&loop->backend);
+    close_drain(loop);
+  }
   weft__net_close(loop);
   wait_producers(loop);
   loop->ops->remove(&loop->backend, loop->wake_fd);
@@ -446,8 +482,9 @@ static bool cpu_shared(weft_loop_t *loop) {
 /* What a spin met. */
 enum { SPUN_NOTHING = 0, SPUN_POST, SPUN_EVENTS };
 
-/* Spin until a post or a stop arrives, or (when `io`, the loop watching
- * fds) the backend has events, or `end` passes. The backend is asked
+/* Spin until a post or a stop arrives, or `until` (run_until's future, or
+ * NULL) settles, or (when `io`, the loop watching fds) the backend has
+ * events, or `end` passes. The backend is asked
  * between rounds of SPIN_CHECKS reads of the queue: a poll that does not
  * wait is a system call but no sleep, and a post still gets through in
  * well under a microsecond. On SPUN_EVENTS *n is the poll's result (the
@@ -456,7 +493,8 @@ enum { SPUN_NOTHING = 0, SPUN_POST, SPUN_EVENTS };
  * took its events one or two at a time (at 100 connections, 0.25
  * epoll_wait calls per round trip against 0.02), the round lets a batch
  * gather. */
-static int spin_for_work(weft_loop_t *loop, int64_t end, bool io, int *n) {
+static int spin_for_work(weft_loop_t *loop, int64_t end, bool io, int *n,
+                         weft_future_t *until) {
   for (;;) {
     for (int k = 0; k < SPIN_CHECKS; k++) {
       if (atomic_load_explicit(&loop->inbox, memory_order_relaxed) != NULL ||
@@ -464,6 +502,9 @@ static int spin_for_work(weft_loop_t *loop, int64_t end, bool io, int *n) {
         return SPUN_POST;
       cpu_relax();
     }
+    /* run_until's future, settled on another thread, posts nothing */
+    if (until != NULL && weft_future_state(until) != WEFT_PENDING)
+      return SPUN_POST;
     if (io && (*n = loop->ops->poll(&loop->backend, 0, loop->events)) != 0)
       return SPUN_EVENTS;
     if (weft_now_ns() >= end || !cpu_to_spare(loop))
@@ -509,9 +550,6 @@ static int64_t ns_until(int64_t due) {
   int64_t d = due - weft_now_ns();
   return d > 0 ? d : 0;
 }
-
-/* Milliseconds until `due` (rounded up, so a poll never wakes early). */
-static int ms_until(int64_t due) { return weft__ns_to_ms_up(ns_until(due)); }
 
 /* With many ready fds each one's state is cold. While event i runs, start
  * loading the watcher of event i + 4 and, through the watcher of event
@@ -589,7 +627,7 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
       int64_t spin = timeout > 0 && timeout < loop->spin_ns ? timeout
                                                              : loop->spin_ns;
       weft__loop_count(&loop->spins);
-      int met = spin_for_work(loop, idle + spin, io, &n);
+      int met = spin_for_work(loop, idle + spin, io, &n, until);
       if (io) { /* a spin that polled fds: one more system call */
         if (cpu_shared(loop)) {
           /* keep quiet, longer each time in a row (up to 256 waits), and
@@ -622,6 +660,11 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
       if (atomic_load_explicit(&loop->inbox, memory_order_seq_cst) != NULL ||
           atomic_load_explicit(&loop->stop, memory_order_seq_cst))
         timeout = 0;
+      if (until != NULL) { /* settled elsewhere (see until_wake) */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (weft_future_state(until) != WEFT_PENDING)
+          timeout = 0;
+      }
       weft__loop_count(&loop->polls);
     }
     n = loop->ops->poll(&loop->backend, timeout, loop->events);
@@ -696,10 +739,65 @@ int weft_loop_run(weft_loop_t *loop, weft_run_mode_t mode) {
   return rc;
 }
 
+/* run_until's waker, a continuation of f on the inline executor: it runs
+ * where f settles. On the loop thread it has nothing to do (the loop looks
+ * at f after every callback and before it sleeps); on another it wakes the
+ * loop if it sleeps. It queues no task, so none of run_until's own is left
+ * behind when it returns (weft_loop_timeout_ms would say 0 for it). The
+ * waker may run after run_until returned (f settled late): it touches the
+ * loop only while run_until has not retired it (state), and the state
+ * lives until both let go of it (refs). */
+enum { UNTIL_IDLE = 0, UNTIL_WAKING, UNTIL_RETIRED };
+typedef struct until_waker {
+  weft_loop_t *loop;
+  _Atomic uint32_t state, refs;
+} until_waker_t;
+
+static void until_unref(void *arg) {
+  until_waker_t *w = arg;
+  if (atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1)
+    weft__free(w, sizeof *w);
+}
+
 static weft_result_t until_wake(void *arg, weft_future_t *src) {
-  (void)arg;
   (void)src;
-  return weft_ok_int(0); /* running on the loop is the point: it wakes us */
+  until_waker_t *w = arg;
+  uint32_t idle = UNTIL_IDLE;
+  if (!weft__loop_owned(w->loop) &&
+      atomic_compare_exchange_strong_explicit(&w->state, &idle, UNTIL_WAKING,
+                                              memory_order_acq_rel,
+                                              memory_order_acquire)) {
+    /* f's settle before the look at the loop's wake word; the loop stores
+     * SLEEPING before it looks at f (iterate): one of the two sees the
+     * other */
+    atomic_thread_fence(memory_order_seq_cst);
+    wake_if_sleeping(w->loop);
+    atomic_store_explicit(&w->state, UNTIL_IDLE, memory_order_release);
+  }
+  until_unref(w);
+  return weft_ok_int(0);
+}
+
+/* From now on the waker leaves the loop alone (waits out one in flight). */
+static void until_retire(until_waker_t *w) {
+  uint32_t idle = UNTIL_IDLE;
+  while (!atomic_compare_exchange_weak_explicit(&w->state, &idle,
+                                                UNTIL_RETIRED,
+                                                memory_order_acq_rel,
+                                                memory_order_relaxed)) {
+    idle = UNTIL_IDLE;
+    sched_yield(); /* another thread is inside wake_if_sleeping: short */
+  }
+  until_unref(w);
+}
+
+/* The absolute deadline timeout_ms (>= 0) from now, or -1 (none) where it
+ * lies beyond what the clock counts (some 292 years of uptime). */
+static int64_t deadline_after_ms(int64_t timeout_ms) {
+  int64_t now = weft_now_ns();
+  if (timeout_ms > (INT64_MAX - now) / 1000000)
+    return -1;
+  return now + timeout_ms * 1000000;
 }
 
 int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
@@ -713,14 +811,23 @@ int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
     leave_run(loop);
     return 0;
   }
+  until_waker_t *w = weft__malloc(sizeof *w);
+  if (w == NULL) {
+    leave_run(loop);
+    return WEFT_ENOMEM;
+  }
+  w->loop = loop;
+  atomic_init(&w->state, UNTIL_IDLE);
+  atomic_init(&w->refs, 2); /* ours and the waker's */
   weft_future_t *d;
-  rc = weft_future_then(f, &loop->executor, until_wake, NULL, &d);
+  rc = weft_future_then_dtor(f, weft_executor_inline(), until_wake, w,
+                             until_unref, &d);
   if (rc != 0) {
+    weft__free(w, sizeof *w);
     leave_run(loop);
     return rc;
   }
-  int64_t deadline =
-      timeout_ms < 0 ? -1 : weft_now_ns() + timeout_ms * (int64_t)1000000;
+  int64_t deadline = timeout_ms < 0 ? -1 : deadline_after_ms(timeout_ms);
   while (weft_future_state(f) == WEFT_PENDING) {
     if (atomic_exchange_explicit(&loop->stop, false, memory_order_acq_rel)) {
       rc = WEFT_EINTR;
@@ -734,9 +841,10 @@ int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
     if (rc != 0)
       break;
   }
-  leave_run(loop);
+  until_retire(w);
   weft_future_cancel(d); /* f stays the caller's: only our waker goes */
   weft_future_release(d);
+  leave_run(loop);
   return rc;
 }
 
@@ -781,7 +889,10 @@ int64_t weft_loop_timeout_ms(weft_loop_t *loop) {
   if (loop->backend.ring != NULL && weft__ring_queued(&loop->backend))
     return 0;
   int64_t due = weft__timers_next(loop);
-  return due < 0 ? -1 : ms_until(due);
+  if (due < 0)
+    return -1;
+  int64_t ns = ns_until(due); /* in ms, rounded up: never early */
+  return ns / 1000000 + (ns % 1000000 != 0);
 }
 
 int64_t weft_loop_now_ns(const weft_loop_t *loop) {

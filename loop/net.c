@@ -351,6 +351,11 @@ static void op_free_mem(net_op_t *op) {
 
 /* At loop close, after every socket was closed and freed. */
 void weft__net_close(weft_loop_t *loop) {
+  while (loop->close_socks != NULL) {
+    weft_socket_t *s = loop->close_socks;
+    loop->close_socks = s->waiter_next;
+    sock_dealloc(loop, s);
+  }
   while (loop->op_free != NULL) {
     net_op_t *op = loop->op_free;
     loop->op_free = op->next;
@@ -404,7 +409,16 @@ static void sock_free(weft_socket_t *s) {
     close(s->spare_fds[i]);
   if (s->spare_fds != NULL)
     weft__free(s->spare_fds, s->spare_cap * sizeof(int));
-  sock_dealloc(s->loop, s);
+  s->spill = NULL;
+  s->spare_fds = NULL;
+  s->nspare = 0;
+  weft_loop_t *loop = s->loop;
+  if (loop->in_close) { /* the continuations close runs may still name it */
+    s->waiter_next = loop->close_socks; /* (closed: no other list has it) */
+    loop->close_socks = s;
+    return;
+  }
+  sock_dealloc(loop, s);
 }
 
 static inline void sock_hold(weft_socket_t *s) { s->busy++; }

@@ -1637,6 +1637,107 @@ static void test_bad_input(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
+/* ==== loop close with operations pending: each continuation runs once ==== */
+
+static struct {
+  int read, read_inline, write, accept, dtor, bad;
+  int close_rc, read_again;
+} pc;
+
+typedef struct pc_conn { /* a server's per-connection state */
+  weft_socket_t *s;
+  char buf[16];
+} pc_conn_t;
+
+static void pc_check(weft_future_t *f) {
+  if (weft_future_state(f) != WEFT_CANCELLED ||
+      weft_future_error(f) != WEFT_ECANCELED)
+    pc.bad++;
+}
+/* The read's continuation cleans up as a server does: closes the socket
+ * (the loop closed it already: it stays valid until close returns) and
+ * frees the connection. */
+static weft_result_t pc_read_done(void *arg, weft_future_t *f) {
+  pc_conn_t *c = arg;
+  pc.read++;
+  pc_check(f);
+  weft_future_t *r = NULL;
+  pc.read_again = weft_read(c->s, c->buf, sizeof c->buf, &r);
+  pc.close_rc = weft_socket_close(c->s);
+  free(c);
+  return weft_ok_int(0);
+}
+static weft_result_t pc_read_inline(void *arg, weft_future_t *f) {
+  (void)arg;
+  pc.read_inline++;
+  pc_check(f);
+  return weft_ok_int(0);
+}
+static weft_result_t pc_write_done(void *arg, weft_future_t *f) {
+  free(arg);
+  pc.write++;
+  pc_check(f);
+  return weft_ok_int(0);
+}
+static void pc_accept_done(void *arg, weft_future_t *f) {
+  free(arg);
+  pc.accept++;
+  pc_check(f);
+}
+static void pc_dtor(void *arg) {
+  free(arg);
+  pc.dtor++;
+}
+
+static void test_close_runs_op_continuations(void) {
+  memset(&pc, 0, sizeof pc);
+  tu_alloc_install(0);
+  weft_loop_t *loop = new_loop();
+  weft_executor_t *lx = weft_loop_executor(loop);
+  weft_socket_t *ls;
+  int peer;
+  weft_socket_t *s = raw_pair(loop, &ls, &peer);
+  pc_conn_t *c = malloc(sizeof *c);
+  REQUIRE_EQ(c != NULL, 1);
+  c->s = s;
+  weft_future_t *r, *rd, *ri, *w, *wd, *a;
+  REQUIRE_EQ(weft_read(s, c->buf, sizeof c->buf, &r), 0);
+  REQUIRE_EQ(weft_future_then(r, lx, pc_read_done, c, &rd), 0);
+  REQUIRE_EQ(weft_future_then(r, weft_executor_inline(), pc_read_inline,
+                              NULL, &ri), 0);
+  size_t big = 32u << 20; /* far more than the kernel buffers hold */
+  char *data = calloc(1, big);
+  REQUIRE_EQ(data != NULL, 1);
+  REQUIRE_EQ(weft_write(s, data, big, &w), 0);
+  REQUIRE_EQ(weft_future_then(w, lx, pc_write_done, malloc(8), &wd), 0);
+  REQUIRE_EQ(weft_accept(ls, &a), 0);
+  REQUIRE_EQ(weft_future_watch(a, lx, pc_accept_done, malloc(8), pc_dtor), 0);
+  EXPECT_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0); /* into the kernel */
+  EXPECT_EQ(weft_future_state(r), WEFT_PENDING);
+  EXPECT_EQ(weft_future_state(w), WEFT_PENDING);
+  EXPECT_EQ(pc.accept, 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+  EXPECT_EQ(pc.read, 1);
+  EXPECT_EQ(pc.read_inline, 1);
+  EXPECT_EQ(pc.write, 1);
+  EXPECT_EQ(pc.accept, 1);
+  EXPECT_EQ(pc.dtor, 0); /* the watch ran: its arg was its own */
+  EXPECT_EQ(pc.bad, 0);
+  EXPECT_EQ(pc.close_rc, 0);
+  EXPECT_ERR(pc.read_again, WEFT_ESHUTDOWN);
+  EXPECT_EQ(weft_future_state(rd), WEFT_FULFILLED); /* ran, not rejected */
+  EXPECT_EQ(weft_future_state(wd), WEFT_FULFILLED);
+  weft_future_release(r);
+  weft_future_release(rd);
+  weft_future_release(ri);
+  weft_future_release(w);
+  weft_future_release(wd);
+  free(data);
+  close(peer);
+  EXPECT_EQ(tu_alloc_live(), 0); /* nothing leaked */
+  tu_alloc_restore();
+}
+
 static const test_case_t cases[] = {
     {"echo 16 MiB in random-sized writes", test_echo_16mib},
     {"1,000 concurrent connections", test_thousand_connections},
@@ -1661,6 +1762,8 @@ static const test_case_t cases[] = {
     {"close sockets while reads wait", test_close_with_reads_waiting},
     {"a closed socket's fd reused at once", test_close_then_fd_reuse},
     {"bad input", test_bad_input},
+    {"loop close runs pending operations' continuations",
+     test_close_runs_op_continuations},
     {NULL, NULL}};
 
 const test_suite_t suite_net = {"net", cases};

@@ -1100,6 +1100,315 @@ static void test_bad_input(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
+/* ==== close, run_until and timeout_ms ==== */
+
+/* ---- close runs the continuations of what it cancels ---- */
+static struct {
+  weft_loop_t *loop;
+  int sleep_then, sleep_watch, sig_then, timeout_then, chained, dtor, bad;
+  int sleep_rc, post_rc;
+} cc;
+
+static weft_result_t cc_cancelled(void *arg, weft_future_t *src) {
+  (*(int *)arg)++;
+  if (weft_future_error(src) != WEFT_ECANCELED)
+    cc.bad++;
+  return weft_ok_int(1);
+}
+static weft_result_t cc_settled(void *arg, weft_future_t *src) {
+  (*(int *)arg)++; /* a timeout of a cancelled sleep: settled, any error */
+  if (weft_future_state(src) == WEFT_PENDING || weft_future_error(src) == 0)
+    cc.bad++;
+  return weft_ok_int(1);
+}
+static weft_result_t cc_chain(void *arg, weft_future_t *src) {
+  (void)arg;
+  (void)src;
+  cc.chained++;
+  return weft_ok_int(0);
+}
+static void cc_watch(void *arg, weft_future_t *src) {
+  free(arg); /* the operation's own state, freed by its continuation */
+  cc.sleep_watch++;
+  if (weft_future_error(src) != WEFT_ECANCELED)
+    cc.bad++;
+  weft_future_t *f = NULL;
+  cc.sleep_rc = weft_loop_sleep(cc.loop, 1, &f); /* refused during close */
+  cc.post_rc = weft_loop_post(cc.loop, quick, NULL); /* refused too */
+  weft_future_t *d;
+  /* a continuation queued on the loop during close runs before it returns */
+  if (weft_future_then(src, weft_loop_executor(cc.loop), cc_chain, NULL,
+                       &d) == 0)
+    weft_future_release(d);
+}
+static void cc_dtor(void *arg) {
+  free(arg);
+  cc.dtor++;
+}
+
+static void test_close_runs_continuations(void) {
+  memset(&cc, 0, sizeof cc);
+  tu_alloc_install(0);
+  weft_loop_t *loop = cc.loop = new_loop();
+  weft_executor_t *lx = weft_loop_executor(loop);
+  weft_future_t *s1, *s2, *sg, *pf, *t, *d1, *d3, *d4;
+  weft_promise_t *p;
+  REQUIRE_EQ(weft_loop_sleep(loop, 100000, &s1), 0);
+  REQUIRE_EQ(weft_future_then(s1, lx, cc_cancelled, &cc.sleep_then, &d1), 0);
+  REQUIRE_EQ(weft_loop_sleep(loop, 100000, &s2), 0);
+  REQUIRE_EQ(weft_future_watch(s2, lx, cc_watch, malloc(32), cc_dtor), 0);
+  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR2, &sg), 0);
+  REQUIRE_EQ(weft_future_then(sg, lx, cc_cancelled, &cc.sig_then, &d3), 0);
+  REQUIRE_EQ(weft_promise_create(&p, &pf), 0);
+  REQUIRE_EQ(weft_loop_timeout(loop, pf, 100000, &t), 0);
+  REQUIRE_EQ(weft_future_then(t, lx, cc_settled, &cc.timeout_then, &d4), 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+  /* each continuation ran once, on the loop, before close returned */
+  EXPECT_EQ(cc.sleep_then, 1);
+  EXPECT_EQ(cc.sleep_watch, 1);
+  EXPECT_EQ(cc.sig_then, 1);
+  EXPECT_EQ(cc.timeout_then, 1);
+  EXPECT_EQ(cc.chained, 1);
+  EXPECT_EQ(cc.dtor, 0); /* the watch ran: its arg was its own */
+  EXPECT_EQ(cc.bad, 0);
+  EXPECT_ERR(cc.sleep_rc, WEFT_ESHUTDOWN);
+  EXPECT_ERR(cc.post_rc, WEFT_ESHUTDOWN);
+  EXPECT_EQ(weft_future_state(d1), WEFT_FULFILLED); /* not rejected */
+  EXPECT_EQ(weft_future_state(d3), WEFT_FULFILLED);
+  EXPECT_EQ(weft_future_state(d4), WEFT_FULFILLED);
+  weft_future_t *all[] = {s1, d1, sg, d3, pf, t, d4};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+    weft_future_release(all[i]);
+  weft_promise_release(p);
+  EXPECT_EQ(tu_alloc_live(), 0); /* nothing leaked */
+  tu_alloc_restore();
+}
+
+/* ---- posts from other threads while a close-time callback runs ---- */
+enum { CP_THREADS = 4, CP_BEFORE = 1000, CP_LATE = 2000 };
+static struct {
+  weft_loop_t *loop;
+  _Atomic int in_cb; /* the close-time callback has begun */
+  _Atomic long accepted, late_accepted, refused, other, ran;
+  _Atomic long late_ran; /* ran when the callback began */
+  _Atomic long finished, then_ran;
+  int then_state, then_err;
+} cp;
+
+static void cp_post(weft_loop_t *loop, void *arg, int status) {
+  (void)loop;
+  (void)arg;
+  (void)status;
+  atomic_fetch_add(&cp.ran, 1);
+}
+static weft_result_t cp_then(void *arg, weft_future_t *src) {
+  (void)arg;
+  (void)src;
+  atomic_fetch_add(&cp.then_ran, 1);
+  return weft_ok_int(0);
+}
+
+static void *cp_poster(void *arg) {
+  long before = 0, late = 0;
+  for (;;) {
+    int is_late = atomic_load(&cp.in_cb);
+    if (!is_late && before >= CP_BEFORE) {
+      sched_yield(); /* enough queued before close: wait for it */
+      continue;
+    }
+    int rc = weft_loop_post(cp.loop, cp_post, NULL);
+    if (rc == 0) {
+      atomic_fetch_add(&cp.accepted, 1);
+      if (is_late)
+        atomic_fetch_add(&cp.late_accepted, 1);
+    } else if (rc == WEFT_ESHUTDOWN) {
+      atomic_fetch_add(&cp.refused, 1);
+    } else {
+      atomic_fetch_add(&cp.other, 1);
+    }
+    if (is_late ? ++late >= CP_LATE : (++before, 0))
+      break;
+  }
+  if (arg != NULL) { /* one thread: a then on the loop's executor */
+    weft_promise_t *p;
+    weft_future_t *f, *d;
+    REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+    REQUIRE_EQ(weft_future_then(f, weft_loop_executor(cp.loop), cp_then,
+                                NULL, &d), 0);
+    weft_promise_fulfil_int(p, 1); /* the loop refuses its task */
+    cp.then_state = weft_future_state(d);
+    cp.then_err = weft_future_error(d);
+    weft_future_release(d);
+    weft_future_release(f);
+    weft_promise_release(p);
+  }
+  atomic_fetch_add(&cp.finished, 1);
+  return NULL;
+}
+
+/* Close-time callback: holds close open until every poster is done. */
+static void cp_hold(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  (void)arg;
+  if (status != WEFT_ECANCELED)
+    return;
+  atomic_store(&cp.late_ran, atomic_load(&cp.ran));
+  atomic_store(&cp.in_cb, 1);
+  tu_spin_until(&cp.finished, CP_THREADS); /* each stops after CP_LATE */
+}
+
+static void test_close_refuses_other_threads(void) {
+  memset(&cp, 0, sizeof cp);
+  weft_loop_t *loop = cp.loop = new_loop();
+  weft_timer_t hold;
+  REQUIRE_EQ(weft_timer_init(loop, &hold, cp_hold, NULL), 0);
+  REQUIRE_EQ(weft_timer_start(&hold, 100000, 0), 0);
+  pthread_t th[CP_THREADS];
+  for (int i = 0; i < CP_THREADS; i++)
+    REQUIRE_EQ(pthread_create(&th[i], NULL, cp_poster, i == 0 ? &cp : NULL),
+               0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+  for (int i = 0; i < CP_THREADS; i++)
+    pthread_join(th[i], NULL);
+  /* after close began (the callback ran), nothing was accepted */
+  long late_accepted = atomic_load(&cp.late_accepted);
+  long refused = atomic_load(&cp.refused), other = atomic_load(&cp.other);
+  long accepted = atomic_load(&cp.accepted), ran = atomic_load(&cp.ran);
+  long ran_before_cb = atomic_load(&cp.late_ran);
+  long then_ran = atomic_load(&cp.then_ran);
+  EXPECT_EQ(late_accepted, 0);
+  EXPECT_TRUE(refused >= (long)CP_THREADS * CP_LATE);
+  EXPECT_EQ(other, 0);
+  /* what was accepted ran once, all of it before the callback */
+  EXPECT_EQ(ran, accepted);
+  EXPECT_EQ(ran_before_cb, accepted);
+  EXPECT_EQ(then_ran, 0);
+  EXPECT_EQ(cp.then_state, WEFT_REJECTED);
+  EXPECT_ERR(cp.then_err, WEFT_ESHUTDOWN);
+}
+
+/* ---- run_until with timeouts up to INT64_MAX ms ---- */
+static void fulfil_due(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  if (status == 0)
+    weft_promise_fulfil_int(arg, 7);
+}
+static void count_stall(weft_loop_t *loop, const weft_stall_t *s, void *arg) {
+  (void)loop;
+  (void)s;
+  (*(int *)arg)++;
+}
+
+static void test_run_until_long_timeouts(void) {
+  weft_loop_t *loop = new_loop();
+  const int64_t ms[] = {INT64_MAX, INT64_MAX / 1000000,
+                        INT64_MAX / 1000000 + 1, (int64_t)1 << 50,
+                        (int64_t)1000000000};
+  for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+    weft_promise_t *p;
+    weft_future_t *f;
+    REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+    weft_timer_t t;
+    REQUIRE_EQ(weft_timer_init(loop, &t, fulfil_due, p), 0);
+    REQUIRE_EQ(weft_timer_start(&t, 1, 0), 0);
+    EXPECT_EQ(weft_loop_run_until(loop, f, ms[i]), 0); /* waits, settles */
+    EXPECT_EQ(weft_future_state(f), WEFT_FULFILLED);
+    weft_timer_stop(&t);
+    weft_future_release(f);
+    weft_promise_release(p);
+  }
+  /* a stall threshold that large reports nothing */
+  int stalls = 0, ran = 0;
+  REQUIRE_EQ(weft_loop_set_stall_hook(loop, INT64_MAX, count_stall, &stalls),
+             0);
+  REQUIRE_EQ(weft_loop_post(loop, quick, &ran), 0);
+  EXPECT_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+  EXPECT_EQ(ran, 1);
+  EXPECT_EQ(stalls, 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+/* ---- weft_loop_timeout_ms right after run_until returns ---- */
+static void tick_nop(weft_timer_t *t, int status, void *arg) {
+  (void)t, (void)status, (void)arg;
+}
+
+enum { TM_ROUNDS = 200 };
+/* how much of a 60 s timer a slow machine may have used up by the check */
+enum { TM_SLACK_MS = 5000 };
+static struct {
+  weft_promise_t *p[TM_ROUNDS];
+  tu_rounds_t r;
+} tm;
+
+static void *tm_fulfiller(void *arg) {
+  (void)arg;
+  for (long i = 0; i < TM_ROUNDS; i++) {
+    tu_meet(&tm.r, i + 1, 1);
+    weft_promise_fulfil_int(tm.p[i], 1);
+  }
+  return NULL;
+}
+
+static void test_timeout_ms_after_run_until(void) {
+  weft_loop_t *loop = new_loop();
+  /* f settled by a timer's callback, on the loop thread */
+  for (int round = 0; round < 3; round++) {
+    weft_promise_t *p;
+    weft_future_t *f;
+    REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+    weft_timer_t t;
+    REQUIRE_EQ(weft_timer_init(loop, &t, fulfil_due, p), 0);
+    REQUIRE_EQ(weft_timer_start(&t, 1, 0), 0);
+    EXPECT_EQ(weft_loop_run_until(loop, f, BOUND_MS), 0);
+    EXPECT_EQ(weft_loop_timeout_ms(loop), -1); /* nothing pending */
+    weft_future_release(f);
+    weft_promise_release(p);
+  }
+  /* a timer pending: its due time */
+  weft_timer_t far;
+  REQUIRE_EQ(weft_timer_init(loop, &far, tick_nop, NULL), 0);
+  REQUIRE_EQ(weft_timer_start(&far, 60000, 0), 0);
+  {
+    weft_promise_t *p;
+    weft_future_t *f;
+    REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+    weft_timer_t t;
+    REQUIRE_EQ(weft_timer_init(loop, &t, fulfil_due, p), 0);
+    REQUIRE_EQ(weft_timer_start(&t, 1, 0), 0);
+    EXPECT_EQ(weft_loop_run_until(loop, f, BOUND_MS), 0);
+    int64_t ms = weft_loop_timeout_ms(loop);
+    EXPECT_TRUE(ms > 60000 - TM_SLACK_MS && ms <= 60000);
+    weft_future_release(f);
+    weft_promise_release(p);
+  }
+  weft_timer_stop(&far);
+  /* f settled on another thread, before or while the loop sleeps: the
+   * loop wakes, and leaves nothing of its own behind */
+  weft_future_t *f[TM_ROUNDS];
+  memset(&tm.r, 0, sizeof tm.r);
+  for (int i = 0; i < TM_ROUNDS; i++)
+    REQUIRE_EQ(weft_promise_create(&tm.p[i], &f[i]), 0);
+  pthread_t th;
+  REQUIRE_EQ(pthread_create(&th, NULL, tm_fulfiller, NULL), 0);
+  int bad = 0, late = 0;
+  for (long i = 0; i < TM_ROUNDS; i++) {
+    tu_meet(&tm.r, i + 1, 0);
+    if (weft_loop_run_until(loop, f[i], BOUND_MS) != 0)
+      late++;
+    if (weft_loop_timeout_ms(loop) != -1)
+      bad++;
+  }
+  pthread_join(th, NULL);
+  EXPECT_EQ(late, 0);
+  EXPECT_EQ(bad, 0);
+  for (int i = 0; i < TM_ROUNDS; i++) {
+    weft_future_release(f[i]);
+    weft_promise_release(tm.p[i]);
+  }
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 static const test_case_t cases[] = {
     {"post from 4 threads, 100k each: once, in order, batched wake-ups",
      test_post_many_threads},
@@ -1125,5 +1434,13 @@ static const test_case_t cases[] = {
     {"adaptive spin", test_adaptive_spin},
     {"adaptive spin keeps quiet near a pool", test_spin_quiet_near_pool},
     {"bad input", test_bad_input},
+    {"close runs the continuations of what it cancels",
+     test_close_runs_continuations},
+    {"close refuses other threads' posts and continuations",
+     test_close_refuses_other_threads},
+    {"run_until with timeouts up to INT64_MAX ms",
+     test_run_until_long_timeouts},
+    {"timeout_ms right after run_until returns",
+     test_timeout_ms_after_run_until},
     {NULL, NULL}};
 const test_suite_t suite_reactor = {"reactor", cases};

@@ -33,7 +33,9 @@ WEFT_BEGIN_DECLS
  * Callbacks receive a status: 0 normally, WEFT_ECANCELED once when the loop
  * closes with them still pending (timers, watchers, signal handlers, posted
  * functions): every callback that was armed runs exactly once more with the
- * error, so its owner can free what it holds.
+ * error, so its owner can free what it holds. Likewise every operation
+ * pending at close (a sleep, a socket read...) is cancelled, and its
+ * continuations run once, seeing WEFT_ECANCELED, before close returns.
  *
  * Handles (weft_timer_t, weft_io_t, weft_signal_t) are embedded in the
  * user's own structures (no allocation to start or stop one); their fields
@@ -108,16 +110,36 @@ WEFT_EXTERN int weft_loop_create(const weft_loop_options_t *opts,
                                  weft_loop_t **out);
 
 /**
- * Close the loop and free it. Everything still pending is finished with
- * WEFT_ECANCELED: active timers, watchers and signal handlers have their
- * callback run once with it; sleep/signal futures settle as cancelled;
- * functions posted but not yet run are run with it; executor tasks (the
- * continuations of futures sent to the loop) still queued are run, so no
- * future waits forever. Submits arriving after close began are refused
- * with WEFT_ESHUTDOWN. Closes the fds the loop owns (epoll, eventfd,
- * signalfd, io_uring), never the user's. The loop pointer is invalid afterwards:
- * other threads must have stopped using it (settle or cancel what they
- * send to the loop before closing it).
+ * Close the loop and free it. Everything still pending is finished, and
+ * what depends on it runs once, before close returns:
+ * - functions other threads posted that have not run yet are run with
+ *   WEFT_ECANCELED; executor tasks other threads queued (continuations of
+ *   futures settled there) run as usual;
+ * - active timers, watchers and signal handlers have their callback run
+ *   once with WEFT_ECANCELED;
+ * - every pending operation of the loop is cancelled: sleeps, timeouts,
+ *   signal futures, and each socket's reads, writes, accepts, connects and
+ *   shutdowns. Its future settles as cancelled (WEFT_ECANCELED) and its
+ *   continuations run exactly once, seeing it cancelled: those on this
+ *   loop's executor (weft_future_then, weft_future_watch) run on this
+ *   thread before close returns, inline ones at once, those on other
+ *   executors are submitted to them. So a continuation that frees
+ *   per-operation state frees it on close too;
+ * - every socket of the loop is closed. Its handle stays valid until close
+ *   returns, so a continuation may still name it: weft_socket_close()
+ *   returns 0 and new operations on it fail with WEFT_ESHUTDOWN.
+ * While close runs, on the loop thread (from the callbacks and
+ * continuations it runs): new timers, watchers, signal handlers, sleeps,
+ * timeouts and socket operations are refused with WEFT_ESHUTDOWN, and so
+ * are posts; a task sent to the loop's executor (a then on an
+ * already-settled future, say) is taken and run before close returns.
+ * From any other thread, every post and submit after close began is
+ * refused with WEFT_ESHUTDOWN: a then on the loop's executor whose source
+ * settles there is rejected with it, its function never runs. Closes the
+ * fds the loop owns (epoll, eventfd, signalfd, io_uring), never the
+ * user's. The loop pointer is invalid afterwards: other threads must have
+ * stopped using it (settle or cancel what they send to the loop, and shut
+ * down the pools whose results come back to it, before closing it).
  * Returns 0; WEFT_EINVAL for NULL; WEFT_EPERM off the loop thread;
  * WEFT_EBUSY when called from inside one of the loop's callbacks.
  * Thread: the loop thread.
@@ -139,9 +161,14 @@ WEFT_EXTERN int weft_loop_run(weft_loop_t *loop, weft_run_mode_t mode);
 /**
  * Run the loop until `f` settles, then return. The caller keeps its handle
  * on f; read the result with the future accessors.
+ * Any timeout_ms up to INT64_MAX means waiting that long (-1: no limit).
+ * When it returns, nothing of its own is left queued on the loop:
+ * weft_loop_timeout_ms() tells the time to the next timer (-1: none), as
+ * for an idle loop.
  * Returns 0 once f has settled (whatever the outcome); WEFT_ETIMEDOUT when
  * `timeout_ms` (-1: none) passes first; WEFT_EINTR when weft_loop_stop() was
- * called first; WEFT_ENOMEM; and the errors of weft_loop_run().
+ * called first; WEFT_EINVAL (f NULL, timeout_ms below -1); WEFT_ENOMEM;
+ * and the errors of weft_loop_run().
  * Thread: the loop thread.
  */
 WEFT_EXTERN int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
@@ -165,7 +192,8 @@ typedef void (*weft_loop_fn)(weft_loop_t *loop, void *arg, int status);
  * one thread run in the order they were posted. `arg` stays the caller's;
  * fn is its last user when it runs.
  * Errors: WEFT_EINVAL (NULL loop or fn), WEFT_ENOMEM, WEFT_ESHUTDOWN (the
- * loop is closing: fn will not run).
+ * loop's close has begun, on any thread, its own callbacks included: fn
+ * will not run).
  * Thread: any thread.
  */
 WEFT_EXTERN int weft_loop_post(weft_loop_t *loop, weft_loop_fn fn,
@@ -173,8 +201,11 @@ WEFT_EXTERN int weft_loop_post(weft_loop_t *loop, weft_loop_fn fn,
 
 /**
  * The loop's executor, for weft_future_then() and weft_executor_submit():
- * tasks run on the loop thread, one producer's in its order. Borrowed:
- * valid until the loop is closed. NULL when loop is NULL.
+ * tasks run on the loop thread, one producer's in its order. Once close
+ * began, a submit from another thread is refused with WEFT_ESHUTDOWN; one
+ * from the loop thread (during close: from a callback or continuation
+ * close runs) is run before close returns. Borrowed: valid until the loop
+ * is closed. NULL when loop is NULL.
  * Thread: any thread.
  */
 WEFT_EXTERN weft_executor_t *weft_loop_executor(weft_loop_t *loop);
@@ -189,8 +220,10 @@ WEFT_EXTERN weft_loop_t *weft_loop_current(void);
  * For embedding the loop in another event loop: an fd that becomes readable
  * when the loop has fd events or posted work (add it to the host loop, and
  * run weft_loop_run(WEFT_RUN_NOWAIT) when it fires), and the time until the
- * next timer is due, in ms (-1: no timer; 0: something is ready now), to use
- * as the host's poll timeout. The fd stays the loop's; never close it.
+ * next timer is due, in ms, rounded up (-1: no timer; 0: something is ready
+ * now), to use as the host's poll timeout. It is exact at any point between
+ * runs, right after weft_loop_run() or weft_loop_run_until() returns
+ * included. The fd stays the loop's; never close it.
  * weft_loop_fd returns the fd, or WEFT_EINVAL for NULL; on a loop with an
  * io_uring, the first call also has the ring's completions wake that fd
  * (which costs a little per completion from then on), and may fail with

@@ -58,8 +58,9 @@ WEFT_BEGIN_DECLS
  * its pending operations). A socket from weft_accept() or weft_connect()
  * belongs to the caller from the moment the future is fulfilled (read it
  * with weft_future_value()). weft_loop_close() closes every socket of the
- * loop that is still open, cancelling its operations; socket pointers are
- * invalid afterwards.
+ * loop that is still open, cancelling its operations (their continuations
+ * run before it returns, and may still name the socket: see there); socket
+ * pointers are invalid afterwards.
  */
 
 /** A socket address: IPv4, IPv6 or Unix path. Plain data; copy freely. */
