@@ -1100,6 +1100,222 @@ static void test_bad_input(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
+/* ==== timers, watchers and signals: start/stop pairs, 0 ms restarts,
+ * repeat phase, huge timeouts (issue 19, items 13, 15, 16, 6/17) ==== */
+
+#include <limits.h>
+
+/* Run RUN_ONCE iterations until *n reaches want, bounded by a watchdog
+ * timer (RUN_ONCE may block until something happens). */
+static void wd_fire(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  (void)status;
+  *(int *)arg = 1;
+}
+
+static void run_until_n(weft_loop_t *loop, const int *n, int want) {
+  weft_timer_t wd;
+  int expired = 0;
+  REQUIRE_EQ(weft_timer_init(loop, &wd, wd_fire, &expired), 0);
+  REQUIRE_EQ(weft_timer_start(&wd, BOUND_MS, 0), 0);
+  while (*n < want && !expired)
+    if (weft_loop_run(loop, WEFT_RUN_ONCE) != 0)
+      break;
+  EXPECT_EQ(weft_timer_stop(&wd), 0);
+  EXPECT_EQ(*n, want);
+}
+
+static int pair_sig_total;
+static void pair_sig(weft_signal_t *s, int signum, int status, void *arg) {
+  (void)s;
+  (void)signum;
+  if (status == 0) {
+    (*(int *)arg)++;
+    pair_sig_total++;
+  }
+}
+
+/* Signal handlers: starting an active handler again is refused (it linked
+ * the handler to itself, and the next start spun forever), whether it is
+ * the newest handler or an older one; stop twice, stop never started and
+ * start after stop work, and delivery still reaches each handler once. */
+static void test_signal_start_stop_pairs(void) {
+  weft_loop_t *loop = new_loop();
+  weft_signal_t a, b, z;
+  memset(&z, 0, sizeof z);
+  EXPECT_EQ(weft_signal_stop(&z), 0); /* never started: a no-op */
+  int na = 0, nb = 0;
+  REQUIRE_EQ(weft_signal_start(loop, &a, SIGUSR1, pair_sig, &na), 0);
+  REQUIRE_EQ(weft_signal_start(loop, &b, SIGUSR1, pair_sig, &nb), 0);
+  /* b is the newest (a self-link), a an older one (a cycle): the return
+   * code is checked before anything walks the handler list again, so a
+   * broken list fails here instead of spinning */
+  int rb = weft_signal_start(loop, &b, SIGUSR1, pair_sig, &nb);
+  EXPECT_ERR(rb, WEFT_EINVAL);
+  if (rb != WEFT_EINVAL) {
+    EXPECT_EQ(weft_loop_close(loop), 0); /* close does not walk in circles */
+    return;
+  }
+  int ra = weft_signal_start(loop, &a, SIGUSR2, pair_sig, &na);
+  EXPECT_ERR(ra, WEFT_EINVAL);
+  if (ra != WEFT_EINVAL) {
+    EXPECT_EQ(weft_loop_close(loop), 0);
+    return;
+  }
+  pair_sig_total = 0;
+  REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR1), 0);
+  run_until_n(loop, &pair_sig_total, 2);
+  EXPECT_EQ(na, 1);
+  EXPECT_EQ(nb, 1);
+  /* stop twice */
+  EXPECT_EQ(weft_signal_stop(&a), 0);
+  EXPECT_EQ(weft_signal_stop(&a), 0);
+  /* a later start (here a future's) finds an intact list */
+  weft_future_t *f;
+  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR2, &f), 0);
+  /* start after stop, on another signal */
+  REQUIRE_EQ(weft_signal_start(loop, &a, SIGUSR2, pair_sig, &na), 0);
+  REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR2), 0);
+  EXPECT_EQ(weft_loop_run_until(loop, f, BOUND_MS), 0);
+  EXPECT_EQ(weft_future_int(f), SIGUSR2);
+  run_until_n(loop, &na, 2);
+  EXPECT_EQ(nb, 1); /* SIGUSR1's handler saw nothing more */
+  weft_future_release(f);
+  EXPECT_EQ(weft_signal_stop(&b), 0);
+  EXPECT_EQ(weft_signal_stop(&a), 0);
+  EXPECT_EQ(weft_signal_stop(&b), 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+/* weft_loop_signal futures: cancel twice (here and from another thread),
+ * cancel after the signal came; each leaves the handler list intact. */
+static void *cancel_twice(void *arg) {
+  int r1 = weft_future_cancel(arg);
+  int r2 = weft_future_cancel(arg);
+  return (void *)(intptr_t)(r1 == 0 && r2 == WEFT_EALREADY);
+}
+
+static void test_signal_future_pairs(void) {
+  weft_loop_t *loop = new_loop();
+  weft_future_t *f1, *f2, *f3, *f4;
+  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR1, &f1), 0);
+  EXPECT_EQ(weft_future_cancel(f1), 0);
+  EXPECT_ERR(weft_future_cancel(f1), WEFT_EALREADY);
+  EXPECT_EQ(weft_future_state(f1), WEFT_CANCELLED);
+  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR1, &f2), 0);
+  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR1, &f3), 0);
+  pthread_t th;
+  void *res;
+  REQUIRE_EQ(pthread_create(&th, NULL, cancel_twice, f3), 0);
+  pthread_join(th, &res);
+  EXPECT_EQ((int)(intptr_t)res, 1);
+  REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0); /* f3's disarm */
+  REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR1), 0);
+  EXPECT_EQ(weft_loop_run_until(loop, f2, BOUND_MS), 0);
+  EXPECT_EQ(weft_future_int(f2), SIGUSR1);
+  EXPECT_ERR(weft_future_cancel(f2), WEFT_EALREADY); /* after it fired */
+  EXPECT_EQ(weft_future_state(f3), WEFT_CANCELLED);
+  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR1, &f4), 0);
+  REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR1), 0);
+  EXPECT_EQ(weft_loop_run_until(loop, f4, BOUND_MS), 0);
+  EXPECT_EQ(weft_future_int(f4), SIGUSR1);
+  weft_future_release(f1);
+  weft_future_release(f2);
+  weft_future_release(f3);
+  weft_future_release(f4);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+static void pair_io(weft_io_t *io, unsigned events, int status, void *arg) {
+  if (status != 0 || !(events & WEFT_READABLE))
+    return;
+  char c;
+  if (read(io->priv_fd, &c, 1) == 1)
+    (*(int *)arg)++;
+}
+
+/* fd watchers: starting an active watcher again (another fd or the same)
+ * is refused and leaves it watching its fd; stop twice, stop never
+ * started and start after stop work. */
+static void test_io_start_stop_pairs(void) {
+  weft_loop_t *loop = new_loop();
+  int p1[2], p2[2];
+  REQUIRE_EQ(pipe(p1), 0);
+  REQUIRE_EQ(pipe(p2), 0);
+  weft_io_t io;
+  memset(&io, 0, sizeof io);
+  EXPECT_EQ(weft_io_stop(&io), 0); /* never started: a no-op */
+  int n = 0;
+  REQUIRE_EQ(weft_io_start(loop, &io, p1[0], WEFT_READABLE, pair_io, &n), 0);
+  int r2 = weft_io_start(loop, &io, p2[0], WEFT_READABLE, pair_io, &n);
+  int r1 = weft_io_start(loop, &io, p1[0], WEFT_READABLE, pair_io, &n);
+  EXPECT_ERR(r2, WEFT_EINVAL);
+  EXPECT_ERR(r1, WEFT_EINVAL);
+  weft_loop_stats_t st;
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.watchers_active, 1);
+  EXPECT_EQ(io.priv_fd, p1[0]);
+  if (r2 == 0) { /* the first fd stays registered for a relinked io */
+    close(p1[0]);
+    close(p1[1]);
+    close(p2[0]);
+    close(p2[1]);
+    EXPECT_EQ(weft_loop_close(loop), 0);
+    return;
+  }
+  REQUIRE_EQ(write(p1[1], "x", 1), 1);
+  run_until_n(loop, &n, 1);
+  EXPECT_EQ(weft_io_stop(&io), 0);
+  EXPECT_EQ(weft_io_stop(&io), 0); /* stop twice */
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.watchers_active, 0);
+  /* start after stop, on the other fd */
+  REQUIRE_EQ(weft_io_start(loop, &io, p2[0], WEFT_READABLE, pair_io, &n), 0);
+  REQUIRE_EQ(write(p2[1], "y", 1), 1);
+  run_until_n(loop, &n, 2);
+  EXPECT_EQ(weft_io_stop(&io), 0);
+  close(p1[0]);
+  close(p1[1]);
+  close(p2[0]);
+  close(p2[1]);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+static void pair_timer(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  if (status == 0)
+    (*(int *)arg)++;
+}
+
+/* Timers: start twice restarts (one call, at the later deadline), stop
+ * twice, stop never started, start after stop. */
+static void test_timer_start_stop_pairs(void) {
+  weft_loop_t *loop = new_loop();
+  weft_timer_t t;
+  int n = 0;
+  REQUIRE_EQ(weft_timer_init(loop, &t, pair_timer, &n), 0);
+  EXPECT_EQ(weft_timer_stop(&t), 0); /* never started */
+  EXPECT_EQ(weft_timer_start(&t, 1, 0), 0);
+  EXPECT_EQ(weft_timer_start(&t, 2, 0), 0); /* a restart */
+  weft_loop_stats_t st;
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.timers_active, 1);
+  run_until_n(loop, &n, 1);
+  EXPECT_EQ(weft_timer_active(&t), 0);
+  EXPECT_EQ(weft_timer_stop(&t), 0);
+  EXPECT_EQ(weft_timer_start(&t, 0, 0), 0);
+  EXPECT_EQ(weft_timer_stop(&t), 0);
+  EXPECT_EQ(weft_timer_stop(&t), 0); /* stop twice */
+  EXPECT_EQ(weft_timer_active(&t), 0);
+  REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+  EXPECT_EQ(n, 1); /* the stopped start never fired */
+  EXPECT_EQ(weft_timer_start(&t, 0, 0), 0); /* start after stop */
+  run_until_n(loop, &n, 2);
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.timers_active, 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 static const test_case_t cases[] = {
     {"post from 4 threads, 100k each: once, in order, batched wake-ups",
      test_post_many_threads},
@@ -1125,5 +1341,14 @@ static const test_case_t cases[] = {
     {"adaptive spin", test_adaptive_spin},
     {"adaptive spin keeps quiet near a pool", test_spin_quiet_near_pool},
     {"bad input", test_bad_input},
+    /* issue 19: start/stop pairs, 0 ms restarts, repeat phase, huge ms */
+    {"signal handlers: start twice refused, stop twice, restart",
+     test_signal_start_stop_pairs},
+    {"signal futures: cancel twice, after firing, from another thread",
+     test_signal_future_pairs},
+    {"fd watchers: start twice refused, stop twice, restart",
+     test_io_start_stop_pairs},
+    {"timers: start twice restarts, stop twice, restart",
+     test_timer_start_stop_pairs},
     {NULL, NULL}};
 const test_suite_t suite_reactor = {"reactor", cases};

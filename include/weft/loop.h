@@ -373,11 +373,13 @@ struct weft_io {
  * Watch `fd` (level-triggered) for `events` (a non-empty mask of
  * WEFT_READABLE | WEFT_WRITABLE) and call fn while it is ready. The fd stays
  * the caller's: the loop never closes it; stop the watcher before closing
- * the fd. One watcher per fd per loop.
+ * the fd. One watcher per fd per loop. The handle need not be zeroed
+ * before its first start; an active one is not started again (stop it
+ * first, or change its events with weft_io_modify()).
  * Returns 0; WEFT_EINVAL (NULL loop, io or fn, fd < 0, empty or unknown
- * mask); WEFT_EPERM off the loop thread; WEFT_EEXIST (the fd is already
- * watched by this loop); WEFT_EBADF / other kernel errors from epoll_ctl
- * (io is left stopped); WEFT_ESHUTDOWN.
+ * mask, io already active on this loop); WEFT_EPERM off the loop thread;
+ * WEFT_EEXIST (the fd is already watched by this loop); WEFT_EBADF /
+ * other kernel errors from epoll_ctl (io is left stopped); WEFT_ESHUTDOWN.
  * Thread: the loop thread.
  */
 WEFT_EXTERN int weft_io_start(weft_loop_t *loop, weft_io_t *io, int fd,
@@ -430,9 +432,11 @@ struct weft_signal {
  * the kernel may deliver it to one of them the ordinary way. Several
  * handlers may watch one signal; each runs. Stopping the last handler of a
  * signal leaves it blocked (a pending one is discarded, not delivered).
+ * The handle need not be zeroed before its first start; an active one is
+ * not started again (stop it first; then it may be started on any signal).
  * Returns 0; WEFT_EINVAL (NULL, fn NULL, signum invalid or SIGKILL/SIGSTOP,
- * sig already active); WEFT_EPERM off the loop thread; WEFT_ENOMEM/WEFT_EMFILE
- * (no signalfd); WEFT_ESHUTDOWN.
+ * sig already active on this loop); WEFT_EPERM off the loop thread;
+ * WEFT_ENOMEM/WEFT_EMFILE (no signalfd); WEFT_ESHUTDOWN.
  * Thread: the loop thread.
  */
 WEFT_EXTERN int weft_signal_start(weft_loop_t *loop, weft_signal_t *sig,
