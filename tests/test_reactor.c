@@ -1316,6 +1316,38 @@ static void test_timer_start_stop_pairs(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
+/* A timer that restarts itself at 0 ms from its own callback runs once
+ * per iteration: a timer started by a timer callback waits for the next
+ * iteration (it ran twice per RUN_ONCE: in the iteration's first timer
+ * pass and again in the pass after the poll). */
+enum { ZERO_ROUNDS = 2000 };
+static void zero_again(weft_timer_t *t, int status, void *arg) {
+  if (status != 0)
+    return;
+  (*(int *)arg)++;
+  EXPECT_EQ(weft_timer_start(t, 0, 0), 0);
+}
+
+static void test_timer_zero_restart_next_iteration(void) {
+  weft_loop_t *loop = new_loop();
+  weft_timer_t t;
+  int n = 0;
+  REQUIRE_EQ(weft_timer_init(loop, &t, zero_again, &n), 0);
+  REQUIRE_EQ(weft_timer_start(&t, 0, 0), 0);
+  long wrong = 0;
+  for (int i = 1; i <= ZERO_ROUNDS; i++) {
+    /* never blocks: the timer is always due */
+    REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_ONCE), 0);
+    if (n != i) {
+      wrong++;
+      n = i;
+    }
+  }
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(weft_timer_stop(&t), 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 static const test_case_t cases[] = {
     {"post from 4 threads, 100k each: once, in order, batched wake-ups",
      test_post_many_threads},
@@ -1350,5 +1382,7 @@ static const test_case_t cases[] = {
      test_io_start_stop_pairs},
     {"timers: start twice restarts, stop twice, restart",
      test_timer_start_stop_pairs},
+    {"a timer restarting itself at 0 ms runs once per RUN_ONCE",
+     test_timer_zero_restart_next_iteration},
     {NULL, NULL}};
 const test_suite_t suite_reactor = {"reactor", cases};

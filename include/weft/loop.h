@@ -297,7 +297,10 @@ WEFT_EXTERN int weft_timer_init(weft_loop_t *loop, weft_timer_t *timer,
  * nanoseconds as timers were started before it in that iteration. O(log n).
  * A repeating timer that falls behind is rescheduled from the current
  * time, not fired in a burst. May be called from any loop callback,
- * including the timer's own.
+ * including the timer's own; a timer started or restarted by a timer
+ * callback runs no earlier than the loop's next iteration, even with
+ * timeout_ms 0 (so a timer that restarts itself with 0 runs once per
+ * iteration).
  * Returns 0; WEFT_EINVAL (timer not initialised, timeout_ms or repeat_ms
  * negative); WEFT_EPERM off the loop thread; WEFT_ENOMEM (the heap could not
  * grow: the timer is left stopped); WEFT_ESHUTDOWN (the loop is closing).
@@ -320,7 +323,8 @@ WEFT_EXTERN int weft_timer_stop(weft_timer_t *timer);
 WEFT_EXTERN int weft_timer_active(const weft_timer_t *timer);
 
 /**
- * A future fulfilled (with the integer 0) `ms` after the loop's cached time.
+ * A future fulfilled (with the integer 0) `ms` after the loop's cached time
+ * (started by a timer callback, no earlier than the next iteration).
  * Cancelling it stops its timer (from any thread). On 0 *out is one handle
  * owned by the caller. If the loop closes first the future is cancelled.
  * Errors: WEFT_EINVAL (NULL, ms negative), WEFT_ENOMEM, WEFT_ESHUTDOWN.
