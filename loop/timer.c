@@ -252,6 +252,19 @@ int weft_timer_active(const weft_timer_t *t) {
   return t->priv_flags == WEFT__TIMER_INIT && t->priv_index != 0;
 }
 
+/* The next deadline of a repeating timer that was due at `due`: on its
+ * phase (due + k * period), the first one after now. A loop late by a
+ * period or more skips the beats it missed rather than calling back in a
+ * burst; no drift either way. */
+static int64_t next_beat(int64_t due, int64_t period, int64_t now) {
+  int64_t next = due > INT64_MAX - period ? INT64_MAX : due + period;
+  if (__builtin_expect(next > now, 1))
+    return next;
+  /* period <= now - due here, so now + period cannot overflow (now is a
+   * monotonic time, far below INT64_MAX / 2) */
+  return now + (period - (now - due) % period);
+}
+
 void weft__timers_run(weft_loop_t *loop) {
   /* A timer started by a timer callback waits for the next iteration:
    * those started in this pass (seq >= limit), and in the iteration's
@@ -275,16 +288,9 @@ void weft__timers_run(weft_loop_t *loop) {
         (t->priv_seq >= limit || t->priv_seq < hi))
       break;
     heap_pop(loop);
-    if (t->priv_repeat > 0) { /* rescheduled before the callback runs */
-      int64_t next = t->priv_due > INT64_MAX - t->priv_repeat
-                         ? INT64_MAX
-                         : t->priv_due + t->priv_repeat;
-      if (next <= loop->now) { /* fell behind: no burst of catch-up calls */
-        int64_t v = start_time(loop);
-        next = v > INT64_MAX - t->priv_repeat ? INT64_MAX : v + t->priv_repeat;
-      }
-      heap_insert(loop, t, next); /* cannot fail: one slot was just freed */
-    }
+    if (t->priv_repeat > 0) /* rescheduled before the callback runs; */
+      heap_insert(loop, t, /* cannot fail: one slot was just freed */
+                  next_beat(t->priv_due, t->priv_repeat, loop->now));
     weft__loop_count(&loop->timers_fired);
     weft_timer_fn fn = t->priv_fn;
     int64_t t0 = weft__loop_cb_begin(loop);

@@ -1348,6 +1348,74 @@ static void test_timer_zero_restart_next_iteration(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
+/* A repeating timer keeps its phase: every deadline is the first one plus
+ * a whole number of periods. A callback that holds the loop for 3.5
+ * periods makes one late call, then the missed beats are skipped (no
+ * burst), and the beats after it are on the original phase again. */
+enum { PHASE_PERIOD_MS = 10, PHASE_BEATS = 12, PHASE_BLOCK_AT = 3 };
+#define PHASE_P ((int64_t)PHASE_PERIOD_MS * 1000000)
+static struct {
+  weft_loop_t *loop;
+  int64_t first_due;  /* the deadline of the first beat */
+  int64_t next[PHASE_BEATS + 1]; /* the deadline set for the next beat */
+  int64_t at[PHASE_BEATS + 1];   /* the loop's time at each call */
+  int calls;
+  until_t done;
+} ph;
+
+static void phase_beat(weft_timer_t *t, int status, void *arg) {
+  (void)arg;
+  if (status != 0 || ph.calls >= PHASE_BEATS)
+    return;
+  int i = ph.calls++;
+  ph.at[i] = weft_loop_now_ns(ph.loop);
+  ph.next[i] = t->priv_due; /* rescheduled before the callback runs */
+  if (i == PHASE_BLOCK_AT) { /* the cause of lateness, not a sync */
+    int64_t end = weft_now_ns() + 7 * PHASE_P / 2;
+    while (weft_now_ns() < end)
+      ;
+  }
+  if (ph.calls == PHASE_BEATS) {
+    weft_timer_stop(t);
+    weft_promise_fulfil_int(ph.done.p, 0);
+  }
+}
+
+static void test_timer_repeat_keeps_phase(void) {
+  memset(&ph, 0, sizeof ph);
+  weft_loop_t *loop = ph.loop = new_loop();
+  ph.done = until_new();
+  weft_timer_t t;
+  REQUIRE_EQ(weft_timer_init(loop, &t, phase_beat, NULL), 0);
+  REQUIRE_EQ(weft_timer_start(&t, PHASE_PERIOD_MS, PHASE_PERIOD_MS), 0);
+  ph.first_due = t.priv_due;
+  EXPECT_EQ(weft_loop_run_until(loop, ph.done.f, BOUND_MS), 0);
+  REQUIRE_EQ(ph.calls, PHASE_BEATS);
+  long off_phase = 0, not_after = 0, bursts = 0;
+  int64_t due = ph.first_due; /* what call i was for */
+  for (int i = 0; i < PHASE_BEATS; i++) {
+    if ((ph.next[i] - ph.first_due) % PHASE_P != 0)
+      off_phase++;
+    if (ph.at[i] < due)
+      not_after++; /* never before its deadline */
+    /* the next beat lies after this call: none was already due, so no
+     * catch-up call follows (a burst) */
+    if (ph.next[i] <= ph.at[i])
+      bursts++;
+    due = ph.next[i];
+  }
+  EXPECT_EQ(off_phase, 0);
+  EXPECT_EQ(not_after, 0);
+  EXPECT_EQ(bursts, 0);
+  /* calls vs periods: never more calls than beats that came due */
+  int64_t periods = (ph.at[PHASE_BEATS - 1] - ph.first_due) / PHASE_P + 1;
+  EXPECT_EQ(PHASE_BEATS <= periods, 1);
+  /* and the block did skip beats: fewer calls than periods elapsed */
+  EXPECT_EQ(PHASE_BEATS < periods, 1);
+  until_done(&ph.done);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 static const test_case_t cases[] = {
     {"post from 4 threads, 100k each: once, in order, batched wake-ups",
      test_post_many_threads},
@@ -1384,5 +1452,7 @@ static const test_case_t cases[] = {
      test_timer_start_stop_pairs},
     {"a timer restarting itself at 0 ms runs once per RUN_ONCE",
      test_timer_zero_restart_next_iteration},
+    {"a repeating timer keeps its phase and skips missed beats",
+     test_timer_repeat_keeps_phase},
     {NULL, NULL}};
 const test_suite_t suite_reactor = {"reactor", cases};

@@ -295,9 +295,12 @@ WEFT_EXTERN int weft_timer_init(weft_loop_t *loop, weft_timer_t *timer,
  * while the cached time stands still count as started 1 ns apart, so a
  * deadline may be later than the cached time + timeout by as many
  * nanoseconds as timers were started before it in that iteration. O(log n).
- * A repeating timer that falls behind is rescheduled from the current
- * time, not fired in a burst. May be called from any loop callback,
- * including the timer's own; a timer started or restarted by a timer
+ * A repeating timer keeps its phase: each deadline is the previous one +
+ * repeat_ms, however late the call before it ran; when the loop was late
+ * by a whole period or more, the beats it missed are skipped (the next
+ * deadline is the first on the phase after the loop's time), never made
+ * up in a burst of calls. May be called from any loop callback, including
+ * the timer's own; a timer started or restarted by a timer
  * callback runs no earlier than the loop's next iteration, even with
  * timeout_ms 0 (so a timer that restarts itself with 0 runs once per
  * iteration).
