@@ -1416,6 +1416,51 @@ static void test_timer_repeat_keeps_phase(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
+/* INT64_MAX ms means "that long": the timer is armed and not due (the
+ * ms -> ns conversion saturates instead of overflowing or firing at
+ * once). Under UBSan this also checks for signed overflow. */
+static void test_timer_huge_timeouts(void) {
+  weft_loop_t *loop = new_loop();
+  weft_timer_t t;
+  int n = 0;
+  REQUIRE_EQ(weft_timer_init(loop, &t, pair_timer, &n), 0);
+  int64_t huge[] = {INT64_MAX, INT64_MAX / 1000000, INT64_MAX / 1000000 + 1,
+                    INT64_MAX / 2};
+  for (size_t k = 0; k < sizeof huge / sizeof *huge; k++) {
+    EXPECT_EQ(weft_timer_start(&t, huge[k], huge[k]), 0);
+    EXPECT_EQ(weft_timer_active(&t), 1);
+    int64_t ms = weft_loop_timeout_ms(loop);
+    EXPECT_EQ(ms == -1 || ms >= (int64_t)INT_MAX, 1); /* 24 days or more */
+    REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+    EXPECT_EQ(n, 0);
+    EXPECT_EQ(weft_timer_active(&t), 1);
+  }
+  EXPECT_EQ(weft_timer_stop(&t), 0);
+  weft_future_t *s, *in, *to;
+  weft_promise_t *p;
+  REQUIRE_EQ(weft_loop_sleep(loop, INT64_MAX, &s), 0);
+  REQUIRE_EQ(weft_promise_create(&p, &in), 0);
+  REQUIRE_EQ(weft_loop_timeout(loop, in, INT64_MAX, &to), 0);
+  int64_t ms = weft_loop_timeout_ms(loop);
+  EXPECT_EQ(ms == -1 || ms >= (int64_t)INT_MAX, 1);
+  for (int i = 0; i < 3; i++)
+    REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+  EXPECT_EQ(weft_future_state(s), WEFT_PENDING);
+  EXPECT_EQ(weft_future_state(to), WEFT_PENDING);
+  weft_loop_stats_t st;
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.timers_active, 2);
+  EXPECT_EQ(weft_future_cancel(s), 0);
+  EXPECT_EQ(weft_promise_fulfil_int(p, 3), 0);
+  EXPECT_EQ(weft_loop_run_until(loop, to, BOUND_MS), 0);
+  EXPECT_EQ(weft_future_int(to), 3);
+  weft_future_release(s);
+  weft_future_release(to);
+  weft_future_release(in);
+  weft_promise_release(p);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 static const test_case_t cases[] = {
     {"post from 4 threads, 100k each: once, in order, batched wake-ups",
      test_post_many_threads},
@@ -1454,5 +1499,7 @@ static const test_case_t cases[] = {
      test_timer_zero_restart_next_iteration},
     {"a repeating timer keeps its phase and skips missed beats",
      test_timer_repeat_keeps_phase},
+    {"INT64_MAX ms timers, sleeps and timeouts are armed, not due",
+     test_timer_huge_timeouts},
     {NULL, NULL}};
 const test_suite_t suite_reactor = {"reactor", cases};

@@ -299,11 +299,12 @@ WEFT_EXTERN int weft_timer_init(weft_loop_t *loop, weft_timer_t *timer,
  * repeat_ms, however late the call before it ran; when the loop was late
  * by a whole period or more, the beats it missed are skipped (the next
  * deadline is the first on the phase after the loop's time), never made
- * up in a burst of calls. May be called from any loop callback, including
- * the timer's own; a timer started or restarted by a timer
- * callback runs no earlier than the loop's next iteration, even with
- * timeout_ms 0 (so a timer that restarts itself with 0 runs once per
- * iteration).
+ * up in a burst of calls. Timeouts up to INT64_MAX ms mean that long
+ * (a deadline beyond the clock's range is never reached). May be called
+ * from any loop callback, including the timer's own; a timer started or
+ * restarted by a timer callback runs no earlier than the loop's next
+ * iteration, even with timeout_ms 0 (so a timer that restarts itself
+ * with 0 runs once per iteration).
  * Returns 0; WEFT_EINVAL (timer not initialised, timeout_ms or repeat_ms
  * negative); WEFT_EPERM off the loop thread; WEFT_ENOMEM (the heap could not
  * grow: the timer is left stopped); WEFT_ESHUTDOWN (the loop is closing).
@@ -327,9 +328,10 @@ WEFT_EXTERN int weft_timer_active(const weft_timer_t *timer);
 
 /**
  * A future fulfilled (with the integer 0) `ms` after the loop's cached time
- * (started by a timer callback, no earlier than the next iteration).
- * Cancelling it stops its timer (from any thread). On 0 *out is one handle
- * owned by the caller. If the loop closes first the future is cancelled.
+ * (any ms up to INT64_MAX; started by a timer callback, no earlier than the
+ * next iteration). Cancelling it stops its timer (from any thread). On 0
+ * *out is one handle owned by the caller. If the loop closes first the
+ * future is cancelled.
  * Errors: WEFT_EINVAL (NULL, ms negative), WEFT_ENOMEM, WEFT_ESHUTDOWN.
  * Thread: the loop thread.
  */
@@ -337,11 +339,12 @@ WEFT_EXTERN int weft_loop_sleep(weft_loop_t *loop, int64_t ms,
                                 weft_future_t **out);
 
 /**
- * A future that settles as `f` settles, unless `ms` pass first: then it
- * rejects with WEFT_ETIMEDOUT and cancels `f` (as weft_future_cancel()
- * would from below: f is cancelled if nothing else needs it, so release
- * your own handle on f once you made the timeout). When f settles first the
- * timer is stopped. Cancelling the result cancels f and stops the timer.
+ * A future that settles as `f` settles, unless `ms` (up to INT64_MAX)
+ * pass first: then it rejects with WEFT_ETIMEDOUT and cancels `f` (as
+ * weft_future_cancel() would from below: f is cancelled if nothing else
+ * needs it, so release your own handle on f once you made the timeout).
+ * When f settles first the timer is stopped. Cancelling the result
+ * cancels f and stops the timer.
  * The caller keeps its handle on f; on 0 *out is one handle.
  * Errors: WEFT_EINVAL (NULL, ms negative), WEFT_ENOMEM, WEFT_ESHUTDOWN.
  * Thread: the loop thread.
