@@ -163,6 +163,9 @@ struct weft_loop {
   uint32_t heap_ready; /* entries backed by pages so far (timer.c) */
   int64_t vnow; /* the start time given to the last timer started */
   uint64_t timer_seq;
+  /* timers started by the callbacks of the last timer pass: start
+   * sequences [lo, hi), in iteration pass_iter (timer.c) */
+  uint64_t timer_pass_lo, timer_pass_hi, timer_pass_iter;
   /* watchers and signals */
   weft_io_t *watchers;
   int sig_fd;

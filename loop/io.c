@@ -22,12 +22,27 @@ static void count_watchers(weft_loop_t *loop, int delta) {
                         memory_order_relaxed);
 }
 
+/* Is io one of loop's active watchers? A handle never started may hold
+ * anything, so its fields only say where to look: the list (long, with
+ * many sockets) is walked only for a handle that claims to be active on
+ * this loop, that is, practically only for a second start. */
+static bool io_linked(const weft_loop_t *loop, const weft_io_t *io) {
+  if (io->priv_loop != loop || io->priv_events == 0)
+    return false;
+  for (const weft_io_t *w = loop->watchers; w != NULL; w = w->priv_next)
+    if (w == io)
+      return true;
+  return false;
+}
+
 int weft_io_start(weft_loop_t *loop, weft_io_t *io, int fd, unsigned events,
                   weft_io_fn fn, void *arg) {
   if (loop == NULL || io == NULL || fn == NULL || fd < 0 || !good_mask(events))
     return WEFT_EINVAL;
   if (!weft__loop_owned(loop))
     return WEFT_EPERM;
+  if (io_linked(loop, io)) /* linking it again would corrupt the list */
+    return WEFT_EINVAL;
   return weft__io_start(loop, io, fd, events, fn, arg);
 }
 
@@ -131,6 +146,16 @@ static int signal_mask_update(weft_loop_t *loop, int extra) {
   return signalfd(loop->sig_fd, &set, 0) < 0 ? weft_err_from_errno(errno) : 0;
 }
 
+/* Is sig one of loop's active handlers? The list is walked (a loop has
+ * few handlers) rather than trusting the fields of a handle that may
+ * never have been initialised. */
+static bool signal_linked(const weft_loop_t *loop, const weft_signal_t *sig) {
+  for (const weft_signal_t *s = loop->signals; s != NULL; s = s->priv_next)
+    if (s == sig)
+      return true;
+  return false;
+}
+
 int weft_signal_start(weft_loop_t *loop, weft_signal_t *sig, int signum,
                       weft_signal_fn fn, void *arg) {
   if (loop == NULL || sig == NULL || fn == NULL || signum <= 0 ||
@@ -138,6 +163,10 @@ int weft_signal_start(weft_loop_t *loop, weft_signal_t *sig, int signum,
     return WEFT_EINVAL;
   if (!weft__loop_owned(loop))
     return WEFT_EPERM;
+  /* linking an active handler again would close the list into a loop
+   * (every later walk of it would spin) */
+  if (signal_linked(loop, sig))
+    return WEFT_EINVAL;
   if (loop->closing)
     return WEFT_ESHUTDOWN;
   sigset_t one, old;

@@ -10,7 +10,10 @@
  * entry carried the sequence (24 bytes) and 100,000 timers over 11
  * timeouts tied everywhere: every removal compared sequences all the way
  * down. Exact ties left (two iterations' times lining up to the
- * nanosecond, or rescheduled repeats) compare the sequence in the timers. */
+ * nanosecond, or rescheduled repeats) compare the sequence in the timers.
+ * A repeat keeps the sequence of its start: it stays in start order
+ * among timers due with it, and the sequence also tells which timers a
+ * timer callback started (weft__timers_run). */
 #include "internal.h"
 
 #include <string.h>
@@ -173,6 +176,7 @@ static int heap_reserve(weft_loop_t *loop) {
 enum { PREFAULT = 64 * 1024,
        PREFAULT_ENTRIES = PREFAULT / sizeof(weft__heap_entry_t) };
 
+/* (t->priv_seq is set: a tie reads it on the way up) */
 static void heap_insert(weft_loop_t *loop, weft_timer_t *t, int64_t due) {
   if (loop->heap_len >= loop->heap_ready) {
     uint32_t left = loop->heap_cap - loop->heap_len;
@@ -183,7 +187,6 @@ static void heap_insert(weft_loop_t *loop, weft_timer_t *t, int64_t due) {
   }
   weft__heap_entry_t e = {due, t};
   t->priv_due = due;
-  t->priv_seq = loop->timer_seq++;
   sift_up(loop, loop->heap_len++, e);
   set_active(loop);
 }
@@ -228,6 +231,7 @@ int weft_timer_start(weft_timer_t *t, int64_t timeout_ms, int64_t repeat_ms) {
     loop->now = weft_now_ns();
   t->priv_repeat = repeat_ms > INT64_MAX / NS_PER_MS ? INT64_MAX
                                                      : repeat_ms * NS_PER_MS;
+  t->priv_seq = loop->timer_seq++;
   heap_insert(loop, t, add_ms(start_time(loop), timeout_ms));
   return 0;
 }
@@ -248,34 +252,54 @@ int weft_timer_active(const weft_timer_t *t) {
   return t->priv_flags == WEFT__TIMER_INIT && t->priv_index != 0;
 }
 
+/* The next deadline of a repeating timer that was due at `due`: on its
+ * phase (due + k * period), the first one after now. A loop late by a
+ * period or more skips the beats it missed rather than calling back in a
+ * burst; no drift either way. */
+static int64_t next_beat(int64_t due, int64_t period, int64_t now) {
+  int64_t next = due > INT64_MAX - period ? INT64_MAX : due + period;
+  if (__builtin_expect(next > now, 1))
+    return next;
+  /* period <= now - due here, so now + period cannot overflow (now is a
+   * monotonic time, far below INT64_MAX / 2) */
+  return now + (period - (now - due) % period);
+}
+
 void weft__timers_run(weft_loop_t *loop) {
-  /* Timers started by the callbacks of this pass wait for the next one,
-   * so a callback that restarts its timer with 0 cannot spin here. */
-  uint64_t limit = loop->timer_seq;
+  /* A timer started by a timer callback waits for the next iteration:
+   * those started in this pass (seq >= limit), and in the iteration's
+   * second pass (after the poll) those its first pass started (seq in
+   * [lo, hi)). So a callback that restarts its timer with 0 runs once per
+   * iteration, and cannot spin here. A pass stops at the first such
+   * timer: it is due no earlier than when it was started, so what is
+   * behind it waits at most one iteration. */
+  uint64_t limit = loop->timer_seq, lo = limit, hi = limit;
+  uint64_t iter = atomic_load_explicit(&loop->iterations, memory_order_relaxed);
+  if (loop->timer_pass_iter == iter) {
+    lo = loop->timer_pass_lo;
+    hi = loop->timer_pass_hi;
+  }
   while (loop->heap_len > 0) {
     weft__heap_entry_t *top = &loop->heap[0];
     if (top->due > loop->now)
       break;
     weft_timer_t *t = top->timer;
-    if (t->priv_seq >= limit)
+    if (__builtin_expect(t->priv_seq >= lo, 0) &&
+        (t->priv_seq >= limit || t->priv_seq < hi))
       break;
     heap_pop(loop);
-    if (t->priv_repeat > 0) { /* rescheduled before the callback runs */
-      int64_t next = t->priv_due > INT64_MAX - t->priv_repeat
-                         ? INT64_MAX
-                         : t->priv_due + t->priv_repeat;
-      if (next <= loop->now) { /* fell behind: no burst of catch-up calls */
-        int64_t v = start_time(loop);
-        next = v > INT64_MAX - t->priv_repeat ? INT64_MAX : v + t->priv_repeat;
-      }
-      heap_insert(loop, t, next); /* cannot fail: one slot was just freed */
-    }
+    if (t->priv_repeat > 0) /* rescheduled before the callback runs; */
+      heap_insert(loop, t, /* cannot fail: one slot was just freed */
+                  next_beat(t->priv_due, t->priv_repeat, loop->now));
     weft__loop_count(&loop->timers_fired);
     weft_timer_fn fn = t->priv_fn;
     int64_t t0 = weft__loop_cb_begin(loop);
     fn(t, 0, t->priv_arg); /* may free t */
     weft__loop_cb_end(loop, "timer", (weft__anyfn)fn, t0);
   }
+  loop->timer_pass_iter = iter;
+  loop->timer_pass_lo = limit;
+  loop->timer_pass_hi = loop->timer_seq;
 }
 
 int64_t weft__timers_next(const weft_loop_t *loop) {

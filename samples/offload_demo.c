@@ -170,8 +170,8 @@ static void on_request(weft_timer_t *t, int status, void *arg) {
   demo.pending[index] = back;
 }
 
-/* A repeating timer falls behind by being rescheduled from the loop's time,
- * not by firing in a burst; track its due time the same way. */
+/* A repeating timer keeps its phase and skips the beats a late loop
+ * missed (no burst); track its due time the same way. */
 static void on_heartbeat(weft_timer_t *t, int status, void *arg) {
   (void)t;
   (void)arg;
@@ -183,7 +183,8 @@ static void on_heartbeat(weft_timer_t *t, int status, void *arg) {
     ph->lateness[ph->beats++] = late > 0 ? late : 0;
   demo.beat_due += HEARTBEAT_MS * MS;
   if (demo.beat_due <= now)
-    demo.beat_due = now + HEARTBEAT_MS * MS;
+    demo.beat_due = now + HEARTBEAT_MS * MS -
+                    (now - demo.beat_due) % (HEARTBEAT_MS * MS);
 }
 
 static void on_stall(weft_loop_t *loop, const weft_stall_t *s, void *arg) {

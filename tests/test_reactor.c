@@ -1409,6 +1409,367 @@ static void test_timeout_ms_after_run_until(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
+/* ==== timers, watchers and signals: start/stop pairs, 0 ms restarts,
+ * repeat phase, huge timeouts (issue 19, items 13, 15, 16, 6/17) ==== */
+
+#include <limits.h>
+
+/* Run RUN_ONCE iterations until *n reaches want, bounded by a watchdog
+ * timer (RUN_ONCE may block until something happens). */
+static void wd_fire(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  (void)status;
+  *(int *)arg = 1;
+}
+
+static void run_until_n(weft_loop_t *loop, const int *n, int want) {
+  weft_timer_t wd;
+  int expired = 0;
+  REQUIRE_EQ(weft_timer_init(loop, &wd, wd_fire, &expired), 0);
+  REQUIRE_EQ(weft_timer_start(&wd, BOUND_MS, 0), 0);
+  while (*n < want && !expired)
+    if (weft_loop_run(loop, WEFT_RUN_ONCE) != 0)
+      break;
+  EXPECT_EQ(weft_timer_stop(&wd), 0);
+  EXPECT_EQ(*n, want);
+}
+
+static int pair_sig_total;
+static void pair_sig(weft_signal_t *s, int signum, int status, void *arg) {
+  (void)s;
+  (void)signum;
+  if (status == 0) {
+    (*(int *)arg)++;
+    pair_sig_total++;
+  }
+}
+
+/* Signal handlers: starting an active handler again is refused (it linked
+ * the handler to itself, and the next start spun forever), whether it is
+ * the newest handler or an older one; stop twice, stop never started and
+ * start after stop work, and delivery still reaches each handler once. */
+static void test_signal_start_stop_pairs(void) {
+  weft_loop_t *loop = new_loop();
+  weft_signal_t a, b, z;
+  memset(&z, 0, sizeof z);
+  EXPECT_EQ(weft_signal_stop(&z), 0); /* never started: a no-op */
+  int na = 0, nb = 0;
+  REQUIRE_EQ(weft_signal_start(loop, &a, SIGUSR1, pair_sig, &na), 0);
+  REQUIRE_EQ(weft_signal_start(loop, &b, SIGUSR1, pair_sig, &nb), 0);
+  /* b is the newest (a self-link), a an older one (a cycle): the return
+   * code is checked before anything walks the handler list again, so a
+   * broken list fails here instead of spinning */
+  int rb = weft_signal_start(loop, &b, SIGUSR1, pair_sig, &nb);
+  EXPECT_ERR(rb, WEFT_EINVAL);
+  if (rb != WEFT_EINVAL) {
+    EXPECT_EQ(weft_loop_close(loop), 0); /* close does not walk in circles */
+    return;
+  }
+  int ra = weft_signal_start(loop, &a, SIGUSR2, pair_sig, &na);
+  EXPECT_ERR(ra, WEFT_EINVAL);
+  if (ra != WEFT_EINVAL) {
+    EXPECT_EQ(weft_loop_close(loop), 0);
+    return;
+  }
+  pair_sig_total = 0;
+  REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR1), 0);
+  run_until_n(loop, &pair_sig_total, 2);
+  EXPECT_EQ(na, 1);
+  EXPECT_EQ(nb, 1);
+  /* stop twice */
+  EXPECT_EQ(weft_signal_stop(&a), 0);
+  EXPECT_EQ(weft_signal_stop(&a), 0);
+  /* a later start (here a future's) finds an intact list */
+  weft_future_t *f;
+  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR2, &f), 0);
+  /* start after stop, on another signal */
+  REQUIRE_EQ(weft_signal_start(loop, &a, SIGUSR2, pair_sig, &na), 0);
+  REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR2), 0);
+  EXPECT_EQ(weft_loop_run_until(loop, f, BOUND_MS), 0);
+  EXPECT_EQ(weft_future_int(f), SIGUSR2);
+  run_until_n(loop, &na, 2);
+  EXPECT_EQ(nb, 1); /* SIGUSR1's handler saw nothing more */
+  weft_future_release(f);
+  EXPECT_EQ(weft_signal_stop(&b), 0);
+  EXPECT_EQ(weft_signal_stop(&a), 0);
+  EXPECT_EQ(weft_signal_stop(&b), 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+/* weft_loop_signal futures: cancel twice (here and from another thread),
+ * cancel after the signal came; each leaves the handler list intact. */
+static void *cancel_twice(void *arg) {
+  int r1 = weft_future_cancel(arg);
+  int r2 = weft_future_cancel(arg);
+  return (void *)(intptr_t)(r1 == 0 && r2 == WEFT_EALREADY);
+}
+
+static void test_signal_future_pairs(void) {
+  weft_loop_t *loop = new_loop();
+  weft_future_t *f1, *f2, *f3, *f4;
+  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR1, &f1), 0);
+  EXPECT_EQ(weft_future_cancel(f1), 0);
+  EXPECT_ERR(weft_future_cancel(f1), WEFT_EALREADY);
+  EXPECT_EQ(weft_future_state(f1), WEFT_CANCELLED);
+  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR1, &f2), 0);
+  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR1, &f3), 0);
+  pthread_t th;
+  void *res;
+  REQUIRE_EQ(pthread_create(&th, NULL, cancel_twice, f3), 0);
+  pthread_join(th, &res);
+  EXPECT_EQ((int)(intptr_t)res, 1);
+  REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0); /* f3's disarm */
+  REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR1), 0);
+  EXPECT_EQ(weft_loop_run_until(loop, f2, BOUND_MS), 0);
+  EXPECT_EQ(weft_future_int(f2), SIGUSR1);
+  EXPECT_ERR(weft_future_cancel(f2), WEFT_EALREADY); /* after it fired */
+  EXPECT_EQ(weft_future_state(f3), WEFT_CANCELLED);
+  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR1, &f4), 0);
+  REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR1), 0);
+  EXPECT_EQ(weft_loop_run_until(loop, f4, BOUND_MS), 0);
+  EXPECT_EQ(weft_future_int(f4), SIGUSR1);
+  weft_future_release(f1);
+  weft_future_release(f2);
+  weft_future_release(f3);
+  weft_future_release(f4);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+static void pair_io(weft_io_t *io, unsigned events, int status, void *arg) {
+  if (status != 0 || !(events & WEFT_READABLE))
+    return;
+  char c;
+  if (read(io->priv_fd, &c, 1) == 1)
+    (*(int *)arg)++;
+}
+
+/* fd watchers: starting an active watcher again (another fd or the same)
+ * is refused and leaves it watching its fd; stop twice, stop never
+ * started and start after stop work. */
+static void test_io_start_stop_pairs(void) {
+  weft_loop_t *loop = new_loop();
+  int p1[2], p2[2];
+  REQUIRE_EQ(pipe(p1), 0);
+  REQUIRE_EQ(pipe(p2), 0);
+  weft_io_t io;
+  memset(&io, 0, sizeof io);
+  EXPECT_EQ(weft_io_stop(&io), 0); /* never started: a no-op */
+  int n = 0;
+  REQUIRE_EQ(weft_io_start(loop, &io, p1[0], WEFT_READABLE, pair_io, &n), 0);
+  int r2 = weft_io_start(loop, &io, p2[0], WEFT_READABLE, pair_io, &n);
+  int r1 = weft_io_start(loop, &io, p1[0], WEFT_READABLE, pair_io, &n);
+  EXPECT_ERR(r2, WEFT_EINVAL);
+  EXPECT_ERR(r1, WEFT_EINVAL);
+  weft_loop_stats_t st;
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.watchers_active, 1);
+  EXPECT_EQ(io.priv_fd, p1[0]);
+  if (r2 == 0) { /* the first fd stays registered for a relinked io */
+    close(p1[0]);
+    close(p1[1]);
+    close(p2[0]);
+    close(p2[1]);
+    EXPECT_EQ(weft_loop_close(loop), 0);
+    return;
+  }
+  REQUIRE_EQ(write(p1[1], "x", 1), 1);
+  run_until_n(loop, &n, 1);
+  EXPECT_EQ(weft_io_stop(&io), 0);
+  EXPECT_EQ(weft_io_stop(&io), 0); /* stop twice */
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.watchers_active, 0);
+  /* start after stop, on the other fd */
+  REQUIRE_EQ(weft_io_start(loop, &io, p2[0], WEFT_READABLE, pair_io, &n), 0);
+  REQUIRE_EQ(write(p2[1], "y", 1), 1);
+  run_until_n(loop, &n, 2);
+  EXPECT_EQ(weft_io_stop(&io), 0);
+  close(p1[0]);
+  close(p1[1]);
+  close(p2[0]);
+  close(p2[1]);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+static void pair_timer(weft_timer_t *t, int status, void *arg) {
+  (void)t;
+  if (status == 0)
+    (*(int *)arg)++;
+}
+
+/* Timers: start twice restarts (one call, at the later deadline), stop
+ * twice, stop never started, start after stop. */
+static void test_timer_start_stop_pairs(void) {
+  weft_loop_t *loop = new_loop();
+  weft_timer_t t;
+  int n = 0;
+  REQUIRE_EQ(weft_timer_init(loop, &t, pair_timer, &n), 0);
+  EXPECT_EQ(weft_timer_stop(&t), 0); /* never started */
+  EXPECT_EQ(weft_timer_start(&t, 1, 0), 0);
+  EXPECT_EQ(weft_timer_start(&t, 2, 0), 0); /* a restart */
+  weft_loop_stats_t st;
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.timers_active, 1);
+  run_until_n(loop, &n, 1);
+  EXPECT_EQ(weft_timer_active(&t), 0);
+  EXPECT_EQ(weft_timer_stop(&t), 0);
+  EXPECT_EQ(weft_timer_start(&t, 0, 0), 0);
+  EXPECT_EQ(weft_timer_stop(&t), 0);
+  EXPECT_EQ(weft_timer_stop(&t), 0); /* stop twice */
+  EXPECT_EQ(weft_timer_active(&t), 0);
+  REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+  EXPECT_EQ(n, 1); /* the stopped start never fired */
+  EXPECT_EQ(weft_timer_start(&t, 0, 0), 0); /* start after stop */
+  run_until_n(loop, &n, 2);
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.timers_active, 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+/* A timer that restarts itself at 0 ms from its own callback runs once
+ * per iteration: a timer started by a timer callback waits for the next
+ * iteration (it ran twice per RUN_ONCE: in the iteration's first timer
+ * pass and again in the pass after the poll). */
+enum { ZERO_ROUNDS = 2000 };
+static void zero_again(weft_timer_t *t, int status, void *arg) {
+  if (status != 0)
+    return;
+  (*(int *)arg)++;
+  EXPECT_EQ(weft_timer_start(t, 0, 0), 0);
+}
+
+static void test_timer_zero_restart_next_iteration(void) {
+  weft_loop_t *loop = new_loop();
+  weft_timer_t t;
+  int n = 0;
+  REQUIRE_EQ(weft_timer_init(loop, &t, zero_again, &n), 0);
+  REQUIRE_EQ(weft_timer_start(&t, 0, 0), 0);
+  long wrong = 0;
+  for (int i = 1; i <= ZERO_ROUNDS; i++) {
+    /* never blocks: the timer is always due */
+    REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_ONCE), 0);
+    if (n != i) {
+      wrong++;
+      n = i;
+    }
+  }
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(weft_timer_stop(&t), 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+/* A repeating timer keeps its phase: every deadline is the first one plus
+ * a whole number of periods. A callback that holds the loop for 3.5
+ * periods makes one late call, then the missed beats are skipped (no
+ * burst), and the beats after it are on the original phase again. */
+enum { PHASE_PERIOD_MS = 10, PHASE_BEATS = 12, PHASE_BLOCK_AT = 3 };
+#define PHASE_P ((int64_t)PHASE_PERIOD_MS * 1000000)
+static struct {
+  weft_loop_t *loop;
+  int64_t first_due;  /* the deadline of the first beat */
+  int64_t next[PHASE_BEATS + 1]; /* the deadline set for the next beat */
+  int64_t at[PHASE_BEATS + 1];   /* the loop's time at each call */
+  int calls;
+  until_t done;
+} ph;
+
+static void phase_beat(weft_timer_t *t, int status, void *arg) {
+  (void)arg;
+  if (status != 0 || ph.calls >= PHASE_BEATS)
+    return;
+  int i = ph.calls++;
+  ph.at[i] = weft_loop_now_ns(ph.loop);
+  ph.next[i] = t->priv_due; /* rescheduled before the callback runs */
+  if (i == PHASE_BLOCK_AT) { /* the cause of lateness, not a sync */
+    int64_t end = weft_now_ns() + 7 * PHASE_P / 2;
+    while (weft_now_ns() < end)
+      ;
+  }
+  if (ph.calls == PHASE_BEATS) {
+    weft_timer_stop(t);
+    weft_promise_fulfil_int(ph.done.p, 0);
+  }
+}
+
+static void test_timer_repeat_keeps_phase(void) {
+  memset(&ph, 0, sizeof ph);
+  weft_loop_t *loop = ph.loop = new_loop();
+  ph.done = until_new();
+  weft_timer_t t;
+  REQUIRE_EQ(weft_timer_init(loop, &t, phase_beat, NULL), 0);
+  REQUIRE_EQ(weft_timer_start(&t, PHASE_PERIOD_MS, PHASE_PERIOD_MS), 0);
+  ph.first_due = t.priv_due;
+  EXPECT_EQ(weft_loop_run_until(loop, ph.done.f, BOUND_MS), 0);
+  REQUIRE_EQ(ph.calls, PHASE_BEATS);
+  long off_phase = 0, not_after = 0, bursts = 0;
+  int64_t due = ph.first_due; /* what call i was for */
+  for (int i = 0; i < PHASE_BEATS; i++) {
+    if ((ph.next[i] - ph.first_due) % PHASE_P != 0)
+      off_phase++;
+    if (ph.at[i] < due)
+      not_after++; /* never before its deadline */
+    /* the next beat lies after this call: none was already due, so no
+     * catch-up call follows (a burst) */
+    if (ph.next[i] <= ph.at[i])
+      bursts++;
+    due = ph.next[i];
+  }
+  EXPECT_EQ(off_phase, 0);
+  EXPECT_EQ(not_after, 0);
+  EXPECT_EQ(bursts, 0);
+  /* calls vs periods: never more calls than beats that came due */
+  int64_t periods = (ph.at[PHASE_BEATS - 1] - ph.first_due) / PHASE_P + 1;
+  EXPECT_EQ(PHASE_BEATS <= periods, 1);
+  /* and the block did skip beats: fewer calls than periods elapsed */
+  EXPECT_EQ(PHASE_BEATS < periods, 1);
+  until_done(&ph.done);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
+/* INT64_MAX ms means "that long": the timer is armed and not due (the
+ * ms -> ns conversion saturates instead of overflowing or firing at
+ * once). Under UBSan this also checks for signed overflow. */
+static void test_timer_huge_timeouts(void) {
+  weft_loop_t *loop = new_loop();
+  weft_timer_t t;
+  int n = 0;
+  REQUIRE_EQ(weft_timer_init(loop, &t, pair_timer, &n), 0);
+  int64_t huge[] = {INT64_MAX, INT64_MAX / 1000000, INT64_MAX / 1000000 + 1,
+                    INT64_MAX / 2};
+  for (size_t k = 0; k < sizeof huge / sizeof *huge; k++) {
+    EXPECT_EQ(weft_timer_start(&t, huge[k], huge[k]), 0);
+    EXPECT_EQ(weft_timer_active(&t), 1);
+    int64_t ms = weft_loop_timeout_ms(loop);
+    EXPECT_EQ(ms == -1 || ms >= (int64_t)INT_MAX, 1); /* 24 days or more */
+    REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+    EXPECT_EQ(n, 0);
+    EXPECT_EQ(weft_timer_active(&t), 1);
+  }
+  EXPECT_EQ(weft_timer_stop(&t), 0);
+  weft_future_t *s, *in, *to;
+  weft_promise_t *p;
+  REQUIRE_EQ(weft_loop_sleep(loop, INT64_MAX, &s), 0);
+  REQUIRE_EQ(weft_promise_create(&p, &in), 0);
+  REQUIRE_EQ(weft_loop_timeout(loop, in, INT64_MAX, &to), 0);
+  int64_t ms = weft_loop_timeout_ms(loop);
+  EXPECT_EQ(ms == -1 || ms >= (int64_t)INT_MAX, 1);
+  for (int i = 0; i < 3; i++)
+    REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+  EXPECT_EQ(weft_future_state(s), WEFT_PENDING);
+  EXPECT_EQ(weft_future_state(to), WEFT_PENDING);
+  weft_loop_stats_t st;
+  weft_loop_stats(loop, &st);
+  EXPECT_EQ(st.timers_active, 2);
+  EXPECT_EQ(weft_future_cancel(s), 0);
+  EXPECT_EQ(weft_promise_fulfil_int(p, 3), 0);
+  EXPECT_EQ(weft_loop_run_until(loop, to, BOUND_MS), 0);
+  EXPECT_EQ(weft_future_int(to), 3);
+  weft_future_release(s);
+  weft_future_release(to);
+  weft_future_release(in);
+  weft_promise_release(p);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 static const test_case_t cases[] = {
     {"post from 4 threads, 100k each: once, in order, batched wake-ups",
      test_post_many_threads},
@@ -1442,5 +1803,20 @@ static const test_case_t cases[] = {
      test_run_until_long_timeouts},
     {"timeout_ms right after run_until returns",
      test_timeout_ms_after_run_until},
+    /* issue 19: start/stop pairs, 0 ms restarts, repeat phase, huge ms */
+    {"signal handlers: start twice refused, stop twice, restart",
+     test_signal_start_stop_pairs},
+    {"signal futures: cancel twice, after firing, from another thread",
+     test_signal_future_pairs},
+    {"fd watchers: start twice refused, stop twice, restart",
+     test_io_start_stop_pairs},
+    {"timers: start twice restarts, stop twice, restart",
+     test_timer_start_stop_pairs},
+    {"a timer restarting itself at 0 ms runs once per RUN_ONCE",
+     test_timer_zero_restart_next_iteration},
+    {"a repeating timer keeps its phase and skips missed beats",
+     test_timer_repeat_keeps_phase},
+    {"INT64_MAX ms timers, sleeps and timeouts are armed, not due",
+     test_timer_huge_timeouts},
     {NULL, NULL}};
 const test_suite_t suite_reactor = {"reactor", cases};

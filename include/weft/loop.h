@@ -328,9 +328,16 @@ WEFT_EXTERN int weft_timer_init(weft_loop_t *loop, weft_timer_t *timer,
  * while the cached time stands still count as started 1 ns apart, so a
  * deadline may be later than the cached time + timeout by as many
  * nanoseconds as timers were started before it in that iteration. O(log n).
- * A repeating timer that falls behind is rescheduled from the current
- * time, not fired in a burst. May be called from any loop callback,
- * including the timer's own.
+ * A repeating timer keeps its phase: each deadline is the previous one +
+ * repeat_ms, however late the call before it ran; when the loop was late
+ * by a whole period or more, the beats it missed are skipped (the next
+ * deadline is the first on the phase after the loop's time), never made
+ * up in a burst of calls. Timeouts up to INT64_MAX ms mean that long
+ * (a deadline beyond the clock's range is never reached). May be called
+ * from any loop callback, including the timer's own; a timer started or
+ * restarted by a timer callback runs no earlier than the loop's next
+ * iteration, even with timeout_ms 0 (so a timer that restarts itself
+ * with 0 runs once per iteration).
  * Returns 0; WEFT_EINVAL (timer not initialised, timeout_ms or repeat_ms
  * negative); WEFT_EPERM off the loop thread; WEFT_ENOMEM (the heap could not
  * grow: the timer is left stopped); WEFT_ESHUTDOWN (the loop is closing).
@@ -353,9 +360,11 @@ WEFT_EXTERN int weft_timer_stop(weft_timer_t *timer);
 WEFT_EXTERN int weft_timer_active(const weft_timer_t *timer);
 
 /**
- * A future fulfilled (with the integer 0) `ms` after the loop's cached time.
- * Cancelling it stops its timer (from any thread). On 0 *out is one handle
- * owned by the caller. If the loop closes first the future is cancelled.
+ * A future fulfilled (with the integer 0) `ms` after the loop's cached time
+ * (any ms up to INT64_MAX; started by a timer callback, no earlier than the
+ * next iteration). Cancelling it stops its timer (from any thread). On 0
+ * *out is one handle owned by the caller. If the loop closes first the
+ * future is cancelled.
  * Errors: WEFT_EINVAL (NULL, ms negative), WEFT_ENOMEM, WEFT_ESHUTDOWN.
  * Thread: the loop thread.
  */
@@ -363,11 +372,12 @@ WEFT_EXTERN int weft_loop_sleep(weft_loop_t *loop, int64_t ms,
                                 weft_future_t **out);
 
 /**
- * A future that settles as `f` settles, unless `ms` pass first: then it
- * rejects with WEFT_ETIMEDOUT and cancels `f` (as weft_future_cancel()
- * would from below: f is cancelled if nothing else needs it, so release
- * your own handle on f once you made the timeout). When f settles first the
- * timer is stopped. Cancelling the result cancels f and stops the timer.
+ * A future that settles as `f` settles, unless `ms` (up to INT64_MAX)
+ * pass first: then it rejects with WEFT_ETIMEDOUT and cancels `f` (as
+ * weft_future_cancel() would from below: f is cancelled if nothing else
+ * needs it, so release your own handle on f once you made the timeout).
+ * When f settles first the timer is stopped. Cancelling the result
+ * cancels f and stops the timer.
  * The caller keeps its handle on f; on 0 *out is one handle.
  * Errors: WEFT_EINVAL (NULL, ms negative), WEFT_ENOMEM, WEFT_ESHUTDOWN.
  * Thread: the loop thread.
@@ -406,11 +416,13 @@ struct weft_io {
  * Watch `fd` (level-triggered) for `events` (a non-empty mask of
  * WEFT_READABLE | WEFT_WRITABLE) and call fn while it is ready. The fd stays
  * the caller's: the loop never closes it; stop the watcher before closing
- * the fd. One watcher per fd per loop.
+ * the fd. One watcher per fd per loop. The handle need not be zeroed
+ * before its first start; an active one is not started again (stop it
+ * first, or change its events with weft_io_modify()).
  * Returns 0; WEFT_EINVAL (NULL loop, io or fn, fd < 0, empty or unknown
- * mask); WEFT_EPERM off the loop thread; WEFT_EEXIST (the fd is already
- * watched by this loop); WEFT_EBADF / other kernel errors from epoll_ctl
- * (io is left stopped); WEFT_ESHUTDOWN.
+ * mask, io already active on this loop); WEFT_EPERM off the loop thread;
+ * WEFT_EEXIST (the fd is already watched by this loop); WEFT_EBADF /
+ * other kernel errors from epoll_ctl (io is left stopped); WEFT_ESHUTDOWN.
  * Thread: the loop thread.
  */
 WEFT_EXTERN int weft_io_start(weft_loop_t *loop, weft_io_t *io, int fd,
@@ -463,9 +475,11 @@ struct weft_signal {
  * the kernel may deliver it to one of them the ordinary way. Several
  * handlers may watch one signal; each runs. Stopping the last handler of a
  * signal leaves it blocked (a pending one is discarded, not delivered).
+ * The handle need not be zeroed before its first start; an active one is
+ * not started again (stop it first; then it may be started on any signal).
  * Returns 0; WEFT_EINVAL (NULL, fn NULL, signum invalid or SIGKILL/SIGSTOP,
- * sig already active); WEFT_EPERM off the loop thread; WEFT_ENOMEM/WEFT_EMFILE
- * (no signalfd); WEFT_ESHUTDOWN.
+ * sig already active on this loop); WEFT_EPERM off the loop thread;
+ * WEFT_ENOMEM/WEFT_EMFILE (no signalfd); WEFT_ESHUTDOWN.
  * Thread: the loop thread.
  */
 WEFT_EXTERN int weft_signal_start(weft_loop_t *loop, weft_signal_t *sig,
