@@ -96,6 +96,8 @@ static void translate(const struct epoll_event *evs, int n,
       w |= WEFT_WRITABLE;
     if (e & (EPOLLERR | EPOLLHUP)) /* let the owner's read/write find out */
       w |= WEFT_READABLE | WEFT_WRITABLE;
+    if (e & (EPOLLRDHUP | EPOLLHUP))
+      w |= WEFT__HUP;
     out[i].data = evs[i].data.ptr;
     out[i].events = w;
   }

@@ -19,6 +19,11 @@ enum { WEFT__EDGE = 0x100u };
 /* Event bit of a ring completion for a socket (uring.c); a socket's
  * watcher asks for it beside READABLE/WRITABLE. */
 enum { WEFT__RING = 0x200u };
+/* Event bit: the peer will send no more (EPOLLRDHUP or EPOLLHUP). Edge-
+ * triggered, this event may carry the end of stream together with the last
+ * bytes and never come again; a socket's watcher asks for it so that a
+ * short read does not take the readiness that the end still needs. */
+enum { WEFT__HUP = 0x400u };
 typedef struct weft__event {
   void *data;      /* what add() registered */
   unsigned events; /* WEFT_READABLE | WEFT_WRITABLE */

@@ -61,6 +61,7 @@ struct weft_socket {
   int16_t ring_res, ring_bid;
   uint8_t kind;
   bool readable, writable; /* readiness since the last EAGAIN */
+  bool hup; /* the peer shut its side: reads go on until recv says so */
   bool connecting;         /* a connect op owns the socket */
   bool closed;
   bool waiting_fd; /* listener: on loop->fd_waiters, retry timer armed */
@@ -396,8 +397,7 @@ static int sock_wrap(weft_loop_t *loop, int fd, uint8_t kind,
     sock_dealloc(loop, s);
     return rc;
   }
-  if (s->ring)
-    s->io.priv_events |= WEFT__RING;
+  s->io.priv_events |= s->ring ? WEFT__RING : WEFT__HUP;
   *out = s;
   return 0;
 }
@@ -798,8 +798,9 @@ static inline void do_read(weft_socket_t *s, net_op_t *op) {
     read_none(s, op, n, e);
     return;
   }
-  if ((size_t)n < want)
-    s->readable = false; /* a short read on a stream drained it */
+  if ((size_t)n < want && !s->hup)
+    s->readable = false; /* a short read on a stream drained it (but not
+                            the end of stream its last edge carried) */
   op->done += (size_t)n;
   read_got(s, op);
 }
@@ -865,7 +866,7 @@ static __attribute__((noinline)) void ring_arm(weft_socket_t *s) {
                         WEFT_READABLE | WEFT_WRITABLE | WEFT__EDGE,
                         &s->io) == 0) {
     s->ring = false;
-    s->io.priv_events = WEFT_READABLE | WEFT_WRITABLE;
+    s->io.priv_events = WEFT_READABLE | WEFT_WRITABLE | WEFT__HUP;
   } else if (s->rerr == 0) {
     s->rerr = WEFT_ENOMEM; /* no way left to wait for bytes */
   }
@@ -1223,6 +1224,8 @@ WEFT__HOT static void sock_event(weft_io_t *io, unsigned events, int status,
   }
   if ((events & WEFT_READABLE) && !s->ring)
     s->readable = true;
+  if (events & WEFT__HUP)
+    s->hup = true;
   if (events & WEFT_WRITABLE)
     s->writable = true;
   sock_run(s);

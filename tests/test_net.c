@@ -636,6 +636,45 @@ static void test_half_close(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
+/* ---- bytes and the end of stream in one edge ---- */
+/* A read waits; the peer sends "abc" and at once shuts its side. On epoll
+ * both can come as one edge-triggered event: the first read takes 3 bytes
+ * (a short read), and the second must still see the end of stream instead
+ * of waiting for an event that never comes again. */
+#define EOF_TRIALS 20
+#define EOF_WAIT_MS 2000
+static void test_bytes_then_eof_one_edge(void) {
+  weft_loop_t *loop = new_loop();
+  int failed = 0;
+  for (int trial = 0; trial < EOF_TRIALS && !failed; trial++) {
+    weft_socket_t *ls;
+    int peer;
+    weft_socket_t *s = raw_pair(loop, &ls, &peer);
+    char buf[64];
+    weft_future_t *r1, *r2;
+    REQUIRE_EQ(weft_read(s, buf, sizeof buf, &r1), 0);
+    weft_loop_run(loop, WEFT_RUN_NOWAIT); /* armed: nothing to read yet */
+    EXPECT_EQ(weft_future_state(r1), WEFT_PENDING);
+    REQUIRE_EQ(write(peer, "abc", 3), 3);
+    REQUIRE_EQ(shutdown(peer, SHUT_WR), 0);
+    REQUIRE_EQ(weft_loop_run_until(loop, r1, EOF_WAIT_MS), 0);
+    EXPECT_EQ(weft_future_int(r1), 3);
+    REQUIRE_EQ(weft_read(s, buf, sizeof buf, &r2), 0);
+    int rc = weft_loop_run_until(loop, r2, EOF_WAIT_MS);
+    failed += rc != 0;
+    EXPECT_ERR(rc, 0);
+    EXPECT_ERR(weft_future_error(r2), WEFT_EOF);
+    if (failed)
+      printf("\n    trial %d: the end of stream never came ", trial);
+    weft_future_release(r1);
+    weft_future_release(r2);
+    close(peer);
+    weft_socket_close(s);
+    weft_socket_close(ls);
+  }
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 /* ---- connect errors ---- */
 
 static void test_connect_refused(void) {
@@ -1764,6 +1803,8 @@ static const test_case_t cases[] = {
     {"bad input", test_bad_input},
     {"loop close runs pending operations' continuations",
      test_close_runs_op_continuations},
+    {"bytes and the end of stream in one edge: EOF, not a hang",
+     test_bytes_then_eof_one_edge},
     {NULL, NULL}};
 
 const test_suite_t suite_net = {"net", cases};
