@@ -19,7 +19,9 @@
  * the connection goes on: an empty line, another command, a missing,
  * non-decimal or out-of-range N, a line with a NUL byte, or a line longer
  * than 511 bytes before its newline (skipped up to the next newline). A
- * connection is not read while 64 of its requests are unanswered. */
+ * connection is not read while 64 of its requests are unanswered. A
+ * client that shuts its side (nc -N) still gets every answer, its last
+ * line counting without a newline, and then the server closes. */
 #include <weft.h>
 
 #include <ctype.h>
@@ -252,6 +254,7 @@ typedef struct fe_conn {
   int inflight; /* requests (jobs and error replies) not yet answered */
   int closed;
   int reading;  /* a read is pending */
+  int ended;    /* the client shut its side: answer what it sent, close */
   int skipping; /* inside an over-long line: drop bytes to the newline */
   size_t have;
   char in[FE_LINE];
@@ -325,7 +328,7 @@ static void fe_read(fe_conn_t *c);
 
 /* Read on when c is open, idle and below its limit of requests in flight. */
 static void fe_resume(fe_conn_t *c) {
-  if (!c->closed && !c->reading && c->inflight < FE_MAX_INFLIGHT)
+  if (!c->closed && !c->reading && !c->ended && c->inflight < FE_MAX_INFLIGHT)
     fe_read(c);
 }
 
@@ -334,7 +337,10 @@ static void fe_done(fe_job_t *j) {
   fe_conn_t *c = j->conn;
   free(j);
   c->inflight--;
-  fe_resume(c);
+  if (c->ended && c->inflight == 0)
+    fe_close(c); /* the last answer to a client that sends no more */
+  else
+    fe_resume(c);
   fe_put(c);
 }
 
@@ -467,9 +473,23 @@ static void fe_line(fe_conn_t *c, char *s, size_t n) {
  * meanwhile must not start a read into c->in. */
 static weft_result_t fe_got(void *arg, weft_future_t *f) {
   fe_conn_t *c = arg;
+  if (!c->closed && weft_future_error(f) == WEFT_EOF) {
+    /* The client shut its side (printf 'job 1' | nc -N): its requests,
+     * a last line without a newline too, are still answered, then the
+     * connection closes. */
+    c->reading = 0;
+    c->ended = 1;
+    if (c->have > 0 && !c->skipping)
+      fe_line(c, c->in, c->have); /* c->have < FE_LINE: room for the NUL */
+    c->have = 0;
+    if (!c->closed && c->inflight == 0)
+      fe_close(c);
+    fe_put(c);
+    return weft_ok_int(0);
+  }
   if (c->closed || weft_future_state(f) != WEFT_FULFILLED) {
     c->reading = 0;
-    fe_broken(c, weft_future_error(f)); /* end of stream or error; jobs in
+    fe_broken(c, weft_future_error(f)); /* an error; jobs in
                                            flight still finish */
     fe_put(c);
     return weft_ok_int(0);
@@ -789,7 +809,8 @@ static int usage(FILE *to, const char *argv0) {
           "out of range, a NUL byte in\nthe line, longer than %d bytes "
           "before its newline) gets one line\n\"error: <what> (usage: ...)\" "
           "and the connection goes on. A connection is\nnot read while %d of "
-          "its requests are unanswered.\n",
+          "its requests are unanswered. A client that shuts its side "
+          "(nc -N) still\ngets every answer, then the server closes.\n",
           FE_JOB_MAX, FE_LINE - 1, FE_MAX_INFLIGHT);
   return 0;
 }

@@ -529,6 +529,44 @@ static void test_offload_bad_lines(void) {
   EXPECT_EQ(stop_with(&s, SIGINT), 0);
 }
 
+/* A client that shuts its side at once (printf 'job 1\njob 2' | nc -N):
+ * both requests are answered, the last without a newline, then the
+ * server closes. On both of the loop's backends (the end of stream may
+ * come in the same event as the bytes). */
+static void offload_half_close_on(const char *uring) {
+  char *argv[] = {"offload_demo", "--serve", "0", NULL};
+  setenv("WEFT_IO_URING", uring, 1);
+  server_t s = spawn_argv(WEFT_OFFLOAD_DEMO, argv);
+  unsetenv("WEFT_IO_URING");
+  for (int round = 0; round < 10; round++) {
+    client_t *c = calloc(1, sizeof *c);
+    REQUIRE_EQ(c != NULL, 1);
+    c->fd = dial(s.port, 0);
+    send_all(c->fd, "job 1\njob 2", 11);
+    REQUIRE_EQ(shutdown(c->fd, SHUT_WR), 0);
+    char a[256] = "", b[256] = "", more[256];
+    bool got_a = read_line(c, a, sizeof a, WAIT_MS);
+    bool got_b = got_a && read_line(c, b, sizeof b, WAIT_MS);
+    if (!got_a || !got_b)
+      fprintf(stderr, "WEFT_IO_URING=%s round %d: \"%s\" \"%s\"\n", uring,
+              round, a, b);
+    EXPECT_TRUE(got_a && got_b);
+    EXPECT_TRUE((a[0] == '1' && b[0] == '2') || (a[0] == '2' && b[0] == '1'));
+    EXPECT_EQ(c->have, 0);
+    struct pollfd pf = {c->fd, POLLIN, 0}; /* then the server closes */
+    EXPECT_EQ(poll(&pf, 1, WAIT_MS), 1);
+    EXPECT_EQ(read(c->fd, more, sizeof more), 0);
+    close(c->fd);
+    free(c);
+  }
+  EXPECT_EQ(stop_with(&s, SIGINT), 0);
+}
+
+static void test_offload_half_close(void) {
+  offload_half_close_on("1");
+  offload_half_close_on("0");
+}
+
 /* A client that sends malformed lines without reading the replies: the
  * server stops reading it (TCP holds the client back) instead of queueing
  * replies without bound; once the client reads, every line has its reply
@@ -763,6 +801,8 @@ static const test_case_t cases[] = {
      test_chat_sigint_clean},
     {"echo_server: SIGINT with work pending, exit 0, no leak",
      test_echo_sigint_clean},
+    {"offload_demo: a client that shuts its side gets every answer",
+     test_offload_half_close},
     {NULL, NULL}};
 
 const test_suite_t suite_chat = {"chat", cases};
