@@ -791,15 +791,6 @@ static void until_retire(until_waker_t *w) {
   until_unref(w);
 }
 
-/* The absolute deadline timeout_ms (>= 0) from now, or -1 (none) where it
- * lies beyond what the clock counts (some 292 years of uptime). */
-static int64_t deadline_after_ms(int64_t timeout_ms) {
-  int64_t now = weft_now_ns();
-  if (timeout_ms > (INT64_MAX - now) / 1000000)
-    return -1;
-  return now + timeout_ms * 1000000;
-}
-
 int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
                         int64_t timeout_ms) {
   if (f == NULL || timeout_ms < -1)
@@ -827,7 +818,10 @@ int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
     leave_run(loop);
     return rc;
   }
-  int64_t deadline = timeout_ms < 0 ? -1 : deadline_after_ms(timeout_ms);
+  /* past the clock's range (INT64_MAX): no deadline at all */
+  int64_t deadline = weft__deadline_after_ms(timeout_ms);
+  if (deadline == INT64_MAX)
+    deadline = -1;
   while (weft_future_state(f) == WEFT_PENDING) {
     if (atomic_exchange_explicit(&loop->stop, false, memory_order_acq_rel)) {
       rc = WEFT_EINTR;
