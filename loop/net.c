@@ -213,21 +213,9 @@ static int new_fd(int family, int type) {
  * connections: the stall on reaching each socket fell by two thirds). The
  * slabs with a free slot are kept at the front of the loop's list; an
  * empty slab is freed unless it is the only one. Under AddressSanitizer
- * each socket is a block of its own, so a use after close is still
- * reported. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SLAB_ON 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SLAB_ON 0
-#endif
-#endif
-#ifndef SLAB_ON
-#define SLAB_ON 1
-#endif
-/* Finished operations are kept for reuse on the same terms (see op_fini). */
-#define OP_REUSE_ON SLAB_ON
-
+ * the slabs stay on (the sanitizer checks the code users run): a free slot
+ * is poisoned until handed out again, so a use after close is reported.
+ * Finished operations are kept for reuse, poisoned the same way (op_fini). */
 enum { SLAB_SOCKS = 32, SOCK_CELL = 256, LINE = 64 };
 
 /* A socket on its own four cache lines. */
@@ -280,12 +268,6 @@ static void slab_push_back(weft_loop_t *loop, sock_slab_t *sl) {
 }
 
 static weft_socket_t *sock_alloc(weft_loop_t *loop) {
-  if (!SLAB_ON) {
-    weft_socket_t *s = weft__malloc(sizeof *s);
-    if (s != NULL)
-      memset(s, 0, sizeof *s);
-    return s;
-  }
   sock_slab_t *sl = loop->sock_slabs;
   if (sl == NULL || sl->free == NULL) {
     void *mem = weft__malloc(SLAB_BLOCK);
@@ -298,10 +280,12 @@ static weft_socket_t *sock_alloc(weft_loop_t *loop) {
     for (unsigned i = SLAB_SOCKS; i-- > 0;) {
       sl->cells[i].s.waiter_next = sl->free;
       sl->free = &sl->cells[i].s;
+      WEFT__POISON(&sl->cells[i], SOCK_CELL);
     }
     slab_push_front(loop, sl);
   }
   weft_socket_t *s = sl->free;
+  WEFT__UNPOISON(s, SOCK_CELL);
   sl->free = s->waiter_next;
   sl->live++;
   if (sl->free == NULL && sl->next != NULL) { /* full: to the back */
@@ -322,6 +306,7 @@ static void sock_dealloc(weft_loop_t *loop, weft_socket_t *s) {
   bool was_full = sl->free == NULL;
   s->waiter_next = sl->free;
   sl->free = s;
+  WEFT__POISON(s, SOCK_CELL); /* until sock_alloc hands it out again */
   sl->live--;
   if (sl->live == 0 && (sl->prev != NULL || sl->next != NULL)) {
     slab_unlink(loop, sl); /* empty and not the only one */
@@ -358,6 +343,7 @@ void weft__net_close(weft_loop_t *loop) {
   }
   while (loop->op_free != NULL) {
     net_op_t *op = loop->op_free;
+    WEFT__UNPOISON(op, sizeof *op);
     loop->op_free = op->next;
     op_free_mem(op);
   }
@@ -678,7 +664,7 @@ static void do_accept(weft_socket_t *s, net_op_t *op) {
                            the connection (not its wrapper) for the next */
     weft_io_stop(&c->io);
     keep_fd(s, c->fd);
-    weft__free(c, sizeof *c);
+    sock_dealloc(s->loop, c); /* (a slab slot) */
     op_drop(s, op);
     return;
   }
@@ -1357,12 +1343,12 @@ enum { OP_FREE_MAX = 256 };
 WEFT__HOT static void op_fini(weft__ext_t *e) {
   net_op_t *op = (net_op_t *)e;
   weft_loop_t *loop = op->base.loop;
-  if (OP_REUSE_ON && op->base.size == sizeof(net_op_t) &&
-      weft__tl_loop == loop && !loop->in_close &&
-      loop->op_nfree < OP_FREE_MAX) {
+  if (op->base.size == sizeof(net_op_t) && weft__tl_loop == loop &&
+      !loop->in_close && loop->op_nfree < OP_FREE_MAX) {
     op->next = loop->op_free;
     loop->op_free = op;
     loop->op_nfree++;
+    WEFT__POISON(op, sizeof *op); /* until op_new hands it out again */
     return;
   }
   op_free_mem(op);
@@ -1377,6 +1363,7 @@ op_new(weft_socket_t *s, uint8_t kind, void *buf, size_t len) {
   net_op_t *op = NULL;
   if (size == sizeof(net_op_t) && loop->op_free != NULL) {
     op = loop->op_free;
+    WEFT__UNPOISON(op, sizeof *op);
     loop->op_free = op->next;
     loop->op_nfree--;
   } else if ((op = op_alloc(size)) == NULL) {

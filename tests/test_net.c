@@ -1738,6 +1738,121 @@ static void test_close_runs_op_continuations(void) {
   tu_alloc_restore();
 }
 
+/* ---- issue 19: an accept that loses to a cancel; free slots poisoned ---- */
+
+/* WEFT__ASAN, and the sanitizer's interface where it is on. */
+#include "internal.h"
+#include <pthread.h>
+
+static bool poisoned(const void *p) {
+#if WEFT__ASAN
+  return __asan_address_is_poisoned(p) != 0;
+#else
+  (void)p;
+  return false;
+#endif
+}
+
+typedef struct acr {
+  weft_future_t *a; /* the accept the cancel races */
+  int pipe[2];
+  long fired;
+} acr_t;
+
+static void *acr_cancel(void *arg) {
+  acr_t *r = arg;
+  EXPECT_EQ(weft_future_cancel(r->a), 0);
+  return NULL;
+}
+
+/* The first event of the batch (the listener's comes next): the accept is
+ * cancelled from another thread now, after the connection arrived and
+ * before the loop takes it, so the loop's accept4 finds its op cancelled. */
+static void acr_fire(weft_io_t *io, unsigned events, int status, void *arg) {
+  (void)io, (void)events;
+  acr_t *r = arg;
+  char b;
+  if (status != 0 || read(r->pipe[0], &b, 1) != 1)
+    return;
+  pthread_t t;
+  REQUIRE_EQ(pthread_create(&t, NULL, acr_cancel, r), 0);
+  pthread_join(t, NULL);
+  r->fired++;
+}
+
+/* Many rounds of: an accept waiting, a connection arriving and a cancel
+ * from another thread while the loop is about to take it. The cancel
+ * wins; the connection is kept (never lost) and goes to the next accept;
+ * the socket the loop wrapped it in goes back to its slab (not to the
+ * general allocator, which would hand the slot out again while the slab
+ * still counts it); freed slots and recycled operations are poisoned. */
+static void test_accept_loses_to_cancel(void) {
+  enum { ROUNDS = 300 };
+  weft_loop_t *loop = new_loop();
+  weft_socket_t *ls;
+  weft_addr_t addr;
+  listen_local(loop, &ls, &addr);
+  acr_t r = {0};
+  REQUIRE_EQ(pipe2(r.pipe, O_NONBLOCK | O_CLOEXEC), 0);
+  weft_io_t io;
+  REQUIRE_EQ(weft_io_start(loop, &io, r.pipe[0], WEFT_READABLE, acr_fire, &r),
+             0);
+  long cancelled = 0, matched = 0, same_slot = 0, slots_poisoned = 0;
+  weft_socket_t *first = NULL;
+  for (int i = 0; i < ROUNDS; i++) {
+    REQUIRE_EQ(weft_accept(ls, &r.a), 0);
+    REQUIRE_EQ(weft_future_state(r.a), WEFT_PENDING);
+    REQUIRE_EQ(write(r.pipe[1], "x", 1), 1); /* ready first */
+    int peer = raw_connect(&addr);           /* then the listener */
+    long fired = r.fired;
+    int64_t end = weft_now_ns() + (int64_t)BOUND_MS * 1000000;
+    while (r.fired == fired && weft_now_ns() < end)
+      weft_loop_run(loop, WEFT_RUN_NOWAIT);
+    REQUIRE_EQ(r.fired, fired + 1);
+    cancelled += weft_future_state(r.a) == WEFT_CANCELLED;
+    weft_future_release(r.a);
+    /* The connection went to nobody yet: the next accept gets it. */
+    one_t o = {0};
+    weft_future_t *b;
+    REQUIRE_EQ(weft_accept(ls, &b), 0);
+    chain(loop, b, keep_settled, &o);
+    REQUIRE_EQ(drive(loop, &o.n, 1, BOUND_MS), 1);
+    REQUIRE_EQ(weft_future_state(o.f), WEFT_FULFILLED);
+    weft_socket_t *s = weft_future_value(o.f);
+    /* The lost connection's socket went back to its slab, whose free list
+     * is a stack: this one has the same slot every round. */
+    if (first == NULL)
+      first = s;
+    same_slot += s == first;
+    struct sockaddr_in mine;
+    socklen_t ml = sizeof mine;
+    weft_addr_t theirs;
+    REQUIRE_EQ(getsockname(peer, (struct sockaddr *)&mine, &ml), 0);
+    REQUIRE_EQ(weft_socket_peer(s, &theirs), 0);
+    matched += weft_addr_port(&theirs) == ntohs(mine.sin_port);
+    EXPECT_EQ(weft_socket_close(s), 0);
+    slots_poisoned += poisoned(s); /* a free slot of its slab */
+    weft_future_release(o.f);
+    close(peer);
+  }
+  EXPECT_EQ(cancelled, ROUNDS);
+  EXPECT_EQ(matched, ROUNDS); /* each connection accepted once, in order */
+  EXPECT_EQ(same_slot, ROUNDS);
+  EXPECT_EQ(slots_poisoned, WEFT__ASAN ? ROUNDS : 0);
+  /* A finished operation released on the loop thread is recycled, and
+   * poisoned until it is handed out again. */
+  weft_future_t *a;
+  REQUIRE_EQ(weft_accept(ls, &a), 0);
+  EXPECT_EQ(weft_future_cancel(a), 0);
+  weft_future_release(a);
+  EXPECT_EQ(poisoned(a), WEFT__ASAN);
+  weft_io_stop(&io);
+  close(r.pipe[0]);
+  close(r.pipe[1]);
+  weft_socket_close(ls);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 static const test_case_t cases[] = {
     {"echo 16 MiB in random-sized writes", test_echo_16mib},
     {"1,000 concurrent connections", test_thousand_connections},
@@ -1764,6 +1879,8 @@ static const test_case_t cases[] = {
     {"bad input", test_bad_input},
     {"loop close runs pending operations' continuations",
      test_close_runs_op_continuations},
+    {"an accept that loses to a cancel; free slots poisoned",
+     test_accept_loses_to_cancel},
     {NULL, NULL}};
 
 const test_suite_t suite_net = {"net", cases};
