@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
@@ -85,7 +86,11 @@ struct weft_socket {
   unsigned nspare, spare_cap;
   /* listener out of fds */
   weft_timer_t retry;
-  int64_t backoff_ms;
+  union {
+    int64_t backoff_ms; /* a listener's */
+    net_op_t *owner;    /* a stream's: the accept or connect future that
+                           owns it, or NULL (see "sockets futures own") */
+  };
   struct weft_socket *waiter_next;
   struct sock_slab *slab; /* NULL: a block of its own */
 };
@@ -99,11 +104,22 @@ struct net_op {
                     call that made it, or only a watch holds it): no guard
                     and a plain settle */
   uint8_t shift; /* the op's offset in its block (op_alloc) */
+  uint8_t own;   /* OP_ACCEPT, OP_CONNECT: OWN_* (its socket) */
   _Atomic uint32_t guard; /* loop thread inside a syscall on buf */
   char *buf;
   size_t len, done;
-  weft_addr_t *from; /* OP_RECV */
+  union {
+    weft_addr_t *from;     /* OP_RECV */
+    weft_socket_t *owned;  /* OP_ACCEPT, OP_CONNECT: OWN_HELD's socket */
+  };
 };
+
+/* The socket of a fulfilled accept or connect: none yet, the future's,
+ * the user's (weft_socket_take), closed while the future held it; ORPHAN:
+ * the future's last handle went on another thread while the loop was
+ * closing, and the op's memory waits for the loop's close of the socket
+ * (owner_cut). */
+enum { OWN_NONE = 0, OWN_HELD, OWN_TAKEN, OWN_CLOSED, OWN_ORPHAN };
 
 /* OP_SEND carries its destination; the other ops stay small enough for the
  * allocator's per-thread cache. */
@@ -576,6 +592,41 @@ static void op_publish_ptr(weft_socket_t *s, net_op_t *op, void *p) {
   op_publish_value(s, op);
 }
 
+/* ---- sockets futures own ----
+ *
+ * A fulfilled accept or connect future owns its socket until the user
+ * takes it (weft_socket_take): op->owned and s->owner link the two. The
+ * link is cut when the socket is taken, or closed (by its user through the
+ * borrowed pointer, or by the loop's close: owner_cut), or when the
+ * future's last reference goes (op_fini), which closes the socket. That
+ * last reference may go on any thread, and closing is the loop thread's:
+ * elsewhere op_fini hands the op to the loop (owner_post). owner_mu orders
+ * such a thread against the loop cutting the link, and the link keeps the
+ * loop alive: the loop cuts every link (closing every socket) before it
+ * frees itself. s->owner is the loop thread's alone; op->owned and op->own
+ * are the loop thread's while the future has a handle, and under owner_mu
+ * once the loop may meet op_fini of another thread. */
+static pthread_mutex_t owner_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void owner_link(net_op_t *op, weft_socket_t *s) {
+  op->owned = s;
+  op->own = OWN_HELD;
+  s->owner = op;
+}
+
+/* Loop thread: s (linked) is closing. An op that was orphaned goes now. */
+static __attribute__((noinline, cold)) void owner_cut(weft_socket_t *s) {
+  pthread_mutex_lock(&owner_mu);
+  net_op_t *op = s->owner;
+  bool orphan = op->own == OWN_ORPHAN;
+  op->owned = NULL;
+  op->own = OWN_CLOSED;
+  s->owner = NULL;
+  pthread_mutex_unlock(&owner_mu);
+  if (orphan)
+    op_free_mem(op);
+}
+
 static void spill_keep(weft_socket_t *s, const char *data, size_t n) {
   /* Rare (a cross-thread cancel racing a read): append to the spill. */
   size_t have = s->spill_len - s->spill_off;
@@ -668,6 +719,7 @@ static void do_accept(weft_socket_t *s, net_op_t *op) {
     op_drop(s, op);
     return;
   }
+  owner_link(op, c);
   op_publish_ptr(s, op, c);
 }
 
@@ -1157,6 +1209,7 @@ static void do_connect(weft_socket_t *s, net_op_t *op) {
     sock_close(s);
     return;
   }
+  owner_link(op, s);
   op_publish_ptr(s, op, s);
 }
 
@@ -1268,6 +1321,8 @@ static void sock_close(weft_socket_t *s) {
   if (s->closed)
     return;
   s->closed = true;
+  if (s->kind == SK_STREAM && s->owner != NULL)
+    owner_cut(s); /* its future no longer owns it */
   weft_loop_t *loop = s->loop;
   weft_io_stop(&s->io); /* no-op when the loop's close unlinked it */
   if (s->kind == SK_LISTEN) {
@@ -1329,6 +1384,40 @@ static void op_cancel_hook(void *arg) {
   weft__loop_op_cancel(&op->base);
 }
 
+/* The posted end of an owning future (owner_fini): close its socket if
+ * nothing else did meanwhile. */
+static void owner_task(weft_task_t *t) {
+  net_op_t *op = (net_op_t *)((char *)t - offsetof(weft__loop_op_t, stop_task));
+  if (op->own == OWN_HELD)
+    sock_close(op->owned); /* (cuts the link) */
+  op_free_mem(op);
+}
+
+/* op_fini of an accept or connect that was fulfilled: the future's last
+ * reference went. If it still owns its socket, the socket closes: here on
+ * the loop thread; from another thread the op goes to the loop, which
+ * closes it (owner_task), or, when the loop is closing already and takes
+ * no more tasks, which closes it in any case and frees the op with it
+ * (owner_cut). True when the op's memory is op_fini's to take. */
+static __attribute__((noinline)) bool owner_fini(net_op_t *op) {
+  weft_loop_t *loop = op->base.loop;
+  if (weft__tl_loop == loop) {
+    if (op->own == OWN_HELD)
+      sock_close(op->owned);
+    return true;
+  }
+  pthread_mutex_lock(&owner_mu);
+  bool mine = true;
+  if (op->own == OWN_HELD) { /* the loop is alive: it has not cut yet */
+    op->base.stop_task.run = owner_task;
+    if (weft__loop_submit(loop, &op->base.stop_task) != 0)
+      op->own = OWN_ORPHAN; /* closing: owner_cut frees the op */
+    mine = false;
+  }
+  pthread_mutex_unlock(&owner_mu);
+  return mine;
+}
+
 /* Operations kept per loop for reuse: enough for a burst of reads and
  * writes finishing in one batch of events; more go back to the allocator. */
 enum { OP_FREE_MAX = 256 };
@@ -1343,6 +1432,9 @@ enum { OP_FREE_MAX = 256 };
 WEFT__HOT static void op_fini(weft__ext_t *e) {
   net_op_t *op = (net_op_t *)e;
   weft_loop_t *loop = op->base.loop;
+  if (__builtin_expect(op->kind == OP_ACCEPT || op->kind == OP_CONNECT, 0) &&
+      !owner_fini(op))
+    return; /* the loop frees it */
   if (op->base.size == sizeof(net_op_t) && weft__tl_loop == loop &&
       !loop->in_close && loop->op_nfree < OP_FREE_MAX) {
     op->next = loop->op_free;
@@ -1375,6 +1467,7 @@ op_new(weft_socket_t *s, uint8_t kind, void *buf, size_t len) {
   op->sock = s;
   op->kind = kind;
   op->unshared = true; /* until op_queue returns its future */
+  op->own = OWN_NONE;
   atomic_init(&op->guard, 0);
   op->buf = buf;
   op->len = len;
@@ -1548,6 +1641,38 @@ int weft_shutdown(weft_socket_t *sock, weft_future_t **out) {
 
 int weft_accept(weft_socket_t *listener, weft_future_t **out) {
   return start_op(listener, OP_ACCEPT, SK_LISTEN, NULL, 0, out);
+}
+
+int weft_socket_take(weft_future_t *f, weft_socket_t **out) {
+  if (f == NULL || out == NULL)
+    return WEFT_EINVAL;
+  struct weft_future *st = f;
+  uint32_t w = atomic_load_explicit(&st->word, memory_order_acquire);
+  if (weft__kind(w) != WEFT__K_EXT || ((weft__ext_t *)st)->fini != op_fini)
+    return WEFT_EINVAL;
+  net_op_t *op = (net_op_t *)st;
+  if (op->kind != OP_ACCEPT && op->kind != OP_CONNECT)
+    return WEFT_EINVAL;
+  if (!weft__loop_owned(op->base.loop))
+    return WEFT_EPERM;
+  int err = weft_future_error(f);
+  if (err != 0)
+    return err; /* pending, rejected or cancelled */
+  switch (op->own) {
+  case OWN_HELD:
+    break;
+  case OWN_TAKEN:
+    return WEFT_EALREADY;
+  default:
+    return WEFT_ESHUTDOWN; /* closed through the borrowed pointer */
+  }
+  /* (The caller's handle keeps op_fini away: no lock needed.) */
+  weft_socket_t *s = op->owned;
+  op->owned = NULL;
+  op->own = OWN_TAKEN;
+  s->owner = NULL;
+  *out = s;
+  return 0;
 }
 
 size_t weft_socket_write_queued(const weft_socket_t *sock) {
