@@ -608,10 +608,25 @@ static void op_publish_ptr(weft_socket_t *s, net_op_t *op, void *p) {
  * once the loop may meet op_fini of another thread. */
 static pthread_mutex_t owner_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static void owner_link(net_op_t *op, weft_socket_t *s) {
-  op->owned = s;
+/* The value's destructor does nothing: op_fini closes the socket (the op
+ * knows whether it still owns it). Having one makes the value owned, so a
+ * future that follows this one borrows it and keeps this one alive. */
+static void owned_value(void *sock) { (void)sock; }
+
+/* op_publish_ptr for the claimed accept or connect op that brings sock:
+ * the future owns sock from now on. */
+static void op_publish_owned(weft_socket_t *s, net_op_t *op,
+                             weft_socket_t *sock) {
+  op->owned = sock;
   op->own = OWN_HELD;
-  s->owner = op;
+  sock->owner = op;
+  struct weft_future *f = op_future(op);
+  f->aux.dtor = owned_value; /* (the cancel hook's slot: claimed, unused) */
+  atomic_store_explicit(&f->word,
+                        atomic_load_explicit(&f->word, memory_order_relaxed) |
+                            WEFT__F_DTOR,
+                        memory_order_relaxed);
+  op_publish_ptr(s, op, sock);
 }
 
 /* Loop thread: s (linked) is closing. An op that was orphaned goes now. */
@@ -719,8 +734,7 @@ static void do_accept(weft_socket_t *s, net_op_t *op) {
     op_drop(s, op);
     return;
   }
-  owner_link(op, c);
-  op_publish_ptr(s, op, c);
+  op_publish_owned(s, op, c);
 }
 
 /* A stream read would wait for readiness, doing nothing now (do_read's
@@ -1209,8 +1223,7 @@ static void do_connect(weft_socket_t *s, net_op_t *op) {
     sock_close(s);
     return;
   }
-  owner_link(op, s);
-  op_publish_ptr(s, op, s);
+  op_publish_owned(s, op, s);
 }
 
 static void run_writes(weft_socket_t *s) {

@@ -1887,6 +1887,12 @@ static weft_future_t *accepted(weft_loop_t *loop, weft_socket_t *ls,
   return a;
 }
 
+static weft_result_t follow_src(void *arg, weft_future_t *f) {
+  (void)arg;
+  weft_future_retain(f);
+  return weft_follow(f);
+}
+
 static void *release_thread(void *arg) {
   EXPECT_EQ(weft_future_release(arg), 0);
   return NULL;
@@ -1907,6 +1913,7 @@ static void test_socket_futures_own_sockets(void) {
   listen_local(loop, &ls, &addr);
   int peer;
   /* released unread on the loop thread: closed at once */
+  weft_socket_t *s = NULL;
   weft_future_t *a = accepted(loop, ls, &addr, &peer);
   EXPECT_EQ(weft_future_value(a) != NULL, 1);
   EXPECT_EQ(weft_future_release(a), 0);
@@ -1926,9 +1933,24 @@ static void test_socket_futures_own_sockets(void) {
   weft_future_release(o.f); /* the last handle */
   EXPECT_EQ(peer_sees_eof(loop, peer, EOF_WAIT_MS), 1);
   close(peer);
+  /* followed: the follower borrows the socket and keeps it open */
+  REQUIRE_EQ(weft_accept(ls, &a), 0);
+  weft_future_t *d;
+  REQUIRE_EQ(weft_future_then(a, weft_loop_executor(loop), follow_src, NULL,
+                              &d), 0);
+  weft_future_release(a);
+  peer = raw_connect(&addr);
+  REQUIRE_EQ(weft_loop_run_until(loop, d, BOUND_MS), 0);
+  REQUIRE_EQ(weft_future_state(d), WEFT_FULFILLED);
+  EXPECT_EQ(weft_socket_fd(weft_future_value(d)) >= 0, 1); /* still open */
+  struct pollfd pd = {peer, POLLIN, 0};
+  EXPECT_EQ(poll(&pd, 1, 0), 0);
+  EXPECT_ERR(weft_socket_take(d, &s), WEFT_EINVAL); /* not the owner */
+  weft_future_release(d);
+  EXPECT_EQ(peer_sees_eof(loop, peer, EOF_WAIT_MS), 1);
+  close(peer);
   /* taken: the caller's, open after the release, until it closes it */
   a = accepted(loop, ls, &addr, &peer);
-  weft_socket_t *s = NULL;
   EXPECT_EQ(weft_socket_take(a, &s), 0);
   EXPECT_EQ(s, weft_future_value(a));
   EXPECT_ERR(weft_socket_take(a, &s), WEFT_EALREADY);
