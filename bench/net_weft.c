@@ -106,7 +106,8 @@ static void on_accept(void *arg, weft_future_t *f) {
   conn_t *c = malloc(sizeof *c);
   if (c == NULL)
     abort();
-  c->s = weft_future_value(f);
+  if (weft_socket_take(f, &c->s) != 0)
+    abort();
   weft_socket_nodelay(c->s, 1);
   S.open++;
   if (++S.accepted == S.want) {

@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
@@ -86,7 +87,11 @@ struct weft_socket {
   unsigned nspare, spare_cap;
   /* listener out of fds */
   weft_timer_t retry;
-  int64_t backoff_ms;
+  union {
+    int64_t backoff_ms; /* a listener's */
+    net_op_t *owner;    /* a stream's: the accept or connect future that
+                           owns it, or NULL (see "sockets futures own") */
+  };
   struct weft_socket *waiter_next;
   struct sock_slab *slab; /* NULL: a block of its own */
 };
@@ -100,11 +105,22 @@ struct net_op {
                     call that made it, or only a watch holds it): no guard
                     and a plain settle */
   uint8_t shift; /* the op's offset in its block (op_alloc) */
+  uint8_t own;   /* OP_ACCEPT, OP_CONNECT: OWN_* (its socket) */
   _Atomic uint32_t guard; /* loop thread inside a syscall on buf */
   char *buf;
   size_t len, done;
-  weft_addr_t *from; /* OP_RECV */
+  union {
+    weft_addr_t *from;     /* OP_RECV */
+    weft_socket_t *owned;  /* OP_ACCEPT, OP_CONNECT: OWN_HELD's socket */
+  };
 };
+
+/* The socket of a fulfilled accept or connect: none yet, the future's,
+ * the user's (weft_socket_take), closed while the future held it; ORPHAN:
+ * the future's last handle went on another thread while the loop was
+ * closing, and the op's memory waits for the loop's close of the socket
+ * (owner_cut). */
+enum { OWN_NONE = 0, OWN_HELD, OWN_TAKEN, OWN_CLOSED, OWN_ORPHAN };
 
 /* OP_SEND carries its destination; the other ops stay small enough for the
  * allocator's per-thread cache. */
@@ -214,21 +230,9 @@ static int new_fd(int family, int type) {
  * connections: the stall on reaching each socket fell by two thirds). The
  * slabs with a free slot are kept at the front of the loop's list; an
  * empty slab is freed unless it is the only one. Under AddressSanitizer
- * each socket is a block of its own, so a use after close is still
- * reported. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SLAB_ON 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SLAB_ON 0
-#endif
-#endif
-#ifndef SLAB_ON
-#define SLAB_ON 1
-#endif
-/* Finished operations are kept for reuse on the same terms (see op_fini). */
-#define OP_REUSE_ON SLAB_ON
-
+ * the slabs stay on (the sanitizer checks the code users run): a free slot
+ * is poisoned until handed out again, so a use after close is reported.
+ * Finished operations are kept for reuse, poisoned the same way (op_fini). */
 enum { SLAB_SOCKS = 32, SOCK_CELL = 256, LINE = 64 };
 
 /* A socket on its own four cache lines. */
@@ -281,12 +285,6 @@ static void slab_push_back(weft_loop_t *loop, sock_slab_t *sl) {
 }
 
 static weft_socket_t *sock_alloc(weft_loop_t *loop) {
-  if (!SLAB_ON) {
-    weft_socket_t *s = weft__malloc(sizeof *s);
-    if (s != NULL)
-      memset(s, 0, sizeof *s);
-    return s;
-  }
   sock_slab_t *sl = loop->sock_slabs;
   if (sl == NULL || sl->free == NULL) {
     void *mem = weft__malloc(SLAB_BLOCK);
@@ -299,10 +297,12 @@ static weft_socket_t *sock_alloc(weft_loop_t *loop) {
     for (unsigned i = SLAB_SOCKS; i-- > 0;) {
       sl->cells[i].s.waiter_next = sl->free;
       sl->free = &sl->cells[i].s;
+      WEFT__POISON(&sl->cells[i], SOCK_CELL);
     }
     slab_push_front(loop, sl);
   }
   weft_socket_t *s = sl->free;
+  WEFT__UNPOISON(s, SOCK_CELL);
   sl->free = s->waiter_next;
   sl->live++;
   if (sl->free == NULL && sl->next != NULL) { /* full: to the back */
@@ -323,6 +323,7 @@ static void sock_dealloc(weft_loop_t *loop, weft_socket_t *s) {
   bool was_full = sl->free == NULL;
   s->waiter_next = sl->free;
   sl->free = s;
+  WEFT__POISON(s, SOCK_CELL); /* until sock_alloc hands it out again */
   sl->live--;
   if (sl->live == 0 && (sl->prev != NULL || sl->next != NULL)) {
     slab_unlink(loop, sl); /* empty and not the only one */
@@ -359,6 +360,7 @@ void weft__net_close(weft_loop_t *loop) {
   }
   while (loop->op_free != NULL) {
     net_op_t *op = loop->op_free;
+    WEFT__UNPOISON(op, sizeof *op);
     loop->op_free = op->next;
     op_free_mem(op);
   }
@@ -590,6 +592,56 @@ static void op_publish_ptr(weft_socket_t *s, net_op_t *op, void *p) {
   op_publish_value(s, op);
 }
 
+/* ---- sockets futures own ----
+ *
+ * A fulfilled accept or connect future owns its socket until the user
+ * takes it (weft_socket_take): op->owned and s->owner link the two. The
+ * link is cut when the socket is taken, or closed (by its user through the
+ * borrowed pointer, or by the loop's close: owner_cut), or when the
+ * future's last reference goes (op_fini), which closes the socket. That
+ * last reference may go on any thread, and closing is the loop thread's:
+ * elsewhere op_fini hands the op to the loop (owner_post). owner_mu orders
+ * such a thread against the loop cutting the link, and the link keeps the
+ * loop alive: the loop cuts every link (closing every socket) before it
+ * frees itself. s->owner is the loop thread's alone; op->owned and op->own
+ * are the loop thread's while the future has a handle, and under owner_mu
+ * once the loop may meet op_fini of another thread. */
+static pthread_mutex_t owner_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* The value's destructor does nothing: op_fini closes the socket (the op
+ * knows whether it still owns it). Having one makes the value owned, so a
+ * future that follows this one borrows it and keeps this one alive. */
+static void owned_value(void *sock) { (void)sock; }
+
+/* op_publish_ptr for the claimed accept or connect op that brings sock:
+ * the future owns sock from now on. */
+static void op_publish_owned(weft_socket_t *s, net_op_t *op,
+                             weft_socket_t *sock) {
+  op->owned = sock;
+  op->own = OWN_HELD;
+  sock->owner = op;
+  struct weft_future *f = op_future(op);
+  f->aux.dtor = owned_value; /* (the cancel hook's slot: claimed, unused) */
+  atomic_store_explicit(&f->word,
+                        atomic_load_explicit(&f->word, memory_order_relaxed) |
+                            WEFT__F_DTOR,
+                        memory_order_relaxed);
+  op_publish_ptr(s, op, sock);
+}
+
+/* Loop thread: s (linked) is closing. An op that was orphaned goes now. */
+static __attribute__((noinline, cold)) void owner_cut(weft_socket_t *s) {
+  pthread_mutex_lock(&owner_mu);
+  net_op_t *op = s->owner;
+  bool orphan = op->own == OWN_ORPHAN;
+  op->owned = NULL;
+  op->own = OWN_CLOSED;
+  s->owner = NULL;
+  pthread_mutex_unlock(&owner_mu);
+  if (orphan)
+    op_free_mem(op);
+}
+
 static void spill_keep(weft_socket_t *s, const char *data, size_t n) {
   /* Rare (a cross-thread cancel racing a read): append to the spill. */
   size_t have = s->spill_len - s->spill_off;
@@ -678,11 +730,11 @@ static void do_accept(weft_socket_t *s, net_op_t *op) {
                            the connection (not its wrapper) for the next */
     weft_io_stop(&c->io);
     keep_fd(s, c->fd);
-    weft__free(c, sizeof *c);
+    sock_dealloc(s->loop, c); /* (a slab slot) */
     op_drop(s, op);
     return;
   }
-  op_publish_ptr(s, op, c);
+  op_publish_owned(s, op, c);
 }
 
 /* A stream read would wait for readiness, doing nothing now (do_read's
@@ -1172,7 +1224,7 @@ static void do_connect(weft_socket_t *s, net_op_t *op) {
     sock_close(s);
     return;
   }
-  op_publish_ptr(s, op, s);
+  op_publish_owned(s, op, s);
 }
 
 static void run_writes(weft_socket_t *s) {
@@ -1285,6 +1337,8 @@ static void sock_close(weft_socket_t *s) {
   if (s->closed)
     return;
   s->closed = true;
+  if (s->kind == SK_STREAM && s->owner != NULL)
+    owner_cut(s); /* its future no longer owns it */
   weft_loop_t *loop = s->loop;
   weft_io_stop(&s->io); /* no-op when the loop's close unlinked it */
   if (s->kind == SK_LISTEN) {
@@ -1346,6 +1400,40 @@ static void op_cancel_hook(void *arg) {
   weft__loop_op_cancel(&op->base);
 }
 
+/* The posted end of an owning future (owner_fini): close its socket if
+ * nothing else did meanwhile. */
+static void owner_task(weft_task_t *t) {
+  net_op_t *op = (net_op_t *)((char *)t - offsetof(weft__loop_op_t, stop_task));
+  if (op->own == OWN_HELD)
+    sock_close(op->owned); /* (cuts the link) */
+  op_free_mem(op);
+}
+
+/* op_fini of an accept or connect that was fulfilled: the future's last
+ * reference went. If it still owns its socket, the socket closes: here on
+ * the loop thread; from another thread the op goes to the loop, which
+ * closes it (owner_task), or, when the loop is closing already and takes
+ * no more tasks, which closes it in any case and frees the op with it
+ * (owner_cut). True when the op's memory is op_fini's to take. */
+static __attribute__((noinline)) bool owner_fini(net_op_t *op) {
+  weft_loop_t *loop = op->base.loop;
+  if (weft__tl_loop == loop) {
+    if (op->own == OWN_HELD)
+      sock_close(op->owned);
+    return true;
+  }
+  pthread_mutex_lock(&owner_mu);
+  bool mine = true;
+  if (op->own == OWN_HELD) { /* the loop is alive: it has not cut yet */
+    op->base.stop_task.run = owner_task;
+    if (weft__loop_submit(loop, &op->base.stop_task) != 0)
+      op->own = OWN_ORPHAN; /* closing: owner_cut frees the op */
+    mine = false;
+  }
+  pthread_mutex_unlock(&owner_mu);
+  return mine;
+}
+
 /* Operations kept per loop for reuse: enough for a burst of reads and
  * writes finishing in one batch of events; more go back to the allocator. */
 enum { OP_FREE_MAX = 256 };
@@ -1360,12 +1448,15 @@ enum { OP_FREE_MAX = 256 };
 WEFT__HOT static void op_fini(weft__ext_t *e) {
   net_op_t *op = (net_op_t *)e;
   weft_loop_t *loop = op->base.loop;
-  if (OP_REUSE_ON && op->base.size == sizeof(net_op_t) &&
-      weft__tl_loop == loop && !loop->in_close &&
-      loop->op_nfree < OP_FREE_MAX) {
+  if (__builtin_expect(op->kind == OP_ACCEPT || op->kind == OP_CONNECT, 0) &&
+      !owner_fini(op))
+    return; /* the loop frees it */
+  if (op->base.size == sizeof(net_op_t) && weft__tl_loop == loop &&
+      !loop->in_close && loop->op_nfree < OP_FREE_MAX) {
     op->next = loop->op_free;
     loop->op_free = op;
     loop->op_nfree++;
+    WEFT__POISON(op, sizeof *op); /* until op_new hands it out again */
     return;
   }
   op_free_mem(op);
@@ -1380,6 +1471,7 @@ op_new(weft_socket_t *s, uint8_t kind, void *buf, size_t len) {
   net_op_t *op = NULL;
   if (size == sizeof(net_op_t) && loop->op_free != NULL) {
     op = loop->op_free;
+    WEFT__UNPOISON(op, sizeof *op);
     loop->op_free = op->next;
     loop->op_nfree--;
   } else if ((op = op_alloc(size)) == NULL) {
@@ -1391,6 +1483,7 @@ op_new(weft_socket_t *s, uint8_t kind, void *buf, size_t len) {
   op->sock = s;
   op->kind = kind;
   op->unshared = true; /* until op_queue returns its future */
+  op->own = OWN_NONE;
   atomic_init(&op->guard, 0);
   op->buf = buf;
   op->len = len;
@@ -1564,6 +1657,38 @@ int weft_shutdown(weft_socket_t *sock, weft_future_t **out) {
 
 int weft_accept(weft_socket_t *listener, weft_future_t **out) {
   return start_op(listener, OP_ACCEPT, SK_LISTEN, NULL, 0, out);
+}
+
+int weft_socket_take(weft_future_t *f, weft_socket_t **out) {
+  if (f == NULL || out == NULL)
+    return WEFT_EINVAL;
+  struct weft_future *st = f;
+  uint32_t w = atomic_load_explicit(&st->word, memory_order_acquire);
+  if (weft__kind(w) != WEFT__K_EXT || ((weft__ext_t *)st)->fini != op_fini)
+    return WEFT_EINVAL;
+  net_op_t *op = (net_op_t *)st;
+  if (op->kind != OP_ACCEPT && op->kind != OP_CONNECT)
+    return WEFT_EINVAL;
+  if (!weft__loop_owned(op->base.loop))
+    return WEFT_EPERM;
+  int err = weft_future_error(f);
+  if (err != 0)
+    return err; /* pending, rejected or cancelled */
+  switch (op->own) {
+  case OWN_HELD:
+    break;
+  case OWN_TAKEN:
+    return WEFT_EALREADY;
+  default:
+    return WEFT_ESHUTDOWN; /* closed through the borrowed pointer */
+  }
+  /* (The caller's handle keeps op_fini away: no lock needed.) */
+  weft_socket_t *s = op->owned;
+  op->owned = NULL;
+  op->own = OWN_TAKEN;
+  s->owner = NULL;
+  *out = s;
+  return 0;
 }
 
 size_t weft_socket_write_queued(const weft_socket_t *sock) {

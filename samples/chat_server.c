@@ -265,7 +265,11 @@ static weft_result_t on_accept(void *arg, weft_future_t *f) {
               weft_strerror(weft_future_error(f)));
     return weft_ok_int(0);
   }
-  weft_socket_t *s = weft_future_value(f);
+  weft_socket_t *s;
+  if (weft_socket_take(f, &s) != 0) { /* (closed by the loop's close) */
+    accept_next();
+    return weft_ok_int(0);
+  }
   client_t *c = chat.stopping ? NULL : calloc(1, sizeof *c);
   if (c == NULL) { /* shutting down, or out of memory: refuse this one */
     weft_socket_close(s);

@@ -108,9 +108,10 @@ static void on_accept(void *arg, weft_future_t *f) {
   }
   conn_t *c = malloc(sizeof *c);
   if (c == NULL) {
-    weft_socket_close(weft_future_value(f)); /* refuse this one only */
+    /* refuse this one only: the future, released unread, closes it */
+  } else if (weft_socket_take(f, &c->sock) != 0) {
+    free(c); /* (closed by the loop's close) */
   } else {
-    c->sock = weft_future_value(f);
     c->prev = NULL;
     c->next = srv.conns;
     if (srv.conns != NULL)

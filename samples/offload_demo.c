@@ -539,10 +539,12 @@ static weft_result_t fe_accepted(void *arg, weft_future_t *f) {
   if (weft_future_state(f) != WEFT_FULFILLED)
     return weft_ok_int(0); /* the listener was closed */
   fe_conn_t *c = fe.listener != NULL ? calloc(1, sizeof *c) : NULL;
-  if (c == NULL) { /* stopping, or out of memory: refuse this one */
-    weft_socket_close(weft_future_value(f));
+  if (c == NULL) {
+    /* stopping, or out of memory: refuse this one (the future, released
+     * unread, closes it) */
+  } else if (weft_socket_take(f, &c->sock) != 0) {
+    free(c); /* (closed by the loop's close) */
   } else {
-    c->sock = weft_future_value(f);
     c->refs = 1;
     c->next = fe.conns;
     if (fe.conns != NULL)
@@ -626,8 +628,11 @@ static int fe_selftest(const phase_t *ref, int n) {
     weft_future_release(cf);
     return rc != 0 ? rc : weft_future_error(cf);
   }
-  weft_socket_t *s = weft_future_value(cf);
+  weft_socket_t *s;
+  rc = weft_socket_take(cf, &s);
   weft_future_release(cf);
+  if (rc != 0)
+    return rc;
   char req[64 * 16], ans[4096];
   size_t len = 0, have = 0;
   for (int i = 0; i < n; i++)

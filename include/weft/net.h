@@ -54,13 +54,22 @@ WEFT_BEGIN_DECLS
  * MSG_NOSIGNAL and a peer that went away rejects with WEFT_EPIPE or
  * WEFT_ECONNRESET. EINTR and EAGAIN never reach the caller.
  *
- * Whoever holds a socket closes it with weft_socket_close() (which cancels
- * its pending operations). A socket from weft_accept() or weft_connect()
- * belongs to the caller from the moment the future is fulfilled (read it
- * with weft_future_value()). weft_loop_close() closes every socket of the
- * loop that is still open, cancelling its operations (their continuations
- * run before it returns, and may still name the socket: see there); socket
- * pointers are invalid afterwards.
+ * Who owns what. Whoever owns a socket closes it with weft_socket_close()
+ * (which cancels its pending operations). A socket from weft_listen() or
+ * weft_udp_bind() is the caller's at once. A socket from weft_accept() or
+ * weft_connect() is the value of its fulfilled future, and the future owns
+ * it until the caller takes it with weft_socket_take(): from then on it is
+ * the caller's. A future released unread (its last handle gone, and every
+ * then or combinator that held it done, without a take) closes its socket
+ * as weft_socket_close() would, so the peer sees the connection end; the
+ * close runs on the loop thread (a release on another thread hands it to
+ * the loop). weft_future_value() reads the socket without taking it:
+ * borrowed, valid while the future is held and the socket open (closing it
+ * through that pointer is allowed). weft_loop_close() closes every socket
+ * of the loop that is still open, taken or not, cancelling its operations
+ * (their continuations run before it returns, and may still name the
+ * socket: see there); socket pointers are invalid afterwards, and a future
+ * released after that has nothing left to close.
  */
 
 /** A socket address: IPv4, IPv6 or Unix path. Plain data; copy freely. */
@@ -116,8 +125,8 @@ WEFT_EXTERN int weft_listen(weft_loop_t *loop, const weft_addr_t *addr,
                             int backlog, weft_socket_t **out);
 
 /**
- * Accept the next connection: *out is fulfilled with a weft_socket_t *
- * (weft_future_value()), which the caller then owns. Several accepts may be
+ * Accept the next connection: *out is fulfilled with a weft_socket_t *,
+ * which the future owns until weft_socket_take(). Several accepts may be
  * pending; connections go to them in order. Rejected with a listener error
  * (see the model above; never with EMFILE, EAGAIN or ECONNABORTED, which
  * are retried inside). Cancel it to stop waiting.
@@ -128,7 +137,8 @@ WEFT_EXTERN int weft_accept(weft_socket_t *listener, weft_future_t **out);
 
 /**
  * Connect a stream socket to addr (TCP or Unix). *out is fulfilled with the
- * connected weft_socket_t * (the caller's), or rejected with the reason:
+ * connected weft_socket_t * (the future's until weft_socket_take()), or
+ * rejected with the reason:
  * WEFT_ECONNREFUSED, WEFT_ETIMEDOUT (the kernel's), WEFT_ENETUNREACH,
  * WEFT_ENOENT (no such Unix path), ... For your own time limit wrap it:
  * weft_loop_timeout(loop, f, ms, &g); a cancel or timeout closes the
@@ -139,6 +149,23 @@ WEFT_EXTERN int weft_accept(weft_socket_t *listener, weft_future_t **out);
  */
 WEFT_EXTERN int weft_connect(weft_loop_t *loop, const weft_addr_t *addr,
                              weft_future_t **out);
+
+/**
+ * Take the socket of a fulfilled weft_accept() or weft_connect() future:
+ * on 0 *out is the socket, now the caller's to close (weft_socket_close()),
+ * and releasing the future no longer touches it. Until then the future
+ * owns it (see "Who owns what" above). Take once, right after the future
+ * settles, usually in its continuation.
+ * Errors: WEFT_EINVAL (NULL, or f is not a future weft_accept() or
+ * weft_connect() returned: a future derived from one does not own the
+ * socket); WEFT_EPERM off the loop thread; WEFT_EPENDING (not settled);
+ * the future's own error when it was rejected or cancelled
+ * (WEFT_ECANCELED, ...); WEFT_EALREADY (taken already); WEFT_ESHUTDOWN
+ * (the socket was closed meanwhile: through weft_future_value()'s pointer,
+ * or by the loop's close). *out untouched on error.
+ * Thread: the loop thread.
+ */
+WEFT_EXTERN int weft_socket_take(weft_future_t *f, weft_socket_t **out);
 
 /**
  * Read some bytes (1..len) into buf: *out is fulfilled with the count
