@@ -1738,6 +1738,100 @@ static void test_close_runs_op_continuations(void) {
   tu_alloc_restore();
 }
 
+/* ---- weft_socket_write_queued means the same on both backends ---- */
+
+/* A raw socket with a receive buffer of rcvbuf bytes (0: the default),
+ * connected to a; set before the connect, so the window can use it. */
+static int raw_connect_rcvbuf(const weft_addr_t *a, int rcvbuf) {
+  int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE_EQ(fd >= 0, 1);
+  if (rcvbuf > 0)
+    REQUIRE_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf),
+               0);
+  REQUIRE_EQ(connect(fd, (const struct sockaddr *)&a->ss, a->len), 0);
+  return fd;
+}
+
+/* Read n bytes from fd (bounded); the count read. */
+static size_t raw_read_n(int fd, char *buf, size_t n) {
+  size_t got = 0;
+  int64_t end = weft_now_ns() + (int64_t)BOUND_MS * 1000000;
+  while (got < n && weft_now_ns() < end) {
+    struct pollfd pf = {fd, POLLIN, 0};
+    if (poll(&pf, 1, 100) != 1)
+      continue;
+    ssize_t k = read(fd, buf + got, n - got);
+    if (k <= 0)
+      break;
+    got += (size_t)k;
+  }
+  return got;
+}
+
+enum { QW_N = 64, QW_LEN = 4096, QW_BIG = 1 << 20 };
+
+typedef struct qw {
+  long settled, bad;
+} qw_t;
+
+static weft_result_t qw_done(void *arg, weft_future_t *f) {
+  qw_t *q = arg;
+  q->settled++;
+  q->bad += weft_future_state(f) != WEFT_FULFILLED ||
+            weft_future_int(f) != QW_LEN;
+  return weft_ok_int(0);
+}
+
+/* 64 writes of 4 KiB that the kernel takes at once (socket buffers of
+ * 1 MiB on both ends): once the loop has handed them over (by the first
+ * write's settling, on either backend) every one has settled and nothing
+ * is queued; the peer then reads every byte, in order. */
+static void test_write_queued_taken(void) {
+  weft_loop_t *loop = new_loop();
+  weft_socket_t *ls;
+  weft_addr_t addr;
+  listen_local(loop, &ls, &addr);
+  int peer = raw_connect_rcvbuf(&addr, QW_BIG);
+  weft_socket_t *s = accept_one(loop, ls);
+  int big = QW_BIG;
+  REQUIRE_EQ(setsockopt(weft_socket_fd(s), SOL_SOCKET, SO_SNDBUF, &big,
+                        sizeof big), 0);
+  char *data = malloc((size_t)QW_N * QW_LEN), *got = malloc((size_t)QW_N * QW_LEN);
+  REQUIRE_EQ(data != NULL && got != NULL, 1);
+  fill((unsigned char *)data, (size_t)QW_N * QW_LEN, 14);
+  qw_t q = {0};
+  weft_future_t *first = NULL;
+  for (int i = 0; i < QW_N; i++) {
+    weft_future_t *w;
+    REQUIRE_EQ(weft_write(s, data + (size_t)i * QW_LEN, QW_LEN, &w), 0);
+    if (i == 0) {
+      first = w;
+      weft_future_retain(first);
+    }
+    chain(loop, w, qw_done, &q);
+  }
+  /* before the loop turns: all of it (io_uring: handed over at the next
+   * wait) or none of it (epoll: sent in weft_write) */
+  size_t before = weft_socket_write_queued(s);
+  EXPECT_TRUE(before == 0 || before == (size_t)QW_N * QW_LEN);
+  REQUIRE_EQ(weft_loop_run_until(loop, first, BOUND_MS), 0);
+  weft_loop_run(loop, WEFT_RUN_NOWAIT); /* the continuations */
+  EXPECT_EQ(weft_socket_write_queued(s), 0u);
+  EXPECT_EQ(q.settled, QW_N);
+  REQUIRE_EQ(drive(loop, &q.settled, QW_N, BOUND_MS), 1); /* (if not) */
+  EXPECT_EQ(q.bad, 0);
+  EXPECT_EQ(raw_read_n(peer, got, (size_t)QW_N * QW_LEN),
+            (size_t)QW_N * QW_LEN);
+  EXPECT_EQ(memcmp(got, data, (size_t)QW_N * QW_LEN), 0);
+  weft_future_release(first);
+  close(peer);
+  weft_socket_close(s);
+  weft_socket_close(ls);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+  free(data);
+  free(got);
+}
+
 static const test_case_t cases[] = {
     {"echo 16 MiB in random-sized writes", test_echo_16mib},
     {"1,000 concurrent connections", test_thousand_connections},
@@ -1764,6 +1858,8 @@ static const test_case_t cases[] = {
     {"bad input", test_bad_input},
     {"loop close runs pending operations' continuations",
      test_close_runs_op_continuations},
+    {"write_queued: writes the kernel takes at once are not queued",
+     test_write_queued_taken},
     {NULL, NULL}};
 
 const test_suite_t suite_net = {"net", cases};
