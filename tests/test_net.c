@@ -17,6 +17,9 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -1772,13 +1775,14 @@ enum { QW_N = 64, QW_LEN = 4096, QW_BIG = 1 << 20 };
 
 typedef struct qw {
   long settled, bad;
+  intptr_t len; /* of each write */
 } qw_t;
 
 static weft_result_t qw_done(void *arg, weft_future_t *f) {
   qw_t *q = arg;
   q->settled++;
   q->bad += weft_future_state(f) != WEFT_FULFILLED ||
-            weft_future_int(f) != QW_LEN;
+            weft_future_int(f) != q->len;
   return weft_ok_int(0);
 }
 
@@ -1799,7 +1803,7 @@ static void test_write_queued_taken(void) {
   char *data = malloc((size_t)QW_N * QW_LEN), *got = malloc((size_t)QW_N * QW_LEN);
   REQUIRE_EQ(data != NULL && got != NULL, 1);
   fill((unsigned char *)data, (size_t)QW_N * QW_LEN, 14);
-  qw_t q = {0};
+  qw_t q = {.len = QW_LEN};
   weft_future_t *first = NULL;
   for (int i = 0; i < QW_N; i++) {
     weft_future_t *w;
@@ -1824,6 +1828,95 @@ static void test_write_queued_taken(void) {
             (size_t)QW_N * QW_LEN);
   EXPECT_EQ(memcmp(got, data, (size_t)QW_N * QW_LEN), 0);
   weft_future_release(first);
+  close(peer);
+  weft_socket_close(s);
+  weft_socket_close(ls);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+  free(data);
+  free(got);
+}
+
+enum { SP_N = 32, SP_LEN = 64 * 1024, SP_BUF = 16 * 1024 };
+
+/* Read from fd (nonblocking reads; the loop does not run) until the
+ * kernel holds nothing more for it: from's send queue (SIOCOUTQ) and fd's
+ * receive queue are empty. Bounded; the count read into buf. */
+static size_t raw_drain(int fd, int from, char *buf, size_t cap) {
+  size_t got = 0;
+  int64_t end = weft_now_ns() + (int64_t)BOUND_MS * 1000000;
+  while (weft_now_ns() < end) {
+    ssize_t k = recv(fd, buf + got, cap - got, MSG_DONTWAIT);
+    if (k > 0) {
+      got += (size_t)k;
+      continue;
+    }
+    int outq = -1, inq = -1;
+    REQUIRE_EQ(ioctl(from, SIOCOUTQ, &outq), 0);
+    REQUIRE_EQ(ioctl(fd, FIONREAD, &inq), 0);
+    if (outq == 0 && inq == 0)
+      break;
+    struct pollfd pf = {fd, POLLIN, 0};
+    (void)poll(&pf, 1, 10);
+  }
+  return got;
+}
+
+/* A peer that does not read (small socket buffers on both ends): what
+ * the socket has no room for stays queued, and the figure is exactly the
+ * bytes written less those the kernel took, which the peer then gets
+ * without the loop running; one more write adds its length; once the
+ * peer reads, every byte arrives in order and the figure falls to 0. */
+static void test_write_queued_slow_peer(void) {
+  weft_loop_t *loop = new_loop();
+  weft_socket_t *ls;
+  weft_addr_t addr;
+  listen_local(loop, &ls, &addr);
+  int peer = raw_connect_rcvbuf(&addr, SP_BUF);
+  weft_socket_t *s = accept_one(loop, ls);
+  int sfd = weft_socket_fd(s), small = SP_BUF;
+  REQUIRE_EQ(setsockopt(sfd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  size_t total = (size_t)SP_N * SP_LEN, extra = 1000;
+  char *data = malloc(total + extra), *got = malloc(total + extra);
+  REQUIRE_EQ(data != NULL && got != NULL, 1);
+  fill((unsigned char *)data, total + extra, 15);
+  qw_t q = {.len = SP_LEN};
+  for (int i = 0; i < SP_N; i++) {
+    weft_future_t *w;
+    REQUIRE_EQ(weft_write(s, data + (size_t)i * SP_LEN, SP_LEN, &w), 0);
+    chain(loop, w, qw_done, &q);
+  }
+  for (int i = 0; i < 5; i++) /* the writes go to the kernel */
+    weft_loop_run(loop, WEFT_RUN_NOWAIT);
+  size_t queued = weft_socket_write_queued(s);
+  EXPECT_TRUE(queued > 0);
+  EXPECT_TRUE(queued < total);
+  EXPECT_TRUE(q.settled < SP_N);
+  size_t taken = raw_drain(peer, sfd, got, total + extra);
+  EXPECT_EQ(taken, total - queued);
+  EXPECT_EQ(memcmp(got, data, taken), 0);
+  EXPECT_EQ(weft_socket_write_queued(s), queued); /* the loop did not run */
+  weft_future_t *w;
+  REQUIRE_EQ(weft_write(s, data + total, extra, &w), 0);
+  EXPECT_EQ(weft_socket_write_queued(s), queued + extra);
+  /* the peer reads now: everything arrives, in order */
+  int64_t end = weft_now_ns() + (int64_t)BOUND_MS * 1000000;
+  while ((weft_future_state(w) == WEFT_PENDING || taken < total + extra) &&
+         weft_now_ns() < end) {
+    weft_loop_run(loop, WEFT_RUN_NOWAIT);
+    ssize_t k = recv(peer, got + taken, total + extra - taken, MSG_DONTWAIT);
+    if (k > 0)
+      taken += (size_t)k;
+    else
+      sched_yield();
+  }
+  EXPECT_EQ(weft_future_state(w), WEFT_FULFILLED);
+  EXPECT_EQ(taken, total + extra);
+  EXPECT_EQ(memcmp(got, data, total + extra), 0);
+  weft_loop_run(loop, WEFT_RUN_NOWAIT); /* the continuations */
+  EXPECT_EQ(q.settled, SP_N);
+  EXPECT_EQ(q.bad, 0);
+  EXPECT_EQ(weft_socket_write_queued(s), 0u);
+  weft_future_release(w);
   close(peer);
   weft_socket_close(s);
   weft_socket_close(ls);
@@ -1860,6 +1953,8 @@ static const test_case_t cases[] = {
      test_close_runs_op_continuations},
     {"write_queued: writes the kernel takes at once are not queued",
      test_write_queued_taken},
+    {"write_queued: a peer that does not read makes it grow",
+     test_write_queued_slow_peer},
     {NULL, NULL}};
 
 const test_suite_t suite_net = {"net", cases};
