@@ -24,9 +24,10 @@
  *   caller's buffer, under the op's guard). Bytes no read wants stay on
  *   the socket.
  * - A write queues a send of the caller's buffer with MSG_DONTWAIT, handed
- *   over at the loop's next io_uring_enter: the kernel sends what the
- *   socket takes (or fails with EAGAIN) inside that call and keeps
- *   nothing. Around the call the op's guard is up (sends_enter,
+ *   over at the loop's next io_uring_enter (a sendmsg of every write its
+ *   socket has queued by then, when there are several): the kernel sends
+ *   what the socket takes (or fails with EAGAIN) inside that call and
+ *   keeps nothing. Around the call the op's guard is up (sends_enter,
  *   sends_leave), as around a send(): that is what a cancel from another
  *   thread waits for.
  * - A completion becomes an event {socket, WEFT__RING} in the batch, with
