@@ -75,15 +75,18 @@ WEFT__HIDDEN bool weft__ring_recv(weft__backend_t *b, void *tag, int fd);
 /* Queue a send of buf[0..len) on fd (at most WEFT__RING_SEND_MAX), its
  * completion to weft__net_ring_cqe(tag | 1, ...). The send is handed over
  * at the loop's next io_uring_enter, with MSG_DONTWAIT: the kernel reads
- * buf inside that call only. Around the call, weft__net_send_enter(tag)
- * (false: it was cancelled, the send becomes a NOP) and, once the kernel
- * took it, weft__net_send_leave(tag). False: no room in the ring. */
+ * buf inside that call only. Around the call, weft__net_send_enter(tag,
+ * iov, max) gives the buffers the send carries, buf's first (0: it was
+ * cancelled, the send becomes a NOP) and, once the kernel took it,
+ * weft__net_send_leave(tag). False: no room in the ring. */
 WEFT__HIDDEN bool weft__ring_send(weft__backend_t *b, void *tag, int fd,
                                   const void *buf, size_t len);
 /* Sends queued and not handed over yet; anything queued (recvs too). */
 WEFT__HIDDEN bool weft__ring_sends(const weft__backend_t *b);
 WEFT__HIDDEN bool weft__ring_queued(const weft__backend_t *b);
-WEFT__HIDDEN bool weft__net_send_enter(void *tag);
+struct iovec;
+WEFT__HIDDEN unsigned weft__net_send_enter(void *tag, struct iovec *iov,
+                                          unsigned max);
 WEFT__HIDDEN void weft__net_send_leave(void *tag);
 /* Ask the kernel to end tag's recv (its completion still comes); hands
  * the SQ over at once, so the fd may be closed on return. */

@@ -33,6 +33,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -101,9 +102,12 @@ struct net_op {
   net_op_t *next;
   weft_socket_t *sock; /* NULL once off the socket's queue */
   uint8_t kind;
-  bool unshared; /* no other thread can reach its future (still inside the
-                    call that made it, or only a watch holds it): no guard
-                    and a plain settle */
+  /* (two bits of one byte: the op stays three cache lines) */
+  bool unshared : 1; /* no other thread can reach its future (still inside
+                        the call that made it, or only a watch holds it):
+                        no guard and a plain settle */
+  bool wring : 1;    /* a write in the socket's ring send (wring_op's, from
+                        weft__net_send_enter to wring_take) */
   uint8_t shift; /* the op's offset in its block (op_alloc) */
   uint8_t own;   /* OP_ACCEPT, OP_CONNECT: OWN_* (its socket) */
   _Atomic uint32_t guard; /* loop thread inside a syscall on buf */
@@ -930,8 +934,9 @@ static inline void ring_want(weft_socket_t *s) {
     ring_arm(s);
 }
 
-/* A send's result res, as do_write takes send()'s (the op, if still
- * there, settles in wring_take). */
+/* A send's result res, as do_write takes send()'s: its bytes go to the
+ * writes it carried (op->wring, in queue order from wring_op, each for
+ * what weft__net_send_enter offered of it), which settle in wring_take. */
 static void wring_result(weft_socket_t *s, int res) {
   net_op_t *op = s->wring_op;
   if (__builtin_expect(res > 0, 1)) {
@@ -939,12 +944,18 @@ static void wring_result(weft_socket_t *s, int res) {
       return; /* its write was cancelled (and left wqueued): what went,
                  went */
     s->wqueued -= (size_t)res;
-    size_t want = op->len - op->done;
-    if (want > WEFT__RING_SEND_MAX)
-      want = WEFT__RING_SEND_MAX; /* weft__ring_send's bound */
-    op->done += (size_t)res;
-    if ((size_t)res < want)
-      s->writable = false;
+    size_t left = (size_t)res, room = WEFT__RING_SEND_MAX;
+    for (; op != NULL && op->wring; op = op->next) {
+      size_t want = op->len - op->done;
+      if (want > room)
+        want = room; /* (as weft__net_send_enter bounded it) */
+      room -= want;
+      size_t k = left < want ? left : want;
+      op->done += k;
+      left -= k;
+      if (k < want)
+        s->writable = false; /* the socket took less than offered */
+    }
   } else if (res == -EAGAIN || res == -EWOULDBLOCK) {
     s->writable = false;
   } else if (res != 0 && res != -EINTR) { /* the stream is broken */
@@ -1031,7 +1042,9 @@ WEFT__HOT static void ring_take(weft_socket_t *s) {
 }
 
 /* Queue op (the head of the write queue, the socket writable) as a ring
- * send. False: no room in the ring (the caller sends the plain way). */
+ * send. False: no room in the ring (the caller sends the plain way). The
+ * send carries every write queued behind op by the time it is handed over
+ * (weft__net_send_enter), so one wait sends what epoll's writes would. */
 static bool wring_arm(weft_socket_t *s, net_op_t *op) {
   if (!weft__ring_send(&s->loop->backend, s, s->fd, op->buf + op->done,
                        op->len - op->done))
@@ -1043,39 +1056,76 @@ static bool wring_arm(weft_socket_t *s, net_op_t *op) {
 }
 
 /* The send is about to be handed to the kernel (uring.c, loop thread):
- * the op's guard goes up, as around a send(). False when its op is gone
- * or was cancelled (the send becomes a NOP, whose completion runs the
- * queue on). */
-bool weft__net_send_enter(void *tag) {
+ * its buffers go to iov[0..n), n <= max: the rest of wring_op's, then
+ * those of the writes queued behind it, up to WEFT__RING_SEND_MAX bytes in
+ * all. Each such write is marked op->wring and its guard goes up, as
+ * around a send(). 0 when wring_op is gone or was cancelled (the send
+ * becomes a NOP, whose completion runs the queue on). */
+unsigned weft__net_send_enter(void *tag, struct iovec *iov, unsigned max) {
   weft_socket_t *s = tag;
   net_op_t *op = s->wring_op;
   if (op == NULL || s->closed)
-    return false;
+    return 0;
   op_check_shared(op);
-  if (op_enter(op))
-    return true;
-  op_drop(s, op); /* cancelled from another thread (clears wring_op) */
-  return false;
+  if (!op_enter(op)) {
+    op_drop(s, op); /* cancelled from another thread (clears wring_op) */
+    return 0;
+  }
+  size_t room = WEFT__RING_SEND_MAX;
+  unsigned n = 0;
+  for (;;) {
+    size_t k = op->len - op->done;
+    if (k > room)
+      k = room;
+    room -= k;
+    iov[n].iov_base = op->buf + op->done;
+    iov[n++].iov_len = k;
+    op->wring = true;
+    net_op_t *next;
+    for (;;) { /* the next write behind it that is still wanted */
+      next = op->next;
+      if (__builtin_expect(next == NULL, 1) || next->kind != OP_WRITE ||
+          n == max || room == 0)
+        return n;
+      op_check_shared(next);
+      if (op_enter(next))
+        break;
+      op_drop(s, next); /* cancelled from another thread */
+    }
+    op = next;
+  }
 }
 
+/* The kernel took the send (its call ended): the guards come down. */
 void weft__net_send_leave(void *tag) {
   weft_socket_t *s = tag;
-  if (s->wring_op != NULL)
-    op_leave(s->wring_op);
+  for (net_op_t *op = s->wring_op; op != NULL && op->wring; op = op->next)
+    op_leave(op);
 }
 
-/* The send's completion event: its op settles if it is all sent, or
- * failed (weft__net_ring_cqe applied the result). */
+/* The send's completion event (weft__net_ring_cqe applied the result):
+ * the writes it carried settle, from the head, while all sent (or the
+ * stream failed); one cancelled meanwhile leaves the queue, what went of
+ * it went. */
 WEFT__HOT static void wring_take(weft_socket_t *s) {
-  net_op_t *op = s->wring_op;
   s->wring_done = false;
   s->wring_op = NULL;
-  if (op == NULL)
-    return; /* its write was cancelled: what went, went */
-  if (op->done == op->len)
-    op_finish_int(s, op, (intptr_t)op->len, 0);
-  else if (s->werr != 0)
-    op_finish_int(s, op, 0, s->werr);
+  bool stay = false; /* a write before it was not all sent */
+  for (net_op_t *op = s->whead, *next; op != NULL && op->wring; op = next) {
+    next = op->next;
+    op->wring = false;
+    if (atomic_load_explicit(&op->guard, memory_order_acquire) &
+        GUARD_CANCEL)
+      op_drop(s, op);
+    else if (stay)
+      continue;
+    else if (op->done == op->len)
+      op_finish_int(s, op, (intptr_t)op->len, 0);
+    else if (s->werr != 0)
+      op_finish_int(s, op, 0, s->werr);
+    else
+      stay = true; /* the next send takes it on */
+  }
 }
 
 /* run_reads for a stream, the usual socket, in a function of its own:
@@ -1381,6 +1431,9 @@ static void op_disarm(weft__loop_op_t *base) { /* loop thread */
   weft_socket_t *s = op->sock;
   if (s == NULL)
     return; /* finished or dropped already */
+  if (op->wring)
+    return; /* the kernel had its bytes (a ring send): the send's
+               completion says how many went, then wring_take drops it */
   op_unlink(s, op);
   weft__unref(op_future(op)); /* the queue's reference */
   if (op->kind == OP_CONNECT) {
@@ -1489,6 +1542,7 @@ op_new(weft_socket_t *s, uint8_t kind, void *buf, size_t len) {
   op->len = len;
   op->done = 0;
   op->from = NULL;
+  op->wring = false;
   return op;
 }
 

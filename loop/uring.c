@@ -24,9 +24,10 @@
  *   caller's buffer, under the op's guard). Bytes no read wants stay on
  *   the socket.
  * - A write queues a send of the caller's buffer with MSG_DONTWAIT, handed
- *   over at the loop's next io_uring_enter: the kernel sends what the
- *   socket takes (or fails with EAGAIN) inside that call and keeps
- *   nothing. Around the call the op's guard is up (sends_enter,
+ *   over at the loop's next io_uring_enter (a sendmsg of every write its
+ *   socket has queued by then, when there are several): the kernel sends
+ *   what the socket takes (or fails with EAGAIN) inside that call and
+ *   keeps nothing. Around the call the op's guard is up (sends_enter,
  *   sends_leave), as around a send(): that is what a cancel from another
  *   thread waits for.
  * - A completion becomes an event {socket, WEFT__RING} in the batch, with
@@ -65,6 +66,10 @@ enum {
   SQ_ENTRIES = 512,
   CQ_ENTRIES = 4096,
   BUF_GROUP = 0,
+  /* buffers of the sends of one io_uring_enter (sends_enter): a send
+   * carries at most SEND_IOV writes of its socket */
+  SEND_IOV = 64,
+  IOV_ARENA = 512,
 };
 
 struct weft__ring {
@@ -100,6 +105,11 @@ struct weft__ring {
     bool guarded; /* weft__net_send_enter said go */
   } pend[SQ_ENTRIES];
   unsigned npend;
+  /* a send of several writes is a sendmsg of these (read by the kernel in
+   * the call that takes the send; reused once no send is pending) */
+  struct msghdr msgs[IOV_ARENA / 2];
+  struct iovec iov[IOV_ARENA];
+  unsigned nmsg, niov;
 };
 
 static int sys_setup(unsigned entries, struct io_uring_params *p) {
@@ -263,21 +273,45 @@ static void sq_publish(struct weft__ring *r) {
   }
 }
 
-/* Sends about to be handed over: each op's guard goes up (a cancel from
- * another thread now waits for the call to end), and a send cancelled
- * meanwhile becomes a NOP. */
+/* Sends about to be handed over: each carries the writes its socket has
+ * queued by now (a sendmsg when there are several), their ops' guards go
+ * up (a cancel from another thread now waits for the call to end), and a
+ * send cancelled meanwhile becomes a NOP. */
 static void sends_enter(struct weft__ring *r) {
   for (unsigned i = 0; i < r->npend; i++) {
     struct pending_send *p = &r->pend[i];
     if (p->guarded || p->tag == NULL)
       continue;
-    if (weft__net_send_enter(p->tag)) {
+    struct iovec one, *iov = &one;
+    unsigned max = IOV_ARENA - r->niov;
+    if (max > SEND_IOV)
+      max = SEND_IOV;
+    if (max >= 2)
+      iov = &r->iov[r->niov];
+    else
+      max = 1; /* the arena is full: this send carries one write */
+    unsigned n = weft__net_send_enter(p->tag, iov, max);
+    struct io_uring_sqe *sqe = &r->sqes[p->seq & r->sq_mask];
+    if (__builtin_expect(n == 1, 1)) {
+      p->guarded = true;
+      sqe->addr = (uint64_t)(uintptr_t)iov[0].iov_base;
+      sqe->len = (unsigned)iov[0].iov_len;
+      continue;
+    }
+    if (n > 1) {
+      struct msghdr *m = &r->msgs[r->nmsg++];
+      memset(m, 0, sizeof *m);
+      m->msg_iov = iov;
+      m->msg_iovlen = n;
+      r->niov += n;
+      sqe->opcode = IORING_OP_SENDMSG;
+      sqe->addr = (uint64_t)(uintptr_t)m;
+      sqe->len = 1;
       p->guarded = true;
       continue;
     }
     /* a NOP with the send's user_data: its completion (res 0) tells the
      * socket the send is over, and runs its queue on */
-    struct io_uring_sqe *sqe = &r->sqes[p->seq & r->sq_mask];
     sqe->opcode = IORING_OP_NOP;
     sqe->flags = 0;
     sqe->msg_flags = 0;
@@ -305,6 +339,8 @@ static void sends_leave(struct weft__ring *r) {
       weft__net_send_leave(p.tag);
   }
   r->npend = keep;
+  if (keep == 0)
+    r->nmsg = r->niov = 0; /* no send names the arena now */
 }
 
 /* Submit what is queued (and wait as asked); 0 or a negative errno. */

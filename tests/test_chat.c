@@ -784,10 +784,92 @@ static void test_echo_sigint_clean(void) {
   free(c);
 }
 
+/* ---- a burst from one client: the clients that read keep up ---- */
+
+#define BURST_LINES 256
+#define BURST_LEN 4000 /* bytes of each line, with its newline */
+
+/* One client sends 1 MiB of lines at once while three others read as
+ * fast as they can: every reader gets every line, and none is dropped as a
+ * slow reader (the server's queue for a reader that keeps up stays far
+ * below the default --max-queue of 256 KiB, on either backend). */
+static void test_burst_readers_kept(void) {
+  char *argv[] = {"chat_server", "--port", "0", "--idle-ms", "60000",
+                  "--heartbeat-ms", "100", NULL};
+  server_t s = spawn_argv(WEFT_CHAT_SERVER, argv);
+  enum { NR = 3 };
+  client_t *talker = join(s.port, 0), *rd[NR];
+  for (int i = 0; i < NR; i++)
+    rd[i] = join(s.port, 0);
+  size_t total = (size_t)BURST_LINES * BURST_LEN, off = 0;
+  char *burst = malloc(total);
+  REQUIRE_EQ(burst != NULL, 1);
+  for (int k = 0; k < BURST_LINES; k++) {
+    char *l = burst + (size_t)k * BURST_LEN;
+    memset(l, 'a' + k % 26, BURST_LEN - 1);
+    l[BURST_LEN - 1] = '\n';
+  }
+  REQUIRE_EQ(fcntl(talker->fd, F_SETFL, O_NONBLOCK), 0);
+  int lines[NR] = {0}, dropped = 0, wrong = 0, stuck = 0;
+  char line[8192];
+  while (off < total || lines[0] + lines[1] + lines[2] < NR * BURST_LINES) {
+    struct pollfd pf[NR + 1];
+    for (int i = 0; i < NR; i++)
+      pf[i] = (struct pollfd){rd[i]->fd, POLLIN, 0};
+    pf[NR] = (struct pollfd){talker->fd, off < total ? POLLOUT : 0, 0};
+    if (poll(pf, NR + 1, WAIT_MS) <= 0) {
+      stuck = 1;
+      break;
+    }
+    if (off < total && (pf[NR].revents & POLLOUT)) {
+      ssize_t w = send(talker->fd, burst + off, total - off, MSG_NOSIGNAL);
+      if (w > 0)
+        off += (size_t)w;
+    }
+    for (int i = 0; i < NR; i++) {
+      if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
+        continue;
+      ssize_t r = read(rd[i]->fd, rd[i]->buf + rd[i]->have,
+                       sizeof rd[i]->buf - rd[i]->have);
+      if (r <= 0) {
+        stuck = 1; /* closed on us */
+        goto out;
+      }
+      rd[i]->have += (size_t)r;
+      while (read_line(rd[i], line, sizeof line, 0)) {
+        if (strstr(line, "slow reader") != NULL)
+          dropped++;
+        else if (line[0] != '*' &&
+                 (strlen(line) < BURST_LEN - 1 ||
+                  line[strlen(line) - 1] != 'a' + lines[i] % 26))
+          wrong++;
+        if (line[0] != '*')
+          lines[i]++;
+      }
+    }
+  }
+out:
+  EXPECT_EQ(stuck, 0);
+  EXPECT_EQ(dropped, 0);
+  EXPECT_EQ(wrong, 0);
+  for (int i = 0; i < NR; i++)
+    EXPECT_EQ(lines[i], BURST_LINES);
+  close(talker->fd);
+  free(talker);
+  for (int i = 0; i < NR; i++) {
+    close(rd[i]->fd);
+    free(rd[i]);
+  }
+  free(burst);
+  EXPECT_EQ(stop(&s), 0);
+}
+
 static const test_case_t cases[] = {
     {"echo_server sample", test_echo_server_sample},
     {"50 clients, every line to every other once", test_fanout},
     {"a client that never reads is dropped", test_slow_reader_dropped},
+    {"a 1 MiB burst from one client drops no reader",
+     test_burst_readers_kept},
     {"idle timeout and graceful shutdown", test_idle_and_shutdown},
     {"chat: long lines and NUL bytes get an error line", test_chat_line_limits},
     {"offload_demo: each malformed line gets an error line",

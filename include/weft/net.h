@@ -205,9 +205,23 @@ WEFT_EXTERN int weft_read_exactly(weft_socket_t *sock, void *buf, size_t len,
 WEFT_EXTERN int weft_write(weft_socket_t *sock, const void *buf, size_t len,
                            weft_future_t **out);
 
-/** Bytes queued by weft_write() and not yet taken by the kernel (for a
- * per-connection limit on a slow reader). 0 for NULL. Thread: the loop
- * thread. */
+/**
+ * Bytes of the socket's weft_write()s that the kernel has not taken yet:
+ * each write counts the rest of its buffer from the call until the kernel
+ * takes those bytes; a write that fails or is cancelled stops counting
+ * when it settles (one cancelled on the loop thread while its bytes are
+ * in the loop's io_uring: when that send's result comes). weft offers
+ * queued writes to the kernel whenever the socket has room, and the
+ * kernel takes what the socket buffer holds: on plain epoll at once (in
+ * weft_write() itself when nothing is queued), on a loop with an io_uring
+ * at the loop's next wait (all writes queued by then, in one send). Once
+ * the writes have been offered, the figure is the same on both backends:
+ * what the socket had no room for, 0 for a peer that keeps up, growing
+ * with every write to a peer that does not read. Until then (between
+ * weft_write() and the next wait) a ring loop counts the write in full.
+ * For a per-connection limit on a slow reader. 0 for NULL.
+ * Thread: the loop thread.
+ */
 WEFT_EXTERN size_t weft_socket_write_queued(const weft_socket_t *sock);
 
 /**
