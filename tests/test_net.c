@@ -5,8 +5,11 @@
  * refused and timed-out connects, cancelled reads (the buffer is freed right
  * after the cancel, so ASan sees any later touch; and a cancel from another
  * thread), accept under a lowered fd limit, UDP, Unix sockets, the
- * adaptive spin meeting socket events, loop close with sockets open, and
- * bad input. Every wait is bounded. */
+ * adaptive spin meeting socket events, loop close with sockets open (every
+ * pending operation's continuation runs), bad input, the end of stream in
+ * the same edge as the last bytes, accept and connect futures owning their
+ * sockets, slab slots poisoned when free, and weft_socket_write_queued on
+ * both backends. Every wait is bounded. */
 #include "testutil.h"
 
 #include <arpa/inet.h>
