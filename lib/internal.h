@@ -206,14 +206,19 @@ static inline void weft__ext_on_cancel(weft__ext_t *e, weft_cancel_fn fn,
                         memory_order_relaxed);
 }
 /* Write a claimed (or still unshared) embedded state's value as a pointer,
- * before it is published: weft_future_value() returns only a value so
- * marked (an integer or no value reads as NULL). A plain store: nothing else
- * writes the word of a claimed K_EXT state. */
-static inline void weft__ext_value_ptr(struct weft_future *f, void *p) {
+ * with its destructor (NULL: none), before it is published, as settle_ptr
+ * does for a promise: weft_future_value() returns only a value so marked
+ * (an integer or no value reads as NULL), and a value with a destructor is
+ * owned (a follower borrows it). The destructor takes aux, the cancel
+ * hook's slot, which a claimed state no longer needs. A plain store:
+ * nothing else writes the word of a claimed K_EXT state. */
+static inline void weft__ext_value_ptr(struct weft_future *f, void *p,
+                                       weft_dtor_fn dtor) {
   f->val.ptr = p;
+  f->aux.dtor = dtor;
   atomic_store_explicit(&f->word,
                         atomic_load_explicit(&f->word, memory_order_relaxed) |
-                            WEFT__F_PTR,
+                            WEFT__F_PTR | (dtor != NULL ? WEFT__F_DTOR : 0),
                         memory_order_relaxed);
 }
 /* Settle f with what a job or continuation returned (by pointer: a copy of

@@ -591,11 +591,6 @@ static void op_publish(weft_socket_t *s, net_op_t *op, intptr_t v) {
   op_publish_value(s, op);
 }
 
-static void op_publish_ptr(weft_socket_t *s, net_op_t *op, void *p) {
-  weft__ext_value_ptr(op_future(op), p);
-  op_publish_value(s, op);
-}
-
 /* ---- sockets futures own ----
  *
  * A fulfilled accept or connect future owns its socket until the user
@@ -617,20 +612,15 @@ static pthread_mutex_t owner_mu = PTHREAD_MUTEX_INITIALIZER;
  * future that follows this one borrows it and keeps this one alive. */
 static void owned_value(void *sock) { (void)sock; }
 
-/* op_publish_ptr for the claimed accept or connect op that brings sock:
- * the future owns sock from now on. */
+/* Publish the claimed accept or connect op that brings sock: the future
+ * owns sock from now on. */
 static void op_publish_owned(weft_socket_t *s, net_op_t *op,
                              weft_socket_t *sock) {
   op->owned = sock;
   op->own = OWN_HELD;
   sock->owner = op;
-  struct weft_future *f = op_future(op);
-  f->aux.dtor = owned_value; /* (the cancel hook's slot: claimed, unused) */
-  atomic_store_explicit(&f->word,
-                        atomic_load_explicit(&f->word, memory_order_relaxed) |
-                            WEFT__F_DTOR,
-                        memory_order_relaxed);
-  op_publish_ptr(s, op, sock);
+  weft__ext_value_ptr(op_future(op), sock, owned_value);
+  op_publish_value(s, op);
 }
 
 /* Loop thread: s (linked) is closing. An op that was orphaned goes now. */
