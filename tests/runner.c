@@ -3,6 +3,8 @@
  * any failure; also the counting allocator used by the suites. */
 #include "testutil.h"
 
+#include "internal.h" /* WEFT__ASAN and, under it, the sanitizer's API */
+
 #include <CUnit/Basic.h>
 
 #include <stdlib.h>
@@ -62,6 +64,15 @@ long tu_alloc_count(void) { return atomic_load(&n_allocs); }
 long tu_alloc_live(void) { return atomic_load(&n_live); }
 long tu_alloc_live_bytes(void) { return atomic_load(&live_bytes); }
 long tu_alloc_peak_bytes(void) { return atomic_load(&peak_bytes); }
+
+bool tu_poisoned(const void *p) {
+#if WEFT__ASAN
+  return __asan_address_is_poisoned(p) != 0;
+#else
+  (void)p;
+  return false;
+#endif
+}
 
 static int add_suite(const test_suite_t *s) {
   CU_pSuite cs = CU_add_suite(s->name, NULL, NULL);

@@ -249,15 +249,6 @@ static void test_thread_exit(void) {
 
 enum { ASKED = 40, NMANY = 64 * 3 + 5 }; /* ASKED: in the 48-byte class */
 
-static bool poisoned(const void *p) {
-#if WEFT__ASAN
-  return __asan_address_is_poisoned(p) != 0;
-#else
-  (void)p;
-  return false;
-#endif
-}
-
 static void *free_on_thread(void *arg) {
   void **bs = arg;
   for (int i = 0; i < NMANY; i++)
@@ -270,15 +261,15 @@ static void test_cached_blocks_poisoned(void) {
   REQUIRE_EQ(b != NULL, 1);
   memset(b, 0x5a, ASKED);
   weft__free(b, ASKED);
-  EXPECT_EQ(poisoned(b), WEFT__ASAN);
-  EXPECT_EQ(poisoned(b + ASKED - 1), WEFT__ASAN);
+  EXPECT_EQ(tu_poisoned(b), WEFT__ASAN);
+  EXPECT_EQ(tu_poisoned(b + ASKED - 1), WEFT__ASAN);
   char *again = weft__malloc(ASKED);
   EXPECT_TRUE(again == b); /* recycled by the cache, not by malloc */
   long bad = 0;
   for (int i = 0; i < ASKED; i++)
-    bad += poisoned(again + i);
+    bad += tu_poisoned(again + i);
   EXPECT_EQ(bad, 0);
-  EXPECT_EQ(poisoned(again + ASKED), WEFT__ASAN); /* past the size asked */
+  EXPECT_EQ(tu_poisoned(again + ASKED), WEFT__ASAN); /* past the size asked */
   weft__free(again, ASKED);
 
   /* Through full magazines, the depot and another thread: freed there,
@@ -294,13 +285,14 @@ static void test_cached_blocks_poisoned(void) {
   pthread_join(t, NULL);
   long not_poisoned = 0, still_poisoned = 0, reused = 0;
   for (int i = 0; i < NMANY; i++)
-    not_poisoned += !poisoned(bs[i]);
+    not_poisoned += !tu_poisoned(bs[i]);
   EXPECT_EQ(not_poisoned, WEFT__ASAN ? 0 : NMANY);
   static void *got[NMANY];
   for (int i = 0; i < NMANY; i++) {
     got[i] = weft__malloc(ASKED);
     REQUIRE_EQ(got[i] != NULL, 1);
-    still_poisoned += poisoned(got[i]) || poisoned((char *)got[i] + ASKED - 1);
+    still_poisoned +=
+        tu_poisoned(got[i]) || tu_poisoned((char *)got[i] + ASKED - 1);
     for (int j = 0; j < NMANY; j++)
       reused += got[i] == bs[j];
   }

@@ -1787,18 +1787,9 @@ static void test_close_runs_op_continuations(void) {
 
 /* ---- issue 19: an accept that loses to a cancel; free slots poisoned ---- */
 
-/* WEFT__ASAN, and the sanitizer's interface where it is on. */
+/* WEFT__ASAN */
 #include "internal.h"
 #include <pthread.h>
-
-static bool poisoned(const void *p) {
-#if WEFT__ASAN
-  return __asan_address_is_poisoned(p) != 0;
-#else
-  (void)p;
-  return false;
-#endif
-}
 
 typedef struct acr {
   weft_future_t *a; /* the accept the cancel races */
@@ -1878,7 +1869,7 @@ static void test_accept_loses_to_cancel(void) {
     REQUIRE_EQ(weft_socket_peer(s, &theirs), 0);
     matched += weft_addr_port(&theirs) == ntohs(mine.sin_port);
     EXPECT_EQ(weft_socket_close(s), 0);
-    slots_poisoned += poisoned(s); /* a free slot of its slab */
+    slots_poisoned += tu_poisoned(s); /* a free slot of its slab */
     weft_future_release(o.f);
     close(peer);
   }
@@ -1892,7 +1883,7 @@ static void test_accept_loses_to_cancel(void) {
   REQUIRE_EQ(weft_accept(ls, &a), 0);
   EXPECT_EQ(weft_future_cancel(a), 0);
   weft_future_release(a);
-  EXPECT_EQ(poisoned(a), WEFT__ASAN);
+  EXPECT_EQ(tu_poisoned(a), WEFT__ASAN);
   weft_io_stop(&io);
   close(r.pipe[0]);
   close(r.pipe[1]);

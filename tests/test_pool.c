@@ -696,11 +696,7 @@ static weft_result_t spawn_and_drop(weft_job_t *job, void *arg) {
     return weft_err(WEFT_ENOMEM);
   int rc = weft_future_await(c, 10000);
   weft_future_release(c); /* the last reference: into this worker's cache */
-#if WEFT__ASAN
-  return rc ? weft_err(rc) : weft_ok_int(__asan_address_is_poisoned(c));
-#else
-  return rc ? weft_err(rc) : weft_ok_int(1);
-#endif
+  return rc ? weft_err(rc) : weft_ok_int(WEFT__ASAN ? tu_poisoned(c) : 1);
 }
 
 static void test_job_cache_poisoned(void) {

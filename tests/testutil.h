@@ -59,6 +59,9 @@ long tu_alloc_count(void);  /* allocations attempted since install */
 long tu_alloc_live(void);   /* blocks alive now */
 long tu_alloc_live_bytes(void);
 long tu_alloc_peak_bytes(void);
+/* Is the byte at p poisoned by AddressSanitizer (a free block of one of
+ * weft's free lists)? Always false outside an ASan build. */
+bool tu_poisoned(const void *p);
 
 /* ---- two-thread rounds: both sides start round r together ---- */
 typedef struct tu_rounds {
