@@ -35,6 +35,7 @@
  * recycled block may be an earlier user's.)
  */
 #define _GNU_SOURCE /* MAP_ANONYMOUS */
+#define WEFT__ALLOC_IMPL 1 /* the definitions below, not the fault sites */
 #include "internal.h"
 
 #include <pthread.h>
@@ -175,8 +176,9 @@ static region_t *region_map(void) {
   if (r == NULL)
     return NULL;
   /* map twice the size and trim, for the alignment chunk_of() needs */
-  char *m = mmap(NULL, 2 * (size_t)REGION, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  char *m = WEFT__SYS_PTR("mmap", MAP_FAILED,
+                          mmap(NULL, 2 * (size_t)REGION, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   if (m == MAP_FAILED) {
     free(r);
     return NULL;
@@ -212,7 +214,7 @@ void weft__prefault(void *p, size_t len) {
   uintptr_t page = 4096, lo = ((uintptr_t)p + page - 1) & ~(page - 1),
             hi = ((uintptr_t)p + len) & ~(page - 1);
   if (lo < hi)
-    (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+    (void)WEFT__SYS("madvise", madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE));
 }
 
 /* Mark chunks [from, from + n) of r as populated and return n (up to

@@ -364,7 +364,7 @@ int weft__thread_create(pthread_t *t, void *(*fn)(void *), void *arg) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  int rc = pthread_create(t, NULL, fn, arg);
+  int rc = WEFT__SYS_RET("pthread_create", pthread_create(t, NULL, fn, arg));
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   return rc;
 }

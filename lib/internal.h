@@ -14,6 +14,10 @@
  * and write on a loop): kept together in .text.hot. */
 #define WEFT__HOT __attribute__((hot))
 
+/* Fault injection and schedule perturbation seams (nothing outside
+ * weft_testing). */
+#include "testing.h"
+
 /* AddressSanitizer: WEFT__ASAN is 1 in an ASan build. A free list of our
  * own (allocator magazines, socket slabs, recycled jobs and operations)
  * poisons a block while it sits free and unpoisons it when handed out, so
@@ -62,6 +66,12 @@ WEFT__HIDDEN void *weft__malloc(size_t size);
 WEFT__HIDDEN void weft__free(void *ptr, size_t size);
 /* Grow or shrink a block; on failure NULL and the old block is untouched. */
 WEFT__HIDDEN void *weft__realloc(void *ptr, size_t old_size, size_t new_size);
+#if WEFT__TESTING && !defined(WEFT__ALLOC_IMPL)
+/* Each call site is a fault site of its own ("alloc"). */
+#define weft__malloc(size) (WEFT__FAULT("alloc") ? NULL : (weft__malloc)(size))
+#define weft__realloc(ptr, old_size, new_size)                                 \
+  (WEFT__FAULT("alloc") ? NULL : (weft__realloc)(ptr, old_size, new_size))
+#endif
 /* Ask the kernel to back the whole pages inside [p, p + len) now, in one
  * call, instead of one page fault per 4 KiB page on first write. A hint:
  * the contents are unchanged, and where it is refused (an old kernel, an

@@ -21,7 +21,7 @@ static int ep_init(weft__backend_t *b, unsigned max) {
   b->buf = weft__malloc(max * sizeof(struct epoll_event));
   if (b->buf == NULL)
     return WEFT_ENOMEM;
-  b->fd = epoll_create1(EPOLL_CLOEXEC);
+  b->fd = WEFT__SYS("epoll_create1", epoll_create1(EPOLL_CLOEXEC));
   if (b->fd < 0) {
     int rc = weft_err_from_errno(errno);
     weft__free(b->buf, max * sizeof(struct epoll_event));
@@ -41,7 +41,9 @@ static int ep_ctl(weft__backend_t *b, int op, int fd, unsigned events,
   struct epoll_event ev = {0};
   ev.events = to_epoll(events);
   ev.data.ptr = data;
-  return epoll_ctl(b->fd, op, fd, &ev) == 0 ? 0 : weft_err_from_errno(errno);
+  return WEFT__SYS("epoll_ctl", epoll_ctl(b->fd, op, fd, &ev)) == 0
+             ? 0
+             : weft_err_from_errno(errno);
 }
 
 static int ep_add(weft__backend_t *b, int fd, unsigned events, void *data) {
@@ -54,7 +56,7 @@ static int ep_modify(weft__backend_t *b, int fd, unsigned events, void *data) {
 
 static int ep_remove(weft__backend_t *b, int fd) {
   struct epoll_event ev = {0};
-  return epoll_ctl(b->fd, EPOLL_CTL_DEL, fd, &ev) == 0
+  return WEFT__SYS("epoll_ctl", epoll_ctl(b->fd, EPOLL_CTL_DEL, fd, &ev)) == 0
              ? 0
              : weft_err_from_errno(errno);
 }
@@ -73,15 +75,18 @@ static int ep_wait(weft__backend_t *b, int64_t timeout_ns) {
   if (timeout_ns > 0 && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
     struct timespec ts = {(time_t)(timeout_ns / 1000000000),
                           (long)(timeout_ns % 1000000000)};
-    int n = (int)syscall(SYS_epoll_pwait2, b->fd, evs, (int)b->max, &ts,
-                         NULL, 0);
+    int n = (int)WEFT__SYS("epoll_pwait2",
+                           syscall(SYS_epoll_pwait2, b->fd, evs, (int)b->max,
+                                   &ts, NULL, 0));
     if (n >= 0 || (errno != ENOSYS && errno != EPERM))
       return n; /* EPERM: a seccomp filter (older container runtimes) */
     atomic_store_explicit(&no_pwait2, true, memory_order_relaxed);
   }
 #endif
-  return epoll_wait(b->fd, evs, (int)b->max,
-                    timeout_ns < 0 ? -1 : weft__ns_to_ms_up(timeout_ns));
+  return WEFT__SYS("epoll_wait",
+                   epoll_wait(b->fd, evs, (int)b->max,
+                              timeout_ns < 0 ? -1
+                                             : weft__ns_to_ms_up(timeout_ns)));
 }
 
 /* The kernel's events evs[0..n) as the loop's. */
@@ -115,7 +120,7 @@ WEFT__HOT static int ep_poll(weft__backend_t *b, int64_t timeout_ns,
 int weft__epoll_harvest(weft__backend_t *b, weft__event_t *out, int cap) {
   if ((unsigned)cap > b->max)
     cap = (int)b->max;
-  int n = epoll_wait(b->fd, b->buf, cap, 0);
+  int n = WEFT__SYS("epoll_wait", epoll_wait(b->fd, b->buf, cap, 0));
   if (n < 0)
     return errno == EINTR ? 0 : weft_err_from_errno(errno);
   translate(b->buf, n, out);

@@ -131,7 +131,8 @@ static int signal_mask_update(weft_loop_t *loop, int extra) {
   if (extra > 0)
     sigaddset(&set, extra);
   if (loop->sig_fd < 0) {
-    int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    int fd = WEFT__SYS("signalfd",
+                       signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
     if (fd < 0)
       return weft_err_from_errno(errno);
     int rc = loop->ops->add(&loop->backend, fd, WEFT_READABLE,
@@ -223,7 +224,7 @@ int weft_signal_stop(weft_signal_t *sig) {
 void weft__signal_dispatch(weft_loop_t *loop) {
   struct signalfd_siginfo si;
   for (;;) {
-    ssize_t n = read(loop->sig_fd, &si, sizeof si);
+    ssize_t n = WEFT__SYS("read", read(loop->sig_fd, &si, sizeof si));
     if (n != (ssize_t)sizeof si) {
       if (n < 0 && errno == EINTR)
         continue;

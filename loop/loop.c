@@ -50,7 +50,8 @@ static void wake_if_sleeping(weft_loop_t *loop) {
                                                memory_order_relaxed))
     return;
   uint64_t one = 1;
-  while (write(loop->wake_fd, &one, sizeof one) < 0 && errno == EINTR)
+  while (WEFT__SYS("write", write(loop->wake_fd, &one, sizeof one)) < 0 &&
+         errno == EINTR)
     ;
   atomic_fetch_add_explicit(&loop->wakeups, 1, memory_order_relaxed);
 }
@@ -309,7 +310,8 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   }
   if (rc != 0)
     goto fail_events;
-  loop->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  loop->wake_fd =
+      WEFT__SYS("eventfd", eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (loop->wake_fd < 0) {
     rc = weft_err_from_errno(errno);
     goto fail_backend;
@@ -415,7 +417,8 @@ static void drain_wake_fd(weft_loop_t *loop) {
     return;
   loop->wake_events = 0;
   uint64_t v;
-  while (read(loop->wake_fd, &v, sizeof v) < 0 && errno == EINTR)
+  while (WEFT__SYS("read", read(loop->wake_fd, &v, sizeof v)) < 0 &&
+         errno == EINTR)
     ;
 }
 

@@ -221,7 +221,8 @@ static void sock_event(weft_io_t *io, unsigned events, int status, void *arg);
 static void sock_close(weft_socket_t *s);
 
 static int new_fd(int family, int type) {
-  int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = WEFT__SYS("socket",
+                     socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   return fd < 0 ? weft_err_from_errno(errno) : fd;
 }
 
@@ -702,7 +703,8 @@ static void do_accept(weft_socket_t *s, net_op_t *op) {
   } else {
     if (!s->readable || s->waiting_fd)
       return;
-    fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    fd = WEFT__SYS("accept4", accept4(s->fd, NULL, NULL,
+                                      SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (fd < 0) {
       int e = errno;
       if (transient(e))
@@ -836,7 +838,7 @@ static inline void do_read(weft_socket_t *s, net_op_t *op) {
   size_t want = op->len - op->done;
   ssize_t n;
   do
-    n = recv(s->fd, op->buf + op->done, want, 0);
+    n = WEFT__SYS("recv", recv(s->fd, op->buf + op->done, want, 0));
   while (n < 0 && errno == EINTR);
   if (__builtin_expect(n <= 0, 0)) {
     int e = errno;
@@ -862,7 +864,8 @@ static void do_recv(weft_socket_t *s, net_op_t *op) {
   socklen_t sl = sizeof ss;
   ssize_t n;
   do
-    n = recvfrom(s->fd, op->buf, op->len, 0, (struct sockaddr *)&ss, &sl);
+    n = WEFT__SYS("recvfrom", recvfrom(s->fd, op->buf, op->len, 0,
+                                       (struct sockaddr *)&ss, &sl));
   while (n < 0 && errno == EINTR);
   if (n >= 0) {
     if (op->from != NULL) {
@@ -1176,7 +1179,9 @@ static void do_write(weft_socket_t *s, net_op_t *op) {
   if (!s->writable)
     return;
   if (op->kind == OP_SHUTDOWN) {
-    int rc = shutdown(s->fd, SHUT_WR) == 0 ? 0 : io_err(errno);
+    int rc = WEFT__SYS("shutdown", shutdown(s->fd, SHUT_WR)) == 0
+                 ? 0
+                 : io_err(errno);
     op_finish_int(s, op, 0, rc);
     return;
   }
@@ -1187,7 +1192,8 @@ static void do_write(weft_socket_t *s, net_op_t *op) {
   size_t want = op->len - op->done;
   ssize_t n;
   do
-    n = send(s->fd, op->buf + op->done, want, MSG_NOSIGNAL);
+    n = WEFT__SYS("send",
+                  send(s->fd, op->buf + op->done, want, MSG_NOSIGNAL));
   while (n < 0 && errno == EINTR);
   op_leave(op);
   if (n >= 0) {
@@ -1216,9 +1222,10 @@ static void do_send(weft_socket_t *s, net_op_t *op) {
   }
   ssize_t n;
   do
-    n = sendto(s->fd, op->buf, op->len, MSG_NOSIGNAL,
-               (const struct sockaddr *)&((send_op_t *)op)->to.ss,
-               ((send_op_t *)op)->to.len);
+    n = WEFT__SYS("sendto",
+                  sendto(s->fd, op->buf, op->len, MSG_NOSIGNAL,
+                         (const struct sockaddr *)&((send_op_t *)op)->to.ss,
+                         ((send_op_t *)op)->to.len));
   while (n < 0 && errno == EINTR);
   op_leave(op);
   if (n >= 0)
@@ -1234,7 +1241,8 @@ static void do_connect(weft_socket_t *s, net_op_t *op) {
     return;
   int err = 0;
   socklen_t len = sizeof err;
-  if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+  if (WEFT__SYS("getsockopt",
+                getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len)) != 0)
     err = errno;
   if (err == EINPROGRESS || err == EALREADY || err == EINTR) {
     s->writable = false;
@@ -1244,7 +1252,8 @@ static void do_connect(weft_socket_t *s, net_op_t *op) {
     /* Still in progress looks like "writable" only after it finished. */
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    if (getpeername(s->fd, (struct sockaddr *)&ss, &sl) != 0) {
+    if (WEFT__SYS("getpeername",
+                  getpeername(s->fd, (struct sockaddr *)&ss, &sl)) != 0) {
       if (errno == ENOTCONN) {
         s->writable = false;
         return;
@@ -1548,7 +1557,7 @@ WEFT__HOT static bool write_now(weft_socket_t *s, net_op_t *op) {
       return false;
     ssize_t n;
     do
-      n = send(s->fd, op->buf, op->len, MSG_NOSIGNAL);
+      n = WEFT__SYS("send", send(s->fd, op->buf, op->len, MSG_NOSIGNAL));
     while (n < 0 && errno == EINTR);
     if (n >= 0 && (size_t)n < op->len) {
       op->done = (size_t)n;
@@ -1789,9 +1798,11 @@ static int bind_new(weft_loop_t *loop, const weft_addr_t *addr, int type,
   int one = 1;
   if (addr->ss.ss_family != AF_UNIX && type == SOCK_STREAM)
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) != 0 ||
+  if (WEFT__SYS("bind",
+                bind(fd, (const struct sockaddr *)&addr->ss, addr->len)) != 0 ||
       (type == SOCK_STREAM &&
-       listen(fd, backlog <= 0 ? SOMAXCONN : backlog) != 0)) {
+       WEFT__SYS("listen",
+                 listen(fd, backlog <= 0 ? SOMAXCONN : backlog)) != 0)) {
     int rc = io_err(errno);
     close(fd);
     return rc;
@@ -1830,7 +1841,8 @@ int weft_connect(weft_loop_t *loop, const weft_addr_t *addr,
     return fd;
   int cr;
   do
-    cr = connect(fd, (const struct sockaddr *)&addr->ss, addr->len);
+    cr = WEFT__SYS("connect",
+                   connect(fd, (const struct sockaddr *)&addr->ss, addr->len));
   while (cr != 0 && errno == EINTR);
   int cerr = cr == 0 ? 0 : errno;
   weft_socket_t *s;
@@ -1904,7 +1916,8 @@ int weft_socket_nodelay(weft_socket_t *sock, int on) {
   if (sock->kind != SK_STREAM)
     return WEFT_EINVAL;
   int v = on ? 1 : 0;
-  return setsockopt(sock->fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) == 0
+  return WEFT__SYS("setsockopt", setsockopt(sock->fd, IPPROTO_TCP,
+                                            TCP_NODELAY, &v, sizeof v)) == 0
              ? 0
              : io_err(errno);
 }

@@ -113,17 +113,20 @@ struct weft__ring {
 };
 
 static int sys_setup(unsigned entries, struct io_uring_params *p) {
-  return (int)syscall(__NR_io_uring_setup, entries, p);
+  return (int)WEFT__SYS("io_uring_setup",
+                        syscall(__NR_io_uring_setup, entries, p));
 }
 
 static int sys_enter(int fd, unsigned submit, unsigned wait, unsigned flags,
                      const void *arg, size_t argsz) {
-  return (int)syscall(__NR_io_uring_enter, fd, submit, wait, flags, arg,
-                      argsz);
+  return (int)WEFT__SYS("io_uring_enter",
+                        syscall(__NR_io_uring_enter, fd, submit, wait, flags,
+                                arg, argsz));
 }
 
 static int sys_register(int fd, unsigned op, const void *arg, unsigned n) {
-  return (int)syscall(__NR_io_uring_register, fd, op, arg, n);
+  return (int)WEFT__SYS("io_uring_register",
+                        syscall(__NR_io_uring_register, fd, op, arg, n));
 }
 
 static void ring_unmap(struct weft__ring *r) {
@@ -138,14 +141,16 @@ static void ring_unmap(struct weft__ring *r) {
 }
 
 static void *map(size_t len, int fd, off_t off) {
-  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-                 fd, off);
+  void *p = WEFT__SYS_PTR("mmap", MAP_FAILED,
+                          mmap(NULL, len, PROT_READ | PROT_WRITE,
+                               MAP_SHARED | MAP_POPULATE, fd, off));
   return p == MAP_FAILED ? NULL : p;
 }
 
 static void *anon(size_t len) {
-  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void *p = WEFT__SYS_PTR("mmap", MAP_FAILED,
+                          mmap(NULL, len, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   return p == MAP_FAILED ? NULL : p;
 }
 

@@ -39,8 +39,10 @@ static void futex_wait(_Atomic uint32_t *addr, uint32_t val, uint32_t bits,
     ts.tv_nsec = (long)(deadline_ns % 1000000000);
     tp = &ts; /* absolute, CLOCK_MONOTONIC (FUTEX_WAIT_BITSET's clock) */
   }
-  syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_BITSET_PRIVATE, val, tp,
-          NULL, bits);
+  /* A fault here is a spurious wake-up: the caller looks again. */
+  (void)WEFT__SYS("futex", syscall(SYS_futex, (uint32_t *)addr,
+                                    FUTEX_WAIT_BITSET_PRIVATE, val, tp, NULL,
+                                    bits));
 }
 
 static void futex_wake(_Atomic uint32_t *addr, int n) {
