@@ -1,0 +1,347 @@
+/* SPDX-License-Identifier: MIT */
+/* tests/test_paths.c: the rarely taken paths the other suites leave
+ * alone, each with its documented outcome: a pool shut down from its own
+ * threads, a drain that runs out of time with blocking jobs running and
+ * queued, an await in a job that times out, a job that returns
+ * weft_follow(), a thread that cannot be started (through the fault seam,
+ * lib/testing.h), each create failing on every allocation in turn (through
+ * a failing allocator), and the allocator's copy when a block grows. */
+#include "testutil.h"
+
+#include "internal.h" /* the fault seam (lib/testing.h) */
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+
+static int64_t deadline_in_s(int s) { return weft_now_ns() + (int64_t)s * 1000000000; }
+
+/* ---- a pool shut down from its own threads ---- */
+
+static weft_pool_t *g_pool;
+
+static weft_result_t job_shutdown_self(weft_job_t *job, void *arg) {
+  (void)job;
+  (void)arg;
+  return weft_ok_int(weft_pool_shutdown(g_pool, WEFT_POOL_DRAIN, -1, NULL));
+}
+
+static void test_shutdown_from_own_threads(void) {
+  weft_pool_options_t o;
+  memset(&o, 0, sizeof o);
+  o.size = sizeof o;
+  o.threads = 1;
+  REQUIRE_EQ(weft_pool_create(&o, &g_pool), 0);
+  weft_future_t *a, *b;
+  REQUIRE_EQ(weft_pool_submit(g_pool, job_shutdown_self, NULL, NULL, &a), 0);
+  REQUIRE_EQ(
+      weft_pool_submit_blocking(g_pool, job_shutdown_self, NULL, NULL, &b), 0);
+  EXPECT_ERR(weft_future_await(a, 10000), 0);
+  EXPECT_ERR(weft_future_await(b, 10000), 0);
+  EXPECT_ERR(weft_future_int(a), WEFT_EDEADLK);
+  EXPECT_ERR(weft_future_int(b), WEFT_EDEADLK);
+  weft_future_release(a);
+  weft_future_release(b);
+  EXPECT_ERR(weft_pool_shutdown(g_pool, WEFT_POOL_DRAIN, -1, NULL), 0);
+}
+
+/* ---- jobs: weft_follow() is refused, an await times out ---- */
+
+static weft_result_t job_follow(weft_job_t *job, void *arg) {
+  (void)job;
+  return weft_follow(arg);
+}
+
+static weft_result_t job_await_never(weft_job_t *job, void *arg) {
+  (void)job;
+  return weft_ok_int(weft_future_await(arg, 20));
+}
+
+static void test_job_follow_and_await_timeout(void) {
+  weft_pool_t *pool;
+  REQUIRE_EQ(weft_pool_create(NULL, &pool), 0);
+  weft_promise_t *p;
+  weft_future_t *f, *a, *b;
+  REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+  /* The job's weft_follow() hands weft a handle: give it one. */
+  REQUIRE_EQ(weft_future_retain(f), 0);
+  REQUIRE_EQ(weft_pool_submit(pool, job_follow, f, NULL, &a), 0);
+  REQUIRE_EQ(weft_pool_submit(pool, job_await_never, f, NULL, &b), 0);
+  EXPECT_ERR(weft_future_await(a, 10000), 0);
+  EXPECT_ERR(weft_future_error(a), WEFT_ENOTSUP);
+  EXPECT_ERR(weft_future_await(b, 10000), 0);
+  EXPECT_ERR(weft_future_int(b), WEFT_ETIMEDOUT);
+  /* f was not cancelled by the job giving its handle back. */
+  EXPECT_EQ(weft_future_state(f), WEFT_PENDING);
+  weft_future_release(a);
+  weft_future_release(b);
+  EXPECT_ERR(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, -1, NULL), 0);
+  EXPECT_ERR(weft_promise_release(p), 0);
+  EXPECT_ERR(weft_future_error(f), WEFT_EBROKEN);
+  weft_future_release(f);
+}
+
+/* ---- a drain that runs out of time ---- */
+
+static _Atomic int ran_until_cancelled, dtor_runs, fn_runs;
+
+static weft_result_t job_until_cancelled(weft_job_t *job, void *arg) {
+  (void)arg;
+  atomic_fetch_add(&fn_runs, 1);
+  int64_t end = deadline_in_s(10);
+  while (weft_job_cancelled(job) != 1 && weft_now_ns() < end)
+    sched_yield();
+  atomic_fetch_add(&ran_until_cancelled, weft_job_cancelled(job) == 1);
+  return weft_ok_int(1);
+}
+
+static void count_dtor(void *arg) {
+  (void)arg;
+  atomic_fetch_add(&dtor_runs, 1);
+}
+
+static void test_drain_timeout_with_blocking_jobs(void) {
+  atomic_store(&ran_until_cancelled, 0);
+  atomic_store(&dtor_runs, 0);
+  atomic_store(&fn_runs, 0);
+  weft_pool_options_t o;
+  memset(&o, 0, sizeof o);
+  o.size = sizeof o;
+  o.threads = 1;
+  o.blocking_max = 1;
+  weft_pool_t *pool;
+  REQUIRE_EQ(weft_pool_create(&o, &pool), 0);
+  weft_future_t *a, *b;
+  REQUIRE_EQ(weft_pool_submit_blocking(pool, job_until_cancelled, NULL,
+                                       count_dtor, &a),
+             0);
+  /* Wait until the one blocking thread runs it, so the next one queues. */
+  int64_t end = deadline_in_s(10);
+  while (atomic_load(&fn_runs) == 0 && weft_now_ns() < end)
+    sched_yield();
+  REQUIRE_EQ(atomic_load(&fn_runs), 1);
+  REQUIRE_EQ(weft_pool_submit_blocking(pool, job_until_cancelled, NULL,
+                                       count_dtor, &b),
+             0);
+  weft_pool_stats_t st;
+  EXPECT_ERR(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, 30, &st), WEFT_ETIMEDOUT);
+  EXPECT_EQ(atomic_load(&ran_until_cancelled), 1);
+  EXPECT_EQ(atomic_load(&fn_runs), 1); /* b never ran ... */
+  EXPECT_EQ(atomic_load(&dtor_runs), 1); /* ... its arg_dtor ran instead */
+  EXPECT_EQ(weft_future_state(a), WEFT_CANCELLED);
+  EXPECT_EQ(weft_future_state(b), WEFT_CANCELLED);
+  EXPECT_EQ(st.blocking_peak, 1);
+  weft_future_release(a);
+  weft_future_release(b);
+}
+
+/* A job running while a drain goes on may still spawn CPU jobs, but a
+ * blocking submit is refused: shutdown has begun. */
+static weft_result_t job_submit_blocking_until_refused(weft_job_t *job,
+                                                      void *arg) {
+  (void)job;
+  weft_pool_t *pool = arg;
+  int64_t end = deadline_in_s(10);
+  for (;;) {
+    weft_future_t *f;
+    int rc = weft_pool_submit_blocking(pool, job_until_cancelled, NULL, NULL, &f);
+    if (rc != 0 || weft_now_ns() > end)
+      return weft_ok_int(rc);
+    /* accepted before shutdown began: cancel it, it is not what we test */
+    weft_future_cancel(f);
+    weft_future_release(f);
+    sched_yield();
+  }
+}
+
+static void test_blocking_submit_during_drain(void) {
+  weft_pool_options_t o;
+  memset(&o, 0, sizeof o);
+  o.size = sizeof o;
+  o.threads = 1;
+  weft_pool_t *pool;
+  REQUIRE_EQ(weft_pool_create(&o, &pool), 0);
+  weft_future_t *a;
+  REQUIRE_EQ(weft_pool_submit(pool, job_submit_blocking_until_refused, pool,
+                              NULL, &a),
+             0);
+  EXPECT_ERR(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, -1, NULL), 0);
+  EXPECT_EQ(weft_future_state(a), WEFT_FULFILLED);
+  EXPECT_ERR(weft_future_int(a), WEFT_ESHUTDOWN);
+  weft_future_release(a);
+}
+
+/* ---- threads that cannot be started (fault seam) ---- */
+
+static weft_result_t job_count(weft_job_t *job, void *arg) {
+  (void)job;
+  (void)arg;
+  atomic_fetch_add(&fn_runs, 1);
+  return weft_ok_int(7);
+}
+
+static void test_thread_start_failures(void) {
+  /* A pool whose second worker cannot start: WEFT_EAGAIN, nothing left. */
+  weft_pool_options_t o;
+  memset(&o, 0, sizeof o);
+  o.size = sizeof o;
+  o.threads = 2;
+  weft_pool_t *pool = NULL;
+  weft__fault_arm("pthread_create", 2, EAGAIN, false);
+  EXPECT_ERR(weft_pool_create(&o, &pool), WEFT_EAGAIN);
+  EXPECT_EQ(weft__fault_fired(), 1);
+  weft__fault_disarm();
+  weft__fault_record(false);
+  EXPECT_TRUE(pool == NULL);
+
+  weft_thread_executor_t *te = NULL;
+  weft__fault_arm("pthread_create", 1, EAGAIN, false);
+  EXPECT_ERR(weft_thread_executor_create(&te), WEFT_EAGAIN);
+  weft__fault_disarm();
+  weft__fault_record(false);
+  EXPECT_TRUE(te == NULL);
+
+  /* A blocking job with no blocking thread alive and none startable. */
+  o.threads = 1;
+  REQUIRE_EQ(weft_pool_create(&o, &pool), 0);
+  atomic_store(&fn_runs, 0);
+  atomic_store(&dtor_runs, 0);
+  weft_future_t *f = NULL;
+  weft__fault_arm("pthread_create", 1, EAGAIN, true);
+  EXPECT_ERR(weft_pool_submit_blocking(pool, job_count, NULL, count_dtor, &f),
+             WEFT_EAGAIN);
+  weft__fault_disarm();
+  weft__fault_record(false);
+  EXPECT_TRUE(f == NULL);
+  EXPECT_EQ(atomic_load(&dtor_runs), 0); /* arg untouched */
+  /* The next one starts its thread and runs. */
+  REQUIRE_EQ(weft_pool_submit_blocking(pool, job_count, NULL, count_dtor, &f), 0);
+  EXPECT_ERR(weft_future_await(f, 10000), 0);
+  EXPECT_EQ(weft_future_int(f), 7);
+  weft_future_release(f);
+  EXPECT_ERR(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, -1, NULL), 0);
+  EXPECT_EQ(atomic_load(&fn_runs), 1);
+}
+
+/* ---- every allocation of a create failing in turn ---- */
+
+/* Call `make` with the n-th allocation failing, n = 1, 2, ... until it
+ * succeeds: each failure must be WEFT_ENOMEM with nothing left allocated. */
+typedef int (*make_fn)(void);
+
+static int make_pool(void) {
+  weft_pool_options_t o;
+  memset(&o, 0, sizeof o);
+  o.size = sizeof o;
+  o.threads = 2;
+  weft_pool_t *pool;
+  int rc = weft_pool_create(&o, &pool);
+  if (rc == 0)
+    rc = weft_pool_shutdown(pool, WEFT_POOL_DRAIN, -1, NULL) == 0 ? 0 : -1000;
+  return rc;
+}
+
+static int make_te(void) {
+  weft_thread_executor_t *te;
+  int rc = weft_thread_executor_create(&te);
+  if (rc == 0)
+    rc = weft_thread_executor_destroy(te) == 0 ? 0 : -1000;
+  return rc;
+}
+
+static int make_loop(void) {
+  weft_loop_t *loop;
+  int rc = weft_loop_create(NULL, &loop);
+  if (rc == 0)
+    rc = weft_loop_close(loop) == 0 ? 0 : -1000;
+  return rc;
+}
+
+/* A loop's own operations: sleep, signal future, run_until, post. */
+static void post_count(weft_loop_t *l, void *arg, int status) {
+  (void)l;
+  (void)status;
+  (*(int *)arg)++;
+}
+
+static int make_loop_ops(void) {
+  weft_loop_t *loop;
+  int rc = weft_loop_create(NULL, &loop);
+  if (rc != 0)
+    return rc;
+  weft_future_t *s = NULL, *g = NULL;
+  int posted = 0;
+  if ((rc = weft_loop_sleep(loop, 0, &s)) == 0 &&
+      (rc = weft_loop_signal(loop, SIGUSR2, &g)) == 0 &&
+      (rc = weft_loop_post(loop, post_count, &posted)) == 0)
+    rc = weft_loop_run_until(loop, s, 10000);
+  if (rc == 0 && (weft_future_state(s) != WEFT_FULFILLED || posted != 1))
+    rc = -1000;
+  if (s != NULL)
+    weft_future_release(s);
+  if (g != NULL) {
+    weft_future_cancel(g);
+    weft_future_release(g);
+  }
+  if (weft_loop_close(loop) != 0)
+    rc = -1000;
+  return rc;
+}
+
+static void each_alloc_fails(const char *what, make_fn make) {
+  int rc = WEFT_ENOMEM;
+  long n;
+  for (n = 1; n < 200 && rc == WEFT_ENOMEM; n++) {
+    tu_alloc_install(n);
+    rc = make();
+    long live = tu_alloc_live();
+    tu_alloc_restore();
+    if (rc != 0 && rc != WEFT_ENOMEM)
+      fprintf(stderr, "%s, allocation %ld failing: %s\n", what, n,
+              weft_err_name(rc));
+    EXPECT_TRUE(rc == 0 || rc == WEFT_ENOMEM);
+    EXPECT_EQ(live, 0);
+  }
+  EXPECT_ERR(rc, 0); /* it succeeded in the end */
+  EXPECT_TRUE(n > 2); /* at least one allocation was made to fail */
+}
+
+static void test_creates_on_failing_allocator(void) {
+  each_alloc_fails("pool", make_pool);
+  each_alloc_fails("thread executor", make_te);
+  each_alloc_fails("loop", make_loop);
+  each_alloc_fails("loop operations", make_loop_ops);
+}
+
+/* ---- a block that grows under a custom allocator ---- */
+
+static void test_timer_heap_grows_custom_allocator(void) {
+  tu_alloc_install(0);
+  weft_loop_t *loop;
+  REQUIRE_EQ(weft_loop_create(NULL, &loop), 0);
+  enum { N = 300 };
+  static weft_future_t *s[N];
+  for (int i = 0; i < N; i++)
+    REQUIRE_EQ(weft_loop_sleep(loop, N - i, &s[i]), 0);
+  /* The heap grew (copied into new blocks) and kept every deadline: the
+   * sleeps end in order of their deadline. */
+  EXPECT_ERR(weft_loop_run_until(loop, s[N - 1], 10000), 0);
+  EXPECT_EQ(weft_future_state(s[N - 1]), WEFT_FULFILLED);
+  EXPECT_EQ(weft_future_state(s[0]), WEFT_PENDING);
+  for (int i = 0; i < N; i++)
+    weft_future_release(s[i]);
+  EXPECT_ERR(weft_loop_close(loop), 0);
+  EXPECT_EQ(tu_alloc_live(), 0);
+  tu_alloc_restore();
+}
+
+static const test_case_t cases[] = {
+    {"shutdown from the pool's own threads", test_shutdown_from_own_threads},
+    {"job: follow refused, await times out", test_job_follow_and_await_timeout},
+    {"drain timeout with blocking jobs", test_drain_timeout_with_blocking_jobs},
+    {"blocking submit during a drain", test_blocking_submit_during_drain},
+    {"threads that cannot start", test_thread_start_failures},
+    {"creates on a failing allocator", test_creates_on_failing_allocator},
+    {"timer heap grows, custom allocator", test_timer_heap_grows_custom_allocator},
+    {NULL, NULL}};
+const test_suite_t suite_paths = {"paths", cases};
