@@ -350,6 +350,12 @@ static void test_loop_args(void) {
   EXPECT_ERR(weft_loop_run(NULL, WEFT_RUN_NOWAIT), WEFT_EINVAL);
   EXPECT_ERR(weft_loop_run(loop, (weft_run_mode_t)9), WEFT_EINVAL);
   EXPECT_ERR(weft_loop_run_until(loop, NULL, 0), WEFT_EINVAL);
+  o.spin_us = 0;
+  o.max_events = 65537;
+  EXPECT_ERR(weft_loop_create(&o, &second), WEFT_EINVAL);
+  o.max_events = 0;
+  o.size = 4;
+  EXPECT_ERR(weft_loop_create(&o, &second), WEFT_EINVAL);
   EXPECT_ERR(weft_loop_stop(NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_loop_post(NULL, post_nop, NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_loop_post(loop, NULL, NULL), WEFT_EINVAL);
@@ -379,6 +385,7 @@ static void test_loop_args(void) {
   EXPECT_ERR(weft_timer_stop(NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_timer_stop(&t), WEFT_EINVAL);
   EXPECT_ERR(weft_timer_active(NULL), WEFT_EINVAL);
+  EXPECT_EQ(weft_timer_active(&t), 0); /* zeroed, never initialised */
   REQUIRE_EQ(weft_timer_init(loop, &t, timer_nop, NULL), 0);
   EXPECT_ERR(weft_timer_start(&t, -1, 0), WEFT_EINVAL);
   EXPECT_ERR(weft_timer_start(&t, 1, -1), WEFT_EINVAL);
@@ -389,6 +396,14 @@ static void test_loop_args(void) {
   EXPECT_ERR(weft_loop_sleep(loop, -1, &f), WEFT_EINVAL);
   EXPECT_ERR(weft_loop_sleep(loop, 1, NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_loop_timeout(loop, NULL, 1, &f), WEFT_EINVAL);
+  weft_promise_t *tp;
+  weft_future_t *tf;
+  REQUIRE_EQ(weft_promise_create(&tp, &tf), 0);
+  EXPECT_ERR(weft_loop_timeout(loop, tf, 1, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_loop_timeout(loop, tf, -1, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_loop_run_until(loop, tf, -2), WEFT_EINVAL);
+  EXPECT_ERR(weft_promise_release(tp), 0);
+  EXPECT_ERR(weft_future_release(tf), 0);
   EXPECT_ERR(weft_loop_signal(NULL, SIGUSR1, &f), WEFT_EINVAL);
   EXPECT_ERR(weft_loop_signal(loop, SIGUSR1, NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_loop_signal(loop, SIGKILL, &f), WEFT_EINVAL);
@@ -548,6 +563,116 @@ static void test_socket_args(void) {
   EXPECT_ERR(weft_loop_close(loop), 0);
 }
 
+/* ---- a connected stream's operations: argument checks ---- */
+
+/* A connected pair on loop: the accepted end in *srv, the connecting end
+ * in *cli; the listener in *ls. */
+static int stream_pair(weft_loop_t *loop, const weft_addr_t *addr,
+                       weft_socket_t **ls, weft_socket_t **srv,
+                       weft_socket_t **cli) {
+  weft_addr_t la;
+  weft_future_t *af, *cf;
+  int rc;
+  if ((rc = weft_listen(loop, addr, 0, ls)) != 0 ||
+      (rc = weft_socket_local(*ls, &la)) != 0 ||
+      (rc = weft_accept(*ls, &af)) != 0)
+    return rc;
+  if ((rc = weft_connect(loop, &la, &cf)) == 0 &&
+      (rc = weft_loop_run_until(loop, af, 10000)) == 0 &&
+      (rc = weft_loop_run_until(loop, cf, 10000)) == 0 &&
+      (rc = weft_socket_take(af, srv)) == 0)
+    rc = weft_socket_take(cf, cli);
+  weft_future_release(af);
+  weft_future_release(cf);
+  return rc;
+}
+
+static void test_stream_op_args(void) {
+  weft_loop_t *loop;
+  REQUIRE_EQ(weft_loop_create(NULL, &loop), 0);
+  weft_addr_t a;
+  REQUIRE_EQ(weft_addr_ip("127.0.0.1", 0, &a), 0);
+  weft_socket_t *ls, *srv, *cli;
+  REQUIRE_EQ(stream_pair(loop, &a, &ls, &srv, &cli), 0);
+  char buf[8] = "abcdefg";
+  weft_future_t *f = NULL;
+  EXPECT_ERR(weft_read(cli, buf, 0, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_read(cli, NULL, 1, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_read(cli, buf, 1, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_read_exactly(cli, buf, 0, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_read_exactly(cli, NULL, 1, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_read_exactly(NULL, buf, 1, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_write(cli, NULL, 1, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_write(cli, buf, 1, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_shutdown(cli, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_accept(cli, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_udp_recv(cli, buf, 1, NULL, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_udp_send(cli, buf, 1, &a, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_take(NULL, &cli), WEFT_EINVAL);
+  EXPECT_TRUE(f == NULL);
+  /* What is allowed on it. */
+  EXPECT_ERR(weft_socket_nodelay(cli, 1), 0);
+  EXPECT_ERR(weft_socket_nodelay(cli, 0), 0);
+  weft_addr_t pa;
+  EXPECT_ERR(weft_socket_peer(cli, &pa), 0);
+  EXPECT_ERR(weft_socket_peer(cli, NULL), WEFT_EINVAL);
+  EXPECT_TRUE(weft_socket_fd(cli) >= 0);
+  /* read_exactly sees the bytes of two writes. */
+  weft_future_t *w1, *w2, *r;
+  char in[8] = {0};
+  REQUIRE_EQ(weft_write(cli, buf, 3, &w1), 0);
+  REQUIRE_EQ(weft_write(cli, buf + 3, 4, &w2), 0);
+  REQUIRE_EQ(weft_read_exactly(srv, in, 7, &r), 0);
+  EXPECT_ERR(weft_loop_run_until(loop, r, 10000), 0);
+  EXPECT_EQ(weft_future_int(r), 7);
+  EXPECT_EQ(memcmp(in, "abcdefg", 7), 0);
+  EXPECT_ERR(weft_loop_run_until(loop, w2, 10000), 0);
+  EXPECT_EQ(weft_future_int(w1), 3);
+  EXPECT_EQ(weft_future_int(w2), 4);
+  weft_future_release(w1);
+  weft_future_release(w2);
+  weft_future_release(r);
+  EXPECT_ERR(weft_socket_close(cli), 0);
+  EXPECT_ERR(weft_socket_close(srv), 0);
+  EXPECT_ERR(weft_socket_close(ls), 0);
+  EXPECT_ERR(weft_loop_close(loop), 0);
+}
+
+/* Unix stream sockets: TCP_NODELAY is refused with WEFT_ENOTSUP, an
+ * existing file at the path is WEFT_EADDRINUSE, a path with no listener
+ * rejects the connect with WEFT_ENOENT or WEFT_ECONNREFUSED. */
+static void test_unix_stream(void) {
+  weft_loop_t *loop;
+  REQUIRE_EQ(weft_loop_create(NULL, &loop), 0);
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/weft-api-%d.sock", (int)getpid());
+  unlink(path);
+  weft_addr_t a;
+  REQUIRE_EQ(weft_addr_unix(path, &a), 0);
+  weft_socket_t *ls, *srv, *cli, *again = NULL;
+  REQUIRE_EQ(stream_pair(loop, &a, &ls, &srv, &cli), 0);
+  EXPECT_ERR(weft_socket_nodelay(cli, 1), WEFT_ENOTSUP);
+  EXPECT_ERR(weft_listen(loop, &a, 0, &again), WEFT_EADDRINUSE);
+  EXPECT_TRUE(again == NULL);
+  weft_addr_t pa;
+  EXPECT_ERR(weft_socket_peer(srv, &pa), 0);
+  EXPECT_ERR(weft_socket_close(cli), 0);
+  EXPECT_ERR(weft_socket_close(srv), 0);
+  EXPECT_ERR(weft_socket_close(ls), 0);
+  weft_future_t *cf;
+  REQUIRE_EQ(weft_connect(loop, &a, &cf), 0); /* file left, no listener */
+  EXPECT_ERR(weft_loop_run_until(loop, cf, 10000), 0);
+  EXPECT_EQ(weft_future_state(cf), WEFT_REJECTED);
+  EXPECT_ERR(weft_future_error(cf), WEFT_ECONNREFUSED);
+  weft_future_release(cf);
+  unlink(path);
+  REQUIRE_EQ(weft_connect(loop, &a, &cf), 0);
+  EXPECT_ERR(weft_loop_run_until(loop, cf, 10000), 0);
+  EXPECT_ERR(weft_future_error(cf), WEFT_ENOENT);
+  weft_future_release(cf);
+  EXPECT_ERR(weft_loop_close(loop), 0);
+}
+
 /* ---- loop-thread functions from another thread: WEFT_EPERM ---- */
 
 typedef struct off_thread {
@@ -645,6 +770,7 @@ static void test_loop_calls_off_thread(void) {
   pthread_t th;
   REQUIRE_EQ(pthread_create(&th, NULL, off_thread_main, &o), 0);
   pthread_join(th, NULL);
+  EXPECT_EQ(weft_loop_timeout_ms(loop), 0); /* the thread's post is queued */
   EXPECT_EQ(o.fails, 0);
   EXPECT_EQ(o.count, 24);
   /* Nothing changed: the handles are still active. */
@@ -782,6 +908,8 @@ static const test_case_t cases[] = {
     {"loop arguments", test_loop_args},
     {"address arguments", test_addr_args},
     {"socket arguments", test_socket_args},
+    {"stream operation arguments", test_stream_op_args},
+    {"unix stream sockets", test_unix_stream},
     {"loop calls off the loop thread", test_loop_calls_off_thread},
     {"loop calls while it closes", test_calls_while_closing},
     {"stall detector names a task", test_stall_names_task},

@@ -11,6 +11,7 @@
 #include "internal.h" /* the fault seam (lib/testing.h) */
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 
@@ -171,6 +172,151 @@ static void test_blocking_submit_during_drain(void) {
   weft_future_release(a);
 }
 
+/* ---- executors marked current on a thread that does not run them ---- */
+
+/* The pool's and the loop's executors entered on a plain thread: await
+ * there is an ordinary wait (the executor lets it block). */
+static void *await_under_loop_executor(void *arg) {
+  weft_loop_t *loop = ((void **)arg)[0];
+  weft_future_t *f = ((void **)arg)[1];
+  weft_executor_t *prev = weft_executor_enter(weft_loop_executor(loop));
+  intptr_t rc = weft_future_await(f, 10);
+  weft_executor_leave(prev);
+  return (void *)rc;
+}
+
+static void test_await_under_foreign_executor(void) {
+  weft_promise_t *p;
+  weft_future_t *f;
+  REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+  weft_pool_t *pool;
+  REQUIRE_EQ(weft_pool_create(NULL, &pool), 0);
+  weft_executor_t *prev = weft_executor_enter(weft_pool_executor(pool));
+  EXPECT_ERR(weft_future_await(f, 10), WEFT_ETIMEDOUT);
+  weft_executor_leave(prev);
+  EXPECT_ERR(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, -1, NULL), 0);
+
+  weft_loop_t *loop;
+  REQUIRE_EQ(weft_loop_create(NULL, &loop), 0);
+  void *args[2] = {loop, f};
+  pthread_t th;
+  REQUIRE_EQ(pthread_create(&th, NULL, await_under_loop_executor, args), 0);
+  void *ret;
+  pthread_join(th, &ret);
+  EXPECT_ERR((int)(intptr_t)ret, WEFT_ETIMEDOUT);
+  /* On the loop thread itself the await is refused. */
+  EXPECT_ERR(weft_future_await(f, 10), WEFT_EDEADLK);
+  EXPECT_ERR(weft_loop_close(loop), 0);
+  EXPECT_ERR(weft_promise_release(p), 0);
+  weft_future_release(f);
+}
+
+/* ---- a job that awaits a job of another pool ---- */
+
+static weft_result_t job_seven(weft_job_t *job, void *arg) {
+  (void)job;
+  (void)arg;
+  return weft_ok_int(7);
+}
+
+static weft_result_t job_await_other(weft_job_t *job, void *arg) {
+  (void)job;
+  weft_future_t *f;
+  int rc = weft_pool_submit(arg, job_seven, NULL, NULL, &f);
+  if (rc != 0)
+    return weft_err(rc);
+  rc = weft_future_await(f, 10000);
+  intptr_t v = weft_future_int(f);
+  weft_future_release(f);
+  return rc != 0 ? weft_err(rc) : weft_ok_int(v);
+}
+
+static void test_job_awaits_other_pool(void) {
+  weft_pool_t *a, *b;
+  REQUIRE_EQ(weft_pool_create(NULL, &a), 0);
+  REQUIRE_EQ(weft_pool_create(NULL, &b), 0);
+  weft_future_t *f;
+  REQUIRE_EQ(weft_pool_submit(a, job_await_other, b, NULL, &f), 0);
+  EXPECT_ERR(weft_future_await(f, 10000), 0);
+  EXPECT_ERR(weft_future_error(f), 0);
+  EXPECT_EQ(weft_future_int(f), 7);
+  weft_future_release(f);
+  EXPECT_ERR(weft_pool_shutdown(a, WEFT_POOL_DRAIN, -1, NULL), 0);
+  EXPECT_ERR(weft_pool_shutdown(b, WEFT_POOL_DRAIN, -1, NULL), 0);
+}
+
+/* ---- a submit from a running job once CANCEL began ---- */
+
+static weft_result_t job_submit_after_cancel(weft_job_t *job, void *arg) {
+  (void)arg;
+  atomic_fetch_add(&fn_runs, 1);
+  int64_t end = deadline_in_s(10);
+  while (weft_job_cancelled(job) != 1 && weft_now_ns() < end)
+    sched_yield();
+  weft_future_t *f = NULL;
+  int rc = weft_pool_submit(g_pool, job_seven, NULL, NULL, &f);
+  if (f != NULL)
+    weft_future_release(f);
+  atomic_store(&dtor_runs, rc); /* (the result is discarded: cancelled) */
+  return weft_ok_int(rc);
+}
+
+static void test_submit_from_job_while_cancelling(void) {
+  atomic_store(&fn_runs, 0);
+  weft_pool_options_t o;
+  memset(&o, 0, sizeof o);
+  o.size = sizeof o;
+  o.threads = 1;
+  REQUIRE_EQ(weft_pool_create(&o, &g_pool), 0);
+  weft_future_t *f;
+  REQUIRE_EQ(weft_pool_submit(g_pool, job_submit_after_cancel, NULL, NULL, &f),
+             0);
+  int64_t end = deadline_in_s(10);
+  while (atomic_load(&fn_runs) == 0 && weft_now_ns() < end)
+    sched_yield();
+  REQUIRE_EQ(atomic_load(&fn_runs), 1);
+  EXPECT_ERR(weft_pool_shutdown(g_pool, WEFT_POOL_CANCEL, -1, NULL), 0);
+  EXPECT_ERR(atomic_load(&dtor_runs), WEFT_ESHUTDOWN);
+  EXPECT_EQ(weft_future_state(f), WEFT_CANCELLED);
+  weft_future_release(f);
+}
+
+/* ---- two handlers of one signal, each stopping the other ---- */
+
+static int sig_calls;
+static weft_signal_t sig_pair[2];
+
+static void on_sig_stop_other(weft_signal_t *sig, int signum, int status,
+                              void *arg) {
+  (void)signum;
+  (void)arg;
+  if (status != 0)
+    return;
+  sig_calls++;
+  weft_signal_stop(sig == &sig_pair[0] ? &sig_pair[1] : &sig_pair[0]);
+  weft_signal_stop(sig);
+}
+
+static void test_signal_handler_stops_next(void) {
+  weft_loop_t *loop;
+  REQUIRE_EQ(weft_loop_create(NULL, &loop), 0);
+  sig_calls = 0;
+  memset(sig_pair, 0, sizeof sig_pair);
+  REQUIRE_EQ(weft_signal_start(loop, &sig_pair[0], SIGUSR1, on_sig_stop_other,
+                               NULL),
+             0);
+  REQUIRE_EQ(weft_signal_start(loop, &sig_pair[1], SIGUSR1, on_sig_stop_other,
+                               NULL),
+             0);
+  REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR1), 0);
+  int64_t end = deadline_in_s(10);
+  while (sig_calls == 0 && weft_now_ns() < end)
+    EXPECT_ERR(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+  EXPECT_ERR(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+  EXPECT_EQ(sig_calls, 1); /* the one stopped first never ran */
+  EXPECT_ERR(weft_loop_close(loop), 0);
+}
+
 /* ---- threads that cannot be started (fault seam) ---- */
 
 static weft_result_t job_count(weft_job_t *job, void *arg) {
@@ -269,14 +415,18 @@ static int make_loop_ops(void) {
   int rc = weft_loop_create(NULL, &loop);
   if (rc != 0)
     return rc;
-  weft_future_t *s = NULL, *g = NULL;
+  weft_future_t *s = NULL, *g = NULL, *t = NULL;
   int posted = 0;
   if ((rc = weft_loop_sleep(loop, 0, &s)) == 0 &&
+      (rc = weft_loop_timeout(loop, s, 100000, &t)) == 0 &&
       (rc = weft_loop_signal(loop, SIGUSR2, &g)) == 0 &&
       (rc = weft_loop_post(loop, post_count, &posted)) == 0)
     rc = weft_loop_run_until(loop, s, 10000);
-  if (rc == 0 && (weft_future_state(s) != WEFT_FULFILLED || posted != 1))
+  if (rc == 0 && (weft_future_state(s) != WEFT_FULFILLED || posted != 1 ||
+                  weft_future_state(t) != WEFT_FULFILLED))
     rc = -1000;
+  if (t != NULL)
+    weft_future_release(t);
   if (s != NULL)
     weft_future_release(s);
   if (g != NULL) {
@@ -340,6 +490,10 @@ static const test_case_t cases[] = {
     {"job: follow refused, await times out", test_job_follow_and_await_timeout},
     {"drain timeout with blocking jobs", test_drain_timeout_with_blocking_jobs},
     {"blocking submit during a drain", test_blocking_submit_during_drain},
+    {"await under a foreign executor", test_await_under_foreign_executor},
+    {"job awaits a job of another pool", test_job_awaits_other_pool},
+    {"submit from a job while cancelling", test_submit_from_job_while_cancelling},
+    {"signal handler stops the next", test_signal_handler_stops_next},
     {"threads that cannot start", test_thread_start_failures},
     {"creates on a failing allocator", test_creates_on_failing_allocator},
     {"timer heap grows, custom allocator", test_timer_heap_grows_custom_allocator},
