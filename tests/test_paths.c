@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 static int64_t deadline_in_s(int s) { return weft_now_ns() + (int64_t)s * 1000000000; }
 
@@ -317,6 +318,34 @@ static void test_signal_handler_stops_next(void) {
   EXPECT_ERR(weft_loop_close(loop), 0);
 }
 
+/* ---- the cgroup v2 CPU quota (lib/cpu.c) ---- */
+
+static unsigned quota_of(const char *text) {
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/weft-cpu-max-%d", (int)getpid());
+  FILE *fp = fopen(path, "w");
+  if (fp == NULL)
+    return 9999;
+  fputs(text, fp);
+  fclose(fp);
+  unsigned n = weft__cgroup_cpus(path);
+  unlink(path);
+  return n;
+}
+
+static void test_cgroup_quota(void) {
+  EXPECT_EQ(quota_of("max 100000\n"), 0);     /* no quota */
+  EXPECT_EQ(quota_of("200000 100000\n"), 2);  /* two CPUs */
+  EXPECT_EQ(quota_of("150000 100000\n"), 2);  /* rounded up */
+  EXPECT_EQ(quota_of("50000 100000\n"), 1);
+  EXPECT_EQ(quota_of("0 100000\n"), 0);       /* nonsense: ignored */
+  EXPECT_EQ(quota_of("100000 0\n"), 0);
+  EXPECT_EQ(quota_of("garbage"), 0);
+  EXPECT_EQ(weft__cgroup_cpus("/nonexistent/cpu.max"), 0);
+  unsigned n = weft_cpu_count();
+  EXPECT_TRUE(n >= 1);
+}
+
 /* ---- threads that cannot be started (fault seam) ---- */
 
 static weft_result_t job_count(weft_job_t *job, void *arg) {
@@ -494,6 +523,7 @@ static const test_case_t cases[] = {
     {"job awaits a job of another pool", test_job_awaits_other_pool},
     {"submit from a job while cancelling", test_submit_from_job_while_cancelling},
     {"signal handler stops the next", test_signal_handler_stops_next},
+    {"cgroup CPU quota", test_cgroup_quota},
     {"threads that cannot start", test_thread_start_failures},
     {"creates on a failing allocator", test_creates_on_failing_allocator},
     {"timer heap grows, custom allocator", test_timer_heap_grows_custom_allocator},
