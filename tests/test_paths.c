@@ -346,6 +346,57 @@ static void test_cgroup_quota(void) {
   EXPECT_TRUE(n >= 1);
 }
 
+/* ---- allocations on a thread past its cache's exit ---- */
+
+/* A thread-specific destructor that runs after weft's own (glibc runs them
+ * in key order; this key is made after weft's) still allocates and frees
+ * weft objects: its blocks bypass the thread's cache, which is gone. */
+static pthread_key_t late_key;
+static _Atomic int late_rc = 1;
+
+static void late_dtor(void *arg) {
+  (void)arg;
+  int rc = 0;
+  for (int i = 0; i < 3 && rc == 0; i++) {
+    weft_promise_t *p;
+    weft_future_t *f;
+    if ((rc = weft_promise_create(&p, &f)) != 0)
+      break;
+    if (weft_promise_fulfil_int(p, i) != 0 || weft_future_int(f) != i)
+      rc = -1000;
+    weft_promise_release(p);
+    weft_future_release(f);
+  }
+  atomic_store(&late_rc, rc);
+}
+
+static void *late_thread(void *arg) {
+  (void)arg;
+  weft_promise_t *p; /* this thread's cache is made here */
+  weft_future_t *f;
+  if (weft_promise_create(&p, &f) == 0) {
+    weft_promise_release(p);
+    weft_future_release(f);
+  }
+  pthread_setspecific(late_key, &late_key);
+  return NULL;
+}
+
+static void test_alloc_after_thread_cache_exit(void) {
+  weft_promise_t *p; /* weft's key exists before ours */
+  weft_future_t *f;
+  REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+  weft_promise_release(p);
+  weft_future_release(f);
+  REQUIRE_EQ(pthread_key_create(&late_key, late_dtor), 0);
+  atomic_store(&late_rc, 1);
+  pthread_t th;
+  REQUIRE_EQ(pthread_create(&th, NULL, late_thread, NULL), 0);
+  pthread_join(th, NULL);
+  EXPECT_ERR(atomic_load(&late_rc), 0);
+  pthread_key_delete(late_key);
+}
+
 /* ---- threads that cannot be started (fault seam) ---- */
 
 static weft_result_t job_count(weft_job_t *job, void *arg) {
@@ -524,6 +575,7 @@ static const test_case_t cases[] = {
     {"submit from a job while cancelling", test_submit_from_job_while_cancelling},
     {"signal handler stops the next", test_signal_handler_stops_next},
     {"cgroup CPU quota", test_cgroup_quota},
+    {"allocation after the thread cache's exit", test_alloc_after_thread_cache_exit},
     {"threads that cannot start", test_thread_start_failures},
     {"creates on a failing allocator", test_creates_on_failing_allocator},
     {"timer heap grows, custom allocator", test_timer_heap_grows_custom_allocator},
