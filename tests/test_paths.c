@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -397,6 +398,87 @@ static void test_alloc_after_thread_cache_exit(void) {
   pthread_key_delete(late_key);
 }
 
+/* ---- socket queues: a cancel in the middle, a short read_exactly ---- */
+
+static int net_pair(weft_loop_t *loop, weft_socket_t **ls, weft_socket_t **srv,
+                    weft_socket_t **cli) {
+  weft_addr_t a;
+  weft_future_t *af, *cf;
+  int rc;
+  if ((rc = weft_addr_ip("127.0.0.1", 0, &a)) != 0 ||
+      (rc = weft_listen(loop, &a, 0, ls)) != 0 ||
+      (rc = weft_socket_local(*ls, &a)) != 0 || (rc = weft_accept(*ls, &af)) != 0)
+    return rc;
+  if ((rc = weft_connect(loop, &a, &cf)) == 0 &&
+      (rc = weft_loop_run_until(loop, af, 10000)) == 0 &&
+      (rc = weft_loop_run_until(loop, cf, 10000)) == 0 &&
+      (rc = weft_socket_take(af, srv)) == 0)
+    rc = weft_socket_take(cf, cli);
+  weft_future_release(af);
+  weft_future_release(cf);
+  return rc;
+}
+
+static void socket_queue_paths(void) {
+  weft_loop_t *loop;
+  REQUIRE_EQ(weft_loop_create(NULL, &loop), 0);
+  weft_socket_t *ls, *srv, *cli;
+  REQUIRE_EQ(net_pair(loop, &ls, &srv, &cli), 0);
+  /* Three reads queued; the middle one is cancelled: the others get the
+   * bytes in order, the cancelled one nothing. */
+  char b1[4] = {0}, b2[4] = {0}, b3[4] = {0};
+  weft_future_t *r1, *r2, *r3, *w;
+  REQUIRE_EQ(weft_read_exactly(srv, b1, 2, &r1), 0);
+  REQUIRE_EQ(weft_read(srv, b2, 2, &r2), 0);
+  REQUIRE_EQ(weft_read_exactly(srv, b3, 2, &r3), 0);
+  EXPECT_ERR(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
+  EXPECT_ERR(weft_future_cancel(r2), 0);
+  REQUIRE_EQ(weft_write(cli, "abcd", 4, &w), 0);
+  EXPECT_ERR(weft_loop_run_until(loop, r3, 10000), 0);
+  EXPECT_EQ(weft_future_int(r1), 2);
+  EXPECT_EQ(weft_future_int(r3), 2);
+  EXPECT_EQ(memcmp(b1, "ab", 2), 0);
+  EXPECT_EQ(memcmp(b3, "cd", 2), 0);
+  EXPECT_EQ(b2[0], 0);
+  EXPECT_EQ(weft_future_state(r2), WEFT_CANCELLED);
+  weft_future_release(r1);
+  weft_future_release(r2);
+  weft_future_release(r3);
+  weft_future_release(w);
+  /* A read_exactly the stream ends under: WEFT_EOF, the bytes that came
+   * are in its buffer. */
+  char big[8] = {0};
+  weft_future_t *rx, *sd;
+  REQUIRE_EQ(weft_read_exactly(srv, big, 8, &rx), 0);
+  REQUIRE_EQ(weft_write(cli, "xyz", 3, &w), 0);
+  REQUIRE_EQ(weft_shutdown(cli, &sd), 0);
+  EXPECT_ERR(weft_loop_run_until(loop, rx, 10000), 0);
+  EXPECT_EQ(weft_future_state(rx), WEFT_REJECTED);
+  EXPECT_ERR(weft_future_error(rx), WEFT_EOF);
+  EXPECT_EQ(memcmp(big, "xyz", 3), 0);
+  EXPECT_ERR(weft_loop_run_until(loop, sd, 10000), 0);
+  EXPECT_ERR(weft_future_error(sd), 0);
+  weft_future_release(rx);
+  weft_future_release(sd);
+  weft_future_release(w);
+  EXPECT_ERR(weft_socket_close(cli), 0);
+  EXPECT_ERR(weft_socket_close(srv), 0);
+  EXPECT_ERR(weft_socket_close(ls), 0);
+  EXPECT_ERR(weft_loop_close(loop), 0);
+}
+
+/* On the loop's default backend, then on plain epoll. */
+static void test_socket_queue_paths(void) {
+  socket_queue_paths();
+  const char *old = getenv("WEFT_IO_URING");
+  setenv("WEFT_IO_URING", "0", 1);
+  socket_queue_paths();
+  if (old != NULL)
+    setenv("WEFT_IO_URING", old, 1);
+  else
+    unsetenv("WEFT_IO_URING");
+}
+
 /* ---- threads that cannot be started (fault seam) ---- */
 
 static weft_result_t job_count(weft_job_t *job, void *arg) {
@@ -574,6 +656,7 @@ static const test_case_t cases[] = {
     {"job awaits a job of another pool", test_job_awaits_other_pool},
     {"submit from a job while cancelling", test_submit_from_job_while_cancelling},
     {"signal handler stops the next", test_signal_handler_stops_next},
+    {"socket queue paths", test_socket_queue_paths},
     {"cgroup CPU quota", test_cgroup_quota},
     {"allocation after the thread cache's exit", test_alloc_after_thread_cache_exit},
     {"threads that cannot start", test_thread_start_failures},
