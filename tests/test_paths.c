@@ -479,6 +479,47 @@ static void test_socket_queue_paths(void) {
     unsetenv("WEFT_IO_URING");
 }
 
+/* ---- past the await nesting limit, descendants still run ---- */
+
+/* One worker; each job spawns the next and awaits it, 160 deep. Past the
+ * 128 nested awaits (pool.h, "Nesting") an await runs only the awaiting
+ * job's own descendants: the child it spawned is one, so the chain still
+ * completes, on one stack. */
+#define DESC_DEPTH 160
+static weft_pool_t *desc_pool;
+
+static weft_result_t job_desc(weft_job_t *job, void *arg) {
+  (void)job;
+  intptr_t d = (intptr_t)arg;
+  if (d == DESC_DEPTH)
+    return weft_ok_int(d);
+  weft_future_t *f;
+  int rc = weft_pool_submit(desc_pool, job_desc, (void *)(d + 1), NULL, &f);
+  if (rc != 0)
+    return weft_err(rc);
+  rc = weft_future_await(f, 10000);
+  intptr_t v = rc == 0 && weft_future_error(f) == 0 ? weft_future_int(f) : rc;
+  weft_future_release(f);
+  return rc != 0 ? weft_err(rc) : weft_ok_int(v);
+}
+
+static void test_nested_awaits_run_descendants(void) {
+  weft_pool_options_t o;
+  memset(&o, 0, sizeof o);
+  o.size = sizeof o;
+  o.threads = 1;
+  REQUIRE_EQ(weft_pool_create(&o, &desc_pool), 0);
+  weft_future_t *f;
+  REQUIRE_EQ(weft_pool_submit(desc_pool, job_desc, (void *)0, NULL, &f), 0);
+  EXPECT_ERR(weft_future_await(f, 20000), 0);
+  EXPECT_ERR(weft_future_error(f), 0);
+  EXPECT_EQ(weft_future_int(f), DESC_DEPTH);
+  weft_future_release(f);
+  weft_pool_stats_t st;
+  EXPECT_ERR(weft_pool_shutdown(desc_pool, WEFT_POOL_DRAIN, -1, &st), 0);
+  EXPECT_EQ(st.jobs_run, DESC_DEPTH + 1);
+}
+
 /* ---- threads that cannot be started (fault seam) ---- */
 
 static weft_result_t job_count(weft_job_t *job, void *arg) {
@@ -657,6 +698,8 @@ static const test_case_t cases[] = {
     {"submit from a job while cancelling", test_submit_from_job_while_cancelling},
     {"signal handler stops the next", test_signal_handler_stops_next},
     {"socket queue paths", test_socket_queue_paths},
+    {"nested awaits past the limit run descendants",
+     test_nested_awaits_run_descendants},
     {"cgroup CPU quota", test_cgroup_quota},
     {"allocation after the thread cache's exit", test_alloc_after_thread_cache_exit},
     {"threads that cannot start", test_thread_start_failures},
