@@ -10,9 +10,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-/* cgroup v2 quota: "max 100000" (none) or "<quota> <period>". */
-static unsigned cgroup_cpus(void) {
-  FILE *fp = fopen("/sys/fs/cgroup/cpu.max", "r");
+/* CPUs a cgroup v2 cpu.max file at `path` allows, rounded up: it holds
+ * "max <period>" (no quota: 0) or "<quota> <period>". 0 when unreadable. */
+unsigned weft__cgroup_cpus(const char *path) {
+  FILE *fp = fopen(path, "r");
   if (fp == NULL)
     return 0;
   char quota[32];
@@ -37,7 +38,7 @@ unsigned weft__cpu_count(void) {
     long c = sysconf(_SC_NPROCESSORS_ONLN);
     n = c > 0 ? (unsigned)c : 1;
   }
-  unsigned q = cgroup_cpus();
+  unsigned q = weft__cgroup_cpus("/sys/fs/cgroup/cpu.max");
   if (q > 0 && q < n)
     n = q;
   return n > 0 ? n : 1;

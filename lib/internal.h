@@ -60,6 +60,7 @@ WEFT__HIDDEN extern _Thread_local unsigned weft__tl_pool_wakes
 /* CPUs this process may use: its affinity mask, capped by a cgroup v2
  * quota; at least 1 (cpu.c). */
 WEFT__HIDDEN unsigned weft__cpu_count(void);
+WEFT__HIDDEN unsigned weft__cgroup_cpus(const char *path);
 
 /* Allocation: every internal allocation goes through these. */
 WEFT__HIDDEN void *weft__malloc(size_t size);
