@@ -967,7 +967,8 @@ weft_io_t *weft__net_ring_cqe(void *tag, int res, int bid) {
     }
     s->busy--;
     s->wring_done = true;
-    wring_result(s, res);
+    int fe = WEFT__FAULT("cqe_send"); /* the ring reports the send failed */
+    wring_result(s, fe != 0 ? -fe : res);
     return &s->io;
   }
   weft_socket_t *s = tag;
@@ -980,6 +981,13 @@ weft_io_t *weft__net_ring_cqe(void *tag, int res, int bid) {
   }
   s->busy--; /* not closed: it cannot reach 0 here */
   s->ring_done = true;
+  int fe = WEFT__FAULT("cqe_recv"); /* the ring reports the recv failed */
+  if (fe != 0) {
+    if (bid >= 0)
+      weft__ring_buf_put(&s->loop->backend, (unsigned)bid);
+    res = -fe;
+    bid = -1;
+  }
   s->ring_res = (int16_t)res; /* (a recv of at most WEFT__RING_BUF) */
   s->ring_bid = (int16_t)bid;
   return &s->io;
