@@ -703,15 +703,21 @@ static void do_accept(weft_socket_t *s, net_op_t *op) {
   } else {
     if (!s->readable || s->waiting_fd)
       return;
-    fd = WEFT__SYS("accept4", accept4(s->fd, NULL, NULL,
-                                      SOCK_NONBLOCK | SOCK_CLOEXEC));
+    /* A connection that died in the backlog (or was refused by a
+     * filter) is skipped: the next one may be waiting, and no new edge
+     * would come for it. */
+    do
+      fd = WEFT__SYS("accept4", accept4(s->fd, NULL, NULL,
+                                        SOCK_NONBLOCK | SOCK_CLOEXEC));
+    while (fd < 0 && (errno == EINTR || errno == ECONNABORTED ||
+                      errno == EPROTO || errno == EPERM));
     if (fd < 0) {
       int e = errno;
       if (transient(e))
         s->readable = false;
       else if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
         listener_wait_fd(s);
-      else if (e != EINTR && e != ECONNABORTED && e != EPROTO && e != EPERM)
+      else
         s->rerr = io_err(e); /* the listener's own error: tell its owner */
       return;
     }
