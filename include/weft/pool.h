@@ -120,7 +120,8 @@ WEFT_EXTERN int weft_pool_submit(weft_pool_t *pool, weft_job_fn fn, void *arg,
  * library that sleeps): it runs on the blocking threads, never on a CPU
  * worker. A new blocking thread is started when none is idle and fewer than
  * blocking_max are alive; otherwise the job waits in FIFO order.
- * Errors: as weft_pool_submit().
+ * Errors: as weft_pool_submit(), and WEFT_EAGAIN when no blocking thread
+ * is alive and none could be started (the job would never run).
  * Thread: any thread.
  */
 WEFT_EXTERN int weft_pool_submit_blocking(weft_pool_t *pool, weft_job_fn fn,
