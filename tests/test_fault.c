@@ -356,6 +356,9 @@ static void test_fault_sweep(void) {
       weft_loop_close(l);
     }
   }
+  /* The one public call the scenarios leave to tu_alloc_install. */
+  weft_allocator_t half = {NULL, NULL, NULL};
+  EXPECT_EQ(weft_set_allocator(&half), WEFT_EINVAL);
   pthread_create(&g_dog.th, NULL, watchdog, NULL);
   const char *only = getenv("WEFT_FAULT_SCENARIO");
   for (int i = 0; i < fx_nscenarios; i++) {
