@@ -20,6 +20,7 @@
 #include "internal.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -415,7 +416,67 @@ static void test_fault_sweep(void) {
   EXPECT_EQ(g_bad_runs, 0);
 }
 
+/* A watch whose block the allocator places right where its source's
+ * watch room would be, had the source one (found by the sweep under
+ * TSan, whose allocator puts blocks of one size class back to back
+ * without headers): the watch must still be freed. The allocator here
+ * places the second block at exactly that address. */
+enum { ADJ_FAR = 1024 };
+static _Alignas(64) unsigned char adj_arena[4096];
+static size_t adj_next;
+static size_t adj_first; /* size of the first block */
+static long adj_live, adj_count;
+static void *adj_alloc(void *ctx, size_t n) {
+  (void)ctx;
+  size_t at = adj_count == 0   ? 0
+              : adj_count == 1 ? offsetof(weft__ext_ws_t, slot)
+                               : adj_next;
+  if (adj_count == 0) {
+    adj_next = ADJ_FAR;
+    adj_first = n;
+  }
+  if (at >= ADJ_FAR)
+    adj_next += (n + 63) & ~(size_t)63;
+  if (adj_next > sizeof adj_arena)
+    return NULL;
+  adj_count++;
+  adj_live++;
+  return adj_arena + at;
+}
+static void adj_release(void *ctx, void *p, size_t n) {
+  (void)ctx;
+  (void)p;
+  (void)n;
+  adj_live--;
+}
+static void adj_watched(void *arg, weft_future_t *f) {
+  (void)f;
+  ++*(int *)arg;
+}
+
+static void test_watch_next_to_source(void) {
+  weft_allocator_t a = {adj_alloc, adj_release, NULL};
+  adj_live = adj_count = 0;
+  REQUIRE_EQ(weft_set_allocator(&a), 0);
+  weft_promise_t *p = NULL;
+  weft_future_t *f = NULL;
+  int ran = 0;
+  REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+  REQUIRE_EQ(adj_count, 1); /* the pair: one block at the arena's start */
+  REQUIRE_EQ(adj_first <= offsetof(weft__ext_ws_t, slot), 1); /* no overlap */
+  EXPECT_EQ(weft_future_watch(f, weft_executor_inline(), adj_watched, &ran,
+                              NULL),
+            0); /* takes the handle; its block is the second */
+  EXPECT_EQ(adj_count, 2);
+  EXPECT_EQ(weft_promise_reject(p, WEFT_EIO), 0);
+  EXPECT_EQ(weft_promise_release(p), 0);
+  EXPECT_EQ(ran, 1);
+  EXPECT_EQ(adj_live, 0);
+  weft_set_allocator(NULL);
+}
+
 static const test_case_t cases[] = {
+    {"a watch next to its source is freed", test_watch_next_to_source},
     {"every fault at every reached site", test_fault_sweep},
     {NULL, NULL},
 };
