@@ -116,7 +116,10 @@ void fx_bad(fx_t *x, int line, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(m, sizeof m, fmt, ap);
     va_end(ap);
-    snprintf(x->why, sizeof x->why, "fault_scenarios.c:%d: %s", line, m);
+    if (line > 0)
+      snprintf(x->why, sizeof x->why, "fault_scenarios.c:%d: %s", line, m);
+    else /* the driver's own checks after the run */
+      snprintf(x->why, sizeof x->why, "after the run: %s", m);
   }
 }
 
