@@ -703,15 +703,21 @@ static void do_accept(weft_socket_t *s, net_op_t *op) {
   } else {
     if (!s->readable || s->waiting_fd)
       return;
-    fd = WEFT__SYS("accept4", accept4(s->fd, NULL, NULL,
-                                      SOCK_NONBLOCK | SOCK_CLOEXEC));
+    /* A connection that died in the backlog (or was refused by a
+     * filter) is skipped: the next one may be waiting, and no new edge
+     * would come for it. */
+    do
+      fd = WEFT__SYS("accept4", accept4(s->fd, NULL, NULL,
+                                        SOCK_NONBLOCK | SOCK_CLOEXEC));
+    while (fd < 0 && (errno == EINTR || errno == ECONNABORTED ||
+                      errno == EPROTO || errno == EPERM));
     if (fd < 0) {
       int e = errno;
       if (transient(e))
         s->readable = false;
       else if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
         listener_wait_fd(s);
-      else if (e != EINTR && e != ECONNABORTED && e != EPROTO && e != EPERM)
+      else
         s->rerr = io_err(e); /* the listener's own error: tell its owner */
       return;
     }
@@ -967,7 +973,8 @@ weft_io_t *weft__net_ring_cqe(void *tag, int res, int bid) {
     }
     s->busy--;
     s->wring_done = true;
-    wring_result(s, res);
+    int fe = WEFT__FAULT("cqe_send"); /* the ring reports the send failed */
+    wring_result(s, fe != 0 ? -fe : res);
     return &s->io;
   }
   weft_socket_t *s = tag;
@@ -980,6 +987,13 @@ weft_io_t *weft__net_ring_cqe(void *tag, int res, int bid) {
   }
   s->busy--; /* not closed: it cannot reach 0 here */
   s->ring_done = true;
+  int fe = WEFT__FAULT("cqe_recv"); /* the ring reports the recv failed */
+  if (fe != 0) {
+    if (bid >= 0)
+      weft__ring_buf_put(&s->loop->backend, (unsigned)bid);
+    res = -fe;
+    bid = -1;
+  }
   s->ring_res = (int16_t)res; /* (a recv of at most WEFT__RING_BUF) */
   s->ring_bid = (int16_t)bid;
   return &s->io;

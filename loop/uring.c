@@ -125,8 +125,12 @@ static int sys_enter(int fd, unsigned submit, unsigned wait, unsigned flags,
 }
 
 static int sys_register(int fd, unsigned op, const void *arg, unsigned n) {
-  return (int)WEFT__SYS("io_uring_register",
+  int rc;
+  do /* (a signal while the kernel waits for the ring to go quiet) */
+    rc = (int)WEFT__SYS("io_uring_register",
                         syscall(__NR_io_uring_register, fd, op, arg, n));
+  while (rc < 0 && errno == EINTR);
+  return rc;
 }
 
 static void ring_unmap(struct weft__ring *r) {
