@@ -8,7 +8,9 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -1246,6 +1248,163 @@ static void test_bad_arguments(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
+/* ================================================================ */
+/* Undefined rows: what ASan reports (ASan builds only)               */
+/* ================================================================ */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define MISUSE_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MISUSE_ASAN 1
+#endif
+#endif
+
+#ifdef MISUSE_ASAN
+/* Each runs one call through a pointer whose object is gone. */
+static void ub_future_after_release(void) {
+  weft_promise_t *pr;
+  weft_future_t *f;
+  if (weft_promise_create(&pr, &f) != 0)
+    _exit(3);
+  weft_promise_fulfil_int(pr, 1);
+  weft_promise_release(pr);
+  weft_future_release(f);
+  (void)weft_future_state(f);
+}
+
+static void ub_cancel_after_release(void) {
+  weft_promise_t *pr;
+  weft_future_t *f;
+  if (weft_promise_create(&pr, &f) != 0)
+    _exit(3);
+  weft_promise_release(pr);
+  weft_future_release(f);
+  (void)weft_future_cancel(f);
+}
+
+static void ub_promise_after_release(void) {
+  weft_promise_t *pr;
+  weft_future_t *f;
+  if (weft_promise_create(&pr, &f) != 0)
+    _exit(3);
+  weft_future_release(f);
+  weft_promise_release(pr);
+  (void)weft_promise_fulfil_int(pr, 1);
+}
+
+static void ub_socket_after_close(void) {
+  weft_loop_t *loop = NULL;
+  if (weft_loop_create(NULL, &loop) != 0)
+    _exit(3);
+  weft_addr_t addr;
+  weft_socket_t *l;
+  weft_addr_ip("127.0.0.1", 0, &addr);
+  if (weft_listen(loop, &addr, 0, &l) != 0)
+    _exit(3);
+  weft_socket_close(l);
+  weft_future_t *f;
+  (void)weft_accept(l, &f);
+}
+
+static void ub_post_after_close(void) {
+  weft_loop_t *loop = NULL;
+  if (weft_loop_create(NULL, &loop) != 0)
+    _exit(3);
+  weft_loop_close(loop);
+  (void)weft_loop_post(loop, never_fn, NULL);
+}
+
+static void ub_pool_after_shutdown(void) {
+  weft_pool_options_t o = {.size = sizeof o, .threads = 1};
+  weft_pool_t *pool;
+  if (weft_pool_create(&o, &pool) != 0)
+    _exit(3);
+  weft_pool_shutdown(pool, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL);
+  weft_future_t *f;
+  (void)weft_pool_submit(pool, nop_job, NULL, NULL, &f);
+}
+
+static void ub_pool_shutdown_twice(void) {
+  weft_pool_options_t o = {.size = sizeof o, .threads = 1};
+  weft_pool_t *pool;
+  if (weft_pool_create(&o, &pool) != 0)
+    _exit(3);
+  weft_pool_shutdown(pool, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL);
+  (void)weft_pool_shutdown(pool, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL);
+}
+
+static void ub_executor_after_destroy(void) {
+  weft_thread_executor_t *te;
+  if (weft_thread_executor_create(&te) != 0)
+    _exit(3);
+  weft_executor_t *ex = weft_thread_executor_get(te);
+  weft_thread_executor_destroy(te);
+  static weft_task_t t;
+  t.run = count_task;
+  (void)weft_executor_submit(ex, &t);
+}
+
+/* Run fn in a child; its stderr must carry an AddressSanitizer report
+ * naming `kind`, and it must not exit 0. Bounded: the child is killed
+ * after BOUND_MS. */
+static void expect_asan(void (*fn)(void), const char *kind) {
+  int p[2];
+  REQUIRE_EQ(pipe(p), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  REQUIRE_EQ(pid >= 0, 1);
+  if (pid == 0) {
+    dup2(p[1], 2);
+    close(p[0]);
+    fn();
+    _exit(0); /* not caught */
+  }
+  close(p[1]);
+  static char out[1 << 16];
+  size_t n = 0;
+  int64_t end = weft_now_ns() + (int64_t)BOUND_MS * 1000000;
+  for (;;) {
+    struct pollfd pf = {p[0], POLLIN, 0};
+    int left = (int)((end - weft_now_ns()) / 1000000);
+    if (left <= 0 || poll(&pf, 1, left) <= 0)
+      break;
+    ssize_t k = read(p[0], out + n, sizeof out - 1 - n);
+    if (k <= 0)
+      break;
+    n += (size_t)k;
+  }
+  out[n] = 0;
+  close(p[0]);
+  kill(pid, SIGKILL); /* (gone already, unless it hung) */
+  int st = 0;
+  waitpid(pid, &st, 0);
+  EXPECT_TRUE(!(WIFEXITED(st) && WEXITSTATUS(st) == 0));
+  bool found = strstr(out, "ERROR: AddressSanitizer") != NULL &&
+               strstr(out, kind) != NULL;
+  if (!found)
+    fprintf(stderr, "\n--- child report (expected %s) ---\n%.2000s\n", kind,
+            out);
+  EXPECT_TRUE(found);
+}
+#endif
+
+/* The undefined rows of docs/misuse.md, under ASan: each is reported (the
+ * free lists poison what they hold: use-after-poison; memory given back to
+ * malloc: heap-use-after-free). Elsewhere this test checks nothing. */
+static void test_undefined_under_asan(void) {
+#ifdef MISUSE_ASAN
+  expect_asan(ub_future_after_release, "use-after-poison");
+  expect_asan(ub_cancel_after_release, "use-after-poison");
+  expect_asan(ub_promise_after_release, "use-after-poison");
+  expect_asan(ub_socket_after_close, "use-after-poison");
+  expect_asan(ub_post_after_close, "heap-use-after-free");
+  expect_asan(ub_pool_after_shutdown, "heap-use-after-free");
+  expect_asan(ub_pool_shutdown_twice, "heap-use-after-free");
+  expect_asan(ub_executor_after_destroy, "use-after-poison");
+#endif
+}
+
 static const test_case_t cases[] = {
     {"timer: start while active restarts it", test_timer_start_active},
     {"timer: init while active is WEFT_EBUSY", test_timer_init_active},
@@ -1295,5 +1454,7 @@ static const test_case_t cases[] = {
     {"thread executor: destroy from itself, tasks queued",
      test_thread_executor_misuse},
     {"NULL arguments, zero sizes, negative timeouts", test_bad_arguments},
+    {"undefined rows are reported by ASan (ASan builds)",
+     test_undefined_under_asan},
     {NULL, NULL}};
 const test_suite_t suite_misuse = {"misuse", cases};
