@@ -267,6 +267,9 @@ static void test_io_start_active(void) {
              WEFT_EINVAL);
   EXPECT_ERR(weft_io_start(loop, &io, p[1], WEFT_WRITABLE, io_fn, &c),
              WEFT_EINVAL);
+  weft_io_t io2;
+  EXPECT_ERR(weft_io_start(loop, &io2, p[0], WEFT_READABLE, io_fn, &c),
+             WEFT_EEXIST); /* one watcher per fd per loop */
   REQUIRE_EQ(write(p[1], "x", 1), 1);
   EXPECT_TRUE(drive(loop, &c.ready, 1));
   EXPECT_EQ(weft_io_stop(&io), 0);
@@ -641,6 +644,72 @@ static void test_post_to_closing_loop(void) {
   EXPECT_EQ(c.ran, 0);
 }
 
+
+/* At loop close every active handle's callback runs once with
+ * WEFT_ECANCELED: restarting it there is refused (WEFT_ESHUTDOWN), a
+ * stop is a no-op. */
+typedef struct at_close {
+  int pipe_fd;
+  int timer_rc, timer_stop, io_rc, io_stop, sig_rc, sig_stop, calls;
+} at_close_t;
+
+static void timer_at_close(weft_timer_t *t, int status, void *arg) {
+  at_close_t *c = arg;
+  if (status != WEFT_ECANCELED)
+    return;
+  c->calls++;
+  c->timer_rc = weft_timer_start(t, 0, 0);
+  c->timer_stop = weft_timer_stop(t);
+}
+
+static void io_at_close(weft_io_t *io, unsigned events, int status,
+                        void *arg) {
+  (void)events;
+  at_close_t *c = arg;
+  if (status != WEFT_ECANCELED)
+    return;
+  c->calls++;
+  c->io_rc = weft_io_start(io->priv_loop, io, c->pipe_fd, WEFT_READABLE,
+                           io_at_close, c);
+  c->io_stop = weft_io_stop(io);
+}
+
+static void sig_at_close(weft_signal_t *s, int signum, int status,
+                         void *arg) {
+  (void)signum;
+  at_close_t *c = arg;
+  if (status != WEFT_ECANCELED)
+    return;
+  c->calls++;
+  c->sig_rc = weft_signal_start(s->priv_loop, s, SIGUSR1, sig_at_close, c);
+  c->sig_stop = weft_signal_stop(s);
+}
+
+static void test_restart_in_close_callback(void) {
+  weft_loop_t *loop = new_loop();
+  int p[2];
+  REQUIRE_EQ(pipe(p), 0);
+  at_close_t c = {.pipe_fd = p[0]};
+  weft_timer_t t;
+  weft_io_t io;
+  weft_signal_t s;
+  REQUIRE_EQ(weft_timer_init(loop, &t, timer_at_close, &c), 0);
+  REQUIRE_EQ(weft_timer_start(&t, 100000, 0), 0);
+  REQUIRE_EQ(weft_io_start(loop, &io, p[0], WEFT_READABLE, io_at_close, &c),
+             0);
+  REQUIRE_EQ(weft_signal_start(loop, &s, SIGUSR1, sig_at_close, &c), 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+  EXPECT_EQ(c.calls, 3);
+  EXPECT_ERR(c.timer_rc, WEFT_ESHUTDOWN);
+  EXPECT_ERR(c.io_rc, WEFT_ESHUTDOWN);
+  EXPECT_ERR(c.sig_rc, WEFT_ESHUTDOWN);
+  EXPECT_EQ(c.timer_stop, 0);
+  EXPECT_EQ(c.io_stop, 0);
+  EXPECT_EQ(c.sig_stop, 0);
+  close(p[0]);
+  close(p[1]);
+}
+
 /* ================================================================ */
 /* Sockets                                                            */
 /* ================================================================ */
@@ -754,6 +823,54 @@ static void test_socket_use_after_loop_close(void) {
   weft_future_release(r);
   weft_future_release(d);
   drop_pair(&p);
+}
+
+
+/* A socket closed from the inline continuation of its own read that
+ * completed (not cancelled): the socket lives until that continuation
+ * returns; operations in it are WEFT_ESHUTDOWN, a second close is 0. */
+typedef struct own_close {
+  weft_socket_t *sock;
+  int ran, status, close1, close2, read_rc;
+} own_close_t;
+
+static weft_result_t close_in_own(void *arg, weft_future_t *f) {
+  own_close_t *c = arg;
+  c->ran++;
+  c->status = weft_future_error(f);
+  c->close1 = weft_socket_close(c->sock);
+  char buf[4];
+  weft_future_t *g = NULL;
+  c->read_rc = weft_read(c->sock, buf, sizeof buf, &g);
+  c->close2 = weft_socket_close(c->sock);
+  return weft_ok_int(0);
+}
+
+static void test_socket_close_in_own_continuation(void) {
+  weft_loop_t *loop = new_loop();
+  pair_t p;
+  make_pair(loop, &p);
+  char buf[4];
+  weft_future_t *r, *d, *w;
+  own_close_t c = {.sock = p.a};
+  REQUIRE_EQ(weft_read(p.a, buf, sizeof buf, &r), 0);
+  REQUIRE_EQ(weft_future_then(r, weft_executor_inline(), close_in_own, &c,
+                              &d), 0);
+  REQUIRE_EQ(weft_write(p.b, "ab", 2, &w), 0);
+  EXPECT_EQ(weft_loop_run_until(loop, d, BOUND_MS), 0);
+  EXPECT_EQ(c.ran, 1);
+  EXPECT_EQ(c.status, 0);
+  EXPECT_EQ(weft_future_int(r), 2);
+  EXPECT_EQ(c.close1, 0);
+  EXPECT_ERR(c.read_rc, WEFT_ESHUTDOWN);
+  EXPECT_EQ(c.close2, 0);
+  weft_future_release(r);
+  weft_future_release(d);
+  weft_future_release(w);
+  EXPECT_EQ(weft_socket_close(p.b), 0);
+  EXPECT_EQ(weft_socket_close(p.listener), 0);
+  drop_pair(&p);
+  EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
 /* Take after the socket was closed through the borrowed pointer, take
@@ -914,7 +1031,20 @@ typedef struct gate {
   _Atomic int open, entered;
 } gate_t;
 
+/* Holds its worker until the gate opens or its shutdown cancels it. */
 static weft_result_t gate_job(weft_job_t *job, void *arg) {
+  gate_t *g = arg;
+  atomic_fetch_add(&g->entered, 1);
+  int64_t end = weft_now_ns() + (int64_t)BOUND_MS * 1000000;
+  while (!atomic_load(&g->open) && weft_job_cancelled(job) != 1 &&
+         weft_now_ns() < end)
+    sched_yield();
+  return weft_ok_int(0);
+}
+
+/* Holds its thread until the gate opens, cancelled or not: it keeps the
+ * pool alive (shutdown waits for it) while the test still calls it. */
+static weft_result_t hold_job(weft_job_t *job, void *arg) {
   (void)job;
   gate_t *g = arg;
   atomic_fetch_add(&g->entered, 1);
@@ -1053,8 +1183,8 @@ static void test_pool_shutdown_with_jobs(void) {
     while (atomic_load(&g.entered) == 0 && weft_now_ns() < end)
       sched_yield();
     if (mode == WEFT_POOL_CANCEL) {
-      /* the gate job is running: shutdown cancels the rest, then the gate
-       * opens (from the dtor-free side: let shutdown wait on it) */
+      /* the gate job is running: shutdown tells it (it returns) and
+       * cancels the rest */
       pthread_t th;
       REQUIRE_EQ(pthread_create(&th, NULL, shutdown_thread, &a), 0);
       int64_t end2 = weft_now_ns() + (int64_t)BOUND_MS * 1000000;
@@ -1074,6 +1204,101 @@ static void test_pool_shutdown_with_jobs(void) {
     EXPECT_EQ(atomic_load(&nop_runs), mode == WEFT_POOL_DRAIN ? N : 0);
     EXPECT_EQ(arg_dtor_runs, mode == WEFT_POOL_DRAIN ? 0 : N);
     weft_future_release(gf);
+  }
+}
+
+
+/* A running job submits while shutdown runs: in DRAIN mode it is accepted
+ * and runs (jobs spawned by queued jobs drain too); in CANCEL mode it is
+ * refused with WEFT_ESHUTDOWN. Blocking jobs queued behind a busy
+ * blocking thread are cancelled (arg_dtor once each) by CANCEL. */
+typedef struct spawner {
+  weft_pool_t *pool;
+  int cancel_mode;
+  gate_t gate;
+  int rc;
+} spawner_t;
+
+static weft_result_t spawn_job(weft_job_t *job, void *arg) {
+  spawner_t *sp = arg;
+  atomic_fetch_add(&sp->gate.entered, 1);
+  int64_t end = weft_now_ns() + (int64_t)BOUND_MS * 1000000;
+  while (weft_now_ns() < end &&
+         !(sp->cancel_mode ? weft_job_cancelled(job) == 1
+                           : atomic_load(&sp->gate.open) != 0))
+    sched_yield();
+  weft_future_t *f = NULL;
+  sp->rc = weft_pool_submit(sp->pool, nop_job, NULL, NULL, &f);
+  if (sp->rc == 0)
+    weft_future_release(f);
+  return weft_ok_int(0);
+}
+
+static void test_pool_spawn_during_shutdown(void) {
+  for (int mode = 0; mode < 2; mode++) {
+    weft_pool_options_t o = {.size = sizeof o, .threads = 2,
+                             .blocking_max = 1};
+    weft_pool_t *pool;
+    REQUIRE_EQ(weft_pool_create(&o, &pool), 0);
+    spawner_t sp = {.pool = pool, .cancel_mode = mode, .rc = 12345};
+    weft_future_t *sf;
+    REQUIRE_EQ(weft_pool_submit(pool, spawn_job, &sp, NULL, &sf), 0);
+    gate_t bg = {0};
+    weft_future_t *bgf;
+    REQUIRE_EQ(weft_pool_submit_blocking(pool, hold_job, &bg, NULL, &bgf), 0);
+    int64_t end = weft_now_ns() + (int64_t)BOUND_MS * 1000000;
+    while ((atomic_load(&sp.gate.entered) == 0 ||
+            atomic_load(&bg.entered) == 0) && weft_now_ns() < end)
+      sched_yield();
+    REQUIRE_EQ(atomic_load(&bg.entered), 1);
+    enum { NB = 20 };
+    weft_future_t *bf[NB];
+    arg_dtor_runs = 0;
+    atomic_store(&nop_runs, 0);
+    for (int i = 0; i < NB; i++)
+      REQUIRE_EQ(weft_pool_submit_blocking(pool, nop_job, NULL, arg_dtor,
+                                           &bf[i]), 0);
+    /* DRAIN: the spawner holds the pool until its gate opens below;
+     * CANCEL: the blocking hold job does, until its gate opens */
+    if (mode == WEFT_POOL_DRAIN)
+      atomic_store(&bg.open, 1);
+    shut_arg_t a = {pool, (weft_pool_mode_t)mode};
+    pthread_t th;
+    REQUIRE_EQ(pthread_create(&th, NULL, shutdown_thread, &a), 0);
+    /* wait until shutdown has begun (a submit is refused) */
+    weft_future_t *f = NULL;
+    int accepted = 0;
+    while (weft_now_ns() < end) {
+      if (weft_pool_submit(pool, nop_job, NULL, NULL, &f) != 0)
+        break;
+      weft_future_release(f);
+      accepted++;
+    }
+    atomic_store(&sp.gate.open, 1);
+    if (mode == WEFT_POOL_CANCEL) {
+      while (weft_future_state(bf[NB - 1]) == WEFT_PENDING &&
+             weft_now_ns() < end)
+        sched_yield();
+      atomic_store(&bg.open, 1);
+    }
+    pthread_join(th, NULL);
+    if (mode == WEFT_POOL_DRAIN) {
+      EXPECT_EQ(sp.rc, 0);
+      EXPECT_EQ(atomic_load(&nop_runs), accepted + 1 + NB);
+      EXPECT_EQ(arg_dtor_runs, 0);
+    } else {
+      EXPECT_ERR(sp.rc, WEFT_ESHUTDOWN);
+      EXPECT_EQ(arg_dtor_runs, NB);
+      EXPECT_EQ(weft_future_state(sf), WEFT_CANCELLED);
+    }
+    for (int i = 0; i < NB; i++) {
+      EXPECT_EQ(weft_future_state(bf[i]), mode == WEFT_POOL_DRAIN
+                                              ? WEFT_FULFILLED
+                                              : WEFT_CANCELLED);
+      weft_future_release(bf[i]);
+    }
+    weft_future_release(sf);
+    weft_future_release(bgf);
   }
 }
 
@@ -1427,6 +1652,8 @@ static const test_case_t cases[] = {
     {"signal: stop inactive, twice, off the loop thread",
      test_signal_stop_inactive_and_foreign},
     {"signal: stop (twice) in its own callback", test_signal_stop_in_callback},
+    {"handles restarted from their close callbacks: WEFT_ESHUTDOWN",
+     test_restart_in_close_callback},
     {"loop: close/run from another thread is WEFT_EPERM",
      test_loop_foreign_thread},
     {"loop: close twice, calls after close are WEFT_EPERM",
@@ -1438,6 +1665,8 @@ static const test_case_t cases[] = {
     {"socket: use and close again after close", test_socket_use_after_close},
     {"socket: use and close again during loop close",
      test_socket_use_after_loop_close},
+    {"socket: closed (twice) in its own read's continuation",
+     test_socket_close_in_own_continuation},
     {"socket: take after close, twice, pending, not a socket",
      test_socket_take_misuse},
     {"socket: calls off the loop thread are WEFT_EPERM",
@@ -1451,6 +1680,8 @@ static const test_case_t cases[] = {
      test_pool_submit_during_shutdown},
     {"pool: shutdown with jobs queued, from its own job",
      test_pool_shutdown_with_jobs},
+    {"pool: jobs and blocking jobs during DRAIN and CANCEL shutdown",
+     test_pool_spawn_during_shutdown},
     {"thread executor: destroy from itself, tasks queued",
      test_thread_executor_misuse},
     {"NULL arguments, zero sizes, negative timeouts", test_bad_arguments},
