@@ -1437,6 +1437,9 @@ static void test_bad_arguments(void) {
   /* futures */
   EXPECT_ERR(weft_promise_create(NULL, &g), WEFT_EINVAL);
   EXPECT_ERR(weft_future_await(NULL, 0), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_await(f, -2), WEFT_EINVAL);
+  /* a pending future awaited on the loop thread: never a hang */
+  EXPECT_ERR(weft_future_await(f, WEFT_FOREVER), WEFT_EDEADLK);
   EXPECT_ERR(weft_future_cancel(NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_future_then(f, NULL, NULL, NULL, &g), WEFT_EINVAL);
   EXPECT_ERR(weft_future_all(NULL, 1, &g), WEFT_EINVAL);
