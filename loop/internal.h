@@ -154,6 +154,7 @@ struct weft_loop {
   int wake_fd;
   pthread_t thread;
   weft_executor_t *prev_executor;
+  struct weft_loop *live_next; /* the list of live loops (loop.c) */
   int64_t now;
   /* adaptive spin before sleeping (loop.c) */
   int64_t spin_ns, spin_max_ns;
@@ -204,6 +205,10 @@ WEFT__HIDDEN extern weft_io_t weft__wake_mark, weft__sig_mark;
  * every loop-thread call checks it, and a call into another unit was a
  * tenth of a timer start. */
 WEFT__HIDDEN extern _Thread_local weft_loop_t *weft__tl_loop WEFT__LOOP_TLS;
+/* Is `loop` a live loop of any thread (created, not yet closed)? Compares
+ * addresses only, never reads *loop: for a handle that names a loop other
+ * than the caller's (a misuse check, off the hot paths). */
+WEFT__HIDDEN bool weft__loop_live(const weft_loop_t *loop);
 static inline bool weft__loop_owned(const weft_loop_t *loop) {
   return loop != NULL && weft__tl_loop == loop;
 }

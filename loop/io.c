@@ -22,13 +22,17 @@ static void count_watchers(weft_loop_t *loop, int delta) {
                         memory_order_relaxed);
 }
 
-/* Is io one of loop's active watchers? A handle never started may hold
- * anything, so its fields only say where to look: the list (long, with
- * many sockets) is walked only for a handle that claims to be active on
- * this loop, that is, practically only for a second start. */
+/* Is io active, on loop or on another live loop? A handle never started
+ * may hold anything, so its fields only say where to look: loop's list
+ * (long, with many sockets) is walked only for a handle that claims to be
+ * active on this loop, that is, practically only for a second start; one
+ * that claims another loop is believed if that loop is alive (its list is
+ * another thread's to read). */
 static bool io_linked(const weft_loop_t *loop, const weft_io_t *io) {
-  if (io->priv_loop != loop || io->priv_events == 0)
+  if (io->priv_events == 0 || io->priv_loop == NULL)
     return false;
+  if (io->priv_loop != loop) /* active on another loop (stop clears events) */
+    return weft__loop_live(io->priv_loop);
   for (const weft_io_t *w = loop->watchers; w != NULL; w = w->priv_next)
     if (w == io)
       return true;
@@ -166,8 +170,10 @@ int weft_signal_start(weft_loop_t *loop, weft_signal_t *sig, int signum,
     return WEFT_EPERM;
   /* linking an active handler again would close the list into a loop
    * (every later walk of it would spin) */
-  if (signal_linked(loop, sig))
-    return WEFT_EINVAL;
+  if (signal_linked(loop, sig) ||
+      (sig->priv_active == 1 && sig->priv_loop != loop &&
+       sig->priv_loop != NULL && weft__loop_live(sig->priv_loop)))
+    return WEFT_EINVAL; /* (and another loop's, stop clears priv_active) */
   if (loop->closing)
     return WEFT_ESHUTDOWN;
   sigset_t one, old;

@@ -267,6 +267,30 @@ int weft_loop_set_stall_hook(weft_loop_t *loop, int64_t threshold_us,
 
 static bool cpu_shared(weft_loop_t *loop);
 
+/* Every live loop, so that a handle naming another loop can be told from
+ * an uninitialised one (weft__loop_live). Changed at create and close. */
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static weft_loop_t *live_head;
+
+bool weft__loop_live(const weft_loop_t *loop) {
+  bool found = false;
+  pthread_mutex_lock(&live_mu);
+  for (const weft_loop_t *l = live_head; l != NULL && !found; l = l->live_next)
+    found = l == loop;
+  pthread_mutex_unlock(&live_mu);
+  return found;
+}
+
+static void live_unlink(weft_loop_t *loop) {
+  pthread_mutex_lock(&live_mu);
+  for (weft_loop_t **p = &live_head; *p != NULL; p = &(*p)->live_next)
+    if (*p == loop) {
+      *p = loop->live_next;
+      break;
+    }
+  pthread_mutex_unlock(&live_mu);
+}
+
 int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   unsigned max = 256;
   int spin_us = 0;
@@ -327,6 +351,10 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   loop->thread = pthread_self();
   weft__tl_loop = loop;
   loop->prev_executor = weft_executor_enter(&loop->executor);
+  pthread_mutex_lock(&live_mu);
+  loop->live_next = live_head;
+  live_head = loop;
+  pthread_mutex_unlock(&live_mu);
   *out = loop;
   return 0;
 fail_wake:
@@ -403,6 +431,7 @@ int weft_loop_close(weft_loop_t *loop) {
   weft__free(loop->heap, loop->heap_cap * sizeof(weft__heap_entry_t));
   weft_executor_leave(loop->prev_executor);
   weft__tl_loop = NULL;
+  live_unlink(loop);
   weft__free(loop, sizeof *loop);
   return 0;
 }

@@ -1333,8 +1333,9 @@ WEFT__HOT static void sock_event(weft_io_t *io, unsigned events, int status,
       wring_take(s);
     if (s->ring_done && !s->closed)
       ring_take(s);
+    bool closed = s->closed; /* a continuation closed it: the drop frees */
     sock_drop(s);
-    if (s->closed) /* a continuation closed it */
+    if (closed)
       return;
   }
   if ((events & WEFT_READABLE) && !s->ring)

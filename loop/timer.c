@@ -193,12 +193,26 @@ static void heap_insert(weft_loop_t *loop, weft_timer_t *t, int64_t due) {
 
 /* ---- timers ---- */
 
+/* Is t started, on loop or on another live loop? A handle never
+ * initialised may hold anything: its fields only say where to look, and
+ * only loop's own heap (or the list of live loops) decides. */
+static bool timer_in_use(const weft_loop_t *loop, const weft_timer_t *t) {
+  if (t->priv_flags != WEFT__TIMER_INIT || t->priv_index == 0)
+    return false;
+  if (t->priv_loop != loop)
+    return t->priv_loop != NULL && weft__loop_live(t->priv_loop);
+  return t->priv_index <= loop->heap_len &&
+         loop->heap[t->priv_index - 1].timer == t;
+}
+
 int weft_timer_init(weft_loop_t *loop, weft_timer_t *t, weft_timer_fn fn,
                     void *arg) {
   if (loop == NULL || t == NULL || fn == NULL)
     return WEFT_EINVAL;
   if (!weft__loop_owned(loop))
     return WEFT_EPERM;
+  if (timer_in_use(loop, t)) /* zeroing it would corrupt a heap */
+    return WEFT_EBUSY;
   memset(t, 0, sizeof *t);
   t->priv_loop = loop;
   t->priv_fn = fn;

@@ -313,9 +313,12 @@ struct weft_timer {
 };
 
 /**
- * Prepare a timer on `loop` with its callback. Does not start it.
+ * Prepare a timer on `loop` with its callback. Does not start it. The
+ * handle need not be zeroed first; a started one is not initialised again
+ * (stop it first, on its own loop's thread).
  * Returns 0; WEFT_EINVAL (NULL loop, timer or fn); WEFT_EPERM off the loop
- * thread.
+ * thread; WEFT_EBUSY (the timer is started, on this loop or on another:
+ * it keeps running unchanged).
  * Thread: the loop thread.
  */
 WEFT_EXTERN int weft_timer_init(weft_loop_t *loop, weft_timer_t *timer,
@@ -420,7 +423,8 @@ struct weft_io {
  * before its first start; an active one is not started again (stop it
  * first, or change its events with weft_io_modify()).
  * Returns 0; WEFT_EINVAL (NULL loop, io or fn, fd < 0, empty or unknown
- * mask, io already active on this loop); WEFT_EPERM off the loop thread;
+ * mask, io already active on this loop or on another loop: it stays as it
+ * was); WEFT_EPERM off the loop thread;
  * WEFT_EEXIST (the fd is already watched by this loop); WEFT_EBADF /
  * other kernel errors from epoll_ctl (io is left stopped); WEFT_ESHUTDOWN.
  * Thread: the loop thread.
@@ -478,7 +482,8 @@ struct weft_signal {
  * The handle need not be zeroed before its first start; an active one is
  * not started again (stop it first; then it may be started on any signal).
  * Returns 0; WEFT_EINVAL (NULL, fn NULL, signum invalid or SIGKILL/SIGSTOP,
- * sig already active on this loop); WEFT_EPERM off the loop thread;
+ * sig already active on this loop or on another loop: it stays as it
+ * was); WEFT_EPERM off the loop thread;
  * WEFT_ENOMEM/WEFT_EMFILE (no signalfd); WEFT_ESHUTDOWN.
  * Thread: the loop thread.
  */

@@ -200,7 +200,10 @@ WEFT_EXTERN int weft_read_exactly(weft_socket_t *sock, void *buf, size_t len,
  * return. Either way the kernel reads buf only while the loop thread is
  * in that call, and a cancel from another thread waits for the call to end
  * (a write cancelled then may have been sent, in part or whole).
- * Errors (returned): as weft_read(). Thread: the loop thread.
+ * A write of 0 bytes (buf still not NULL) is no error: it is fulfilled
+ * with 0 in its turn among the queued writes.
+ * Errors (returned): as weft_read(), but for len 0. Thread: the loop
+ * thread.
  */
 WEFT_EXTERN int weft_write(weft_socket_t *sock, const void *buf, size_t len,
                            weft_future_t **out);
