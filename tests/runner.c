@@ -100,6 +100,10 @@ int main(int argc, char **argv) {
     CU_cleanup_registry();
     return 2;
   }
+  /* WEFT_PERTURB=<seed>|random: any suite runs with schedule perturbation
+   * (lib/testing.h); a WEFT_PERTURB=ON library may have turned it on. */
+  if (!atomic_load(&weft__perturb_on))
+    (void)weft__perturb_from_env("weft_tests");
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
