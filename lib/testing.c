@@ -164,7 +164,7 @@ uint64_t weft__perturb_seed(void) { return atomic_load(&g_seed); }
 
 bool weft__perturb_from_env(const char *who) {
   const char *v = getenv("WEFT_PERTURB");
-  if (v == NULL || *v == '\0')
+  if (v == NULL || *v == '\0' || strcmp(v, "off") == 0)
     return false;
   uint64_t seed;
   if (strcmp(v, "random") == 0) {

@@ -118,8 +118,8 @@ WEFT__HIDDEN void weft__perturb(bool on, uint64_t seed);
 WEFT__HIDDEN uint64_t weft__perturb_seed(void);
 /* WEFT_PERTURB=<seed> (decimal or 0x hex) or WEFT_PERTURB=random (a seed
  * from the clock) in the environment: perturbation on with that seed,
- * printed to stderr after `who`; returns true then. Unset or empty: false,
- * nothing changes. With the same seed each thread draws the same stream,
+ * printed to stderr after `who`; returns true then. Unset, empty or "off":
+ * false, nothing changes. With the same seed each thread draws the same stream,
  * but which thread is which follows their order of arrival: a replay
  * stretches the same windows, it does not repeat one schedule. */
 WEFT__HIDDEN bool weft__perturb_from_env(const char *who);

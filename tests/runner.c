@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* tests/runner.c: runs one CUnit suite by name (or all), exits non-zero on
- * any failure; also the counting allocator used by the suites. */
+ * any failure; also the counting allocator used by the suites.
+ * Usage: weft_tests [suite [part of a test's name]]. */
 #include "testutil.h"
 
 #include "internal.h" /* WEFT__ASAN and, under it, the sanitizer's API */
@@ -74,12 +75,14 @@ bool tu_poisoned(const void *p) {
 #endif
 }
 
-static int add_suite(const test_suite_t *s) {
+/* The suite's tests, or those whose name contains `only` (non-NULL). */
+static int add_suite(const test_suite_t *s, const char *only) {
   CU_pSuite cs = CU_add_suite(s->name, NULL, NULL);
   if (cs == NULL)
     return -1;
   for (const test_case_t *c = s->cases; c->name != NULL; c++)
-    if (CU_add_test(cs, c->name, c->fn) == NULL)
+    if ((only == NULL || strstr(c->name, only) != NULL) &&
+        CU_add_test(cs, c->name, c->fn) == NULL)
       return -1;
   return 0;
 }
@@ -91,7 +94,7 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < n; i++) {
     if (argc > 1 && strcmp(argv[1], suites[i]->name) != 0)
       continue;
-    if (add_suite(suites[i]) != 0)
+    if (add_suite(suites[i], argc > 2 ? argv[2] : NULL) != 0)
       return 2;
     added++;
   }
