@@ -34,6 +34,7 @@ static comb_t *as_comb(const struct weft_future *f) {
 }
 
 static void drop_one(comb_input_t *in) {
+  WEFT__PERTURB();
   if (atomic_exchange_explicit(&in->dropped, 1, memory_order_acq_rel) == 0)
     weft__drop_need(in->f);
 }
@@ -57,6 +58,7 @@ void weft__combine_destroy(struct weft_future *f) {
 }
 
 static void record(comb_t *c, uint32_t idx) {
+  WEFT__PERTURB();
   uint32_t pos = atomic_fetch_add_explicit(&c->counted, 1, memory_order_relaxed);
   if (pos < c->n)
     atomic_store_explicit(&c->order[pos], idx, memory_order_release);
@@ -80,6 +82,7 @@ static void input_fire(weft_task_t *node) {
   comb_t *c = in->c;
   struct weft_future *f = in->f;
   bool ok = weft__state(f) == WEFT_FULFILLED;
+  WEFT__PERTURB();
   switch (c->kind) {
   case C_ALL:
     record(c, in->idx);

@@ -172,6 +172,7 @@ fail_mu:
 }
 
 void weft__waiter_put(weft__waiter_t *w) {
+  WEFT__PERTURB();
   if (atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) != 1)
     return;
   if (w->mu == &w->own_mu) {
@@ -206,6 +207,7 @@ static void te_free(weft_thread_executor_t *te) {
 
 static void te_put(void *arg) {
   weft_thread_executor_t *te = arg;
+  WEFT__PERTURB();
   if (atomic_fetch_sub_explicit(&te->refs, 1, memory_order_acq_rel) == 1)
     te_free(te);
 }

@@ -65,6 +65,7 @@ static int claim_flags(struct weft_future *f, uint32_t target,
     if (st != WEFT_PENDING)
       return st == WEFT_CANCELLED ? WEFT_ECANCELED : WEFT_EALREADY;
     uint32_t nw = (w & ~WEFT__ST_MASK) | WEFT__BUSY | target | flags;
+    WEFT__PERTURB();
     if (atomic_compare_exchange_weak_explicit(&f->word, &w, nw,
                                               memory_order_acquire,
                                               memory_order_relaxed))
@@ -89,6 +90,7 @@ void weft__publish(struct weft_future *f) {
   else
     atomic_fetch_and_explicit(&f->word, ~(uint32_t)WEFT__BUSY,
                               memory_order_release);
+  WEFT__PERTURB(); /* settled, list still open: an attach may land */
   weft_task_t *list =
       atomic_exchange_explicit(&f->head, WEFT__CLOSED, memory_order_acq_rel);
   if (list == NULL)
@@ -152,6 +154,7 @@ bool weft__attach(struct weft_future *f, weft_task_t *node) {
     if (h == WEFT__CLOSED)
       return false;
     node->next = h;
+    WEFT__PERTURB();
   } while (!atomic_compare_exchange_weak_explicit(
       &f->head, &h, node, memory_order_acq_rel, memory_order_acquire));
   return true;
@@ -220,6 +223,7 @@ void weft__unref_need(struct weft_future *f) {
  * reference it owns). Returns u, reference included, when u must now be
  * cancelled; otherwise drops that reference and returns NULL. */
 static struct weft_future *take_upstream(struct weft_future *u) {
+  WEFT__PERTURB();
   if (weft__needs_of(atomic_fetch_sub_explicit(&u->rn, WEFT__NEED,
                                                memory_order_acq_rel)) == 1 &&
       weft__state(u) == WEFT_PENDING)
@@ -229,6 +233,7 @@ static struct weft_future *take_upstream(struct weft_future *u) {
 }
 
 void weft__drop_need(struct weft_future *f) {
+  WEFT__PERTURB();
   if (weft__needs_of(atomic_fetch_sub_explicit(&f->rn, WEFT__NEED,
                                                memory_order_acq_rel)) == 1 &&
       weft__state(f) == WEFT_PENDING)
@@ -238,6 +243,7 @@ void weft__drop_need(struct weft_future *f) {
 /* ---- cancellation ---- */
 
 static struct weft_future *then_cancelled(then_state_t *t) {
+  WEFT__PERTURB(); /* the source may fire first */
   uint32_t old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_CLAIMED,
                                           memory_order_acq_rel);
   if (!(old & WEFT__F_CLAIMED)) {
@@ -359,6 +365,7 @@ int weft_promise_on_cancel(weft_promise_t *promise, weft_cancel_fn fn,
     }
     if (w & WEFT__F_HOOK)
       return WEFT_EBUSY;
+    WEFT__PERTURB();
     if (atomic_compare_exchange_weak_explicit(&f->word, &w, w | WEFT__BUSY,
                                               memory_order_acquire,
                                               memory_order_relaxed))
@@ -381,6 +388,7 @@ int weft_promise_release(weft_promise_t *promise) {
   struct weft_future *f = (struct weft_future *)promise;
   if (f == NULL)
     return WEFT_EINVAL;
+  WEFT__PERTURB();
   uint32_t old = atomic_fetch_or_explicit(&f->word, WEFT__F_PROMISE_GONE,
                                           memory_order_acq_rel);
   if (old & WEFT__F_PROMISE_GONE)
@@ -442,6 +450,7 @@ WEFT__HOT int weft_future_release(weft_future_t *f) {
     destroy(f);
     return 0;
   }
+  WEFT__PERTURB();
   v = atomic_fetch_sub_explicit(&f->rn, WEFT__REF | WEFT__NEED,
                                 memory_order_acq_rel);
   if (weft__needs_of(v) == 0) { /* more releases than handles */
@@ -504,6 +513,7 @@ static void then_finish(then_state_t *t) {
 /* The source settled (runs on the settling thread, in its trampoline). */
 static void then_fire(weft_task_t *node) {
   then_state_t *t = THEN_OF(node);
+  WEFT__PERTURB(); /* a cancel may claim first */
   uint32_t old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_CLAIMED,
                                           memory_order_acq_rel);
   if (old & WEFT__F_CLAIMED) { /* cancelled first: src is not ours */
@@ -544,6 +554,7 @@ static bool follow_closes_cycle(then_state_t *t, struct weft_future *target) {
 static void then_follow(then_state_t *t, struct weft_future *target) {
   struct weft_future *old_src = t->src;
   t->src = target;
+  WEFT__PERTURB();
   uint32_t old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FOLLOWING,
                                           memory_order_seq_cst);
   weft__unref_need(old_src);
@@ -592,6 +603,7 @@ static void then_run(weft_task_t *node) {
 static void follow_fire(weft_task_t *node) {
   then_state_t *t = THEN_OF(node);
   struct weft_future *target = t->src;
+  WEFT__PERTURB();
   uint32_t old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FCLAIMED,
                                           memory_order_acq_rel);
   if (old & WEFT__F_FCLAIMED) { /* cancelled first: target is not ours */

@@ -7,8 +7,11 @@
 
 #if WEFT__TESTING
 #include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 _Atomic int weft__fault_on;
 _Atomic int weft__perturb_on;
@@ -97,9 +100,34 @@ static uint64_t next(void) { /* splitmix64 */
   return z ^ (z >> 31);
 }
 
+/* Each seed gives every point its own weight (by file and line): a quarter
+ * of the points are quiet, a quarter hot, so that different seeds stretch
+ * different windows, not the same ones a little each. */
+static unsigned site_weight(const char *file, int line) {
+  uint64_t z = atomic_load_explicit(&g_seed, memory_order_relaxed) ^
+               ((uint64_t)(uintptr_t)file * 0x9e3779b97f4a7c15u) ^
+               (uint64_t)line;
+  z = (z ^ (z >> 31)) * 0xbf58476d1ce4e5b9u;
+  switch ((z >> 29) & 3) {
+  case 0:
+    return 1; /* quiet */
+  case 3:
+    return 16; /* hot */
+  default:
+    return 4;
+  }
+}
+
+static void stall_ns(long ns) {
+  struct timespec ts = {0, ns};
+  nanosleep(&ts, NULL);
+}
+
+/* Per point, of 4096 draws, with weight w (4 for most points): w / 4
+ * stall 0.1-1 ms (as a preemption does), 6 w sleep 1-64 us (another thread
+ * runs a while), 60 w yield the CPU. At w = 4: 0.02 %, 0.6 %, 6 %, about
+ * 0.4 us a point on average; at w = 16 four times that. */
 void weft__perturb_point(const char *file, int line) {
-  (void)file;
-  (void)line;
   unsigned e = atomic_load_explicit(&g_epoch, memory_order_acquire);
   if (tl_rng.epoch != e) { /* first point of this thread in this run */
     tl_rng.epoch = e;
@@ -108,15 +136,17 @@ void weft__perturb_point(const char *file, int line) {
   }
   atomic_fetch_add_explicit(&g_points, 1, memory_order_relaxed);
   uint64_t r = next();
-  unsigned pick = (unsigned)(r & 63);
-  if (pick < 6) { /* about 1 in 10: let another thread run here */
-    atomic_fetch_add_explicit(&g_delays, 1, memory_order_relaxed);
+  unsigned w = site_weight(file, line);
+  unsigned pick = (unsigned)(r & 4095);
+  if (pick >= 66 * w)
+    return;
+  atomic_fetch_add_explicit(&g_delays, 1, memory_order_relaxed);
+  if (pick < w / 4)
+    stall_ns((long)(100000 + ((r >> 12) % 900000)));
+  else if (pick < 6 * w)
+    stall_ns((long)(1000 + ((r >> 12) % 63000)));
+  else
     sched_yield();
-  } else if (pick == 6) { /* 1 in 64: stall long enough to be preempted */
-    atomic_fetch_add_explicit(&g_delays, 1, memory_order_relaxed);
-    struct timespec ts = {0, (long)(1000 + ((r >> 8) % 50000))};
-    nanosleep(&ts, NULL);
-  }
 }
 
 void weft__perturb(bool on, uint64_t seed) {
@@ -129,6 +159,42 @@ void weft__perturb(bool on, uint64_t seed) {
   }
   atomic_store_explicit(&weft__perturb_on, on, memory_order_release);
 }
+
+uint64_t weft__perturb_seed(void) { return atomic_load(&g_seed); }
+
+bool weft__perturb_from_env(const char *who) {
+  const char *v = getenv("WEFT_PERTURB");
+  if (v == NULL || *v == '\0' || strcmp(v, "off") == 0)
+    return false;
+  uint64_t seed;
+  if (strcmp(v, "random") == 0) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    seed = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^
+           ((uint64_t)getpid() << 32);
+  } else {
+    char *end;
+    errno = 0;
+    seed = strtoull(v, &end, 0);
+    if (errno != 0 || *end != '\0') {
+      fprintf(stderr, "%s: WEFT_PERTURB=%s is not a seed (a number or "
+              "\"random\"): perturbation stays off\n", who, v);
+      return false;
+    }
+  }
+  weft__perturb(true, seed);
+  fprintf(stderr, "%s: schedule perturbation on, WEFT_PERTURB=%#llx\n", who,
+          (unsigned long long)seed);
+  return true;
+}
+
+#if defined(WEFT__PERTURB_ENV)
+/* A build with WEFT_PERTURB=ON: every program linked with the library
+ * (samples included) runs perturbed when the variable is set. */
+__attribute__((constructor)) static void perturb_ctor(void) {
+  (void)weft__perturb_from_env("weft");
+}
+#endif
 
 void weft__perturb_stats(unsigned long *points, unsigned long *delays) {
   *points = atomic_load(&g_points);

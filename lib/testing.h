@@ -114,6 +114,15 @@ WEFT__HIDDEN size_t weft__fault_sites(weft__fsite_t **first);
 /* Perturbation on with a seed (each thread derives its own stream from the
  * seed and its order of arrival), or off. */
 WEFT__HIDDEN void weft__perturb(bool on, uint64_t seed);
+/* The seed of the last weft__perturb(true, ...). */
+WEFT__HIDDEN uint64_t weft__perturb_seed(void);
+/* WEFT_PERTURB=<seed> (decimal or 0x hex) or WEFT_PERTURB=random (a seed
+ * from the clock) in the environment: perturbation on with that seed,
+ * printed to stderr after `who`; returns true then. Unset, empty or "off":
+ * false, nothing changes. With the same seed each thread draws the same stream,
+ * but which thread is which follows their order of arrival: a replay
+ * stretches the same windows, it does not repeat one schedule. */
+WEFT__HIDDEN bool weft__perturb_from_env(const char *who);
 /* Points passed and delays made since the last weft__perturb(true, ...). */
 WEFT__HIDDEN void weft__perturb_stats(unsigned long *points,
                                       unsigned long *delays);

@@ -43,6 +43,7 @@ enum { SPIN_FIRST_NS = 4000, SPIN_DEFAULT_NS = 50000, SPIN_CHECKS = 16,
 /* ---- cross-thread queue ---- */
 
 static void wake_if_sleeping(weft_loop_t *loop) {
+  WEFT__PERTURB();
   uint32_t s = atomic_load_explicit(&loop->wake, memory_order_seq_cst);
   if (s != WAKE_SLEEPING ||
       !atomic_compare_exchange_strong_explicit(&loop->wake, &s, WAKE_SENT,
@@ -60,14 +61,17 @@ static void wake_if_sleeping(weft_loop_t *loop) {
 static int inbox_push(weft_loop_t *loop, weft_task_t *task) {
   atomic_fetch_add_explicit(&loop->producers, 1, memory_order_seq_cst);
   weft_task_t *h = atomic_load_explicit(&loop->inbox, memory_order_relaxed);
+  WEFT__PERTURB(); /* close may take the queue now */
   do {
     if (h == WEFT__INBOX_CLOSED) {
       atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_release);
       return WEFT_ESHUTDOWN;
     }
     task->next = h;
+    WEFT__PERTURB();
   } while (!atomic_compare_exchange_weak_explicit(
       &loop->inbox, &h, task, memory_order_seq_cst, memory_order_relaxed));
+  WEFT__PERTURB(); /* queued, the loop not woken yet */
   wake_if_sleeping(loop);
   atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_release);
   return 0;
@@ -89,6 +93,7 @@ static weft_task_t *inbox_take(weft_loop_t *loop, bool close) {
   if (!close &&
       atomic_load_explicit(&loop->inbox, memory_order_relaxed) == NULL)
     return NULL;
+  WEFT__PERTURB();
   weft_task_t *list = atomic_exchange_explicit(
       &loop->inbox, close ? WEFT__INBOX_CLOSED : NULL, memory_order_acquire);
   return list == WEFT__INBOX_CLOSED ? NULL : weft__task_list_reverse(list);
@@ -423,6 +428,7 @@ int weft_loop_close(weft_loop_t *loop) {
     close_drain(loop);
   }
   weft__net_close(loop);
+  WEFT__PERTURB();
   wait_producers(loop);
   loop->ops->remove(&loop->backend, loop->wake_fd);
   close(loop->wake_fd);
@@ -692,6 +698,7 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
       if (atomic_load_explicit(&loop->inbox, memory_order_seq_cst) != NULL ||
           atomic_load_explicit(&loop->stop, memory_order_seq_cst))
         timeout = 0;
+      WEFT__PERTURB(); /* asleep by the word, not yet in the poll */
       if (until != NULL) { /* settled elsewhere (see until_wake) */
         atomic_thread_fence(memory_order_seq_cst);
         if (weft_future_state(until) != WEFT_PENDING)
@@ -747,6 +754,7 @@ static int enter_run(weft_loop_t *loop) {
 static void leave_run(weft_loop_t *loop) {
   loop->running = false;
   atomic_store_explicit(&loop->wake, WAKE_SLEEPING, memory_order_seq_cst);
+  WEFT__PERTURB();
   if (loop->local_head != NULL ||
       atomic_load_explicit(&loop->inbox, memory_order_seq_cst) != NULL)
     wake_if_sleeping(loop);
@@ -795,6 +803,7 @@ static weft_result_t until_wake(void *arg, weft_future_t *src) {
   (void)src;
   until_waker_t *w = arg;
   uint32_t idle = UNTIL_IDLE;
+  WEFT__PERTURB();
   if (!weft__loop_owned(w->loop) &&
       atomic_compare_exchange_strong_explicit(&w->state, &idle, UNTIL_WAKING,
                                               memory_order_acq_rel,
@@ -883,6 +892,7 @@ int weft_loop_stop(weft_loop_t *loop) {
   }
   atomic_fetch_add_explicit(&loop->producers, 1, memory_order_seq_cst);
   atomic_store_explicit(&loop->stop, true, memory_order_seq_cst);
+  WEFT__PERTURB();
   wake_if_sleeping(loop);
   atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_release);
   return 0;

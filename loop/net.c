@@ -545,12 +545,14 @@ enum { GUARD_IO = 1u, GUARD_CANCEL = 2u };
 static bool op_enter(net_op_t *op) {
   if (op->unshared) /* nobody can cancel it yet */
     return true;
+  WEFT__PERTURB(); /* a cancel may come first */
   uint32_t old =
       atomic_fetch_or_explicit(&op->guard, GUARD_IO, memory_order_acq_rel);
   return (old & GUARD_CANCEL) == 0;
 }
 
 static void op_leave(net_op_t *op) {
+  WEFT__PERTURB(); /* a canceller waits out the call */
   if (!op->unshared)
     atomic_fetch_and_explicit(&op->guard, ~(uint32_t)GUARD_IO,
                               memory_order_release);
@@ -1121,6 +1123,7 @@ WEFT__HOT static void wring_take(weft_socket_t *s) {
   for (net_op_t *op = s->whead, *next; op != NULL && op->wring; op = next) {
     next = op->next;
     op->wring = false;
+    WEFT__PERTURB();
     if (atomic_load_explicit(&op->guard, memory_order_acquire) &
         GUARD_CANCEL)
       op_drop(s, op);
@@ -1459,6 +1462,7 @@ static void op_disarm(weft__loop_op_t *base) { /* loop thread */
 /* The cancel hook: make the op inert before returning (see the top). */
 static void op_cancel_hook(void *arg) {
   net_op_t *op = arg;
+  WEFT__PERTURB();
   uint32_t old =
       atomic_fetch_or_explicit(&op->guard, GUARD_CANCEL, memory_order_acq_rel);
   if (old & GUARD_IO) /* only ever from another thread: the loop is in a */

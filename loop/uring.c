@@ -299,6 +299,7 @@ static void sends_enter(struct weft__ring *r) {
       iov = &r->iov[r->niov];
     else
       max = 1; /* the arena is full: this send carries one write */
+    WEFT__PERTURB(); /* a cancel may come before the guard goes up */
     unsigned n = weft__net_send_enter(p->tag, iov, max);
     struct io_uring_sqe *sqe = &r->sqes[p->seq & r->sq_mask];
     if (__builtin_expect(n == 1, 1)) {
@@ -344,6 +345,7 @@ static void sends_leave(struct weft__ring *r) {
       r->pend[keep++] = p; /* not taken yet */
       continue;
     }
+    WEFT__PERTURB();
     if (p.tag != NULL)
       weft__net_send_leave(p.tag);
   }
@@ -360,6 +362,7 @@ static int ring_submit(struct weft__ring *r, unsigned flags, unsigned wait,
   sq_publish(r);
   unsigned head = atomic_load_explicit(r->sq_head, memory_order_acquire);
   unsigned n = r->sq_local - head;
+  WEFT__PERTURB(); /* guards up, the kernel not called yet */
   int rc = sys_enter(r->fd, n, wait, flags, arg, argsz);
   int e = errno;
   if (r->npend != 0)

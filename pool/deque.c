@@ -56,6 +56,7 @@ weft__ring_t *weft__deque_grow(weft__deque_t *d, weft__ring_t *old, int64_t t,
 
 weft_task_t *weft__deque_steal(weft__deque_t *d) {
   int64_t t = atomic_load_explicit(&d->top, memory_order_acquire);
+  WEFT__PERTURB();
   atomic_thread_fence(memory_order_seq_cst);
   int64_t b = atomic_load_explicit(&d->bottom, memory_order_acquire);
   if (t >= b)
@@ -63,6 +64,7 @@ weft_task_t *weft__deque_steal(weft__deque_t *d) {
   weft__ring_t *r = atomic_load_explicit(&d->ring, memory_order_acquire);
   weft_task_t *x = atomic_load_explicit(&r->slot[t & (int64_t)r->mask],
                                         memory_order_relaxed);
+  WEFT__PERTURB(); /* the owner may take x first */
   if (!atomic_compare_exchange_strong_explicit(
           &d->top, &t, t + 1, memory_order_seq_cst, memory_order_relaxed))
     return WEFT__STEAL_ABORT;

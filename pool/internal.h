@@ -46,6 +46,7 @@ static inline int weft__deque_push(weft__deque_t *d, weft_task_t *t) {
                         memory_order_relaxed);
   /* release: a thief that sees the new bottom sees the task (the paper's
    * release fence, expressed on the store so that TSan understands it) */
+  WEFT__PERTURB();
   atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
   return 0;
 }
@@ -62,6 +63,7 @@ static inline weft_task_t *weft__deque_take(weft__deque_t *d) {
   int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
   weft__ring_t *r = atomic_load_explicit(&d->ring, memory_order_relaxed);
   atomic_store_explicit(&d->bottom, b, memory_order_relaxed);
+  WEFT__PERTURB(); /* a thief may take the last task now */
   atomic_thread_fence(memory_order_seq_cst);
   int64_t t = atomic_load_explicit(&d->top, memory_order_relaxed);
   if (t > b) { /* empty */

@@ -57,6 +57,7 @@ static void clear_waking(weft__eventcount_t *ec) {
 
 uint32_t weft__ec_prepare(weft__eventcount_t *ec) {
   atomic_fetch_add_explicit(&ec->waiters, 1, memory_order_seq_cst);
+  WEFT__PERTURB();
   clear_waking(ec);
   return atomic_load_explicit(&ec->epoch, memory_order_seq_cst);
 }
@@ -71,8 +72,10 @@ void weft__ec_wait_until(weft__eventcount_t *ec, uint32_t epoch,
   while (atomic_load_explicit(&ec->epoch, memory_order_acquire) == epoch) {
     if (deadline_ns >= 0 && weft_now_ns() >= deadline_ns)
       break;
+    WEFT__PERTURB(); /* the epoch may move before the futex looks */
     futex_wait(&ec->epoch, epoch, bits, deadline_ns);
   }
+  WEFT__PERTURB(); /* woken, still counted as a waiter */
   atomic_fetch_sub_explicit(&ec->waiters, 1, memory_order_relaxed);
   clear_waking(ec);
 }
@@ -97,6 +100,7 @@ void weft__ec_wake_one(weft__eventcount_t *ec) {
                                                memory_order_seq_cst,
                                                memory_order_relaxed))
     return; /* a wake-up is already on its way */
+  WEFT__PERTURB(); /* `waking` set, no epoch bump yet */
   atomic_fetch_add_explicit(&ec->epoch, 1, memory_order_release);
   futex_wake(&ec->epoch, 1);
 }
@@ -106,6 +110,7 @@ void weft__ec_notify_one(weft__eventcount_t *ec) {
    * these loads are seq_cst, as are a sleeper's announcement (waiters++)
    * and its re-check of the inboxes; in their single total order either
    * the re-check sees the work or this load sees the sleeper. */
+  WEFT__PERTURB();
   if (atomic_load_explicit(&ec->waiters, memory_order_seq_cst) == 0 ||
       atomic_load_explicit(&ec->searching, memory_order_seq_cst) > 0)
     return;
@@ -117,6 +122,7 @@ void weft__ec_handoff(weft__eventcount_t *ec) {
    * `searching`: a producer that skipped its wake read one of those before
    * it changed, so its work is published before these loads; a sleeper
    * these loads miss announced itself later and its re-check sees it. */
+  WEFT__PERTURB();
   if (atomic_load_explicit(&ec->waiters, memory_order_seq_cst) == 0 ||
       atomic_load_explicit(&ec->searching, memory_order_seq_cst) > 0)
     return;

@@ -34,6 +34,7 @@ static void job_run(weft_task_t *task);
 static void job_on_cancel(void *arg) {
   weft__job_t *job = arg;
   uintptr_t expect = WEFT__JOB_QUEUED;
+  WEFT__PERTURB();
   if (atomic_compare_exchange_strong_explicit(&job->claim, &expect,
                                               WEFT__JOB_CANCELLED,
                                               memory_order_acq_rel,
@@ -61,6 +62,7 @@ static inline bool job_start(weft_task_t *task) {
     w->start_empty = false;          /* not for jobs nested in this one */
     running |= (uintptr_t)w;
   }
+  WEFT__PERTURB(); /* a cancel may claim the job first */
   if (atomic_compare_exchange_strong_explicit(&job->claim, &expect, running,
                                               memory_order_acq_rel,
                                               memory_order_acquire)) {
@@ -177,6 +179,7 @@ static void job_abandon(weft__job_t *job) { job_fini(&job->ext); }
 
 static void inbox_push(weft__worker_t *w, weft_task_t *t) {
   weft_task_t *h = atomic_load_explicit(&w->inbox, memory_order_relaxed);
+  WEFT__PERTURB();
   do
     t->next = h;
   while (!atomic_compare_exchange_weak_explicit(
@@ -191,6 +194,7 @@ static void inbox_push(weft__worker_t *w, weft_task_t *t) {
 static weft_task_t *inbox_take(weft__worker_t *w) {
   if (atomic_load_explicit(&w->inbox, memory_order_seq_cst) == NULL)
     return NULL;
+  WEFT__PERTURB();
   return atomic_exchange_explicit(&w->inbox, NULL, memory_order_acquire);
 }
 
@@ -213,6 +217,7 @@ static int pool_enqueue(weft_pool_t *p, weft_task_t *t) {
   if (atomic_load_explicit(&p->stopping, memory_order_acquire))
     return WEFT_ESHUTDOWN;
   inbox_push(&p->workers[tl_cursor++ % p->nworkers], t);
+  WEFT__PERTURB(); /* between publishing and looking for a sleeper */
   weft__ec_notify_one(&p->ec);
   return 0;
 }
@@ -360,6 +365,7 @@ static void *worker_main(void *arg) {
         t = find_work(w, false);
       }
       atomic_fetch_sub_explicit(&p->ec.searching, 1, memory_order_seq_cst);
+      WEFT__PERTURB();
       idle = true; /* searched: a producer may have left its wake to us */
     }
     if (t != NULL) {
@@ -373,6 +379,7 @@ static void *worker_main(void *arg) {
     if (weft__alloc_idle())
       continue;
     uint32_t epoch = weft__ec_prepare(&p->ec);
+    WEFT__PERTURB(); /* announced, before the re-check */
     t = find_work(w, true);
     if (t != NULL) {
       weft__ec_cancel(&p->ec);
@@ -516,6 +523,7 @@ static void await_wake_put(await_wake_t *aw) {
 static void await_wake_fire(weft_task_t *task) {
   await_wake_t *aw = (await_wake_t *)task;
   int armed = AW_ARMED;
+  WEFT__PERTURB(); /* the await may be leaving */
   if (atomic_compare_exchange_strong_explicit(&aw->state, &armed, AW_FIRING,
                                               memory_order_acq_rel,
                                               memory_order_acquire)) {
@@ -561,6 +569,7 @@ static int await_park(weft__worker_t *w, weft_future_t *f,
     *awp = aw;
   }
   uint32_t epoch = weft__ec_prepare(&p->ec);
+  WEFT__PERTURB();
   weft_task_t *t = NULL;
   if (weft__state(f) != WEFT_PENDING || (t = find_work(w, true)) != NULL) {
     weft__ec_cancel(&p->ec);

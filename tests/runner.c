@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* tests/runner.c: runs one CUnit suite by name (or all), exits non-zero on
- * any failure; also the counting allocator used by the suites. */
+ * any failure; also the counting allocator used by the suites.
+ * Usage: weft_tests [suite [part of a test's name]]. */
 #include "testutil.h"
 
 #include "internal.h" /* WEFT__ASAN and, under it, the sanitizer's API */
@@ -13,13 +14,13 @@
 extern const test_suite_t suite_error, suite_future, suite_then, suite_cancel,
     suite_combinators, suite_await, suite_race, suite_chain, suite_alloc,
     suite_cache, suite_pool, suite_reactor, suite_net, suite_chat, suite_api,
-    suite_paths, suite_fault, suite_misuse;
+    suite_paths, suite_fault, suite_misuse, suite_stress;
 
 static const test_suite_t *const suites[] = {
     &suite_error,  &suite_future, &suite_then,  &suite_cancel, &suite_combinators,
     &suite_await,  &suite_race,   &suite_chain, &suite_alloc, &suite_cache, &suite_pool,
     &suite_reactor, &suite_net, &suite_api, &suite_paths, &suite_fault,
-    &suite_misuse
+    &suite_misuse, &suite_stress
 #ifdef WEFT_HAVE_CHAT
     , &suite_chat
 #endif
@@ -76,12 +77,14 @@ bool tu_poisoned(const void *p) {
 #endif
 }
 
-static int add_suite(const test_suite_t *s) {
+/* The suite's tests, or those whose name contains `only` (non-NULL). */
+static int add_suite(const test_suite_t *s, const char *only) {
   CU_pSuite cs = CU_add_suite(s->name, NULL, NULL);
   if (cs == NULL)
     return -1;
   for (const test_case_t *c = s->cases; c->name != NULL; c++)
-    if (CU_add_test(cs, c->name, c->fn) == NULL)
+    if ((only == NULL || strstr(c->name, only) != NULL) &&
+        CU_add_test(cs, c->name, c->fn) == NULL)
       return -1;
   return 0;
 }
@@ -93,7 +96,7 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < n; i++) {
     if (argc > 1 && strcmp(argv[1], suites[i]->name) != 0)
       continue;
-    if (add_suite(suites[i]) != 0)
+    if (add_suite(suites[i], argc > 2 ? argv[2] : NULL) != 0)
       return 2;
     added++;
   }
@@ -102,6 +105,10 @@ int main(int argc, char **argv) {
     CU_cleanup_registry();
     return 2;
   }
+  /* WEFT_PERTURB=<seed>|random: any suite runs with schedule perturbation
+   * (lib/testing.h); a WEFT_PERTURB=ON library may have turned it on. */
+  if (!atomic_load(&weft__perturb_on))
+    (void)weft__perturb_from_env("weft_tests");
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
