@@ -188,6 +188,22 @@ static void inbox_push(weft__worker_t *w, weft_task_t *t) {
    * fence (one full barrier per outside submit instead of two) */
 }
 
+/* What a closed inbox holds: shutdown's last drain leaves it, so an outside
+ * submit that passed its stopping check too late is refused, not lost. */
+static weft_task_t inbox_closed;
+
+/* inbox_push for an outside submit: false (nothing pushed) once closed. */
+static bool inbox_offer(weft__worker_t *w, weft_task_t *t) {
+  weft_task_t *h = atomic_load_explicit(&w->inbox, memory_order_relaxed);
+  do {
+    if (h == &inbox_closed)
+      return false;
+    t->next = h;
+  } while (!atomic_compare_exchange_weak_explicit(
+      &w->inbox, &h, t, memory_order_seq_cst, memory_order_relaxed));
+  return true;
+}
+
 /* Take a whole inbox (any thread); returns the tasks newest first. The
  * peek is seq_cst (a plain load on x86): it is a parking worker's re-check,
  * see weft__ec_notify_one(). */
@@ -216,7 +232,9 @@ static int pool_enqueue(weft_pool_t *p, weft_task_t *t) {
   }
   if (atomic_load_explicit(&p->stopping, memory_order_acquire))
     return WEFT_ESHUTDOWN;
-  inbox_push(&p->workers[tl_cursor++ % p->nworkers], t);
+  WEFT__PERTURB(); /* shutdown may begin and drain here */
+  if (!inbox_offer(&p->workers[tl_cursor++ % p->nworkers], t))
+    return WEFT_ESHUTDOWN;
   WEFT__PERTURB(); /* between publishing and looking for a sleeper */
   weft__ec_notify_one(&p->ec);
   return 0;
@@ -806,17 +824,19 @@ int weft_pool_shutdown(weft_pool_t *p, weft_pool_mode_t mode,
   for (unsigned i = 0; i < p->nworkers; i++)
     pthread_join(p->workers[i].thread, NULL);
   /* A submit that passed its stopping check just before shutdown began can
-   * land after the workers left: run (or cancel) it here, never lose it. */
+   * land after the workers left: run (or cancel) it here, never lose it.
+   * Closing each inbox as it is taken refuses any later one. */
   for (unsigned i = 0; i < p->nworkers; i++) {
     weft__worker_t *w = &p->workers[i];
     weft_task_t *t, *list;
     while ((t = weft__deque_take(&w->deque)) != NULL)
       weft__run_or_discard(p, t);
-    while ((list = weft__task_list_reverse(inbox_take(w))) != NULL)
-      for (t = list; t != NULL; t = list) {
-        list = t->next;
-        weft__run_or_discard(p, t);
-      }
+    list = weft__task_list_reverse(
+        atomic_exchange_explicit(&w->inbox, &inbox_closed, memory_order_acq_rel));
+    for (t = list; t != NULL; t = list) {
+      list = t->next;
+      weft__run_or_discard(p, t);
+    }
   }
   if (weft__blocking_stop(p, deadline) != 0)
     rc = WEFT_ETIMEDOUT;

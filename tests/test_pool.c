@@ -766,6 +766,72 @@ static void test_submit_enomem(void) {
   EXPECT_EQ(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL), 0);
 }
 
+/* ---- a submit racing the end of shutdown ---- */
+
+typedef struct race_end {
+  weft_pool_t *pool;
+  _Atomic int held, release;
+} race_end_t;
+
+/* Holds the only blocking thread, so shutdown (which waits for blocking
+ * jobs after draining the workers' inboxes) keeps the pool alive while the
+ * test still submits. */
+static weft_result_t hold_until_released(weft_job_t *job, void *arg) {
+  (void)job;
+  race_end_t *r = arg;
+  atomic_store(&r->held, 1);
+  int64_t end = weft_now_ns() + 10 * (int64_t)1000000000;
+  while (!atomic_load(&r->release) && weft_now_ns() < end)
+    sched_yield();
+  return weft_ok_int(0);
+}
+
+static void *shutdown_drain(void *arg) {
+  race_end_t *r = arg;
+  (void)weft_pool_shutdown(r->pool, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL);
+  return NULL;
+}
+
+/* An outside submit that passed its stopping check just as shutdown took
+ * the last inbox: it is run (DRAIN) or refused with WEFT_ESHUTDOWN, never
+ * accepted and lost with its future pending. Perturbation (a new seed per
+ * round) stretches the window between the check and the push. */
+static void test_submit_races_shutdown_end(void) {
+  enum { ROUNDS = 400, MAX = 4096 };
+  static weft_future_t *fs[MAX];
+  int lost = 0, accepted = 0;
+  for (int round = 0; round < ROUNDS && lost == 0; round++) {
+    weft__perturb(true, 0x5eed0000u + (uint64_t)round);
+    weft_pool_options_t o = {.size = sizeof o, .threads = 1, .blocking_max = 1};
+    race_end_t r = {0};
+    REQUIRE_EQ(weft_pool_create(&o, &r.pool), 0);
+    weft_future_t *hold;
+    REQUIRE_EQ(weft_pool_submit_blocking(r.pool, hold_until_released, &r,
+                                         NULL, &hold), 0);
+    while (!atomic_load(&r.held))
+      sched_yield();
+    pthread_t th;
+    REQUIRE_EQ(pthread_create(&th, NULL, shutdown_drain, &r), 0);
+    int n = 0;
+    while (n < MAX &&
+           weft_pool_submit(r.pool, cpu_work, NULL, NULL, &fs[n]) == 0)
+      n++;
+    atomic_store(&r.release, 1);
+    pthread_join(th, NULL);
+    weft__perturb(false, 0);
+    for (int i = 0; i < n; i++) {
+      if (weft_future_state(fs[i]) == WEFT_PENDING)
+        lost++;
+      weft_future_release(fs[i]);
+    }
+    accepted += n;
+    weft_future_release(hold);
+  }
+  weft__perturb(false, 0);
+  EXPECT_EQ(lost, 0);
+  EXPECT_TRUE(accepted > 0);
+}
+
 static const test_case_t cases[] = {
     {"1,000,000 jobs from 4 threads, each once", test_million_jobs_exactly_once},
     {"fib(20) fork-join on 1, 2, 8 workers", test_fib_fork_join},
@@ -786,5 +852,7 @@ static const test_case_t cases[] = {
     {"recycled job blocks poisoned under ASan", test_job_cache_poisoned},
     {"executor and errors", test_executor_and_errors},
     {"submit ENOMEM", test_submit_enomem},
+    {"a submit racing the end of shutdown runs or is refused",
+     test_submit_races_shutdown_end},
     {NULL, NULL}};
 const test_suite_t suite_pool = {"pool", cases};

@@ -172,8 +172,11 @@ typedef enum weft_pool_mode {
 /**
  * Stop the pool, join every thread it started and free it.
  *
- * From the first moment, submits fail with WEFT_ESHUTDOWN. In DRAIN mode the
- * queued jobs (and the jobs they spawn) run; if they have not finished by
+ * From the first moment, submits fail with WEFT_ESHUTDOWN. A submit from
+ * another thread that overlaps that moment is either refused so or accepted,
+ * and an accepted job is run (DRAIN) or cancelled (CANCEL) before shutdown
+ * returns. Every call on the pool must return before shutdown does: shutdown
+ * frees the pool. In DRAIN mode the queued jobs (and the jobs they spawn) run; if they have not finished by
  * `timeout_ms` (WEFT_FOREVER: no limit; any value up to INT64_MAX is a
  * wait that long), shutdown switches to CANCEL. In CANCEL mode every job
  * not yet started is cancelled (its future settles as cancelled, its
