@@ -21,7 +21,7 @@ seed=${SOAK_SEED:-1}
 servers=${SOAK_SERVERS:-echo chat}
 report=${SOAK_REPORT:-5}
 dir=${SOAK_DIR:-$root/build/soak}
-idle_ms=8000      # chat: idle clients must be closed after this
+idle_ms=15000     # chat: idle clients must be closed after this
 max_queue=65536   # chat: slow readers dropped past this
 
 # One fd per client here and one in the server, plus a margin.
@@ -56,7 +56,9 @@ for s in $servers; do
                 --heartbeat-ms 5000) ;;
     *) echo "soak: unknown server $s" >&2; exit 2 ;;
   esac
-  echo "== ${s}_server ${args[*]} (backend: ${WEFT_IO_URING:+WEFT_IO_URING=$WEFT_IO_URING}${WEFT_IO_URING:-default}), log $log"
+  backend=default
+  [ -n "${WEFT_IO_URING:-}" ] && backend="WEFT_IO_URING=$WEFT_IO_URING"
+  echo "== ${s}_server ${args[*]} (backend: $backend), log $log"
   "$bin/${s}_server" "${args[@]}" >"$out" 2>"$log" &
   pid=$!
   port=""

@@ -51,7 +51,7 @@
 enum {
   /* expected: caused by us or promised by the server */
   X_RESET,     /* resets we sent */
-  X_SLOWDROP,  /* chat: a slow reader dropped by the server */
+  X_SLOWDROP,  /* chat: a slow reader closed by the server */
   X_IDLEDROP,  /* chat: an idle client closed by the server */
   X_TAIL,      /* chat: a line cut short at the end of a dropped client */
   X_NCOUNT,
@@ -69,7 +69,7 @@ enum {
   N_COUNT
 };
 static const char *count_name[N_COUNT] = {
-    "reset", "slowdrop", "idledrop", "tail",  "connect", "corrupt", "lost",
+    "reset", "slowclosed", "idleclosed", "tail",  "connect", "corrupt", "lost",
     "order", "own",      "closed",   "stuck", "proto",   "idle"};
 static long counts[N_COUNT];
 
@@ -255,11 +255,11 @@ static void tmap_del(tmap_t *m, track_t *e) { /* backward-shift delete */
 }
 
 /* The body of line `seq` of guest g: printable, 0..200 bytes, one line in
- * ten up to 2000. */
+ * twenty up to 2000. */
 #define MAX_BODY 2000
 static size_t body(long g, long seq, char *out) {
   uint64_t h = mix(seed ^ mix((uint64_t)g * 1000003u + (uint64_t)seq));
-  size_t n = (size_t)(h % 10 == 0 ? (h >> 8) % (MAX_BODY + 1) : h % 201);
+  size_t n = (size_t)(h % 20 == 0 ? (h >> 8) % (MAX_BODY + 1) : h % 201);
   for (size_t i = 0; i < n; i++) {
     if (i % 8 == 0)
       h = mix(h);
@@ -295,6 +295,7 @@ typedef struct conn {
   size_t in_len;
   tmap_t seen;
   int shut; /* we sent our FIN */
+  int stall; /* chat, slow: never reads (until the end) */
 } conn_t;
 
 enum { S_CONNECTING, S_RUN, S_DRAIN, S_SLEEP, S_DONE };
@@ -556,6 +557,7 @@ static int chat_welcome(conn_t *c, const char *l, size_t n) {
     break;
   case K_SLOW:
     c->to_send = 1000000; /* one a second until dropped */
+    c->stall = rnd(&c->rng) % 2 == 0; /* or reads a trickle */
     break;
   case K_IDLE:
     c->to_send = 0;
@@ -673,7 +675,7 @@ static int chat_read(conn_t *c, int64_t now) {
         /* The server's timer counts from its loop's cached time, which
          * may be some way behind the accept when the loop is busy. */
         int64_t t = now - c->conn_at;
-        if (t < idle_ms - 250 || t > idle_ms + 5000)
+        if (t < idle_ms - 1000 || t > idle_ms + 5000)
           unexpected(U_IDLE, "chat guest%ld: closed after %" PRId64
                              " ms with --idle-ms %ld",
                      c->guest, t, idle_ms);
@@ -733,6 +735,8 @@ static void chat_step(conn_t *c, int64_t now, int readable) {
         if (c->kind != K_SLOW)
           unexpected(U_CLOSED, "chat guest%ld (%s): send: %s", c->guest,
                      kind_name[c->kind], strerror(errno));
+        else
+          counts[X_SLOWDROP]++; /* (a stalled one finds out so) */
         sessions[c->kind]++;
         finish(c, 1);
         return;
@@ -764,14 +768,15 @@ static void chat_step(conn_t *c, int64_t now, int readable) {
     if (c->kind == K_SLOW)
       c->wake = now + 1000;
     else if (c->kind != K_HALF)
-      c->wake = now + range(&c->rng, 200, 2000);
+      c->wake = now + range(&c->rng, 1000, idle_ms / 3);
   }
   if (c->kind == K_SLOW && !c->shut && now >= c->started + 150000) {
     sessions[K_SLOW]++; /* not dropped yet: enough */
     finish(c, 1);
     return;
   }
-  int in = !(c->kind == K_SLOW && !stopping && now < c->rwake);
+  int in = !(c->kind == K_SLOW && !stopping &&
+             (c->stall || now < c->rwake));
   set_events(c, in, c->out_off < c->out_len);
 }
 
