@@ -557,6 +557,9 @@ static int chat_welcome(conn_t *c, const char *l, size_t n) {
     break;
   case K_SLOW:
     c->to_send = 1000000; /* one a second until dropped */
+    /* A stalled one is dropped once the server's socket buffer (up to
+     * tcp_wmem's maximum, 4 MiB by default) and then its queue are full:
+     * it stays until then, or the end of the run. */
     c->stall = rnd(&c->rng) % 2 == 0; /* or reads a trickle */
     break;
   case K_IDLE:
@@ -770,7 +773,8 @@ static void chat_step(conn_t *c, int64_t now, int readable) {
     else if (c->kind != K_HALF)
       c->wake = now + range(&c->rng, 1000, idle_ms / 3);
   }
-  if (c->kind == K_SLOW && !c->shut && now >= c->started + 150000) {
+  if (c->kind == K_SLOW && !c->stall && !c->shut &&
+      now >= c->started + 150000) {
     sessions[K_SLOW]++; /* not dropped yet: enough */
     finish(c, 1);
     return;
