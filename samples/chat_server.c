@@ -110,15 +110,21 @@ static void send_line(client_t *c, line_t *l) {
 
 static line_t *line_new(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
+/* Sized to its text: a slow reader's queue holds up to --max-queue bytes
+ * of lines, and that must be what they cost. */
 static line_t *line_new(const char *fmt, ...) {
-  line_t *l = malloc(sizeof *l + MAX_LINE + 64);
-  if (l == NULL)
-    return NULL;
+  char text[MAX_LINE + 64];
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(l->text, MAX_LINE + 64, fmt, ap);
+  int n = vsnprintf(text, sizeof text, fmt, ap);
   va_end(ap);
-  l->len = n < 0 ? 0 : (size_t)n < MAX_LINE + 64 ? (size_t)n : MAX_LINE + 63;
+  size_t len = n < 0 ? 0 : (size_t)n < sizeof text ? (size_t)n
+                                                   : sizeof text - 1;
+  line_t *l = malloc(sizeof *l + len);
+  if (l == NULL)
+    return NULL;
+  memcpy(l->text, text, len);
+  l->len = len;
   l->refs = 1; /* the sender's, dropped after the fan-out */
   return l;
 }

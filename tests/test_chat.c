@@ -876,6 +876,73 @@ out:
   EXPECT_EQ(stop(&s), 0);
 }
 
+/* ---- a slow reader's queue costs about --max-queue, not 4 KiB a line ----
+ * Short lines queued to a client that never reads: the server's memory
+ * grows by about what the queue holds (plus the writes' bookkeeping) until
+ * the client is dropped, whatever the lines' length. Skipped under a
+ * sanitizer, whose quarantine and redzones are most of the RSS. */
+
+static long rss_kib(pid_t pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  long kib = -1;
+  if (f == NULL)
+    return -1;
+  while (fgets(line, sizeof line, f) != NULL)
+    if (strncmp(line, "VmRSS:", 6) == 0)
+      kib = strtol(line + 6, NULL, 10);
+  fclose(f);
+  return kib;
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CHAT_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CHAT_SANITIZED 1
+#endif
+#endif
+
+static void test_slow_reader_memory(void) {
+  server_t s = spawn("262144", "60000"); /* the default queue limit */
+  client_t *slow = join(s.port, 4096);   /* never reads */
+  client_t *talker = join(s.port, 0);
+  long base = rss_kib(s.pid), peak = base;
+  REQUIRE_EQ(base > 0, 1);
+  static char block[65536]; /* 32768 one-byte lines */
+  for (size_t i = 0; i < sizeof block; i += 2)
+    block[i] = 'x', block[i + 1] = '\n';
+  char want[64], line[256];
+  snprintf(want, sizeof want, "* guest%d left (slow reader", slow->id);
+  bool dropped = false;
+  /* The slow client's kernel buffers take a few MB, then its queue grows
+   * to 256 KiB (about 24,000 of these lines) and it is dropped. */
+  for (int b = 0; b < 2000 && !dropped; b++) {
+    send_all(talker->fd, block, sizeof block);
+    long r = rss_kib(s.pid);
+    if (r > peak)
+      peak = r;
+    struct pollfd pf = {talker->fd, POLLIN, 0};
+    while (!dropped && poll(&pf, 1, 0) == 1 &&
+           read_line(talker, line, sizeof line, WAIT_MS))
+      dropped = strncmp(line, want, strlen(want)) == 0;
+  }
+  EXPECT_TRUE(dropped);
+#ifndef CHAT_SANITIZED
+  /* 4 KiB a line would be about 100 MiB here. */
+  if (peak - base >= 32 * 1024)
+    fprintf(stderr, "chat_server grew by %ld KiB for a 256 KiB queue\n",
+            peak - base);
+  EXPECT_EQ(peak - base < 32 * 1024, 1);
+#endif
+  close(slow->fd);
+  close(talker->fd);
+  free(slow);
+  free(talker);
+  EXPECT_EQ(stop(&s), 0);
+}
+
 static const test_case_t cases[] = {
     {"echo_server sample", test_echo_server_sample},
     {"50 clients, every line to every other once", test_fanout},
@@ -897,6 +964,8 @@ static const test_case_t cases[] = {
      test_echo_sigint_clean},
     {"offload_demo: a client that shuts its side gets every answer",
      test_offload_half_close},
+    {"chat: a slow reader costs about --max-queue of memory",
+     test_slow_reader_memory},
     {NULL, NULL}};
 
 const test_suite_t suite_chat = {"chat", cases};
