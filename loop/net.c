@@ -639,8 +639,11 @@ static __attribute__((noinline, cold)) void owner_cut(weft_socket_t *s) {
     op_free_mem(op);
 }
 
-static void spill_keep(weft_socket_t *s, const char *data, size_t n) {
-  /* Rare (a cross-thread cancel racing a read): append to the spill. */
+/* `front`: the bytes came before what the spill holds (a cancelled read's,
+ * which it may have taken from the spill), else after. */
+static void spill_keep(weft_socket_t *s, const char *data, size_t n,
+                       bool front) {
+  /* Rare (a cross-thread cancel racing a read): add to the spill. */
   size_t have = s->spill_len - s->spill_off;
   char *b = weft__malloc(have + n);
   if (b == NULL) {
@@ -648,8 +651,8 @@ static void spill_keep(weft_socket_t *s, const char *data, size_t n) {
     return;
   }
   if (have != 0)
-    memcpy(b, s->spill + s->spill_off, have);
-  memcpy(b + have, data, n);
+    memcpy(front ? b + n : b, s->spill + s->spill_off, have);
+  memcpy(front ? b : b + have, data, n);
   if (s->spill != NULL)
     weft__free(s->spill, s->spill_len);
   s->spill = b;
@@ -766,7 +769,7 @@ static inline void read_publish(weft_socket_t *s, net_op_t *op, intptr_t v) {
  * stay on the socket for the next read. */
 static __attribute__((noinline, cold)) void read_lost(weft_socket_t *s,
                                                       net_op_t *op) {
-  spill_keep(s, op->buf, op->done);
+  spill_keep(s, op->buf, op->done, true);
   op_leave(op);
   op_drop(s, op);
 }
@@ -1045,7 +1048,7 @@ WEFT__HOT static void ring_take(weft_socket_t *s) {
     read_got(s, op);
   }
   if (off < n && !s->closed)
-    spill_keep(s, data + off, n - off); /* nobody wants them yet */
+    spill_keep(s, data + off, n - off, false); /* nobody wants them yet */
   weft__ring_buf_put(&s->loop->backend, (unsigned)s->ring_bid);
   s->readable = n == WEFT__RING_BUF; /* a full buffer: more may wait */
 }
