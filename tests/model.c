@@ -229,6 +229,24 @@ static uint32_t pick(chooser_t *c, uint32_t n) {
   return (uint32_t)(z % n);
 }
 
+/* ---- tracing: WEFT_MODEL_TRACE=<thread> prints that thread's calls ---- */
+
+static int g_trace = -2;
+static void trace(world_t *w, const char *fmt, ...) {
+  if (g_trace == -2) {
+    const char *t = getenv("WEFT_MODEL_TRACE");
+    g_trace = t != NULL ? atoi(t) : -1;
+  }
+  if (g_trace != w->tid)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "[t%d r%ld s%ld] ", w->tid, w->round, w->step);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
 /* ---- failure ----------------------------------------------------------- */
 
 static void fail(world_t *w, const char *fmt, ...) {
@@ -718,6 +736,7 @@ static void op_promise(world_t *w) {
     return;
   }
   x->handles = 1;
+  trace(w, "promise -> %d", w->nnode - 1);
 }
 
 static void op_then(world_t *w) {
@@ -749,6 +768,7 @@ static void op_then(world_t *w) {
     return;
   }
   x->handles = 1;
+  trace(w, "then(%d, ex %d, fn %d, target %d) -> %d", s, ex, fnk, t, di);
   add_edge(w, s, di);
   if (t >= 0)
     add_edge(w, t, di);
@@ -777,6 +797,7 @@ static void op_watch(world_t *w) {
     return;
   if (!keep)
     x->handles--;
+  trace(w, "watch(%d, ex %d, keep %d)", s, ex, keep);
   add_edge(w, s, -1);
 }
 
@@ -813,6 +834,8 @@ static void op_comb(world_t *w, int op) {
     return;
   }
   x->handles = 1;
+  trace(w, "%s(%d: %d %d %d %d, k %d) -> %d", op_names[op], n, idx[0],
+        n > 1 ? idx[1] : -1, n > 2 ? idx[2] : -1, n > 3 ? idx[3] : -1, k, ci);
   CHECK(w, weft_future_ninputs(x->f) == (size_t)n, "ninputs");
   for (int j = 0; j < n; j++) {
     CHECK(w, weft_future_input(x->f, (size_t)j) == fs[j], "input %d", j);
@@ -846,6 +869,8 @@ static void op_job(world_t *w) {
     return;
   }
   x->handles = 1;
+  trace(w, "job(%ld%s) -> %d", (long)k->jobv, blocking ? ", blocking" : "",
+        w->nnode - 1);
 }
 
 /* fulfil (reject = false) or reject promise node i; expectation by class. */
@@ -857,6 +882,8 @@ static void settle_promise(world_t *w, int i, bool reject) {
   int rc = reject ? weft_promise_reject(x->p, (int)v)
                   : weft_promise_fulfil_int(x->p, v);
   oc_t won = mk(reject ? WEFT_REJECTED : WEFT_FULFILLED, v);
+  trace(w, "%s(%d, %ld) = %s (class %d)", reject ? "reject" : "fulfil", i,
+        (long)v, weft_err_name(rc), c.cls);
   if (x->shared) {
     shared_t *s = &w->mine[x->shared - 1];
     int n = atomic_fetch_add(&s->n_ops, 1);
@@ -893,6 +920,7 @@ static void op_cancel(world_t *w, int i) {
   node_t *x = &w->node[i];
   cl_t c = cl_of(w, i);
   int rc = weft_future_cancel(x->f);
+  trace(w, "cancel(%d) = %s (class %d)", i, weft_err_name(rc), c.cls);
   if (x->shared) {
     shared_t *s = &w->mine[x->shared - 1];
     int n = atomic_fetch_add(&s->n_ops, 1);
@@ -934,6 +962,7 @@ static void op_release_promise(world_t *w, int i) {
   node_t *x = &w->node[i];
   cl_t c = cl_of(w, i);
   int rc = weft_promise_release(x->p);
+  trace(w, "promise_release(%d) (class %d)", i, c.cls);
   CHECK(w, rc == 0, "promise_release: %s", weft_err_name(rc));
   x->p = NULL;
   if (c.cls == PEND) {
@@ -956,6 +985,8 @@ static void op_await(world_t *w, int i) {
     t = (int64_t)pick(&w->ch, 2);
   int rc = weft_future_await(x->f, t);
   oc_t o = read_oc(x->f);
+  trace(w, "await(%d, %ld) = %s: %s/%ld (class %d)", i, (long)t,
+        weft_err_name(rc), stname(o.st), (long)o.v, c.cls);
   if (c.cls == PEND) {
     CHECK(w, rc == WEFT_ETIMEDOUT && o.st == WEFT_PENDING,
           "await(%ld ms) of surely pending node %d: %s, state %s", (long)t, i,
@@ -981,6 +1012,7 @@ static void op_read(world_t *w, int i) {
   node_t *x = &w->node[i];
   cl_t c = cl_of(w, i);
   oc_t o = read_oc(x->f);
+  trace(w, "read(%d): %s/%ld (class %d)", i, stname(o.st), (long)o.v, c.cls);
   if (c.cls == PEND)
     CHECK(w, o.st == WEFT_PENDING, "surely pending node %d reads %s/%ld", i,
           stname(o.st), (long)o.v);
@@ -1040,13 +1072,30 @@ static void step(world_t *w) {
       [OP_JOB] = 6, [OP_FULFIL] = 10, [OP_REJECT] = 4, [OP_CANCEL] = 8,
       [OP_RELEASE] = 6, [OP_RELEASE_PROMISE] = 3, [OP_RETAIN] = 2,
       [OP_AWAIT] = 6, [OP_READ] = 5, [OP_POST] = 2, [OP_SHARED] = 3};
+  static _Atomic int off_init;
+  static uint32_t off; /* WEFT_MODEL_OFF=op,op,...: never issue these */
+  if (!atomic_load(&off_init)) {
+    const char *e = getenv("WEFT_MODEL_OFF");
+    uint32_t m = 0;
+    for (int i = 0; e != NULL && i < OP_COUNT_; i++) {
+      const char *p = strstr(e, op_names[i]);
+      size_t l = strlen(op_names[i]);
+      while (p != NULL && ((p != e && p[-1] != ',') ||
+                           (p[l] != 0 && p[l] != ',')))
+        p = strstr(p + 1, op_names[i]);
+      if (p != NULL)
+        m |= 1u << i;
+    }
+    off = m;
+    atomic_store(&off_init, 1);
+  }
   uint32_t total = 0;
   for (int i = 0; i < OP_COUNT_; i++)
-    total += weights[i];
+    total += off & (1u << i) ? 0 : weights[i];
   uint32_t r = pick(&w->ch, total);
   int op = 0;
-  while (r >= weights[op])
-    r -= weights[op++];
+  while (r >= (off & (1u << op) ? 0u : weights[op]))
+    r -= off & (1u << op) ? 0u : weights[op], op++;
   int i;
   switch (op) {
   case OP_PROMISE: op_promise(w); break;
@@ -1068,6 +1117,7 @@ static void step(world_t *w) {
   case OP_RELEASE:
     if ((i = pick_held(w)) >= 0 && w->node[i].handles > w->node[i].reserved) {
       int rc = weft_future_release(w->node[i].f);
+      trace(w, "release(%d)", i);
       CHECK(w, rc == 0, "release: %s", weft_err_name(rc));
       w->node[i].handles--;
     }
@@ -1079,6 +1129,7 @@ static void step(world_t *w) {
   case OP_RETAIN:
     if ((i = pick_held(w)) >= 0) {
       int rc = weft_future_retain(w->node[i].f);
+      trace(w, "retain(%d)", i);
       CHECK(w, rc == 0, "retain: %s", weft_err_name(rc));
       w->node[i].handles++;
     }
