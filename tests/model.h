@@ -25,6 +25,7 @@ typedef struct model_result {
   long ops[20];          /* steps per operation (model.c's op list) */
   long pinned_async;     /* asynchronous outcomes observed and checked */
   long shared_races;     /* settle-vs-cancel races on shared promises */
+  long live_blocks;      /* weft blocks alive after shutdown (leaked) */
   int failed;            /* 1 when a check failed */
   char msg[1024];        /* the first failure: thread, round, step, what */
 } model_result_t;
