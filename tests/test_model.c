@@ -63,7 +63,65 @@ static void test_random_run(void) {
   CU_ASSERT(r.steps >= cfg.steps * 9 / 10);
 }
 
+/* ---- regressions found by the model ---- */
+
+#define ORDER_ROUNDS 200000
+
+typedef struct order_race {
+  tu_rounds_t r;
+  _Atomic(weft_promise_t *) slot;
+} order_race_t;
+
+static void *order_side(void *arg) {
+  order_race_t *o = arg;
+  for (long r = 1; r <= ORDER_ROUNDS; r++) {
+    tu_meet(&o->r, r, 1);
+    weft_promise_t *p;
+    while ((p = atomic_load(&o->slot)) == NULL)
+      ;
+    atomic_store(&o->slot, NULL);
+    weft_promise_fulfil_int(p, 2);
+    atomic_fetch_add(&o->r.done, 1);
+  }
+  return NULL;
+}
+
+/* any and race settle like the input weft_future_order(f, 0) names, even
+ * when two inputs settle at once on two threads (the model saw any fulfil
+ * with one input's value while order(0) named the other). */
+static void test_order_names_the_winner(void) {
+  order_race_t o;
+  memset(&o, 0, sizeof o);
+  pthread_t t;
+  REQUIRE_EQ(pthread_create(&t, NULL, order_side, &o), 0);
+  long wrong = 0;
+  for (long r = 1; r <= ORDER_ROUNDS; r++) {
+    weft_promise_t *p[2];
+    weft_future_t *f[2], *c;
+    for (int i = 0; i < 2; i++)
+      REQUIRE_EQ(weft_promise_create(&p[i], &f[i]), 0);
+    int rc = (r & 1) ? weft_future_any(f, 2, &c) : weft_future_race(f, 2, &c);
+    REQUIRE_EQ(rc, 0);
+    atomic_store(&o.slot, p[1]);
+    tu_meet(&o.r, r, 0);
+    weft_promise_fulfil_int(p[0], 1);
+    tu_spin_until(&o.r.done, r);
+    size_t w = 9;
+    EXPECT_EQ(weft_future_order(c, 0, &w), 0);
+    if (w > 1 || weft_future_int(c) != (intptr_t)w + 1)
+      wrong++;
+    weft_future_release(c);
+    for (int i = 0; i < 2; i++) {
+      weft_future_release(f[i]);
+      weft_promise_release(p[i]);
+    }
+  }
+  pthread_join(t, NULL);
+  EXPECT_EQ(wrong, 0);
+}
+
 static const test_case_t cases[] = {
     {"random run against the model", test_random_run},
+    {"any/race: order(0) is the winner", test_order_names_the_winner},
     {NULL, NULL}};
 const test_suite_t suite_model = {"model", cases};
