@@ -646,7 +646,10 @@ static watch_t *watch_slot(struct weft_future *f) {
 
 static void watch_finish(watch_t *w) {
   struct weft_future *src = w->src;
-  if (w != watch_slot(src)) /* (compared, not read: src may not have one) */
+  /* In the room only if src has one: a block of its own may sit where the
+   * room would be, right after a smaller state (a malloc-based allocator). */
+  if (!(load_word(src, memory_order_relaxed) & WEFT__F_WSLOT) ||
+      w != watch_slot(src))
     weft__free(w, watch_size(w));
   weft__unref_need(src); /* the handle the caller gave the watch */
 }

@@ -190,11 +190,12 @@ struct env {
 
 /* ---- counting allocator ------------------------------------------------ */
 
-static _Atomic long a_live, a_total;
+static _Atomic long a_live, a_total, a_by_size[1025];
 static void *count_alloc(void *ctx, size_t size) {
   (void)ctx;
   void *p = malloc(size);
   if (p != NULL) {
+    atomic_fetch_add(&a_by_size[size < 1024 ? size : 1024], 1);
     atomic_fetch_add(&a_live, 1);
     atomic_fetch_add(&a_total, 1);
   }
@@ -202,7 +203,7 @@ static void *count_alloc(void *ctx, size_t size) {
 }
 static void count_release(void *ctx, void *ptr, size_t size) {
   (void)ctx;
-  (void)size;
+  atomic_fetch_sub(&a_by_size[size < 1024 ? size : 1024], 1);
   atomic_fetch_sub(&a_live, 1);
   free(ptr);
 }
@@ -1448,6 +1449,8 @@ int model_run(const model_cfg_t *cfg, model_result_t *res) {
 
   atomic_store(&a_live, 0);
   atomic_store(&a_total, 0);
+  for (int z = 0; z <= 1024; z++)
+    atomic_store(&a_by_size[z], 0);
   weft_allocator_t a = {count_alloc, count_release, NULL};
   weft_set_allocator(&a);
 
@@ -1530,6 +1533,10 @@ int model_run(const model_cfg_t *cfg, model_result_t *res) {
   }
   weft_set_allocator(NULL);
   res->live_blocks = atomic_load(&a_live);
+  for (int z = 0; z <= 1024 && res->live_blocks != 0 && !cfg->quiet; z++)
+    if (atomic_load(&a_by_size[z]) != 0)
+      fprintf(stderr, "  model: %ld blocks of %d bytes alive\n",
+              atomic_load(&a_by_size[z]), z);
   res->failed = atomic_load(&e->failed);
   snprintf(res->msg, sizeof res->msg, "%s", e->msg);
   pthread_barrier_destroy(&e->bar);
