@@ -86,6 +86,8 @@ typedef struct cl {
   int cls;
   bool has; /* oc is the predicted/known outcome */
   oc_t oc;
+  bool sync; /* NOW: settled by this thread's own calls, so its inline
+              * continuations have run too (not just observed settled) */
 } cl_t;
 
 struct world;
@@ -116,6 +118,7 @@ typedef struct node {
   int handles;       /* handles the driver holds */
   int reserved;      /* of which the shared-promise machinery keeps */
   bool known;        /* outcome observed or surely known: obs */
+  bool async_known;  /* known from an observation, not this thread's call */
   oc_t obs;
   bool cancel_won;   /* a cancel on it returned 0 */
   bool unc_cancel;   /* a cancel may have travelled to it */
@@ -238,7 +241,7 @@ static void trace(world_t *w, const char *fmt, ...) {
     const char *t = getenv("WEFT_MODEL_TRACE");
     g_trace = t != NULL ? atoi(t) : -1;
   }
-  if (g_trace != w->tid)
+  if (g_trace != w->tid && g_trace != MODEL_THREADS)
     return;
   va_list ap;
   va_start(ap, fmt);
@@ -318,7 +321,7 @@ static oc_t map_oc(oc_t s) {
 static cl_t cl_of(world_t *w, int i);
 
 static cl_t cl_mk(int cls, bool has, oc_t oc) {
-  cl_t c = {cls, has, oc};
+  cl_t c = {cls, has, oc, true};
   return c;
 }
 
@@ -360,8 +363,11 @@ static cl_t cl_comb(world_t *w, node_t *x) {
 
 static cl_t cl_of(world_t *w, int i) {
   node_t *x = &w->node[i];
-  if (x->known)
-    return cl_mk(NOW, true, x->obs);
+  if (x->known) {
+    cl_t c = cl_mk(NOW, true, x->obs);
+    c.sync = !x->async_known;
+    return c;
+  }
   if (x->unc_cancel || x->shared || x->broken_or_cancel)
     return cl_mk(UNK, false, mk(0, 0));
   switch (x->kind) {
@@ -379,7 +385,7 @@ static cl_t cl_of(world_t *w, int i) {
       return s;
     if (s.cls == UNK)
       return s;
-    bool now = s.cls == NOW && x->ex == EX_INLINE;
+    bool now = s.cls == NOW && s.sync && x->ex == EX_INLINE;
     if (x->fnk == FN_ERR)
       return cl_mk(now ? NOW : WILL, true, mk(WEFT_REJECTED, x->cont->jobv));
     if (x->fnk == FN_MAP) {
@@ -390,7 +396,7 @@ static cl_t cl_of(world_t *w, int i) {
     cl_t t = cl_of(w, x->target);
     if (t.cls == PEND || t.cls == UNK)
       return t;
-    return cl_mk(now && t.cls == NOW ? NOW : WILL, t.has, t.oc);
+    return cl_mk(now && t.cls == NOW && t.sync ? NOW : WILL, t.has, t.oc);
   }
   }
 }
@@ -571,6 +577,7 @@ static void pin(world_t *w, int i, oc_t o, const char *where) {
     if (cl_of(w, i).cls != NOW)
       w->res->pinned_async++;
     x->known = true;
+    x->async_known = true;
     x->obs = o;
   }
 }
@@ -715,14 +722,6 @@ static void cascade(world_t *w, int i) {
     }
     y->known = true;
     y->obs = mk(WEFT_CANCELLED, WEFT_ECANCELED);
-    /* open: this check fails now and then, not yet triaged (model or
-     * weft); WEFT_MODEL_STRICT=1 turns it on (docs/testing.md) */
-    if (y->kind == K_PROM && y->p != NULL && getenv("WEFT_MODEL_STRICT") == NULL &&
-        weft_promise_is_cancelled(y->p) != 1) {
-      y->known = false;
-      y->unc_cancel = true;
-      continue;
-    }
     if (y->kind == K_PROM && y->p != NULL)
       CHECK(w, weft_promise_is_cancelled(y->p) == 1,
             "cancel of node %d did not reach its input %d, which nothing "
@@ -793,10 +792,6 @@ static void op_watch(world_t *w) {
   if (s < 0 || w->nconts >= MAXN * 3 - 1)
     return;
   int ex = (int)pick(&w->ch, 3);
-  /* A watch on the pool executor leaks blocks (open, see docs/testing.md):
-   * issued only with WEFT_MODEL_WATCH_POOL=1 until that is fixed. */
-  if (ex == EX_POOL && getenv("WEFT_MODEL_WATCH_POOL") == NULL)
-    ex = EX_INLINE;
   node_t *x = &w->node[s];
   bool keep = pick(&w->ch, 2) == 0 || x->handles <= x->reserved;
   cont_t *k = new_cont(w, FN_MAP, ex);
@@ -922,6 +917,7 @@ static void settle_promise(world_t *w, int i, bool reject) {
           "%s of promise %d that may have been cancelled: %s",
           reject ? "reject" : "fulfil", i, weft_err_name(rc));
     x->known = true;
+    x->async_known = rc != 0;
     x->obs = rc == 0 ? won : mk(WEFT_CANCELLED, WEFT_ECANCELED);
     if (rc != 0)
       CHECK(w, weft_promise_is_cancelled(x->p) == 1, "is_cancelled after "
@@ -1245,6 +1241,7 @@ static void reconcile_shared(world_t *w) {
     x->shared = 0;
     if (o.st != WEFT_PENDING) {
       x->known = true;
+      x->async_known = true;
       x->obs = o;
     }
   }
@@ -1527,7 +1524,7 @@ int model_run(const model_cfg_t *cfg, model_result_t *res) {
            atomic_load(&e->posts_run), atomic_load(&e->posts_bad));
     else if (src != 0)
       fail(w0, "pool shutdown (drain) returned %s", weft_err_name(src));
-    else if (atomic_load(&a_live) != 0 && getenv("WEFT_MODEL_LEAKS") != NULL)
+    else if (atomic_load(&a_live) != 0)
       fail(w0, "%ld weft blocks still alive after shutdown (a leak)",
            atomic_load(&a_live));
   }

@@ -54,8 +54,7 @@ static void test_random_run(void) {
   for (int o = 0; o < model_op_count(); o++)
     printf(" %s=%ld", model_op_name(o), r.ops[o]);
   printf("\n");
-  printf("  model: %ld weft blocks alive after shutdown%s\n", r.live_blocks,
-         r.live_blocks ? " (open leak; WEFT_MODEL_LEAKS=1 fails on it)" : "");
+  printf("  model: %ld weft blocks alive after shutdown\n", r.live_blocks);
   if (rc != 0)
     printf("  model: FAILED: %s\n", r.msg);
   fflush(stdout);
