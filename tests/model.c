@@ -177,6 +177,7 @@ struct env {
   _Atomic int failed;
   _Atomic long progress;
   _Atomic long posts_run, posts_bad;
+  _Atomic long values_given; /* pointer values a fulfil took */
   long rounds;
   int stop; /* decided by one thread between two barriers */
   _Atomic int exhausted;
@@ -190,6 +191,8 @@ struct env {
   pthread_cond_t cv;
   int loop_ready;
 };
+
+static _Atomic long g_values_freed; /* value_dtor calls */
 
 /* ---- counting allocator ------------------------------------------------ */
 
@@ -634,6 +637,11 @@ static weft_result_t job_fn(weft_job_t *job, void *arg) {
   return k->job_err ? weft_err((int)k->jobv) : weft_ok_int(k->jobv);
 }
 
+static void value_dtor(void *v) {
+  atomic_fetch_add(&g_values_freed, 1);
+  free(v);
+}
+
 static void post_fn(weft_loop_t *loop, void *arg, int status) {
   env_t *e = arg;
   if (status != 0 || loop != e->loop || weft_loop_current() != loop)
@@ -887,8 +895,23 @@ static void settle_promise(world_t *w, int i, bool reject) {
   intptr_t v = reject ? -1000 - (intptr_t)pick(&w->ch, 100)
                       : (intptr_t)pick(&w->ch, 100000);
   cl_t c = cl_of(w, i);
+  /* now and then a pointer value: its dtor must run once, when the last
+   * reference goes, and never when the fulfil failed */
+  void *ptr = NULL;
+  if (!reject && pick(&w->ch, 4) == 0) {
+    if ((ptr = malloc(16)) == NULL)
+      abort();
+    v = (intptr_t)ptr;
+  }
   int rc = reject ? weft_promise_reject(x->p, (int)v)
-                  : weft_promise_fulfil_int(x->p, v);
+           : ptr != NULL ? weft_promise_fulfil(x->p, ptr, value_dtor)
+                         : weft_promise_fulfil_int(x->p, v);
+  if (ptr != NULL) {
+    if (rc == 0)
+      atomic_fetch_add(&w->env->values_given, 1);
+    else
+      free(ptr); /* on error the caller keeps the value */
+  }
   oc_t won = mk(reject ? WEFT_REJECTED : WEFT_FULFILLED, v);
   trace(w, "%s(%d, %ld) = %s (class %d)", reject ? "reject" : "fulfil", i,
         (long)v, weft_err_name(rc), c.cls);
@@ -1446,6 +1469,7 @@ int model_run(const model_cfg_t *cfg, model_result_t *res) {
 
   atomic_store(&a_live, 0);
   atomic_store(&a_total, 0);
+  atomic_store(&g_values_freed, 0);
   for (int z = 0; z <= 1024; z++)
     atomic_store(&a_by_size[z], 0);
   weft_allocator_t a = {count_alloc, count_release, NULL};
@@ -1522,6 +1546,9 @@ int model_run(const model_cfg_t *cfg, model_result_t *res) {
         atomic_load(&e->posts_bad) != 0)
       fail(w0, "posts: %ld posted, %ld ran, %ld wrong", posted,
            atomic_load(&e->posts_run), atomic_load(&e->posts_bad));
+    else if (atomic_load(&e->values_given) != atomic_load(&g_values_freed))
+      fail(w0, "pointer values: %ld given to fulfils, %ld destroyed",
+           atomic_load(&e->values_given), atomic_load(&g_values_freed));
     else if (src != 0)
       fail(w0, "pool shutdown (drain) returned %s", weft_err_name(src));
     else if (atomic_load(&a_live) != 0)
