@@ -20,5 +20,5 @@ cmake --build "$dir" -j"${WEFT_JOBS:-2}" --target fuzz_model >/dev/null
 mkdir -p "$dir/corpus"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 exec "$dir/tests/fuzz/fuzz_model" -max_total_time="$secs" -timeout=60 \
-  -rss_limit_mb=4096 -max_len=4096 -print_final_stats=1 \
+  -rss_limit_mb=4096 -max_len=4096 -len_control=0 -print_final_stats=1 \
   -artifact_prefix="$dir/" "$@" "$dir/corpus"

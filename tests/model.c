@@ -190,6 +190,7 @@ struct env {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int loop_ready;
+  int watchdog_stop;
 };
 
 static _Atomic long g_values_freed; /* value_dtor calls */
@@ -1430,14 +1431,20 @@ static void *loop_main(void *arg) {
   return NULL;
 }
 
-static _Atomic int watchdog_stop;
 static void *watchdog(void *arg) {
   env_t *e = arg;
   long last = -1;
   int still = 0;
-  while (!atomic_load(&watchdog_stop)) {
-    struct timespec ts = {0, 100 * 1000 * 1000};
-    nanosleep(&ts, NULL);
+  pthread_mutex_lock(&e->mu);
+  while (!e->watchdog_stop) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 100 * 1000 * 1000;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&e->cv, &e->mu, &ts);
     long p = atomic_load(&e->progress);
     still = p == last ? still + 1 : 0;
     last = p;
@@ -1448,6 +1455,7 @@ static void *watchdog(void *arg) {
       abort();
     }
   }
+  pthread_mutex_unlock(&e->mu);
   return NULL;
 }
 
@@ -1493,7 +1501,6 @@ int model_run(const model_cfg_t *cfg, model_result_t *res) {
     res->failed = 1;
     return -1;
   }
-  atomic_store(&watchdog_stop, 0);
   pthread_create(&wd, NULL, watchdog, e);
 
   pthread_t th[MODEL_THREADS];
@@ -1527,7 +1534,10 @@ int model_run(const model_cfg_t *cfg, model_result_t *res) {
   pthread_join(lt, NULL);
   weft_pool_stats_t st;
   int src = weft_pool_shutdown(e->pool, WEFT_POOL_DRAIN, SETTLE_MS, &st);
-  atomic_store(&watchdog_stop, 1);
+  pthread_mutex_lock(&e->mu);
+  e->watchdog_stop = 1;
+  pthread_cond_broadcast(&e->cv);
+  pthread_mutex_unlock(&e->mu);
   pthread_join(wd, NULL);
 
   for (int t = 0; t < MODEL_THREADS; t++) {
