@@ -100,6 +100,8 @@ typedef struct cont {
   _Atomic intptr_t saw_v;
   int fnk, ex;
   intptr_t jobv; /* job: its value; then FN_ERR: its code */
+  int64_t await_ms; /* an awaiting job: the await's timeout */
+  const char *bad_name; /* the executor current where it should not be */
   bool job_err;
   weft_future_t *target; /* FN_FOLLOW: the handle handed to weft */
   bool is_watch;
@@ -135,6 +137,8 @@ typedef struct node {
   /* K_JOB */
   intptr_t jobv;
   bool job_err;
+  int await_on;      /* an awaiting job: the node it awaits, else -1 */
+  bool may_time_out; /* its target was surely pending when submitted */
 } node_t;
 
 typedef struct shared { /* a promise one thread shares with the next */
@@ -378,6 +382,8 @@ static cl_t cl_of(world_t *w, int i) {
   case K_PROM:
     return cl_mk(PEND, false, mk(0, 0));
   case K_JOB:
+    if (x->await_on >= 0 && x->may_time_out)
+      return cl_mk(WILL, false, mk(0, 0));
     return cl_mk(WILL, true,
                  x->job_err ? mk(WEFT_REJECTED, x->jobv)
                             : mk(WEFT_FULFILLED, x->jobv));
@@ -537,6 +543,9 @@ static bool legal(world_t *w, int i, oc_t o, char *why, size_t wz) {
   case K_PROM:
     return false;
   case K_JOB:
+    if (x->await_on >= 0 && x->may_time_out &&
+        oc_eq(o, mk(WEFT_FULFILLED, WEFT_ETIMEDOUT)))
+      return true;
     return oc_eq(o, x->job_err ? mk(WEFT_REJECTED, x->jobv)
                                : mk(WEFT_FULFILLED, x->jobv));
   case K_COMB:
@@ -601,28 +610,31 @@ static void see(cont_t *k, weft_future_t *src) {
   oc_t o = read_oc(src);
   atomic_store(&k->saw_st, o.st);
   atomic_store(&k->saw_v, o.v);
-  if (!on_right_thread(k))
+  if (!on_right_thread(k)) {
+    weft_executor_t *cur = weft_executor_current();
+    k->bad_name = cur != NULL ? cur->ops->name : NULL;
     atomic_fetch_add(&k->bad_thread, 1);
+  }
 }
 
 static weft_result_t then_fn(void *arg, weft_future_t *src) {
   cont_t *k = arg;
   see(k, src);
-  atomic_fetch_add(&k->runs, 1);
   oc_t s = mk(atomic_load(&k->saw_st), atomic_load(&k->saw_v));
-  if (k->fnk == FN_ERR)
-    return weft_err((int)k->jobv);
-  if (k->fnk == FN_FOLLOW)
-    return weft_follow(k->target);
-  oc_t r = map_oc(s);
-  return r.st == WEFT_FULFILLED ? weft_ok_int(r.v) : weft_err((int)r.v);
+  oc_t m = map_oc(s);
+  weft_result_t r = k->fnk == FN_ERR      ? weft_err((int)k->jobv)
+                    : k->fnk == FN_FOLLOW ? weft_follow(k->target)
+                    : m.st == WEFT_FULFILLED ? weft_ok_int(m.v)
+                                             : weft_err((int)m.v);
+  atomic_fetch_add(&k->runs, 1); /* last: the driver may free k after it */
+  return r;
 }
 
 static void cont_dtor(void *arg) {
   cont_t *k = arg;
-  if (k->fnk == FN_FOLLOW && k->target != NULL)
+  if (k->target != NULL) /* a follow's or an awaiting job's handle */
     weft_future_release(k->target);
-  atomic_fetch_add(&k->dtors, 1);
+  atomic_fetch_add(&k->dtors, 1); /* last: the driver may free k after it */
 }
 
 static void watch_fn(void *arg, weft_future_t *f) {
@@ -631,11 +643,21 @@ static void watch_fn(void *arg, weft_future_t *f) {
   atomic_fetch_add(&k->runs, 1);
 }
 
+/* A job returns its value or error; an awaiting job awaits its target on
+ * the worker (which runs other jobs meanwhile) and returns await's code. */
 static weft_result_t job_fn(weft_job_t *job, void *arg) {
   cont_t *k = arg;
   (void)job;
-  atomic_fetch_add(&k->runs, 1);
-  return k->job_err ? weft_err((int)k->jobv) : weft_ok_int(k->jobv);
+  weft_result_t r = k->job_err ? weft_err((int)k->jobv) : weft_ok_int(k->jobv);
+  if (k->target != NULL) {
+    int rc = weft_future_await(k->target, k->await_ms);
+    if (rc == 0)
+      see(k, k->target);
+    weft_future_release(k->target);
+    r = weft_ok_int(rc);
+  }
+  atomic_fetch_add(&k->runs, 1); /* last: the driver may free k after it */
+  return r;
 }
 
 static void value_dtor(void *v) {
@@ -864,6 +886,24 @@ static void op_comb(world_t *w, int op) {
   }
 }
 
+static bool waits_on_awaiting_job(world_t *w, int i) {
+  node_t *x = &w->node[i];
+  switch (x->kind) {
+  case K_JOB:
+    return x->await_on >= 0;
+  case K_THEN:
+    return waits_on_awaiting_job(w, x->src) ||
+           (x->target >= 0 && waits_on_awaiting_job(w, x->target));
+  case K_COMB:
+    for (int j = 0; j < x->n; j++)
+      if (waits_on_awaiting_job(w, x->in[j]))
+        return true;
+    return false;
+  default:
+    return false;
+  }
+}
+
 static void op_job(world_t *w) {
   if (w->nnode >= MAXN || w->nconts >= MAXN * 3)
     return;
@@ -875,7 +915,24 @@ static void op_job(world_t *w) {
   x->jobv = k->jobv;
   x->job_err = k->job_err;
   x->cont = k;
+  x->await_on = -1;
   bool blocking = pick(&w->ch, 8) == 0;
+  int t = !blocking && pick(&w->ch, 4) == 0 ? pick_held(w) : -1;
+  /* Not a future an awaiting job settles: that job may be below this one
+   * on the worker's stack, where the await can only fail (pool.h,
+   * "Nesting"). */
+  if (t >= 0 && waits_on_awaiting_job(w, t))
+    t = -1;
+  if (t >= 0) { /* an awaiting job */
+    cl_t c = cl_of(w, t);
+    x->await_on = t;
+    x->may_time_out = c.cls != NOW && c.cls != WILL;
+    k->await_ms = x->may_time_out ? (int64_t)pick(&w->ch, 3) : SETTLE_MS;
+    CHECK(w, weft_future_retain(w->node[t].f) == 0, "retain for a job");
+    k->target = w->node[t].f;
+    x->job_err = k->job_err = false;
+    x->jobv = k->jobv = 0;
+  }
   int rc = blocking ? weft_pool_submit_blocking(w->env->pool, job_fn, k,
                                                 cont_dtor, &x->f)
                     : weft_pool_submit(w->env->pool, job_fn, k, cont_dtor,
@@ -886,8 +943,10 @@ static void op_job(world_t *w) {
     return;
   }
   x->handles = 1;
-  trace(w, "job(%ld%s) -> %d", (long)k->jobv, blocking ? ", blocking" : "",
-        w->nnode - 1);
+  if (t >= 0)
+    add_edge(w, t, w->nnode - 1);
+  trace(w, "job(%ld%s, await %d) -> %d", (long)k->jobv,
+        blocking ? ", blocking" : "", t, w->nnode - 1);
 }
 
 /* fulfil (reject = false) or reject promise node i; expectation by class. */
@@ -1338,10 +1397,17 @@ static void finish_round(world_t *w) {
     CHECK(w, r + d == 1, "node %d: fn ran %d times, arg_dtor %d times", i, r,
           d);
     CHECK(w, atomic_load(&k->bad_thread) == 0,
-          "node %d: continuation ran on the wrong executor", i);
+          "node %d (%s, executor %d, fn %d): ran on the wrong executor "
+          "(current executor: %s)",
+          i, x->kind == K_JOB ? "job" : "then", k->ex, k->fnk,
+          k->bad_name ? k->bad_name : "none");
     if (x->known && x->obs.st != WEFT_CANCELLED)
       CHECK(w, r == 1, "node %d settled %s without its fn", i,
             stname(x->obs.st));
+    if (x->kind == K_JOB && x->await_on >= 0 && r == 1 &&
+        atomic_load(&k->saw_st) != 0)
+      pin(w, x->await_on, mk(atomic_load(&k->saw_st), atomic_load(&k->saw_v)),
+          "what an awaiting job saw");
     if (x->kind == K_THEN && r == 1) {
       oc_t saw = mk(atomic_load(&k->saw_st), atomic_load(&k->saw_v));
       CHECK(w, saw.st != WEFT_PENDING, "node %d: fn saw its source pending",
