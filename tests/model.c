@@ -3,8 +3,9 @@
  * random driver that checks every observable outcome against it.
  *
  * The driver runs MODEL_THREADS threads. Each owns a small graph of futures
- * (promises, thens on the inline/pool/loop executors, watches, all,
- * all-settled, any, race, some, pool jobs) and issues random public calls on
+ * (promises fulfilled with ints or pointers, thens on the inline/pool/loop
+ * executors, watches, all, all-settled, any, race, some, pool jobs, some of
+ * which await a future on the worker) and issues random public calls on
  * it; pool workers and the loop thread settle and run continuations
  * concurrently. Every thread also shares two promises per round with the
  * next thread, which fulfils, rejects or cancels them while the owner does
