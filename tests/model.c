@@ -102,6 +102,7 @@ typedef struct cont {
   int fnk, ex;
   intptr_t jobv; /* job: its value; then FN_ERR: its code */
   int64_t await_ms; /* an awaiting job: the await's timeout */
+  int64_t await_ns; /* when its await returned */
   const char *bad_name; /* the executor current where it should not be */
   bool job_err;
   weft_future_t *target; /* FN_FOLLOW: the handle handed to weft */
@@ -449,6 +450,7 @@ static void update_uncertain(world_t *w) {
 /* ---- legality of an observed outcome ------------------------------------ */
 
 static bool legal(world_t *w, int i, oc_t o, char *why, size_t whysz);
+static void dump(world_t *w, int i, int depth);
 
 /* A combinator's outcome against its inputs' outcomes (read live while the
  * driver holds it; else from the model, and unchecked when one is unknown)
@@ -547,6 +549,17 @@ static bool legal(world_t *w, int i, oc_t o, char *why, size_t wz) {
     if (x->await_on >= 0 && x->may_time_out &&
         oc_eq(o, mk(WEFT_FULFILLED, WEFT_ETIMEDOUT)))
       return true;
+    if (x->await_on >= 0 && o.v == WEFT_ETIMEDOUT) {
+      snprintf(why, wz, "its await of node %d timed out; the target then "
+               "read %s, and reads %s %ld ms later",
+               x->await_on, stname(atomic_load(&x->cont->saw_st)),
+               w->node[x->await_on].handles > 0
+                   ? stname(weft_future_state(w->node[x->await_on].f))
+                   : "(unheld)",
+               (long)((weft_now_ns() - x->cont->await_ns) / 1000000));
+      dump(w, x->await_on, 1);
+      return false;
+    }
     return oc_eq(o, x->job_err ? mk(WEFT_REJECTED, x->jobv)
                                : mk(WEFT_FULFILLED, x->jobv));
   case K_COMB:
@@ -652,8 +665,8 @@ static weft_result_t job_fn(weft_job_t *job, void *arg) {
   weft_result_t r = k->job_err ? weft_err((int)k->jobv) : weft_ok_int(k->jobv);
   if (k->target != NULL) {
     int rc = weft_future_await(k->target, k->await_ms);
-    if (rc == 0)
-      see(k, k->target);
+    see(k, k->target); /* (pending, when it timed out) */
+    k->await_ns = weft_now_ns();
     weft_future_release(k->target);
     r = weft_ok_int(rc);
   }
@@ -742,10 +755,16 @@ static void cascade(world_t *w, int i) {
     node_t *y = &w->node[c];
     if (y->known || cl_of(w, c).cls != PEND || sure_needed(w, c, i))
       continue;
+    /* Every other consumer must have dropped its need by now: one this
+     * thread settled has; one seen settled by another thread's call may
+     * still be dropping it there (its settle shows before the drop). */
     bool others_settled = true;
     for (int e = 0; e < y->nedge; e++) {
       int k = y->edge[e].node;
-      if (k != i && (k < 0 || cl_of(w, k).cls != NOW))
+      if (k == i)
+        continue;
+      cl_t ck = k < 0 ? cl_mk(PEND, false, mk(0, 0)) : cl_of(w, k);
+      if (ck.cls != NOW || !ck.sync)
         others_settled = false;
     }
     if (!others_settled) {
@@ -1069,6 +1088,35 @@ static void op_release_promise(world_t *w, int i) {
   }
 }
 
+/* On a failure: node i and what it waits on, as the model sees them. */
+static void dump(world_t *w, int i, int depth) {
+  static const char *const kn[] = {"promise", "then", "comb", "job"};
+  node_t *x = &w->node[i];
+  cl_t c = cl_of(w, i);
+  oc_t o = x->handles > 0 ? read_oc(x->f) : mk(-1, 0);
+  fprintf(stderr,
+          "  model: %*snode %d %s%s class %d known %d async %d unc %d "
+          "handles %d live %s ex %d fn %d await_on %d runs %d dtors %d\n",
+          2 * depth, "", i, kn[x->kind],
+          x->kind == K_COMB ? op_names[x->op] : "", c.cls, x->known,
+          x->async_known, x->unc_cancel, x->handles,
+          o.st < 0 ? "?" : stname(o.st), x->ex, x->fnk, x->await_on,
+          x->cont ? atomic_load(&x->cont->runs) : -1,
+          x->cont ? atomic_load(&x->cont->dtors) : -1);
+  if (depth > 4)
+    return;
+  if (x->kind == K_THEN) {
+    dump(w, x->src, depth + 1);
+    if (x->target >= 0)
+      dump(w, x->target, depth + 1);
+  } else if (x->kind == K_COMB) {
+    for (int j = 0; j < x->n; j++)
+      dump(w, x->in[j], depth + 1);
+  } else if (x->kind == K_JOB && x->await_on >= 0) {
+    dump(w, x->await_on, depth + 1);
+  }
+}
+
 static void op_await(world_t *w, int i) {
   node_t *x = &w->node[i];
   cl_t c = cl_of(w, i);
@@ -1089,10 +1137,12 @@ static void op_await(world_t *w, int i) {
           weft_err_name(rc), stname(o.st));
     return;
   }
-  if (c.cls == NOW || c.cls == WILL)
+  if (c.cls == NOW || c.cls == WILL) {
     CHECK(w, rc == 0, "await(%ld ms) of %s node %d: %s", (long)t,
           c.cls == NOW ? "settled" : "settling", i, weft_err_name(rc));
-  else
+    if (rc != 0)
+      dump(w, i, 0);
+  } else
     CHECK(w, rc == 0 || rc == WEFT_ETIMEDOUT, "await of node %d: %s", i,
           weft_err_name(rc));
   if (rc == 0) {
@@ -1331,8 +1381,20 @@ static void reconcile_shared(world_t *w) {
   }
 }
 
+/* A bounded poll that leaves the CPU to the threads it waits for (a
+ * yield-only spin of 4 drivers on 2 CPUs starved the pool workers). */
+static void poll_pause(int *n) {
+  if (++*n < 64) {
+    sched_yield();
+  } else {
+    struct timespec ts = {0, 50 * 1000};
+    nanosleep(&ts, NULL);
+  }
+}
+
 static bool wait_counts(world_t *w) {
   int64_t end = weft_now_ns() + (int64_t)SETTLE_MS * 1000000;
+  int n = 0;
   for (;;) {
     bool all = true;
     for (int j = 0; j < w->nconts; j++) {
@@ -1344,7 +1406,7 @@ static bool wait_counts(world_t *w) {
       return true;
     if (weft_now_ns() > end)
       return false;
-    sched_yield();
+    poll_pause(&n);
   }
 }
 
@@ -1380,6 +1442,8 @@ static void finish_round(world_t *w) {
     int rc = weft_future_await(x->f, SETTLE_MS);
     CHECK(w, rc == 0, "end of round: node %d not settled within %d ms: %s",
           i, SETTLE_MS, weft_err_name(rc));
+    if (rc != 0)
+      dump(w, i, 0);
     pin(w, i, read_oc(x->f), "end of round");
   }
   if (atomic_load(&w->env->failed))
@@ -1406,7 +1470,7 @@ static void finish_round(world_t *w) {
       CHECK(w, r == 1, "node %d settled %s without its fn", i,
             stname(x->obs.st));
     if (x->kind == K_JOB && x->await_on >= 0 && r == 1 &&
-        atomic_load(&k->saw_st) != 0)
+        atomic_load(&k->saw_st) != WEFT_PENDING)
       pin(w, x->await_on, mk(atomic_load(&k->saw_st), atomic_load(&k->saw_v)),
           "what an awaiting job saw");
     if (x->kind == K_THEN && r == 1) {
@@ -1595,8 +1659,9 @@ int model_run(const model_cfg_t *cfg, model_result_t *res) {
   }
   /* posts run before the loop stops: wait for them, bounded */
   int64_t end = weft_now_ns() + (int64_t)SETTLE_MS * 1000000;
+  int n = 0;
   while (atomic_load(&e->posts_run) < posted && weft_now_ns() < end)
-    sched_yield();
+    poll_pause(&n);
   weft_loop_stop(e->loop);
   pthread_join(lt, NULL);
   weft_pool_stats_t st;
