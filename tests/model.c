@@ -113,6 +113,8 @@ typedef struct cont {
 
 typedef struct edge {
   int node; /* consumer node, or -1 for a watch (needs its source until run) */
+  bool handle; /* a handle held by a follow's arg or an awaiting job: kept
+                * until arg_dtor or the job ends, even after a cancel */
 } edge_t;
 
 typedef struct node {
@@ -715,12 +717,17 @@ static int pick_promise(world_t *w) {
   return n ? c[pick(&w->ch, (uint32_t)n)] : -1;
 }
 
-static void add_edge(world_t *w, int i, int consumer) {
+static void add_edge_h(world_t *w, int i, int consumer, bool handle) {
   node_t *x = &w->node[i];
-  if (x->nedge < MAXEDGE)
-    x->edge[x->nedge++].node = consumer;
-  else
+  if (x->nedge < MAXEDGE) {
+    x->edge[x->nedge].node = consumer;
+    x->edge[x->nedge++].handle = handle;
+  } else {
     x->edge_overflow = true;
+  }
+}
+static void add_edge(world_t *w, int i, int consumer) {
+  add_edge_h(w, i, consumer, false);
 }
 
 static weft_executor_t *exec_of(world_t *w, int ex) {
@@ -761,10 +768,10 @@ static void cascade(world_t *w, int i) {
     bool others_settled = true;
     for (int e = 0; e < y->nedge; e++) {
       int k = y->edge[e].node;
-      if (k == i)
+      if (k == i && !y->edge[e].handle)
         continue;
       cl_t ck = k < 0 ? cl_mk(PEND, false, mk(0, 0)) : cl_of(w, k);
-      if (ck.cls != NOW || !ck.sync)
+      if (ck.cls != NOW || !ck.sync || y->edge[e].handle)
         others_settled = false;
     }
     if (!others_settled) {
@@ -830,7 +837,7 @@ static void op_then(world_t *w) {
   trace(w, "then(%d, ex %d, fn %d, target %d) -> %d", s, ex, fnk, t, di);
   add_edge(w, s, di);
   if (t >= 0)
-    add_edge(w, t, di);
+    add_edge_h(w, t, di, true);
   /* an inline continuation of a settled source has run by now */
   if (cl_of(w, di).cls == NOW || (ex == EX_INLINE && cl_of(w, s).cls == NOW))
     CHECK(w, atomic_load(&k->runs) == 1,
@@ -964,7 +971,7 @@ static void op_job(world_t *w) {
   }
   x->handles = 1;
   if (t >= 0)
-    add_edge(w, t, w->nnode - 1);
+    add_edge_h(w, t, w->nnode - 1, true);
   trace(w, "job(%ld%s, await %d) -> %d", (long)k->jobv,
         blocking ? ", blocking" : "", t, w->nnode - 1);
 }
