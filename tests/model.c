@@ -807,7 +807,7 @@ static void op_promise(world_t *w) {
 
 static void op_then(world_t *w) {
   int s = pick_held(w);
-  if (s < 0 || w->nnode >= MAXN)
+  if (s < 0 || w->nnode >= MAXN || w->nconts >= MAXN * 3)
     return;
   int ex = (int)pick(&w->ch, 3), fnk = (int)pick(&w->ch, 3);
   int t = fnk == FN_FOLLOW ? pick_held(w) : -1;
