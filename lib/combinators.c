@@ -57,11 +57,13 @@ void weft__combine_destroy(struct weft_future *f) {
   weft__free(c, c->size);
 }
 
-static void record(comb_t *c, uint32_t idx) {
+/* Returns the input's position in the order (0: first counted). */
+static uint32_t record(comb_t *c, uint32_t idx) {
   WEFT__PERTURB();
   uint32_t pos = atomic_fetch_add_explicit(&c->counted, 1, memory_order_relaxed);
   if (pos < c->n)
     atomic_store_explicit(&c->order[pos], idx, memory_order_release);
+  return pos;
 }
 
 static void settle_done(comb_t *c, int err) {
@@ -97,16 +99,16 @@ static void input_fire(weft_task_t *node) {
       settle_done(c, 0);
     break;
   case C_ANY:
-    if (ok) {
-      record(c, in->idx);
-      mirror_done(c, f);
+    if (ok) { /* only the first counted mirrors: order(0) is the winner */
+      if (record(c, in->idx) == 0)
+        mirror_done(c, f);
     } else if (atomic_fetch_add(&c->failed, 1) + 1 == c->n) {
       settle_done(c, WEFT_EALLFAILED);
     }
     break;
   case C_RACE:
-    record(c, in->idx);
-    mirror_done(c, f);
+    if (record(c, in->idx) == 0)
+      mirror_done(c, f);
     break;
   default: /* C_SOME */
     if (ok) {

@@ -14,13 +14,13 @@
 extern const test_suite_t suite_error, suite_future, suite_then, suite_cancel,
     suite_combinators, suite_await, suite_race, suite_chain, suite_alloc,
     suite_cache, suite_pool, suite_reactor, suite_net, suite_chat, suite_api,
-    suite_paths, suite_fault, suite_misuse, suite_stress;
+    suite_paths, suite_fault, suite_misuse, suite_stress, suite_model;
 
 static const test_suite_t *const suites[] = {
     &suite_error,  &suite_future, &suite_then,  &suite_cancel, &suite_combinators,
     &suite_await,  &suite_race,   &suite_chain, &suite_alloc, &suite_cache, &suite_pool,
     &suite_reactor, &suite_net, &suite_api, &suite_paths, &suite_fault,
-    &suite_misuse, &suite_stress
+    &suite_misuse, &suite_stress, &suite_model
 #ifdef WEFT_HAVE_CHAT
     , &suite_chat
 #endif
