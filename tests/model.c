@@ -1225,8 +1225,10 @@ static void step(world_t *w) {
       [OP_JOB] = 6, [OP_FULFIL] = 10, [OP_REJECT] = 4, [OP_CANCEL] = 8,
       [OP_RELEASE] = 6, [OP_RELEASE_PROMISE] = 3, [OP_RETAIN] = 2,
       [OP_AWAIT] = 6, [OP_READ] = 5, [OP_POST] = 2, [OP_SHARED] = 3};
+  /* WEFT_MODEL_OFF=op,op,...: never issue these. Every driver thread may
+   * parse it first; they store the same mask. */
   static _Atomic int off_init;
-  static uint32_t off; /* WEFT_MODEL_OFF=op,op,...: never issue these */
+  static _Atomic uint32_t off_mask;
   if (!atomic_load(&off_init)) {
     const char *e = getenv("WEFT_MODEL_OFF");
     uint32_t m = 0;
@@ -1239,9 +1241,10 @@ static void step(world_t *w) {
       if (p != NULL)
         m |= 1u << i;
     }
-    off = m;
+    atomic_store(&off_mask, m);
     atomic_store(&off_init, 1);
   }
+  uint32_t off = atomic_load_explicit(&off_mask, memory_order_relaxed);
   uint32_t total = 0;
   for (int i = 0; i < OP_COUNT_; i++)
     total += off & (1u << i) ? 0 : weights[i];
