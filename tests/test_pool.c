@@ -392,8 +392,10 @@ static void test_await_runs_outside_work(void) {
     while (atomic_load(&started) == 0)
       sched_yield();
     /* Odd rounds: submit once the awaiting worker sleeps (or, before the
-     * fix, after a bounded wait for it), so that a submit must wake it. */
-    int64_t deadline = weft_now_ns() + 1000000000LL;
+     * fix, after a bounded wait for it), so that a submit must wake it.
+     * The bound is generous: under TSan and perturbation the way to the
+     * park can take most of a second. */
+    int64_t deadline = weft_now_ns() + 10000000000LL;
     while (round % 2 && atomic_load(&p->ec.waiters) == 0 &&
            weft_now_ns() < deadline)
       sched_yield();
