@@ -177,30 +177,23 @@ static void job_abandon(weft__job_t *job) { job_fini(&job->ext); }
 
 /* ---- where a task goes ---- */
 
-static void inbox_push(weft__worker_t *w, weft_task_t *t) {
-  weft_task_t *h = atomic_load_explicit(&w->inbox, memory_order_relaxed);
-  WEFT__PERTURB();
-  do
-    t->next = h;
-  while (!atomic_compare_exchange_weak_explicit(
-      &w->inbox, &h, t, memory_order_seq_cst, memory_order_relaxed));
-  /* seq_cst: the publication weft__ec_notify_one() relies on, in place of a
-   * fence (one full barrier per outside submit instead of two) */
-}
-
 /* What a closed inbox holds: shutdown's last drain leaves it, so an outside
  * submit that passed its stopping check too late is refused, not lost. */
 static weft_task_t inbox_closed;
 
-/* inbox_push for an outside submit: false (nothing pushed) once closed. */
-static bool inbox_offer(weft__worker_t *w, weft_task_t *t) {
+/* Push t; false (nothing pushed) once shutdown closed the inbox, which only
+ * an outside submit can meet: workers have left by then. */
+static bool inbox_push(weft__worker_t *w, weft_task_t *t) {
   weft_task_t *h = atomic_load_explicit(&w->inbox, memory_order_relaxed);
+  WEFT__PERTURB();
   do {
     if (h == &inbox_closed)
       return false;
     t->next = h;
   } while (!atomic_compare_exchange_weak_explicit(
       &w->inbox, &h, t, memory_order_seq_cst, memory_order_relaxed));
+  /* seq_cst: the publication weft__ec_notify_one() relies on, in place of a
+   * fence (one full barrier per outside submit instead of two) */
   return true;
 }
 
@@ -226,14 +219,14 @@ static int pool_enqueue(weft_pool_t *p, weft_task_t *t) {
       return 0;
     }
     /* the deque could not grow: fall back to our inbox (no allocation) */
-    inbox_push(w, t);
+    (void)inbox_push(w, t);
     weft__ec_notify_one(&p->ec);
     return 0;
   }
   if (atomic_load_explicit(&p->stopping, memory_order_acquire))
     return WEFT_ESHUTDOWN;
   WEFT__PERTURB(); /* shutdown may begin and drain here */
-  if (!inbox_offer(&p->workers[tl_cursor++ % p->nworkers], t))
+  if (!inbox_push(&p->workers[tl_cursor++ % p->nworkers], t))
     return WEFT_ESHUTDOWN;
   WEFT__PERTURB(); /* between publishing and looking for a sleeper */
   weft__ec_notify_one(&p->ec);
@@ -293,7 +286,7 @@ static weft_task_t *take_inbox(weft__worker_t *w, weft__worker_t *from) {
   while (list->next != NULL) {
     weft_task_t *next = list->next;
     if (weft__deque_push(&w->deque, list) != 0)
-      inbox_push(w, list);
+      (void)inbox_push(w, list);
     list = next;
   }
   return list;
@@ -464,7 +457,7 @@ static bool job_running(weft_pool_t *p, weft_future_t *f) {
 /* Put a task taken elsewhere on our own deque: we run it later. */
 static void keep(weft__worker_t *w, weft_task_t *t) {
   if (weft__deque_push(&w->deque, t) != 0)
-    inbox_push(w, t);
+    (void)inbox_push(w, t);
 }
 
 /* Take a task from the deque of `runner`, the worker running the awaited
