@@ -154,7 +154,14 @@ static int signal_mask_update(weft_loop_t *loop, int extra) {
 /* Is sig one of loop's active handlers? The list is walked (a loop has
  * few handlers) rather than trusting the fields of a handle that may
  * never have been initialised. */
+/* Is sig active, on loop (in its list) or on another live loop? As for a
+ * watcher (io_linked), a handle never started may hold anything: a claim
+ * to another loop is believed only if that loop is alive, and stop clears
+ * priv_active. */
 static bool signal_linked(const weft_loop_t *loop, const weft_signal_t *sig) {
+  if (sig->priv_active == 1 && sig->priv_loop != loop &&
+      sig->priv_loop != NULL)
+    return weft__loop_live(sig->priv_loop);
   for (const weft_signal_t *s = loop->signals; s != NULL; s = s->priv_next)
     if (s == sig)
       return true;
@@ -170,10 +177,8 @@ int weft_signal_start(weft_loop_t *loop, weft_signal_t *sig, int signum,
     return WEFT_EPERM;
   /* linking an active handler again would close the list into a loop
    * (every later walk of it would spin) */
-  if (signal_linked(loop, sig) ||
-      (sig->priv_active == 1 && sig->priv_loop != loop &&
-       sig->priv_loop != NULL && weft__loop_live(sig->priv_loop)))
-    return WEFT_EINVAL; /* (and another loop's, stop clears priv_active) */
+  if (signal_linked(loop, sig))
+    return WEFT_EINVAL;
   if (loop->closing)
     return WEFT_ESHUTDOWN;
   sigset_t one, old;
