@@ -54,8 +54,8 @@ WEFT__HIDDEN int weft__fault_hit(weft__fsite_t *site);
   })
 
 /* Schedule perturbation: at an atomic operation of a lock-free path, maybe
- * yield or sleep a few microseconds (seeded, per thread), so rare
- * interleavings happen often. */
+ * yield, sleep a few microseconds or stall up to a millisecond (seeded, per
+ * thread; the odds are in testing.c), so rare interleavings happen often. */
 WEFT__HIDDEN extern _Atomic int weft__perturb_on;
 WEFT__HIDDEN void weft__perturb_point(const char *file, int line);
 #define WEFT__PERTURB()                                                        \
