@@ -124,33 +124,39 @@ static chunk_t *chunk_of(const void *b) {
  * Chunks come from 2 MiB regions mapped aligned to their size, and a region
  * fills its pages POPULATE chunks (256 KiB) at a time with one
  * madvise(MADV_POPULATE_WRITE) instead of a page fault per 4 KiB page.
- * Measured on the loop offload benchmark (a million jobs in flight, 190 MB):
- * page faults were a third of the loop thread's time, glibc's
- * aligned_alloc() another 7%; with regions, 3.8M -> 6.0M jobs/s. (Asking
- * for transparent huge pages instead made runs bimodal on our VMs, 1.7M to
- * 9.6M jobs/s: the slow ones cleared fresh 2 MiB pages at 1.5 GB/s.)
- * A region lends its chunks out and takes them back on a free list; a
- * region none of whose chunks is lent out is unmapped unless it is the only
- * one left with chunks to lend (no map/unmap churn when load hovers at a
- * boundary). Memory stays mapped while any chunk of a region is lent: like
+ * A region lends its chunks out and takes them back on a free list. A
+ * region none of whose chunks is lent out is idle: it stays mapped, with
+ * its pages, so that the next burst reuses it instead of paying the kernel
+ * for fresh memory again, and is unmapped once it has been idle for decay_ns (a second)
+ * (checked whenever a chunk goes back and by pool workers before they
+ * sleep), except the last idle one; weft_alloc_trim() unmaps them all at
+ * once. Memory stays mapped while any chunk of a region is lent: like
  * malloc arenas, a region is held by its longest-lived block. All of it
  * under one mutex, taken once per chunk (a chunk holds 60 to 1000 blocks).
+ * Why, with the figures: docs/design/alloc.md.
  */
 enum { REGION = 2u << 20, REGION_CHUNKS = REGION / CHUNK, POPULATE = 16 };
+/* How long an idle region stays mapped (tests shorten it). */
+static _Atomic int64_t decay_ns = 1000000000;
 
 typedef struct region {
   struct region *prev, *next; /* on regions.avail while it can lend */
+  struct region *idle_prev, *idle_next; /* on regions.idle while idle */
   char *base;
   chunk_t *free;  /* chunks given back */
   unsigned lent;  /* chunks out */
   unsigned fresh; /* chunks [fresh, REGION_CHUNKS) never lent yet */
   unsigned ready; /* chunks [0, ready) populated, or being populated */
   unsigned busy;  /* idle threads populating it: not to be unmapped */
+  bool is_idle;   /* on regions.idle */
+  int64_t idle_since; /* weft_now_ns() when it went idle */
 } region_t;
 
 static struct {
   pthread_mutex_t mu;
   region_t *avail; /* regions with a chunk to lend */
+  region_t *idle_first, *idle_last; /* idle regions, oldest first */
+  size_t mapped, idle, maps; /* regions mapped now, idle now, ever mapped */
 } regions = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void avail_remove(region_t *r) {
@@ -169,6 +175,65 @@ static void avail_add(region_t *r) {
   if (r->next != NULL)
     r->next->prev = r;
   regions.avail = r;
+}
+
+static int64_t decay(void) {
+  return atomic_load_explicit(&decay_ns, memory_order_relaxed);
+}
+
+void weft__alloc_set_decay(int64_t ns) {
+  atomic_store_explicit(&decay_ns, ns, memory_order_relaxed);
+}
+
+/* Under regions.mu: r lends a chunk again (or is unmapped): not idle. */
+static void idle_remove(region_t *r) {
+  if (!r->is_idle)
+    return;
+  if (r->idle_prev != NULL)
+    r->idle_prev->idle_next = r->idle_next;
+  else
+    regions.idle_first = r->idle_next;
+  if (r->idle_next != NULL)
+    r->idle_next->idle_prev = r->idle_prev;
+  else
+    regions.idle_last = r->idle_prev;
+  r->idle_prev = r->idle_next = NULL;
+  r->is_idle = false;
+  regions.idle--;
+}
+
+/* Under regions.mu: r has nothing lent and nobody populating it; it joins
+ * the idle list (newest last). */
+static void idle_add(region_t *r, int64_t now) {
+  if (r->is_idle || r->lent != 0 || r->busy != 0)
+    return;
+  r->is_idle = true;
+  r->idle_since = now;
+  r->idle_next = NULL;
+  r->idle_prev = regions.idle_last;
+  if (r->idle_prev != NULL)
+    r->idle_prev->idle_next = r;
+  else
+    regions.idle_first = r;
+  regions.idle_last = r;
+  regions.idle++;
+}
+
+/* Under regions.mu: take off both lists the idle regions idle since before
+ * `before` (all of them for INT64_MAX, else all but the newest) and return
+ * them linked through `next`; the caller unmaps them outside the lock. */
+static region_t *idle_take(int64_t before) {
+  region_t *out = NULL;
+  while (regions.idle_first != NULL && regions.idle_first->idle_since < before &&
+         (before == INT64_MAX || regions.idle > 1)) {
+    region_t *r = regions.idle_first;
+    idle_remove(r);
+    avail_remove(r);
+    regions.mapped--;
+    r->next = out;
+    out = r;
+  }
+  return out;
 }
 
 static region_t *region_map(void) {
@@ -191,19 +256,17 @@ static region_t *region_map(void) {
   return r;
 }
 
-/* Under regions.mu: take r off the list if nothing is lent from it, no
- * idle thread is populating it and another region can lend; then the
- * caller unmaps it (region_unmap, outside the lock). */
-static bool region_retire(region_t *r) {
-  if (r->lent != 0 || r->busy != 0 || (r->prev == NULL && r->next == NULL))
-    return false;
-  avail_remove(r);
-  return true;
-}
-
-static void region_unmap(region_t *r) {
-  munmap(r->base, REGION);
-  free(r);
+/* Unmap the regions idle_take() returned. Returns how many bytes. */
+static size_t regions_unmap(region_t *r) {
+  size_t bytes = 0;
+  while (r != NULL) {
+    region_t *next = r->next;
+    munmap(r->base, REGION);
+    free(r);
+    bytes += REGION;
+    r = next;
+  }
+  return bytes;
 }
 
 #ifndef MADV_POPULATE_WRITE
@@ -235,8 +298,11 @@ static chunk_t *chunk_get(void) {
       return NULL;
     pthread_mutex_lock(&regions.mu);
     avail_add(nr);
+    regions.mapped++;
+    regions.maps++;
     r = regions.avail;
   }
+  idle_remove(r);
   chunk_t *ch = r->free;
   unsigned populate = 0; /* chunks to populate from ch */
   if (ch != NULL) {
@@ -264,7 +330,9 @@ static chunk_t *chunk_get(void) {
 bool weft__alloc_idle(void) {
   char *at = NULL;
   unsigned n = 0;
+  int64_t now = weft_now_ns();
   pthread_mutex_lock(&regions.mu);
+  region_t *old = idle_take(now - decay());
   region_t *r = regions.avail; /* the region chunk_get() takes from */
   if (r != NULL && r->fresh > 0) { /* in use: someone is allocating */
     unsigned from = r->ready > r->fresh ? r->ready : r->fresh;
@@ -272,32 +340,51 @@ bool weft__alloc_idle(void) {
       at = r->base + (size_t)from * CHUNK;
       n = claim_batch(r, from);
       r->busy++; /* its last chunk may come back meanwhile: keep it mapped */
+      idle_remove(r);
     }
   }
   pthread_mutex_unlock(&regions.mu);
+  regions_unmap(old);
   if (at == NULL)
     return false;
   weft__prefault(at, (size_t)n * CHUNK);
   pthread_mutex_lock(&regions.mu);
   r->busy--;
-  bool unmap = region_retire(r); /* what chunk_put() left to us */
+  idle_add(r, now); /* if chunk_put() left that to us */
   pthread_mutex_unlock(&regions.mu);
-  if (unmap)
-    region_unmap(r);
   return true;
 }
 
 static void chunk_put(chunk_t *ch) {
   region_t *r = ch->region;
+  region_t *old = NULL;
   pthread_mutex_lock(&regions.mu);
   ch->next_free = r->free;
   r->free = ch;
   if (r->lent-- == REGION_CHUNKS)
     avail_add(r);
-  bool unmap = region_retire(r);
+  if (r->lent == 0) {
+    int64_t now = weft_now_ns();
+    idle_add(r, now);
+    old = idle_take(now - decay());
+  }
   pthread_mutex_unlock(&regions.mu);
-  if (unmap)
-    region_unmap(r);
+  regions_unmap(old);
+}
+
+size_t weft_alloc_trim(void) {
+  pthread_mutex_lock(&regions.mu);
+  region_t *old = idle_take(INT64_MAX);
+  pthread_mutex_unlock(&regions.mu);
+  return regions_unmap(old);
+}
+
+void weft__alloc_regions(size_t *mapped, size_t *idle, size_t *maps) {
+  pthread_mutex_lock(&regions.mu);
+  *mapped = regions.mapped;
+  *idle = regions.idle;
+  *maps = regions.maps;
+  pthread_mutex_unlock(&regions.mu);
 }
 
 /* A fresh chunk of class c; all its blocks count as live until carved

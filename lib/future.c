@@ -77,14 +77,12 @@ int weft__claim(struct weft_future *f, uint32_t target) {
   return claim_flags(f, target, 0);
 }
 
-/* Make the claimed outcome visible, then run every continuation. */
-void weft__publish(struct weft_future *f) {
+/* Make the claimed outcome visible, then run every continuation. `excl`:
+ * nothing else can write f's word until it is published, so a plain store
+ * does (one locked instruction less per job, loop operation and link). */
+static void publish_as(struct weft_future *f, bool excl) {
   uint32_t w = load_word(f, memory_order_relaxed);
-  if ((w >> WEFT__KIND_SHIFT) == WEFT__K_EXT)
-    /* Nothing sets flags on an embedded state once it is shared (its hook
-     * went in before), and a claimed word turns every other claim away
-     * unwritten: ours is the only store, no read-modify-write needed (one
-     * locked instruction less for every job and loop operation). */
+  if (excl)
     atomic_store_explicit(&f->word, w & ~(uint32_t)WEFT__BUSY,
                           memory_order_release);
   else
@@ -101,8 +99,15 @@ void weft__publish(struct weft_future *f) {
   weft__defer_list(weft__task_list_reverse(list), last);
 }
 
-int weft__settle_int(struct weft_future *f, uint32_t state, intptr_t v,
-                     int err) {
+/* Nothing sets flags on an embedded state once it is shared (its hook
+ * went in before), and a claimed word turns every other claim away
+ * unwritten: for K_EXT ours is the only store. */
+void weft__publish(struct weft_future *f) {
+  publish_as(f, weft__kind(load_word(f, memory_order_relaxed)) == WEFT__K_EXT);
+}
+
+static int settle_int_as(struct weft_future *f, uint32_t state, intptr_t v,
+                         int err, bool excl) {
   int rc = claim_flags(f, state, 0);
   if (rc != 0)
     return rc;
@@ -110,18 +115,26 @@ int weft__settle_int(struct weft_future *f, uint32_t state, intptr_t v,
     f->val.i = v;
   else
     f->err = err;
-  weft__publish(f);
+  publish_as(f, excl);
   return 0;
 }
 
-static int settle_ptr(struct weft_future *f, void *v, weft_dtor_fn dtor) {
+int weft__settle_int(struct weft_future *f, uint32_t state, intptr_t v,
+                     int err) {
+  return settle_int_as(f, state, v, err,
+                       weft__kind(load_word(f, memory_order_relaxed)) ==
+                           WEFT__K_EXT);
+}
+
+static int settle_ptr(struct weft_future *f, void *v, weft_dtor_fn dtor,
+                      bool excl) {
   int rc = claim_flags(f, WEFT_FULFILLED,
                        WEFT__F_PTR | (dtor != NULL ? WEFT__F_DTOR : 0));
   if (rc != 0)
     return rc;
   f->val.ptr = v;
   f->aux.dtor = dtor;
-  weft__publish(f);
+  publish_as(f, excl);
   return 0;
 }
 
@@ -330,7 +343,7 @@ int weft_promise_fulfil(weft_promise_t *promise, void *value,
   struct weft_future *f = live_promise(promise);
   if (f == NULL)
     return WEFT_EINVAL;
-  return settle_ptr(f, value, dtor);
+  return settle_ptr(f, value, dtor, false);
 }
 
 int weft_promise_fulfil_int(weft_promise_t *promise, intptr_t value) {
@@ -401,27 +414,35 @@ int weft_promise_release(weft_promise_t *promise) {
 
 /* ---- states embedded in larger objects ---- */
 
-void weft__settle_result(struct weft_future *f, const weft_result_t *r) {
+/* `excl` as for publish_as. */
+static void settle_result_as(struct weft_future *f, const weft_result_t *r,
+                             bool excl) {
   switch (r->kind) {
   case WEFT__R_PTR:
-    if (settle_ptr(f, r->u.ptr, r->dtor) != 0 && r->dtor != NULL)
+    if (settle_ptr(f, r->u.ptr, r->dtor, excl) != 0 && r->dtor != NULL)
       r->dtor(r->u.ptr);
     return;
   case WEFT__R_INT:
-    (void)weft__settle_int(f, WEFT_FULFILLED, r->u.i, 0);
+    (void)settle_int_as(f, WEFT_FULFILLED, r->u.i, 0, excl);
     return;
   case WEFT__R_ERR:
-    (void)weft__settle_int(f, WEFT_REJECTED, 0,
-                           r->err < 0 ? r->err : WEFT_EINVAL);
+    (void)settle_int_as(f, WEFT_REJECTED, 0,
+                        r->err < 0 ? r->err : WEFT_EINVAL, excl);
     return;
   case WEFT__R_FOLLOW:
     if (r->u.future != NULL)
       weft_future_release(r->u.future);
-    (void)weft__settle_int(f, WEFT_REJECTED, 0, WEFT_ENOTSUP);
+    (void)settle_int_as(f, WEFT_REJECTED, 0, WEFT_ENOTSUP, excl);
     return;
   default:
-    (void)weft__settle_int(f, WEFT_REJECTED, 0, WEFT_EINVAL);
+    (void)settle_int_as(f, WEFT_REJECTED, 0, WEFT_EINVAL, excl);
   }
+}
+
+void weft__settle_result(struct weft_future *f, const weft_result_t *r) {
+  settle_result_as(f, r,
+                   weft__kind(load_word(f, memory_order_relaxed)) ==
+                       WEFT__K_EXT);
 }
 
 /* ---- future handles and accessors ---- */
@@ -595,7 +616,9 @@ static void then_run(weft_task_t *node) {
   }
   if (r.kind == WEFT__R_FOLLOW) /* weft_follow(NULL) */
     r = weft_err(WEFT_EINVAL);
-  weft__settle_result(d, &r);
+  /* Exclusive: the fire's F_CLAIMED is set and only a cancel could write
+   * the word now, which needs the claim this settle takes first. */
+  settle_result_as(d, &r, true);
   then_finish(t);
 }
 

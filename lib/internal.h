@@ -83,7 +83,12 @@ WEFT__HIDDEN void weft__prefault(void *p, size_t len);
  * region in use). True if it did some (time passed: look for work again),
  * false if there was nothing to do. */
 WEFT__HIDDEN bool weft__alloc_idle(void);
-
+/* For tests: the default allocator's regions mapped now, idle now (mapped,
+ * nothing lent), and mapped since the process started. */
+WEFT__HIDDEN void weft__alloc_regions(size_t *mapped, size_t *idle,
+                                      size_t *maps);
+/* For tests: how long an idle region stays mapped (default one second). */
+WEFT__HIDDEN void weft__alloc_set_decay(int64_t ns);
 /*
  * The state word. Bits 0-2 hold the state (or, while bit 3 BUSY is set, the
  * state being written); readers treat BUSY as pending. Flag bits above are

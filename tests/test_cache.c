@@ -358,7 +358,68 @@ static void test_leak_still_reported(void) {
 #endif
 }
 
+/* Regions (not used under ASan): a burst of blocks, freed, leaves its
+ * regions mapped for the next burst, until they decay or are trimmed. */
+enum { BURST = 200000, BURST_SIZE = 64 }; /* 12.8 MB: about 7 regions */
+
+static void **burst_alloc(void) {
+  void **v = malloc(BURST * sizeof *v);
+  EXPECT_TRUE(v != NULL);
+  for (int i = 0; i < BURST; i++) {
+    v[i] = weft__malloc(BURST_SIZE);
+    EXPECT_TRUE(v[i] != NULL);
+    memset(v[i], 0x5a, BURST_SIZE);
+  }
+  return v;
+}
+
+static void burst_free(void **v) {
+  for (int i = 0; i < BURST; i++)
+    weft__free(v[i], BURST_SIZE);
+  free(v);
+}
+
+static void test_burst_reuses_regions(void) {
+  size_t mapped, idle, maps0, maps1, maps2;
+  weft_alloc_trim();
+  burst_free(burst_alloc());
+  weft__alloc_regions(&mapped, &idle, &maps0);
+  if (WEFT__ASAN) {
+    EXPECT_EQ(maps0, 0);
+    EXPECT_EQ(weft_alloc_trim(), 0);
+    return;
+  }
+  EXPECT_TRUE(idle >= 5); /* the burst's regions, minus the cached blocks' */
+  burst_free(burst_alloc()); /* within the decay: on the same regions */
+  weft__alloc_regions(&mapped, &idle, &maps1);
+  EXPECT_EQ(maps1 - maps0, 0);
+  size_t bytes = weft_alloc_trim();
+  EXPECT_EQ(bytes, idle * ((size_t)2 << 20));
+  weft__alloc_regions(&mapped, &idle, &maps2);
+  EXPECT_EQ(idle, 0);
+  EXPECT_EQ(weft_alloc_trim(), 0);
+  burst_free(burst_alloc()); /* trimmed: it maps again */
+  weft__alloc_regions(&mapped, &idle, &maps2);
+  EXPECT_TRUE(maps2 - maps1 >= 5);
+  weft_alloc_trim();
+}
+
+static void test_idle_regions_decay(void) {
+  if (WEFT__ASAN)
+    return;
+  size_t mapped, idle, maps;
+  weft__alloc_set_decay(0); /* idle for any time at all is too long */
+  burst_free(burst_alloc());
+  weft__alloc_regions(&mapped, &idle, &maps);
+  weft__alloc_set_decay(1000000000);
+  EXPECT_EQ(idle, 1); /* the newest stays for the next chunk */
+  weft_alloc_trim();
+}
+
 static const test_case_t cases[] = {
+    {"a burst's regions serve the next burst, until trimmed",
+     test_burst_reuses_regions},
+    {"idle regions are unmapped once idle too long", test_idle_regions_decay},
     {"cross-thread churn, every block intact and freed once",
      test_cross_thread_churn},
     {"threads exiting with cached blocks", test_thread_exit},

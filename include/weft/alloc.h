@@ -29,9 +29,11 @@ typedef struct weft_allocator {
  * (pool workers with nothing to run fill the rest of the region in use
  * before they sleep, so a burst of submissions seldom waits for the
  * kernel: at most one region is backed ahead of use). A
- * region goes back to the system when none of its blocks is in use (one
- * empty region is kept), so like a malloc arena it is held by its
- * longest-lived block; the shared cache keeps at most 16,384 free blocks
+ * region none of whose blocks is in use stays mapped for the next burst
+ * and goes back to the system after about a second of that (checked when
+ * blocks go back to regions and when pool workers go to sleep; the newest
+ * such region is kept; weft_alloc_trim() returns them at once); like a
+ * malloc arena, a region is held by its longest-lived block. The shared cache keeps at most 16,384 free blocks
  * per 16-byte size class (each thread at most 128 more), beyond which free
  * blocks go back to their region. Under
  * AddressSanitizer the caches stay on, but each small block is its own
@@ -46,6 +48,20 @@ typedef struct weft_allocator {
  * Thread: any thread, but no other weft call may run concurrently.
  */
 WEFT_EXTERN int weft_set_allocator(const weft_allocator_t *a);
+
+/**
+ * Return to the system, now, every region of the default allocator none of
+ * whose blocks is in use (the ones it keeps for about a second for the next
+ * burst; see weft_set_allocator), as malloc_trim() does for malloc. Blocks
+ * in use and the per-thread and shared caches of free blocks are untouched,
+ * so a region holding a cached free block stays. Useful after a burst when
+ * the process will sit idle, since idle regions are otherwise returned only
+ * when weft allocates or frees again.
+ * Returns the number of bytes unmapped (0 with a user allocator set, under
+ * AddressSanitizer, or when nothing is idle). Never fails.
+ * Thread: any thread, concurrently with any weft call.
+ */
+WEFT_EXTERN size_t weft_alloc_trim(void);
 
 WEFT_END_DECLS
 
