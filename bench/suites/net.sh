@@ -26,6 +26,11 @@ suite_net() {
   fi
   build_c bench_net_epoll "$here/net_epoll.c" || { echo "net: gcc failed on net_epoll.c" >&2; return 1; }
   impls+=(epoll); bin[epoll]=$out/bench_net_epoll
+  if [ -f /usr/include/liburing.h ] && build_c bench_net_uring "$here/net_uring.c" -luring; then
+    impls+=(uring); bin[uring]=$out/bench_net_uring
+  else
+    log "skipped: uring (liburing.h or liburing not found: apt-get install liburing-dev)"
+  fi
   build_c bench_net_client "$here/net_client.c" || { echo "net: gcc failed on net_client.c" >&2; return 1; }
   net_secs=${BENCH_NET_SECS:-1}
   net_pin0=(); net_pin1=()
@@ -63,6 +68,8 @@ suite_net() {
       printf 'net.echo.c%s.cpu_us.%s: %.3f us\n' "$n" "$i" "$(med ncpu$n.$i)"
     done
     if [ -n "${bin[weft]:-}" ]; then
+      [ -n "${bin[uring]:-}" ] &&
+        log "ratio net.echo.c$n.cpu_us weft/uring: $(ratio2 "$(med ncpu$n.weft)" "$(med ncpu$n.uring)") (per round: $(paired ncpu$n.weft ncpu$n.uring))"
       [ -n "${bin[libev]:-}" ] &&
         log "ratio net.echo.c$n.cpu_us libev/weft: $(ratio2 "$(med ncpu$n.libev)" "$(med ncpu$n.weft)") (per round: $(paired ncpu$n.libev ncpu$n.weft))"
       [ -n "${bin[libuv]:-}" ] &&
