@@ -182,10 +182,10 @@ static double chain(long n) {
   return (t1 - t0) / (double)n;
 }
 
-// Stack for an n-link chain: boost uses 176 bytes per link at -O2 (gcc 12,
-// Boost 1.74, measured with mincore); 512 leaves room for other compilers
-// and flags, on top of the default 8 MiB. Only the pages touched are
-// backed. future_weft.c runs its chain on a thread of the same size.
+// Stack for an n-link chain: the default 8 MiB plus 512 bytes per link,
+// several times the frames boost's recursion takes per link (bench/
+// README.md), to leave room for other compilers and flags. Only the pages
+// touched are backed. future_weft.c runs its chain on the same stack.
 static size_t chain_stack_bytes(long n) {
   return ((size_t)8 << 20) + (size_t)n * 512;
 }
@@ -198,7 +198,7 @@ struct chain_run {
 // A warm-up chain, then the timed ones, on the same thread: they find the
 // stack pages and the malloc arena's memory already touched. Short chains
 // are run again until 1,000,000 links in all have been timed, so that one
-// interrupt does not decide a figure of a few ms (as future_weft.c does).
+// interrupt does not decide a short run's figure (as in future_weft.c).
 static void *chain_thread(void *arg) {
   chain_run *r = static_cast<chain_run *>(arg);
   long times = r->n < 1000000 ? 1000000 / r->n : 1;

@@ -81,7 +81,7 @@ struct chain_run {
 /* A warm-up chain, then the timed ones, on the same thread: they find this
  * thread's block cache and the pages of the first already there. Short
  * chains are run again until 1,000,000 links in all have been timed, so
- * that one interrupt does not decide a figure of a few hundred us. */
+ * that one interrupt does not decide a short run's figure. */
 static void *chain_thread(void *arg) {
   struct chain_run *r = arg;
   long times = r->n < 1000000 ? 1000000 / r->n : 1;
