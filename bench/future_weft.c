@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <weft.h>
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +24,10 @@ static double settle(long n) {
     weft_future_release(f);
   }
   int64_t t1 = weft_now_ns();
-  if (sum != n * (n - 1) / 2)
-    abort();
+  if (sum != n * (n - 1) / 2) {
+    fprintf(stderr, "settle: wrong sum %ld\n", sum);
+    exit(1);
+  }
   return (double)(t1 - t0) / (double)n;
 }
 
@@ -33,12 +36,15 @@ static weft_result_t add_one(void *arg, weft_future_t *src) {
   return weft_ok_int(weft_future_int(src) + 1);
 }
 
-/* n thens on a pending root (inline executor), then settle the root. */
+/* n thens on a pending root (inline executor), then settle the root and
+ * read the end. The inline executor runs the continuations one after the
+ * other from a trampoline, without recursion. */
 static double chain(long n) {
   int64_t t0 = weft_now_ns();
   weft_promise_t *p;
   weft_future_t *root, *cur, *next;
-  weft_promise_create(&p, &root);
+  if (weft_promise_create(&p, &root) != 0)
+    abort();
   cur = root;
   weft_future_retain(root);
   for (long i = 0; i < n; i++) {
@@ -48,51 +54,104 @@ static double chain(long n) {
     cur = next;
   }
   weft_promise_fulfil_int(p, 0);
+  long v = (long)weft_future_int(cur);
   int64_t t1 = weft_now_ns();
-  if (weft_future_int(cur) != n)
-    abort();
+  if (v != n) {
+    fprintf(stderr, "chain: end is %ld, not %ld\n", v, n);
+    exit(1);
+  }
   weft_future_release(cur);
   weft_future_release(root);
   weft_promise_release(p);
   return (double)(t1 - t0) / (double)n;
 }
 
+/* The stack of the thread the chain runs on: the size future_peer.cpp
+ * gives boost's chain (which recurses once per link), so that both run on
+ * the same kind of thread with the same warm-up. */
+static size_t chain_stack_bytes(long n) {
+  return ((size_t)8 << 20) + (size_t)n * 512;
+}
+
+struct chain_run {
+  long n;
+  double ns;
+};
+
+/* A warm-up chain, then the timed ones, on the same thread: they find this
+ * thread's block cache and the pages of the first already there. Short
+ * chains are run again until 1,000,000 links in all have been timed, so
+ * that one interrupt does not decide a short run's figure. */
+static void *chain_thread(void *arg) {
+  struct chain_run *r = arg;
+  long times = r->n < 1000000 ? 1000000 / r->n : 1;
+  chain(r->n);
+  r->ns = 0;
+  for (long k = 0; k < times; k++)
+    r->ns += chain(r->n) / (double)times;
+  return NULL;
+}
+
+static double chain_on_big_stack(long n) {
+  struct chain_run r = {n, 0};
+  pthread_attr_t a;
+  pthread_t t;
+  if (pthread_attr_init(&a) != 0 ||
+      pthread_attr_setstacksize(&a, chain_stack_bytes(n)) != 0 ||
+      pthread_create(&t, &a, chain_thread, &r) != 0 ||
+      pthread_join(t, NULL) != 0) {
+    fprintf(stderr, "chain: cannot run a thread with a %zu-byte stack\n",
+            chain_stack_bytes(n));
+    exit(1);
+  }
+  pthread_attr_destroy(&a);
+  return r.ns;
+}
+
 /* One-way handoff, measured as half a round trip: settling future i here
  * runs its continuation on a dedicated thread (parked until then), which
  * settles the future this thread awaits. All promises and continuations are
- * made before the clock starts, as for the peers. */
+ * made before the clock starts, and the first `warm` rounds (thread
+ * start-up, first touch, the wake paths) run before it too, as for the
+ * peers. */
 static weft_result_t bounce(void *arg, weft_future_t *src) {
   weft_promise_fulfil_int(arg, weft_future_int(src) + 1);
   return weft_ok_int(0);
 }
 
-static double handoff(long n) {
+static double handoff(long n, long warm) {
+  long total = warm + n;
   weft_thread_executor_t *te;
   if (weft_thread_executor_create(&te) != 0)
     abort();
   weft_executor_t *ex = weft_thread_executor_get(te);
-  weft_promise_t **there = calloc((size_t)n, sizeof *there);
-  weft_promise_t **back = calloc((size_t)n, sizeof *back);
-  weft_future_t **fthere = calloc((size_t)n, sizeof *fthere);
-  weft_future_t **fback = calloc((size_t)n, sizeof *fback);
-  weft_future_t **cont = calloc((size_t)n, sizeof *cont);
+  weft_promise_t **there = calloc((size_t)total, sizeof *there);
+  weft_promise_t **back = calloc((size_t)total, sizeof *back);
+  weft_future_t **fthere = calloc((size_t)total, sizeof *fthere);
+  weft_future_t **fback = calloc((size_t)total, sizeof *fback);
+  weft_future_t **cont = calloc((size_t)total, sizeof *cont);
   if (!there || !back || !fthere || !fback || !cont)
     abort();
-  for (long i = 0; i < n; i++) {
-    weft_promise_create(&there[i], &fthere[i]);
-    weft_promise_create(&back[i], &fback[i]);
-    weft_future_then(fthere[i], ex, bounce, back[i], &cont[i]);
+  for (long i = 0; i < total; i++) {
+    if (weft_promise_create(&there[i], &fthere[i]) != 0 ||
+        weft_promise_create(&back[i], &fback[i]) != 0 ||
+        weft_future_then(fthere[i], ex, bounce, back[i], &cont[i]) != 0)
+      abort();
   }
-  int64_t t0 = weft_now_ns();
-  for (long i = 0; i < n; i++) {
+  int64_t t0 = 0;
+  for (long i = 0; i < total; i++) {
+    if (i == warm)
+      t0 = weft_now_ns();
     weft_promise_fulfil_int(there[i], i);
     if (weft_future_await(fback[i], WEFT_FOREVER) != 0 ||
-        weft_future_int(fback[i]) != i + 1)
-      abort();
+        weft_future_int(fback[i]) != i + 1) {
+      fprintf(stderr, "handoff: wrong answer in round %ld\n", i);
+      exit(1);
+    }
   }
   int64_t t1 = weft_now_ns();
   weft_thread_executor_destroy(te);
-  for (long i = 0; i < n; i++) {
+  for (long i = 0; i < total; i++) {
     weft_future_release(cont[i]);
     weft_future_release(fthere[i]);
     weft_future_release(fback[i]);
@@ -121,35 +180,51 @@ int main(int argc, char **argv) {
     return 2;
   const char *mode = argv[1];
   long n = argc > 2 ? atol(argv[2]) : 1000000;
+  if (n < 1)
+    return 2;
   if (!strcmp(mode, "settle")) {
+    settle(n / 10 + 1); /* warm-up: first touch, the block cache's first fill */
     printf("%.1f\n", settle(n));
   } else if (!strcmp(mode, "chain")) {
-    chain(n); /* warm-up: the first chain pays the page faults of new memory */
-    printf("%.1f\n", chain(n));
+    printf("%.1f\n", chain_on_big_stack(n));
   } else if (!strcmp(mode, "handoff")) {
-    printf("%.0f\n", handoff(n));
+    printf("%.0f\n", handoff(n, n / 10 + 1));
   } else {
+    /* Counting modes: every weft allocation goes to count_alloc while the
+     * counting allocator is set (the timed modes never set it). */
     weft_allocator_t a = {count_alloc, count_release, NULL};
     weft_set_allocator(&a);
+    /* one create + fulfil + read + release, as the peers' allocs/bytes_pair */
     weft_promise_t *p;
     weft_future_t *f, *g;
-    weft_promise_create(&p, &f);
-    long a1 = n_allocs, b1 = n_bytes;
-    weft_future_then(f, weft_executor_inline(), add_one, NULL, &g);
-    long b2 = n_bytes;
+    if (weft_promise_create(&p, &f) != 0)
+      abort();
+    weft_promise_fulfil_int(p, 1);
+    if (weft_future_int(f) != 1)
+      abort();
+    weft_promise_release(p);
+    weft_future_release(f);
+    long pair_allocs = n_allocs, pair_bytes = n_bytes;
+    /* one then on a pending future: the bytes it adds */
+    if (weft_promise_create(&p, &f) != 0)
+      abort();
+    long b0 = n_bytes;
+    if (weft_future_then(f, weft_executor_inline(), add_one, NULL, &g) != 0)
+      abort();
+    long then_bytes = n_bytes - b0;
     weft_promise_fulfil_int(p, 1);
     weft_promise_release(p);
     weft_future_release(f);
     weft_future_release(g);
+    weft_set_allocator(NULL);
     if (!strcmp(mode, "allocs"))
-      printf("%ld\n", a1); /* create + fulfil + release of one pair */
+      printf("%ld\n", pair_allocs);
     else if (!strcmp(mode, "bytes"))
-      printf("%ld\n", b2 - b1); /* a pending then with its continuation */
+      printf("%ld\n", then_bytes);
     else if (!strcmp(mode, "bytes_pair"))
-      printf("%ld\n", b1);
+      printf("%ld\n", pair_bytes);
     else
       return 2;
-    weft_set_allocator(NULL);
   }
   return 0;
 }
