@@ -162,6 +162,11 @@ int weft__mirror(struct weft_future *dst, struct weft_future *src,
 }
 
 bool weft__attach(struct weft_future *f, weft_task_t *node) {
+  /* Seen settled, its list may still be open while the settler publishes:
+   * the caller runs node itself, so a continuation of a future the caller
+   * saw settled runs on the caller's thread, not later on the settler's. */
+  if (visible_state(load_word(f, memory_order_acquire)) != WEFT_PENDING)
+    return false;
   weft_task_t *h = atomic_load_explicit(&f->head, memory_order_acquire);
   do {
     if (h == WEFT__CLOSED)

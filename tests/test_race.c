@@ -216,6 +216,26 @@ static void test_cancel_then_vs_settle(void) {
          atomic_load(&arg_dtors));
 }
 
+/* ---- an inline then on a future seen settled, while its settler publishes
+ * (the state is visible before the continuation list closes) ---- */
+static void ss_then(long r) {
+  (void)r;
+  while (weft_future_state(F) == WEFT_PENDING)
+    ; /* seen settled: from here fn must run before then returns */
+  weft_future_then(F, weft_executor_inline(), count_run, NULL, &D);
+  if (atomic_load(&runs) != 1)
+    atomic_fetch_add(&bad_rounds, 1);
+}
+
+static void test_then_on_seen_settled(void) {
+  atomic_store(&bad_rounds, 0);
+  atomic_store(&total_runs, 0);
+  race_t rc = {ts_setup, {ts_settle, ss_then}, ts_check, {0}};
+  run_race(&rc);
+  EXPECT_EQ(atomic_load(&bad_rounds), 0);
+  EXPECT_EQ(atomic_load(&total_runs), ROUNDS);
+}
+
 /* ---- a cancel of d while d's continuation starts following a future
  * whose only handle it returned (settled, so nothing else keeps it) ---- */
 static _Atomic long follow_started;
@@ -279,6 +299,8 @@ static const test_case_t cases[] = {
     {"then vs settle, 100k rounds", test_then_vs_settle},
     {"cancel then vs source settle, 100k rounds", test_cancel_then_vs_settle},
     {"watch vs settle, 100k rounds", test_watch_vs_settle},
+    {"inline then on a future seen settled runs at once, 100k rounds",
+     test_then_on_seen_settled},
     {"cancel while the continuation starts to follow, 100k rounds",
      test_cancel_vs_follow},
     {NULL, NULL}};
