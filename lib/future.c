@@ -162,6 +162,11 @@ int weft__mirror(struct weft_future *dst, struct weft_future *src,
 }
 
 bool weft__attach(struct weft_future *f, weft_task_t *node) {
+  /* Seen settled, its list may still be open while the settler publishes:
+   * the caller runs node itself, so a continuation of a future the caller
+   * saw settled runs on the caller's thread, not later on the settler's. */
+  if (visible_state(load_word(f, memory_order_acquire)) != WEFT_PENDING)
+    return false;
   weft_task_t *h = atomic_load_explicit(&f->head, memory_order_acquire);
   do {
     if (h == WEFT__CLOSED)
@@ -575,9 +580,13 @@ static bool follow_closes_cycle(then_state_t *t, struct weft_future *target) {
 static void then_follow(then_state_t *t, struct weft_future *target) {
   struct weft_future *old_src = t->src;
   t->src = target;
+  /* Once F_FOLLOWING is set, a cancel of d may take the handle on target
+   * and free it: our own reference keeps target readable until we return. */
+  weft__ref(target);
   WEFT__PERTURB();
   uint32_t old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FOLLOWING,
                                           memory_order_seq_cst);
+  WEFT__PERTURB(); /* following: a cancel may take the handle on target */
   weft__unref_need(old_src);
   bool cycle = visible_state(old) == WEFT_PENDING &&
                follow_closes_cycle(t, target);
@@ -592,11 +601,13 @@ static void then_follow(then_state_t *t, struct weft_future *target) {
       weft__cancel_chain(take_upstream(target), true);
     }
     weft__unref(&t->base);
+    weft__unref(target);
     return;
   }
   t->node.run = follow_fire;
   if (!weft__attach(target, &t->node))
     follow_fire(&t->node);
+  weft__unref(target);
 }
 
 /* The continuation, on its executor. */

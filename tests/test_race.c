@@ -216,10 +216,92 @@ static void test_cancel_then_vs_settle(void) {
          atomic_load(&arg_dtors));
 }
 
+/* ---- an inline then on a future seen settled, while its settler publishes
+ * (the state is visible before the continuation list closes) ---- */
+static void ss_then(long r) {
+  (void)r;
+  while (weft_future_state(F) == WEFT_PENDING)
+    ; /* seen settled: from here fn must run before then returns */
+  weft_future_then(F, weft_executor_inline(), count_run, NULL, &D);
+  if (atomic_load(&runs) != 1)
+    atomic_fetch_add(&bad_rounds, 1);
+}
+
+static void test_then_on_seen_settled(void) {
+  atomic_store(&bad_rounds, 0);
+  atomic_store(&total_runs, 0);
+  race_t rc = {ts_setup, {ts_settle, ss_then}, ts_check, {0}};
+  run_race(&rc);
+  EXPECT_EQ(atomic_load(&bad_rounds), 0);
+  EXPECT_EQ(atomic_load(&total_runs), ROUNDS);
+}
+
+/* ---- a cancel of d while d's continuation starts following a future
+ * whose only handle it returned (settled, so nothing else keeps it) ---- */
+static _Atomic long follow_started;
+
+static weft_result_t follow_settled(void *arg, weft_future_t *src) {
+  (void)arg;
+  weft_promise_t *q;
+  weft_future_t *qf;
+  if (weft_promise_create(&q, &qf) != 0)
+    return weft_err(WEFT_ENOMEM);
+  weft_promise_fulfil_int(q, weft_future_int(src));
+  weft_promise_release(q); /* qf's handle is all that keeps it */
+  atomic_fetch_add(&follow_started, 1);
+  return weft_follow(qf);
+}
+static void fo_setup(long r) {
+  (void)r;
+  weft_promise_create(&P, &F);
+  weft_future_then(F, weft_executor_inline(), follow_settled, NULL, &D);
+}
+static void fo_settle(long r) { weft_promise_fulfil_int(P, (intptr_t)r); }
+static void fo_cancel(long r) {
+  while (atomic_load(&follow_started) < r)
+    ; /* fn is returning its follow */
+  weft_future_cancel(D);
+}
+static void fo_check(long r) {
+  int st = weft_future_state(D); /* cancelled, or the followed value */
+  if (st != WEFT_CANCELLED && !(st == WEFT_FULFILLED && weft_future_int(D) == r))
+    atomic_fetch_add(&bad_rounds, 1);
+  weft_future_release(D);
+  weft_promise_release(P);
+  weft_future_release(F);
+}
+
+/* malloc and free themselves: a block freed early is freed for the
+ * sanitizers too, not kept in weft's cache */
+static void *plain_alloc(void *ctx, size_t n) {
+  (void)ctx;
+  return malloc(n);
+}
+static void plain_release(void *ctx, void *p, size_t n) {
+  (void)ctx;
+  (void)n;
+  free(p);
+}
+
+static void test_cancel_vs_follow(void) {
+  weft_allocator_t plain = {plain_alloc, plain_release, NULL};
+  REQUIRE_EQ(weft_set_allocator(&plain), 0);
+  atomic_store(&bad_rounds, 0);
+  atomic_store(&follow_started, 0);
+  race_t rc = {fo_setup, {fo_settle, fo_cancel}, fo_check, {0}};
+  run_race(&rc);
+  EXPECT_EQ(atomic_load(&bad_rounds), 0);
+  weft_set_allocator(NULL);
+}
+
 static const test_case_t cases[] = {
     {"fulfil vs cancel, 100k rounds", test_fulfil_vs_cancel},
     {"then vs settle, 100k rounds", test_then_vs_settle},
     {"cancel then vs source settle, 100k rounds", test_cancel_then_vs_settle},
     {"watch vs settle, 100k rounds", test_watch_vs_settle},
+    {"inline then on a future seen settled runs at once, 100k rounds",
+     test_then_on_seen_settled},
+    {"cancel while the continuation starts to follow, 100k rounds",
+     test_cancel_vs_follow},
     {NULL, NULL}};
 const test_suite_t suite_race = {"race", cases};
