@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* bench/net_uv.c: libuv echo server for `bench/run.sh net`, the usual way:
  * uv_tcp_bind (libuv sets SO_REUSEADDR) + uv_listen, uv_accept,
- * uv_read_start, and one uv_write (with its own request) per read. The
+ * uv_read_start, and per read uv_try_write first (no request, nothing
+ * queued: the common case), with a uv_write of the rest (a request of its
+ * own) only when the socket took less than all of it. The
  * alloc callback hands out the connection's 64 KiB buffer, as the other
  * servers use one: if libuv could not write everything at once, reading
  * stops until the write queue drains, so the buffer is never reused while
@@ -66,12 +68,26 @@ static void on_written(uv_write_t *req, int status) {
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (n > 0) {
+    uv_buf_t b = uv_buf_init(buf->base, (unsigned)n);
+    int sent = uv_try_write(s, &b, 1);
+    if (sent == n) {
+      w_echoed((size_t)n);
+      return;
+    }
+    if (sent < 0 && sent != UV_EAGAIN) {
+      uv_close((uv_handle_t *)s, on_closed);
+      return;
+    }
+    if (sent > 0) {
+      w_echoed((size_t)sent);
+      b = uv_buf_init(buf->base + sent, (unsigned)(n - sent));
+    }
     wreq_t *w = malloc(sizeof *w);
     if (w == NULL) {
       fprintf(stderr, "net_uv: out of memory\n");
       exit(1);
     }
-    w->buf = uv_buf_init(buf->base, (unsigned)n);
+    w->buf = b;
     if (uv_write(&w->req, s, &w->buf, 1, on_written) != 0) {
       free(w);
       uv_close((uv_handle_t *)s, on_closed);

@@ -57,7 +57,9 @@ suite_net() {
   for n in "${ns[@]}"; do
     for ((r = 0; r < reps; r++)); do
       progress "net.echo.c$n" "$r" "$reps"
-      for i in "${impls[@]}"; do
+      local k m=${#impls[@]}
+      for ((k = 0; k < m; k++)); do # who goes first moves on each round
+        i=${impls[(r + k) % m]}
         v=$(net_once "${bin[$i]}" "$n") || return 1
         samples[nrps$n.$i]+="${v% *} "
         samples[ncpu$n.$i]+="${v#* } "
@@ -68,12 +70,22 @@ suite_net() {
       printf 'net.echo.c%s.cpu_us.%s: %.3f us\n' "$n" "$i" "$(med ncpu$n.$i)"
     done
     if [ -n "${bin[weft]:-}" ]; then
+      # against the best peer (epoll-based and the io_uring floor apart),
+      # then against each; per round: the median of the per-round ratios
+      local peers=() bc br
+      for i in "${impls[@]}"; do [ "$i" != weft ] && peers+=("$i"); done
+      if [ ${#peers[@]} -gt 0 ]; then
+        bc=$(best ncpu$n lower "${peers[@]}")
+        br=$(best nrps$n higher "${peers[@]}")
+        log "ratio net.echo.c$n.cpu_us best peer ($bc)/weft: $(ratio2 "$(med ncpu$n.$bc)" "$(med ncpu$n.weft)") (per round: $(paired ncpu$n.$bc ncpu$n.weft))"
+        log "ratio net.echo.c$n.rps weft/best peer ($br): $(ratio2 "$(med nrps$n.weft)" "$(med nrps$n.$br)") (per round: $(paired nrps$n.weft nrps$n.$br))"
+      fi
       [ -n "${bin[uring]:-}" ] &&
-        log "ratio net.echo.c$n.cpu_us weft/uring: $(ratio2 "$(med ncpu$n.weft)" "$(med ncpu$n.uring)") (per round: $(paired ncpu$n.weft ncpu$n.uring))"
-      [ -n "${bin[libev]:-}" ] &&
-        log "ratio net.echo.c$n.cpu_us libev/weft: $(ratio2 "$(med ncpu$n.libev)" "$(med ncpu$n.weft)") (per round: $(paired ncpu$n.libev ncpu$n.weft))"
-      [ -n "${bin[libuv]:-}" ] &&
-        log "ratio net.echo.c$n.rps weft/libuv: $(ratio2 "$(med nrps$n.weft)" "$(med nrps$n.libuv)") (per round: $(paired nrps$n.weft nrps$n.libuv))"
+        log "ratio net.echo.c$n.cpu_us weft/uring: $(ratio2 "$(med ncpu$n.weft)" "$(med ncpu$n.uring)") (per round: $(paired ncpu$n.weft ncpu$n.uring)) (goal at c100, c1000: at most 1.10x)"
+      for i in libev libuv epoll; do
+        [ -n "${bin[$i]:-}" ] || continue
+        log "ratio net.echo.c$n.cpu_us $i/weft: $(ratio2 "$(med ncpu$n.$i)" "$(med ncpu$n.weft)") (per round: $(paired ncpu$n.$i ncpu$n.weft)); rps weft/$i: $(ratio2 "$(med nrps$n.weft)" "$(med nrps$n.$i)")"
+      done
     fi
   done
   return 0
