@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* bench/loop_uv.c: the `loop` suite's work done with libuv, the same
  * definitions and the same output lines as bench/loop_weft.c, one mode per
- * run: timer_start N / timer_stop N / timer_fire N (uv_timer_start, ms) /
+ * run: timer_start N / timer_stop N / timer_fire N / timer_sparse N
+ * (uv_timer_start, ms) /
  * pingpong N (uv_async_send both ways) / offload N / offload_rtt N
  * (uv_queue_work; the threadpool's size is UV_THREADPOOL_SIZE's, default 4).
  * Requests are the caller's memory, as libuv intends: offload's N in-flight
@@ -132,12 +133,12 @@ int main(int argc, char **argv) {
     uint64_t c = uv_hrtime();
     printf("%.1f\n",
            (double)(!strcmp(mode, "timer_start") ? b - a : c - b) / (double)n);
-  } else if (!strcmp(mode, "timer_fire")) {
-    prepare(0, 11);
+  } else if (!strcmp(mode, "timer_fire") || !strcmp(mode, "timer_sparse")) {
+    prepare(0, !strcmp(mode, "timer_fire") ? 11 : 200);
     late = calloc((size_t)n, sizeof *late);
     if (late == NULL)
       abort();
-    uv_update_time(loop); /* due times count from now, not from before prepare */
+    uv_update_time(loop); /* due times count from now, not from prepare's */
     c0 = cpu_ns();
     t0 = uv_hrtime();
     m0 = mono_ns();

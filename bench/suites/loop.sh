@@ -62,6 +62,14 @@ suite_loop() {
     echo "loop.timer.fire_late_p99.$i: $(med "tlate99.$i") us"
     echo "loop.timer.fire_cpu.$i: $(med "tcpu.$i") ms"
   done
+  cmd_weft=("$w" timer_sparse 1000); cmd_libuv=("$uv" timer_sparse 1000)
+  cmd_libev=("$ev" timer_sparse 1000)
+  loop_collect tsparse "tsptotal tsplate50 tsplate99 tspcpu" "${tm[@]}"
+  for i in "${tm[@]}"; do
+    echo "loop.timer.sparse_late_p50.$i: $(med "tsplate50.$i") us"
+    echo "loop.timer.sparse_late_p99.$i: $(med "tsplate99.$i") us"
+    echo "loop.timer.sparse_cpu.$i: $(med "tspcpu.$i") ms"
+  done
 
   cmd_weft=("$w" pingpong 20000); cmd_libuv=("$uv" pingpong 20000)
   cmd_eventfd=("$out/bench_loop_eventfd" pingpong 20000)
@@ -106,7 +114,8 @@ suite_loop() {
     for m in start stop fire; do
       log "ratio loop.timer.$m $i/weft: $(ratio2 "$(med t$m.$i)" "$(med t$m.weft)")"
     done
-    for m in late50:fire_late_p50 late99:fire_late_p99 cpu:fire_cpu; do
+    for m in late50:fire_late_p50 late99:fire_late_p99 cpu:fire_cpu \
+      splate50:sparse_late_p50 splate99:sparse_late_p99 spcpu:sparse_cpu; do
       log "ratio loop.timer.${m#*:} $i/weft: $(loop_ratio "$(med "t${m%%:*}.$i")" "$(med "t${m%%:*}.weft")")"
     done
   done
