@@ -23,9 +23,11 @@ loop_collect() {
     done
   done
 }
-# a/b, or "n/a" when b is not above zero (a lateness can be 0 or negative).
+# a/b, or "n/a" unless both are above zero (a timer that fires early has
+# a negative lateness, and a ratio of signed figures means nothing).
 loop_ratio() {
-  awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2fx", a/b; else print "n/a"}'
+  awk -v a="$1" -v b="$2" \
+    'BEGIN {if (a > 0 && b > 0) printf "%.2fx", a/b; else print "n/a"}'
 }
 loop_has() { local x=$1; shift; [[ " $* " == *" $x "* ]]; }
 
@@ -106,6 +108,11 @@ suite_loop() {
     echo "loop.offload_rtt_p99.$i: $(med "rtt99.$i") us"
     echo "loop.offload_rtt_cpu.$i: $(med "rttcpu.$i") us"
   done
+  cmd_weft=("$w" offload_rtt_nospin 20000) # the loop's spin off
+  loop_collect rttns "rttns50 rttns99 rttnscpu" weft
+  echo "loop.offload_rtt_nospin_p50.weft: $(med rttns50.weft) us"
+  echo "loop.offload_rtt_nospin_p99.weft: $(med rttns99.weft) us"
+  echo "loop.offload_rtt_nospin_cpu.weft: $(med rttnscpu.weft) us"
 
   # Ratios: peer/weft for lower-is-better figures and weft/peer for
   # jobs/s, so above 1x weft is ahead; against the eventfd floor weft/floor.
