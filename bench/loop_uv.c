@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* bench/loop_uv.c: the `loop` suite's work done with libuv, the same
- * definitions as bench/loop_weft.c; one mode per run, one figure printed
- * (offload_rtt: "p50 p99"):
- *   timer_start N / timer_stop N / timer_fire N / pingpong N (uv_async_send
- *   both ways) / offload N / offload_rtt N (uv_queue_work). */
+ * definitions and the same output lines as bench/loop_weft.c, one mode per
+ * run: timer_start N / timer_stop N / timer_fire N / timer_sparse N
+ * (uv_timer_start, ms) /
+ * pingpong N (uv_async_send both ways) / offload N / offload_rtt N
+ * (uv_queue_work; the threadpool's size is UV_THREADPOOL_SIZE's, default 4).
+ * Requests are the caller's memory, as libuv intends: offload's N in-flight
+ * requests are one array written before the clock, offload_rtt reuses one. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -18,13 +21,19 @@ static uv_loop_t *loop;
 static uv_timer_t *timers;
 static uint64_t *timeouts;
 static long fired;
-static uint64_t t0, t1;
+static uint64_t t0, t1; /* uv_hrtime() */
+static int64_t c0, c1;  /* cpu_ns() */
+static int64_t m0;      /* mono_ns() when the timers start */
+static int64_t *late;   /* per timer: fire time - due time, ns */
 
 static void no_op(uv_timer_t *t) { (void)t; }
 static void on_fire(uv_timer_t *t) {
-  (void)t;
-  if (++fired == n)
+  long i = t - timers;
+  late[i] = mono_ns() - (m0 + (int64_t)timeouts[i] * 1000000);
+  if (++fired == n) {
     t1 = uv_hrtime();
+    c1 = cpu_ns();
+  }
 }
 
 static void prepare(uint64_t lo, uint64_t span) {
@@ -46,6 +55,7 @@ static void a_cb(uv_async_t *h) { (void)h; uv_async_send(&b_async); }
 static void b_cb(uv_async_t *h) {
   if (atomic_fetch_add(&rounds, 1) + 1 == n) {
     t1 = uv_hrtime();
+    c1 = cpu_ns();
     uv_close((uv_handle_t *)h, NULL);
     uv_async_send(&a_async); /* let the loop see the end */
     return;
@@ -54,6 +64,7 @@ static void b_cb(uv_async_t *h) {
 }
 static void *thread_b(void *arg) {
   (void)arg;
+  c0 = cpu_ns();
   t0 = uv_hrtime();
   uv_async_send(&a_async);
   uv_run(&b_loop, UV_RUN_DEFAULT);
@@ -62,38 +73,47 @@ static void *thread_b(void *arg) {
 
 /* offload */
 static long done;
-static uint64_t *rtt;
+static int64_t *rtt;
+static uv_work_t *reqs, one_req;
 static void work(uv_work_t *req) {
   uintptr_t x = (uintptr_t)req->data;
   req->data = (void *)(x * 2654435761u);
 }
 static void after(uv_work_t *req, int status) {
+  (void)req;
   (void)status;
-  free(req);
-  if (++done == n)
+  if (++done == n) {
     t1 = uv_hrtime();
+    c1 = cpu_ns();
+  }
+}
+static void warm_done(uv_work_t *req, int status) {
+  (void)req;
+  (void)status;
+}
+/* One job through the threadpool before the clock: libuv starts its
+ * threads at the first uv_queue_work, weft's pool at its creation. */
+static void warm_up(void) {
+  if (uv_queue_work(loop, &one_req, work, warm_done) != 0)
+    abort();
+  uv_run(loop, UV_RUN_DEFAULT);
 }
 static uint64_t sent_at;
 static void queue_one(void);
 static void after_rtt(uv_work_t *req, int status) {
+  (void)req;
   (void)status;
-  free(req);
-  rtt[done++] = uv_hrtime() - sent_at;
+  rtt[done++] = (int64_t)(uv_hrtime() - sent_at);
   if (done < n)
     queue_one();
+  else
+    c1 = cpu_ns();
 }
 static void queue_one(void) {
-  uv_work_t *req = malloc(sizeof *req);
-  if (req == NULL)
-    abort();
-  req->data = (void *)(uintptr_t)done;
+  one_req.data = (void *)(uintptr_t)done;
   sent_at = uv_hrtime();
-  if (uv_queue_work(loop, req, work, after_rtt) != 0)
+  if (uv_queue_work(loop, &one_req, work, after_rtt) != 0)
     abort();
-}
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return (x > y) - (x < y);
 }
 
 int main(int argc, char **argv) {
@@ -113,16 +133,24 @@ int main(int argc, char **argv) {
     uint64_t c = uv_hrtime();
     printf("%.1f\n",
            (double)(!strcmp(mode, "timer_start") ? b - a : c - b) / (double)n);
-  } else if (!strcmp(mode, "timer_fire")) {
-    prepare(0, 11);
-    uv_update_time(loop); /* due times count from now, not from before prepare */
+  } else if (!strcmp(mode, "timer_fire") || !strcmp(mode, "timer_sparse")) {
+    prepare(0, !strcmp(mode, "timer_fire") ? 11 : 200);
+    late = calloc((size_t)n, sizeof *late);
+    if (late == NULL)
+      abort();
+    uv_update_time(loop); /* due times count from now, not from prepare's */
+    c0 = cpu_ns();
     t0 = uv_hrtime();
+    m0 = mono_ns();
     for (long i = 0; i < n; i++)
       uv_timer_start(&timers[i], on_fire, timeouts[i], 0);
     uv_run(loop, UV_RUN_DEFAULT);
     if (fired != n)
       abort();
-    printf("%.2f\n", (double)(t1 - t0) / 1e6);
+    int64_t p50 = percentile(late, n, 50), p99 = percentile(late, n, 99);
+    printf("%.2f %.1f %.1f %.2f\n", (double)(t1 - t0) / 1e6, (double)p50 / 1e3,
+           (double)p99 / 1e3, (double)(c1 - c0) / 1e6);
+    free(late);
   } else if (!strcmp(mode, "pingpong")) {
     uv_loop_init(&b_loop);
     uv_async_init(loop, &a_async, a_cb);
@@ -135,27 +163,41 @@ int main(int argc, char **argv) {
     uv_close((uv_handle_t *)&a_async, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(&b_loop);
-    printf("%.2f\n", (double)(t1 - t0) / 1e3 / (double)n);
+    if (atomic_load(&rounds) != n)
+      abort();
+    printf("%.2f %.2f\n", (double)(t1 - t0) / 1e3 / (double)n,
+           (double)(c1 - c0) / 1e3 / (double)n);
   } else if (!strcmp(mode, "offload")) {
+    reqs = calloc((size_t)n, sizeof *reqs);
+    if (reqs == NULL)
+      abort();
+    for (long i = 0; i < n; i++) /* written (so faulted in) before the clock */
+      reqs[i].data = (void *)(uintptr_t)i;
+    warm_up();
+    c0 = cpu_ns();
     t0 = uv_hrtime();
-    for (long i = 0; i < n; i++) {
-      uv_work_t *req = malloc(sizeof *req);
-      if (req == NULL)
+    for (long i = 0; i < n; i++)
+      if (uv_queue_work(loop, &reqs[i], work, after) != 0)
         abort();
-      req->data = (void *)(uintptr_t)i;
-      if (uv_queue_work(loop, req, work, after) != 0)
-        abort();
-    }
     uv_run(loop, UV_RUN_DEFAULT);
     if (done != n)
       abort();
-    printf("%.0f\n", (double)n / ((double)(t1 - t0) / 1e9));
+    printf("%.0f %.3f\n", (double)n / ((double)(t1 - t0) / 1e9),
+           (double)(c1 - c0) / 1e3 / (double)n);
+    free(reqs);
   } else if (!strcmp(mode, "offload_rtt")) {
     rtt = calloc((size_t)n, sizeof *rtt);
+    if (rtt == NULL)
+      abort();
+    warm_up();
+    c0 = cpu_ns();
     queue_one();
     uv_run(loop, UV_RUN_DEFAULT);
-    qsort(rtt, (size_t)n, sizeof *rtt, cmp_u64);
-    printf("%.1f %.1f\n", (double)rtt[n / 2] / 1e3, (double)rtt[n * 99 / 100] / 1e3);
+    if (done != n)
+      abort();
+    int64_t p50 = percentile(rtt, n, 50), p99 = percentile(rtt, n, 99);
+    printf("%.1f %.1f %.2f\n", (double)p50 / 1e3, (double)p99 / 1e3,
+           (double)(c1 - c0) / 1e3 / (double)n);
   } else {
     return 2;
   }

@@ -1,13 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /* bench/loop_weft.c: the `loop` suite's work done with weft's loop; one mode
- * per run, each printing one figure (offload_rtt: two):
+ * per run, printing one line of figures (CPU is the whole process's user +
+ * sys over the timed part, all threads):
  *   timer_start N   ns per weft_timer_start (N timers, random 1000..999999 ms)
  *   timer_stop N    ns per weft_timer_stop of those N, in start order
- *   timer_fire N    ms until N timers due over 0..10 ms have all fired
- *   pingpong N      us per round trip thread B -> loop A -> loop B (posts)
- *   offload N       jobs/s: N tiny pool jobs started from the loop, each
- *                   continued on the loop
- *   offload_rtt N   "p50 p99" us: one job at a time, loop -> pool -> loop
+ *   timer_fire N    "total late_p50 late_p99 cpu": ms until N timers due over
+ *                   0..10 ms have all fired, each timer's lateness (fire
+ *                   time minus due time, CLOCK_MONOTONIC) in us, CPU in ms
+ *   timer_sparse N  the same over 0..199 ms (a few timers per ms: how close
+ *                   to its due time each one fires, not the backlog)
+ *   pingpong N      "us cpu_us" per round trip thread B -> loop A -> loop B
+ *                   (posts)
+ *   offload N       "jobs/s cpu_us": N tiny pool jobs started from the loop,
+ *                   each continued on the loop; CPU per job
+ *   offload_rtt N   "p50 p99 cpu_us" us: one job at a time, loop -> pool ->
+ *                   loop; CPU per round trip
  * A mode with "_nospin" appended runs with the loops' adaptive spin off
  * (spin_us -1): every wait for a post sleeps in epoll and is woken.
  * BENCH_POOL_THREADS=N (diagnostics) gives the offload modes' pool N
@@ -52,7 +59,10 @@ static void run_in_loop(weft_loop_fn fn) {
 static weft_timer_t *timers;
 static int64_t *timeouts;
 static long fired;
-static int64_t t0, t1;
+static int64_t t0, t1;  /* weft_now_ns() */
+static int64_t c0, c1;  /* cpu_ns() */
+static int64_t m0;      /* mono_ns() when the timers start */
+static int64_t *late;   /* per timer: fire time - due time, ns */
 
 static void no_op(weft_timer_t *t, int status, void *arg) {
   (void)t;
@@ -62,9 +72,13 @@ static void no_op(weft_timer_t *t, int status, void *arg) {
 
 static void on_fire(weft_timer_t *t, int status, void *arg) {
   (void)t;
-  (void)arg;
-  if (status == 0 && ++fired == n) {
+  long i = (long)(uintptr_t)arg;
+  if (status != 0)
+    return;
+  late[i] = mono_ns() - (m0 + timeouts[i] * 1000000);
+  if (++fired == n) {
     t1 = weft_now_ns();
+    c1 = cpu_ns();
     weft_loop_stop(loop);
   }
 }
@@ -73,7 +87,7 @@ static void prepare_timers(weft_timer_fn fn, int64_t lo, int64_t span) {
   timers = xmalloc((size_t)n * sizeof *timers);
   timeouts = xmalloc((size_t)n * sizeof *timeouts);
   for (long i = 0; i < n; i++) {
-    check(weft_timer_init(loop, &timers[i], fn, NULL));
+    check(weft_timer_init(loop, &timers[i], fn, (void *)(uintptr_t)i));
     timeouts[i] = lo + (int64_t)(rng() % (uint64_t)span);
   }
 }
@@ -104,7 +118,9 @@ static void start_firing(weft_loop_t *l, void *arg, int status) {
   (void)l;
   (void)arg;
   (void)status;
+  c0 = cpu_ns();
   t0 = weft_now_ns();
+  m0 = mono_ns();
   for (long i = 0; i < n; i++)
     weft_timer_start(&timers[i], timeouts[i], 0);
 }
@@ -128,6 +144,7 @@ static void on_b(weft_loop_t *l, void *arg, int status) {
   (void)status;
   if (++rounds == n) {
     t1 = weft_now_ns();
+    c1 = cpu_ns();
     weft_loop_stop(l);
     return;
   }
@@ -137,6 +154,7 @@ static void on_b(weft_loop_t *l, void *arg, int status) {
 static void *thread_b(void *arg) {
   (void)arg;
   check(weft_loop_create(&lopts, &loop_b));
+  c0 = cpu_ns();
   t0 = weft_now_ns();
   check(weft_loop_post(loop, on_a, NULL));
   check(weft_loop_run(loop_b, WEFT_RUN_DEFAULT));
@@ -162,6 +180,7 @@ static weft_result_t count_done(void *arg, weft_future_t *src) {
   (void)src;
   if (++done == n) {
     t1 = weft_now_ns();
+    c1 = cpu_ns();
     weft_loop_stop(loop);
   }
   return weft_ok_int(0);
@@ -179,6 +198,7 @@ static void submit_all(weft_loop_t *l, void *arg, int status) {
   (void)arg;
   (void)status;
   weft_executor_t *ex = weft_loop_executor(l);
+  c0 = cpu_ns();
   t0 = weft_now_ns();
   for (long i = 0; i < n; i++) {
     weft_future_t *f, *c;
@@ -200,10 +220,12 @@ static weft_result_t one_back(void *arg, weft_future_t *src) {
   (void)arg;
   (void)src;
   rtt[done] = weft_now_ns() - sent_at;
-  if (++done == n)
+  if (++done == n) {
+    c1 = cpu_ns();
     weft_loop_stop(loop);
-  else
+  } else {
     submit_one();
+  }
   return weft_ok_int(0);
 }
 static void submit_one(void) {
@@ -218,18 +240,14 @@ static void start_rtt(weft_loop_t *l, void *arg, int status) {
   (void)l;
   (void)arg;
   (void)status;
+  c0 = cpu_ns();
   submit_one();
-}
-
-static int cmp_i64(const void *a, const void *b) {
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-  return (x > y) - (x < y);
 }
 
 int main(int argc, char **argv) {
   if (argc < 3 || (n = atol(argv[2])) <= 0) {
-    fprintf(stderr, "usage: %s timer_start|timer_stop|timer_fire|pingpong|"
-                    "offload|offload_rtt N\n", argv[0]);
+    fprintf(stderr, "usage: %s timer_start|timer_stop|timer_fire|"
+                    "timer_sparse|pingpong|offload|offload_rtt N\n", argv[0]);
     return 2;
   }
   char mode[64];
@@ -244,12 +262,16 @@ int main(int argc, char **argv) {
     prepare_timers(no_op, 1000, 1000000 - 1000);
     run_in_loop(!strcmp(mode, "timer_start") ? timed_start : timed_stop);
     printf("%.1f\n", (double)(t1 - t0) / (double)n);
-  } else if (!strcmp(mode, "timer_fire")) {
-    prepare_timers(on_fire, 0, 11);
+  } else if (!strcmp(mode, "timer_fire") || !strcmp(mode, "timer_sparse")) {
+    prepare_timers(on_fire, 0, !strcmp(mode, "timer_fire") ? 11 : 200);
+    late = xmalloc((size_t)n * sizeof *late);
     run_in_loop(start_firing);
     if (fired != n)
       abort();
-    printf("%.2f\n", (double)(t1 - t0) / 1e6);
+    int64_t p50 = percentile(late, n, 50), p99 = percentile(late, n, 99);
+    printf("%.2f %.1f %.1f %.2f\n", (double)(t1 - t0) / 1e6, (double)p50 / 1e3,
+           (double)p99 / 1e3, (double)(c1 - c0) / 1e6);
+    free(late);
   } else if (!strcmp(mode, "pingpong")) {
     pthread_t b;
     if (pthread_create(&b, NULL, thread_b, NULL) != 0)
@@ -258,7 +280,8 @@ int main(int argc, char **argv) {
     pthread_join(b, NULL);
     if (rounds != n)
       abort();
-    printf("%.2f\n", (double)(t1 - t0) / 1e3 / (double)n);
+    printf("%.2f %.2f\n", (double)(t1 - t0) / 1e3 / (double)n,
+           (double)(c1 - c0) / 1e3 / (double)n);
   } else if (!strcmp(mode, "offload") || !strcmp(mode, "offload_then") ||
              !strcmp(mode, "offload_rtt")) {
     weft_pool_options_t po = {.size = sizeof po};
@@ -270,7 +293,8 @@ int main(int argc, char **argv) {
       run_in_loop(submit_all);
       if (done != n)
         abort();
-      printf("%.0f\n", (double)n / ((double)(t1 - t0) / 1e9));
+      printf("%.0f %.3f\n", (double)n / ((double)(t1 - t0) / 1e9),
+             (double)(c1 - c0) / 1e3 / (double)n);
       if (getenv("BENCH_VERBOSE")) {
         weft_pool_stats_t ps;
         weft_loop_stats_t ls;
@@ -289,9 +313,9 @@ int main(int argc, char **argv) {
       run_in_loop(start_rtt);
       if (done != n)
         abort();
-      qsort(rtt, (size_t)n, sizeof *rtt, cmp_i64);
-      printf("%.1f %.1f\n", (double)rtt[n / 2] / 1e3,
-             (double)rtt[n * 99 / 100] / 1e3);
+      int64_t p50 = percentile(rtt, n, 50), p99 = percentile(rtt, n, 99);
+      printf("%.1f %.1f %.2f\n", (double)p50 / 1e3, (double)p99 / 1e3,
+             (double)(c1 - c0) / 1e3 / (double)n);
     }
     check(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL));
   } else {
