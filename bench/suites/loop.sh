@@ -95,6 +95,12 @@ suite_loop() {
     echo "loop.offload.$i: $(med "loff.$i") jobs/s"
     echo "loop.offload_cpu.$i: $(med "loffcpu.$i") us"
   done
+  if loop_has libuv "${of[@]}"; then
+    cmd_libuv=(env UV_THREADPOOL_SIZE="$np" "$uv" offload_prefaulted 1000000)
+    loop_collect loffp "loffp loffpcpu" libuv
+    echo "loop.offload_prefaulted.libuv: $(med loffp.libuv) jobs/s"
+    echo "loop.offload_prefaulted_cpu.libuv: $(med loffpcpu.libuv) us"
+  fi
   cmd_weft=("$w" offload_then 1000000)
   loop_collect lofft "lofft lofftcpu" weft
   echo "loop.offload_then.weft: $(med lofft.weft) jobs/s"
