@@ -177,7 +177,7 @@ END {
       if (lo > 0 && hi / lo > 30) print "set logscale y" > gp
       else print "set yrange [0:*]" > gp
       print "set offsets 0, 0, graph 0.15, 0" > gp # room for the value labels
-      if (hi >= 10000) print "set format y \"%.3s%c\"" > gp
+      if (hi >= 10000) print "set format y \"%.1s%c\"" > gp
       print "set ylabel \"" (mixed ? "value (unit under each group)" : u0) (lo > 0 && hi / lo > 30 ? ", log scale" : "") "\"" > gp
       # value labels over each bar: bar i of n in a cluster is at
       # x = cluster + (i - (n + 1) / 2) / (n + gap)
@@ -185,7 +185,7 @@ END {
       for (i = 1; i <= nc; i++)
         pl = pl (i > 1 ? "," : "") " \"" id ".dat\" using " (i + 1) ":xtic(1) title columnheader(" (i + 1) ") lc rgb \"" col[cols[i]] "\""
       for (i = 1; i <= nc; i++)
-        pl = pl ", \"" id ".dat\" using ($0 + (" i " - (" nc " + 1) / 2.0) / (" nc " + 1)):" (i + 1) ":($" (i + 1) " >= 10000 ? gprintf(\"%.3s%c\", $" (i + 1) ") : sprintf(\"%.3g\", $" (i + 1) ")) with labels rotate by 90 left offset 0,0.4 font \",8\" notitle"
+        pl = pl ", \"" id ".dat\" using ($0 + (" i " - (" nc " + 1) / 2.0) / (" nc " + 1)):" (i + 1) ":($" (i + 1) " >= 10000 ? gprintf(\"%.2s%c\", $" (i + 1) ") : sprintf(\"%.3g\", $" (i + 1) ")) with labels rotate by 90 left offset 0,0.4 font \",8\" notitle"
       print pl > gp
       close(gp)
       print id "\t" ttl > (tmp "/charts")
