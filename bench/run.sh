@@ -126,7 +126,8 @@ done
 mkdir -p "$out"
 run_all() {
   log "weft bench at $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown), $(nproc) cores, $reps interleaved runs per figure, medians"
-  for suite_name in "${suites[@]}"; do "suite_$suite_name"; done
+  log "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC')"
+  for suite_name in "${suites[@]}"; do log "suite $suite_name"; "suite_$suite_name"; done
 }
 if [ -n "$plot_dir" ]; then
   mkdir -p "$plot_dir"
