@@ -53,12 +53,26 @@ pool   pool.idle_cpu.weft           ms        1 bench_pool_weft idle_cpu @N
 loop   loop.timer.start.weft        ns        1 bench_loop_weft timer_start 1000000
 loop   loop.timer.stop.weft         ns        1 bench_loop_weft timer_stop 1000000
 loop   loop.timer.fire.weft         ms        1 bench_loop_weft timer_fire 100000
+loop   loop.timer.fire_late_p50.weft us       2 bench_loop_weft timer_fire 100000
+loop   loop.timer.fire_late_p99.weft us       3 bench_loop_weft timer_fire 100000
+loop   loop.timer.fire_cpu.weft     ms        4 bench_loop_weft timer_fire 100000
+loop   loop.timer.sparse_late_p50.weft us     2 bench_loop_weft timer_sparse 1000
+loop   loop.timer.sparse_late_p99.weft us     3 bench_loop_weft timer_sparse 1000
+loop   loop.timer.sparse_cpu.weft   ms        4 bench_loop_weft timer_sparse 1000
 loop   loop.post_pingpong.weft      us        1 bench_loop_weft pingpong 20000
+loop   loop.post_pingpong_cpu.weft  us        2 bench_loop_weft pingpong 20000
 loop   loop.post_pingpong_nospin.weft us      1 bench_loop_weft pingpong_nospin 20000
+loop   loop.post_pingpong_nospin_cpu.weft us  2 bench_loop_weft pingpong_nospin 20000
 loop   loop.offload.weft            jobs/s    1 bench_loop_weft offload 1000000
+loop   loop.offload_cpu.weft        us        2 bench_loop_weft offload 1000000
 loop   loop.offload_then.weft       jobs/s    1 bench_loop_weft offload_then 1000000
+loop   loop.offload_then_cpu.weft   us        2 bench_loop_weft offload_then 1000000
 loop   loop.offload_rtt_p50.weft    us        1 bench_loop_weft offload_rtt 20000
 loop   loop.offload_rtt_p99.weft    us        2 bench_loop_weft offload_rtt 20000
+loop   loop.offload_rtt_cpu.weft    us        3 bench_loop_weft offload_rtt 20000
+loop   loop.offload_rtt_nospin_p50.weft us    1 bench_loop_weft offload_rtt_nospin 20000
+loop   loop.offload_rtt_nospin_p99.weft us    2 bench_loop_weft offload_rtt_nospin 20000
+loop   loop.offload_rtt_nospin_cpu.weft us    3 bench_loop_weft offload_rtt_nospin 20000
 net    net.echo.c1.rps.weft         rt/s      1 net 1
 net    net.echo.c1.cpu_us.weft      us        2 net 1
 net    net.echo.c100.rps.weft       rt/s      1 net 100
