@@ -42,15 +42,21 @@ suite_pool() {
   fi
   build_c bench_pool_naive "$here/pool_naive.c" && off+=(naive)
 
+  # Both OpenMP runtimes run with their defaults, whatever the caller's
+  # environment says: the thread count comes from the command line
+  # (omp_set_num_threads), the wait policy is each runtime's own.
+  local omp_env=(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT -u OMP_DYNAMIC
+    -u OMP_WAIT_POLICY -u OMP_PROC_BIND -u OMP_PLACES -u GOMP_SPINCOUNT
+    -u KMP_BLOCKTIME -u KMP_AFFINITY -u KMP_LIBRARY)
   for t in 1 "$n"; do
     cmd_weft=("$w" fib "$t" 32); cmd_tbb=("$out/bench_pool_tbb" fib "$t" 32)
-    cmd_omp=("$out/bench_pool_omp" fib "$t" 32)
-    cmd_omp_llvm=("$out/bench_pool_omp_llvm" fib "$t" 32)
+    cmd_omp=("${omp_env[@]}" "$out/bench_pool_omp" fib "$t" 32)
+    cmd_omp_llvm=("${omp_env[@]}" "$out/bench_pool_omp_llvm" fib "$t" 32)
     collect "fib$t" "${fj[@]}"
     for i in "${fj[@]}"; do echo "fib.${t}t.$i: $(med fib$t.$i) ns/task"; done
     cmd_weft=("$w" skynet "$t"); cmd_tbb=("$out/bench_pool_tbb" skynet "$t")
-    cmd_omp=("$out/bench_pool_omp" skynet "$t")
-    cmd_omp_llvm=("$out/bench_pool_omp_llvm" skynet "$t")
+    cmd_omp=("${omp_env[@]}" "$out/bench_pool_omp" skynet "$t")
+    cmd_omp_llvm=("${omp_env[@]}" "$out/bench_pool_omp_llvm" skynet "$t")
     collect "sky$t" "${fj[@]}"
     for i in "${fj[@]}"; do echo "skynet.${t}t.$i: $(med sky$t.$i) ms"; done
   done
