@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* bench/pool_naive.c: offload through the hand-rolled pool a C programmer
  * writes first: one mutex + condition variable queue, one worker per core;
- * one outside thread submits n small jobs. By default each finished job is
- * handed back to the submitting thread on a second mutex + condition
- * variable queue, and that thread, once it has submitted everything, drains
- * it and counts (the hop libuv's after_work_cb makes to its loop);
- * `inline` as argv[2] counts on the worker instead. Prints jobs/s.
- * Usage: bench_pool_naive N [inline] */
+ * one outside thread runs n small jobs on it. By default it submits a
+ * window of them (argv[2], 65536 if absent), each finished job is handed
+ * back to it on a second mutex + condition variable queue, and that thread,
+ * once the window is submitted, drains it, counts, and submits the next job
+ * in the finished one's memory (the hop libuv's after_work_cb makes to its
+ * loop, and its recycled requests); `inline` as argv[2] submits all n at
+ * once and counts on the worker instead. Prints jobs/s.
+ * Usage: bench_pool_naive N [WINDOW | inline] */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
@@ -37,7 +39,20 @@ static pthread_mutex_t back_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t back_cv = PTHREAD_COND_INITIALIZER;
 static job_t *back;
 static int back_waiting;
-static long back_counted;
+static long back_counted, issued;
+
+static void submit(job_t *j) {
+  j->next = NULL;
+  j->x = (uintptr_t)issued++;
+  pthread_mutex_lock(&mu);
+  if (tail)
+    tail->next = j;
+  else
+    head = j;
+  tail = j;
+  pthread_cond_signal(&cv);
+  pthread_mutex_unlock(&mu);
+}
 
 static void hand_back(job_t *j) {
   pthread_mutex_lock(&back_mu);
@@ -61,8 +76,11 @@ static void drain_back(long n) {
     pthread_mutex_unlock(&back_mu);
     while (j != NULL) {
       job_t *next = j->next;
-      free(j);
       back_counted++;
+      if (issued < n)
+        submit(j); /* recycle it for the next job */
+      else
+        free(j);
       j = next;
     }
     pthread_mutex_lock(&back_mu);
@@ -104,6 +122,9 @@ static void *worker(void *arg) {
 int main(int argc, char **argv) {
   long n = argc > 1 ? atol(argv[1]) : 1000000;
   int use_inline = argc > 2 && !strcmp(argv[2], "inline");
+  long window = use_inline ? n : argc > 2 ? atol(argv[2]) : 65536;
+  if (n < 1 || window < 1)
+    return 2;
   total = n;
   long nw = sysconf(_SC_NPROCESSORS_ONLN);
   pthread_t th[256];
@@ -113,19 +134,12 @@ int main(int argc, char **argv) {
     pthread_create(&th[i], NULL, worker, NULL);
   struct timespec a, b;
   clock_gettime(CLOCK_MONOTONIC, &a);
-  for (long i = 0; i < n; i++) {
+  while (issued < n && issued < window) {
     job_t *j = malloc(sizeof(*j));
-    j->next = NULL;
-    j->x = (uintptr_t)i;
+    if (j == NULL)
+      abort();
     j->done = use_inline ? count_done : hand_back;
-    pthread_mutex_lock(&mu);
-    if (tail)
-      tail->next = j;
-    else
-      head = j;
-    tail = j;
-    pthread_cond_signal(&cv);
-    pthread_mutex_unlock(&mu);
+    submit(j);
   }
   if (use_inline) {
     pthread_mutex_lock(&done_mu); /* block until the last completion */

@@ -69,12 +69,13 @@ static weft_result_t skynet(weft_job_t *job, void *arg) {
   return weft_ok_int(sum);
 }
 
-/* offload: one outside thread submits n small jobs, then waits for their
- * completions. In "offload" and "offload_then" each completion is handed
- * back to the submitting thread through `drain`, an executor that thread
- * drains once it has submitted everything (as libuv's loop runs every
- * after_work_cb on its own thread); "offload_inline" counts on the worker
- * that settles the job's future (weft_executor_inline()). */
+/* offload: one outside thread runs n small jobs on the pool. In "offload"
+ * and "offload_then" it submits a window of them, and each completion is
+ * handed back to it through `drain`, an executor it drains once the window
+ * is submitted (as libuv's loop runs every after_work_cb on its own
+ * thread); each completion counts and submits the next job until n have
+ * been. "offload_inline" submits all n at once and counts on the worker
+ * that settles each job's future (weft_executor_inline()). */
 static long completed;             /* counted on the submitting thread */
 static atomic_long completed_any;  /* offload_inline: counted on workers */
 static long offload_n;             /* completions expected */
@@ -84,16 +85,37 @@ static weft_result_t small_job(weft_job_t *job, void *arg) {
   uintptr_t x = (uintptr_t)arg;
   return weft_ok_int((intptr_t)(x * 2654435761u));
 }
+static long issued;                /* jobs submitted so far */
+static weft_executor_t *offload_ex;
+static int offload_then;           /* weft_future_then, not _watch */
+static void submit_next(void);
 static weft_result_t count_done(void *arg, weft_future_t *src) {
   (void)arg;
   (void)src;
   completed++;
+  if (issued < offload_n)
+    submit_next();
   return weft_ok_int(0);
 }
 static void count_watched(void *arg, weft_future_t *src) {
-  (void)arg;
-  (void)src;
-  completed++;
+  (void)count_done(arg, src);
+}
+static void count_inline(void *arg, weft_future_t *src);
+/* Submit job number `issued` with its continuation on offload_ex. */
+static void submit_next(void) {
+  weft_future_t *f, *c = NULL;
+  int inl = offload_ex == weft_executor_inline();
+  if (weft_pool_submit(pool, small_job, (void *)(uintptr_t)issued++, NULL,
+                       &f) != 0 ||
+      (offload_then ? weft_future_then(f, offload_ex, count_done, NULL, &c)
+                    : weft_future_watch(f, offload_ex,
+                                        inl ? count_inline : count_watched,
+                                        NULL, NULL)) != 0)
+    abort();
+  if (c != NULL) { /* then: both handles are ours; watch took f's */
+    weft_future_release(f);
+    weft_future_release(c);
+  }
 }
 static void count_inline(void *arg, weft_future_t *src) {
   (void)arg;
@@ -206,34 +228,26 @@ int main(int argc, char **argv) {
     /* offload, offload_inline: the continuation is a weft_future_watch
      * (nobody reads a derived future here); offload_then: a
      * weft_future_then, its derived future released unread */
-    int use_then = !strcmp(mode, "offload_then");
     int use_inline = !strcmp(mode, "offload_inline");
     long n = argc > 3 ? atol(argv[3]) : 1000000;
+    long window = use_inline ? n : argc > 4 ? atol(argv[4]) : 65536;
     weft_future_t *done = NULL;
+    if (n < 1 || window < 1)
+      return 2;
     offload_n = n;
+    offload_then = !strcmp(mode, "offload_then");
     drain.ex.ops = &drain_ops;
     pthread_mutex_init(&drain.mu, NULL);
     pthread_cond_init(&drain.cv, NULL);
-    weft_executor_t *ex = use_inline ? weft_executor_inline() : &drain.ex;
+    offload_ex = use_inline ? weft_executor_inline() : &drain.ex;
     if (use_inline && weft_promise_create(&all_done, &done) != 0)
       abort();
     int64_t t0 = weft_now_ns();
-    for (long i = 0; i < n; i++) {
-      weft_future_t *c = NULL;
-      if (weft_pool_submit(pool, small_job, (void *)(uintptr_t)i, NULL, &f) != 0 ||
-          (use_then ? weft_future_then(f, ex, count_done, NULL, &c)
-                    : weft_future_watch(f, ex, use_inline ? count_inline
-                                                          : count_watched,
-                                        NULL, NULL)) != 0)
-        abort();
-      if (c != NULL) { /* then: both handles are ours; watch took f's */
-        weft_future_release(f);
-        weft_future_release(c);
-      }
-    }
-    /* the submitting thread then runs the completions handed back to it,
-     * as libuv's loop does after_work; inline, it blocks until the last
-     * completion has run on a worker */
+    while (issued < n && issued < window)
+      submit_next();
+    /* the submitting thread then runs the completions handed back to it
+     * (each submitting the next job), as libuv's loop runs after_work;
+     * inline, it blocks until the last completion has run on a worker */
     if (use_inline) {
       if (weft_future_await(done, WEFT_FOREVER) != 0 ||
           atomic_load(&completed_any) != n)
