@@ -1,6 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* bench/pool_omp.c: fib and skynet with OpenMP tasks (gcc's libgomp), the
- * same shape as weft's: every call a task, no cutoff. */
+/* bench/pool_omp.c: fib and skynet with OpenMP tasks, the same shape as
+ * weft's: every call a task, no cutoff. Built twice: gcc -fopenmp (libgomp)
+ * and clang -fopenmp=libomp (LLVM's libomp). The thread count is argv[2]
+ * through omp_set_num_threads, which overrides OMP_NUM_THREADS; the wait
+ * policy is each runtime's default. Before the clock an untimed parallel
+ * region runs fib(22), the warm-up every runtime runs, so the team's
+ * threads exist and are ready. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +46,12 @@ int main(int argc, char **argv) {
   if (argc < 3)
     return 2;
   omp_set_num_threads(atoi(argv[2]));
-  long n = argc > 3 ? atol(argv[3]) : 32, r = 0;
+  long n = argc > 3 ? atol(argv[3]) : 32, r = 0, w = 0;
+#pragma omp parallel
+#pragma omp single
+  w = fib(22);
+  if (w != 17711)
+    abort();
   double t0 = omp_get_wtime();
   int is_fib = !strcmp(argv[1], "fib");
 #pragma omp parallel

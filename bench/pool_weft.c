@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* bench/pool_weft.c: the `pool` suite's work done with weft's pool; prints
- * one number per mode: fib, skynet, offload, idle_cpu. */
+ * one number per mode: fib, skynet, offload, offload_then, offload_inline,
+ * idle_cpu. fib and skynet first run an untimed fib(WARM_FIB) on the pool,
+ * as every peer does, so that the clock sees no thread start. */
 #define _GNU_SOURCE
 #include <weft.h>
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,31 +69,123 @@ static weft_result_t skynet(weft_job_t *job, void *arg) {
   return weft_ok_int(sum);
 }
 
-/* offload: one outside thread submits n small jobs; each job's future has a
- * continuation that counts completions. */
-static atomic_long completed;
+/* offload: one outside thread runs n small jobs on the pool. In "offload"
+ * and "offload_then" it submits a window of them, and each completion is
+ * handed back to it through `drain`, an executor it drains once the window
+ * is submitted (as libuv's loop runs every after_work_cb on its own
+ * thread); each completion counts and submits the next job until n have
+ * been. "offload_inline" submits all n at once and counts on the worker
+ * that settles each job's future (weft_executor_inline()). */
+static long completed;             /* counted on the submitting thread */
+static atomic_long completed_any;  /* offload_inline: counted on workers */
 static long offload_n;             /* completions expected */
-static weft_promise_t *all_done;   /* fulfilled by the last completion */
-static void count_one(void) {
-  if (atomic_fetch_add_explicit(&completed, 1, memory_order_acq_rel) + 1 ==
-      offload_n)
-    weft_promise_fulfil_int(all_done, 0);
-}
+static weft_promise_t *all_done;   /* offload_inline: the last completion */
 static weft_result_t small_job(weft_job_t *job, void *arg) {
   (void)job;
   uintptr_t x = (uintptr_t)arg;
   return weft_ok_int((intptr_t)(x * 2654435761u));
 }
+static long issued;                /* jobs submitted so far */
+static weft_executor_t *offload_ex;
+static int offload_then;           /* weft_future_then, not _watch */
+static void submit_next(void);
 static weft_result_t count_done(void *arg, weft_future_t *src) {
   (void)arg;
   (void)src;
-  count_one();
+  completed++;
+  if (issued < offload_n)
+    submit_next();
   return weft_ok_int(0);
 }
 static void count_watched(void *arg, weft_future_t *src) {
+  (void)count_done(arg, src);
+}
+static void count_inline(void *arg, weft_future_t *src);
+/* Submit job number `issued` with its continuation on offload_ex. */
+static void submit_next(void) {
+  weft_future_t *f, *c = NULL;
+  int inl = offload_ex == weft_executor_inline();
+  if (weft_pool_submit(pool, small_job, (void *)(uintptr_t)issued++, NULL,
+                       &f) != 0 ||
+      (offload_then ? weft_future_then(f, offload_ex, count_done, NULL, &c)
+                    : weft_future_watch(f, offload_ex,
+                                        inl ? count_inline : count_watched,
+                                        NULL, NULL)) != 0)
+    abort();
+  if (c != NULL) { /* then: both handles are ours; watch took f's */
+    weft_future_release(f);
+    weft_future_release(c);
+  }
+}
+static void count_inline(void *arg, weft_future_t *src) {
   (void)arg;
   (void)src;
-  count_one();
+  if (atomic_fetch_add_explicit(&completed_any, 1, memory_order_acq_rel) + 1 ==
+      offload_n)
+    weft_promise_fulfil_int(all_done, 0);
+}
+
+/* drain: a queue of tasks for one owning thread. Any thread pushes onto a
+ * lock-free stack and wakes the owner only when it sleeps; the owner takes
+ * the whole stack at once and runs it in push order. */
+static struct {
+  weft_executor_t ex;
+  _Atomic(weft_task_t *) head;
+  atomic_int sleeping;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+} drain;
+static int drain_submit(weft_executor_t *ex, weft_task_t *t) {
+  (void)ex;
+  weft_task_t *h = atomic_load_explicit(&drain.head, memory_order_relaxed);
+  do
+    t->next = h;
+  while (!atomic_compare_exchange_weak_explicit(
+      &drain.head, &h, t, memory_order_seq_cst, memory_order_relaxed));
+  if (atomic_load(&drain.sleeping)) { /* seq_cst pairs with the owner's */
+    pthread_mutex_lock(&drain.mu);
+    pthread_cond_signal(&drain.cv);
+    pthread_mutex_unlock(&drain.mu);
+  }
+  return 0;
+}
+static const weft_executor_ops_t drain_ops = {sizeof(drain_ops), "drain",
+                                              drain_submit, NULL};
+/* Run the drained tasks on the calling (owning) thread until *count == n. */
+static void drain_until(const long *count, long n) {
+  while (*count < n) {
+    weft_task_t *t = atomic_exchange(&drain.head, NULL), *rev = NULL;
+    if (t == NULL) {
+      pthread_mutex_lock(&drain.mu);
+      atomic_store(&drain.sleeping, 1);
+      while (atomic_load(&drain.head) == NULL)
+        pthread_cond_wait(&drain.cv, &drain.mu);
+      atomic_store(&drain.sleeping, 0);
+      pthread_mutex_unlock(&drain.mu);
+      continue;
+    }
+    while (t != NULL) { /* the stack is newest first: reverse it */
+      weft_task_t *next = t->next;
+      t->next = rev;
+      rev = t;
+      t = next;
+    }
+    while (rev != NULL) {
+      weft_task_t *next = rev->next;
+      rev->run(rev);
+      rev = next;
+    }
+  }
+}
+
+/* The untimed warm-up every runtime runs before its clock starts. */
+#define WARM_FIB 22
+static void warm_up(void) {
+  weft_future_t *f;
+  if (weft_pool_submit(pool, fib, (void *)(intptr_t)WARM_FIB, NULL, &f) != 0 ||
+      weft_future_await(f, WEFT_FOREVER) != 0 || weft_future_int(f) != 17711)
+    abort();
+  weft_future_release(f);
 }
 
 static double cpu_ms(void) {
@@ -108,6 +203,7 @@ int main(int argc, char **argv) {
   pool = start(threads);
   weft_future_t *f;
   if (!strcmp(mode, "fib")) {
+    warm_up();
     long n = argc > 3 ? atol(argv[3]) : 32;
     int64_t t0 = weft_now_ns();
     weft_pool_submit(pool, fib, (void *)(intptr_t)n, NULL, &f);
@@ -118,6 +214,7 @@ int main(int argc, char **argv) {
     printf("%.1f\n", (double)(t1 - t0) / (double)fib_calls(n));
     weft_future_release(f);
   } else if (!strcmp(mode, "skynet")) {
+    warm_up();
     int64_t t0 = weft_now_ns();
     weft_pool_submit(pool, skynet, (void *)(uintptr_t)6, NULL, &f);
     weft_future_await(f, WEFT_FOREVER);
@@ -126,37 +223,48 @@ int main(int argc, char **argv) {
       abort();
     printf("%.1f\n", (double)(t1 - t0) / 1e6);
     weft_future_release(f);
-  } else if (!strcmp(mode, "offload") || !strcmp(mode, "offload_then")) {
-    /* offload: the continuation is a weft_future_watch (nobody reads a
-     * derived future here); offload_then: a weft_future_then */
-    int use_then = !strcmp(mode, "offload_then");
+  } else if (!strcmp(mode, "offload") || !strcmp(mode, "offload_then") ||
+             !strcmp(mode, "offload_inline")) {
+    /* offload, offload_inline: the continuation is a weft_future_watch
+     * (nobody reads a derived future here); offload_then: a
+     * weft_future_then, its derived future released unread */
+    int use_inline = !strcmp(mode, "offload_inline");
     long n = argc > 3 ? atol(argv[3]) : 1000000;
-    weft_future_t *done;
+    long window = use_inline ? n : argc > 4 ? atol(argv[4]) : 65536;
+    weft_future_t *done = NULL;
+    if (n < 1 || window < 1)
+      return 2;
     offload_n = n;
-    if (weft_promise_create(&all_done, &done) != 0)
+    offload_then = !strcmp(mode, "offload_then");
+    drain.ex.ops = &drain_ops;
+    pthread_mutex_init(&drain.mu, NULL);
+    pthread_cond_init(&drain.cv, NULL);
+    offload_ex = use_inline ? weft_executor_inline() : &drain.ex;
+    if (use_inline && weft_promise_create(&all_done, &done) != 0)
       abort();
     int64_t t0 = weft_now_ns();
-    for (long i = 0; i < n; i++) {
-      weft_future_t *c = NULL;
-      if (weft_pool_submit(pool, small_job, (void *)(uintptr_t)i, NULL, &f) != 0 ||
-          (use_then ? weft_future_then(f, weft_executor_inline(), count_done,
-                                       NULL, &c)
-                    : weft_future_watch(f, weft_executor_inline(),
-                                        count_watched, NULL, NULL)) != 0)
+    while (issued < n && issued < window)
+      submit_next();
+    /* the submitting thread then runs the completions handed back to it
+     * (each submitting the next job), as libuv's loop runs after_work;
+     * inline, it blocks until the last completion has run on a worker */
+    if (use_inline) {
+      if (weft_future_await(done, WEFT_FOREVER) != 0 ||
+          atomic_load(&completed_any) != n)
         abort();
-      if (c != NULL) { /* then: both handles are ours; watch took f's */
-        weft_future_release(f);
-        weft_future_release(c);
-      }
+    } else {
+      drain_until(&completed, n);
     }
-    /* the submitting thread blocks until the last continuation has run, as
-     * libuv's loop blocks in epoll until its last after_work */
-    if (weft_future_await(done, WEFT_FOREVER) != 0 ||
-        atomic_load(&completed) != n)
-      abort();
     int64_t t1 = weft_now_ns();
-    weft_future_release(done);
-    weft_promise_release(all_done);
+    if (use_inline) {
+      weft_future_release(done);
+      weft_promise_release(all_done);
+    }
+    if ((use_inline ? atomic_load(&completed_any) : completed) != n) {
+      fprintf(stderr, "pool_weft: %s: %ld of %ld completions\n", mode,
+              use_inline ? atomic_load(&completed_any) : completed, n);
+      return 1;
+    }
     printf("%.0f\n", (double)n / ((double)(t1 - t0) / 1e9));
     if (getenv("BENCH_VERBOSE")) {
       weft_pool_stats_t st;
