@@ -47,8 +47,9 @@ pool   fib.1t.weft                  ns/task   1 bench_pool_weft fib 1 32
 pool   skynet.1t.weft               ms        1 bench_pool_weft skynet 1
 pool   fib.@Nt.weft                 ns/task   1 bench_pool_weft fib @N 32
 pool   skynet.@Nt.weft              ms        1 bench_pool_weft skynet @N
-pool   pool.offload.weft            jobs/s    1 bench_pool_weft offload @N 1000000
-pool   pool.offload_then.weft       jobs/s    1 bench_pool_weft offload_then @N 1000000
+pool   pool.offload.weft            jobs/s    1 bench_pool_weft offload @N 1000000 65536
+pool   pool.offload_inline.weft     jobs/s    1 bench_pool_weft offload_inline @N 1000000
+pool   pool.offload_then.weft       jobs/s    1 bench_pool_weft offload_then @N 1000000 65536
 pool   pool.idle_cpu.weft           ms        1 bench_pool_weft idle_cpu @N
 loop   loop.timer.start.weft        ns        1 bench_loop_weft timer_start 1000000
 loop   loop.timer.stop.weft         ns        1 bench_loop_weft timer_stop 1000000
