@@ -1500,9 +1500,12 @@ static void end_round(world_t *w) {
       x->handles--;
     }
   }
-  /* watches: ran (or arg_dtor) exactly once, after everything settled */
-  for (int j = 0; j < w->nconts; j++)
-    free(w->conts[j]);
+  /* watches: ran (or arg_dtor) exactly once, after everything settled.
+   * After a failed check the round stopped before that was known: a job or
+   * continuation may still run and use its record, so leave them. */
+  if (!atomic_load(&w->env->failed))
+    for (int j = 0; j < w->nconts; j++)
+      free(w->conts[j]);
   w->nconts = 0;
   w->nnode = 0;
 }
