@@ -34,8 +34,12 @@ static inline uint32_t load_word(const struct weft_future *f,
   return atomic_load_explicit(&((struct weft_future *)f)->word, mo);
 }
 
+/* A claimed settle shows once published, but a claimed cancel at once: it
+ * has no value to write, and a settle that lost to it (WEFT_ECANCELED) must
+ * not then read the future pending. */
 static inline uint32_t visible_state(uint32_t w) {
-  return (w & WEFT__BUSY) ? WEFT_PENDING : (w & WEFT__ST_MASK);
+  uint32_t st = w & WEFT__ST_MASK;
+  return ((w & WEFT__BUSY) && st != WEFT_CANCELLED) ? WEFT_PENDING : st;
 }
 
 uint32_t weft__state(const struct weft_future *f) {

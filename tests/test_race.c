@@ -61,12 +61,17 @@ static void fc_setup(long r) {
   weft_promise_create(&P, &F);
   weft_promise_on_cancel(P, hook, NULL);
 }
+static atomic_long lost_unseen; /* lost to a cancel, then read pending */
 static void fc_fulfil(long r) {
   (void)r;
   void *v = malloc(8);
   fulfil_rc = weft_promise_fulfil(P, v, dtor);
   if (fulfil_rc != 0)
     free(v); /* lost: still ours */
+  if (fulfil_rc == WEFT_ECANCELED &&
+      (weft_promise_is_cancelled(P) != 1 ||
+       weft_future_state(F) != WEFT_CANCELLED))
+    atomic_fetch_add(&lost_unseen, 1);
 }
 static void fc_cancel(long r) {
   (void)r;
@@ -90,9 +95,11 @@ static void test_fulfil_vs_cancel(void) {
   atomic_store(&fulfil_wins, 0);
   atomic_store(&cancel_wins, 0);
   atomic_store(&bad_rounds, 0);
+  atomic_store(&lost_unseen, 0);
   race_t rc = {fc_setup, {fc_fulfil, fc_cancel}, fc_check, {0}};
   run_race(&rc);
   EXPECT_EQ(atomic_load(&bad_rounds), 0);
+  EXPECT_EQ(atomic_load(&lost_unseen), 0);
   EXPECT_EQ(atomic_load(&fulfil_wins) + atomic_load(&cancel_wins), ROUNDS);
   EXPECT_EQ(atomic_load(&hooks), atomic_load(&cancel_wins));
   EXPECT_EQ(atomic_load(&dtors), atomic_load(&fulfil_wins));
