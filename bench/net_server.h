@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* bench/net_server.h: what the peer echo servers of `bench/run.sh net`
- * (net_epoll.c, net_ev.c, net_uv.c) share: the command line, the
+ * (net_epoll.c, net_ev.c, net_uv.c, net_uring.c) share: the command line, the
  * measurement window and its output, and a listening socket.
  *
  * Usage of each: <server> <conns>. It listens on 127.0.0.1 port 0 and
