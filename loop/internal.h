@@ -165,6 +165,8 @@ struct weft_loop {
                    * woke a pool worker, or a spin found its CPU shared) */
   long nivcsw;     /* the loop thread's involuntary switches, last seen */
   unsigned shared_streak; /* spins in a row that found the CPU shared */
+  unsigned dear;          /* spin hits in a row later than SPIN_CHEAP_NS */
+  unsigned dear_streak;   /* back-offs in a row for dear hits (loop.c) */
   _Atomic uint64_t spins, spin_hits;
   /* timers */
   weft__heap_entry_t *heap;

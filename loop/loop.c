@@ -38,7 +38,8 @@ weft_loop_t *weft_loop_current(void) { return weft__tl_loop; }
 /* the adaptive spin before sleeping (see the comment above cpu_relax) */
 enum { SPIN_FIRST_NS = 4000, SPIN_DEFAULT_NS = 50000, SPIN_CHECKS = 16,
        SPIN_QUIET = 16, SPIN_SHARED_MAX = 4, SPIN_MISS = 4,
-       SPIN_CREDIT_MAX = 16, SPIN_READERS_MAX = 4 };
+       SPIN_CREDIT_MAX = 16, SPIN_READERS_MAX = 4, SPIN_CHEAP_NS = 10000,
+       SPIN_DEAR_HITS = 8, SPIN_DEAR_QUIET = 64, SPIN_DEAR_MAX = 6 };
 
 /* ---- cross-thread queue ---- */
 
@@ -487,7 +488,18 @@ static void drain_wake_fd(weft_loop_t *loop) {
  * sleep gathers them in batches, and a spin would poll them in ones and
  * twos (at 100 echo connections, in a run where the server was not quite
  * saturated: 0.6 polls per round trip, and 4% more CPU per round trip
- * than without the spin). */
+ * than without the spin).
+ * A spin costs its CPU whether it hits or not, so it pays only where
+ * work comes back about as soon as a sleep and wake-up would cost the
+ * loop thread. SPIN_CHEAP_NS is some twice that cost on a VM: a spin
+ * that hits within it spends at most about twice the sleep it saves, and
+ * loops spinning for each other stay well inside it. Hits that keep
+ * coming later (SPIN_DEAR_HITS in a row: a client on another CPU whose
+ * own wake-up sets the pace, as in an echo at one connection) buy
+ * latency with more CPU per event than sleeping; the loop then keeps
+ * quiet for SPIN_DEAR_QUIET waits, doubling each time it happens again
+ * (up to SPIN_DEAR_QUIET << SPIN_DEAR_MAX), and starts the spin again
+ * from nothing. */
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -583,6 +595,27 @@ static void spin_adapt(weft_loop_t *loop, int64_t idle, bool by_work,
   }
 }
 
+/* A spin hit after `ns` of spinning: dearer than a sleep (SPIN_CHEAP_NS)
+ * SPIN_DEAR_HITS times in a row, the loop keeps quiet for a while, longer
+ * each time in a row, and starts the spin again from nothing; a cheap hit
+ * ends the streak. */
+static void spin_cost(weft_loop_t *loop, int64_t ns) {
+  if (ns <= SPIN_CHEAP_NS) {
+    loop->dear = 0;
+    loop->dear_streak = 0;
+    return;
+  }
+  if (++loop->dear < SPIN_DEAR_HITS)
+    return;
+  loop->dear = 0;
+  unsigned q = SPIN_DEAR_QUIET << loop->dear_streak;
+  if (loop->quiet < q)
+    loop->quiet = q;
+  if (loop->dear_streak < SPIN_DEAR_MAX)
+    loop->dear_streak++;
+  loop->spin_ns = 0;
+}
+
 /* Nanoseconds until `due` (0 when past). */
 static int64_t ns_until(int64_t due) {
   int64_t d = due - weft_now_ns();
@@ -646,7 +679,8 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
      * needs a CPU, and a loop feeding a pool does it again soon. */
     if (weft__tl_pool_wakes != loop->pool_wakes_seen) {
       loop->pool_wakes_seen = weft__tl_pool_wakes;
-      loop->quiet = SPIN_QUIET;
+      if (loop->quiet < SPIN_QUIET)
+        loop->quiet = SPIN_QUIET;
     } else if (loop->quiet > 0) {
       loop->quiet--;
     }
@@ -670,7 +704,9 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
         if (cpu_shared(loop)) {
           /* keep quiet, longer each time in a row (up to 256 waits), and
            * start the spin again from nothing */
-          loop->quiet = SPIN_QUIET << loop->shared_streak;
+          unsigned q = SPIN_QUIET << loop->shared_streak;
+          if (loop->quiet < q)
+            loop->quiet = q;
           if (loop->shared_streak < SPIN_SHARED_MAX)
             loop->shared_streak++;
           loop->spin_ns = 0;
@@ -682,6 +718,7 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
       if (met != SPUN_NOTHING) {
         weft__loop_count(&loop->spin_hits);
         spin_credit_add(loop, 1);
+        spin_cost(loop, weft_now_ns() - idle);
         timeout = 0; /* no sleep: the work runs in this iteration */
         idle = 0;    /* and the spin stays as it is */
         polled = met == SPUN_EVENTS;

@@ -79,7 +79,13 @@ typedef struct weft_loop_options {
    * a pool does not spin for 16 waits after it wakes a parked worker, nor
    * while workers are awake on every CPU: the worker needs the CPU the
    * spin would hold (measured on 2 CPUs, a loop spinning regardless did
-   * 31% fewer 40 us jobs). A spin never outlasts the next timer. See
+   * 31% fewer 40 us jobs). Nor does it keep spinning when the work it
+   * meets keeps coming later than about 10 us (8 times in a row): a sleep
+   * and wake-up costs the loop less CPU than such a spin (a few us), so it
+   * then sleeps for 64 waits, doubling up to 4096 while it keeps
+   * happening: the spin is for work that comes back within microseconds
+   * (loops and threads answering each other), not for a peer whose own
+   * wake-up sets the pace. A spin never outlasts the next timer. See
    * docs/loop.md. Errors: over 1,000,000 (one second) is WEFT_EINVAL. */
   int spin_us;
   void *reserved[3];
