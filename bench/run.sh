@@ -124,8 +124,11 @@ for s in "${suites[@]}"; do
   fi
 done
 mkdir -p "$out"
+# (before --plot's output lands in the tree: a run into docs/bench would
+# otherwise call its own commit dirty)
+commit=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
 run_all() {
-  log "weft bench at $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown), $(nproc) cores, $reps interleaved runs per figure, medians"
+  log "weft bench at $commit, $(nproc) cores, $reps interleaved runs per figure, medians"
   log "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC')"
   for suite_name in "${suites[@]}"; do log "suite $suite_name"; "suite_$suite_name"; done
 }
