@@ -10,6 +10,7 @@
  * jobs inside it too), offload_rtt reuses one. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,34 @@ static void warm_up(void) {
     abort();
   uv_run(loop, UV_RUN_DEFAULT);
 }
+/* offload: n requests in flight at once. The requests' memory is inside
+ * the clock, as weft's jobs' is (one allocation for all, the cheapest way
+ * to have n requests in flight), or with `prefaulted` allocated and
+ * written before it: libuv's cost with its memory already paid for. */
+static void offload(bool prefaulted) {
+  if (prefaulted && (reqs = calloc((size_t)n, sizeof *reqs)) == NULL)
+    abort();
+  for (long i = 0; prefaulted && i < n; i++)
+    reqs[i].data = (void *)(uintptr_t)i;
+  warm_up();
+  c0 = cpu_ns();
+  t0 = uv_hrtime();
+  if (!prefaulted && (reqs = calloc((size_t)n, sizeof *reqs)) == NULL)
+    abort();
+  for (long i = 0; i < n; i++) {
+    if (!prefaulted)
+      reqs[i].data = (void *)(uintptr_t)i;
+    if (uv_queue_work(loop, &reqs[i], work, after) != 0)
+      abort();
+  }
+  uv_run(loop, UV_RUN_DEFAULT);
+  if (done != n)
+    abort();
+  printf("%.0f %.3f\n", (double)n / ((double)(t1 - t0) / 1e9),
+         (double)(c1 - c0) / 1e3 / (double)n);
+  free(reqs);
+}
+
 static uint64_t sent_at;
 static void queue_one(void);
 static void after_rtt(uv_work_t *req, int status) {
@@ -168,46 +197,9 @@ int main(int argc, char **argv) {
       abort();
     printf("%.2f %.2f\n", (double)(t1 - t0) / 1e3 / (double)n,
            (double)(c1 - c0) / 1e3 / (double)n);
-  } else if (!strcmp(mode, "offload_prefaulted")) {
-    /* the same with the requests written before the clock: libuv's cost
-     * with its memory already paid for */
-    reqs = calloc((size_t)n, sizeof *reqs);
-    if (reqs == NULL)
-      abort();
-    for (long i = 0; i < n; i++)
-      reqs[i].data = (void *)(uintptr_t)i;
-    warm_up();
-    c0 = cpu_ns();
-    t0 = uv_hrtime();
-    for (long i = 0; i < n; i++)
-      if (uv_queue_work(loop, &reqs[i], work, after) != 0)
-        abort();
-    uv_run(loop, UV_RUN_DEFAULT);
-    if (done != n)
-      abort();
-    printf("%.0f %.3f\n", (double)n / ((double)(t1 - t0) / 1e9),
-           (double)(c1 - c0) / 1e3 / (double)n);
-    free(reqs);
-  } else if (!strcmp(mode, "offload")) {
-    warm_up();
-    c0 = cpu_ns();
-    t0 = uv_hrtime();
-    /* the requests' memory inside the clock, as weft's jobs' is: one
-     * allocation for all, the cheapest way to have n requests in flight */
-    reqs = calloc((size_t)n, sizeof *reqs);
-    if (reqs == NULL)
-      abort();
-    for (long i = 0; i < n; i++) {
-      reqs[i].data = (void *)(uintptr_t)i;
-      if (uv_queue_work(loop, &reqs[i], work, after) != 0)
-        abort();
-    }
-    uv_run(loop, UV_RUN_DEFAULT);
-    if (done != n)
-      abort();
-    printf("%.0f %.3f\n", (double)n / ((double)(t1 - t0) / 1e9),
-           (double)(c1 - c0) / 1e3 / (double)n);
-    free(reqs);
+  } else if (!strcmp(mode, "offload") ||
+             !strcmp(mode, "offload_prefaulted")) {
+    offload(!strcmp(mode, "offload_prefaulted"));
   } else if (!strcmp(mode, "offload_rtt")) {
     rtt = calloc((size_t)n, sizeof *rtt);
     if (rtt == NULL)
