@@ -127,9 +127,9 @@ static chunk_t *chunk_of(const void *b) {
  * A region lends its chunks out and takes them back on a free list. A
  * region none of whose chunks is lent out is idle: it stays mapped, with
  * its pages, so that the next burst reuses it instead of paying the kernel
- * for fresh memory again, and is unmapped once it has been idle for decay_ns (a second)
- * (checked whenever a chunk goes back and by pool workers before they
- * sleep), except the last idle one; weft_alloc_trim() unmaps them all at
+ * for fresh memory again, and is unmapped once it has been idle for
+ * decay_ns, a second (checked whenever a chunk goes back and by pool
+ * workers before they sleep), except the last idle one; weft_alloc_trim() unmaps them all at
  * once. Memory stays mapped while any chunk of a region is lent: like
  * malloc arenas, a region is held by its longest-lived block. All of it
  * under one mutex, taken once per chunk (a chunk holds 60 to 1000 blocks).

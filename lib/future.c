@@ -82,11 +82,14 @@ int weft__claim(struct weft_future *f, uint32_t target) {
 }
 
 /* Make the claimed outcome visible, then run every continuation. `excl`:
- * nothing else can write f's word until it is published, so a plain store
- * does (one locked instruction less per job, loop operation and link). */
+ * the caller knows nothing else can write f's word until it is published,
+ * so a plain store does (one locked instruction less per link). The same
+ * holds for every embedded state (K_EXT): nothing sets flags on one once it
+ * is shared (its hook went in before), and a claimed word turns every other
+ * claim away unwritten (one less for every job and loop operation). */
 static void publish_as(struct weft_future *f, bool excl) {
   uint32_t w = load_word(f, memory_order_relaxed);
-  if (excl)
+  if (excl || (w >> WEFT__KIND_SHIFT) == WEFT__K_EXT)
     atomic_store_explicit(&f->word, w & ~(uint32_t)WEFT__BUSY,
                           memory_order_release);
   else
@@ -103,12 +106,7 @@ static void publish_as(struct weft_future *f, bool excl) {
   weft__defer_list(weft__task_list_reverse(list), last);
 }
 
-/* Nothing sets flags on an embedded state once it is shared (its hook
- * went in before), and a claimed word turns every other claim away
- * unwritten: for K_EXT ours is the only store. */
-void weft__publish(struct weft_future *f) {
-  publish_as(f, weft__kind(load_word(f, memory_order_relaxed)) == WEFT__K_EXT);
-}
+void weft__publish(struct weft_future *f) { publish_as(f, false); }
 
 static int settle_int_as(struct weft_future *f, uint32_t state, intptr_t v,
                          int err, bool excl) {
@@ -125,9 +123,7 @@ static int settle_int_as(struct weft_future *f, uint32_t state, intptr_t v,
 
 int weft__settle_int(struct weft_future *f, uint32_t state, intptr_t v,
                      int err) {
-  return settle_int_as(f, state, v, err,
-                       weft__kind(load_word(f, memory_order_relaxed)) ==
-                           WEFT__K_EXT);
+  return settle_int_as(f, state, v, err, false);
 }
 
 static int settle_ptr(struct weft_future *f, void *v, weft_dtor_fn dtor,
@@ -449,9 +445,7 @@ static void settle_result_as(struct weft_future *f, const weft_result_t *r,
 }
 
 void weft__settle_result(struct weft_future *f, const weft_result_t *r) {
-  settle_result_as(f, r,
-                   weft__kind(load_word(f, memory_order_relaxed)) ==
-                       WEFT__K_EXT);
+  settle_result_as(f, r, false);
 }
 
 /* ---- future handles and accessors ---- */
