@@ -595,6 +595,19 @@ static void spin_adapt(weft_loop_t *loop, int64_t idle, bool by_work,
   }
 }
 
+/* Keep quiet for `base` waits, doubled for each back-off in a row counted
+ * in *streak (up to `max` doublings), never shortening a quiet period
+ * already running, and start the spin again from nothing. */
+static void spin_back_off(weft_loop_t *loop, unsigned base, unsigned *streak,
+                          unsigned max) {
+  unsigned q = base << *streak;
+  if (loop->quiet < q)
+    loop->quiet = q;
+  if (*streak < max)
+    (*streak)++;
+  loop->spin_ns = 0;
+}
+
 /* A spin hit after `ns` of spinning: dearer than a sleep (SPIN_CHEAP_NS)
  * SPIN_DEAR_HITS times in a row, the loop keeps quiet for a while, longer
  * each time in a row, and starts the spin again from nothing; a cheap hit
@@ -608,12 +621,7 @@ static void spin_cost(weft_loop_t *loop, int64_t ns) {
   if (++loop->dear < SPIN_DEAR_HITS)
     return;
   loop->dear = 0;
-  unsigned q = SPIN_DEAR_QUIET << loop->dear_streak;
-  if (loop->quiet < q)
-    loop->quiet = q;
-  if (loop->dear_streak < SPIN_DEAR_MAX)
-    loop->dear_streak++;
-  loop->spin_ns = 0;
+  spin_back_off(loop, SPIN_DEAR_QUIET, &loop->dear_streak, SPIN_DEAR_MAX);
 }
 
 /* Nanoseconds until `due` (0 when past). */
@@ -704,12 +712,8 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
         if (cpu_shared(loop)) {
           /* keep quiet, longer each time in a row (up to 256 waits), and
            * start the spin again from nothing */
-          unsigned q = SPIN_QUIET << loop->shared_streak;
-          if (loop->quiet < q)
-            loop->quiet = q;
-          if (loop->shared_streak < SPIN_SHARED_MAX)
-            loop->shared_streak++;
-          loop->spin_ns = 0;
+          spin_back_off(loop, SPIN_QUIET, &loop->shared_streak,
+                        SPIN_SHARED_MAX);
           spin_credit_add(loop, -SPIN_MISS);
         } else {
           loop->shared_streak = 0;
