@@ -3,7 +3,7 @@
  * (into a pool of its own buffers) and sends inside the loop's one wait,
  * and watches one fd (the readiness backend's) for readability; the loop
  * core stacks it on epoll (backend.c). Why and with what figures:
- * docs/design/loop.md.
+ * docs/design/net.md.
  *
  * - A recv picks a buffer from the pool (provided buffers), never the
  *   caller's: the kernel holds no caller memory while a read waits.
@@ -429,7 +429,7 @@ static void watch_arm(weft__backend_t *b, struct weft__ring *r) {
 
 /* With many reads waiting (BATCH_ARMED), wait for a batch of a quarter of
  * them (at most cap), but for at most BATCH_WAIT_US: one wake-up for many
- * reads, for at most that much more latency (docs/design/loop.md). */
+ * reads, for at most that much more latency (docs/design/net.md). */
 static unsigned batch_wait(const struct weft__ring *r, int cap,
                            struct io_uring_getevents_arg *arg,
                            unsigned *flags) {

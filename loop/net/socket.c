@@ -20,14 +20,11 @@ int weft__new_fd(int family, int type) {
  *
  * Sockets of a loop come from slabs of SLAB_SOCKS, so the state of a
  * thousand connections sits in a few dozen pages instead of one page each
- * (between the users' buffers): dispatching a batch of ready sockets then
- * misses in the cache, not also in the TLB (measured with 1000 echo
- * connections: the stall on reaching each socket fell by two thirds). The
- * slabs with a free slot are kept at the front of the loop's list; an
- * empty slab is freed unless it is the only one. Under AddressSanitizer
- * the slabs stay on (the sanitizer checks the code users run): a free slot
- * is poisoned until handed out again, so a use after close is reported.
- * Finished operations are kept for reuse, poisoned the same way (weft__op_fini). */
+ * (docs/design/net.md). The slabs with a free slot are kept at the front
+ * of the loop's list; an empty slab is freed unless it is the only one.
+ * Under AddressSanitizer the slabs stay on: a free slot is poisoned until
+ * handed out again, so a use after close is reported. Finished operations
+ * are kept for reuse, poisoned the same way (weft__op_fini). */
 enum { SLAB_SOCKS = 32, SOCK_CELL = 256 };
 
 /* A socket on its own four cache lines. */

@@ -209,9 +209,9 @@ WEFT__HOT void weft__sock_event(weft_io_t *io, unsigned events, int status,
   weft__sock_run(s);
 }
 
-/* A write to an idle stream, tried before it is queued (the usual case:
- * the socket takes it all, and the write never touches the queue). Still
- * unshared: nothing is attached, nobody can cancel it. True when it
+/* A write that settles on return (write_queue: zero bytes, or a stream
+ * that failed), tried before it is queued. Still unshared: nothing is
+ * attached, nobody can cancel it. True when it
  * settled (all sent, or the socket failed); false when it must queue for
  * the rest (op->done says what went) or for readiness. */
 WEFT__HOT static bool write_now(weft_socket_t *s, net_op_t *op) {
