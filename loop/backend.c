@@ -30,24 +30,14 @@ void weft__backend_close(weft_loop_t *loop) {
   loop->ops->fini(&loop->backend);
 }
 
-WEFT__HOT int weft__backend_wait(weft_loop_t *loop, int64_t timeout_ns) {
-  weft__event_t *out = loop->events;
+int weft__backend_harvest(weft_loop_t *loop, int n) {
   int max = (int)loop->backend.max;
-  if (loop->cops == NULL)
-    return loop->ops->poll(&loop->backend, timeout_ns, out, max);
-  weft__backend_t *cb = &loop->cbackend;
-  bool again = loop->watch_again;
-  int n = loop->cops->poll(cb, again ? 0 : timeout_ns, out, max / 2);
-  if (n < 0)
-    return n;
-  if (!cb->watch_ready && !again)
-    return n;
-  cb->watch_ready = false;
+  loop->cbackend.watch_ready = false;
   if (n >= max) {
     loop->watch_again = true; /* no room in this batch: the next looks */
     return n;
   }
-  int k = loop->ops->poll(&loop->backend, 0, out + n, max - n);
+  int k = loop->ops->poll(&loop->backend, 0, loop->events + n, max - n);
   if (k < 0)
     return k;
   loop->watch_again = k > 0; /* an fd may still be ready: look again */

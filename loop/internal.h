@@ -44,6 +44,7 @@ typedef struct weft__backend {
   int watch_fd; /* completion: an fd to watch for readability (the
                    readiness backend's), or -1 */
   bool watch_ready; /* completion: set by poll when watch_fd is readable */
+  unsigned sends; /* completion: sends queued, not handed over yet */
 } weft__backend_t;
 
 /* A completion object, embedded in its caller's structure: the kernel's
@@ -71,8 +72,6 @@ enum {
   WEFT__CQ_BUF = 2048,          /* bytes in each pool buffer of recvs */
   WEFT__SEND_MAX = 1u << 30,    /* bytes one send takes at most */
 };
-/* weft__backend_ops_t.queued: sends waiting for the next wait, anything */
-enum { WEFT__Q_SENDS = 1u, WEFT__Q_ANY = 2u };
 
 typedef struct weft__backend_ops {
   const char *name;
@@ -98,7 +97,8 @@ typedef struct weft__backend_ops {
   /* Ask the kernel to end c's recv (its completion still comes); hands
    * the request over at once, so the fd may be closed on return. */
   void (*cancel)(weft__backend_t *b, weft__completion_t *c);
-  unsigned (*queued)(const weft__backend_t *b); /* WEFT__Q_* */
+  /* Is anything queued for the next wait? (Sends: b->sends.) */
+  bool (*queued)(const weft__backend_t *b);
   /* Pool buffer `buf` of a completion, and giving it back; a recv found
    * no pool buffer: add some. */
   const char *(*buf_get)(const weft__backend_t *b, unsigned buf);
@@ -382,9 +382,24 @@ WEFT__HIDDEN void weft__signal_close(weft_loop_t *loop);
  * events; tear them down. */
 WEFT__HIDDEN int weft__backend_open(weft_loop_t *loop, unsigned max);
 WEFT__HIDDEN void weft__backend_close(weft_loop_t *loop);
+/* The readiness events after n completions in loop->events (the
+ * completion backend saw the readiness fd readable, or the last harvest
+ * found some): n plus their number, or a negative WEFT_E* code. */
+WEFT__HIDDEN int weft__backend_harvest(weft_loop_t *loop, int n);
 /* Wait up to timeout_ns for events and completions, into loop->events;
- * returns their number or a negative WEFT_E* code. */
-WEFT__HIDDEN int weft__backend_wait(weft_loop_t *loop, int64_t timeout_ns);
+ * returns their number or a negative WEFT_E* code. (Inline: the loop's
+ * wait and its spin's polls come here.) */
+static inline int weft__backend_wait(weft_loop_t *loop, int64_t timeout_ns) {
+  int max = (int)loop->backend.max;
+  if (loop->cops == NULL)
+    return loop->ops->poll(&loop->backend, timeout_ns, loop->events, max);
+  bool again = loop->watch_again;
+  int n = loop->cops->poll(&loop->cbackend, again ? 0 : timeout_ns,
+                           loop->events, max / 2);
+  if (n < 0 || (!loop->cbackend.watch_ready && !again))
+    return n;
+  return weft__backend_harvest(loop, n);
+}
 /* Completions, for a module on the loop: does the loop have them? */
 static inline bool weft__loop_completes(const weft_loop_t *loop) {
   return loop->cops != NULL;
@@ -412,9 +427,13 @@ static inline void weft__loop_buf_put(weft_loop_t *loop, unsigned buf) {
 static inline void weft__loop_buf_grow(weft_loop_t *loop) {
   loop->cops->grow(&loop->cbackend);
 }
-/* What the completion backend has queued for its next wait (WEFT__Q_*). */
-static inline unsigned weft__loop_queued(const weft_loop_t *loop) {
-  return loop->cops != NULL ? loop->cops->queued(&loop->cbackend) : 0;
+/* Has the completion backend anything queued for its next wait? */
+static inline bool weft__loop_queued(const weft_loop_t *loop) {
+  return loop->cops != NULL && loop->cops->queued(&loop->cbackend);
+}
+/* ...sends, in particular (they are work for now: no spin before them). */
+static inline bool weft__loop_sends(const weft_loop_t *loop) {
+  return loop->cbackend.sends != 0;
 }
 
 #endif /* WEFT_LOOP_INTERNAL_H */

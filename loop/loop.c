@@ -683,7 +683,7 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
   /* (Sends waiting for the completion backend are work for now: the wait that hands them
    * over returns with their completions, so no spin before it.) */
   if (timeout != 0 && loop->spin_max_ns > 0 &&
-      !(weft__loop_queued(loop) & WEFT__Q_SENDS)) {
+      !weft__loop_sends(loop)) {
     /* Not for a while after this thread woke a pool worker: that worker
      * needs a CPU, and a loop feeding a pool does it again soon. */
     if (weft__tl_pool_wakes != loop->pool_wakes_seen) {
@@ -964,7 +964,7 @@ int64_t weft_loop_timeout_ms(weft_loop_t *loop) {
     return 0;
   /* reads and writes queued for completion reach the kernel only when the
    * loop runs: until then nothing would wake the host for them */
-  if (weft__loop_queued(loop) & WEFT__Q_ANY)
+  if (weft__loop_queued(loop))
     return 0;
   int64_t due = weft__timers_next(loop);
   if (due < 0)

@@ -82,7 +82,7 @@ struct weft__ring {
     unsigned seq; /* its place in the SQ (sq_local when filled) */
     bool guarded; /* send_enter said go */
   } pend[SQ_ENTRIES];
-  unsigned npend;
+  unsigned *npend; /* the backend's `sends` */
   /* a send of several writes is a sendmsg of these (read by the kernel in
    * the call that takes the send; reused once no send is pending) */
   struct msghdr msgs[IOV_ARENA / 2];
@@ -249,6 +249,8 @@ static int ur_init(weft__backend_t *b, unsigned max) {
   }
   b->max = max;
   b->buf = r;
+  b->sends = 0;
+  r->npend = &b->sends;
   b->watch_ready = false;
   return 0;
 }
@@ -266,7 +268,7 @@ static void sq_publish(struct weft__ring *r) {
  * up (a cancel from another thread now waits for the call to end), and a
  * send cancelled meanwhile becomes a NOP. */
 static void sends_enter(struct weft__ring *r) {
-  for (unsigned i = 0; i < r->npend; i++) {
+  for (unsigned i = 0; i < *r->npend; i++) {
     struct pending_send *p = &r->pend[i];
     if (p->guarded || p->c == NULL)
       continue;
@@ -318,7 +320,7 @@ static void sends_enter(struct weft__ring *r) {
 static void sends_leave(struct weft__ring *r) {
   unsigned head = atomic_load_explicit(r->sq_head, memory_order_acquire);
   unsigned keep = 0;
-  for (unsigned i = 0; i < r->npend; i++) {
+  for (unsigned i = 0; i < *r->npend; i++) {
     struct pending_send p = r->pend[i];
     if (p.c != NULL && (int)(head - p.seq) <= 0) {
       r->pend[keep++] = p; /* not taken yet */
@@ -328,7 +330,7 @@ static void sends_leave(struct weft__ring *r) {
     if (p.c != NULL)
       p.c->ops->send_leave(p.c);
   }
-  r->npend = keep;
+  *r->npend = keep;
   if (keep == 0)
     r->nmsg = r->niov = 0; /* no send names the arena now */
 }
@@ -336,7 +338,7 @@ static void sends_leave(struct weft__ring *r) {
 /* Submit what is queued (and wait as asked); 0 or a negative errno. */
 static int ring_submit(struct weft__ring *r, unsigned flags, unsigned wait,
                        const void *arg, size_t argsz) {
-  if (r->npend != 0)
+  if (*r->npend != 0)
     sends_enter(r);
   sq_publish(r);
   unsigned head = atomic_load_explicit(r->sq_head, memory_order_acquire);
@@ -344,7 +346,7 @@ static int ring_submit(struct weft__ring *r, unsigned flags, unsigned wait,
   WEFT__PERTURB(); /* guards up, the kernel not called yet */
   int rc = sys_enter(r->fd, n, wait, flags, arg, argsz);
   int e = errno;
-  if (r->npend != 0)
+  if (*r->npend != 0)
     sends_leave(r);
   return rc < 0 ? -e : 0;
 }
@@ -506,7 +508,7 @@ static bool ur_send(weft__backend_t *b, weft__completion_t *c, int fd,
    * EAGAIN inside the call, never keeps it (and the buffer) for later */
   sqe->msg_flags = MSG_NOSIGNAL | MSG_DONTWAIT;
   sqe->user_data = (uint64_t)(uintptr_t)c;
-  struct pending_send *p = &r->pend[r->npend++];
+  struct pending_send *p = &r->pend[(*r->npend)++];
   p->c = c;
   p->seq = r->sq_local - 1;
   p->guarded = false;
@@ -514,12 +516,9 @@ static bool ur_send(weft__backend_t *b, weft__completion_t *c, int fd,
   return true;
 }
 
-static unsigned ur_queued(const weft__backend_t *b) {
+static bool ur_queued(const weft__backend_t *b) {
   const struct weft__ring *r = b->buf;
-  unsigned q = r->npend != 0 ? WEFT__Q_SENDS : 0;
-  if (r->sq_local != atomic_load_explicit(r->sq_head, memory_order_acquire))
-    q |= WEFT__Q_ANY;
-  return q;
+  return r->sq_local != atomic_load_explicit(r->sq_head, memory_order_acquire);
 }
 
 static bool ur_recv(weft__backend_t *b, weft__completion_t *c, int fd) {
