@@ -69,14 +69,14 @@ static _Atomic bool no_pwait2;
  * timer fires when due rather than up to a millisecond late, as a timeout
  * rounded up to epoll_wait's milliseconds made it (measured: 100,000 timers
  * due over 0-10 ms all fired after 11.1 ms, libev 10.5). */
-static int ep_wait(weft__backend_t *b, int64_t timeout_ns) {
+static int ep_wait(weft__backend_t *b, int64_t timeout_ns, int cap) {
   struct epoll_event *evs = b->buf;
 #ifdef SYS_epoll_pwait2
   if (timeout_ns > 0 && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
     struct timespec ts = {(time_t)(timeout_ns / 1000000000),
                           (long)(timeout_ns % 1000000000)};
     int n = (int)WEFT__SYS("epoll_pwait2",
-                           syscall(SYS_epoll_pwait2, b->fd, evs, (int)b->max,
+                           syscall(SYS_epoll_pwait2, b->fd, evs, cap,
                                    &ts, NULL, 0));
     if (n >= 0 || (errno != ENOSYS && errno != EPERM))
       return n; /* EPERM: a seccomp filter (older container runtimes) */
@@ -84,7 +84,7 @@ static int ep_wait(weft__backend_t *b, int64_t timeout_ns) {
   }
 #endif
   return WEFT__SYS("epoll_wait",
-                   epoll_wait(b->fd, evs, (int)b->max,
+                   epoll_wait(b->fd, evs, cap,
                               timeout_ns < 0 ? -1
                                              : weft__ns_to_ms_up(timeout_ns)));
 }
@@ -109,18 +109,10 @@ static void translate(const struct epoll_event *evs, int n,
 }
 
 WEFT__HOT static int ep_poll(weft__backend_t *b, int64_t timeout_ns,
-                             weft__event_t *out) {
-  int n = ep_wait(b, timeout_ns);
-  if (n < 0)
-    return errno == EINTR ? 0 : weft_err_from_errno(errno);
-  translate(b->buf, n, out);
-  return n;
-}
-
-int weft__epoll_harvest(weft__backend_t *b, weft__event_t *out, int cap) {
+                             weft__event_t *out, int cap) {
   if ((unsigned)cap > b->max)
     cap = (int)b->max;
-  int n = WEFT__SYS("epoll_wait", epoll_wait(b->fd, b->buf, cap, 0));
+  int n = ep_wait(b, timeout_ns, cap);
   if (n < 0)
     return errno == EINTR ? 0 : weft_err_from_errno(errno);
   translate(b->buf, n, out);
@@ -128,4 +120,11 @@ int weft__epoll_harvest(weft__backend_t *b, weft__event_t *out, int cap) {
 }
 
 const weft__backend_ops_t weft__epoll_backend = {
-    "epoll", ep_init, ep_fini, ep_add, ep_modify, ep_remove, ep_poll};
+    .name = "epoll",
+    .init = ep_init,
+    .fini = ep_fini,
+    .poll = ep_poll,
+    .add = ep_add,
+    .modify = ep_modify,
+    .remove = ep_remove,
+};

@@ -11,42 +11,104 @@
 
 #define WEFT__LOOP_TLS __attribute__((tls_model("initial-exec")))
 
-/* ---- polling backend (one file per backend; epoll.c first) ---- */
+/* ---- backends (epoll.c, uring.c; stacked by backend.c) ----
+ * Every loop has a readiness backend (epoll): registrations and level- or
+ * edge-triggered events. A loop may also have a completion backend
+ * (io_uring): reads and sends the kernel completes inside the loop's wait.
+ * Both implement weft__backend_ops_t; each fills in its own half and leaves
+ * the other NULL. The loop core (backend.c) stacks them: the completion
+ * backend waits, with the readiness backend's fd as one more thing it
+ * watches, and the core then harvests the readiness events. Nothing but
+ * the core calls a backend. */
 /* Internal registration flag beside WEFT_READABLE/WEFT_WRITABLE: report
  * readiness edges only (sockets track their own readiness, so they are
  * registered once and never modified). */
 enum { WEFT__EDGE = 0x100u };
-/* Event bit of a ring completion for a socket (uring.c); a socket's
- * watcher asks for it beside READABLE/WRITABLE. */
-enum { WEFT__RING = 0x200u };
+/* Event bit: a completion for the watcher (a weft__completion_t of its
+ * reported); a watcher asks for it beside READABLE/WRITABLE. */
+enum { WEFT__DONE = 0x200u };
 /* Event bit: the peer will send no more (EPOLLRDHUP or EPOLLHUP). Edge-
  * triggered, this event may carry the end of stream together with the last
  * bytes and never come again; a socket's watcher asks for it so that a
  * short read does not take the readiness that the end still needs. */
 enum { WEFT__HUP = 0x400u };
 typedef struct weft__event {
-  void *data;      /* what add() registered */
-  unsigned events; /* WEFT_READABLE | WEFT_WRITABLE */
+  void *data;      /* what add() registered, or a completion's watcher */
+  unsigned events; /* WEFT_READABLE | WEFT_WRITABLE | WEFT__HUP | WEFT__DONE */
 } weft__event_t;
 
 typedef struct weft__backend {
-  int fd; /* the epoll fd */
-  unsigned max;
-  void *buf; /* backend-specific event buffer of `max` entries */
-  struct weft__ring *ring; /* uring.c; NULL: plain epoll */
+  int fd; /* readiness: the epoll fd */
+  unsigned max; /* events one wait returns at most */
+  void *buf;    /* backend-specific state or event buffer */
+  int watch_fd; /* completion: an fd to watch for readability (the
+                   readiness backend's), or -1 */
+  bool watch_ready; /* completion: set by poll when watch_fd is readable */
+  unsigned sends; /* completion: sends queued, not handed over yet */
 } weft__backend_t;
+
+/* A completion object, embedded in its caller's structure: the kernel's
+ * result of one recv or send comes back to it. */
+typedef struct weft__completion weft__completion_t;
+struct iovec;
+typedef struct weft__completion_ops {
+  /* The kernel finished c's operation: res (bytes, or -errno) and, for a
+   * recv, the pool buffer it filled (else -1). Returns the watcher to
+   * dispatch with WEFT__DONE in this batch, or NULL. */
+  weft_io_t *(*done)(weft__completion_t *c, int res, int buf);
+  /* A send is about to be handed to the kernel: fill iov[0..n), n <= max,
+   * with what it carries; 0 when it is void (it becomes a no-op, whose
+   * completion still comes, with res 0). */
+  unsigned (*send_enter)(weft__completion_t *c, struct iovec *iov,
+                         unsigned max);
+  /* The kernel has taken the send: it holds none of the caller's memory. */
+  void (*send_leave)(weft__completion_t *c);
+} weft__completion_ops_t;
+struct weft__completion {
+  const weft__completion_ops_t *ops;
+};
+
+enum {
+  WEFT__CQ_BUF = 2048,          /* bytes in each pool buffer of recvs */
+  WEFT__SEND_MAX = 1u << 30,    /* bytes one send takes at most */
+};
 
 typedef struct weft__backend_ops {
   const char *name;
   int (*init)(weft__backend_t *b, unsigned max_events);
+  /* After the last loop-thread use: ends what is still in the kernel. */
   void (*fini)(weft__backend_t *b);
+  /* Wait up to timeout_ns (-1: forever, 0: not at all; a backend with a
+   * coarser clock rounds up, never waking early); fill out[0..n), n <= cap.
+   * Returns n >= 0 (0 on EINTR or timeout) or a negative WEFT_E* code. */
+  int (*poll)(weft__backend_t *b, int64_t timeout_ns, weft__event_t *out,
+              int cap);
+  /* Readiness (NULL in a completion backend). */
   int (*add)(weft__backend_t *b, int fd, unsigned events, void *data);
   int (*modify)(weft__backend_t *b, int fd, unsigned events, void *data);
   int (*remove)(weft__backend_t *b, int fd);
-  /* Wait up to timeout_ns (-1: forever, 0: not at all; a backend with a
-   * coarser clock rounds up, never waking early); fill out[0..n). Returns
-   * n >= 0 (0 on EINTR or timeout) or a negative WEFT_E* code. */
-  int (*poll)(weft__backend_t *b, int64_t timeout_ns, weft__event_t *out);
+  /* Completions (NULL in a readiness backend). Submit a recv of fd into a
+   * pool buffer, or a send of buf[0..len) (at most WEFT__SEND_MAX) with
+   * MSG_DONTWAIT, handed to the kernel at the next wait, which is the only
+   * call in which the kernel reads buf: false when there is no room. */
+  bool (*recv)(weft__backend_t *b, weft__completion_t *c, int fd);
+  bool (*send)(weft__backend_t *b, weft__completion_t *c, int fd,
+               const void *buf, size_t len);
+  /* Ask the kernel to end c's recv (its completion still comes); hands
+   * the request over at once, so the fd may be closed on return. */
+  void (*cancel)(weft__backend_t *b, weft__completion_t *c);
+  /* Is anything queued for the next wait? (Sends: b->sends.) */
+  bool (*queued)(const weft__backend_t *b);
+  /* Pool buffer `buf` of a completion, and giving it back; a recv found
+   * no pool buffer: add some. */
+  const char *(*buf_get)(const weft__backend_t *b, unsigned buf);
+  void (*buf_put)(weft__backend_t *b, unsigned buf);
+  void (*grow)(weft__backend_t *b);
+  /* Have completions also signal eventfd fd (for an embedding host). */
+  int (*notify_fd)(weft__backend_t *b, int fd);
+  /* Wait (bounded) for what is still in the kernel, all of it cancelled,
+   * to report through its completions. */
+  void (*drain)(weft__backend_t *b);
 } weft__backend_ops_t;
 
 /* ns (>= 0) as whole milliseconds, rounded up and capped at INT_MAX. */
@@ -56,57 +118,8 @@ static inline int weft__ns_to_ms_up(int64_t ns) {
 }
 
 WEFT__HIDDEN extern const weft__backend_ops_t weft__epoll_backend;
-/* epoll.c: the events ready now, at most cap (>= 1), into out. */
-WEFT__HIDDEN int weft__epoll_harvest(weft__backend_t *b, weft__event_t *out,
-                                     int cap);
-
-/* uring.c: epoll plus an io_uring for stream socket reads and writes (see
- * there);
- * its init fails (and the loop takes plain epoll) where no ring can be
- * had. The calls below are for a backend with a ring, loop thread only. */
+/* Setup fails (and the loop goes without) where no ring can be had. */
 WEFT__HIDDEN extern const weft__backend_ops_t weft__uring_backend;
-enum {
-  WEFT__RING_BUF = 2048,          /* bytes in each provided buffer */
-  WEFT__RING_SEND_MAX = 1u << 30, /* bytes one ring send takes at most */
-};
-/* Arm a recv of fd into a pool buffer; its completion goes to
- * weft__net_ring_cqe(tag, ...). False: no room in the ring. */
-WEFT__HIDDEN bool weft__ring_recv(weft__backend_t *b, void *tag, int fd);
-/* Queue a send of buf[0..len) on fd (at most WEFT__RING_SEND_MAX), its
- * completion to weft__net_ring_cqe(tag | 1, ...). The send is handed over
- * at the loop's next io_uring_enter, with MSG_DONTWAIT: the kernel reads
- * buf inside that call only. Around the call, weft__net_send_enter(tag,
- * iov, max) gives the buffers the send carries, buf's first (0: it was
- * cancelled, the send becomes a NOP) and, once the kernel took it,
- * weft__net_send_leave(tag). False: no room in the ring. */
-WEFT__HIDDEN bool weft__ring_send(weft__backend_t *b, void *tag, int fd,
-                                  const void *buf, size_t len);
-/* Sends queued and not handed over yet; anything queued (recvs too). */
-WEFT__HIDDEN bool weft__ring_sends(const weft__backend_t *b);
-WEFT__HIDDEN bool weft__ring_queued(const weft__backend_t *b);
-struct iovec;
-WEFT__HIDDEN unsigned weft__net_send_enter(void *tag, struct iovec *iov,
-                                          unsigned max);
-WEFT__HIDDEN void weft__net_send_leave(void *tag);
-/* Ask the kernel to end tag's recv (its completion still comes); hands
- * the SQ over at once, so the fd may be closed on return. */
-WEFT__HIDDEN void weft__ring_cancel(weft__backend_t *b, void *tag);
-/* Pool buffer bid (from a completion), and giving it back. */
-WEFT__HIDDEN const char *weft__ring_buf(const weft__backend_t *b,
-                                        unsigned bid);
-WEFT__HIDDEN void weft__ring_buf_put(weft__backend_t *b, unsigned bid);
-/* A recv found no pool buffer: add some (up to the ring's room). */
-WEFT__HIDDEN void weft__ring_grow(weft__backend_t *b);
-/* Have completions also signal eventfd fd (for an embedding host). */
-WEFT__HIDDEN int weft__ring_notify_fd(weft__backend_t *b, int fd);
-/* Wait for the recvs and sends still in the ring (all cancelled) to
- * report. */
-WEFT__HIDDEN void weft__ring_drain(weft__backend_t *b);
-/* net.c: a recv armed for socket tag completed (res; bid, the pool buffer
- * it filled, or -1), or a send (tag with its low bit set; bid -1):
- * the socket's watcher, for an event {io, WEFT__RING} in the batch, or
- * NULL when there is nothing to dispatch (the socket was closed). */
-WEFT__HIDDEN struct weft_io *weft__net_ring_cqe(void *tag, int res, int bid);
 
 /* ---- timers: 4-ary min-heap ordered by due (timer.c) ----
  * Deadlines count from a start time that moves on by at least 1 ns per
@@ -121,6 +134,24 @@ typedef struct weft__heap_entry {
 enum { WEFT__TIMER_INIT = 0x7e1f7000u }; /* priv_flags of an initialised timer */
 
 /* ---- the loop ---- */
+/* Bytes a module keeps in the loop (loop->slot). */
+enum { WEFT__LOOP_SLOT = 48 };
+
+/* What a module built on the loop (sockets) asks of it: hooks the loop
+ * calls once the module set loop->module (on its first handle). */
+typedef struct weft__loop_module {
+  /* A hint for the watcher of an event dispatched `ahead` (2 or 1) events
+   * from now: start loading what its dispatch will touch. Touches
+   * nothing. */
+  void (*prefetch)(weft_io_t *io, int ahead);
+  /* At loop close, after every watcher was stopped and the completion
+   * backend drained: free what the slot holds. */
+  void (*close)(weft_loop_t *loop);
+  /* Called once per iteration, before the loop waits, when the module set
+   * loop->flush_wanted (which the loop clears first): hand the kernel
+   * what was queued for this moment (sockets: writes). */
+  void (*flush)(weft_loop_t *loop);
+} weft__loop_module_t;
 enum { WAKE_AWAKE = 0, WAKE_SLEEPING = 1, WAKE_SENT = 2 };
 
 #define WEFT__INBOX_CLOSED ((weft_task_t *)(uintptr_t)1)
@@ -139,18 +170,24 @@ struct weft_loop {
   weft__event_t *events;
   int nevents, ev_index; /* the batch being dispatched */
   weft_task_t *local_head, *local_tail; /* loop-thread submissions */
-  struct net_op *op_free; /* finished socket operations, for reuse */
-  unsigned op_nfree;
-  unsigned readers; /* sockets with a read, accept or receive queued */
+  /* the module on the loop (sockets) and its state (WEFT__LOOP_SLOT
+   * bytes, kept here among what every event touches) */
+  const struct weft__loop_module *module;
+  _Alignas(8) unsigned char slot[WEFT__LOOP_SLOT];
+  unsigned readers; /* handles with a read queued (the spin policy) */
   weft_stall_fn stall_fn;
   _Atomic uint64_t callbacks; /* a statistic (see below) */
   /* in_close: weft_loop_close is running; closing: from the same moment,
    * new timers, watchers, signal handlers and socket operations are
    * refused (with WEFT_ESHUTDOWN) */
   bool running, closing, in_close;
+  bool flush_wanted; /* call module->flush before the next wait */
   /* the rest */
-  const weft__backend_ops_t *ops;
+  const weft__backend_ops_t *ops; /* readiness: epoll */
   weft__backend_t backend;
+  const weft__backend_ops_t *cops; /* completions: io_uring, or NULL */
+  weft__backend_t cbackend;
+  bool watch_again; /* the last harvest found events: look again first */
   int wake_fd;
   pthread_t thread;
   weft_executor_t *prev_executor;
@@ -182,11 +219,7 @@ struct weft_loop {
   int sig_fd;
   weft_signal_t *signals;
   weft_signal_t *sig_iter_next; /* dispatch cursor, fixed up by stop */
-  /* sockets: listeners waiting for a free fd (net.c) */
   unsigned wake_events; /* since the eventfd was last read */
-  struct weft_socket *fd_waiters;
-  struct sock_slab *sock_slabs; /* socket memory, slabs with room first */
-  struct weft_socket *close_socks; /* freed during close, kept until its end */
   /* stall detector (and stall_fn above) */
   void *stall_arg;
   int64_t stall_threshold;
@@ -335,12 +368,72 @@ static inline void weft__io_dispatch(weft_loop_t *loop, weft_io_t *io,
   weft__loop_cb_end(loop, "io", (weft__anyfn)fn, t0);
 }
 WEFT__HIDDEN void weft__io_close(weft_loop_t *loop);
-/* net.c: prefetch hint for a watcher whose event is dispatched next. */
-WEFT__HIDDEN void weft__net_prefetch(weft_io_t *io);
-WEFT__HIDDEN void weft__net_prefetch_buf(weft_io_t *io);
-/* net.c: free the socket slabs (every socket is gone by then). */
-WEFT__HIDDEN void weft__net_close(weft_loop_t *loop);
+/* weft_io_modify() without the public mask check (events may carry
+ * WEFT__EDGE); priv_events is the caller's to set. */
+static inline int weft__io_modify(weft_io_t *io, unsigned events) {
+  weft_loop_t *loop = io->priv_loop;
+  return loop->ops->modify(&loop->backend, io->priv_fd, events, io);
+}
 WEFT__HIDDEN void weft__signal_dispatch(weft_loop_t *loop);
 WEFT__HIDDEN void weft__signal_close(weft_loop_t *loop);
+
+/* backend.c: the loop core's side of the backends. */
+/* Set up the backends (a ring where one can be had) for batches of max
+ * events; tear them down. */
+WEFT__HIDDEN int weft__backend_open(weft_loop_t *loop, unsigned max);
+WEFT__HIDDEN void weft__backend_close(weft_loop_t *loop);
+/* The readiness events after n completions in loop->events (the
+ * completion backend saw the readiness fd readable, or the last harvest
+ * found some): n plus their number, or a negative WEFT_E* code. */
+WEFT__HIDDEN int weft__backend_harvest(weft_loop_t *loop, int n);
+/* Wait up to timeout_ns for events and completions, into loop->events;
+ * returns their number or a negative WEFT_E* code. (Inline: the loop's
+ * wait and its spin's polls come here.) */
+static inline int weft__backend_wait(weft_loop_t *loop, int64_t timeout_ns) {
+  int max = (int)loop->backend.max;
+  if (loop->cops == NULL)
+    return loop->ops->poll(&loop->backend, timeout_ns, loop->events, max);
+  bool again = loop->watch_again;
+  int n = loop->cops->poll(&loop->cbackend, again ? 0 : timeout_ns,
+                           loop->events, max / 2);
+  if (n < 0 || (!loop->cbackend.watch_ready && !again))
+    return n;
+  return weft__backend_harvest(loop, n);
+}
+/* Completions, for a module on the loop: does the loop have them? */
+static inline bool weft__loop_completes(const weft_loop_t *loop) {
+  return loop->cops != NULL;
+}
+/* The completion entries of weft__backend_ops_t, for a loop that has
+ * them (weft__loop_completes); loop thread only. */
+static inline bool weft__loop_recv(weft_loop_t *loop, weft__completion_t *c,
+                                   int fd) {
+  return loop->cops->recv(&loop->cbackend, c, fd);
+}
+static inline bool weft__loop_send(weft_loop_t *loop, weft__completion_t *c,
+                                   int fd, const void *buf, size_t len) {
+  return loop->cops->send(&loop->cbackend, c, fd, buf, len);
+}
+static inline void weft__loop_cancel(weft_loop_t *loop,
+                                     weft__completion_t *c) {
+  loop->cops->cancel(&loop->cbackend, c);
+}
+static inline const char *weft__loop_buf(weft_loop_t *loop, unsigned buf) {
+  return loop->cops->buf_get(&loop->cbackend, buf);
+}
+static inline void weft__loop_buf_put(weft_loop_t *loop, unsigned buf) {
+  loop->cops->buf_put(&loop->cbackend, buf);
+}
+static inline void weft__loop_buf_grow(weft_loop_t *loop) {
+  loop->cops->grow(&loop->cbackend);
+}
+/* Has the completion backend anything queued for its next wait? */
+static inline bool weft__loop_queued(const weft_loop_t *loop) {
+  return loop->cops != NULL && loop->cops->queued(&loop->cbackend);
+}
+/* ...sends, in particular (they are work for now: no spin before them). */
+static inline bool weft__loop_sends(const weft_loop_t *loop) {
+  return loop->cbackend.sends != 0;
+}
 
 #endif /* WEFT_LOOP_INTERNAL_H */

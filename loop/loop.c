@@ -321,7 +321,6 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
     return WEFT_ENOMEM;
   memset(loop, 0, sizeof *loop);
   loop->executor.ops = &loop_ops;
-  loop->ops = &weft__epoll_backend;
   loop->wake_fd = loop->sig_fd = -1;
   loop->spin_max_ns = spin_us < 0    ? 0
                       : spin_us == 0 ? SPIN_DEFAULT_NS
@@ -332,12 +331,7 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   loop->events = weft__malloc(max * sizeof(weft__event_t));
   if (loop->events == NULL)
     goto fail;
-  loop->ops = &weft__uring_backend;
-  rc = loop->ops->init(&loop->backend, max);
-  if (rc != 0) { /* no ring here: plain epoll */
-    loop->ops = &weft__epoll_backend;
-    rc = loop->ops->init(&loop->backend, max);
-  }
+  rc = weft__backend_open(loop, max);
   if (rc != 0)
     goto fail_events;
   loop->wake_fd =
@@ -366,7 +360,7 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
 fail_wake:
   close(loop->wake_fd);
 fail_backend:
-  loop->ops->fini(&loop->backend);
+  weft__backend_close(loop);
 fail_events:
   weft__free(loop->events, max * sizeof(weft__event_t));
 fail:
@@ -424,16 +418,17 @@ int weft_loop_close(weft_loop_t *loop) {
   close_drain(loop);
   weft__signal_close(loop);
   close_drain(loop);
-  if (loop->backend.ring != NULL) { /* recvs of closed sockets, to report */
-    weft__ring_drain(&loop->backend);
+  if (loop->cops != NULL) { /* completions of closed handles, to report */
+    loop->cops->drain(&loop->cbackend);
     close_drain(loop);
   }
-  weft__net_close(loop);
+  if (loop->module != NULL)
+    loop->module->close(loop);
   WEFT__PERTURB();
   wait_producers(loop);
   loop->ops->remove(&loop->backend, loop->wake_fd);
   close(loop->wake_fd);
-  loop->ops->fini(&loop->backend);
+  weft__backend_close(loop);
   weft__free(loop->events, loop->backend.max * sizeof(weft__event_t));
   weft__free(loop->heap, loop->heap_cap * sizeof(weft__heap_entry_t));
   weft_executor_leave(loop->prev_executor);
@@ -484,7 +479,7 @@ static void drain_wake_fd(weft_loop_t *loop) {
  * nothing: a peer on the same CPU takes it nearly every time, other
  * threads now and then (some 40 times a second on the test VM).
  * It does not spin while more than SPIN_READERS_MAX sockets wait for a
- * read (loop->readers, kept by net.c): their events come as a stream, a
+ * read (loop->readers, kept by the sockets): their events come as a stream, a
  * sleep gathers them in batches, and a spin would poll them in ones and
  * twos (at 100 echo connections, in a run where the server was not quite
  * saturated: 0.6 polls per round trip, and 4% more CPU per round trip
@@ -555,7 +550,7 @@ static int spin_for_work(weft_loop_t *loop, int64_t end, bool io, int *n,
     /* run_until's future, settled on another thread, posts nothing */
     if (until != NULL && weft_future_state(until) != WEFT_PENDING)
       return SPUN_POST;
-    if (io && (*n = loop->ops->poll(&loop->backend, 0, loop->events)) != 0)
+    if (io && (*n = weft__backend_wait(loop, 0)) != 0)
       return SPUN_EVENTS;
     if (weft_now_ns() >= end || !cpu_to_spare(loop))
       return SPUN_NOTHING;
@@ -645,11 +640,12 @@ static void prefetch_ahead(const weft_loop_t *loop, int i, int n) {
   if (i + PREFETCH_WATCHER < n &&
       loop->events[i + PREFETCH_WATCHER].data != NULL)
     prefetch_watcher(loop->events[i + PREFETCH_WATCHER].data);
-  if (i + PREFETCH_OP < n &&
-      loop->events[i + PREFETCH_OP].data != NULL)
-    weft__net_prefetch(loop->events[i + PREFETCH_OP].data);
+  if (loop->module == NULL)
+    return;
+  if (i + PREFETCH_OP < n && loop->events[i + PREFETCH_OP].data != NULL)
+    loop->module->prefetch(loop->events[i + PREFETCH_OP].data, PREFETCH_OP);
   if (i + 1 < n && loop->events[i + 1].data != NULL)
-    weft__net_prefetch_buf(loop->events[i + 1].data);
+    loop->module->prefetch(loop->events[i + 1].data, 1);
 }
 
 /* One iteration. `block`: the poll may wait (until the next timer, or
@@ -664,8 +660,13 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
   loop->now = weft_now_ns();
   weft__timers_run(loop);
   run_tasks(loop);
+  if (__builtin_expect(loop->flush_wanted, 0)) {
+    loop->flush_wanted = false;
+    loop->module->flush(loop);
+    run_local(loop); /* what the flush settled */
+  }
   int64_t timeout = 0; /* ns */
-  if (block && loop->local_head == NULL &&
+  if (block && loop->local_head == NULL && !loop->flush_wanted &&
       !atomic_load_explicit(&loop->stop, memory_order_relaxed) &&
       (until == NULL || weft_future_state(until) == WEFT_PENDING) &&
       !(once && atomic_load_explicit(&loop->callbacks, memory_order_relaxed) !=
@@ -679,10 +680,10 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
   bool spun = false;
   int n = 0;
   bool polled = false; /* a spin polled the backend and found events */
-  /* (Sends waiting in the ring are work for now: the wait that hands them
+  /* (Sends waiting for the completion backend are work for now: the wait that hands them
    * over returns with their completions, so no spin before it.) */
   if (timeout != 0 && loop->spin_max_ns > 0 &&
-      !(loop->backend.ring != NULL && weft__ring_sends(&loop->backend))) {
+      !weft__loop_sends(loop)) {
     /* Not for a while after this thread woke a pool worker: that worker
      * needs a CPU, and a loop feeding a pool does it again soon. */
     if (weft__tl_pool_wakes != loop->pool_wakes_seen) {
@@ -747,7 +748,7 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
       }
       weft__loop_count(&loop->polls);
     }
-    n = loop->ops->poll(&loop->backend, timeout, loop->events);
+    n = weft__backend_wait(loop, timeout);
     atomic_store_explicit(&loop->wake, WAKE_AWAKE, memory_order_seq_cst);
   }
   if (n < 0)
@@ -944,11 +945,11 @@ int weft_loop_stop(weft_loop_t *loop) {
 int weft_loop_fd(const weft_loop_t *loop) {
   if (loop == NULL)
     return WEFT_EINVAL;
-  /* A host polls the epoll fd; ring completions must show there too: they
+  /* A host polls the epoll fd; completions must show there too: they
    * signal the loop's eventfd (in the epoll set) from now on. */
-  if (loop->backend.ring != NULL && weft__loop_owned(loop)) {
+  if (loop->cops != NULL && weft__loop_owned(loop)) {
     weft_loop_t *l = (weft_loop_t *)loop;
-    int rc = weft__ring_notify_fd(&l->backend, l->wake_fd);
+    int rc = l->cops->notify_fd(&l->cbackend, l->wake_fd);
     if (rc != 0)
       return rc;
   }
@@ -958,12 +959,12 @@ int weft_loop_fd(const weft_loop_t *loop) {
 int64_t weft_loop_timeout_ms(weft_loop_t *loop) {
   if (loop == NULL)
     return WEFT_EINVAL;
-  if (loop->local_head != NULL ||
+  if (loop->local_head != NULL || loop->flush_wanted ||
       atomic_load_explicit(&loop->inbox, memory_order_relaxed) != NULL)
     return 0;
-  /* reads and writes queued for the ring reach the kernel only when the
+  /* reads and writes queued for completion reach the kernel only when the
    * loop runs: until then nothing would wake the host for them */
-  if (loop->backend.ring != NULL && weft__ring_queued(&loop->backend))
+  if (weft__loop_queued(loop))
     return 0;
   int64_t due = weft__timers_next(loop);
   if (due < 0)
@@ -993,6 +994,6 @@ int weft_loop_stats(weft_loop_t *loop, weft_loop_stats_t *s) {
   s->timers_active = RD(timers_active);
   s->watchers_active = RD(watchers_active);
 #undef RD
-  s->backend = loop->ops->name;
+  s->backend = loop->cops != NULL ? loop->cops->name : loop->ops->name;
   return 0;
 }

@@ -1,42 +1,22 @@
 /* SPDX-License-Identifier: MIT */
-/* loop/uring.c: the io_uring backend. Everything epoll.c does stays with
- * epoll (registrations, the loop's eventfd and signalfd, watchers,
- * listeners, connects, UDP); what the ring adds is stream socket reads and
- * writes.
+/* loop/uring.c: the io_uring completion backend. It completes stream reads
+ * (into a pool of its own buffers) and sends inside the loop's one wait,
+ * and watches one fd (the readiness backend's) for readability; the loop
+ * core stacks it on epoll (backend.c). Why and with what figures:
+ * docs/design/net.md.
  *
- * Why: on the echo benchmark (bench/run.sh net), reads the kernel
- * completes inside the loop's one wait (io_uring_enter), and sends handed
- * over in that same call, cost 17% to 40% less server CPU per round trip
- * than epoll's readiness event, recv() and send(), depending on the VM's
- * state from minute to minute, and never more. At 100 connections the
- * server makes 0.08 system calls per round trip instead of 2, and the
- * per-event epoll work (wake-up callback, ready list, re-poll) is gone.
- *
- * How:
- * - The ring is the loop's wait. The epoll fd is one more thing the ring
- *   polls (a one-shot poll, re-armed after each harvest, so an fd still
- *   ready after a harvest is found again, as epoll's level-triggered wait
- *   would), and its events are harvested with epoll_wait(0).
- * - A stream read that has to wait arms one recv on the ring with a
- *   buffer the ring picks from the loop's own pool (provided buffers), not
- *   the caller's: the kernel never holds a caller's read buffer, so
- *   cancelling a read works as with epoll (the loop copies into the
- *   caller's buffer, under the op's guard). Bytes no read wants stay on
- *   the socket.
- * - A write queues a send of the caller's buffer with MSG_DONTWAIT, handed
- *   over at the loop's next io_uring_enter (a sendmsg of every write its
- *   socket has queued by then, when there are several): the kernel sends
- *   what the socket takes (or fails with EAGAIN) inside that call and
- *   keeps nothing. Around the call the op's guard is up (sends_enter,
- *   sends_leave), as around a send(): that is what a cancel from another
- *   thread waits for.
- * - A completion becomes an event {socket, WEFT__RING} in the batch, with
- *   its result kept in the socket or its op (net.c, weft__net_ring_cqe).
+ * - A recv picks a buffer from the pool (provided buffers), never the
+ *   caller's: the kernel holds no caller memory while a read waits.
+ * - A send is queued with MSG_DONTWAIT and handed over at the next
+ *   io_uring_enter, the only call in which the kernel reads the caller's
+ *   buffer. Around that call the completion's send_enter and send_leave
+ *   run (the caller raises its guards there, as around a send()); a send
+ *   whose send_enter offers nothing becomes a no-op.
  * - Setup needs Linux 6.1 (single issuer, deferred task work, provided
- *   buffer rings). Where the ring cannot be set up (an older kernel, a
- *   seccomp filter, io_uring_disabled) or WEFT_IO_URING=0 is in the
- *   environment, the loop uses plain epoll.
- * Loop thread only, like the rest of the backend. */
+ *   buffer rings). Where it fails (an older kernel, a seccomp filter,
+ *   io_uring_disabled) or WEFT_IO_URING=0 is in the environment, init
+ *   fails and the loop goes without.
+ * Loop thread only. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -57,9 +37,8 @@
 #define IORING_FEAT_MIN_TIMEOUT (1U << 15)
 #endif
 
-/* user_data of the ring's own requests; anything else is a socket (a
- * recv), or a socket with TAG_SEND_BIT (a send). */
-enum { TAG_EPOLL = 1, TAG_CANCEL = 2, TAG_SEND_BIT = 1 };
+/* user_data of the ring's own requests; anything else is a completion. */
+enum { TAG_WATCH = 1, TAG_CANCEL = 2 };
 enum {
   BATCH_ARMED = 32,
   BATCH_WAIT_US = 20,
@@ -91,20 +70,19 @@ struct weft__ring {
   unsigned nbufs;  /* room in the ring (a power of two) */
   unsigned nadded; /* buffers made so far (grown on demand, up to nbufs) */
   uint16_t br_tail;
-  /* the epoll fd */
+  /* the watched fd */
   bool ep_armed; /* a poll on it is in the ring */
-  bool ep_again; /* the last harvest found events: look again first */
   bool evfd;     /* the loop's eventfd gets completions (weft_loop_fd) */
   bool min_wait; /* IORING_FEAT_MIN_TIMEOUT: batched waits (ur_poll) */
-  unsigned armed; /* socket recvs and sends in the ring */
+  unsigned armed; /* recvs and sends in the ring */
   /* sends in the SQ not yet handed over (their buffers are the callers':
-   * see weft__ring_send) */
+   * see ur_send) */
   struct pending_send {
-    void *tag;    /* the socket; NULL once made a NOP */
+    weft__completion_t *c; /* NULL once made a NOP */
     unsigned seq; /* its place in the SQ (sq_local when filled) */
-    bool guarded; /* weft__net_send_enter said go */
+    bool guarded; /* send_enter said go */
   } pend[SQ_ENTRIES];
-  unsigned npend;
+  unsigned *npend; /* the backend's `sends` */
   /* a send of several writes is a sendmsg of these (read by the kernel in
    * the call that takes the send; reused once no send is pending) */
   struct msghdr msgs[IOV_ARENA / 2];
@@ -162,8 +140,8 @@ static void *anon(size_t len) {
  * publish (buf_publish). */
 static void buf_add(struct weft__ring *r, unsigned bid) {
   struct io_uring_buf *b = &r->br->bufs[r->br_tail & (r->nbufs - 1)];
-  b->addr = (uint64_t)(uintptr_t)(r->bufs + (size_t)bid * WEFT__RING_BUF);
-  b->len = WEFT__RING_BUF;
+  b->addr = (uint64_t)(uintptr_t)(r->bufs + (size_t)bid * WEFT__CQ_BUF);
+  b->len = WEFT__CQ_BUF;
   b->bid = (uint16_t)bid;
   r->br_tail++;
 }
@@ -224,7 +202,7 @@ static int ring_setup(struct weft__ring *r, unsigned nbufs, unsigned first) {
   r->nbufs = nbufs;
   r->br_len = nbufs * sizeof(struct io_uring_buf);
   r->br = anon(r->br_len);
-  r->bufs_len = (size_t)nbufs * WEFT__RING_BUF;
+  r->bufs_len = (size_t)nbufs * WEFT__CQ_BUF;
   r->bufs = anon(r->bufs_len);
   if (r->br == NULL || r->bufs == NULL)
     return WEFT_ENOMEM;
@@ -253,16 +231,15 @@ static int ur_init(weft__backend_t *b, unsigned max) {
     return WEFT_ENOMEM;
   memset(r, 0, sizeof *r);
   r->fd = -1;
-  /* To start, a buffer per event of a full batch and as many again for
-   * recvs that complete while the batch runs; a recv that finds none
-   * reads the plain way (net.c) and the pool grows by as many again, up to
-   * four times that. Powers of two, at most 2^15. */
+  /* To start, a buffer per event of a full batch (of the loop's: twice
+   * ours) and as many again for recvs that complete while the batch runs;
+   * a recv that finds none fails with ENOBUFS (its caller reads the plain
+   * way) and the pool grows by as many again, up to four times that.
+   * Powers of two, at most 2^15. */
   unsigned first = 64;
-  while (first < 2 * max && first < 8192)
+  while (first < 4 * max && first < 8192)
     first *= 2;
   int rc = ring_setup(r, 4 * first, first);
-  if (rc == 0)
-    rc = weft__epoll_backend.init(b, max);
   if (rc != 0) {
     ring_unmap(r);
     if (r->fd >= 0)
@@ -270,7 +247,11 @@ static int ur_init(weft__backend_t *b, unsigned max) {
     weft__free(r, sizeof *r);
     return rc;
   }
-  b->ring = r;
+  b->max = max;
+  b->buf = r;
+  b->sends = 0;
+  r->npend = &b->sends;
+  b->watch_ready = false;
   return 0;
 }
 
@@ -287,9 +268,9 @@ static void sq_publish(struct weft__ring *r) {
  * up (a cancel from another thread now waits for the call to end), and a
  * send cancelled meanwhile becomes a NOP. */
 static void sends_enter(struct weft__ring *r) {
-  for (unsigned i = 0; i < r->npend; i++) {
+  for (unsigned i = 0; i < *r->npend; i++) {
     struct pending_send *p = &r->pend[i];
-    if (p->guarded || p->tag == NULL)
+    if (p->guarded || p->c == NULL)
       continue;
     struct iovec one, *iov = &one;
     unsigned max = IOV_ARENA - r->niov;
@@ -300,7 +281,7 @@ static void sends_enter(struct weft__ring *r) {
     else
       max = 1; /* the arena is full: this send carries one write */
     WEFT__PERTURB(); /* a cancel may come before the guard goes up */
-    unsigned n = weft__net_send_enter(p->tag, iov, max);
+    unsigned n = p->c->ops->send_enter(p->c, iov, max);
     struct io_uring_sqe *sqe = &r->sqes[p->seq & r->sq_mask];
     if (__builtin_expect(n == 1, 1)) {
       p->guarded = true;
@@ -328,7 +309,7 @@ static void sends_enter(struct weft__ring *r) {
     sqe->fd = -1;
     sqe->addr = 0;
     sqe->len = 0;
-    p->tag = NULL;
+    p->c = NULL;
   }
 }
 
@@ -339,17 +320,17 @@ static void sends_enter(struct weft__ring *r) {
 static void sends_leave(struct weft__ring *r) {
   unsigned head = atomic_load_explicit(r->sq_head, memory_order_acquire);
   unsigned keep = 0;
-  for (unsigned i = 0; i < r->npend; i++) {
+  for (unsigned i = 0; i < *r->npend; i++) {
     struct pending_send p = r->pend[i];
-    if (p.tag != NULL && (int)(head - p.seq) <= 0) {
+    if (p.c != NULL && (int)(head - p.seq) <= 0) {
       r->pend[keep++] = p; /* not taken yet */
       continue;
     }
     WEFT__PERTURB();
-    if (p.tag != NULL)
-      weft__net_send_leave(p.tag);
+    if (p.c != NULL)
+      p.c->ops->send_leave(p.c);
   }
-  r->npend = keep;
+  *r->npend = keep;
   if (keep == 0)
     r->nmsg = r->niov = 0; /* no send names the arena now */
 }
@@ -357,7 +338,7 @@ static void sends_leave(struct weft__ring *r) {
 /* Submit what is queued (and wait as asked); 0 or a negative errno. */
 static int ring_submit(struct weft__ring *r, unsigned flags, unsigned wait,
                        const void *arg, size_t argsz) {
-  if (r->npend != 0)
+  if (*r->npend != 0)
     sends_enter(r);
   sq_publish(r);
   unsigned head = atomic_load_explicit(r->sq_head, memory_order_acquire);
@@ -365,7 +346,7 @@ static int ring_submit(struct weft__ring *r, unsigned flags, unsigned wait,
   WEFT__PERTURB(); /* guards up, the kernel not called yet */
   int rc = sys_enter(r->fd, n, wait, flags, arg, argsz);
   int e = errno;
-  if (r->npend != 0)
+  if (*r->npend != 0)
     sends_leave(r);
   return rc < 0 ? -e : 0;
 }
@@ -389,7 +370,7 @@ static struct io_uring_sqe *sqe_get(struct weft__ring *r) {
 /* After the last loop-thread use (all sockets closed): let every recv in
  * the kernel end before the buffers go. */
 static void ur_fini(weft__backend_t *b) {
-  struct weft__ring *r = b->ring;
+  struct weft__ring *r = b->buf;
   if (r->armed != 0) {
     struct io_uring_sqe *sqe = sqe_get(r);
     if (sqe != NULL) {
@@ -403,40 +384,27 @@ static void ur_fini(weft__backend_t *b) {
   close(r->fd); /* the kernel ends what is left before the ring goes */
   ring_unmap(r);
   weft__free(r, sizeof *r);
-  b->ring = NULL;
-  weft__epoll_backend.fini(b);
+  b->buf = NULL;
 }
 
-static int ur_add(weft__backend_t *b, int fd, unsigned events, void *data) {
-  return weft__epoll_backend.add(b, fd, events, data);
-}
-
-static int ur_modify(weft__backend_t *b, int fd, unsigned events,
-                     void *data) {
-  return weft__epoll_backend.modify(b, fd, events, data);
-}
-
-static int ur_remove(weft__backend_t *b, int fd) {
-  return weft__epoll_backend.remove(b, fd);
-}
-
-/* One completion: the epoll fd's poll (*ep set), a cancel's (nothing),
- * or a socket's recv or send, handed to net.c: its watcher, for an event
- * of the batch, or NULL. */
+/* One kernel completion: the watched fd's poll (*watch set), a cancel's
+ * (nothing), or a recv's or send's, handed to its completion object: the
+ * watcher it names, for an event of the batch, or NULL. */
 static weft_io_t *cqe_take(struct weft__ring *r,
-                           const struct io_uring_cqe *c, bool *ep) {
-  if (c->user_data == TAG_EPOLL) {
-    *ep = true;
+                           const struct io_uring_cqe *e, bool *watch) {
+  if (e->user_data == TAG_WATCH) {
+    *watch = true;
     r->ep_armed = false;
     return NULL;
   }
-  if (c->user_data == TAG_CANCEL)
+  if (e->user_data == TAG_CANCEL)
     return NULL;
   r->armed--;
-  return weft__net_ring_cqe((void *)(uintptr_t)c->user_data, c->res,
-                            c->flags & IORING_CQE_F_BUFFER
-                                ? (int)(c->flags >> IORING_CQE_BUFFER_SHIFT)
-                                : -1);
+  weft__completion_t *c = (weft__completion_t *)(uintptr_t)e->user_data;
+  return c->ops->done(c, e->res,
+                      e->flags & IORING_CQE_F_BUFFER
+                          ? (int)(e->flags >> IORING_CQE_BUFFER_SHIFT)
+                          : -1);
 }
 
 static unsigned cq_ready(struct weft__ring *r) {
@@ -444,23 +412,38 @@ static unsigned cq_ready(struct weft__ring *r) {
          atomic_load_explicit(r->cq_head, memory_order_relaxed);
 }
 
-WEFT__HOT static int ur_poll(weft__backend_t *b, int64_t timeout_ns,
-                             weft__event_t *out) {
-  struct weft__ring *r = b->ring;
-  if (!r->ep_armed) {
-    struct io_uring_sqe *sqe = sqe_get(r);
-    if (sqe != NULL) {
-      sqe->opcode = IORING_OP_POLL_ADD;
-      sqe->fd = b->fd;
-      sqe->poll32_events = POLLIN;
-      sqe->user_data = TAG_EPOLL;
-      r->ep_armed = true;
-    } else {
-      r->ep_again = true; /* no room: look at epoll without it */
-    }
+/* Arm the one-shot poll on the watched fd if it is not in the ring; no
+ * room for it: report the fd as ready, so the core looks at it anyway. */
+static void watch_arm(weft__backend_t *b, struct weft__ring *r) {
+  if (r->ep_armed)
+    return;
+  struct io_uring_sqe *sqe = sqe_get(r);
+  if (sqe == NULL) {
+    b->watch_ready = true;
+    return;
   }
-  if (r->ep_again || cq_ready(r) != 0 || !r->ep_armed)
-    timeout_ns = 0;
+  sqe->opcode = IORING_OP_POLL_ADD;
+  sqe->fd = b->watch_fd;
+  sqe->poll32_events = POLLIN;
+  sqe->user_data = TAG_WATCH;
+  r->ep_armed = true;
+}
+
+/* With many reads waiting (BATCH_ARMED), wait for a batch of a quarter of
+ * them (at most cap), but for at most BATCH_WAIT_US: one wake-up for many
+ * reads, for at most that much more latency (docs/design/net.md). */
+static unsigned batch_wait(const struct weft__ring *r, int cap,
+                           struct io_uring_getevents_arg *arg,
+                           unsigned *flags) {
+  if (!r->min_wait || r->armed < BATCH_ARMED)
+    return 1;
+  arg->pad = BATCH_WAIT_US; /* min_wait_usec */
+  *flags |= IORING_ENTER_EXT_ARG;
+  return r->armed / 4 < (unsigned)cap ? r->armed / 4 : (unsigned)cap;
+}
+
+/* Hand over what is queued and wait up to timeout_ns for a completion. */
+static int ur_enter(struct weft__ring *r, int64_t timeout_ns, int cap) {
   struct __kernel_timespec ts;
   struct io_uring_getevents_arg arg;
   memset(&arg, 0, sizeof arg);
@@ -472,128 +455,118 @@ WEFT__HOT static int ur_poll(weft__backend_t *b, int64_t timeout_ns,
     arg.ts = (uint64_t)(uintptr_t)&ts;
     flags |= IORING_ENTER_EXT_ARG;
   }
-  /* With many reads waiting (BATCH_ARMED), wait for a batch of a quarter
-   * of them, but for at most BATCH_WAIT_US: after that the wait ends with
-   * whatever has completed (or at the first completion, if none has).
-   * One wake-up for many reads, for at most 20 us more latency. (Without it, at 100 connections each wait took about 3
-   * completions; with it, 25, for 17% to 24% less CPU per round trip.) */
-  unsigned wait = timeout_ns != 0 ? 1 : 0;
-  if (wait && r->min_wait && r->armed >= BATCH_ARMED) {
-    wait = r->armed / 4 < b->max / 2 ? r->armed / 4 : b->max / 2;
-    arg.pad = BATCH_WAIT_US; /* min_wait_usec */
-    flags |= IORING_ENTER_EXT_ARG;
-  }
+  unsigned wait = timeout_ns != 0 ? batch_wait(r, cap, &arg, &flags) : 0;
   int rc = ring_submit(r, flags, wait,
                        flags & IORING_ENTER_EXT_ARG ? &arg : NULL,
                        flags & IORING_ENTER_EXT_ARG ? sizeof arg : 0);
   if (rc != 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY &&
       rc != -EAGAIN)
     return weft_err_from_errno(-rc);
-  /* completions: up to half a batch, so epoll's events find room */
-  int n = 0, cap = (int)b->max / 2 > 0 ? (int)b->max / 2 : 1;
-  bool ep = r->ep_again;
+  return 0;
+}
+
+WEFT__HOT static int ur_poll(weft__backend_t *b, int64_t timeout_ns,
+                             weft__event_t *out, int cap) {
+  struct weft__ring *r = b->buf;
+  watch_arm(b, r);
+  if (b->watch_ready || cq_ready(r) != 0 || !r->ep_armed)
+    timeout_ns = 0;
+  if (cap < 1)
+    cap = 1;
+  int rc = ur_enter(r, timeout_ns, cap);
+  if (rc != 0)
+    return rc;
+  int n = 0;
+  bool watch = false;
   unsigned head = atomic_load_explicit(r->cq_head, memory_order_relaxed);
   unsigned tail = atomic_load_explicit(r->cq_tail, memory_order_acquire);
   while (head != tail && n < cap) {
-    weft_io_t *io = cqe_take(r, &r->cqes[head++ & r->cq_mask], &ep);
+    weft_io_t *io = cqe_take(r, &r->cqes[head++ & r->cq_mask], &watch);
     if (io != NULL) {
       out[n].data = io;
-      out[n].events = WEFT__RING;
+      out[n].events = WEFT__DONE;
       n++;
     }
   }
   atomic_store_explicit(r->cq_head, head, memory_order_release);
-  if (ep && n >= (int)b->max) {
-    r->ep_again = true; /* no room in this batch: the next looks first */
-  } else if (ep) {
-    int k = weft__epoll_harvest(b, out + n, (int)b->max - n);
-    if (k < 0)
-      return k;
-    r->ep_again = k > 0;
-    n += k;
-  }
+  if (watch)
+    b->watch_ready = true;
   return n;
 }
 
-const weft__backend_ops_t weft__uring_backend = {
-    "io_uring", ur_init, ur_fini, ur_add, ur_modify, ur_remove, ur_poll};
-
-/* ---- for net.c ---- */
-
-bool weft__ring_send(weft__backend_t *b, void *tag, int fd, const void *buf,
-                     size_t len) {
-  struct weft__ring *r = b->ring;
+static bool ur_send(weft__backend_t *b, weft__completion_t *c, int fd,
+                    const void *buf, size_t len) {
+  struct weft__ring *r = b->buf;
   struct io_uring_sqe *sqe = sqe_get(r);
   if (sqe == NULL)
     return false;
   sqe->opcode = IORING_OP_SEND;
   sqe->fd = fd;
   sqe->addr = (uint64_t)(uintptr_t)buf;
-  sqe->len = len > WEFT__RING_SEND_MAX ? WEFT__RING_SEND_MAX : (unsigned)len;
+  sqe->len = len > WEFT__SEND_MAX ? WEFT__SEND_MAX : (unsigned)len;
   /* MSG_DONTWAIT: a socket that cannot take it now fails the send with
    * EAGAIN inside the call, never keeps it (and the buffer) for later */
   sqe->msg_flags = MSG_NOSIGNAL | MSG_DONTWAIT;
-  sqe->user_data = (uint64_t)(uintptr_t)tag | TAG_SEND_BIT;
-  struct pending_send *p = &r->pend[r->npend++];
-  p->tag = tag;
+  sqe->user_data = (uint64_t)(uintptr_t)c;
+  struct pending_send *p = &r->pend[(*r->npend)++];
+  p->c = c;
   p->seq = r->sq_local - 1;
   p->guarded = false;
   r->armed++;
   return true;
 }
 
-bool weft__ring_sends(const weft__backend_t *b) { return b->ring->npend != 0; }
-
-bool weft__ring_queued(const weft__backend_t *b) {
-  const struct weft__ring *r = b->ring;
+static bool ur_queued(const weft__backend_t *b) {
+  const struct weft__ring *r = b->buf;
   return r->sq_local != atomic_load_explicit(r->sq_head, memory_order_acquire);
 }
 
-bool weft__ring_recv(weft__backend_t *b, void *tag, int fd) {
-  struct weft__ring *r = b->ring;
+static bool ur_recv(weft__backend_t *b, weft__completion_t *c, int fd) {
+  struct weft__ring *r = b->buf;
   struct io_uring_sqe *sqe = sqe_get(r);
   if (sqe == NULL)
     return false;
   sqe->opcode = IORING_OP_RECV;
   sqe->fd = fd;
-  sqe->len = WEFT__RING_BUF;
+  sqe->len = WEFT__CQ_BUF;
   sqe->flags = IOSQE_BUFFER_SELECT;
   sqe->buf_group = BUF_GROUP;
-  sqe->user_data = (uint64_t)(uintptr_t)tag;
+  sqe->user_data = (uint64_t)(uintptr_t)c;
   r->armed++;
   return true;
 }
 
-void weft__ring_cancel(weft__backend_t *b, void *tag) {
-  struct weft__ring *r = b->ring;
+static void ur_cancel(weft__backend_t *b, weft__completion_t *c) {
+  struct weft__ring *r = b->buf;
   struct io_uring_sqe *sqe = sqe_get(r); /* (full: it submitted, retried) */
   if (sqe == NULL)
     return; /* the recv ends when the ring goes (loop close) */
   sqe->opcode = IORING_OP_ASYNC_CANCEL;
   sqe->fd = -1;
-  sqe->addr = (uint64_t)(uintptr_t)tag;
+  sqe->addr = (uint64_t)(uintptr_t)c;
   sqe->user_data = TAG_CANCEL;
   /* Hand both over now: the caller closes the fd next, and a recv still
    * in the SQ names the fd by number, which the next socket may get. */
   (void)ring_submit(r, 0, 0, NULL, 0);
 }
 
-void weft__ring_grow(weft__backend_t *b) {
-  struct weft__ring *r = b->ring;
+static void ur_grow(weft__backend_t *b) {
+  struct weft__ring *r = b->buf;
   grow(r, r->nbufs / 4);
 }
 
-const char *weft__ring_buf(const weft__backend_t *b, unsigned bid) {
-  return b->ring->bufs + (size_t)bid * WEFT__RING_BUF;
+static const char *ur_buf_get(const weft__backend_t *b, unsigned bid) {
+  const struct weft__ring *r = b->buf;
+  return r->bufs + (size_t)bid * WEFT__CQ_BUF;
 }
 
-void weft__ring_buf_put(weft__backend_t *b, unsigned bid) {
-  buf_add(b->ring, bid);
-  buf_publish(b->ring);
+static void ur_buf_put(weft__backend_t *b, unsigned bid) {
+  buf_add(b->buf, bid);
+  buf_publish(b->buf);
 }
 
-int weft__ring_notify_fd(weft__backend_t *b, int fd) {
-  struct weft__ring *r = b->ring;
+static int ur_notify_fd(weft__backend_t *b, int fd) {
+  struct weft__ring *r = b->buf;
   if (r->evfd)
     return 0;
   if (sys_register(r->fd, IORING_REGISTER_EVENTFD, &fd, 1) != 0)
@@ -603,9 +576,9 @@ int weft__ring_notify_fd(weft__backend_t *b, int fd) {
 }
 
 /* Complete what the kernel finished (for loop close: recvs cancelled at
- * socket close report here, and free their sockets). */
-void weft__ring_drain(weft__backend_t *b) {
-  struct weft__ring *r = b->ring;
+ * their handles' close report here, and free what they hold). */
+static void ur_drain(weft__backend_t *b) {
+  struct weft__ring *r = b->buf;
   for (int i = 0; i < 1000 && r->armed != 0; i++) {
     struct __kernel_timespec ts = {0, 1000000};
     struct io_uring_getevents_arg arg;
@@ -616,9 +589,25 @@ void weft__ring_drain(weft__backend_t *b) {
                       &arg, sizeof arg);
     unsigned head = atomic_load_explicit(r->cq_head, memory_order_relaxed);
     unsigned tail = atomic_load_explicit(r->cq_tail, memory_order_acquire);
-    bool ep = false; /* (the loop is closing: nothing harvests epoll) */
+    bool watch = false; /* (the loop is closing: nobody harvests) */
     for (; head != tail; head++)
-      (void)cqe_take(r, &r->cqes[head & r->cq_mask], &ep);
+      (void)cqe_take(r, &r->cqes[head & r->cq_mask], &watch);
     atomic_store_explicit(r->cq_head, head, memory_order_release);
   }
 }
+
+const weft__backend_ops_t weft__uring_backend = {
+    .name = "io_uring",
+    .init = ur_init,
+    .fini = ur_fini,
+    .poll = ur_poll,
+    .recv = ur_recv,
+    .send = ur_send,
+    .cancel = ur_cancel,
+    .queued = ur_queued,
+    .buf_get = ur_buf_get,
+    .buf_put = ur_buf_put,
+    .grow = ur_grow,
+    .notify_fd = ur_notify_fd,
+    .drain = ur_drain,
+};

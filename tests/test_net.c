@@ -36,13 +36,6 @@ static weft_loop_t *new_loop(void) {
   return loop;
 }
 
-/* Does the loop have an io_uring (then writes go to the kernel at its next
- * wait, not before weft_write returns)? */
-static bool ring_loop(weft_loop_t *loop) {
-  weft_loop_stats_t st;
-  REQUIRE_EQ(weft_loop_stats(loop, &st), 0);
-  return strcmp(st.backend, "io_uring") == 0;
-}
 
 /* ---- driving the loop until a counter reaches a target ---- */
 
@@ -489,10 +482,9 @@ static void test_reset_during_write(void) {
   free(data);
 }
 
-/* A write to an idle socket is tried before it is queued (with an
- * io_uring: at the loop's next wait): when the peer has reset, it fails
- * (send's error), and so does every later write, on return (the socket
- * keeps its write error). */
+/* A write goes to the kernel at the loop's next wait: when the peer has
+ * reset, it fails there (send's error), and every later write fails on
+ * return (the socket keeps its write error). */
 static void test_write_after_reset(void) {
   weft_loop_t *loop = new_loop();
   weft_socket_t *ls;
@@ -506,8 +498,8 @@ static void test_write_after_reset(void) {
   REQUIRE_EQ(poll(&pfd, 1, BOUND_MS), 1);
   weft_future_t *w, *w2;
   REQUIRE_EQ(weft_write(s, "x", 1, &w), 0);
-  if (ring_loop(loop))
-    REQUIRE_EQ(weft_loop_run_until(loop, w, BOUND_MS), 0);
+  EXPECT_EQ(weft_future_state(w), WEFT_PENDING); /* sent at the next wait */
+  REQUIRE_EQ(weft_loop_run_until(loop, w, BOUND_MS), 0);
   EXPECT_EQ(weft_future_state(w), WEFT_REJECTED);
   int e = weft_future_error(w);
   EXPECT_TRUE(e == WEFT_ECONNRESET || e == WEFT_EPIPE);
@@ -562,7 +554,6 @@ static void test_settled_on_return(void) {
   weft_loop_t *loop = new_loop();
   weft_socket_t *ls, *srv, *cli;
   connected_pair(loop, &ls, &srv, &cli);
-  bool ring = ring_loop(loop);
   enum { ROUNDS = 200 };
   long at_once = 0, reads_at_once = 0, ok = 0;
   for (int i = 0; i < ROUNDS; i++) {
@@ -571,8 +562,8 @@ static void test_settled_on_return(void) {
     weft_future_t *w, *r;
     REQUIRE_EQ(weft_write(cli, msg, sizeof msg, &w), 0);
     at_once += weft_future_state(w) == WEFT_FULFILLED;
-    if (ring) /* sent at the loop's next wait */
-      REQUIRE_EQ(weft_loop_run_until(loop, w, BOUND_MS), 0);
+    /* sent at the loop's next wait */
+    REQUIRE_EQ(weft_loop_run_until(loop, w, BOUND_MS), 0);
     settled_use_t u = {.f = w};
     pthread_t th;
     REQUIRE_EQ(pthread_create(&th, NULL, use_settled, &u), 0);
@@ -591,7 +582,7 @@ static void test_settled_on_return(void) {
     EXPECT_EQ(memcmp(got, msg, sizeof msg), 0);
     weft_future_release(r);
   }
-  EXPECT_EQ(at_once, ring ? 0 : ROUNDS);
+  EXPECT_EQ(at_once, 0);
   EXPECT_EQ(ok, ROUNDS);
   EXPECT_EQ(reads_at_once, ROUNDS);
   weft_socket_close(cli);
@@ -876,8 +867,7 @@ static void test_cancel_read_cross_thread(void) {
 }
 
 /* Cancel writes from another thread while the loop hands them to the
- * kernel (with an io_uring, the kernel reads a write's buffer inside the
- * loop's wait, under the op's guard): once a cancel returns 0 the buffer
+ * kernel (just before or inside the loop's wait, under the op's guard): once a cancel returns 0 the buffer
  * is the caller's again, and the cancelling thread overwrites it at once
  * with 'X'; the peer must never see an 'X'. A cancel that lost finds its write
  * fulfilled, and every fulfilled write's bytes arrive. */
@@ -951,8 +941,9 @@ static void test_cancel_write_cross_thread(void) {
   EXPECT_TRUE(got >= fulfilled * XW_LEN);
   EXPECT_TRUE(got <= (long)XW_ROUNDS * XW_LEN);
   EXPECT_EQ(cancelled + lost, XW_ROUNDS);
-  if (ring_loop(loop)) /* both ends of the race were met */
-    EXPECT_TRUE(cancelled > 0 && lost > 0);
+  /* both ends of the race were met */
+  EXPECT_TRUE(cancelled > 0);
+  EXPECT_TRUE(lost > 0);
   close(peer);
   weft_socket_close(ls);
   EXPECT_EQ(weft_loop_close(loop), 0);
@@ -1030,8 +1021,8 @@ static void test_watched_ops(void) {
     watch_op(r, ex, &rw, &rdone);
     fill(src, n, (uint64_t)i);
     REQUIRE_EQ(weft_write(cli, src, n, &w), 0);
-    if (weft_future_state(w) == WEFT_PENDING) { /* 1 MiB (or through an
-                                                   io_uring): it waits */
+    if (weft_future_state(w) == WEFT_PENDING) { /* as every write: it
+                                                   waits for the loop */
       watch_op(w, weft_loop_executor(loop), &ww, &wdone);
       watched_writes++;
     } else {
@@ -1052,9 +1043,8 @@ static void test_watched_ops(void) {
   EXPECT_EQ(cancels_ok, ROUNDS / 4);
   EXPECT_EQ(reads_ok, ROUNDS - ROUNDS / 4);
   EXPECT_EQ(writes_ok, ROUNDS - ROUNDS / 4);
-  /* with an io_uring, every write waits for the loop's next wait */
-  EXPECT_EQ(watched_writes,
-            ring_loop(loop) ? ROUNDS - ROUNDS / 4 : ROUNDS / 8);
+  /* every write waits for the loop's next wait */
+  EXPECT_EQ(watched_writes, ROUNDS - ROUNDS / 4);
   free(src);
   free(dst);
   weft_socket_close(cli);
@@ -1572,6 +1562,7 @@ static void test_close_then_fd_reuse(void) {
 /* ---- loop close with sockets open ---- */
 
 static void test_loop_close_with_sockets(void) {
+  int fds0 = count_fds();
   weft_loop_t *loop = new_loop();
   weft_socket_t *ls;
   int peer;
@@ -1583,16 +1574,12 @@ static void test_loop_close_with_sockets(void) {
   char *big = calloc(1, 32u << 20);
   REQUIRE_EQ(weft_write(s, big, 32u << 20, &w), 0);
   weft_loop_run(loop, WEFT_RUN_NOWAIT);
-  weft_loop_stats_t st;
-  REQUIRE_EQ(weft_loop_stats(loop, &st), 0);
-  int ring = strcmp(st.backend, "io_uring") == 0; /* one fd more */
-  int fds0 = count_fds();
   EXPECT_EQ(weft_loop_close(loop), 0); /* closes both sockets */
   EXPECT_EQ(weft_future_state(a), WEFT_CANCELLED);
   EXPECT_EQ(weft_future_state(r), WEFT_CANCELLED);
   EXPECT_EQ(weft_future_state(w), WEFT_CANCELLED);
-  /* listener, connection, epoll, eventfd (and the ring) */
-  EXPECT_EQ(count_fds(), fds0 - 4 - ring);
+  /* the loop's fds and both sockets are closed; the raw peer is open */
+  EXPECT_EQ(count_fds(), fds0 + 1);
   weft_future_release(a);
   weft_future_release(r);
   weft_future_release(w);
@@ -2163,10 +2150,8 @@ static void test_write_queued_taken(void) {
     }
     chain(loop, w, qw_done, &q);
   }
-  /* before the loop turns: all of it (io_uring: handed over at the next
-   * wait) or none of it (epoll: sent in weft_write) */
-  size_t before = weft_socket_write_queued(s);
-  EXPECT_TRUE(before == 0 || before == (size_t)QW_N * QW_LEN);
+  /* before the loop turns: all of it (handed over at the next wait) */
+  EXPECT_EQ(weft_socket_write_queued(s), (size_t)QW_N * QW_LEN);
   REQUIRE_EQ(weft_loop_run_until(loop, first, BOUND_MS), 0);
   weft_loop_run(loop, WEFT_RUN_NOWAIT); /* the continuations */
   EXPECT_EQ(weft_socket_write_queued(s), 0u);

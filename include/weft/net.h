@@ -41,6 +41,15 @@ WEFT_BEGIN_DECLS
  * stream then carries that prefix. An operation that completed first
  * reports its result (the cancel returns WEFT_EALREADY).
  *
+ * When operations settle. The same on every loop, with or without an
+ * io_uring: a read or accept settles before it returns when the loop has
+ * already seen what it wants (bytes or a connection the socket holds),
+ * else later on the loop thread; a write of at least one byte to a stream
+ * that has not failed never settles before it returns: the loop hands it
+ * to the kernel, with every other write queued by then, when it next waits
+ * for events, and it settles then; close and a cancel on the loop thread
+ * settle what they end before they return.
+ *
  * Errors and ownership. Errors of one connection settle that connection's
  * futures only: a reset, a broken pipe or end of stream rejects the
  * operation that met it and every later one on that socket (with the same
@@ -192,16 +201,15 @@ WEFT_EXTERN int weft_read_exactly(weft_socket_t *sock, void *buf, size_t len,
  * Write all len bytes of buf: fulfilled with len once the kernel has taken
  * every byte (partial writes continue inside), or rejected with WEFT_EPIPE /
  * WEFT_ECONNRESET when the peer went away. Writes queue in order and are
- * sent in that order. On a loop with an io_uring (see weft_loop_create), a
- * write is handed to the kernel at the loop's next wait, together with
- * every other write of the batch, in one system call: its future settles
- * then, never on return. On plain epoll, a write to a writable socket with
- * nothing queued is attempted at once, so its future is often settled on
- * return. Either way the kernel reads buf only while the loop thread is
- * in that call, and a cancel from another thread waits for the call to end
+ * sent in that order. A write is handed to the kernel when the loop next
+ * waits for events, together with every other write queued by then (see
+ * "When operations settle" above): its future settles then, never on
+ * return. The kernel reads buf only while the loop thread is in that
+ * system call, and a cancel from another thread waits for the call to end
  * (a write cancelled then may have been sent, in part or whole).
  * A write of 0 bytes (buf still not NULL) is no error: it is fulfilled
- * with 0 in its turn among the queued writes.
+ * with 0 in its turn among the queued writes (at once when nothing is
+ * queued), and on a stream that failed a write is rejected on return.
  * Errors (returned): as weft_read(), but for len 0. Thread: the loop
  * thread.
  */
@@ -213,15 +221,12 @@ WEFT_EXTERN int weft_write(weft_socket_t *sock, const void *buf, size_t len,
  * each write counts the rest of its buffer from the call until the kernel
  * takes those bytes; a write that fails or is cancelled stops counting
  * when it settles (one cancelled on the loop thread while its bytes are
- * in the loop's io_uring: when that send's result comes). weft offers
- * queued writes to the kernel whenever the socket has room, and the
- * kernel takes what the socket buffer holds: on plain epoll at once (in
- * weft_write() itself when nothing is queued), on a loop with an io_uring
- * at the loop's next wait (all writes queued by then, in one send). Once
- * the writes have been offered, the figure is the same on both backends:
+ * in the kernel: when that send's result comes). weft offers queued
+ * writes to the kernel when the loop next waits and whenever the socket
+ * has room, and the kernel takes what the socket buffer holds: between
+ * weft_write() and the loop's next wait the write counts in full; after,
  * what the socket had no room for, 0 for a peer that keeps up, growing
- * with every write to a peer that does not read. Until then (between
- * weft_write() and the next wait) a ring loop counts the write in full.
+ * with every write to a peer that does not read.
  * For a per-connection limit on a slow reader. 0 for NULL.
  * Thread: the loop thread.
  */
