@@ -93,10 +93,10 @@ static void job_discard(weft_task_t *task) {
   weft__unref(&job->ext.base);
 }
 
-int weft_job_cancelled(const weft_job_t *j) {
+bool weft_job_cancelled(const weft_job_t *j) {
   const weft__job_t *job = (const weft__job_t *)j;
   if (job == NULL)
-    return WEFT_EINVAL;
+    return false;
   return weft__state(&job->ext.base) == WEFT_CANCELLED ||
          atomic_load_explicit(&weft__job_pool(job)->cancelling,
                               memory_order_relaxed);

@@ -100,12 +100,12 @@ WEFT_EXTERN int weft_promise_on_cancel(weft_promise_t *promise,
                                        weft_cancel_fn fn, void *arg);
 
 /**
- * Cancellation token: 1 if the future was cancelled, 0 if not (including
- * when it was settled otherwise), WEFT_EINVAL for NULL. A running producer
- * polls it to stop early.
+ * Cancellation token: true if the future was cancelled; false if not
+ * (including when it was settled otherwise) and for NULL. A running
+ * producer polls it to stop early.
  * Thread: any thread.
  */
-WEFT_EXTERN int weft_promise_is_cancelled(const weft_promise_t *promise);
+WEFT_EXTERN bool weft_promise_is_cancelled(const weft_promise_t *promise);
 
 /**
  * Give back the promise reference. A promise released while its future is

@@ -364,14 +364,15 @@ WEFT_EXTERN int weft_timer_start(weft_timer_t *timer, int64_t timeout_ms,
  */
 WEFT_EXTERN int weft_timer_stop(weft_timer_t *timer);
 
-/** 1 if the timer is started, 0 if not, WEFT_EINVAL for NULL.
+/** True if the timer is started; false if not, and for NULL.
  * Thread: the loop thread. */
-WEFT_EXTERN int weft_timer_active(const weft_timer_t *timer);
+WEFT_EXTERN bool weft_timer_active(const weft_timer_t *timer);
 
 /**
  * A future fulfilled (with the integer 0) `ms` after the loop's cached time
  * (any ms up to INT64_MAX; started by a timer callback, no earlier than the
- * next iteration). Cancelling it stops its timer (from any thread). On 0
+ * next iteration). The future form of a one-shot timer: a weft_timer_t has
+ * no allocation and can repeat; this composes with other futures. Cancelling it stops its timer (from any thread). On 0
  * *out is one handle owned by the caller. If the loop closes first the
  * future is cancelled.
  * Errors: WEFT_EINVAL (NULL, ms negative), WEFT_ENOMEM, WEFT_ESHUTDOWN.

@@ -130,11 +130,11 @@ WEFT_EXTERN int weft_pool_submit_blocking(weft_pool_t *pool, weft_job_fn fn,
                                           weft_future_t **out);
 
 /**
- * 1 if the job's future was cancelled (the job should stop early), else 0;
- * WEFT_EINVAL for NULL.
+ * True if the job's future was cancelled or the pool is shutting down in
+ * CANCEL mode (the job should stop early); false otherwise and for NULL.
  * Thread: the thread running the job.
  */
-WEFT_EXTERN int weft_job_cancelled(const weft_job_t *job);
+WEFT_EXTERN bool weft_job_cancelled(const weft_job_t *job);
 
 /**
  * The pool as an executor: weft_future_then(f, weft_pool_executor(pool),
@@ -181,7 +181,7 @@ typedef enum weft_pool_mode {
  * wait that long), shutdown switches to CANCEL. In CANCEL mode every job
  * not yet started is cancelled (its future settles as cancelled, its
  * arg_dtor runs), and every running job is told: weft_job_cancelled()
- * returns 1 from then on, and its future ends cancelled when the job
+ * returns true from then on, and its future ends cancelled when the job
  * returns, whatever it returns (a value it returns is destroyed). Running
  * jobs cannot be interrupted: shutdown waits for them to return, then
  * joins and frees.
