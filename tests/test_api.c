@@ -46,7 +46,7 @@ static void a_release(void *ctx, void *p, size_t n) {
 }
 
 static void test_set_allocator_args(void) {
-  weft_allocator_t a = {NULL, a_release, NULL};
+  weft_allocator_t a = {NULL, a_release, NULL, {0}};
   EXPECT_ERR(weft_set_allocator(&a), WEFT_EINVAL);
   a.alloc = a_alloc;
   a.release = NULL;

@@ -196,7 +196,7 @@ static void test_null_arguments(void) {
   EXPECT_ERR(weft_promise_on_cancel(p, NULL, NULL), WEFT_EINVAL);
   weft_promise_release(p);
   weft_future_release(f);
-  weft_allocator_t bad = {NULL, NULL, NULL};
+  weft_allocator_t bad = {NULL, NULL, NULL, {0}};
   EXPECT_ERR(weft_set_allocator(&bad), WEFT_EINVAL);
   EXPECT_ERR(weft_executor_submit(NULL, NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_thread_executor_create(NULL), WEFT_EINVAL);

@@ -78,13 +78,21 @@ typedef struct weft_job weft_job_t;
  */
 typedef weft_result_t (*weft_job_fn)(weft_job_t *job, void *arg);
 
-/** Pool options; zero-initialise, set `size`, then change what you need. */
+/**
+ * Pool options: zero-initialise, set `size` to sizeof(weft_pool_options_t),
+ * then change what you need. Every field's zero is its default, and so will
+ * be the zero of every field added later: a caller built against an older
+ * weft passes a smaller `size`, and the fields past it read as zero. weft
+ * reads no byte past `size`; the bytes it does not know (past its own
+ * sizeof, and the `reserved` slots) must be zero. See docs/README.md,
+ * "Structs that grow".
+ */
 typedef struct weft_pool_options {
   size_t size;                    /* sizeof(weft_pool_options_t) */
-  unsigned threads;               /* CPU workers; 0: one per usable CPU */
+  unsigned threads;               /* CPU workers; 0: weft_cpu_count() */
   unsigned blocking_max;          /* blocking threads at most; 0: 64 */
   unsigned blocking_keepalive_ms; /* idle blocking thread exits; 0: 10000 */
-  void *reserved[4];
+  void *reserved[4];              /* zero */
 } weft_pool_options_t;
 
 /**
@@ -92,9 +100,12 @@ typedef struct weft_pool_options {
  *
  * `opts` may be NULL (all defaults). On 0, *out owns the pool; end it with
  * weft_pool_shutdown().
- * Errors: WEFT_EINVAL (out NULL, opts->size too small or above 1024
- * threads), WEFT_ENOMEM, WEFT_EAGAIN (a thread could not be started; nothing
- * is left running). *out is untouched on error.
+ * Errors: WEFT_EINVAL (out NULL, opts->size below the first version's
+ * struct or above 4096, or above 1024 threads), WEFT_ENOTSUP (a reserved
+ * slot or a byte past this weft's struct is not zero: a caller built
+ * against a later weft asked for something this one cannot do),
+ * WEFT_ENOMEM, WEFT_EAGAIN (a thread could not be started; nothing is left
+ * running). *out is untouched on error.
  * Thread: any thread.
  */
 WEFT_EXTERN int weft_pool_create(const weft_pool_options_t *opts,
@@ -144,7 +155,12 @@ WEFT_EXTERN bool weft_job_cancelled(const weft_job_t *job);
  */
 WEFT_EXTERN weft_executor_t *weft_pool_executor(weft_pool_t *pool);
 
-/** Cheap counters, summed over workers when read. */
+/**
+ * Cheap counters, summed over workers when read. The struct's size is fixed:
+ * new counters take `reserved` slots (zero from a weft that does not know
+ * them), so weft never writes more than a caller's struct holds. See
+ * docs/README.md, "Structs that grow".
+ */
 typedef struct weft_pool_stats {
   uint64_t jobs_run;          /* CPU jobs whose function ran, executor tasks */
   uint64_t blocking_run;      /* blocking jobs whose function ran */
@@ -154,10 +170,13 @@ typedef struct weft_pool_stats {
   unsigned threads;           /* CPU workers */
   unsigned blocking_alive;    /* blocking threads alive now */
   unsigned blocking_peak;     /* most blocking threads alive at once */
+  unsigned reserved32;        /* zero */
+  uint64_t reserved[8];       /* zero */
 } weft_pool_stats_t;
 
 /**
- * Read the counters into *stats.
+ * Read the counters into *stats (every byte of it written, reserved ones
+ * zero).
  * Errors: WEFT_EINVAL (NULL argument).
  * Thread: any thread.
  */
