@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* weft/executor.h: the executor interface (where continuations run), plus the
- * inline and dedicated-thread executors. */
+ * inline and dedicated-thread executors. Life cycle: a dedicated thread is
+ * created and shut down (queued tasks run first); the inline executor is
+ * static. */
 #ifndef WEFT_EXECUTOR_H
 #define WEFT_EXECUTOR_H
 
 #include <weft/common.h>
+#include <weft/system.h>
 
 WEFT_BEGIN_DECLS
 
@@ -136,13 +139,6 @@ WEFT_EXTERN weft_executor_t *weft_thread_executor_get(weft_thread_executor_t *te
  * Thread: any thread except the executor's own.
  */
 WEFT_EXTERN int weft_thread_executor_destroy(weft_thread_executor_t *te);
-
-/**
- * Monotonic clock in nanoseconds (CLOCK_MONOTONIC), the clock of every weft
- * deadline.
- * Thread: any thread.
- */
-WEFT_EXTERN int64_t weft_now_ns(void);
 
 WEFT_END_DECLS
 

@@ -216,13 +216,6 @@ WEFT_EXTERN int weft_pool_shutdown(weft_pool_t *pool, weft_pool_mode_t mode,
                                    int64_t timeout_ms,
                                    weft_pool_stats_t *final);
 
-/**
- * The number of CPUs this process may use: the affinity mask, capped by a
- * cgroup v2 CPU quota (cpu.max) when one is set; at least 1.
- * Thread: any thread.
- */
-WEFT_EXTERN unsigned weft_cpu_count(void);
-
 WEFT_END_DECLS
 
 #endif /* WEFT_POOL_H */
