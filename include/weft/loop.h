@@ -1,6 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* weft/loop.h: the event loop (reactor): fd watchers, timers, signals,
- * cross-thread posts and completions, run modes, and the stall detector. */
+ * cross-thread posts and completions, run modes, and the stall detector.
+ * Life cycle: a loop is created and closed (pending work cancelled, its
+ * callbacks run with WEFT_ECANCELED, its fds closed, freed); a handle
+ * (timer, watcher, signal handler) is started and stopped, and its memory
+ * stays the caller's. Design: docs/design/loop.md. */
 #ifndef WEFT_LOOP_H
 #define WEFT_LOOP_H
 
@@ -507,6 +511,10 @@ WEFT_EXTERN int weft_signal_stop(weft_signal_t *sig);
  * A future fulfilled with the integer `signum` the next time it arrives
  * (same delivery rules as weft_signal_start()). Cancelling it (from any
  * thread) stops watching; the loop's close cancels it.
+ * Why both this and weft_signal_start(): a handler is for every arrival,
+ * with no allocation per signal; this future is for one arrival that
+ * composes with other futures (weft_future_race() with a read, or
+ * weft_loop_timeout()), as weft_loop_sleep() is to a timer.
  * Errors: WEFT_EINVAL, WEFT_ENOMEM, WEFT_EMFILE, WEFT_ESHUTDOWN, WEFT_EPERM.
  * Thread: the loop thread.
  */

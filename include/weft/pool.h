@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* weft/pool.h: the work-stealing pool for CPU jobs and the elastic pool for
- * blocking jobs; every job returns a future. */
+ * blocking jobs; every job returns a future. Life cycle: a pool is created
+ * and shut down (no new jobs; the queued ones run or are cancelled; the
+ * threads are joined and the pool freed). Design: docs/design/pool.md. */
 #ifndef WEFT_POOL_H
 #define WEFT_POOL_H
 
@@ -55,16 +57,7 @@ WEFT_BEGIN_DECLS
  * running elsewhere, and otherwise returns WEFT_EDEADLK.
  * A worker's stack (the thread default) thus holds at most 128 levels of
  * unrelated jobs plus the fork-join depth of the jobs' own spawns.
- *
- * Scaling: the hot paths touch no shared lock and no per-job shared
- * counter: spawns and pops stay on the worker's own deque, statistics are
- * per worker and summed on read, an outside thread round-robins over the
- * worker inboxes with a thread-local cursor. What is shared is the event
- * count word, touched by a submitter only when some worker sleeps. At 16 or
- * 64 cores we expect fork-join to scale with the core count (steals are
- * randomised, O(1) each) and outside submission to scale with the number of
- * submitting threads; a single outside submitter is bounded by its own
- * rate (one inbox push and, when workers sleep, one futex wake per job).
+
  */
 
 typedef struct weft_pool weft_pool_t;
