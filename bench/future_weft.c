@@ -192,7 +192,7 @@ int main(int argc, char **argv) {
   } else {
     /* Counting modes: every weft allocation goes to count_alloc while the
      * counting allocator is set (the timed modes never set it). */
-    weft_allocator_t a = {count_alloc, count_release, NULL};
+    weft_allocator_t a = {count_alloc, count_release, NULL, {0}};
     weft_set_allocator(&a);
     /* one create + fulfil + read + release, as the peers' allocs/bytes_pair */
     weft_promise_t *p;

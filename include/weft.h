@@ -6,6 +6,7 @@
 #include <weft/common.h>
 #include <weft/error.h>
 #include <weft/version.h>
+#include <weft/system.h>
 #include <weft/alloc.h>
 #include <weft/executor.h>
 #include <weft/future.h>

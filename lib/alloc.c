@@ -692,7 +692,8 @@ default_release(void *ctx, void *ptr, size_t size) {
     free(ptr);
 }
 
-static weft_allocator_t g_alloc = {default_alloc, default_release, NULL};
+static weft_allocator_t g_alloc = {default_alloc, default_release, NULL,
+                                   {0}};
 
 int weft_set_allocator(const weft_allocator_t *a) {
   if (a == NULL) {
@@ -703,6 +704,9 @@ int weft_set_allocator(const weft_allocator_t *a) {
   }
   if (a->alloc == NULL || a->release == NULL)
     return WEFT_EINVAL;
+  for (size_t i = 0; i < sizeof a->reserved / sizeof a->reserved[0]; i++)
+    if (a->reserved[i] != NULL)
+      return WEFT_ENOTSUP;
   g_alloc = *a;
   return 0;
 }

@@ -396,9 +396,9 @@ int weft_promise_on_cancel(weft_promise_t *promise, weft_cancel_fn fn,
   return 0;
 }
 
-int weft_promise_is_cancelled(const weft_promise_t *promise) {
+bool weft_promise_is_cancelled(const weft_promise_t *promise) {
   if (promise == NULL)
-    return WEFT_EINVAL;
+    return false;
   return weft__state((const struct weft_future *)promise) == WEFT_CANCELLED;
 }
 

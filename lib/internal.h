@@ -14,6 +14,23 @@
  * and write on a loop): kept together in .text.hot. */
 #define WEFT__HOT __attribute__((hot))
 
+/* A growable options struct (docs/README.md, "Structs that grow"): the
+ * caller says its struct's `size`; weft reads the fields below `known` and
+ * every byte from `known` (its reserved slots) to `size` must be zero.
+ * Returns 0; WEFT_EINVAL (size below `min`, the first version's, or above
+ * WEFT__STRUCT_MAX); WEFT_ENOTSUP (a byte this weft does not know is set:
+ * a later weft's caller asks for what this one cannot do). */
+#define WEFT__STRUCT_MAX 4096
+static inline int weft__struct_check(const void *s, size_t size, size_t min,
+                                     size_t known) {
+  if (size < min || size > WEFT__STRUCT_MAX)
+    return WEFT_EINVAL;
+  for (size_t i = known; i < size; i++)
+    if (((const unsigned char *)s)[i] != 0)
+      return WEFT_ENOTSUP;
+  return 0;
+}
+
 /* Fault injection and schedule perturbation seams (nothing outside
  * weft_testing). */
 #include "testing.h"

@@ -303,8 +303,12 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   if (out == NULL)
     return WEFT_EINVAL;
   if (opts != NULL) {
-    if (opts->size < offsetof(weft_loop_options_t, spin_us) ||
-        opts->max_events > 65536)
+    int rc = weft__struct_check(opts, opts->size,
+                                offsetof(weft_loop_options_t, spin_us),
+                                offsetof(weft_loop_options_t, reserved));
+    if (rc != 0)
+      return rc;
+    if (opts->max_events > 65536)
       return WEFT_EINVAL;
     if (opts->max_events != 0)
       max = opts->max_events;

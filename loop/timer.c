@@ -260,9 +260,9 @@ int weft_timer_stop(weft_timer_t *t) {
   return 0;
 }
 
-int weft_timer_active(const weft_timer_t *t) {
+bool weft_timer_active(const weft_timer_t *t) {
   if (t == NULL)
-    return WEFT_EINVAL;
+    return false;
   return t->priv_flags == WEFT__TIMER_INIT && t->priv_index != 0;
 }
 

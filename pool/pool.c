@@ -93,10 +93,10 @@ static void job_discard(weft_task_t *task) {
   weft__unref(&job->ext.base);
 }
 
-int weft_job_cancelled(const weft_job_t *j) {
+bool weft_job_cancelled(const weft_job_t *j) {
   const weft__job_t *job = (const weft__job_t *)j;
   if (job == NULL)
-    return WEFT_EINVAL;
+    return false;
   return weft__state(&job->ext.base) == WEFT_CANCELLED ||
          atomic_load_explicit(&weft__job_pool(job)->cancelling,
                               memory_order_relaxed);
@@ -705,8 +705,11 @@ int weft_pool_create(const weft_pool_options_t *opts, weft_pool_t **out) {
   if (out == NULL)
     return WEFT_EINVAL;
   if (opts != NULL) {
-    if (opts->size < offsetof(weft_pool_options_t, reserved) ||
-        opts->threads > 1024)
+    size_t known = offsetof(weft_pool_options_t, reserved);
+    int rc = weft__struct_check(opts, opts->size, known, known);
+    if (rc != 0)
+      return rc;
+    if (opts->threads > 1024)
       return WEFT_EINVAL;
     o.threads = opts->threads;
     o.blocking_max = opts->blocking_max;

@@ -1624,7 +1624,7 @@ int model_run(const model_cfg_t *cfg, model_result_t *res) {
   atomic_store(&g_values_freed, 0);
   for (int z = 0; z <= 1024; z++)
     atomic_store(&a_by_size[z], 0);
-  weft_allocator_t a = {count_alloc, count_release, NULL};
+  weft_allocator_t a = {count_alloc, count_release, NULL, {0}};
   weft_set_allocator(&a);
 
   weft_pool_options_t po = {.size = sizeof po, .threads = 2,

@@ -14,13 +14,14 @@
 extern const test_suite_t suite_error, suite_future, suite_then, suite_cancel,
     suite_combinators, suite_await, suite_race, suite_chain, suite_alloc,
     suite_cache, suite_pool, suite_reactor, suite_net, suite_chat, suite_api,
-    suite_paths, suite_fault, suite_misuse, suite_stress, suite_model;
+    suite_paths, suite_fault, suite_misuse, suite_stress, suite_model,
+    suite_abi;
 
 static const test_suite_t *const suites[] = {
     &suite_error,  &suite_future, &suite_then,  &suite_cancel, &suite_combinators,
     &suite_await,  &suite_race,   &suite_chain, &suite_alloc, &suite_cache, &suite_pool,
     &suite_reactor, &suite_net, &suite_api, &suite_paths, &suite_fault,
-    &suite_misuse, &suite_stress, &suite_model
+    &suite_misuse, &suite_stress, &suite_model, &suite_abi
 #ifdef WEFT_HAVE_CHAT
     , &suite_chat
 #endif
@@ -58,7 +59,7 @@ void tu_alloc_install(long fail_at) {
   atomic_store(&live_bytes, 0);
   atomic_store(&peak_bytes, 0);
   atomic_store(&fail_at_n, fail_at);
-  weft_allocator_t a = {tu_alloc, tu_release, NULL};
+  weft_allocator_t a = {tu_alloc, tu_release, NULL, {0}};
   weft_set_allocator(&a);
 }
 

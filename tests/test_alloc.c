@@ -116,7 +116,7 @@ static void test_every_allocation_fails_cleanly(void) {
 }
 
 static void test_allocator_restore(void) {
-  weft_allocator_t bad = {NULL, NULL, NULL};
+  weft_allocator_t bad = {NULL, NULL, NULL, {0}};
   EXPECT_ERR(weft_set_allocator(&bad), WEFT_EINVAL);
   EXPECT_EQ(weft_set_allocator(NULL), 0);
   weft_promise_t *p;

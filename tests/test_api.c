@@ -46,7 +46,7 @@ static void a_release(void *ctx, void *p, size_t n) {
 }
 
 static void test_set_allocator_args(void) {
-  weft_allocator_t a = {NULL, a_release, NULL};
+  weft_allocator_t a = {NULL, a_release, NULL, {0}};
   EXPECT_ERR(weft_set_allocator(&a), WEFT_EINVAL);
   a.alloc = a_alloc;
   a.release = NULL;
@@ -295,7 +295,7 @@ static void test_pool_args(void) {
   EXPECT_ERR(weft_pool_stats(NULL, &st), WEFT_EINVAL);
   EXPECT_ERR(weft_pool_stats(pool, NULL), WEFT_EINVAL);
   EXPECT_TRUE(weft_pool_executor(NULL) == NULL);
-  EXPECT_ERR(weft_job_cancelled(NULL), WEFT_EINVAL);
+  EXPECT_EQ(weft_job_cancelled(NULL), false);
   EXPECT_ERR(weft_pool_shutdown(NULL, WEFT_POOL_DRAIN, -1, NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_pool_shutdown(pool, (weft_pool_mode_t)7, -1, NULL),
              WEFT_EINVAL);
@@ -384,7 +384,7 @@ static void test_loop_args(void) {
   EXPECT_ERR(weft_timer_start(&t, 1, 0), WEFT_EINVAL); /* not initialised */
   EXPECT_ERR(weft_timer_stop(NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_timer_stop(&t), WEFT_EINVAL);
-  EXPECT_ERR(weft_timer_active(NULL), WEFT_EINVAL);
+  EXPECT_EQ(weft_timer_active(NULL), false);
   EXPECT_EQ(weft_timer_active(&t), 0); /* zeroed, never initialised */
   REQUIRE_EQ(weft_timer_init(loop, &t, timer_nop, NULL), 0);
   EXPECT_ERR(weft_timer_start(&t, -1, 0), WEFT_EINVAL);

@@ -361,7 +361,7 @@ static void test_fault_sweep(void) {
     }
   }
   /* The one public call the scenarios leave to tu_alloc_install. */
-  weft_allocator_t half = {NULL, NULL, NULL};
+  weft_allocator_t half = {NULL, NULL, NULL, {0}};
   EXPECT_EQ(weft_set_allocator(&half), WEFT_EINVAL);
   pthread_create(&g_dog.th, NULL, watchdog, NULL);
   const char *only = getenv("WEFT_FAULT_SCENARIO");
@@ -444,7 +444,7 @@ static void adj_watched(void *arg, weft_future_t *f) {
 }
 
 static void test_watch_next_to_source(void) {
-  weft_allocator_t a = {adj_alloc, adj_release, NULL};
+  weft_allocator_t a = {adj_alloc, adj_release, NULL, {0}};
   adj_live = adj_count = 0;
   REQUIRE_EQ(weft_set_allocator(&a), 0);
   weft_promise_t *p = NULL;

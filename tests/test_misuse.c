@@ -1381,7 +1381,7 @@ static void test_bad_arguments(void) {
   EXPECT_ERR(weft_timer_start(&t, -1, 0), WEFT_EINVAL);
   EXPECT_ERR(weft_timer_start(&t, 0, -1), WEFT_EINVAL);
   EXPECT_EQ(weft_timer_active(&t), 0);
-  EXPECT_ERR(weft_timer_active(NULL), WEFT_EINVAL);
+  EXPECT_EQ(weft_timer_active(NULL), false);
   weft_future_t *g = NULL;
   EXPECT_ERR(weft_loop_sleep(loop, -1, &g), WEFT_EINVAL);
   EXPECT_ERR(weft_loop_sleep(loop, 0, NULL), WEFT_EINVAL);
@@ -1461,7 +1461,7 @@ static void test_bad_arguments(void) {
   EXPECT_ERR(weft_pool_shutdown(NULL, WEFT_POOL_DRAIN, 0, NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_pool_stats(NULL, NULL), WEFT_EINVAL);
   EXPECT_TRUE(weft_pool_executor(NULL) == NULL);
-  EXPECT_ERR(weft_job_cancelled(NULL), WEFT_EINVAL);
+  EXPECT_EQ(weft_job_cancelled(NULL), false);
   po.size = sizeof po;
   po.threads = 1;
   REQUIRE_EQ(weft_pool_create(&po, &pool), 0);

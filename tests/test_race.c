@@ -291,7 +291,7 @@ static void plain_release(void *ctx, void *p, size_t n) {
 }
 
 static void test_cancel_vs_follow(void) {
-  weft_allocator_t plain = {plain_alloc, plain_release, NULL};
+  weft_allocator_t plain = {plain_alloc, plain_release, NULL, {0}};
   REQUIRE_EQ(weft_set_allocator(&plain), 0);
   atomic_store(&bad_rounds, 0);
   atomic_store(&follow_started, 0);

@@ -3,6 +3,7 @@
 #ifndef WEFT_COMMON_H
 #define WEFT_COMMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 

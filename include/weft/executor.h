@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* weft/executor.h: the executor interface (where continuations run), plus the
- * inline and dedicated-thread executors. */
+ * inline and dedicated-thread executors. Life cycle: a dedicated thread is
+ * created and shut down (queued tasks run first); the inline executor is
+ * static. */
 #ifndef WEFT_EXECUTOR_H
 #define WEFT_EXECUTOR_H
 
 #include <weft/common.h>
+#include <weft/system.h>
 
 WEFT_BEGIN_DECLS
 
@@ -107,7 +110,7 @@ typedef struct weft_thread_executor weft_thread_executor_t;
  * Start a dedicated thread that runs submitted tasks one at a time, in the
  * order they were submitted (FIFO across all submitters).
  *
- * On success *out owns the executor; stop it with
+ * On success *out owns the executor; end it with
  * weft_thread_executor_destroy(). Awaiting on that thread a future that
  * depends on a task still queued there does not deadlock: the executor runs
  * queued tasks while it waits.
@@ -119,30 +122,25 @@ WEFT_EXTERN int weft_thread_executor_create(weft_thread_executor_t **out);
 
 /**
  * The executor interface of a dedicated thread, for weft_future_then() and
- * weft_executor_submit(). Borrowed: valid until the executor is destroyed.
+ * weft_executor_submit(). Borrowed: valid until the executor is shut down.
  * Returns NULL when `te` is NULL.
  * Thread: any thread.
  */
 WEFT_EXTERN weft_executor_t *weft_thread_executor_get(weft_thread_executor_t *te);
 
 /**
- * Stop the dedicated thread and free the executor.
+ * Shut the dedicated thread down and free the executor.
  *
  * Runs every task already submitted (draining the queue), then refuses new
- * submits with WEFT_ESHUTDOWN, joins the thread and frees. A task that
+ * submits with WEFT_ESHUTDOWN, joins the thread and frees (a shutdown in
+ * weft's words: no new work, the queued work finishes, then the object
+ * ends). A task that
  * submits to this executor while it drains is still run.
  * Returns 0; WEFT_EINVAL when `te` is NULL; WEFT_EDEADLK when called from
  * the executor's own thread (nothing is changed then).
  * Thread: any thread except the executor's own.
  */
 WEFT_EXTERN int weft_thread_executor_destroy(weft_thread_executor_t *te);
-
-/**
- * Monotonic clock in nanoseconds (CLOCK_MONOTONIC), the clock of every weft
- * deadline.
- * Thread: any thread.
- */
-WEFT_EXTERN int64_t weft_now_ns(void);
 
 WEFT_END_DECLS
 

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* weft/future.h: promises (write end), futures (read end), continuations,
- * cancellation, await and combinators. */
+ * cancellation, await and combinators. Life cycle: a promise/future pair
+ * is created; each handle is released (the last release frees); a pending
+ * future is cancelled, never closed. Design: docs/design/future.md. */
 #ifndef WEFT_FUTURE_H
 #define WEFT_FUTURE_H
 
@@ -100,12 +102,12 @@ WEFT_EXTERN int weft_promise_on_cancel(weft_promise_t *promise,
                                        weft_cancel_fn fn, void *arg);
 
 /**
- * Cancellation token: 1 if the future was cancelled, 0 if not (including
- * when it was settled otherwise), WEFT_EINVAL for NULL. A running producer
- * polls it to stop early.
+ * Cancellation token: true if the future was cancelled; false if not
+ * (including when it was settled otherwise) and for NULL. A running
+ * producer polls it to stop early.
  * Thread: any thread.
  */
-WEFT_EXTERN int weft_promise_is_cancelled(const weft_promise_t *promise);
+WEFT_EXTERN bool weft_promise_is_cancelled(const weft_promise_t *promise);
 
 /**
  * Give back the promise reference. A promise released while its future is
@@ -208,7 +210,16 @@ WEFT_EXTERN int weft_future_await(weft_future_t *f, int64_t timeout_ms);
 /* Continuations                                                        */
 /* ------------------------------------------------------------------ */
 
-/** What a continuation returns: a value, an error, or a future to follow. */
+/**
+ * What a continuation or a job returns: a value, an error, or a future to
+ * follow. Build it only with the four constructors below (weft_ok,
+ * weft_ok_int, weft_err, weft_follow). They are the one exception to
+ * weft_<noun>_<verb> names: each is the whole return expression of a
+ * continuation (`return weft_err(WEFT_EPIPE);`), where a longer name would
+ * bury the outcome; they are static inline, so no symbol is exported; and
+ * their type, weft_result_t, is the noun they would carry. The layout is
+ * fixed: new kinds of result fit in `kind` without growing the struct.
+ */
 typedef struct weft_result {
   int kind; /* WEFT__R_* below; use the constructors */
   int err;
@@ -270,7 +281,9 @@ typedef weft_result_t (*weft_then_fn)(void *arg, weft_future_t *src);
 /**
  * Run `fn(arg, src)` on `ex` once `src` settles, whatever the outcome, and
  * settle the returned future with what fn returns (following a returned
- * future until it settles).
+ * future until it settles). Like weft_pool_submit() and weft_future_watch(),
+ * it takes `arg_dtor` (NULL when arg needs no freeing), so an argument is
+ * freed even when fn never runs.
  *
  * `fn` runs on `ex`, never on the settling thread unless `ex` is
  * weft_executor_inline(). If the derived future is cancelled before fn
@@ -303,7 +316,9 @@ typedef void (*weft_watch_fn)(void *arg, weft_future_t *f);
 /**
  * Run `fn(arg, f)` on `ex` once `f` settles, whatever the outcome: a
  * continuation with no derived future, for code that would release that
- * future unread (a server's read -> write -> read chain). It costs one small
+ * future unread (a server's read -> write -> read chain). weft_future_then()
+ * is the default; watch exists because that derived future costs its
+ * allocation and settling on every step of such a chain. It costs one small
  * allocation and no atomic operation on f besides attaching to it: none of
  * a derived future's settling, no reference taken or released.
  *
@@ -334,7 +349,8 @@ WEFT_EXTERN int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
  * those nothing else needs. Cancelling a combinator cancels the inputs
  * nothing else needs. Errors for all: WEFT_EINVAL (out NULL, inputs NULL
  * with n > 0, a NULL input, or n beyond the bounds given), WEFT_ENOMEM;
- * *out untouched on error.
+ * *out untouched on error. Each is named after the combinator it builds
+ * (all, any, race, ...: the usual names), with future as its noun.
  * Thread: any thread.
  */
 

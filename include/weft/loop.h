@@ -1,6 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* weft/loop.h: the event loop (reactor): fd watchers, timers, signals,
- * cross-thread posts and completions, run modes, and the stall detector. */
+ * cross-thread posts and completions, run modes, and the stall detector.
+ * Life cycle: a loop is created and closed (pending work cancelled, its
+ * callbacks run with WEFT_ECANCELED, its fds closed, freed); a handle
+ * (timer, watcher, signal handler) is started and stopped, and its memory
+ * stays the caller's. Design: docs/design/loop.md. */
 #ifndef WEFT_LOOP_H
 #define WEFT_LOOP_H
 
@@ -39,7 +43,9 @@ WEFT_BEGIN_DECLS
  *
  * Handles (weft_timer_t, weft_io_t, weft_signal_t) are embedded in the
  * user's own structures (no allocation to start or stop one); their fields
- * are private. A handle must stay alive while it is active.
+ * are private. A handle must stay alive while it is active. Their sizes are
+ * part of the ABI and change only with the major version (docs/README.md,
+ * "Structs that grow").
  */
 
 typedef struct weft_loop weft_loop_t;
@@ -52,43 +58,27 @@ typedef enum weft_run_mode {
   WEFT_RUN_NOWAIT = 2   /* one iteration, never blocking */
 } weft_run_mode_t;
 
-/** Loop options; zero-initialise, set `size`, change what you need. */
+/**
+ * Loop options: zero-initialise, set `size` to sizeof(weft_loop_options_t),
+ * then change what you need. Every field's zero is its default, and so will
+ * be the zero of every field added later; weft reads no byte past `size`,
+ * and the bytes it does not know (past its own sizeof, and the `reserved`
+ * slots) must be zero. See docs/README.md, "Structs that grow".
+ */
 typedef struct weft_loop_options {
   size_t size;          /* sizeof(weft_loop_options_t) */
   unsigned max_events;  /* events per poll; 0: 256 */
-  /* Adaptive spin before sleeping, in microseconds; 0: 50; negative: never.
-   * When work keeps arriving within this long of the loop running out of
-   * it (a post, continuation or reply from another thread, or an event on
-   * one of the loop's sockets or fds), the loop waits for the next piece
-   * by polling for a while (growing up to this bound) instead of sleeping
-   * in the kernel and being woken: a wake-up costs the loop several
-   * microseconds (tens on a VM) and a posting thread a system call. The
-   * spin reads the post queue continuously and, while fds are watched,
-   * asks the kernel for ready fds without waiting every few hundred
-   * nanoseconds; events found so run at once. Work that arrives later, or
-   * not at all, shrinks the spin back to nothing, and spins that keep
-   * missing stop: an idle loop stops spinning. With a single CPU allowed
-   * the loop spins only while it watches fds (a spin waiting for a post
-   * would hold the CPU the posting thread needs). A spin that polled fds
-   * and found the kernel had taken the CPU from the loop thread stops the
-   * spinning for a while (16 waits, doubling up to 256 while it keeps
-   * happening): a peer on the same CPU would be kept waiting by it. Nor
-   * does it spin while more than 4 of its sockets wait for a read: their
-   * events come in a stream that a sleep gathers into batches, and a spin
-   * would take them one or two at a time for more CPU. A loop that feeds
-   * a pool does not spin for 16 waits after it wakes a parked worker, nor
-   * while workers are awake on every CPU: the worker needs the CPU the
-   * spin would hold (measured on 2 CPUs, a loop spinning regardless did
-   * 31% fewer 40 us jobs). Nor does it keep spinning when the work it
-   * meets keeps coming later than about 10 us (8 times in a row): a sleep
-   * and wake-up costs the loop less CPU than such a spin (a few us), so it
-   * then sleeps for 64 waits, doubling up to 4096 while it keeps
-   * happening: the spin is for work that comes back within microseconds
-   * (loops and threads answering each other), not for a peer whose own
-   * wake-up sets the pace. A spin never outlasts the next timer. See
-   * docs/loop.md. Errors: over 1,000,000 (one second) is WEFT_EINVAL. */
+  /* Adaptive spin before sleeping, in microseconds; 0: 50; negative:
+   * never. When work keeps arriving within this long of the loop running
+   * out of it (a post, a continuation, an event on one of its fds), the
+   * loop polls for the next piece for a while instead of sleeping in the
+   * kernel. The spin adapts: it shrinks when work comes later or not at
+   * all (an idle loop does not spin), it does not hold a CPU that a pool
+   * worker or a peer on the same CPU needs, and it never outlasts the next
+   * timer. Over 1,000,000 (one second) is WEFT_EINVAL. The rules: see
+   * docs/design/loop-spin.md. */
   int spin_us;
-  void *reserved[3];
+  void *reserved[3];    /* zero */
 } weft_loop_options_t;
 
 /**
@@ -107,8 +97,11 @@ typedef struct weft_loop_options {
  * reads waiting, the ring's wait gathers a batch of completions for up to
  * 20 us before it returns (far less CPU per read under load, at most
  * 20 us more latency).
- * Errors: WEFT_EINVAL (out NULL, bad options), WEFT_EBUSY (this thread
- * already has a loop), WEFT_ENOMEM, WEFT_EMFILE / WEFT_ENFILE (no fd for
+ * Errors: WEFT_EINVAL (out NULL, bad options: size below the first
+ * version's struct or above 4096, a field out of range), WEFT_ENOTSUP (a
+ * reserved slot or a byte past this weft's struct is not zero: a caller
+ * built against a later weft asked for something this one cannot do),
+ * WEFT_EBUSY (this thread already has a loop), WEFT_ENOMEM, WEFT_EMFILE / WEFT_ENFILE (no fd for
  * epoll or eventfd), or another code from the kernel. *out untouched then.
  * Thread: any thread; it becomes the loop thread.
  */
@@ -248,7 +241,12 @@ WEFT_EXTERN int64_t weft_loop_timeout_ms(weft_loop_t *loop);
  * Thread: the loop thread. */
 WEFT_EXTERN int64_t weft_loop_now_ns(const weft_loop_t *loop);
 
-/** Loop statistics (each counter since creation). */
+/**
+ * Loop statistics (each counter since creation). The struct's size is
+ * fixed: new counters take `reserved` slots (zero from a weft that does not
+ * know them), so weft never writes more than a caller's struct holds. See
+ * docs/README.md, "Structs that grow".
+ */
 typedef struct weft_loop_stats {
   uint64_t iterations; /* loop iterations */
   uint64_t polls;      /* poll calls that could block */
@@ -261,10 +259,12 @@ typedef struct weft_loop_stats {
   uint64_t stalls;     /* callbacks over the stall threshold */
   unsigned timers_active, watchers_active;
   const char *backend; /* "io_uring" or "epoll" (see weft_loop_create) */
+  uint64_t reserved[8]; /* zero */
 } weft_loop_stats_t;
 
 /**
- * Fill *stats. Returns 0, WEFT_EINVAL for NULL arguments.
+ * Fill *stats (every byte of it, reserved ones zero). Returns 0,
+ * WEFT_EINVAL for NULL arguments.
  * Thread: any thread (counters written by other threads are read relaxed).
  */
 WEFT_EXTERN int weft_loop_stats(weft_loop_t *loop, weft_loop_stats_t *stats);
@@ -273,7 +273,9 @@ WEFT_EXTERN int weft_loop_stats(weft_loop_t *loop, weft_loop_stats_t *stats);
 /* Stall detector                                                       */
 /* ------------------------------------------------------------------ */
 
-/** What the stall detector reports. */
+/** What the stall detector reports. weft owns the struct and passes it by
+ * pointer, so it may grow at its end: a caller reads only the fields it
+ * knows. */
 typedef struct weft_stall {
   const char *kind;     /* "timer", "io", "signal", "post", "task" */
   void (*callback)(void); /* the callback (cast: compare with your own) */
@@ -364,14 +366,15 @@ WEFT_EXTERN int weft_timer_start(weft_timer_t *timer, int64_t timeout_ms,
  */
 WEFT_EXTERN int weft_timer_stop(weft_timer_t *timer);
 
-/** 1 if the timer is started, 0 if not, WEFT_EINVAL for NULL.
+/** True if the timer is started; false if not, and for NULL.
  * Thread: the loop thread. */
-WEFT_EXTERN int weft_timer_active(const weft_timer_t *timer);
+WEFT_EXTERN bool weft_timer_active(const weft_timer_t *timer);
 
 /**
  * A future fulfilled (with the integer 0) `ms` after the loop's cached time
  * (any ms up to INT64_MAX; started by a timer callback, no earlier than the
- * next iteration). Cancelling it stops its timer (from any thread). On 0
+ * next iteration). The future form of a one-shot timer: a weft_timer_t has
+ * no allocation and can repeat; this composes with other futures. Cancelling it stops its timer (from any thread). On 0
  * *out is one handle owned by the caller. If the loop closes first the
  * future is cancelled.
  * Errors: WEFT_EINVAL (NULL, ms negative), WEFT_ENOMEM, WEFT_ESHUTDOWN.
@@ -508,6 +511,10 @@ WEFT_EXTERN int weft_signal_stop(weft_signal_t *sig);
  * A future fulfilled with the integer `signum` the next time it arrives
  * (same delivery rules as weft_signal_start()). Cancelling it (from any
  * thread) stops watching; the loop's close cancels it.
+ * Why both this and weft_signal_start(): a handler is for every arrival,
+ * with no allocation per signal; this future is for one arrival that
+ * composes with other futures (weft_future_race() with a read, or
+ * weft_loop_timeout()), as weft_loop_sleep() is to a timer.
  * Errors: WEFT_EINVAL, WEFT_ENOMEM, WEFT_EMFILE, WEFT_ESHUTDOWN, WEFT_EPERM.
  * Thread: the loop thread.
  */

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* weft/net.h: sockets on the loop (TCP, Unix stream, UDP), every operation
- * a future. */
+ * a future. Life cycle: a socket is made by listen, udp_bind, or taken from
+ * an accept or connect future; shutdown ends a stream's write side (queued
+ * writes first); close ends the socket (pending operations cancelled, fd
+ * closed, freed). Design: docs/design/net.md. */
 #ifndef WEFT_NET_H
 #define WEFT_NET_H
 
@@ -234,7 +237,9 @@ WEFT_EXTERN size_t weft_socket_write_queued(const weft_socket_t *sock);
 
 /**
  * Shut down the write side once every write queued before it is done: the
- * peer then reads end of stream; reads on this side go on. *out is
+ * peer then reads end of stream; reads on this side go on (shutdown in
+ * weft's words: no new work, the queued work finishes, then it ends; here
+ * what ends is the write direction, not the socket). *out is
  * fulfilled with 0, or rejected with the connection's error.
  * Errors (returned): as weft_read(). Thread: the loop thread.
  */

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* weft/pool.h: the work-stealing pool for CPU jobs and the elastic pool for
- * blocking jobs; every job returns a future. */
+ * blocking jobs; every job returns a future. Life cycle: a pool is created
+ * and shut down (no new jobs; the queued ones run or are cancelled; the
+ * threads are joined and the pool freed). Design: docs/design/pool.md. */
 #ifndef WEFT_POOL_H
 #define WEFT_POOL_H
 
@@ -55,16 +57,7 @@ WEFT_BEGIN_DECLS
  * running elsewhere, and otherwise returns WEFT_EDEADLK.
  * A worker's stack (the thread default) thus holds at most 128 levels of
  * unrelated jobs plus the fork-join depth of the jobs' own spawns.
- *
- * Scaling: the hot paths touch no shared lock and no per-job shared
- * counter: spawns and pops stay on the worker's own deque, statistics are
- * per worker and summed on read, an outside thread round-robins over the
- * worker inboxes with a thread-local cursor. What is shared is the event
- * count word, touched by a submitter only when some worker sleeps. At 16 or
- * 64 cores we expect fork-join to scale with the core count (steals are
- * randomised, O(1) each) and outside submission to scale with the number of
- * submitting threads; a single outside submitter is bounded by its own
- * rate (one inbox push and, when workers sleep, one futex wake per job).
+
  */
 
 typedef struct weft_pool weft_pool_t;
@@ -78,13 +71,21 @@ typedef struct weft_job weft_job_t;
  */
 typedef weft_result_t (*weft_job_fn)(weft_job_t *job, void *arg);
 
-/** Pool options; zero-initialise, set `size`, then change what you need. */
+/**
+ * Pool options: zero-initialise, set `size` to sizeof(weft_pool_options_t),
+ * then change what you need. Every field's zero is its default, and so will
+ * be the zero of every field added later: a caller built against an older
+ * weft passes a smaller `size`, and the fields past it read as zero. weft
+ * reads no byte past `size`; the bytes it does not know (past its own
+ * sizeof, and the `reserved` slots) must be zero. See docs/README.md,
+ * "Structs that grow".
+ */
 typedef struct weft_pool_options {
   size_t size;                    /* sizeof(weft_pool_options_t) */
-  unsigned threads;               /* CPU workers; 0: one per usable CPU */
+  unsigned threads;               /* CPU workers; 0: weft_cpu_count() */
   unsigned blocking_max;          /* blocking threads at most; 0: 64 */
   unsigned blocking_keepalive_ms; /* idle blocking thread exits; 0: 10000 */
-  void *reserved[4];
+  void *reserved[4];              /* zero */
 } weft_pool_options_t;
 
 /**
@@ -92,9 +93,12 @@ typedef struct weft_pool_options {
  *
  * `opts` may be NULL (all defaults). On 0, *out owns the pool; end it with
  * weft_pool_shutdown().
- * Errors: WEFT_EINVAL (out NULL, opts->size too small or above 1024
- * threads), WEFT_ENOMEM, WEFT_EAGAIN (a thread could not be started; nothing
- * is left running). *out is untouched on error.
+ * Errors: WEFT_EINVAL (out NULL, opts->size below the first version's
+ * struct or above 4096, or above 1024 threads), WEFT_ENOTSUP (a reserved
+ * slot or a byte past this weft's struct is not zero: a caller built
+ * against a later weft asked for something this one cannot do),
+ * WEFT_ENOMEM, WEFT_EAGAIN (a thread could not be started; nothing is left
+ * running). *out is untouched on error.
  * Thread: any thread.
  */
 WEFT_EXTERN int weft_pool_create(const weft_pool_options_t *opts,
@@ -130,11 +134,11 @@ WEFT_EXTERN int weft_pool_submit_blocking(weft_pool_t *pool, weft_job_fn fn,
                                           weft_future_t **out);
 
 /**
- * 1 if the job's future was cancelled (the job should stop early), else 0;
- * WEFT_EINVAL for NULL.
+ * True if the job's future was cancelled or the pool is shutting down in
+ * CANCEL mode (the job should stop early); false otherwise and for NULL.
  * Thread: the thread running the job.
  */
-WEFT_EXTERN int weft_job_cancelled(const weft_job_t *job);
+WEFT_EXTERN bool weft_job_cancelled(const weft_job_t *job);
 
 /**
  * The pool as an executor: weft_future_then(f, weft_pool_executor(pool),
@@ -144,7 +148,12 @@ WEFT_EXTERN int weft_job_cancelled(const weft_job_t *job);
  */
 WEFT_EXTERN weft_executor_t *weft_pool_executor(weft_pool_t *pool);
 
-/** Cheap counters, summed over workers when read. */
+/**
+ * Cheap counters, summed over workers when read. The struct's size is fixed:
+ * new counters take `reserved` slots (zero from a weft that does not know
+ * them), so weft never writes more than a caller's struct holds. See
+ * docs/README.md, "Structs that grow".
+ */
 typedef struct weft_pool_stats {
   uint64_t jobs_run;          /* CPU jobs whose function ran, executor tasks */
   uint64_t blocking_run;      /* blocking jobs whose function ran */
@@ -154,10 +163,13 @@ typedef struct weft_pool_stats {
   unsigned threads;           /* CPU workers */
   unsigned blocking_alive;    /* blocking threads alive now */
   unsigned blocking_peak;     /* most blocking threads alive at once */
+  unsigned reserved32;        /* zero */
+  uint64_t reserved[8];       /* zero */
 } weft_pool_stats_t;
 
 /**
- * Read the counters into *stats.
+ * Read the counters into *stats (every byte of it written, reserved ones
+ * zero).
  * Errors: WEFT_EINVAL (NULL argument).
  * Thread: any thread.
  */
@@ -181,7 +193,7 @@ typedef enum weft_pool_mode {
  * wait that long), shutdown switches to CANCEL. In CANCEL mode every job
  * not yet started is cancelled (its future settles as cancelled, its
  * arg_dtor runs), and every running job is told: weft_job_cancelled()
- * returns 1 from then on, and its future ends cancelled when the job
+ * returns true from then on, and its future ends cancelled when the job
  * returns, whatever it returns (a value it returns is destroyed). Running
  * jobs cannot be interrupted: shutdown waits for them to return, then
  * joins and frees.
@@ -196,13 +208,6 @@ typedef enum weft_pool_mode {
 WEFT_EXTERN int weft_pool_shutdown(weft_pool_t *pool, weft_pool_mode_t mode,
                                    int64_t timeout_ms,
                                    weft_pool_stats_t *final);
-
-/**
- * The number of CPUs this process may use: the affinity mask, capped by a
- * cgroup v2 CPU quota (cpu.max) when one is set; at least 1.
- * Thread: any thread.
- */
-WEFT_EXTERN unsigned weft_cpu_count(void);
 
 WEFT_END_DECLS
 
