@@ -91,12 +91,10 @@ typedef struct weft_loop_options {
  * them (at least 64), growing up to four times that when reads find none,
  * touched only as used (4 MiB at most for the default 256). Set
  * WEFT_IO_URING=0 in the environment for plain epoll. Which one a loop
- * has: weft_loop_stats().backend. Behaviour is the same either way, but
- * for two things. A write's future settles at the loop's next wait, never
- * on return (see weft_write). And on kernels from 6.12, with 32 or more
- * reads waiting, the ring's wait gathers a batch of completions for up to
- * 20 us before it returns (far less CPU per read under load, at most
- * 20 us more latency).
+ * has: weft_loop_stats().backend. Operations settle at the same points
+ * either way (weft/net.h, "When operations settle"); on kernels from 6.12,
+ * with 32 or more reads waiting, the ring's wait may gather completions
+ * for up to 20 us before it returns (docs/design/net.md).
  * Errors: WEFT_EINVAL (out NULL, bad options: size below the first
  * version's struct or above 4096, a field out of range), WEFT_ENOTSUP (a
  * reserved slot or a byte past this weft's struct is not zero: a caller
