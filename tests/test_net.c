@@ -10,7 +10,7 @@
  * the same edge as the last bytes, accept and connect futures owning their
  * sockets, slab slots poisoned when free, and weft_socket_write_queued on
  * both backends. Every wait is bounded. */
-#include "testutil.h"
+#include "loop_util.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -28,50 +28,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define BOUND_MS 30000
-
-static weft_loop_t *new_loop(void) {
-  weft_loop_t *loop = NULL;
-  REQUIRE_EQ(weft_loop_create(NULL, &loop), 0);
-  return loop;
-}
-
 /* Does the loop have an io_uring (then writes go to the kernel at its next
  * wait, not before weft_write returns)? */
 static bool ring_loop(weft_loop_t *loop) {
   weft_loop_stats_t st;
   REQUIRE_EQ(weft_loop_stats(loop, &st), 0);
   return strcmp(st.backend, "io_uring") == 0;
-}
-
-/* ---- driving the loop until a counter reaches a target ---- */
-
-static void tick(weft_timer_t *t, int status, void *arg) {
-  (void)t, (void)status, (void)arg; /* only wakes the poll */
-}
-
-/* Run until *counter >= target or ms pass; true if reached. */
-static bool drive(weft_loop_t *loop, const long *counter, long target,
-                  int64_t ms) {
-  weft_timer_t watchdog;
-  weft_timer_init(loop, &watchdog, tick, NULL);
-  weft_timer_start(&watchdog, 10, 10);
-  int64_t end = weft_now_ns() + ms * 1000000;
-  while (*counter < target && weft_now_ns() < end)
-    weft_loop_run(loop, WEFT_RUN_ONCE);
-  weft_timer_stop(&watchdog);
-  return *counter >= target;
-}
-
-/* Chain fn on f on the loop and drop both handles (releasing never
- * cancels: the continuation still runs). */
-static void chain(weft_loop_t *loop, weft_future_t *f, weft_then_fn fn,
-                  void *arg) {
-  weft_future_t *g = NULL;
-  int rc = weft_future_then(f, weft_loop_executor(loop), fn, arg, &g);
-  REQUIRE_EQ(rc, 0);
-  weft_future_release(f);
-  weft_future_release(g);
 }
 
 static uint64_t rng_next(uint64_t *s) {

@@ -6,37 +6,12 @@
  * run modes, close, the adaptive spin (and its quiet near a pool), and bad
  * input. Every wait is bounded by run_until's
  * timeout or a watchdog timer. */
-#include "testutil.h"
+#include "loop_util.h"
 
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define BOUND_MS 20000 /* no test waits longer than this for anything */
-
-static weft_loop_t *new_loop(void) {
-  weft_loop_t *loop = NULL;
-  REQUIRE_EQ(weft_loop_create(NULL, &loop), 0);
-  return loop;
-}
-
-/* A future the test fulfils itself, to run the loop until a condition. */
-typedef struct until {
-  weft_promise_t *p;
-  weft_future_t *f;
-} until_t;
-
-static until_t until_new(void) {
-  until_t u;
-  REQUIRE_EQ(weft_promise_create(&u.p, &u.f), 0);
-  return u;
-}
-
-static void until_done(until_t *u) {
-  weft_promise_release(u->p);
-  weft_future_release(u->f);
-}
 
 /* ---- posts from 4 threads: each once, per-producer order, batching ---- */
 #define PRODUCERS 4
@@ -570,11 +545,6 @@ static void test_signals(void) {
 }
 
 /* ---- await refuses on the loop thread; run_until is the way ---- */
-static weft_result_t twice(void *arg, weft_future_t *src) {
-  (void)arg;
-  return weft_ok_int(weft_future_int(src) * 2);
-}
-
 static void fulfil_later(weft_loop_t *loop, void *arg, int status) {
   (void)loop;
   if (status == 0)
@@ -631,12 +601,6 @@ static weft_result_t slow_then(void *arg, weft_future_t *src) {
   (void)src;
   busy_50ms(NULL, arg, 0);
   return weft_ok_int(0);
-}
-
-static void quick(weft_loop_t *loop, void *arg, int status) {
-  (void)loop;
-  (void)status;
-  (*(int *)arg)++;
 }
 
 static void test_stall_detector(void) {
@@ -1329,10 +1293,6 @@ static void test_run_until_long_timeouts(void) {
 }
 
 /* ---- weft_loop_timeout_ms right after run_until returns ---- */
-static void tick_nop(weft_timer_t *t, int status, void *arg) {
-  (void)t, (void)status, (void)arg;
-}
-
 enum { TM_ROUNDS = 200 };
 /* how much of a 60 s timer a slow machine may have used up by the check */
 enum { TM_SLACK_MS = 5000 };
@@ -1367,7 +1327,7 @@ static void test_timeout_ms_after_run_until(void) {
   }
   /* a timer pending: its due time */
   weft_timer_t far;
-  REQUIRE_EQ(weft_timer_init(loop, &far, tick_nop, NULL), 0);
+  REQUIRE_EQ(weft_timer_init(loop, &far, tick, NULL), 0);
   REQUIRE_EQ(weft_timer_start(&far, 60000, 0), 0);
   {
     weft_promise_t *p;
@@ -1413,26 +1373,6 @@ static void test_timeout_ms_after_run_until(void) {
  * repeat phase, huge timeouts (issue 19, items 13, 15, 16, 6/17) ==== */
 
 #include <limits.h>
-
-/* Run RUN_ONCE iterations until *n reaches want, bounded by a watchdog
- * timer (RUN_ONCE may block until something happens). */
-static void wd_fire(weft_timer_t *t, int status, void *arg) {
-  (void)t;
-  (void)status;
-  *(int *)arg = 1;
-}
-
-static void run_until_n(weft_loop_t *loop, const int *n, int want) {
-  weft_timer_t wd;
-  int expired = 0;
-  REQUIRE_EQ(weft_timer_init(loop, &wd, wd_fire, &expired), 0);
-  REQUIRE_EQ(weft_timer_start(&wd, BOUND_MS, 0), 0);
-  while (*n < want && !expired)
-    if (weft_loop_run(loop, WEFT_RUN_ONCE) != 0)
-      break;
-  EXPECT_EQ(weft_timer_stop(&wd), 0);
-  EXPECT_EQ(*n, want);
-}
 
 static int pair_sig_total;
 static void pair_sig(weft_signal_t *s, int signum, int status, void *arg) {

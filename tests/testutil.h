@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* tests/testutil.h: assertions that print both values, the suite registry,
- * a counting allocator that can fail the N-th allocation, and a two-thread
- * round handshake for race tests. */
+ * a counting allocator that can fail the N-th allocation, a two-thread
+ * round handshake for race tests, and the loop every loop test starts
+ * from. */
 #ifndef WEFT_TESTUTIL_H
 #define WEFT_TESTUTIL_H
 
@@ -86,6 +87,20 @@ static inline void tu_meet(tu_rounds_t *s, long r, int side) {
   unsigned x = (unsigned)(r * 2654435761u) >> (side ? 20 : 24);
   for (volatile unsigned i = 0; i < (x & 127); i++)
     ;
+}
+
+/* ---- loops ---- */
+
+/* No test waits longer than this for anything; a wait that runs out is a
+ * failure (a hang), never a result. */
+#define BOUND_MS 30000
+
+/* A loop with default options on the calling thread; ends the test if it
+ * cannot be created. */
+static inline weft_loop_t *new_loop(void) {
+  weft_loop_t *loop = NULL;
+  REQUIRE_EQ(weft_loop_create(NULL, &loop), 0);
+  return loop;
 }
 
 #endif /* WEFT_TESTUTIL_H */
