@@ -2,7 +2,7 @@
 /* tests/runner.c: runs one CUnit suite by name (or all), exits non-zero on
  * any failure; also the counting allocator used by the suites.
  * Usage: weft_tests [suite [part of a test's name]]; a group name (the part
- * before '_', e.g. reactor) runs every suite of the group. */
+ * before '_', e.g. net or reactor) runs every suite of the group. */
 #include "testutil.h"
 
 #include "internal.h" /* WEFT__ASAN and, under it, the sanitizer's API */
@@ -16,7 +16,9 @@ extern const test_suite_t suite_error, suite_future, suite_then, suite_cancel,
     suite_combinators, suite_await, suite_race, suite_chain, suite_alloc,
     suite_cache, suite_pool, suite_reactor_run, suite_reactor_timer,
     suite_reactor_signal, suite_reactor_io, suite_reactor_close,
-    suite_reactor_spin, suite_net, suite_chat, suite_api, suite_paths, suite_fault,
+    suite_reactor_spin, suite_net_data, suite_net_errors, suite_net_accept,
+    suite_net_cancel, suite_net_settle, suite_net_close, suite_net_queued,
+    suite_net_spin, suite_chat, suite_api, suite_paths, suite_fault,
     suite_misuse, suite_stress, suite_model;
 
 static const test_suite_t *const suites[] = {
@@ -24,7 +26,8 @@ static const test_suite_t *const suites[] = {
     &suite_await,  &suite_race,   &suite_chain, &suite_alloc, &suite_cache, &suite_pool,
     &suite_reactor_run, &suite_reactor_timer, &suite_reactor_signal,
     &suite_reactor_io, &suite_reactor_close, &suite_reactor_spin,
-    &suite_net,
+    &suite_net_data, &suite_net_errors, &suite_net_accept, &suite_net_cancel,
+    &suite_net_settle, &suite_net_close, &suite_net_queued, &suite_net_spin,
     &suite_api, &suite_paths, &suite_fault,
     &suite_misuse, &suite_stress, &suite_model
 #ifdef WEFT_HAVE_CHAT
