@@ -35,7 +35,8 @@ static void test_settled_on_return(void) {
   connected_pair(loop, &ls, &srv, &cli);
   bool ring = ring_loop(loop);
   enum { ROUNDS = 200 };
-  long at_once = 0, reads_at_once = 0, ok = 0;
+  long at_once = 0, reads_at_once = 0;
+  long await_ok = 0, cancel_ok = 0, value_ok = 0;
   for (int i = 0; i < ROUNDS; i++) {
     char msg[16], got[16];
     memset(msg, 'a' + i % 26, sizeof msg);
@@ -48,8 +49,9 @@ static void test_settled_on_return(void) {
     pthread_t th;
     REQUIRE_EQ(pthread_create(&th, NULL, use_settled, &u), 0);
     pthread_join(th, NULL);
-    ok += u.await_rc == 0 && u.cancel_rc == WEFT_EALREADY &&
-          u.value == (intptr_t)sizeof msg;
+    await_ok += u.await_rc == 0;
+    cancel_ok += u.cancel_rc == WEFT_EALREADY;
+    value_ok += u.value == (intptr_t)sizeof msg;
     /* the bytes arrive; once the loop has seen them, a read takes them at
      * once */
     struct pollfd pf = {.fd = weft_socket_fd(srv), .events = POLLIN};
@@ -63,7 +65,9 @@ static void test_settled_on_return(void) {
     weft_future_release(r);
   }
   EXPECT_EQ(at_once, ring ? 0 : ROUNDS);
-  EXPECT_EQ(ok, ROUNDS);
+  EXPECT_EQ(await_ok, ROUNDS);
+  EXPECT_EQ(cancel_ok, ROUNDS);
+  EXPECT_EQ(value_ok, ROUNDS);
   EXPECT_EQ(reads_at_once, ROUNDS);
   weft_socket_close(cli);
   weft_socket_close(srv);
@@ -101,6 +105,17 @@ static void watch_op(weft_future_t *f, weft_executor_t *ex, watched_t *w,
   REQUIRE_EQ(weft_future_watch(f, ex, on_watched, w, NULL), 0);
 }
 
+/* How many rounds' watches saw the state, the value and one run each. */
+typedef struct tally {
+  long state, value, runs;
+} tally_t;
+
+static void tally(tally_t *t, const watched_t *w, int state, intptr_t value) {
+  t->state += w->state == state;
+  t->value += w->value == value;
+  t->runs += atomic_load(&w->runs) == 1;
+}
+
 static void test_watched_ops(void) {
   weft_loop_t *loop = new_loop();
   weft_pool_options_t o = {sizeof o, 2, 0, 0, {0}};
@@ -115,9 +130,11 @@ static void test_watched_ops(void) {
                         sizeof small), 0);
   enum { ROUNDS = 400, MIB = 1 << 20 };
   unsigned char *src = malloc(MIB), *dst = malloc(MIB);
-  REQUIRE_EQ(src != NULL && dst != NULL, 1);
+  REQUIRE_EQ(src != NULL, 1);
+  REQUIRE_EQ(dst != NULL, 1);
   uint64_t rng = 42;
-  long reads_ok = 0, writes_ok = 0, cancels_ok = 0, watched_writes = 0;
+  tally_t reads = {0}, writes = {0}, cancels = {0};
+  long read_data_ok = 0, cancel_rc_ok = 0, watched_writes = 0;
   for (int i = 0; i < ROUNDS; i++) {
     size_t n = i % 8 == 7 ? MIB : 1 + (size_t)(rng_next(&rng) % 4096);
     weft_executor_t *ex =
@@ -134,8 +151,8 @@ static void test_watched_ops(void) {
       REQUIRE_EQ(pthread_create(&th, NULL, cancel_thread, &x), 0);
       pthread_join(th, NULL);
       REQUIRE_EQ(weft_loop_run_until(loop, rdone, BOUND_MS), 0);
-      cancels_ok += x.rc == 0 && rw.state == WEFT_CANCELLED &&
-                    rw.value == WEFT_ECANCELED && atomic_load(&rw.runs) == 1;
+      cancel_rc_ok += x.rc == 0;
+      tally(&cancels, &rw, WEFT_CANCELLED, WEFT_ECANCELED);
       weft_future_release(r);
       weft_future_release(rdone);
       continue;
@@ -148,23 +165,31 @@ static void test_watched_ops(void) {
       watch_op(w, weft_loop_executor(loop), &ww, &wdone);
       watched_writes++;
     } else {
-      writes_ok += weft_future_int(w) == (intptr_t)n;
+      writes.state += weft_future_state(w) == WEFT_FULFILLED;
+      writes.value += weft_future_int(w) == (intptr_t)n;
       weft_future_release(w);
     }
     REQUIRE_EQ(weft_loop_run_until(loop, rdone, BOUND_MS), 0);
-    reads_ok += rw.state == WEFT_FULFILLED && rw.value == (intptr_t)n &&
-                atomic_load(&rw.runs) == 1 && memcmp(src, dst, n) == 0;
+    tally(&reads, &rw, WEFT_FULFILLED, (intptr_t)n);
+    read_data_ok += memcmp(src, dst, n) == 0;
     weft_future_release(rdone);
     if (wdone != NULL) {
       REQUIRE_EQ(weft_loop_run_until(loop, wdone, BOUND_MS), 0);
-      writes_ok += ww.state == WEFT_FULFILLED && ww.value == (intptr_t)n &&
-                   atomic_load(&ww.runs) == 1;
+      tally(&writes, &ww, WEFT_FULFILLED, (intptr_t)n);
       weft_future_release(wdone);
     }
   }
-  EXPECT_EQ(cancels_ok, ROUNDS / 4);
-  EXPECT_EQ(reads_ok, ROUNDS - ROUNDS / 4);
-  EXPECT_EQ(writes_ok, ROUNDS - ROUNDS / 4);
+  EXPECT_EQ(cancel_rc_ok, ROUNDS / 4);
+  EXPECT_EQ(cancels.state, ROUNDS / 4);
+  EXPECT_EQ(cancels.value, ROUNDS / 4);
+  EXPECT_EQ(cancels.runs, ROUNDS / 4);
+  EXPECT_EQ(reads.state, ROUNDS - ROUNDS / 4);
+  EXPECT_EQ(reads.value, ROUNDS - ROUNDS / 4);
+  EXPECT_EQ(reads.runs, ROUNDS - ROUNDS / 4);
+  EXPECT_EQ(read_data_ok, ROUNDS - ROUNDS / 4);
+  EXPECT_EQ(writes.state, ROUNDS - ROUNDS / 4);
+  EXPECT_EQ(writes.value, ROUNDS - ROUNDS / 4);
+  EXPECT_EQ(writes.runs, watched_writes); /* only watched writes run one */
   /* with an io_uring, every write waits for the loop's next wait */
   EXPECT_EQ(watched_writes,
             ring_loop(loop) ? ROUNDS - ROUNDS / 4 : ROUNDS / 8);

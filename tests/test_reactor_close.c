@@ -128,20 +128,21 @@ static void test_close_timers_stop_each_other(void) {
 /* ---- close runs the continuations of what it cancels ---- */
 static struct {
   weft_loop_t *loop;
-  int sleep_then, sleep_watch, sig_then, timeout_then, chained, dtor, bad;
+  int sleep_then, sleep_watch, sig_then, timeout_then, chained, dtor;
+  int not_ecanceled;                     /* sleeps' and the signal's */
+  int timeout_pending, timeout_no_error; /* the timeout's */
   int sleep_rc, post_rc;
 } cc;
 
 static weft_result_t cc_cancelled(void *arg, weft_future_t *src) {
   (*(int *)arg)++;
-  if (weft_future_error(src) != WEFT_ECANCELED)
-    cc.bad++;
+  cc.not_ecanceled += weft_future_error(src) != WEFT_ECANCELED;
   return weft_ok_int(1);
 }
 static weft_result_t cc_settled(void *arg, weft_future_t *src) {
   (*(int *)arg)++; /* a timeout of a cancelled sleep: settled, any error */
-  if (weft_future_state(src) == WEFT_PENDING || weft_future_error(src) == 0)
-    cc.bad++;
+  cc.timeout_pending += weft_future_state(src) == WEFT_PENDING;
+  cc.timeout_no_error += weft_future_error(src) == 0;
   return weft_ok_int(1);
 }
 static weft_result_t cc_chain(void *arg, weft_future_t *src) {
@@ -153,8 +154,7 @@ static weft_result_t cc_chain(void *arg, weft_future_t *src) {
 static void cc_watch(void *arg, weft_future_t *src) {
   free(arg); /* the operation's own state, freed by its continuation */
   cc.sleep_watch++;
-  if (weft_future_error(src) != WEFT_ECANCELED)
-    cc.bad++;
+  cc.not_ecanceled += weft_future_error(src) != WEFT_ECANCELED;
   weft_future_t *f = NULL;
   cc.sleep_rc = weft_loop_sleep(cc.loop, 1, &f); /* refused during close */
   cc.post_rc = weft_loop_post(cc.loop, quick, NULL); /* refused too */
@@ -193,7 +193,9 @@ static void test_close_runs_continuations(void) {
   EXPECT_EQ(cc.timeout_then, 1);
   EXPECT_EQ(cc.chained, 1);
   EXPECT_EQ(cc.dtor, 0); /* the watch ran: its arg was its own */
-  EXPECT_EQ(cc.bad, 0);
+  EXPECT_EQ(cc.not_ecanceled, 0);
+  EXPECT_EQ(cc.timeout_pending, 0);
+  EXPECT_EQ(cc.timeout_no_error, 0);
   EXPECT_ERR(cc.sleep_rc, WEFT_ESHUTDOWN);
   EXPECT_ERR(cc.post_rc, WEFT_ESHUTDOWN);
   EXPECT_EQ(weft_future_state(d1), WEFT_FULFILLED); /* not rejected */

@@ -108,10 +108,16 @@ static void test_signal_start_stop_pairs(void) {
 
 /* weft_loop_signal futures: cancel twice (here and from another thread),
  * cancel after the signal came; each leaves the handler list intact. */
+typedef struct twice_rc {
+  weft_future_t *f;
+  int first, second; /* the two cancels' results */
+} twice_rc_t;
+
 static void *cancel_twice(void *arg) {
-  int r1 = weft_future_cancel(arg);
-  int r2 = weft_future_cancel(arg);
-  return (void *)(intptr_t)(r1 == 0 && r2 == WEFT_EALREADY);
+  twice_rc_t *t = arg;
+  t->first = weft_future_cancel(t->f);
+  t->second = weft_future_cancel(t->f);
+  return NULL;
 }
 
 static void test_signal_future_pairs(void) {
@@ -124,10 +130,11 @@ static void test_signal_future_pairs(void) {
   REQUIRE_EQ(weft_loop_signal(loop, SIGUSR1, &f2), 0);
   REQUIRE_EQ(weft_loop_signal(loop, SIGUSR1, &f3), 0);
   pthread_t th;
-  void *res;
-  REQUIRE_EQ(pthread_create(&th, NULL, cancel_twice, f3), 0);
-  pthread_join(th, &res);
-  EXPECT_EQ((int)(intptr_t)res, 1);
+  twice_rc_t tw = {.f = f3};
+  REQUIRE_EQ(pthread_create(&th, NULL, cancel_twice, &tw), 0);
+  pthread_join(th, NULL);
+  EXPECT_EQ(tw.first, 0);
+  EXPECT_ERR(tw.second, WEFT_EALREADY);
   REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0); /* f3's disarm */
   REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR1), 0);
   EXPECT_EQ(weft_loop_run_until(loop, f2, BOUND_MS), 0);

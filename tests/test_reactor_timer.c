@@ -108,7 +108,9 @@ static void test_timer_many_random(void) {
   many.t = calloc(MANY, sizeof *many.t);
   many.due = calloc(MANY, sizeof *many.due);
   many.seen = calloc(MANY, 1);
-  REQUIRE_EQ(many.t != NULL && many.due != NULL && many.seen != NULL, 1);
+  REQUIRE_EQ(many.t != NULL, 1);
+  REQUIRE_EQ(many.due != NULL, 1);
+  REQUIRE_EQ(many.seen != NULL, 1);
   unsigned x = 12345;
   for (long i = 0; i < MANY; i++) {
     x = x * 1103515245u + 12345u;
@@ -211,7 +213,10 @@ static void test_timer_ties(void) {
   ties.start_no = calloc(TIES, sizeof *ties.start_no);
   ties.seen = calloc(TIES, 1);
   ties.stopped = calloc(TIES, 1);
-  REQUIRE_EQ(ties.t && ties.start_no && ties.seen && ties.stopped, 1);
+  REQUIRE_EQ(ties.t != NULL, 1);
+  REQUIRE_EQ(ties.start_no != NULL, 1);
+  REQUIRE_EQ(ties.seen != NULL, 1);
+  REQUIRE_EQ(ties.stopped != NULL, 1);
   ties.last_due = INT64_MIN;
   REQUIRE_EQ(weft_loop_post(ties.loop, ties_setup, NULL), 0);
   run_until_idle(ties.loop);

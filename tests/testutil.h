@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 /* Assert a == b (integers), printing both expressions and values; a fatal
  * check ends the test. */
@@ -41,6 +42,17 @@
   } while (0)
 
 #define EXPECT_TRUE(c) EXPECT_EQ(!!(c), 1)
+
+/* Assert that string a (which may be NULL) equals b, printing both. */
+#define EXPECT_STREQ(a, b)                                                     \
+  do {                                                                         \
+    const char *a_ = (a), *b_ = (b);                                           \
+    char m_[512];                                                              \
+    snprintf(m_, sizeof m_, "%s == %s (got \"%s\", expected \"%s\")", #a, #b, \
+             a_ ? a_ : "(null)", b_);                                          \
+    CU_assertImplementation(a_ != NULL && strcmp(a_, b_) == 0, __LINE__, m_,   \
+                            __FILE__, "", CU_FALSE);                           \
+  } while (0)
 
 typedef struct test_case {
   const char *name;
