@@ -63,7 +63,7 @@ static void test_accept_emfile(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
-/* ---- issue 19: an accept that loses to a cancel; free slots poisoned ---- */
+/* ---- an accept that loses to a cancel; free slots poisoned ---- */
 
 typedef struct acr {
   weft_future_t *a; /* the accept the cancel races */
@@ -165,7 +165,7 @@ static void test_accept_loses_to_cancel(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
-/* ---- issue 19: a future that carries a socket owns it ---- */
+/* ---- a future that carries a socket owns it ---- */
 
 enum { EOF_WAIT_MS = 5000 }; /* how long a peer may wait for its EOF */
 

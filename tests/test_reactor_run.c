@@ -314,6 +314,7 @@ static void test_run_modes(void) {
   EXPECT_EQ(weft_loop_current() == NULL, 1);
 }
 
+/* ---- bad input ---- */
 static void *close_elsewhere(void *arg) {
   return (void *)(intptr_t)weft_loop_close(arg);
 }
