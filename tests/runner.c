@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* tests/runner.c: runs one CUnit suite by name (or all), exits non-zero on
  * any failure; also the counting allocator used by the suites.
- * Usage: weft_tests [suite [part of a test's name]]. */
+ * Usage: weft_tests [suite [part of a test's name]]; a group name (the part
+ * before '_', e.g. net or reactor) runs every suite of the group. */
 #include "testutil.h"
 
 #include "internal.h" /* WEFT__ASAN and, under it, the sanitizer's API */
@@ -13,14 +14,21 @@
 
 extern const test_suite_t suite_error, suite_future, suite_then, suite_cancel,
     suite_combinators, suite_await, suite_race, suite_chain, suite_alloc,
-    suite_cache, suite_pool, suite_reactor, suite_net, suite_chat, suite_api,
-    suite_paths, suite_fault, suite_misuse, suite_stress, suite_model,
-    suite_abi;
+    suite_cache, suite_pool, suite_reactor_run, suite_reactor_timer,
+    suite_reactor_signal, suite_reactor_io, suite_reactor_close,
+    suite_reactor_spin, suite_net_data, suite_net_errors, suite_net_accept,
+    suite_net_cancel, suite_net_settle, suite_net_close, suite_net_queued,
+    suite_net_spin, suite_chat, suite_api, suite_paths, suite_fault,
+    suite_misuse, suite_stress, suite_model, suite_abi;
 
 static const test_suite_t *const suites[] = {
     &suite_error,  &suite_future, &suite_then,  &suite_cancel, &suite_combinators,
     &suite_await,  &suite_race,   &suite_chain, &suite_alloc, &suite_cache, &suite_pool,
-    &suite_reactor, &suite_net, &suite_api, &suite_paths, &suite_fault,
+    &suite_reactor_run, &suite_reactor_timer, &suite_reactor_signal,
+    &suite_reactor_io, &suite_reactor_close, &suite_reactor_spin,
+    &suite_net_data, &suite_net_errors, &suite_net_accept, &suite_net_cancel,
+    &suite_net_settle, &suite_net_close, &suite_net_queued, &suite_net_spin,
+    &suite_api, &suite_paths, &suite_fault,
     &suite_misuse, &suite_stress, &suite_model, &suite_abi
 #ifdef WEFT_HAVE_CHAT
     , &suite_chat
@@ -78,6 +86,14 @@ bool tu_poisoned(const void *p) {
 #endif
 }
 
+/* Does `want` name suite s, or the group s belongs to (the part of its name
+ * before '_': "net" names net_data, net_close, ...)? */
+static bool wanted(const test_suite_t *s, const char *want) {
+  size_t n = strlen(want);
+  return strcmp(s->name, want) == 0 ||
+         (strncmp(s->name, want, n) == 0 && s->name[n] == '_');
+}
+
 /* The suite's tests, or those whose name contains `only` (non-NULL). */
 static int add_suite(const test_suite_t *s, const char *only) {
   CU_pSuite cs = CU_add_suite(s->name, NULL, NULL);
@@ -95,7 +111,7 @@ int main(int argc, char **argv) {
     return 2;
   size_t n = sizeof(suites) / sizeof(suites[0]), added = 0;
   for (size_t i = 0; i < n; i++) {
-    if (argc > 1 && strcmp(argv[1], suites[i]->name) != 0)
+    if (argc > 1 && !wanted(suites[i], argv[1]))
       continue;
     if (add_suite(suites[i], argc > 2 ? argv[2] : NULL) != 0)
       return 2;

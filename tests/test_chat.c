@@ -521,8 +521,8 @@ static void test_offload_bad_lines(void) {
   /* Valid forms: the largest N, blanks around, a '\r' before the newline. */
   EXPECT_TRUE(offload_round(c, "", 0, 2147483647, got, sizeof got));
   EXPECT_EQ(strcmp(got, ""), 0);
-  EXPECT_TRUE(send_some(c->fd, " job\t 7 \r\n", 10) &&
-              read_line(c, got, sizeof got, WAIT_MS));
+  EXPECT_TRUE(send_some(c->fd, " job\t 7 \r\n", 10));
+  EXPECT_TRUE(read_line(c, got, sizeof got, WAIT_MS));
   EXPECT_EQ(strncmp(got, "7 ", 2), 0);
   close(c->fd);
   free(c);
@@ -550,7 +550,8 @@ static void offload_half_close_on(const char *uring) {
     if (!got_a || !got_b)
       fprintf(stderr, "WEFT_IO_URING=%s round %d: \"%s\" \"%s\"\n", uring,
               round, a, b);
-    EXPECT_TRUE(got_a && got_b);
+    EXPECT_TRUE(got_a);
+    EXPECT_TRUE(got_b);
     EXPECT_TRUE((a[0] == '1' && b[0] == '2') || (a[0] == '2' && b[0] == '1'));
     EXPECT_EQ(c->have, 0);
     struct pollfd pf = {c->fd, POLLIN, 0}; /* then the server closes */

@@ -19,8 +19,8 @@ static void test_every_code_named(void) {
   for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
     EXPECT_TRUE(codes[i] < 0);
     EXPECT_EQ(strcmp(weft_err_name(codes[i]), names[i]), 0);
-    EXPECT_TRUE(strcmp(weft_strerror(codes[i]), "unknown error") != 0 ||
-                codes[i] == WEFT_EUNKNOWN);
+    if (codes[i] != WEFT_EUNKNOWN) /* every other code has its message */
+      EXPECT_TRUE(strcmp(weft_strerror(codes[i]), "unknown error") != 0);
   }
 }
 

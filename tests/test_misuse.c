@@ -15,14 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define BOUND_MS 10000
-
-static weft_loop_t *new_loop(void) {
-  weft_loop_t *loop = NULL;
-  REQUIRE_EQ(weft_loop_create(NULL, &loop), 0);
-  return loop;
-}
-
 /* Run loop iterations until *counter reaches target or BOUND_MS pass. */
 static bool drive(weft_loop_t *loop, const int *counter, int target) {
   int64_t end = weft_now_ns() + (int64_t)BOUND_MS * 1000000;

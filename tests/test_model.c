@@ -84,7 +84,7 @@ static void test_order_names_the_winner(void) {
   memset(&o, 0, sizeof o);
   pthread_t t;
   REQUIRE_EQ(pthread_create(&t, NULL, order_side, &o), 0);
-  long wrong = 0;
+  long wrong = 0, bad_order = 0;
   for (long r = 1; r <= ORDER_ROUNDS; r++) {
     weft_promise_t *p[2];
     weft_future_t *f[2], *c;
@@ -98,8 +98,8 @@ static void test_order_names_the_winner(void) {
     tu_spin_until(&o.r.done, r);
     size_t w = 9;
     EXPECT_EQ(weft_future_order(c, 0, &w), 0);
-    if (w > 1 || weft_future_int(c) != (intptr_t)w + 1)
-      wrong++;
+    bad_order += w > 1;
+    wrong += weft_future_int(c) != (intptr_t)w + 1;
     weft_future_release(c);
     for (int i = 0; i < 2; i++) {
       weft_future_release(f[i]);
@@ -107,6 +107,7 @@ static void test_order_names_the_winner(void) {
     }
   }
   pthread_join(t, NULL);
+  EXPECT_EQ(bad_order, 0);
   EXPECT_EQ(wrong, 0);
 }
 

@@ -399,7 +399,8 @@ static void test_await_runs_outside_work(void) {
     while (round % 2 && atomic_load(&p->ec.waiters) == 0 &&
            weft_now_ns() < deadline)
       sched_yield();
-    parked += round % 2 && atomic_load(&p->ec.waiters) == 1;
+    if (round % 2)
+      parked += atomic_load(&p->ec.waiters) == 1;
     REQUIRE_EQ(weft_pool_submit(p, fulfil_help_promise, NULL, NULL, &b), 0);
     EXPECT_ERR(weft_future_await(a, 2 * AWAIT_HELP_TOLERANCE_MS), 0);
     EXPECT_ERR(weft_future_await(b, 2 * AWAIT_HELP_TOLERANCE_MS), 0);

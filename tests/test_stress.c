@@ -167,7 +167,8 @@ static void test_submit_steal(void) {
   long total = ss.per * SS_SUBMITTERS;
   ss.ran = calloc((size_t)total, 1);
   ss.f = calloc((size_t)total, sizeof *ss.f);
-  REQUIRE_EQ(ss.ran != NULL && ss.f != NULL, 1);
+  REQUIRE_EQ(ss.ran != NULL, 1);
+  REQUIRE_EQ(ss.f != NULL, 1);
   ss.pool = make_pool(4);
   pthread_t th[SS_SUBMITTERS];
   for (long t = 0; t < SS_SUBMITTERS; t++)
@@ -292,17 +293,17 @@ static void test_wakeups(void) {
   perturb_begin();
   weft_pool_t *p = make_pool(2);
   uint64_t rs = suite_seed() | 3;
-  long rounds = scaled(2000), lost = 0, r = 0;
+  long rounds = scaled(2000), lost = 0, wrong = 0, r = 0;
   bool parks = true; /* an await parks its worker: else do not wait for it */
-  for (; r < rounds && lost == 0; r++) {
+  for (; r < rounds && lost == 0 && wrong == 0; r++) {
     if (rnd(&rs) % 2)
       (void)pool_idle(p, 1000);
     /* an outside submit, awaited from outside */
     weft_future_t *j;
     REQUIRE_EQ(weft_pool_submit(p, wake_plain_job, (void *)(intptr_t)r, NULL,
                                 &j), 0);
-    lost += weft_future_await(j, SETTLE_TOLERANCE_MS) != 0 ||
-            weft_future_int(j) != r;
+    lost += weft_future_await(j, SETTLE_TOLERANCE_MS) != 0;
+    wrong += weft_future_int(j) != r;
     weft_future_release(j);
     /* a worker awaiting a promise we fulfil, asleep or not by then */
     weft_promise_t *pr;
@@ -312,8 +313,8 @@ static void test_wakeups(void) {
     if (parks && rnd(&rs) % 2) /* one parks in the await, the other idles */
       parks = pool_idle(p, 1000);
     EXPECT_EQ(weft_promise_fulfil_int(pr, r), 0);
-    lost += weft_future_await(j, SETTLE_TOLERANCE_MS) != 0 ||
-            weft_future_int(j) != r + 1;
+    lost += weft_future_await(j, SETTLE_TOLERANCE_MS) != 0;
+    wrong += weft_future_int(j) != r + 1;
     weft_future_release(j);
     weft_future_release(f);
     weft_promise_release(pr);
@@ -321,6 +322,7 @@ static void test_wakeups(void) {
   if (lost)
     printf("\n    round %ld: a wake-up was lost ", r);
   EXPECT_EQ(lost, 0);
+  EXPECT_EQ(wrong, 0);
   EXPECT_EQ(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL), 0);
   perturb_end("wake-ups");
 }
@@ -568,21 +570,24 @@ static void test_posts_run_and_close(void) {
     EXPECT_EQ(weft_loop_close(pc.loop), 0);
     for (int t = 0; t < PC_THREADS; t++)
       pthread_join(th[t], NULL);
-    long twice = 0, never = 0, accepted = 0;
+    long twice = 0, never = 0, ran_refused = 0, accepted = 0;
     for (int t = 0; t < PC_THREADS; t++) {
       long n = atomic_load(&pc.late_accepted[t]);
       accepted += n;
       for (long i = 0; i < PC_LATE_MAX; i++) {
         unsigned char v = atomic_load(&pc.late_ran[t][i]);
         twice += v > 1;
-        never += i < n && v == 0;
-        twice += i >= n && v != 0; /* ran, but refused */
+        if (i < n)
+          never += v == 0;
+        else
+          ran_refused += v != 0;
       }
       free(pc.late_ran[t]);
     }
     EXPECT_EQ(atomic_load(&pc.early_bad), 0);
     EXPECT_EQ(twice, 0);
     EXPECT_EQ(never, 0);
+    EXPECT_EQ(ran_refused, 0);
     long over = atomic_load(&pc.over_accepted);
     long ran = atomic_load(&pc.late_ok) + atomic_load(&pc.late_cancelled);
     EXPECT_EQ(atomic_load(&pc.over_ran), over);
@@ -592,7 +597,7 @@ static void test_posts_run_and_close(void) {
     EXPECT_EQ(other, 0);
     weft_future_release(early_f);
     weft_promise_release(pc.early_done);
-    if (twice || never || over != atomic_load(&pc.over_ran) ||
+    if (twice || never || ran_refused || over != atomic_load(&pc.over_ran) ||
         ran != accepted + over || refused != PC_THREADS) {
       printf("\n    round %ld: a post lost, run twice or never refused ",
              round + 1);
@@ -815,19 +820,25 @@ static void sk_run(long nw, size_t wlen_max, size_t rlen_max,
   size_t cap = (size_t)sk.nw * SK_WLEN_MAX, n = 0;
   unsigned char *stream = malloc(cap);
   REQUIRE_EQ(stream != NULL, 1);
-  long r_cancelled = 0, w_cancelled = 0, bad = 0, eof = 0;
+  long r_cancelled = 0, w_cancelled = 0, eof = 0;
+  /* operations whose state disagrees with their cancel's result; reads of
+   * no bytes or more than asked; reads that failed other than by EOF;
+   * writes fulfilled with a length other than asked; writes rejected */
+  long r_cancel_wrong = 0, r_empty = 0, r_too_long = 0, r_not_eof = 0;
+  long w_cancel_wrong = 0, w_len_wrong = 0, w_rejected = 0;
   for (long i = 0; i < ri; i++) {
     weft_state_t s = weft_future_state(sk.rf[i]);
-    bad += (s == WEFT_CANCELLED) != (sk.r_cancel_rc[i] == 0);
+    r_cancel_wrong += (s == WEFT_CANCELLED) != (sk.r_cancel_rc[i] == 0);
     if (s == WEFT_FULFILLED) {
       size_t k = (size_t)weft_future_int(sk.rf[i]);
-      bad += k < 1 || k > sk.rlen[i];
+      r_empty += k < 1;
+      r_too_long += k > sk.rlen[i];
       sk.r_at[i] = n;
       memcpy(stream + n, sk.rbuf[i], k);
       n += k;
     } else if (s == WEFT_REJECTED) {
       eof += weft_future_error(sk.rf[i]) == WEFT_EOF;
-      bad += weft_future_error(sk.rf[i]) != WEFT_EOF;
+      r_not_eof += weft_future_error(sk.rf[i]) != WEFT_EOF;
     }
     r_cancelled += s == WEFT_CANCELLED;
   }
@@ -860,12 +871,19 @@ static void sk_run(long nw, size_t wlen_max, size_t rlen_max,
   weft_future_release(shut);
   for (long i = 0; i < sk.nw; i++) {
     weft_state_t s = weft_future_state(sk.wf[i]);
-    bad += (s == WEFT_CANCELLED) != (sk.w_cancel_rc[i] == 0);
-    bad += s == WEFT_FULFILLED && weft_future_int(sk.wf[i]) != (intptr_t)sk.wlen[i];
-    bad += s == WEFT_REJECTED;
+    w_cancel_wrong += (s == WEFT_CANCELLED) != (sk.w_cancel_rc[i] == 0);
+    if (s == WEFT_FULFILLED)
+      w_len_wrong += weft_future_int(sk.wf[i]) != (intptr_t)sk.wlen[i];
+    w_rejected += s == WEFT_REJECTED;
     w_cancelled += s == WEFT_CANCELLED;
   }
-  EXPECT_EQ(bad, 0);
+  EXPECT_EQ(r_cancel_wrong, 0);
+  EXPECT_EQ(r_empty, 0);
+  EXPECT_EQ(r_too_long, 0);
+  EXPECT_EQ(r_not_eof, 0);
+  EXPECT_EQ(w_cancel_wrong, 0);
+  EXPECT_EQ(w_len_wrong, 0);
+  EXPECT_EQ(w_rejected, 0);
   EXPECT_EQ(sk_check_stream(stream, n), 0);
   /* every watch ran, once */
   int64_t wdl = deadline_in_ms(SETTLE_TOLERANCE_MS);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* tests/testutil.h: assertions that print both values, the suite registry,
- * a counting allocator that can fail the N-th allocation, and a two-thread
- * round handshake for race tests. */
+ * a counting allocator that can fail the N-th allocation, a two-thread
+ * round handshake for race tests, and the loop every loop test starts
+ * from. */
 #ifndef WEFT_TESTUTIL_H
 #define WEFT_TESTUTIL_H
 
@@ -14,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 /* Assert a == b (integers), printing both expressions and values; a fatal
  * check ends the test. */
@@ -40,6 +42,17 @@
   } while (0)
 
 #define EXPECT_TRUE(c) EXPECT_EQ(!!(c), 1)
+
+/* Assert that string a (which may be NULL) equals b, printing both. */
+#define EXPECT_STREQ(a, b)                                                     \
+  do {                                                                         \
+    const char *a_ = (a), *b_ = (b);                                           \
+    char m_[512];                                                              \
+    snprintf(m_, sizeof m_, "%s == %s (got \"%s\", expected \"%s\")", #a, #b, \
+             a_ ? a_ : "(null)", b_);                                          \
+    CU_assertImplementation(a_ != NULL && strcmp(a_, b_) == 0, __LINE__, m_,   \
+                            __FILE__, "", CU_FALSE);                           \
+  } while (0)
 
 typedef struct test_case {
   const char *name;
@@ -86,6 +99,20 @@ static inline void tu_meet(tu_rounds_t *s, long r, int side) {
   unsigned x = (unsigned)(r * 2654435761u) >> (side ? 20 : 24);
   for (volatile unsigned i = 0; i < (x & 127); i++)
     ;
+}
+
+/* ---- loops ---- */
+
+/* No test waits longer than this for anything; a wait that runs out is a
+ * failure (a hang), never a result. */
+#define BOUND_MS 30000
+
+/* A loop with default options on the calling thread; ends the test if it
+ * cannot be created. */
+static inline weft_loop_t *new_loop(void) {
+  weft_loop_t *loop = NULL;
+  REQUIRE_EQ(weft_loop_create(NULL, &loop), 0);
+  return loop;
 }
 
 #endif /* WEFT_TESTUTIL_H */
