@@ -108,7 +108,7 @@ static void on_accept(void *arg, weft_future_t *f) {
     abort();
   if (weft_socket_take(f, &c->s) != 0)
     abort();
-  weft_socket_nodelay(c->s, 1);
+  weft_socket_nodelay(c->s, true);
   S.open++;
   if (++S.accepted == S.want) {
     S.measuring = 1;

@@ -491,7 +491,7 @@ static void sc_tcp(fx_t *x) {
   FX(x, weft_socket_peer(cs, &pa), WEFT_ENOTCONN);
   if (weft_socket_fd(cs) < 0)
     fx_bad(x, __LINE__, "socket_fd");
-  FX(x, weft_socket_nodelay(cs, 1), WEFT_ENOTSUP);
+  FX(x, weft_socket_nodelay(cs, true), WEFT_ENOTSUP);
   /* A second accept left pending: the close cancels it. */
   if (FX(x, weft_accept(ls, &fa2), WEFT_ENOMEM))
     fx_track(x, fa2);

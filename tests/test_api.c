@@ -506,7 +506,7 @@ static void test_socket_args(void) {
   EXPECT_ERR(weft_socket_local(NULL, &a), WEFT_EINVAL);
   EXPECT_ERR(weft_socket_peer(NULL, &a), WEFT_EINVAL);
   EXPECT_EQ(weft_socket_fd(NULL), -1);
-  EXPECT_ERR(weft_socket_nodelay(NULL, 1), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_nodelay(NULL, true), WEFT_EINVAL);
   EXPECT_EQ(weft_socket_write_queued(NULL), 0);
   EXPECT_ERR(weft_socket_close(NULL), WEFT_EINVAL);
   EXPECT_TRUE(s == NULL);
@@ -522,7 +522,7 @@ static void test_socket_args(void) {
   EXPECT_ERR(weft_write(l, buf, sizeof buf, &f), WEFT_EINVAL);
   EXPECT_ERR(weft_udp_send(l, buf, 1, &la, &f), WEFT_EINVAL);
   EXPECT_ERR(weft_udp_recv(l, buf, sizeof buf, NULL, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_socket_nodelay(l, 1), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_nodelay(l, true), WEFT_EINVAL);
   EXPECT_ERR(weft_accept(l, NULL), WEFT_EINVAL);
   EXPECT_TRUE(f == NULL);
 
@@ -531,7 +531,7 @@ static void test_socket_args(void) {
   REQUIRE_EQ(weft_udp_bind(loop, &a, &u), 0);
   EXPECT_ERR(weft_accept(u, &f), WEFT_EINVAL);
   EXPECT_ERR(weft_read(u, buf, sizeof buf, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_socket_nodelay(u, 1), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_nodelay(u, true), WEFT_EINVAL);
   EXPECT_ERR(weft_udp_recv(u, buf, 0, NULL, &f), WEFT_EINVAL);
   EXPECT_ERR(weft_udp_recv(u, NULL, 1, NULL, &f), WEFT_EINVAL);
   EXPECT_ERR(weft_udp_recv(u, buf, 1, NULL, NULL), WEFT_EINVAL);
@@ -612,8 +612,8 @@ static void test_stream_op_args(void) {
   EXPECT_ERR(weft_socket_take(NULL, &cli), WEFT_EINVAL);
   EXPECT_TRUE(f == NULL);
   /* What is allowed on it. */
-  EXPECT_ERR(weft_socket_nodelay(cli, 1), 0);
-  EXPECT_ERR(weft_socket_nodelay(cli, 0), 0);
+  EXPECT_ERR(weft_socket_nodelay(cli, true), 0);
+  EXPECT_ERR(weft_socket_nodelay(cli, false), 0);
   weft_addr_t pa;
   EXPECT_ERR(weft_socket_peer(cli, &pa), 0);
   EXPECT_ERR(weft_socket_peer(cli, NULL), WEFT_EINVAL);
@@ -652,7 +652,7 @@ static void test_unix_stream(void) {
   REQUIRE_EQ(weft_addr_unix(path, &a), 0);
   weft_socket_t *ls, *srv, *cli, *again = NULL;
   REQUIRE_EQ(stream_pair(loop, &a, &ls, &srv, &cli), 0);
-  EXPECT_ERR(weft_socket_nodelay(cli, 1), WEFT_ENOTSUP);
+  EXPECT_ERR(weft_socket_nodelay(cli, true), WEFT_ENOTSUP);
   EXPECT_ERR(weft_listen(loop, &a, 0, &again), WEFT_EADDRINUSE);
   EXPECT_TRUE(again == NULL);
   weft_addr_t pa;
@@ -743,7 +743,7 @@ static void *off_thread_main(void *arg) {
   OFF_EPERM(o, weft_udp_recv(o->udp, buf, sizeof buf, NULL, &f));
   OFF_EPERM(o, weft_udp_send(o->udp, buf, 1, &a, &f));
   OFF_EPERM(o, weft_socket_local(o->listener, &a));
-  OFF_EPERM(o, weft_socket_nodelay(o->listener, 1));
+  OFF_EPERM(o, weft_socket_nodelay(o->listener, true));
   OFF_EPERM(o, weft_socket_close(o->listener));
   THREAD_CHECK(o, f == NULL);
   THREAD_CHECK(o, s == NULL);

@@ -915,7 +915,7 @@ static int socket_calls_off_thread(void *arg) {
   bad += weft_socket_close(p->a) != WEFT_EPERM;
   bad += weft_socket_close(p->listener) != WEFT_EPERM;
   bad += weft_socket_take(p->fa, &s) != WEFT_EPERM;
-  bad += weft_socket_nodelay(p->a, 1) != WEFT_EPERM;
+  bad += weft_socket_nodelay(p->a, true) != WEFT_EPERM;
   return bad;
 }
 

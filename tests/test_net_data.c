@@ -356,7 +356,7 @@ static void test_unix_and_ipv6(void) {
   REQUIRE_EQ(weft_read_exactly(s, got, 5, &r), 0);
   REQUIRE_EQ(weft_loop_run_until(loop, r, BOUND_MS), 0);
   EXPECT_EQ(memcmp(got, "unix!", 5), 0);
-  EXPECT_EQ(weft_socket_nodelay(s, 1) != 0, 1); /* not TCP */
+  EXPECT_EQ(weft_socket_nodelay(s, true) != 0, 1); /* not TCP */
   weft_future_release(c);
   weft_future_release(w);
   weft_future_release(r);

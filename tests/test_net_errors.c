@@ -219,7 +219,7 @@ static void test_bad_input(void) {
   EXPECT_EQ(weft_socket_write_queued(NULL), 0);
   EXPECT_EQ(weft_socket_fd(NULL), -1);
   EXPECT_TRUE(weft_socket_fd(s) >= 0);
-  EXPECT_EQ(weft_socket_nodelay(s, 1), 0);
+  EXPECT_EQ(weft_socket_nodelay(s, true), 0);
   weft_addr_t pa;
   EXPECT_EQ(weft_socket_peer(s, &pa), 0);
   EXPECT_EQ(weft_socket_peer(ls, &pa), WEFT_ENOTCONN);

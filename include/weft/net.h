@@ -292,9 +292,10 @@ WEFT_EXTERN int weft_socket_peer(const weft_socket_t *sock, weft_addr_t *out);
  * it (never close it yourself). -1 for NULL. Thread: the loop thread. */
 WEFT_EXTERN int weft_socket_fd(const weft_socket_t *sock);
 
-/** TCP_NODELAY on (1) or off (0) for a TCP stream. Returns 0; WEFT_EINVAL;
- * kernel errors (WEFT_ENOTSUP for a Unix socket). Thread: the loop thread. */
-WEFT_EXTERN int weft_socket_nodelay(weft_socket_t *sock, int on);
+/** TCP_NODELAY on (true) or off (false) for a TCP stream. Returns 0;
+ * WEFT_EINVAL; kernel errors (WEFT_ENOTSUP for a Unix socket). Thread: the
+ * loop thread. */
+WEFT_EXTERN int weft_socket_nodelay(weft_socket_t *sock, bool on);
 
 /**
  * Close the socket: every pending operation on it settles as cancelled

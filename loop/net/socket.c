@@ -354,7 +354,7 @@ int weft_socket_fd(const weft_socket_t *sock) {
   return sock == NULL || sock->closed ? -1 : sock->fd;
 }
 
-int weft_socket_nodelay(weft_socket_t *sock, int on) {
+int weft_socket_nodelay(weft_socket_t *sock, bool on) {
   int rc = check_any(sock);
   if (rc != 0)
     return rc;
