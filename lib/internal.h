@@ -46,16 +46,41 @@
 WEFT__HIDDEN int weft__thread_create(pthread_t *t, void *(*fn)(void *),
                                      void *arg);
 
-/* Pool workers not parked, across every pool in the process (pool.c keeps
- * it; a loop reads it to tell whether its spin would take a CPU that a
- * busy worker needs). */
-#include <stdatomic.h>
-WEFT__HIDDEN extern _Atomic int weft__workers_awake;
-/* Times this thread woke (or found waking) a parked pool worker: that
- * worker is about to need a CPU, so a loop on this thread should not take
- * one for a spin just now (pool.c counts, loop.c reads). */
-WEFT__HIDDEN extern _Thread_local unsigned weft__tl_pool_wakes
+/* ---- CPU demand (cpu.c) ----
+ * The one channel between pool/ and loop/ (neither includes the other):
+ * pool workers report when they run and when they park, and a thread that
+ * wakes a parked worker notes it; a loop reads both before and during a
+ * spin, so that the spin does not hold a CPU a worker needs (see
+ * docs/design/loop.md). Relaxed and approximate by design: a stale reading
+ * costs one spin too many or too few, never a lost wake-up. Any thread.
+ * (Inline: a worker reports around every park, a producer on every wake;
+ * the variables below are for these functions only.) */
+WEFT__HIDDEN extern _Atomic int weft__cpu_running_workers;
+WEFT__HIDDEN extern _Thread_local unsigned weft__cpu_tl_wakes
     __attribute__((tls_model("initial-exec")));
+/* A pool worker of any pool starts running (thread start, back from a
+ * park) or stops (parks, exits). */
+static inline void weft__cpu_worker_runs(void) {
+  atomic_fetch_add_explicit(&weft__cpu_running_workers, 1,
+                            memory_order_relaxed);
+}
+static inline void weft__cpu_worker_stops(void) {
+  atomic_fetch_sub_explicit(&weft__cpu_running_workers, 1,
+                            memory_order_relaxed);
+}
+/* Pool workers not parked right now, across every pool in the process. */
+static inline int weft__cpu_workers_running(void) {
+  return atomic_load_explicit(&weft__cpu_running_workers,
+                              memory_order_relaxed);
+}
+/* This thread woke (or found waking) a parked pool worker: that worker is
+ * about to need a CPU. */
+static inline void weft__cpu_note_wake(void) { weft__cpu_tl_wakes++; }
+/* How many times this thread did so, ever (wraps): a reader compares it
+ * with what it saw last. */
+static inline unsigned weft__cpu_wakes_here(void) {
+  return weft__cpu_tl_wakes;
+}
 
 /* CPUs this process may use: its affinity mask, capped by a cgroup v2
  * quota; at least 1 (cpu.c). */

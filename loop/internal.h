@@ -160,7 +160,7 @@ struct weft_loop {
   int64_t spin_ns, spin_max_ns;
   int spin_credit; /* spins are allowed while positive (see spin_adapt) */
   int ncpu;        /* CPUs this process may use */
-  unsigned pool_wakes_seen; /* weft__tl_pool_wakes at the last wait */
+  unsigned pool_wakes_seen; /* weft__cpu_wakes_here() at the last wait */
   unsigned quiet;  /* waits left without a spin (loop.c: after this thread
                    * woke a pool worker, or a spin found its CPU shared) */
   long nivcsw;     /* the loop thread's involuntary switches, last seen */

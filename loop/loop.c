@@ -510,8 +510,7 @@ static inline void cpu_relax(void) {
 /* Is a CPU free for a spin? Not while pool workers are awake on every
  * CPU: they would wait for it. */
 static bool cpu_to_spare(const weft_loop_t *loop) {
-  return atomic_load_explicit(&weft__workers_awake, memory_order_relaxed) <
-         loop->ncpu;
+  return weft__cpu_workers_running() < loop->ncpu;
 }
 
 /* After a spin for fd events: was the CPU taken from this thread since
@@ -685,8 +684,9 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
       !(loop->backend.ring != NULL && weft__ring_sends(&loop->backend))) {
     /* Not for a while after this thread woke a pool worker: that worker
      * needs a CPU, and a loop feeding a pool does it again soon. */
-    if (weft__tl_pool_wakes != loop->pool_wakes_seen) {
-      loop->pool_wakes_seen = weft__tl_pool_wakes;
+    unsigned wakes = weft__cpu_wakes_here();
+    if (wakes != loop->pool_wakes_seen) {
+      loop->pool_wakes_seen = wakes;
       if (loop->quiet < SPIN_QUIET)
         loop->quiet = SPIN_QUIET;
     } else if (loop->quiet > 0) {

@@ -363,7 +363,7 @@ static void *worker_main(void *arg) {
   weft_pool_t *p = w->pool;
   tl_worker = w;
   weft_executor_t *prev = weft_executor_enter(&p->executor);
-  atomic_fetch_add_explicit(&weft__workers_awake, 1, memory_order_relaxed);
+  weft__cpu_worker_runs();
   /* Searched or waited since the last task ran: the next task found hands
    * the search on first (weft__ec_handoff). */
   bool idle = false;
@@ -404,12 +404,12 @@ static void *worker_main(void *arg) {
       break; /* nothing left anywhere we can see */
     }
     stat_inc(&w->parks);
-    atomic_fetch_sub_explicit(&weft__workers_awake, 1, memory_order_relaxed);
+    weft__cpu_worker_stops();
     weft__ec_wait(&p->ec, epoch);
-    atomic_fetch_add_explicit(&weft__workers_awake, 1, memory_order_relaxed);
+    weft__cpu_worker_runs();
     idle = true;
   }
-  atomic_fetch_sub_explicit(&weft__workers_awake, 1, memory_order_relaxed);
+  weft__cpu_worker_stops();
   weft_executor_leave(prev);
   cache_free(w);
   tl_worker = NULL;
@@ -590,10 +590,10 @@ static int await_park(weft__worker_t *w, weft_future_t *f,
     return 0;
   }
   stat_inc(&w->parks);
-  atomic_fetch_sub_explicit(&weft__workers_awake, 1, memory_order_relaxed);
+  weft__cpu_worker_stops();
   weft__ec_wait_until(&p->ec, epoch, WEFT__EC_ANY | (*awp)->bits,
                       deadline_ns);
-  atomic_fetch_add_explicit(&weft__workers_awake, 1, memory_order_relaxed);
+  weft__cpu_worker_runs();
   *woke = true;
   return 0;
 }
