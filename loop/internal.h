@@ -120,6 +120,29 @@ typedef struct weft__heap_entry {
 
 enum { WEFT__TIMER_INIT = 0x7e1f7000u }; /* priv_flags of an initialised timer */
 
+/* ---- the adaptive spin before sleeping (spin.c) ---- */
+/* Its state, loop thread only. */
+typedef struct weft__spin {
+  int64_t ns;     /* the next spin's length; 0: no spin */
+  int64_t max_ns; /* spin_us in ns; 0: spinning is off */
+  int credit;     /* spins are allowed while positive */
+  int ncpu;       /* CPUs this process may use */
+  unsigned pool_wakes_seen; /* weft__cpu_wakes_here() at the last wait */
+  unsigned quiet;           /* waits left without a spin */
+  long nivcsw;    /* the loop thread's involuntary switches, last seen */
+  unsigned shared_streak; /* back-offs in a row for a shared CPU */
+  unsigned dear;          /* spin hits in a row dearer than a sleep */
+  unsigned dear_streak;   /* back-offs in a row for dear hits */
+} weft__spin_t;
+
+/* What the spin before one wait did; zeroed by the caller. */
+typedef struct weft__spun {
+  int64_t idle; /* when the loop ran out of work; 0: the spin found work */
+  int n;        /* polled: the poll's result (events in loop->events) */
+  bool spun;    /* it spun and found nothing */
+  bool polled;  /* it polled the backend and found events */
+} weft__spun_t;
+
 /* ---- the loop ---- */
 enum { WAKE_AWAKE = 0, WAKE_SLEEPING = 1, WAKE_SENT = 2 };
 
@@ -156,18 +179,8 @@ struct weft_loop {
   weft_executor_t *prev_executor;
   struct weft_loop *live_next; /* the list of live loops (loop.c) */
   int64_t now;
-  /* adaptive spin before sleeping (loop.c) */
-  int64_t spin_ns, spin_max_ns;
-  int spin_credit; /* spins are allowed while positive (see spin_adapt) */
-  int ncpu;        /* CPUs this process may use */
-  unsigned pool_wakes_seen; /* weft__cpu_wakes_here() at the last wait */
-  unsigned quiet;  /* waits left without a spin (loop.c: after this thread
-                   * woke a pool worker, or a spin found its CPU shared) */
-  long nivcsw;     /* the loop thread's involuntary switches, last seen */
-  unsigned shared_streak; /* spins in a row that found the CPU shared */
-  unsigned dear;          /* spin hits in a row later than SPIN_CHEAP_NS */
-  unsigned dear_streak;   /* back-offs in a row for dear hits (loop.c) */
-  _Atomic uint64_t spins, spin_hits;
+  weft__spin_t spin; /* the adaptive spin before sleeping (spin.c) */
+  _Atomic uint64_t spins, spin_hits; /* statistics (spin.c) */
   /* timers */
   weft__heap_entry_t *heap;
   uint32_t heap_len, heap_cap;
@@ -312,6 +325,21 @@ static inline void weft__loop_op_setup(weft__loop_op_t *op, size_t size,
 /* The default cancel hook of a loop op (disarm here or send stop_task);
  * an op with its own hook calls it after its own work. */
 WEFT__HIDDEN void weft__loop_op_cancel(weft__loop_op_t *op);
+
+/* spin.c (loop thread only). Set the spin's bound from spin_us (0: the
+ * default, negative: off) at create. */
+WEFT__HIDDEN void weft__spin_init(weft_loop_t *loop, int spin_us);
+/* Before a wait of up to `timeout` ns (-1: none, never 0), with the spin
+ * on (spin.max_ns > 0): spin for work if the policy allows, until a post,
+ * a stop, `until` (run_until's future, or NULL) settling, or, while the
+ * loop watches fds, their events. Fills *out and returns what is left of
+ * the wait (0 when the spin found work or used the wait up). */
+WEFT__HIDDEN int64_t weft__spin_wait(weft_loop_t *loop, int64_t timeout,
+                                     weft_future_t *until, weft__spun_t *out);
+/* After that wait ended at loop->now (out->idle != 0), `by_work` if a post
+ * or an fd event ended it: lengthen or shorten the next spin. */
+WEFT__HIDDEN void weft__spin_adapt(weft_loop_t *loop, const weft__spun_t *s,
+                                   bool by_work);
 
 /* timer.c */
 WEFT__HIDDEN void weft__timers_run(weft_loop_t *loop);

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* loop/loop.c: the loop core: life cycle, run modes, the cross-thread queue
  * with batched eventfd wake-ups, the loop's executor, the stall detector
- * and statistics. Timers live in timer.c, watchers and signals in io.c; the
- * backend (epoll.c) only translates kernel events.
+ * and statistics. The spin before sleeping is in spin.c, timers in timer.c,
+ * watchers and signals in io.c; the backend (epoll.c) only translates
+ * kernel events.
  *
  * Wake-ups. `wake` is AWAKE while the loop thread is running an iteration
  * (it looks at the queue before it next sleeps), SLEEPING from just before
@@ -27,19 +28,12 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 _Thread_local weft_loop_t *weft__tl_loop WEFT__LOOP_TLS;
 weft_io_t weft__wake_mark, weft__sig_mark;
 
 weft_loop_t *weft_loop_current(void) { return weft__tl_loop; }
-
-/* the adaptive spin before sleeping (see the comment above cpu_relax) */
-enum { SPIN_FIRST_NS = 4000, SPIN_DEFAULT_NS = 50000, SPIN_CHECKS = 16,
-       SPIN_QUIET = 16, SPIN_SHARED_MAX = 4, SPIN_MISS = 4,
-       SPIN_CREDIT_MAX = 16, SPIN_READERS_MAX = 4, SPIN_CHEAP_NS = 10000,
-       SPIN_DEAR_HITS = 8, SPIN_DEAR_QUIET = 64, SPIN_DEAR_MAX = 6 };
 
 /* ---- cross-thread queue ---- */
 
@@ -271,8 +265,6 @@ int weft_loop_set_stall_hook(weft_loop_t *loop, int64_t threshold_us,
 
 /* ---- life cycle ---- */
 
-static bool cpu_shared(weft_loop_t *loop);
-
 /* Every live loop, so that a handle naming another loop can be told from
  * an uninitialised one (weft__loop_live). Changed at create and close. */
 static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -323,11 +315,7 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   loop->executor.ops = &loop_ops;
   loop->ops = &weft__epoll_backend;
   loop->wake_fd = loop->sig_fd = -1;
-  loop->spin_max_ns = spin_us < 0    ? 0
-                      : spin_us == 0 ? SPIN_DEFAULT_NS
-                                     : (int64_t)spin_us * 1000;
-  loop->ncpu = (int)weft__cpu_count();
-  (void)cpu_shared(loop); /* its baseline: this thread's count so far */
+  weft__spin_init(loop, spin_us);
   int rc = WEFT_ENOMEM;
   loop->events = weft__malloc(max * sizeof(weft__event_t));
   if (loop->events == NULL)
@@ -458,171 +446,6 @@ static void drain_wake_fd(weft_loop_t *loop) {
     ;
 }
 
-/* Adaptive spin before sleeping (weft_loop_options_t.spin_us). A loop
- * that ran out of work waits for work (a post; while it watches fds, also
- * their events) by polling for up to spin_ns instead of sleeping, when the
- * last waits ended with work soon enough (within spin_max_ns of running out
- * of it): the spin grows (SPIN_FIRST_NS, doubling) while work comes back
- * that quickly and halves, down to nothing, each time a wait ends
- * otherwise; spins that miss cost credit (spin_adapt). So an idle loop, or
- * one whose work comes seldom, does not spin. The wake word stays AWAKE
- * while spinning, so producers skip the eventfd write too. The idea is the
- * guest halt-polling governor's.
- * Around pools it keeps quiet: for SPIN_QUIET waits after this thread
- * woke a parked pool worker, and whenever workers are awake on every CPU.
- * Measured on 2 CPUs with a 2-worker pool (a loop keeping k jobs of w us in
- * flight), a loop spinning regardless did 3x the jobs for w = 5-10 us but
- * 31% fewer for w = 40, k = 4: the worker its own submit had woken waited
- * for the CPU the spin held, and the loop cannot see that worker until it
- * runs. With the quiet rule every one of those cases is within noise of no
- * spin; loops exchanging posts with each other or with plain threads keep
- * the whole gain (a round trip 45 -> 1 us). A loop allowed one CPU spins
- * only for fd events. Whenever a spin for fd events finds that the kernel
- * took the CPU from the loop thread (cpu_shared) the loop keeps quiet for
- * SPIN_QUIET waits, doubling each time it happens again on the next spin
- * (up to SPIN_QUIET << SPIN_SHARED_MAX), and starts the spin again from
- * nothing: a peer on the same CPU takes it nearly every time, other
- * threads now and then (some 40 times a second on the test VM).
- * It does not spin while more than SPIN_READERS_MAX sockets wait for a
- * read (loop->readers, kept by net.c): their events come as a stream, a
- * sleep gathers them in batches, and a spin would poll them in ones and
- * twos (at 100 echo connections, in a run where the server was not quite
- * saturated: 0.6 polls per round trip, and 4% more CPU per round trip
- * than without the spin).
- * A spin costs its CPU whether it hits or not, so it pays only where
- * work comes back about as soon as a sleep and wake-up would cost the
- * loop thread. SPIN_CHEAP_NS is some twice that cost on a VM: a spin
- * that hits within it spends at most about twice the sleep it saves, and
- * loops spinning for each other stay well inside it. Hits that keep
- * coming later (SPIN_DEAR_HITS in a row: a client on another CPU whose
- * own wake-up sets the pace, as in an echo at one connection) buy
- * latency with more CPU per event than sleeping; the loop then keeps
- * quiet for SPIN_DEAR_QUIET waits, doubling each time it happens again
- * (up to SPIN_DEAR_QUIET << SPIN_DEAR_MAX), and starts the spin again
- * from nothing. */
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
-/* Is a CPU free for a spin? Not while pool workers are awake on every
- * CPU: they would wait for it. */
-static bool cpu_to_spare(const weft_loop_t *loop) {
-  return weft__cpu_workers_running() < loop->ncpu;
-}
-
-/* After a spin for fd events: was the CPU taken from this thread since
- * the last look (an involuntary context switch)? Then something else
- * wants it, perhaps the peer the loop waits for (a client on the same
- * machine), and spinning delays it: a client and server sharing one CPU
- * did 15% fewer round trips with the spin than without. One system call
- * per such spin, next to the polls it made. */
-static bool cpu_shared(weft_loop_t *loop) {
-  struct rusage ru;
-  if (getrusage(RUSAGE_THREAD, &ru) != 0)
-    return false;
-  bool taken = ru.ru_nivcsw != loop->nivcsw;
-  loop->nivcsw = ru.ru_nivcsw;
-  return taken;
-}
-
-/* What a spin met. */
-enum { SPUN_NOTHING = 0, SPUN_POST, SPUN_EVENTS };
-
-/* Spin until a post or a stop arrives, or `until` (run_until's future, or
- * NULL) settles, or (when `io`, the loop watching fds) the backend has
- * events, or `end` passes. The backend is asked
- * between rounds of SPIN_CHECKS reads of the queue: a poll that does not
- * wait is a system call but no sleep, and a post still gets through in
- * well under a microsecond. On SPUN_EVENTS *n is the poll's result (the
- * events are in loop->events; negative: its error). The first poll comes
- * after a round of reads, not at once: a busy server that polled at once
- * took its events one or two at a time (at 100 connections, 0.25
- * epoll_wait calls per round trip against 0.02), the round lets a batch
- * gather. */
-static int spin_for_work(weft_loop_t *loop, int64_t end, bool io, int *n,
-                         weft_future_t *until) {
-  for (;;) {
-    for (int k = 0; k < SPIN_CHECKS; k++) {
-      if (atomic_load_explicit(&loop->inbox, memory_order_relaxed) != NULL ||
-          atomic_load_explicit(&loop->stop, memory_order_relaxed))
-        return SPUN_POST;
-      cpu_relax();
-    }
-    /* run_until's future, settled on another thread, posts nothing */
-    if (until != NULL && weft_future_state(until) != WEFT_PENDING)
-      return SPUN_POST;
-    if (io && (*n = loop->ops->poll(&loop->backend, 0, loop->events)) != 0)
-      return SPUN_EVENTS;
-    if (weft_now_ns() >= end || !cpu_to_spare(loop))
-      return SPUN_NOTHING;
-  }
-}
-
-/* After a wait that began at `idle` and ended now (a spin that found work
- * does not come here): was it worth spinning for, and was the spin, if
- * there was one, worth its CPU? Work is a post or a socket/fd event, not
- * a timer (the spin never outlasts the next timer anyway).
- * Length: work soon enough (within spin_max_ns) lengthens the spin
- * (SPIN_FIRST_NS, doubling, up to the bound); any other end halves it.
- * Credit: a spin that ends without work costs SPIN_MISS, work met by a
- * spin (or work that came soon enough while not spinning) earns 1, and
- * the loop spins only with credit: spins that seldom pay stop. */
-static void spin_credit_add(weft_loop_t *loop, int d) {
-  int c = loop->spin_credit + d;
-  loop->spin_credit = c > SPIN_CREDIT_MAX    ? SPIN_CREDIT_MAX
-                      : c < -SPIN_CREDIT_MAX ? -SPIN_CREDIT_MAX
-                                             : c;
-}
-
-static void spin_adapt(weft_loop_t *loop, int64_t idle, bool by_work,
-                       bool spun) {
-  bool soon = by_work && loop->now - idle <= loop->spin_max_ns;
-  if (spun)
-    spin_credit_add(loop, -SPIN_MISS);
-  else if (soon)
-    spin_credit_add(loop, 1);
-  if (soon) {
-    int64_t s = loop->spin_ns ? 2 * loop->spin_ns : SPIN_FIRST_NS;
-    loop->spin_ns = s < loop->spin_max_ns ? s : loop->spin_max_ns;
-  } else if (loop->spin_ns > 0) {
-    loop->spin_ns /= 2;
-    if (loop->spin_ns < SPIN_FIRST_NS)
-      loop->spin_ns = 0;
-  }
-}
-
-/* Keep quiet for `base` waits, doubled for each back-off in a row counted
- * in *streak (up to `max` doublings), never shortening a quiet period
- * already running, and start the spin again from nothing. */
-static void spin_back_off(weft_loop_t *loop, unsigned base, unsigned *streak,
-                          unsigned max) {
-  unsigned q = base << *streak;
-  if (loop->quiet < q)
-    loop->quiet = q;
-  if (*streak < max)
-    (*streak)++;
-  loop->spin_ns = 0;
-}
-
-/* A spin hit after `ns` of spinning: dearer than a sleep (SPIN_CHEAP_NS)
- * SPIN_DEAR_HITS times in a row, the loop keeps quiet for a while, longer
- * each time in a row, and starts the spin again from nothing; a cheap hit
- * ends the streak. */
-static void spin_cost(weft_loop_t *loop, int64_t ns) {
-  if (ns <= SPIN_CHEAP_NS) {
-    loop->dear = 0;
-    loop->dear_streak = 0;
-    return;
-  }
-  if (++loop->dear < SPIN_DEAR_HITS)
-    return;
-  loop->dear = 0;
-  spin_back_off(loop, SPIN_DEAR_QUIET, &loop->dear_streak, SPIN_DEAR_MAX);
-}
-
 /* Nanoseconds until `due` (0 when past). */
 static int64_t ns_until(int64_t due) {
   int64_t d = due - weft_now_ns();
@@ -651,6 +474,44 @@ static void prefetch_ahead(const weft_loop_t *loop, int i, int n) {
     weft__net_prefetch_buf(loop->events[i + 1].data);
 }
 
+/* How long the iteration's wait may block (ns, -1: no bound; 0: not at
+ * all): until the next timer or `cap`, unless there is more to do now. */
+static int64_t wait_bound(weft_loop_t *loop, bool block, int64_t cap,
+                          weft_future_t *until, bool once, uint64_t ran) {
+  if (!block || loop->local_head != NULL ||
+      atomic_load_explicit(&loop->stop, memory_order_relaxed) ||
+      (until != NULL && weft_future_state(until) != WEFT_PENDING) ||
+      (once && atomic_load_explicit(&loop->callbacks, memory_order_relaxed) !=
+                   ran))
+    return 0;
+  int64_t due = weft__timers_next(loop);
+  if (cap >= 0 && (due < 0 || cap < due))
+    due = cap;
+  return due < 0 ? -1 : ns_until(due);
+}
+
+/* Poll the backend, waiting up to `timeout` ns; a wait that may block
+ * first tells producers the loop sleeps, then looks once more. */
+static int wait_events(weft_loop_t *loop, int64_t timeout,
+                       weft_future_t *until) {
+  if (timeout != 0) {
+    atomic_store_explicit(&loop->wake, WAKE_SLEEPING, memory_order_seq_cst);
+    if (atomic_load_explicit(&loop->inbox, memory_order_seq_cst) != NULL ||
+        atomic_load_explicit(&loop->stop, memory_order_seq_cst))
+      timeout = 0;
+    WEFT__PERTURB(); /* asleep by the word, not yet in the poll */
+    if (until != NULL) { /* settled elsewhere (see until_wake) */
+      atomic_thread_fence(memory_order_seq_cst);
+      if (weft_future_state(until) != WEFT_PENDING)
+        timeout = 0;
+    }
+    weft__loop_count(&loop->polls);
+  }
+  int n = loop->ops->poll(&loop->backend, timeout, loop->events);
+  atomic_store_explicit(&loop->wake, WAKE_AWAKE, memory_order_seq_cst);
+  return n;
+}
+
 /* One iteration. `block`: the poll may wait (until the next timer, or
  * `cap`, an absolute deadline, -1 for none), unless `until` (run_until's
  * future, or NULL) settled during the iteration's callbacks, or `once` and
@@ -663,101 +524,22 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
   loop->now = weft_now_ns();
   weft__timers_run(loop);
   run_tasks(loop);
-  int64_t timeout = 0; /* ns */
-  if (block && loop->local_head == NULL &&
-      !atomic_load_explicit(&loop->stop, memory_order_relaxed) &&
-      (until == NULL || weft_future_state(until) == WEFT_PENDING) &&
-      !(once && atomic_load_explicit(&loop->callbacks, memory_order_relaxed) !=
-                    ran)) {
-    int64_t due = weft__timers_next(loop);
-    if (cap >= 0 && (due < 0 || cap < due))
-      due = cap;
-    timeout = due < 0 ? -1 : ns_until(due);
-  }
-  int64_t idle = 0; /* when the loop ran out of work, if it did */
-  bool spun = false;
-  int n = 0;
-  bool polled = false; /* a spin polled the backend and found events */
+  int64_t timeout = wait_bound(loop, block, cap, until, once, ran);
+  weft__spun_t spun = {0, 0, false, false};
   /* (Sends waiting in the ring are work for now: the wait that hands them
    * over returns with their completions, so no spin before it.) */
-  if (timeout != 0 && loop->spin_max_ns > 0 &&
-      !(loop->backend.ring != NULL && weft__ring_sends(&loop->backend))) {
-    /* Not for a while after this thread woke a pool worker: that worker
-     * needs a CPU, and a loop feeding a pool does it again soon. */
-    unsigned wakes = weft__cpu_wakes_here();
-    if (wakes != loop->pool_wakes_seen) {
-      loop->pool_wakes_seen = wakes;
-      if (loop->quiet < SPIN_QUIET)
-        loop->quiet = SPIN_QUIET;
-    } else if (loop->quiet > 0) {
-      loop->quiet--;
-    }
-    /* On one CPU a spin would only keep a posting thread off it; events
-     * on fds usually come from elsewhere (another process or machine),
-     * and when they come from a process on this CPU, cpu_shared() says so
-     * and the loop keeps quiet for a while. */
-    bool io = atomic_load_explicit(&loop->watchers_active,
-                                   memory_order_relaxed) != 0;
-    if (loop->spin_ns == 0 || loop->spin_credit <= 0 ||
-        loop->quiet > 0 || !cpu_to_spare(loop) ||
-        (loop->ncpu < 2 && !io) || loop->readers > SPIN_READERS_MAX) {
-      idle = loop->now; /* not spinning: the iteration's start will do */
-    } else {
-      idle = weft_now_ns();
-      int64_t spin = timeout > 0 && timeout < loop->spin_ns ? timeout
-                                                             : loop->spin_ns;
-      weft__loop_count(&loop->spins);
-      int met = spin_for_work(loop, idle + spin, io, &n, until);
-      if (io) { /* a spin that polled fds: one more system call */
-        if (cpu_shared(loop)) {
-          /* keep quiet, longer each time in a row (up to 256 waits), and
-           * start the spin again from nothing */
-          spin_back_off(loop, SPIN_QUIET, &loop->shared_streak,
-                        SPIN_SHARED_MAX);
-          spin_credit_add(loop, -SPIN_MISS);
-        } else {
-          loop->shared_streak = 0;
-        }
-      }
-      if (met != SPUN_NOTHING) {
-        weft__loop_count(&loop->spin_hits);
-        spin_credit_add(loop, 1);
-        spin_cost(loop, weft_now_ns() - idle);
-        timeout = 0; /* no sleep: the work runs in this iteration */
-        idle = 0;    /* and the spin stays as it is */
-        polled = met == SPUN_EVENTS;
-      } else {
-        spun = true;
-        if (timeout > 0 && (timeout -= spin) <= 0)
-          timeout = 0; /* the spin used up the wait */
-      }
-    }
-  }
-  if (!polled) {
-    if (timeout != 0) {
-      atomic_store_explicit(&loop->wake, WAKE_SLEEPING, memory_order_seq_cst);
-      if (atomic_load_explicit(&loop->inbox, memory_order_seq_cst) != NULL ||
-          atomic_load_explicit(&loop->stop, memory_order_seq_cst))
-        timeout = 0;
-      WEFT__PERTURB(); /* asleep by the word, not yet in the poll */
-      if (until != NULL) { /* settled elsewhere (see until_wake) */
-        atomic_thread_fence(memory_order_seq_cst);
-        if (weft_future_state(until) != WEFT_PENDING)
-          timeout = 0;
-      }
-      weft__loop_count(&loop->polls);
-    }
-    n = loop->ops->poll(&loop->backend, timeout, loop->events);
-    atomic_store_explicit(&loop->wake, WAKE_AWAKE, memory_order_seq_cst);
-  }
+  if (timeout != 0 && loop->spin.max_ns > 0 &&
+      !(loop->backend.ring != NULL && weft__ring_sends(&loop->backend)))
+    timeout = weft__spin_wait(loop, timeout, until, &spun);
+  int n = spun.polled ? spun.n : wait_events(loop, timeout, until);
   if (n < 0)
     return n;
   loop->now = weft_now_ns();
-  if (idle != 0)
-    spin_adapt(loop, idle,
-               n > 0 || atomic_load_explicit(&loop->inbox,
-                                             memory_order_relaxed) != NULL,
-               spun);
+  if (spun.idle != 0)
+    weft__spin_adapt(loop, &spun,
+                     n > 0 || atomic_load_explicit(&loop->inbox,
+                                                   memory_order_relaxed) !=
+                                  NULL);
   loop->nevents = n;
   for (int i = 0; i < n && i < PREFETCH_WATCHER; i++)
     if (loop->events[i].data != NULL)
@@ -783,7 +565,6 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
   weft__timers_run(loop); /* due while we polled (RUN_ONCE sees them) */
   return 0;
 }
-
 static int enter_run(weft_loop_t *loop) {
   int rc = check_idle(loop);
   if (rc == 0)
