@@ -251,6 +251,14 @@ static inline void weft__loop_cb_end(weft_loop_t *loop, const char *kind,
  * runs what its callbacks queue). */
 WEFT__HIDDEN int weft__loop_submit(weft_loop_t *loop, weft_task_t *task);
 
+/* Close and run need the loop thread, outside any run or close: 0, or
+ * WEFT_EINVAL (NULL), WEFT_EPERM (another thread), WEFT_EBUSY (loop.c). */
+WEFT__HIDDEN int weft__loop_check_idle(const weft_loop_t *loop);
+/* For close (run.c): run what other threads queued and refuse the rest
+ * from now on; run the loop thread's own queue until it stays empty. */
+WEFT__HIDDEN void weft__loop_close_inbox(weft_loop_t *loop);
+WEFT__HIDDEN void weft__loop_close_drain(weft_loop_t *loop);
+
 /* Queue a task on the loop thread: a plain FIFO. */
 static inline void weft__loop_push_local(weft_loop_t *loop, weft_task_t *t) {
   t->next = NULL;
