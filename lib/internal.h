@@ -108,6 +108,23 @@ WEFT__HIDDEN void weft__prefault(void *p, size_t len);
  * region in use). True if it did some (time passed: look for work again),
  * false if there was nothing to do. */
 WEFT__HIDDEN bool weft__alloc_idle(void);
+/* The default allocator's memory (region.c), for its block cache
+ * (alloc.c): blocks are carved from chunks of WEFT__CHUNK bytes aligned to
+ * their size, whose first WEFT__CHUNK_HEAD bytes hold the chunk's count of
+ * blocks not yet given up. */
+enum { WEFT__CHUNK = 16384, WEFT__CHUNK_HEAD = 64 };
+typedef struct weft__chunk weft__chunk_t;
+/* The chunk a carved block lies in. */
+static inline weft__chunk_t *weft__chunk_of(const void *b) {
+  return (weft__chunk_t *)((uintptr_t)b & ~(uintptr_t)(WEFT__CHUNK - 1));
+}
+/* A fresh chunk for blocks of `block` bytes: its first block, and in *n
+ * how many fit; all of them count as live until given up. NULL without
+ * memory. */
+WEFT__HIDDEN char *weft__chunk_start(size_t block, unsigned *n);
+/* Give n blocks of ch up for good; the chunk goes back to its region with
+ * its last. */
+WEFT__HIDDEN void weft__chunk_drop(weft__chunk_t *ch, unsigned n);
 /* For tests: the default allocator's regions mapped now, idle now (mapped,
  * nothing lent), and mapped since the process started. */
 WEFT__HIDDEN void weft__alloc_regions(size_t *mapped, size_t *idle,
