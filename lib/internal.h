@@ -198,7 +198,7 @@ static inline uint32_t weft__kind(uint32_t w) { return w >> WEFT__KIND_SHIFT; }
  * loop operation): one allocation holds the future and its producer. It
  * behaves as a promise (cancel hook in aux/val). When the last reference
  * goes, fini takes the memory (to free or recycle it): the owner knows the
- * size, so the state does not carry it (a pool job is 96 bytes, not 112).
+ * size, so the state does not carry it.
  */
 typedef struct weft__ext {
   struct weft_future base;
@@ -207,8 +207,8 @@ typedef struct weft__ext {
 
 /* A watch (weft_future_watch): a continuation without a derived future.
  * 48 bytes; one with an arg_dtor (rare) is allocated with the trailing
- * field (weft__watch_dtor_t), and bit 0 of `ex` says so. A watch per job in
- * flight: a million in flight, 16 MB less to fault in. */
+ * field (weft__watch_dtor_t), and bit 0 of `ex` says so (a watch per job in
+ * flight: docs/design/future.md). */
 typedef struct weft__watch {
   weft_task_t node; /* on the source's list, then the executor's queue */
   uintptr_t ex;     /* the executor; bit 0: a weft__watch_dtor_t */
@@ -279,8 +279,8 @@ static inline void weft__ext_value_ptr(struct weft_future *f, void *p,
                             WEFT__F_PTR | (dtor != NULL ? WEFT__F_DTOR : 0),
                         memory_order_relaxed);
 }
-/* Settle f with what a job or continuation returned (by pointer: a copy of
- * the 24 bytes cost a store-forwarding stall per job). A value that loses the
+/* Settle f with what a job or continuation returned (by pointer, not a
+ * 24-byte copy the callee just stored: docs/design/future.md). A value that loses the
  * race is destroyed. weft_follow() results are not supported here: they
  * reject with WEFT_ENOTSUP (and the followed handle is released). */
 WEFT__HIDDEN void weft__settle_result(struct weft_future *f,
