@@ -6,8 +6,9 @@
  * Why a cache: weft's hot objects (a future pair, a then-state, a pool job,
  * a loop operation) are small, fixed-size, and typically made on one thread
  * and freed on another (a submitter allocates, a worker frees), which
- * glibc's malloc handles badly (docs/design/alloc.md). So blocks of up to CLASS_MAX bytes are kept per thread, per 16-byte size
- * class, in two magazines (arrays) of up to MAG blocks; full magazines move
+ * glibc's malloc handles badly (docs/design/alloc.md). So blocks of up to
+ * CLASS_MAX bytes are kept per thread, per 16-byte size class, in two
+ * magazines (arrays) of up to MAG blocks; full magazines move
  * whole, in O(1), to a per-class depot shared by all threads under a mutex,
  * and a thread whose magazines are empty swaps one for a full one from the
  * depot. The mutex is taken once per MAG blocks. Blocks are carved from

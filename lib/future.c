@@ -23,7 +23,9 @@
 
 typedef weft__then_t then_state_t;
 
-uint32_t weft__state(const struct weft_future *f) { return weft__core_state(f); }
+uint32_t weft__state(const struct weft_future *f) {
+  return weft__core_state(f);
+}
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

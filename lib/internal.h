@@ -280,9 +280,10 @@ static inline void weft__ext_value_ptr(struct weft_future *f, void *p,
                         memory_order_relaxed);
 }
 /* Settle f with what a job or continuation returned (by pointer, not a
- * 24-byte copy the callee just stored: docs/design/future.md). A value that loses the
- * race is destroyed. weft_follow() results are not supported here: they
- * reject with WEFT_ENOTSUP (and the followed handle is released). */
+ * 24-byte copy the callee just stored: docs/design/future.md). A value
+ * that loses the race is destroyed. weft_follow() results are not
+ * supported here: they reject with WEFT_ENOTSUP (and the followed handle
+ * is released). */
 WEFT__HIDDEN void weft__settle_result(struct weft_future *f,
                                       const weft_result_t *r);
 

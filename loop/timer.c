@@ -7,8 +7,9 @@
  * from a start time that moves on by at least 1 ns per start while the
  * loop's cached time stands still (start_time), so timers started together
  * with one timeout get distinct deadlines in start order, and entries stay
- * 16 bytes (docs/design/loop.md). Exact ties left (two iterations' times lining up to the
- * nanosecond, or rescheduled repeats) compare the sequence in the timers.
+ * 16 bytes (docs/design/loop.md). Exact ties left (two iterations' times
+ * lining up to the nanosecond, or rescheduled repeats) compare the
+ * sequence in the timers.
  * A repeat keeps the sequence of its start: it stays in start order
  * among timers due with it, and the sequence also tells which timers a
  * timer callback started (weft__timers_run). */
