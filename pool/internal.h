@@ -141,7 +141,7 @@ static inline void weft__ec_notify_if_sleepers(weft__eventcount_t *ec) {
   weft__ec_wake_one(ec);
 }
 
-/* ---- jobs (pool.c) ---- */
+/* ---- jobs (pool.c makes them, worker.c runs them) ---- */
 enum { WEFT__JOB_QUEUED = 0, WEFT__JOB_RUNNING = 1, WEFT__JOB_CANCELLED = 2 };
 
 typedef struct weft__job {
@@ -153,7 +153,7 @@ typedef struct weft__job {
   /* QUEUED -> RUNNING or CANCELLED, in the low two bits. A job that starts
    * on an empty deque also has the worker running it above them: what that
    * deque holds while it runs are its descendants, which an awaiter may
-   * take (see pool_ex_await). One word with the claim. */
+   * take (see weft__pool_ex_await). One word with the claim. */
   _Atomic uintptr_t claim;
   /* Only in a job given an argument destructor: without one a job is
    * WEFT__JOB_SHORT (96) bytes, with one 104 (docs/design/pool.md). */
@@ -171,12 +171,13 @@ WEFT__HIDDEN void weft__job_run(weft_task_t *task);
  * back to the allocator. Also how await tells a job from other futures. */
 WEFT__HIDDEN void weft__job_fini(weft__ext_t *e);
 WEFT__HIDDEN bool weft__is_job(const weft_task_t *t);
-/* Run a task, or cancel it if it is a job and the pool is cancelling.
+/* Run a task, or cancel it if it is a job and the pool is cancelling
+ * (worker.c).
  * True when it ran: a task, or a job whose function ran (not one cancelled
  * before it started). */
 WEFT__HIDDEN bool weft__run_or_discard(struct weft_pool *p, weft_task_t *t);
 
-/* ---- CPU workers (pool.c) ---- */
+/* ---- CPU workers (worker.c) ---- */
 /* A job running on a worker's stack, on the C stack of its job_start. */
 typedef struct weft__frame {
   const weft__job_t *job;
