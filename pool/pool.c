@@ -10,7 +10,6 @@
 
 #define DEQUE_INITIAL 256 /* grows on demand */
 
-#define tl_worker weft__tl_worker
 static _Thread_local unsigned tl_cursor
     __attribute__((tls_model("initial-exec")));
 
@@ -47,7 +46,7 @@ int weft_job_cancelled(const weft_job_t *j) {
 
 void weft__job_fini(weft__ext_t *e) {
   weft__job_t *job = (weft__job_t *)e;
-  weft__worker_t *w = tl_worker;
+  weft__worker_t *w = weft__tl_worker;
   if (job->pool & WEFT__JOB_DTOR) {
     weft__free(job, sizeof(*job));
     return;
@@ -64,7 +63,7 @@ void weft__job_fini(weft__ext_t *e) {
 }
 
 static weft__job_t *job_alloc(weft_pool_t *pool, bool dtor) {
-  weft__worker_t *w = tl_worker;
+  weft__worker_t *w = weft__tl_worker;
   if (dtor)
     return weft__malloc(sizeof(weft__job_t));
   if (w != NULL && w->pool == pool && w->cache != NULL) {
@@ -120,7 +119,7 @@ static void job_abandon(weft__job_t *job) { weft__job_fini(&job->ext); }
 weft_task_t weft__inbox_closed;
 
 static int pool_enqueue(weft_pool_t *p, weft_task_t *t) {
-  weft__worker_t *w = tl_worker;
+  weft__worker_t *w = weft__tl_worker;
   if (w != NULL && w->pool == p) {
     if (atomic_load_explicit(&p->cancelling, memory_order_relaxed))
       return WEFT_ESHUTDOWN;
@@ -310,7 +309,8 @@ int weft_pool_shutdown(weft_pool_t *p, weft_pool_mode_t mode,
   if (p == NULL || (mode != WEFT_POOL_DRAIN && mode != WEFT_POOL_CANCEL) ||
       timeout_ms < -1)
     return WEFT_EINVAL;
-  if ((tl_worker != NULL && tl_worker->pool == p) || weft__blocking_own(p))
+  if ((weft__tl_worker != NULL && weft__tl_worker->pool == p) ||
+      weft__blocking_own(p))
     return WEFT_EDEADLK;
   int64_t deadline = weft__deadline_after_ms(timeout_ms);
   int rc = 0;

@@ -11,7 +11,6 @@
 
 _Thread_local weft__worker_t *weft__tl_worker
     __attribute__((tls_model("initial-exec")));
-#define tl_worker weft__tl_worker
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -31,7 +30,7 @@ bool weft__is_job(const weft_task_t *t) { return t->run == weft__job_run; }
 static inline bool job_start(weft_task_t *task) {
   weft__job_t *job = (weft__job_t *)((char *)task - offsetof(weft__job_t, task));
   uintptr_t expect = WEFT__JOB_QUEUED, running = WEFT__JOB_RUNNING;
-  weft__worker_t *w = tl_worker;
+  weft__worker_t *w = weft__tl_worker;
   bool ran = false;
   if (w != NULL && w->start_empty) { /* see weft__job_t.claim */
     w->start_empty = false;          /* not for jobs nested in this one */
@@ -176,7 +175,7 @@ static void run_marked(weft__worker_t *w, weft_task_t *t) {
 void *weft__worker_main(void *arg) {
   weft__worker_t *w = arg;
   weft_pool_t *p = w->pool;
-  tl_worker = w;
+  weft__tl_worker = w;
   weft_executor_t *prev = weft_executor_enter(&p->executor);
   weft__cpu_worker_runs();
   /* Searched or waited since the last task ran: the next task found hands
@@ -227,7 +226,7 @@ void *weft__worker_main(void *arg) {
   weft__cpu_worker_stops();
   weft_executor_leave(prev);
   weft__job_cache_free(w);
-  tl_worker = NULL;
+  weft__tl_worker = NULL;
   pthread_mutex_lock(&p->mu);
   p->exited++;
   pthread_cond_broadcast(&p->cv);
@@ -469,7 +468,7 @@ static int await_help(weft__worker_t *w, weft_future_t *f,
 int weft__pool_ex_await(weft_executor_t *ex, weft_future_t *f,
                         int64_t deadline_ns) {
   weft_pool_t *p = (weft_pool_t *)((char *)ex - offsetof(weft_pool_t, executor));
-  weft__worker_t *w = tl_worker;
+  weft__worker_t *w = weft__tl_worker;
   if (w == NULL || w->pool != p)
     return WEFT_EAGAIN;
   if (w->await_depth >= AWAIT_NEST_MAX)
