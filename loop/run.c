@@ -253,7 +253,12 @@ static int64_t wait_bound(weft_loop_t *loop, bool block, int64_t cap,
 }
 
 /* Poll the backend, waiting up to `timeout` ns; a wait that may block
- * first tells producers the loop sleeps, then looks once more. */
+ * first tells producers the loop sleeps, then looks once more. (Not
+ * inlined under GCC's TSan, which rejects an inlined atomic_thread_fence,
+ * -Wtsan; elsewhere iterate inlines it.) */
+#if defined(__SANITIZE_THREAD__)
+__attribute__((noinline))
+#endif
 static int wait_events(weft_loop_t *loop, int64_t timeout,
                        weft_future_t *until) {
   if (timeout != 0) {
