@@ -252,8 +252,18 @@ static inline void weft__loop_cb_end(weft_loop_t *loop, const char *kind,
 WEFT__HIDDEN int weft__loop_submit(weft_loop_t *loop, weft_task_t *task);
 
 /* Close and run need the loop thread, outside any run or close: 0, or
- * WEFT_EINVAL (NULL), WEFT_EPERM (another thread), WEFT_EBUSY (loop.c). */
-WEFT__HIDDEN int weft__loop_check_idle(const weft_loop_t *loop);
+ * WEFT_EINVAL (NULL), WEFT_EPERM (another thread), WEFT_EBUSY. */
+static inline int weft__loop_check_idle(const weft_loop_t *loop) {
+  if (loop == NULL)
+    return WEFT_EINVAL;
+  if (!weft__loop_owned(loop))
+    return WEFT_EPERM;
+  if (loop->running || loop->in_close)
+    return WEFT_EBUSY;
+  return 0;
+}
+/* The loop's executor (run.c, with the queue its submit pushes on). */
+WEFT__HIDDEN extern const weft_executor_ops_t weft__loop_executor_ops;
 /* For close (run.c): run what other threads queued and refuse the rest
  * from now on; run the loop thread's own queue until it stays empty. */
 WEFT__HIDDEN void weft__loop_close_inbox(weft_loop_t *loop);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* loop/loop.c: the loop's life cycle (create, close, the list of live
- * loops), its executor, the futures of loop sources, the stall detector
- * and statistics. Running is in run.c, the spin before sleeping in
+ * loops) and statistics. Running, the loop's executor, the futures of loop
+ * sources and the stall detector are in run.c, the spin before sleeping in
  * spin.c, timers in timer.c, watchers and signals in io.c; the backend
  * (epoll.c) only translates kernel events.
  *
@@ -26,84 +26,6 @@ _Thread_local weft_loop_t *weft__tl_loop WEFT__LOOP_TLS;
 weft_io_t weft__wake_mark, weft__sig_mark;
 
 weft_loop_t *weft_loop_current(void) { return weft__tl_loop; }
-
-/* ---- futures owned by loop sources ---- */
-
-static void op_stop_task(weft_task_t *task) { /* on the loop thread */
-  weft__loop_op_t *op = (weft__loop_op_t *)((char *)task -
-                                            offsetof(weft__loop_op_t, stop_task));
-  op->disarm(op);
-  weft__unref(&op->ext.base); /* the task's reference */
-}
-
-void weft__loop_op_cancel(weft__loop_op_t *op) { /* any thread */
-  if (weft__loop_owned(op->loop)) {
-    op->disarm(op);
-    return;
-  }
-  weft__ref(&op->ext.base);
-  op->stop_task.run = op_stop_task;
-  if (weft__loop_submit(op->loop, &op->stop_task) != 0)
-    weft__unref(&op->ext.base); /* closing: close disarms it */
-}
-
-static void op_cancelled(void *arg) { weft__loop_op_cancel(arg); }
-
-static void loop_op_fini(weft__ext_t *e) {
-  weft__loop_op_t *op = (weft__loop_op_t *)e;
-  weft__free(op, op->size);
-}
-
-void weft__loop_op_init(weft__loop_op_t *op, size_t size, weft_loop_t *loop,
-                        void (*disarm)(weft__loop_op_t *op)) {
-  weft__loop_op_setup(op, size, loop, disarm, loop_op_fini, op_cancelled, op);
-}
-
-/* ---- the loop's executor ---- */
-
-static int loop_ex_submit(weft_executor_t *ex, weft_task_t *task) {
-  return weft__loop_submit((weft_loop_t *)ex, task);
-}
-
-/* Await on the loop thread would block the loop: refuse at once. */
-static int loop_ex_await(weft_executor_t *ex, weft_future_t *f,
-                         int64_t deadline_ns) {
-  (void)f;
-  (void)deadline_ns;
-  return weft__tl_loop == (weft_loop_t *)ex ? WEFT_EDEADLK : WEFT_EAGAIN;
-}
-
-static const weft_executor_ops_t loop_ops = {
-    sizeof(weft_executor_ops_t), "loop", loop_ex_submit, loop_ex_await};
-
-weft_executor_t *weft_loop_executor(weft_loop_t *loop) {
-  return loop == NULL ? NULL : &loop->executor;
-}
-
-/* ---- stall detector ---- */
-
-void weft__loop_stall_check(weft_loop_t *loop, const char *kind,
-                            weft__anyfn cb, int64_t t0) {
-  int64_t d = weft_now_ns() - t0;
-  if (d <= loop->stall_threshold)
-    return;
-  weft__loop_count(&loop->stalls);
-  weft_stall_t s = {kind, cb, d, loop->stall_threshold};
-  loop->stall_fn(loop, &s, loop->stall_arg);
-}
-
-int weft_loop_set_stall_hook(weft_loop_t *loop, int64_t threshold_us,
-                             weft_stall_fn fn, void *arg) {
-  if (loop == NULL || (fn != NULL && threshold_us <= 0))
-    return WEFT_EINVAL;
-  if (!weft__loop_owned(loop))
-    return WEFT_EPERM;
-  loop->stall_threshold =
-      threshold_us > INT64_MAX / 1000 ? INT64_MAX : threshold_us * 1000;
-  loop->stall_arg = arg;
-  loop->stall_fn = fn;
-  return 0;
-}
 
 /* ---- life cycle ---- */
 
@@ -193,7 +115,7 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   if (loop == NULL)
     return WEFT_ENOMEM;
   memset(loop, 0, sizeof *loop);
-  loop->executor.ops = &loop_ops;
+  loop->executor.ops = &weft__loop_executor_ops;
   loop->ops = &weft__epoll_backend;
   loop->wake_fd = loop->sig_fd = -1;
   weft__spin_init(loop, spin_us);
@@ -226,16 +148,6 @@ static void wait_producers(weft_loop_t *loop) {
     sched_yield();
 }
 
-
-int weft__loop_check_idle(const weft_loop_t *loop) {
-  if (loop == NULL)
-    return WEFT_EINVAL;
-  if (!weft__loop_owned(loop))
-    return WEFT_EPERM;
-  if (loop->running || loop->in_close)
-    return WEFT_EBUSY;
-  return 0;
-}
 
 int weft_loop_close(weft_loop_t *loop) {
   int rc = weft__loop_check_idle(loop);

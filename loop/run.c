@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* loop/run.c: running a loop: the cross-thread queue with batched eventfd
- * wake-ups, posted functions, one iteration (timers, tasks, the wait and
- * its spin, events) and the run modes, stop, and what a host embedding the
- * loop polls. The spin policy is in spin.c.
+ * wake-ups, posted functions, the loop's executor and the futures of loop
+ * sources (both queue tasks on it), the stall detector, one iteration
+ * (timers, tasks, the wait and its spin, events) and the run modes, stop,
+ * and what a host embedding the loop polls. The spin policy is in
+ * spin.c.
  *
  * Wake-ups. `wake` is AWAKE while the loop thread is running an iteration
  * (it looks at the queue before it next sleeps), SLEEPING from just before
@@ -20,6 +22,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -189,6 +192,84 @@ void weft__loop_close_inbox(weft_loop_t *loop) {
     run_one(loop, list);
     list = next;
   }
+}
+
+/* ---- futures owned by loop sources ---- */
+
+static void op_stop_task(weft_task_t *task) { /* on the loop thread */
+  weft__loop_op_t *op = (weft__loop_op_t *)((char *)task -
+                                            offsetof(weft__loop_op_t, stop_task));
+  op->disarm(op);
+  weft__unref(&op->ext.base); /* the task's reference */
+}
+
+void weft__loop_op_cancel(weft__loop_op_t *op) { /* any thread */
+  if (weft__loop_owned(op->loop)) {
+    op->disarm(op);
+    return;
+  }
+  weft__ref(&op->ext.base);
+  op->stop_task.run = op_stop_task;
+  if (weft__loop_submit(op->loop, &op->stop_task) != 0)
+    weft__unref(&op->ext.base); /* closing: close disarms it */
+}
+
+static void op_cancelled(void *arg) { weft__loop_op_cancel(arg); }
+
+static void loop_op_fini(weft__ext_t *e) {
+  weft__loop_op_t *op = (weft__loop_op_t *)e;
+  weft__free(op, op->size);
+}
+
+void weft__loop_op_init(weft__loop_op_t *op, size_t size, weft_loop_t *loop,
+                        void (*disarm)(weft__loop_op_t *op)) {
+  weft__loop_op_setup(op, size, loop, disarm, loop_op_fini, op_cancelled, op);
+}
+
+/* ---- the loop's executor ---- */
+
+static int loop_ex_submit(weft_executor_t *ex, weft_task_t *task) {
+  return weft__loop_submit((weft_loop_t *)ex, task);
+}
+
+/* Await on the loop thread would block the loop: refuse at once. */
+static int loop_ex_await(weft_executor_t *ex, weft_future_t *f,
+                         int64_t deadline_ns) {
+  (void)f;
+  (void)deadline_ns;
+  return weft__tl_loop == (weft_loop_t *)ex ? WEFT_EDEADLK : WEFT_EAGAIN;
+}
+
+const weft_executor_ops_t weft__loop_executor_ops = {
+    sizeof(weft_executor_ops_t), "loop", loop_ex_submit, loop_ex_await};
+
+weft_executor_t *weft_loop_executor(weft_loop_t *loop) {
+  return loop == NULL ? NULL : &loop->executor;
+}
+
+/* ---- stall detector ---- */
+
+void weft__loop_stall_check(weft_loop_t *loop, const char *kind,
+                            weft__anyfn cb, int64_t t0) {
+  int64_t d = weft_now_ns() - t0;
+  if (d <= loop->stall_threshold)
+    return;
+  weft__loop_count(&loop->stalls);
+  weft_stall_t s = {kind, cb, d, loop->stall_threshold};
+  loop->stall_fn(loop, &s, loop->stall_arg);
+}
+
+int weft_loop_set_stall_hook(weft_loop_t *loop, int64_t threshold_us,
+                             weft_stall_fn fn, void *arg) {
+  if (loop == NULL || (fn != NULL && threshold_us <= 0))
+    return WEFT_EINVAL;
+  if (!weft__loop_owned(loop))
+    return WEFT_EPERM;
+  loop->stall_threshold =
+      threshold_us > INT64_MAX / 1000 ? INT64_MAX : threshold_us * 1000;
+  loop->stall_arg = arg;
+  loop->stall_fn = fn;
+  return 0;
 }
 
 /* ---- running ---- */
