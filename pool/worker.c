@@ -161,7 +161,7 @@ static void run_task(weft__worker_t *w, weft_task_t *t) {
  * deque (weft__job_t.claim), and noting where our deque's bottom was: a
  * task pushed above it while t runs is t's descendant unless an await in t
  * took other work (see await_own). */
-static void run_marked(weft__worker_t *w, weft_task_t *t) {
+static inline void run_marked(weft__worker_t *w, weft_task_t *t) {
   int64_t b = atomic_load_explicit(&w->deque.bottom, memory_order_relaxed);
   int64_t outer = w->frame_bottom;
   w->start_empty =
