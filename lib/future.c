@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* lib/future.c: the promise/future shared state: claiming and settling,
- * reference counts and needs, cancel propagation, promises, and the
- * future handle's accessors. Continuations (then, watch, await) are in
- * then.c. */
+ * reference counts and needs, cancel propagation, settling a promise, and
+ * the continuations (then, following, watch). What a holder of a handle
+ * calls without settling it (a new promise, its cancel hook, retain and
+ * release, reading the outcome, await) is in handle.c. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -21,7 +22,15 @@
  * neither. The same holds with F_FCLAIMED for the future being followed.
  */
 
-typedef weft__then_t then_state_t;
+typedef struct then_state {
+  struct weft_future base;
+  weft_task_t node; /* on the source's list, then the executor's queue */
+  weft_executor_t *ex;
+  struct weft_future *src; /* the source, later the followed future */
+  weft_dtor_fn arg_dtor;
+} then_state_t;
+
+#define THEN_OF(task) ((then_state_t *)((char *)(task)-offsetof(then_state_t, node)))
 
 uint32_t weft__state(const struct weft_future *f) {
   return weft__core_state(f);
@@ -143,20 +152,7 @@ int weft__mirror(struct weft_future *dst, struct weft_future *src,
 }
 
 bool weft__attach(struct weft_future *f, weft_task_t *node) {
-  /* Seen settled, its list may still be open while the settler publishes:
-   * the caller runs node itself, so a continuation of a future the caller
-   * saw settled runs on the caller's thread, not later on the settler's. */
-  if (weft__visible_state(weft__word(f, memory_order_acquire)) != WEFT_PENDING)
-    return false;
-  weft_task_t *h = atomic_load_explicit(&f->head, memory_order_acquire);
-  do {
-    if (h == WEFT__CLOSED)
-      return false;
-    node->next = h;
-    WEFT__PERTURB();
-  } while (!atomic_compare_exchange_weak_explicit(
-      &f->head, &h, node, memory_order_acq_rel, memory_order_acquire));
-  return true;
+  return weft__core_attach(f, node);
 }
 
 /* ---- lifetime ---- */
@@ -193,15 +189,35 @@ WEFT__HOT void weft__destroy(struct weft_future *f) {
   }
 }
 
-void weft__ref(struct weft_future *f) { weft__core_ref(f); }
+void weft__ref(struct weft_future *f) {
+  atomic_fetch_add_explicit(&f->rn, WEFT__REF, memory_order_relaxed);
+}
 
-void weft__ref_need(struct weft_future *f) { weft__core_ref_need(f); }
+void weft__ref_need(struct weft_future *f) {
+  atomic_fetch_add_explicit(&f->rn, WEFT__REF | WEFT__NEED,
+                            memory_order_relaxed);
+}
 
-void weft__unref(struct weft_future *f) { weft__core_unref(f); }
+void weft__unref(struct weft_future *f) {
+  /* Sole owner: nobody else can take a reference, so skip the RMW. */
+  if (weft__refs_of(atomic_load_explicit(&f->rn, memory_order_acquire)) == 1 ||
+      weft__refs_of(atomic_fetch_sub_explicit(&f->rn, WEFT__REF,
+                                              memory_order_acq_rel)) == 1)
+    weft__destroy(f);
+}
 
-void weft__unref_need(struct weft_future *f) { weft__core_unref_need(f); }
+void weft__unref_need(struct weft_future *f) {
+  if (atomic_load_explicit(&f->rn, memory_order_acquire) ==
+          (WEFT__REF | WEFT__NEED) ||
+      weft__refs_of(atomic_fetch_sub_explicit(&f->rn, WEFT__REF | WEFT__NEED,
+                                              memory_order_acq_rel)) == 1)
+    weft__destroy(f);
+}
 
-struct weft_future *weft__take_upstream(struct weft_future *u) {
+/* Give up one need on u (which the caller keeps alive with `ref_owned`, a
+ * reference it owns). Returns u, reference included, when u must now be
+ * cancelled; otherwise drops that reference and returns NULL. */
+static struct weft_future *take_upstream(struct weft_future *u) {
   WEFT__PERTURB();
   if (weft__needs_of(atomic_fetch_sub_explicit(&u->rn, WEFT__NEED,
                                                memory_order_acq_rel)) == 1 &&
@@ -229,13 +245,13 @@ static struct weft_future *then_cancelled(then_state_t *t) {
     /* The source has not fired: fn never runs; we own src's need+ref. */
     if (t->arg_dtor != NULL)
       t->arg_dtor(t->base.val.ptr);
-    return weft__take_upstream(t->src);
+    return take_upstream(t->src);
   }
   if (old & WEFT__F_FOLLOWING) {
     old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FCLAIMED,
                                    memory_order_acq_rel);
     if (!(old & WEFT__F_FCLAIMED))
-      return weft__take_upstream(t->src);
+      return take_upstream(t->src);
   }
   return NULL;
 }
@@ -285,82 +301,26 @@ int weft_future_cancel(weft_future_t *f) {
 
 /* ---- promises ---- */
 
-int weft_promise_create(weft_promise_t **promise, weft_future_t **future) {
-  if (promise == NULL || future == NULL)
-    return WEFT_EINVAL;
-  struct weft_future *f = weft__malloc(sizeof(*f));
-  if (f == NULL)
-    return WEFT_ENOMEM;
-  weft__state_init(f, WEFT__K_PROMISE, 2, 1);
-  *promise = (weft_promise_t *)f;
-  *future = f;
-  return 0;
-}
-
-static struct weft_future *live_promise(const weft_promise_t *p) {
-  struct weft_future *f = (struct weft_future *)p;
-  if (f == NULL || (weft__word(f, memory_order_relaxed) & WEFT__F_PROMISE_GONE))
-    return NULL;
-  return f;
-}
-
 int weft_promise_fulfil(weft_promise_t *promise, void *value,
                         weft_dtor_fn dtor) {
-  struct weft_future *f = live_promise(promise);
+  struct weft_future *f = weft__live_promise(promise);
   if (f == NULL)
     return WEFT_EINVAL;
   return settle_ptr(f, value, dtor, false);
 }
 
 int weft_promise_fulfil_int(weft_promise_t *promise, intptr_t value) {
-  struct weft_future *f = live_promise(promise);
+  struct weft_future *f = weft__live_promise(promise);
   if (f == NULL)
     return WEFT_EINVAL;
   return weft__settle_int(f, WEFT_FULFILLED, value, 0);
 }
 
 int weft_promise_reject(weft_promise_t *promise, int err) {
-  struct weft_future *f = live_promise(promise);
+  struct weft_future *f = weft__live_promise(promise);
   if (f == NULL || err >= 0)
     return WEFT_EINVAL;
   return weft__settle_int(f, WEFT_REJECTED, 0, err);
-}
-
-int weft_promise_on_cancel(weft_promise_t *promise, weft_cancel_fn fn,
-                           void *arg) {
-  struct weft_future *f = live_promise(promise);
-  if (f == NULL || fn == NULL)
-    return WEFT_EINVAL;
-  uint32_t w = weft__word(f, memory_order_relaxed);
-  for (;;) {
-    uint32_t st = w & WEFT__ST_MASK;
-    if (st != WEFT_PENDING || (w & WEFT__BUSY)) {
-      if (st == WEFT_PENDING) { /* another hook install in progress */
-        cpu_relax();
-        w = weft__word(f, memory_order_relaxed);
-        continue;
-      }
-      return st == WEFT_CANCELLED ? WEFT_ECANCELED : WEFT_EALREADY;
-    }
-    if (w & WEFT__F_HOOK)
-      return WEFT_EBUSY;
-    WEFT__PERTURB();
-    if (atomic_compare_exchange_weak_explicit(&f->word, &w, w | WEFT__BUSY,
-                                              memory_order_acquire,
-                                              memory_order_relaxed))
-      break;
-  }
-  f->aux.cancel = fn;
-  f->val.ptr = arg;
-  atomic_fetch_xor_explicit(&f->word, WEFT__BUSY | WEFT__F_HOOK,
-                            memory_order_release);
-  return 0;
-}
-
-int weft_promise_is_cancelled(const weft_promise_t *promise) {
-  if (promise == NULL)
-    return WEFT_EINVAL;
-  return weft__state((const struct weft_future *)promise) == WEFT_CANCELLED;
 }
 
 int weft_promise_release(weft_promise_t *promise) {
@@ -380,8 +340,9 @@ int weft_promise_release(weft_promise_t *promise) {
 
 /* ---- states embedded in larger objects ---- */
 
-void weft__settle_result_as(struct weft_future *f, const weft_result_t *r,
-                            bool excl) {
+/* `excl` as for publish_as. */
+static void settle_result_as(struct weft_future *f, const weft_result_t *r,
+                             bool excl) {
   switch (r->kind) {
   case WEFT__R_PTR:
     if (settle_ptr(f, r->u.ptr, r->dtor, excl) != 0 && r->dtor != NULL)
@@ -405,81 +366,243 @@ void weft__settle_result_as(struct weft_future *f, const weft_result_t *r,
 }
 
 void weft__settle_result(struct weft_future *f, const weft_result_t *r) {
-  weft__settle_result_as(f, r, false);
+  settle_result_as(f, r, false);
 }
 
-/* ---- future handles and accessors ---- */
+/* ---- then ---- */
 
-int weft_future_retain(weft_future_t *f) {
-  if (f == NULL)
-    return WEFT_EINVAL;
-  uint64_t v = atomic_load_explicit(&f->rn, memory_order_relaxed);
-  do {
-    if (weft__needs_of(v) == 0)
-      return WEFT_EINVAL;
-  } while (!atomic_compare_exchange_weak_explicit(
-      &f->rn, &v, v + (WEFT__REF | WEFT__NEED), memory_order_relaxed,
-      memory_order_relaxed));
-  return 0;
+static void then_run(weft_task_t *node);
+static void follow_fire(weft_task_t *node);
+
+static void then_finish(then_state_t *t) {
+  weft__unref_need(t->src); /* settled: its need no longer matters */
+  weft__unref(&t->base);    /* the reference the list held */
 }
 
-WEFT__HOT int weft_future_release(weft_future_t *f) {
-  if (f == NULL)
-    return WEFT_EINVAL;
-  uint64_t v = atomic_load_explicit(&f->rn, memory_order_acquire);
-  if (weft__refs_of(v) == 1) {
-    /* Last reference of any kind: it must be this handle. */
-    if (weft__needs_of(v) == 0)
-      return WEFT_EINVAL;
-    weft__destroy(f);
-    return 0;
+/* The source settled (runs on the settling thread, in its trampoline). */
+static void then_fire(weft_task_t *node) {
+  then_state_t *t = THEN_OF(node);
+  WEFT__PERTURB(); /* a cancel may claim first */
+  uint32_t old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_CLAIMED,
+                                          memory_order_acq_rel);
+  if (old & WEFT__F_CLAIMED) { /* cancelled first: src is not ours */
+    weft__unref(&t->base);
+    return;
   }
+  /* src has settled; its need and reference are ours until then_finish. */
+  if (t->ex == &weft__inline_executor) {
+    then_run(node);
+    return;
+  }
+  node->run = then_run;
+  int rc = t->ex->ops->submit(t->ex, node);
+  if (rc != 0) {
+    if (t->arg_dtor != NULL)
+      t->arg_dtor(t->base.val.ptr);
+    (void)weft__settle_int(&t->base, WEFT_REJECTED, 0, rc);
+    then_finish(t);
+  }
+}
+
+/* True when t's derived future d following target would close a cycle
+ * that nothing could ever settle: target is d, or a then-state already
+ * following d. Only these: reading them needs no reference but the handle
+ * the continuation gave us on target (a further link of a chain could be
+ * freed under a walk). The caller set d's F_FOLLOWING first, and both it and
+ * this load are seq_cst: of two thens closing a cycle at the same moment,
+ * at least one sees the other. */
+static bool follow_closes_cycle(then_state_t *t, struct weft_future *target) {
+  if (target == &t->base)
+    return true;
+  uint32_t w = atomic_load_explicit(&target->word, memory_order_seq_cst);
+  return weft__kind(w) == WEFT__K_THEN && (w & WEFT__F_FOLLOWING) &&
+         weft__visible_state(w) == WEFT_PENDING &&
+         ((then_state_t *)target)->src == &t->base;
+}
+
+static void then_follow(then_state_t *t, struct weft_future *target) {
+  struct weft_future *old_src = t->src;
+  t->src = target;
+  /* Once F_FOLLOWING is set, a cancel of d may take the handle on target
+   * and free it: our own reference keeps target readable until we return. */
+  weft__ref(target);
   WEFT__PERTURB();
-  v = atomic_fetch_sub_explicit(&f->rn, WEFT__REF | WEFT__NEED,
-                                memory_order_acq_rel);
-  if (weft__needs_of(v) == 0) { /* more releases than handles */
-    atomic_fetch_add_explicit(&f->rn, WEFT__REF | WEFT__NEED,
-                              memory_order_relaxed);
-    return WEFT_EINVAL;
+  uint32_t old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FOLLOWING,
+                                          memory_order_seq_cst);
+  WEFT__PERTURB(); /* following: a cancel may take the handle on target */
+  weft__unref_need(old_src);
+  bool cycle = weft__visible_state(old) == WEFT_PENDING &&
+               follow_closes_cycle(t, target);
+  if (cycle || weft__visible_state(old) != WEFT_PENDING) {
+    /* A cycle (Promises/A+ 2.3.1), or cancelled while fn ran: we do not
+     * follow, and give back the handle on target unless a cancel took it. */
+    old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FCLAIMED,
+                                   memory_order_acq_rel);
+    if (!(old & WEFT__F_FCLAIMED)) {
+      if (cycle) /* settled first: target may be d itself */
+        (void)weft__settle_int(&t->base, WEFT_REJECTED, 0, WEFT_ECYCLE);
+      weft__cancel_chain(take_upstream(target), true);
+    }
+    weft__unref(&t->base);
+    weft__unref(target);
+    return;
   }
-  if (weft__refs_of(v) == 1)
-    weft__destroy(f);
+  t->node.run = follow_fire;
+  if (!weft__attach(target, &t->node))
+    follow_fire(&t->node);
+  weft__unref(target);
+}
+
+/* The continuation, on its executor. */
+static void then_run(weft_task_t *node) {
+  then_state_t *t = THEN_OF(node);
+  struct weft_future *d = &t->base;
+  if (weft__state(d) != WEFT_PENDING) { /* cancelled while queued */
+    if (t->arg_dtor != NULL)
+      t->arg_dtor(d->val.ptr);
+    then_finish(t);
+    return;
+  }
+  weft_result_t r = d->aux.then(d->val.ptr, t->src);
+  if (r.kind == WEFT__R_FOLLOW && r.u.future != NULL) {
+    then_follow(t, r.u.future);
+    return;
+  }
+  if (r.kind == WEFT__R_FOLLOW) /* weft_follow(NULL) */
+    r = weft_err(WEFT_EINVAL);
+  /* Exclusive: the fire's F_CLAIMED is set and only a cancel could write
+   * the word now, which needs the claim this settle takes first. */
+  settle_result_as(d, &r, true);
+  then_finish(t);
+}
+
+/* The followed future settled. */
+static void follow_fire(weft_task_t *node) {
+  then_state_t *t = THEN_OF(node);
+  struct weft_future *target = t->src;
+  WEFT__PERTURB();
+  uint32_t old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FCLAIMED,
+                                          memory_order_acq_rel);
+  if (old & WEFT__F_FCLAIMED) { /* cancelled first: target is not ours */
+    weft__unref(&t->base);
+    return;
+  }
+  bool borrowed = weft__mirror(&t->base, target, true) == 0 &&
+                  (weft__word(&t->base, memory_order_relaxed) & WEFT__F_BORROWED);
+  if (borrowed) /* keep the reference while the value is shared */
+    atomic_fetch_sub_explicit(&target->rn, WEFT__NEED, memory_order_relaxed);
+  else
+    weft__unref_need(target);
+  weft__unref(&t->base);
+}
+
+int weft_future_then_dtor(weft_future_t *src, weft_executor_t *ex,
+                          weft_then_fn fn, void *arg, weft_dtor_fn arg_dtor,
+                          weft_future_t **out) {
+  if (src == NULL || ex == NULL || ex->ops == NULL ||
+      ex->ops->submit == NULL || fn == NULL || out == NULL)
+    return WEFT_EINVAL;
+  then_state_t *t = weft__malloc(sizeof(*t));
+  if (t == NULL)
+    return WEFT_ENOMEM;
+  /* refs: the caller's handle and the source's list; needs: the handle. */
+  weft__state_init(&t->base, WEFT__K_THEN, 2, 1);
+  t->base.aux.then = fn;
+  t->base.val.ptr = arg;
+  t->arg_dtor = arg_dtor;
+  t->ex = ex;
+  t->src = src;
+  t->node.run = then_fire;
+  weft__ref_need(src);
+  *out = &t->base;
+  if (!weft__attach(src, &t->node))
+    weft__defer(&t->node);
   return 0;
 }
 
-WEFT__HOT weft_state_t weft_future_state(const weft_future_t *f) {
-  if (f == NULL)
-    return WEFT_PENDING;
-  return (weft_state_t)weft__state(f);
+/* ---- watch: a continuation without a derived future ---- */
+
+typedef weft__watch_t watch_t;
+
+static size_t watch_size(const watch_t *w) {
+  return (w->ex & 1) ? sizeof(weft__watch_dtor_t) : sizeof *w;
 }
 
-int weft_future_error(const weft_future_t *f) {
-  if (f == NULL)
-    return WEFT_EINVAL;
-  switch (weft__state(f)) {
-  case WEFT_FULFILLED:
-    return 0;
-  case WEFT_REJECTED:
-    return f->err;
-  case WEFT_CANCELLED:
-    return WEFT_ECANCELED;
-  default:
-    return WEFT_EPENDING;
+/* The room an F_WSLOT state keeps for a watch. */
+static watch_t *watch_slot(struct weft_future *f) {
+  return &((weft__ext_ws_t *)f)->slot;
+}
+
+static void watch_finish(watch_t *w) {
+  struct weft_future *src = w->src;
+  /* In the room only if src has one: past the end of a state without,
+   * the address may be another block's, this watch's own included. */
+  if (w != watch_slot(src) ||
+      !(weft__word(src, memory_order_relaxed) & WEFT__F_WSLOT))
+    weft__free(w, watch_size(w));
+  weft__unref_need(src); /* the handle the caller gave the watch */
+}
+
+WEFT__HOT void weft__watch_run(weft_task_t *node) { /* on the executor */
+  watch_t *w = (watch_t *)node;
+  w->fn(w->arg, w->src);
+  watch_finish(w);
+}
+
+/* The source settled (on the settling thread, in its trampoline). Nothing
+ * can cancel a watch, so nothing races this. */
+void weft__watch_fire(weft_task_t *node) {
+  watch_t *w = (watch_t *)node;
+  weft_executor_t *ex = (weft_executor_t *)(w->ex & ~(uintptr_t)1);
+  if (ex == &weft__inline_executor) {
+    weft__watch_run(node);
+    return;
+  }
+  node->run = weft__watch_run;
+  if (ex->ops->submit(ex, node) != 0) {
+    if (w->ex & 1)
+      ((weft__watch_dtor_t *)w)->arg_dtor(w->arg);
+    watch_finish(w);
   }
 }
 
-void *weft_future_value(const weft_future_t *f) {
-  if (f == NULL)
-    return NULL;
-  uint32_t w = weft__word(f, memory_order_acquire);
-  /* only a pointer value: an integer's bits are not a pointer to borrow */
-  if (weft__visible_state(w) != WEFT_FULFILLED || !(w & WEFT__F_PTR))
-    return NULL;
-  return f->val.ptr;
+WEFT__HOT int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
+                      weft_watch_fn fn, void *arg, weft_dtor_fn arg_dtor) {
+  if (f == NULL || ex == NULL || ex->ops == NULL || ex->ops->submit == NULL ||
+      fn == NULL)
+    return WEFT_EINVAL;
+  watch_t *w;
+  /* The caller's handle is the only one (needs is 1): take the state's
+   * room if it has some (see weft__ext_ws_t); nobody else can come. */
+  if (arg_dtor == NULL &&
+      (weft__word(f, memory_order_relaxed) & WEFT__F_WSLOT) &&
+      weft__needs_of(atomic_load_explicit(&f->rn, memory_order_relaxed)) == 1)
+    w = watch_slot(f);
+  else if ((w = weft__malloc(arg_dtor != NULL ? sizeof(weft__watch_dtor_t)
+                                              : sizeof *w)) == NULL)
+    return WEFT_ENOMEM;
+  w->node.run = weft__watch_fire;
+  w->ex = (uintptr_t)ex | (arg_dtor != NULL);
+  w->src = f;
+  w->fn = fn;
+  w->arg = arg;
+  if (arg_dtor != NULL)
+    ((weft__watch_dtor_t *)w)->arg_dtor = arg_dtor;
+  /* the caller's handle (a reference and a need) is the watch's now */
+  if (!weft__attach(f, &w->node))
+    weft__defer(&w->node);
+  return 0;
 }
 
-WEFT__HOT intptr_t weft_future_int(const weft_future_t *f) {
-  if (f == NULL || weft__state(f) != WEFT_FULFILLED)
-    return 0;
-  return f->val.i;
+int weft_future_then(weft_future_t *src, weft_executor_t *ex,
+                     weft_then_fn fn, void *arg, weft_future_t **out) {
+  return weft_future_then_dtor(src, ex, fn, arg, NULL, out);
+}
+
+/* For diagnostics (the loop's stall detector): the user's function behind a
+ * queued task: a continuation's fn, else the task's own run function. */
+void (*weft__task_callback(const weft_task_t *t))(void) {
+  if (t->run == then_run)
+    return (void (*)(void))THEN_OF(t)->base.aux.then;
+  return (void (*)(void))t->run;
 }

@@ -287,19 +287,9 @@ static inline void weft__ext_value_ptr(struct weft_future *f, void *p,
 WEFT__HIDDEN void weft__settle_result(struct weft_future *f,
                                       const weft_result_t *r);
 
-/* A then-state (then.c; future.c frees and cancels it): the derived
- * future of weft_future_then, with its continuation node. */
-typedef struct weft__then {
-  struct weft_future base;
-  weft_task_t node; /* on the source's list, then the executor's queue */
-  weft_executor_t *ex;
-  struct weft_future *src; /* the source, later the followed future */
-  weft_dtor_fn arg_dtor;
-} weft__then_t;
-
-/* ---- the core's own steps, inline for future.c and then.c ----
- * Every continuation runs several of these; the other folders call the
- * out-of-line weft__ref, weft__unref, ... declared below. */
+/* ---- the state's reads and attach, inline for future.c and handle.c ----
+ * (Inline: both files run them on every call, as they did when they were
+ * one file; the other folders call weft__state and weft__attach.) */
 static inline uint32_t weft__word(const struct weft_future *f,
                                   memory_order mo) {
   return atomic_load_explicit(&((struct weft_future *)f)->word, mo);
@@ -314,38 +304,35 @@ static inline uint32_t weft__visible_state(uint32_t w) {
 static inline uint32_t weft__core_state(const struct weft_future *f) {
   return weft__visible_state(weft__word(f, memory_order_acquire));
 }
+/* The state behind a promise handle still held, or NULL (NULL handle, or
+ * released). */
+static inline struct weft_future *weft__live_promise(const weft_promise_t *p) {
+  struct weft_future *f = (struct weft_future *)p;
+  if (f == NULL || (weft__word(f, memory_order_relaxed) & WEFT__F_PROMISE_GONE))
+    return NULL;
+  return f;
+}
+/* Put node on f's list; false when f is settled (the caller runs node
+ * itself: a continuation of a future the caller saw settled runs on the
+ * caller's thread, not later on the settler's). */
+static inline bool weft__core_attach(struct weft_future *f,
+                                     weft_task_t *node) {
+  /* Seen settled, its list may still be open while the settler publishes */
+  if (weft__core_state(f) != WEFT_PENDING)
+    return false;
+  weft_task_t *h = atomic_load_explicit(&f->head, memory_order_acquire);
+  do {
+    if (h == WEFT__CLOSED)
+      return false;
+    node->next = h;
+    WEFT__PERTURB();
+  } while (!atomic_compare_exchange_weak_explicit(
+      &f->head, &h, node, memory_order_acq_rel, memory_order_acquire));
+  return true;
+}
 /* Free f (its last reference went): its value's destructor, its kind's
  * own memory (future.c). */
 WEFT__HIDDEN void weft__destroy(struct weft_future *f);
-static inline void weft__core_ref(struct weft_future *f) {
-  atomic_fetch_add_explicit(&f->rn, WEFT__REF, memory_order_relaxed);
-}
-static inline void weft__core_ref_need(struct weft_future *f) {
-  atomic_fetch_add_explicit(&f->rn, WEFT__REF | WEFT__NEED,
-                            memory_order_relaxed);
-}
-static inline void weft__core_unref(struct weft_future *f) {
-  /* Sole owner: nobody else can take a reference, so skip the RMW. */
-  if (weft__refs_of(atomic_load_explicit(&f->rn, memory_order_acquire)) == 1 ||
-      weft__refs_of(atomic_fetch_sub_explicit(&f->rn, WEFT__REF,
-                                              memory_order_acq_rel)) == 1)
-    weft__destroy(f);
-}
-static inline void weft__core_unref_need(struct weft_future *f) {
-  if (atomic_load_explicit(&f->rn, memory_order_acquire) ==
-          (WEFT__REF | WEFT__NEED) ||
-      weft__refs_of(atomic_fetch_sub_explicit(&f->rn, WEFT__REF | WEFT__NEED,
-                                              memory_order_acq_rel)) == 1)
-    weft__destroy(f);
-}
-/* Give up one need on u, holding a reference the caller owns. Returns u,
- * reference included, when u must now be cancelled (nothing needs it and
- * it is pending); otherwise drops that reference and returns NULL. */
-WEFT__HIDDEN struct weft_future *weft__take_upstream(struct weft_future *u);
-/* weft__settle_result; `excl`: the caller knows nothing else can write f's
- * word until it is published, so a plain store publishes it. */
-WEFT__HIDDEN void weft__settle_result_as(struct weft_future *f,
-                                         const weft_result_t *r, bool excl);
 
 /* The inline executor (what weft_executor_inline() returns) and its
  * per-thread trampoline (executor.c). */
