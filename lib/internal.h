@@ -367,7 +367,7 @@ static inline weft_task_t *weft__settle_unshared_take(struct weft_future *f,
                         memory_order_relaxed);
   return h;
 }
-/* A watch's first run function (then.c): a node whose run it is, is a
+/* A watch's first run function (future.c): a node whose run it is, is a
  * weft_future_watch continuation. */
 WEFT__HIDDEN void weft__watch_fire(weft_task_t *node);
 /* A watch's run function on its executor: calls the user's function, then
@@ -411,7 +411,7 @@ WEFT__HIDDEN void weft__drop_need(struct weft_future *f);
 WEFT__HIDDEN void weft__cancel_chain(struct weft_future *f, bool owned);
 WEFT__HIDDEN uint32_t weft__state(const struct weft_future *f);
 
-/* The user's function behind a queued task, for diagnostics (then.c). */
+/* The user's function behind a queued task, for diagnostics (future.c). */
 WEFT__HIDDEN void (*weft__task_callback(const weft_task_t *t))(void);
 
 /* Combinators (combinators.c). */
