@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* lib/cpu.c: how many CPUs this process may use (affinity and cgroup):
- * the pool sizes itself by it (weft_cpu_count), the loop decides with it
+/* lib/cpu.c: how many CPUs this process may use (affinity and cgroup), and
+ * the CPU demand the pool reports to the loop (lib/internal.h): the pool
+ * sizes itself by the first (weft_cpu_count), a loop decides with both
  * whether it may spin. */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -9,6 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
+
+_Atomic int weft__cpu_running_workers;
+_Thread_local unsigned weft__cpu_tl_wakes
+    __attribute__((tls_model("initial-exec")));
 
 /* CPUs a cgroup v2 cpu.max file at `path` allows, rounded up: it holds
  * "max <period>" (no quota: 0) or "<quota> <period>". 0 when unreadable. */

@@ -37,8 +37,6 @@ int weft_executor_submit(weft_executor_t *ex, weft_task_t *task) {
 
 static _Thread_local weft_executor_t *tl_current WEFT__TLS;
 
-_Atomic int weft__workers_awake;
-_Thread_local unsigned weft__tl_pool_wakes WEFT__TLS;
 
 weft_executor_t *weft_executor_enter(weft_executor_t *ex) {
   weft_executor_t *prev = tl_current;

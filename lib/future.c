@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* lib/future.c: the promise/future shared state, settling, then, cancel
- * propagation and await. */
+/* lib/future.c: the promise/future shared state: claiming and settling,
+ * reference counts and needs, cancel propagation, settling a promise, and
+ * the continuations (then, following, watch). What a holder of a handle
+ * calls without settling it (a new promise, its cancel hook, retain and
+ * release, reading the outcome, await) is in handle.c. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -29,21 +32,8 @@ typedef struct then_state {
 
 #define THEN_OF(task) ((then_state_t *)((char *)(task)-offsetof(then_state_t, node)))
 
-static inline uint32_t load_word(const struct weft_future *f,
-                                 memory_order mo) {
-  return atomic_load_explicit(&((struct weft_future *)f)->word, mo);
-}
-
-/* A claimed settle shows once published, but a claimed cancel at once: it
- * has no value to write, and a settle that lost to it (WEFT_ECANCELED) must
- * not then read the future pending. */
-static inline uint32_t visible_state(uint32_t w) {
-  uint32_t st = w & WEFT__ST_MASK;
-  return ((w & WEFT__BUSY) && st != WEFT_CANCELLED) ? WEFT_PENDING : st;
-}
-
 uint32_t weft__state(const struct weft_future *f) {
-  return visible_state(load_word(f, memory_order_acquire));
+  return weft__core_state(f);
 }
 
 static inline void cpu_relax(void) {
@@ -56,14 +46,14 @@ static inline void cpu_relax(void) {
  * or WEFT_ECANCELED / WEFT_EALREADY when another settle came first. */
 static int claim_flags(struct weft_future *f, uint32_t target,
                        uint32_t flags) {
-  uint32_t w = load_word(f, memory_order_relaxed);
+  uint32_t w = weft__word(f, memory_order_relaxed);
   for (;;) {
     uint32_t st = w & WEFT__ST_MASK;
     if (w & WEFT__BUSY) {
       if (st != WEFT_PENDING) /* another settle is being written */
         return st == WEFT_CANCELLED ? WEFT_ECANCELED : WEFT_EALREADY;
       cpu_relax(); /* a cancel hook is being installed: a few stores */
-      w = load_word(f, memory_order_relaxed);
+      w = weft__word(f, memory_order_relaxed);
       continue;
     }
     if (st != WEFT_PENDING)
@@ -88,7 +78,7 @@ int weft__claim(struct weft_future *f, uint32_t target) {
  * is shared (its hook went in before), and a claimed word turns every other
  * claim away unwritten (one less for every job and loop operation). */
 static void publish_as(struct weft_future *f, bool excl) {
-  uint32_t w = load_word(f, memory_order_relaxed);
+  uint32_t w = weft__word(f, memory_order_relaxed);
   if (excl || (w >> WEFT__KIND_SHIFT) == WEFT__K_EXT)
     atomic_store_explicit(&f->word, w & ~(uint32_t)WEFT__BUSY,
                           memory_order_release);
@@ -143,8 +133,8 @@ static int settle_ptr(struct weft_future *f, void *v, weft_dtor_fn dtor,
  * keeps src alive for as long as dst lives. */
 int weft__mirror(struct weft_future *dst, struct weft_future *src,
                  bool borrow) {
-  uint32_t w = load_word(src, memory_order_acquire);
-  uint32_t st = visible_state(w);
+  uint32_t w = weft__word(src, memory_order_acquire);
+  uint32_t st = weft__visible_state(w);
   uint32_t flags = (borrow && st == WEFT_FULFILLED && (w & WEFT__F_DTOR))
                        ? WEFT__F_BORROWED
                        : 0;
@@ -162,26 +152,13 @@ int weft__mirror(struct weft_future *dst, struct weft_future *src,
 }
 
 bool weft__attach(struct weft_future *f, weft_task_t *node) {
-  /* Seen settled, its list may still be open while the settler publishes:
-   * the caller runs node itself, so a continuation of a future the caller
-   * saw settled runs on the caller's thread, not later on the settler's. */
-  if (visible_state(load_word(f, memory_order_acquire)) != WEFT_PENDING)
-    return false;
-  weft_task_t *h = atomic_load_explicit(&f->head, memory_order_acquire);
-  do {
-    if (h == WEFT__CLOSED)
-      return false;
-    node->next = h;
-    WEFT__PERTURB();
-  } while (!atomic_compare_exchange_weak_explicit(
-      &f->head, &h, node, memory_order_acq_rel, memory_order_acquire));
-  return true;
+  return weft__core_attach(f, node);
 }
 
 /* ---- lifetime ---- */
 
-WEFT__HOT static void destroy(struct weft_future *f) {
-  uint32_t w = load_word(f, memory_order_acquire);
+WEFT__HOT void weft__destroy(struct weft_future *f) {
+  uint32_t w = weft__word(f, memory_order_acquire);
   bool owns_value = (w & WEFT__ST_MASK) == WEFT_FULFILLED &&
                     (w & WEFT__F_DTOR) && !(w & WEFT__F_BORROWED);
   if (__builtin_expect(weft__kind(w) == WEFT__K_EXT, 1)) {
@@ -226,7 +203,7 @@ void weft__unref(struct weft_future *f) {
   if (weft__refs_of(atomic_load_explicit(&f->rn, memory_order_acquire)) == 1 ||
       weft__refs_of(atomic_fetch_sub_explicit(&f->rn, WEFT__REF,
                                               memory_order_acq_rel)) == 1)
-    destroy(f);
+    weft__destroy(f);
 }
 
 void weft__unref_need(struct weft_future *f) {
@@ -234,7 +211,7 @@ void weft__unref_need(struct weft_future *f) {
           (WEFT__REF | WEFT__NEED) ||
       weft__refs_of(atomic_fetch_sub_explicit(&f->rn, WEFT__REF | WEFT__NEED,
                                               memory_order_acq_rel)) == 1)
-    destroy(f);
+    weft__destroy(f);
 }
 
 /* Give up one need on u (which the caller keeps alive with `ref_owned`, a
@@ -282,7 +259,7 @@ static struct weft_future *then_cancelled(then_state_t *t) {
 /* After f was cancelled by us: run its hook, and return the upstream future
  * that must be cancelled next (with a reference for the caller), if any. */
 static struct weft_future *after_cancel(struct weft_future *f) {
-  uint32_t w = load_word(f, memory_order_acquire);
+  uint32_t w = weft__word(f, memory_order_acquire);
   switch (weft__kind(w)) {
   case WEFT__K_PROMISE:
   case WEFT__K_EXT:
@@ -324,82 +301,26 @@ int weft_future_cancel(weft_future_t *f) {
 
 /* ---- promises ---- */
 
-int weft_promise_create(weft_promise_t **promise, weft_future_t **future) {
-  if (promise == NULL || future == NULL)
-    return WEFT_EINVAL;
-  struct weft_future *f = weft__malloc(sizeof(*f));
-  if (f == NULL)
-    return WEFT_ENOMEM;
-  weft__state_init(f, WEFT__K_PROMISE, 2, 1);
-  *promise = (weft_promise_t *)f;
-  *future = f;
-  return 0;
-}
-
-static struct weft_future *live_promise(const weft_promise_t *p) {
-  struct weft_future *f = (struct weft_future *)p;
-  if (f == NULL || (load_word(f, memory_order_relaxed) & WEFT__F_PROMISE_GONE))
-    return NULL;
-  return f;
-}
-
 int weft_promise_fulfil(weft_promise_t *promise, void *value,
                         weft_dtor_fn dtor) {
-  struct weft_future *f = live_promise(promise);
+  struct weft_future *f = weft__live_promise(promise);
   if (f == NULL)
     return WEFT_EINVAL;
   return settle_ptr(f, value, dtor, false);
 }
 
 int weft_promise_fulfil_int(weft_promise_t *promise, intptr_t value) {
-  struct weft_future *f = live_promise(promise);
+  struct weft_future *f = weft__live_promise(promise);
   if (f == NULL)
     return WEFT_EINVAL;
   return weft__settle_int(f, WEFT_FULFILLED, value, 0);
 }
 
 int weft_promise_reject(weft_promise_t *promise, int err) {
-  struct weft_future *f = live_promise(promise);
+  struct weft_future *f = weft__live_promise(promise);
   if (f == NULL || err >= 0)
     return WEFT_EINVAL;
   return weft__settle_int(f, WEFT_REJECTED, 0, err);
-}
-
-int weft_promise_on_cancel(weft_promise_t *promise, weft_cancel_fn fn,
-                           void *arg) {
-  struct weft_future *f = live_promise(promise);
-  if (f == NULL || fn == NULL)
-    return WEFT_EINVAL;
-  uint32_t w = load_word(f, memory_order_relaxed);
-  for (;;) {
-    uint32_t st = w & WEFT__ST_MASK;
-    if (st != WEFT_PENDING || (w & WEFT__BUSY)) {
-      if (st == WEFT_PENDING) { /* another hook install in progress */
-        cpu_relax();
-        w = load_word(f, memory_order_relaxed);
-        continue;
-      }
-      return st == WEFT_CANCELLED ? WEFT_ECANCELED : WEFT_EALREADY;
-    }
-    if (w & WEFT__F_HOOK)
-      return WEFT_EBUSY;
-    WEFT__PERTURB();
-    if (atomic_compare_exchange_weak_explicit(&f->word, &w, w | WEFT__BUSY,
-                                              memory_order_acquire,
-                                              memory_order_relaxed))
-      break;
-  }
-  f->aux.cancel = fn;
-  f->val.ptr = arg;
-  atomic_fetch_xor_explicit(&f->word, WEFT__BUSY | WEFT__F_HOOK,
-                            memory_order_release);
-  return 0;
-}
-
-bool weft_promise_is_cancelled(const weft_promise_t *promise) {
-  if (promise == NULL)
-    return false;
-  return weft__state((const struct weft_future *)promise) == WEFT_CANCELLED;
 }
 
 int weft_promise_release(weft_promise_t *promise) {
@@ -411,7 +332,7 @@ int weft_promise_release(weft_promise_t *promise) {
                                           memory_order_acq_rel);
   if (old & WEFT__F_PROMISE_GONE)
     return WEFT_EINVAL;
-  if (visible_state(old) == WEFT_PENDING)
+  if (weft__visible_state(old) == WEFT_PENDING)
     (void)weft__settle_int(f, WEFT_REJECTED, 0, WEFT_EBROKEN);
   weft__unref(f);
   return 0;
@@ -446,82 +367,6 @@ static void settle_result_as(struct weft_future *f, const weft_result_t *r,
 
 void weft__settle_result(struct weft_future *f, const weft_result_t *r) {
   settle_result_as(f, r, false);
-}
-
-/* ---- future handles and accessors ---- */
-
-int weft_future_retain(weft_future_t *f) {
-  if (f == NULL)
-    return WEFT_EINVAL;
-  uint64_t v = atomic_load_explicit(&f->rn, memory_order_relaxed);
-  do {
-    if (weft__needs_of(v) == 0)
-      return WEFT_EINVAL;
-  } while (!atomic_compare_exchange_weak_explicit(
-      &f->rn, &v, v + (WEFT__REF | WEFT__NEED), memory_order_relaxed,
-      memory_order_relaxed));
-  return 0;
-}
-
-WEFT__HOT int weft_future_release(weft_future_t *f) {
-  if (f == NULL)
-    return WEFT_EINVAL;
-  uint64_t v = atomic_load_explicit(&f->rn, memory_order_acquire);
-  if (weft__refs_of(v) == 1) {
-    /* Last reference of any kind: it must be this handle. */
-    if (weft__needs_of(v) == 0)
-      return WEFT_EINVAL;
-    destroy(f);
-    return 0;
-  }
-  WEFT__PERTURB();
-  v = atomic_fetch_sub_explicit(&f->rn, WEFT__REF | WEFT__NEED,
-                                memory_order_acq_rel);
-  if (weft__needs_of(v) == 0) { /* more releases than handles */
-    atomic_fetch_add_explicit(&f->rn, WEFT__REF | WEFT__NEED,
-                              memory_order_relaxed);
-    return WEFT_EINVAL;
-  }
-  if (weft__refs_of(v) == 1)
-    destroy(f);
-  return 0;
-}
-
-WEFT__HOT weft_state_t weft_future_state(const weft_future_t *f) {
-  if (f == NULL)
-    return WEFT_PENDING;
-  return (weft_state_t)weft__state(f);
-}
-
-int weft_future_error(const weft_future_t *f) {
-  if (f == NULL)
-    return WEFT_EINVAL;
-  switch (weft__state(f)) {
-  case WEFT_FULFILLED:
-    return 0;
-  case WEFT_REJECTED:
-    return f->err;
-  case WEFT_CANCELLED:
-    return WEFT_ECANCELED;
-  default:
-    return WEFT_EPENDING;
-  }
-}
-
-void *weft_future_value(const weft_future_t *f) {
-  if (f == NULL)
-    return NULL;
-  uint32_t w = load_word(f, memory_order_acquire);
-  /* only a pointer value: an integer's bits are not a pointer to borrow */
-  if (visible_state(w) != WEFT_FULFILLED || !(w & WEFT__F_PTR))
-    return NULL;
-  return f->val.ptr;
-}
-
-WEFT__HOT intptr_t weft_future_int(const weft_future_t *f) {
-  if (f == NULL || weft__state(f) != WEFT_FULFILLED)
-    return 0;
-  return f->val.i;
 }
 
 /* ---- then ---- */
@@ -571,7 +416,7 @@ static bool follow_closes_cycle(then_state_t *t, struct weft_future *target) {
     return true;
   uint32_t w = atomic_load_explicit(&target->word, memory_order_seq_cst);
   return weft__kind(w) == WEFT__K_THEN && (w & WEFT__F_FOLLOWING) &&
-         visible_state(w) == WEFT_PENDING &&
+         weft__visible_state(w) == WEFT_PENDING &&
          ((then_state_t *)target)->src == &t->base;
 }
 
@@ -586,9 +431,9 @@ static void then_follow(then_state_t *t, struct weft_future *target) {
                                           memory_order_seq_cst);
   WEFT__PERTURB(); /* following: a cancel may take the handle on target */
   weft__unref_need(old_src);
-  bool cycle = visible_state(old) == WEFT_PENDING &&
+  bool cycle = weft__visible_state(old) == WEFT_PENDING &&
                follow_closes_cycle(t, target);
-  if (cycle || visible_state(old) != WEFT_PENDING) {
+  if (cycle || weft__visible_state(old) != WEFT_PENDING) {
     /* A cycle (Promises/A+ 2.3.1), or cancelled while fn ran: we do not
      * follow, and give back the handle on target unless a cancel took it. */
     old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FCLAIMED,
@@ -643,7 +488,7 @@ static void follow_fire(weft_task_t *node) {
     return;
   }
   bool borrowed = weft__mirror(&t->base, target, true) == 0 &&
-                  (load_word(&t->base, memory_order_relaxed) & WEFT__F_BORROWED);
+                  (weft__word(&t->base, memory_order_relaxed) & WEFT__F_BORROWED);
   if (borrowed) /* keep the reference while the value is shared */
     atomic_fetch_sub_explicit(&target->rn, WEFT__NEED, memory_order_relaxed);
   else
@@ -693,7 +538,7 @@ static void watch_finish(watch_t *w) {
   /* In the room only if src has one: past the end of a state without,
    * the address may be another block's, this watch's own included. */
   if (w != watch_slot(src) ||
-      !(load_word(src, memory_order_relaxed) & WEFT__F_WSLOT))
+      !(weft__word(src, memory_order_relaxed) & WEFT__F_WSLOT))
     weft__free(w, watch_size(w));
   weft__unref_need(src); /* the handle the caller gave the watch */
 }
@@ -730,7 +575,7 @@ WEFT__HOT int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
   /* The caller's handle is the only one (needs is 1): take the state's
    * room if it has some (see weft__ext_ws_t); nobody else can come. */
   if (arg_dtor == NULL &&
-      (load_word(f, memory_order_relaxed) & WEFT__F_WSLOT) &&
+      (weft__word(f, memory_order_relaxed) & WEFT__F_WSLOT) &&
       weft__needs_of(atomic_load_explicit(&f->rn, memory_order_relaxed)) == 1)
     w = watch_slot(f);
   else if ((w = weft__malloc(arg_dtor != NULL ? sizeof(weft__watch_dtor_t)
@@ -752,47 +597,6 @@ WEFT__HOT int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
 int weft_future_then(weft_future_t *src, weft_executor_t *ex,
                      weft_then_fn fn, void *arg, weft_future_t **out) {
   return weft_future_then_dtor(src, ex, fn, arg, NULL, out);
-}
-
-/* ---- await ---- */
-
-int weft_future_await(weft_future_t *f, int64_t timeout_ms) {
-  if (f == NULL || timeout_ms < -1)
-    return WEFT_EINVAL;
-  /* Inline continuations queued on this thread may be what settles f. */
-  while (weft__state(f) == WEFT_PENDING && weft__trampoline_help())
-    ;
-  if (weft__state(f) != WEFT_PENDING)
-    return 0;
-  if (timeout_ms == 0)
-    return WEFT_ETIMEDOUT;
-  int64_t deadline = weft__deadline_after_ms(timeout_ms);
-  weft_executor_t *cur = weft_executor_current();
-  if (cur != NULL && cur->ops != NULL && cur->ops->await != NULL) {
-    int rc = cur->ops->await(cur, f, deadline);
-    if (rc != WEFT_EAGAIN)
-      return rc;
-  }
-  weft__waiter_t *w = weft__waiter_new(NULL, NULL);
-  if (w == NULL)
-    return WEFT_ENOMEM;
-  if (!weft__attach(f, &w->task)) {
-    weft__waiter_put(w);
-    weft__waiter_put(w);
-    return 0;
-  }
-  int rc = 0;
-  pthread_mutex_lock(w->mu);
-  while (!atomic_load_explicit(&w->done, memory_order_acquire)) {
-    if (weft__cond_wait(w->cv, w->mu, deadline) == WEFT_ETIMEDOUT &&
-        !atomic_load_explicit(&w->done, memory_order_acquire)) {
-      rc = WEFT_ETIMEDOUT;
-      break;
-    }
-  }
-  pthread_mutex_unlock(w->mu);
-  weft__waiter_put(w);
-  return rc;
 }
 
 /* For diagnostics (the loop's stall detector): the user's function behind a

@@ -63,16 +63,41 @@ static inline int weft__struct_check(const void *s, size_t size, size_t min,
 WEFT__HIDDEN int weft__thread_create(pthread_t *t, void *(*fn)(void *),
                                      void *arg);
 
-/* Pool workers not parked, across every pool in the process (pool.c keeps
- * it; a loop reads it to tell whether its spin would take a CPU that a
- * busy worker needs). */
-#include <stdatomic.h>
-WEFT__HIDDEN extern _Atomic int weft__workers_awake;
-/* Times this thread woke (or found waking) a parked pool worker: that
- * worker is about to need a CPU, so a loop on this thread should not take
- * one for a spin just now (pool.c counts, loop.c reads). */
-WEFT__HIDDEN extern _Thread_local unsigned weft__tl_pool_wakes
+/* ---- CPU demand (cpu.c) ----
+ * The one channel between pool/ and loop/ (neither includes the other):
+ * pool workers report when they run and when they park, and a thread that
+ * wakes a parked worker notes it; a loop reads both before and during a
+ * spin, so that the spin does not hold a CPU a worker needs (see
+ * docs/design/loop.md). Relaxed and approximate by design: a stale reading
+ * costs one spin too many or too few, never a lost wake-up. Any thread.
+ * (Inline: a worker reports around every park, a producer on every wake;
+ * the variables below are for these functions only.) */
+WEFT__HIDDEN extern _Atomic int weft__cpu_running_workers;
+WEFT__HIDDEN extern _Thread_local unsigned weft__cpu_tl_wakes
     __attribute__((tls_model("initial-exec")));
+/* A pool worker of any pool starts running (thread start, back from a
+ * park) or stops (parks, exits). */
+static inline void weft__cpu_worker_runs(void) {
+  atomic_fetch_add_explicit(&weft__cpu_running_workers, 1,
+                            memory_order_relaxed);
+}
+static inline void weft__cpu_worker_stops(void) {
+  atomic_fetch_sub_explicit(&weft__cpu_running_workers, 1,
+                            memory_order_relaxed);
+}
+/* Pool workers not parked right now, across every pool in the process. */
+static inline int weft__cpu_workers_running(void) {
+  return atomic_load_explicit(&weft__cpu_running_workers,
+                              memory_order_relaxed);
+}
+/* This thread woke (or found waking) a parked pool worker: that worker is
+ * about to need a CPU. */
+static inline void weft__cpu_note_wake(void) { weft__cpu_tl_wakes++; }
+/* How many times this thread did so, ever (wraps): a reader compares it
+ * with what it saw last. */
+static inline unsigned weft__cpu_wakes_here(void) {
+  return weft__cpu_tl_wakes;
+}
 
 /* CPUs this process may use: its affinity mask, capped by a cgroup v2
  * quota; at least 1 (cpu.c). */
@@ -100,6 +125,23 @@ WEFT__HIDDEN void weft__prefault(void *p, size_t len);
  * region in use). True if it did some (time passed: look for work again),
  * false if there was nothing to do. */
 WEFT__HIDDEN bool weft__alloc_idle(void);
+/* The default allocator's memory (region.c), for its block cache
+ * (alloc.c): blocks are carved from chunks of WEFT__CHUNK bytes aligned to
+ * their size, whose first WEFT__CHUNK_HEAD bytes hold the chunk's count of
+ * blocks not yet given up. */
+enum { WEFT__CHUNK = 16384, WEFT__CHUNK_HEAD = 64 };
+typedef struct weft__chunk weft__chunk_t;
+/* The chunk a carved block lies in. */
+static inline weft__chunk_t *weft__chunk_of(const void *b) {
+  return (weft__chunk_t *)((uintptr_t)b & ~(uintptr_t)(WEFT__CHUNK - 1));
+}
+/* A fresh chunk for blocks of `block` bytes: its first block, and in *n
+ * how many fit; all of them count as live until given up. NULL without
+ * memory. */
+WEFT__HIDDEN char *weft__chunk_start(size_t block, unsigned *n);
+/* Give n blocks of ch up for good; the chunk goes back to its region with
+ * its last. */
+WEFT__HIDDEN void weft__chunk_drop(weft__chunk_t *ch, unsigned n);
 /* For tests: the default allocator's regions mapped now, idle now (mapped,
  * nothing lent), and mapped since the process started. */
 WEFT__HIDDEN void weft__alloc_regions(size_t *mapped, size_t *idle,
@@ -173,7 +215,7 @@ static inline uint32_t weft__kind(uint32_t w) { return w >> WEFT__KIND_SHIFT; }
  * loop operation): one allocation holds the future and its producer. It
  * behaves as a promise (cancel hook in aux/val). When the last reference
  * goes, fini takes the memory (to free or recycle it): the owner knows the
- * size, so the state does not carry it (a pool job is 96 bytes, not 112).
+ * size, so the state does not carry it.
  */
 typedef struct weft__ext {
   struct weft_future base;
@@ -182,8 +224,8 @@ typedef struct weft__ext {
 
 /* A watch (weft_future_watch): a continuation without a derived future.
  * 48 bytes; one with an arg_dtor (rare) is allocated with the trailing
- * field (weft__watch_dtor_t), and bit 0 of `ex` says so. A watch per job in
- * flight: a million in flight, 16 MB less to fault in. */
+ * field (weft__watch_dtor_t), and bit 0 of `ex` says so (a watch per job in
+ * flight: docs/design/future.md). */
 typedef struct weft__watch {
   weft_task_t node; /* on the source's list, then the executor's queue */
   uintptr_t ex;     /* the executor; bit 0: a weft__watch_dtor_t */
@@ -254,12 +296,60 @@ static inline void weft__ext_value_ptr(struct weft_future *f, void *p,
                             WEFT__F_PTR | (dtor != NULL ? WEFT__F_DTOR : 0),
                         memory_order_relaxed);
 }
-/* Settle f with what a job or continuation returned (by pointer: a copy of
- * the 24 bytes cost a store-forwarding stall per job). A value that loses the
- * race is destroyed. weft_follow() results are not supported here: they
- * reject with WEFT_ENOTSUP (and the followed handle is released). */
+/* Settle f with what a job or continuation returned (by pointer, not a
+ * 24-byte copy the callee just stored: docs/design/future.md). A value
+ * that loses the race is destroyed. weft_follow() results are not
+ * supported here: they reject with WEFT_ENOTSUP (and the followed handle
+ * is released). */
 WEFT__HIDDEN void weft__settle_result(struct weft_future *f,
                                       const weft_result_t *r);
+
+/* ---- the state's reads and attach, inline for future.c and handle.c ----
+ * (Inline: both files run them on every call, as they did when they were
+ * one file; the other folders call weft__state and weft__attach.) */
+static inline uint32_t weft__word(const struct weft_future *f,
+                                  memory_order mo) {
+  return atomic_load_explicit(&((struct weft_future *)f)->word, mo);
+}
+/* A claimed settle shows once published, but a claimed cancel at once: it
+ * has no value to write, and a settle that lost to it (WEFT_ECANCELED) must
+ * not then read the future pending. */
+static inline uint32_t weft__visible_state(uint32_t w) {
+  uint32_t st = w & WEFT__ST_MASK;
+  return ((w & WEFT__BUSY) && st != WEFT_CANCELLED) ? WEFT_PENDING : st;
+}
+static inline uint32_t weft__core_state(const struct weft_future *f) {
+  return weft__visible_state(weft__word(f, memory_order_acquire));
+}
+/* The state behind a promise handle still held, or NULL (NULL handle, or
+ * released). */
+static inline struct weft_future *weft__live_promise(const weft_promise_t *p) {
+  struct weft_future *f = (struct weft_future *)p;
+  if (f == NULL || (weft__word(f, memory_order_relaxed) & WEFT__F_PROMISE_GONE))
+    return NULL;
+  return f;
+}
+/* Put node on f's list; false when f is settled (the caller runs node
+ * itself: a continuation of a future the caller saw settled runs on the
+ * caller's thread, not later on the settler's). */
+static inline bool weft__core_attach(struct weft_future *f,
+                                     weft_task_t *node) {
+  /* Seen settled, its list may still be open while the settler publishes */
+  if (weft__core_state(f) != WEFT_PENDING)
+    return false;
+  weft_task_t *h = atomic_load_explicit(&f->head, memory_order_acquire);
+  do {
+    if (h == WEFT__CLOSED)
+      return false;
+    node->next = h;
+    WEFT__PERTURB();
+  } while (!atomic_compare_exchange_weak_explicit(
+      &f->head, &h, node, memory_order_acq_rel, memory_order_acquire));
+  return true;
+}
+/* Free f (its last reference went): its value's destructor, its kind's
+ * own memory (future.c). */
+WEFT__HIDDEN void weft__destroy(struct weft_future *f);
 
 /* The inline executor (what weft_executor_inline() returns) and its
  * per-thread trampoline (executor.c). */

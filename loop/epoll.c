@@ -67,8 +67,7 @@ static _Atomic bool no_pwait2;
 
 /* Wait with a nanosecond timeout where the kernel can (epoll_pwait2), so a
  * timer fires when due rather than up to a millisecond late, as a timeout
- * rounded up to epoll_wait's milliseconds made it (measured: 100,000 timers
- * due over 0-10 ms all fired after 11.1 ms, libev 10.5). */
+ * rounded up to epoll_wait's milliseconds makes it. */
 static int ep_wait(weft__backend_t *b, int64_t timeout_ns, int cap) {
   struct epoll_event *evs = b->buf;
 #ifdef SYS_epoll_pwait2

@@ -133,6 +133,29 @@ typedef struct weft__heap_entry {
 
 enum { WEFT__TIMER_INIT = 0x7e1f7000u }; /* priv_flags of an initialised timer */
 
+/* ---- the adaptive spin before sleeping (spin.c) ---- */
+/* Its state, loop thread only. */
+typedef struct weft__spin {
+  int64_t ns;     /* the next spin's length; 0: no spin */
+  int64_t max_ns; /* spin_us in ns; 0: spinning is off */
+  int credit;     /* spins are allowed while positive */
+  int ncpu;       /* CPUs this process may use */
+  unsigned pool_wakes_seen; /* weft__cpu_wakes_here() at the last wait */
+  unsigned quiet;           /* waits left without a spin */
+  long nivcsw;    /* the loop thread's involuntary switches, last seen */
+  unsigned shared_streak; /* back-offs in a row for a shared CPU */
+  unsigned dear;          /* spin hits in a row dearer than a sleep */
+  unsigned dear_streak;   /* back-offs in a row for dear hits */
+} weft__spin_t;
+
+/* What the spin before one wait did; zeroed by the caller. */
+typedef struct weft__spun {
+  int64_t idle; /* when the loop ran out of work; 0: the spin found work */
+  int n;        /* polled: the poll's result (events in loop->events) */
+  bool spun;    /* it spun and found nothing */
+  bool polled;  /* it polled the backend and found events */
+} weft__spun_t;
+
 /* ---- the loop ---- */
 /* Bytes a module keeps in the loop (loop->slot). */
 enum { WEFT__LOOP_SLOT = 48 };
@@ -193,18 +216,8 @@ struct weft_loop {
   weft_executor_t *prev_executor;
   struct weft_loop *live_next; /* the list of live loops (loop.c) */
   int64_t now;
-  /* adaptive spin before sleeping (loop.c) */
-  int64_t spin_ns, spin_max_ns;
-  int spin_credit; /* spins are allowed while positive (see spin_adapt) */
-  int ncpu;        /* CPUs this process may use */
-  unsigned pool_wakes_seen; /* weft__tl_pool_wakes at the last wait */
-  unsigned quiet;  /* waits left without a spin (loop.c: after this thread
-                   * woke a pool worker, or a spin found its CPU shared) */
-  long nivcsw;     /* the loop thread's involuntary switches, last seen */
-  unsigned shared_streak; /* spins in a row that found the CPU shared */
-  unsigned dear;          /* spin hits in a row later than SPIN_CHEAP_NS */
-  unsigned dear_streak;   /* back-offs in a row for dear hits (loop.c) */
-  _Atomic uint64_t spins, spin_hits;
+  weft__spin_t spin; /* the adaptive spin before sleeping (spin.c) */
+  _Atomic uint64_t spins, spin_hits; /* statistics (spin.c) */
   /* timers */
   weft__heap_entry_t *heap;
   uint32_t heap_len, heap_cap;
@@ -270,6 +283,24 @@ static inline void weft__loop_cb_end(weft_loop_t *loop, const char *kind,
  * WEFT_ESHUTDOWN once close began; on the loop thread always taken (close
  * runs what its callbacks queue). */
 WEFT__HIDDEN int weft__loop_submit(weft_loop_t *loop, weft_task_t *task);
+
+/* Close and run need the loop thread, outside any run or close: 0, or
+ * WEFT_EINVAL (NULL), WEFT_EPERM (another thread), WEFT_EBUSY. */
+static inline int weft__loop_check_idle(const weft_loop_t *loop) {
+  if (loop == NULL)
+    return WEFT_EINVAL;
+  if (!weft__loop_owned(loop))
+    return WEFT_EPERM;
+  if (loop->running || loop->in_close)
+    return WEFT_EBUSY;
+  return 0;
+}
+/* The loop's executor (run.c, with the queue its submit pushes on). */
+WEFT__HIDDEN extern const weft_executor_ops_t weft__loop_executor_ops;
+/* For close (run.c): run what other threads queued and refuse the rest
+ * from now on; run the loop thread's own queue until it stays empty. */
+WEFT__HIDDEN void weft__loop_close_inbox(weft_loop_t *loop);
+WEFT__HIDDEN void weft__loop_close_drain(weft_loop_t *loop);
 
 /* Queue a task on the loop thread: a plain FIFO. */
 static inline void weft__loop_push_local(weft_loop_t *loop, weft_task_t *t) {
@@ -345,6 +376,21 @@ static inline void weft__loop_op_setup(weft__loop_op_t *op, size_t size,
 /* The default cancel hook of a loop op (disarm here or send stop_task);
  * an op with its own hook calls it after its own work. */
 WEFT__HIDDEN void weft__loop_op_cancel(weft__loop_op_t *op);
+
+/* spin.c (loop thread only). Set the spin's bound from spin_us (0: the
+ * default, negative: off) at create. */
+WEFT__HIDDEN void weft__spin_init(weft_loop_t *loop, int spin_us);
+/* Before a wait of up to `timeout` ns (-1: none, never 0), with the spin
+ * on (spin.max_ns > 0): spin for work if the policy allows, until a post,
+ * a stop, `until` (run_until's future, or NULL) settling, or, while the
+ * loop watches fds, their events. Fills *out and returns what is left of
+ * the wait (0 when the spin found work or used the wait up). */
+WEFT__HIDDEN int64_t weft__spin_wait(weft_loop_t *loop, int64_t timeout,
+                                     weft_future_t *until, weft__spun_t *out);
+/* After that wait ended at loop->now (out->idle != 0), `by_work` if a post
+ * or an fd event ended it: lengthen or shorten the next spin. */
+WEFT__HIDDEN void weft__spin_adapt(weft_loop_t *loop, const weft__spun_t *s,
+                                   bool by_work);
 
 /* timer.c */
 WEFT__HIDDEN void weft__timers_run(weft_loop_t *loop);

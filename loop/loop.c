@@ -1,24 +1,17 @@
 /* SPDX-License-Identifier: MIT */
-/* loop/loop.c: the loop core: life cycle, run modes, the cross-thread queue
- * with batched eventfd wake-ups, the loop's executor, the stall detector
- * and statistics. Timers live in timer.c, watchers and signals in io.c; the
- * backend (epoll.c) only translates kernel events.
- *
- * Wake-ups. `wake` is AWAKE while the loop thread is running an iteration
- * (it looks at the queue before it next sleeps), SLEEPING from just before
- * a poll that may block (and whenever the loop is not running at all), and
- * SENT once a producer has written the eventfd. A producer pushes, then
- * writes the eventfd only if it moves SLEEPING to SENT: one write per batch,
- * none while the loop is busy. The loop stores SLEEPING and then re-reads
- * the queue (both sequentially consistent), so either it sees the item or
- * the producer sees SLEEPING: no lost wake-up.
+/* loop/loop.c: the loop's life cycle (create, close, the list of live
+ * loops) and statistics. Running, the loop's executor, the futures of loop
+ * sources and the stall detector are in run.c, the spin before sleeping in
+ * spin.c, timers in timer.c, watchers and signals in io.c; the backend
+ * (epoll.c) only translates kernel events.
  *
  * Close. The queue's head is swapped for a CLOSED marker, which refuses
  * every later push from another thread (nothing takes the marker off
  * again); producers still inside post/submit are counted and close waits
  * for them before it frees what they touch. On the loop thread, close
  * keeps taking executor tasks: the continuations of what it cancels are
- * queued there and close runs them until none is left (close_drain). */
+ * queued there and close runs them until none is left
+ * (weft__loop_close_drain). */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -27,7 +20,6 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 _Thread_local weft_loop_t *weft__tl_loop WEFT__LOOP_TLS;
@@ -35,243 +27,7 @@ weft_io_t weft__wake_mark, weft__sig_mark;
 
 weft_loop_t *weft_loop_current(void) { return weft__tl_loop; }
 
-/* the adaptive spin before sleeping (see the comment above cpu_relax) */
-enum { SPIN_FIRST_NS = 4000, SPIN_DEFAULT_NS = 50000, SPIN_CHECKS = 16,
-       SPIN_QUIET = 16, SPIN_SHARED_MAX = 4, SPIN_MISS = 4,
-       SPIN_CREDIT_MAX = 16, SPIN_READERS_MAX = 4, SPIN_CHEAP_NS = 10000,
-       SPIN_DEAR_HITS = 8, SPIN_DEAR_QUIET = 64, SPIN_DEAR_MAX = 6 };
-
-/* ---- cross-thread queue ---- */
-
-static void wake_if_sleeping(weft_loop_t *loop) {
-  WEFT__PERTURB();
-  uint32_t s = atomic_load_explicit(&loop->wake, memory_order_seq_cst);
-  if (s != WAKE_SLEEPING ||
-      !atomic_compare_exchange_strong_explicit(&loop->wake, &s, WAKE_SENT,
-                                               memory_order_seq_cst,
-                                               memory_order_relaxed))
-    return;
-  uint64_t one = 1;
-  while (WEFT__SYS("write", write(loop->wake_fd, &one, sizeof one)) < 0 &&
-         errno == EINTR)
-    ;
-  atomic_fetch_add_explicit(&loop->wakeups, 1, memory_order_relaxed);
-}
-
-/* Another thread's push: refused once close took the queue. */
-static int inbox_push(weft_loop_t *loop, weft_task_t *task) {
-  atomic_fetch_add_explicit(&loop->producers, 1, memory_order_seq_cst);
-  weft_task_t *h = atomic_load_explicit(&loop->inbox, memory_order_relaxed);
-  WEFT__PERTURB(); /* close may take the queue now */
-  do {
-    if (h == WEFT__INBOX_CLOSED) {
-      atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_release);
-      return WEFT_ESHUTDOWN;
-    }
-    task->next = h;
-    WEFT__PERTURB();
-  } while (!atomic_compare_exchange_weak_explicit(
-      &loop->inbox, &h, task, memory_order_seq_cst, memory_order_relaxed));
-  WEFT__PERTURB(); /* queued, the loop not woken yet */
-  wake_if_sleeping(loop);
-  atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_release);
-  return 0;
-}
-
-/* On the loop thread a plain FIFO, taken during close too: a task queued
- * from a callback close runs (a cancelled operation's continuation) is run
- * by close before it returns. */
-int weft__loop_submit(weft_loop_t *loop, weft_task_t *task) {
-  if (weft__tl_loop == loop) {
-    weft__loop_push_local(loop, task);
-    return 0;
-  }
-  return inbox_push(loop, task);
-}
-
-/* Take the whole queue, oldest first (per producer: in posting order). */
-static weft_task_t *inbox_take(weft_loop_t *loop, bool close) {
-  if (!close &&
-      atomic_load_explicit(&loop->inbox, memory_order_relaxed) == NULL)
-    return NULL;
-  WEFT__PERTURB();
-  weft_task_t *list = atomic_exchange_explicit(
-      &loop->inbox, close ? WEFT__INBOX_CLOSED : NULL, memory_order_acquire);
-  return list == WEFT__INBOX_CLOSED ? NULL : weft__task_list_reverse(list);
-}
-
-/* ---- posted functions ---- */
-
-typedef struct post_node {
-  weft_task_t task;
-  weft_loop_fn fn;
-  void *arg;
-  weft_loop_t *loop;
-} post_node_t;
-
-static void post_run(weft_task_t *t) {
-  post_node_t *n = (post_node_t *)t;
-  weft_loop_t *loop = n->loop;
-  weft_loop_fn fn = n->fn;
-  void *arg = n->arg;
-  weft__free(n, sizeof *n);
-  fn(loop, arg, loop->in_close ? WEFT_ECANCELED : 0);
-}
-
-int weft_loop_post(weft_loop_t *loop, weft_loop_fn fn, void *arg) {
-  if (loop == NULL || fn == NULL)
-    return WEFT_EINVAL;
-  post_node_t *n = weft__malloc(sizeof *n);
-  if (n == NULL)
-    return WEFT_ENOMEM;
-  n->task.run = post_run;
-  n->fn = fn;
-  n->arg = arg;
-  n->loop = loop;
-  int rc;
-  if (weft__tl_loop == loop) { /* a post from close's callbacks: refused */
-    rc = WEFT_ESHUTDOWN;
-    if (!loop->in_close) {
-      weft__loop_push_local(loop, &n->task);
-      rc = 0;
-    }
-  } else {
-    rc = inbox_push(loop, &n->task);
-  }
-  if (rc != 0)
-    weft__free(n, sizeof *n);
-  return rc;
-}
-
-/* run_one with a stall hook set. */
-static __attribute__((noinline)) void run_one_timed(weft_loop_t *loop,
-                                                    weft_task_t *t) {
-  bool post = t->run == post_run; /* the node is gone after run: read now */
-  weft__anyfn cb = post ? (weft__anyfn)((post_node_t *)t)->fn
-                        : weft__task_callback(t);
-  int64_t t0 = weft__loop_cb_begin(loop);
-  t->run(t);
-  weft__loop_cb_end(loop, post ? "post" : "task", cb, t0);
-}
-
-static inline void run_one(weft_loop_t *loop, weft_task_t *t) {
-  if (__builtin_expect(loop->stall_fn != NULL, 0)) {
-    run_one_timed(loop, t);
-    return;
-  }
-  weft__loop_count(&loop->callbacks);
-  t->run(t);
-}
-
-/* The loop thread's own submissions, a snapshot: ones they add wait. */
-static void run_local(weft_loop_t *loop) {
-  weft_task_t *t = loop->local_head;
-  loop->local_head = loop->local_tail = NULL;
-  while (t != NULL) {
-    weft_task_t *next = t->next;
-    run_one(loop, t);
-    t = next;
-  }
-}
-
-static void run_tasks(weft_loop_t *loop) {
-  weft_task_t *list = inbox_take(loop, false);
-  uint64_t n = 0;
-  while (list != NULL) {
-    weft_task_t *next = list->next;
-    run_one(loop, list);
-    list = next;
-    n++;
-  }
-  if (n != 0)
-    atomic_store_explicit(
-        &loop->posted,
-        atomic_load_explicit(&loop->posted, memory_order_relaxed) + n,
-        memory_order_relaxed);
-  run_local(loop);
-}
-
-/* ---- futures owned by loop sources ---- */
-
-static void op_stop_task(weft_task_t *task) { /* on the loop thread */
-  weft__loop_op_t *op = (weft__loop_op_t *)((char *)task -
-                                            offsetof(weft__loop_op_t, stop_task));
-  op->disarm(op);
-  weft__unref(&op->ext.base); /* the task's reference */
-}
-
-void weft__loop_op_cancel(weft__loop_op_t *op) { /* any thread */
-  if (weft__loop_owned(op->loop)) {
-    op->disarm(op);
-    return;
-  }
-  weft__ref(&op->ext.base);
-  op->stop_task.run = op_stop_task;
-  if (weft__loop_submit(op->loop, &op->stop_task) != 0)
-    weft__unref(&op->ext.base); /* closing: close disarms it */
-}
-
-static void op_cancelled(void *arg) { weft__loop_op_cancel(arg); }
-
-static void loop_op_fini(weft__ext_t *e) {
-  weft__loop_op_t *op = (weft__loop_op_t *)e;
-  weft__free(op, op->size);
-}
-
-void weft__loop_op_init(weft__loop_op_t *op, size_t size, weft_loop_t *loop,
-                        void (*disarm)(weft__loop_op_t *op)) {
-  weft__loop_op_setup(op, size, loop, disarm, loop_op_fini, op_cancelled, op);
-}
-
-/* ---- the loop's executor ---- */
-
-static int loop_ex_submit(weft_executor_t *ex, weft_task_t *task) {
-  return weft__loop_submit((weft_loop_t *)ex, task);
-}
-
-/* Await on the loop thread would block the loop: refuse at once. */
-static int loop_ex_await(weft_executor_t *ex, weft_future_t *f,
-                         int64_t deadline_ns) {
-  (void)f;
-  (void)deadline_ns;
-  return weft__tl_loop == (weft_loop_t *)ex ? WEFT_EDEADLK : WEFT_EAGAIN;
-}
-
-static const weft_executor_ops_t loop_ops = {
-    sizeof(weft_executor_ops_t), "loop", loop_ex_submit, loop_ex_await};
-
-weft_executor_t *weft_loop_executor(weft_loop_t *loop) {
-  return loop == NULL ? NULL : &loop->executor;
-}
-
-/* ---- stall detector ---- */
-
-void weft__loop_stall_check(weft_loop_t *loop, const char *kind,
-                            weft__anyfn cb, int64_t t0) {
-  int64_t d = weft_now_ns() - t0;
-  if (d <= loop->stall_threshold)
-    return;
-  weft__loop_count(&loop->stalls);
-  weft_stall_t s = {kind, cb, d, loop->stall_threshold};
-  loop->stall_fn(loop, &s, loop->stall_arg);
-}
-
-int weft_loop_set_stall_hook(weft_loop_t *loop, int64_t threshold_us,
-                             weft_stall_fn fn, void *arg) {
-  if (loop == NULL || (fn != NULL && threshold_us <= 0))
-    return WEFT_EINVAL;
-  if (!weft__loop_owned(loop))
-    return WEFT_EPERM;
-  loop->stall_threshold =
-      threshold_us > INT64_MAX / 1000 ? INT64_MAX : threshold_us * 1000;
-  loop->stall_arg = arg;
-  loop->stall_fn = fn;
-  return 0;
-}
-
 /* ---- life cycle ---- */
-
-static bool cpu_shared(weft_loop_t *loop);
 
 /* Every live loop, so that a handle naming another loop can be told from
  * an uninitialised one (weft__loop_live). Changed at create and close. */
@@ -297,47 +53,36 @@ static void live_unlink(weft_loop_t *loop) {
   pthread_mutex_unlock(&live_mu);
 }
 
-int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
-  unsigned max = 256;
-  int spin_us = 0;
-  if (out == NULL)
-    return WEFT_EINVAL;
-  if (opts != NULL) {
-    int rc = weft__struct_check(opts, opts->size,
-                                offsetof(weft_loop_options_t, spin_us),
-                                offsetof(weft_loop_options_t, reserved));
-    if (rc != 0)
-      return rc;
-    if (opts->max_events > 65536)
-      return WEFT_EINVAL;
-    if (opts->max_events != 0)
-      max = opts->max_events;
-    if (opts->size >= offsetof(weft_loop_options_t, reserved)) {
-      if (opts->spin_us > 1000000)
-        return WEFT_EINVAL;
-      spin_us = opts->spin_us;
-    }
-  }
-  if (weft__tl_loop != NULL)
-    return WEFT_EBUSY;
-  weft_loop_t *loop = weft__malloc(sizeof *loop);
-  if (loop == NULL)
-    return WEFT_ENOMEM;
-  memset(loop, 0, sizeof *loop);
-  loop->executor.ops = &loop_ops;
-  loop->wake_fd = loop->sig_fd = -1;
-  loop->spin_max_ns = spin_us < 0    ? 0
-                      : spin_us == 0 ? SPIN_DEFAULT_NS
-                                     : (int64_t)spin_us * 1000;
-  loop->ncpu = (int)weft__cpu_count();
-  (void)cpu_shared(loop); /* its baseline: this thread's count so far */
-  int rc = WEFT_ENOMEM;
-  loop->events = weft__malloc(max * sizeof(weft__event_t));
-  if (loop->events == NULL)
-    goto fail;
-  rc = weft__backend_open(loop, max);
+/* Options into the loop's settings: 0, WEFT_EINVAL (out of range) or
+ * WEFT_ENOTSUP (weft__struct_check). */
+static int read_options(const weft_loop_options_t *opts, unsigned *max,
+                        int *spin_us) {
+  *max = 256;
+  *spin_us = 0;
+  if (opts == NULL)
+    return 0;
+  int rc = weft__struct_check(opts, opts->size,
+                              offsetof(weft_loop_options_t, spin_us),
+                              offsetof(weft_loop_options_t, reserved));
   if (rc != 0)
-    goto fail_events;
+    return rc;
+  if (opts->max_events > 65536)
+    return WEFT_EINVAL;
+  if (opts->max_events != 0)
+    *max = opts->max_events;
+  if (opts->size >= offsetof(weft_loop_options_t, reserved)) {
+    if (opts->spin_us > 1000000)
+      return WEFT_EINVAL;
+    *spin_us = opts->spin_us;
+  }
+  return 0;
+}
+
+/* The backends (backend.c) and the wake-up eventfd in epoll. */
+static int open_backend(weft_loop_t *loop, unsigned max) {
+  int rc = weft__backend_open(loop, max);
+  if (rc != 0)
+    return rc;
   loop->wake_fd =
       WEFT__SYS("eventfd", eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (loop->wake_fd < 0) {
@@ -345,11 +90,43 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
     goto fail_backend;
   }
   /* Edge-triggered: every write is reported once, so a wake-up costs the
-   * loop no read() (see drain_wake_fd). */
+   * loop no read() (see drain_wake_fd in run.c). */
   rc = loop->ops->add(&loop->backend, loop->wake_fd,
                       WEFT_READABLE | WEFT__EDGE, &weft__wake_mark);
   if (rc != 0)
     goto fail_wake;
+  return 0;
+fail_wake:
+  close(loop->wake_fd);
+fail_backend:
+  weft__backend_close(loop);
+  return rc;
+}
+
+int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
+  unsigned max;
+  int spin_us;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  int rc = read_options(opts, &max, &spin_us);
+  if (rc != 0)
+    return rc;
+  if (weft__tl_loop != NULL)
+    return WEFT_EBUSY;
+  weft_loop_t *loop = weft__malloc(sizeof *loop);
+  if (loop == NULL)
+    return WEFT_ENOMEM;
+  memset(loop, 0, sizeof *loop);
+  loop->executor.ops = &weft__loop_executor_ops;
+  loop->wake_fd = loop->sig_fd = -1;
+  weft__spin_init(loop, spin_us);
+  rc = WEFT_ENOMEM;
+  loop->events = weft__malloc(max * sizeof(weft__event_t));
+  if (loop->events == NULL)
+    goto fail;
+  rc = open_backend(loop, max);
+  if (rc != 0)
+    goto fail_events;
   atomic_init(&loop->wake, WAKE_SLEEPING); /* not running: posts wake it */
   loop->now = weft_now_ns();
   loop->thread = pthread_self();
@@ -361,44 +138,20 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   pthread_mutex_unlock(&live_mu);
   *out = loop;
   return 0;
-fail_wake:
-  close(loop->wake_fd);
-fail_backend:
-  weft__backend_close(loop);
 fail_events:
   weft__free(loop->events, max * sizeof(weft__event_t));
 fail:
   weft__free(loop, sizeof *loop);
   return rc;
 }
-
 static void wait_producers(weft_loop_t *loop) {
   while (atomic_load_explicit(&loop->producers, memory_order_acquire) != 0)
     sched_yield();
 }
 
-/* Close and run need the loop thread, outside any run or close. */
-static int check_idle(const weft_loop_t *loop) {
-  if (loop == NULL)
-    return WEFT_EINVAL;
-  if (!weft__loop_owned(loop))
-    return WEFT_EPERM;
-  if (loop->running || loop->in_close)
-    return WEFT_EBUSY;
-  return 0;
-}
-
-/* Run the loop thread's queue until it stays empty: the continuations of
- * what close cancels, and what they queue in turn. (Not run_tasks: its
- * inbox_take would take the marker off the queue, letting other threads
- * in again.) */
-static void close_drain(weft_loop_t *loop) {
-  while (loop->local_head != NULL)
-    run_local(loop);
-}
 
 int weft_loop_close(weft_loop_t *loop) {
-  int rc = check_idle(loop);
+  int rc = weft__loop_check_idle(loop);
   if (rc != 0)
     return rc;
   loop->in_close = true;
@@ -409,22 +162,17 @@ int weft_loop_close(weft_loop_t *loop) {
    * of source is cancelled in turn, and the continuations of what that
    * settled run before the next: no future of the loop's waits forever,
    * no continuation is lost. */
-  weft_task_t *list = inbox_take(loop, true);
-  while (list != NULL) {
-    weft_task_t *next = list->next;
-    run_one(loop, list);
-    list = next;
-  }
-  close_drain(loop);
+  weft__loop_close_inbox(loop);
+  weft__loop_close_drain(loop);
   weft__timers_close(loop);
-  close_drain(loop);
+  weft__loop_close_drain(loop);
   weft__io_close(loop); /* and every socket, with its operations */
-  close_drain(loop);
+  weft__loop_close_drain(loop);
   weft__signal_close(loop);
-  close_drain(loop);
+  weft__loop_close_drain(loop);
   if (loop->cops != NULL) { /* completions of closed handles, to report */
     loop->cops->drain(&loop->cbackend);
-    close_drain(loop);
+    weft__loop_close_drain(loop);
   }
   if (loop->module != NULL)
     loop->module->close(loop);
@@ -442,540 +190,7 @@ int weft_loop_close(weft_loop_t *loop) {
   return 0;
 }
 
-/* ---- running ---- */
-
-/* The eventfd is edge-triggered, so its counter need not be read for the
- * next write to wake us; read it only now and then, long before it could
- * reach its maximum (2^64 - 2, where a write would fail). */
-static void drain_wake_fd(weft_loop_t *loop) {
-  if (++loop->wake_events < (1u << 20))
-    return;
-  loop->wake_events = 0;
-  uint64_t v;
-  while (WEFT__SYS("read", read(loop->wake_fd, &v, sizeof v)) < 0 &&
-         errno == EINTR)
-    ;
-}
-
-/* Adaptive spin before sleeping (weft_loop_options_t.spin_us). A loop
- * that ran out of work waits for work (a post; while it watches fds, also
- * their events) by polling for up to spin_ns instead of sleeping, when the
- * last waits ended with work soon enough (within spin_max_ns of running out
- * of it): the spin grows (SPIN_FIRST_NS, doubling) while work comes back
- * that quickly and halves, down to nothing, each time a wait ends
- * otherwise; spins that miss cost credit (spin_adapt). So an idle loop, or
- * one whose work comes seldom, does not spin. The wake word stays AWAKE
- * while spinning, so producers skip the eventfd write too. The idea is the
- * guest halt-polling governor's.
- * Around pools it keeps quiet: for SPIN_QUIET waits after this thread
- * woke a parked pool worker, and whenever workers are awake on every CPU.
- * Measured on 2 CPUs with a 2-worker pool (a loop keeping k jobs of w us in
- * flight), a loop spinning regardless did 3x the jobs for w = 5-10 us but
- * 31% fewer for w = 40, k = 4: the worker its own submit had woken waited
- * for the CPU the spin held, and the loop cannot see that worker until it
- * runs. With the quiet rule every one of those cases is within noise of no
- * spin; loops exchanging posts with each other or with plain threads keep
- * the whole gain (a round trip 45 -> 1 us). A loop allowed one CPU spins
- * only for fd events. Whenever a spin for fd events finds that the kernel
- * took the CPU from the loop thread (cpu_shared) the loop keeps quiet for
- * SPIN_QUIET waits, doubling each time it happens again on the next spin
- * (up to SPIN_QUIET << SPIN_SHARED_MAX), and starts the spin again from
- * nothing: a peer on the same CPU takes it nearly every time, other
- * threads now and then (some 40 times a second on the test VM).
- * It does not spin while more than SPIN_READERS_MAX sockets wait for a
- * read (loop->readers, kept by the sockets): their events come as a stream, a
- * sleep gathers them in batches, and a spin would poll them in ones and
- * twos (at 100 echo connections, in a run where the server was not quite
- * saturated: 0.6 polls per round trip, and 4% more CPU per round trip
- * than without the spin).
- * A spin costs its CPU whether it hits or not, so it pays only where
- * work comes back about as soon as a sleep and wake-up would cost the
- * loop thread. SPIN_CHEAP_NS is some twice that cost on a VM: a spin
- * that hits within it spends at most about twice the sleep it saves, and
- * loops spinning for each other stay well inside it. Hits that keep
- * coming later (SPIN_DEAR_HITS in a row: a client on another CPU whose
- * own wake-up sets the pace, as in an echo at one connection) buy
- * latency with more CPU per event than sleeping; the loop then keeps
- * quiet for SPIN_DEAR_QUIET waits, doubling each time it happens again
- * (up to SPIN_DEAR_QUIET << SPIN_DEAR_MAX), and starts the spin again
- * from nothing. */
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
-/* Is a CPU free for a spin? Not while pool workers are awake on every
- * CPU: they would wait for it. */
-static bool cpu_to_spare(const weft_loop_t *loop) {
-  return atomic_load_explicit(&weft__workers_awake, memory_order_relaxed) <
-         loop->ncpu;
-}
-
-/* After a spin for fd events: was the CPU taken from this thread since
- * the last look (an involuntary context switch)? Then something else
- * wants it, perhaps the peer the loop waits for (a client on the same
- * machine), and spinning delays it: a client and server sharing one CPU
- * did 15% fewer round trips with the spin than without. One system call
- * per such spin, next to the polls it made. */
-static bool cpu_shared(weft_loop_t *loop) {
-  struct rusage ru;
-  if (getrusage(RUSAGE_THREAD, &ru) != 0)
-    return false;
-  bool taken = ru.ru_nivcsw != loop->nivcsw;
-  loop->nivcsw = ru.ru_nivcsw;
-  return taken;
-}
-
-/* What a spin met. */
-enum { SPUN_NOTHING = 0, SPUN_POST, SPUN_EVENTS };
-
-/* Spin until a post or a stop arrives, or `until` (run_until's future, or
- * NULL) settles, or (when `io`, the loop watching fds) the backend has
- * events, or `end` passes. The backend is asked
- * between rounds of SPIN_CHECKS reads of the queue: a poll that does not
- * wait is a system call but no sleep, and a post still gets through in
- * well under a microsecond. On SPUN_EVENTS *n is the poll's result (the
- * events are in loop->events; negative: its error). The first poll comes
- * after a round of reads, not at once: a busy server that polled at once
- * took its events one or two at a time (at 100 connections, 0.25
- * epoll_wait calls per round trip against 0.02), the round lets a batch
- * gather. */
-static int spin_for_work(weft_loop_t *loop, int64_t end, bool io, int *n,
-                         weft_future_t *until) {
-  for (;;) {
-    for (int k = 0; k < SPIN_CHECKS; k++) {
-      if (atomic_load_explicit(&loop->inbox, memory_order_relaxed) != NULL ||
-          atomic_load_explicit(&loop->stop, memory_order_relaxed))
-        return SPUN_POST;
-      cpu_relax();
-    }
-    /* run_until's future, settled on another thread, posts nothing */
-    if (until != NULL && weft_future_state(until) != WEFT_PENDING)
-      return SPUN_POST;
-    if (io && (*n = weft__backend_wait(loop, 0)) != 0)
-      return SPUN_EVENTS;
-    if (weft_now_ns() >= end || !cpu_to_spare(loop))
-      return SPUN_NOTHING;
-  }
-}
-
-/* After a wait that began at `idle` and ended now (a spin that found work
- * does not come here): was it worth spinning for, and was the spin, if
- * there was one, worth its CPU? Work is a post or a socket/fd event, not
- * a timer (the spin never outlasts the next timer anyway).
- * Length: work soon enough (within spin_max_ns) lengthens the spin
- * (SPIN_FIRST_NS, doubling, up to the bound); any other end halves it.
- * Credit: a spin that ends without work costs SPIN_MISS, work met by a
- * spin (or work that came soon enough while not spinning) earns 1, and
- * the loop spins only with credit: spins that seldom pay stop. */
-static void spin_credit_add(weft_loop_t *loop, int d) {
-  int c = loop->spin_credit + d;
-  loop->spin_credit = c > SPIN_CREDIT_MAX    ? SPIN_CREDIT_MAX
-                      : c < -SPIN_CREDIT_MAX ? -SPIN_CREDIT_MAX
-                                             : c;
-}
-
-static void spin_adapt(weft_loop_t *loop, int64_t idle, bool by_work,
-                       bool spun) {
-  bool soon = by_work && loop->now - idle <= loop->spin_max_ns;
-  if (spun)
-    spin_credit_add(loop, -SPIN_MISS);
-  else if (soon)
-    spin_credit_add(loop, 1);
-  if (soon) {
-    int64_t s = loop->spin_ns ? 2 * loop->spin_ns : SPIN_FIRST_NS;
-    loop->spin_ns = s < loop->spin_max_ns ? s : loop->spin_max_ns;
-  } else if (loop->spin_ns > 0) {
-    loop->spin_ns /= 2;
-    if (loop->spin_ns < SPIN_FIRST_NS)
-      loop->spin_ns = 0;
-  }
-}
-
-/* Keep quiet for `base` waits, doubled for each back-off in a row counted
- * in *streak (up to `max` doublings), never shortening a quiet period
- * already running, and start the spin again from nothing. */
-static void spin_back_off(weft_loop_t *loop, unsigned base, unsigned *streak,
-                          unsigned max) {
-  unsigned q = base << *streak;
-  if (loop->quiet < q)
-    loop->quiet = q;
-  if (*streak < max)
-    (*streak)++;
-  loop->spin_ns = 0;
-}
-
-/* A spin hit after `ns` of spinning: dearer than a sleep (SPIN_CHEAP_NS)
- * SPIN_DEAR_HITS times in a row, the loop keeps quiet for a while, longer
- * each time in a row, and starts the spin again from nothing; a cheap hit
- * ends the streak. */
-static void spin_cost(weft_loop_t *loop, int64_t ns) {
-  if (ns <= SPIN_CHEAP_NS) {
-    loop->dear = 0;
-    loop->dear_streak = 0;
-    return;
-  }
-  if (++loop->dear < SPIN_DEAR_HITS)
-    return;
-  loop->dear = 0;
-  spin_back_off(loop, SPIN_DEAR_QUIET, &loop->dear_streak, SPIN_DEAR_MAX);
-}
-
-/* Nanoseconds until `due` (0 when past). */
-static int64_t ns_until(int64_t due) {
-  int64_t d = due - weft_now_ns();
-  return d > 0 ? d : 0;
-}
-
-/* With many ready fds each one's state is cold. While event i runs, start
- * loading the watcher of event i + 4 and, through the watcher of event
- * i + 2 (asked for two events ago), the socket operation it will run. */
-enum { PREFETCH_WATCHER = 4, PREFETCH_OP = 2 };
-
-/* A socket's hot fields span its first two cache lines. */
-static void prefetch_watcher(const void *io) {
-  __builtin_prefetch(io);
-  __builtin_prefetch((const char *)io + 64);
-}
-
-static void prefetch_ahead(const weft_loop_t *loop, int i, int n) {
-  if (i + PREFETCH_WATCHER < n &&
-      loop->events[i + PREFETCH_WATCHER].data != NULL)
-    prefetch_watcher(loop->events[i + PREFETCH_WATCHER].data);
-  if (loop->module == NULL)
-    return;
-  if (i + PREFETCH_OP < n && loop->events[i + PREFETCH_OP].data != NULL)
-    loop->module->prefetch(loop->events[i + PREFETCH_OP].data, PREFETCH_OP);
-  if (i + 1 < n && loop->events[i + 1].data != NULL)
-    loop->module->prefetch(loop->events[i + 1].data, 1);
-}
-
-/* One iteration. `block`: the poll may wait (until the next timer, or
- * `cap`, an absolute deadline, -1 for none), unless `until` (run_until's
- * future, or NULL) settled during the iteration's callbacks, or `once` and
- * callbacks already ran (RUN_ONCE: something happened, return). */
-WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
-                             weft_future_t *until, bool once) {
-  atomic_store_explicit(&loop->wake, WAKE_AWAKE, memory_order_relaxed);
-  weft__loop_count(&loop->iterations);
-  uint64_t ran = atomic_load_explicit(&loop->callbacks, memory_order_relaxed);
-  loop->now = weft_now_ns();
-  weft__timers_run(loop);
-  run_tasks(loop);
-  if (__builtin_expect(loop->flush_wanted, 0)) {
-    loop->flush_wanted = false;
-    loop->module->flush(loop);
-    run_local(loop); /* what the flush settled */
-  }
-  int64_t timeout = 0; /* ns */
-  if (block && loop->local_head == NULL && !loop->flush_wanted &&
-      !atomic_load_explicit(&loop->stop, memory_order_relaxed) &&
-      (until == NULL || weft_future_state(until) == WEFT_PENDING) &&
-      !(once && atomic_load_explicit(&loop->callbacks, memory_order_relaxed) !=
-                    ran)) {
-    int64_t due = weft__timers_next(loop);
-    if (cap >= 0 && (due < 0 || cap < due))
-      due = cap;
-    timeout = due < 0 ? -1 : ns_until(due);
-  }
-  int64_t idle = 0; /* when the loop ran out of work, if it did */
-  bool spun = false;
-  int n = 0;
-  bool polled = false; /* a spin polled the backend and found events */
-  /* (Sends waiting for the completion backend are work for now: the wait that hands them
-   * over returns with their completions, so no spin before it.) */
-  if (timeout != 0 && loop->spin_max_ns > 0 &&
-      !weft__loop_sends(loop)) {
-    /* Not for a while after this thread woke a pool worker: that worker
-     * needs a CPU, and a loop feeding a pool does it again soon. */
-    if (weft__tl_pool_wakes != loop->pool_wakes_seen) {
-      loop->pool_wakes_seen = weft__tl_pool_wakes;
-      if (loop->quiet < SPIN_QUIET)
-        loop->quiet = SPIN_QUIET;
-    } else if (loop->quiet > 0) {
-      loop->quiet--;
-    }
-    /* On one CPU a spin would only keep a posting thread off it; events
-     * on fds usually come from elsewhere (another process or machine),
-     * and when they come from a process on this CPU, cpu_shared() says so
-     * and the loop keeps quiet for a while. */
-    bool io = atomic_load_explicit(&loop->watchers_active,
-                                   memory_order_relaxed) != 0;
-    if (loop->spin_ns == 0 || loop->spin_credit <= 0 ||
-        loop->quiet > 0 || !cpu_to_spare(loop) ||
-        (loop->ncpu < 2 && !io) || loop->readers > SPIN_READERS_MAX) {
-      idle = loop->now; /* not spinning: the iteration's start will do */
-    } else {
-      idle = weft_now_ns();
-      int64_t spin = timeout > 0 && timeout < loop->spin_ns ? timeout
-                                                             : loop->spin_ns;
-      weft__loop_count(&loop->spins);
-      int met = spin_for_work(loop, idle + spin, io, &n, until);
-      if (io) { /* a spin that polled fds: one more system call */
-        if (cpu_shared(loop)) {
-          /* keep quiet, longer each time in a row (up to 256 waits), and
-           * start the spin again from nothing */
-          spin_back_off(loop, SPIN_QUIET, &loop->shared_streak,
-                        SPIN_SHARED_MAX);
-          spin_credit_add(loop, -SPIN_MISS);
-        } else {
-          loop->shared_streak = 0;
-        }
-      }
-      if (met != SPUN_NOTHING) {
-        weft__loop_count(&loop->spin_hits);
-        spin_credit_add(loop, 1);
-        spin_cost(loop, weft_now_ns() - idle);
-        timeout = 0; /* no sleep: the work runs in this iteration */
-        idle = 0;    /* and the spin stays as it is */
-        polled = met == SPUN_EVENTS;
-      } else {
-        spun = true;
-        if (timeout > 0 && (timeout -= spin) <= 0)
-          timeout = 0; /* the spin used up the wait */
-      }
-    }
-  }
-  if (!polled) {
-    if (timeout != 0) {
-      atomic_store_explicit(&loop->wake, WAKE_SLEEPING, memory_order_seq_cst);
-      if (atomic_load_explicit(&loop->inbox, memory_order_seq_cst) != NULL ||
-          atomic_load_explicit(&loop->stop, memory_order_seq_cst))
-        timeout = 0;
-      WEFT__PERTURB(); /* asleep by the word, not yet in the poll */
-      if (until != NULL) { /* settled elsewhere (see until_wake) */
-        atomic_thread_fence(memory_order_seq_cst);
-        if (weft_future_state(until) != WEFT_PENDING)
-          timeout = 0;
-      }
-      weft__loop_count(&loop->polls);
-    }
-    n = weft__backend_wait(loop, timeout);
-    atomic_store_explicit(&loop->wake, WAKE_AWAKE, memory_order_seq_cst);
-  }
-  if (n < 0)
-    return n;
-  loop->now = weft_now_ns();
-  if (idle != 0)
-    spin_adapt(loop, idle,
-               n > 0 || atomic_load_explicit(&loop->inbox,
-                                             memory_order_relaxed) != NULL,
-               spun);
-  loop->nevents = n;
-  for (int i = 0; i < n && i < PREFETCH_WATCHER; i++)
-    if (loop->events[i].data != NULL)
-      prefetch_watcher(loop->events[i].data);
-  for (loop->ev_index = 0; loop->ev_index < n; loop->ev_index++) {
-    weft__event_t *e = &loop->events[loop->ev_index];
-    prefetch_ahead(loop, loop->ev_index, n);
-    if (e->data == NULL) /* its watcher was stopped during this batch */
-      continue;
-    if (e->data == &weft__wake_mark)
-      drain_wake_fd(loop);
-    else if (e->data == &weft__sig_mark)
-      weft__signal_dispatch(loop);
-    else
-      weft__io_dispatch(loop, e->data, e->events);
-    /* Continuations an event settled run now, while the socket, its op
-     * and the continuation are still in cache: with a thousand ready
-     * connections, running them after the whole batch finds each cold. */
-    if (loop->local_head != NULL)
-      run_local(loop);
-  }
-  loop->nevents = 0;
-  weft__timers_run(loop); /* due while we polled (RUN_ONCE sees them) */
-  return 0;
-}
-
-static int enter_run(weft_loop_t *loop) {
-  int rc = check_idle(loop);
-  if (rc == 0)
-    loop->running = true;
-  return rc;
-}
-
-/* Leaving run: from now on a post must wake us (or an embedding host). */
-static void leave_run(weft_loop_t *loop) {
-  loop->running = false;
-  atomic_store_explicit(&loop->wake, WAKE_SLEEPING, memory_order_seq_cst);
-  WEFT__PERTURB();
-  if (loop->local_head != NULL ||
-      atomic_load_explicit(&loop->inbox, memory_order_seq_cst) != NULL)
-    wake_if_sleeping(loop);
-}
-
-int weft_loop_run(weft_loop_t *loop, weft_run_mode_t mode) {
-  if (mode != WEFT_RUN_DEFAULT && mode != WEFT_RUN_ONCE &&
-      mode != WEFT_RUN_NOWAIT)
-    return WEFT_EINVAL;
-  int rc = enter_run(loop);
-  if (rc != 0)
-    return rc;
-  for (;;) {
-    rc = iterate(loop, mode != WEFT_RUN_NOWAIT, -1, NULL,
-                 mode == WEFT_RUN_ONCE);
-    if (rc != 0 || mode != WEFT_RUN_DEFAULT)
-      break;
-    if (atomic_exchange_explicit(&loop->stop, false, memory_order_acq_rel))
-      break;
-  }
-  leave_run(loop);
-  return rc;
-}
-
-/* run_until's waker, a continuation of f on the inline executor: it runs
- * where f settles. On the loop thread it has nothing to do (the loop looks
- * at f after every callback and before it sleeps); on another it wakes the
- * loop if it sleeps. It queues no task, so none of run_until's own is left
- * behind when it returns (weft_loop_timeout_ms would say 0 for it). The
- * waker may run after run_until returned (f settled late): it touches the
- * loop only while run_until has not retired it (state), and the state
- * lives until both let go of it (refs). */
-enum { UNTIL_IDLE = 0, UNTIL_WAKING, UNTIL_RETIRED };
-typedef struct until_waker {
-  weft_loop_t *loop;
-  _Atomic uint32_t state, refs;
-} until_waker_t;
-
-static void until_unref(void *arg) {
-  until_waker_t *w = arg;
-  if (atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1)
-    weft__free(w, sizeof *w);
-}
-
-static weft_result_t until_wake(void *arg, weft_future_t *src) {
-  (void)src;
-  until_waker_t *w = arg;
-  uint32_t idle = UNTIL_IDLE;
-  WEFT__PERTURB();
-  if (!weft__loop_owned(w->loop) &&
-      atomic_compare_exchange_strong_explicit(&w->state, &idle, UNTIL_WAKING,
-                                              memory_order_acq_rel,
-                                              memory_order_acquire)) {
-    /* f's settle before the look at the loop's wake word; the loop stores
-     * SLEEPING before it looks at f (iterate): one of the two sees the
-     * other */
-    atomic_thread_fence(memory_order_seq_cst);
-    wake_if_sleeping(w->loop);
-    atomic_store_explicit(&w->state, UNTIL_IDLE, memory_order_release);
-  }
-  until_unref(w);
-  return weft_ok_int(0);
-}
-
-/* From now on the waker leaves the loop alone (waits out one in flight). */
-static void until_retire(until_waker_t *w) {
-  uint32_t idle = UNTIL_IDLE;
-  while (!atomic_compare_exchange_weak_explicit(&w->state, &idle,
-                                                UNTIL_RETIRED,
-                                                memory_order_acq_rel,
-                                                memory_order_relaxed)) {
-    idle = UNTIL_IDLE;
-    sched_yield(); /* another thread is inside wake_if_sleeping: short */
-  }
-  until_unref(w);
-}
-
-int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
-                        int64_t timeout_ms) {
-  if (f == NULL || timeout_ms < -1)
-    return WEFT_EINVAL;
-  int rc = enter_run(loop);
-  if (rc != 0)
-    return rc;
-  if (weft_future_state(f) != WEFT_PENDING) {
-    leave_run(loop);
-    return 0;
-  }
-  until_waker_t *w = weft__malloc(sizeof *w);
-  if (w == NULL) {
-    leave_run(loop);
-    return WEFT_ENOMEM;
-  }
-  w->loop = loop;
-  atomic_init(&w->state, UNTIL_IDLE);
-  atomic_init(&w->refs, 2); /* ours and the waker's */
-  weft_future_t *d;
-  rc = weft_future_then_dtor(f, weft_executor_inline(), until_wake, w,
-                             until_unref, &d);
-  if (rc != 0) {
-    weft__free(w, sizeof *w);
-    leave_run(loop);
-    return rc;
-  }
-  /* past the clock's range (INT64_MAX): no deadline at all */
-  int64_t deadline = weft__deadline_after_ms(timeout_ms);
-  if (deadline == INT64_MAX)
-    deadline = -1;
-  while (weft_future_state(f) == WEFT_PENDING) {
-    if (atomic_exchange_explicit(&loop->stop, false, memory_order_acq_rel)) {
-      rc = WEFT_EINTR;
-      break;
-    }
-    if (deadline >= 0 && weft_now_ns() >= deadline) {
-      rc = WEFT_ETIMEDOUT;
-      break;
-    }
-    rc = iterate(loop, true, deadline, f, false);
-    if (rc != 0)
-      break;
-  }
-  until_retire(w);
-  weft_future_cancel(d); /* f stays the caller's: only our waker goes */
-  weft_future_release(d);
-  leave_run(loop);
-  return rc;
-}
-
-int weft_loop_stop(weft_loop_t *loop) {
-  if (loop == NULL)
-    return WEFT_EINVAL;
-  if (weft__tl_loop == loop) {
-    atomic_store_explicit(&loop->stop, true, memory_order_relaxed);
-    return 0;
-  }
-  atomic_fetch_add_explicit(&loop->producers, 1, memory_order_seq_cst);
-  atomic_store_explicit(&loop->stop, true, memory_order_seq_cst);
-  WEFT__PERTURB();
-  wake_if_sleeping(loop);
-  atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_release);
-  return 0;
-}
-
-/* ---- embedding, time, statistics ---- */
-
-int weft_loop_fd(const weft_loop_t *loop) {
-  if (loop == NULL)
-    return WEFT_EINVAL;
-  /* A host polls the epoll fd; completions must show there too: they
-   * signal the loop's eventfd (in the epoll set) from now on. */
-  if (loop->cops != NULL && weft__loop_owned(loop)) {
-    weft_loop_t *l = (weft_loop_t *)loop;
-    int rc = l->cops->notify_fd(&l->cbackend, l->wake_fd);
-    if (rc != 0)
-      return rc;
-  }
-  return loop->backend.fd;
-}
-
-int64_t weft_loop_timeout_ms(weft_loop_t *loop) {
-  if (loop == NULL)
-    return WEFT_EINVAL;
-  if (loop->local_head != NULL || loop->flush_wanted ||
-      atomic_load_explicit(&loop->inbox, memory_order_relaxed) != NULL)
-    return 0;
-  /* reads and writes queued for completion reach the kernel only when the
-   * loop runs: until then nothing would wake the host for them */
-  if (weft__loop_queued(loop))
-    return 0;
-  int64_t due = weft__timers_next(loop);
-  if (due < 0)
-    return -1;
-  int64_t ns = ns_until(due); /* in ms, rounded up: never early */
-  return ns / 1000000 + (ns % 1000000 != 0);
-}
+/* ---- time, statistics ---- */
 
 int64_t weft_loop_now_ns(const weft_loop_t *loop) {
   return loop == NULL ? WEFT_EINVAL : loop->now;

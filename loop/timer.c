@@ -6,11 +6,10 @@
  * Start order without a sequence in every entry: a timer's deadline counts
  * from a start time that moves on by at least 1 ns per start while the
  * loop's cached time stands still (start_time), so timers started together
- * with one timeout get distinct deadlines in start order. Before, each
- * entry carried the sequence (24 bytes) and 100,000 timers over 11
- * timeouts tied everywhere: every removal compared sequences all the way
- * down. Exact ties left (two iterations' times lining up to the
- * nanosecond, or rescheduled repeats) compare the sequence in the timers.
+ * with one timeout get distinct deadlines in start order, and entries stay
+ * 16 bytes (docs/design/loop.md). Exact ties left (two iterations' times
+ * lining up to the nanosecond, or rescheduled repeats) compare the
+ * sequence in the timers.
  * A repeat keeps the sequence of its start: it stays in start order
  * among timers due with it, and the sequence also tells which timers a
  * timer callback started (weft__timers_run). */
@@ -57,8 +56,7 @@ static void sift_up(weft_loop_t *loop, uint32_t i, weft__heap_entry_t e) {
 /* The earliest of the children c.. (c = 4i + 1 < n) of a node. A large heap
  * is out of cache: ask for all the grandchildren first, so the next level's
  * group is on its way while this one is compared. Only then: in a heap that
- * fits in cache the prefetches per level cost more than they save
- * (100,000 timers fired: 16.3 -> 14.9 ms without them, medians of 12).
+ * fits in cache the prefetches per level cost more than they save.
  * A full group of four is compared as a tournament (two pairs, then their
  * winners): three comparisons without a loop. */
 enum { PREFETCH_FROM = 65536 }; /* entries: 1 MB, about a core's L2 */
@@ -170,8 +168,7 @@ static int heap_reserve(weft_loop_t *loop) {
 
 /* A heap of many timers grows into fresh pages: back them PREFAULT bytes at
  * a time with one call as the heap first reaches them, instead of a page
- * fault every 256 starts (faults were ~40% of a start's time in a heap
- * growing to 1,000,000). heap_ready is how far the heap has been backed,
+ * fault every 256 starts. heap_ready is how far the heap has been backed,
  * so a heap that shrinks and grows again does not ask twice. */
 enum { PREFAULT = 64 * 1024,
        PREFAULT_ENTRIES = PREFAULT / sizeof(weft__heap_entry_t) };

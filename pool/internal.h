@@ -53,7 +53,7 @@ static inline int weft__deque_push(weft__deque_t *d, weft_task_t *t) {
 
 /* Owner only: newest task, or NULL. (Not inlined under GCC's TSan, which
  * rejects an inlined atomic_thread_fence, -Wtsan; out of line the fence is
- * accepted, and unmodelled either way, as it was in deque.c.) */
+ * accepted. TSan does not model the fence either way.) */
 #if defined(__SANITIZE_THREAD__)
 __attribute__((noinline, unused)) static weft_task_t *
 weft__deque_take(weft__deque_t *d) {
@@ -141,7 +141,7 @@ static inline void weft__ec_notify_if_sleepers(weft__eventcount_t *ec) {
   weft__ec_wake_one(ec);
 }
 
-/* ---- jobs (pool.c) ---- */
+/* ---- jobs (pool.c makes them, worker.c runs them) ---- */
 enum { WEFT__JOB_QUEUED = 0, WEFT__JOB_RUNNING = 1, WEFT__JOB_CANCELLED = 2 };
 
 typedef struct weft__job {
@@ -153,11 +153,10 @@ typedef struct weft__job {
   /* QUEUED -> RUNNING or CANCELLED, in the low two bits. A job that starts
    * on an empty deque also has the worker running it above them: what that
    * deque holds while it runs are its descendants, which an awaiter may
-   * take (see pool_ex_await). One word with the claim. */
+   * take (see weft__pool_ex_await). One word with the claim. */
   _Atomic uintptr_t claim;
   /* Only in a job given an argument destructor: without one a job is
-   * WEFT__JOB_SHORT (96) bytes, with one 104 (a million in flight: 16 MB
-   * less to fault in than the 112 both took before). */
+   * WEFT__JOB_SHORT (96) bytes, with one 104 (docs/design/pool.md). */
   weft_dtor_fn arg_dtor;
 } weft__job_t;
 enum { WEFT__JOB_SHORT = offsetof(weft__job_t, arg_dtor), WEFT__JOB_DTOR = 1 };
@@ -165,13 +164,20 @@ static inline struct weft_pool *weft__job_pool(const weft__job_t *job) {
   return (struct weft_pool *)(job->pool & ~(uintptr_t)WEFT__JOB_DTOR);
 }
 
+/* The run function of a queued job (worker.c): runs it unless cancelled
+ * first. */
+WEFT__HIDDEN void weft__job_run(weft_task_t *task);
+/* A job's fini (pool.c): its block goes to the freeing worker's cache or
+ * back to the allocator. Also how await tells a job from other futures. */
+WEFT__HIDDEN void weft__job_fini(weft__ext_t *e);
 WEFT__HIDDEN bool weft__is_job(const weft_task_t *t);
-/* Run a task, or cancel it if it is a job and the pool is cancelling.
+/* Run a task, or cancel it if it is a job and the pool is cancelling
+ * (worker.c).
  * True when it ran: a task, or a job whose function ran (not one cancelled
  * before it started). */
 WEFT__HIDDEN bool weft__run_or_discard(struct weft_pool *p, weft_task_t *t);
 
-/* ---- CPU workers (pool.c) ---- */
+/* ---- CPU workers (worker.c) ---- */
 /* A job running on a worker's stack, on the C stack of its job_start. */
 typedef struct weft__frame {
   const weft__job_t *job;
@@ -196,6 +202,44 @@ typedef struct weft__worker {
 } weft__worker_t;
 _Static_assert(_Alignof(weft__worker_t) >= 4,
                "a worker pointer leaves weft__job_t.claim two low bits");
+
+/* The worker this thread is (worker.c sets it for the thread's life), or
+ * NULL on any other thread. */
+WEFT__HIDDEN extern _Thread_local weft__worker_t *weft__tl_worker
+    __attribute__((tls_model("initial-exec")));
+/* A worker thread's body (worker.c). */
+WEFT__HIDDEN void *weft__worker_main(void *arg);
+/* The pool executor's await (worker.c): on one of the pool's workers, run
+ * pool work while f is pending; elsewhere WEFT_EAGAIN (block). */
+WEFT__HIDDEN int weft__pool_ex_await(weft_executor_t *ex, weft_future_t *f,
+                                     int64_t deadline_ns);
+/* Free a worker's cached job blocks, at its exit (pool.c). */
+WEFT__HIDDEN void weft__job_cache_free(weft__worker_t *w);
+
+/* Owner-only counter bump, readable from other threads. */
+static inline void weft__stat_inc(_Atomic uint64_t *c) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
+
+/* What a closed inbox holds (pool.c): shutdown's last drain leaves it. */
+WEFT__HIDDEN extern weft_task_t weft__inbox_closed;
+/* Push t on worker w's inbox; false (nothing pushed) once shutdown closed
+ * it, which only an outside submit can meet: workers have left by then.
+ * (Inline: every outside submit and every inbox a worker takes over.) */
+static inline bool weft__inbox_push(weft__worker_t *w, weft_task_t *t) {
+  weft_task_t *h = atomic_load_explicit(&w->inbox, memory_order_relaxed);
+  WEFT__PERTURB();
+  do {
+    if (h == &weft__inbox_closed)
+      return false;
+    t->next = h;
+  } while (!atomic_compare_exchange_weak_explicit(
+      &w->inbox, &h, t, memory_order_seq_cst, memory_order_relaxed));
+  /* seq_cst: the publication weft__ec_notify_one() relies on, in place of a
+   * fence (one full barrier per outside submit instead of two) */
+  return true;
+}
 
 /* ---- blocking threads (blocking.c) ---- */
 typedef struct weft__bthread {

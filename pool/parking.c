@@ -94,7 +94,7 @@ void weft__ec_wake_bits(weft__eventcount_t *ec, uint32_t bits) {
 
 void weft__ec_wake_one(weft__eventcount_t *ec) {
   uint32_t idle = 0;
-  weft__tl_pool_wakes++; /* see lib/internal.h */
+  weft__cpu_note_wake(); /* the loop keeps its spin off this CPU a while */
   if (atomic_load_explicit(&ec->waking, memory_order_relaxed) != 0 ||
       !atomic_compare_exchange_strong_explicit(&ec->waking, &idle, 1,
                                                memory_order_seq_cst,

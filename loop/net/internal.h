@@ -453,7 +453,7 @@ op_queue(weft_socket_t *s, net_op_t *op) {
   bool idle = *head == NULL;
   op_link(head, tail, op);
   if (idle && head == &s->rhead)
-    s->loop->readers++; /* see SPIN_READERS_MAX in loop.c */
+    s->loop->readers++; /* see SPIN_READERS_MAX in spin.c */
   if (idle && !(head == &s->rhead && stream_read_waits(s))) {
     sock_hold(s);
     if (head == &s->rhead)
