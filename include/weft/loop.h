@@ -76,7 +76,7 @@ typedef struct weft_loop_options {
    * all (an idle loop does not spin), it does not hold a CPU that a pool
    * worker or a peer on the same CPU needs, and it never outlasts the next
    * timer. Over 1,000,000 (one second) is WEFT_EINVAL. The rules: see
-   * docs/design/loop-spin.md. */
+   * docs/design/loop.md. */
   int spin_us;
   void *reserved[3];    /* zero */
 } weft_loop_options_t;
