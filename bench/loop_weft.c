@@ -43,7 +43,7 @@ static void *xmalloc(size_t size) {
 
 static void check(int rc) {
   if (rc != 0) {
-    fprintf(stderr, "loop_weft: %s\n", weft_strerror(rc));
+    fprintf(stderr, "loop_weft: %s\n", weft_error_message(rc));
     abort();
   }
 }
@@ -59,7 +59,7 @@ static void run_in_loop(weft_loop_fn fn) {
 static weft_timer_t *timers;
 static int64_t *timeouts;
 static long fired;
-static int64_t t0, t1;  /* weft_now_ns() */
+static int64_t t0, t1;  /* weft_clock_now_ns() */
 static int64_t c0, c1;  /* cpu_ns() */
 static int64_t m0;      /* mono_ns() when the timers start */
 static int64_t *late;   /* per timer: fire time - due time, ns */
@@ -77,7 +77,7 @@ static void on_fire(weft_timer_t *t, int status, void *arg) {
     return;
   late[i] = mono_ns() - (m0 + timeouts[i] * 1000000);
   if (++fired == n) {
-    t1 = weft_now_ns();
+    t1 = weft_clock_now_ns();
     c1 = cpu_ns();
     weft_loop_stop(loop);
   }
@@ -95,10 +95,10 @@ static void prepare_timers(weft_timer_fn fn, int64_t lo, int64_t span) {
 static void timed_start(weft_loop_t *l, void *arg, int status) {
   (void)arg;
   (void)status;
-  t0 = weft_now_ns();
+  t0 = weft_clock_now_ns();
   for (long i = 0; i < n; i++)
     weft_timer_start(&timers[i], timeouts[i], 0);
-  t1 = weft_now_ns();
+  t1 = weft_clock_now_ns();
   weft_loop_stop(l);
 }
 
@@ -107,10 +107,10 @@ static void timed_stop(weft_loop_t *l, void *arg, int status) {
   (void)status;
   for (long i = 0; i < n; i++)
     check(weft_timer_start(&timers[i], timeouts[i], 0));
-  t0 = weft_now_ns();
+  t0 = weft_clock_now_ns();
   for (long i = 0; i < n; i++)
     weft_timer_stop(&timers[i]);
-  t1 = weft_now_ns();
+  t1 = weft_clock_now_ns();
   weft_loop_stop(l);
 }
 
@@ -119,7 +119,7 @@ static void start_firing(weft_loop_t *l, void *arg, int status) {
   (void)arg;
   (void)status;
   c0 = cpu_ns();
-  t0 = weft_now_ns();
+  t0 = weft_clock_now_ns();
   m0 = mono_ns();
   for (long i = 0; i < n; i++)
     weft_timer_start(&timers[i], timeouts[i], 0);
@@ -143,7 +143,7 @@ static void on_b(weft_loop_t *l, void *arg, int status) {
   (void)arg;
   (void)status;
   if (++rounds == n) {
-    t1 = weft_now_ns();
+    t1 = weft_clock_now_ns();
     c1 = cpu_ns();
     weft_loop_stop(l);
     return;
@@ -155,7 +155,7 @@ static void *thread_b(void *arg) {
   (void)arg;
   check(weft_loop_create(&lopts, &loop_b));
   c0 = cpu_ns();
-  t0 = weft_now_ns();
+  t0 = weft_clock_now_ns();
   check(weft_loop_post(loop, on_a, NULL));
   check(weft_loop_run(loop_b, WEFT_RUN_DEFAULT));
   weft_loop_stop(loop); /* A has nothing left to send us */
@@ -179,7 +179,7 @@ static weft_result_t count_done(void *arg, weft_future_t *src) {
   (void)arg;
   (void)src;
   if (++done == n) {
-    t1 = weft_now_ns();
+    t1 = weft_clock_now_ns();
     c1 = cpu_ns();
     weft_loop_stop(loop);
   }
@@ -199,19 +199,19 @@ static void submit_all(weft_loop_t *l, void *arg, int status) {
   (void)status;
   weft_executor_t *ex = weft_loop_executor(l);
   c0 = cpu_ns();
-  t0 = weft_now_ns();
+  t0 = weft_clock_now_ns();
   for (long i = 0; i < n; i++) {
     weft_future_t *f, *c;
     check(weft_pool_submit(pool, tiny_job, (void *)(uintptr_t)i, NULL, &f));
     if (use_then) {
-      check(weft_future_then(f, ex, count_done, NULL, &c));
+      check(weft_future_then(f, ex, count_done, NULL, NULL, &c));
       weft_future_release(c);
       weft_future_release(f);
     } else {
       check(weft_future_watch(f, ex, count_watched, NULL, NULL)); /* takes f */
     }
   }
-  t_sub = weft_now_ns();
+  t_sub = weft_clock_now_ns();
 }
 
 static int64_t sent_at;
@@ -219,7 +219,7 @@ static void submit_one(void);
 static weft_result_t one_back(void *arg, weft_future_t *src) {
   (void)arg;
   (void)src;
-  rtt[done] = weft_now_ns() - sent_at;
+  rtt[done] = weft_clock_now_ns() - sent_at;
   if (++done == n) {
     c1 = cpu_ns();
     weft_loop_stop(loop);
@@ -230,9 +230,9 @@ static weft_result_t one_back(void *arg, weft_future_t *src) {
 }
 static void submit_one(void) {
   weft_future_t *f, *c;
-  sent_at = weft_now_ns();
+  sent_at = weft_clock_now_ns();
   check(weft_pool_submit(pool, tiny_job, (void *)(uintptr_t)done, NULL, &f));
-  check(weft_future_then(f, weft_loop_executor(loop), one_back, NULL, &c));
+  check(weft_future_then(f, weft_loop_executor(loop), one_back, NULL, NULL, &c));
   weft_future_release(f);
   weft_future_release(c);
 }

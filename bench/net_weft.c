@@ -72,7 +72,7 @@ static void on_read(void *arg, weft_future_t *f) {
   weft_future_t *w;
   size_t n = (size_t)weft_future_int(f); /* 0 unless fulfilled */
   if (weft_future_state(f) != WEFT_FULFILLED ||
-      weft_write(c->s, c->buf, n, &w) != 0) {
+      weft_socket_write(c->s, c->buf, n, &w) != 0) {
     conn_end(c); /* end of stream, reset: this connection only */
     return;
   }
@@ -88,7 +88,7 @@ static void on_read(void *arg, weft_future_t *f) {
 
 static void conn_read(conn_t *c) {
   weft_future_t *r;
-  if (weft_read(c->s, c->buf, sizeof c->buf, &r) != 0) {
+  if (weft_socket_read(c->s, c->buf, sizeof c->buf, &r) != 0) {
     conn_end(c);
     return;
   }
@@ -100,7 +100,7 @@ static void accept_next(void);
 static void on_accept(void *arg, weft_future_t *f) {
   (void)arg;
   if (weft_future_state(f) != WEFT_FULFILLED) {
-    fprintf(stderr, "accept: %s\n", weft_strerror(weft_future_error(f)));
+    fprintf(stderr, "accept: %s\n", weft_error_message(weft_future_error(f)));
     exit(1);
   }
   conn_t *c = malloc(sizeof *c);
@@ -108,7 +108,7 @@ static void on_accept(void *arg, weft_future_t *f) {
     abort();
   if (weft_socket_take(f, &c->s) != 0)
     abort();
-  weft_socket_nodelay(c->s, true);
+  weft_socket_set_nodelay(c->s, true);
   S.open++;
   if (++S.accepted == S.want) {
     S.measuring = 1;
@@ -121,7 +121,7 @@ static void on_accept(void *arg, weft_future_t *f) {
 
 static void accept_next(void) {
   weft_future_t *a;
-  if (weft_accept(S.ls, &a) != 0)
+  if (weft_socket_accept(S.ls, &a) != 0)
     abort();
   watch(a, on_accept, NULL);
 }
@@ -143,13 +143,13 @@ int main(int argc, char **argv) {
   weft_addr_t a;
   int rc = weft_loop_create(NULL, &S.loop);
   if (rc == 0)
-    rc = weft_addr_ip("127.0.0.1", 0, &a);
+    rc = weft_addr_init_ip("127.0.0.1", 0, &a);
   if (rc == 0)
-    rc = weft_listen(S.loop, &a, 1024, &S.ls);
+    rc = weft_socket_listen(S.loop, &a, 1024, &S.ls);
   if (rc == 0)
-    rc = weft_socket_local(S.ls, &a);
+    rc = weft_socket_local_addr(S.ls, &a);
   if (rc != 0) {
-    fprintf(stderr, "listen: %s\n", weft_strerror(rc));
+    fprintf(stderr, "listen: %s\n", weft_error_message(rc));
     return 1;
   }
   S.ex = weft_loop_executor(S.loop);

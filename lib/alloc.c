@@ -388,7 +388,7 @@ default_release(void *ctx, void *ptr, size_t size) {
 static weft_allocator_t g_alloc = {default_alloc, default_release, NULL,
                                    {0}};
 
-int weft_set_allocator(const weft_allocator_t *a) {
+int weft_allocator_set(const weft_allocator_t *a) {
   if (a == NULL) {
     g_alloc.alloc = default_alloc;
     g_alloc.release = default_release;

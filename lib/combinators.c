@@ -195,7 +195,7 @@ int weft_future_some(weft_future_t *const *inputs, size_t n, size_t k,
   return combine(inputs, n, k, C_SOME, out);
 }
 
-size_t weft_future_ninputs(const weft_future_t *f) {
+size_t weft_future_input_count(const weft_future_t *f) {
   comb_t *c = as_comb(f);
   return c == NULL ? 0 : c->n;
 }

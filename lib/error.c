@@ -2,7 +2,7 @@
 /* lib/error.c: names and messages for the one error list in weft/error.h. */
 #include <weft/error.h>
 
-const char *weft_strerror(int err) {
+const char *weft_error_message(int err) {
   switch (err) {
   case 0:
     return "success";
@@ -16,7 +16,7 @@ const char *weft_strerror(int err) {
   }
 }
 
-const char *weft_err_name(int err) {
+const char *weft_error_name(int err) {
   switch (err) {
   case 0:
     return "WEFT_OK";
@@ -30,7 +30,7 @@ const char *weft_err_name(int err) {
   }
 }
 
-int weft_err_from_errno(int errnum) {
+int weft_error_from_errno(int errnum) {
   if (errnum == 0)
     return 0;
   switch (-errnum) {

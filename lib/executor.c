@@ -11,7 +11,7 @@
 
 #define WEFT__TLS __attribute__((tls_model("initial-exec")))
 
-int64_t weft_now_ns(void) {
+int64_t weft_clock_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
@@ -20,7 +20,7 @@ int64_t weft_now_ns(void) {
 int64_t weft__deadline_after_ms(int64_t timeout_ms) {
   if (timeout_ms < 0)
     return -1;
-  int64_t now = weft_now_ns();
+  int64_t now = weft_clock_now_ns();
   if (timeout_ms > (INT64_MAX - now) / 1000000)
     return INT64_MAX; /* past the clock's range: as good as never */
   return now + timeout_ms * 1000000;
@@ -124,7 +124,7 @@ int weft__cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu,
     pthread_cond_wait(cv, mu);
     return 0;
   }
-  if (weft_now_ns() >= deadline_ns)
+  if (weft_clock_now_ns() >= deadline_ns)
     return WEFT_ETIMEDOUT;
   struct timespec ts = {(time_t)(deadline_ns / 1000000000),
                         (long)(deadline_ns % 1000000000)};
@@ -346,7 +346,7 @@ weft_executor_t *weft_thread_executor_get(weft_thread_executor_t *te) {
   return te == NULL ? NULL : &te->base;
 }
 
-int weft_thread_executor_destroy(weft_thread_executor_t *te) {
+int weft_thread_executor_shutdown(weft_thread_executor_t *te) {
   if (te == NULL)
     return WEFT_EINVAL;
   if (te_on_own_thread(te))

@@ -496,7 +496,7 @@ static void follow_fire(weft_task_t *node) {
   weft__unref(&t->base);
 }
 
-int weft_future_then_dtor(weft_future_t *src, weft_executor_t *ex,
+int weft_future_then(weft_future_t *src, weft_executor_t *ex,
                           weft_then_fn fn, void *arg, weft_dtor_fn arg_dtor,
                           weft_future_t **out) {
   if (src == NULL || ex == NULL || ex->ops == NULL ||
@@ -592,11 +592,6 @@ WEFT__HOT int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
   if (!weft__attach(f, &w->node))
     weft__defer(&w->node);
   return 0;
-}
-
-int weft_future_then(weft_future_t *src, weft_executor_t *ex,
-                     weft_then_fn fn, void *arg, weft_future_t **out) {
-  return weft_future_then_dtor(src, ex, fn, arg, NULL, out);
 }
 
 /* For diagnostics (the loop's stall detector): the user's function behind a

@@ -471,7 +471,7 @@ typedef struct weft__waiter {
 WEFT__HIDDEN weft__waiter_t *weft__waiter_new(pthread_mutex_t *mu,
                                               pthread_cond_t *cv);
 WEFT__HIDDEN void weft__waiter_put(weft__waiter_t *w);
-/* The monotonic deadline (weft_now_ns) timeout_ms from now: -1 for a
+/* The monotonic deadline (weft_clock_now_ns) timeout_ms from now: -1 for a
  * negative timeout (none), INT64_MAX where the sum would overflow, so that
  * any timeout up to INT64_MAX ms is a wait that long (executor.c). */
 WEFT__HIDDEN int64_t weft__deadline_after_ms(int64_t timeout_ms);

@@ -13,7 +13,7 @@
  * whose chunks is lent out is idle: it stays mapped, with its pages, so
  * that the next burst reuses it, and is unmapped once it has been idle for
  * decay_ns, a second (checked whenever a chunk goes back and by pool
- * workers before they sleep), except the last idle one; weft_alloc_trim()
+ * workers before they sleep), except the last idle one; weft_allocator_trim()
  * unmaps them all at once. Memory stays mapped while any chunk of a region
  * is lent: like malloc arenas, a region is held by its longest-lived block.
  * All of it under one mutex, taken once per chunk (a chunk holds 60 to 1000
@@ -50,7 +50,7 @@ typedef struct region {
   unsigned ready; /* chunks [0, ready) populated, or being populated */
   unsigned busy;  /* idle threads populating it: not to be unmapped */
   bool is_idle;   /* on regions.idle */
-  int64_t idle_since; /* weft_now_ns() when it went idle */
+  int64_t idle_since; /* weft_clock_now_ns() when it went idle */
 } region_t;
 
 static struct {
@@ -231,7 +231,7 @@ static chunk_t *chunk_get(void) {
 bool weft__alloc_idle(void) {
   char *at = NULL;
   unsigned n = 0;
-  int64_t now = weft_now_ns();
+  int64_t now = weft_clock_now_ns();
   pthread_mutex_lock(&regions.mu);
   region_t *old = idle_take(now - decay());
   region_t *r = regions.avail; /* the region chunk_get() takes from */
@@ -265,7 +265,7 @@ static void chunk_put(chunk_t *ch) {
   if (r->lent-- == REGION_CHUNKS)
     avail_add(r);
   if (r->lent == 0) {
-    int64_t now = weft_now_ns();
+    int64_t now = weft_clock_now_ns();
     idle_add(r, now);
     old = idle_take(now - decay());
   }
@@ -273,7 +273,7 @@ static void chunk_put(chunk_t *ch) {
   regions_unmap(old);
 }
 
-size_t weft_alloc_trim(void) {
+size_t weft_allocator_trim(void) {
   pthread_mutex_lock(&regions.mu);
   region_t *old = idle_take(INT64_MAX);
   pthread_mutex_unlock(&regions.mu);

@@ -23,7 +23,7 @@ static int ep_init(weft__backend_t *b, unsigned max) {
     return WEFT_ENOMEM;
   b->fd = WEFT__SYS("epoll_create1", epoll_create1(EPOLL_CLOEXEC));
   if (b->fd < 0) {
-    int rc = weft_err_from_errno(errno);
+    int rc = weft_error_from_errno(errno);
     weft__free(b->buf, max * sizeof(struct epoll_event));
     return rc;
   }
@@ -43,7 +43,7 @@ static int ep_ctl(weft__backend_t *b, int op, int fd, unsigned events,
   ev.data.ptr = data;
   return WEFT__SYS("epoll_ctl", epoll_ctl(b->fd, op, fd, &ev)) == 0
              ? 0
-             : weft_err_from_errno(errno);
+             : weft_error_from_errno(errno);
 }
 
 static int ep_add(weft__backend_t *b, int fd, unsigned events, void *data) {
@@ -58,7 +58,7 @@ static int ep_remove(weft__backend_t *b, int fd) {
   struct epoll_event ev = {0};
   return WEFT__SYS("epoll_ctl", epoll_ctl(b->fd, EPOLL_CTL_DEL, fd, &ev)) == 0
              ? 0
-             : weft_err_from_errno(errno);
+             : weft_error_from_errno(errno);
 }
 
 /* Kernels before 5.11 have no epoll_pwait2, and some seccomp filters refuse
@@ -113,7 +113,7 @@ WEFT__HOT static int ep_poll(weft__backend_t *b, int64_t timeout_ns,
     cap = (int)b->max;
   int n = ep_wait(b, timeout_ns, cap);
   if (n < 0)
-    return errno == EINTR ? 0 : weft_err_from_errno(errno);
+    return errno == EINTR ? 0 : weft_error_from_errno(errno);
   translate(b->buf, n, out);
   return n;
 }

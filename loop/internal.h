@@ -272,7 +272,7 @@ WEFT__HIDDEN void weft__loop_stall_check(weft_loop_t *loop, const char *kind,
 /* (No stall hook is the usual case: its code stays out of the way.) */
 static inline int64_t weft__loop_cb_begin(weft_loop_t *loop) {
   weft__loop_count(&loop->callbacks);
-  return __builtin_expect(loop->stall_fn != NULL, 0) ? weft_now_ns() : 0;
+  return __builtin_expect(loop->stall_fn != NULL, 0) ? weft_clock_now_ns() : 0;
 }
 static inline void weft__loop_cb_end(weft_loop_t *loop, const char *kind,
                                      weft__anyfn cb, int64_t t0) {

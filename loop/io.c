@@ -138,7 +138,7 @@ static int signal_mask_update(weft_loop_t *loop, int extra) {
     int fd = WEFT__SYS("signalfd",
                        signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
     if (fd < 0)
-      return weft_err_from_errno(errno);
+      return weft_error_from_errno(errno);
     int rc = loop->ops->add(&loop->backend, fd, WEFT_READABLE,
                             &weft__sig_mark);
     if (rc != 0) {
@@ -148,7 +148,7 @@ static int signal_mask_update(weft_loop_t *loop, int extra) {
     loop->sig_fd = fd;
     return 0;
   }
-  return signalfd(loop->sig_fd, &set, 0) < 0 ? weft_err_from_errno(errno) : 0;
+  return signalfd(loop->sig_fd, &set, 0) < 0 ? weft_error_from_errno(errno) : 0;
 }
 
 /* Is sig one of loop's active handlers? The list is walked (a loop has
@@ -186,7 +186,7 @@ int weft_signal_start(weft_loop_t *loop, weft_signal_t *sig, int signum,
   sigaddset(&one, signum);
   int rc = pthread_sigmask(SIG_BLOCK, &one, &old);
   if (rc != 0)
-    return weft_err_from_errno(rc);
+    return weft_error_from_errno(rc);
   rc = signal_mask_update(loop, signum);
   if (rc != 0) {
     if (!sigismember(&old, signum)) /* leave the mask as we found it */
@@ -297,7 +297,7 @@ static void signal_op_disarm(weft__loop_op_t *base) {
   }
 }
 
-int weft_loop_signal(weft_loop_t *loop, int signum, weft_future_t **out) {
+int weft_signal_next(weft_loop_t *loop, int signum, weft_future_t **out) {
   if (loop == NULL || out == NULL)
     return WEFT_EINVAL;
   if (!weft__loop_owned(loop))

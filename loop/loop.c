@@ -86,7 +86,7 @@ static int open_backend(weft_loop_t *loop, unsigned max) {
   loop->wake_fd =
       WEFT__SYS("eventfd", eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (loop->wake_fd < 0) {
-    rc = weft_err_from_errno(errno);
+    rc = weft_error_from_errno(errno);
     goto fail_backend;
   }
   /* Edge-triggered: every write is reported once, so a wake-up costs the
@@ -128,7 +128,7 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   if (rc != 0)
     goto fail_events;
   atomic_init(&loop->wake, WAKE_SLEEPING); /* not running: posts wake it */
-  loop->now = weft_now_ns();
+  loop->now = weft_clock_now_ns();
   loop->thread = pthread_self();
   weft__tl_loop = loop;
   loop->prev_executor = weft_executor_enter(&loop->executor);

@@ -251,7 +251,7 @@ weft_executor_t *weft_loop_executor(weft_loop_t *loop) {
 
 void weft__loop_stall_check(weft_loop_t *loop, const char *kind,
                             weft__anyfn cb, int64_t t0) {
-  int64_t d = weft_now_ns() - t0;
+  int64_t d = weft_clock_now_ns() - t0;
   if (d <= loop->stall_threshold)
     return;
   weft__loop_count(&loop->stalls);
@@ -290,7 +290,7 @@ static void drain_wake_fd(weft_loop_t *loop) {
 
 /* Nanoseconds until `due` (0 when past). */
 static int64_t ns_until(int64_t due) {
-  int64_t d = due - weft_now_ns();
+  int64_t d = due - weft_clock_now_ns();
   return d > 0 ? d : 0;
 }
 
@@ -370,7 +370,7 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
   atomic_store_explicit(&loop->wake, WAKE_AWAKE, memory_order_relaxed);
   weft__loop_count(&loop->iterations);
   uint64_t ran = atomic_load_explicit(&loop->callbacks, memory_order_relaxed);
-  loop->now = weft_now_ns();
+  loop->now = weft_clock_now_ns();
   weft__timers_run(loop);
   run_tasks(loop);
   if (__builtin_expect(loop->flush_wanted, 0)) {
@@ -387,7 +387,7 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
   int n = spun.polled ? spun.n : wait_events(loop, timeout, until);
   if (n < 0)
     return n;
-  loop->now = weft_now_ns();
+  loop->now = weft_clock_now_ns();
   if (spun.idle != 0)
     weft__spin_adapt(loop, &spun,
                      n > 0 || atomic_load_explicit(&loop->inbox,
@@ -458,7 +458,7 @@ int weft_loop_run(weft_loop_t *loop, weft_run_mode_t mode) {
  * where f settles. On the loop thread it has nothing to do (the loop looks
  * at f after every callback and before it sleeps); on another it wakes the
  * loop if it sleeps. It queues no task, so none of run_until's own is left
- * behind when it returns (weft_loop_timeout_ms would say 0 for it). The
+ * behind when it returns (weft_loop_backend_timeout would say 0 for it). The
  * waker may run after run_until returned (f settled late): it touches the
  * loop only while run_until has not retired it (state), and the state
  * lives until both let go of it (refs). */
@@ -527,7 +527,7 @@ int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
   atomic_init(&w->state, UNTIL_IDLE);
   atomic_init(&w->refs, 2); /* ours and the waker's */
   weft_future_t *d;
-  rc = weft_future_then_dtor(f, weft_executor_inline(), until_wake, w,
+  rc = weft_future_then(f, weft_executor_inline(), until_wake, w,
                              until_unref, &d);
   if (rc != 0) {
     weft__free(w, sizeof *w);
@@ -543,7 +543,7 @@ int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
       rc = WEFT_EINTR;
       break;
     }
-    if (deadline >= 0 && weft_now_ns() >= deadline) {
+    if (deadline >= 0 && weft_clock_now_ns() >= deadline) {
       rc = WEFT_ETIMEDOUT;
       break;
     }
@@ -575,7 +575,7 @@ int weft_loop_stop(weft_loop_t *loop) {
 
 /* ---- embedding ---- */
 
-int weft_loop_fd(const weft_loop_t *loop) {
+int weft_loop_backend_fd(const weft_loop_t *loop) {
   if (loop == NULL)
     return WEFT_EINVAL;
   /* A host polls the epoll fd; completions must show there too: they
@@ -589,7 +589,7 @@ int weft_loop_fd(const weft_loop_t *loop) {
   return loop->backend.fd;
 }
 
-int64_t weft_loop_timeout_ms(weft_loop_t *loop) {
+int64_t weft_loop_backend_timeout(weft_loop_t *loop) {
   if (loop == NULL)
     return WEFT_EINVAL;
   if (loop->local_head != NULL || loop->flush_wanted ||

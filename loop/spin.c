@@ -92,7 +92,7 @@ static int spin_for_work(weft_loop_t *loop, int64_t end, bool io, int *n,
       return SPUN_POST;
     if (io && (*n = weft__backend_wait(loop, 0)) != 0)
       return SPUN_EVENTS;
-    if (weft_now_ns() >= end || !cpu_to_spare(loop))
+    if (weft_clock_now_ns() >= end || !cpu_to_spare(loop))
       return SPUN_NOTHING;
   }
 }
@@ -163,7 +163,7 @@ WEFT__HOT int64_t weft__spin_wait(weft_loop_t *loop, int64_t timeout,
     out->idle = loop->now; /* not spinning: the iteration's start will do */
     return timeout;
   }
-  int64_t idle = weft_now_ns();
+  int64_t idle = weft_clock_now_ns();
   int64_t spin =
       timeout > 0 && timeout < loop->spin.ns ? timeout : loop->spin.ns;
   weft__loop_count(&loop->spins);
@@ -180,7 +180,7 @@ WEFT__HOT int64_t weft__spin_wait(weft_loop_t *loop, int64_t timeout,
   if (met != SPUN_NOTHING) {
     weft__loop_count(&loop->spin_hits);
     spin_credit_add(loop, 1);
-    spin_cost(loop, weft_now_ns() - idle);
+    spin_cost(loop, weft_clock_now_ns() - idle);
     out->polled = met == SPUN_EVENTS;
     return 0; /* no sleep: the work runs in this iteration, and the spin
                * stays as it is (idle stays 0) */

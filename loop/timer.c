@@ -239,7 +239,7 @@ int weft_timer_start(weft_timer_t *t, int64_t timeout_ms, int64_t repeat_ms) {
   else if (heap_reserve(loop) != 0)
     return WEFT_ENOMEM;
   if (!loop->running) /* between runs the cached time may be old */
-    loop->now = weft_now_ns();
+    loop->now = weft_clock_now_ns();
   t->priv_repeat = repeat_ms > INT64_MAX / NS_PER_MS ? INT64_MAX
                                                      : repeat_ms * NS_PER_MS;
   t->priv_seq = loop->timer_seq++;
@@ -257,7 +257,7 @@ int weft_timer_stop(weft_timer_t *t) {
   return 0;
 }
 
-bool weft_timer_active(const weft_timer_t *t) {
+bool weft_timer_is_active(const weft_timer_t *t) {
   if (t == NULL)
     return false;
   return t->priv_flags == WEFT__TIMER_INIT && t->priv_index != 0;

@@ -72,7 +72,7 @@ struct weft__ring {
   uint16_t br_tail;
   /* the watched fd */
   bool ep_armed; /* a poll on it is in the ring */
-  bool evfd;     /* the loop's eventfd gets completions (weft_loop_fd) */
+  bool evfd;     /* the loop's eventfd gets completions (weft_loop_backend_fd) */
   bool min_wait; /* IORING_FEAT_MIN_TIMEOUT: batched waits (ur_poll) */
   unsigned armed; /* recvs and sends in the ring */
   /* sends in the SQ not yet handed over (their buffers are the callers':
@@ -461,7 +461,7 @@ static int ur_enter(struct weft__ring *r, int64_t timeout_ns, int cap) {
                        flags & IORING_ENTER_EXT_ARG ? sizeof arg : 0);
   if (rc != 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY &&
       rc != -EAGAIN)
-    return weft_err_from_errno(-rc);
+    return weft_error_from_errno(-rc);
   return 0;
 }
 
@@ -570,7 +570,7 @@ static int ur_notify_fd(weft__backend_t *b, int fd) {
   if (r->evfd)
     return 0;
   if (sys_register(r->fd, IORING_REGISTER_EVENTFD, &fd, 1) != 0)
-    return weft_err_from_errno(errno);
+    return weft_error_from_errno(errno);
   r->evfd = true;
   return 0;
 }

@@ -70,7 +70,7 @@ void weft__ec_cancel(weft__eventcount_t *ec) {
 void weft__ec_wait_until(weft__eventcount_t *ec, uint32_t epoch,
                          uint32_t bits, int64_t deadline_ns) {
   while (atomic_load_explicit(&ec->epoch, memory_order_acquire) == epoch) {
-    if (deadline_ns >= 0 && weft_now_ns() >= deadline_ns)
+    if (deadline_ns >= 0 && weft_clock_now_ns() >= deadline_ns)
       break;
     WEFT__PERTURB(); /* the epoch may move before the futex looks */
     futex_wait(&ec->epoch, epoch, bits, deadline_ns);

@@ -30,7 +30,7 @@ static void job_on_cancel(void *arg) {
   }
 }
 
-bool weft_job_cancelled(const weft_job_t *j) {
+bool weft_job_is_cancelled(const weft_job_t *j) {
   const weft__job_t *job = (const weft__job_t *)j;
   if (job == NULL)
     return false;

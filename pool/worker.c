@@ -25,7 +25,7 @@ bool weft__is_job(const weft_task_t *t) { return t->run == weft__job_run; }
 /* Run a job unless it was cancelled first; true when fn ran. A job still
  * running when its pool began cancelling ends cancelled, whatever it
  * returns (pool.h): the flag is read after fn, on the thread that may have
- * shown it to the job, so a job that saw weft_job_cancelled() never keeps
+ * shown it to the job, so a job that saw weft_job_is_cancelled() never keeps
  * its value. */
 static inline bool job_start(weft_task_t *task) {
   weft__job_t *job = (weft__job_t *)((char *)task - offsetof(weft__job_t, task));
@@ -306,7 +306,7 @@ static bool below_on_stack(const weft__worker_t *w, const weft_future_t *f) {
 static int await_own(weft__worker_t *w, weft_future_t *f,
                      int64_t deadline_ns) {
   while (weft__state(f) == WEFT_PENDING) {
-    if (deadline_ns >= 0 && weft_now_ns() >= deadline_ns)
+    if (deadline_ns >= 0 && weft_clock_now_ns() >= deadline_ns)
       return WEFT_ETIMEDOUT;
     weft_task_t *t = NULL;
     if (atomic_load_explicit(&w->deque.bottom, memory_order_relaxed) >
@@ -421,7 +421,7 @@ static int await_help(weft__worker_t *w, weft_future_t *f,
    * other in turn). */
   bool woke = false;
   while (weft__state(f) == WEFT_PENDING) {
-    if (deadline_ns >= 0 && weft_now_ns() >= deadline_ns) {
+    if (deadline_ns >= 0 && weft_clock_now_ns() >= deadline_ns) {
       rc = WEFT_ETIMEDOUT;
       break;
     }

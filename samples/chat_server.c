@@ -68,7 +68,7 @@ static struct {
 static void then(weft_future_t *f, weft_then_fn fn, void *arg,
                  weft_dtor_fn dtor) {
   weft_future_t *next;
-  if (weft_future_then_dtor(f, chat.on_loop, fn, arg, dtor, &next) != 0) {
+  if (weft_future_then(f, chat.on_loop, fn, arg, dtor, &next) != 0) {
     fprintf(stderr, "chat_server: out of memory\n");
     exit(1);
   }
@@ -100,7 +100,7 @@ static void send_line(client_t *c, line_t *l) {
     return;
   }
   weft_future_t *w;
-  if (weft_write(c->sock, l->text, l->len, &w) != 0) {
+  if (weft_socket_write(c->sock, l->text, l->len, &w) != 0) {
     client_leave(c, "write failed");
     return;
   }
@@ -244,7 +244,7 @@ _Static_assert(MAX_LINE == 4096, "handle_read's message states MAX_LINE - 1");
 
 static void client_read(client_t *c) {
   weft_future_t *r;
-  if (weft_read(c->sock, c->buf + c->have, sizeof c->buf - c->have, &r) != 0) {
+  if (weft_socket_read(c->sock, c->buf + c->have, sizeof c->buf - c->have, &r) != 0) {
     client_leave(c, "read failed");
     return;
   }
@@ -268,7 +268,7 @@ static weft_result_t on_accept(void *arg, weft_future_t *f) {
   if (weft_future_state(f) != WEFT_FULFILLED) {
     if (!chat.stopping)
       fprintf(stderr, "chat_server: accept: %s\n",
-              weft_strerror(weft_future_error(f)));
+              weft_error_message(weft_future_error(f)));
     return weft_ok_int(0);
   }
   weft_socket_t *s;
@@ -307,7 +307,7 @@ static weft_result_t on_accept(void *arg, weft_future_t *f) {
 
 static void accept_next(void) {
   weft_future_t *a;
-  if (weft_accept(chat.listener, &a) == 0)
+  if (weft_socket_accept(chat.listener, &a) == 0)
     then(a, on_accept, NULL, NULL);
 }
 
@@ -366,7 +366,7 @@ static weft_result_t on_signal(void *arg, weft_future_t *f) {
   for (client_t *c = chat.clients; c != NULL; c = next) {
     next = c->next; /* client_leave may free c */
     weft_future_t *sd;
-    if (weft_shutdown(c->sock, &sd) != 0) {
+    if (weft_socket_shutdown(c->sock, &sd) != 0) {
       client_leave(c, "server shutdown"); /* nothing left to flush */
       continue;
     }
@@ -455,20 +455,20 @@ int main(int argc, char **argv) {
   weft_addr_t addr;
   int rc = weft_loop_create(NULL, &chat.loop);
   if (rc == 0)
-    rc = weft_addr_ip("127.0.0.1", (uint16_t)port, &addr);
+    rc = weft_addr_init_ip("127.0.0.1", (uint16_t)port, &addr);
   if (rc == 0)
-    rc = weft_listen(chat.loop, &addr, 128, &chat.listener);
+    rc = weft_socket_listen(chat.loop, &addr, 128, &chat.listener);
   if (rc == 0)
-    rc = weft_socket_local(chat.listener, &addr);
+    rc = weft_socket_local_addr(chat.listener, &addr);
   if (rc != 0) {
-    fprintf(stderr, "chat_server: %s\n", weft_strerror(rc));
+    fprintf(stderr, "chat_server: %s\n", weft_error_message(rc));
     return 1;
   }
   chat.on_loop = weft_loop_executor(chat.loop);
   int sigs[] = {SIGINT, SIGTERM};
   for (int i = 0; i < 2; i++) {
     weft_future_t *s;
-    if (weft_loop_signal(chat.loop, sigs[i], &s) == 0)
+    if (weft_signal_next(chat.loop, sigs[i], &s) == 0)
       then(s, on_signal, NULL, NULL);
   }
   weft_timer_init(chat.loop, &chat.heartbeat, on_heartbeat, NULL);

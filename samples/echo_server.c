@@ -71,7 +71,7 @@ static void on_read(void *arg, weft_future_t *f) {
   conn_t *c = arg;
   weft_future_t *w;
   if (weft_future_state(f) == WEFT_FULFILLED &&
-      weft_write(c->sock, c->buf, (size_t)weft_future_int(f), &w) == 0) {
+      weft_socket_write(c->sock, c->buf, (size_t)weft_future_int(f), &w) == 0) {
     /* A write to an idle socket is tried at once, so w is often settled
      * already: then the buffer is free now and the next read can start
      * without a continuation (no allocation, no trip through the queue). */
@@ -89,7 +89,7 @@ static void on_read(void *arg, weft_future_t *f) {
 
 static void conn_read(conn_t *c) {
   weft_future_t *r;
-  if (weft_read(c->sock, c->buf, sizeof c->buf, &r) != 0) {
+  if (weft_socket_read(c->sock, c->buf, sizeof c->buf, &r) != 0) {
     conn_close(c, 0);
     return;
   }
@@ -103,7 +103,7 @@ static void on_accept(void *arg, weft_future_t *f) {
   if (weft_future_state(f) != WEFT_FULFILLED) {
     if (!srv.stopping) /* the listener itself failed: its owner decides */
       fprintf(stderr, "echo_server: accept: %s\n",
-              weft_strerror(weft_future_error(f)));
+              weft_error_message(weft_future_error(f)));
     return;
   }
   conn_t *c = malloc(sizeof *c);
@@ -126,7 +126,7 @@ static void on_accept(void *arg, weft_future_t *f) {
 
 static void accept_next(void) {
   weft_future_t *a;
-  if (weft_accept(srv.listener, &a) == 0)
+  if (weft_socket_accept(srv.listener, &a) == 0)
     watch(a, on_accept, NULL);
 }
 
@@ -166,20 +166,20 @@ int main(int argc, char **argv) {
   weft_addr_t addr;
   int rc = weft_loop_create(NULL, &srv.loop);
   if (rc == 0)
-    rc = weft_addr_ip("127.0.0.1", (uint16_t)port, &addr);
+    rc = weft_addr_init_ip("127.0.0.1", (uint16_t)port, &addr);
   if (rc == 0)
-    rc = weft_listen(srv.loop, &addr, 128, &srv.listener);
+    rc = weft_socket_listen(srv.loop, &addr, 128, &srv.listener);
   if (rc == 0)
-    rc = weft_socket_local(srv.listener, &addr);
+    rc = weft_socket_local_addr(srv.listener, &addr);
   if (rc != 0) {
-    fprintf(stderr, "echo_server: %s\n", weft_strerror(rc));
+    fprintf(stderr, "echo_server: %s\n", weft_error_message(rc));
     return 1;
   }
   srv.on_loop = weft_loop_executor(srv.loop);
   int sigs[] = {SIGINT, SIGTERM};
   for (int i = 0; i < 2; i++) {
     weft_future_t *s;
-    if (weft_loop_signal(srv.loop, sigs[i], &s) == 0)
+    if (weft_signal_next(srv.loop, sigs[i], &s) == 0)
       watch(s, on_signal, NULL);
   }
   char name[64];

@@ -58,7 +58,7 @@ static weft_future_t *run_on(int worker, weft_then_fn fn, void *arg) {
   weft_promise_fulfil_int(p, 0);
   weft_promise_release(p);
   if (weft_future_then(trigger,
-                       weft_thread_executor_get(workers[worker]), fn, arg,
+                       weft_thread_executor_get(workers[worker]), fn, arg, NULL,
                        &job) != 0)
     exit(1);
   weft_future_release(trigger);
@@ -110,8 +110,8 @@ int main(void) {
   weft_future_t *root, *step1, *step2;
   weft_promise_create(&p, &root);
   weft_promise_on_cancel(p, on_cancel, "download");
-  weft_future_then(root, weft_executor_inline(), add_one, NULL, &step1);
-  weft_future_then(step1, weft_executor_inline(), add_one, NULL, &step2);
+  weft_future_then(root, weft_executor_inline(), add_one, NULL, NULL, &step1);
+  weft_future_then(step1, weft_executor_inline(), add_one, NULL, NULL, &step2);
   weft_future_release(root);
   weft_future_release(step1);
   expect(weft_future_cancel(step2) == 0, "cancelled the end of the chain");
@@ -124,9 +124,9 @@ int main(void) {
   printf("4. Errors are codes with names:\n");
   weft_promise_create(&p, &root);
   weft_promise_reject(p, WEFT_ECONNREFUSED);
-  weft_future_then(root, weft_executor_inline(), add_one, NULL, &step1);
-  printf("  rejected with %s (%s)\n", weft_err_name(weft_future_error(root)),
-         weft_strerror(weft_future_error(root)));
+  weft_future_then(root, weft_executor_inline(), add_one, NULL, NULL, &step1);
+  printf("  rejected with %s (%s)\n", weft_error_name(weft_future_error(root)),
+         weft_error_message(weft_future_error(root)));
   expect(weft_future_error(root) == WEFT_ECONNREFUSED, "the error is kept");
   weft_future_release(step1);
   weft_future_release(root);
@@ -134,17 +134,17 @@ int main(void) {
 
   printf("5. Await with a timeout never hangs:\n");
   weft_promise_create(&p, &root);
-  int64_t t0 = weft_now_ns();
+  int64_t t0 = weft_clock_now_ns();
   int rc = weft_future_await(root, 50);
   printf("  await(50 ms) on a future nobody settles: %s after %ld ms\n",
-         weft_err_name(rc), (long)((weft_now_ns() - t0) / 1000000));
+         weft_error_name(rc), (long)((weft_clock_now_ns() - t0) / 1000000));
   expect(rc == WEFT_ETIMEDOUT, "timed out");
   weft_promise_release(p); /* abandoning the promise breaks it */
   expect(weft_future_error(root) == WEFT_EBROKEN, "abandoned promise: EBROKEN");
   weft_future_release(root);
 
   for (int i = 0; i < 2; i++)
-    weft_thread_executor_destroy(workers[i]);
+    weft_thread_executor_shutdown(workers[i]);
   printf(failures ? "%d unexpected outcomes\n" : "every outcome as expected\n",
          failures);
   return failures ? 1 : 0;

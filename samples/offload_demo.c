@@ -58,7 +58,7 @@ static const size_t buffer_len = (size_t)HASH_MB << 20;
 static int do_request(int index, weft_job_t *job, answer_t *out) {
   uint64_t h = 14695981039346656037ull ^ ((uint64_t)index * 0x9e3779b97f4a7c15ull);
   for (size_t at = 0; at < buffer_len; at += 1 << 20) { /* 1 MB at a time */
-    if (job != NULL && weft_job_cancelled(job))
+    if (job != NULL && weft_job_is_cancelled(job))
       return WEFT_ECANCELED;
     for (size_t i = at; i < at + (1 << 20); i++)
       h = (h ^ buffer[i]) * 1099511628211ull;
@@ -106,7 +106,7 @@ static struct {
 static void finish_one(phase_t *ph) {
   if (++ph->done < demo.nreq)
     return;
-  ph->ended = weft_now_ns();
+  ph->ended = weft_clock_now_ns();
   weft_timer_stop(&demo.heartbeat);
   weft_promise_fulfil_int(demo.phase_done, 0);
 }
@@ -132,7 +132,7 @@ static weft_result_t on_answer(void *arg, weft_future_t *job) {
     demo.off_loop++;
   if (weft_future_error(job) != 0) {
     printf("  request %2d failed: %s\n", index,
-           weft_err_name(weft_future_error(job)));
+           weft_error_name(weft_future_error(job)));
     ph->failed++;
   } else {
     ph->answers[index] = *(const answer_t *)weft_future_value(job);
@@ -162,7 +162,7 @@ static void on_request(weft_timer_t *t, int status, void *arg) {
     return;
   }
   int rc = weft_future_then(job, weft_loop_executor(demo.loop), on_answer,
-                            (void *)(intptr_t)index, &back);
+                            (void *)(intptr_t)index, NULL, &back);
   weft_future_release(job); /* `back` keeps it; cancelling back cancels it */
   if (rc != 0) {
     ph->failed++;
@@ -180,7 +180,7 @@ static void on_heartbeat(weft_timer_t *t, int status, void *arg) {
   phase_t *ph = demo.phase;
   if (status != 0 || ph == NULL)
     return;
-  int64_t late = weft_now_ns() - demo.beat_due, now = weft_loop_now_ns(demo.loop);
+  int64_t late = weft_clock_now_ns() - demo.beat_due, now = weft_loop_now_ns(demo.loop);
   if (ph->beats < MAX_BEATS)
     ph->lateness[ph->beats++] = late > 0 ? late : 0;
   demo.beat_due += HEARTBEAT_MS * MS;
@@ -217,7 +217,7 @@ static void start_phase(weft_loop_t *loop, void *arg, int status) {
   if (status != 0)
     return;
   demo.phase = ph;
-  ph->started = weft_now_ns();
+  ph->started = weft_clock_now_ns();
   demo.beat_due = weft_loop_now_ns(loop) + HEARTBEAT_MS * MS;
   weft_timer_start(&demo.heartbeat, HEARTBEAT_MS, HEARTBEAT_MS);
   weft_timer_start(&demo.requests, 0, REQUEST_EVERY_MS);
@@ -317,7 +317,7 @@ static void fe_broken(fe_conn_t *c, int err) {
 static void fe_then(weft_future_t *f, weft_then_fn fn, void *arg,
                     weft_dtor_fn dtor) {
   weft_future_t *next;
-  if (weft_future_then_dtor(f, weft_loop_executor(demo.loop), fn, arg, dtor,
+  if (weft_future_then(f, weft_loop_executor(demo.loop), fn, arg, dtor,
                             &next) != 0)
     abort(); /* out of memory in a sample: give up loudly */
   weft_future_release(f);
@@ -358,7 +358,7 @@ static void fe_send(fe_job_t *j, int n) {
   if (n >= (int)sizeof j->out)
     n = (int)sizeof j->out - 1; /* snprintf cut it: send what it wrote */
   if (j->conn->closed || n <= 0 ||
-      weft_write(j->conn->sock, j->out, (size_t)n, &w) != 0) {
+      weft_socket_write(j->conn->sock, j->out, (size_t)n, &w) != 0) {
     fe_close(j->conn);
     fe_done(j);
     return;
@@ -403,7 +403,7 @@ static weft_result_t fe_answered(void *arg, weft_future_t *job) {
                         (unsigned long long)a->digest, a->primes));
   } else {
     fe_send(j, snprintf(j->out, sizeof j->out, "error: job %d failed: %s\n",
-                        j->index, weft_err_name(weft_future_error(job))));
+                        j->index, weft_error_name(weft_future_error(job))));
   }
   return weft_ok_int(0);
 }
@@ -417,7 +417,7 @@ static void fe_job(fe_conn_t *c, int index) {
                             NULL, &job);
   if (rc != 0) {
     fe_send(j, snprintf(j->out, sizeof j->out, "error: job %d not run: %s\n",
-                        index, weft_err_name(rc)));
+                        index, weft_error_name(rc)));
     return;
   }
   fe_then(job, fe_answered, j, fe_job_drop);
@@ -523,7 +523,7 @@ _Static_assert(FE_LINE == 512, "fe_got's message states FE_LINE - 1");
 
 static void fe_read(fe_conn_t *c) {
   weft_future_t *r;
-  if (weft_read(c->sock, c->in + c->have, sizeof c->in - c->have, &r) != 0) {
+  if (weft_socket_read(c->sock, c->in + c->have, sizeof c->in - c->have, &r) != 0) {
     fe_close(c);
     return;
   }
@@ -560,7 +560,7 @@ static weft_result_t fe_accepted(void *arg, weft_future_t *f) {
 
 static void fe_accept(void) {
   weft_future_t *a;
-  if (fe.listener != NULL && weft_accept(fe.listener, &a) == 0)
+  if (fe.listener != NULL && weft_socket_accept(fe.listener, &a) == 0)
     fe_then(a, fe_accepted, NULL, NULL);
 }
 
@@ -578,11 +578,11 @@ static void fe_stop(void) {
 
 static int fe_start(int port, weft_addr_t *bound) {
   weft_addr_t addr;
-  int rc = weft_addr_ip("127.0.0.1", (uint16_t)port, &addr);
+  int rc = weft_addr_init_ip("127.0.0.1", (uint16_t)port, &addr);
   if (rc == 0)
-    rc = weft_listen(demo.loop, &addr, 128, &fe.listener);
+    rc = weft_socket_listen(demo.loop, &addr, 128, &fe.listener);
   if (rc == 0)
-    rc = weft_socket_local(fe.listener, bound);
+    rc = weft_socket_local_addr(fe.listener, bound);
   if (rc == 0)
     fe_accept();
   return rc;
@@ -621,7 +621,7 @@ static int fe_selftest(const phase_t *ref, int n) {
   weft_addr_format(&addr, name, sizeof name);
   printf("\nphase 3: the same jobs through the TCP front end on %s\n", name);
   weft_future_t *cf, *w = NULL, *r;
-  if ((rc = weft_connect(demo.loop, &addr, &cf)) != 0)
+  if ((rc = weft_socket_connect(demo.loop, &addr, &cf)) != 0)
     return rc;
   rc = weft_loop_run_until(demo.loop, cf, 10000);
   if (rc != 0 || weft_future_state(cf) != WEFT_FULFILLED) {
@@ -638,11 +638,11 @@ static int fe_selftest(const phase_t *ref, int n) {
   for (int i = 0; i < n; i++)
     len += (size_t)snprintf(req + len, sizeof req - len, "job %d\n", i);
   len += (size_t)snprintf(req + len, sizeof req - len, "job -1\n");
-  rc = weft_write(s, req, len, &w); /* req lives until w settles, below */
+  rc = weft_socket_write(s, req, len, &w); /* req lives until w settles, below */
   int got = 0, agree = 0, errors = 0;
-  int64_t t0 = weft_now_ns();
+  int64_t t0 = weft_clock_now_ns();
   while (rc == 0 && (got < n || errors < 1)) {
-    if ((rc = weft_read(s, ans + have, sizeof ans - 1 - have, &r)) != 0)
+    if ((rc = weft_socket_read(s, ans + have, sizeof ans - 1 - have, &r)) != 0)
       break;
     rc = weft_loop_run_until(demo.loop, r, 120000);
     if (rc == 0 && weft_future_state(r) != WEFT_FULFILLED)
@@ -676,7 +676,7 @@ static int fe_selftest(const phase_t *ref, int n) {
   fe_stop();
   printf("  %d of %d answers back in %.0f ms, %d agree with phase 1; "
          "\"job -1\" answered with %d error line%s\n", got, n,
-         (double)(weft_now_ns() - t0) / 1e6, agree, errors,
+         (double)(weft_clock_now_ns() - t0) / 1e6, agree, errors,
          errors == 1 ? "" : "s");
   if (rc != 0)
     return rc;
@@ -689,7 +689,7 @@ static int fe_serve(int port) {
   weft_addr_t addr;
   int rc = fe_start(port, &addr);
   if (rc != 0) {
-    fprintf(stderr, "listen: %s\n", weft_strerror(rc));
+    fprintf(stderr, "listen: %s\n", weft_error_message(rc));
     return 1;
   }
   char name[64];
@@ -860,7 +860,7 @@ int main(int argc, char **argv) {
   int rc;
   if ((rc = weft_loop_create(NULL, &demo.loop)) != 0 ||
       (rc = weft_pool_create(&po, &demo.pool)) != 0) {
-    fprintf(stderr, "setup: %s\n", weft_strerror(rc));
+    fprintf(stderr, "setup: %s\n", weft_error_message(rc));
     return 1;
   }
   if ((rc = weft_signal_start(demo.loop, &demo.sigint, SIGINT, on_signal,
@@ -868,7 +868,7 @@ int main(int argc, char **argv) {
       (rc = weft_signal_start(demo.loop, &demo.sigterm, SIGTERM, on_signal,
                               NULL)) != 0)
     fprintf(stderr, "signals: %s (Ctrl-C will not stop cleanly)\n",
-            weft_strerror(rc));
+            weft_error_message(rc));
   weft_loop_set_stall_hook(demo.loop, STALL_MS * 1000, on_stall, NULL);
   weft_timer_init(demo.loop, &demo.heartbeat, on_heartbeat, NULL);
   weft_timer_init(demo.loop, &demo.requests, on_request, NULL);
@@ -903,7 +903,7 @@ int main(int argc, char **argv) {
   if (demo.interrupted)
     printf("\nstopped by signal %d\n", demo.interrupted);
   else if (rc != 0)
-    printf("\nstopped: %s\n", weft_err_name(rc));
+    printf("\nstopped: %s\n", weft_error_name(rc));
   fe_stop();
   cancel_pending();
   weft_timer_stop(&demo.heartbeat);
@@ -955,7 +955,7 @@ int main(int argc, char **argv) {
     failures++;
   }
   if (fe_rc != 0) {
-    printf("WRONG: the TCP front end: %s\n", weft_err_name(fe_rc));
+    printf("WRONG: the TCP front end: %s\n", weft_error_name(fe_rc));
     failures++;
   }
   if (serve >= 0)

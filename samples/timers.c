@@ -30,7 +30,7 @@ static int failures;
 static void say(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  printf("  [+%3lld ms] ", (long long)((weft_now_ns() - t_start) / MS));
+  printf("  [+%3lld ms] ", (long long)((weft_clock_now_ns() - t_start) / MS));
   vprintf(fmt, ap);
   printf("\n");
   va_end(ap);
@@ -50,7 +50,7 @@ static void sleep_ms(int ms) { /* in pool jobs only, never on the loop */
 static int run_until(weft_future_t *f) {
   int rc = weft_loop_run_until(loop, f, 10000);
   if (rc != 0)
-    printf("  run_until: %s\n", weft_err_name(rc));
+    printf("  run_until: %s\n", weft_error_name(rc));
   return rc;
 }
 
@@ -123,11 +123,11 @@ static void on_slow_stopped(weft_loop_t *l, void *arg, int status) {
 }
 static weft_result_t slow_lookup(weft_job_t *job, void *arg) {
   (void)arg;
-  int64_t t0 = weft_now_ns();
+  int64_t t0 = weft_clock_now_ns();
   for (int ms = 0; ms < 2000; ms += 5) {
-    if (weft_job_cancelled(job)) {
+    if (weft_job_is_cancelled(job)) {
       weft_loop_post(loop, on_slow_stopped,
-                     (void *)(intptr_t)((weft_now_ns() - t0) / MS));
+                     (void *)(intptr_t)((weft_clock_now_ns() - t0) / MS));
       return weft_err(WEFT_ECANCELED);
     }
     sleep_ms(5);
@@ -159,7 +159,7 @@ static void timeouts(void) {
   say("lookup \"quick\" (a 5 ms job), 100 ms timeout");
   weft_future_t *t = with_timeout(quick_lookup, 100);
   run_until(t);
-  say("  %s: %ld", weft_err_name(weft_future_error(t)), (long)weft_future_int(t));
+  say("  %s: %ld", weft_error_name(weft_future_error(t)), (long)weft_future_int(t));
   expect(weft_future_error(t) == 0 && weft_future_int(t) == 42,
          "the quick lookup answered in time");
   weft_future_release(t);
@@ -170,8 +170,8 @@ static void timeouts(void) {
   t = with_timeout(slow_lookup, 100);
   int64_t t0 = weft_loop_now_ns(loop); /* what the 100 ms count from */
   run_until(t);
-  int64_t waited = weft_now_ns() - t0;
-  say("  %s after %lld ms", weft_err_name(weft_future_error(t)),
+  int64_t waited = weft_clock_now_ns() - t0;
+  say("  %s after %lld ms", weft_error_name(weft_future_error(t)),
       (long long)(waited / MS));
   expect(weft_future_error(t) == WEFT_ETIMEDOUT && waited >= 100 * MS,
          "the slow lookup timed out, not before 100 ms");
@@ -193,7 +193,7 @@ static void timeouts(void) {
   weft_loop_timeout(loop, f, 50, &t);
   weft_future_release(f);
   run_until(t);
-  say("  %s", weft_err_name(weft_future_error(t)));
+  say("  %s", weft_error_name(weft_future_error(t)));
   expect(weft_future_error(t) == WEFT_ETIMEDOUT &&
              weft_promise_is_cancelled(p) == 1,
          "the lost lookup timed out and its producer was told");
@@ -222,11 +222,11 @@ static weft_result_t after_attempt(void *arg, weft_future_t *src);
 static weft_future_t *attempt(retry_t *r) {
   weft_future_t *job, *judged;
   r->attempt++;
-  r->tried_at[r->attempt] = weft_now_ns();
+  r->tried_at[r->attempt] = weft_clock_now_ns();
   if (weft_pool_submit_blocking(pool, connect_job, (void *)(intptr_t)r->attempt,
                                 NULL, &job) != 0)
     return NULL;
-  int rc = weft_future_then(job, weft_loop_executor(loop), after_attempt, r,
+  int rc = weft_future_then(job, weft_loop_executor(loop), after_attempt, r, NULL,
                             &judged);
   weft_future_release(job);
   return rc == 0 ? judged : NULL;
@@ -246,17 +246,17 @@ static weft_result_t after_attempt(void *arg, weft_future_t *src) {
     return weft_ok_int(weft_future_int(src));
   }
   if (r->attempt == r->max) {
-    say("attempt %d: %s, giving up", r->attempt, weft_err_name(err));
+    say("attempt %d: %s, giving up", r->attempt, weft_error_name(err));
     return weft_err(err);
   }
-  say("attempt %d: %s, retrying in %lld ms", r->attempt, weft_err_name(err),
+  say("attempt %d: %s, retrying in %lld ms", r->attempt, weft_error_name(err),
       (long long)r->delay_ms);
   weft_future_t *slept, *next;
   int rc = weft_loop_sleep(loop, r->delay_ms, &slept);
   if (rc != 0)
     return weft_err(rc);
   r->delay_ms *= 2;
-  rc = weft_future_then(slept, weft_loop_executor(loop), retry_now, r, &next);
+  rc = weft_future_then(slept, weft_loop_executor(loop), retry_now, r, NULL, &next);
   weft_future_release(slept);
   return rc == 0 ? weft_follow(next) : weft_err(rc);
 }
@@ -282,7 +282,7 @@ int main(void) {
   if (weft_loop_create(NULL, &loop) != 0 ||
       weft_pool_create(&po, &pool) != 0)
     return 1;
-  t_start = weft_now_ns();
+  t_start = weft_clock_now_ns();
   for (int i = 0; i < NSESSIONS; i++) /* silent ones: seen 30, 120, 210 ms ago */
     sessions[i].last_seen = t_start - (sessions[i].live ? 0 : (i - 3) * 90 + 30) * MS;
   weft_timer_init(loop, &heartbeat, on_heartbeat, NULL);
@@ -296,7 +296,7 @@ int main(void) {
   retries();
 
   printf("3./4. heartbeat and cleanup, until %d ms\n", RUN_MS);
-  int64_t left = RUN_MS - (weft_now_ns() - t_start) / MS;
+  int64_t left = RUN_MS - (weft_clock_now_ns() - t_start) / MS;
   weft_future_t *rest;
   if (weft_loop_sleep(loop, left > 0 ? left : 0, &rest) != 0)
     return 1;

@@ -54,13 +54,13 @@ static void sc_futures(fx_t *x) {
   }
   FX(x, weft_promise_on_cancel(p[3], count_arg, &hooks), WEFT_EINVAL);
   weft_executor_t *in = weft_executor_inline();
-  if (FX(x, weft_future_then(f[0], in, add1, NULL, &o), WEFT_ENOMEM))
+  if (FX(x, weft_future_then(f[0], in, add1, NULL, NULL, &o), WEFT_ENOMEM))
     fx_track(x, o);
-  if (FX(x, weft_future_then_dtor(f[0], in, add1, &dtors, count_arg, &o),
+  if (FX(x, weft_future_then(f[0], in, add1, &dtors, count_arg, &o),
          WEFT_ENOMEM))
     fx_track(x, o);
   follow_target = f[1];
-  if (FX(x, weft_future_then(f[0], in, follow_fn, NULL, &o), WEFT_ENOMEM))
+  if (FX(x, weft_future_then(f[0], in, follow_fn, NULL, NULL, &o), WEFT_ENOMEM))
     fx_track(x, o);
   weft_future_retain(f[2]);
   if (FX(x, weft_future_watch(f[2], in, on_watch, &watches, NULL),
@@ -102,12 +102,12 @@ static void sc_futures(fx_t *x) {
   FX(x, weft_future_await(f[0], 0), WEFT_ENOMEM);
   int rc = weft_future_await(f[5], 1);
   if (rc != WEFT_ETIMEDOUT && rc != WEFT_ENOMEM)
-    fx_bad(x, __LINE__, "await of a pending future: %s", weft_err_name(rc));
+    fx_bad(x, __LINE__, "await of a pending future: %s", weft_error_name(rc));
   if (watching && watches != 1)
     fx_bad(x, __LINE__, "watch ran %d times", watches);
   if (comb[3] != NULL) {
     size_t idx = 9;
-    if (weft_future_ninputs(comb[3]) != 2 ||
+    if (weft_future_input_count(comb[3]) != 2 ||
         weft_future_input(comb[3], 0) != f[2] ||
         weft_future_order(comb[3], 0, &idx) != 0 || idx != 0)
       fx_bad(x, __LINE__, "race inputs/order");
@@ -122,10 +122,10 @@ static void sc_futures(fx_t *x) {
   if (weft_executor_current() != in)
     fx_bad(x, __LINE__, "executor_current");
   weft_executor_leave(prev);
-  if (atomic_load(&t.runs) != 1 || weft_now_ns() <= 0 ||
-      weft_cpu_count() < 1 || strcmp(weft_err_name(WEFT_EPIPE), "WEFT_EPIPE") ||
-      weft_strerror(WEFT_EOF) == NULL ||
-      weft_err_from_errno(ECONNRESET) != WEFT_ECONNRESET)
+  if (atomic_load(&t.runs) != 1 || weft_clock_now_ns() <= 0 ||
+      weft_cpu_count() < 1 || strcmp(weft_error_name(WEFT_EPIPE), "WEFT_EPIPE") ||
+      weft_error_message(WEFT_EOF) == NULL ||
+      weft_error_from_errno(ECONNRESET) != WEFT_ECONNRESET)
     fx_bad(x, __LINE__, "executor / error table");
 out:
   for (int i = 0; i < 6; i++)
@@ -148,14 +148,14 @@ static void sc_thread_executor(fx_t *x) {
   bool submitted = FX(x, weft_executor_submit(ex, &t.task), WEFT_ENOMEM);
   if (FX(x, weft_promise_create(&p, &f), WEFT_ENOMEM)) {
     fx_track(x, f);
-    if (FX(x, weft_future_then(f, ex, add1, NULL, &d), WEFT_ENOMEM))
+    if (FX(x, weft_future_then(f, ex, add1, NULL, NULL, &d), WEFT_ENOMEM))
       fx_track(x, d);
     FX(x, weft_promise_fulfil_int(p, 1));
     if (d != NULL && FX_AWAIT(x, d))
       FX_OUT(x, d, WEFT_ENOMEM);
     FX(x, weft_promise_release(p));
   }
-  FX(x, weft_thread_executor_destroy(te));
+  FX(x, weft_thread_executor_shutdown(te));
   if (atomic_load(&t.runs) != (submitted ? 1 : 0))
     fx_bad(x, __LINE__, "task ran %d times", atomic_load(&t.runs));
 }
@@ -169,7 +169,7 @@ static void count_dtor(void *arg) {
 }
 static weft_result_t job_fn(weft_job_t *job, void *arg) {
   atomic_fetch_add(&job_runs, 1);
-  (void)weft_job_cancelled(job);
+  (void)weft_job_is_cancelled(job);
   return weft_ok_int((intptr_t)arg);
 }
 
@@ -183,8 +183,8 @@ static weft_result_t wait_park_fn(weft_job_t *job, void *arg) {
   (void)job;
   (void)arg;
   weft_pool_stats_t st;
-  int64_t end = weft_now_ns() + (int64_t)2000 * 1000 * 1000;
-  while (weft_now_ns() < end &&
+  int64_t end = weft_clock_now_ns() + (int64_t)2000 * 1000 * 1000;
+  while (weft_clock_now_ns() < end &&
          (weft_pool_stats(nest_pool, &st) != 0 ||
           st.parks <= atomic_load(&park_base)))
     sched_yield();
@@ -239,7 +239,7 @@ static void sc_pool(fx_t *x) {
       accepted++;
     }
   if (f[0] != NULL &&
-      FX(x, weft_future_then(f[0], weft_pool_executor(pool), add1, NULL, &d),
+      FX(x, weft_future_then(f[0], weft_pool_executor(pool), add1, NULL, NULL, &d),
          WEFT_ENOMEM)) {
     fx_track(x, d);
     if (FX_AWAIT(x, d))
@@ -319,7 +319,7 @@ static void *poster(void *arg) {
   loop_ctx_t *c = arg;
   int rc = weft_loop_post(c->loop, posted, c);
   if (rc != 0 && rc != WEFT_ENOMEM)
-    fx_bad(c->x, __LINE__, "post from another thread: %s", weft_err_name(rc));
+    fx_bad(c->x, __LINE__, "post from another thread: %s", weft_error_name(rc));
   weft_loop_stop(c->loop);
   return NULL;
 }
@@ -336,10 +336,10 @@ static void sc_loop(fx_t *x) {
   int posts_ok = 0, io_on = 0, sig_on = 0, once_on = 0;
   if (weft_loop_current() != l || weft_loop_executor(l) == NULL)
     fx_bad(x, __LINE__, "loop_current / executor");
-  int fd = weft_loop_fd(l);
+  int fd = weft_loop_backend_fd(l);
   if (fd < 0)
     FX(x, fd, WEFT_ENOMEM); /* "may fail with a code from the kernel" */
-  (void)weft_loop_timeout_ms(l);
+  (void)weft_loop_backend_timeout(l);
   (void)weft_loop_now_ns(l);
   weft_loop_stats_t st;
   FX(x, weft_loop_stats(l, &st));
@@ -358,7 +358,7 @@ static void sc_loop(fx_t *x) {
   FX(x, weft_timer_init(l, &c.rep, timer_cb, &c));
   FX(x, weft_timer_init(l, &c.late, timer_cb, &c));
   once_on = FX(x, weft_timer_start(&c.once, 1, 0), WEFT_ENOMEM);
-  if (once_on && weft_timer_active(&c.once) != 1)
+  if (once_on && weft_timer_is_active(&c.once) != 1)
     fx_bad(x, __LINE__, "timer_active");
   FX(x, weft_timer_start(&c.rep, 1, 1), WEFT_ENOMEM);
   bool late_on = FX(x, weft_timer_start(&c.late, 60000, 0), WEFT_ENOMEM);
@@ -381,7 +381,7 @@ static void sc_loop(fx_t *x) {
   }
   sig_on = FX(x, weft_signal_start(l, &c.sig, SIGUSR1, sig_cb, &c),
               WEFT_ENOMEM, WEFT_EMFILE, WEFT_ENFILE);
-  if (FX(x, weft_loop_signal(l, SIGUSR2, &sf), WEFT_ENOMEM, WEFT_EMFILE,
+  if (FX(x, weft_signal_next(l, SIGUSR2, &sf), WEFT_ENOMEM, WEFT_EMFILE,
          WEFT_ENFILE))
     fx_track(x, sf);
   if (sig_on)
@@ -402,7 +402,7 @@ static void sc_loop(fx_t *x) {
         FX_OUT(x, sl);
       if (to != NULL && weft_future_error(to) != WEFT_ETIMEDOUT)
         fx_bad(x, __LINE__, "timeout: %s",
-               weft_err_name(weft_future_error(to)));
+               weft_error_name(weft_future_error(to)));
       if (sf != NULL && FX_OUT(x, sf) && weft_future_int(sf) != SIGUSR2)
         fx_bad(x, __LINE__, "signal future value");
       if (sl != NULL && once_on && c.timer_fires != 1)
@@ -447,21 +447,21 @@ static void sc_tcp(fx_t *x) {
   weft_addr_t a, la, pa, ua;
   weft_socket_t *ls = NULL, *cs = NULL, *ss = NULL;
   char txt[64], rbuf[64], rbuf2[64], rbuf3[8];
-  FX(x, weft_addr_ip("127.0.0.1", 0, &a));
-  FX(x, weft_addr_unix("/tmp/weft-fault.sock", &ua));
+  FX(x, weft_addr_init_ip("127.0.0.1", 0, &a));
+  FX(x, weft_addr_init_unix("/tmp/weft-fault.sock", &ua));
   FX(x, weft_addr_format(&ua, txt, sizeof txt));
-  if (!FX(x, weft_listen(l, &a, 16, &ls), WEFT_ENOMEM, WEFT_EMFILE,
+  if (!FX(x, weft_socket_listen(l, &a, 16, &ls), WEFT_ENOMEM, WEFT_EMFILE,
           WEFT_ENFILE))
     goto out;
-  if (!FX(x, weft_socket_local(ls, &la), WEFT_ENOMEM))
+  if (!FX(x, weft_socket_local_addr(ls, &la), WEFT_ENOMEM))
     goto out;
   if (weft_addr_port(&la) <= 0 || weft_addr_format(&la, txt, sizeof txt) != 0)
     fx_bad(x, __LINE__, "listener address");
   weft_future_t *fa = NULL, *fc = NULL, *fa2 = NULL, *fat = NULL;
-  if (!FX(x, weft_accept(ls, &fa), WEFT_ENOMEM))
+  if (!FX(x, weft_socket_accept(ls, &fa), WEFT_ENOMEM))
     goto out;
   fx_track(x, fa);
-  if (!FX(x, weft_connect(l, &la, &fc), WEFT_ENOMEM, WEFT_EMFILE,
+  if (!FX(x, weft_socket_connect(l, &la, &fc), WEFT_ENOMEM, WEFT_EMFILE,
           WEFT_ENFILE))
     goto out;
   fx_track(x, fc);
@@ -488,12 +488,12 @@ static void sc_tcp(fx_t *x) {
     goto out;
   if (weft_socket_take(fa, &ss) != WEFT_EALREADY)
     fx_bad(x, __LINE__, "second take");
-  FX(x, weft_socket_peer(cs, &pa), WEFT_ENOTCONN);
+  FX(x, weft_socket_peer_addr(cs, &pa), WEFT_ENOTCONN);
   if (weft_socket_fd(cs) < 0)
     fx_bad(x, __LINE__, "socket_fd");
-  FX(x, weft_socket_nodelay(cs, true), WEFT_ENOTSUP);
+  FX(x, weft_socket_set_nodelay(cs, true), WEFT_ENOTSUP);
   /* A second accept left pending: the close cancels it. */
-  if (FX(x, weft_accept(ls, &fa2), WEFT_ENOMEM))
+  if (FX(x, weft_socket_accept(ls, &fa2), WEFT_ENOMEM))
     fx_track(x, fa2);
 
   /* Each exchange: a write on one side, a read on the other. A side
@@ -503,10 +503,10 @@ static void sc_tcp(fx_t *x) {
                 *r3 = NULL;
   /* 5 bytes first: on the ring the recv takes all 11, and the 6 nobody
    * asked for yet wait on the socket for the next read. */
-  if (!FX(x, weft_read_exactly(ss, rbuf, 5, &r1), WEFT_ENOMEM))
+  if (!FX(x, weft_socket_read_exactly(ss, rbuf, 5, &r1), WEFT_ENOMEM))
     goto out;
   fx_track(x, r1);
-  if (!FX(x, weft_write(cs, "hello world", 11, &w1), WEFT_ENOMEM))
+  if (!FX(x, weft_socket_write(cs, "hello world", 11, &w1), WEFT_ENOMEM))
     goto out;
   fx_track(x, w1);
   (void)weft_socket_write_queued(cs);
@@ -521,17 +521,17 @@ static void sc_tcp(fx_t *x) {
   if (!FX_OUT(x, r1, CONN_ERRS, WEFT_ENOMEM) || cs == NULL)
     goto out;
   weft_future_t *r1b = NULL;
-  if (!FX(x, weft_read_exactly(ss, rbuf + 5, 6, &r1b), WEFT_ENOMEM))
+  if (!FX(x, weft_socket_read_exactly(ss, rbuf + 5, 6, &r1b), WEFT_ENOMEM))
     goto out;
   fx_track(x, r1b);
   if (!FX_RUN(x, l, r1b) || !FX_OUT(x, r1b, CONN_ERRS, WEFT_ENOMEM))
     goto out;
   if (memcmp(rbuf, "hello world", 11) != 0)
     fx_bad(x, __LINE__, "bytes read differ from those written");
-  if (!FX(x, weft_read(ss, rbuf2, sizeof rbuf2, &r2), WEFT_ENOMEM))
+  if (!FX(x, weft_socket_read(ss, rbuf2, sizeof rbuf2, &r2), WEFT_ENOMEM))
     goto out;
   fx_track(x, r2);
-  if (!FX(x, weft_shutdown(cs, &sh), WEFT_ENOMEM))
+  if (!FX(x, weft_socket_shutdown(cs, &sh), WEFT_ENOMEM))
     goto out;
   fx_track(x, sh);
   if (!FX_RUN(x, l, sh))
@@ -547,10 +547,10 @@ static void sc_tcp(fx_t *x) {
            (long)weft_future_int(r2));
   if (cs == NULL)
     goto out;
-  if (!FX(x, weft_read(cs, rbuf3, sizeof rbuf3, &r3), WEFT_ENOMEM))
+  if (!FX(x, weft_socket_read(cs, rbuf3, sizeof rbuf3, &r3), WEFT_ENOMEM))
     goto out;
   fx_track(x, r3);
-  if (!FX(x, weft_write(ss, "!", 1, &w2), WEFT_ENOMEM))
+  if (!FX(x, weft_socket_write(ss, "!", 1, &w2), WEFT_ENOMEM))
     goto out;
   fx_track(x, w2);
   if (!FX_RUN(x, l, w2))
@@ -571,10 +571,10 @@ static void sc_tcp(fx_t *x) {
     (void)setsockopt(weft_socket_fd(ss), SOL_SOCKET, SO_SNDBUF, &sz,
                      sizeof sz);
     weft_future_t *bw = NULL, *br = NULL;
-    if (!FX(x, weft_read_exactly(cs, bigin, BIG, &br), WEFT_ENOMEM))
+    if (!FX(x, weft_socket_read_exactly(cs, bigin, BIG, &br), WEFT_ENOMEM))
       goto out;
     fx_track(x, br);
-    if (!FX(x, weft_write(ss, big, BIG, &bw), WEFT_ENOMEM))
+    if (!FX(x, weft_socket_write(ss, big, BIG, &bw), WEFT_ENOMEM))
       goto out;
     fx_track(x, bw);
     /* Whichever ends first: a side that failed closes, so the other
@@ -608,7 +608,7 @@ static void sc_tcp(fx_t *x) {
   (void)setsockopt(weft_socket_fd(ss), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   FX(x, weft_socket_close(ss));
   ss = NULL;
-  if (FX(x, weft_read(cs, rbuf3, sizeof rbuf3, &r4), WEFT_ENOMEM,
+  if (FX(x, weft_socket_read(cs, rbuf3, sizeof rbuf3, &r4), WEFT_ENOMEM,
          WEFT_ECONNRESET, WEFT_EOF)) {
     fx_track(x, r4);
     if (FX_RUN(x, l, r4))
@@ -633,22 +633,22 @@ static void sc_udp(fx_t *x) {
   weft_addr_t a, ba, from;
   weft_socket_t *u1 = NULL, *u2 = NULL;
   char buf[32], buf2[32];
-  FX(x, weft_addr_ip("127.0.0.1", 0, &a));
-  if (!FX(x, weft_udp_bind(l, &a, &u1), WEFT_ENOMEM, WEFT_EMFILE,
+  FX(x, weft_addr_init_ip("127.0.0.1", 0, &a));
+  if (!FX(x, weft_socket_udp_bind(l, &a, &u1), WEFT_ENOMEM, WEFT_EMFILE,
           WEFT_ENFILE))
     goto out;
-  if (!FX(x, weft_udp_bind(l, &a, &u2), WEFT_ENOMEM, WEFT_EMFILE,
+  if (!FX(x, weft_socket_udp_bind(l, &a, &u2), WEFT_ENOMEM, WEFT_EMFILE,
           WEFT_ENFILE))
     goto out;
-  if (!FX(x, weft_socket_local(u2, &ba), WEFT_ENOMEM))
+  if (!FX(x, weft_socket_local_addr(u2, &ba), WEFT_ENOMEM))
     goto out;
   weft_future_t *s = NULL, *r = NULL, *r2 = NULL, *both = NULL;
-  if (!FX(x, weft_udp_recv(u2, buf, sizeof buf, &from, &r), WEFT_ENOMEM))
+  if (!FX(x, weft_socket_udp_recv(u2, buf, sizeof buf, &from, &r), WEFT_ENOMEM))
     goto out;
   fx_track(x, r);
-  if (FX(x, weft_udp_recv(u1, buf2, sizeof buf2, NULL, &r2), WEFT_ENOMEM))
+  if (FX(x, weft_socket_udp_recv(u1, buf2, sizeof buf2, NULL, &r2), WEFT_ENOMEM))
     fx_track(x, r2); /* never gets a datagram: cancelled by the close */
-  if (!FX(x, weft_udp_send(u1, "dgram", 5, &ba, &s), WEFT_ENOMEM))
+  if (!FX(x, weft_socket_udp_send(u1, "dgram", 5, &ba, &s), WEFT_ENOMEM))
     goto out;
   fx_track(x, s);
   if (!FX_RUN(x, l, s))

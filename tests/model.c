@@ -506,7 +506,7 @@ static bool comb_legal(world_t *w, node_t *x, oc_t o, char *why, size_t wz) {
       return o.v == WEFT_EALLFAILED && ffail == n;
     if (orc != 0 || w0 >= (size_t)n) {
       snprintf(why, wz, "%s settled %s but order(0) = %s",
-               op_names[x->op], stname(o.st), weft_err_name(orc));
+               op_names[x->op], stname(o.st), weft_error_name(orc));
       return false;
     }
     if (oc_eq(in[w0], o))
@@ -558,7 +558,7 @@ static bool legal(world_t *w, int i, oc_t o, char *why, size_t wz) {
                w->node[x->await_on].handles > 0
                    ? stname(weft_future_state(w->node[x->await_on].f))
                    : "(unheld)",
-               (long)((weft_now_ns() - x->cont->await_ns) / 1000000));
+               (long)((weft_clock_now_ns() - x->cont->await_ns) / 1000000));
       dump(w, x->await_on, 1);
       return false;
     }
@@ -668,7 +668,7 @@ static weft_result_t job_fn(weft_job_t *job, void *arg) {
   if (k->target != NULL) {
     int rc = weft_future_await(k->target, k->await_ms);
     see(k, k->target); /* (pending, when it timed out) */
-    k->await_ns = weft_now_ns();
+    k->await_ns = weft_clock_now_ns();
     weft_future_release(k->target);
     r = weft_ok_int(rc);
   }
@@ -796,7 +796,7 @@ static void op_promise(world_t *w) {
     return;
   node_t *x = new_node(w, K_PROM);
   int rc = weft_promise_create(&x->p, &x->f);
-  CHECK(w, rc == 0, "promise_create: %s", weft_err_name(rc));
+  CHECK(w, rc == 0, "promise_create: %s", weft_error_name(rc));
   if (rc != 0) {
     w->nnode--;
     return;
@@ -826,9 +826,9 @@ static void op_then(world_t *w) {
   x->ex = ex;
   x->fnk = fnk;
   x->cont = k;
-  int rc = weft_future_then_dtor(w->node[s].f, exec_of(w, ex), then_fn, k,
+  int rc = weft_future_then(w->node[s].f, exec_of(w, ex), then_fn, k,
                                  cont_dtor, &x->f);
-  CHECK(w, rc == 0, "then: %s", weft_err_name(rc));
+  CHECK(w, rc == 0, "then: %s", weft_error_name(rc));
   if (rc != 0) {
     w->nnode--;
     return;
@@ -858,7 +858,7 @@ static void op_watch(world_t *w) {
   if (keep)
     CHECK(w, weft_future_retain(x->f) == 0, "retain for watch");
   int rc = weft_future_watch(x->f, exec_of(w, ex), watch_fn, k, cont_dtor);
-  CHECK(w, rc == 0, "watch: %s", weft_err_name(rc));
+  CHECK(w, rc == 0, "watch: %s", weft_error_name(rc));
   if (rc != 0)
     return;
   if (!keep)
@@ -894,7 +894,7 @@ static void op_comb(world_t *w, int op) {
   case OP_RACE: rc = weft_future_race(fs, (size_t)n, &x->f); break;
   default: rc = weft_future_some(fs, (size_t)n, (size_t)k, &x->f); break;
   }
-  CHECK(w, rc == 0, "%s: %s", op_names[op], weft_err_name(rc));
+  CHECK(w, rc == 0, "%s: %s", op_names[op], weft_error_name(rc));
   if (rc != 0) {
     w->nnode--;
     return;
@@ -902,7 +902,7 @@ static void op_comb(world_t *w, int op) {
   x->handles = 1;
   trace(w, "%s(%d: %d %d %d %d, k %d) -> %d", op_names[op], n, idx[0],
         n > 1 ? idx[1] : -1, n > 2 ? idx[2] : -1, n > 3 ? idx[3] : -1, k, ci);
-  CHECK(w, weft_future_ninputs(x->f) == (size_t)n, "ninputs");
+  CHECK(w, weft_future_input_count(x->f) == (size_t)n, "ninputs");
   for (int j = 0; j < n; j++) {
     CHECK(w, weft_future_input(x->f, (size_t)j) == fs[j], "input %d", j);
     bool dup = false;
@@ -964,7 +964,7 @@ static void op_job(world_t *w) {
                                                 cont_dtor, &x->f)
                     : weft_pool_submit(w->env->pool, job_fn, k, cont_dtor,
                                        &x->f);
-  CHECK(w, rc == 0, "pool submit: %s", weft_err_name(rc));
+  CHECK(w, rc == 0, "pool submit: %s", weft_error_name(rc));
   if (rc != 0) {
     w->nnode--;
     return;
@@ -1001,7 +1001,7 @@ static void settle_promise(world_t *w, int i, bool reject) {
   }
   oc_t won = mk(reject ? WEFT_REJECTED : WEFT_FULFILLED, v);
   trace(w, "%s(%d, %ld) = %s (class %d)", reject ? "reject" : "fulfil", i,
-        (long)v, weft_err_name(rc), c.cls);
+        (long)v, weft_error_name(rc), c.cls);
   if (x->shared) {
     shared_t *s = &w->mine[x->shared - 1];
     int n = atomic_fetch_add(&s->n_ops, 1);
@@ -1014,18 +1014,18 @@ static void settle_promise(world_t *w, int i, bool reject) {
   }
   if (c.cls == PEND) {
     CHECK(w, rc == 0, "%s of pending promise %d: %s",
-          reject ? "reject" : "fulfil", i, weft_err_name(rc));
+          reject ? "reject" : "fulfil", i, weft_error_name(rc));
     x->known = true;
     x->obs = won;
   } else if (c.cls == NOW) {
     int want = c.oc.st == WEFT_CANCELLED ? WEFT_ECANCELED : WEFT_EALREADY;
     CHECK(w, rc == want, "%s of settled (%s) promise %d: %s, want %s",
-          reject ? "reject" : "fulfil", stname(c.oc.st), i, weft_err_name(rc),
-          weft_err_name(want));
+          reject ? "reject" : "fulfil", stname(c.oc.st), i, weft_error_name(rc),
+          weft_error_name(want));
   } else {
     CHECK(w, rc == 0 || rc == WEFT_ECANCELED,
           "%s of promise %d that may have been cancelled: %s",
-          reject ? "reject" : "fulfil", i, weft_err_name(rc));
+          reject ? "reject" : "fulfil", i, weft_error_name(rc));
     x->known = true;
     x->async_known = rc != 0;
     x->obs = rc == 0 ? won : mk(WEFT_CANCELLED, WEFT_ECANCELED);
@@ -1039,7 +1039,7 @@ static void op_cancel(world_t *w, int i) {
   node_t *x = &w->node[i];
   cl_t c = cl_of(w, i);
   int rc = weft_future_cancel(x->f);
-  trace(w, "cancel(%d) = %s (class %d)", i, weft_err_name(rc), c.cls);
+  trace(w, "cancel(%d) = %s (class %d)", i, weft_error_name(rc), c.cls);
   if (x->shared) {
     shared_t *s = &w->mine[x->shared - 1];
     int n = atomic_fetch_add(&s->n_ops, 1);
@@ -1050,15 +1050,15 @@ static void op_cancel(world_t *w, int i) {
     return;
   }
   if (c.cls == PEND) {
-    CHECK(w, rc == 0, "cancel of pending node %d: %s", i, weft_err_name(rc));
+    CHECK(w, rc == 0, "cancel of pending node %d: %s", i, weft_error_name(rc));
   } else if (c.cls == NOW) {
     CHECK(w, rc == WEFT_EALREADY, "cancel of settled node %d: %s", i,
-          weft_err_name(rc));
+          weft_error_name(rc));
     pin(w, i, read_oc(x->f), "after cancel");
     return;
   } else {
     CHECK(w, rc == 0 || rc == WEFT_EALREADY, "cancel of node %d: %s", i,
-          weft_err_name(rc));
+          weft_error_name(rc));
   }
   if (rc == 0) {
     oc_t o = read_oc(x->f);
@@ -1085,7 +1085,7 @@ static void op_release_promise(world_t *w, int i) {
   cl_t c = cl_of(w, i);
   int rc = weft_promise_release(x->p);
   trace(w, "promise_release(%d) (class %d)", i, c.cls);
-  CHECK(w, rc == 0, "promise_release: %s", weft_err_name(rc));
+  CHECK(w, rc == 0, "promise_release: %s", weft_error_name(rc));
   x->p = NULL;
   if (c.cls == PEND) {
     x->known = true;
@@ -1137,21 +1137,21 @@ static void op_await(world_t *w, int i) {
   int rc = weft_future_await(x->f, t);
   oc_t o = read_oc(x->f);
   trace(w, "await(%d, %ld) = %s: %s/%ld (class %d)", i, (long)t,
-        weft_err_name(rc), stname(o.st), (long)o.v, c.cls);
+        weft_error_name(rc), stname(o.st), (long)o.v, c.cls);
   if (c.cls == PEND) {
     CHECK(w, rc == WEFT_ETIMEDOUT && o.st == WEFT_PENDING,
           "await(%ld ms) of surely pending node %d: %s, state %s", (long)t, i,
-          weft_err_name(rc), stname(o.st));
+          weft_error_name(rc), stname(o.st));
     return;
   }
   if (c.cls == NOW || c.cls == WILL) {
     CHECK(w, rc == 0, "await(%ld ms) of %s node %d: %s", (long)t,
-          c.cls == NOW ? "settled" : "settling", i, weft_err_name(rc));
+          c.cls == NOW ? "settled" : "settling", i, weft_error_name(rc));
     if (rc != 0)
       dump(w, i, 0);
   } else
     CHECK(w, rc == 0 || rc == WEFT_ETIMEDOUT, "await of node %d: %s", i,
-          weft_err_name(rc));
+          weft_error_name(rc));
   if (rc == 0) {
     CHECK(w, o.st != WEFT_PENDING, "await returned 0, node %d pending", i);
     pin(w, i, o, "after await");
@@ -1182,7 +1182,7 @@ static void op_read(world_t *w, int i) {
 
 static void op_post(world_t *w) {
   int rc = weft_loop_post(w->env->loop, post_fn, w->env);
-  CHECK(w, rc == 0, "loop_post: %s", weft_err_name(rc));
+  CHECK(w, rc == 0, "loop_post: %s", weft_error_name(rc));
   if (rc == 0)
     w->posted++;
 }
@@ -1274,7 +1274,7 @@ static void step(world_t *w) {
     if ((i = pick_held(w)) >= 0 && w->node[i].handles > w->node[i].reserved) {
       int rc = weft_future_release(w->node[i].f);
       trace(w, "release(%d)", i);
-      CHECK(w, rc == 0, "release: %s", weft_err_name(rc));
+      CHECK(w, rc == 0, "release: %s", weft_error_name(rc));
       w->node[i].handles--;
     }
     break;
@@ -1286,7 +1286,7 @@ static void step(world_t *w) {
     if ((i = pick_held(w)) >= 0) {
       int rc = weft_future_retain(w->node[i].f);
       trace(w, "retain(%d)", i);
-      CHECK(w, rc == 0, "retain: %s", weft_err_name(rc));
+      CHECK(w, rc == 0, "retain: %s", weft_error_name(rc));
       w->node[i].handles++;
     }
     break;
@@ -1373,7 +1373,7 @@ static void reconcile_shared(world_t *w) {
         CHECK(w, sh->ops[j].rc == lose,
               "shared promise %d: %s won, a losing %s returned %s, want %s",
               sh->owner_node, op_names[wop], op_names[sh->ops[j].op],
-              weft_err_name(sh->ops[j].rc), weft_err_name(lose));
+              weft_error_name(sh->ops[j].rc), weft_error_name(lose));
       }
       CHECK(w,
             weft_promise_is_cancelled(sh->p) == (wop == OP_CANCEL ? 1 : 0),
@@ -1403,7 +1403,7 @@ static void poll_pause(int *n) {
 }
 
 static bool wait_counts(world_t *w) {
-  int64_t end = weft_now_ns() + (int64_t)SETTLE_MS * 1000000;
+  int64_t end = weft_clock_now_ns() + (int64_t)SETTLE_MS * 1000000;
   int n = 0;
   for (;;) {
     bool all = true;
@@ -1414,7 +1414,7 @@ static bool wait_counts(world_t *w) {
     }
     if (all)
       return true;
-    if (weft_now_ns() > end)
+    if (weft_clock_now_ns() > end)
       return false;
     poll_pause(&n);
   }
@@ -1451,7 +1451,7 @@ static void finish_round(world_t *w) {
       continue;
     int rc = weft_future_await(x->f, SETTLE_MS);
     CHECK(w, rc == 0, "end of round: node %d not settled within %d ms: %s",
-          i, SETTLE_MS, weft_err_name(rc));
+          i, SETTLE_MS, weft_error_name(rc));
     if (rc != 0)
       dump(w, i, 0);
     pin(w, i, read_oc(x->f), "end of round");
@@ -1625,7 +1625,7 @@ int model_run(const model_cfg_t *cfg, model_result_t *res) {
   for (int z = 0; z <= 1024; z++)
     atomic_store(&a_by_size[z], 0);
   weft_allocator_t a = {count_alloc, count_release, NULL, {0}};
-  weft_set_allocator(&a);
+  weft_allocator_set(&a);
 
   weft_pool_options_t po = {.size = sizeof po, .threads = 2,
                             .blocking_max = 2};
@@ -1671,9 +1671,9 @@ int model_run(const model_cfg_t *cfg, model_result_t *res) {
     posted += e->w[t].posted;
   }
   /* posts run before the loop stops: wait for them, bounded */
-  int64_t end = weft_now_ns() + (int64_t)SETTLE_MS * 1000000;
+  int64_t end = weft_clock_now_ns() + (int64_t)SETTLE_MS * 1000000;
   int n = 0;
-  while (atomic_load(&e->posts_run) < posted && weft_now_ns() < end)
+  while (atomic_load(&e->posts_run) < posted && weft_clock_now_ns() < end)
     poll_pause(&n);
   weft_loop_stop(e->loop);
   pthread_join(lt, NULL);
@@ -1705,12 +1705,12 @@ int model_run(const model_cfg_t *cfg, model_result_t *res) {
       fail(w0, "pointer values: %ld given to fulfils, %ld destroyed",
            atomic_load(&e->values_given), atomic_load(&g_values_freed));
     else if (src != 0)
-      fail(w0, "pool shutdown (drain) returned %s", weft_err_name(src));
+      fail(w0, "pool shutdown (drain) returned %s", weft_error_name(src));
     else if (atomic_load(&a_live) != 0)
       fail(w0, "%ld weft blocks still alive after shutdown (a leak)",
            atomic_load(&a_live));
   }
-  weft_set_allocator(NULL);
+  weft_allocator_set(NULL);
   res->live_blocks = atomic_load(&a_live);
   for (int z = 0; z <= 1024 && res->live_blocks != 0 && !cfg->quiet; z++)
     if (atomic_load(&a_by_size[z]) != 0)

@@ -76,7 +76,7 @@ static weft_result_t econn_got(void *arg, weft_future_t *f) {
     return weft_ok_int(0);
   }
   weft_future_t *w;
-  if (weft_write(c->s, c->buf, (size_t)weft_future_int(f), &w) != 0) {
+  if (weft_socket_write(c->s, c->buf, (size_t)weft_future_int(f), &w) != 0) {
     econn_end(c);
     return weft_ok_int(0);
   }
@@ -86,7 +86,7 @@ static weft_result_t econn_got(void *arg, weft_future_t *f) {
 
 static void econn_read(econn_t *c) {
   weft_future_t *r;
-  if (weft_read(c->s, c->buf, sizeof c->buf, &r) != 0) {
+  if (weft_socket_read(c->s, c->buf, sizeof c->buf, &r) != 0) {
     econn_end(c);
     return;
   }
@@ -113,7 +113,7 @@ static weft_result_t srv_accepted(void *arg, weft_future_t *f) {
 
 void srv_accept(srv_t *v) {
   weft_future_t *a;
-  REQUIRE_EQ(weft_accept(v->ls, &a), 0);
+  REQUIRE_EQ(weft_socket_accept(v->ls, &a), 0);
   chain(v->loop, a, srv_accepted, v);
 }
 
@@ -121,9 +121,9 @@ void srv_start(srv_t *v, weft_loop_t *loop, const char *ip) {
   memset(v, 0, sizeof *v);
   v->loop = loop;
   weft_addr_t a;
-  REQUIRE_EQ(weft_addr_ip(ip, 0, &a), 0);
-  REQUIRE_EQ(weft_listen(loop, &a, 1024, &v->ls), 0);
-  REQUIRE_EQ(weft_socket_local(v->ls, &v->addr), 0);
+  REQUIRE_EQ(weft_addr_init_ip(ip, 0, &a), 0);
+  REQUIRE_EQ(weft_socket_listen(loop, &a, 1024, &v->ls), 0);
+  REQUIRE_EQ(weft_socket_local_addr(v->ls, &v->addr), 0);
   REQUIRE_EQ(weft_addr_port(&v->addr) > 0, 1);
   srv_accept(v);
 }
@@ -160,7 +160,7 @@ weft_result_t keep_settled(void *arg, weft_future_t *f) {
 weft_socket_t *accept_one(weft_loop_t *loop, weft_socket_t *ls) {
   one_t o = {0};
   weft_future_t *a;
-  REQUIRE_EQ(weft_accept(ls, &a), 0);
+  REQUIRE_EQ(weft_socket_accept(ls, &a), 0);
   chain(loop, a, keep_settled, &o);
   REQUIRE_EQ(drive(loop, &o.n, 1, BOUND_MS), 1);
   REQUIRE_EQ(weft_future_state(o.f), WEFT_FULFILLED);
@@ -172,9 +172,9 @@ weft_socket_t *accept_one(weft_loop_t *loop, weft_socket_t *ls) {
 
 void listen_local(weft_loop_t *loop, weft_socket_t **ls, weft_addr_t *addr) {
   weft_addr_t a;
-  REQUIRE_EQ(weft_addr_ip("127.0.0.1", 0, &a), 0);
-  REQUIRE_EQ(weft_listen(loop, &a, 64, ls), 0);
-  REQUIRE_EQ(weft_socket_local(*ls, addr), 0);
+  REQUIRE_EQ(weft_addr_init_ip("127.0.0.1", 0, &a), 0);
+  REQUIRE_EQ(weft_socket_listen(loop, &a, 64, ls), 0);
+  REQUIRE_EQ(weft_socket_local_addr(*ls, addr), 0);
 }
 
 weft_socket_t *raw_pair(weft_loop_t *loop, weft_socket_t **ls, int *peer) {
@@ -189,7 +189,7 @@ void connected_pair(weft_loop_t *loop, weft_socket_t **ls, weft_socket_t **srv,
   weft_addr_t addr;
   listen_local(loop, ls, &addr);
   weft_future_t *cf;
-  REQUIRE_EQ(weft_connect(loop, &addr, &cf), 0);
+  REQUIRE_EQ(weft_socket_connect(loop, &addr, &cf), 0);
   *srv = accept_one(loop, *ls);
   REQUIRE_EQ(weft_loop_run_until(loop, cf, BOUND_MS), 0);
   REQUIRE_EQ(weft_future_state(cf), WEFT_FULFILLED);

@@ -68,10 +68,10 @@ void tu_alloc_install(long fail_at) {
   atomic_store(&peak_bytes, 0);
   atomic_store(&fail_at_n, fail_at);
   weft_allocator_t a = {tu_alloc, tu_release, NULL, {0}};
-  weft_set_allocator(&a);
+  weft_allocator_set(&a);
 }
 
-void tu_alloc_restore(void) { weft_set_allocator(NULL); }
+void tu_alloc_restore(void) { weft_allocator_set(NULL); }
 long tu_alloc_count(void) { return atomic_load(&n_allocs); }
 long tu_alloc_live(void) { return atomic_load(&n_live); }
 long tu_alloc_live_bytes(void) { return atomic_load(&live_bytes); }

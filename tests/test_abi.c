@@ -97,8 +97,8 @@ static void abi_release(void *ctx, void *ptr, size_t size) {
 static void test_allocator_reserved(void) {
   weft_allocator_t a = {abi_alloc, abi_release, NULL, {0}};
   a.reserved[1] = &a;
-  EXPECT_ERR(weft_set_allocator(&a), WEFT_ENOTSUP);
-  EXPECT_EQ(weft_set_allocator(NULL), 0);
+  EXPECT_ERR(weft_allocator_set(&a), WEFT_ENOTSUP);
+  EXPECT_EQ(weft_allocator_set(NULL), 0);
 }
 
 /* A stats struct followed by a canary: the call fills the struct (its
@@ -169,12 +169,12 @@ static void test_sizes_pinned(void) {
 
 static void test_predicates_bool(void) {
   EXPECT_EQ(IS_BOOL(weft_promise_is_cancelled(NULL)), 1);
-  EXPECT_EQ(IS_BOOL(weft_job_cancelled(NULL)), 1);
-  EXPECT_EQ(IS_BOOL(weft_timer_active(NULL)), 1);
+  EXPECT_EQ(IS_BOOL(weft_job_is_cancelled(NULL)), 1);
+  EXPECT_EQ(IS_BOOL(weft_timer_is_active(NULL)), 1);
   /* NULL reads as false, never as a non-zero error code. */
   EXPECT_EQ(weft_promise_is_cancelled(NULL), false);
-  EXPECT_EQ(weft_job_cancelled(NULL), false);
-  EXPECT_EQ(weft_timer_active(NULL), false);
+  EXPECT_EQ(weft_job_is_cancelled(NULL), false);
+  EXPECT_EQ(weft_timer_is_active(NULL), false);
 }
 
 static const test_case_t cases[] = {

@@ -55,10 +55,10 @@ static int scenario(void) {
   if (chk(weft_promise_create(&q, &g)) != 0)
     goto out;
   follow_target = g;
-  chk(weft_future_then(f, weft_executor_inline(), add_one, NULL, &fs[0]));
-  chk(weft_future_then(f, weft_executor_inline(), follow, NULL, &fs[1]));
+  chk(weft_future_then(f, weft_executor_inline(), add_one, NULL, NULL, &fs[0]));
+  chk(weft_future_then(f, weft_executor_inline(), follow, NULL, NULL, &fs[1]));
   if (chk(weft_thread_executor_create(&te)) == 0) {
-    chk(weft_future_then(f, weft_thread_executor_get(te), add_one, NULL, &fs[2]));
+    chk(weft_future_then(f, weft_thread_executor_get(te), add_one, NULL, NULL, &fs[2]));
     watch_kept(f, weft_thread_executor_get(te));
   }
   watch_kept(g, weft_executor_inline());
@@ -79,7 +79,7 @@ static int scenario(void) {
     enomem += 1000;
 out:
   if (te != NULL)
-    weft_thread_executor_destroy(te); /* drains fs[2]'s continuation */
+    weft_thread_executor_shutdown(te); /* drains fs[2]'s continuation */
   release_all(fs, 10);
   if (f != NULL)
     weft_future_release(f);
@@ -117,8 +117,8 @@ static void test_every_allocation_fails_cleanly(void) {
 
 static void test_allocator_restore(void) {
   weft_allocator_t bad = {NULL, NULL, NULL, {0}};
-  EXPECT_ERR(weft_set_allocator(&bad), WEFT_EINVAL);
-  EXPECT_EQ(weft_set_allocator(NULL), 0);
+  EXPECT_ERR(weft_allocator_set(&bad), WEFT_EINVAL);
+  EXPECT_EQ(weft_allocator_set(NULL), 0);
   weft_promise_t *p;
   weft_future_t *f;
   EXPECT_EQ(weft_promise_create(&p, &f), 0);

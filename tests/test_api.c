@@ -25,10 +25,10 @@ static void test_errno_map_each(void) {
   for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
     int c = codes[i];
     if (c > -4000)
-      EXPECT_ERR(weft_err_from_errno(-c), c);
+      EXPECT_ERR(weft_error_from_errno(-c), c);
     else
-      EXPECT_ERR(weft_err_from_errno(-c), WEFT_EUNKNOWN);
-    EXPECT_TRUE(weft_strerror(c) != NULL);
+      EXPECT_ERR(weft_error_from_errno(-c), WEFT_EUNKNOWN);
+    EXPECT_TRUE(weft_error_message(c) != NULL);
   }
 }
 
@@ -47,17 +47,17 @@ static void a_release(void *ctx, void *p, size_t n) {
 
 static void test_set_allocator_args(void) {
   weft_allocator_t a = {NULL, a_release, NULL, {0}};
-  EXPECT_ERR(weft_set_allocator(&a), WEFT_EINVAL);
+  EXPECT_ERR(weft_allocator_set(&a), WEFT_EINVAL);
   a.alloc = a_alloc;
   a.release = NULL;
-  EXPECT_ERR(weft_set_allocator(&a), WEFT_EINVAL);
+  EXPECT_ERR(weft_allocator_set(&a), WEFT_EINVAL);
   /* Neither call changed the allocator: a promise still gets memory. */
   weft_promise_t *p;
   weft_future_t *f;
   REQUIRE_EQ(weft_promise_create(&p, &f), 0);
   EXPECT_ERR(weft_promise_release(p), 0);
   EXPECT_ERR(weft_future_release(f), 0);
-  EXPECT_ERR(weft_set_allocator(NULL), 0);
+  EXPECT_ERR(weft_allocator_set(NULL), 0);
 }
 
 /* ---- executor.h ---- */
@@ -91,7 +91,7 @@ static void test_executor_submit_args(void) {
 static void test_thread_executor_args(void) {
   EXPECT_ERR(weft_thread_executor_create(NULL), WEFT_EINVAL);
   EXPECT_TRUE(weft_thread_executor_get(NULL) == NULL);
-  EXPECT_ERR(weft_thread_executor_destroy(NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_thread_executor_shutdown(NULL), WEFT_EINVAL);
 }
 
 /* A then whose executor has no submit, or no ops, is refused. */
@@ -111,8 +111,8 @@ static void test_then_watch_bad_executor(void) {
   REQUIRE_EQ(weft_promise_create(&p, &f), 0);
   weft_executor_t no_ops = {NULL};
   weft_executor_t no_submit = {&no_submit_ops};
-  EXPECT_ERR(weft_future_then(f, &no_ops, then_int, NULL, &g), WEFT_EINVAL);
-  EXPECT_ERR(weft_future_then(f, &no_submit, then_int, NULL, &g), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_then(f, &no_ops, then_int, NULL, NULL, &g), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_then(f, &no_submit, then_int, NULL, NULL, &g), WEFT_EINVAL);
   EXPECT_ERR(weft_future_watch(f, &no_ops, watch_nop, NULL, NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_future_watch(f, &no_submit, watch_nop, NULL, NULL),
              WEFT_EINVAL);
@@ -152,14 +152,14 @@ static void test_combinator_accessors_args(void) {
   REQUIRE_EQ(weft_promise_create(&p, &f), 0);
   size_t idx = 99;
   /* not a combinator */
-  EXPECT_EQ(weft_future_ninputs(f), 0);
+  EXPECT_EQ(weft_future_input_count(f), 0);
   EXPECT_TRUE(weft_future_input(f, 0) == NULL);
   EXPECT_ERR(weft_future_order(f, 0, &idx), WEFT_EINVAL);
-  EXPECT_EQ(weft_future_ninputs(NULL), 0);
+  EXPECT_EQ(weft_future_input_count(NULL), 0);
   EXPECT_TRUE(weft_future_input(NULL, 0) == NULL);
   EXPECT_ERR(weft_future_order(NULL, 0, &idx), WEFT_EINVAL);
   REQUIRE_EQ(weft_future_race(&f, 1, &c), 0);
-  EXPECT_EQ(weft_future_ninputs(c), 1);
+  EXPECT_EQ(weft_future_input_count(c), 1);
   EXPECT_TRUE(weft_future_input(c, 0) == f);
   EXPECT_TRUE(weft_future_input(c, 1) == NULL);
   EXPECT_ERR(weft_future_order(c, 0, NULL), WEFT_EINVAL);
@@ -217,7 +217,7 @@ static void test_thread_executor_await_timeout(void) {
   EXPECT_ERR(weft_future_await(f, 10), WEFT_ETIMEDOUT);
   weft_executor_leave(prev);
 
-  EXPECT_ERR(weft_thread_executor_destroy(te), 0);
+  EXPECT_ERR(weft_thread_executor_shutdown(te), 0);
   EXPECT_ERR(weft_promise_release(p), 0);
   EXPECT_ERR(weft_future_release(f), 0);
   EXPECT_ERR(weft_promise_release(dp), 0);
@@ -234,13 +234,13 @@ typedef struct te_block {
 static void te_block_run(weft_task_t *t) {
   te_block_t *b = (te_block_t *)t;
   atomic_store(&b->started, 1);
-  int64_t end = weft_now_ns() + 10000000000;
-  while (!atomic_load(&b->release) && weft_now_ns() < end)
+  int64_t end = weft_clock_now_ns() + 10000000000;
+  while (!atomic_load(&b->release) && weft_clock_now_ns() < end)
     sched_yield();
 }
 
 static void *te_destroy_thread(void *arg) {
-  return (void *)(intptr_t)weft_thread_executor_destroy(arg);
+  return (void *)(intptr_t)weft_thread_executor_shutdown(arg);
 }
 
 static void test_thread_executor_submit_while_stopping(void) {
@@ -249,8 +249,8 @@ static void test_thread_executor_submit_while_stopping(void) {
   weft_executor_t *ex = weft_thread_executor_get(te);
   te_block_t b = {{NULL, te_block_run}, 0, 0};
   REQUIRE_EQ(weft_executor_submit(ex, &b.task), 0);
-  int64_t end = weft_now_ns() + 10000000000;
-  while (!atomic_load(&b.started) && weft_now_ns() < end)
+  int64_t end = weft_clock_now_ns() + 10000000000;
+  while (!atomic_load(&b.started) && weft_clock_now_ns() < end)
     sched_yield();
   REQUIRE_EQ(atomic_load(&b.started), 1);
   pthread_t th;
@@ -259,7 +259,7 @@ static void test_thread_executor_submit_while_stopping(void) {
   enum { MAXT = 100000 };
   static weft_task_t tasks[MAXT];
   int accepted = 0, rc = 0;
-  while (accepted < MAXT && weft_now_ns() < end) {
+  while (accepted < MAXT && weft_clock_now_ns() < end) {
     tasks[accepted] = (weft_task_t){NULL, count_task};
     if ((rc = weft_executor_submit(ex, &tasks[accepted])) != 0)
       break;
@@ -295,7 +295,7 @@ static void test_pool_args(void) {
   EXPECT_ERR(weft_pool_stats(NULL, &st), WEFT_EINVAL);
   EXPECT_ERR(weft_pool_stats(pool, NULL), WEFT_EINVAL);
   EXPECT_TRUE(weft_pool_executor(NULL) == NULL);
-  EXPECT_EQ(weft_job_cancelled(NULL), false);
+  EXPECT_EQ(weft_job_is_cancelled(NULL), false);
   EXPECT_ERR(weft_pool_shutdown(NULL, WEFT_POOL_DRAIN, -1, NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_pool_shutdown(pool, (weft_pool_mode_t)7, -1, NULL),
              WEFT_EINVAL);
@@ -360,8 +360,8 @@ static void test_loop_args(void) {
   EXPECT_ERR(weft_loop_post(NULL, post_nop, NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_loop_post(loop, NULL, NULL), WEFT_EINVAL);
   EXPECT_TRUE(weft_loop_executor(NULL) == NULL);
-  EXPECT_ERR(weft_loop_fd(NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_loop_timeout_ms(NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_loop_backend_fd(NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_loop_backend_timeout(NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_loop_now_ns(NULL), WEFT_EINVAL);
   weft_loop_stats_t st;
   EXPECT_ERR(weft_loop_stats(NULL, &st), WEFT_EINVAL);
@@ -372,9 +372,9 @@ static void test_loop_args(void) {
 
   /* A post queued on the loop thread makes the host timeout 0. */
   REQUIRE_EQ(weft_loop_post(loop, post_nop, NULL), 0);
-  EXPECT_EQ(weft_loop_timeout_ms(loop), 0);
+  EXPECT_EQ(weft_loop_backend_timeout(loop), 0);
   EXPECT_ERR(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
-  EXPECT_EQ(weft_loop_timeout_ms(loop), -1);
+  EXPECT_EQ(weft_loop_backend_timeout(loop), -1);
 
   weft_timer_t t;
   memset(&t, 0, sizeof t);
@@ -384,12 +384,12 @@ static void test_loop_args(void) {
   EXPECT_ERR(weft_timer_start(&t, 1, 0), WEFT_EINVAL); /* not initialised */
   EXPECT_ERR(weft_timer_stop(NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_timer_stop(&t), WEFT_EINVAL);
-  EXPECT_EQ(weft_timer_active(NULL), false);
-  EXPECT_EQ(weft_timer_active(&t), 0); /* zeroed, never initialised */
+  EXPECT_EQ(weft_timer_is_active(NULL), false);
+  EXPECT_EQ(weft_timer_is_active(&t), 0); /* zeroed, never initialised */
   REQUIRE_EQ(weft_timer_init(loop, &t, timer_nop, NULL), 0);
   EXPECT_ERR(weft_timer_start(&t, -1, 0), WEFT_EINVAL);
   EXPECT_ERR(weft_timer_start(&t, 1, -1), WEFT_EINVAL);
-  EXPECT_EQ(weft_timer_active(&t), 0);
+  EXPECT_EQ(weft_timer_is_active(&t), 0);
 
   weft_future_t *f = NULL;
   EXPECT_ERR(weft_loop_sleep(NULL, 1, &f), WEFT_EINVAL);
@@ -404,9 +404,9 @@ static void test_loop_args(void) {
   EXPECT_ERR(weft_loop_run_until(loop, tf, -2), WEFT_EINVAL);
   EXPECT_ERR(weft_promise_release(tp), 0);
   EXPECT_ERR(weft_future_release(tf), 0);
-  EXPECT_ERR(weft_loop_signal(NULL, SIGUSR1, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_loop_signal(loop, SIGUSR1, NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_loop_signal(loop, SIGKILL, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_signal_next(NULL, SIGUSR1, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_signal_next(loop, SIGUSR1, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_signal_next(loop, SIGKILL, &f), WEFT_EINVAL);
   EXPECT_TRUE(f == NULL);
 
   weft_io_t io;
@@ -451,19 +451,19 @@ static void test_loop_args(void) {
 static void test_addr_args(void) {
   weft_addr_t a;
   char buf[128], longpath[200];
-  EXPECT_ERR(weft_addr_ip(NULL, 1, &a), WEFT_EINVAL);
-  EXPECT_ERR(weft_addr_ip("127.0.0.1", 1, NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_addr_ip("localhost", 1, &a), WEFT_EINVAL);
-  EXPECT_ERR(weft_addr_unix(NULL, &a), WEFT_EINVAL);
-  EXPECT_ERR(weft_addr_unix("/x", NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_addr_unix("", &a), WEFT_EINVAL);
+  EXPECT_ERR(weft_addr_init_ip(NULL, 1, &a), WEFT_EINVAL);
+  EXPECT_ERR(weft_addr_init_ip("127.0.0.1", 1, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_addr_init_ip("localhost", 1, &a), WEFT_EINVAL);
+  EXPECT_ERR(weft_addr_init_unix(NULL, &a), WEFT_EINVAL);
+  EXPECT_ERR(weft_addr_init_unix("/x", NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_addr_init_unix("", &a), WEFT_EINVAL);
   memset(longpath, 'a', sizeof longpath - 1);
   longpath[sizeof longpath - 1] = '\0';
-  EXPECT_ERR(weft_addr_unix(longpath, &a), WEFT_EINVAL);
+  EXPECT_ERR(weft_addr_init_unix(longpath, &a), WEFT_EINVAL);
   EXPECT_ERR(weft_addr_port(NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_addr_format(NULL, buf, sizeof buf), WEFT_EINVAL);
 
-  REQUIRE_EQ(weft_addr_unix("/tmp/weft-api.sock", &a), 0);
+  REQUIRE_EQ(weft_addr_init_unix("/tmp/weft-api.sock", &a), 0);
   EXPECT_ERR(weft_addr_port(&a), WEFT_EINVAL); /* not an IP address */
   EXPECT_ERR(weft_addr_format(&a, NULL, sizeof buf), WEFT_EINVAL);
   EXPECT_ERR(weft_addr_format(&a, buf, sizeof buf), 0);
@@ -471,7 +471,7 @@ static void test_addr_args(void) {
   EXPECT_ERR(weft_addr_format(&a, buf, 6), WEFT_ERANGE);
   EXPECT_EQ(strcmp(buf, "unix:"), 0); /* truncated, terminated */
 
-  REQUIRE_EQ(weft_addr_ip("::1", 8080, &a), 0);
+  REQUIRE_EQ(weft_addr_init_ip("::1", 8080, &a), 0);
   EXPECT_EQ(weft_addr_port(&a), 8080);
   EXPECT_ERR(weft_addr_format(&a, buf, sizeof buf), 0);
   EXPECT_EQ(strcmp(buf, "[::1]:8080"), 0);
@@ -487,57 +487,57 @@ static void test_socket_args(void) {
   weft_loop_t *loop;
   REQUIRE_EQ(weft_loop_create(NULL, &loop), 0);
   weft_addr_t a, un;
-  REQUIRE_EQ(weft_addr_ip("127.0.0.1", 0, &a), 0);
-  REQUIRE_EQ(weft_addr_unix("/tmp/weft-api-none.sock", &un), 0);
+  REQUIRE_EQ(weft_addr_init_ip("127.0.0.1", 0, &a), 0);
+  REQUIRE_EQ(weft_addr_init_unix("/tmp/weft-api-none.sock", &un), 0);
   weft_socket_t *s = NULL, *l = NULL;
   weft_future_t *f = NULL;
   char buf[8];
 
-  EXPECT_ERR(weft_listen(NULL, &a, 0, &s), WEFT_EINVAL);
-  EXPECT_ERR(weft_listen(loop, NULL, 0, &s), WEFT_EINVAL);
-  EXPECT_ERR(weft_listen(loop, &a, 0, NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_udp_bind(loop, &un, &s), WEFT_EINVAL); /* UDP is IP only */
-  EXPECT_ERR(weft_connect(loop, &a, NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_accept(NULL, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_read(NULL, buf, 1, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_write(NULL, buf, 1, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_shutdown(NULL, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_listen(NULL, &a, 0, &s), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_listen(loop, NULL, 0, &s), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_listen(loop, &a, 0, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_udp_bind(loop, &un, &s), WEFT_EINVAL); /* UDP is IP only */
+  EXPECT_ERR(weft_socket_connect(loop, &a, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_accept(NULL, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_read(NULL, buf, 1, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_write(NULL, buf, 1, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_shutdown(NULL, &f), WEFT_EINVAL);
   EXPECT_ERR(weft_socket_take(NULL, &s), WEFT_EINVAL);
-  EXPECT_ERR(weft_socket_local(NULL, &a), WEFT_EINVAL);
-  EXPECT_ERR(weft_socket_peer(NULL, &a), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_local_addr(NULL, &a), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_peer_addr(NULL, &a), WEFT_EINVAL);
   EXPECT_EQ(weft_socket_fd(NULL), -1);
-  EXPECT_ERR(weft_socket_nodelay(NULL, true), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_set_nodelay(NULL, true), WEFT_EINVAL);
   EXPECT_EQ(weft_socket_write_queued(NULL), 0);
   EXPECT_ERR(weft_socket_close(NULL), WEFT_EINVAL);
   EXPECT_TRUE(s == NULL);
   EXPECT_TRUE(f == NULL);
 
   /* A listener is no stream and no UDP socket. */
-  REQUIRE_EQ(weft_listen(loop, &a, 0, &l), 0);
+  REQUIRE_EQ(weft_socket_listen(loop, &a, 0, &l), 0);
   weft_addr_t la;
-  REQUIRE_EQ(weft_socket_local(l, &la), 0);
-  EXPECT_ERR(weft_socket_local(l, NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_socket_peer(l, &la), WEFT_ENOTCONN);
-  EXPECT_ERR(weft_read(l, buf, sizeof buf, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_write(l, buf, sizeof buf, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_udp_send(l, buf, 1, &la, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_udp_recv(l, buf, sizeof buf, NULL, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_socket_nodelay(l, true), WEFT_EINVAL);
-  EXPECT_ERR(weft_accept(l, NULL), WEFT_EINVAL);
+  REQUIRE_EQ(weft_socket_local_addr(l, &la), 0);
+  EXPECT_ERR(weft_socket_local_addr(l, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_peer_addr(l, &la), WEFT_ENOTCONN);
+  EXPECT_ERR(weft_socket_read(l, buf, sizeof buf, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_write(l, buf, sizeof buf, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_udp_send(l, buf, 1, &la, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_udp_recv(l, buf, sizeof buf, NULL, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_set_nodelay(l, true), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_accept(l, NULL), WEFT_EINVAL);
   EXPECT_TRUE(f == NULL);
 
   /* A UDP socket is no stream and no listener. */
   weft_socket_t *u;
-  REQUIRE_EQ(weft_udp_bind(loop, &a, &u), 0);
-  EXPECT_ERR(weft_accept(u, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_read(u, buf, sizeof buf, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_socket_nodelay(u, true), WEFT_EINVAL);
-  EXPECT_ERR(weft_udp_recv(u, buf, 0, NULL, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_udp_recv(u, NULL, 1, NULL, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_udp_recv(u, buf, 1, NULL, NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_udp_send(u, NULL, 1, &la, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_udp_send(u, buf, 1, NULL, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_udp_send(u, buf, 1, &la, NULL), WEFT_EINVAL);
+  REQUIRE_EQ(weft_socket_udp_bind(loop, &a, &u), 0);
+  EXPECT_ERR(weft_socket_accept(u, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_read(u, buf, sizeof buf, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_set_nodelay(u, true), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_udp_recv(u, buf, 0, NULL, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_udp_recv(u, NULL, 1, NULL, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_udp_recv(u, buf, 1, NULL, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_udp_send(u, NULL, 1, &la, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_udp_send(u, buf, 1, NULL, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_udp_send(u, buf, 1, &la, NULL), WEFT_EINVAL);
   EXPECT_TRUE(f == NULL);
 
   /* A future that is not a socket operation's owns no socket. */
@@ -549,7 +549,7 @@ static void test_socket_args(void) {
   REQUIRE_EQ(weft_loop_sleep(loop, 0, &sl), 0);
   EXPECT_ERR(weft_socket_take(sl, &s), WEFT_EINVAL);
   /* An accept's future: take before it settles is WEFT_EPENDING. */
-  REQUIRE_EQ(weft_accept(l, &f), 0);
+  REQUIRE_EQ(weft_socket_accept(l, &f), 0);
   EXPECT_ERR(weft_socket_take(f, NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_socket_take(f, &s), WEFT_EPENDING);
   EXPECT_ERR(weft_future_cancel(f), 0);
@@ -574,11 +574,11 @@ static int stream_pair(weft_loop_t *loop, const weft_addr_t *addr,
   weft_addr_t la;
   weft_future_t *af, *cf;
   int rc;
-  if ((rc = weft_listen(loop, addr, 0, ls)) != 0 ||
-      (rc = weft_socket_local(*ls, &la)) != 0 ||
-      (rc = weft_accept(*ls, &af)) != 0)
+  if ((rc = weft_socket_listen(loop, addr, 0, ls)) != 0 ||
+      (rc = weft_socket_local_addr(*ls, &la)) != 0 ||
+      (rc = weft_socket_accept(*ls, &af)) != 0)
     return rc;
-  if ((rc = weft_connect(loop, &la, &cf)) == 0 &&
+  if ((rc = weft_socket_connect(loop, &la, &cf)) == 0 &&
       (rc = weft_loop_run_until(loop, af, 10000)) == 0 &&
       (rc = weft_loop_run_until(loop, cf, 10000)) == 0 &&
       (rc = weft_socket_take(af, srv)) == 0)
@@ -592,38 +592,38 @@ static void test_stream_op_args(void) {
   weft_loop_t *loop;
   REQUIRE_EQ(weft_loop_create(NULL, &loop), 0);
   weft_addr_t a;
-  REQUIRE_EQ(weft_addr_ip("127.0.0.1", 0, &a), 0);
+  REQUIRE_EQ(weft_addr_init_ip("127.0.0.1", 0, &a), 0);
   weft_socket_t *ls, *srv, *cli;
   REQUIRE_EQ(stream_pair(loop, &a, &ls, &srv, &cli), 0);
   char buf[8] = "abcdefg";
   weft_future_t *f = NULL;
-  EXPECT_ERR(weft_read(cli, buf, 0, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_read(cli, NULL, 1, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_read(cli, buf, 1, NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_read_exactly(cli, buf, 0, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_read_exactly(cli, NULL, 1, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_read_exactly(NULL, buf, 1, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_write(cli, NULL, 1, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_write(cli, buf, 1, NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_shutdown(cli, NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_accept(cli, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_udp_recv(cli, buf, 1, NULL, &f), WEFT_EINVAL);
-  EXPECT_ERR(weft_udp_send(cli, buf, 1, &a, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_read(cli, buf, 0, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_read(cli, NULL, 1, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_read(cli, buf, 1, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_read_exactly(cli, buf, 0, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_read_exactly(cli, NULL, 1, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_read_exactly(NULL, buf, 1, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_write(cli, NULL, 1, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_write(cli, buf, 1, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_shutdown(cli, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_accept(cli, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_udp_recv(cli, buf, 1, NULL, &f), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_udp_send(cli, buf, 1, &a, &f), WEFT_EINVAL);
   EXPECT_ERR(weft_socket_take(NULL, &cli), WEFT_EINVAL);
   EXPECT_TRUE(f == NULL);
   /* What is allowed on it. */
-  EXPECT_ERR(weft_socket_nodelay(cli, true), 0);
-  EXPECT_ERR(weft_socket_nodelay(cli, false), 0);
+  EXPECT_ERR(weft_socket_set_nodelay(cli, true), 0);
+  EXPECT_ERR(weft_socket_set_nodelay(cli, false), 0);
   weft_addr_t pa;
-  EXPECT_ERR(weft_socket_peer(cli, &pa), 0);
-  EXPECT_ERR(weft_socket_peer(cli, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_socket_peer_addr(cli, &pa), 0);
+  EXPECT_ERR(weft_socket_peer_addr(cli, NULL), WEFT_EINVAL);
   EXPECT_TRUE(weft_socket_fd(cli) >= 0);
   /* read_exactly sees the bytes of two writes. */
   weft_future_t *w1, *w2, *r;
   char in[8] = {0};
-  REQUIRE_EQ(weft_write(cli, buf, 3, &w1), 0);
-  REQUIRE_EQ(weft_write(cli, buf + 3, 4, &w2), 0);
-  REQUIRE_EQ(weft_read_exactly(srv, in, 7, &r), 0);
+  REQUIRE_EQ(weft_socket_write(cli, buf, 3, &w1), 0);
+  REQUIRE_EQ(weft_socket_write(cli, buf + 3, 4, &w2), 0);
+  REQUIRE_EQ(weft_socket_read_exactly(srv, in, 7, &r), 0);
   EXPECT_ERR(weft_loop_run_until(loop, r, 10000), 0);
   EXPECT_EQ(weft_future_int(r), 7);
   EXPECT_EQ(memcmp(in, "abcdefg", 7), 0);
@@ -649,25 +649,25 @@ static void test_unix_stream(void) {
   snprintf(path, sizeof path, "/tmp/weft-api-%d.sock", (int)getpid());
   unlink(path);
   weft_addr_t a;
-  REQUIRE_EQ(weft_addr_unix(path, &a), 0);
+  REQUIRE_EQ(weft_addr_init_unix(path, &a), 0);
   weft_socket_t *ls, *srv, *cli, *again = NULL;
   REQUIRE_EQ(stream_pair(loop, &a, &ls, &srv, &cli), 0);
-  EXPECT_ERR(weft_socket_nodelay(cli, true), WEFT_ENOTSUP);
-  EXPECT_ERR(weft_listen(loop, &a, 0, &again), WEFT_EADDRINUSE);
+  EXPECT_ERR(weft_socket_set_nodelay(cli, true), WEFT_ENOTSUP);
+  EXPECT_ERR(weft_socket_listen(loop, &a, 0, &again), WEFT_EADDRINUSE);
   EXPECT_TRUE(again == NULL);
   weft_addr_t pa;
-  EXPECT_ERR(weft_socket_peer(srv, &pa), 0);
+  EXPECT_ERR(weft_socket_peer_addr(srv, &pa), 0);
   EXPECT_ERR(weft_socket_close(cli), 0);
   EXPECT_ERR(weft_socket_close(srv), 0);
   EXPECT_ERR(weft_socket_close(ls), 0);
   weft_future_t *cf;
-  REQUIRE_EQ(weft_connect(loop, &a, &cf), 0); /* file left, no listener */
+  REQUIRE_EQ(weft_socket_connect(loop, &a, &cf), 0); /* file left, no listener */
   EXPECT_ERR(weft_loop_run_until(loop, cf, 10000), 0);
   EXPECT_EQ(weft_future_state(cf), WEFT_REJECTED);
   EXPECT_ERR(weft_future_error(cf), WEFT_ECONNREFUSED);
   weft_future_release(cf);
   unlink(path);
-  REQUIRE_EQ(weft_connect(loop, &a, &cf), 0);
+  REQUIRE_EQ(weft_socket_connect(loop, &a, &cf), 0);
   EXPECT_ERR(weft_loop_run_until(loop, cf, 10000), 0);
   EXPECT_ERR(weft_future_error(cf), WEFT_ENOENT);
   weft_future_release(cf);
@@ -703,7 +703,7 @@ typedef struct off_thread {
     (o)->count++;                                                              \
     int rc_ = (call);                                                          \
     if (rc_ != WEFT_EPERM) {                                                   \
-      fprintf(stderr, "%s: got %s\n", #call, weft_err_name(rc_));              \
+      fprintf(stderr, "%s: got %s\n", #call, weft_error_name(rc_));              \
       (o)->fails++;                                                            \
     }                                                                          \
   } while (0)
@@ -719,7 +719,7 @@ static void *off_thread_main(void *arg) {
   memset(&io2, 0, sizeof io2);
   memset(&sig2, 0, sizeof sig2);
   weft_addr_t a;
-  weft_addr_ip("127.0.0.1", 0, &a);
+  weft_addr_init_ip("127.0.0.1", 0, &a);
   char buf[4];
   OFF_EPERM(o, weft_loop_run(l, WEFT_RUN_NOWAIT));
   OFF_EPERM(o, weft_loop_run_until(l, o->settled, 0));
@@ -733,17 +733,17 @@ static void *off_thread_main(void *arg) {
   OFF_EPERM(o, weft_io_stop(o->io));
   OFF_EPERM(o, weft_signal_start(l, &sig2, SIGUSR2, sig_nop, NULL));
   OFF_EPERM(o, weft_signal_stop(o->sig));
-  OFF_EPERM(o, weft_loop_signal(l, SIGUSR2, &f));
+  OFF_EPERM(o, weft_signal_next(l, SIGUSR2, &f));
   OFF_EPERM(o, weft_loop_sleep(l, 1, &f));
   OFF_EPERM(o, weft_loop_timeout(l, o->settled, 1, &f));
-  OFF_EPERM(o, weft_listen(l, &a, 0, &s));
-  OFF_EPERM(o, weft_udp_bind(l, &a, &s));
-  OFF_EPERM(o, weft_connect(l, &a, &f));
-  OFF_EPERM(o, weft_accept(o->listener, &f));
-  OFF_EPERM(o, weft_udp_recv(o->udp, buf, sizeof buf, NULL, &f));
-  OFF_EPERM(o, weft_udp_send(o->udp, buf, 1, &a, &f));
-  OFF_EPERM(o, weft_socket_local(o->listener, &a));
-  OFF_EPERM(o, weft_socket_nodelay(o->listener, true));
+  OFF_EPERM(o, weft_socket_listen(l, &a, 0, &s));
+  OFF_EPERM(o, weft_socket_udp_bind(l, &a, &s));
+  OFF_EPERM(o, weft_socket_connect(l, &a, &f));
+  OFF_EPERM(o, weft_socket_accept(o->listener, &f));
+  OFF_EPERM(o, weft_socket_udp_recv(o->udp, buf, sizeof buf, NULL, &f));
+  OFF_EPERM(o, weft_socket_udp_send(o->udp, buf, 1, &a, &f));
+  OFF_EPERM(o, weft_socket_local_addr(o->listener, &a));
+  OFF_EPERM(o, weft_socket_set_nodelay(o->listener, true));
   OFF_EPERM(o, weft_socket_close(o->listener));
   THREAD_CHECK(o, f == NULL);
   THREAD_CHECK(o, s == NULL);
@@ -768,10 +768,10 @@ static void test_loop_calls_off_thread(void) {
   memset(&sig, 0, sizeof sig);
   REQUIRE_EQ(weft_signal_start(loop, &sig, SIGUSR1, sig_nop, NULL), 0);
   weft_addr_t a;
-  REQUIRE_EQ(weft_addr_ip("127.0.0.1", 0, &a), 0);
+  REQUIRE_EQ(weft_addr_init_ip("127.0.0.1", 0, &a), 0);
   weft_socket_t *l, *u;
-  REQUIRE_EQ(weft_listen(loop, &a, 0, &l), 0);
-  REQUIRE_EQ(weft_udp_bind(loop, &a, &u), 0);
+  REQUIRE_EQ(weft_socket_listen(loop, &a, 0, &l), 0);
+  REQUIRE_EQ(weft_socket_udp_bind(loop, &a, &u), 0);
   weft_promise_t *p;
   weft_future_t *pf;
   REQUIRE_EQ(weft_promise_create(&p, &pf), 0);
@@ -781,12 +781,12 @@ static void test_loop_calls_off_thread(void) {
   pthread_t th;
   REQUIRE_EQ(pthread_create(&th, NULL, off_thread_main, &o), 0);
   pthread_join(th, NULL);
-  EXPECT_EQ(weft_loop_timeout_ms(loop), 0); /* the thread's post is queued */
+  EXPECT_EQ(weft_loop_backend_timeout(loop), 0); /* the thread's post is queued */
   EXPECT_EQ(o.fails, 0);
   EXPECT_EQ(o.count, 24);
   /* Nothing changed: the handles are still active. */
-  EXPECT_EQ(weft_timer_active(&t), 1);
-  EXPECT_ERR(weft_socket_local(l, &a), 0);
+  EXPECT_EQ(weft_timer_is_active(&t), 1);
+  EXPECT_ERR(weft_socket_local_addr(l, &a), 0);
   EXPECT_ERR(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
   EXPECT_ERR(weft_signal_stop(&sig), 0);
   EXPECT_ERR(weft_io_stop(&io), 0);
@@ -811,7 +811,7 @@ typedef struct closing {
     (c)->count++;                                                              \
     int rc_ = (call);                                                          \
     if (rc_ != WEFT_ESHUTDOWN) {                                               \
-      fprintf(stderr, "%s: got %s\n", #call, weft_err_name(rc_));              \
+      fprintf(stderr, "%s: got %s\n", #call, weft_error_name(rc_));              \
       (c)->fails++;                                                            \
     }                                                                          \
   } while (0)
@@ -830,18 +830,18 @@ static void on_close_timer(weft_timer_t *t, int status, void *arg) {
   weft_future_t *f = NULL;
   weft_socket_t *s = NULL;
   weft_addr_t a;
-  weft_addr_ip("127.0.0.1", 0, &a);
+  weft_addr_init_ip("127.0.0.1", 0, &a);
   THREAD_CHECK(c, weft_timer_init(l, &t2, timer_nop, NULL) == 0);
   CLOSING_ESHUTDOWN(c, weft_timer_start(&t2, 1, 0));
   CLOSING_ESHUTDOWN(c, weft_timer_start(t, 1, 0));
   CLOSING_ESHUTDOWN(c, weft_io_start(l, &io, c->fd, WEFT_READABLE, io_nop, NULL));
   CLOSING_ESHUTDOWN(c, weft_signal_start(l, &sig, SIGUSR2, sig_nop, NULL));
-  CLOSING_ESHUTDOWN(c, weft_loop_signal(l, SIGUSR2, &f));
+  CLOSING_ESHUTDOWN(c, weft_signal_next(l, SIGUSR2, &f));
   CLOSING_ESHUTDOWN(c, weft_loop_sleep(l, 1, &f));
   CLOSING_ESHUTDOWN(c, weft_loop_post(l, post_nop, NULL));
-  CLOSING_ESHUTDOWN(c, weft_listen(l, &a, 0, &s));
-  CLOSING_ESHUTDOWN(c, weft_udp_bind(l, &a, &s));
-  CLOSING_ESHUTDOWN(c, weft_connect(l, &a, &f));
+  CLOSING_ESHUTDOWN(c, weft_socket_listen(l, &a, 0, &s));
+  CLOSING_ESHUTDOWN(c, weft_socket_udp_bind(l, &a, &s));
+  CLOSING_ESHUTDOWN(c, weft_socket_connect(l, &a, &f));
   THREAD_CHECK(c, f == NULL);
   THREAD_CHECK(c, s == NULL);
   /* And close from inside one of its callbacks is refused. */
@@ -883,8 +883,8 @@ static void on_task_stall(weft_loop_t *l, const weft_stall_t *s, void *arg) {
 
 static void slow_task(weft_task_t *t) {
   (void)t;
-  int64_t end = weft_now_ns() + 3000000; /* 3 ms of work */
-  while (weft_now_ns() < end)
+  int64_t end = weft_clock_now_ns() + 3000000; /* 3 ms of work */
+  while (weft_clock_now_ns() < end)
     ;
 }
 

@@ -29,9 +29,9 @@ static void test_timeout(void) {
   weft_promise_create(&p, &f);
   EXPECT_ERR(weft_future_await(f, 0), WEFT_ETIMEDOUT);
   EXPECT_ERR(weft_future_await(f, -2), WEFT_EINVAL);
-  int64_t t0 = weft_now_ns();
+  int64_t t0 = weft_clock_now_ns();
   EXPECT_ERR(weft_future_await(f, 100), WEFT_ETIMEDOUT);
-  int64_t ms = (weft_now_ns() - t0) / 1000000;
+  int64_t ms = (weft_clock_now_ns() - t0) / 1000000;
   EXPECT_TRUE(ms >= 100 - EARLY_TOLERANCE_MS);
   EXPECT_TRUE(ms <= 100 + LATE_TOLERANCE_MS);
   EXPECT_EQ(weft_future_state(f), WEFT_PENDING);
@@ -69,8 +69,8 @@ static void test_woken_by_other_thread(void) {
 static void *fulfil_when_awaited(void *arg) {
   weft_promise_t *p = arg;
   weft_future_t *f = (weft_future_t *)p; /* one allocation for both */
-  int64_t deadline = weft_now_ns() + (int64_t)LATE_TOLERANCE_MS * 1000000;
-  while (atomic_load(&f->head) == NULL && weft_now_ns() < deadline)
+  int64_t deadline = weft_clock_now_ns() + (int64_t)LATE_TOLERANCE_MS * 1000000;
+  while (atomic_load(&f->head) == NULL && weft_clock_now_ns() < deadline)
     sched_yield();
   weft_promise_fulfil_int(p, 3);
   return NULL;
@@ -114,8 +114,8 @@ static void test_thread_executor_helps(void) {
   weft_promise_t *p;
   weft_future_t *trigger, *a;
   weft_promise_create(&p, &trigger);
-  weft_future_then(trigger, ex, job_a, NULL, &a);
-  weft_future_then(trigger, ex, job_b, NULL, &b_result);
+  weft_future_then(trigger, ex, job_a, NULL, NULL, &a);
+  weft_future_then(trigger, ex, job_b, NULL, NULL, &b_result);
   weft_promise_fulfil_int(p, 0); /* queues A, then B */
   EXPECT_ERR(weft_future_await(a, 20000), 0);
   EXPECT_ERR((int)weft_future_int(a), 0); /* A's await returned 0 */
@@ -124,7 +124,7 @@ static void test_thread_executor_helps(void) {
   weft_future_release(b_result);
   weft_future_release(trigger);
   weft_promise_release(p);
-  EXPECT_EQ(weft_thread_executor_destroy(te), 0);
+  EXPECT_EQ(weft_thread_executor_shutdown(te), 0);
 }
 
 /* Inline: a continuation awaits a sibling queued behind it on this thread's
@@ -144,8 +144,8 @@ static void test_inline_helps(void) {
   weft_promise_t *p;
   weft_future_t *f, *a;
   weft_promise_create(&p, &f);
-  weft_future_then(f, weft_executor_inline(), await_sibling, NULL, &a);
-  weft_future_then(f, weft_executor_inline(), sibling_fn, NULL, &sibling);
+  weft_future_then(f, weft_executor_inline(), await_sibling, NULL, NULL, &a);
+  weft_future_then(f, weft_executor_inline(), sibling_fn, NULL, NULL, &sibling);
   weft_promise_fulfil_int(p, 4);
   EXPECT_EQ(weft_future_state(a), WEFT_FULFILLED);
   EXPECT_ERR((int)weft_future_int(a), 0);
@@ -179,9 +179,9 @@ static void test_executor_refuses_await(void) {
   weft_promise_create(&p, &f);
   weft_executor_t *prev = weft_executor_enter(&ex);
   EXPECT_TRUE(weft_executor_current() == &ex);
-  int64_t t0 = weft_now_ns();
+  int64_t t0 = weft_clock_now_ns();
   EXPECT_ERR(weft_future_await(f, WEFT_FOREVER), WEFT_EDEADLK);
-  EXPECT_TRUE(weft_now_ns() - t0 < (int64_t)LATE_TOLERANCE_MS * 1000000);
+  EXPECT_TRUE(weft_clock_now_ns() - t0 < (int64_t)LATE_TOLERANCE_MS * 1000000);
   weft_executor_leave(prev);
   EXPECT_TRUE(weft_executor_current() == prev);
   weft_future_release(f);
@@ -190,7 +190,7 @@ static void test_executor_refuses_await(void) {
 
 static weft_result_t destroy_self(void *arg, weft_future_t *src) {
   (void)src;
-  return weft_ok_int(weft_thread_executor_destroy(arg));
+  return weft_ok_int(weft_thread_executor_shutdown(arg));
 }
 
 static void test_destroy_from_own_thread(void) {
@@ -200,13 +200,13 @@ static void test_destroy_from_own_thread(void) {
   weft_future_t *f, *a;
   weft_promise_create(&p, &f);
   weft_promise_fulfil_int(p, 0);
-  weft_future_then(f, weft_thread_executor_get(te), destroy_self, te, &a);
+  weft_future_then(f, weft_thread_executor_get(te), destroy_self, te, NULL, &a);
   EXPECT_ERR(weft_future_await(a, 20000), 0);
   EXPECT_ERR((int)weft_future_int(a), WEFT_EDEADLK);
   weft_future_release(a);
   weft_future_release(f);
   weft_promise_release(p);
-  EXPECT_EQ(weft_thread_executor_destroy(te), 0);
+  EXPECT_EQ(weft_thread_executor_shutdown(te), 0);
 }
 
 static const test_case_t cases[] = {

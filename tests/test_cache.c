@@ -382,27 +382,27 @@ static void burst_free(void **v) {
 
 static void test_burst_reuses_regions(void) {
   size_t mapped, idle, maps0, maps1, maps2;
-  weft_alloc_trim();
+  weft_allocator_trim();
   burst_free(burst_alloc());
   weft__alloc_regions(&mapped, &idle, &maps0);
   if (WEFT__ASAN) {
     EXPECT_EQ(maps0, 0);
-    EXPECT_EQ(weft_alloc_trim(), 0);
+    EXPECT_EQ(weft_allocator_trim(), 0);
     return;
   }
   EXPECT_TRUE(idle >= 5); /* the burst's regions, minus the cached blocks' */
   burst_free(burst_alloc()); /* within the decay: on the same regions */
   weft__alloc_regions(&mapped, &idle, &maps1);
   EXPECT_EQ(maps1 - maps0, 0);
-  size_t bytes = weft_alloc_trim();
+  size_t bytes = weft_allocator_trim();
   EXPECT_EQ(bytes, idle * ((size_t)2 << 20));
   weft__alloc_regions(&mapped, &idle, &maps2);
   EXPECT_EQ(idle, 0);
-  EXPECT_EQ(weft_alloc_trim(), 0);
+  EXPECT_EQ(weft_allocator_trim(), 0);
   burst_free(burst_alloc()); /* trimmed: it maps again */
   weft__alloc_regions(&mapped, &idle, &maps2);
   EXPECT_TRUE(maps2 - maps1 >= 5);
-  weft_alloc_trim();
+  weft_allocator_trim();
 }
 
 static void test_idle_regions_decay(void) {
@@ -414,7 +414,7 @@ static void test_idle_regions_decay(void) {
   weft__alloc_regions(&mapped, &idle, &maps);
   weft__alloc_set_decay(1000000000);
   EXPECT_EQ(idle, 1); /* the newest stays for the next chunk */
-  weft_alloc_trim();
+  weft_allocator_trim();
 }
 
 static const test_case_t cases[] = {

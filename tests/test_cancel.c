@@ -15,7 +15,7 @@ static weft_result_t pass(void *arg, weft_future_t *src) {
 }
 
 static void then(weft_future_t *src, weft_future_t **out) {
-  REQUIRE_EQ(weft_future_then(src, weft_executor_inline(), pass, NULL, out), 0);
+  REQUIRE_EQ(weft_future_then(src, weft_executor_inline(), pass, NULL, NULL, out), 0);
 }
 
 static void test_three_level_chain(void) {
@@ -112,7 +112,7 @@ static void test_cancel_while_following(void) {
   weft_promise_create(&p, &root);
   weft_promise_create(&inner_p, &inner_f);
   weft_promise_on_cancel(inner_p, hook, NULL);
-  weft_future_then(root, weft_executor_inline(), follow_inner, NULL, &a);
+  weft_future_then(root, weft_executor_inline(), follow_inner, NULL, NULL, &a);
   weft_promise_fulfil_int(p, 1);
   EXPECT_EQ(weft_future_state(a), WEFT_PENDING);
   EXPECT_EQ(weft_future_cancel(a), 0);

@@ -334,8 +334,8 @@ static void test_idle_and_shutdown(void) {
   /* chatty keeps talking (each line resets its timer); quiet says nothing
    * and is closed after ~300 ms. */
   bool quiet_closed = false;
-  int64_t t0 = weft_now_ns(), end = t0 + (int64_t)WAIT_MS * 1000000;
-  while (!quiet_closed && weft_now_ns() < end) {
+  int64_t t0 = weft_clock_now_ns(), end = t0 + (int64_t)WAIT_MS * 1000000;
+  while (!quiet_closed && weft_clock_now_ns() < end) {
     send_all(chatty->fd, "still here\n", 11);
     struct pollfd pf = {quiet->fd, POLLIN, 0};
     if (poll(&pf, 1, 50) == 1 &&
@@ -343,7 +343,7 @@ static void test_idle_and_shutdown(void) {
       quiet_closed = true; /* (it reads chatty's lines until then) */
   }
   EXPECT_TRUE(quiet_closed);
-  EXPECT_TRUE(weft_now_ns() - t0 >= 250 * 1000000LL); /* not before idle */
+  EXPECT_TRUE(weft_clock_now_ns() - t0 >= 250 * 1000000LL); /* not before idle */
   /* SIGTERM: chatty gets the goodbye, then end of stream. */
   kill(s.pid, SIGTERM);
   bool bye = false;
@@ -611,14 +611,14 @@ static void test_offload_backpressure(void) {
   bool need_nl = sent % 64 != 0;
   char line[256];
   long replies = 0;
-  int64_t stuck_at = weft_now_ns() + (int64_t)WAIT_MS * 1000000;
+  int64_t stuck_at = weft_clock_now_ns() + (int64_t)WAIT_MS * 1000000;
   while (replies < lines) {
     if (need_nl && send(c->fd, "\n", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
       need_nl = false;
     if (read_line(c, line, sizeof line, need_nl ? 10 : WAIT_MS)) {
       replies += strcmp(line, "error: unknown command" OD_USAGE) == 0;
-      stuck_at = weft_now_ns() + (int64_t)WAIT_MS * 1000000;
-    } else if (!need_nl || weft_now_ns() > stuck_at) {
+      stuck_at = weft_clock_now_ns() + (int64_t)WAIT_MS * 1000000;
+    } else if (!need_nl || weft_clock_now_ns() > stuck_at) {
       break;
     }
   }

@@ -29,7 +29,7 @@ static void test_all(void) {
   weft_future_t *c;
   make(&s);
   REQUIRE_EQ(weft_future_all(s.f, N, &c), 0);
-  EXPECT_EQ(weft_future_ninputs(c), N);
+  EXPECT_EQ(weft_future_input_count(c), N);
   EXPECT_TRUE(weft_future_input(c, 2) == s.f[2]);
   EXPECT_TRUE(weft_future_input(c, N) == NULL);
   drop_handles(&s);
@@ -208,7 +208,7 @@ static void test_bad_args(void) {
   EXPECT_TRUE(c == NULL);
   size_t idx;
   EXPECT_ERR(weft_future_order(s.f[0], 0, &idx), WEFT_EINVAL);
-  EXPECT_EQ(weft_future_ninputs(s.f[0]), 0);
+  EXPECT_EQ(weft_future_input_count(s.f[0]), 0);
   EXPECT_EQ(weft_promise_is_cancelled(s.p[0]), 0); /* nothing changed */
   for (int i = 0; i < N; i++) {
     weft_future_release(s.f[i]);

@@ -131,7 +131,7 @@ static bool allowed_code(const fx_t *x, int rc, va_list ap) {
     if (a == rc)
       return true;
   return x->err != 0 && strcmp(x->call, "alloc") != 0 &&
-         rc == weft_err_from_errno(x->err) && x->err != EINTR &&
+         rc == weft_error_from_errno(x->err) && x->err != EINTR &&
          x->err != EAGAIN;
 }
 
@@ -145,7 +145,7 @@ bool fx_rc(fx_t *x, int line, const char *text, int rc, ...) {
   if (ok)
     x->documented++;
   else
-    fx_bad(x, line, "%s: returned %s", text, weft_err_name(rc));
+    fx_bad(x, line, "%s: returned %s", text, weft_error_name(rc));
   return false;
 }
 
@@ -162,7 +162,7 @@ bool fx_out(fx_t *x, int line, const char *text, weft_future_t *f, ...) {
   else if (ok)
     x->documented++;
   else
-    fx_bad(x, line, "%s: settled with %s", text, weft_err_name(e));
+    fx_bad(x, line, "%s: settled with %s", text, weft_error_name(e));
   return false;
 }
 
@@ -216,7 +216,7 @@ static void *watchdog(void *arg) {
   const int64_t limit = (int64_t)4 * FX_WAIT_MS * 1000000;
   while (!atomic_load(&g_dog.stop)) {
     int64_t t0 = atomic_load(&g_dog.started_ns);
-    if (t0 != 0 && weft_now_ns() - t0 > limit) {
+    if (t0 != 0 && weft_clock_now_ns() - t0 > limit) {
       fprintf(stderr, "\nfault: HANG (no return in %d ms): %s\n",
               4 * FX_WAIT_MS, g_dog.what);
       abort();
@@ -251,7 +251,7 @@ static unsigned long run_once(const fx_scenario_t *s, bool ring,
   snprintf(g_dog.what, sizeof g_dog.what,
            "scenario %s backend %s call %s N %lu errno %s%s", s->name,
            backend_name(s, ring), call ? call : "(none)", n,
-           err ? weft_err_name(-err) : "-", persistent ? " persistent" : "");
+           err ? weft_error_name(-err) : "-", persistent ? " persistent" : "");
   if (s->loop) {
     if (ring)
       unsetenv("WEFT_IO_URING");
@@ -260,7 +260,7 @@ static unsigned long run_once(const fx_scenario_t *s, bool ring,
   }
   if (!s->default_alloc)
     tu_alloc_install(0);
-  atomic_store(&g_dog.started_ns, weft_now_ns());
+  atomic_store(&g_dog.started_ns, weft_clock_now_ns());
   if (call != NULL)
     weft__fault_arm(call, n, err, persistent);
   s->run(&x);
@@ -362,20 +362,20 @@ static void test_fault_sweep(void) {
   }
   /* The one public call the scenarios leave to tu_alloc_install. */
   weft_allocator_t half = {NULL, NULL, NULL, {0}};
-  EXPECT_EQ(weft_set_allocator(&half), WEFT_EINVAL);
+  EXPECT_EQ(weft_allocator_set(&half), WEFT_EINVAL);
   pthread_create(&g_dog.th, NULL, watchdog, NULL);
   const char *only = getenv("WEFT_FAULT_SCENARIO");
   for (int i = 0; i < fx_nscenarios; i++) {
     const fx_scenario_t *s = &fx_scenarios[i];
     if (only != NULL && strcmp(only, s->name) != 0)
       continue;
-    int64_t t0 = weft_now_ns();
+    int64_t t0 = weft_clock_now_ns();
     unsigned long r0 = g_runs;
     if (s->loop && g_have_ring)
       sweep(s, true);
     sweep(s, false);
     printf("\n  fault: scenario %-16s %6lu runs %6.2f s", s->name,
-           g_runs - r0, (double)(weft_now_ns() - t0) / 1e9);
+           g_runs - r0, (double)(weft_clock_now_ns() - t0) / 1e9);
   }
   unsetenv("WEFT_IO_URING");
   weft__fault_record(false);
@@ -446,7 +446,7 @@ static void adj_watched(void *arg, weft_future_t *f) {
 static void test_watch_next_to_source(void) {
   weft_allocator_t a = {adj_alloc, adj_release, NULL, {0}};
   adj_live = adj_count = 0;
-  REQUIRE_EQ(weft_set_allocator(&a), 0);
+  REQUIRE_EQ(weft_allocator_set(&a), 0);
   weft_promise_t *p = NULL;
   weft_future_t *f = NULL;
   int ran = 0;
@@ -461,7 +461,7 @@ static void test_watch_next_to_source(void) {
   EXPECT_EQ(weft_promise_release(p), 0);
   EXPECT_EQ(ran, 1);
   EXPECT_EQ(adj_live, 0);
-  weft_set_allocator(NULL);
+  weft_allocator_set(NULL);
 }
 
 static const test_case_t cases[] = {

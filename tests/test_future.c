@@ -197,10 +197,10 @@ static void test_null_arguments(void) {
   weft_promise_release(p);
   weft_future_release(f);
   weft_allocator_t bad = {NULL, NULL, NULL, {0}};
-  EXPECT_ERR(weft_set_allocator(&bad), WEFT_EINVAL);
+  EXPECT_ERR(weft_allocator_set(&bad), WEFT_EINVAL);
   EXPECT_ERR(weft_executor_submit(NULL, NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_thread_executor_create(NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_thread_executor_destroy(NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_thread_executor_shutdown(NULL), WEFT_EINVAL);
   EXPECT_TRUE(weft_thread_executor_get(NULL) == NULL);
 }
 
@@ -234,8 +234,8 @@ static void test_value_of_int_is_null(void) {
   weft_future_t *f, *g, *t, *fl, *any, *race;
   pair(&p, &f);
   pair(&q, &g);
-  REQUIRE_EQ(weft_future_then(f, weft_executor_inline(), pass_int, NULL, &t), 0);
-  REQUIRE_EQ(weft_future_then(g, weft_executor_inline(), follow_arg, f, &fl), 0);
+  REQUIRE_EQ(weft_future_then(f, weft_executor_inline(), pass_int, NULL, NULL, &t), 0);
+  REQUIRE_EQ(weft_future_then(g, weft_executor_inline(), follow_arg, f, NULL, &fl), 0);
   REQUIRE_EQ(weft_future_any(&f, 1, &any), 0);
   REQUIRE_EQ(weft_future_race(&f, 1, &race), 0);
   EXPECT_EQ(weft_promise_fulfil_int(q, 0), 0); /* fl now follows f */

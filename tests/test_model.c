@@ -28,7 +28,7 @@ static void test_random_run(void) {
   model_cfg_t cfg = {0};
   const char *s = getenv("WEFT_MODEL_SEED");
   cfg.seed = s != NULL ? strtoull(s, NULL, 0)
-                       : (uint64_t)time(NULL) ^ (uint64_t)weft_now_ns();
+                       : (uint64_t)time(NULL) ^ (uint64_t)weft_clock_now_ns();
   const char *n = getenv("WEFT_MODEL_STEPS");
   cfg.steps = n != NULL ? strtol(n, NULL, 0) : MODEL_DEFAULT_STEPS;
   printf("\n  model: seed %" PRIu64 " (replay: WEFT_MODEL_SEED=%" PRIu64
@@ -36,9 +36,9 @@ static void test_random_run(void) {
          cfg.seed, cfg.seed, cfg.steps);
   fflush(stdout);
   model_result_t r;
-  int64_t t0 = weft_now_ns();
+  int64_t t0 = weft_clock_now_ns();
   int rc = model_run(&cfg, &r);
-  double secs = (double)(weft_now_ns() - t0) / 1e9;
+  double secs = (double)(weft_clock_now_ns() - t0) / 1e9;
   printf("  model: %ld steps, %ld rounds, %ld checks, %ld async outcomes "
          "pinned, %ld shared-promise races, %.1f s\n  model: ops",
          r.steps, r.rounds, r.checks, r.pinned_async, r.shared_races, secs);
@@ -120,7 +120,7 @@ static void watch_dtor_unused(void *arg) { (void)arg; }
 /* A watch with an arg_dtor is a block of its own; finishing it must free it
  * even when the user's allocator put it right after its source's state,
  * where a watch room would be (the model saw 56-byte blocks left alive
- * after every run with malloc behind weft_set_allocator). */
+ * after every run with malloc behind weft_allocator_set). */
 static void test_watch_block_freed(void) {
   tu_alloc_install(0);
   int ran = 0;

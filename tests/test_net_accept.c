@@ -112,13 +112,13 @@ static void test_accept_loses_to_cancel(void) {
   long cancelled = 0, matched = 0, same_slot = 0, slots_poisoned = 0;
   weft_socket_t *first = NULL;
   for (int i = 0; i < ROUNDS; i++) {
-    REQUIRE_EQ(weft_accept(ls, &r.a), 0);
+    REQUIRE_EQ(weft_socket_accept(ls, &r.a), 0);
     REQUIRE_EQ(weft_future_state(r.a), WEFT_PENDING);
     REQUIRE_EQ(write(r.pipe[1], "x", 1), 1); /* ready first */
     int peer = raw_connect(&addr);           /* then the listener */
     long fired = r.fired;
-    int64_t end = weft_now_ns() + (int64_t)BOUND_MS * 1000000;
-    while (r.fired == fired && weft_now_ns() < end)
+    int64_t end = weft_clock_now_ns() + (int64_t)BOUND_MS * 1000000;
+    while (r.fired == fired && weft_clock_now_ns() < end)
       weft_loop_run(loop, WEFT_RUN_NOWAIT);
     REQUIRE_EQ(r.fired, fired + 1);
     cancelled += weft_future_state(r.a) == WEFT_CANCELLED;
@@ -126,7 +126,7 @@ static void test_accept_loses_to_cancel(void) {
     /* The connection went to nobody yet: the next accept gets it. */
     one_t o = {0};
     weft_future_t *b;
-    REQUIRE_EQ(weft_accept(ls, &b), 0);
+    REQUIRE_EQ(weft_socket_accept(ls, &b), 0);
     chain(loop, b, keep_settled, &o);
     REQUIRE_EQ(drive(loop, &o.n, 1, BOUND_MS), 1);
     REQUIRE_EQ(weft_future_state(o.f), WEFT_FULFILLED);
@@ -140,7 +140,7 @@ static void test_accept_loses_to_cancel(void) {
     socklen_t ml = sizeof mine;
     weft_addr_t theirs;
     REQUIRE_EQ(getsockname(peer, (struct sockaddr *)&mine, &ml), 0);
-    REQUIRE_EQ(weft_socket_peer(s, &theirs), 0);
+    REQUIRE_EQ(weft_socket_peer_addr(s, &theirs), 0);
     matched += weft_addr_port(&theirs) == ntohs(mine.sin_port);
     EXPECT_EQ(weft_socket_close(s), 0);
     slots_poisoned += tu_poisoned(s); /* a free slot of its slab */
@@ -154,7 +154,7 @@ static void test_accept_loses_to_cancel(void) {
   /* A finished operation released on the loop thread is recycled, and
    * poisoned until it is handed out again. */
   weft_future_t *a;
-  REQUIRE_EQ(weft_accept(ls, &a), 0);
+  REQUIRE_EQ(weft_socket_accept(ls, &a), 0);
   EXPECT_EQ(weft_future_cancel(a), 0);
   weft_future_release(a);
   EXPECT_EQ(tu_poisoned(a), WEFT__ASAN);
@@ -172,7 +172,7 @@ enum { EOF_WAIT_MS = 5000 }; /* how long a peer may wait for its EOF */
 /* Run the loop until fd (a plain socket) reads end of stream; false if
  * it did not within ms, or bytes came instead. */
 static bool peer_sees_eof(weft_loop_t *loop, int fd, int64_t ms) {
-  int64_t end = weft_now_ns() + ms * 1000000;
+  int64_t end = weft_clock_now_ns() + ms * 1000000;
   do {
     if (loop != NULL)
       weft_loop_run(loop, WEFT_RUN_NOWAIT);
@@ -181,7 +181,7 @@ static bool peer_sees_eof(weft_loop_t *loop, int fd, int64_t ms) {
       char b;
       return read(fd, &b, 1) == 0;
     }
-  } while (weft_now_ns() < end);
+  } while (weft_clock_now_ns() < end);
   return false;
 }
 
@@ -190,7 +190,7 @@ static bool peer_sees_eof(weft_loop_t *loop, int fd, int64_t ms) {
 static weft_future_t *accepted(weft_loop_t *loop, weft_socket_t *ls,
                                const weft_addr_t *addr, int *peer) {
   weft_future_t *a;
-  REQUIRE_EQ(weft_accept(ls, &a), 0);
+  REQUIRE_EQ(weft_socket_accept(ls, &a), 0);
   *peer = raw_connect(addr);
   REQUIRE_EQ(weft_loop_run_until(loop, a, BOUND_MS), 0);
   REQUIRE_EQ(weft_future_state(a), WEFT_FULFILLED);
@@ -235,7 +235,7 @@ static void test_socket_futures_own_sockets(void) {
   EXPECT_EQ(peer_sees_eof(loop, peer, EOF_WAIT_MS), 1);
   close(peer);
   /* a then's source: closed when the then is done with it */
-  REQUIRE_EQ(weft_accept(ls, &a), 0);
+  REQUIRE_EQ(weft_socket_accept(ls, &a), 0);
   one_t o = {0};
   chain(loop, a, keep_settled, &o);
   peer = raw_connect(&addr);
@@ -244,9 +244,9 @@ static void test_socket_futures_own_sockets(void) {
   EXPECT_EQ(peer_sees_eof(loop, peer, EOF_WAIT_MS), 1);
   close(peer);
   /* followed: the follower borrows the socket and keeps it open */
-  REQUIRE_EQ(weft_accept(ls, &a), 0);
+  REQUIRE_EQ(weft_socket_accept(ls, &a), 0);
   weft_future_t *d;
-  REQUIRE_EQ(weft_future_then(a, weft_loop_executor(loop), follow_src, NULL,
+  REQUIRE_EQ(weft_future_then(a, weft_loop_executor(loop), follow_src, NULL, NULL,
                               &d), 0);
   weft_future_release(a);
   peer = raw_connect(&addr);
@@ -270,7 +270,7 @@ static void test_socket_futures_own_sockets(void) {
   REQUIRE_EQ(write(peer, "hi", 2), 2);
   char got[2];
   weft_future_t *r;
-  REQUIRE_EQ(weft_read_exactly(s, got, 2, &r), 0);
+  REQUIRE_EQ(weft_socket_read_exactly(s, got, 2, &r), 0);
   REQUIRE_EQ(weft_loop_run_until(loop, r, BOUND_MS), 0);
   EXPECT_EQ(weft_future_state(r), WEFT_FULFILLED);
   weft_future_release(r);
@@ -288,7 +288,7 @@ static void test_socket_futures_own_sockets(void) {
   /* connect futures: released unread, the server's end reads EOF */
   weft_future_t *cf;
   for (int way = 0; way < 2; way++) {
-    REQUIRE_EQ(weft_connect(loop, &addr, &cf), 0);
+    REQUIRE_EQ(weft_socket_connect(loop, &addr, &cf), 0);
     weft_socket_t *srv = accept_one(loop, ls);
     REQUIRE_EQ(weft_loop_run_until(loop, cf, BOUND_MS), 0);
     REQUIRE_EQ(weft_future_state(cf), WEFT_FULFILLED);
@@ -297,14 +297,14 @@ static void test_socket_futures_own_sockets(void) {
     else
       release_elsewhere(cf);
     char b;
-    REQUIRE_EQ(weft_read(srv, &b, 1, &r), 0);
+    REQUIRE_EQ(weft_socket_read(srv, &b, 1, &r), 0);
     REQUIRE_EQ(weft_loop_run_until(loop, r, EOF_WAIT_MS), 0);
     EXPECT_ERR(weft_future_error(r), WEFT_EOF);
     weft_future_release(r);
     weft_socket_close(srv);
   }
   /* take's errors */
-  REQUIRE_EQ(weft_accept(ls, &a), 0);
+  REQUIRE_EQ(weft_socket_accept(ls, &a), 0);
   EXPECT_ERR(weft_socket_take(a, &s), WEFT_EPENDING);
   EXPECT_EQ(weft_future_cancel(a), 0);
   EXPECT_ERR(weft_socket_take(a, &s), WEFT_ECANCELED);

@@ -21,7 +21,7 @@ static void test_cancel_read(void) {
   char *buf = malloc(64);
   REQUIRE_EQ(buf != NULL, 1);
   weft_future_t *r;
-  REQUIRE_EQ(weft_read(s, buf, 64, &r), 0);
+  REQUIRE_EQ(weft_socket_read(s, buf, 64, &r), 0);
   weft_loop_run(loop, WEFT_RUN_NOWAIT); /* it is armed and waiting */
   EXPECT_EQ(weft_future_state(r), WEFT_PENDING);
   EXPECT_EQ(weft_future_cancel(r), 0);
@@ -32,7 +32,7 @@ static void test_cancel_read(void) {
   weft_loop_run(loop, WEFT_RUN_NOWAIT);
   /* Nothing was lost: the next read gets the bytes. */
   char got[16];
-  REQUIRE_EQ(weft_read_exactly(s, got, 6, &r), 0);
+  REQUIRE_EQ(weft_socket_read_exactly(s, got, 6, &r), 0);
   REQUIRE_EQ(weft_loop_run_until(loop, r, BOUND_MS), 0);
   EXPECT_EQ(weft_future_int(r), 6);
   EXPECT_EQ(memcmp(got, "abcdef", 6), 0);
@@ -58,7 +58,7 @@ static void test_cancel_read_cross_thread(void) {
     char *buf = malloc(4);
     REQUIRE_EQ(buf != NULL, 1);
     xcancel_t x = {0};
-    REQUIRE_EQ(weft_read(s, buf, 4, &x.f), 0);
+    REQUIRE_EQ(weft_socket_read(s, buf, 4, &x.f), 0);
     pthread_t th;
     REQUIRE_EQ(pthread_create(&th, NULL, cancel_thread, &x), 0);
     char b = (char)(sent & 0x7f);
@@ -102,7 +102,7 @@ static void test_cancel_read_cross_thread(void) {
   while (received < sent) {
     char buf[64];
     weft_future_t *r;
-    REQUIRE_EQ(weft_read(s, buf, sizeof buf, &r), 0);
+    REQUIRE_EQ(weft_socket_read(s, buf, sizeof buf, &r), 0);
     REQUIRE_EQ(weft_loop_run_until(loop, r, BOUND_MS), 0);
     REQUIRE_EQ(weft_future_state(r), WEFT_FULFILLED);
     long n = weft_future_int(r);
@@ -141,7 +141,7 @@ static void test_cancel_write_cross_thread(void) {
     xcancel_t x = {0};
     x.poison = bufs[round];
     x.poison_len = XW_LEN;
-    REQUIRE_EQ(weft_write(s, bufs[round], XW_LEN, &x.f), 0);
+    REQUIRE_EQ(weft_socket_write(s, bufs[round], XW_LEN, &x.f), 0);
     pthread_t th;
     REQUIRE_EQ(pthread_create(&th, NULL, cancel_thread, &x), 0);
     switch (round % 3) {

@@ -25,7 +25,7 @@ static void test_close_with_reads_waiting(void) {
     for (int i = 0; i < N; i++) {
       peers[i] = raw_connect(&addr);
       weft_socket_t *s = accept_one(loop, ls);
-      REQUIRE_EQ(weft_read(s, bufs[i], sizeof bufs[i], &r[i]), 0);
+      REQUIRE_EQ(weft_socket_read(s, bufs[i], sizeof bufs[i], &r[i]), 0);
       weft_loop_run(loop, WEFT_RUN_NOWAIT); /* armed */
       EXPECT_EQ(weft_future_state(r[i]), WEFT_PENDING);
       EXPECT_EQ(weft_socket_close(s), 0);
@@ -40,7 +40,7 @@ static void test_close_with_reads_waiting(void) {
       weft_future_t *f;
       char b[8];
       REQUIRE_EQ(write(peer, "fresh", 5), 5);
-      REQUIRE_EQ(weft_read_exactly(s, b, 5, &f), 0);
+      REQUIRE_EQ(weft_socket_read_exactly(s, b, 5, &f), 0);
       REQUIRE_EQ(weft_loop_run_until(loop, f, BOUND_MS), 0);
       EXPECT_EQ(memcmp(b, "fresh", 5), 0);
       weft_future_release(f);
@@ -65,7 +65,7 @@ static void test_close_then_fd_reuse(void) {
   weft_socket_t *s = raw_pair(loop, &ls, &peer);
   char buf[16];
   weft_future_t *r;
-  REQUIRE_EQ(weft_read(s, buf, sizeof buf, &r), 0); /* queued, no wait yet */
+  REQUIRE_EQ(weft_socket_read(s, buf, sizeof buf, &r), 0); /* queued, no wait yet */
   int fd = weft_socket_fd(s);
   EXPECT_EQ(weft_socket_close(s), 0);
   EXPECT_EQ(weft_future_state(r), WEFT_CANCELLED);
@@ -97,10 +97,10 @@ static void test_loop_close_with_sockets(void) {
   weft_socket_t *s = raw_pair(loop, &ls, &peer);
   weft_future_t *a, *r, *w;
   char buf[16];
-  REQUIRE_EQ(weft_accept(ls, &a), 0);
-  REQUIRE_EQ(weft_read(s, buf, sizeof buf, &r), 0);
+  REQUIRE_EQ(weft_socket_accept(ls, &a), 0);
+  REQUIRE_EQ(weft_socket_read(s, buf, sizeof buf, &r), 0);
   char *big = calloc(1, 32u << 20);
-  REQUIRE_EQ(weft_write(s, big, 32u << 20, &w), 0);
+  REQUIRE_EQ(weft_socket_write(s, big, 32u << 20, &w), 0);
   weft_loop_run(loop, WEFT_RUN_NOWAIT);
   EXPECT_EQ(weft_loop_close(loop), 0); /* closes both sockets */
   EXPECT_EQ(weft_future_state(a), WEFT_CANCELLED);
@@ -140,7 +140,7 @@ static weft_result_t pc_read_done(void *arg, weft_future_t *f) {
   pc.read++;
   pc_check(f);
   weft_future_t *r = NULL;
-  pc.read_again = weft_read(c->s, c->buf, sizeof c->buf, &r);
+  pc.read_again = weft_socket_read(c->s, c->buf, sizeof c->buf, &r);
   pc.close_rc = weft_socket_close(c->s);
   free(c);
   return weft_ok_int(0);
@@ -179,16 +179,16 @@ static void test_close_runs_op_continuations(void) {
   REQUIRE_EQ(c != NULL, 1);
   c->s = s;
   weft_future_t *r, *rd, *ri, *w, *wd, *a;
-  REQUIRE_EQ(weft_read(s, c->buf, sizeof c->buf, &r), 0);
-  REQUIRE_EQ(weft_future_then(r, lx, pc_read_done, c, &rd), 0);
+  REQUIRE_EQ(weft_socket_read(s, c->buf, sizeof c->buf, &r), 0);
+  REQUIRE_EQ(weft_future_then(r, lx, pc_read_done, c, NULL, &rd), 0);
   REQUIRE_EQ(weft_future_then(r, weft_executor_inline(), pc_read_inline,
-                              NULL, &ri), 0);
+                              NULL, NULL, &ri), 0);
   size_t big = 32u << 20; /* far more than the kernel buffers hold */
   char *data = calloc(1, big);
   REQUIRE_EQ(data != NULL, 1);
-  REQUIRE_EQ(weft_write(s, data, big, &w), 0);
-  REQUIRE_EQ(weft_future_then(w, lx, pc_write_done, malloc(8), &wd), 0);
-  REQUIRE_EQ(weft_accept(ls, &a), 0);
+  REQUIRE_EQ(weft_socket_write(s, data, big, &w), 0);
+  REQUIRE_EQ(weft_future_then(w, lx, pc_write_done, malloc(8), NULL, &wd), 0);
+  REQUIRE_EQ(weft_socket_accept(ls, &a), 0);
   REQUIRE_EQ(weft_future_watch(a, lx, pc_accept_done, malloc(8), pc_dtor), 0);
   EXPECT_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0); /* into the kernel */
   EXPECT_EQ(weft_future_state(r), WEFT_PENDING);

@@ -47,7 +47,7 @@ static void big_write(bigc_t *b) {
   if (n > BIG - b->sent)
     n = BIG - b->sent;
   weft_future_t *w;
-  REQUIRE_EQ(weft_write(b->s, b->out + b->sent, n, &w), 0);
+  REQUIRE_EQ(weft_socket_write(b->s, b->out + b->sent, n, &w), 0);
   b->writes++;
   chain(b->loop, w, big_wrote, b);
 }
@@ -71,7 +71,7 @@ static void big_read(bigc_t *b) {
   if (n > BIG - b->got)
     n = BIG - b->got;
   weft_future_t *r;
-  REQUIRE_EQ(weft_read(b->s, b->in + b->got, n, &r), 0);
+  REQUIRE_EQ(weft_socket_read(b->s, b->in + b->got, n, &r), 0);
   chain(b->loop, r, big_got, b);
 }
 
@@ -100,7 +100,7 @@ static void echo_big_on(const char *ip) {
   REQUIRE_EQ(b.in != NULL, 1);
   fill(b.out, BIG, 7);
   weft_future_t *c;
-  REQUIRE_EQ(weft_connect(loop, &v.addr, &c), 0);
+  REQUIRE_EQ(weft_socket_connect(loop, &v.addr, &c), 0);
   chain(loop, c, big_connected, &b);
   EXPECT_TRUE(drive(loop, &b.done, 1, BOUND_MS));
   EXPECT_EQ(b.connect_failed, 0);
@@ -161,9 +161,9 @@ static weft_result_t cc_connected(void *arg, weft_future_t *f) {
   c->n->connected++;
   REQUIRE_EQ(weft_socket_take(f, &c->s), 0);
   weft_future_t *w, *r;
-  REQUIRE_EQ(weft_write(c->s, c->out, CMSG, &w), 0);
+  REQUIRE_EQ(weft_socket_write(c->s, c->out, CMSG, &w), 0);
   weft_future_release(w); /* the read below proves it arrived */
-  REQUIRE_EQ(weft_read_exactly(c->s, c->in, CMSG, &r), 0);
+  REQUIRE_EQ(weft_socket_read_exactly(c->s, c->in, CMSG, &r), 0);
   chain(c->loop, r, cc_got, c);
   return weft_ok_int(0);
 }
@@ -183,7 +183,7 @@ static void test_thousand_connections(void) {
     cs[i].n = &n;
     fill(cs[i].out, CMSG, (uint64_t)i + 100);
     weft_future_t *c;
-    REQUIRE_EQ(weft_connect(loop, &v.addr, &c), 0);
+    REQUIRE_EQ(weft_socket_connect(loop, &v.addr, &c), 0);
     chain(loop, c, cc_connected, &cs[i]);
   }
   EXPECT_TRUE(drive(loop, &n.done, NCONN, BOUND_MS));
@@ -208,33 +208,33 @@ static void test_half_close(void) {
   connected_pair(loop, &ls, &srv, &cli);
 
   weft_future_t *w, *sd, *r1, *r2;
-  REQUIRE_EQ(weft_write(cli, "hello", 5, &w), 0);
-  REQUIRE_EQ(weft_shutdown(cli, &sd), 0);
+  REQUIRE_EQ(weft_socket_write(cli, "hello", 5, &w), 0);
+  REQUIRE_EQ(weft_socket_shutdown(cli, &sd), 0);
   char buf[16];
-  REQUIRE_EQ(weft_read_exactly(srv, buf, 5, &r1), 0);
+  REQUIRE_EQ(weft_socket_read_exactly(srv, buf, 5, &r1), 0);
   REQUIRE_EQ(weft_loop_run_until(loop, r1, BOUND_MS), 0);
   EXPECT_EQ(weft_future_int(r1), 5);
   EXPECT_EQ(memcmp(buf, "hello", 5), 0);
-  REQUIRE_EQ(weft_read(srv, buf, sizeof buf, &r2), 0);
+  REQUIRE_EQ(weft_socket_read(srv, buf, sizeof buf, &r2), 0);
   REQUIRE_EQ(weft_loop_run_until(loop, r2, BOUND_MS), 0);
   EXPECT_ERR(weft_future_error(r2), WEFT_EOF); /* end of stream, not a crash */
   EXPECT_EQ(weft_future_state(sd), WEFT_FULFILLED);
   /* The other direction still works: the server answers, then closes. */
   weft_future_t *w2, *r3, *r4;
-  REQUIRE_EQ(weft_write(srv, "bye", 3, &w2), 0);
+  REQUIRE_EQ(weft_socket_write(srv, "bye", 3, &w2), 0);
   REQUIRE_EQ(weft_loop_run_until(loop, w2, BOUND_MS), 0);
   EXPECT_EQ(weft_future_int(w2), 3);
   weft_socket_close(srv);
   char got[8];
-  REQUIRE_EQ(weft_read_exactly(cli, got, 3, &r3), 0);
+  REQUIRE_EQ(weft_socket_read_exactly(cli, got, 3, &r3), 0);
   REQUIRE_EQ(weft_loop_run_until(loop, r3, BOUND_MS), 0);
   EXPECT_EQ(memcmp(got, "bye", 3), 0);
-  REQUIRE_EQ(weft_read(cli, got, sizeof got, &r4), 0);
+  REQUIRE_EQ(weft_socket_read(cli, got, sizeof got, &r4), 0);
   REQUIRE_EQ(weft_loop_run_until(loop, r4, BOUND_MS), 0);
   EXPECT_ERR(weft_future_error(r4), WEFT_EOF);
   /* read_exactly that meets the end part-way says so */
   weft_future_t *r5;
-  REQUIRE_EQ(weft_read_exactly(cli, got, 3, &r5), 0);
+  REQUIRE_EQ(weft_socket_read_exactly(cli, got, 3, &r5), 0);
   REQUIRE_EQ(weft_loop_run_until(loop, r5, BOUND_MS), 0);
   EXPECT_ERR(weft_future_error(r5), WEFT_EOF);
   weft_future_t *fs[] = {w, sd, r1, r2, w2, r3, r4, r5};
@@ -261,14 +261,14 @@ static void test_bytes_then_eof_one_edge(void) {
     weft_socket_t *s = raw_pair(loop, &ls, &peer);
     char buf[64];
     weft_future_t *r1, *r2;
-    REQUIRE_EQ(weft_read(s, buf, sizeof buf, &r1), 0);
+    REQUIRE_EQ(weft_socket_read(s, buf, sizeof buf, &r1), 0);
     weft_loop_run(loop, WEFT_RUN_NOWAIT); /* armed: nothing to read yet */
     EXPECT_EQ(weft_future_state(r1), WEFT_PENDING);
     REQUIRE_EQ(write(peer, "abc", 3), 3);
     REQUIRE_EQ(shutdown(peer, SHUT_WR), 0);
     REQUIRE_EQ(weft_loop_run_until(loop, r1, EDGE_EOF_WAIT_MS), 0);
     EXPECT_EQ(weft_future_int(r1), 3);
-    REQUIRE_EQ(weft_read(s, buf, sizeof buf, &r2), 0);
+    REQUIRE_EQ(weft_socket_read(s, buf, sizeof buf, &r2), 0);
     int rc = weft_loop_run_until(loop, r2, EDGE_EOF_WAIT_MS);
     failed += rc != 0;
     EXPECT_ERR(rc, 0);
@@ -289,22 +289,22 @@ static void test_bytes_then_eof_one_edge(void) {
 static void udp_on(const char *ip) {
   weft_loop_t *loop = new_loop();
   weft_addr_t any, aa, ba;
-  REQUIRE_EQ(weft_addr_ip(ip, 0, &any), 0);
+  REQUIRE_EQ(weft_addr_init_ip(ip, 0, &any), 0);
   weft_socket_t *a, *b;
-  int rc = weft_udp_bind(loop, &any, &a);
+  int rc = weft_socket_udp_bind(loop, &any, &a);
   if (rc == WEFT_EADDRNOTAVAIL || rc == WEFT_EUNKNOWN) { /* no IPv6 here */
     weft_loop_close(loop);
     return;
   }
   REQUIRE_EQ(rc, 0);
-  REQUIRE_EQ(weft_udp_bind(loop, &any, &b), 0);
-  weft_socket_local(a, &aa);
-  weft_socket_local(b, &ba);
+  REQUIRE_EQ(weft_socket_udp_bind(loop, &any, &b), 0);
+  weft_socket_local_addr(a, &aa);
+  weft_socket_local_addr(b, &ba);
   char in[64];
   weft_addr_t from;
   weft_future_t *r, *s;
-  REQUIRE_EQ(weft_udp_recv(b, in, sizeof in, &from, &r), 0);
-  REQUIRE_EQ(weft_udp_send(a, "ping", 4, &ba, &s), 0);
+  REQUIRE_EQ(weft_socket_udp_recv(b, in, sizeof in, &from, &r), 0);
+  REQUIRE_EQ(weft_socket_udp_send(a, "ping", 4, &ba, &s), 0);
   REQUIRE_EQ(weft_loop_run_until(loop, r, BOUND_MS), 0);
   EXPECT_EQ(weft_future_int(s), 4);
   EXPECT_EQ(weft_future_int(r), 4);
@@ -313,8 +313,8 @@ static void udp_on(const char *ip) {
   weft_future_release(r);
   weft_future_release(s);
   /* and back to whoever sent it */
-  REQUIRE_EQ(weft_udp_recv(a, in, 2, NULL, &r), 0); /* truncates */
-  REQUIRE_EQ(weft_udp_send(b, "pong", 4, &from, &s), 0);
+  REQUIRE_EQ(weft_socket_udp_recv(a, in, 2, NULL, &r), 0); /* truncates */
+  REQUIRE_EQ(weft_socket_udp_send(b, "pong", 4, &from, &s), 0);
   REQUIRE_EQ(weft_loop_run_until(loop, r, BOUND_MS), 0);
   EXPECT_EQ(weft_future_int(r), 2);
   EXPECT_EQ(memcmp(in, "po", 2), 0);
@@ -338,25 +338,25 @@ static void test_unix_and_ipv6(void) {
   snprintf(path, sizeof path, "/tmp/weft-test-%d.sock", (int)getpid());
   unlink(path);
   weft_addr_t ua;
-  REQUIRE_EQ(weft_addr_unix(path, &ua), 0);
+  REQUIRE_EQ(weft_addr_init_unix(path, &ua), 0);
   srv_t v = {0};
   v.loop = loop;
-  REQUIRE_EQ(weft_listen(loop, &ua, 16, &v.ls), 0);
+  REQUIRE_EQ(weft_socket_listen(loop, &ua, 16, &v.ls), 0);
   srv_accept(&v);
   weft_socket_t *tmp;
-  EXPECT_ERR(weft_listen(loop, &ua, 16, &tmp), WEFT_EADDRINUSE);
+  EXPECT_ERR(weft_socket_listen(loop, &ua, 16, &tmp), WEFT_EADDRINUSE);
   weft_future_t *c, *w, *r;
-  REQUIRE_EQ(weft_connect(loop, &ua, &c), 0);
+  REQUIRE_EQ(weft_socket_connect(loop, &ua, &c), 0);
   REQUIRE_EQ(weft_loop_run_until(loop, c, BOUND_MS), 0);
   REQUIRE_EQ(weft_future_state(c), WEFT_FULFILLED);
   weft_socket_t *s;
   REQUIRE_EQ(weft_socket_take(c, &s), 0);
   char got[5];
-  REQUIRE_EQ(weft_write(s, "unix!", 5, &w), 0);
-  REQUIRE_EQ(weft_read_exactly(s, got, 5, &r), 0);
+  REQUIRE_EQ(weft_socket_write(s, "unix!", 5, &w), 0);
+  REQUIRE_EQ(weft_socket_read_exactly(s, got, 5, &r), 0);
   REQUIRE_EQ(weft_loop_run_until(loop, r, BOUND_MS), 0);
   EXPECT_EQ(memcmp(got, "unix!", 5), 0);
-  EXPECT_EQ(weft_socket_nodelay(s, true) != 0, 1); /* not TCP */
+  EXPECT_EQ(weft_socket_set_nodelay(s, true) != 0, 1); /* not TCP */
   weft_future_release(c);
   weft_future_release(w);
   weft_future_release(r);
@@ -367,7 +367,7 @@ static void test_unix_and_ipv6(void) {
   unlink(path);
   /* IPv6 loopback, when the machine has it */
   weft_addr_t a6;
-  REQUIRE_EQ(weft_addr_ip("::1", 0, &a6), 0);
+  REQUIRE_EQ(weft_addr_init_ip("::1", 0, &a6), 0);
   int fd6 = socket(AF_INET6, SOCK_STREAM, 0);
   bool have6 = fd6 >= 0 &&
                bind(fd6, (const struct sockaddr *)&a6.ss, a6.len) == 0;
@@ -380,15 +380,15 @@ static void test_unix_and_ipv6(void) {
 
 /* ---- reads through the loop's io_uring (plain epoll runs them too) ---- */
 
-/* A host that embeds the loop waits on weft_loop_fd() alone, for as long
- * as weft_loop_timeout_ms() says: a read the kernel completes must make
+/* A host that embeds the loop waits on weft_loop_backend_fd() alone, for as long
+ * as weft_loop_backend_timeout() says: a read the kernel completes must make
  * that fd readable (with a ring, completions signal it), and a read or
  * write still queued for the ring must keep the timeout at 0 until the
  * loop has run. A poll that times out here is the hang a host would see. */
 static bool host_waits(weft_loop_t *loop, int fd, weft_future_t *f) {
   for (int wakes = 0; wakes < 64 && weft_future_state(f) == WEFT_PENDING;
        wakes++) {
-    int64_t ms = weft_loop_timeout_ms(loop);
+    int64_t ms = weft_loop_backend_timeout(loop);
     int t = ms < 0 || ms > 5000 ? 5000 : (int)ms;
     struct pollfd p = {fd, POLLIN, 0};
     int n = poll(&p, 1, t);
@@ -401,7 +401,7 @@ static bool host_waits(weft_loop_t *loop, int fd, weft_future_t *f) {
 
 static void test_embedded_read(void) {
   weft_loop_t *loop = new_loop();
-  int fd = weft_loop_fd(loop);
+  int fd = weft_loop_backend_fd(loop);
   REQUIRE_EQ(fd >= 0, 1);
   weft_socket_t *ls;
   int peer;
@@ -410,7 +410,7 @@ static void test_embedded_read(void) {
     char buf[32], msg[32];
     int len = snprintf(msg, sizeof msg, "round %d", round);
     weft_future_t *r, *w;
-    REQUIRE_EQ(weft_read(s, buf, sizeof buf, &r), 0);
+    REQUIRE_EQ(weft_socket_read(s, buf, sizeof buf, &r), 0);
     if (round % 2) { /* the bytes come while the host waits */
       weft_loop_run(loop, WEFT_RUN_NOWAIT);
       EXPECT_EQ(weft_future_state(r), WEFT_PENDING);
@@ -422,7 +422,7 @@ static void test_embedded_read(void) {
     EXPECT_EQ(memcmp(buf, msg, (size_t)len), 0);
     weft_future_release(r);
     /* and back: the write reaches the peer with no other wake-up */
-    REQUIRE_EQ(weft_write(s, msg, (size_t)len, &w), 0);
+    REQUIRE_EQ(weft_socket_write(s, msg, (size_t)len, &w), 0);
     EXPECT_TRUE(host_waits(loop, fd, w));
     EXPECT_EQ(weft_future_state(w), WEFT_FULFILLED);
     weft_future_release(w);
@@ -475,7 +475,7 @@ static void test_reads_with_few_buffers(void) {
   }
   for (int i = 0; i < FEW_CONNS; i++) {
     weft_future_t *r;
-    REQUIRE_EQ(weft_read_exactly(socks[i], w.buf[i], FEW_LEN, &r), 0);
+    REQUIRE_EQ(weft_socket_read_exactly(socks[i], w.buf[i], FEW_LEN, &r), 0);
     chain(loop, r, few_got, &w);
   }
   weft_loop_run(loop, WEFT_RUN_NOWAIT); /* all waiting (in the kernel) */

@@ -30,8 +30,8 @@ static int raw_connect_rcvbuf(const weft_addr_t *a, int rcvbuf) {
 /* Read n bytes from fd (bounded); the count read. */
 static size_t raw_read_n(int fd, char *buf, size_t n) {
   size_t got = 0;
-  int64_t end = weft_now_ns() + (int64_t)BOUND_MS * 1000000;
-  while (got < n && weft_now_ns() < end) {
+  int64_t end = weft_clock_now_ns() + (int64_t)BOUND_MS * 1000000;
+  while (got < n && weft_clock_now_ns() < end) {
     struct pollfd pf = {fd, POLLIN, 0};
     if (poll(&pf, 1, 100) != 1)
       continue;
@@ -80,7 +80,7 @@ static void test_write_queued_taken(void) {
   weft_future_t *first = NULL;
   for (int i = 0; i < QW_N; i++) {
     weft_future_t *w;
-    REQUIRE_EQ(weft_write(s, data + (size_t)i * QW_LEN, QW_LEN, &w), 0);
+    REQUIRE_EQ(weft_socket_write(s, data + (size_t)i * QW_LEN, QW_LEN, &w), 0);
     if (i == 0) {
       first = w;
       weft_future_retain(first);
@@ -115,8 +115,8 @@ enum { SP_N = 32, SP_LEN = 64 * 1024, SP_BUF = 16 * 1024 };
  * receive queue are empty. Bounded; the count read into buf. */
 static size_t raw_drain(int fd, int from, char *buf, size_t cap) {
   size_t got = 0;
-  int64_t end = weft_now_ns() + (int64_t)BOUND_MS * 1000000;
-  while (weft_now_ns() < end) {
+  int64_t end = weft_clock_now_ns() + (int64_t)BOUND_MS * 1000000;
+  while (weft_clock_now_ns() < end) {
     ssize_t k = recv(fd, buf + got, cap - got, MSG_DONTWAIT);
     if (k > 0) {
       got += (size_t)k;
@@ -155,7 +155,7 @@ static void test_write_queued_slow_peer(void) {
   qw_t q = {.len = SP_LEN};
   for (int i = 0; i < SP_N; i++) {
     weft_future_t *w;
-    REQUIRE_EQ(weft_write(s, data + (size_t)i * SP_LEN, SP_LEN, &w), 0);
+    REQUIRE_EQ(weft_socket_write(s, data + (size_t)i * SP_LEN, SP_LEN, &w), 0);
     chain(loop, w, qw_done, &q);
   }
   for (int i = 0; i < 5; i++) /* the writes go to the kernel */
@@ -169,12 +169,12 @@ static void test_write_queued_slow_peer(void) {
   EXPECT_EQ(memcmp(got, data, taken), 0);
   EXPECT_EQ(weft_socket_write_queued(s), queued); /* the loop did not run */
   weft_future_t *w;
-  REQUIRE_EQ(weft_write(s, data + total, extra, &w), 0);
+  REQUIRE_EQ(weft_socket_write(s, data + total, extra, &w), 0);
   EXPECT_EQ(weft_socket_write_queued(s), queued + extra);
   /* the peer reads now: everything arrives, in order */
-  int64_t end = weft_now_ns() + (int64_t)BOUND_MS * 1000000;
+  int64_t end = weft_clock_now_ns() + (int64_t)BOUND_MS * 1000000;
   while ((weft_future_state(w) == WEFT_PENDING || taken < total + extra) &&
-         weft_now_ns() < end) {
+         weft_clock_now_ns() < end) {
     weft_loop_run(loop, WEFT_RUN_NOWAIT);
     ssize_t k = recv(peer, got + taken, total + extra - taken, MSG_DONTWAIT);
     if (k > 0)
@@ -239,9 +239,9 @@ static void test_write_queued_cancel_in_send(void) {
     memset(abc[i], 'A' + i, CW_LEN);
   cw_t c = {0};
   weft_future_t *x, *w[3];
-  REQUIRE_EQ(weft_write(s1, "x", 1, &x), 0);
+  REQUIRE_EQ(weft_socket_write(s1, "x", 1, &x), 0);
   for (int i = 0; i < 3; i++)
-    REQUIRE_EQ(weft_write(s2, abc[i], CW_LEN, &w[i]), 0);
+    REQUIRE_EQ(weft_socket_write(s2, abc[i], CW_LEN, &w[i]), 0);
   c.victim = w[1];
   chain(loop, x, cw_cancel, &c);
   for (int i = 0; i < 3; i++)

@@ -40,7 +40,7 @@ static void test_settled_on_return(void) {
     char msg[16], got[16];
     memset(msg, 'a' + i % 26, sizeof msg);
     weft_future_t *w, *r;
-    REQUIRE_EQ(weft_write(cli, msg, sizeof msg, &w), 0);
+    REQUIRE_EQ(weft_socket_write(cli, msg, sizeof msg, &w), 0);
     at_once += weft_future_state(w) == WEFT_FULFILLED;
     /* sent at the loop's next wait */
     REQUIRE_EQ(weft_loop_run_until(loop, w, BOUND_MS), 0);
@@ -56,7 +56,7 @@ static void test_settled_on_return(void) {
     struct pollfd pf = {.fd = weft_socket_fd(srv), .events = POLLIN};
     REQUIRE_EQ(poll(&pf, 1, BOUND_MS), 1);
     weft_loop_run(loop, WEFT_RUN_NOWAIT);
-    REQUIRE_EQ(weft_read_exactly(srv, got, sizeof got, &r), 0);
+    REQUIRE_EQ(weft_socket_read_exactly(srv, got, sizeof got, &r), 0);
     reads_at_once += weft_future_state(r) == WEFT_FULFILLED;
     REQUIRE_EQ(weft_loop_run_until(loop, r, BOUND_MS), 0);
     EXPECT_EQ(weft_future_int(r), (intptr_t)sizeof got);
@@ -140,7 +140,7 @@ static void test_watched_ops(void) {
         i % 2 ? weft_pool_executor(pool) : weft_loop_executor(loop);
     watched_t rw = {0}, ww = {0};
     weft_future_t *r, *rdone, *w, *wdone = NULL;
-    REQUIRE_EQ(weft_read_exactly(srv, dst, n, &r), 0);
+    REQUIRE_EQ(weft_socket_read_exactly(srv, dst, n, &r), 0);
     REQUIRE_EQ(weft_future_state(r), WEFT_PENDING); /* nothing sent yet */
     if (i % 4 == 1) { /* a handle kept: a cancel from elsewhere still works */
       REQUIRE_EQ(weft_future_retain(r), 0);
@@ -158,7 +158,7 @@ static void test_watched_ops(void) {
     }
     watch_op(r, ex, &rw, &rdone);
     fill(src, n, (uint64_t)i);
-    REQUIRE_EQ(weft_write(cli, src, n, &w), 0);
+    REQUIRE_EQ(weft_socket_write(cli, src, n, &w), 0);
     if (weft_future_state(w) == WEFT_PENDING) { /* as every write: it
                                                    waits for the loop */
       watch_op(w, weft_loop_executor(loop), &ww, &wdone);
@@ -216,7 +216,7 @@ static void test_watch_after_await_timeout(void) {
   weft_socket_t *s = raw_pair(loop, &ls, &peer);
   char b[8];
   weft_future_t *r, *rdone;
-  REQUIRE_EQ(weft_read(s, b, sizeof b, &r), 0);
+  REQUIRE_EQ(weft_socket_read(s, b, sizeof b, &r), 0);
   pthread_t th;
   void *res;
   REQUIRE_EQ(pthread_create(&th, NULL, await_briefly, r), 0);

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int64_t deadline_in_s(int s) { return weft_now_ns() + (int64_t)s * 1000000000; }
+static int64_t deadline_in_s(int s) { return weft_clock_now_ns() + (int64_t)s * 1000000000; }
 
 /* ---- a pool shut down from its own threads ---- */
 
@@ -92,9 +92,9 @@ static weft_result_t job_until_cancelled(weft_job_t *job, void *arg) {
   (void)arg;
   atomic_fetch_add(&fn_runs, 1);
   int64_t end = deadline_in_s(10);
-  while (weft_job_cancelled(job) != 1 && weft_now_ns() < end)
+  while (weft_job_is_cancelled(job) != 1 && weft_clock_now_ns() < end)
     sched_yield();
-  atomic_fetch_add(&ran_until_cancelled, weft_job_cancelled(job) == 1);
+  atomic_fetch_add(&ran_until_cancelled, weft_job_is_cancelled(job) == 1);
   return weft_ok_int(1);
 }
 
@@ -120,7 +120,7 @@ static void test_drain_timeout_with_blocking_jobs(void) {
              0);
   /* Wait until the one blocking thread runs it, so the next one queues. */
   int64_t end = deadline_in_s(10);
-  while (atomic_load(&fn_runs) == 0 && weft_now_ns() < end)
+  while (atomic_load(&fn_runs) == 0 && weft_clock_now_ns() < end)
     sched_yield();
   REQUIRE_EQ(atomic_load(&fn_runs), 1);
   REQUIRE_EQ(weft_pool_submit_blocking(pool, job_until_cancelled, NULL,
@@ -148,7 +148,7 @@ static weft_result_t job_submit_blocking_until_refused(weft_job_t *job,
   for (;;) {
     weft_future_t *f;
     int rc = weft_pool_submit_blocking(pool, job_until_cancelled, NULL, NULL, &f);
-    if (rc != 0 || weft_now_ns() > end)
+    if (rc != 0 || weft_clock_now_ns() > end)
       return weft_ok_int(rc);
     /* accepted before shutdown began: cancel it, it is not what we test */
     weft_future_cancel(f);
@@ -253,7 +253,7 @@ static weft_result_t job_submit_after_cancel(weft_job_t *job, void *arg) {
   (void)arg;
   atomic_fetch_add(&fn_runs, 1);
   int64_t end = deadline_in_s(10);
-  while (weft_job_cancelled(job) != 1 && weft_now_ns() < end)
+  while (weft_job_is_cancelled(job) != 1 && weft_clock_now_ns() < end)
     sched_yield();
   weft_future_t *f = NULL;
   int rc = weft_pool_submit(g_pool, job_seven, NULL, NULL, &f);
@@ -274,7 +274,7 @@ static void test_submit_from_job_while_cancelling(void) {
   REQUIRE_EQ(weft_pool_submit(g_pool, job_submit_after_cancel, NULL, NULL, &f),
              0);
   int64_t end = deadline_in_s(10);
-  while (atomic_load(&fn_runs) == 0 && weft_now_ns() < end)
+  while (atomic_load(&fn_runs) == 0 && weft_clock_now_ns() < end)
     sched_yield();
   REQUIRE_EQ(atomic_load(&fn_runs), 1);
   EXPECT_ERR(weft_pool_shutdown(g_pool, WEFT_POOL_CANCEL, -1, NULL), 0);
@@ -312,7 +312,7 @@ static void test_signal_handler_stops_next(void) {
              0);
   REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR1), 0);
   int64_t end = deadline_in_s(10);
-  while (sig_calls == 0 && weft_now_ns() < end)
+  while (sig_calls == 0 && weft_clock_now_ns() < end)
     EXPECT_ERR(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
   EXPECT_ERR(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
   EXPECT_EQ(sig_calls, 1); /* the one stopped first never ran */
@@ -405,11 +405,11 @@ static int net_pair(weft_loop_t *loop, weft_socket_t **ls, weft_socket_t **srv,
   weft_addr_t a;
   weft_future_t *af, *cf;
   int rc;
-  if ((rc = weft_addr_ip("127.0.0.1", 0, &a)) != 0 ||
-      (rc = weft_listen(loop, &a, 0, ls)) != 0 ||
-      (rc = weft_socket_local(*ls, &a)) != 0 || (rc = weft_accept(*ls, &af)) != 0)
+  if ((rc = weft_addr_init_ip("127.0.0.1", 0, &a)) != 0 ||
+      (rc = weft_socket_listen(loop, &a, 0, ls)) != 0 ||
+      (rc = weft_socket_local_addr(*ls, &a)) != 0 || (rc = weft_socket_accept(*ls, &af)) != 0)
     return rc;
-  if ((rc = weft_connect(loop, &a, &cf)) == 0 &&
+  if ((rc = weft_socket_connect(loop, &a, &cf)) == 0 &&
       (rc = weft_loop_run_until(loop, af, 10000)) == 0 &&
       (rc = weft_loop_run_until(loop, cf, 10000)) == 0 &&
       (rc = weft_socket_take(af, srv)) == 0)
@@ -428,12 +428,12 @@ static void socket_queue_paths(void) {
    * bytes in order, the cancelled one nothing. */
   char b1[4] = {0}, b2[4] = {0}, b3[4] = {0};
   weft_future_t *r1, *r2, *r3, *w;
-  REQUIRE_EQ(weft_read_exactly(srv, b1, 2, &r1), 0);
-  REQUIRE_EQ(weft_read(srv, b2, 2, &r2), 0);
-  REQUIRE_EQ(weft_read_exactly(srv, b3, 2, &r3), 0);
+  REQUIRE_EQ(weft_socket_read_exactly(srv, b1, 2, &r1), 0);
+  REQUIRE_EQ(weft_socket_read(srv, b2, 2, &r2), 0);
+  REQUIRE_EQ(weft_socket_read_exactly(srv, b3, 2, &r3), 0);
   EXPECT_ERR(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
   EXPECT_ERR(weft_future_cancel(r2), 0);
-  REQUIRE_EQ(weft_write(cli, "abcd", 4, &w), 0);
+  REQUIRE_EQ(weft_socket_write(cli, "abcd", 4, &w), 0);
   EXPECT_ERR(weft_loop_run_until(loop, r3, 10000), 0);
   EXPECT_EQ(weft_future_int(r1), 2);
   EXPECT_EQ(weft_future_int(r3), 2);
@@ -449,9 +449,9 @@ static void socket_queue_paths(void) {
    * are in its buffer. */
   char big[8] = {0};
   weft_future_t *rx, *sd;
-  REQUIRE_EQ(weft_read_exactly(srv, big, 8, &rx), 0);
-  REQUIRE_EQ(weft_write(cli, "xyz", 3, &w), 0);
-  REQUIRE_EQ(weft_shutdown(cli, &sd), 0);
+  REQUIRE_EQ(weft_socket_read_exactly(srv, big, 8, &rx), 0);
+  REQUIRE_EQ(weft_socket_write(cli, "xyz", 3, &w), 0);
+  REQUIRE_EQ(weft_socket_shutdown(cli, &sd), 0);
   EXPECT_ERR(weft_loop_run_until(loop, rx, 10000), 0);
   EXPECT_EQ(weft_future_state(rx), WEFT_REJECTED);
   EXPECT_ERR(weft_future_error(rx), WEFT_EOF);
@@ -596,7 +596,7 @@ static int make_te(void) {
   weft_thread_executor_t *te;
   int rc = weft_thread_executor_create(&te);
   if (rc == 0)
-    rc = weft_thread_executor_destroy(te) == 0 ? 0 : -1000;
+    rc = weft_thread_executor_shutdown(te) == 0 ? 0 : -1000;
   return rc;
 }
 
@@ -624,7 +624,7 @@ static int make_loop_ops(void) {
   int posted = 0;
   if ((rc = weft_loop_sleep(loop, 0, &s)) == 0 &&
       (rc = weft_loop_timeout(loop, s, 100000, &t)) == 0 &&
-      (rc = weft_loop_signal(loop, SIGUSR2, &g)) == 0 &&
+      (rc = weft_signal_next(loop, SIGUSR2, &g)) == 0 &&
       (rc = weft_loop_post(loop, post_count, &posted)) == 0)
     rc = weft_loop_run_until(loop, s, 10000);
   if (rc == 0 && (weft_future_state(s) != WEFT_FULFILLED || posted != 1 ||
@@ -653,7 +653,7 @@ static void each_alloc_fails(const char *what, make_fn make) {
     tu_alloc_restore();
     if (rc != 0 && rc != WEFT_ENOMEM)
       fprintf(stderr, "%s, allocation %ld failing: %s\n", what, n,
-              weft_err_name(rc));
+              weft_error_name(rc));
     EXPECT_TRUE(rc == 0 || rc == WEFT_ENOMEM);
     EXPECT_EQ(live, 0);
     enomem += rc == WEFT_ENOMEM;

@@ -161,7 +161,7 @@ static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
 static bool gate_open;
 static atomic_int started;
-static atomic_int told; /* what the last wait_gate saw in weft_job_cancelled */
+static atomic_int told; /* what the last wait_gate saw in weft_job_is_cancelled */
 static weft_result_t wait_gate(weft_job_t *job, void *arg) {
   (void)arg;
   atomic_fetch_add(&started, 1);
@@ -169,7 +169,7 @@ static weft_result_t wait_gate(weft_job_t *job, void *arg) {
   while (!gate_open)
     pthread_cond_wait(&gate_cv, &gate_mu);
   pthread_mutex_unlock(&gate_mu);
-  atomic_store(&told, weft_job_cancelled(job));
+  atomic_store(&told, weft_job_is_cancelled(job));
   return weft_ok_int(1);
 }
 static void gate_set(bool open) {
@@ -269,17 +269,17 @@ static void test_shutdown_drain_timeout(void) {
 }
 
 /* ---- a cancelling shutdown: running jobs' futures end cancelled ---- */
-/* How long a job polls weft_job_cancelled() before giving up: far longer
+/* How long a job polls weft_job_is_cancelled() before giving up: far longer
  * than a shutdown takes to set the flag on a loaded machine. */
 #define CANCEL_SEEN_TOLERANCE_MS 10000
 static weft_result_t poll_cancelled(weft_job_t *job, void *arg) {
   (void)arg;
   atomic_fetch_add(&started, 1);
-  int64_t deadline = weft_now_ns() + CANCEL_SEEN_TOLERANCE_MS * 1000000LL;
-  while (!weft_job_cancelled(job) && weft_now_ns() < deadline)
+  int64_t deadline = weft_clock_now_ns() + CANCEL_SEEN_TOLERANCE_MS * 1000000LL;
+  while (!weft_job_is_cancelled(job) && weft_clock_now_ns() < deadline)
     sched_yield();
   int *v = malloc(sizeof *v); /* the future would own it: must be freed */
-  *v = weft_job_cancelled(job);
+  *v = weft_job_is_cancelled(job);
   return weft_ok(v, free);
 }
 
@@ -321,8 +321,8 @@ static atomic_int second_started;
 static weft_result_t wait_for_second(weft_job_t *job, void *arg) {
   (void)job;
   (void)arg;
-  int64_t deadline = weft_now_ns() + SECOND_START_TOLERANCE_MS * 1000000LL;
-  while (!atomic_load(&second_started) && weft_now_ns() < deadline)
+  int64_t deadline = weft_clock_now_ns() + SECOND_START_TOLERANCE_MS * 1000000LL;
+  while (!atomic_load(&second_started) && weft_clock_now_ns() < deadline)
     sched_yield();
   return weft_ok_int(atomic_load(&second_started));
 }
@@ -337,10 +337,10 @@ static void test_second_job_wakes_second_worker(void) {
   weft_pool_t *p = make_pool(2);
   int late = 0, rounds = 0;
   for (; rounds < WAKE_ROUNDS && late == 0; rounds++) {
-    int64_t deadline = weft_now_ns() + 10000000000LL;
+    int64_t deadline = weft_clock_now_ns() + 10000000000LL;
     uint32_t parked;
     while ((parked = atomic_load(&p->ec.waiters)) < p->nworkers &&
-           weft_now_ns() < deadline)
+           weft_clock_now_ns() < deadline)
       sched_yield();
     REQUIRE_EQ(parked, p->nworkers);
     atomic_store(&second_started, 0);
@@ -395,9 +395,9 @@ static void test_await_runs_outside_work(void) {
      * fix, after a bounded wait for it), so that a submit must wake it.
      * The bound is generous: under TSan and perturbation the way to the
      * park can take most of a second. */
-    int64_t deadline = weft_now_ns() + 10000000000LL;
+    int64_t deadline = weft_clock_now_ns() + 10000000000LL;
     while (round % 2 && atomic_load(&p->ec.waiters) == 0 &&
-           weft_now_ns() < deadline)
+           weft_clock_now_ns() < deadline)
       sched_yield();
     if (round % 2)
       parked += atomic_load(&p->ec.waiters) == 1;
@@ -587,8 +587,8 @@ static void test_blocking_does_not_starve_cpu(void) {
   weft_pool_stats(p, &st);
   EXPECT_EQ(st.blocking_peak, 3); /* the maximum was never exceeded */
   /* idle threads leave after the 100 ms keep-alive */
-  int64_t deadline = weft_now_ns() + 10000000000LL;
-  while (st.blocking_alive > 0 && weft_now_ns() < deadline) {
+  int64_t deadline = weft_clock_now_ns() + 10000000000LL;
+  while (st.blocking_alive > 0 && weft_clock_now_ns() < deadline) {
     struct timespec nap = {0, 5000000};
     nanosleep(&nap, NULL); /* polling a timed event, not synchronisation */
     weft_pool_stats(p, &st);
@@ -609,10 +609,10 @@ static void test_no_lost_wakeup(void) {
      * through an earlier round's wake-up may be woken by it late (the
      * futex wake went to it while the other worker, not yet asleep, took
      * the job) and leave the count for a moment. */
-    int64_t deadline = weft_now_ns() + 10000000000LL;
+    int64_t deadline = weft_clock_now_ns() + 10000000000LL;
     uint32_t parked;
     while ((parked = atomic_load(&p->ec.waiters)) < p->nworkers &&
-           weft_now_ns() < deadline)
+           weft_clock_now_ns() < deadline)
       sched_yield();
     REQUIRE_EQ(parked, p->nworkers);
     weft_future_t *f;
@@ -647,8 +647,8 @@ static uint64_t parks_now(weft_pool_t *p) {
 }
 
 static void wait_parked(weft_pool_t *p, uint32_t n) {
-  int64_t deadline = weft_now_ns() + 10000000000LL;
-  while (atomic_load(&p->ec.waiters) < n && weft_now_ns() < deadline)
+  int64_t deadline = weft_clock_now_ns() + 10000000000LL;
+  while (atomic_load(&p->ec.waiters) < n && weft_clock_now_ns() < deadline)
     sched_yield();
   REQUIRE_EQ(atomic_load(&p->ec.waiters), n);
 }
@@ -732,7 +732,7 @@ static void test_executor_and_errors(void) {
   weft_promise_t *pr;
   weft_future_t *src, *c, *bad;
   weft_promise_create(&pr, &src);
-  REQUIRE_EQ(weft_future_then(src, weft_pool_executor(p), note_thread, NULL, &c), 0);
+  REQUIRE_EQ(weft_future_then(src, weft_pool_executor(p), note_thread, NULL, NULL, &c), 0);
   weft_promise_fulfil_int(pr, 1);
   EXPECT_ERR(weft_future_await(c, 10000), 0);
   int on_worker = 0;
@@ -746,7 +746,7 @@ static void test_executor_and_errors(void) {
   EXPECT_ERR(weft_pool_submit(p, NULL, NULL, NULL, &bad), WEFT_EINVAL);
   EXPECT_ERR(weft_pool_submit(p, failing, NULL, NULL, NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_pool_shutdown(p, (weft_pool_mode_t)7, 0, NULL), WEFT_EINVAL);
-  EXPECT_EQ(weft_job_cancelled(NULL), false);
+  EXPECT_EQ(weft_job_is_cancelled(NULL), false);
   EXPECT_TRUE(weft_pool_executor(NULL) == NULL);
   weft_future_release(c);
   weft_future_release(bad);
@@ -783,8 +783,8 @@ static weft_result_t hold_until_released(weft_job_t *job, void *arg) {
   (void)job;
   race_end_t *r = arg;
   atomic_store(&r->held, 1);
-  int64_t end = weft_now_ns() + 10 * (int64_t)1000000000;
-  while (!atomic_load(&r->release) && weft_now_ns() < end)
+  int64_t end = weft_clock_now_ns() + 10 * (int64_t)1000000000;
+  while (!atomic_load(&r->release) && weft_clock_now_ns() < end)
     sched_yield();
   return weft_ok_int(0);
 }

@@ -124,7 +124,7 @@ static void ts_setup(long r) {
 static void ts_settle(long r) { weft_promise_fulfil_int(P, (intptr_t)r); }
 static void ts_then(long r) {
   (void)r;
-  weft_future_then(F, weft_executor_inline(), count_run, NULL, &D);
+  weft_future_then(F, weft_executor_inline(), count_run, NULL, NULL, &D);
 }
 static void ts_check(long r) {
   if (atomic_load(&runs) != 1 || weft_future_int(D) != r + 1)
@@ -193,7 +193,7 @@ static void arg_free(void *arg) {
 static void ct_setup(long r) {
   (void)r;
   weft_promise_create(&P, &F);
-  weft_future_then_dtor(F, weft_executor_inline(), take, malloc(8), arg_free, &D);
+  weft_future_then(F, weft_executor_inline(), take, malloc(8), arg_free, &D);
   weft_future_release(F); /* D is the only consumer: cancel goes upstream */
 }
 static void ct_settle(long r) { weft_promise_fulfil_int(P, (intptr_t)r); }
@@ -229,7 +229,7 @@ static void ss_then(long r) {
   (void)r;
   while (weft_future_state(F) == WEFT_PENDING)
     ; /* seen settled: from here fn must run before then returns */
-  weft_future_then(F, weft_executor_inline(), count_run, NULL, &D);
+  weft_future_then(F, weft_executor_inline(), count_run, NULL, NULL, &D);
   if (atomic_load(&runs) != 1)
     atomic_fetch_add(&bad_rounds, 1);
 }
@@ -261,7 +261,7 @@ static weft_result_t follow_settled(void *arg, weft_future_t *src) {
 static void fo_setup(long r) {
   (void)r;
   weft_promise_create(&P, &F);
-  weft_future_then(F, weft_executor_inline(), follow_settled, NULL, &D);
+  weft_future_then(F, weft_executor_inline(), follow_settled, NULL, NULL, &D);
 }
 static void fo_settle(long r) { weft_promise_fulfil_int(P, (intptr_t)r); }
 static void fo_cancel(long r) {
@@ -292,13 +292,13 @@ static void plain_release(void *ctx, void *p, size_t n) {
 
 static void test_cancel_vs_follow(void) {
   weft_allocator_t plain = {plain_alloc, plain_release, NULL, {0}};
-  REQUIRE_EQ(weft_set_allocator(&plain), 0);
+  REQUIRE_EQ(weft_allocator_set(&plain), 0);
   atomic_store(&bad_rounds, 0);
   atomic_store(&follow_started, 0);
   race_t rc = {fo_setup, {fo_settle, fo_cancel}, fo_check, {0}};
   run_race(&rc);
   EXPECT_EQ(atomic_load(&bad_rounds), 0);
-  weft_set_allocator(NULL);
+  weft_allocator_set(NULL);
 }
 
 static const test_case_t cases[] = {

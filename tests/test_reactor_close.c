@@ -63,12 +63,12 @@ static void test_close_cancels_everything(void) {
   REQUIRE_EQ(weft_signal_start(loop, &s, SIGUSR1, close_sig, NULL), 0);
   weft_future_t *sl, *sg, *cont;
   REQUIRE_EQ(weft_loop_sleep(loop, 100000, &sl), 0);
-  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR2, &sg), 0);
+  REQUIRE_EQ(weft_signal_next(loop, SIGUSR2, &sg), 0);
   /* a continuation queued to the loop from another thread, and a post */
   weft_promise_t *p;
   weft_future_t *pf;
   REQUIRE_EQ(weft_promise_create(&p, &pf), 0);
-  REQUIRE_EQ(weft_future_then(pf, weft_loop_executor(loop), twice, NULL, &cont), 0);
+  REQUIRE_EQ(weft_future_then(pf, weft_loop_executor(loop), twice, NULL, NULL, &cont), 0);
   pthread_t th;
   void *res;
   REQUIRE_EQ(pthread_create(&th, NULL, post_from_thread, loop), 0);
@@ -105,7 +105,7 @@ static void close_pair(weft_timer_t *t, int status, void *arg) {
   if (status == WEFT_ECANCELED)
     pair_calls[i]++;
   EXPECT_EQ(weft_timer_stop(&pair_timers[i ^ 1]), 0);
-  EXPECT_EQ(weft_timer_active(&pair_timers[i ^ 1]), 0);
+  EXPECT_EQ(weft_timer_is_active(&pair_timers[i ^ 1]), 0);
 }
 
 static void test_close_timers_stop_each_other(void) {
@@ -160,7 +160,7 @@ static void cc_watch(void *arg, weft_future_t *src) {
   cc.post_rc = weft_loop_post(cc.loop, quick, NULL); /* refused too */
   weft_future_t *d;
   /* a continuation queued on the loop during close runs before it returns */
-  if (weft_future_then(src, weft_loop_executor(cc.loop), cc_chain, NULL,
+  if (weft_future_then(src, weft_loop_executor(cc.loop), cc_chain, NULL, NULL,
                        &d) == 0)
     weft_future_release(d);
 }
@@ -177,14 +177,14 @@ static void test_close_runs_continuations(void) {
   weft_future_t *s1, *s2, *sg, *pf, *t, *d1, *d3, *d4;
   weft_promise_t *p;
   REQUIRE_EQ(weft_loop_sleep(loop, 100000, &s1), 0);
-  REQUIRE_EQ(weft_future_then(s1, lx, cc_cancelled, &cc.sleep_then, &d1), 0);
+  REQUIRE_EQ(weft_future_then(s1, lx, cc_cancelled, &cc.sleep_then, NULL, &d1), 0);
   REQUIRE_EQ(weft_loop_sleep(loop, 100000, &s2), 0);
   REQUIRE_EQ(weft_future_watch(s2, lx, cc_watch, malloc(32), cc_dtor), 0);
-  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR2, &sg), 0);
-  REQUIRE_EQ(weft_future_then(sg, lx, cc_cancelled, &cc.sig_then, &d3), 0);
+  REQUIRE_EQ(weft_signal_next(loop, SIGUSR2, &sg), 0);
+  REQUIRE_EQ(weft_future_then(sg, lx, cc_cancelled, &cc.sig_then, NULL, &d3), 0);
   REQUIRE_EQ(weft_promise_create(&p, &pf), 0);
   REQUIRE_EQ(weft_loop_timeout(loop, pf, 100000, &t), 0);
-  REQUIRE_EQ(weft_future_then(t, lx, cc_settled, &cc.timeout_then, &d4), 0);
+  REQUIRE_EQ(weft_future_then(t, lx, cc_settled, &cc.timeout_then, NULL, &d4), 0);
   EXPECT_EQ(weft_loop_close(loop), 0);
   /* each continuation ran once, on the loop, before close returned */
   EXPECT_EQ(cc.sleep_then, 1);
@@ -259,7 +259,7 @@ static void *cp_poster(void *arg) {
     weft_future_t *f, *d;
     REQUIRE_EQ(weft_promise_create(&p, &f), 0);
     REQUIRE_EQ(weft_future_then(f, weft_loop_executor(cp.loop), cp_then,
-                                NULL, &d), 0);
+                                NULL, NULL, &d), 0);
     weft_promise_fulfil_int(p, 1); /* the loop refuses its task */
     cp.then_state = weft_future_state(d);
     cp.then_err = weft_future_error(d);

@@ -20,7 +20,7 @@ static void on_signal(weft_signal_t *s, int signum, int status, void *arg) {
 static void test_signals(void) {
   weft_loop_t *loop = new_loop();
   weft_future_t *f;
-  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR1, &f), 0);
+  REQUIRE_EQ(weft_signal_next(loop, SIGUSR1, &f), 0);
   REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR1), 0);
   EXPECT_EQ(weft_loop_run_until(loop, f, BOUND_MS), 0);
   EXPECT_EQ(weft_future_state(f), WEFT_FULFILLED);
@@ -91,7 +91,7 @@ static void test_signal_start_stop_pairs(void) {
   EXPECT_EQ(weft_signal_stop(&a), 0);
   /* a later start (here a future's) finds an intact list */
   weft_future_t *f;
-  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR2, &f), 0);
+  REQUIRE_EQ(weft_signal_next(loop, SIGUSR2, &f), 0);
   /* start after stop, on another signal */
   REQUIRE_EQ(weft_signal_start(loop, &a, SIGUSR2, pair_sig, &na), 0);
   REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR2), 0);
@@ -106,7 +106,7 @@ static void test_signal_start_stop_pairs(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
-/* weft_loop_signal futures: cancel twice (here and from another thread),
+/* weft_signal_next futures: cancel twice (here and from another thread),
  * cancel after the signal came; each leaves the handler list intact. */
 typedef struct twice_rc {
   weft_future_t *f;
@@ -123,12 +123,12 @@ static void *cancel_twice(void *arg) {
 static void test_signal_future_pairs(void) {
   weft_loop_t *loop = new_loop();
   weft_future_t *f1, *f2, *f3, *f4;
-  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR1, &f1), 0);
+  REQUIRE_EQ(weft_signal_next(loop, SIGUSR1, &f1), 0);
   EXPECT_EQ(weft_future_cancel(f1), 0);
   EXPECT_ERR(weft_future_cancel(f1), WEFT_EALREADY);
   EXPECT_EQ(weft_future_state(f1), WEFT_CANCELLED);
-  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR1, &f2), 0);
-  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR1, &f3), 0);
+  REQUIRE_EQ(weft_signal_next(loop, SIGUSR1, &f2), 0);
+  REQUIRE_EQ(weft_signal_next(loop, SIGUSR1, &f3), 0);
   pthread_t th;
   twice_rc_t tw = {.f = f3};
   REQUIRE_EQ(pthread_create(&th, NULL, cancel_twice, &tw), 0);
@@ -141,7 +141,7 @@ static void test_signal_future_pairs(void) {
   EXPECT_EQ(weft_future_int(f2), SIGUSR1);
   EXPECT_ERR(weft_future_cancel(f2), WEFT_EALREADY); /* after it fired */
   EXPECT_EQ(weft_future_state(f3), WEFT_CANCELLED);
-  REQUIRE_EQ(weft_loop_signal(loop, SIGUSR1, &f4), 0);
+  REQUIRE_EQ(weft_signal_next(loop, SIGUSR1, &f4), 0);
   REQUIRE_EQ(pthread_kill(pthread_self(), SIGUSR1), 0);
   EXPECT_EQ(weft_loop_run_until(loop, f4, BOUND_MS), 0);
   EXPECT_EQ(weft_future_int(f4), SIGUSR1);

@@ -102,7 +102,7 @@ static uint64_t rnd(uint64_t *s) {
 }
 
 static int64_t deadline_in_ms(int64_t ms) {
-  return weft_now_ns() + ms * 1000000LL;
+  return weft_clock_now_ns() + ms * 1000000LL;
 }
 
 static weft_pool_t *make_pool(unsigned threads) {
@@ -223,7 +223,7 @@ static weft_result_t meet_job(weft_job_t *job, void *arg) {
   (void)arg;
   atomic_fetch_add(&meet_arrived, 1);
   int64_t deadline = deadline_in_ms(MEET_TOLERANCE_MS);
-  while (atomic_load(&meet_arrived) < 2 && weft_now_ns() < deadline)
+  while (atomic_load(&meet_arrived) < 2 && weft_clock_now_ns() < deadline)
     sched_yield();
   return weft_ok_int(atomic_load(&meet_arrived) >= 2);
 }
@@ -232,7 +232,7 @@ static weft_result_t meet_job(weft_job_t *job, void *arg) {
 static bool pool_idle(weft_pool_t *p, int64_t ms) {
   int64_t deadline = deadline_in_ms(ms);
   while (atomic_load(&p->ec.waiters) < p->nworkers)
-    if (weft_now_ns() >= deadline)
+    if (weft_clock_now_ns() >= deadline)
       return false;
     else
       sched_yield();
@@ -373,7 +373,7 @@ static void *sr_thread(void *arg) {
       break;
     case 1: {
       weft_future_t *d;
-      if (weft_future_then_dtor(sr.f, weft_pool_executor(sr.pool), sr_fn,
+      if (weft_future_then(sr.f, weft_pool_executor(sr.pool), sr_fn,
                                 NULL, sr_dtor, &d) != 0)
         d = NULL;
       sr.d = d;
@@ -388,7 +388,7 @@ static void *sr_thread(void *arg) {
         int64_t deadline = deadline_in_ms(SETTLE_TOLERANCE_MS);
         while ((d = atomic_load_explicit(&sr.d_pub, memory_order_acquire)) ==
                    NULL &&
-               weft_now_ns() < deadline)
+               weft_clock_now_ns() < deadline)
           sched_yield();
         sr.cancel_rc = d != NULL ? weft_future_cancel(d) : WEFT_EINVAL;
       }
@@ -421,7 +421,7 @@ static void test_settle_then_cancel(void) {
     int64_t deadline = deadline_in_ms(SETTLE_TOLERANCE_MS);
     while (atomic_load(&sr.fn_ran) - fn0 + atomic_load(&sr.dtor_ran) - dt0 <
                1 &&
-           weft_now_ns() < deadline)
+           weft_clock_now_ns() < deadline)
       sched_yield();
     long fn = atomic_load(&sr.fn_ran) - fn0, dt = atomic_load(&sr.dtor_ran) - dt0;
     EXPECT_EQ(fn + dt, 1);
@@ -537,7 +537,7 @@ static void pc_hold(weft_timer_t *t, int status, void *arg) {
   /* close: every poster is refused soon (a loop that accepts posts after
    * close began would hold it here for ever: bounded) */
   int64_t deadline = deadline_in_ms(SETTLE_TOLERANCE_MS);
-  while (atomic_load(&pc.finished) < PC_THREADS && weft_now_ns() < deadline)
+  while (atomic_load(&pc.finished) < PC_THREADS && weft_clock_now_ns() < deadline)
     sched_yield();
   atomic_store(&pc.give_up, true);
   tu_spin_until(&pc.finished, PC_THREADS);
@@ -637,7 +637,7 @@ static void *sk_canceller(void *arg) {
   uint64_t rs = sk.crs;
   long wi = 0, ri = 0;
   int64_t deadline = deadline_in_ms(4 * SETTLE_TOLERANCE_MS);
-  while (weft_now_ns() < deadline) {
+  while (weft_clock_now_ns() < deadline) {
     bool done = atomic_load_explicit(&sk.pub_done, memory_order_acquire);
     long wp = atomic_load_explicit(&sk.w_pub, memory_order_acquire);
     long rp = atomic_load_explicit(&sk.r_pub, memory_order_acquire);
@@ -765,13 +765,13 @@ static void sk_run(long nw, size_t wlen_max, size_t rlen_max,
   REQUIRE_EQ(allocated, 1);
   REQUIRE_EQ(weft_loop_create(NULL, &sk.loop), 0);
   weft_addr_t addr;
-  REQUIRE_EQ(weft_addr_ip("127.0.0.1", 0, &addr), 0);
+  REQUIRE_EQ(weft_addr_init_ip("127.0.0.1", 0, &addr), 0);
   weft_socket_t *lst, *a, *b;
-  REQUIRE_EQ(weft_listen(sk.loop, &addr, 4, &lst), 0);
-  REQUIRE_EQ(weft_socket_local(lst, &addr), 0);
+  REQUIRE_EQ(weft_socket_listen(sk.loop, &addr, 4, &lst), 0);
+  REQUIRE_EQ(weft_socket_local_addr(lst, &addr), 0);
   weft_future_t *af, *cf;
-  REQUIRE_EQ(weft_accept(lst, &af), 0);
-  REQUIRE_EQ(weft_connect(sk.loop, &addr, &cf), 0);
+  REQUIRE_EQ(weft_socket_accept(lst, &af), 0);
+  REQUIRE_EQ(weft_socket_connect(sk.loop, &addr, &cf), 0);
   EXPECT_EQ(weft_loop_run_until(sk.loop, af, SETTLE_TOLERANCE_MS), 0);
   EXPECT_EQ(weft_loop_run_until(sk.loop, cf, SETTLE_TOLERANCE_MS), 0);
   REQUIRE_EQ(weft_socket_take(cf, &a), 0);
@@ -784,13 +784,13 @@ static void sk_run(long nw, size_t wlen_max, size_t rlen_max,
   /* Interleave: a few writes, a few reads, a turn of the loop. */
   long wi = 0, ri = 0;
   int64_t deadline = deadline_in_ms(4 * SETTLE_TOLERANCE_MS);
-  while ((wi < sk.nw || ri < sk.nr) && weft_now_ns() < deadline) {
+  while ((wi < sk.nw || ri < sk.nr) && weft_clock_now_ns() < deadline) {
     for (int k = (int)(rnd(&sk.rs) % 4); k > 0 && wi < sk.nw; k--, wi++) {
       size_t len = 1 + rnd(&sk.rs) % wlen_max;
       unsigned char *p = wbuf + wi * SK_WLEN_MAX;
       memset(p, (int)(wi % 251), len);
       sk.wlen[wi] = len;
-      REQUIRE_EQ(weft_write(a, p, len, &sk.wf[wi]), 0);
+      REQUIRE_EQ(weft_socket_write(a, p, len, &sk.wf[wi]), 0);
       sk_watch_future(sk.wf[wi]);
       atomic_store_explicit(&sk.w_pub, wi + 1, memory_order_release);
     }
@@ -799,7 +799,7 @@ static void sk_run(long nw, size_t wlen_max, size_t rlen_max,
          k--, ri++) {
       sk.rlen[ri] = 1 + rnd(&sk.rs) % sk.rlen_max;
       REQUIRE_EQ((sk.rbuf[ri] = malloc(sk.rlen[ri])) != NULL, 1);
-      REQUIRE_EQ(weft_read(b, sk.rbuf[ri], sk.rlen[ri], &sk.rf[ri]), 0);
+      REQUIRE_EQ(weft_socket_read(b, sk.rbuf[ri], sk.rlen[ri], &sk.rf[ri]), 0);
       sk_watch_future(sk.rf[ri]);
       atomic_store_explicit(&sk.r_pub, ri + 1, memory_order_release);
     }
@@ -812,7 +812,7 @@ static void sk_run(long nw, size_t wlen_max, size_t rlen_max,
   EXPECT_EQ(atomic_load(&sk.r_seen), ri);
   /* the write side ends after the writes; the reads drain the stream */
   weft_future_t *shut;
-  REQUIRE_EQ(weft_shutdown(a, &shut), 0);
+  REQUIRE_EQ(weft_socket_shutdown(a, &shut), 0);
   weft_future_t *rall = sk_all_settled(sk.rf, ri);
   EXPECT_EQ(weft_loop_run_until(sk.loop, rall, SETTLE_TOLERANCE_MS), 0);
   weft_future_release(rall);
@@ -846,7 +846,7 @@ static void sk_run(long nw, size_t wlen_max, size_t rlen_max,
     unsigned char tmp[4096];
     for (;;) {
       weft_future_t *f;
-      REQUIRE_EQ(weft_read(b, tmp, sizeof tmp, &f), 0);
+      REQUIRE_EQ(weft_socket_read(b, tmp, sizeof tmp, &f), 0);
       EXPECT_EQ(weft_loop_run_until(sk.loop, f, SETTLE_TOLERANCE_MS), 0);
       bool more = weft_future_state(f) == WEFT_FULFILLED;
       if (more) {
@@ -887,7 +887,7 @@ static void sk_run(long nw, size_t wlen_max, size_t rlen_max,
   EXPECT_EQ(sk_check_stream(stream, n), 0);
   /* every watch ran, once */
   int64_t wdl = deadline_in_ms(SETTLE_TOLERANCE_MS);
-  while (atomic_load(&sk.watched) < sk.nw + ri && weft_now_ns() < wdl)
+  while (atomic_load(&sk.watched) < sk.nw + ri && weft_clock_now_ns() < wdl)
     EXPECT_EQ(weft_loop_run(sk.loop, WEFT_RUN_NOWAIT), 0);
   EXPECT_EQ(atomic_load(&sk.watched), sk.nw + ri);
   printf("[%ld writes (%ld cancelled), %ld reads (%ld cancelled), %zu bytes] ",

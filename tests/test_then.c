@@ -20,13 +20,13 @@ static void test_on_settled_and_pending(void) {
   weft_promise_t *p;
   weft_future_t *f, *a, *b;
   REQUIRE_EQ(weft_promise_create(&p, &f), 0);
-  REQUIRE_EQ(weft_future_then(f, weft_executor_inline(), add_one, NULL, &a), 0);
+  REQUIRE_EQ(weft_future_then(f, weft_executor_inline(), add_one, NULL, NULL, &a), 0);
   EXPECT_EQ(weft_future_state(a), WEFT_PENDING);
   weft_promise_fulfil_int(p, 41);
   EXPECT_EQ(weft_future_state(a), WEFT_FULFILLED);
   EXPECT_EQ(weft_future_int(a), 42);
   /* on an already settled source, an inline continuation runs at once */
-  REQUIRE_EQ(weft_future_then(a, weft_executor_inline(), add_one, NULL, &b), 0);
+  REQUIRE_EQ(weft_future_then(a, weft_executor_inline(), add_one, NULL, NULL, &b), 0);
   EXPECT_EQ(weft_future_int(b), 43);
   weft_future_release(a);
   weft_future_release(b);
@@ -38,7 +38,7 @@ static void test_sees_error_and_cancel(void) {
   weft_promise_t *p;
   weft_future_t *f, *a;
   weft_promise_create(&p, &f);
-  weft_future_then(f, weft_executor_inline(), echo_outcome, NULL, &a);
+  weft_future_then(f, weft_executor_inline(), echo_outcome, NULL, NULL, &a);
   weft_promise_reject(p, WEFT_ECONNRESET);
   EXPECT_ERR(weft_future_error(a), WEFT_ECONNRESET);
   weft_future_release(a);
@@ -46,7 +46,7 @@ static void test_sees_error_and_cancel(void) {
   weft_promise_release(p);
 
   weft_promise_create(&p, &f);
-  weft_future_then(f, weft_executor_inline(), echo_outcome, NULL, &a);
+  weft_future_then(f, weft_executor_inline(), echo_outcome, NULL, NULL, &a);
   EXPECT_EQ(weft_future_cancel(f), 0);
   EXPECT_EQ(weft_future_state(a), WEFT_REJECTED);
   EXPECT_ERR(weft_future_error(a), WEFT_ECANCELED);
@@ -83,9 +83,9 @@ static void test_results(void) {
   weft_future_t *f, *a, *b, *c;
   atomic_store(&dtor_runs, 0);
   weft_promise_create(&p, &f);
-  weft_future_then(f, weft_executor_inline(), give_ptr, NULL, &a);
-  weft_future_then(f, weft_executor_inline(), give_bad_err, NULL, &b);
-  weft_future_then(f, weft_executor_inline(), give_null_follow, NULL, &c);
+  weft_future_then(f, weft_executor_inline(), give_ptr, NULL, NULL, &a);
+  weft_future_then(f, weft_executor_inline(), give_bad_err, NULL, NULL, &b);
+  weft_future_then(f, weft_executor_inline(), give_null_follow, NULL, NULL, &c);
   weft_promise_fulfil_int(p, 0);
   EXPECT_EQ(*(int *)weft_future_value(a), 99);
   EXPECT_ERR(weft_future_error(b), WEFT_EINVAL);
@@ -121,7 +121,7 @@ static void test_flatten_pending(void) {
   atomic_store(&dtor_runs, 0);
   weft_promise_create(&p, &f);
   weft_promise_create(&inner_p, &inner_f);
-  weft_future_then(f, weft_executor_inline(), follow_inner, NULL, &a);
+  weft_future_then(f, weft_executor_inline(), follow_inner, NULL, NULL, &a);
   weft_promise_fulfil_int(p, 1);
   EXPECT_EQ(weft_future_state(a), WEFT_PENDING); /* follows inner now */
   pthread_t t;
@@ -150,7 +150,7 @@ static void test_flatten_settled(void) {
   weft_future_t *f, *a;
   weft_promise_create(&p, &f);
   weft_promise_reject(p, WEFT_EPIPE);
-  weft_future_then(f, weft_executor_inline(), follow_src, NULL, &a);
+  weft_future_then(f, weft_executor_inline(), follow_src, NULL, NULL, &a);
   EXPECT_ERR(weft_future_error(a), WEFT_EPIPE);
   weft_future_release(a);
   weft_future_release(f);
@@ -175,7 +175,7 @@ static void test_inline_runs_on_settling_thread(void) {
   weft_promise_t *p;
   weft_future_t *f, *a;
   weft_promise_create(&p, &f);
-  weft_future_then(f, weft_executor_inline(), record_thread, NULL, &a);
+  weft_future_then(f, weft_executor_inline(), record_thread, NULL, NULL, &a);
   pthread_t t;
   pthread_create(&t, NULL, fulfil_arg, p);
   pthread_join(t, NULL);
@@ -202,14 +202,14 @@ static void test_thread_executor_thread(void) {
   /* learn the executor's thread */
   weft_promise_create(&p, &f);
   weft_promise_fulfil_int(p, 0);
-  weft_future_then(f, ex, note_te, NULL, &a);
+  weft_future_then(f, ex, note_te, NULL, NULL, &a);
   EXPECT_EQ(weft_future_await(a, 10000), 0);
   weft_future_release(a);
   weft_future_release(f);
   weft_promise_release(p);
   for (int i = 0; i < 100; i++) {
     weft_promise_create(&p, &f);
-    weft_future_then(f, ex, record_thread, NULL, &b);
+    weft_future_then(f, ex, record_thread, NULL, NULL, &b);
     pthread_t t;
     pthread_create(&t, NULL, fulfil_arg, p);
     EXPECT_EQ(weft_future_await(b, 10000), 0);
@@ -220,7 +220,7 @@ static void test_thread_executor_thread(void) {
     weft_future_release(f);
     weft_promise_release(p);
   }
-  EXPECT_EQ(weft_thread_executor_destroy(te), 0);
+  EXPECT_EQ(weft_thread_executor_shutdown(te), 0);
 }
 
 /* arg ownership: fn owns arg when it runs; arg_dtor runs when it never does */
@@ -239,7 +239,7 @@ static void test_arg_dtor(void) {
   weft_future_t *f, *a;
   atomic_store(&dtor_runs, 0);
   weft_promise_create(&p, &f);
-  weft_future_then_dtor(f, weft_executor_inline(), take_arg, malloc(4), free_arg, &a);
+  weft_future_then(f, weft_executor_inline(), take_arg, malloc(4), free_arg, &a);
   EXPECT_EQ(weft_future_cancel(a), 0);
   EXPECT_EQ(atomic_load(&dtor_runs), 1);
   weft_promise_fulfil_int(p, 1); /* fn must not run now */
@@ -249,7 +249,7 @@ static void test_arg_dtor(void) {
   weft_promise_release(p);
 
   weft_promise_create(&p, &f);
-  weft_future_then_dtor(f, weft_executor_inline(), take_arg, malloc(4), free_arg, &a);
+  weft_future_then(f, weft_executor_inline(), take_arg, malloc(4), free_arg, &a);
   weft_promise_fulfil_int(p, 1);
   EXPECT_EQ(atomic_load(&dtor_runs), 1); /* fn ran and freed arg itself */
   EXPECT_EQ(weft_future_state(a), WEFT_FULFILLED);
@@ -273,7 +273,7 @@ static void test_executor_refuses(void) {
   weft_future_t *f, *a;
   atomic_store(&dtor_runs, 0);
   weft_promise_create(&p, &f);
-  weft_future_then_dtor(f, &ex, take_arg, malloc(4), free_arg, &a);
+  weft_future_then(f, &ex, take_arg, malloc(4), free_arg, &a);
   weft_promise_fulfil_int(p, 1);
   EXPECT_ERR(weft_future_error(a), WEFT_ESHUTDOWN);
   EXPECT_EQ(atomic_load(&dtor_runs), 1);
@@ -295,7 +295,7 @@ static void test_attach_order(void) {
   order_n = 0;
   weft_promise_create(&p, &f);
   for (int i = 0; i < 5; i++)
-    weft_future_then(f, weft_executor_inline(), log_order, (void *)(intptr_t)i, &d[i]);
+    weft_future_then(f, weft_executor_inline(), log_order, (void *)(intptr_t)i, NULL, &d[i]);
   weft_promise_fulfil_int(p, 0);
   EXPECT_EQ(order_n, 5);
   for (int i = 0; i < 5; i++) {
@@ -321,7 +321,7 @@ static void test_thread_executor_drains(void) {
     t->run = count_task;
     EXPECT_EQ(weft_executor_submit(weft_thread_executor_get(te), t), 0);
   }
-  EXPECT_EQ(weft_thread_executor_destroy(te), 0);
+  EXPECT_EQ(weft_thread_executor_shutdown(te), 0);
   EXPECT_EQ(atomic_load(&drained), 10000);
 }
 
@@ -370,7 +370,7 @@ static void test_watch(void) {
   REQUIRE_EQ(weft_promise_create(&p, &f), 0);
   REQUIRE_EQ(weft_future_watch(f, weft_thread_executor_get(te), log_watch, &c, NULL), 0);
   weft_promise_reject(p, WEFT_EPIPE);
-  EXPECT_EQ(weft_thread_executor_destroy(te), 0); /* drains: c ran by now */
+  EXPECT_EQ(weft_thread_executor_shutdown(te), 0); /* drains: c ran by now */
   EXPECT_EQ(c.runs, 1);
   EXPECT_EQ(c.state, WEFT_REJECTED);
   EXPECT_TRUE(!pthread_equal(c.thread, pthread_self()));
@@ -429,7 +429,7 @@ static void test_follow_self(void) {
     weft_promise_t *p;
     weft_future_t *f, *d;
     REQUIRE_EQ(weft_promise_create(&p, &f), 0);
-    REQUIRE_EQ(weft_future_then(f, exs[e], follow_named, &d, &d), 0);
+    REQUIRE_EQ(weft_future_then(f, exs[e], follow_named, &d, NULL, &d), 0);
     weft_promise_fulfil_int(p, 1);
     EXPECT_EQ(weft_future_await(d, 5000), 0);
     EXPECT_EQ(weft_future_state(d), WEFT_REJECTED);
@@ -438,7 +438,7 @@ static void test_follow_self(void) {
     weft_future_release(f);
     weft_promise_release(p);
     if (te != NULL)
-      EXPECT_EQ(weft_thread_executor_destroy(te), 0);
+      EXPECT_EQ(weft_thread_executor_shutdown(te), 0);
     EXPECT_EQ(tu_alloc_live(), 0);
     tu_alloc_restore();
   }
@@ -452,8 +452,8 @@ static void test_follow_mutual(void) {
   weft_future_t *f, *g, *a, *b;
   REQUIRE_EQ(weft_promise_create(&p, &f), 0);
   REQUIRE_EQ(weft_promise_create(&q, &g), 0);
-  REQUIRE_EQ(weft_future_then(f, weft_executor_inline(), follow_named, &b, &a), 0);
-  REQUIRE_EQ(weft_future_then(g, weft_executor_inline(), follow_named, &a, &b), 0);
+  REQUIRE_EQ(weft_future_then(f, weft_executor_inline(), follow_named, &b, NULL, &a), 0);
+  REQUIRE_EQ(weft_future_then(g, weft_executor_inline(), follow_named, &a, NULL, &b), 0);
   weft_promise_fulfil_int(p, 1); /* a follows b */
   EXPECT_EQ(weft_future_state(a), WEFT_PENDING);
   weft_promise_fulfil_int(q, 1); /* b would follow a */
@@ -497,9 +497,9 @@ static void test_follow_mutual_race(void) {
     REQUIRE_EQ(weft_promise_create(&ps[r], &fs[r]), 0);
     REQUIRE_EQ(weft_promise_create(&cyc_q[r], &gs[r]), 0);
     REQUIRE_EQ(weft_future_then(fs[r], weft_executor_inline(), follow_named,
-                                &bs[r], &as[r]), 0);
+                                &bs[r], NULL, &as[r]), 0);
     REQUIRE_EQ(weft_future_then(gs[r], weft_executor_inline(), follow_named,
-                                &as[r], &bs[r]), 0);
+                                &as[r], NULL, &bs[r]), 0);
   }
   pthread_t t;
   REQUIRE_EQ(pthread_create(&t, NULL, settle_q_rounds, NULL), 0);
@@ -557,7 +557,7 @@ static void test_follow_self_cancel_race(void) {
   for (long r = 1; r <= CYCLE_ROUNDS; r++) {
     REQUIRE_EQ(weft_promise_create(&ps[r], &fs[r]), 0);
     REQUIRE_EQ(weft_future_then(fs[r], weft_executor_inline(), follow_named,
-                                &cc_d[r], &cc_d[r]), 0);
+                                &cc_d[r], NULL, &cc_d[r]), 0);
   }
   pthread_t t;
   REQUIRE_EQ(pthread_create(&t, NULL, cancel_rounds, NULL), 0);
@@ -590,7 +590,7 @@ static void test_follow_long_cycle_cancel(void) {
   for (int i = 0; i < 3; i++) {
     REQUIRE_EQ(weft_promise_create(&p[i], &f[i]), 0);
     REQUIRE_EQ(weft_future_then(f[i], weft_executor_inline(), follow_named,
-                                &d[(i + 1) % 3], &d[i]), 0);
+                                &d[(i + 1) % 3], NULL, &d[i]), 0);
   }
   for (int i = 0; i < 3; i++)
     weft_promise_fulfil_int(p[i], 1);
@@ -612,10 +612,10 @@ static void test_bad_args(void) {
   weft_promise_t *p;
   weft_future_t *f, *a = NULL;
   weft_promise_create(&p, &f);
-  EXPECT_ERR(weft_future_then(NULL, weft_executor_inline(), add_one, NULL, &a), WEFT_EINVAL);
-  EXPECT_ERR(weft_future_then(f, NULL, add_one, NULL, &a), WEFT_EINVAL);
-  EXPECT_ERR(weft_future_then(f, weft_executor_inline(), NULL, NULL, &a), WEFT_EINVAL);
-  EXPECT_ERR(weft_future_then(f, weft_executor_inline(), add_one, NULL, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_then(NULL, weft_executor_inline(), add_one, NULL, NULL, &a), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_then(f, NULL, add_one, NULL, NULL, &a), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_then(f, weft_executor_inline(), NULL, NULL, NULL, &a), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_then(f, weft_executor_inline(), add_one, NULL, NULL, NULL), WEFT_EINVAL);
   EXPECT_TRUE(a == NULL);
   weft_future_release(f);
   weft_promise_release(p);

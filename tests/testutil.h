@@ -37,7 +37,7 @@
     int a_ = (a), b_ = (b);                                                    \
     char m_[512];                                                              \
     snprintf(m_, sizeof m_, "%s == %s (got %s, expected %s)", #a, #b,          \
-             weft_err_name(a_), weft_err_name(b_));                            \
+             weft_error_name(a_), weft_error_name(b_));                            \
     CU_assertImplementation(a_ == b_, __LINE__, m_, __FILE__, "", CU_FALSE);   \
   } while (0)
 

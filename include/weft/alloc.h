@@ -32,7 +32,7 @@ typedef struct weft_allocator {
  * blocks (futures, jobs, continuations, loop operations) from per-thread
  * caches of fixed-size blocks carved from regions weft maps itself; a
  * region none of whose blocks is in use goes back to the system after
- * about a second idle, or at once with weft_alloc_trim(). Larger blocks use
+ * about a second idle, or at once with weft_allocator_trim(). Larger blocks use
  * malloc/free. Under AddressSanitizer every block is its own malloc'd
  * allocation, so ASan and LeakSanitizer report misuse as with malloc/free.
  * The caller must make this call while no memory allocated by weft is alive
@@ -46,7 +46,7 @@ typedef struct weft_allocator {
  * Thread: any thread, but no other weft call may run concurrently.
  * Design: docs/design/alloc.md.
  */
-WEFT_EXTERN int weft_set_allocator(const weft_allocator_t *a);
+WEFT_EXTERN int weft_allocator_set(const weft_allocator_t *a);
 
 /**
  * Return to the system, now, every region of the default allocator none of
@@ -59,7 +59,7 @@ WEFT_EXTERN int weft_set_allocator(const weft_allocator_t *a);
  * AddressSanitizer, or when nothing is idle). Never fails.
  * Thread: any thread, concurrently with any weft call.
  */
-WEFT_EXTERN size_t weft_alloc_trim(void);
+WEFT_EXTERN size_t weft_allocator_trim(void);
 
 WEFT_END_DECLS
 

@@ -71,7 +71,7 @@ enum weft_errno {
  * Errors: none.
  * Thread: any thread.
  */
-WEFT_EXTERN const char *weft_strerror(int err);
+WEFT_EXTERN const char *weft_error_message(int err);
 
 /**
  * Symbolic name of an error code ("WEFT_ECANCELED").
@@ -81,7 +81,7 @@ WEFT_EXTERN const char *weft_strerror(int err);
  * Errors: none.
  * Thread: any thread.
  */
-WEFT_EXTERN const char *weft_err_name(int err);
+WEFT_EXTERN const char *weft_error_name(int err);
 
 /**
  * Map a positive system errno value to a weft code.
@@ -91,7 +91,7 @@ WEFT_EXTERN const char *weft_err_name(int err);
  * Errors: none.
  * Thread: any thread.
  */
-WEFT_EXTERN int weft_err_from_errno(int errnum);
+WEFT_EXTERN int weft_error_from_errno(int errnum);
 
 WEFT_END_DECLS
 

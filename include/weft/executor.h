@@ -49,7 +49,7 @@ typedef struct weft_executor_ops {
    * when `f` is still pending. The executor makes progress on its own work
    * while it waits (a pool helps, a single thread drains its queue) or refuses
    * (a loop that alone could settle `f` returns WEFT_EDEADLK). `deadline_ns`
-   * is on weft_now_ns()'s clock, or -1 for none. Return 0 once `f` has
+   * is on weft_clock_now_ns()'s clock, or -1 for none. Return 0 once `f` has
    * settled, WEFT_ETIMEDOUT at the deadline, WEFT_EAGAIN to let weft block
    * the thread in the ordinary way, or another negative code to end the
    * await with it.
@@ -111,7 +111,7 @@ typedef struct weft_thread_executor weft_thread_executor_t;
  * order they were submitted (FIFO across all submitters).
  *
  * On success *out owns the executor; end it with
- * weft_thread_executor_destroy(). Awaiting on that thread a future that
+ * weft_thread_executor_shutdown(). Awaiting on that thread a future that
  * depends on a task still queued there does not deadlock: the executor runs
  * queued tasks while it waits.
  * Errors: WEFT_EINVAL (out NULL), WEFT_ENOMEM, WEFT_EAGAIN (no thread could
@@ -140,7 +140,7 @@ WEFT_EXTERN weft_executor_t *weft_thread_executor_get(weft_thread_executor_t *te
  * the executor's own thread (nothing is changed then).
  * Thread: any thread except the executor's own.
  */
-WEFT_EXTERN int weft_thread_executor_destroy(weft_thread_executor_t *te);
+WEFT_EXTERN int weft_thread_executor_shutdown(weft_thread_executor_t *te);
 
 WEFT_END_DECLS
 

@@ -299,15 +299,10 @@ typedef weft_result_t (*weft_then_fn)(void *arg, weft_future_t *src);
  * never runs and arg is untouched (arg_dtor is not called).
  * Thread: any thread.
  */
-WEFT_EXTERN int weft_future_then_dtor(weft_future_t *src, weft_executor_t *ex,
+WEFT_EXTERN int weft_future_then(weft_future_t *src, weft_executor_t *ex,
                                       weft_then_fn fn, void *arg,
                                       weft_dtor_fn arg_dtor,
                                       weft_future_t **out);
-
-/** weft_future_then_dtor() with no argument destructor. */
-WEFT_EXTERN int weft_future_then(weft_future_t *src, weft_executor_t *ex,
-                                 weft_then_fn fn, void *arg,
-                                 weft_future_t **out);
 
 /** A watcher callback: runs once with the settled future (borrowed for the
  * call; retain it to keep it) and the caller's `arg`. */
@@ -386,7 +381,7 @@ WEFT_EXTERN int weft_future_some(weft_future_t *const *inputs, size_t n,
  * Number of inputs of a combinator future (0 for any other future or NULL).
  * Thread: any thread.
  */
-WEFT_EXTERN size_t weft_future_ninputs(const weft_future_t *f);
+WEFT_EXTERN size_t weft_future_input_count(const weft_future_t *f);
 
 /**
  * The i-th input of a combinator, borrowed (valid while the caller holds the

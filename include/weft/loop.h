@@ -160,7 +160,7 @@ WEFT_EXTERN int weft_loop_run(weft_loop_t *loop, weft_run_mode_t mode);
  * on f; read the result with the future accessors.
  * Any timeout_ms up to INT64_MAX means waiting that long (-1: no limit).
  * When it returns, nothing of its own is left queued on the loop:
- * weft_loop_timeout_ms() tells the time to the next timer (-1: none), as
+ * weft_loop_backend_timeout() tells the time to the next timer (-1: none), as
  * for an idle loop.
  * Returns 0 once f has settled (whatever the outcome); WEFT_ETIMEDOUT when
  * `timeout_ms` (-1: none) passes first; WEFT_EINTR when weft_loop_stop() was
@@ -221,19 +221,19 @@ WEFT_EXTERN weft_loop_t *weft_loop_current(void);
  * now), to use as the host's poll timeout. It is exact at any point between
  * runs, right after weft_loop_run() or weft_loop_run_until() returns
  * included. The fd stays the loop's; never close it.
- * weft_loop_fd returns the fd, or WEFT_EINVAL for NULL; on a loop with an
+ * weft_loop_backend_fd returns the fd, or WEFT_EINVAL for NULL; on a loop with an
  * io_uring, the first call also has the ring's completions wake that fd
  * (which costs a little per completion from then on), and may fail with
  * a code from the kernel. On such a loop, socket reads and writes queued
  * for the ring reach the kernel only when the loop runs, so the timeout is
  * 0 while any are queued: always poll with it.
- * weft_loop_timeout_ms returns the timeout, or WEFT_EINVAL for NULL.
+ * weft_loop_backend_timeout returns the timeout, or WEFT_EINVAL for NULL.
  * Thread: the loop thread.
  */
-WEFT_EXTERN int weft_loop_fd(const weft_loop_t *loop);
-WEFT_EXTERN int64_t weft_loop_timeout_ms(weft_loop_t *loop);
+WEFT_EXTERN int weft_loop_backend_fd(const weft_loop_t *loop);
+WEFT_EXTERN int64_t weft_loop_backend_timeout(weft_loop_t *loop);
 
-/** The loop's cached time (weft_now_ns() taken at the start of the current
+/** The loop's cached time (weft_clock_now_ns() taken at the start of the current
  * iteration, or at the last timer start between runs), in ns; what timer
  * deadlines are relative to. Returns WEFT_EINVAL for NULL.
  * Thread: the loop thread. */
@@ -366,7 +366,7 @@ WEFT_EXTERN int weft_timer_stop(weft_timer_t *timer);
 
 /** True if the timer is started; false if not, and for NULL.
  * Thread: the loop thread. */
-WEFT_EXTERN bool weft_timer_active(const weft_timer_t *timer);
+WEFT_EXTERN bool weft_timer_is_active(const weft_timer_t *timer);
 
 /**
  * A future fulfilled (with the integer 0) `ms` after the loop's cached time
@@ -516,7 +516,7 @@ WEFT_EXTERN int weft_signal_stop(weft_signal_t *sig);
  * Errors: WEFT_EINVAL, WEFT_ENOMEM, WEFT_EMFILE, WEFT_ESHUTDOWN, WEFT_EPERM.
  * Thread: the loop thread.
  */
-WEFT_EXTERN int weft_loop_signal(weft_loop_t *loop, int signum,
+WEFT_EXTERN int weft_signal_next(weft_loop_t *loop, int signum,
                                  weft_future_t **out);
 
 WEFT_END_DECLS

@@ -67,9 +67,9 @@ WEFT_BEGIN_DECLS
  * WEFT_ECONNRESET. EINTR and EAGAIN never reach the caller.
  *
  * Who owns what. Whoever owns a socket closes it with weft_socket_close()
- * (which cancels its pending operations). A socket from weft_listen() or
- * weft_udp_bind() is the caller's at once. A socket from weft_accept() or
- * weft_connect() is the value of its fulfilled future, and the future owns
+ * (which cancels its pending operations). A socket from weft_socket_listen() or
+ * weft_socket_udp_bind() is the caller's at once. A socket from weft_socket_accept() or
+ * weft_socket_connect() is the value of its fulfilled future, and the future owns
  * it until the caller takes it with weft_socket_take(): from then on it is
  * the caller's. A future released unread (its last handle gone, and every
  * then or combinator that held it done, without a take) closes its socket
@@ -97,11 +97,11 @@ typedef struct weft_addr {
  * the loop. Returns 0; WEFT_EINVAL (NULL, or not a numeric address).
  * Thread: any thread.
  */
-WEFT_EXTERN int weft_addr_ip(const char *ip, uint16_t port, weft_addr_t *out);
+WEFT_EXTERN int weft_addr_init_ip(const char *ip, uint16_t port, weft_addr_t *out);
 
 /** Fill *out with a Unix socket path. Returns 0; WEFT_EINVAL (NULL, empty
  * or too long for sun_path). Thread: any thread. */
-WEFT_EXTERN int weft_addr_unix(const char *path, weft_addr_t *out);
+WEFT_EXTERN int weft_addr_init_unix(const char *path, weft_addr_t *out);
 
 /** The port of an IPv4/IPv6 address (host order), or WEFT_EINVAL (NULL or
  * not an IP address). Thread: any thread. */
@@ -123,7 +123,7 @@ typedef struct weft_socket weft_socket_t;
 
 /**
  * Listen on addr: TCP for an IP address (with SO_REUSEADDR; port 0 picks a
- * free port, see weft_socket_local()), a Unix stream socket for a path (an
+ * free port, see weft_socket_local_addr()), a Unix stream socket for a path (an
  * existing file at the path is an error: WEFT_EADDRINUSE; remove it
  * yourself). backlog <= 0 means SOMAXCONN. On 0 *out is the listener,
  * owned by the caller (weft_socket_close()).
@@ -133,7 +133,7 @@ typedef struct weft_socket weft_socket_t;
  * codes from bind/listen. *out untouched on error; nothing leaks.
  * Thread: the loop thread.
  */
-WEFT_EXTERN int weft_listen(weft_loop_t *loop, const weft_addr_t *addr,
+WEFT_EXTERN int weft_socket_listen(weft_loop_t *loop, const weft_addr_t *addr,
                             int backlog, weft_socket_t **out);
 
 /**
@@ -145,7 +145,7 @@ WEFT_EXTERN int weft_listen(weft_loop_t *loop, const weft_addr_t *addr,
  * Errors (returned): WEFT_EINVAL (NULL, not a listener); WEFT_EPERM;
  * WEFT_ESHUTDOWN; WEFT_ENOMEM. Thread: the loop thread.
  */
-WEFT_EXTERN int weft_accept(weft_socket_t *listener, weft_future_t **out);
+WEFT_EXTERN int weft_socket_accept(weft_socket_t *listener, weft_future_t **out);
 
 /**
  * Connect a stream socket to addr (TCP or Unix). *out is fulfilled with the
@@ -159,17 +159,17 @@ WEFT_EXTERN int weft_accept(weft_socket_t *listener, weft_future_t **out);
  * WEFT_EMFILE / WEFT_ENFILE (no fd for the socket).
  * Thread: the loop thread.
  */
-WEFT_EXTERN int weft_connect(weft_loop_t *loop, const weft_addr_t *addr,
+WEFT_EXTERN int weft_socket_connect(weft_loop_t *loop, const weft_addr_t *addr,
                              weft_future_t **out);
 
 /**
- * Take the socket of a fulfilled weft_accept() or weft_connect() future:
+ * Take the socket of a fulfilled weft_socket_accept() or weft_socket_connect() future:
  * on 0 *out is the socket, now the caller's to close (weft_socket_close()),
  * and releasing the future no longer touches it. Until then the future
  * owns it (see "Who owns what" above). Take once, right after the future
  * settles, usually in its continuation.
- * Errors: WEFT_EINVAL (NULL, or f is not a future weft_accept() or
- * weft_connect() returned: a future derived from one does not own the
+ * Errors: WEFT_EINVAL (NULL, or f is not a future weft_socket_accept() or
+ * weft_socket_connect() returned: a future derived from one does not own the
  * socket); WEFT_EPERM off the loop thread; WEFT_EPENDING (not settled);
  * the future's own error when it was rejected or cancelled
  * (WEFT_ECANCELED, ...); WEFT_EALREADY (taken already); WEFT_ESHUTDOWN
@@ -188,16 +188,16 @@ WEFT_EXTERN int weft_socket_take(weft_future_t *f, weft_socket_t **out);
  * WEFT_EPERM; WEFT_ESHUTDOWN (socket closed or loop closing); WEFT_ENOMEM.
  * Thread: the loop thread.
  */
-WEFT_EXTERN int weft_read(weft_socket_t *sock, void *buf, size_t len,
+WEFT_EXTERN int weft_socket_read(weft_socket_t *sock, void *buf, size_t len,
                           weft_future_t **out);
 
 /**
  * Read exactly len bytes into buf: fulfilled with len, or rejected with
  * WEFT_EOF if the stream ends first (the bytes that did arrive are in buf;
  * how many is not reported), or another connection error.
- * Errors (returned): as weft_read(). Thread: the loop thread.
+ * Errors (returned): as weft_socket_read(). Thread: the loop thread.
  */
-WEFT_EXTERN int weft_read_exactly(weft_socket_t *sock, void *buf, size_t len,
+WEFT_EXTERN int weft_socket_read_exactly(weft_socket_t *sock, void *buf, size_t len,
                                   weft_future_t **out);
 
 /**
@@ -213,21 +213,21 @@ WEFT_EXTERN int weft_read_exactly(weft_socket_t *sock, void *buf, size_t len,
  * A write of 0 bytes (buf still not NULL) is no error: it is fulfilled
  * with 0 in its turn among the queued writes (at once when nothing is
  * queued), and on a stream that failed a write is rejected on return.
- * Errors (returned): as weft_read(), but for len 0. Thread: the loop
+ * Errors (returned): as weft_socket_read(), but for len 0. Thread: the loop
  * thread.
  */
-WEFT_EXTERN int weft_write(weft_socket_t *sock, const void *buf, size_t len,
+WEFT_EXTERN int weft_socket_write(weft_socket_t *sock, const void *buf, size_t len,
                            weft_future_t **out);
 
 /**
- * Bytes of the socket's weft_write()s that the kernel has not taken yet:
+ * Bytes of the socket's weft_socket_write()s that the kernel has not taken yet:
  * each write counts the rest of its buffer from the call until the kernel
  * takes those bytes; a write that fails or is cancelled stops counting
  * when it settles (one cancelled on the loop thread while its bytes are
  * in the kernel: when that send's result comes). weft offers queued
  * writes to the kernel when the loop next waits and whenever the socket
  * has room, and the kernel takes what the socket buffer holds: between
- * weft_write() and the loop's next wait the write counts in full; after,
+ * weft_socket_write() and the loop's next wait the write counts in full; after,
  * what the socket had no room for, 0 for a peer that keeps up, growing
  * with every write to a peer that does not read.
  * For a per-connection limit on a slow reader. 0 for NULL.
@@ -241,9 +241,9 @@ WEFT_EXTERN size_t weft_socket_write_queued(const weft_socket_t *sock);
  * weft's words: no new work, the queued work finishes, then it ends; here
  * what ends is the write direction, not the socket). *out is
  * fulfilled with 0, or rejected with the connection's error.
- * Errors (returned): as weft_read(). Thread: the loop thread.
+ * Errors (returned): as weft_socket_read(). Thread: the loop thread.
  */
-WEFT_EXTERN int weft_shutdown(weft_socket_t *sock, weft_future_t **out);
+WEFT_EXTERN int weft_socket_shutdown(weft_socket_t *sock, weft_future_t **out);
 
 /* ------------------------------------------------------------------ */
 /* UDP                                                                  */
@@ -251,9 +251,9 @@ WEFT_EXTERN int weft_shutdown(weft_socket_t *sock, weft_future_t **out);
 
 /**
  * A UDP socket bound to addr (IPv4 or IPv6; port 0 picks one). The caller
- * owns *out. Errors: as weft_listen(). Thread: the loop thread.
+ * owns *out. Errors: as weft_socket_listen(). Thread: the loop thread.
  */
-WEFT_EXTERN int weft_udp_bind(weft_loop_t *loop, const weft_addr_t *addr,
+WEFT_EXTERN int weft_socket_udp_bind(weft_loop_t *loop, const weft_addr_t *addr,
                               weft_socket_t **out);
 
 /**
@@ -264,16 +264,16 @@ WEFT_EXTERN int weft_udp_bind(weft_loop_t *loop, const weft_addr_t *addr,
  * Errors (returned): WEFT_EINVAL (NULL, not a UDP socket); WEFT_EPERM;
  * WEFT_ESHUTDOWN; WEFT_ENOMEM. Thread: the loop thread.
  */
-WEFT_EXTERN int weft_udp_send(weft_socket_t *sock, const void *buf, size_t len,
+WEFT_EXTERN int weft_socket_udp_send(weft_socket_t *sock, const void *buf, size_t len,
                               const weft_addr_t *to, weft_future_t **out);
 
 /**
  * Receive one datagram into buf: fulfilled with its length (a datagram
  * longer than len is truncated to len, the rest discarded); the sender's
  * address goes to *from when from is not NULL (same lifetime rule as buf).
- * Errors (returned): as weft_udp_send(). Thread: the loop thread.
+ * Errors (returned): as weft_socket_udp_send(). Thread: the loop thread.
  */
-WEFT_EXTERN int weft_udp_recv(weft_socket_t *sock, void *buf, size_t len,
+WEFT_EXTERN int weft_socket_udp_recv(weft_socket_t *sock, void *buf, size_t len,
                               weft_addr_t *from, weft_future_t **out);
 
 /* ------------------------------------------------------------------ */
@@ -282,11 +282,11 @@ WEFT_EXTERN int weft_udp_recv(weft_socket_t *sock, void *buf, size_t len,
 
 /** The local address (after port 0, the port that was bound). Returns 0;
  * WEFT_EINVAL; kernel errors. Thread: the loop thread. */
-WEFT_EXTERN int weft_socket_local(const weft_socket_t *sock, weft_addr_t *out);
+WEFT_EXTERN int weft_socket_local_addr(const weft_socket_t *sock, weft_addr_t *out);
 
 /** The peer's address of a connected stream. Returns 0; WEFT_EINVAL;
  * WEFT_ENOTCONN. Thread: the loop thread. */
-WEFT_EXTERN int weft_socket_peer(const weft_socket_t *sock, weft_addr_t *out);
+WEFT_EXTERN int weft_socket_peer_addr(const weft_socket_t *sock, weft_addr_t *out);
 
 /** The socket's fd, for setsockopt() and the like; the socket still owns
  * it (never close it yourself). -1 for NULL. Thread: the loop thread. */
@@ -295,7 +295,7 @@ WEFT_EXTERN int weft_socket_fd(const weft_socket_t *sock);
 /** TCP_NODELAY on (true) or off (false) for a TCP stream. Returns 0;
  * WEFT_EINVAL; kernel errors (WEFT_ENOTSUP for a Unix socket). Thread: the
  * loop thread. */
-WEFT_EXTERN int weft_socket_nodelay(weft_socket_t *sock, bool on);
+WEFT_EXTERN int weft_socket_set_nodelay(weft_socket_t *sock, bool on);
 
 /**
  * Close the socket: every pending operation on it settles as cancelled
@@ -303,7 +303,7 @@ WEFT_EXTERN int weft_socket_nodelay(weft_socket_t *sock, bool on);
  * freed (later, if called from inside one of its own operations' inline
  * continuations). Queued writes not yet sent are dropped: to send them
  * first, close after the last write's future settles (or after
- * weft_shutdown()). Returns 0; WEFT_EINVAL (NULL); WEFT_EPERM off the loop
+ * weft_socket_shutdown()). Returns 0; WEFT_EINVAL (NULL); WEFT_EPERM off the loop
  * thread. Thread: the loop thread.
  */
 WEFT_EXTERN int weft_socket_close(weft_socket_t *sock);

@@ -67,7 +67,7 @@ typedef struct weft_job weft_job_t;
  * A job: runs once on a pool thread with its argument; returns what its
  * future becomes (weft_ok, weft_ok_int or weft_err; weft_follow is not
  * supported and rejects with WEFT_ENOTSUP). `job` is valid during the call
- * only, for weft_job_cancelled().
+ * only, for weft_job_is_cancelled().
  */
 typedef weft_result_t (*weft_job_fn)(weft_job_t *job, void *arg);
 
@@ -138,7 +138,7 @@ WEFT_EXTERN int weft_pool_submit_blocking(weft_pool_t *pool, weft_job_fn fn,
  * CANCEL mode (the job should stop early); false otherwise and for NULL.
  * Thread: the thread running the job.
  */
-WEFT_EXTERN bool weft_job_cancelled(const weft_job_t *job);
+WEFT_EXTERN bool weft_job_is_cancelled(const weft_job_t *job);
 
 /**
  * The pool as an executor: weft_future_then(f, weft_pool_executor(pool),
@@ -192,7 +192,7 @@ typedef enum weft_pool_mode {
  * `timeout_ms` (WEFT_FOREVER: no limit; any value up to INT64_MAX is a
  * wait that long), shutdown switches to CANCEL. In CANCEL mode every job
  * not yet started is cancelled (its future settles as cancelled, its
- * arg_dtor runs), and every running job is told: weft_job_cancelled()
+ * arg_dtor runs), and every running job is told: weft_job_is_cancelled()
  * returns true from then on, and its future ends cancelled when the job
  * returns, whatever it returns (a value it returns is destroyed). Running
  * jobs cannot be interrupted: shutdown waits for them to return, then

@@ -14,7 +14,7 @@ WEFT_BEGIN_DECLS
  * Never fails.
  * Thread: any thread.
  */
-WEFT_EXTERN int64_t weft_now_ns(void);
+WEFT_EXTERN int64_t weft_clock_now_ns(void);
 
 /**
  * The number of CPUs this process may use: the affinity mask, capped by a

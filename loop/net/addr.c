@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/un.h>
 
-int weft_addr_ip(const char *ip, uint16_t port, weft_addr_t *out) {
+int weft_addr_init_ip(const char *ip, uint16_t port, weft_addr_t *out) {
   if (ip == NULL || out == NULL)
     return WEFT_EINVAL;
   weft_addr_t a;
@@ -31,7 +31,7 @@ int weft_addr_ip(const char *ip, uint16_t port, weft_addr_t *out) {
   return 0;
 }
 
-int weft_addr_unix(const char *path, weft_addr_t *out) {
+int weft_addr_init_unix(const char *path, weft_addr_t *out) {
   struct sockaddr_un un;
   if (path == NULL || out == NULL)
     return WEFT_EINVAL;

@@ -188,17 +188,17 @@ static int bind_new(weft_loop_t *loop, const weft_addr_t *addr, int type,
   return 0;
 }
 
-int weft_listen(weft_loop_t *loop, const weft_addr_t *addr, int backlog,
+int weft_socket_listen(weft_loop_t *loop, const weft_addr_t *addr, int backlog,
                 weft_socket_t **out) {
   int rc = check_loop(loop, addr, out, NULL);
   return rc != 0 ? rc : bind_new(loop, addr, SOCK_STREAM, backlog, SK_LISTEN, out);
 }
 
-int weft_accept(weft_socket_t *listener, weft_future_t **out) {
+int weft_socket_accept(weft_socket_t *listener, weft_future_t **out) {
   return weft__op_start(listener, OP_ACCEPT, SK_LISTEN, NULL, 0, out);
 }
 
-int weft_connect(weft_loop_t *loop, const weft_addr_t *addr,
+int weft_socket_connect(weft_loop_t *loop, const weft_addr_t *addr,
                  weft_future_t **out) {
   int rc = check_loop(loop, addr, NULL, out);
   if (rc != 0)
@@ -241,7 +241,7 @@ int weft_connect(weft_loop_t *loop, const weft_addr_t *addr,
   return 0;
 }
 
-int weft_udp_bind(weft_loop_t *loop, const weft_addr_t *addr,
+int weft_socket_udp_bind(weft_loop_t *loop, const weft_addr_t *addr,
                   weft_socket_t **out) {
   int rc = check_loop(loop, addr, out, NULL);
   if (rc == 0 && addr->ss.ss_family == AF_UNIX)

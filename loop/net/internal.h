@@ -327,7 +327,7 @@ static inline void op_publish(weft_socket_t *s, net_op_t *op, intptr_t v) {
 static inline bool transient(int e) { return e == EAGAIN || e == EWOULDBLOCK; }
 
 static inline int io_err(int e) {
-  int rc = weft_err_from_errno(e);
+  int rc = weft_error_from_errno(e);
   return rc == 0 ? WEFT_EIO : rc;
 }
 

@@ -13,7 +13,7 @@
 int weft__new_fd(int family, int type) {
   int fd = WEFT__SYS("socket",
                      socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  return fd < 0 ? weft_err_from_errno(errno) : fd;
+  return fd < 0 ? weft_error_from_errno(errno) : fd;
 }
 
 /* ---- socket memory ----
@@ -329,7 +329,7 @@ static int check_any(const weft_socket_t *s) {
   return s->closed ? WEFT_EINVAL : 0;
 }
 
-/* weft_socket_local/peer: one of getsockname/getpeername into *out. */
+/* weft_socket_local_addr/peer: one of getsockname/getpeername into *out. */
 static int sock_name(const weft_socket_t *sock, weft_addr_t *out,
                      int (*get)(int, struct sockaddr *, socklen_t *)) {
   int rc = check_any(sock);
@@ -342,11 +342,11 @@ static int sock_name(const weft_socket_t *sock, weft_addr_t *out,
   return 0;
 }
 
-int weft_socket_local(const weft_socket_t *sock, weft_addr_t *out) {
+int weft_socket_local_addr(const weft_socket_t *sock, weft_addr_t *out) {
   return sock_name(sock, out, getsockname);
 }
 
-int weft_socket_peer(const weft_socket_t *sock, weft_addr_t *out) {
+int weft_socket_peer_addr(const weft_socket_t *sock, weft_addr_t *out) {
   return sock_name(sock, out, getpeername);
 }
 
@@ -354,7 +354,7 @@ int weft_socket_fd(const weft_socket_t *sock) {
   return sock == NULL || sock->closed ? -1 : sock->fd;
 }
 
-int weft_socket_nodelay(weft_socket_t *sock, bool on) {
+int weft_socket_set_nodelay(weft_socket_t *sock, bool on) {
   int rc = check_any(sock);
   if (rc != 0)
     return rc;

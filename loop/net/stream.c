@@ -311,7 +311,7 @@ int weft__op_start(weft_socket_t *s, uint8_t kind, uint8_t want_kind,
   return start_op(s, kind, want_kind, buf, len, out);
 }
 
-/* The usual weft_read and weft_write find a free op at hand, and make no
+/* The usual weft_socket_read and weft_socket_write find a free op at hand, and make no
  * call before their last (so no frame to set up); anything else (an
  * error to report, an allocation, a read to try now) takes start_op. */
 static inline bool op_at_hand(const weft_socket_t *s, const void *buf,
@@ -326,7 +326,7 @@ static __attribute__((noinline)) int read_start(weft_socket_t *s, void *buf,
   return start_op(s, OP_READ, SK_STREAM, buf, len, out);
 }
 
-WEFT__HOT int weft_read(weft_socket_t *sock, void *buf, size_t len,
+WEFT__HOT int weft_socket_read(weft_socket_t *sock, void *buf, size_t len,
                         weft_future_t **out) {
   if (!op_at_hand(sock, buf, out) || len == 0 || sock->rhead != NULL ||
       !stream_read_waits(sock))
@@ -340,7 +340,7 @@ WEFT__HOT int weft_read(weft_socket_t *sock, void *buf, size_t len,
   return 0;
 }
 
-int weft_read_exactly(weft_socket_t *sock, void *buf, size_t len,
+int weft_socket_read_exactly(weft_socket_t *sock, void *buf, size_t len,
                       weft_future_t **out) {
   return start_op(sock, OP_READ_EXACT, SK_STREAM, buf, len, out);
 }
@@ -351,13 +351,13 @@ static __attribute__((noinline)) int write_start(weft_socket_t *s,
   return start_op(s, OP_WRITE, SK_STREAM, (void *)buf, len, out);
 }
 
-WEFT__HOT int weft_write(weft_socket_t *sock, const void *buf, size_t len,
+WEFT__HOT int weft_socket_write(weft_socket_t *sock, const void *buf, size_t len,
                          weft_future_t **out) {
   if (!op_at_hand(sock, buf, out))
     return write_start(sock, buf, len, out);
   return write_queue(sock, op_new(sock, OP_WRITE, (void *)buf, len), out);
 }
 
-int weft_shutdown(weft_socket_t *sock, weft_future_t **out) {
+int weft_socket_shutdown(weft_socket_t *sock, weft_future_t **out) {
   return start_op(sock, OP_SHUTDOWN, SK_STREAM, NULL, 0, out);
 }

@@ -13,7 +13,7 @@ int main(void) {
   weft_promise_t *p;
   weft_future_t *f, *g;
   if (weft_promise_create(&p, &f) != 0 ||
-      weft_future_then(f, weft_executor_inline(), twice, NULL, &g) != 0)
+      weft_future_then(f, weft_executor_inline(), twice, NULL, NULL, &g) != 0)
     return 1;
   weft_promise_fulfil_int(p, 21);
   int ok = weft_future_await(g, 1000) == 0 && weft_future_int(g) == 42 &&
