@@ -131,7 +131,8 @@ typedef struct weft__heap_entry {
   weft_timer_t *timer;
 } weft__heap_entry_t;
 
-enum { WEFT__TIMER_INIT = 0x7e1f7000u }; /* priv_flags of an initialised timer */
+/* priv_flags of an initialised timer */
+enum { WEFT__TIMER_INIT = 0x7e1f7000u };
 
 /* ---- the adaptive spin before sleeping (spin.c) ---- */
 /* Its state, loop thread only. */

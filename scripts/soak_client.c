@@ -48,6 +48,7 @@
 
 /* ---- counters ---- */
 
+/* clang-format off */
 enum {
   /* expected: caused by us or promised by the server */
   X_RESET,     /* resets we sent */
@@ -71,6 +72,7 @@ enum {
 static const char *count_name[N_COUNT] = {
     "reset", "slowclosed", "idleclosed", "tail",  "connect", "corrupt", "lost",
     "order", "own",      "closed",   "stuck", "proto",   "idle"};
+/* clang-format on */
 static long counts[N_COUNT];
 
 enum kind { K_NORMAL, K_CHURN, K_HALF, K_RESET, K_SLOW, K_IDLE, K_N };

@@ -59,6 +59,7 @@
 #define MAXOPS 32        /* settle calls recorded per shared promise */
 #define OPS_CAP 24       /* each side stops calling at this many */
 
+/* clang-format off */
 enum op {
   OP_PROMISE, OP_THEN, OP_WATCH, OP_ALL, OP_ALL_SETTLED, OP_ANY, OP_RACE,
   OP_SOME, OP_JOB, OP_FULFIL, OP_REJECT, OP_CANCEL, OP_RELEASE,
@@ -70,6 +71,7 @@ static const char *const op_names[OP_COUNT_] = {
     "race",    "some",   "job",    "fulfil",  "reject",      "cancel",
     "release", "release_promise", "retain", "await", "read", "post",
     "shared"};
+/* clang-format on */
 const char *model_op_name(int op) { return op_names[op]; }
 int model_op_count(void) { return OP_COUNT_; }
 
@@ -1219,12 +1221,14 @@ static bool shared_capped(world_t *w, int i) {
 }
 
 static void step(world_t *w) {
+  /* clang-format off */
   static const uint8_t weights[OP_COUNT_] = {
       [OP_PROMISE] = 10, [OP_THEN] = 10, [OP_WATCH] = 3, [OP_ALL] = 3,
       [OP_ALL_SETTLED] = 2, [OP_ANY] = 3, [OP_RACE] = 3, [OP_SOME] = 3,
       [OP_JOB] = 6, [OP_FULFIL] = 10, [OP_REJECT] = 4, [OP_CANCEL] = 8,
       [OP_RELEASE] = 6, [OP_RELEASE_PROMISE] = 3, [OP_RETAIN] = 2,
       [OP_AWAIT] = 6, [OP_READ] = 5, [OP_POST] = 2, [OP_SHARED] = 3};
+  /* clang-format on */
   /* WEFT_MODEL_OFF=op,op,...: never issue these. Every driver thread may
    * parse it first; they store the same mask. */
   static _Atomic int off_init;

@@ -21,6 +21,7 @@ extern const test_suite_t suite_error, suite_future, suite_then, suite_cancel,
     suite_net_spin, suite_chat, suite_api, suite_paths, suite_fault,
     suite_misuse, suite_stress, suite_model, suite_abi;
 
+/* clang-format off */
 static const test_suite_t *const suites[] = {
     &suite_error,  &suite_future, &suite_then,  &suite_cancel, &suite_combinators,
     &suite_await,  &suite_race,   &suite_chain, &suite_alloc, &suite_cache, &suite_pool,
@@ -34,6 +35,7 @@ static const test_suite_t *const suites[] = {
     , &suite_chat
 #endif
 };
+/* clang-format on */
 
 /* ---- counting allocator ---- */
 static _Atomic long n_allocs, n_live, live_bytes, peak_bytes, fail_at_n;

@@ -56,12 +56,14 @@ WEFT_BEGIN_DECLS
   X(EOF, -4095, "end of stream")
 
 /** The codes as an enum: WEFT_EINVAL, WEFT_ECANCELED, ... */
+/* clang-format off */
 enum weft_errno {
 #define WEFT__ERR_ENUM(name, val, msg) WEFT_##name = (val),
   WEFT_ERRNO_MAP(WEFT__ERR_ENUM)
 #undef WEFT__ERR_ENUM
   WEFT__ERR_LAST_ = 0
 };
+/* clang-format on */
 
 /**
  * Human-readable message for an error code.
