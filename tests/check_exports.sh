@@ -19,8 +19,10 @@ if [ -n "$bad" ]; then
   echo "symbols exported without the weft_ prefix:"; printf '  %s\n' $bad; exit 1
 fi
 exported=$(printf '%s\n' "$syms" | grep '^weft_' | sort -u)
-declared=$(cat "$inc"/weft/*.h "$inc"/weft/*.h.in | grep -o 'WEFT_EXTERN[^;(]*(' |
-  grep -o 'weft_[a-z0-9_]*($' | tr -d '(' | sort -u)
+# (a declaration may span lines: the headers are read as one line)
+declared=$(cat "$inc"/weft/*.h "$inc"/weft/*.h.in | tr '\n' ' ' |
+  grep -o 'WEFT_EXTERN[^;(]*(' | grep -o 'weft_[a-z0-9_]*($' | tr -d '(' |
+  sort -u)
 extra=$(printf '%s\n' "$exported" | grep -vxF "$declared" || true)
 missing=$(printf '%s\n' "$declared" | grep -vxF "$exported" || true)
 if [ -n "$extra" ] || [ -n "$missing" ]; then
