@@ -65,8 +65,8 @@ static long then_bytes() {
   boost::promise<long> p;
   boost::future<long> f = p.get_future();
   long b0 = g_bytes;
-  boost::future<long> g =
-      f.then(boost::launch::sync, [](boost::future<long> x) { return x.get(); });
+  boost::future<long> g = f.then(boost::launch::sync,
+                                 [](boost::future<long> x) { return x.get(); });
   long b = g_bytes - b0;
   p.set_value(1);
   (void)g.get();
@@ -244,8 +244,10 @@ int main(int argc, char **argv) {
     std::printf("%.1f\n", chain_on_big_stack(n));
 #endif
   else {
-    std::fprintf(stderr, "%s: timed binary: settle, handoff%s only (counts: "
-                 "the -DPEER_COUNT_ALLOCS build)\n", argv[0],
+    std::fprintf(stderr,
+                 "%s: timed binary: settle, handoff%s only (counts: "
+                 "the -DPEER_COUNT_ALLOCS build)\n",
+                 argv[0],
 #ifdef PEER_BOOST
                  ", chain"
 #else

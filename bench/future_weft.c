@@ -48,7 +48,8 @@ static double chain(long n) {
   cur = root;
   weft_future_retain(root);
   for (long i = 0; i < n; i++) {
-    if (weft_future_then(cur, weft_executor_inline(), add_one, NULL, NULL, &next) != 0)
+    if (weft_future_then(cur, weft_executor_inline(), add_one, NULL, NULL,
+                         &next) != 0)
       abort();
     weft_future_release(cur);
     cur = next;
@@ -209,7 +210,8 @@ int main(int argc, char **argv) {
     if (weft_promise_create(&p, &f) != 0)
       abort();
     long b0 = n_bytes;
-    if (weft_future_then(f, weft_executor_inline(), add_one, NULL, NULL, &g) != 0)
+    if (weft_future_then(f, weft_executor_inline(), add_one, NULL, NULL, &g) !=
+        0)
       abort();
     long then_bytes = n_bytes - b0;
     weft_promise_fulfil_int(p, 1);

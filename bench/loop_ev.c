@@ -11,7 +11,7 @@
 #include <string.h>
 
 static long n, fired;
-static double t0, t1;  /* ev_time() */
+static double t0, t1; /* ev_time() */
 #include "loop_rng.h"
 
 static ev_timer *timers;

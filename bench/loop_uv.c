@@ -53,7 +53,10 @@ static void prepare(uint64_t lo, uint64_t span) {
 static uv_async_t a_async, b_async;
 static uv_loop_t b_loop;
 static _Atomic long rounds;
-static void a_cb(uv_async_t *h) { (void)h; uv_async_send(&b_async); }
+static void a_cb(uv_async_t *h) {
+  (void)h;
+  uv_async_send(&b_async);
+}
 static void b_cb(uv_async_t *h) {
   if (atomic_fetch_add(&rounds, 1) + 1 == n) {
     t1 = uv_hrtime();
@@ -197,8 +200,7 @@ int main(int argc, char **argv) {
       abort();
     printf("%.2f %.2f\n", (double)(t1 - t0) / 1e3 / (double)n,
            (double)(c1 - c0) / 1e3 / (double)n);
-  } else if (!strcmp(mode, "offload") ||
-             !strcmp(mode, "offload_prefaulted")) {
+  } else if (!strcmp(mode, "offload") || !strcmp(mode, "offload_prefaulted")) {
     offload(!strcmp(mode, "offload_prefaulted"));
   } else if (!strcmp(mode, "offload_rtt")) {
     rtt = calloc((size_t)n, sizeof *rtt);

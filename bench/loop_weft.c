@@ -59,10 +59,10 @@ static void run_in_loop(weft_loop_fn fn) {
 static weft_timer_t *timers;
 static int64_t *timeouts;
 static long fired;
-static int64_t t0, t1;  /* weft_clock_now_ns() */
-static int64_t c0, c1;  /* cpu_ns() */
-static int64_t m0;      /* mono_ns() when the timers start */
-static int64_t *late;   /* per timer: fire time - due time, ns */
+static int64_t t0, t1; /* weft_clock_now_ns() */
+static int64_t c0, c1; /* cpu_ns() */
+static int64_t m0;     /* mono_ns() when the timers start */
+static int64_t *late;  /* per timer: fire time - due time, ns */
 
 static void no_op(weft_timer_t *t, int status, void *arg) {
   (void)t;
@@ -232,7 +232,8 @@ static void submit_one(void) {
   weft_future_t *f, *c;
   sent_at = weft_clock_now_ns();
   check(weft_pool_submit(pool, tiny_job, (void *)(uintptr_t)done, NULL, &f));
-  check(weft_future_then(f, weft_loop_executor(loop), one_back, NULL, NULL, &c));
+  check(
+      weft_future_then(f, weft_loop_executor(loop), one_back, NULL, NULL, &c));
   weft_future_release(f);
   weft_future_release(c);
 }
@@ -246,8 +247,10 @@ static void start_rtt(weft_loop_t *l, void *arg, int status) {
 
 int main(int argc, char **argv) {
   if (argc < 3 || (n = atol(argv[2])) <= 0) {
-    fprintf(stderr, "usage: %s timer_start|timer_stop|timer_fire|"
-                    "timer_sparse|pingpong|offload|offload_rtt N\n", argv[0]);
+    fprintf(stderr,
+            "usage: %s timer_start|timer_stop|timer_fire|"
+            "timer_sparse|pingpong|offload|offload_rtt N\n",
+            argv[0]);
     return 2;
   }
   char mode[64];
@@ -305,8 +308,8 @@ int main(int argc, char **argv) {
                 "parks; loop %llu iterations, %llu polls, %llu wakeups\n",
                 (double)(t_sub - t0) / 1e6, (double)(t1 - t0) / 1e6,
                 (unsigned long long)ps.steals, (unsigned long long)ps.parks,
-                (unsigned long long)ls.iterations,
-                (unsigned long long)ls.polls, (unsigned long long)ls.wakeups);
+                (unsigned long long)ls.iterations, (unsigned long long)ls.polls,
+                (unsigned long long)ls.wakeups);
       }
     } else {
       rtt = xmalloc((size_t)n * sizeof *rtt);

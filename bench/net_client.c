@@ -159,7 +159,8 @@ int main(int argc, char **argv) {
   double secs = atof(argv[3]);
   msg = (size_t)atol(argv[4]);
   if (port <= 0 || port > 65535 || nc <= 0 || !(secs > 0) || atol(argv[4]) <= 0)
-    fail("bad arguments (usage: net_client <port> <conns> <seconds> <msgsize>)");
+    fail(
+        "bad arguments (usage: net_client <port> <conns> <seconds> <msgsize>)");
   sin_srv.sin_family = AF_INET;
   sin_srv.sin_port = htons((uint16_t)port);
   sin_srv.sin_addr.s_addr = htonl(INADDR_LOOPBACK);

@@ -21,11 +21,11 @@
 #include <unistd.h>
 
 enum {
-  ENTRIES = 4096,   /* submission queue; completions: 4x */
-  NBUF = 4096,      /* provided buffers (a power of two) */
-  BUF = 2048,       /* bytes each: messages are 64 */
-  BGID = 1,         /* their group */
-  MAXFD = 1 << 14   /* direct descriptors: the most connections */
+  ENTRIES = 4096, /* submission queue; completions: 4x */
+  NBUF = 4096,    /* provided buffers (a power of two) */
+  BUF = 2048,     /* bytes each: messages are 64 */
+  BGID = 1,       /* their group */
+  MAXFD = 1 << 14 /* direct descriptors: the most connections */
 };
 
 enum { OP_ACCEPT = 1, OP_RECV = 2, OP_SEND = 3 };
@@ -130,8 +130,9 @@ int main(int argc, char **argv) {
   if (br == MAP_FAILED)
     die("mmap");
   io_uring_buf_ring_init(br);
-  struct io_uring_buf_reg reg = {
-      .ring_addr = (unsigned long)br, .ring_entries = NBUF, .bgid = BGID};
+  struct io_uring_buf_reg reg = {.ring_addr = (unsigned long)br,
+                                 .ring_entries = NBUF,
+                                 .bgid = BGID};
   if ((rc = io_uring_register_buf_ring(&ring, &reg, 0)) < 0) {
     errno = -rc;
     die("io_uring_register_buf_ring");
@@ -169,7 +170,8 @@ int main(int argc, char **argv) {
           recv_on[res] = 1;
           arm_recv(res);
           w_accepted();
-        } else if (res != -ECONNABORTED && res != -EINTR) { /* -ENFILE: table full */
+        } else if (res != -ECONNABORTED &&
+                   res != -EINTR) { /* -ENFILE: table full */
           errno = -res;
           die("accept");
         }
@@ -185,7 +187,7 @@ int main(int argc, char **argv) {
           if (!more)
             arm_recv(fd); /* the kernel ended the multishot: again */
         } else if (res == -ENOBUFS) {
-          arm_recv(fd); /* every buffer in use: they come back with sends */
+          arm_recv(fd);     /* every buffer in use: they come back with sends */
         } else if (!more) { /* end of stream or an error */
           recv_on[fd] = 0;
           done |= maybe_close(fd);

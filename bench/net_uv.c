@@ -40,7 +40,7 @@ static void check(int rc, const char *what) {
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   (void)hint;
-  *buf = uv_buf_init(((conn_t *)h)->buf, sizeof ((conn_t *)h)->buf);
+  *buf = uv_buf_init(((conn_t *)h)->buf, sizeof((conn_t *)h)->buf);
 }
 
 static void on_closed(uv_handle_t *h) {

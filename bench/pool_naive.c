@@ -160,7 +160,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "pool_naive: lost completions\n");
     return 1;
   }
-  double s = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+  double s = (double)(b.tv_sec - a.tv_sec) +
+             (double)(b.tv_nsec - a.tv_nsec) / 1e9;
   printf("%.0f\n", (double)n / s);
   return 0;
 }

@@ -40,7 +40,9 @@ static long skynet(long num, int level) {
   return s;
 }
 
-static long fib_calls(long n) { return n < 2 ? 1 : 1 + fib_calls(n - 1) + fib_calls(n - 2); }
+static long fib_calls(long n) {
+  return n < 2 ? 1 : 1 + fib_calls(n - 1) + fib_calls(n - 2);
+}
 
 int main(int argc, char **argv) {
   if (argc < 3)

@@ -39,7 +39,9 @@ static long skynet(long num, int level) {
   return s;
 }
 
-static long fib_calls(long n) { return n < 2 ? 1 : 1 + fib_calls(n - 1) + fib_calls(n - 2); }
+static long fib_calls(long n) {
+  return n < 2 ? 1 : 1 + fib_calls(n - 1) + fib_calls(n - 2);
+}
 
 static double now_ns() {
   return (double)std::chrono::duration_cast<std::chrono::nanoseconds>(

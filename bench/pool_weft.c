@@ -42,7 +42,9 @@ static weft_result_t fib(weft_job_t *job, void *arg) {
   return weft_ok_int(r);
 }
 
-static long fib_calls(long n) { return n < 2 ? 1 : 1 + fib_calls(n - 1) + fib_calls(n - 2); }
+static long fib_calls(long n) {
+  return n < 2 ? 1 : 1 + fib_calls(n - 1) + fib_calls(n - 2);
+}
 
 /* skynet: each node spawns 10 children down to 1,000,000 leaves. */
 static weft_result_t skynet(weft_job_t *job, void *arg) {
@@ -76,18 +78,18 @@ static weft_result_t skynet(weft_job_t *job, void *arg) {
  * thread); each completion counts and submits the next job until n have
  * been. "offload_inline" submits all n at once and counts on the worker
  * that settles each job's future (weft_executor_inline()). */
-static long completed;             /* counted on the submitting thread */
-static atomic_long completed_any;  /* offload_inline: counted on workers */
-static long offload_n;             /* completions expected */
-static weft_promise_t *all_done;   /* offload_inline: the last completion */
+static long completed;            /* counted on the submitting thread */
+static atomic_long completed_any; /* offload_inline: counted on workers */
+static long offload_n;            /* completions expected */
+static weft_promise_t *all_done;  /* offload_inline: the last completion */
 static weft_result_t small_job(weft_job_t *job, void *arg) {
   (void)job;
   uintptr_t x = (uintptr_t)arg;
   return weft_ok_int((intptr_t)(x * 2654435761u));
 }
-static long issued;                /* jobs submitted so far */
+static long issued; /* jobs submitted so far */
 static weft_executor_t *offload_ex;
-static int offload_then;           /* weft_future_then, not _watch */
+static int offload_then; /* weft_future_then, not _watch */
 static void submit_next(void);
 static weft_result_t count_done(void *arg, weft_future_t *src) {
   (void)arg;
@@ -107,10 +109,11 @@ static void submit_next(void) {
   int inl = offload_ex == weft_executor_inline();
   if (weft_pool_submit(pool, small_job, (void *)(uintptr_t)issued++, NULL,
                        &f) != 0 ||
-      (offload_then ? weft_future_then(f, offload_ex, count_done, NULL, NULL, &c)
-                    : weft_future_watch(f, offload_ex,
-                                        inl ? count_inline : count_watched,
-                                        NULL, NULL)) != 0)
+      (offload_then
+           ? weft_future_then(f, offload_ex, count_done, NULL, NULL, &c)
+           : weft_future_watch(f, offload_ex,
+                               inl ? count_inline : count_watched, NULL,
+                               NULL)) != 0)
     abort();
   if (c != NULL) { /* then: both handles are ours; watch took f's */
     weft_future_release(f);

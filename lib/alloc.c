@@ -33,7 +33,7 @@
  * ASan shows for a block is where it was first malloc'd, which for a
  * recycled block may be an earlier user's.)
  */
-#define _GNU_SOURCE /* MAP_ANONYMOUS */
+#define _GNU_SOURCE        /* MAP_ANONYMOUS */
 #define WEFT__ALLOC_IMPL 1 /* the definitions below, not the fault sites */
 #include "internal.h"
 
@@ -42,13 +42,13 @@
 #include <string.h>
 
 enum {
-  CLASS_SHIFT = 4,                 /* 16-byte classes */
-  CLASS_MAX = 256,                 /* larger blocks go straight to malloc */
+  CLASS_SHIFT = 4, /* 16-byte classes */
+  CLASS_MAX = 256, /* larger blocks go straight to malloc */
   NCLASS = CLASS_MAX >> CLASS_SHIFT,
-  MAG = 64,                        /* blocks per magazine */
-  DEPOT_MAX = 256,                 /* full magazines per class in the depot */
-  EMPTY_MAX = 64,                  /* empty magazines kept in the depot */
-  PREFETCH = 2                     /* blocks fetched ahead of allocation */
+  MAG = 64,        /* blocks per magazine */
+  DEPOT_MAX = 256, /* full magazines per class in the depot */
+  EMPTY_MAX = 64,  /* empty magazines kept in the depot */
+  PREFETCH = 2     /* blocks fetched ahead of allocation */
 };
 
 /* A magazine: an array of free blocks of one class. Blocks are handed out
@@ -213,8 +213,8 @@ static void cache_exit(void *arg) { /* thread exit: magazines to the depot */
     }
     if (tc->carve[c] != tc->carve_end[c]) /* blocks never carved */
       weft__chunk_drop(weft__chunk_of(tc->carve[c]),
-                 (unsigned)((size_t)(tc->carve_end[c] - tc->carve[c]) /
-                            class_size(c)));
+                       (unsigned)((size_t)(tc->carve_end[c] - tc->carve[c]) /
+                                  class_size(c)));
     tc->carve[c] = tc->carve_end[c] = NULL;
   }
 }
@@ -342,8 +342,8 @@ static SLOW mag_t *cache_room(tcache_t *tc, unsigned c) {
   return e;
 }
 
-static inline __attribute__((always_inline)) void
-cache_release(void *ptr, size_t size) {
+static inline __attribute__((always_inline)) void cache_release(void *ptr,
+                                                                size_t size) {
   unsigned c = (unsigned)((size - 1) >> CLASS_SHIFT);
   tcache_t *tc = my_cache();
   if (__builtin_expect(tc == NULL, 0)) {
@@ -385,8 +385,7 @@ default_release(void *ctx, void *ptr, size_t size) {
     free(ptr);
 }
 
-static weft_allocator_t g_alloc = {default_alloc, default_release, NULL,
-                                   {0}};
+static weft_allocator_t g_alloc = {default_alloc, default_release, NULL, {0}};
 
 int weft_allocator_set(const weft_allocator_t *a) {
   if (a == NULL) {

@@ -26,9 +26,9 @@ struct comb {
 #define UNSET UINT32_MAX
 
 static comb_t *as_comb(const struct weft_future *f) {
-  if (f == NULL || weft__kind(atomic_load_explicit(
-                       &((struct weft_future *)f)->word,
-                       memory_order_relaxed)) != WEFT__K_COMBINE)
+  if (f == NULL ||
+      weft__kind(atomic_load_explicit(&((struct weft_future *)f)->word,
+                                      memory_order_relaxed)) != WEFT__K_COMBINE)
     return NULL;
   return (comb_t *)f;
 }
@@ -60,7 +60,8 @@ void weft__combine_destroy(struct weft_future *f) {
 /* Returns the input's position in the order (0: first counted). */
 static uint32_t record(comb_t *c, uint32_t idx) {
   WEFT__PERTURB();
-  uint32_t pos = atomic_fetch_add_explicit(&c->counted, 1, memory_order_relaxed);
+  uint32_t pos = atomic_fetch_add_explicit(&c->counted, 1,
+                                           memory_order_relaxed);
   if (pos < c->n)
     atomic_store_explicit(&c->order[pos], idx, memory_order_release);
   return pos;

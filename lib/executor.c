@@ -37,7 +37,6 @@ int weft_executor_submit(weft_executor_t *ex, weft_task_t *task) {
 
 static _Thread_local weft_executor_t *tl_current WEFT__TLS;
 
-
 weft_executor_t *weft_executor_enter(weft_executor_t *ex) {
   weft_executor_t *prev = tl_current;
   tl_current = ex;
@@ -100,8 +99,8 @@ static int inline_submit(weft_executor_t *ex, weft_task_t *task) {
   return 0;
 }
 
-static const weft_executor_ops_t inline_ops = {
-    sizeof(weft_executor_ops_t), "inline", inline_submit, NULL};
+static const weft_executor_ops_t inline_ops = {sizeof(weft_executor_ops_t),
+                                               "inline", inline_submit, NULL};
 weft_executor_t weft__inline_executor = {&inline_ops};
 
 weft_executor_t *weft_executor_inline(void) { return &weft__inline_executor; }
@@ -128,8 +127,7 @@ int weft__cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu,
     return WEFT_ETIMEDOUT;
   struct timespec ts = {(time_t)(deadline_ns / 1000000000),
                         (long)(deadline_ns % 1000000000)};
-  return pthread_cond_timedwait(cv, mu, &ts) == ETIMEDOUT ? WEFT_ETIMEDOUT
-                                                          : 0;
+  return pthread_cond_timedwait(cv, mu, &ts) == ETIMEDOUT ? WEFT_ETIMEDOUT : 0;
 }
 
 static void waiter_wake(weft_task_t *task) {

@@ -30,7 +30,8 @@ typedef struct then_state {
   weft_dtor_fn arg_dtor;
 } then_state_t;
 
-#define THEN_OF(task) ((then_state_t *)((char *)(task)-offsetof(then_state_t, node)))
+#define THEN_OF(task)                                                          \
+  ((then_state_t *)((char *)(task)-offsetof(then_state_t, node)))
 
 uint32_t weft__state(const struct weft_future *f) {
   return weft__core_state(f);
@@ -44,8 +45,7 @@ static inline void cpu_relax(void) {
 
 /* Claim the right to settle f as `target`, setting `flags` too. Returns 0,
  * or WEFT_ECANCELED / WEFT_EALREADY when another settle came first. */
-static int claim_flags(struct weft_future *f, uint32_t target,
-                       uint32_t flags) {
+static int claim_flags(struct weft_future *f, uint32_t target, uint32_t flags) {
   uint32_t w = weft__word(f, memory_order_relaxed);
   for (;;) {
     uint32_t st = w & WEFT__ST_MASK;
@@ -60,9 +60,8 @@ static int claim_flags(struct weft_future *f, uint32_t target,
       return st == WEFT_CANCELLED ? WEFT_ECANCELED : WEFT_EALREADY;
     uint32_t nw = (w & ~WEFT__ST_MASK) | WEFT__BUSY | target | flags;
     WEFT__PERTURB();
-    if (atomic_compare_exchange_weak_explicit(&f->word, &w, nw,
-                                              memory_order_acquire,
-                                              memory_order_relaxed))
+    if (atomic_compare_exchange_weak_explicit(
+            &f->word, &w, nw, memory_order_acquire, memory_order_relaxed))
       return 0;
   }
 }
@@ -86,8 +85,8 @@ static void publish_as(struct weft_future *f, bool excl) {
     atomic_fetch_and_explicit(&f->word, ~(uint32_t)WEFT__BUSY,
                               memory_order_release);
   WEFT__PERTURB(); /* settled, list still open: an attach may land */
-  weft_task_t *list =
-      atomic_exchange_explicit(&f->head, WEFT__CLOSED, memory_order_acq_rel);
+  weft_task_t *list = atomic_exchange_explicit(&f->head, WEFT__CLOSED,
+                                               memory_order_acq_rel);
   if (list == NULL)
     return;
   /* The list is newest first; queue all of it in attach order, so that a
@@ -352,8 +351,8 @@ static void settle_result_as(struct weft_future *f, const weft_result_t *r,
     (void)settle_int_as(f, WEFT_FULFILLED, r->u.i, 0, excl);
     return;
   case WEFT__R_ERR:
-    (void)settle_int_as(f, WEFT_REJECTED, 0,
-                        r->err < 0 ? r->err : WEFT_EINVAL, excl);
+    (void)settle_int_as(f, WEFT_REJECTED, 0, r->err < 0 ? r->err : WEFT_EINVAL,
+                        excl);
     return;
   case WEFT__R_FOLLOW:
     if (r->u.future != NULL)
@@ -488,7 +487,8 @@ static void follow_fire(weft_task_t *node) {
     return;
   }
   bool borrowed = weft__mirror(&t->base, target, true) == 0 &&
-                  (weft__word(&t->base, memory_order_relaxed) & WEFT__F_BORROWED);
+                  (weft__word(&t->base, memory_order_relaxed) &
+                   WEFT__F_BORROWED);
   if (borrowed) /* keep the reference while the value is shared */
     atomic_fetch_sub_explicit(&target->rn, WEFT__NEED, memory_order_relaxed);
   else
@@ -496,11 +496,10 @@ static void follow_fire(weft_task_t *node) {
   weft__unref(&t->base);
 }
 
-int weft_future_then(weft_future_t *src, weft_executor_t *ex,
-                          weft_then_fn fn, void *arg, weft_dtor_fn arg_dtor,
-                          weft_future_t **out) {
-  if (src == NULL || ex == NULL || ex->ops == NULL ||
-      ex->ops->submit == NULL || fn == NULL || out == NULL)
+int weft_future_then(weft_future_t *src, weft_executor_t *ex, weft_then_fn fn,
+                     void *arg, weft_dtor_fn arg_dtor, weft_future_t **out) {
+  if (src == NULL || ex == NULL || ex->ops == NULL || ex->ops->submit == NULL ||
+      fn == NULL || out == NULL)
     return WEFT_EINVAL;
   then_state_t *t = weft__malloc(sizeof(*t));
   if (t == NULL)
@@ -567,7 +566,8 @@ void weft__watch_fire(weft_task_t *node) {
 }
 
 WEFT__HOT int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
-                      weft_watch_fn fn, void *arg, weft_dtor_fn arg_dtor) {
+                                weft_watch_fn fn, void *arg,
+                                weft_dtor_fn arg_dtor) {
   if (f == NULL || ex == NULL || ex->ops == NULL || ex->ops->submit == NULL ||
       fn == NULL)
     return WEFT_EINVAL;

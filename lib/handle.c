@@ -60,7 +60,8 @@ int weft_promise_on_cancel(weft_promise_t *promise, weft_cancel_fn fn,
 bool weft_promise_is_cancelled(const weft_promise_t *promise) {
   if (promise == NULL)
     return false;
-  return weft__core_state((const struct weft_future *)promise) == WEFT_CANCELLED;
+  return weft__core_state((const struct weft_future *)promise) ==
+         WEFT_CANCELLED;
 }
 
 /* ---- future handles and accessors ---- */
@@ -72,9 +73,10 @@ int weft_future_retain(weft_future_t *f) {
   do {
     if (weft__needs_of(v) == 0)
       return WEFT_EINVAL;
-  } while (!atomic_compare_exchange_weak_explicit(
-      &f->rn, &v, v + (WEFT__REF | WEFT__NEED), memory_order_relaxed,
-      memory_order_relaxed));
+  } while (!atomic_compare_exchange_weak_explicit(&f->rn, &v,
+                                                  v + (WEFT__REF | WEFT__NEED),
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed));
   return 0;
 }
 

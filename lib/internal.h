@@ -87,17 +87,14 @@ static inline void weft__cpu_worker_stops(void) {
 }
 /* Pool workers not parked right now, across every pool in the process. */
 static inline int weft__cpu_workers_running(void) {
-  return atomic_load_explicit(&weft__cpu_running_workers,
-                              memory_order_relaxed);
+  return atomic_load_explicit(&weft__cpu_running_workers, memory_order_relaxed);
 }
 /* This thread woke (or found waking) a parked pool worker: that worker is
  * about to need a CPU. */
 static inline void weft__cpu_note_wake(void) { weft__cpu_tl_wakes++; }
 /* How many times this thread did so, ever (wraps): a reader compares it
  * with what it saw last. */
-static inline unsigned weft__cpu_wakes_here(void) {
-  return weft__cpu_tl_wakes;
-}
+static inline unsigned weft__cpu_wakes_here(void) { return weft__cpu_tl_wakes; }
 
 /* CPUs this process may use: its affinity mask, capped by a cgroup v2
  * quota; at least 1 (cpu.c). */
@@ -189,14 +186,14 @@ struct weft_future {
    * downstream users). One word, so a handle is taken or given back with
    * one atomic operation. */
   _Atomic uint64_t rn;
-  _Atomic uint32_t word; /* state, flags and kind */
-  int32_t err;           /* rejection code */
+  _Atomic uint32_t word;       /* state, flags and kind */
+  int32_t err;                 /* rejection code */
   _Atomic(weft_task_t *) head; /* continuations; WEFT__CLOSED once settled */
   union {
     void *ptr;
     intptr_t i;
-  } val;               /* fulfilled value; pending: hook or then argument */
-  weft__fnslot_t aux;  /* see weft__fnslot_t */
+  } val;              /* fulfilled value; pending: hook or then argument */
+  weft__fnslot_t aux; /* see weft__fnslot_t */
 };
 
 #define WEFT__CLOSED ((weft_task_t *)(uintptr_t)1)
@@ -261,9 +258,8 @@ static inline void weft__state_init(struct weft_future *f, unsigned kind,
 
 /* Initialise e as a pending state with `refs` references and `needs`
  * needs, whose memory fini takes when the last reference goes. */
-static inline void weft__ext_init(weft__ext_t *e,
-                                  void (*fini)(weft__ext_t *e), uint32_t refs,
-                                  uint32_t needs) {
+static inline void weft__ext_init(weft__ext_t *e, void (*fini)(weft__ext_t *e),
+                                  uint32_t refs, uint32_t needs) {
   weft__state_init(&e->base, WEFT__K_EXT, refs, needs);
   e->fini = fini;
 }
@@ -274,11 +270,10 @@ static inline void weft__ext_on_cancel(weft__ext_t *e, weft_cancel_fn fn,
                                        void *arg) {
   e->base.aux.cancel = fn;
   e->base.val.ptr = arg;
-  atomic_store_explicit(&e->base.word,
-                        atomic_load_explicit(&e->base.word,
-                                             memory_order_relaxed) |
-                            WEFT__F_HOOK,
-                        memory_order_relaxed);
+  atomic_store_explicit(
+      &e->base.word,
+      atomic_load_explicit(&e->base.word, memory_order_relaxed) | WEFT__F_HOOK,
+      memory_order_relaxed);
 }
 /* Write a claimed (or still unshared) embedded state's value as a pointer,
  * with its destructor (NULL: none), before it is published, as settle_ptr
@@ -332,8 +327,7 @@ static inline struct weft_future *weft__live_promise(const weft_promise_t *p) {
 /* Put node on f's list; false when f is settled (the caller runs node
  * itself: a continuation of a future the caller saw settled runs on the
  * caller's thread, not later on the settler's). */
-static inline bool weft__core_attach(struct weft_future *f,
-                                     weft_task_t *node) {
+static inline bool weft__core_attach(struct weft_future *f, weft_task_t *node) {
   /* Seen settled, its list may still be open while the settler publishes */
   if (weft__core_state(f) != WEFT_PENDING)
     return false;
@@ -378,10 +372,9 @@ static inline weft_task_t *weft__settle_unshared_take(struct weft_future *f,
                         memory_order_relaxed);
   weft_task_t *h = atomic_load_explicit(&f->head, memory_order_relaxed);
   atomic_store_explicit(&f->head, WEFT__CLOSED, memory_order_relaxed);
-  atomic_store_explicit(&f->rn,
-                        atomic_load_explicit(&f->rn, memory_order_relaxed) -
-                            WEFT__REF,
-                        memory_order_relaxed);
+  atomic_store_explicit(
+      &f->rn, atomic_load_explicit(&f->rn, memory_order_relaxed) - WEFT__REF,
+      memory_order_relaxed);
   return h;
 }
 /* A watch's first run function (future.c): a node whose run it is, is a
@@ -414,8 +407,8 @@ static inline bool weft__watched_in_slot(struct weft_future *f) {
 }
 WEFT__HIDDEN int weft__settle_int(struct weft_future *f, uint32_t state,
                                   intptr_t v, int err);
-WEFT__HIDDEN int weft__mirror(struct weft_future *dst,
-                               struct weft_future *src, bool borrow);
+WEFT__HIDDEN int weft__mirror(struct weft_future *dst, struct weft_future *src,
+                              bool borrow);
 WEFT__HIDDEN bool weft__attach(struct weft_future *f, weft_task_t *node);
 WEFT__HIDDEN void weft__ref(struct weft_future *f);
 WEFT__HIDDEN void weft__unref(struct weft_future *f);

@@ -28,7 +28,7 @@
 struct region;
 struct weft__chunk {
   _Atomic unsigned live;
-  struct region *region; /* read only when the chunk goes back */
+  struct region *region;         /* read only when the chunk goes back */
   struct weft__chunk *next_free; /* on its region's free list */
 };
 typedef weft__chunk_t chunk_t;
@@ -41,21 +41,21 @@ enum { REGION = 2u << 20, REGION_CHUNKS = REGION / CHUNK, POPULATE = 16 };
 static _Atomic int64_t decay_ns = 1000000000;
 
 typedef struct region {
-  struct region *prev, *next; /* on regions.avail while it can lend */
+  struct region *prev, *next;           /* on regions.avail while it can lend */
   struct region *idle_prev, *idle_next; /* on regions.idle while idle */
   char *base;
-  chunk_t *free;  /* chunks given back */
-  unsigned lent;  /* chunks out */
-  unsigned fresh; /* chunks [fresh, REGION_CHUNKS) never lent yet */
-  unsigned ready; /* chunks [0, ready) populated, or being populated */
-  unsigned busy;  /* idle threads populating it: not to be unmapped */
-  bool is_idle;   /* on regions.idle */
+  chunk_t *free;      /* chunks given back */
+  unsigned lent;      /* chunks out */
+  unsigned fresh;     /* chunks [fresh, REGION_CHUNKS) never lent yet */
+  unsigned ready;     /* chunks [0, ready) populated, or being populated */
+  unsigned busy;      /* idle threads populating it: not to be unmapped */
+  bool is_idle;       /* on regions.idle */
   int64_t idle_since; /* weft_clock_now_ns() when it went idle */
 } region_t;
 
 static struct {
   pthread_mutex_t mu;
-  region_t *avail; /* regions with a chunk to lend */
+  region_t *avail;                  /* regions with a chunk to lend */
   region_t *idle_first, *idle_last; /* idle regions, oldest first */
   size_t mapped, idle, maps; /* regions mapped now, idle now, ever mapped */
 } regions = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -125,7 +125,8 @@ static void idle_add(region_t *r, int64_t now) {
  * them linked through `next`; the caller unmaps them outside the lock. */
 static region_t *idle_take(int64_t before) {
   region_t *out = NULL;
-  while (regions.idle_first != NULL && regions.idle_first->idle_since < before &&
+  while (regions.idle_first != NULL &&
+         regions.idle_first->idle_since < before &&
          (before == INT64_MAX || regions.idle > 1)) {
     region_t *r = regions.idle_first;
     idle_remove(r);
@@ -178,13 +179,15 @@ void weft__prefault(void *p, size_t len) {
   uintptr_t page = 4096, lo = ((uintptr_t)p + page - 1) & ~(page - 1),
             hi = ((uintptr_t)p + len) & ~(page - 1);
   if (lo < hi)
-    (void)WEFT__SYS("madvise", madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE));
+    (void)WEFT__SYS("madvise",
+                    madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE));
 }
 
 /* Mark chunks [from, from + n) of r as populated and return n (up to
  * POPULATE, not past the region's end); the caller populates them. */
 static unsigned claim_batch(region_t *r, unsigned from) {
-  unsigned n = REGION_CHUNKS - from < POPULATE ? REGION_CHUNKS - from : POPULATE;
+  unsigned n = REGION_CHUNKS - from < POPULATE ? REGION_CHUNKS - from
+                                               : POPULATE;
   r->ready = from + n;
   return n;
 }
@@ -234,7 +237,7 @@ bool weft__alloc_idle(void) {
   int64_t now = weft_clock_now_ns();
   pthread_mutex_lock(&regions.mu);
   region_t *old = idle_take(now - decay());
-  region_t *r = regions.avail; /* the region chunk_get() takes from */
+  region_t *r = regions.avail;     /* the region chunk_get() takes from */
   if (r != NULL && r->fresh > 0) { /* in use: someone is allocating */
     unsigned from = r->ready > r->fresh ? r->ready : r->fresh;
     if (from < REGION_CHUNKS) {

@@ -84,8 +84,8 @@ size_t weft__fault_sites(weft__fsite_t **first) {
 /* ---- perturbation ---- */
 
 static _Atomic uint64_t g_seed;
-static _Atomic unsigned g_epoch;     /* bumped by every weft__perturb(true) */
-static _Atomic unsigned g_arrivals;  /* threads seeded in this epoch */
+static _Atomic unsigned g_epoch;    /* bumped by every weft__perturb(true) */
+static _Atomic unsigned g_arrivals; /* threads seeded in this epoch */
 static _Atomic unsigned long g_points, g_delays;
 
 static _Thread_local struct {
@@ -177,8 +177,10 @@ bool weft__perturb_from_env(const char *who) {
     errno = 0;
     seed = strtoull(v, &end, 0);
     if (errno != 0 || *end != '\0') {
-      fprintf(stderr, "%s: WEFT_PERTURB=%s is not a seed (a number or "
-              "\"random\"): perturbation stays off\n", who, v);
+      fprintf(stderr,
+              "%s: WEFT_PERTURB=%s is not a seed (a number or "
+              "\"random\"): perturbation stays off\n",
+              who, v);
       return false;
     }
   }

@@ -39,16 +39,15 @@ WEFT__HIDDEN int weft__fault_hit(weft__fsite_t *site);
 
 #define WEFT__FSITE_DEF(name)                                                  \
   static weft__fsite_t weft__fsite_                                            \
-      __attribute__((section("weft_fsite"), used)) = {__FILE__, name,          \
-                                                      __LINE__, 0, 0, 0}
+      __attribute__((section("weft_fsite"),                                    \
+                     used)) = {__FILE__, name, __LINE__, 0, 0, 0}
 
 /* The errno to fail this call with (0: make it). */
 #define WEFT__FAULT(name)                                                      \
   __extension__({                                                              \
     WEFT__FSITE_DEF(name);                                                     \
-    __builtin_expect(atomic_load_explicit(&weft__fault_on,                     \
-                                          memory_order_relaxed),               \
-                     0)                                                        \
+    __builtin_expect(                                                          \
+        atomic_load_explicit(&weft__fault_on, memory_order_relaxed), 0)        \
         ? weft__fault_hit(&weft__fsite_)                                       \
         : 0;                                                                   \
   })
@@ -59,9 +58,8 @@ WEFT__HIDDEN int weft__fault_hit(weft__fsite_t *site);
 WEFT__HIDDEN extern _Atomic int weft__perturb_on;
 WEFT__HIDDEN void weft__perturb_point(const char *file, int line);
 #define WEFT__PERTURB()                                                        \
-  (__builtin_expect(atomic_load_explicit(&weft__perturb_on,                    \
-                                         memory_order_relaxed),                \
-                    0)                                                         \
+  (__builtin_expect(                                                           \
+       atomic_load_explicit(&weft__perturb_on, memory_order_relaxed), 0)       \
        ? weft__perturb_point(__FILE__, __LINE__)                               \
        : (void)0)
 

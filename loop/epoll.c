@@ -71,12 +71,12 @@ static _Atomic bool no_pwait2;
 static int ep_wait(weft__backend_t *b, int64_t timeout_ns, int cap) {
   struct epoll_event *evs = b->buf;
 #ifdef SYS_epoll_pwait2
-  if (timeout_ns > 0 && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+  if (timeout_ns > 0 &&
+      !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
     struct timespec ts = {(time_t)(timeout_ns / 1000000000),
                           (long)(timeout_ns % 1000000000)};
-    int n = (int)WEFT__SYS("epoll_pwait2",
-                           syscall(SYS_epoll_pwait2, b->fd, evs, cap,
-                                   &ts, NULL, 0));
+    int n = (int)WEFT__SYS("epoll_pwait2", syscall(SYS_epoll_pwait2, b->fd, evs,
+                                                   cap, &ts, NULL, 0));
     if (n >= 0 || (errno != ENOSYS && errno != EPERM))
       return n; /* EPERM: a seccomp filter (older container runtimes) */
     atomic_store_explicit(&no_pwait2, true, memory_order_relaxed);

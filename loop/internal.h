@@ -38,13 +38,14 @@ typedef struct weft__event {
 } weft__event_t;
 
 typedef struct weft__backend {
-  int fd; /* readiness: the epoll fd */
+  int fd;       /* readiness: the epoll fd */
   unsigned max; /* events one wait returns at most */
   void *buf;    /* backend-specific state or event buffer */
-  int watch_fd; /* completion: an fd to watch for readability (the
-                   readiness backend's), or -1 */
+  /* completion: an fd to watch for readability (the readiness backend's), or
+   * -1 */
+  int watch_fd;
   bool watch_ready; /* completion: set by poll when watch_fd is readable */
-  unsigned sends; /* completion: sends queued, not handed over yet */
+  unsigned sends;   /* completion: sends queued, not handed over yet */
 } weft__backend_t;
 
 /* A completion object, embedded in its caller's structure: the kernel's
@@ -69,8 +70,8 @@ struct weft__completion {
 };
 
 enum {
-  WEFT__CQ_BUF = 2048,          /* bytes in each pool buffer of recvs */
-  WEFT__SEND_MAX = 1u << 30,    /* bytes one send takes at most */
+  WEFT__CQ_BUF = 2048,       /* bytes in each pool buffer of recvs */
+  WEFT__SEND_MAX = 1u << 30, /* bytes one send takes at most */
 };
 
 typedef struct weft__backend_ops {
@@ -137,13 +138,13 @@ enum { WEFT__TIMER_INIT = 0x7e1f7000u };
 /* ---- the adaptive spin before sleeping (spin.c) ---- */
 /* Its state, loop thread only. */
 typedef struct weft__spin {
-  int64_t ns;     /* the next spin's length; 0: no spin */
-  int64_t max_ns; /* spin_us in ns; 0: spinning is off */
-  int credit;     /* spins are allowed while positive */
-  int ncpu;       /* CPUs this process may use */
+  int64_t ns;               /* the next spin's length; 0: no spin */
+  int64_t max_ns;           /* spin_us in ns; 0: spinning is off */
+  int credit;               /* spins are allowed while positive */
+  int ncpu;                 /* CPUs this process may use */
   unsigned pool_wakes_seen; /* weft__cpu_wakes_here() at the last wait */
   unsigned quiet;           /* waits left without a spin */
-  long nivcsw;    /* the loop thread's involuntary switches, last seen */
+  long nivcsw; /* the loop thread's involuntary switches, last seen */
   unsigned shared_streak; /* back-offs in a row for a shared CPU */
   unsigned dear;          /* spin hits in a row dearer than a sleep */
   unsigned dear_streak;   /* back-offs in a row for dear hits */
@@ -183,16 +184,16 @@ enum { WAKE_AWAKE = 0, WAKE_SLEEPING = 1, WAKE_SENT = 2 };
 struct weft_loop {
   weft_executor_t executor;
   /* cross-thread side, one cache line */
-  _Atomic(weft_task_t *) inbox;   /* Treiber stack, newest first */
-  _Atomic uint32_t wake;          /* WAKE_* */
-  _Atomic uint32_t producers;     /* threads inside post/submit right now */
+  _Atomic(weft_task_t *) inbox; /* Treiber stack, newest first */
+  _Atomic uint32_t wake;        /* WAKE_* */
+  _Atomic uint32_t producers;   /* threads inside post/submit right now */
   _Atomic bool stop;
   _Atomic uint64_t wakeups;
   char pad_[64];
   /* loop thread only. First what every event and socket operation
    * touches, together (two lines, not five) */
   weft__event_t *events;
-  int nevents, ev_index; /* the batch being dispatched */
+  int nevents, ev_index;                /* the batch being dispatched */
   weft_task_t *local_head, *local_tail; /* loop-thread submissions */
   /* the module on the loop (sockets) and its state (WEFT__LOOP_SLOT
    * bytes, kept here among what every event touches) */
@@ -223,7 +224,7 @@ struct weft_loop {
   weft__heap_entry_t *heap;
   uint32_t heap_len, heap_cap;
   uint32_t heap_ready; /* entries backed by pages so far (timer.c) */
-  int64_t vnow; /* the start time given to the last timer started */
+  int64_t vnow;        /* the start time given to the last timer started */
   uint64_t timer_seq;
   /* timers started by the callbacks of the last timer pass: start
    * sequences [lo, hi), in iteration pass_iter (timer.c) */
@@ -233,7 +234,7 @@ struct weft_loop {
   int sig_fd;
   weft_signal_t *signals;
   weft_signal_t *sig_iter_next; /* dispatch cursor, fixed up by stop */
-  unsigned wake_events; /* since the eventfd was last read */
+  unsigned wake_events;         /* since the eventfd was last read */
   /* stall detector (and stall_fn above) */
   void *stall_arg;
   int64_t stall_threshold;
@@ -461,8 +462,7 @@ static inline bool weft__loop_send(weft_loop_t *loop, weft__completion_t *c,
                                    int fd, const void *buf, size_t len) {
   return loop->cops->send(&loop->cbackend, c, fd, buf, len);
 }
-static inline void weft__loop_cancel(weft_loop_t *loop,
-                                     weft__completion_t *c) {
+static inline void weft__loop_cancel(weft_loop_t *loop, weft__completion_t *c) {
   loop->cops->cancel(&loop->cbackend, c);
 }
 static inline const char *weft__loop_buf(weft_loop_t *loop, unsigned buf) {

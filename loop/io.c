@@ -12,7 +12,8 @@
 /* ---- fd watchers ---- */
 
 static bool good_mask(unsigned events) {
-  return events != 0 && (events & ~(unsigned)(WEFT_READABLE | WEFT_WRITABLE)) == 0;
+  return events != 0 &&
+         (events & ~(unsigned)(WEFT_READABLE | WEFT_WRITABLE)) == 0;
 }
 
 static void count_watchers(weft_loop_t *loop, int delta) {
@@ -139,8 +140,7 @@ static int signal_mask_update(weft_loop_t *loop, int extra) {
                        signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
     if (fd < 0)
       return weft_error_from_errno(errno);
-    int rc = loop->ops->add(&loop->backend, fd, WEFT_READABLE,
-                            &weft__sig_mark);
+    int rc = loop->ops->add(&loop->backend, fd, WEFT_READABLE, &weft__sig_mark);
     if (rc != 0) {
       close(fd);
       return rc;
@@ -159,8 +159,7 @@ static int signal_mask_update(weft_loop_t *loop, int extra) {
  * to another loop is believed only if that loop is alive, and stop clears
  * priv_active. */
 static bool signal_linked(const weft_loop_t *loop, const weft_signal_t *sig) {
-  if (sig->priv_active == 1 && sig->priv_loop != loop &&
-      sig->priv_loop != NULL)
+  if (sig->priv_active == 1 && sig->priv_loop != loop && sig->priv_loop != NULL)
     return weft__loop_live(sig->priv_loop);
   for (const weft_signal_t *s = loop->signals; s != NULL; s = s->priv_next)
     if (s == sig)

@@ -83,16 +83,15 @@ static int open_backend(weft_loop_t *loop, unsigned max) {
   int rc = weft__backend_open(loop, max);
   if (rc != 0)
     return rc;
-  loop->wake_fd =
-      WEFT__SYS("eventfd", eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  loop->wake_fd = WEFT__SYS("eventfd", eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (loop->wake_fd < 0) {
     rc = weft_error_from_errno(errno);
     goto fail_backend;
   }
   /* Edge-triggered: every write is reported once, so a wake-up costs the
    * loop no read() (see drain_wake_fd in run.c). */
-  rc = loop->ops->add(&loop->backend, loop->wake_fd,
-                      WEFT_READABLE | WEFT__EDGE, &weft__wake_mark);
+  rc = loop->ops->add(&loop->backend, loop->wake_fd, WEFT_READABLE | WEFT__EDGE,
+                      &weft__wake_mark);
   if (rc != 0)
     goto fail_wake;
   return 0;
@@ -148,7 +147,6 @@ static void wait_producers(weft_loop_t *loop) {
   while (atomic_load_explicit(&loop->producers, memory_order_acquire) != 0)
     sched_yield();
 }
-
 
 int weft_loop_close(weft_loop_t *loop) {
   int rc = weft__loop_check_idle(loop);

@@ -197,8 +197,8 @@ void weft__loop_close_inbox(weft_loop_t *loop) {
 /* ---- futures owned by loop sources ---- */
 
 static void op_stop_task(weft_task_t *task) { /* on the loop thread */
-  weft__loop_op_t *op = (weft__loop_op_t *)((char *)task -
-                                            offsetof(weft__loop_op_t, stop_task));
+  weft__loop_op_t *op =
+      (weft__loop_op_t *)((char *)task - offsetof(weft__loop_op_t, stop_task));
   op->disarm(op);
   weft__unref(&op->ext.base); /* the task's reference */
 }
@@ -249,8 +249,8 @@ weft_executor_t *weft_loop_executor(weft_loop_t *loop) {
 
 /* ---- stall detector ---- */
 
-void weft__loop_stall_check(weft_loop_t *loop, const char *kind,
-                            weft__anyfn cb, int64_t t0) {
+void weft__loop_stall_check(weft_loop_t *loop, const char *kind, weft__anyfn cb,
+                            int64_t t0) {
   int64_t d = weft_clock_now_ns() - t0;
   if (d <= loop->stall_threshold)
     return;
@@ -265,15 +265,14 @@ int weft_loop_set_stall_hook(weft_loop_t *loop, int64_t threshold_us,
     return WEFT_EINVAL;
   if (!weft__loop_owned(loop))
     return WEFT_EPERM;
-  loop->stall_threshold =
-      threshold_us > INT64_MAX / 1000 ? INT64_MAX : threshold_us * 1000;
+  loop->stall_threshold = threshold_us > INT64_MAX / 1000 ? INT64_MAX
+                                                          : threshold_us * 1000;
   loop->stall_arg = arg;
   loop->stall_fn = fn;
   return 0;
 }
 
 /* ---- running ---- */
-
 
 /* The eventfd is edge-triggered, so its counter need not be read for the
  * next write to wake us; read it only now and then, long before it could
@@ -317,7 +316,6 @@ static void prefetch_ahead(const weft_loop_t *loop, int i, int n) {
     loop->module->prefetch(loop->events[i + 1].data, 1);
 }
 
-
 /* How long the iteration's wait may block (ns, -1: no bound; 0: not at
  * all): until the next timer or `cap`, unless there is more to do now. */
 static int64_t wait_bound(weft_loop_t *loop, bool block, int64_t cap,
@@ -325,8 +323,8 @@ static int64_t wait_bound(weft_loop_t *loop, bool block, int64_t cap,
   if (!block || loop->local_head != NULL || loop->flush_wanted ||
       atomic_load_explicit(&loop->stop, memory_order_relaxed) ||
       (until != NULL && weft_future_state(until) != WEFT_PENDING) ||
-      (once && atomic_load_explicit(&loop->callbacks, memory_order_relaxed) !=
-                   ran))
+      (once &&
+       atomic_load_explicit(&loop->callbacks, memory_order_relaxed) != ran))
     return 0;
   int64_t due = weft__timers_next(loop);
   if (cap >= 0 && (due < 0 || cap < due))
@@ -341,14 +339,14 @@ static int64_t wait_bound(weft_loop_t *loop, bool block, int64_t cap,
 #if defined(__SANITIZE_THREAD__)
 __attribute__((noinline))
 #endif
-static int wait_events(weft_loop_t *loop, int64_t timeout,
-                       weft_future_t *until) {
+static int
+wait_events(weft_loop_t *loop, int64_t timeout, weft_future_t *until) {
   if (timeout != 0) {
     atomic_store_explicit(&loop->wake, WAKE_SLEEPING, memory_order_seq_cst);
     if (atomic_load_explicit(&loop->inbox, memory_order_seq_cst) != NULL ||
         atomic_load_explicit(&loop->stop, memory_order_seq_cst))
       timeout = 0;
-    WEFT__PERTURB(); /* asleep by the word, not yet in the poll */
+    WEFT__PERTURB();     /* asleep by the word, not yet in the poll */
     if (until != NULL) { /* settled elsewhere (see until_wake) */
       atomic_thread_fence(memory_order_seq_cst);
       if (weft_future_state(until) != WEFT_PENDING)
@@ -390,9 +388,8 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
   loop->now = weft_clock_now_ns();
   if (spun.idle != 0)
     weft__spin_adapt(loop, &spun,
-                     n > 0 || atomic_load_explicit(&loop->inbox,
-                                                   memory_order_relaxed) !=
-                                  NULL);
+                     n > 0 || atomic_load_explicit(
+                                  &loop->inbox, memory_order_relaxed) != NULL);
   loop->nevents = n;
   for (int i = 0; i < n && i < PREFETCH_WATCHER; i++)
     if (loop->events[i].data != NULL)
@@ -497,8 +494,7 @@ static weft_result_t until_wake(void *arg, weft_future_t *src) {
 /* From now on the waker leaves the loop alone (waits out one in flight). */
 static void until_retire(until_waker_t *w) {
   uint32_t idle = UNTIL_IDLE;
-  while (!atomic_compare_exchange_weak_explicit(&w->state, &idle,
-                                                UNTIL_RETIRED,
+  while (!atomic_compare_exchange_weak_explicit(&w->state, &idle, UNTIL_RETIRED,
                                                 memory_order_acq_rel,
                                                 memory_order_relaxed)) {
     idle = UNTIL_IDLE;
@@ -527,8 +523,8 @@ int weft_loop_run_until(weft_loop_t *loop, weft_future_t *f,
   atomic_init(&w->state, UNTIL_IDLE);
   atomic_init(&w->refs, 2); /* ours and the waker's */
   weft_future_t *d;
-  rc = weft_future_then(f, weft_executor_inline(), until_wake, w,
-                             until_unref, &d);
+  rc = weft_future_then(f, weft_executor_inline(), until_wake, w, until_unref,
+                        &d);
   if (rc != 0) {
     weft__free(w, sizeof *w);
     leave_run(loop);

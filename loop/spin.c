@@ -132,8 +132,7 @@ static void spin_cost(weft_loop_t *loop, int64_t ns) {
   if (++loop->spin.dear < SPIN_DEAR_HITS)
     return;
   loop->spin.dear = 0;
-  spin_back_off(loop, SPIN_DEAR_QUIET, &loop->spin.dear_streak,
-                SPIN_DEAR_MAX);
+  spin_back_off(loop, SPIN_DEAR_QUIET, &loop->spin.dear_streak, SPIN_DEAR_MAX);
 }
 
 /* May the loop spin before this wait? Counts down the quiet period, and
@@ -150,9 +149,9 @@ static bool spin_allowed(weft_loop_t *loop, bool io) {
   } else if (loop->spin.quiet > 0) {
     loop->spin.quiet--;
   }
-  return loop->spin.ns != 0 && loop->spin.credit > 0 &&
-         loop->spin.quiet == 0 && cpu_to_spare(loop) &&
-         (loop->spin.ncpu >= 2 || io) && loop->readers <= SPIN_READERS_MAX;
+  return loop->spin.ns != 0 && loop->spin.credit > 0 && loop->spin.quiet == 0 &&
+         cpu_to_spare(loop) && (loop->spin.ncpu >= 2 || io) &&
+         loop->readers <= SPIN_READERS_MAX;
 }
 
 WEFT__HOT int64_t weft__spin_wait(weft_loop_t *loop, int64_t timeout,
@@ -164,8 +163,8 @@ WEFT__HOT int64_t weft__spin_wait(weft_loop_t *loop, int64_t timeout,
     return timeout;
   }
   int64_t idle = weft_clock_now_ns();
-  int64_t spin =
-      timeout > 0 && timeout < loop->spin.ns ? timeout : loop->spin.ns;
+  int64_t spin = timeout > 0 && timeout < loop->spin.ns ? timeout
+                                                        : loop->spin.ns;
   weft__loop_count(&loop->spins);
   int met = spin_for_work(loop, idle + spin, io, &out->n, until);
   if (io) { /* a spin that polled fds: one more system call */
@@ -182,8 +181,9 @@ WEFT__HOT int64_t weft__spin_wait(weft_loop_t *loop, int64_t timeout,
     spin_credit_add(loop, 1);
     spin_cost(loop, weft_clock_now_ns() - idle);
     out->polled = met == SPUN_EVENTS;
-    return 0; /* no sleep: the work runs in this iteration, and the spin
-               * stays as it is (idle stays 0) */
+    /* no sleep: the work runs in this iteration, and the spin * stays as it
+     * is (idle stays 0) */
+    return 0;
   }
   out->idle = idle;
   out->spun = true;

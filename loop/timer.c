@@ -157,8 +157,8 @@ static int heap_reserve(weft_loop_t *loop) {
   uint32_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
   if (cap <= loop->heap_cap) /* 2^32 timers */
     return WEFT_ENOMEM;
-  weft__heap_entry_t *h =
-      weft__realloc(loop->heap, loop->heap_cap * sizeof *h, cap * sizeof *h);
+  weft__heap_entry_t *h = weft__realloc(loop->heap, loop->heap_cap * sizeof *h,
+                                        cap * sizeof *h);
   if (h == NULL)
     return WEFT_ENOMEM;
   loop->heap = h;
@@ -170,8 +170,10 @@ static int heap_reserve(weft_loop_t *loop) {
  * a time with one call as the heap first reaches them, instead of a page
  * fault every 256 starts. heap_ready is how far the heap has been backed,
  * so a heap that shrinks and grows again does not ask twice. */
-enum { PREFAULT = 64 * 1024,
-       PREFAULT_ENTRIES = PREFAULT / sizeof(weft__heap_entry_t) };
+enum {
+  PREFAULT = 64 * 1024,
+  PREFAULT_ENTRIES = PREFAULT / sizeof(weft__heap_entry_t)
+};
 
 /* (t->priv_seq is set: a tie reads it on the way up) */
 static void heap_insert(weft_loop_t *loop, weft_timer_t *t, int64_t due) {
@@ -300,7 +302,7 @@ void weft__timers_run(weft_loop_t *loop) {
       break;
     heap_pop(loop);
     if (t->priv_repeat > 0) /* rescheduled before the callback runs; */
-      heap_insert(loop, t, /* cannot fail: one slot was just freed */
+      heap_insert(loop, t,  /* cannot fail: one slot was just freed */
                   next_beat(t->priv_due, t->priv_repeat, loop->now));
     weft__loop_count(&loop->timers_fired);
     weft_timer_fn fn = t->priv_fn;

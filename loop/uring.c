@@ -58,9 +58,9 @@ struct weft__ring {
   unsigned *sq_array;
   struct io_uring_sqe *sqes;
   struct io_uring_cqe *cqes;
-  unsigned sq_local; /* our tail: SQEs filled so far */
+  unsigned sq_local;  /* our tail: SQEs filled so far */
   unsigned sq_pushed; /* published to the kernel (to_submit = the difference) */
-  void *sq_map; /* both rings (IORING_FEAT_SINGLE_MMAP) */
+  void *sq_map;       /* both rings (IORING_FEAT_SINGLE_MMAP) */
   size_t sq_map_len, sqes_len;
   /* provided buffers */
   struct io_uring_buf_ring *br;
@@ -72,15 +72,15 @@ struct weft__ring {
   uint16_t br_tail;
   /* the watched fd */
   bool ep_armed; /* a poll on it is in the ring */
-  bool evfd;     /* the loop's eventfd gets completions (weft_loop_backend_fd) */
-  bool min_wait; /* IORING_FEAT_MIN_TIMEOUT: batched waits (ur_poll) */
+  bool evfd; /* the loop's eventfd gets completions (weft_loop_backend_fd) */
+  bool min_wait;  /* IORING_FEAT_MIN_TIMEOUT: batched waits (ur_poll) */
   unsigned armed; /* recvs and sends in the ring */
   /* sends in the SQ not yet handed over (their buffers are the callers':
    * see ur_send) */
   struct pending_send {
     weft__completion_t *c; /* NULL once made a NOP */
-    unsigned seq; /* its place in the SQ (sq_local when filled) */
-    bool guarded; /* send_enter said go */
+    unsigned seq;          /* its place in the SQ (sq_local when filled) */
+    bool guarded;          /* send_enter said go */
   } pend[SQ_ENTRIES];
   unsigned *npend; /* the backend's `sends` */
   /* a send of several writes is a sendmsg of these (read by the kernel in
@@ -279,7 +279,7 @@ static void sends_enter(struct weft__ring *r) {
     if (max >= 2)
       iov = &r->iov[r->niov];
     else
-      max = 1; /* the arena is full: this send carries one write */
+      max = 1;       /* the arena is full: this send carries one write */
     WEFT__PERTURB(); /* a cancel may come before the guard goes up */
     unsigned n = p->c->ops->send_enter(p->c, iov, max);
     struct io_uring_sqe *sqe = &r->sqes[p->seq & r->sq_mask];
@@ -390,8 +390,8 @@ static void ur_fini(weft__backend_t *b) {
 /* One kernel completion: the watched fd's poll (*watch set), a cancel's
  * (nothing), or a recv's or send's, handed to its completion object: the
  * watcher it names, for an event of the batch, or NULL. */
-static weft_io_t *cqe_take(struct weft__ring *r,
-                           const struct io_uring_cqe *e, bool *watch) {
+static weft_io_t *cqe_take(struct weft__ring *r, const struct io_uring_cqe *e,
+                           bool *watch) {
   if (e->user_data == TAG_WATCH) {
     *watch = true;
     r->ep_armed = false;
@@ -459,8 +459,7 @@ static int ur_enter(struct weft__ring *r, int64_t timeout_ns, int cap) {
   int rc = ring_submit(r, flags, wait,
                        flags & IORING_ENTER_EXT_ARG ? &arg : NULL,
                        flags & IORING_ENTER_EXT_ARG ? sizeof arg : 0);
-  if (rc != 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY &&
-      rc != -EAGAIN)
+  if (rc != 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN)
     return weft_error_from_errno(-rc);
   return 0;
 }
@@ -585,8 +584,8 @@ static void ur_drain(weft__backend_t *b) {
     memset(&arg, 0, sizeof arg);
     arg.sigmask_sz = _NSIG / 8;
     arg.ts = (uint64_t)(uintptr_t)&ts;
-    (void)ring_submit(r, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, 1,
-                      &arg, sizeof arg);
+    (void)ring_submit(r, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, 1, &arg,
+                      sizeof arg);
     unsigned head = atomic_load_explicit(r->cq_head, memory_order_relaxed);
     unsigned tail = atomic_load_explicit(r->cq_tail, memory_order_acquire);
     bool watch = false; /* (the loop is closing: nobody harvests) */

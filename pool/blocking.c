@@ -48,7 +48,6 @@ static void reap(weft__blocking_t *b) {
   }
 }
 
-
 static void *blocking_main(void *arg) {
   weft__bthread_t *self = arg;
   struct weft_pool *p = (struct weft_pool *)self->next; /* see spawn() */

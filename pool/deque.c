@@ -4,8 +4,8 @@
 #include "internal.h"
 
 static weft__ring_t *ring_new(size_t capacity) {
-  weft__ring_t *r =
-      weft__malloc(sizeof(*r) + capacity * sizeof(_Atomic(weft_task_t *)));
+  weft__ring_t *r = weft__malloc(sizeof(*r) +
+                                 capacity * sizeof(_Atomic(weft_task_t *)));
   if (r == NULL)
     return NULL;
   r->mask = capacity - 1;
@@ -39,7 +39,7 @@ void weft__deque_destroy(weft__deque_t *d) {
 /* Double the ring. The old ring stays readable for thieves that loaded it;
  * it is freed with the deque (memory stays within twice the peak). */
 weft__ring_t *weft__deque_grow(weft__deque_t *d, weft__ring_t *old, int64_t t,
-                                int64_t b) {
+                               int64_t b) {
   weft__ring_t *r = ring_new((old->mask + 1) * 2);
   if (r == NULL)
     return NULL;

@@ -27,9 +27,8 @@ typedef struct weft__deque {
 WEFT__HIDDEN int weft__deque_init(weft__deque_t *d, size_t capacity);
 WEFT__HIDDEN void weft__deque_destroy(weft__deque_t *d);
 /* A bigger ring holding old's tasks [t, b), or NULL (no memory). */
-WEFT__HIDDEN weft__ring_t *weft__deque_grow(weft__deque_t *d,
-                                          weft__ring_t *old, int64_t t,
-                                          int64_t b);
+WEFT__HIDDEN weft__ring_t *weft__deque_grow(weft__deque_t *d, weft__ring_t *old,
+                                            int64_t t, int64_t b);
 /* Push and take run once or twice per job: inline here, not a call into
  * deque.c. */
 /* Owner only. Returns 0 or WEFT_ENOMEM (the ring could not grow). */
@@ -196,9 +195,9 @@ typedef struct weft__worker {
   unsigned await_depth; /* awaits in progress on this worker's stack */
   int64_t frame_bottom; /* deque bottom when the running task started */
   const weft__frame_t *frames; /* jobs running on this stack, innermost first */
-  void *cache;          /* recycled job blocks, owner only */
+  void *cache;                 /* recycled job blocks, owner only */
   unsigned cache_count;
-  char pad_[64];                            /* keep workers' lines apart */
+  char pad_[64]; /* keep workers' lines apart */
 } weft__worker_t;
 _Static_assert(_Alignof(weft__worker_t) >= 4,
                "a worker pointer leaves weft__job_t.claim two low bits");

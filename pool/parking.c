@@ -40,9 +40,9 @@ static void futex_wait(_Atomic uint32_t *addr, uint32_t val, uint32_t bits,
     tp = &ts; /* absolute, CLOCK_MONOTONIC (FUTEX_WAIT_BITSET's clock) */
   }
   /* A fault here is a spurious wake-up: the caller looks again. */
-  (void)WEFT__SYS("futex", syscall(SYS_futex, (uint32_t *)addr,
-                                    FUTEX_WAIT_BITSET_PRIVATE, val, tp, NULL,
-                                    bits));
+  (void)WEFT__SYS("futex",
+                  syscall(SYS_futex, (uint32_t *)addr,
+                          FUTEX_WAIT_BITSET_PRIVATE, val, tp, NULL, bits));
 }
 
 static void futex_wake(_Atomic uint32_t *addr, int n) {
@@ -67,8 +67,8 @@ void weft__ec_cancel(weft__eventcount_t *ec) {
   clear_waking(ec);
 }
 
-void weft__ec_wait_until(weft__eventcount_t *ec, uint32_t epoch,
-                         uint32_t bits, int64_t deadline_ns) {
+void weft__ec_wait_until(weft__eventcount_t *ec, uint32_t epoch, uint32_t bits,
+                         int64_t deadline_ns) {
   while (atomic_load_explicit(&ec->epoch, memory_order_acquire) == epoch) {
     if (deadline_ns >= 0 && weft_clock_now_ns() >= deadline_ns)
       break;
@@ -88,18 +88,17 @@ void weft__ec_wake_bits(weft__eventcount_t *ec, uint32_t bits) {
   /* seq_cst: a sleeper whose epoch load sees this also sees what the
    * caller did before (the settle it reports) */
   atomic_fetch_add_explicit(&ec->epoch, 1, memory_order_seq_cst);
-  syscall(SYS_futex, (uint32_t *)&ec->epoch, FUTEX_WAKE_BITSET_PRIVATE,
-          1 << 30, NULL, NULL, bits);
+  syscall(SYS_futex, (uint32_t *)&ec->epoch, FUTEX_WAKE_BITSET_PRIVATE, 1 << 30,
+          NULL, NULL, bits);
 }
 
 void weft__ec_wake_one(weft__eventcount_t *ec) {
   uint32_t idle = 0;
   weft__cpu_note_wake(); /* the loop keeps its spin off this CPU a while */
   if (atomic_load_explicit(&ec->waking, memory_order_relaxed) != 0 ||
-      !atomic_compare_exchange_strong_explicit(&ec->waking, &idle, 1,
-                                               memory_order_seq_cst,
-                                               memory_order_relaxed))
-    return; /* a wake-up is already on its way */
+      !atomic_compare_exchange_strong_explicit(
+          &ec->waking, &idle, 1, memory_order_seq_cst, memory_order_relaxed))
+    return;        /* a wake-up is already on its way */
   WEFT__PERTURB(); /* `waking` set, no epoch bump yet */
   atomic_fetch_add_explicit(&ec->epoch, 1, memory_order_release);
   futex_wake(&ec->epoch, 1);

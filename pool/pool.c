@@ -176,12 +176,14 @@ int weft_pool_submit_blocking(weft_pool_t *pool, weft_job_fn fn, void *arg,
 /* ---- the pool as an executor ---- */
 
 static int pool_ex_submit(weft_executor_t *ex, weft_task_t *task) {
-  weft_pool_t *p = (weft_pool_t *)((char *)ex - offsetof(weft_pool_t, executor));
+  weft_pool_t *p = (weft_pool_t *)((char *)ex -
+                                   offsetof(weft_pool_t, executor));
   return pool_enqueue(p, task);
 }
 
-static const weft_executor_ops_t pool_ops = {
-    sizeof(weft_executor_ops_t), "pool", pool_ex_submit, weft__pool_ex_await};
+static const weft_executor_ops_t pool_ops = {sizeof(weft_executor_ops_t),
+                                             "pool", pool_ex_submit,
+                                             weft__pool_ex_await};
 
 weft_executor_t *weft_pool_executor(weft_pool_t *pool) {
   return pool == NULL ? NULL : &pool->executor;
@@ -337,8 +339,8 @@ int weft_pool_shutdown(weft_pool_t *p, weft_pool_mode_t mode,
     weft_task_t *t, *list;
     while ((t = weft__deque_take(&w->deque)) != NULL)
       weft__run_or_discard(p, t);
-    list = weft__task_list_reverse(
-        atomic_exchange_explicit(&w->inbox, &weft__inbox_closed, memory_order_acq_rel));
+    list = weft__task_list_reverse(atomic_exchange_explicit(
+        &w->inbox, &weft__inbox_closed, memory_order_acq_rel));
     for (t = list; t != NULL; t = list) {
       list = t->next;
       weft__run_or_discard(p, t);

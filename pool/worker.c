@@ -6,7 +6,7 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
-#define SPIN_ROUNDS 64    /* steal rounds before a worker parks */
+#define SPIN_ROUNDS 64     /* steal rounds before a worker parks */
 #define AWAIT_NEST_MAX 128 /* awaits on one worker's stack that take any work */
 
 _Thread_local weft__worker_t *weft__tl_worker
@@ -28,7 +28,8 @@ bool weft__is_job(const weft_task_t *t) { return t->run == weft__job_run; }
  * shown it to the job, so a job that saw weft_job_is_cancelled() never keeps
  * its value. */
 static inline bool job_start(weft_task_t *task) {
-  weft__job_t *job = (weft__job_t *)((char *)task - offsetof(weft__job_t, task));
+  weft__job_t *job = (weft__job_t *)((char *)task -
+                                     offsetof(weft__job_t, task));
   uintptr_t expect = WEFT__JOB_QUEUED, running = WEFT__JOB_RUNNING;
   weft__worker_t *w = weft__tl_worker;
   bool ran = false;
@@ -62,7 +63,8 @@ void weft__job_run(weft_task_t *task) { (void)job_start(task); }
 
 /* Cancel a job that will never run (shutdown in cancel mode). */
 static void job_discard(weft_task_t *task) {
-  weft__job_t *job = (weft__job_t *)((char *)task - offsetof(weft__job_t, task));
+  weft__job_t *job = (weft__job_t *)((char *)task -
+                                     offsetof(weft__job_t, task));
   weft_future_cancel(&job->ext.base);
   weft__unref(&job->ext.base);
 }
@@ -164,8 +166,8 @@ static void run_task(weft__worker_t *w, weft_task_t *t) {
 static inline void run_marked(weft__worker_t *w, weft_task_t *t) {
   int64_t b = atomic_load_explicit(&w->deque.bottom, memory_order_relaxed);
   int64_t outer = w->frame_bottom;
-  w->start_empty =
-      b <= atomic_load_explicit(&w->deque.top, memory_order_acquire);
+  w->start_empty = b <=
+                   atomic_load_explicit(&w->deque.top, memory_order_acquire);
   w->frame_bottom = b;
   run_task(w, t);
   w->frame_bottom = outer;
@@ -303,8 +305,7 @@ static bool below_on_stack(const weft__worker_t *w, const weft_future_t *f) {
  * awaits nested in them are past the limit too, so they take nothing
  * else). Then block (WEFT_EAGAIN) if f is a job running somewhere, whose
  * runner makes progress; else refuse (pool.h). */
-static int await_own(weft__worker_t *w, weft_future_t *f,
-                     int64_t deadline_ns) {
+static int await_own(weft__worker_t *w, weft_future_t *f, int64_t deadline_ns) {
   while (weft__state(f) == WEFT_PENDING) {
     if (deadline_ns >= 0 && weft_clock_now_ns() >= deadline_ns)
       return WEFT_ETIMEDOUT;
@@ -327,7 +328,7 @@ static int await_own(weft__worker_t *w, weft_future_t *f,
  * keeps it from touching the pool once the await has left. */
 enum { AW_OFF = 0, AW_ARMED = 1, AW_FIRING = 2 };
 typedef struct await_wake {
-  weft_task_t task; /* on the future's list */
+  weft_task_t task;      /* on the future's list */
   _Atomic uint32_t refs; /* the awaiter's and the list's */
   _Atomic int state;
   weft__eventcount_t *ec;
@@ -358,8 +359,7 @@ static void await_wake_drop(await_wake_t *aw) {
   if (!atomic_compare_exchange_strong_explicit(&aw->state, &armed, AW_OFF,
                                                memory_order_acq_rel,
                                                memory_order_acquire))
-    while (atomic_load_explicit(&aw->state, memory_order_acquire) ==
-           AW_FIRING)
+    while (atomic_load_explicit(&aw->state, memory_order_acquire) == AW_FIRING)
       cpu_relax(); /* one epoch bump and one futex call */
   await_wake_put(aw);
 }
@@ -369,8 +369,8 @@ static void await_wake_drop(await_wake_t *aw) {
  * or the deadline. Sets *woke after a wait: the caller then hands the
  * search on if it finds work or leaves, as worker_main does (parking.c).
  * Returns 0, or WEFT_ENOMEM. */
-static int await_park(weft__worker_t *w, weft_future_t *f,
-                      int64_t deadline_ns, await_wake_t **awp, bool *woke) {
+static int await_park(weft__worker_t *w, weft_future_t *f, int64_t deadline_ns,
+                      await_wake_t **awp, bool *woke) {
   weft_pool_t *p = w->pool;
   if (*awp == NULL) {
     await_wake_t *aw = weft__malloc(sizeof(*aw));
@@ -399,8 +399,7 @@ static int await_park(weft__worker_t *w, weft_future_t *f,
   }
   weft__stat_inc(&w->parks);
   weft__cpu_worker_stops();
-  weft__ec_wait_until(&p->ec, epoch, WEFT__EC_ANY | (*awp)->bits,
-                      deadline_ns);
+  weft__ec_wait_until(&p->ec, epoch, WEFT__EC_ANY | (*awp)->bits, deadline_ns);
   weft__cpu_worker_runs();
   *woke = true;
   return 0;
@@ -467,7 +466,8 @@ static int await_help(weft__worker_t *w, weft_future_t *f,
 
 int weft__pool_ex_await(weft_executor_t *ex, weft_future_t *f,
                         int64_t deadline_ns) {
-  weft_pool_t *p = (weft_pool_t *)((char *)ex - offsetof(weft_pool_t, executor));
+  weft_pool_t *p = (weft_pool_t *)((char *)ex -
+                                   offsetof(weft_pool_t, executor));
   weft__worker_t *w = weft__tl_worker;
   if (w == NULL || w->pool != p)
     return WEFT_EAGAIN;

@@ -44,8 +44,8 @@ typedef struct client {
   weft_socket_t *sock;
   struct client *prev, *next;
   int id;
-  int closed; /* left the room (socket closed) */
-  int refs;   /* the room's, a pending read's, a pending flush's */
+  int closed;   /* left the room (socket closed) */
+  int refs;     /* the room's, a pending read's, a pending flush's */
   int skipping; /* inside an over-long line: drop bytes to its newline */
   weft_timer_t idle;
   size_t have; /* bytes of a partial line in buf */
@@ -118,8 +118,9 @@ static line_t *line_new(const char *fmt, ...) {
   va_start(ap, fmt);
   int n = vsnprintf(text, sizeof text, fmt, ap);
   va_end(ap);
-  size_t len = n < 0 ? 0 : (size_t)n < sizeof text ? (size_t)n
-                                                   : sizeof text - 1;
+  size_t len = n < 0                     ? 0
+               : (size_t)n < sizeof text ? (size_t)n
+                                         : sizeof text - 1;
   line_t *l = malloc(sizeof *l + len);
   if (l == NULL)
     return NULL;
@@ -209,8 +210,9 @@ static void handle_read(client_t *c, weft_future_t *f) {
   if (weft_future_state(f) != WEFT_FULFILLED) {
     int err = weft_future_error(f);
     if (err == WEFT_ECANCELED)
-      c->sock = NULL; /* only the loop's close cancels an open client's
-                         read, and it closed the socket itself */
+      /* only the loop's close cancels an open client's read, and it closed
+       * the socket itself */
+      c->sock = NULL;
     client_leave(c, err == WEFT_EOF ? "quit" : "error");
     return;
   }
@@ -244,7 +246,8 @@ _Static_assert(MAX_LINE == 4096, "handle_read's message states MAX_LINE - 1");
 
 static void client_read(client_t *c) {
   weft_future_t *r;
-  if (weft_socket_read(c->sock, c->buf + c->have, sizeof c->buf - c->have, &r) != 0) {
+  if (weft_socket_read(c->sock, c->buf + c->have, sizeof c->buf - c->have,
+                       &r) != 0) {
     client_leave(c, "read failed");
     return;
   }
@@ -442,8 +445,8 @@ static int options(int argc, char **argv, long *port, long *beat) {
 }
 
 int main(int argc, char **argv) {
-  if (argc > 1 && (strcmp(argv[1], "--help") == 0 ||
-                   strcmp(argv[1], "-h") == 0)) {
+  if (argc > 1 &&
+      (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
     fputs(usage_text, stdout);
     return 0;
   }

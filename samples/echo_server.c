@@ -83,8 +83,8 @@ static void on_read(void *arg, weft_future_t *f) {
     watch(w, on_written, c); /* the buffer is busy until w settles */
     return;
   }
-  conn_close(c, weft_future_error(f)); /* end of stream, reset, or
-                                         shutting down */
+  /* end of stream, reset, or shutting down */
+  conn_close(c, weft_future_error(f));
 }
 
 static void conn_read(conn_t *c) {

@@ -35,8 +35,8 @@ static weft_result_t count_primes(void *arg, weft_future_t *src) {
       prime = i % d != 0;
     count += prime;
   }
-  printf("  primes below %-7ld: %-6ld (computed on %s)\n", (long)n,
-         (long)count, thread_label);
+  printf("  primes below %-7ld: %-6ld (computed on %s)\n", (long)n, (long)count,
+         thread_label);
   return weft_ok_int(count);
 }
 
@@ -57,9 +57,8 @@ static weft_future_t *run_on(int worker, weft_then_fn fn, void *arg) {
     exit(1);
   weft_promise_fulfil_int(p, 0);
   weft_promise_release(p);
-  if (weft_future_then(trigger,
-                       weft_thread_executor_get(workers[worker]), fn, arg, NULL,
-                       &job) != 0)
+  if (weft_future_then(trigger, weft_thread_executor_get(workers[worker]), fn,
+                       arg, NULL, &job) != 0)
     exit(1);
   weft_future_release(trigger);
   return job;

@@ -33,11 +33,11 @@
 #include <string.h>
 
 enum {
-  HEARTBEAT_MS = 10,   /* the heartbeat's period */
+  HEARTBEAT_MS = 10,     /* the heartbeat's period */
   REQUEST_EVERY_MS = 50, /* a request arrives this often */
-  STALL_MS = 20,       /* the stall detector's threshold */
-  HASH_MB = 16,        /* each request digests this much memory... */
-  PRIME_BASE = 1000000, /* ...and counts the primes in a window from here */
+  STALL_MS = 20,         /* the stall detector's threshold */
+  HASH_MB = 16,          /* each request digests this much memory... */
+  PRIME_BASE = 1000000,  /* ...and counts the primes in a window from here */
   PRIME_SPAN = 100000,
   MAX_BEATS = 1 << 16
 };
@@ -56,7 +56,8 @@ static const size_t buffer_len = (size_t)HASH_MB << 20;
 
 /* Returns 0, or WEFT_ECANCELED when `job` (NULL inline) was cancelled. */
 static int do_request(int index, weft_job_t *job, answer_t *out) {
-  uint64_t h = 14695981039346656037ull ^ ((uint64_t)index * 0x9e3779b97f4a7c15ull);
+  uint64_t h = 14695981039346656037ull ^
+               ((uint64_t)index * 0x9e3779b97f4a7c15ull);
   for (size_t at = 0; at < buffer_len; at += 1 << 20) { /* 1 MB at a time */
     if (job != NULL && weft_job_is_cancelled(job))
       return WEFT_ECANCELED;
@@ -78,10 +79,10 @@ static int do_request(int index, weft_job_t *job, answer_t *out) {
 
 typedef struct phase {
   const char *name;
-  int offload;         /* 1: pool, 0: inline */
+  int offload; /* 1: pool, 0: inline */
   int sent, done, failed;
-  answer_t *answers;   /* by request index */
-  int64_t *lateness;   /* heartbeat lateness samples, ns */
+  answer_t *answers; /* by request index */
+  int64_t *lateness; /* heartbeat lateness samples, ns */
   size_t beats;
   unsigned stalls;
   int64_t longest_stall;
@@ -93,14 +94,14 @@ static struct {
   weft_loop_t *loop;
   weft_pool_t *pool;
   weft_timer_t heartbeat, requests;
-  int64_t beat_due;          /* when the heartbeat is next due, loop clock */
+  int64_t beat_due; /* when the heartbeat is next due, loop clock */
   int nreq;
-  phase_t *phase;            /* the phase running, NULL between phases */
+  phase_t *phase; /* the phase running, NULL between phases */
   weft_promise_t *phase_done;
-  weft_future_t **pending;   /* offloaded requests' futures, by index */
-  int off_loop;              /* continuations that ran off the loop thread */
+  weft_future_t **pending; /* offloaded requests' futures, by index */
+  int off_loop;            /* continuations that ran off the loop thread */
   weft_signal_t sigint, sigterm;
-  int interrupted;           /* the signal that stopped us, or 0 */
+  int interrupted; /* the signal that stopped us, or 0 */
 } demo;
 
 static void finish_one(phase_t *ph) {
@@ -180,7 +181,8 @@ static void on_heartbeat(weft_timer_t *t, int status, void *arg) {
   phase_t *ph = demo.phase;
   if (status != 0 || ph == NULL)
     return;
-  int64_t late = weft_clock_now_ns() - demo.beat_due, now = weft_loop_now_ns(demo.loop);
+  int64_t late = weft_clock_now_ns() - demo.beat_due,
+          now = weft_loop_now_ns(demo.loop);
   if (ph->beats < MAX_BEATS)
     ph->lateness[ph->beats++] = late > 0 ? late : 0;
   demo.beat_due += HEARTBEAT_MS * MS;
@@ -222,7 +224,6 @@ static void start_phase(weft_loop_t *loop, void *arg, int status) {
   weft_timer_start(&demo.heartbeat, HEARTBEAT_MS, HEARTBEAT_MS);
   weft_timer_start(&demo.requests, 0, REQUEST_EVERY_MS);
 }
-
 
 /* ---- the TCP front end: "job N" lines in, answers out ---- */
 
@@ -318,7 +319,7 @@ static void fe_then(weft_future_t *f, weft_then_fn fn, void *arg,
                     weft_dtor_fn dtor) {
   weft_future_t *next;
   if (weft_future_then(f, weft_loop_executor(demo.loop), fn, arg, dtor,
-                            &next) != 0)
+                       &next) != 0)
     abort(); /* out of memory in a sample: give up loudly */
   weft_future_release(f);
   weft_future_release(next);
@@ -387,8 +388,8 @@ static void fe_refuse(fe_conn_t *c, const char *what) {
   if (j == NULL)
     return;
   fe.refused++;
-  fe_send(j, snprintf(j->out, sizeof j->out, "error: %s (" FE_USAGE ")\n",
-                      what));
+  fe_send(j,
+          snprintf(j->out, sizeof j->out, "error: %s (" FE_USAGE ")\n", what));
 }
 
 /* Back on the loop thread with the job's answer. */
@@ -489,8 +490,8 @@ static weft_result_t fe_got(void *arg, weft_future_t *f) {
   }
   if (c->closed || weft_future_state(f) != WEFT_FULFILLED) {
     c->reading = 0;
-    fe_broken(c, weft_future_error(f)); /* an error; jobs in
-                                           flight still finish */
+    /* an error; jobs in flight still finish */
+    fe_broken(c, weft_future_error(f));
     fe_put(c);
     return weft_ok_int(0);
   }
@@ -523,7 +524,8 @@ _Static_assert(FE_LINE == 512, "fe_got's message states FE_LINE - 1");
 
 static void fe_read(fe_conn_t *c) {
   weft_future_t *r;
-  if (weft_socket_read(c->sock, c->in + c->have, sizeof c->in - c->have, &r) != 0) {
+  if (weft_socket_read(c->sock, c->in + c->have, sizeof c->in - c->have, &r) !=
+      0) {
     fe_close(c);
     return;
   }
@@ -638,7 +640,8 @@ static int fe_selftest(const phase_t *ref, int n) {
   for (int i = 0; i < n; i++)
     len += (size_t)snprintf(req + len, sizeof req - len, "job %d\n", i);
   len += (size_t)snprintf(req + len, sizeof req - len, "job -1\n");
-  rc = weft_socket_write(s, req, len, &w); /* req lives until w settles, below */
+  rc = weft_socket_write(s, req, len,
+                         &w); /* req lives until w settles, below */
   int got = 0, agree = 0, errors = 0;
   int64_t t0 = weft_clock_now_ns();
   while (rc == 0 && (got < n || errors < 1)) {
@@ -675,8 +678,8 @@ static int fe_selftest(const phase_t *ref, int n) {
   weft_socket_close(s);
   fe_stop();
   printf("  %d of %d answers back in %.0f ms, %d agree with phase 1; "
-         "\"job -1\" answered with %d error line%s\n", got, n,
-         (double)(weft_clock_now_ns() - t0) / 1e6, agree, errors,
+         "\"job -1\" answered with %d error line%s\n",
+         got, n, (double)(weft_clock_now_ns() - t0) / 1e6, agree, errors,
          errors == 1 ? "" : "s");
   if (rc != 0)
     return rc;
@@ -695,7 +698,8 @@ static int fe_serve(int port) {
   char name[64];
   weft_addr_format(&addr, name, sizeof name);
   printf("offload_demo: listening on %s (send lines \"job N\", "
-         "0 <= N <= %d)\n", name, FE_JOB_MAX);
+         "0 <= N <= %d)\n",
+         name, FE_JOB_MAX);
   fflush(stdout);
   weft_loop_run(demo.loop, WEFT_RUN_DEFAULT); /* until a signal stops it */
   fe_stop();
@@ -750,7 +754,8 @@ static int run_phase(phase_t *ph) {
            (double)(ph->ended - ph->started) / 1e6);
   summary_t s = summarise(ph);
   printf("  heartbeat (%zu beats): late by median %.2f ms, p99 %.2f ms, "
-         "worst %.2f ms\n", ph->beats, s.median, s.p99, s.worst);
+         "worst %.2f ms\n",
+         ph->beats, s.median, s.p99, s.worst);
   printf("  stall detector (> %d ms): %u callbacks caught", STALL_MS,
          ph->stalls);
   if (ph->stalls > 0)
@@ -822,8 +827,8 @@ static int usage(FILE *to, const char *argv0) {
 
 int main(int argc, char **argv) {
   long serve = -1, nreq = 30;
-  if (argc > 1 && (strcmp(argv[1], "--help") == 0 ||
-                   strcmp(argv[1], "-h") == 0)) {
+  if (argc > 1 &&
+      (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
     usage(stdout, argv[0]);
     return 0;
   }
@@ -894,8 +899,9 @@ int main(int argc, char **argv) {
       demo.pending[i] = NULL;
     }
   }
-  int fe_rc = completed == 2 ? fe_selftest(&phases[0], demo.nreq < 8 ? demo.nreq : 8)
-                             : 0;
+  int fe_rc = completed == 2
+                  ? fe_selftest(&phases[0], demo.nreq < 8 ? demo.nreq : 8)
+                  : 0;
 
   /* Shut down in order: the front end's sockets, pending work, the loop's
    * handles, the pool (its last completions reach the loop's queue), then
@@ -929,7 +935,8 @@ int main(int argc, char **argv) {
                            sizeof(answer_t)) != 0;
     summary_t off = summarise(&phases[0]), in = summarise(&phases[1]);
     printf("\n                       offloaded     inline\n");
-    printf("heartbeat late, median %6.2f ms  %6.2f ms\n", off.median, in.median);
+    printf("heartbeat late, median %6.2f ms  %6.2f ms\n", off.median,
+           in.median);
     printf("heartbeat late, p99    %6.2f ms  %6.2f ms\n", off.p99, in.p99);
     printf("heartbeat late, worst  %6.2f ms  %6.2f ms\n", off.worst, in.worst);
     printf("stalls caught          %6u     %6u\n", phases[0].stalls,

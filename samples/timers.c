@@ -64,9 +64,9 @@ typedef struct session {
   int64_t idle_at_expiry;
 } session_t;
 
-static session_t sessions[] = {
-    {"alice", 1, 0, 1, 0}, {"bob", 1, 0, 1, 0},   {"carol", 1, 0, 1, 0},
-    {"dave", 0, 0, 1, 0},  {"erin", 0, 0, 1, 0},  {"frank", 0, 0, 1, 0}};
+static session_t sessions[] = {{"alice", 1, 0, 1, 0}, {"bob", 1, 0, 1, 0},
+                               {"carol", 1, 0, 1, 0}, {"dave", 0, 0, 1, 0},
+                               {"erin", 0, 0, 1, 0},  {"frank", 0, 0, 1, 0}};
 enum { NSESSIONS = sizeof sessions / sizeof sessions[0] };
 
 static weft_timer_t heartbeat, cleanup;
@@ -159,7 +159,8 @@ static void timeouts(void) {
   say("lookup \"quick\" (a 5 ms job), 100 ms timeout");
   weft_future_t *t = with_timeout(quick_lookup, 100);
   run_until(t);
-  say("  %s: %ld", weft_error_name(weft_future_error(t)), (long)weft_future_int(t));
+  say("  %s: %ld", weft_error_name(weft_future_error(t)),
+      (long)weft_future_int(t));
   expect(weft_future_error(t) == 0 && weft_future_int(t) == 42,
          "the quick lookup answered in time");
   weft_future_release(t);
@@ -226,8 +227,8 @@ static weft_future_t *attempt(retry_t *r) {
   if (weft_pool_submit_blocking(pool, connect_job, (void *)(intptr_t)r->attempt,
                                 NULL, &job) != 0)
     return NULL;
-  int rc = weft_future_then(job, weft_loop_executor(loop), after_attempt, r, NULL,
-                            &judged);
+  int rc = weft_future_then(job, weft_loop_executor(loop), after_attempt, r,
+                            NULL, &judged);
   weft_future_release(job);
   return rc == 0 ? judged : NULL;
 }
@@ -242,7 +243,8 @@ static weft_result_t after_attempt(void *arg, weft_future_t *src) {
   retry_t *r = arg;
   int err = weft_future_error(src);
   if (err == 0) {
-    say("attempt %d: connected (fd %ld)", r->attempt, (long)weft_future_int(src));
+    say("attempt %d: connected (fd %ld)", r->attempt,
+        (long)weft_future_int(src));
     return weft_ok_int(weft_future_int(src));
   }
   if (r->attempt == r->max) {
@@ -256,7 +258,8 @@ static weft_result_t after_attempt(void *arg, weft_future_t *src) {
   if (rc != 0)
     return weft_err(rc);
   r->delay_ms *= 2;
-  rc = weft_future_then(slept, weft_loop_executor(loop), retry_now, r, NULL, &next);
+  rc = weft_future_then(slept, weft_loop_executor(loop), retry_now, r, NULL,
+                        &next);
   weft_future_release(slept);
   return rc == 0 ? weft_follow(next) : weft_err(rc);
 }
@@ -279,18 +282,20 @@ static void retries(void) {
 
 int main(void) {
   weft_pool_options_t po = {sizeof po, 1, 4, 0, {0}};
-  if (weft_loop_create(NULL, &loop) != 0 ||
-      weft_pool_create(&po, &pool) != 0)
+  if (weft_loop_create(NULL, &loop) != 0 || weft_pool_create(&po, &pool) != 0)
     return 1;
   t_start = weft_clock_now_ns();
-  for (int i = 0; i < NSESSIONS; i++) /* silent ones: seen 30, 120, 210 ms ago */
-    sessions[i].last_seen = t_start - (sessions[i].live ? 0 : (i - 3) * 90 + 30) * MS;
+  for (int i = 0; i < NSESSIONS;
+       i++) /* silent ones: seen 30, 120, 210 ms ago */
+    sessions[i].last_seen = t_start -
+                            (sessions[i].live ? 0 : (i - 3) * 90 + 30) * MS;
   weft_timer_init(loop, &heartbeat, on_heartbeat, NULL);
   weft_timer_init(loop, &cleanup, on_cleanup, NULL);
   weft_timer_start(&heartbeat, HEARTBEAT_MS, HEARTBEAT_MS);
   weft_timer_start(&cleanup, CLEANUP_MS, CLEANUP_MS);
   printf("a %d ms heartbeat and a %d ms cleanup (expiring sessions idle over "
-         "%d ms) run throughout\n", HEARTBEAT_MS, CLEANUP_MS, IDLE_MS);
+         "%d ms) run throughout\n",
+         HEARTBEAT_MS, CLEANUP_MS, IDLE_MS);
 
   timeouts();
   retries();

@@ -171,9 +171,9 @@ static int server_alive(void) {
 /* One per guest id the server gave out, kept for the whole run. */
 typedef struct sender {
   int kind;
-  int final; /* 1 once it has sent its last line */
-  long sent; /* lines sent; the last one's number is sent - 1 */
-  long seen_join; /* clients that saw it join (and must get every line) */
+  int final;         /* 1 once it has sent its last line */
+  long sent;         /* lines sent; the last one's number is sent - 1 */
+  long seen_join;    /* clients that saw it join (and must get every line) */
   int slow_reported; /* a well-behaved one dropped as slow, reported */
 } sender_t;
 static sender_t *senders;
@@ -275,8 +275,8 @@ static size_t body(long g, long seq, char *out) {
 typedef struct conn {
   int fd, slot, kind;
   int state;
-  int out_on; /* EPOLLOUT requested */
-  int in_on;  /* EPOLLIN requested */
+  int out_on;                      /* EPOLLOUT requested */
+  int in_on;                       /* EPOLLIN requested */
   int64_t started, wake, progress; /* ms */
   int64_t rwake;                   /* slow: read again from then */
   int64_t shut_at;
@@ -296,7 +296,7 @@ typedef struct conn {
   char in[8192];
   size_t in_len;
   tmap_t seen;
-  int shut; /* we sent our FIN */
+  int shut;  /* we sent our FIN */
   int stall; /* chat, slow: never reads (until the end) */
 } conn_t;
 
@@ -354,10 +354,10 @@ static void expect_bytes(uint64_t sid, uint64_t off, unsigned char *out,
 /* ---- echo ---- */
 
 static void echo_next_request(conn_t *c) {
-  long n = c->kind == K_CHURN ? range(&c->rng, 1, 100)
-                              : (rnd(&c->rng) % 4 == 0
-                                     ? range(&c->rng, 1, 32768)
-                                     : range(&c->rng, 1, 2048));
+  long n = c->kind == K_CHURN
+               ? range(&c->rng, 1, 100)
+               : (rnd(&c->rng) % 4 == 0 ? range(&c->rng, 1, 32768)
+                                        : range(&c->rng, 1, 2048));
   c->goal = c->sent + (uint64_t)n;
 }
 
@@ -408,8 +408,9 @@ static int echo_read(conn_t *c, int64_t now) {
         return 1;
       }
       if (c->got < c->sent)
-        unexpected(U_LOST, "echo slot %d (%s): %s with %" PRIu64
-                           " of %" PRIu64 " bytes back",
+        unexpected(U_LOST,
+                   "echo slot %d (%s): %s with %" PRIu64 " of %" PRIu64
+                   " bytes back",
                    c->slot, kind_name[c->kind], err ? strerror(err) : "EOF",
                    c->got, c->sent);
       else
@@ -429,8 +430,8 @@ static int echo_read(conn_t *c, int64_t now) {
       size_t i = 0;
       while (buf[i] == want[i])
         i++;
-      unexpected(U_CORRUPT, "echo slot %d: byte %" PRIu64 " differs",
-                 c->slot, c->got + i);
+      unexpected(U_CORRUPT, "echo slot %d: byte %" PRIu64 " differs", c->slot,
+                 c->got + i);
       finish(c, 1);
       return 1;
     }
@@ -538,8 +539,8 @@ static void chat_queue_line(conn_t *c) {
 static int chat_welcome(conn_t *c, const char *l, size_t n) {
   long g;
   if (n < 16 || sscanf(l, "* welcome guest%ld,", &g) != 1 || g <= 0) {
-    unexpected(U_PROTO, "chat slot %d: first line not a welcome: %.*s",
-               c->slot, (int)n, l);
+    unexpected(U_PROTO, "chat slot %d: first line not a welcome: %.*s", c->slot,
+               (int)n, l);
     return -1;
   }
   c->guest = g;
@@ -580,8 +581,9 @@ static void chat_left(conn_t *c, long g, const char *why) {
   track_t *t = tmap_get(&c->seen, g, 0);
   if (strcmp(why, "quit") == 0 && s->final && t != NULL &&
       (t->strict || t->last >= 0) && t->last != s->sent - 1)
-    unexpected(U_LOST, "chat: guest%ld quit after %ld lines, guest%ld got "
-                       "up to %ld",
+    unexpected(U_LOST,
+               "chat: guest%ld quit after %ld lines, guest%ld got "
+               "up to %ld",
                g, s->sent, c->guest, t->last + 1);
   if (strcmp(why, "slow reader, dropped") == 0 && s->kind != K_SLOW &&
       !s->slow_reported++) /* (counted once, not by each witness) */
@@ -617,8 +619,7 @@ static void chat_line(conn_t *c, const char *l, size_t n) { /* l[n] == 0 */
     return;
   }
   if (sscanf(l, "guest%ld: %ld %n", &g, &seq, &off) != 2 || seq < 0) {
-    unexpected(U_CORRUPT, "chat guest%ld: bad line: %.*s", c->guest, (int)n,
-               l);
+    unexpected(U_CORRUPT, "chat guest%ld: bad line: %.*s", c->guest, (int)n, l);
     return;
   }
   /* "%ld %n" skipped every space after the number, the body's own
@@ -627,8 +628,7 @@ static void chat_line(conn_t *c, const char *l, size_t n) { /* l[n] == 0 */
   while (p < l + n && *p != ' ')
     p++;
   if (p == l + n) {
-    unexpected(U_CORRUPT, "chat guest%ld: no body: %.*s", c->guest, (int)n,
-               l);
+    unexpected(U_CORRUPT, "chat guest%ld: no body: %.*s", c->guest, (int)n, l);
     return;
   }
   p++;
@@ -681,16 +681,17 @@ static int chat_read(conn_t *c, int64_t now) {
          * may be some way behind the accept when the loop is busy. */
         int64_t t = now - c->conn_at;
         if (t < idle_ms - 1000 || t > idle_ms + 5000)
-          unexpected(U_IDLE, "chat guest%ld: closed after %" PRId64
-                             " ms with --idle-ms %ld",
+          unexpected(U_IDLE,
+                     "chat guest%ld: closed after %" PRId64
+                     " ms with --idle-ms %ld",
                      c->guest, t, idle_ms);
         counts[X_IDLEDROP]++;
       } else if (c->kind == K_SLOW && !c->shut)
         counts[X_SLOWDROP]++;
       else if (!c->shut)
         unexpected(U_CLOSED, "chat guest%ld (%s): server %s after %ld lines",
-                   c->guest, kind_name[c->kind],
-                   err ? strerror(err) : "closed", c->seq);
+                   c->guest, kind_name[c->kind], err ? strerror(err) : "closed",
+                   c->seq);
       sessions[c->kind]++;
       finish(c, 0);
       return 1;
@@ -709,8 +710,8 @@ static int chat_read(conn_t *c, int64_t now) {
     memmove(c->in, c->in + start, c->in_len - start);
     c->in_len -= start;
     if (c->in_len == sizeof c->in) {
-      unexpected(U_CORRUPT, "chat guest%ld: no newline in %zu bytes",
-                 c->guest, sizeof c->in);
+      unexpected(U_CORRUPT, "chat guest%ld: no newline in %zu bytes", c->guest,
+                 sizeof c->in);
       finish(c, 1);
       return 1;
     }
@@ -781,8 +782,7 @@ static void chat_step(conn_t *c, int64_t now, int readable) {
     finish(c, 1);
     return;
   }
-  int in = !(c->kind == K_SLOW && !stopping &&
-             (c->stall || now < c->rwake));
+  int in = !(c->kind == K_SLOW && !stopping && (c->stall || now < c->rwake));
   set_events(c, in, c->out_off < c->out_len);
 }
 
@@ -969,9 +969,9 @@ static int probe(void) {
   }
   int a = blocking_connect(), c = -1, ok = 0;
   if (a >= 0 && read_line(a, b, sizeof b) > 0 &&
-      strncmp(b, "* welcome guest", 15) == 0 &&
-      (c = blocking_connect()) >= 0 && read_line(c, b, sizeof b) > 0 &&
-      read_line(a, b, sizeof b) > 0 && strstr(b, " joined") != NULL) {
+      strncmp(b, "* welcome guest", 15) == 0 && (c = blocking_connect()) >= 0 &&
+      read_line(c, b, sizeof b) > 0 && read_line(a, b, sizeof b) > 0 &&
+      strstr(b, " joined") != NULL) {
     const char *msg = "soak probe\n";
     if (send(a, msg, strlen(msg), MSG_NOSIGNAL) == (ssize_t)strlen(msg) &&
         read_line(c, b, sizeof b) > 0) {
@@ -1018,8 +1018,7 @@ int main(int argc, char **argv) {
     else
       usage();
   }
-  if (port <= 0 || server <= 0 || clients <= 0 || seconds <= 0 ||
-      report_s <= 0)
+  if (port <= 0 || server <= 0 || clients <= 0 || seconds <= 0 || report_s <= 0)
     usage();
   signal(SIGPIPE, SIG_IGN);
   ep = epoll_create1(EPOLL_CLOEXEC);
@@ -1047,8 +1046,9 @@ int main(int argc, char **argv) {
   for (;;) {
     int64_t now = now_ms();
     if (!stopping && now >= end) {
-      stopping = 1; /* every session ends: the echo ones at their next
-                       request, the chat ones with a FIN */
+      /* every session ends: the echo ones at their next request, the chat
+       * ones with a FIN */
+      stopping = 1;
       drain_end = now + 30000;
       printf("soak: time is up, %ld clients finishing\n", live);
       fflush(stdout);
@@ -1069,8 +1069,8 @@ int main(int argc, char **argv) {
         on_connected(c, now);
         continue;
       }
-      step(c, now, (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP |
-                                     EPOLLERR)) != 0);
+      step(c, now,
+           (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
     }
     for (int i = 0; i < clients; i++) {
       conn_t *c = &slots[i];
@@ -1088,31 +1088,33 @@ int main(int argc, char **argv) {
       }
       if (c->state == S_RUN && chat && c->kind == K_IDLE &&
           now - c->conn_at > idle_ms + 5000) {
-        unexpected(U_IDLE, "chat guest%ld: still open %" PRId64
-                           " ms after connecting, --idle-ms %ld",
+        unexpected(U_IDLE,
+                   "chat guest%ld: still open %" PRId64
+                   " ms after connecting, --idle-ms %ld",
                    c->guest, now - c->conn_at, idle_ms);
         finish(c, 1);
         continue;
       }
       if (c->state == S_RUN && c->shut && now - c->shut_at > STUCK_MS) {
-        unexpected(U_STUCK, "%s slot %d (%s, guest%ld): no end of stream "
-                            "%d s after our FIN",
+        unexpected(U_STUCK,
+                   "%s slot %d (%s, guest%ld): no end of stream "
+                   "%d s after our FIN",
                    chat ? "chat" : "echo", c->slot, kind_name[c->kind],
                    c->guest, STUCK_MS / 1000);
         finish(c, 1);
         continue;
       }
       if (waiting(c, now) && now - c->progress > STUCK_MS) {
-        unexpected(U_STUCK, "%s slot %d (%s, guest%ld): nothing from the "
-                            "server for %d s (sent %" PRIu64 " got %" PRIu64
-                            ")",
+        unexpected(U_STUCK,
+                   "%s slot %d (%s, guest%ld): nothing from the "
+                   "server for %d s (sent %" PRIu64 " got %" PRIu64 ")",
                    chat ? "chat" : "echo", c->slot, kind_name[c->kind],
                    c->guest, STUCK_MS / 1000, c->sent, c->got);
         finish(c, 1);
         continue;
       }
-      if (c->state == S_RUN && (now >= c->wake || (c->rwake != 0 &&
-                                                   now >= c->rwake)))
+      if (c->state == S_RUN &&
+          (now >= c->wake || (c->rwake != 0 && now >= c->rwake)))
         step(c, now, 0);
       if (c->state == S_RUN && stopping && !chat && c->kind == K_IDLE &&
           c->wake > now)
@@ -1204,13 +1206,15 @@ int main(int argc, char **argv) {
          max2 / 1024.0, mid / 1000, run / 1000, (max1 + slack) / 1024.0,
          base_rss / 1024.0, max_all / 1024.0);
   ok &= flat;
-  printf("  server up and answering: %s\n",
-         !alive ? "NO (gone)" : answers ? "yes" : "NO (no correct answer)");
+  printf("  server up and answering: %s\n", !alive ? "NO (gone)"
+                                            : answers
+                                                ? "yes"
+                                                : "NO (no correct answer)");
   ok &= alive && answers;
   printf("  fds back to baseline (%ld): %s (%ld after the clients left, "
          "%ld after the probe)\n",
-         base_fds, fds <= base_fds && fds_after <= base_fds ? "yes" : "NO",
-         fds, fds_after);
+         base_fds, fds <= base_fds && fds_after <= base_fds ? "yes" : "NO", fds,
+         fds_after);
   ok &= fds >= 0 && fds <= base_fds && fds_after <= base_fds;
   printf("  verdict: %s\n", ok ? "PASS" : "FAIL");
   (void)first_error;

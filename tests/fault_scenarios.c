@@ -63,8 +63,7 @@ static void sc_futures(fx_t *x) {
   if (FX(x, weft_future_then(f[0], in, follow_fn, NULL, NULL, &o), WEFT_ENOMEM))
     fx_track(x, o);
   weft_future_retain(f[2]);
-  if (FX(x, weft_future_watch(f[2], in, on_watch, &watches, NULL),
-         WEFT_ENOMEM))
+  if (FX(x, weft_future_watch(f[2], in, on_watch, &watches, NULL), WEFT_ENOMEM))
     watching = 1;
   else
     weft_future_release(f[2]);
@@ -123,7 +122,8 @@ static void sc_futures(fx_t *x) {
     fx_bad(x, __LINE__, "executor_current");
   weft_executor_leave(prev);
   if (atomic_load(&t.runs) != 1 || weft_clock_now_ns() <= 0 ||
-      weft_cpu_count() < 1 || strcmp(weft_error_name(WEFT_EPIPE), "WEFT_EPIPE") ||
+      weft_cpu_count() < 1 ||
+      strcmp(weft_error_name(WEFT_EPIPE), "WEFT_EPIPE") ||
       weft_error_message(WEFT_EOF) == NULL ||
       weft_error_from_errno(ECONNRESET) != WEFT_ECONNRESET)
     fx_bad(x, __LINE__, "executor / error table");
@@ -184,9 +184,8 @@ static weft_result_t wait_park_fn(weft_job_t *job, void *arg) {
   (void)arg;
   weft_pool_stats_t st;
   int64_t end = weft_clock_now_ns() + (int64_t)2000 * 1000 * 1000;
-  while (weft_clock_now_ns() < end &&
-         (weft_pool_stats(nest_pool, &st) != 0 ||
-          st.parks <= atomic_load(&park_base)))
+  while (weft_clock_now_ns() < end && (weft_pool_stats(nest_pool, &st) != 0 ||
+                                       st.parks <= atomic_load(&park_base)))
     sched_yield();
   return weft_ok_int(1);
 }
@@ -197,8 +196,8 @@ static weft_result_t nest_fn(weft_job_t *job, void *arg) {
   weft_pool_stats_t st;
   if (weft_pool_stats(nest_pool, &st) == 0)
     atomic_store(&park_base, st.parks);
-  int rc = weft_pool_submit_blocking(nest_pool, wait_park_fn, NULL,
-                                     count_dtor, &f);
+  int rc = weft_pool_submit_blocking(nest_pool, wait_park_fn, NULL, count_dtor,
+                                     &f);
   if (rc != 0)
     return weft_err(rc);
   rc = weft_future_await(f, FX_WAIT_MS);
@@ -232,14 +231,16 @@ static void sc_pool(fx_t *x) {
       accepted++;
     }
   for (int i = 6; i < 8; i++)
-    if (FX(x, weft_pool_submit_blocking(pool, job_fn, (void *)(intptr_t)i,
-                                        NULL, &f[i]),
+    if (FX(x,
+           weft_pool_submit_blocking(pool, job_fn, (void *)(intptr_t)i, NULL,
+                                     &f[i]),
            WEFT_ENOMEM, WEFT_EAGAIN)) {
       fx_track(x, f[i]);
       accepted++;
     }
   if (f[0] != NULL &&
-      FX(x, weft_future_then(f[0], weft_pool_executor(pool), add1, NULL, NULL, &d),
+      FX(x,
+         weft_future_then(f[0], weft_pool_executor(pool), add1, NULL, NULL, &d),
          WEFT_ENOMEM)) {
     fx_track(x, d);
     if (FX_AWAIT(x, d))
@@ -265,8 +266,8 @@ static void sc_pool(fx_t *x) {
 
 typedef struct loop_ctx {
   weft_loop_t *loop;
-  int posts, posts_cancelled, timer_fires, timer_cancelled, rep_fires,
-      io_fires, sig_fires, stalls;
+  int posts, posts_cancelled, timer_fires, timer_cancelled, rep_fires, io_fires,
+      sig_fires, stalls;
   weft_timer_t once, rep, late;
   weft_io_t io;
   weft_signal_t sig;
@@ -379,8 +380,8 @@ static void sc_loop(fx_t *x) {
     if (!FX(x, weft_io_modify(&c.io, WEFT_READABLE), WEFT_ENOMEM))
       FX(x, weft_io_stop(&c.io)), io_on = 0;
   }
-  sig_on = FX(x, weft_signal_start(l, &c.sig, SIGUSR1, sig_cb, &c),
-              WEFT_ENOMEM, WEFT_EMFILE, WEFT_ENFILE);
+  sig_on = FX(x, weft_signal_start(l, &c.sig, SIGUSR1, sig_cb, &c), WEFT_ENOMEM,
+              WEFT_EMFILE, WEFT_ENFILE);
   if (FX(x, weft_signal_next(l, SIGUSR2, &sf), WEFT_ENOMEM, WEFT_EMFILE,
          WEFT_ENFILE))
     fx_track(x, sf);
@@ -394,8 +395,8 @@ static void sc_loop(fx_t *x) {
   for (int i = 0; i < 3; i++)
     if (w[i] != NULL)
       ws[nw++] = w[i];
-  if (nw > 0 && FX(x, weft_future_all_settled(ws, (size_t)nw, &all),
-                   WEFT_ENOMEM)) {
+  if (nw > 0 &&
+      FX(x, weft_future_all_settled(ws, (size_t)nw, &all), WEFT_ENOMEM)) {
     fx_track(x, all);
     if (FX_RUN(x, l, all)) {
       if (sl != NULL)
@@ -559,8 +560,7 @@ static void sc_tcp(fx_t *x) {
     FX(x, weft_socket_close(ss));
     ss = NULL;
   }
-  if (!FX_RUN(x, l, r3) || !FX_OUT(x, r3, CONN_ERRS, WEFT_ENOMEM) ||
-      ss == NULL)
+  if (!FX_RUN(x, l, r3) || !FX_OUT(x, r3, CONN_ERRS, WEFT_ENOMEM) || ss == NULL)
     goto out;
   /* A write larger than the socket takes at once: the rest goes out as
    * the reader makes room. */
@@ -568,8 +568,7 @@ static void sc_tcp(fx_t *x) {
     enum { BIG = 256 * 1024 };
     static char big[BIG], bigin[BIG];
     int sz = 4096;
-    (void)setsockopt(weft_socket_fd(ss), SOL_SOCKET, SO_SNDBUF, &sz,
-                     sizeof sz);
+    (void)setsockopt(weft_socket_fd(ss), SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
     weft_future_t *bw = NULL, *br = NULL;
     if (!FX(x, weft_socket_read_exactly(cs, bigin, BIG, &br), WEFT_ENOMEM))
       goto out;
@@ -646,7 +645,8 @@ static void sc_udp(fx_t *x) {
   if (!FX(x, weft_socket_udp_recv(u2, buf, sizeof buf, &from, &r), WEFT_ENOMEM))
     goto out;
   fx_track(x, r);
-  if (FX(x, weft_socket_udp_recv(u1, buf2, sizeof buf2, NULL, &r2), WEFT_ENOMEM))
+  if (FX(x, weft_socket_udp_recv(u1, buf2, sizeof buf2, NULL, &r2),
+         WEFT_ENOMEM))
     fx_track(x, r2); /* never gets a datagram: cancelled by the close */
   if (!FX(x, weft_socket_udp_send(u1, "dgram", 5, &ba, &s), WEFT_ENOMEM))
     goto out;

@@ -16,17 +16,17 @@
 enum { FX_MAX_FUTS = 64, FX_WAIT_MS = 5000 };
 
 typedef struct fx {
-  const char *scen;   /* scenario name */
-  const char *call;   /* armed call name, NULL for the clean run */
-  unsigned long n;    /* armed N */
-  int err;            /* armed errno (positive), 0 for the clean run */
+  const char *scen; /* scenario name */
+  const char *call; /* armed call name, NULL for the clean run */
+  unsigned long n;  /* armed N */
+  int err;          /* armed errno (positive), 0 for the clean run */
   bool persistent;
-  bool ring;          /* loop scenarios: the io_uring backend wanted */
+  bool ring; /* loop scenarios: the io_uring backend wanted */
   weft_future_t *futs[FX_MAX_FUTS];
   int nfuts;
-  int bad;            /* contract breaks seen */
-  int documented;     /* documented errors that ended a step */
-  char why[512];      /* the first break */
+  int bad;        /* contract breaks seen */
+  int documented; /* documented errors that ended a step */
+  char why[512];  /* the first break */
 } fx_t;
 
 /* Record a contract break (first one kept in why). */
@@ -66,9 +66,10 @@ void fx_loop_close(fx_t *x, weft_loop_t *loop);
 typedef struct fx_scenario {
   const char *name;
   void (*run)(fx_t *x);
-  bool loop;          /* run on both backends */
-  bool default_alloc; /* runs with weft's own allocator (regions): no
-                         counting allocator, LSan checks leaks */
+  bool loop; /* run on both backends */
+  /* runs with weft's own allocator (regions): no counting allocator, LSan
+   * checks leaks */
+  bool default_alloc;
 } fx_scenario_t;
 
 extern const fx_scenario_t fx_scenarios[];

@@ -50,14 +50,14 @@
 #include <string.h>
 #include <time.h>
 
-#define MAXN 24          /* nodes per thread graph */
-#define MAXIN 4          /* inputs per combinator */
-#define MAXEDGE 12       /* consumers remembered per node */
-#define ROUND_STEPS 96   /* steps per round and thread */
-#define NSHARED 2        /* promises each thread shares per round */
-#define SETTLE_MS 5000   /* the bound for anything that must settle */
-#define MAXOPS 32        /* settle calls recorded per shared promise */
-#define OPS_CAP 24       /* each side stops calling at this many */
+#define MAXN 24        /* nodes per thread graph */
+#define MAXIN 4        /* inputs per combinator */
+#define MAXEDGE 12     /* consumers remembered per node */
+#define ROUND_STEPS 96 /* steps per round and thread */
+#define NSHARED 2      /* promises each thread shares per round */
+#define SETTLE_MS 5000 /* the bound for anything that must settle */
+#define MAXOPS 32      /* settle calls recorded per shared promise */
+#define OPS_CAP 24     /* each side stops calling at this many */
 
 /* clang-format off */
 enum op {
@@ -89,8 +89,9 @@ typedef struct cl {
   int cls;
   bool has; /* oc is the predicted/known outcome */
   oc_t oc;
-  bool sync; /* NOW: settled by this thread's own calls, so its inline
-              * continuations have run too (not just observed settled) */
+  /* NOW: settled by this thread's own calls, so its inline * continuations
+   * have run too (not just observed settled) */
+  bool sync;
 } cl_t;
 
 struct world;
@@ -102,9 +103,9 @@ typedef struct cont {
   _Atomic int saw_st;
   _Atomic intptr_t saw_v;
   int fnk, ex;
-  intptr_t jobv; /* job: its value; then FN_ERR: its code */
-  int64_t await_ms; /* an awaiting job: the await's timeout */
-  int64_t await_ns; /* when its await returned */
+  intptr_t jobv;        /* job: its value; then FN_ERR: its code */
+  int64_t await_ms;     /* an awaiting job: the await's timeout */
+  int64_t await_ns;     /* when its await returned */
   const char *bad_name; /* the executor current where it should not be */
   bool job_err;
   weft_future_t *target; /* FN_FOLLOW: the handle handed to weft */
@@ -115,8 +116,9 @@ typedef struct cont {
 
 typedef struct edge {
   int node; /* consumer node, or -1 for a watch (needs its source until run) */
-  bool handle; /* a handle held by a follow's arg or an awaiting job: kept
-                * until arg_dtor or the job ends, even after a cancel */
+  /* a handle held by a follow's arg or an awaiting job: kept * until arg_dtor
+   * or the job ends, even after a cancel */
+  bool handle;
 } edge_t;
 
 typedef struct node {
@@ -128,10 +130,10 @@ typedef struct node {
   bool known;        /* outcome observed or surely known: obs */
   bool async_known;  /* known from an observation, not this thread's call */
   oc_t obs;
-  bool cancel_won;   /* a cancel on it returned 0 */
-  bool unc_cancel;   /* a cancel may have travelled to it */
+  bool cancel_won;       /* a cancel on it returned 0 */
+  bool unc_cancel;       /* a cancel may have travelled to it */
   bool broken_or_cancel; /* promise released while UNK */
-  int shared;        /* index+1 into the thread's shared slots, or 0 */
+  int shared;            /* index+1 into the thread's shared slots, or 0 */
   edge_t edge[MAXEDGE];
   int nedge;
   bool edge_overflow;
@@ -152,7 +154,10 @@ typedef struct shared { /* a promise one thread shares with the next */
   weft_future_t *helper_f; /* the helper's handle, released by it */
   int owner_node;
   _Atomic int n_ops;
-  struct { int op, rc; intptr_t v; } ops[MAXOPS];
+  struct {
+    int op, rc;
+    intptr_t v;
+  } ops[MAXOPS];
 } shared_t;
 
 typedef struct chooser {
@@ -360,11 +365,21 @@ static cl_t cl_comb(world_t *w, node_t *x) {
   }
   bool forced; /* the NOW/WILL inputs alone settle it */
   switch (x->op) {
-  case OP_ALL: forced = nowwill == n || ffail > 0; break;
-  case OP_ALL_SETTLED: forced = nowwill == n; break;
-  case OP_ANY: forced = nowwill == n || fok > 0; break;
-  case OP_RACE: forced = nowwill > 0; break;
-  default: forced = nowwill == n || fok >= x->k || ffail > n - x->k; break;
+  case OP_ALL:
+    forced = nowwill == n || ffail > 0;
+    break;
+  case OP_ALL_SETTLED:
+    forced = nowwill == n;
+    break;
+  case OP_ANY:
+    forced = nowwill == n || fok > 0;
+    break;
+  case OP_RACE:
+    forced = nowwill > 0;
+    break;
+  default:
+    forced = nowwill == n || fok >= x->k || ffail > n - x->k;
+    break;
   }
   if (forced)
     return cl_mk(WILL, false, mk(0, 0));
@@ -493,8 +508,7 @@ static bool comb_legal(world_t *w, node_t *x, oc_t o, char *why, size_t wz) {
       for (int j = 0; j < n; j++)
         if (failed_oc(in[j]) && in[j].v == o.v)
           return true;
-      snprintf(why, wz, "all rejected with %ld: no input failed so",
-               (long)o.v);
+      snprintf(why, wz, "all rejected with %ld: no input failed so", (long)o.v);
       return false;
     }
     break;
@@ -507,8 +521,8 @@ static bool comb_legal(world_t *w, node_t *x, oc_t o, char *why, size_t wz) {
     if (o.st == WEFT_REJECTED && x->op == OP_ANY)
       return o.v == WEFT_EALLFAILED && ffail == n;
     if (orc != 0 || w0 >= (size_t)n) {
-      snprintf(why, wz, "%s settled %s but order(0) = %s",
-               op_names[x->op], stname(o.st), weft_error_name(orc));
+      snprintf(why, wz, "%s settled %s but order(0) = %s", op_names[x->op],
+               stname(o.st), weft_error_name(orc));
       return false;
     }
     if (oc_eq(in[w0], o))
@@ -554,7 +568,8 @@ static bool legal(world_t *w, int i, oc_t o, char *why, size_t wz) {
         oc_eq(o, mk(WEFT_FULFILLED, WEFT_ETIMEDOUT)))
       return true;
     if (x->await_on >= 0 && o.v == WEFT_ETIMEDOUT) {
-      snprintf(why, wz, "its await of node %d timed out; the target then "
+      snprintf(why, wz,
+               "its await of node %d timed out; the target then "
                "read %s, and reads %s %ld ms later",
                x->await_on, stname(atomic_load(&x->cont->saw_st)),
                w->node[x->await_on].handles > 0
@@ -594,8 +609,9 @@ static void pin(world_t *w, int i, oc_t o, const char *where) {
     return;
   w->res->checks++;
   if (!legal(w, i, o, why, sizeof why)) {
-    fail(w, "%s: node %d (%s) settled %s/%ld, which the model does not allow"
-            "%s%s%s",
+    fail(w,
+         "%s: node %d (%s) settled %s/%ld, which the model does not allow"
+         "%s%s%s",
          where, i,
          x->kind == K_PROM   ? "promise"
          : x->kind == K_THEN ? "then"
@@ -640,8 +656,8 @@ static weft_result_t then_fn(void *arg, weft_future_t *src) {
   see(k, src);
   oc_t s = mk(atomic_load(&k->saw_st), atomic_load(&k->saw_v));
   oc_t m = map_oc(s);
-  weft_result_t r = k->fnk == FN_ERR      ? weft_err((int)k->jobv)
-                    : k->fnk == FN_FOLLOW ? weft_follow(k->target)
+  weft_result_t r = k->fnk == FN_ERR         ? weft_err((int)k->jobv)
+                    : k->fnk == FN_FOLLOW    ? weft_follow(k->target)
                     : m.st == WEFT_FULFILLED ? weft_ok_int(m.v)
                                              : weft_err((int)m.v);
   atomic_fetch_add(&k->runs, 1); /* last: the driver may free k after it */
@@ -828,8 +844,8 @@ static void op_then(world_t *w) {
   x->ex = ex;
   x->fnk = fnk;
   x->cont = k;
-  int rc = weft_future_then(w->node[s].f, exec_of(w, ex), then_fn, k,
-                                 cont_dtor, &x->f);
+  int rc = weft_future_then(w->node[s].f, exec_of(w, ex), then_fn, k, cont_dtor,
+                            &x->f);
   CHECK(w, rc == 0, "then: %s", weft_error_name(rc));
   if (rc != 0) {
     w->nnode--;
@@ -890,11 +906,21 @@ static void op_comb(world_t *w, int op) {
   memcpy(x->in, idx, sizeof idx);
   int rc;
   switch (op) {
-  case OP_ALL: rc = weft_future_all(fs, (size_t)n, &x->f); break;
-  case OP_ALL_SETTLED: rc = weft_future_all_settled(fs, (size_t)n, &x->f); break;
-  case OP_ANY: rc = weft_future_any(fs, (size_t)n, &x->f); break;
-  case OP_RACE: rc = weft_future_race(fs, (size_t)n, &x->f); break;
-  default: rc = weft_future_some(fs, (size_t)n, (size_t)k, &x->f); break;
+  case OP_ALL:
+    rc = weft_future_all(fs, (size_t)n, &x->f);
+    break;
+  case OP_ALL_SETTLED:
+    rc = weft_future_all_settled(fs, (size_t)n, &x->f);
+    break;
+  case OP_ANY:
+    rc = weft_future_any(fs, (size_t)n, &x->f);
+    break;
+  case OP_RACE:
+    rc = weft_future_race(fs, (size_t)n, &x->f);
+    break;
+  default:
+    rc = weft_future_some(fs, (size_t)n, (size_t)k, &x->f);
+    break;
   }
   CHECK(w, rc == 0, "%s: %s", op_names[op], weft_error_name(rc));
   if (rc != 0) {
@@ -962,10 +988,10 @@ static void op_job(world_t *w) {
     x->job_err = k->job_err = false;
     x->jobv = k->jobv = 0;
   }
-  int rc = blocking ? weft_pool_submit_blocking(w->env->pool, job_fn, k,
-                                                cont_dtor, &x->f)
-                    : weft_pool_submit(w->env->pool, job_fn, k, cont_dtor,
-                                       &x->f);
+  int rc = blocking
+               ? weft_pool_submit_blocking(w->env->pool, job_fn, k, cont_dtor,
+                                           &x->f)
+               : weft_pool_submit(w->env->pool, job_fn, k, cont_dtor, &x->f);
   CHECK(w, rc == 0, "pool submit: %s", weft_error_name(rc));
   if (rc != 0) {
     w->nnode--;
@@ -992,7 +1018,7 @@ static void settle_promise(world_t *w, int i, bool reject) {
       abort();
     v = (intptr_t)ptr;
   }
-  int rc = reject ? weft_promise_reject(x->p, (int)v)
+  int rc = reject        ? weft_promise_reject(x->p, (int)v)
            : ptr != NULL ? weft_promise_fulfil(x->p, ptr, value_dtor)
                          : weft_promise_fulfil_int(x->p, v);
   if (ptr != NULL) {
@@ -1032,7 +1058,8 @@ static void settle_promise(world_t *w, int i, bool reject) {
     x->async_known = rc != 0;
     x->obs = rc == 0 ? won : mk(WEFT_CANCELLED, WEFT_ECANCELED);
     if (rc != 0)
-      CHECK(w, weft_promise_is_cancelled(x->p) == 1, "is_cancelled after "
+      CHECK(w, weft_promise_is_cancelled(x->p) == 1,
+            "is_cancelled after "
             "ECANCELED");
   }
 }
@@ -1065,8 +1092,7 @@ static void op_cancel(world_t *w, int i) {
   if (rc == 0) {
     oc_t o = read_oc(x->f);
     CHECK(w, oc_eq(o, mk(WEFT_CANCELLED, WEFT_ECANCELED)),
-          "node %d cancelled (0) but reads %s/%ld", i, stname(o.st),
-          (long)o.v);
+          "node %d cancelled (0) but reads %s/%ld", i, stname(o.st), (long)o.v);
     x->cancel_won = true;
     x->known = true;
     x->obs = mk(WEFT_CANCELLED, WEFT_ECANCELED);
@@ -1239,8 +1265,8 @@ static void step(world_t *w) {
     for (int i = 0; e != NULL && i < OP_COUNT_; i++) {
       const char *p = strstr(e, op_names[i]);
       size_t l = strlen(op_names[i]);
-      while (p != NULL && ((p != e && p[-1] != ',') ||
-                           (p[l] != 0 && p[l] != ',')))
+      while (p != NULL &&
+             ((p != e && p[-1] != ',') || (p[l] != 0 && p[l] != ',')))
         p = strstr(p + 1, op_names[i]);
       if (p != NULL)
         m |= 1u << i;
@@ -1258,13 +1284,25 @@ static void step(world_t *w) {
     r -= off & (1u << op) ? 0u : weights[op], op++;
   int i;
   switch (op) {
-  case OP_PROMISE: op_promise(w); break;
-  case OP_THEN: op_then(w); break;
-  case OP_WATCH: op_watch(w); break;
-  case OP_ALL: case OP_ALL_SETTLED: case OP_ANY: case OP_RACE: case OP_SOME:
+  case OP_PROMISE:
+    op_promise(w);
+    break;
+  case OP_THEN:
+    op_then(w);
+    break;
+  case OP_WATCH:
+    op_watch(w);
+    break;
+  case OP_ALL:
+  case OP_ALL_SETTLED:
+  case OP_ANY:
+  case OP_RACE:
+  case OP_SOME:
     op_comb(w, op);
     break;
-  case OP_JOB: op_job(w); break;
+  case OP_JOB:
+    op_job(w);
+    break;
   case OP_FULFIL:
   case OP_REJECT:
     if ((i = pick_promise(w)) >= 0 && !shared_capped(w, i))
@@ -1302,8 +1340,12 @@ static void step(world_t *w) {
     if ((i = pick_held(w)) >= 0)
       op_read(w, i);
     break;
-  case OP_POST: op_post(w); break;
-  default: op_shared_helper(w); break;
+  case OP_POST:
+    op_post(w);
+    break;
+  default:
+    op_shared_helper(w);
+    break;
   }
   w->res->ops[op]++;
   update_uncertain(w);
@@ -1362,12 +1404,11 @@ static void reconcile_shared(world_t *w) {
             stname(o.st));
     } else {
       int wop = sh->ops[win].op;
-      oc_t want = wop == OP_CANCEL ? mk(WEFT_CANCELLED, WEFT_ECANCELED)
+      oc_t want = wop == OP_CANCEL   ? mk(WEFT_CANCELLED, WEFT_ECANCELED)
                   : wop == OP_REJECT ? mk(WEFT_REJECTED, sh->ops[win].v)
                                      : mk(WEFT_FULFILLED, sh->ops[win].v);
-      CHECK(w, oc_eq(o, want),
-            "shared promise %d: %s won but it reads %s/%ld", sh->owner_node,
-            op_names[wop], stname(o.st), (long)o.v);
+      CHECK(w, oc_eq(o, want), "shared promise %d: %s won but it reads %s/%ld",
+            sh->owner_node, op_names[wop], stname(o.st), (long)o.v);
       for (int j = 0; j < n; j++) {
         if (j == win)
           continue;
@@ -1379,8 +1420,7 @@ static void reconcile_shared(world_t *w) {
               sh->owner_node, op_names[wop], op_names[sh->ops[j].op],
               weft_error_name(sh->ops[j].rc), weft_error_name(lose));
       }
-      CHECK(w,
-            weft_promise_is_cancelled(sh->p) == (wop == OP_CANCEL ? 1 : 0),
+      CHECK(w, weft_promise_is_cancelled(sh->p) == (wop == OP_CANCEL ? 1 : 0),
             "shared promise %d: is_cancelled", sh->owner_node);
     }
     weft_future_release(sh->helper_f);
@@ -1431,15 +1471,20 @@ static void finish_round(world_t *w) {
     if (x->kind != K_PROM || x->p == NULL)
       continue;
     switch (pick(&w->ch, 4)) {
-    case 0: settle_promise(w, i, false); break;
-    case 1: settle_promise(w, i, true); break;
+    case 0:
+      settle_promise(w, i, false);
+      break;
+    case 1:
+      settle_promise(w, i, true);
+      break;
     case 2:
       if (x->handles > 0) {
         op_cancel(w, i);
         break;
       }
       /* fall through */
-    default: break;
+    default:
+      break;
     }
     update_uncertain(w);
   }
@@ -1454,8 +1499,8 @@ static void finish_round(world_t *w) {
     if (x->handles == 0)
       continue;
     int rc = weft_future_await(x->f, SETTLE_MS);
-    CHECK(w, rc == 0, "end of round: node %d not settled within %d ms: %s",
-          i, SETTLE_MS, weft_error_name(rc));
+    CHECK(w, rc == 0, "end of round: node %d not settled within %d ms: %s", i,
+          SETTLE_MS, weft_error_name(rc));
     if (rc != 0)
       dump(w, i, 0);
     pin(w, i, read_oc(x->f), "end of round");
@@ -1489,8 +1534,7 @@ static void finish_round(world_t *w) {
           "what an awaiting job saw");
     if (x->kind == K_THEN && r == 1) {
       oc_t saw = mk(atomic_load(&k->saw_st), atomic_load(&k->saw_v));
-      CHECK(w, saw.st != WEFT_PENDING, "node %d: fn saw its source pending",
-            i);
+      CHECK(w, saw.st != WEFT_PENDING, "node %d: fn saw its source pending", i);
       pin(w, x->src, saw, "what a continuation saw");
     }
   }
@@ -1524,8 +1568,7 @@ static void check_watches(world_t *w) {
           k->src, r, d);
     CHECK(w, atomic_load(&k->bad_thread) == 0, "watch on the wrong executor");
     if (r == 1)
-      pin(w, k->src,
-          mk(atomic_load(&k->saw_st), atomic_load(&k->saw_v)),
+      pin(w, k->src, mk(atomic_load(&k->saw_st), atomic_load(&k->saw_v)),
           "what a watch saw");
   }
 }
@@ -1597,8 +1640,9 @@ static void *watchdog(void *arg) {
     still = p == last ? still + 1 : 0;
     last = p;
     if (still > 600) { /* 60 s without a step: a hang */
-      fprintf(stderr, "model: no progress for 60 s: hang (seed %llu; "
-                      "replay: WEFT_MODEL_SEED=%llu)\n",
+      fprintf(stderr,
+              "model: no progress for 60 s: hang (seed %llu; "
+              "replay: WEFT_MODEL_SEED=%llu)\n",
               (unsigned long long)e->seed, (unsigned long long)e->seed);
       abort();
     }
@@ -1631,8 +1675,7 @@ int model_run(const model_cfg_t *cfg, model_result_t *res) {
   weft_allocator_t a = {count_alloc, count_release, NULL, {0}};
   weft_allocator_set(&a);
 
-  weft_pool_options_t po = {.size = sizeof po, .threads = 2,
-                            .blocking_max = 2};
+  weft_pool_options_t po = {.size = sizeof po, .threads = 2, .blocking_max = 2};
   int rc = weft_pool_create(&po, &e->pool);
   pthread_t lt, wd;
   if (rc == 0)
@@ -1701,8 +1744,7 @@ int model_run(const model_cfg_t *cfg, model_result_t *res) {
   }
   if (!atomic_load(&e->failed)) {
     world_t *w0 = &e->w[0];
-    if (atomic_load(&e->posts_run) != posted ||
-        atomic_load(&e->posts_bad) != 0)
+    if (atomic_load(&e->posts_run) != posted || atomic_load(&e->posts_bad) != 0)
       fail(w0, "posts: %ld posted, %ld ran, %ld wrong", posted,
            atomic_load(&e->posts_run), atomic_load(&e->posts_bad));
     else if (atomic_load(&e->values_given) != atomic_load(&g_values_freed))

@@ -15,19 +15,19 @@ typedef struct model_cfg {
   long steps;          /* total driver steps over all threads (PRNG mode) */
   const uint8_t *data; /* fuzz mode: the choices come from these bytes */
   size_t size;
-  int quiet;           /* 1: print nothing unless a check fails */
+  int quiet; /* 1: print nothing unless a check fails */
 } model_cfg_t;
 
 typedef struct model_result {
-  long steps;            /* driver steps run over all threads */
-  long rounds;           /* rounds completed (all threads) */
-  long checks;           /* observable outcomes compared with the model */
-  long ops[20];          /* steps per operation (model.c's op list) */
-  long pinned_async;     /* asynchronous outcomes observed and checked */
-  long shared_races;     /* settle-vs-cancel races on shared promises */
-  long live_blocks;      /* weft blocks alive after shutdown (leaked) */
-  int failed;            /* 1 when a check failed */
-  char msg[1024];        /* the first failure: thread, round, step, what */
+  long steps;        /* driver steps run over all threads */
+  long rounds;       /* rounds completed (all threads) */
+  long checks;       /* observable outcomes compared with the model */
+  long ops[20];      /* steps per operation (model.c's op list) */
+  long pinned_async; /* asynchronous outcomes observed and checked */
+  long shared_races; /* settle-vs-cancel races on shared promises */
+  long live_blocks;  /* weft blocks alive after shutdown (leaked) */
+  int failed;        /* 1 when a check failed */
+  char msg[1024];    /* the first failure: thread, round, step, what */
 } model_result_t;
 
 /* Run the driver: MODEL_THREADS threads, one pool (2 workers), one loop on

@@ -130,7 +130,8 @@ int main(int argc, char **argv) {
     (void)weft__perturb_from_env("weft_tests");
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
-  unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+  unsigned failed = CU_get_number_of_failures() +
+                    CU_get_number_of_tests_failed();
   CU_cleanup_registry();
   return failed ? 1 : 0;
 }

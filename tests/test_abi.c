@@ -165,7 +165,7 @@ static void test_sizes_pinned(void) {
 #endif
 }
 
-#define IS_BOOL(e) _Generic((e), bool: 1, default: 0)
+#define IS_BOOL(e) _Generic((e), bool : 1, default : 0)
 
 static void test_predicates_bool(void) {
   EXPECT_EQ(IS_BOOL(weft_promise_is_cancelled(NULL)), 1);

@@ -58,7 +58,8 @@ static int scenario(void) {
   chk(weft_future_then(f, weft_executor_inline(), add_one, NULL, NULL, &fs[0]));
   chk(weft_future_then(f, weft_executor_inline(), follow, NULL, NULL, &fs[1]));
   if (chk(weft_thread_executor_create(&te)) == 0) {
-    chk(weft_future_then(f, weft_thread_executor_get(te), add_one, NULL, NULL, &fs[2]));
+    chk(weft_future_then(f, weft_thread_executor_get(te), add_one, NULL, NULL,
+                         &fs[2]));
     watch_kept(f, weft_thread_executor_get(te));
   }
   watch_kept(g, weft_executor_inline());
@@ -107,7 +108,8 @@ static void test_every_allocation_fails_cleanly(void) {
     tu_alloc_restore();
     if (e != 1 || live != 0) {
       bad++;
-      printf("\n    failing allocation %ld: %d calls said ENOMEM, %ld blocks leaked",
+      printf("\n    failing allocation %ld: %d calls said ENOMEM, %ld blocks "
+             "leaked",
              n, e, live);
     }
   }

@@ -80,7 +80,8 @@ static void test_executor_submit_args(void) {
   EXPECT_ERR(weft_executor_submit(&no_submit, &t), WEFT_EINVAL);
   EXPECT_ERR(weft_executor_submit(weft_executor_inline(), NULL), WEFT_EINVAL);
   weft_task_t no_run = {NULL, NULL};
-  EXPECT_ERR(weft_executor_submit(weft_executor_inline(), &no_run), WEFT_EINVAL);
+  EXPECT_ERR(weft_executor_submit(weft_executor_inline(), &no_run),
+             WEFT_EINVAL);
   EXPECT_EQ(atomic_load(&task_runs), 0);
   /* The inline executor runs the task before submit returns. */
   EXPECT_ERR(weft_executor_submit(weft_executor_inline(), &t), 0);
@@ -111,8 +112,10 @@ static void test_then_watch_bad_executor(void) {
   REQUIRE_EQ(weft_promise_create(&p, &f), 0);
   weft_executor_t no_ops = {NULL};
   weft_executor_t no_submit = {&no_submit_ops};
-  EXPECT_ERR(weft_future_then(f, &no_ops, then_int, NULL, NULL, &g), WEFT_EINVAL);
-  EXPECT_ERR(weft_future_then(f, &no_submit, then_int, NULL, NULL, &g), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_then(f, &no_ops, then_int, NULL, NULL, &g),
+             WEFT_EINVAL);
+  EXPECT_ERR(weft_future_then(f, &no_submit, then_int, NULL, NULL, &g),
+             WEFT_EINVAL);
   EXPECT_ERR(weft_future_watch(f, &no_ops, watch_nop, NULL, NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_future_watch(f, &no_submit, watch_nop, NULL, NULL),
              WEFT_EINVAL);
@@ -432,8 +435,10 @@ static void test_loop_args(void) {
 
   weft_signal_t sig;
   memset(&sig, 0, sizeof sig);
-  EXPECT_ERR(weft_signal_start(NULL, &sig, SIGUSR1, sig_nop, NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_signal_start(loop, NULL, SIGUSR1, sig_nop, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_signal_start(NULL, &sig, SIGUSR1, sig_nop, NULL),
+             WEFT_EINVAL);
+  EXPECT_ERR(weft_signal_start(loop, NULL, SIGUSR1, sig_nop, NULL),
+             WEFT_EINVAL);
   EXPECT_ERR(weft_signal_start(loop, &sig, SIGUSR1, NULL, NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_signal_start(loop, &sig, 0, sig_nop, NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_signal_start(loop, &sig, NSIG, sig_nop, NULL), WEFT_EINVAL);
@@ -496,7 +501,8 @@ static void test_socket_args(void) {
   EXPECT_ERR(weft_socket_listen(NULL, &a, 0, &s), WEFT_EINVAL);
   EXPECT_ERR(weft_socket_listen(loop, NULL, 0, &s), WEFT_EINVAL);
   EXPECT_ERR(weft_socket_listen(loop, &a, 0, NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_socket_udp_bind(loop, &un, &s), WEFT_EINVAL); /* UDP is IP only */
+  EXPECT_ERR(weft_socket_udp_bind(loop, &un, &s),
+             WEFT_EINVAL); /* UDP is IP only */
   EXPECT_ERR(weft_socket_connect(loop, &a, NULL), WEFT_EINVAL);
   EXPECT_ERR(weft_socket_accept(NULL, &f), WEFT_EINVAL);
   EXPECT_ERR(weft_socket_read(NULL, buf, 1, &f), WEFT_EINVAL);
@@ -661,7 +667,8 @@ static void test_unix_stream(void) {
   EXPECT_ERR(weft_socket_close(srv), 0);
   EXPECT_ERR(weft_socket_close(ls), 0);
   weft_future_t *cf;
-  REQUIRE_EQ(weft_socket_connect(loop, &a, &cf), 0); /* file left, no listener */
+  REQUIRE_EQ(weft_socket_connect(loop, &a, &cf),
+             0); /* file left, no listener */
   EXPECT_ERR(weft_loop_run_until(loop, cf, 10000), 0);
   EXPECT_EQ(weft_future_state(cf), WEFT_REJECTED);
   EXPECT_ERR(weft_future_error(cf), WEFT_ECONNREFUSED);
@@ -703,7 +710,7 @@ typedef struct off_thread {
     (o)->count++;                                                              \
     int rc_ = (call);                                                          \
     if (rc_ != WEFT_EPERM) {                                                   \
-      fprintf(stderr, "%s: got %s\n", #call, weft_error_name(rc_));              \
+      fprintf(stderr, "%s: got %s\n", #call, weft_error_name(rc_));            \
       (o)->fails++;                                                            \
     }                                                                          \
   } while (0)
@@ -781,7 +788,8 @@ static void test_loop_calls_off_thread(void) {
   pthread_t th;
   REQUIRE_EQ(pthread_create(&th, NULL, off_thread_main, &o), 0);
   pthread_join(th, NULL);
-  EXPECT_EQ(weft_loop_backend_timeout(loop), 0); /* the thread's post is queued */
+  EXPECT_EQ(weft_loop_backend_timeout(loop),
+            0); /* the thread's post is queued */
   EXPECT_EQ(o.fails, 0);
   EXPECT_EQ(o.count, 24);
   /* Nothing changed: the handles are still active. */
@@ -811,7 +819,7 @@ typedef struct closing {
     (c)->count++;                                                              \
     int rc_ = (call);                                                          \
     if (rc_ != WEFT_ESHUTDOWN) {                                               \
-      fprintf(stderr, "%s: got %s\n", #call, weft_error_name(rc_));              \
+      fprintf(stderr, "%s: got %s\n", #call, weft_error_name(rc_));            \
       (c)->fails++;                                                            \
     }                                                                          \
   } while (0)
@@ -834,7 +842,8 @@ static void on_close_timer(weft_timer_t *t, int status, void *arg) {
   THREAD_CHECK(c, weft_timer_init(l, &t2, timer_nop, NULL) == 0);
   CLOSING_ESHUTDOWN(c, weft_timer_start(&t2, 1, 0));
   CLOSING_ESHUTDOWN(c, weft_timer_start(t, 1, 0));
-  CLOSING_ESHUTDOWN(c, weft_io_start(l, &io, c->fd, WEFT_READABLE, io_nop, NULL));
+  CLOSING_ESHUTDOWN(c,
+                    weft_io_start(l, &io, c->fd, WEFT_READABLE, io_nop, NULL));
   CLOSING_ESHUTDOWN(c, weft_signal_start(l, &sig, SIGUSR2, sig_nop, NULL));
   CLOSING_ESHUTDOWN(c, weft_signal_next(l, SIGUSR2, &f));
   CLOSING_ESHUTDOWN(c, weft_loop_sleep(l, 1, &f));

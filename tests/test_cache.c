@@ -390,7 +390,7 @@ static void test_burst_reuses_regions(void) {
     EXPECT_EQ(weft_allocator_trim(), 0);
     return;
   }
-  EXPECT_TRUE(idle >= 5); /* the burst's regions, minus the cached blocks' */
+  EXPECT_TRUE(idle >= 5);    /* the burst's regions, minus the cached blocks' */
   burst_free(burst_alloc()); /* within the decay: on the same regions */
   weft__alloc_regions(&mapped, &idle, &maps1);
   EXPECT_EQ(maps1 - maps0, 0);

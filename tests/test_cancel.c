@@ -15,7 +15,8 @@ static weft_result_t pass(void *arg, weft_future_t *src) {
 }
 
 static void then(weft_future_t *src, weft_future_t **out) {
-  REQUIRE_EQ(weft_future_then(src, weft_executor_inline(), pass, NULL, NULL, out), 0);
+  REQUIRE_EQ(
+      weft_future_then(src, weft_executor_inline(), pass, NULL, NULL, out), 0);
 }
 
 static void test_three_level_chain(void) {

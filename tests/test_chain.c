@@ -17,7 +17,8 @@ static weft_future_t *build(weft_future_t *root, int depth) {
   weft_future_retain(root);
   for (int i = 0; i < depth; i++) {
     void *probe = i == depth / 2 ? (void *)1 : NULL;
-    if (weft_future_then(cur, weft_executor_inline(), step, probe, NULL, &next) != 0)
+    if (weft_future_then(cur, weft_executor_inline(), step, probe, NULL,
+                         &next) != 0)
       return NULL;
     weft_future_release(cur);
     cur = next;

@@ -105,9 +105,16 @@ static server_t spawn_argv(const char *path, char *const argv[]) {
 }
 
 static server_t spawn(const char *max_queue, const char *idle_ms) {
-  char *argv[] = {"chat_server", "--port", "0", "--max-queue",
-                  (char *)max_queue, "--idle-ms", (char *)idle_ms,
-                  "--heartbeat-ms", "100", NULL};
+  char *argv[] = {"chat_server",
+                  "--port",
+                  "0",
+                  "--max-queue",
+                  (char *)max_queue,
+                  "--idle-ms",
+                  (char *)idle_ms,
+                  "--heartbeat-ms",
+                  "100",
+                  NULL};
   return spawn_argv(WEFT_CHAT_SERVER, argv);
 }
 
@@ -343,7 +350,8 @@ static void test_idle_and_shutdown(void) {
       quiet_closed = true; /* (it reads chatty's lines until then) */
   }
   EXPECT_TRUE(quiet_closed);
-  EXPECT_TRUE(weft_clock_now_ns() - t0 >= 250 * 1000000LL); /* not before idle */
+  EXPECT_TRUE(weft_clock_now_ns() - t0 >=
+              250 * 1000000LL); /* not before idle */
   /* SIGTERM: chatty gets the goodbye, then end of stream. */
   kill(s.pid, SIGTERM);
   bool bye = false;
@@ -510,8 +518,8 @@ static void test_offload_bad_lines(void) {
   char got[4096];
   int k = 0;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++, k++) {
-    bool answered =
-        offload_round(c, cases[i].in, cases[i].len, k, got, sizeof got);
+    bool answered = offload_round(c, cases[i].in, cases[i].len, k, got,
+                                  sizeof got);
     if (!answered || strcmp(got, cases[i].error) != 0)
       fprintf(stderr, "case %zu: answered %d, lines before: \"%s\"\n", i,
               answered, got);
@@ -681,12 +689,12 @@ static void test_bad_command_lines(void) {
       {WEFT_ECHO_SERVER, {"echo_server", "65536", NULL}},
       {WEFT_ECHO_SERVER, {"echo_server", "0", "extra", NULL}},
       {WEFT_CHAT_SERVER, {"chat_server", "--port", "x", NULL}},
-      {WEFT_CHAT_SERVER, {"chat_server", "--port", "0", "--idle-ms", "-5",
-                          NULL}},
-      {WEFT_CHAT_SERVER, {"chat_server", "--port", "0", "--max-queue",
-                          "99999999999999999999", NULL}},
-      {WEFT_CHAT_SERVER, {"chat_server", "--port", "0", "--bogus", "1",
-                          NULL}},
+      {WEFT_CHAT_SERVER,
+       {"chat_server", "--port", "0", "--idle-ms", "-5", NULL}},
+      {WEFT_CHAT_SERVER,
+       {"chat_server", "--port", "0", "--max-queue", "99999999999999999999",
+        NULL}},
+      {WEFT_CHAT_SERVER, {"chat_server", "--port", "0", "--bogus", "1", NULL}},
       {WEFT_CHAT_SERVER, {"chat_server", "--port", NULL}},
       {WEFT_OFFLOAD_DEMO, {"offload_demo", "--serve", "x", NULL}},
       {WEFT_OFFLOAD_DEMO, {"offload_demo", "--serve", "70000", NULL}},
@@ -735,7 +743,7 @@ static void test_offload_sigint_clean(void) {
   client_t *sync = calloc(1, sizeof *sync);
   REQUIRE_EQ(sync != NULL, 1);
   sync->fd = dial(s.port, 0);
-  send_all(midline, "job 1", 5);                /* no newline yet */
+  send_all(midline, "job 1", 5);               /* no newline yet */
   send_all(busy, "job 2\njob 3\njob 4\n", 18); /* jobs in flight */
   /* A reply on a fourth connection: the server is reading its clients. */
   char line[256];
@@ -752,8 +760,8 @@ static void test_offload_sigint_clean(void) {
 static void test_chat_sigint_clean(void) {
   FILE *err = tmpfile();
   REQUIRE_EQ(err != NULL, 1);
-  char *argv[] = {"chat_server", "--port", "0", "--max-queue", "1048576",
-                  "--heartbeat-ms", "100", NULL};
+  char *argv[] = {"chat_server", "--port",         "0",   "--max-queue",
+                  "1048576",     "--heartbeat-ms", "100", NULL};
   server_t s = spawn_to(WEFT_CHAT_SERVER, argv, fileno(err));
   client_t *idle = join(s.port, 0), *midline = join(s.port, 0);
   client_t *slow = join(s.port, 4096); /* never reads: writes pending */
@@ -765,8 +773,8 @@ static void test_chat_sigint_clean(void) {
   char line[8192];
   for (int i = 0; i < 40; i++) /* 160 KB queued for the slow client */
     send_all(talker->fd, big, sizeof big);
-  for (int i = 0; i < 40; i++) { /* once idle has them all, so has slow's
-                                    queue */
+  for (int i = 0; i < 40; i++) {
+    /* once idle has them all, so has slow's queue */
     next_message(idle, line, sizeof line);
     EXPECT_EQ(strlen(line) > 4000, 1);
   }
@@ -807,8 +815,8 @@ static void test_echo_sigint_clean(void) {
  * slow reader (the server's queue for a reader that keeps up stays far
  * below the default --max-queue of 256 KiB, on either backend). */
 static void test_burst_readers_kept(void) {
-  char *argv[] = {"chat_server", "--port", "0", "--idle-ms", "60000",
-                  "--heartbeat-ms", "100", NULL};
+  char *argv[] = {"chat_server", "--port",         "0",   "--idle-ms",
+                  "60000",       "--heartbeat-ms", "100", NULL};
   server_t s = spawn_argv(WEFT_CHAT_SERVER, argv);
   enum { NR = 3 };
   client_t *talker = join(s.port, 0), *rd[NR];
@@ -948,8 +956,7 @@ static const test_case_t cases[] = {
     {"echo_server sample", test_echo_server_sample},
     {"50 clients, every line to every other once", test_fanout},
     {"a client that never reads is dropped", test_slow_reader_dropped},
-    {"a 1 MiB burst from one client drops no reader",
-     test_burst_readers_kept},
+    {"a 1 MiB burst from one client drops no reader", test_burst_readers_kept},
     {"idle timeout and graceful shutdown", test_idle_and_shutdown},
     {"chat: long lines and NUL bytes get an error line", test_chat_line_limits},
     {"offload_demo: each malformed line gets an error line",

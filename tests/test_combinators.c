@@ -22,7 +22,9 @@ static void done(set_t *s, weft_future_t *c) {
   for (int i = 0; i < N; i++)
     weft_promise_release(s->p[i]);
 }
-static int cancelled(set_t *s, int i) { return weft_promise_is_cancelled(s->p[i]); }
+static int cancelled(set_t *s, int i) {
+  return weft_promise_is_cancelled(s->p[i]);
+}
 
 static void test_all(void) {
   set_t s;
@@ -80,7 +82,8 @@ static void test_all_settled(void) {
   weft_future_cancel(weft_future_input(c, 1));
   weft_promise_fulfil_int(s.p[2], 2);
   EXPECT_EQ(weft_future_state(c), WEFT_PENDING);
-  weft_promise_release(s.p[3]); s.p[3] = NULL; /* broken: settles too */
+  weft_promise_release(s.p[3]);
+  s.p[3] = NULL; /* broken: settles too */
   EXPECT_EQ(weft_future_state(c), WEFT_FULFILLED);
   EXPECT_ERR(weft_future_error(weft_future_input(c, 3)), WEFT_EBROKEN);
   size_t idx;

@@ -33,7 +33,8 @@ static void test_zero_and_unknown(void) {
 
 static void test_weft_own_codes(void) {
   EXPECT_EQ(strcmp(weft_error_name(WEFT_ECYCLE), "WEFT_ECYCLE"), 0);
-  EXPECT_EQ(strcmp(weft_error_message(WEFT_ECYCLE), "future would follow itself"), 0);
+  EXPECT_EQ(
+      strcmp(weft_error_message(WEFT_ECYCLE), "future would follow itself"), 0);
   EXPECT_TRUE(WEFT_ECYCLE <= -4000); /* weft's own: no errno maps onto it */
   EXPECT_ERR(weft_error_from_errno(-WEFT_ECYCLE), WEFT_EUNKNOWN);
 }

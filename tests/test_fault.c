@@ -198,9 +198,7 @@ bool fx_loop(fx_t *x, weft_loop_t **out) {
             WEFT_ENFILE);
 }
 
-void fx_loop_close(fx_t *x, weft_loop_t *loop) {
-  FX(x, weft_loop_close(loop));
-}
+void fx_loop_close(fx_t *x, weft_loop_t *loop) { FX(x, weft_loop_close(loop)); }
 
 /* ---- the driver ---- */
 
@@ -282,7 +280,8 @@ static unsigned long run_once(const fx_scenario_t *s, bool ring,
     g_clean_documented = x.documented;
   else if (transparent && fired && x.documented != g_clean_documented &&
            x.bad == 0)
-    fx_bad(&x, 0, "a fault the library must hide changed the outcome: "
+    fx_bad(&x, 0,
+           "a fault the library must hide changed the outcome: "
            "%d steps ended with an error, %d in the clean run",
            x.documented, g_clean_documented);
   g_runs++;
@@ -299,8 +298,8 @@ static unsigned long run_once(const fx_scenario_t *s, bool ring,
 }
 
 /* The distinct calls whose sites a clean run of s reaches. */
-static int calls_reached(const fx_scenario_t *s, bool ring,
-                         const char **calls, int max) {
+static int calls_reached(const fx_scenario_t *s, bool ring, const char **calls,
+                         int max) {
   weft__fsite_t *first;
   size_t ns = weft__fault_sites(&first);
   unsigned *before = calloc(ns ? ns : 1, sizeof *before);
@@ -374,8 +373,8 @@ static void test_fault_sweep(void) {
     if (s->loop && g_have_ring)
       sweep(s, true);
     sweep(s, false);
-    printf("\n  fault: scenario %-16s %6lu runs %6.2f s", s->name,
-           g_runs - r0, (double)(weft_clock_now_ns() - t0) / 1e9);
+    printf("\n  fault: scenario %-16s %6lu runs %6.2f s", s->name, g_runs - r0,
+           (double)(weft_clock_now_ns() - t0) / 1e9);
   }
   unsetenv("WEFT_IO_URING");
   weft__fault_record(false);

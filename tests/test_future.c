@@ -234,8 +234,10 @@ static void test_value_of_int_is_null(void) {
   weft_future_t *f, *g, *t, *fl, *any, *race;
   pair(&p, &f);
   pair(&q, &g);
-  REQUIRE_EQ(weft_future_then(f, weft_executor_inline(), pass_int, NULL, NULL, &t), 0);
-  REQUIRE_EQ(weft_future_then(g, weft_executor_inline(), follow_arg, f, NULL, &fl), 0);
+  REQUIRE_EQ(
+      weft_future_then(f, weft_executor_inline(), pass_int, NULL, NULL, &t), 0);
+  REQUIRE_EQ(
+      weft_future_then(g, weft_executor_inline(), follow_arg, f, NULL, &fl), 0);
   REQUIRE_EQ(weft_future_any(&f, 1, &any), 0);
   REQUIRE_EQ(weft_future_race(&f, 1, &race), 0);
   EXPECT_EQ(weft_promise_fulfil_int(q, 0), 0); /* fl now follows f */

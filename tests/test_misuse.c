@@ -242,8 +242,7 @@ static void io_fn(weft_io_t *io, unsigned events, int status, void *arg) {
   }
 }
 
-static void io_other_fn(weft_io_t *io, unsigned events, int status,
-                        void *arg) {
+static void io_other_fn(weft_io_t *io, unsigned events, int status, void *arg) {
   (void)io, (void)events, (void)status;
   ++*(int *)arg;
 }
@@ -398,8 +397,7 @@ static void sig_fn(weft_signal_t *s, int signum, int status, void *arg) {
   }
 }
 
-static void sig_other_fn(weft_signal_t *s, int signum, int status,
-                         void *arg) {
+static void sig_other_fn(weft_signal_t *s, int signum, int status, void *arg) {
   (void)s, (void)signum, (void)status;
   ++*(int *)arg;
 }
@@ -602,7 +600,10 @@ static int post_from_other(void *p) {
   return weft_loop_post(c->loop, never_fn, c);
 }
 
-static void never_task(weft_task_t *t) { (void)t; abort(); }
+static void never_task(weft_task_t *t) {
+  (void)t;
+  abort();
+}
 
 static int submit_from_other(void *p) {
   weft_task_t *t = p;
@@ -636,7 +637,6 @@ static void test_post_to_closing_loop(void) {
   EXPECT_EQ(c.ran, 0);
 }
 
-
 /* At loop close every active handle's callback runs once with
  * WEFT_ECANCELED: restarting it there is refused (WEFT_ESHUTDOWN), a
  * stop is a no-op. */
@@ -654,8 +654,7 @@ static void timer_at_close(weft_timer_t *t, int status, void *arg) {
   c->timer_stop = weft_timer_stop(t);
 }
 
-static void io_at_close(weft_io_t *io, unsigned events, int status,
-                        void *arg) {
+static void io_at_close(weft_io_t *io, unsigned events, int status, void *arg) {
   (void)events;
   at_close_t *c = arg;
   if (status != WEFT_ECANCELED)
@@ -666,8 +665,7 @@ static void io_at_close(weft_io_t *io, unsigned events, int status,
   c->io_stop = weft_io_stop(io);
 }
 
-static void sig_at_close(weft_signal_t *s, int signum, int status,
-                         void *arg) {
+static void sig_at_close(weft_signal_t *s, int signum, int status, void *arg) {
   (void)signum;
   at_close_t *c = arg;
   if (status != WEFT_ECANCELED)
@@ -687,8 +685,7 @@ static void test_restart_in_close_callback(void) {
   weft_signal_t s;
   REQUIRE_EQ(weft_timer_init(loop, &t, timer_at_close, &c), 0);
   REQUIRE_EQ(weft_timer_start(&t, 100000, 0), 0);
-  REQUIRE_EQ(weft_io_start(loop, &io, p[0], WEFT_READABLE, io_at_close, &c),
-             0);
+  REQUIRE_EQ(weft_io_start(loop, &io, p[0], WEFT_READABLE, io_at_close, &c), 0);
   REQUIRE_EQ(weft_signal_start(loop, &s, SIGUSR1, sig_at_close, &c), 0);
   EXPECT_EQ(weft_loop_close(loop), 0);
   EXPECT_EQ(c.calls, 3);
@@ -746,7 +743,7 @@ static weft_result_t use_closed(void *arg, weft_future_t *f) {
   c->write_rc = weft_socket_write(c->sock, "x", 1, &g);
   c->shut_rc = weft_socket_shutdown(c->sock, &g);
   c->accept_rc = c->listener != NULL ? weft_socket_accept(c->listener, &g)
-                                      : WEFT_ESHUTDOWN;
+                                     : WEFT_ESHUTDOWN;
   c->close1 = weft_socket_close(c->sock);
   c->close2 = weft_socket_close(c->sock);
   return weft_ok_int(0);
@@ -774,8 +771,8 @@ static void test_socket_use_after_close(void) {
   weft_future_t *r, *d;
   REQUIRE_EQ(weft_socket_read(p.a, buf, sizeof buf, &r), 0);
   after_close_t c = {.sock = p.a};
-  REQUIRE_EQ(weft_future_then(r, weft_executor_inline(), use_closed, &c, NULL, &d),
-             0);
+  REQUIRE_EQ(
+      weft_future_then(r, weft_executor_inline(), use_closed, &c, NULL, &d), 0);
   EXPECT_EQ(weft_socket_close(p.a), 0);
   check_after_close(&c);
   weft_future_release(r);
@@ -783,7 +780,8 @@ static void test_socket_use_after_close(void) {
   /* a listener, from its pending accept's continuation */
   REQUIRE_EQ(weft_socket_accept(p.listener, &r), 0);
   after_close_t cl = {.sock = p.listener, .listener = p.listener};
-  REQUIRE_EQ(weft_future_then(r, weft_executor_inline(), use_closed, &cl, NULL, &d),
+  REQUIRE_EQ(weft_future_then(r, weft_executor_inline(), use_closed, &cl, NULL,
+                              &d),
              0);
   EXPECT_EQ(weft_socket_close(p.listener), 0);
   EXPECT_EQ(cl.ran, 1);
@@ -808,15 +806,14 @@ static void test_socket_use_after_loop_close(void) {
   weft_future_t *r, *d;
   REQUIRE_EQ(weft_socket_read(p.a, buf, sizeof buf, &r), 0);
   after_close_t c = {.sock = p.a, .listener = p.listener};
-  REQUIRE_EQ(weft_future_then(r, weft_executor_inline(), use_closed, &c, NULL, &d),
-             0);
+  REQUIRE_EQ(
+      weft_future_then(r, weft_executor_inline(), use_closed, &c, NULL, &d), 0);
   EXPECT_EQ(weft_loop_close(loop), 0);
   check_after_close(&c);
   weft_future_release(r);
   weft_future_release(d);
   drop_pair(&p);
 }
-
 
 /* A socket closed from the inline continuation of its own read that
  * completed (not cancelled): the socket lives until that continuation
@@ -847,7 +844,8 @@ static void test_socket_close_in_own_continuation(void) {
   own_close_t c = {.sock = p.a};
   REQUIRE_EQ(weft_socket_read(p.a, buf, sizeof buf, &r), 0);
   REQUIRE_EQ(weft_future_then(r, weft_executor_inline(), close_in_own, &c, NULL,
-                              &d), 0);
+                              &d),
+             0);
   REQUIRE_EQ(weft_socket_write(p.b, "ab", 2, &w), 0);
   EXPECT_EQ(weft_loop_run_until(loop, d, BOUND_MS), 0);
   EXPECT_EQ(c.ran, 1);
@@ -1199,7 +1197,6 @@ static void test_pool_shutdown_with_jobs(void) {
   }
 }
 
-
 /* A running job submits while shutdown runs: in DRAIN mode it is accepted
  * and runs (jobs spawned by queued jobs drain too); in CANCEL mode it is
  * refused with WEFT_ESHUTDOWN. Blocking jobs queued behind a busy
@@ -1231,8 +1228,7 @@ static weft_result_t spawn_job(weft_job_t *job, void *arg) {
 
 static void test_pool_spawn_during_shutdown(void) {
   for (int mode = 0; mode < 2; mode++) {
-    weft_pool_options_t o = {.size = sizeof o, .threads = 2,
-                             .blocking_max = 1};
+    weft_pool_options_t o = {.size = sizeof o, .threads = 2, .blocking_max = 1};
     weft_pool_t *pool;
     REQUIRE_EQ(weft_pool_create(&o, &pool), 0);
     spawner_t sp = {.pool = pool, .cancel_mode = mode, .rc = 12345};
@@ -1242,8 +1238,9 @@ static void test_pool_spawn_during_shutdown(void) {
     weft_future_t *bgf;
     REQUIRE_EQ(weft_pool_submit_blocking(pool, hold_job, &bg, NULL, &bgf), 0);
     int64_t end = weft_clock_now_ns() + (int64_t)BOUND_MS * 1000000;
-    while ((atomic_load(&sp.gate.entered) == 0 ||
-            atomic_load(&bg.entered) == 0) && weft_clock_now_ns() < end)
+    while (
+        (atomic_load(&sp.gate.entered) == 0 || atomic_load(&bg.entered) == 0) &&
+        weft_clock_now_ns() < end)
       sched_yield();
     REQUIRE_EQ(atomic_load(&bg.entered), 1);
     enum { NB = 20 };
@@ -1251,8 +1248,8 @@ static void test_pool_spawn_during_shutdown(void) {
     arg_dtor_runs = 0;
     atomic_store(&nop_runs, 0);
     for (int i = 0; i < NB; i++)
-      REQUIRE_EQ(weft_pool_submit_blocking(pool, nop_job, NULL, arg_dtor,
-                                           &bf[i]), 0);
+      REQUIRE_EQ(
+          weft_pool_submit_blocking(pool, nop_job, NULL, arg_dtor, &bf[i]), 0);
     /* the spawner holds a CPU worker (so the pool) until its gate opens
      * below; in CANCEL mode the blocking hold job holds the blocking side
      * until the queued blocking jobs are cancelled */
@@ -1288,9 +1285,8 @@ static void test_pool_spawn_during_shutdown(void) {
       EXPECT_EQ(weft_future_state(sf), WEFT_CANCELLED);
     }
     for (int i = 0; i < NB; i++) {
-      EXPECT_EQ(weft_future_state(bf[i]), mode == WEFT_POOL_DRAIN
-                                              ? WEFT_FULFILLED
-                                              : WEFT_CANCELLED);
+      EXPECT_EQ(weft_future_state(bf[i]),
+                mode == WEFT_POOL_DRAIN ? WEFT_FULFILLED : WEFT_CANCELLED);
       weft_future_release(bf[i]);
     }
     weft_future_release(sf);
@@ -1418,7 +1414,7 @@ static void test_bad_arguments(void) {
   EXPECT_ERR(weft_socket_write(NULL, buf, 1, &g), WEFT_EINVAL);
   EXPECT_ERR(weft_socket_shutdown(NULL, &g), WEFT_EINVAL);
   EXPECT_ERR(weft_socket_shutdown(p.a, NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_socket_accept(p.a, &g), WEFT_EINVAL);   /* not a listener */
+  EXPECT_ERR(weft_socket_accept(p.a, &g), WEFT_EINVAL); /* not a listener */
   EXPECT_ERR(weft_socket_read(p.listener, buf, 4, &g), WEFT_EINVAL);
   EXPECT_ERR(weft_socket_write(p.listener, buf, 1, &g), WEFT_EINVAL);
   EXPECT_ERR(weft_socket_close(NULL), WEFT_EINVAL);

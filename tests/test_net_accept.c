@@ -246,8 +246,9 @@ static void test_socket_futures_own_sockets(void) {
   /* followed: the follower borrows the socket and keeps it open */
   REQUIRE_EQ(weft_socket_accept(ls, &a), 0);
   weft_future_t *d;
-  REQUIRE_EQ(weft_future_then(a, weft_loop_executor(loop), follow_src, NULL, NULL,
-                              &d), 0);
+  REQUIRE_EQ(weft_future_then(a, weft_loop_executor(loop), follow_src, NULL,
+                              NULL, &d),
+             0);
   weft_future_release(a);
   peer = raw_connect(&addr);
   REQUIRE_EQ(weft_loop_run_until(loop, d, BOUND_MS), 0);
@@ -366,9 +367,12 @@ static void test_socket_futures_and_loop_close(void) {
 
 static const test_case_t cases[] = {
     {"accept under a lowered fd limit", test_accept_emfile},
-    {"an accept that loses to a cancel; free slots poisoned", test_accept_loses_to_cancel},
-    {"accept and connect futures own their sockets", test_socket_futures_own_sockets},
-    {"socket futures released after or during loop close", test_socket_futures_and_loop_close},
+    {"an accept that loses to a cancel; free slots poisoned",
+     test_accept_loses_to_cancel},
+    {"accept and connect futures own their sockets",
+     test_socket_futures_own_sockets},
+    {"socket futures released after or during loop close",
+     test_socket_futures_and_loop_close},
     {NULL, NULL}};
 
 const test_suite_t suite_net_accept = {"net_accept", cases};

@@ -65,7 +65,8 @@ static void test_close_then_fd_reuse(void) {
   weft_socket_t *s = raw_pair(loop, &ls, &peer);
   char buf[16];
   weft_future_t *r;
-  REQUIRE_EQ(weft_socket_read(s, buf, sizeof buf, &r), 0); /* queued, no wait yet */
+  REQUIRE_EQ(weft_socket_read(s, buf, sizeof buf, &r),
+             0); /* queued, no wait yet */
   int fd = weft_socket_fd(s);
   EXPECT_EQ(weft_socket_close(s), 0);
   EXPECT_EQ(weft_future_state(r), WEFT_CANCELLED);
@@ -181,8 +182,9 @@ static void test_close_runs_op_continuations(void) {
   weft_future_t *r, *rd, *ri, *w, *wd, *a;
   REQUIRE_EQ(weft_socket_read(s, c->buf, sizeof c->buf, &r), 0);
   REQUIRE_EQ(weft_future_then(r, lx, pc_read_done, c, NULL, &rd), 0);
-  REQUIRE_EQ(weft_future_then(r, weft_executor_inline(), pc_read_inline,
-                              NULL, NULL, &ri), 0);
+  REQUIRE_EQ(weft_future_then(r, weft_executor_inline(), pc_read_inline, NULL,
+                              NULL, &ri),
+             0);
   size_t big = 32u << 20; /* far more than the kernel buffers hold */
   char *data = calloc(1, big);
   REQUIRE_EQ(data != NULL, 1);
@@ -221,7 +223,8 @@ static const test_case_t cases[] = {
     {"loop close with sockets open", test_loop_close_with_sockets},
     {"close sockets while reads wait", test_close_with_reads_waiting},
     {"a closed socket's fd reused at once", test_close_then_fd_reuse},
-    {"loop close runs pending operations' continuations", test_close_runs_op_continuations},
+    {"loop close runs pending operations' continuations",
+     test_close_runs_op_continuations},
     {NULL, NULL}};
 
 const test_suite_t suite_net_close = {"net_close", cases};

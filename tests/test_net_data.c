@@ -509,7 +509,8 @@ static const test_case_t cases[] = {
     {"Unix sockets and IPv6", test_unix_and_ipv6},
     {"a read wakes an embedding host", test_embedded_read},
     {"200 reads at once, few ring buffers", test_reads_with_few_buffers},
-    {"bytes and the end of stream in one edge: EOF, not a hang", test_bytes_then_eof_one_edge},
+    {"bytes and the end of stream in one edge: EOF, not a hang",
+     test_bytes_then_eof_one_edge},
     {NULL, NULL}};
 
 const test_suite_t suite_net_data = {"net_data", cases};

@@ -205,7 +205,8 @@ static void test_bad_input(void) {
   weft_socket_t *ls2;
   EXPECT_ERR(weft_socket_listen(loop, &addr, 1, &ls2), WEFT_EADDRINUSE);
   char b[4];
-  EXPECT_ERR(weft_socket_read(ls, b, sizeof b, &f), WEFT_EINVAL); /* a listener */
+  EXPECT_ERR(weft_socket_read(ls, b, sizeof b, &f),
+             WEFT_EINVAL); /* a listener */
   EXPECT_ERR(weft_socket_accept(NULL, &f), WEFT_EINVAL);
   EXPECT_ERR(weft_socket_accept(ls, NULL), WEFT_EINVAL);
   int peer = raw_connect(&addr);

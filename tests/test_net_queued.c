@@ -71,8 +71,10 @@ static void test_write_queued_taken(void) {
   weft_socket_t *s = accept_one(loop, ls);
   int big = QW_BIG;
   REQUIRE_EQ(setsockopt(weft_socket_fd(s), SOL_SOCKET, SO_SNDBUF, &big,
-                        sizeof big), 0);
-  char *data = malloc((size_t)QW_N * QW_LEN), *got = malloc((size_t)QW_N * QW_LEN);
+                        sizeof big),
+             0);
+  char *data = malloc((size_t)QW_N * QW_LEN),
+       *got = malloc((size_t)QW_N * QW_LEN);
   REQUIRE_EQ(data != NULL, 1);
   REQUIRE_EQ(got != NULL, 1);
   fill((unsigned char *)data, (size_t)QW_N * QW_LEN, 14);
@@ -285,9 +287,12 @@ static void test_write_queued_cancel_in_send(void) {
 }
 
 static const test_case_t cases[] = {
-    {"write_queued: writes the kernel takes at once are not queued", test_write_queued_taken},
-    {"write_queued: a peer that does not read makes it grow", test_write_queued_slow_peer},
-    {"write_queued: a write cancelled inside a ring send", test_write_queued_cancel_in_send},
+    {"write_queued: writes the kernel takes at once are not queued",
+     test_write_queued_taken},
+    {"write_queued: a peer that does not read makes it grow",
+     test_write_queued_slow_peer},
+    {"write_queued: a write cancelled inside a ring send",
+     test_write_queued_cancel_in_send},
     {NULL, NULL}};
 
 const test_suite_t suite_net_queued = {"net_queued", cases};

@@ -124,9 +124,11 @@ static void test_watched_ops(void) {
   connected_pair(loop, &ls, &srv, &cli);
   int small = 64 << 10; /* so that 1 MiB has to wait */
   REQUIRE_EQ(setsockopt(weft_socket_fd(cli), SOL_SOCKET, SO_SNDBUF, &small,
-                        sizeof small), 0);
+                        sizeof small),
+             0);
   REQUIRE_EQ(setsockopt(weft_socket_fd(srv), SOL_SOCKET, SO_RCVBUF, &small,
-                        sizeof small), 0);
+                        sizeof small),
+             0);
   enum { ROUNDS = 400, MIB = 1 << 20 };
   unsigned char *src = malloc(MIB), *dst = malloc(MIB);
   REQUIRE_EQ(src != NULL, 1);
@@ -136,8 +138,8 @@ static void test_watched_ops(void) {
   long read_data_ok = 0, cancel_rc_ok = 0, watched_writes = 0;
   for (int i = 0; i < ROUNDS; i++) {
     size_t n = i % 8 == 7 ? MIB : 1 + (size_t)(rng_next(&rng) % 4096);
-    weft_executor_t *ex =
-        i % 2 ? weft_pool_executor(pool) : weft_loop_executor(loop);
+    weft_executor_t *ex = i % 2 ? weft_pool_executor(pool)
+                                : weft_loop_executor(loop);
     watched_t rw = {0}, ww = {0};
     weft_future_t *r, *rdone, *w, *wdone = NULL;
     REQUIRE_EQ(weft_socket_read_exactly(srv, dst, n, &r), 0);
@@ -159,8 +161,8 @@ static void test_watched_ops(void) {
     watch_op(r, ex, &rw, &rdone);
     fill(src, n, (uint64_t)i);
     REQUIRE_EQ(weft_socket_write(cli, src, n, &w), 0);
-    if (weft_future_state(w) == WEFT_PENDING) { /* as every write: it
-                                                   waits for the loop */
+    if (weft_future_state(w) == WEFT_PENDING) {
+      /* as every write: it waits for the loop */
       watch_op(w, weft_loop_executor(loop), &ww, &wdone);
       watched_writes++;
     } else {

@@ -145,7 +145,6 @@ static void test_spin_for_sockets(void) {
 }
 
 static const test_case_t cases[] = {
-    {"the adaptive spin polls sockets", test_spin_for_sockets},
-    {NULL, NULL}};
+    {"the adaptive spin polls sockets", test_spin_for_sockets}, {NULL, NULL}};
 
 const test_suite_t suite_net_spin = {"net_spin", cases};

@@ -17,7 +17,9 @@
 #include <string.h>
 #include <unistd.h>
 
-static int64_t deadline_in_s(int s) { return weft_clock_now_ns() + (int64_t)s * 1000000000; }
+static int64_t deadline_in_s(int s) {
+  return weft_clock_now_ns() + (int64_t)s * 1000000000;
+}
 
 /* ---- a pool shut down from its own threads ---- */
 
@@ -127,9 +129,10 @@ static void test_drain_timeout_with_blocking_jobs(void) {
                                        count_dtor, &b),
              0);
   weft_pool_stats_t st;
-  EXPECT_ERR(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, 30, &st), WEFT_ETIMEDOUT);
+  EXPECT_ERR(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, 30, &st),
+             WEFT_ETIMEDOUT);
   EXPECT_EQ(atomic_load(&ran_until_cancelled), 1);
-  EXPECT_EQ(atomic_load(&fn_runs), 1); /* b never ran ... */
+  EXPECT_EQ(atomic_load(&fn_runs), 1);   /* b never ran ... */
   EXPECT_EQ(atomic_load(&dtor_runs), 1); /* ... its arg_dtor ran instead */
   EXPECT_EQ(weft_future_state(a), WEFT_CANCELLED);
   EXPECT_EQ(weft_future_state(b), WEFT_CANCELLED);
@@ -141,13 +144,14 @@ static void test_drain_timeout_with_blocking_jobs(void) {
 /* A job running while a drain goes on may still spawn CPU jobs, but a
  * blocking submit is refused: shutdown has begun. */
 static weft_result_t job_submit_blocking_until_refused(weft_job_t *job,
-                                                      void *arg) {
+                                                       void *arg) {
   (void)job;
   weft_pool_t *pool = arg;
   int64_t end = deadline_in_s(10);
   for (;;) {
     weft_future_t *f;
-    int rc = weft_pool_submit_blocking(pool, job_until_cancelled, NULL, NULL, &f);
+    int rc = weft_pool_submit_blocking(pool, job_until_cancelled, NULL, NULL,
+                                       &f);
     if (rc != 0 || weft_clock_now_ns() > end)
       return weft_ok_int(rc);
     /* accepted before shutdown began: cancel it, it is not what we test */
@@ -335,11 +339,11 @@ static unsigned quota_of(const char *text) {
 }
 
 static void test_cgroup_quota(void) {
-  EXPECT_EQ(quota_of("max 100000\n"), 0);     /* no quota */
-  EXPECT_EQ(quota_of("200000 100000\n"), 2);  /* two CPUs */
-  EXPECT_EQ(quota_of("150000 100000\n"), 2);  /* rounded up */
+  EXPECT_EQ(quota_of("max 100000\n"), 0);    /* no quota */
+  EXPECT_EQ(quota_of("200000 100000\n"), 2); /* two CPUs */
+  EXPECT_EQ(quota_of("150000 100000\n"), 2); /* rounded up */
   EXPECT_EQ(quota_of("50000 100000\n"), 1);
-  EXPECT_EQ(quota_of("0 100000\n"), 0);       /* nonsense: ignored */
+  EXPECT_EQ(quota_of("0 100000\n"), 0); /* nonsense: ignored */
   EXPECT_EQ(quota_of("100000 0\n"), 0);
   EXPECT_EQ(quota_of("garbage"), 0);
   EXPECT_EQ(weft__cgroup_cpus("/nonexistent/cpu.max"), 0);
@@ -407,7 +411,8 @@ static int net_pair(weft_loop_t *loop, weft_socket_t **ls, weft_socket_t **srv,
   int rc;
   if ((rc = weft_addr_init_ip("127.0.0.1", 0, &a)) != 0 ||
       (rc = weft_socket_listen(loop, &a, 0, ls)) != 0 ||
-      (rc = weft_socket_local_addr(*ls, &a)) != 0 || (rc = weft_socket_accept(*ls, &af)) != 0)
+      (rc = weft_socket_local_addr(*ls, &a)) != 0 ||
+      (rc = weft_socket_accept(*ls, &af)) != 0)
     return rc;
   if ((rc = weft_socket_connect(loop, &a, &cf)) == 0 &&
       (rc = weft_loop_run_until(loop, af, 10000)) == 0 &&
@@ -564,7 +569,8 @@ static void test_thread_start_failures(void) {
   EXPECT_TRUE(f == NULL);
   EXPECT_EQ(atomic_load(&dtor_runs), 0); /* arg untouched */
   /* The next one starts its thread and runs. */
-  REQUIRE_EQ(weft_pool_submit_blocking(pool, job_count, NULL, count_dtor, &f), 0);
+  REQUIRE_EQ(weft_pool_submit_blocking(pool, job_count, NULL, count_dtor, &f),
+             0);
   EXPECT_ERR(weft_future_await(f, 10000), 0);
   EXPECT_EQ(weft_future_int(f), 7);
   weft_future_release(f);
@@ -660,7 +666,7 @@ static void each_alloc_fails(const char *what, make_fn make) {
     if (made < n)
       break; /* nothing failed this time */
   }
-  EXPECT_ERR(rc, 0);    /* it succeeded in the end */
+  EXPECT_ERR(rc, 0);     /* it succeeded in the end */
   EXPECT_TRUE(n < 1000); /* and the sweep ended */
   EXPECT_TRUE(enomem > 0);
 }
@@ -701,15 +707,18 @@ static const test_case_t cases[] = {
     {"blocking submit during a drain", test_blocking_submit_during_drain},
     {"await under a foreign executor", test_await_under_foreign_executor},
     {"job awaits a job of another pool", test_job_awaits_other_pool},
-    {"submit from a job while cancelling", test_submit_from_job_while_cancelling},
+    {"submit from a job while cancelling",
+     test_submit_from_job_while_cancelling},
     {"signal handler stops the next", test_signal_handler_stops_next},
     {"socket queue paths", test_socket_queue_paths},
     {"nested awaits past the limit run descendants",
      test_nested_awaits_run_descendants},
     {"cgroup CPU quota", test_cgroup_quota},
-    {"allocation after the thread cache's exit", test_alloc_after_thread_cache_exit},
+    {"allocation after the thread cache's exit",
+     test_alloc_after_thread_cache_exit},
     {"threads that cannot start", test_thread_start_failures},
     {"creates on a failing allocator", test_creates_on_failing_allocator},
-    {"timer heap grows, custom allocator", test_timer_heap_grows_custom_allocator},
+    {"timer heap grows, custom allocator",
+     test_timer_heap_grows_custom_allocator},
     {NULL, NULL}};
 const test_suite_t suite_paths = {"paths", cases};

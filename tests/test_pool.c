@@ -66,7 +66,8 @@ static void test_million_jobs_exactly_once(void) {
   for (int i = 0; i < SUBMITTERS; i++)
     pthread_join(t[i], NULL);
   weft_pool_stats_t st;
-  EXPECT_EQ(weft_pool_shutdown(shared_pool, WEFT_POOL_DRAIN, WEFT_FOREVER, &st), 0);
+  EXPECT_EQ(weft_pool_shutdown(shared_pool, WEFT_POOL_DRAIN, WEFT_FOREVER, &st),
+            0);
   size_t wrong = 0;
   for (size_t i = 0; i < n; i++)
     wrong += atomic_load(&ran[i]) != 1;
@@ -109,7 +110,8 @@ static void test_fib_fork_join(void) {
     EXPECT_ERR(weft_future_await(f, 60000), 0);
     EXPECT_EQ(weft_future_int(f), 6765);
     weft_future_release(f);
-    EXPECT_EQ(weft_pool_shutdown(fib_pool, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL), 0);
+    EXPECT_EQ(weft_pool_shutdown(fib_pool, WEFT_POOL_DRAIN, WEFT_FOREVER, NULL),
+              0);
   }
 }
 
@@ -143,7 +145,8 @@ static void test_cancel_vs_start(void) {
   EXPECT_EQ(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER, &st), 0);
   EXPECT_EQ(bad, 0);
   EXPECT_EQ(atomic_load(&job_runs) + atomic_load(&arg_frees), CANCEL_ROUNDS);
-  EXPECT_TRUE(atomic_load(&arg_frees) <= won); /* cancelled while running: ran */
+  EXPECT_TRUE(atomic_load(&arg_frees) <=
+              won); /* cancelled while running: ran */
   EXPECT_EQ(st.cancelled, atomic_load(&arg_frees));
   printf("\n    %ld ran, %ld cancelled before start ", atomic_load(&job_runs),
          atomic_load(&arg_frees));
@@ -161,7 +164,8 @@ static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
 static bool gate_open;
 static atomic_int started;
-static atomic_int told; /* what the last wait_gate saw in weft_job_is_cancelled */
+static atomic_int
+    told; /* what the last wait_gate saw in weft_job_is_cancelled */
 static weft_result_t wait_gate(weft_job_t *job, void *arg) {
   (void)arg;
   atomic_fetch_add(&started, 1);
@@ -201,7 +205,8 @@ static void shutdown_with_work(weft_pool_mode_t mode) {
   while (atomic_load(&started) == 0) /* the one worker is now busy */
     sched_yield();
   for (int i = 0; i < 100; i++)
-    REQUIRE_EQ(weft_pool_submit(p, count_job, malloc(8), free_arg, &queued[i]), 0);
+    REQUIRE_EQ(weft_pool_submit(p, count_job, malloc(8), free_arg, &queued[i]),
+               0);
   shut_t s = {p, mode, WEFT_FOREVER, -1, {0}};
   pthread_t t;
   pthread_create(&t, NULL, shutdown_thread, &s);
@@ -291,7 +296,8 @@ static void test_shutdown_cancel_running(void) {
   while (atomic_load(&started) == 0) /* the one worker is now busy */
     sched_yield();
   for (int i = 0; i < 1000; i++)
-    REQUIRE_EQ(weft_pool_submit(p, count_job, malloc(8), free_arg, &queued[i]), 0);
+    REQUIRE_EQ(weft_pool_submit(p, count_job, malloc(8), free_arg, &queued[i]),
+               0);
   weft_pool_stats_t st;
   EXPECT_ERR(weft_pool_shutdown(p, WEFT_POOL_CANCEL, WEFT_FOREVER, &st), 0);
   EXPECT_EQ(weft_future_state(running), WEFT_CANCELLED);
@@ -321,7 +327,8 @@ static atomic_int second_started;
 static weft_result_t wait_for_second(weft_job_t *job, void *arg) {
   (void)job;
   (void)arg;
-  int64_t deadline = weft_clock_now_ns() + SECOND_START_TOLERANCE_MS * 1000000LL;
+  int64_t deadline = weft_clock_now_ns() +
+                     SECOND_START_TOLERANCE_MS * 1000000LL;
   while (!atomic_load(&second_started) && weft_clock_now_ns() < deadline)
     sched_yield();
   return weft_ok_int(atomic_load(&second_started));
@@ -431,8 +438,8 @@ static atomic_int below_started;
 static weft_result_t below_x_job(weft_job_t *job, void *arg) {
   (void)job;
   atomic_store(&below_started, 1);
-  return weft_ok_int(weft_future_await((weft_future_t *)arg,
-                                       4 * AWAIT_HELP_TOLERANCE_MS));
+  return weft_ok_int(
+      weft_future_await((weft_future_t *)arg, 4 * AWAIT_HELP_TOLERANCE_MS));
 }
 static weft_result_t below_y_job(weft_job_t *job, void *arg) {
   (void)job;
@@ -567,7 +574,8 @@ static void test_blocking_does_not_starve_cpu(void) {
   REQUIRE_EQ(pipe(pipefd), 0);
   weft_future_t *stuck[6];
   for (int i = 0; i < 6; i++) /* 3 threads at most: 3 run, 3 queue */
-    REQUIRE_EQ(weft_pool_submit_blocking(p, read_pipe, NULL, NULL, &stuck[i]), 0);
+    REQUIRE_EQ(weft_pool_submit_blocking(p, read_pipe, NULL, NULL, &stuck[i]),
+               0);
   weft_pool_stats_t st;
   weft_pool_stats(p, &st);
   EXPECT_EQ(st.blocking_alive, 3);
@@ -616,7 +624,8 @@ static void test_no_lost_wakeup(void) {
       sched_yield();
     REQUIRE_EQ(parked, p->nworkers);
     weft_future_t *f;
-    REQUIRE_EQ(weft_pool_submit(p, cpu_work, (void *)(intptr_t)round, NULL, &f), 0);
+    REQUIRE_EQ(weft_pool_submit(p, cpu_work, (void *)(intptr_t)round, NULL, &f),
+               0);
     EXPECT_ERR(weft_future_await(f, 10000), 0);
     weft_future_release(f);
   }
@@ -732,7 +741,9 @@ static void test_executor_and_errors(void) {
   weft_promise_t *pr;
   weft_future_t *src, *c, *bad;
   weft_promise_create(&pr, &src);
-  REQUIRE_EQ(weft_future_then(src, weft_pool_executor(p), note_thread, NULL, NULL, &c), 0);
+  REQUIRE_EQ(weft_future_then(src, weft_pool_executor(p), note_thread, NULL,
+                              NULL, &c),
+             0);
   weft_promise_fulfil_int(pr, 1);
   EXPECT_ERR(weft_future_await(c, 10000), 0);
   int on_worker = 0;
@@ -809,8 +820,9 @@ static void test_submit_races_shutdown_end(void) {
     race_end_t r = {0};
     REQUIRE_EQ(weft_pool_create(&o, &r.pool), 0);
     weft_future_t *hold;
-    REQUIRE_EQ(weft_pool_submit_blocking(r.pool, hold_until_released, &r,
-                                         NULL, &hold), 0);
+    REQUIRE_EQ(weft_pool_submit_blocking(r.pool, hold_until_released, &r, NULL,
+                                         &hold),
+               0);
     while (!atomic_load(&r.held))
       sched_yield();
     pthread_t th;
@@ -836,13 +848,15 @@ static void test_submit_races_shutdown_end(void) {
 }
 
 static const test_case_t cases[] = {
-    {"1,000,000 jobs from 4 threads, each once", test_million_jobs_exactly_once},
+    {"1,000,000 jobs from 4 threads, each once",
+     test_million_jobs_exactly_once},
     {"fib(20) fork-join on 1, 2, 8 workers", test_fib_fork_join},
     {"cancel vs start, 100k", test_cancel_vs_start},
     {"shutdown drain", test_shutdown_drain},
     {"shutdown cancel", test_shutdown_cancel},
     {"shutdown drain times out", test_shutdown_drain_timeout},
-    {"cancelling shutdown cancels running futures", test_shutdown_cancel_running},
+    {"cancelling shutdown cancels running futures",
+     test_shutdown_cancel_running},
     {"shutdown timeout INT64_MAX ms drains", test_shutdown_timeout_int64_max},
     {"blocking jobs do not starve CPU jobs", test_blocking_does_not_starve_cpu},
     {"no lost wake-up", test_no_lost_wakeup},

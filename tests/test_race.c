@@ -68,9 +68,8 @@ static void fc_fulfil(long r) {
   fulfil_rc = weft_promise_fulfil(P, v, dtor);
   if (fulfil_rc != 0)
     free(v); /* lost: still ours */
-  if (fulfil_rc == WEFT_ECANCELED &&
-      (weft_promise_is_cancelled(P) != 1 ||
-       weft_future_state(F) != WEFT_CANCELLED))
+  if (fulfil_rc == WEFT_ECANCELED && (weft_promise_is_cancelled(P) != 1 ||
+                                      weft_future_state(F) != WEFT_CANCELLED))
     atomic_fetch_add(&lost_unseen, 1);
 }
 static void fc_cancel(long r) {
@@ -80,8 +79,9 @@ static void fc_cancel(long r) {
 static void fc_check(long r) {
   (void)r;
   int st = weft_future_state(F);
-  bool ok = (fulfil_rc == 0 && cancel_rc == WEFT_EALREADY && st == WEFT_FULFILLED) ||
-            (cancel_rc == 0 && fulfil_rc == WEFT_ECANCELED && st == WEFT_CANCELLED);
+  bool ok =
+      (fulfil_rc == 0 && cancel_rc == WEFT_EALREADY && st == WEFT_FULFILLED) ||
+      (cancel_rc == 0 && fulfil_rc == WEFT_ECANCELED && st == WEFT_CANCELLED);
   if (!ok)
     atomic_fetch_add(&bad_rounds, 1);
   atomic_fetch_add(fulfil_rc == 0 ? &fulfil_wins : &cancel_wins, 1);
@@ -271,7 +271,8 @@ static void fo_cancel(long r) {
 }
 static void fo_check(long r) {
   int st = weft_future_state(D); /* cancelled, or the followed value */
-  if (st != WEFT_CANCELLED && !(st == WEFT_FULFILLED && weft_future_int(D) == r))
+  if (st != WEFT_CANCELLED &&
+      !(st == WEFT_FULFILLED && weft_future_int(D) == r))
     atomic_fetch_add(&bad_rounds, 1);
   weft_future_release(D);
   weft_promise_release(P);

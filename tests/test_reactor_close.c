@@ -58,7 +58,8 @@ static void test_close_cancels_everything(void) {
   int fds[2];
   REQUIRE_EQ(pipe(fds), 0);
   weft_io_t io;
-  REQUIRE_EQ(weft_io_start(loop, &io, fds[0], WEFT_READABLE, close_io, NULL), 0);
+  REQUIRE_EQ(weft_io_start(loop, &io, fds[0], WEFT_READABLE, close_io, NULL),
+             0);
   weft_signal_t s;
   REQUIRE_EQ(weft_signal_start(loop, &s, SIGUSR1, close_sig, NULL), 0);
   weft_future_t *sl, *sg, *cont;
@@ -68,7 +69,9 @@ static void test_close_cancels_everything(void) {
   weft_promise_t *p;
   weft_future_t *pf;
   REQUIRE_EQ(weft_promise_create(&p, &pf), 0);
-  REQUIRE_EQ(weft_future_then(pf, weft_loop_executor(loop), twice, NULL, NULL, &cont), 0);
+  REQUIRE_EQ(weft_future_then(pf, weft_loop_executor(loop), twice, NULL, NULL,
+                              &cont),
+             0);
   pthread_t th;
   void *res;
   REQUIRE_EQ(pthread_create(&th, NULL, post_from_thread, loop), 0);
@@ -156,7 +159,7 @@ static void cc_watch(void *arg, weft_future_t *src) {
   cc.sleep_watch++;
   cc.not_ecanceled += weft_future_error(src) != WEFT_ECANCELED;
   weft_future_t *f = NULL;
-  cc.sleep_rc = weft_loop_sleep(cc.loop, 1, &f); /* refused during close */
+  cc.sleep_rc = weft_loop_sleep(cc.loop, 1, &f);     /* refused during close */
   cc.post_rc = weft_loop_post(cc.loop, quick, NULL); /* refused too */
   weft_future_t *d;
   /* a continuation queued on the loop during close runs before it returns */
@@ -177,14 +180,17 @@ static void test_close_runs_continuations(void) {
   weft_future_t *s1, *s2, *sg, *pf, *t, *d1, *d3, *d4;
   weft_promise_t *p;
   REQUIRE_EQ(weft_loop_sleep(loop, 100000, &s1), 0);
-  REQUIRE_EQ(weft_future_then(s1, lx, cc_cancelled, &cc.sleep_then, NULL, &d1), 0);
+  REQUIRE_EQ(weft_future_then(s1, lx, cc_cancelled, &cc.sleep_then, NULL, &d1),
+             0);
   REQUIRE_EQ(weft_loop_sleep(loop, 100000, &s2), 0);
   REQUIRE_EQ(weft_future_watch(s2, lx, cc_watch, malloc(32), cc_dtor), 0);
   REQUIRE_EQ(weft_signal_next(loop, SIGUSR2, &sg), 0);
-  REQUIRE_EQ(weft_future_then(sg, lx, cc_cancelled, &cc.sig_then, NULL, &d3), 0);
+  REQUIRE_EQ(weft_future_then(sg, lx, cc_cancelled, &cc.sig_then, NULL, &d3),
+             0);
   REQUIRE_EQ(weft_promise_create(&p, &pf), 0);
   REQUIRE_EQ(weft_loop_timeout(loop, pf, 100000, &t), 0);
-  REQUIRE_EQ(weft_future_then(t, lx, cc_settled, &cc.timeout_then, NULL, &d4), 0);
+  REQUIRE_EQ(weft_future_then(t, lx, cc_settled, &cc.timeout_then, NULL, &d4),
+             0);
   EXPECT_EQ(weft_loop_close(loop), 0);
   /* each continuation ran once, on the loop, before close returned */
   EXPECT_EQ(cc.sleep_then, 1);
@@ -258,8 +264,9 @@ static void *cp_poster(void *arg) {
     weft_promise_t *p;
     weft_future_t *f, *d;
     REQUIRE_EQ(weft_promise_create(&p, &f), 0);
-    REQUIRE_EQ(weft_future_then(f, weft_loop_executor(cp.loop), cp_then,
-                                NULL, NULL, &d), 0);
+    REQUIRE_EQ(weft_future_then(f, weft_loop_executor(cp.loop), cp_then, NULL,
+                                NULL, &d),
+               0);
     weft_promise_fulfil_int(p, 1); /* the loop refuses its task */
     cp.then_state = weft_future_state(d);
     cp.then_err = weft_future_error(d);
@@ -290,8 +297,7 @@ static void test_close_refuses_other_threads(void) {
   REQUIRE_EQ(weft_timer_start(&hold, 100000, 0), 0);
   pthread_t th[CP_THREADS];
   for (int i = 0; i < CP_THREADS; i++)
-    REQUIRE_EQ(pthread_create(&th[i], NULL, cp_poster, i == 0 ? &cp : NULL),
-               0);
+    REQUIRE_EQ(pthread_create(&th[i], NULL, cp_poster, i == 0 ? &cp : NULL), 0);
   EXPECT_EQ(weft_loop_close(loop), 0);
   for (int i = 0; i < CP_THREADS; i++)
     pthread_join(th[i], NULL);
@@ -314,9 +320,12 @@ static void test_close_refuses_other_threads(void) {
 
 static const test_case_t cases[] = {
     {"close cancels everything", test_close_cancels_everything},
-    {"close: timers stopped by other timers' callbacks", test_close_timers_stop_each_other},
-    {"close runs the continuations of what it cancels", test_close_runs_continuations},
-    {"close refuses other threads' posts and continuations", test_close_refuses_other_threads},
+    {"close: timers stopped by other timers' callbacks",
+     test_close_timers_stop_each_other},
+    {"close runs the continuations of what it cancels",
+     test_close_runs_continuations},
+    {"close refuses other threads' posts and continuations",
+     test_close_refuses_other_threads},
     {NULL, NULL}};
 
 const test_suite_t suite_reactor_close = {"reactor_close", cases};

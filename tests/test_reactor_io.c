@@ -39,13 +39,16 @@ static void test_fd_watchers(void) {
   weft_io_t rd, wr, dup;
   memset(&rd, 0, sizeof rd);
   int got = 0, writable = 0;
-  REQUIRE_EQ(weft_io_start(loop, &rd, fds[0], WEFT_READABLE, on_readable, &got), 0);
-  EXPECT_ERR(weft_io_start(loop, &dup, fds[0], WEFT_READABLE, on_readable, &got),
+  REQUIRE_EQ(weft_io_start(loop, &rd, fds[0], WEFT_READABLE, on_readable, &got),
+             0);
+  EXPECT_ERR(weft_io_start(loop, &dup, fds[0], WEFT_READABLE, on_readable,
+                           &got),
              WEFT_EEXIST);
   REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
   EXPECT_EQ(got, 0); /* nothing written yet */
   pthread_t th;
-  REQUIRE_EQ(pthread_create(&th, NULL, write_pipe, (void *)(intptr_t)fds[1]), 0);
+  REQUIRE_EQ(pthread_create(&th, NULL, write_pipe, (void *)(intptr_t)fds[1]),
+             0);
   int64_t end = weft_clock_now_ns() + (int64_t)BOUND_MS * 1000000;
   while (got == 0 && weft_clock_now_ns() < end)
     weft_loop_run(loop, WEFT_RUN_ONCE);
@@ -55,7 +58,9 @@ static void test_fd_watchers(void) {
   weft_loop_stats(loop, &st);
   EXPECT_EQ(st.watchers_active, 0);
   EXPECT_EQ(weft_io_stop(&rd), 0); /* already stopped: no-op */
-  REQUIRE_EQ(weft_io_start(loop, &wr, fds[1], WEFT_READABLE, on_writable, &writable), 0);
+  REQUIRE_EQ(weft_io_start(loop, &wr, fds[1], WEFT_READABLE, on_writable,
+                           &writable),
+             0);
   EXPECT_EQ(weft_io_modify(&wr, WEFT_WRITABLE), 0);
   REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_ONCE), 0);
   EXPECT_EQ(writable, 1);
@@ -64,8 +69,10 @@ static void test_fd_watchers(void) {
   EXPECT_EQ(weft_io_stop(&wr), 0);
   EXPECT_ERR(weft_io_start(loop, &wr, -1, WEFT_READABLE, on_writable, NULL),
              WEFT_EINVAL);
-  EXPECT_ERR(weft_io_start(loop, &wr, fds[1], 0, on_writable, NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_io_start(NULL, &wr, fds[1], 1, on_writable, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_io_start(loop, &wr, fds[1], 0, on_writable, NULL),
+             WEFT_EINVAL);
+  EXPECT_ERR(weft_io_start(NULL, &wr, fds[1], 1, on_writable, NULL),
+             WEFT_EINVAL);
   close(fds[0]);
   close(fds[1]);
   EXPECT_EQ(weft_loop_close(loop), 0);
@@ -128,7 +135,8 @@ static void test_io_start_stop_pairs(void) {
 
 static const test_case_t cases[] = {
     {"fd watchers", test_fd_watchers},
-    {"fd watchers: start twice refused, stop twice, restart", test_io_start_stop_pairs},
+    {"fd watchers: start twice refused, stop twice, restart",
+     test_io_start_stop_pairs},
     {NULL, NULL}};
 
 const test_suite_t suite_reactor_io = {"reactor_io", cases};

@@ -169,11 +169,13 @@ static void test_await_refused(void) {
   weft_promise_t *p;
   weft_future_t *f, *d;
   REQUIRE_EQ(weft_promise_create(&p, &f), 0);
-  REQUIRE_EQ(weft_future_then(f, weft_loop_executor(loop), twice, NULL, NULL, &d), 0);
+  REQUIRE_EQ(
+      weft_future_then(f, weft_loop_executor(loop), twice, NULL, NULL, &d), 0);
   int64_t t0 = weft_clock_now_ns();
   EXPECT_ERR(weft_future_await(d, WEFT_FOREVER), WEFT_EDEADLK);
   EXPECT_ERR(weft_future_await(f, 5000), WEFT_EDEADLK);
-  EXPECT_EQ(weft_clock_now_ns() - t0 < (int64_t)1000 * 1000000, 1); /* at once */
+  EXPECT_EQ(weft_clock_now_ns() - t0 < (int64_t)1000 * 1000000,
+            1); /* at once */
   REQUIRE_EQ(weft_loop_post(loop, fulfil_later, p), 0);
   EXPECT_EQ(weft_loop_run_until(loop, d, BOUND_MS), 0);
   EXPECT_EQ(weft_future_int(d), 42);
@@ -240,7 +242,9 @@ static void test_stall_detector(void) {
   weft_promise_t *p;
   weft_future_t *f, *d;
   REQUIRE_EQ(weft_promise_create(&p, &f), 0);
-  REQUIRE_EQ(weft_future_then(f, weft_loop_executor(loop), slow_then, NULL, NULL, &d), 0);
+  REQUIRE_EQ(weft_future_then(f, weft_loop_executor(loop), slow_then, NULL,
+                              NULL, &d),
+             0);
   weft_promise_fulfil_int(p, 1);
   REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
   EXPECT_EQ(stall.reports, 2);
@@ -356,9 +360,8 @@ static void count_stall(weft_loop_t *loop, const weft_stall_t *s, void *arg) {
 
 static void test_run_until_long_timeouts(void) {
   weft_loop_t *loop = new_loop();
-  const int64_t ms[] = {INT64_MAX, INT64_MAX / 1000000,
-                        INT64_MAX / 1000000 + 1, (int64_t)1 << 50,
-                        (int64_t)1000000000};
+  const int64_t ms[] = {INT64_MAX, INT64_MAX / 1000000, INT64_MAX / 1000000 + 1,
+                        (int64_t)1 << 50, (int64_t)1000000000};
   for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
     weft_promise_t *p;
     weft_future_t *f;
@@ -462,14 +465,18 @@ static void test_timeout_ms_after_run_until(void) {
 }
 
 static const test_case_t cases[] = {
-    {"post from 4 threads, 100k each: once, in order, batched wake-ups", test_post_many_threads},
-    {"loop -> pool -> loop, 100k round trips on the loop thread", test_loop_pool_loop},
+    {"post from 4 threads, 100k each: once, in order, batched wake-ups",
+     test_post_many_threads},
+    {"loop -> pool -> loop, 100k round trips on the loop thread",
+     test_loop_pool_loop},
     {"await on the loop thread refuses with EDEADLK", test_await_refused},
     {"stall detector", test_stall_detector},
     {"run modes", test_run_modes},
     {"bad input", test_bad_input},
-    {"run_until with timeouts up to INT64_MAX ms", test_run_until_long_timeouts},
-    {"timeout_ms right after run_until returns", test_timeout_ms_after_run_until},
+    {"run_until with timeouts up to INT64_MAX ms",
+     test_run_until_long_timeouts},
+    {"timeout_ms right after run_until returns",
+     test_timeout_ms_after_run_until},
     {NULL, NULL}};
 
 const test_suite_t suite_reactor_run = {"reactor_run", cases};

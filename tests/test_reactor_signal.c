@@ -39,7 +39,8 @@ static void test_signals(void) {
   EXPECT_EQ(sig_seen, 2);
   EXPECT_EQ(weft_signal_stop(&s), 0);
   until_done(&u);
-  EXPECT_ERR(weft_signal_start(loop, &s, SIGKILL, on_signal, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_signal_start(loop, &s, SIGKILL, on_signal, NULL),
+             WEFT_EINVAL);
   EXPECT_ERR(weft_signal_start(loop, &s, 0, on_signal, NULL), WEFT_EINVAL);
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
@@ -154,8 +155,10 @@ static void test_signal_future_pairs(void) {
 
 static const test_case_t cases[] = {
     {"signals as a future and as callbacks", test_signals},
-    {"signal handlers: start twice refused, stop twice, restart", test_signal_start_stop_pairs},
-    {"signal futures: cancel twice, after firing, from another thread", test_signal_future_pairs},
+    {"signal handlers: start twice refused, stop twice, restart",
+     test_signal_start_stop_pairs},
+    {"signal futures: cancel twice, after firing, from another thread",
+     test_signal_future_pairs},
     {NULL, NULL}};
 
 const test_suite_t suite_reactor_signal = {"reactor_signal", cases};

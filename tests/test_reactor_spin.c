@@ -15,8 +15,8 @@ static struct {
   weft_loop_t *a, *b;
   int spin_us;
   long rounds;
-  long bad_status; /* a post that ran with a status other than 0 */
-  long refused;    /* a create, post or run_until that failed */
+  long bad_status;          /* a post that ran with a status other than 0 */
+  long refused;             /* a create, post or run_until that failed */
   until_t b_done, all_done; /* B's last round; B's loop closed */
   weft_loop_stats_t b_stats;
 } sp;
@@ -176,9 +176,9 @@ static void test_spin_quiet_near_pool(void) {
   until_done(&qt.done);
 }
 
-static const test_case_t cases[] = {
-    {"adaptive spin", test_adaptive_spin},
-    {"adaptive spin keeps quiet near a pool", test_spin_quiet_near_pool},
-    {NULL, NULL}};
+static const test_case_t cases[] = {{"adaptive spin", test_adaptive_spin},
+                                    {"adaptive spin keeps quiet near a pool",
+                                     test_spin_quiet_near_pool},
+                                    {NULL, NULL}};
 
 const test_suite_t suite_reactor_spin = {"reactor_spin", cases};

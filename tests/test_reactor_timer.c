@@ -115,7 +115,8 @@ static void test_timer_many_random(void) {
   for (long i = 0; i < MANY; i++) {
     x = x * 1103515245u + 12345u;
     int64_t ms = (x >> 8) % 51;
-    REQUIRE_EQ(weft_timer_init(loop, &many.t[i], many_fire, (void *)(intptr_t)i), 0);
+    REQUIRE_EQ(
+        weft_timer_init(loop, &many.t[i], many_fire, (void *)(intptr_t)i), 0);
     REQUIRE_EQ(weft_timer_start(&many.t[i], ms, 0), 0);
     many.due[i] = many.t[i].priv_due; /* cached now + ms, as the loop sees it */
   }
@@ -193,7 +194,8 @@ static void ties_setup(weft_loop_t *loop, void *arg, int status) {
   (void)arg;
   (void)status;
   for (long i = 0; i < TIES; i++) {
-    REQUIRE_EQ(weft_timer_init(loop, &ties.t[i], ties_fire, (void *)(intptr_t)i), 0);
+    REQUIRE_EQ(
+        weft_timer_init(loop, &ties.t[i], ties_fire, (void *)(intptr_t)i), 0);
     ties_start(i);
   }
   for (long k = 0; k < TIES / 4; k++) { /* stop a quarter, at random */
@@ -390,7 +392,7 @@ static void test_timer_start_stop_pairs(void) {
   EXPECT_EQ(weft_timer_stop(&t), 0); /* stop twice */
   EXPECT_EQ(weft_timer_is_active(&t), 0);
   REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
-  EXPECT_EQ(n, 1); /* the stopped start never fired */
+  EXPECT_EQ(n, 1);                          /* the stopped start never fired */
   EXPECT_EQ(weft_timer_start(&t, 0, 0), 0); /* start after stop */
   run_until_n(loop, &n, 2);
   weft_loop_stats(loop, &st);
@@ -438,7 +440,7 @@ enum { PHASE_PERIOD_MS = 10, PHASE_BEATS = 12, PHASE_BLOCK_AT = 3 };
 #define PHASE_P ((int64_t)PHASE_PERIOD_MS * 1000000)
 static struct {
   weft_loop_t *loop;
-  int64_t first_due;  /* the deadline of the first beat */
+  int64_t first_due;             /* the deadline of the first beat */
   int64_t next[PHASE_BEATS + 1]; /* the deadline set for the next beat */
   int64_t at[PHASE_BEATS + 1];   /* the loop's time at each call */
   int calls;
@@ -451,7 +453,7 @@ static void phase_beat(weft_timer_t *t, int status, void *arg) {
     return;
   int i = ph.calls++;
   ph.at[i] = weft_loop_now_ns(ph.loop);
-  ph.next[i] = t->priv_due; /* rescheduled before the callback runs */
+  ph.next[i] = t->priv_due;  /* rescheduled before the callback runs */
   if (i == PHASE_BLOCK_AT) { /* the cause of lateness, not a sync */
     int64_t end = weft_clock_now_ns() + 7 * PHASE_P / 2;
     while (weft_clock_now_ns() < end)
@@ -544,16 +546,23 @@ static void test_timer_huge_timeouts(void) {
 }
 
 static const test_case_t cases[] = {
-    {"timers: equal deadlines in start order, stop/start inside callbacks", test_timer_order_stop_start},
-    {"100k timers with random deadlines fire in deadline order", test_timer_many_random},
-    {"20k tied timers: start order through stops and restarts", test_timer_ties},
+    {"timers: equal deadlines in start order, stop/start inside callbacks",
+     test_timer_order_stop_start},
+    {"100k timers with random deadlines fire in deadline order",
+     test_timer_many_random},
+    {"20k tied timers: start order through stops and restarts",
+     test_timer_ties},
     {"repeating timer, timer errors", test_timer_repeat_and_errors},
     {"sleep, cancelled sleep", test_sleep},
     {"timeout wins and loses", test_timeout},
-    {"timers: start twice restarts, stop twice, restart", test_timer_start_stop_pairs},
-    {"a timer restarting itself at 0 ms runs once per RUN_ONCE", test_timer_zero_restart_next_iteration},
-    {"a repeating timer keeps its phase and skips missed beats", test_timer_repeat_keeps_phase},
-    {"INT64_MAX ms timers, sleeps and timeouts are armed, not due", test_timer_huge_timeouts},
+    {"timers: start twice restarts, stop twice, restart",
+     test_timer_start_stop_pairs},
+    {"a timer restarting itself at 0 ms runs once per RUN_ONCE",
+     test_timer_zero_restart_next_iteration},
+    {"a repeating timer keeps its phase and skips missed beats",
+     test_timer_repeat_keeps_phase},
+    {"INT64_MAX ms timers, sleeps and timeouts are armed, not due",
+     test_timer_huge_timeouts},
     {NULL, NULL}};
 
 const test_suite_t suite_reactor_timer = {"reactor_timer", cases};

@@ -57,8 +57,8 @@ static uint64_t suite_seed(void) {
       g_seed = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec;
     }
     printf("\n  stress: seed %#llx (replay: WEFT_PERTURB=%#llx weft_tests "
-           "stress)\n  ", (unsigned long long)g_seed,
-           (unsigned long long)g_seed);
+           "stress)\n  ",
+           (unsigned long long)g_seed, (unsigned long long)g_seed);
   }
   return g_seed;
 }
@@ -116,10 +116,10 @@ static weft_pool_t *make_pool(unsigned threads) {
 enum { SS_SUBMITTERS = 4, SS_CHILDREN = 4, SS_PARENT_EVERY = 8 };
 static struct {
   weft_pool_t *pool;
-  long per;                /* outside jobs per submitter */
+  long per;                   /* outside jobs per submitter */
   _Atomic unsigned char *ran; /* per outside job */
   _Atomic long children_ran, children_bad;
-  weft_future_t **f;       /* per outside job */
+  weft_future_t **f; /* per outside job */
 } ss;
 
 static weft_result_t ss_child(weft_job_t *job, void *arg) {
@@ -136,8 +136,8 @@ static weft_result_t ss_job(weft_job_t *job, void *arg) {
     weft_future_t *c[SS_CHILDREN];
     int n = 0;
     for (int k = 0; k < SS_CHILDREN; k++)
-      if (weft_pool_submit(ss.pool, ss_child, (void *)(intptr_t)(i + k),
-                           NULL, &c[n]) == 0)
+      if (weft_pool_submit(ss.pool, ss_child, (void *)(intptr_t)(i + k), NULL,
+                           &c[n]) == 0)
         n++;
     for (int k = 0; k < n; k++) {
       if (weft_future_await(c[k], SETTLE_TOLERANCE_MS) != 0 ||
@@ -202,8 +202,7 @@ static void test_submit_steal(void) {
   EXPECT_EQ(atomic_load(&ss.children_ran), parents * SS_CHILDREN);
   EXPECT_EQ(atomic_load(&ss.children_bad), 0);
   weft_pool_stats_t st;
-  EXPECT_EQ(weft_pool_shutdown(ss.pool, WEFT_POOL_DRAIN, WEFT_FOREVER, &st),
-            0);
+  EXPECT_EQ(weft_pool_shutdown(ss.pool, WEFT_POOL_DRAIN, WEFT_FOREVER, &st), 0);
   EXPECT_EQ(st.jobs_run, (uint64_t)(total + parents * SS_CHILDREN));
   free(ss.ran);
   free(ss.f);
@@ -300,8 +299,8 @@ static void test_wakeups(void) {
       (void)pool_idle(p, 1000);
     /* an outside submit, awaited from outside */
     weft_future_t *j;
-    REQUIRE_EQ(weft_pool_submit(p, wake_plain_job, (void *)(intptr_t)r, NULL,
-                                &j), 0);
+    REQUIRE_EQ(
+        weft_pool_submit(p, wake_plain_job, (void *)(intptr_t)r, NULL, &j), 0);
     lost += weft_future_await(j, SETTLE_TOLERANCE_MS) != 0;
     wrong += weft_future_int(j) != r;
     weft_future_release(j);
@@ -373,8 +372,8 @@ static void *sr_thread(void *arg) {
       break;
     case 1: {
       weft_future_t *d;
-      if (weft_future_then(sr.f, weft_pool_executor(sr.pool), sr_fn,
-                                NULL, sr_dtor, &d) != 0)
+      if (weft_future_then(sr.f, weft_pool_executor(sr.pool), sr_fn, NULL,
+                           sr_dtor, &d) != 0)
         d = NULL;
       sr.d = d;
       atomic_store_explicit(&sr.d_pub, d, memory_order_release);
@@ -423,7 +422,8 @@ static void test_settle_then_cancel(void) {
                1 &&
            weft_clock_now_ns() < deadline)
       sched_yield();
-    long fn = atomic_load(&sr.fn_ran) - fn0, dt = atomic_load(&sr.dtor_ran) - dt0;
+    long fn = atomic_load(&sr.fn_ran) - fn0,
+         dt = atomic_load(&sr.dtor_ran) - dt0;
     EXPECT_EQ(fn + dt, 1);
     weft_state_t fs = weft_future_state(sr.f), ds = weft_future_state(sr.d);
     if (!sr.cancel_derived) {
@@ -475,8 +475,8 @@ static void test_settle_then_cancel(void) {
 enum { PC_THREADS = 4, PC_LATE_MAX = 1 << 16 };
 static struct {
   weft_loop_t *loop;
-  long early;                  /* phase-1 posts per thread */
-  _Atomic long phase;          /* 1, then 2 */
+  long early;         /* phase-1 posts per thread */
+  _Atomic long phase; /* 1, then 2 */
   _Atomic long early_ran, early_bad;
   weft_promise_t *early_done;
   _Atomic unsigned char *late_ran[PC_THREADS]; /* per accepted late post */
@@ -537,7 +537,8 @@ static void pc_hold(weft_timer_t *t, int status, void *arg) {
   /* close: every poster is refused soon (a loop that accepts posts after
    * close began would hold it here for ever: bounded) */
   int64_t deadline = deadline_in_ms(SETTLE_TOLERANCE_MS);
-  while (atomic_load(&pc.finished) < PC_THREADS && weft_clock_now_ns() < deadline)
+  while (atomic_load(&pc.finished) < PC_THREADS &&
+         weft_clock_now_ns() < deadline)
     sched_yield();
   atomic_store(&pc.give_up, true);
   tu_spin_until(&pc.finished, PC_THREADS);
@@ -621,14 +622,14 @@ static struct {
   weft_future_t **wf, **rf;
   size_t *wlen, *rlen;
   unsigned char **rbuf;
-  _Atomic long w_pub, r_pub; /* published to the canceller */
+  _Atomic long w_pub, r_pub;   /* published to the canceller */
   _Atomic long w_seen, r_seen; /* the canceller is done with these */
   _Atomic bool pub_done;       /* nothing more will be published */
   int *w_cancel_rc, *r_cancel_rc;
   size_t *r_at; /* where a fulfilled read's bytes start in the stream */
   _Atomic long watched;
-  uint64_t rs, crs; /* the loop thread's choices, the canceller's */
-  size_t rlen_max;           /* reads take 1..rlen_max bytes */
+  uint64_t rs, crs;            /* the loop thread's choices, the canceller's */
+  size_t rlen_max;             /* reads take 1..rlen_max bytes */
   unsigned w_one_in, r_one_in; /* cancel 1 write (read) in so many, 0: none */
 } sk;
 
@@ -667,8 +668,9 @@ static void sk_watch(void *arg, weft_future_t *f) {
 
 static void sk_watch_future(weft_future_t *f) {
   REQUIRE_EQ(weft_future_retain(f), 0);
-  REQUIRE_EQ(weft_future_watch(f, weft_loop_executor(sk.loop), sk_watch,
-                               NULL, NULL), 0);
+  REQUIRE_EQ(weft_future_watch(f, weft_loop_executor(sk.loop), sk_watch, NULL,
+                               NULL),
+             0);
 }
 
 static weft_future_t *sk_all_settled(weft_future_t **fs, long n) {
@@ -696,7 +698,7 @@ static void sk_report(const unsigned char *s, size_t i, size_t n, long w,
     for (long k = r > 3 ? r - 3 : 0; k < r; k++)
       printf(" %ld:%s", k,
              weft_future_state(sk.rf[k]) == WEFT_CANCELLED ? "cancelled"
-                                                          : "fulfilled");
+                                                           : "fulfilled");
   }
   printf(", bytes before:");
   for (size_t k = i > 8 ? i - 8 : 0; k < i; k++)
@@ -732,16 +734,15 @@ static long sk_check_stream(const unsigned char *s, size_t n) {
     }
   }
   for (; w < sk.nw; w++, in_run = 0) /* the stream's tail */
-    if (weft_future_state(sk.wf[w]) == WEFT_FULFILLED &&
-        in_run != sk.wlen[w]) {
+    if (weft_future_state(sk.wf[w]) == WEFT_FULFILLED && in_run != sk.wlen[w]) {
       sk_report(s, n, n, w, in_run);
       return 1;
     }
   return 0;
 }
 
-static void sk_run(long nw, size_t wlen_max, size_t rlen_max,
-                   unsigned w_one_in, unsigned r_one_in, const char *what) {
+static void sk_run(long nw, size_t wlen_max, size_t rlen_max, unsigned w_one_in,
+                   unsigned r_one_in, const char *what) {
   perturb_begin();
   memset(&sk, 0, sizeof sk);
   sk.rs = suite_seed() | 7;

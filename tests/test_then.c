@@ -20,13 +20,15 @@ static void test_on_settled_and_pending(void) {
   weft_promise_t *p;
   weft_future_t *f, *a, *b;
   REQUIRE_EQ(weft_promise_create(&p, &f), 0);
-  REQUIRE_EQ(weft_future_then(f, weft_executor_inline(), add_one, NULL, NULL, &a), 0);
+  REQUIRE_EQ(
+      weft_future_then(f, weft_executor_inline(), add_one, NULL, NULL, &a), 0);
   EXPECT_EQ(weft_future_state(a), WEFT_PENDING);
   weft_promise_fulfil_int(p, 41);
   EXPECT_EQ(weft_future_state(a), WEFT_FULFILLED);
   EXPECT_EQ(weft_future_int(a), 42);
   /* on an already settled source, an inline continuation runs at once */
-  REQUIRE_EQ(weft_future_then(a, weft_executor_inline(), add_one, NULL, NULL, &b), 0);
+  REQUIRE_EQ(
+      weft_future_then(a, weft_executor_inline(), add_one, NULL, NULL, &b), 0);
   EXPECT_EQ(weft_future_int(b), 43);
   weft_future_release(a);
   weft_future_release(b);
@@ -239,7 +241,8 @@ static void test_arg_dtor(void) {
   weft_future_t *f, *a;
   atomic_store(&dtor_runs, 0);
   weft_promise_create(&p, &f);
-  weft_future_then(f, weft_executor_inline(), take_arg, malloc(4), free_arg, &a);
+  weft_future_then(f, weft_executor_inline(), take_arg, malloc(4), free_arg,
+                   &a);
   EXPECT_EQ(weft_future_cancel(a), 0);
   EXPECT_EQ(atomic_load(&dtor_runs), 1);
   weft_promise_fulfil_int(p, 1); /* fn must not run now */
@@ -249,7 +252,8 @@ static void test_arg_dtor(void) {
   weft_promise_release(p);
 
   weft_promise_create(&p, &f);
-  weft_future_then(f, weft_executor_inline(), take_arg, malloc(4), free_arg, &a);
+  weft_future_then(f, weft_executor_inline(), take_arg, malloc(4), free_arg,
+                   &a);
   weft_promise_fulfil_int(p, 1);
   EXPECT_EQ(atomic_load(&dtor_runs), 1); /* fn ran and freed arg itself */
   EXPECT_EQ(weft_future_state(a), WEFT_FULFILLED);
@@ -295,7 +299,8 @@ static void test_attach_order(void) {
   order_n = 0;
   weft_promise_create(&p, &f);
   for (int i = 0; i < 5; i++)
-    weft_future_then(f, weft_executor_inline(), log_order, (void *)(intptr_t)i, NULL, &d[i]);
+    weft_future_then(f, weft_executor_inline(), log_order, (void *)(intptr_t)i,
+                     NULL, &d[i]);
   weft_promise_fulfil_int(p, 0);
   EXPECT_EQ(order_n, 5);
   for (int i = 0; i < 5; i++) {
@@ -347,7 +352,8 @@ static void test_watch(void) {
   watch_log_t a = {0}, b = {0}, c = {0};
   /* pending: runs once when settled; the caller's handle may go at once */
   REQUIRE_EQ(weft_promise_create(&p, &f), 0);
-  REQUIRE_EQ(weft_future_watch(f, weft_executor_inline(), log_watch, &a, NULL), 0);
+  REQUIRE_EQ(weft_future_watch(f, weft_executor_inline(), log_watch, &a, NULL),
+             0);
   /* the watch has our handle now: f lives on, and is not cancelled */
   EXPECT_EQ(a.runs, 0);
   EXPECT_EQ(weft_promise_is_cancelled(p), 0);
@@ -360,7 +366,8 @@ static void test_watch(void) {
   /* settled already: runs at once (inline); a cancelled source is seen */
   REQUIRE_EQ(weft_promise_create(&p, &f), 0);
   EXPECT_EQ(weft_future_cancel(f), 0);
-  REQUIRE_EQ(weft_future_watch(f, weft_executor_inline(), log_watch, &b, NULL), 0);
+  REQUIRE_EQ(weft_future_watch(f, weft_executor_inline(), log_watch, &b, NULL),
+             0);
   EXPECT_EQ(b.runs, 1);
   EXPECT_EQ(b.state, WEFT_CANCELLED);
   weft_promise_release(p);
@@ -368,7 +375,9 @@ static void test_watch(void) {
   weft_thread_executor_t *te;
   REQUIRE_EQ(weft_thread_executor_create(&te), 0);
   REQUIRE_EQ(weft_promise_create(&p, &f), 0);
-  REQUIRE_EQ(weft_future_watch(f, weft_thread_executor_get(te), log_watch, &c, NULL), 0);
+  REQUIRE_EQ(weft_future_watch(f, weft_thread_executor_get(te), log_watch, &c,
+                               NULL),
+             0);
   weft_promise_reject(p, WEFT_EPIPE);
   EXPECT_EQ(weft_thread_executor_shutdown(te), 0); /* drains: c ran by now */
   EXPECT_EQ(c.runs, 1);
@@ -394,12 +403,18 @@ static void test_watch_refused_and_errors(void) {
   /* the executor refuses at settle time: fn never runs, arg_dtor does */
   REQUIRE_EQ(weft_future_watch(f, &ex, take_watch_arg, malloc(4), free_arg), 0);
   /* fn runs and owns arg: arg_dtor does not run */
-  REQUIRE_EQ(weft_future_watch(f, weft_executor_inline(), take_watch_arg, malloc(4), free_arg), 0);
+  REQUIRE_EQ(weft_future_watch(f, weft_executor_inline(), take_watch_arg,
+                               malloc(4), free_arg),
+             0);
   weft_promise_fulfil_int(p, 1);
   EXPECT_EQ(atomic_load(&dtor_runs), 1);
-  EXPECT_ERR(weft_future_watch(NULL, weft_executor_inline(), take_watch_arg, NULL, NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_future_watch(f, NULL, take_watch_arg, NULL, NULL), WEFT_EINVAL);
-  EXPECT_ERR(weft_future_watch(f, weft_executor_inline(), NULL, NULL, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_watch(NULL, weft_executor_inline(), take_watch_arg,
+                               NULL, NULL),
+             WEFT_EINVAL);
+  EXPECT_ERR(weft_future_watch(f, NULL, take_watch_arg, NULL, NULL),
+             WEFT_EINVAL);
+  EXPECT_ERR(weft_future_watch(f, weft_executor_inline(), NULL, NULL, NULL),
+             WEFT_EINVAL);
   weft_future_release(f);
   weft_promise_release(p);
 }
@@ -452,8 +467,12 @@ static void test_follow_mutual(void) {
   weft_future_t *f, *g, *a, *b;
   REQUIRE_EQ(weft_promise_create(&p, &f), 0);
   REQUIRE_EQ(weft_promise_create(&q, &g), 0);
-  REQUIRE_EQ(weft_future_then(f, weft_executor_inline(), follow_named, &b, NULL, &a), 0);
-  REQUIRE_EQ(weft_future_then(g, weft_executor_inline(), follow_named, &a, NULL, &b), 0);
+  REQUIRE_EQ(weft_future_then(f, weft_executor_inline(), follow_named, &b, NULL,
+                              &a),
+             0);
+  REQUIRE_EQ(weft_future_then(g, weft_executor_inline(), follow_named, &a, NULL,
+                              &b),
+             0);
   weft_promise_fulfil_int(p, 1); /* a follows b */
   EXPECT_EQ(weft_future_state(a), WEFT_PENDING);
   weft_promise_fulfil_int(q, 1); /* b would follow a */
@@ -497,9 +516,11 @@ static void test_follow_mutual_race(void) {
     REQUIRE_EQ(weft_promise_create(&ps[r], &fs[r]), 0);
     REQUIRE_EQ(weft_promise_create(&cyc_q[r], &gs[r]), 0);
     REQUIRE_EQ(weft_future_then(fs[r], weft_executor_inline(), follow_named,
-                                &bs[r], NULL, &as[r]), 0);
+                                &bs[r], NULL, &as[r]),
+               0);
     REQUIRE_EQ(weft_future_then(gs[r], weft_executor_inline(), follow_named,
-                                &as[r], NULL, &bs[r]), 0);
+                                &as[r], NULL, &bs[r]),
+               0);
   }
   pthread_t t;
   REQUIRE_EQ(pthread_create(&t, NULL, settle_q_rounds, NULL), 0);
@@ -557,7 +578,8 @@ static void test_follow_self_cancel_race(void) {
   for (long r = 1; r <= CYCLE_ROUNDS; r++) {
     REQUIRE_EQ(weft_promise_create(&ps[r], &fs[r]), 0);
     REQUIRE_EQ(weft_future_then(fs[r], weft_executor_inline(), follow_named,
-                                &cc_d[r], NULL, &cc_d[r]), 0);
+                                &cc_d[r], NULL, &cc_d[r]),
+               0);
   }
   pthread_t t;
   REQUIRE_EQ(pthread_create(&t, NULL, cancel_rounds, NULL), 0);
@@ -590,7 +612,8 @@ static void test_follow_long_cycle_cancel(void) {
   for (int i = 0; i < 3; i++) {
     REQUIRE_EQ(weft_promise_create(&p[i], &f[i]), 0);
     REQUIRE_EQ(weft_future_then(f[i], weft_executor_inline(), follow_named,
-                                &d[(i + 1) % 3], NULL, &d[i]), 0);
+                                &d[(i + 1) % 3], NULL, &d[i]),
+               0);
   }
   for (int i = 0; i < 3; i++)
     weft_promise_fulfil_int(p[i], 1);
@@ -612,10 +635,15 @@ static void test_bad_args(void) {
   weft_promise_t *p;
   weft_future_t *f, *a = NULL;
   weft_promise_create(&p, &f);
-  EXPECT_ERR(weft_future_then(NULL, weft_executor_inline(), add_one, NULL, NULL, &a), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_then(NULL, weft_executor_inline(), add_one, NULL, NULL,
+                              &a),
+             WEFT_EINVAL);
   EXPECT_ERR(weft_future_then(f, NULL, add_one, NULL, NULL, &a), WEFT_EINVAL);
-  EXPECT_ERR(weft_future_then(f, weft_executor_inline(), NULL, NULL, NULL, &a), WEFT_EINVAL);
-  EXPECT_ERR(weft_future_then(f, weft_executor_inline(), add_one, NULL, NULL, NULL), WEFT_EINVAL);
+  EXPECT_ERR(weft_future_then(f, weft_executor_inline(), NULL, NULL, NULL, &a),
+             WEFT_EINVAL);
+  EXPECT_ERR(weft_future_then(f, weft_executor_inline(), add_one, NULL, NULL,
+                              NULL),
+             WEFT_EINVAL);
   EXPECT_TRUE(a == NULL);
   weft_future_release(f);
   weft_promise_release(p);
@@ -640,7 +668,8 @@ static const test_case_t cases[] = {
     {"follow a future following it: WEFT_ECYCLE", test_follow_mutual},
     {"mutual follows at once: both WEFT_ECYCLE", test_follow_mutual_race},
     {"self-follow racing a cancel", test_follow_self_cancel_race},
-    {"longer follow cycle: pending until cancelled", test_follow_long_cycle_cancel},
+    {"longer follow cycle: pending until cancelled",
+     test_follow_long_cycle_cancel},
     {"bad arguments", test_bad_args},
     {NULL, NULL}};
 const test_suite_t suite_then = {"then", cases};

@@ -37,7 +37,7 @@
     int a_ = (a), b_ = (b);                                                    \
     char m_[512];                                                              \
     snprintf(m_, sizeof m_, "%s == %s (got %s, expected %s)", #a, #b,          \
-             weft_error_name(a_), weft_error_name(b_));                            \
+             weft_error_name(a_), weft_error_name(b_));                        \
     CU_assertImplementation(a_ == b_, __LINE__, m_, __FILE__, "", CU_FALSE);   \
   } while (0)
 
@@ -48,7 +48,7 @@
   do {                                                                         \
     const char *a_ = (a), *b_ = (b);                                           \
     char m_[512];                                                              \
-    snprintf(m_, sizeof m_, "%s == %s (got \"%s\", expected \"%s\")", #a, #b, \
+    snprintf(m_, sizeof m_, "%s == %s (got \"%s\", expected \"%s\")", #a, #b,  \
              a_ ? a_ : "(null)", b_);                                          \
     CU_assertImplementation(a_ != NULL && strcmp(a_, b_) == 0, __LINE__, m_,   \
                             __FILE__, "", CU_FALSE);                           \
@@ -68,8 +68,8 @@ typedef struct test_suite {
 /* ---- counting allocator (tests/runner.c) ---- */
 void tu_alloc_install(long fail_at); /* fail the fail_at-th alloc; 0: never */
 void tu_alloc_restore(void);
-long tu_alloc_count(void);  /* allocations attempted since install */
-long tu_alloc_live(void);   /* blocks alive now */
+long tu_alloc_count(void); /* allocations attempted since install */
+long tu_alloc_live(void);  /* blocks alive now */
 long tu_alloc_live_bytes(void);
 long tu_alloc_peak_bytes(void);
 /* Is the byte at p poisoned by AddressSanitizer (a free block of one of

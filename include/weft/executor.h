@@ -126,7 +126,8 @@ WEFT_EXTERN int weft_thread_executor_create(weft_thread_executor_t **out);
  * Returns NULL when `te` is NULL.
  * Thread: any thread.
  */
-WEFT_EXTERN weft_executor_t *weft_thread_executor_get(weft_thread_executor_t *te);
+WEFT_EXTERN weft_executor_t *
+weft_thread_executor_get(weft_thread_executor_t *te);
 
 /**
  * Shut the dedicated thread down and free the executor.

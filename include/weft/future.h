@@ -300,9 +300,8 @@ typedef weft_result_t (*weft_then_fn)(void *arg, weft_future_t *src);
  * Thread: any thread.
  */
 WEFT_EXTERN int weft_future_then(weft_future_t *src, weft_executor_t *ex,
-                                      weft_then_fn fn, void *arg,
-                                      weft_dtor_fn arg_dtor,
-                                      weft_future_t **out);
+                                 weft_then_fn fn, void *arg,
+                                 weft_dtor_fn arg_dtor, weft_future_t **out);
 
 /** A watcher callback: runs once with the settled future (borrowed for the
  * call; retain it to keep it) and the caller's `arg`. */
@@ -356,8 +355,8 @@ WEFT_EXTERN int weft_future_all(weft_future_t *const *inputs, size_t n,
                                 weft_future_t **out);
 
 /** Fulfils (no value) when every input has settled; never rejects. */
-WEFT_EXTERN int weft_future_all_settled(weft_future_t *const *inputs,
-                                        size_t n, weft_future_t **out);
+WEFT_EXTERN int weft_future_all_settled(weft_future_t *const *inputs, size_t n,
+                                        weft_future_t **out);
 
 /** First success: fulfils with the first input to fulfil (its value, read
  * through weft_future_value/int); rejects with WEFT_EALLFAILED when every
@@ -388,8 +387,7 @@ WEFT_EXTERN size_t weft_future_input_count(const weft_future_t *f);
  * combinator). NULL when out of range or not a combinator.
  * Thread: any thread.
  */
-WEFT_EXTERN weft_future_t *weft_future_input(const weft_future_t *f,
-                                             size_t i);
+WEFT_EXTERN weft_future_t *weft_future_input(const weft_future_t *f, size_t i);
 
 /**
  * Index of the k-th input to settle among those the combinator counted

@@ -53,9 +53,10 @@ typedef struct weft_loop weft_loop_t;
 /** Run modes for weft_loop_run(). */
 typedef enum weft_run_mode {
   WEFT_RUN_DEFAULT = 0, /* until weft_loop_stop() */
-  WEFT_RUN_ONCE = 1,    /* one iteration; polls blocking only if no callback
-                           ran before the poll (waits for something) */
-  WEFT_RUN_NOWAIT = 2   /* one iteration, never blocking */
+  /* one iteration; polls blocking only if no callback ran before the poll
+   * (waits for something) */
+  WEFT_RUN_ONCE = 1,
+  WEFT_RUN_NOWAIT = 2 /* one iteration, never blocking */
 } weft_run_mode_t;
 
 /**
@@ -66,8 +67,8 @@ typedef enum weft_run_mode {
  * slots) must be zero. See docs/README.md, "Structs that grow".
  */
 typedef struct weft_loop_options {
-  size_t size;          /* sizeof(weft_loop_options_t) */
-  unsigned max_events;  /* events per poll; 0: 256 */
+  size_t size;         /* sizeof(weft_loop_options_t) */
+  unsigned max_events; /* events per poll; 0: 256 */
   /* Adaptive spin before sleeping, in microseconds; 0: 50; negative:
    * never. When work keeps arriving within this long of the loop running
    * out of it (a post, a continuation, an event on one of its fds), the
@@ -78,7 +79,7 @@ typedef struct weft_loop_options {
    * timer. Over 1,000,000 (one second) is WEFT_EINVAL. The rules: see
    * docs/design/loop.md. */
   int spin_us;
-  void *reserved[3];    /* zero */
+  void *reserved[3]; /* zero */
 } weft_loop_options_t;
 
 /**
@@ -193,8 +194,7 @@ typedef void (*weft_loop_fn)(weft_loop_t *loop, void *arg, int status);
  * will not run).
  * Thread: any thread.
  */
-WEFT_EXTERN int weft_loop_post(weft_loop_t *loop, weft_loop_fn fn,
-                               void *arg);
+WEFT_EXTERN int weft_loop_post(weft_loop_t *loop, weft_loop_fn fn, void *arg);
 
 /**
  * The loop's executor, for weft_future_then() and weft_executor_submit():
@@ -254,9 +254,9 @@ typedef struct weft_loop_stats {
   uint64_t spin_hits;  /* of those, ended by work: a sleep avoided */
   uint64_t callbacks;  /* callbacks and tasks run */
   uint64_t timers_fired;
-  uint64_t stalls;     /* callbacks over the stall threshold */
+  uint64_t stalls; /* callbacks over the stall threshold */
   unsigned timers_active, watchers_active;
-  const char *backend; /* "io_uring" or "epoll" (see weft_loop_create) */
+  const char *backend;  /* "io_uring" or "epoll" (see weft_loop_create) */
   uint64_t reserved[8]; /* zero */
 } weft_loop_stats_t;
 
@@ -275,9 +275,9 @@ WEFT_EXTERN int weft_loop_stats(weft_loop_t *loop, weft_loop_stats_t *stats);
  * pointer, so it may grow at its end: a caller reads only the fields it
  * knows. */
 typedef struct weft_stall {
-  const char *kind;     /* "timer", "io", "signal", "post", "task" */
+  const char *kind;       /* "timer", "io", "signal", "post", "task" */
   void (*callback)(void); /* the callback (cast: compare with your own) */
-  int64_t duration_ns;  /* how long it ran */
+  int64_t duration_ns;    /* how long it ran */
   int64_t threshold_ns;
 } weft_stall_t;
 
@@ -294,8 +294,8 @@ typedef void (*weft_stall_fn)(weft_loop_t *loop, const weft_stall_t *stall,
  * Thread: the loop thread.
  */
 WEFT_EXTERN int weft_loop_set_stall_hook(weft_loop_t *loop,
-                                         int64_t threshold_us,
-                                         weft_stall_fn fn, void *arg);
+                                         int64_t threshold_us, weft_stall_fn fn,
+                                         void *arg);
 
 /* ------------------------------------------------------------------ */
 /* Timers                                                               */

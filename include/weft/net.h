@@ -97,7 +97,8 @@ typedef struct weft_addr {
  * the loop. Returns 0; WEFT_EINVAL (NULL, or not a numeric address).
  * Thread: any thread.
  */
-WEFT_EXTERN int weft_addr_init_ip(const char *ip, uint16_t port, weft_addr_t *out);
+WEFT_EXTERN int weft_addr_init_ip(const char *ip, uint16_t port,
+                                  weft_addr_t *out);
 
 /** Fill *out with a Unix socket path. Returns 0; WEFT_EINVAL (NULL, empty
  * or too long for sun_path). Thread: any thread. */
@@ -134,7 +135,7 @@ typedef struct weft_socket weft_socket_t;
  * Thread: the loop thread.
  */
 WEFT_EXTERN int weft_socket_listen(weft_loop_t *loop, const weft_addr_t *addr,
-                            int backlog, weft_socket_t **out);
+                                   int backlog, weft_socket_t **out);
 
 /**
  * Accept the next connection: *out is fulfilled with a weft_socket_t *,
@@ -145,7 +146,8 @@ WEFT_EXTERN int weft_socket_listen(weft_loop_t *loop, const weft_addr_t *addr,
  * Errors (returned): WEFT_EINVAL (NULL, not a listener); WEFT_EPERM;
  * WEFT_ESHUTDOWN; WEFT_ENOMEM. Thread: the loop thread.
  */
-WEFT_EXTERN int weft_socket_accept(weft_socket_t *listener, weft_future_t **out);
+WEFT_EXTERN int weft_socket_accept(weft_socket_t *listener,
+                                   weft_future_t **out);
 
 /**
  * Connect a stream socket to addr (TCP or Unix). *out is fulfilled with the
@@ -160,7 +162,7 @@ WEFT_EXTERN int weft_socket_accept(weft_socket_t *listener, weft_future_t **out)
  * Thread: the loop thread.
  */
 WEFT_EXTERN int weft_socket_connect(weft_loop_t *loop, const weft_addr_t *addr,
-                             weft_future_t **out);
+                                    weft_future_t **out);
 
 /**
  * Take the socket of a fulfilled weft_socket_accept() or weft_socket_connect() future:
@@ -189,7 +191,7 @@ WEFT_EXTERN int weft_socket_take(weft_future_t *f, weft_socket_t **out);
  * Thread: the loop thread.
  */
 WEFT_EXTERN int weft_socket_read(weft_socket_t *sock, void *buf, size_t len,
-                          weft_future_t **out);
+                                 weft_future_t **out);
 
 /**
  * Read exactly len bytes into buf: fulfilled with len, or rejected with
@@ -197,8 +199,8 @@ WEFT_EXTERN int weft_socket_read(weft_socket_t *sock, void *buf, size_t len,
  * how many is not reported), or another connection error.
  * Errors (returned): as weft_socket_read(). Thread: the loop thread.
  */
-WEFT_EXTERN int weft_socket_read_exactly(weft_socket_t *sock, void *buf, size_t len,
-                                  weft_future_t **out);
+WEFT_EXTERN int weft_socket_read_exactly(weft_socket_t *sock, void *buf,
+                                         size_t len, weft_future_t **out);
 
 /**
  * Write all len bytes of buf: fulfilled with len once the kernel has taken
@@ -216,8 +218,8 @@ WEFT_EXTERN int weft_socket_read_exactly(weft_socket_t *sock, void *buf, size_t 
  * Errors (returned): as weft_socket_read(), but for len 0. Thread: the loop
  * thread.
  */
-WEFT_EXTERN int weft_socket_write(weft_socket_t *sock, const void *buf, size_t len,
-                           weft_future_t **out);
+WEFT_EXTERN int weft_socket_write(weft_socket_t *sock, const void *buf,
+                                  size_t len, weft_future_t **out);
 
 /**
  * Bytes of the socket's weft_socket_write()s that the kernel has not taken yet:
@@ -254,7 +256,7 @@ WEFT_EXTERN int weft_socket_shutdown(weft_socket_t *sock, weft_future_t **out);
  * owns *out. Errors: as weft_socket_listen(). Thread: the loop thread.
  */
 WEFT_EXTERN int weft_socket_udp_bind(weft_loop_t *loop, const weft_addr_t *addr,
-                              weft_socket_t **out);
+                                     weft_socket_t **out);
 
 /**
  * Send one datagram of len bytes (0 allowed) to `to` (copied): fulfilled
@@ -264,8 +266,9 @@ WEFT_EXTERN int weft_socket_udp_bind(weft_loop_t *loop, const weft_addr_t *addr,
  * Errors (returned): WEFT_EINVAL (NULL, not a UDP socket); WEFT_EPERM;
  * WEFT_ESHUTDOWN; WEFT_ENOMEM. Thread: the loop thread.
  */
-WEFT_EXTERN int weft_socket_udp_send(weft_socket_t *sock, const void *buf, size_t len,
-                              const weft_addr_t *to, weft_future_t **out);
+WEFT_EXTERN int weft_socket_udp_send(weft_socket_t *sock, const void *buf,
+                                     size_t len, const weft_addr_t *to,
+                                     weft_future_t **out);
 
 /**
  * Receive one datagram into buf: fulfilled with its length (a datagram
@@ -274,7 +277,7 @@ WEFT_EXTERN int weft_socket_udp_send(weft_socket_t *sock, const void *buf, size_
  * Errors (returned): as weft_socket_udp_send(). Thread: the loop thread.
  */
 WEFT_EXTERN int weft_socket_udp_recv(weft_socket_t *sock, void *buf, size_t len,
-                              weft_addr_t *from, weft_future_t **out);
+                                     weft_addr_t *from, weft_future_t **out);
 
 /* ------------------------------------------------------------------ */
 /* Any socket                                                           */
@@ -282,11 +285,13 @@ WEFT_EXTERN int weft_socket_udp_recv(weft_socket_t *sock, void *buf, size_t len,
 
 /** The local address (after port 0, the port that was bound). Returns 0;
  * WEFT_EINVAL; kernel errors. Thread: the loop thread. */
-WEFT_EXTERN int weft_socket_local_addr(const weft_socket_t *sock, weft_addr_t *out);
+WEFT_EXTERN int weft_socket_local_addr(const weft_socket_t *sock,
+                                       weft_addr_t *out);
 
 /** The peer's address of a connected stream. Returns 0; WEFT_EINVAL;
  * WEFT_ENOTCONN. Thread: the loop thread. */
-WEFT_EXTERN int weft_socket_peer_addr(const weft_socket_t *sock, weft_addr_t *out);
+WEFT_EXTERN int weft_socket_peer_addr(const weft_socket_t *sock,
+                                      weft_addr_t *out);
 
 /** The socket's fd, for setsockopt() and the like; the socket still owns
  * it (never close it yourself). -1 for NULL. Thread: the loop thread. */

@@ -155,16 +155,16 @@ WEFT_EXTERN weft_executor_t *weft_pool_executor(weft_pool_t *pool);
  * docs/README.md, "Structs that grow".
  */
 typedef struct weft_pool_stats {
-  uint64_t jobs_run;          /* CPU jobs whose function ran, executor tasks */
-  uint64_t blocking_run;      /* blocking jobs whose function ran */
-  uint64_t steals;            /* jobs taken from another worker's deque */
-  uint64_t parks;             /* times a worker went to sleep */
-  uint64_t cancelled;         /* jobs cancelled before they started */
-  unsigned threads;           /* CPU workers */
-  unsigned blocking_alive;    /* blocking threads alive now */
-  unsigned blocking_peak;     /* most blocking threads alive at once */
-  unsigned reserved32;        /* zero */
-  uint64_t reserved[8];       /* zero */
+  uint64_t jobs_run;       /* CPU jobs whose function ran, executor tasks */
+  uint64_t blocking_run;   /* blocking jobs whose function ran */
+  uint64_t steals;         /* jobs taken from another worker's deque */
+  uint64_t parks;          /* times a worker went to sleep */
+  uint64_t cancelled;      /* jobs cancelled before they started */
+  unsigned threads;        /* CPU workers */
+  unsigned blocking_alive; /* blocking threads alive now */
+  unsigned blocking_peak;  /* most blocking threads alive at once */
+  unsigned reserved32;     /* zero */
+  uint64_t reserved[8];    /* zero */
 } weft_pool_stats_t;
 
 /**

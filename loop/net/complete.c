@@ -19,8 +19,8 @@ __attribute__((noinline)) void weft__cq_arm(weft_socket_t *s) {
     s->busy++; /* the kernel has it until the completion */
     return;
   }
-  if (weft__io_modify(&s->io,
-                      WEFT_READABLE | WEFT_WRITABLE | WEFT__EDGE) == 0) {
+  if (weft__io_modify(&s->io, WEFT_READABLE | WEFT_WRITABLE | WEFT__EDGE) ==
+      0) {
     s->cq = false;
     s->io.priv_events = WEFT_READABLE | WEFT_WRITABLE | WEFT__HUP;
   } else if (s->rerr == 0) {
@@ -35,8 +35,8 @@ static void wcq_result(weft_socket_t *s, int res) {
   net_op_t *op = s->wcq_op;
   if (__builtin_expect(res > 0, 1)) {
     if (op == NULL)
-      return; /* its write was cancelled (and left wqueued): what went,
-                 went */
+      /* its write was cancelled (and left wqueued): what went, went */
+      return;
     s->wqueued -= (size_t)res;
     size_t left = (size_t)res, room = WEFT__SEND_MAX;
     for (; op != NULL && op->wcq; op = op->next) {
@@ -115,8 +115,7 @@ WEFT__HOT void weft__cq_take(weft_socket_t *s) {
   if (__builtin_expect(res <= 0, 0)) {
     if (res == -ENOBUFS)
       weft__loop_buf_grow(s->loop);
-    if (res == -ENOBUFS || res == -EAGAIN || res == -EINTR ||
-        res == -ECANCELED)
+    if (res == -ENOBUFS || res == -EAGAIN || res == -EINTR || res == -ECANCELED)
       s->readable = true; /* no pool buffer: read the plain way */
     else if (s->rerr == 0 && res == 0)
       s->rerr = WEFT_EOF;
@@ -127,8 +126,7 @@ WEFT__HOT void weft__cq_take(weft_socket_t *s) {
   const char *data = weft__loop_buf(s->loop, (unsigned)s->cq_buf);
   size_t n = (size_t)res, off = 0;
   net_op_t *op;
-  while (s->spill == NULL && off < n && (op = s->rhead) != NULL &&
-         !s->closed) {
+  while (s->spill == NULL && off < n && (op = s->rhead) != NULL && !s->closed) {
     op_check_shared(op);
     if (!op_enter(op)) {
       op_drop(s, op);
@@ -223,8 +221,7 @@ WEFT__HOT void weft__wcq_take(weft_socket_t *s) {
     next = op->next;
     op->wcq = false;
     WEFT__PERTURB();
-    if (atomic_load_explicit(&op->guard, memory_order_acquire) &
-        GUARD_CANCEL)
+    if (atomic_load_explicit(&op->guard, memory_order_acquire) & GUARD_CANCEL)
       op_drop(s, op);
     else if (stay)
       continue;

@@ -21,8 +21,8 @@ static void do_accept(weft_socket_t *s, net_op_t *op) {
      * filter) is skipped: the next one may be waiting, and no new edge
      * would come for it. */
     do
-      fd = WEFT__SYS("accept4", accept4(s->fd, NULL, NULL,
-                                        SOCK_NONBLOCK | SOCK_CLOEXEC));
+      fd = WEFT__SYS("accept4",
+                     accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC));
     while (fd < 0 && (errno == EINTR || errno == ECONNABORTED ||
                       errno == EPROTO || errno == EPERM));
     if (fd < 0) {
@@ -42,8 +42,9 @@ static void do_accept(weft_socket_t *s, net_op_t *op) {
     op_finish_int(s, op, 0, rc);
     return;
   }
-  if (!op_claim(op)) { /* cancelled from another thread meanwhile: keep
-                           the connection (not its wrapper) for the next */
+  if (!op_claim(op)) {
+    /* cancelled from another thread meanwhile: keep the connection (not its
+     * wrapper) for the next */
     weft_io_stop(&c->io);
     weft__keep_fd(s, c->fd);
     weft__sock_dealloc(s->loop, c); /* (a slab slot) */
@@ -96,7 +97,7 @@ static void retry_due(weft_timer_t *t, int status, void *arg) {
 }
 
 static void listener_wait_fd(weft_socket_t *s) {
-  s->backoff_ms = s->backoff_ms == 0 ? 5
+  s->backoff_ms = s->backoff_ms == 0     ? 5
                   : s->backoff_ms >= 250 ? 500
                                          : s->backoff_ms * 2;
   if (weft_timer_start(&s->retry, s->backoff_ms, 0) != 0)
@@ -108,7 +109,8 @@ static void listener_wait_fd(weft_socket_t *s) {
 
 /* A socket closed: an fd is free, so waiting listeners retry now. */
 void weft__kick_fd_waiters(weft_loop_t *loop) {
-  for (weft_socket_t *w = net_of(loop)->fd_waiters; w != NULL; w = w->waiter_next)
+  for (weft_socket_t *w = net_of(loop)->fd_waiters; w != NULL;
+       w = w->waiter_next)
     (void)weft_timer_start(&w->retry, 0, 0);
 }
 
@@ -154,7 +156,8 @@ void weft__do_connect(weft_socket_t *s, net_op_t *op) {
 
 static int check_loop(weft_loop_t *loop, const weft_addr_t *addr,
                       weft_socket_t **out_sock, weft_future_t **out_fut) {
-  if (loop == NULL || !weft__addr_ok(addr) || (out_sock == NULL && out_fut == NULL))
+  if (loop == NULL || !weft__addr_ok(addr) ||
+      (out_sock == NULL && out_fut == NULL))
     return WEFT_EINVAL;
   if (!weft__loop_owned(loop))
     return WEFT_EPERM;
@@ -172,8 +175,8 @@ static int bind_new(weft_loop_t *loop, const weft_addr_t *addr, int type,
   if (WEFT__SYS("bind",
                 bind(fd, (const struct sockaddr *)&addr->ss, addr->len)) != 0 ||
       (type == SOCK_STREAM &&
-       WEFT__SYS("listen",
-                 listen(fd, backlog <= 0 ? SOMAXCONN : backlog)) != 0)) {
+       WEFT__SYS("listen", listen(fd, backlog <= 0 ? SOMAXCONN : backlog)) !=
+           0)) {
     int rc = io_err(errno);
     close(fd);
     return rc;
@@ -189,9 +192,10 @@ static int bind_new(weft_loop_t *loop, const weft_addr_t *addr, int type,
 }
 
 int weft_socket_listen(weft_loop_t *loop, const weft_addr_t *addr, int backlog,
-                weft_socket_t **out) {
+                       weft_socket_t **out) {
   int rc = check_loop(loop, addr, out, NULL);
-  return rc != 0 ? rc : bind_new(loop, addr, SOCK_STREAM, backlog, SK_LISTEN, out);
+  return rc != 0 ? rc
+                 : bind_new(loop, addr, SOCK_STREAM, backlog, SK_LISTEN, out);
 }
 
 int weft_socket_accept(weft_socket_t *listener, weft_future_t **out) {
@@ -199,7 +203,7 @@ int weft_socket_accept(weft_socket_t *listener, weft_future_t **out) {
 }
 
 int weft_socket_connect(weft_loop_t *loop, const weft_addr_t *addr,
-                 weft_future_t **out) {
+                        weft_future_t **out) {
   int rc = check_loop(loop, addr, NULL, out);
   if (rc != 0)
     return rc;
@@ -242,7 +246,7 @@ int weft_socket_connect(weft_loop_t *loop, const weft_addr_t *addr,
 }
 
 int weft_socket_udp_bind(weft_loop_t *loop, const weft_addr_t *addr,
-                  weft_socket_t **out) {
+                         weft_socket_t **out) {
   int rc = check_loop(loop, addr, out, NULL);
   if (rc == 0 && addr->ss.ss_family == AF_UNIX)
     rc = WEFT_EINVAL;

@@ -46,8 +46,8 @@ struct weft_socket {
   int16_t cq_res, cq_buf;
   uint8_t kind;
   bool readable, writable; /* readiness since the last EAGAIN */
-  bool hup; /* the peer shut its side: reads go on until recv says so */
-  bool connecting;         /* a connect op owns the socket */
+  bool hup;        /* the peer shut its side: reads go on until recv says so */
+  bool connecting; /* a connect op owns the socket */
   bool closed;
   bool waiting_fd; /* listener: on loop->fd_waiters, retry timer armed */
   /* reads through the loop's completions (a stream on a loop that has
@@ -58,8 +58,8 @@ struct weft_socket {
    * holding the socket; or its completion waiting (applied to the op
    * already: rc_done) */
   bool cq, cq_armed, cq_done, wcq_armed, wcq_done;
-  unsigned busy;   /* processing frames on the stack; free when 0 */
-  int rerr, werr;  /* sticky errors of each direction */
+  unsigned busy;  /* processing frames on the stack; free when 0 */
+  int rerr, werr; /* sticky errors of each direction */
   net_op_t *rhead, *rtail, *whead, *wtail;
   size_t wqueued;
   net_op_t *wcq_op;
@@ -80,8 +80,9 @@ struct weft_socket {
   };
   union {
     int64_t backoff_ms; /* a listener's */
-    net_op_t *owner;    /* a stream's: the accept or connect future that
-                           owns it, or NULL (see "sockets futures own") */
+    /* a stream's: the accept or connect future that owns it, or NULL (see
+     * "sockets futures own") */
+    net_op_t *owner;
   };
   struct weft_socket *waiter_next;
   struct sock_slab *slab; /* NULL: a block of its own */
@@ -93,19 +94,20 @@ struct net_op {
   weft_socket_t *sock; /* NULL once off the socket's queue */
   uint8_t kind;
   /* (two bits of one byte: the op stays three cache lines) */
-  bool unshared : 1; /* no other thread can reach its future (still inside
-                        the call that made it, or only a watch holds it):
-                        no guard and a plain settle */
-  bool wcq : 1;    /* a write in the socket's completion send (wcq_op's,
-                        from send_enter to weft__wcq_take) */
-  uint8_t shift; /* the op's offset in its block (op_alloc) */
-  uint8_t own;   /* OP_ACCEPT, OP_CONNECT: OWN_* (its socket) */
+  /* no other thread can reach its future (still inside the call that made it,
+   * or only a watch holds it): no guard and a plain settle */
+  bool unshared : 1;
+  /* a write in the socket's completion send (wcq_op's, from send_enter to
+   * weft__wcq_take) */
+  bool wcq : 1;
+  uint8_t shift;          /* the op's offset in its block (op_alloc) */
+  uint8_t own;            /* OP_ACCEPT, OP_CONNECT: OWN_* (its socket) */
   _Atomic uint32_t guard; /* loop thread inside a syscall on buf */
   char *buf;
   size_t len, done;
   union {
-    weft_addr_t *from;     /* OP_RECV */
-    weft_socket_t *owned;  /* OP_ACCEPT, OP_CONNECT: OWN_HELD's socket */
+    weft_addr_t *from;    /* OP_RECV */
+    weft_socket_t *owned; /* OP_ACCEPT, OP_CONNECT: OWN_HELD's socket */
   };
 };
 
@@ -123,21 +125,20 @@ typedef struct send_op {
   weft_addr_t to;
 } send_op_t;
 
-
-
 /* What the sockets keep in their loop (loop->slot). */
 typedef struct net_loop {
   net_op_t *op_free; /* finished operations, for reuse */
   unsigned op_nfree;
-  weft_socket_t *fd_waiters; /* listeners waiting for a free fd */
+  weft_socket_t *fd_waiters;    /* listeners waiting for a free fd */
   struct sock_slab *sock_slabs; /* socket memory, slabs with room first */
-  weft_socket_t *close_socks; /* freed during close, kept until its end */
+  weft_socket_t *close_socks;   /* freed during close, kept until its end */
   /* streams with writes to hand over before the loop's next wait, each
    * held; the last links to FLUSH_END */
   weft_socket_t *flush;
 } __attribute__((may_alias)) net_loop_t;
 #define FLUSH_END ((weft_socket_t *)(uintptr_t)1)
-_Static_assert(sizeof(net_loop_t) <= WEFT__LOOP_SLOT, "net state fits the slot");
+_Static_assert(sizeof(net_loop_t) <= WEFT__LOOP_SLOT,
+               "net state fits the slot");
 
 static inline net_loop_t *net_of(weft_loop_t *loop) {
   return (net_loop_t *)(void *)loop->slot;
@@ -193,15 +194,15 @@ WEFT__HIDDEN void weft__op_publish_owned(weft_socket_t *s, net_op_t *op,
 WEFT__HIDDEN void weft__owner_cut(weft_socket_t *s);
 /* Keep bytes a cancelled read took (front: before the spill's) or a
  * connection a cancelled accept took, for the next operation. */
-WEFT__HIDDEN void weft__spill_keep(weft_socket_t *s, const char *data,
-                                   size_t n, bool front);
+WEFT__HIDDEN void weft__spill_keep(weft_socket_t *s, const char *data, size_t n,
+                                   bool front);
 WEFT__HIDDEN void weft__keep_fd(weft_socket_t *s, int fd);
 WEFT__HIDDEN void weft__op_unlink_inner(net_op_t **head, net_op_t **tail,
                                         net_op_t *op);
 
 /* ---- stream.c, complete.c, conn.c, udp.c ---- */
-WEFT__HIDDEN void weft__sock_event(weft_io_t *io, unsigned events,
-                                   int status, void *arg);
+WEFT__HIDDEN void weft__sock_event(weft_io_t *io, unsigned events, int status,
+                                   void *arg);
 WEFT__HIDDEN void weft__sock_run(weft_socket_t *s);
 WEFT__HIDDEN void weft__run_stream_reads(weft_socket_t *s);
 WEFT__HIDDEN void weft__run_other_reads(weft_socket_t *s);
@@ -251,11 +252,13 @@ static inline void op_unlink(weft_socket_t *s, net_op_t *op) {
   op->sock = NULL;
 }
 
-static inline struct weft_future *op_future(net_op_t *op) { return &op->base.ext.base; }
+static inline struct weft_future *op_future(net_op_t *op) {
+  return &op->base.ext.base;
+}
 
 /* The operation leaves its queue (its source reference goes) and settles. */
 static inline void op_finish_int(weft_socket_t *s, net_op_t *op, intptr_t v,
-                          int err) {
+                                 int err) {
   op_unlink(s, op);
   struct weft_future *f = op_future(op);
   uint32_t st = err == 0 ? WEFT_FULFILLED : WEFT_REJECTED;
@@ -276,8 +279,8 @@ static inline bool op_enter(net_op_t *op) {
   if (op->unshared) /* nobody can cancel it yet */
     return true;
   WEFT__PERTURB(); /* a cancel may come first */
-  uint32_t old =
-      atomic_fetch_or_explicit(&op->guard, GUARD_IO, memory_order_acq_rel);
+  uint32_t old = atomic_fetch_or_explicit(&op->guard, GUARD_IO,
+                                          memory_order_acq_rel);
   return (old & GUARD_CANCEL) == 0;
 }
 
@@ -393,8 +396,8 @@ static inline void op_check_shared(net_op_t *op) {
 }
 
 static inline void cq_want(weft_socket_t *s) {
-  if (s->cq && !s->cq_armed && !s->cq_done && !s->closed &&
-      s->rhead != NULL && stream_read_waits(s))
+  if (s->cq && !s->cq_armed && !s->cq_done && !s->closed && s->rhead != NULL &&
+      stream_read_waits(s))
     weft__cq_arm(s);
 }
 
@@ -469,6 +472,5 @@ op_queue(weft_socket_t *s, net_op_t *op) {
   op->unshared = false;
   return op_future(op);
 }
-
 
 #endif /* WEFT_NET_INTERNAL_H */

@@ -42,7 +42,6 @@ void weft__op_unlink_inner(net_op_t **head, net_op_t **tail, net_op_t *op) {
  * once the loop may meet weft__op_fini of another thread. */
 static pthread_mutex_t owner_mu = PTHREAD_MUTEX_INITIALIZER;
 
-
 /* The value's destructor does nothing: weft__op_fini closes the socket (the op
  * knows whether it still owns it). Having one makes the value owned, so a
  * future that follows this one borrows it and keeps this one alive. */
@@ -51,7 +50,7 @@ static void owned_value(void *sock) { (void)sock; }
 /* Publish the claimed accept or connect op that brings sock: the future
  * owns sock from now on. */
 void weft__op_publish_owned(weft_socket_t *s, net_op_t *op,
-                             weft_socket_t *sock) {
+                            weft_socket_t *sock) {
   op->owned = sock;
   op->own = OWN_HELD;
   sock->owner = op;
@@ -75,7 +74,7 @@ __attribute__((noinline, cold)) void weft__owner_cut(weft_socket_t *s) {
 /* `front`: the bytes came before what the spill holds (a cancelled read's,
  * which it may have taken from the spill), else after. */
 void weft__spill_keep(weft_socket_t *s, const char *data, size_t n,
-                       bool front) {
+                      bool front) {
   /* Rare (a cross-thread cancel racing a read): add to the spill. */
   size_t have = s->spill_len - s->spill_off;
   char *b = weft__malloc(have + n);
@@ -114,8 +113,9 @@ void weft__op_disarm(weft__loop_op_t *base) { /* loop thread */
   if (s == NULL)
     return; /* finished or dropped already */
   if (op->wcq)
-    return; /* the kernel had its bytes (a completion send): the send's
-               completion says how many went, then weft__wcq_take drops it */
+    /* the kernel had its bytes (a completion send): the send's completion
+     * says how many went, then weft__wcq_take drops it */
+    return;
   op_unlink(s, op);
   weft__unref(op_future(op)); /* the queue's reference */
   if (op->kind == OP_CONNECT) {
@@ -128,8 +128,8 @@ void weft__op_disarm(weft__loop_op_t *base) { /* loop thread */
 void weft__op_cancel_hook(void *arg) {
   net_op_t *op = arg;
   WEFT__PERTURB();
-  uint32_t old =
-      atomic_fetch_or_explicit(&op->guard, GUARD_CANCEL, memory_order_acq_rel);
+  uint32_t old = atomic_fetch_or_explicit(&op->guard, GUARD_CANCEL,
+                                          memory_order_acq_rel);
   if (old & GUARD_IO) /* only ever from another thread: the loop is in a */
     while (atomic_load_explicit(&op->guard, memory_order_acquire) & GUARD_IO)
       sched_yield(); /* nonblocking syscall on the buffer; it ends soon */
@@ -174,7 +174,6 @@ static __attribute__((noinline)) bool owner_fini(net_op_t *op) {
  * writes finishing in one batch of events; more go back to the allocator. */
 enum { OP_FREE_MAX = 256 };
 
-
 /* The last reference to an op went. Where that is the op's loop thread
  * (the usual case: the continuation that took the result let go of it)
  * and the loop is not closing, the op goes on the loop's list for the next
@@ -204,7 +203,8 @@ int weft_socket_take(weft_future_t *f, weft_socket_t **out) {
     return WEFT_EINVAL;
   struct weft_future *st = f;
   uint32_t w = atomic_load_explicit(&st->word, memory_order_acquire);
-  if (weft__kind(w) != WEFT__K_EXT || ((weft__ext_t *)st)->fini != weft__op_fini)
+  if (weft__kind(w) != WEFT__K_EXT ||
+      ((weft__ext_t *)st)->fini != weft__op_fini)
     return WEFT_EINVAL;
   net_op_t *op = (net_op_t *)st;
   if (op->kind != OP_ACCEPT && op->kind != OP_CONNECT)

@@ -45,7 +45,6 @@ typedef struct sock_slab {
 /* A slab's block: room to put the slab on a line boundary (sl->mem). */
 enum { SLAB_BLOCK = sizeof(sock_slab_t) + LINE - 1 };
 
-
 static void slab_unlink(weft_loop_t *loop, sock_slab_t *sl) {
   if (sl->prev != NULL)
     sl->prev->next = sl->next;
@@ -134,8 +133,8 @@ net_op_t *weft__op_alloc(size_t size) {
   char *mem = weft__malloc(size + LINE);
   if (mem == NULL)
     return NULL;
-  net_op_t *op =
-      (net_op_t *)(((uintptr_t)mem + LINE - 1) & ~(uintptr_t)(LINE - 1));
+  net_op_t *op = (net_op_t *)(((uintptr_t)mem + LINE - 1) &
+                              ~(uintptr_t)(LINE - 1));
   op->shift = (uint8_t)((char *)op - mem);
   return op;
 }
@@ -188,7 +187,7 @@ static const weft__loop_module_t net_module = {net_prefetch, net_close,
 
 /* Wrap fd (closed on failure) in a registered socket. */
 int weft__sock_wrap(weft_loop_t *loop, int fd, uint8_t kind,
-                     weft_socket_t **out) {
+                    weft_socket_t **out) {
   if (loop->module == NULL) /* before any allocation: close frees it */
     loop->module = &net_module;
   weft_socket_t *s = sock_alloc(loop);
@@ -235,7 +234,8 @@ void weft__sock_free(weft_socket_t *s) {
   s->nspare = 0;
   weft_loop_t *loop = s->loop;
   if (loop->in_close) { /* the continuations close runs may still name it */
-    s->waiter_next = net_of(loop)->close_socks; /* (closed: no other list has it) */
+    s->waiter_next =
+        net_of(loop)->close_socks; /* (closed: no other list has it) */
     net_of(loop)->close_socks = s;
     return;
   }
@@ -361,8 +361,8 @@ int weft_socket_set_nodelay(weft_socket_t *sock, bool on) {
   if (sock->kind != SK_STREAM)
     return WEFT_EINVAL;
   int v = on ? 1 : 0;
-  return WEFT__SYS("setsockopt", setsockopt(sock->fd, IPPROTO_TCP,
-                                            TCP_NODELAY, &v, sizeof v)) == 0
+  return WEFT__SYS("setsockopt", setsockopt(sock->fd, IPPROTO_TCP, TCP_NODELAY,
+                                            &v, sizeof v)) == 0
              ? 0
              : io_err(errno);
 }

@@ -10,7 +10,7 @@
 /* do_read when a cancel from another thread won the settle: the bytes
  * stay on the socket for the next read. */
 __attribute__((noinline, cold)) void weft__read_lost(weft_socket_t *s,
-                                                      net_op_t *op) {
+                                                     net_op_t *op) {
   weft__spill_keep(s, op->buf, op->done, true);
   op_leave(op);
   op_drop(s, op);
@@ -43,9 +43,8 @@ static __attribute__((noinline, cold)) bool read_spill(weft_socket_t *s,
 
 /* do_read after a recv that took nothing (n, errno e): end of stream,
  * readiness gone, or the stream's error. (Out of line, as read_spill.) */
-static __attribute__((noinline, cold)) void read_none(weft_socket_t *s,
-                                                      net_op_t *op, ssize_t n,
-                                                      int e) {
+static __attribute__((noinline, cold)) void
+read_none(weft_socket_t *s, net_op_t *op, ssize_t n, int e) {
   if (n == 0) {
     s->rerr = WEFT_EOF;
   } else if (transient(e)) {
@@ -85,8 +84,9 @@ static inline void do_read(weft_socket_t *s, net_op_t *op) {
     return;
   }
   if ((size_t)n < want && !s->hup)
-    s->readable = false; /* a short read on a stream drained it (but not
-                            the end of stream its last edge carried) */
+    /* a short read on a stream drained it (but not the end of stream its last
+     * edge carried) */
+    s->readable = false;
   op->done += (size_t)n;
   read_got(s, op);
 }
@@ -109,7 +109,6 @@ weft__run_stream_reads(weft_socket_t *s) {
   cq_want(s);
 }
 
-
 static void do_write(weft_socket_t *s, net_op_t *op) {
   if (s->werr != 0) {
     op_finish_int(s, op, 0, s->werr);
@@ -131,8 +130,7 @@ static void do_write(weft_socket_t *s, net_op_t *op) {
   size_t want = op->len - op->done;
   ssize_t n;
   do
-    n = WEFT__SYS("send",
-                  send(s->fd, op->buf + op->done, want, MSG_NOSIGNAL));
+    n = WEFT__SYS("send", send(s->fd, op->buf + op->done, want, MSG_NOSIGNAL));
   while (n < 0 && errno == EINTR);
   op_leave(op);
   if (n >= 0) {
@@ -162,8 +160,8 @@ void weft__run_writes(weft_socket_t *s) {
       weft__do_connect(s, op);
     else if (s->kind == SK_DGRAM)
       weft__do_send(s, op);
-    else if (s->cq && op->kind == OP_WRITE && s->werr == 0 &&
-             s->writable && op->done < op->len && weft__wcq_arm(s, op))
+    else if (s->cq && op->kind == OP_WRITE && s->werr == 0 && s->writable &&
+             op->done < op->len && weft__wcq_arm(s, op))
       break; /* sent at the loop's next wait */
     else
       do_write(s, op);
@@ -174,8 +172,8 @@ void weft__run_writes(weft_socket_t *s) {
 
 WEFT__HOT void weft__sock_run(weft_socket_t *s) {
   sock_hold(s);
-  if (s->whead != NULL) /* (checked here: an empty queue is the usual */
-    weft__run_writes(s);      /* case, and the calls are not cheap) */
+  if (s->whead != NULL)  /* (checked here: an empty queue is the usual */
+    weft__run_writes(s); /* case, and the calls are not cheap) */
   if (s->rhead != NULL)
     run_reads(s);
   sock_drop(s);
@@ -306,8 +304,8 @@ start_op(weft_socket_t *s, uint8_t kind, uint8_t want_kind, void *buf,
 }
 
 /* start_op, out of line, for the calls of other files. */
-int weft__op_start(weft_socket_t *s, uint8_t kind, uint8_t want_kind,
-                   void *buf, size_t len, weft_future_t **out) {
+int weft__op_start(weft_socket_t *s, uint8_t kind, uint8_t want_kind, void *buf,
+                   size_t len, weft_future_t **out) {
   return start_op(s, kind, want_kind, buf, len, out);
 }
 
@@ -317,17 +315,17 @@ int weft__op_start(weft_socket_t *s, uint8_t kind, uint8_t want_kind,
 static inline bool op_at_hand(const weft_socket_t *s, const void *buf,
                               weft_future_t **out) {
   return check_sock(s) == 0 && out != NULL && buf != NULL &&
-         s->kind == SK_STREAM && !s->connecting && net_of(s->loop)->op_free != NULL;
+         s->kind == SK_STREAM && !s->connecting &&
+         net_of(s->loop)->op_free != NULL;
 }
 
-static __attribute__((noinline)) int read_start(weft_socket_t *s, void *buf,
-                                                size_t len,
-                                                weft_future_t **out) {
+static __attribute__((noinline)) int
+read_start(weft_socket_t *s, void *buf, size_t len, weft_future_t **out) {
   return start_op(s, OP_READ, SK_STREAM, buf, len, out);
 }
 
 WEFT__HOT int weft_socket_read(weft_socket_t *sock, void *buf, size_t len,
-                        weft_future_t **out) {
+                               weft_future_t **out) {
   if (!op_at_hand(sock, buf, out) || len == 0 || sock->rhead != NULL ||
       !stream_read_waits(sock))
     return read_start(sock, buf, len, out);
@@ -341,7 +339,7 @@ WEFT__HOT int weft_socket_read(weft_socket_t *sock, void *buf, size_t len,
 }
 
 int weft_socket_read_exactly(weft_socket_t *sock, void *buf, size_t len,
-                      weft_future_t **out) {
+                             weft_future_t **out) {
   return start_op(sock, OP_READ_EXACT, SK_STREAM, buf, len, out);
 }
 
@@ -351,8 +349,8 @@ static __attribute__((noinline)) int write_start(weft_socket_t *s,
   return start_op(s, OP_WRITE, SK_STREAM, (void *)buf, len, out);
 }
 
-WEFT__HOT int weft_socket_write(weft_socket_t *sock, const void *buf, size_t len,
-                         weft_future_t **out) {
+WEFT__HOT int weft_socket_write(weft_socket_t *sock, const void *buf,
+                                size_t len, weft_future_t **out) {
   if (!op_at_hand(sock, buf, out))
     return write_start(sock, buf, len, out);
   return write_queue(sock, op_new(sock, OP_WRITE, (void *)buf, len), out);

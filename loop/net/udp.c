@@ -65,8 +65,8 @@ void weft__do_send(weft_socket_t *s, net_op_t *op) {
     op_finish_int(s, op, 0, io_err(errno));
 }
 
-int weft_socket_udp_recv(weft_socket_t *sock, void *buf, size_t len, weft_addr_t *from,
-                  weft_future_t **out) {
+int weft_socket_udp_recv(weft_socket_t *sock, void *buf, size_t len,
+                         weft_addr_t *from, weft_future_t **out) {
   int rc = check_sock(sock);
   if (rc != 0)
     return rc;
@@ -81,7 +81,7 @@ int weft_socket_udp_recv(weft_socket_t *sock, void *buf, size_t len, weft_addr_t
 }
 
 int weft_socket_udp_send(weft_socket_t *sock, const void *buf, size_t len,
-                  const weft_addr_t *to, weft_future_t **out) {
+                         const weft_addr_t *to, weft_future_t **out) {
   int rc = check_sock(sock);
   if (rc != 0)
     return rc;
