@@ -11,7 +11,7 @@ top=${WEFT_TEST_DIR:-$root/build/test}
 jobs=${WEFT_JOBS:-2}
 
 need=()
-for pkg in cmake make gcc clang pkg-config libcunit1-dev; do
+for pkg in cmake make gcc clang clang-format pkg-config libcunit1-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -73,6 +73,8 @@ consumer() {
   done
 }
 
+step "format" bash "$root/scripts/check-format.sh"
+step "sizes" bash "$root/scripts/size-profile.sh" --check
 step "gcc build" configure_build "$top/gcc" -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=RelWithDebInfo
 step "gcc tests" run_ctest "$top/gcc"
 step "clang build" configure_build "$top/clang" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo
