@@ -252,8 +252,8 @@ struct weft_loop {
 WEFT__HIDDEN extern weft_io_t weft__wake_mark, weft__sig_mark;
 
 /* The loop this thread runs (set by create, cleared by close). Inline:
- * every loop-thread call checks it, and a call into another unit was a
- * tenth of a timer start. */
+ * every loop-thread call checks it, and a call into another unit would
+ * cost a hot path such as a timer start a visible share. */
 WEFT__HIDDEN extern _Thread_local weft_loop_t *weft__tl_loop WEFT__LOOP_TLS;
 /* Is `loop` a live loop of any thread (created, not yet closed)? Compares
  * addresses only, never reads *loop: for a handle that names a loop other
