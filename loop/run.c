@@ -396,7 +396,8 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
       prefetch_watcher(loop->events[i].data);
   for (loop->ev_index = 0; loop->ev_index < n; loop->ev_index++) {
     weft__event_t *e = &loop->events[loop->ev_index];
-    prefetch_ahead(loop, loop->ev_index, n);
+    if (loop->ev_index + 1 < n) /* (nothing ahead of the last) */
+      prefetch_ahead(loop, loop->ev_index, n);
     if (e->data == NULL) /* its watcher was stopped during this batch */
       continue;
     if (e->data == &weft__wake_mark)
