@@ -28,6 +28,14 @@ __attribute__((noinline)) void weft__cq_arm(weft_socket_t *s) {
   }
 }
 
+/* The socket of its recv's and of its send's completion object. */
+static inline weft_socket_t *rc_sock(weft__completion_t *c) {
+  return (weft_socket_t *)((char *)c - offsetof(weft_socket_t, rc));
+}
+static inline weft_socket_t *wc_sock(weft__completion_t *c) {
+  return (weft_socket_t *)((char *)c - offsetof(weft_socket_t, wc));
+}
+
 /* A send's result res, as do_write takes send()'s: its bytes go to the
  * writes it carried (op->wcq, in queue order from wcq_op, each for
  * what wc_send_enter offered of it), which settle in weft__wcq_take. */
@@ -61,7 +69,7 @@ static void wcq_result(weft_socket_t *s, int res) {
  * goes to the writes it carried; their event settles them. */
 static weft_io_t *wc_done(weft__completion_t *c, int res, int buf) {
   (void)buf;
-  weft_socket_t *s = (weft_socket_t *)((char *)c - offsetof(weft_socket_t, wc));
+  weft_socket_t *s = wc_sock(c);
   s->wcq_armed = false;
   if (__builtin_expect(s->closed, 0)) {
     sock_drop(s);
@@ -77,7 +85,7 @@ static weft_io_t *wc_done(weft__completion_t *c, int res, int buf) {
 /* The recv's completion: its result and pool buffer wait on the socket
  * for its event (weft__cq_take). */
 static weft_io_t *rc_done(weft__completion_t *c, int res, int bid) {
-  weft_socket_t *s = (weft_socket_t *)((char *)c - offsetof(weft_socket_t, rc));
+  weft_socket_t *s = rc_sock(c);
   s->cq_armed = false;
   if (__builtin_expect(s->closed, 0)) { /* cancelled by its close */
     if (bid >= 0)
@@ -168,7 +176,7 @@ bool weft__wcq_arm(weft_socket_t *s, net_op_t *op) {
  * becomes a NOP, whose completion runs the queue on). */
 static unsigned wc_send_enter(weft__completion_t *c, struct iovec *iov,
                               unsigned max) {
-  weft_socket_t *s = (weft_socket_t *)((char *)c - offsetof(weft_socket_t, wc));
+  weft_socket_t *s = wc_sock(c);
   net_op_t *op = s->wcq_op;
   if (op == NULL || s->closed)
     return 0;
@@ -204,7 +212,7 @@ static unsigned wc_send_enter(weft__completion_t *c, struct iovec *iov,
 
 /* The kernel took the send (its call ended): the guards come down. */
 static void wc_send_leave(weft__completion_t *c) {
-  weft_socket_t *s = (weft_socket_t *)((char *)c - offsetof(weft_socket_t, wc));
+  weft_socket_t *s = wc_sock(c);
   for (net_op_t *op = s->wcq_op; op != NULL && op->wcq; op = op->next)
     op_leave(op);
 }
