@@ -14,8 +14,8 @@ int weft__backend_open(weft_loop_t *loop, unsigned max) {
   int rc = loop->ops->init(&loop->backend, max);
   if (rc != 0)
     return rc;
-  /* The completions take at most half a batch, so readiness events always
-   * find room beside them. */
+  /* The completions take at most half a batch (cbackend.max, the cap of
+   * their polls), so readiness events always find room beside them. */
   loop->cbackend.watch_fd = loop->backend.fd;
   if (weft__uring_backend.init(&loop->cbackend, max / 2 > 0 ? max / 2 : 1) == 0)
     loop->cops = &weft__uring_backend;

@@ -24,8 +24,8 @@
  * readiness edges only (sockets track their own readiness, so they are
  * registered once and never modified). */
 enum { WEFT__EDGE = 0x100u };
-/* Event bit: a completion for the watcher (a weft__completion_t of its
- * reported); a watcher asks for it beside READABLE/WRITABLE. */
+/* Event bit: a completion backend reported on a weft__completion_t that
+ * belongs to the watcher; a watcher asks for it beside READABLE/WRITABLE. */
 enum { WEFT__DONE = 0x200u };
 /* Event bit: the peer will send no more (EPOLLRDHUP or EPOLLHUP). Edge-
  * triggered, this event may carry the end of stream together with the last
@@ -38,12 +38,10 @@ typedef struct weft__event {
 } weft__event_t;
 
 typedef struct weft__backend {
-  int fd;       /* readiness: the epoll fd */
-  unsigned max; /* events one wait returns at most */
-  void *buf;    /* backend-specific state or event buffer */
-  /* completion: an fd to watch for readability (the readiness backend's), or
-   * -1 */
-  int watch_fd;
+  int fd;           /* readiness: the epoll fd */
+  unsigned max;     /* events one wait returns at most */
+  void *buf;        /* backend-specific state or event buffer */
+  int watch_fd;     /* completion: the fd to watch (the readiness backend's) */
   bool watch_ready; /* completion: set by poll when watch_fd is readable */
   unsigned sends;   /* completion: sends queued, not handed over yet */
 } weft__backend_t;
@@ -443,7 +441,7 @@ static inline int weft__backend_wait(weft_loop_t *loop, int64_t timeout_ns) {
     return loop->ops->poll(&loop->backend, timeout_ns, loop->events, max);
   bool again = loop->watch_again;
   int n = loop->cops->poll(&loop->cbackend, again ? 0 : timeout_ns,
-                           loop->events, max / 2);
+                           loop->events, (int)loop->cbackend.max);
   if (n < 0 || (!loop->cbackend.watch_ready && !again))
     return n;
   return weft__backend_harvest(loop, n);

@@ -305,6 +305,8 @@ static void prefetch_watcher(const void *io) {
 }
 
 static void prefetch_ahead(const weft_loop_t *loop, int i, int n) {
+  if (i + 1 >= n)
+    return; /* the last event: nothing lies ahead */
   if (i + PREFETCH_WATCHER < n &&
       loop->events[i + PREFETCH_WATCHER].data != NULL)
     prefetch_watcher(loop->events[i + PREFETCH_WATCHER].data);
@@ -312,7 +314,7 @@ static void prefetch_ahead(const weft_loop_t *loop, int i, int n) {
     return;
   if (i + PREFETCH_OP < n && loop->events[i + PREFETCH_OP].data != NULL)
     loop->module->prefetch(loop->events[i + PREFETCH_OP].data, PREFETCH_OP);
-  if (i + 1 < n && loop->events[i + 1].data != NULL)
+  if (loop->events[i + 1].data != NULL)
     loop->module->prefetch(loop->events[i + 1].data, 1);
 }
 
@@ -396,8 +398,7 @@ WEFT__HOT static int iterate(weft_loop_t *loop, bool block, int64_t cap,
       prefetch_watcher(loop->events[i].data);
   for (loop->ev_index = 0; loop->ev_index < n; loop->ev_index++) {
     weft__event_t *e = &loop->events[loop->ev_index];
-    if (loop->ev_index + 1 < n) /* (nothing ahead of the last) */
-      prefetch_ahead(loop, loop->ev_index, n);
+    prefetch_ahead(loop, loop->ev_index, n);
     if (e->data == NULL) /* its watcher was stopped during this batch */
       continue;
     if (e->data == &weft__wake_mark)

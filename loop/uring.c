@@ -470,8 +470,6 @@ WEFT__HOT static int ur_poll(weft__backend_t *b, int64_t timeout_ns,
   watch_arm(b, r);
   if (b->watch_ready || cq_ready(r) != 0 || !r->ep_armed)
     timeout_ns = 0;
-  if (cap < 1)
-    cap = 1;
   int rc = ur_enter(r, timeout_ns, cap);
   if (rc != 0)
     return rc;
