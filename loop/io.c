@@ -82,7 +82,7 @@ int weft_io_modify(weft_io_t *io, unsigned events) {
   weft_loop_t *loop = io->priv_loop;
   if (!weft__loop_owned(loop))
     return WEFT_EPERM;
-  int rc = loop->ops->modify(&loop->backend, io->priv_fd, events, io);
+  int rc = weft__io_modify(io, events);
   if (rc == 0)
     io->priv_events = events;
   return rc;
