@@ -17,7 +17,7 @@ static struct {
   weft__alarm_t **heap;
   size_t n, cap;
   bool running;
-} A = {PTHREAD_MUTEX_INITIALIZER, {{0}}, PTHREAD_ONCE_INIT, NULL, 0, 0, false};
+} A = {.mu = PTHREAD_MUTEX_INITIALIZER, .once = PTHREAD_ONCE_INIT};
 
 static void after_fork_child(void) {
   /* The thread did not come along: the next arm starts one. */
@@ -104,7 +104,8 @@ static int start_thread(void) {
   if (pthread_attr_init(&at) != 0)
     return WEFT_EAGAIN;
   pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-  int rc = WEFT__FAULT("thread") ? -1 : pthread_create(&t, &at, alarm_thread, NULL);
+  int rc = WEFT__FAULT("thread") ? -1
+                                 : pthread_create(&t, &at, alarm_thread, NULL);
   pthread_attr_destroy(&at);
   if (rc != 0)
     return WEFT_EAGAIN;
@@ -122,7 +123,8 @@ int weft__alarm_arm(weft__alarm_t *a, int64_t deadline,
   int rc = 0;
   if (A.n == A.cap) {
     size_t cap = A.cap ? A.cap * 2 : 64;
-    void *h = weft__realloc(A.heap, A.cap * sizeof *A.heap, cap * sizeof *A.heap);
+    void *h = weft__realloc(A.heap, A.cap * sizeof *A.heap,
+                            cap * sizeof *A.heap);
     if (h == NULL)
       rc = WEFT_ENOMEM;
     else {

@@ -29,6 +29,57 @@ WEFT__HIDDEN int weft__alarm_arm(weft__alarm_t *a, int64_t deadline,
  * or is running (or was only initialised). */
 WEFT__HIDDEN bool weft__alarm_disarm(weft__alarm_t *a);
 
+/* ---- the switch (switch.c) ----
+ * WEFT__SWITCH_ASM: 1 where a routine of our own switches (x86-64,
+ * aarch64), unless WEFT_FIBER_UCONTEXT asks for the portable one. */
+#if !defined(WEFT_FIBER_UCONTEXT) &&                                           \
+    (defined(__x86_64__) || defined(__aarch64__))
+#define WEFT__SWITCH_ASM 1
+typedef struct weft__ctx {
+  void *sp;
+} weft__ctx_t;
+#else
+#define WEFT__SWITCH_ASM 0
+#include <ucontext.h>
+typedef struct weft__ctx {
+  ucontext_t uc;
+} weft__ctx_t;
+#endif
+/* Make c a context that runs entry(arg) on the stack [lo, lo + size) when
+ * first switched to. entry must never return. */
+WEFT__HIDDEN void weft__ctx_make(weft__ctx_t *c, void *lo, size_t size,
+                                 void (*entry)(void *), void *arg);
+/* Save the running context in from and run to. Returns when something
+ * switches back to from. */
+WEFT__HIDDEN void weft__ctx_swap(weft__ctx_t *from, const weft__ctx_t *to);
+
+/* ---- stacks (stack.c) ----
+ * A stack is a private anonymous mapping: one guard page at its low end
+ * (a guard region where the kernel has them, else PROT_NONE), then `size`
+ * bytes. Each thread keeps a few freed stacks for the next fiber. */
+typedef struct weft__stack {
+  char *lo;    /* lowest usable byte (just above the guard page) */
+  size_t size; /* usable bytes, whole pages */
+} weft__stack_t;
+/* A stack of at least `size` bytes (rounded up to pages). WEFT_ENOMEM when
+ * the system refuses. */
+WEFT__HIDDEN int weft__stack_get(size_t size, weft__stack_t *st);
+/* Give a stack back (to this thread's cache, or to the system). */
+WEFT__HIDDEN void weft__stack_put(const weft__stack_t *st);
+/* Prepare the calling thread to report a fiber stack overflow (an
+ * alternate signal stack, the process-wide handler). Idempotent; cheap
+ * after the first call on a thread. */
+WEFT__HIDDEN void weft__stack_thread_ready(void);
+/* True when a fault at addr is an overflow of st: in its guard page or
+ * just below it. */
+WEFT__HIDDEN bool weft__stack_in_guard(const weft__stack_t *st,
+                                       const void *addr);
+/* Describe the running fiber for an overflow report: its name (or NULL),
+ * its function and the address it was spawned from (fiber.c). Called from
+ * the signal handler: reads only the thread's current fiber. */
+WEFT__HIDDEN bool weft__fiber_overflow_info(const void *addr, const char **name,
+                                            void **fn, void **site);
+
 /* ---- fibers (fiber.c) ---- */
 typedef struct weft__fiber weft__fiber_t;
 
@@ -55,6 +106,12 @@ WEFT__HIDDEN void weft__fiber_discard(weft__fiber_t *fb, int err,
  * deadline): its awaits return `reason` from now on, and its future is
  * cancelled. */
 WEFT__HIDDEN void weft__fiber_cancel(weft__fiber_t *fb, int reason);
+/* weft_future_await() in a fiber (handle.c calls it): suspend fb until f
+ * settles, the timeout passes or fb is cancelled. */
+WEFT__HIDDEN int weft__fiber_await(weft__fiber_t *fb, struct weft_future *f,
+                                   int64_t timeout_ms);
+/* Record where a fiber was spawned from (for the overflow report). */
+WEFT__HIDDEN void weft__fiber_set_site(weft__fiber_t *fb, void *site);
 /* The fiber's future (borrowed). */
 WEFT__HIDDEN weft_future_t *weft__fiber_future(weft__fiber_t *fb);
 /* The running fiber of this thread, or NULL; and its scope (NULL when
