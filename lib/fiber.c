@@ -51,7 +51,7 @@ struct weft__fiber {
   weft__ext_t ext; /* the fiber's future; its references keep the fiber */
   weft_task_t run; /* start or resume on ex */
   weft_executor_t *ex;
-  weft__ctx_t ctx;  /* the fiber's own context while it is switched out */
+  weft__ctx_t ctx;   /* the fiber's own context while it is switched out */
   weft__ctx_t *back; /* the resumer's context while the fiber runs */
   _Atomic uint64_t wake;
   _Atomic int reason; /* 0, or the code its awaits return once cancelled */
@@ -85,7 +85,8 @@ struct weft__fiber {
 #endif
 };
 
-#define FIBER_OF_RUN(t) ((weft__fiber_t *)((char *)(t) - offsetof(weft__fiber_t, run)))
+#define FIBER_OF_RUN(t)                                                        \
+  ((weft__fiber_t *)((char *)(t)-offsetof(weft__fiber_t, run)))
 
 static _Thread_local weft__fiber_t *tl_self
     __attribute__((tls_model("initial-exec")));
@@ -269,7 +270,8 @@ static bool park_await(weft__fiber_t *fb) {
       node_put(n); /* the alarm's: never armed */
     return fire(fb, seq, WOKE_SETTLED, false);
   }
-  if (timed && weft__alarm_arm(&n->alarm, fb->await_deadline, node_alarm) != 0) {
+  if (timed &&
+      weft__alarm_arm(&n->alarm, fb->await_deadline, node_alarm) != 0) {
     node_put(n); /* the alarm's */
     return fire(fb, seq, WEFT_ENOMEM, false);
   }
@@ -545,9 +547,8 @@ int weft_fiber_spawn(weft_executor_t *ex, weft_fiber_fn fn, void *arg,
   return spawn(ex, NULL, fn, arg, arg_dtor, out, __builtin_return_address(0));
 }
 
-int weft_fiber_spawn_opts(weft_executor_t *ex,
-                          const weft_fiber_options_t *opts, weft_fiber_fn fn,
-                          void *arg, weft_dtor_fn arg_dtor,
+int weft_fiber_spawn_opts(weft_executor_t *ex, const weft_fiber_options_t *opts,
+                          weft_fiber_fn fn, void *arg, weft_dtor_fn arg_dtor,
                           weft_future_t **out) {
   return spawn(ex, opts, fn, arg, arg_dtor, out, __builtin_return_address(0));
 }

@@ -66,12 +66,12 @@ void weft__ctx_make(weft__ctx_t *c, void *lo, size_t size,
   memset(sp, 0, 64);
   memcpy(&sp[0], &mxcsr, 4);
   memcpy((char *)&sp[0] + 4, &fpucw, 2);
-  sp[1] = 0;                                   /* r15 */
-  sp[2] = 0;                                   /* r14 */
-  sp[3] = (uint64_t)(uintptr_t)entry;          /* r13 */
-  sp[4] = (uint64_t)(uintptr_t)arg;            /* r12 */
-  sp[5] = 0;                                   /* rbx */
-  sp[6] = 0;                                   /* rbp */
+  sp[1] = 0;                                      /* r15 */
+  sp[2] = 0;                                      /* r14 */
+  sp[3] = (uint64_t)(uintptr_t)entry;             /* r13 */
+  sp[4] = (uint64_t)(uintptr_t)arg;               /* r12 */
+  sp[5] = 0;                                      /* rbx */
+  sp[6] = 0;                                      /* rbp */
   sp[7] = (uint64_t)(uintptr_t)weft__switch_boot; /* return address */
   c->sp = sp;
 }
