@@ -251,33 +251,39 @@ static void switch_out(weft__fiber_t *fb, int park) {
 /* ---- parking: the resumer's side of a switch out ---- */
 
 /* Attach the await (the fiber's context is saved now, so a waker may
- * resume it on another thread at once). True: resume it here at once. */
+ * resume it on another thread at once). True: resume it here at once.
+ * Once the node is on f's list and the alarm armed, a waker may resume
+ * the fiber and it may end: nothing here reads fb after that. */
 static bool park_await(weft__fiber_t *fb) {
   uint64_t seq = fb->seq;
+  struct weft_future *f = fb->await_f;
+  int64_t deadline = fb->await_deadline;
   fnode_t *n = node_get(fb);
   if (n == NULL) {
     fb->woke = WEFT_ENOMEM;
     return true;
   }
-  n->seq = seq;
-  bool timed = fb->await_deadline >= 0;
-  atomic_init(&n->refs, 2u + timed);
+  bool timed = deadline >= 0;
+  atomic_init(&n->refs, 2u + timed); /* the list's, the fiber's, the alarm's */
   fb->node = n;
+  /* (seq_cst, and reason read after: a cancel hook writes reason, then
+   * reads the wake word; one of the two sees the other) */
   atomic_store_explicit(&fb->wake, WAKE(seq, W_WAIT), memory_order_seq_cst);
-  if (!weft__core_attach(fb->await_f, &n->task)) {
-    node_put(n); /* the list's */
-    if (timed)
-      node_put(n); /* the alarm's: never armed */
-    return fire(fb, seq, WOKE_SETTLED, false);
+  int woke = WOKE_SETTLED;
+  if (atomic_load_explicit(&fb->reason, memory_order_seq_cst) != 0) {
+    woke = WOKE_CANCEL;
+  } else if (weft__core_attach(f, &n->task)) {
+    if (!timed || weft__alarm_arm(&n->alarm, deadline, node_alarm) == 0)
+      return false;
+    bool mine = fire(fb, seq, WEFT_ENOMEM, false); /* no alarm to time it */
+    node_put(n);                                   /* the alarm's */
+    return mine;
   }
-  if (timed &&
-      weft__alarm_arm(&n->alarm, fb->await_deadline, node_alarm) != 0) {
-    node_put(n); /* the alarm's */
-    return fire(fb, seq, WEFT_ENOMEM, false);
-  }
-  if (atomic_load_explicit(&fb->reason, memory_order_seq_cst) != 0)
-    return fire(fb, seq, WOKE_CANCEL, false);
-  return false;
+  bool mine = fire(fb, seq, woke, false);
+  node_put(n); /* the list's: never attached */
+  if (timed)
+    node_put(n); /* the alarm's: never armed */
+  return mine;
 }
 
 /* ---- the run task: start, resume, finish ---- */
