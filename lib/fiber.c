@@ -413,6 +413,8 @@ int weft__fiber_await(weft__fiber_t *fb, struct weft_future *f,
     return 0;
   if (timeout_ms == 0)
     return WEFT_ETIMEDOUT;
+  if (f == &fb->ext.base)
+    return WEFT_EDEADLK; /* its own future settles only when it returns */
   fb->seq++;
   fb->await_f = f;
   fb->await_deadline = weft__deadline_after_ms(timeout_ms);
