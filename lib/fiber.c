@@ -328,8 +328,9 @@ static void finish(weft__fiber_t *fb, bool ran) {
 
 static void fiber_run(weft_task_t *t) {
   weft__fiber_t *fb = FIBER_OF_RUN(t);
+  /* (every thread a fiber runs on: a pool's fiber resumes on any worker) */
+  weft__stack_thread_ready();
   if (!fb->started) {
-    weft__stack_thread_ready();
     if (!start(fb)) {
       finish(fb, false);
       return;
