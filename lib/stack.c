@@ -153,15 +153,22 @@ static void put_ptr(char *buf, size_t *n, size_t cap, const void *p) {
   put_str(buf, n, cap, hex);
 }
 
-/* "name" (symbol+0xoff) where the dynamic symbol table knows it. */
+/* An address, then (symbol) where the dynamic symbol table knows it, or
+ * (file+0xoffset) for addr2line where it does not. */
 static void put_code(char *buf, size_t *n, size_t cap, void *p) {
   Dl_info di;
   put_ptr(buf, n, cap, p);
-  if (dladdr(p, &di) != 0 && di.dli_sname != NULL) {
-    put_str(buf, n, cap, " (");
+  if (dladdr(p, &di) == 0)
+    return;
+  put_str(buf, n, cap, " (");
+  if (di.dli_sname != NULL) {
     put_str(buf, n, cap, di.dli_sname);
-    put_str(buf, n, cap, ")");
+  } else if (di.dli_fname != NULL) {
+    put_str(buf, n, cap, di.dli_fname);
+    put_str(buf, n, cap, "+");
+    put_ptr(buf, n, cap, (void *)((char *)p - (char *)di.dli_fbase));
   }
+  put_str(buf, n, cap, ")");
 }
 
 static void report(const char *name, void *fn, void *site) {
