@@ -81,9 +81,8 @@ static void test_is_running_where(void) {
   weft_loop_t *loop = new_loop();
   flags_t in = {0}, post = {0}, job = {0}, cont = {0};
   weft_future_t *f, *j, *c;
-  REQUIRE_EQ(weft_fiber_spawn(weft_loop_executor(loop), fn_flags, &in, NULL,
-                              &f),
-             0);
+  REQUIRE_EQ(
+      weft_fiber_spawn(weft_loop_executor(loop), fn_flags, &in, NULL, &f), 0);
   EXPECT_EQ(in.ran, 0); /* not before the loop runs it */
   REQUIRE_EQ(weft_loop_post(loop, posted_flags, &post), 0);
   REQUIRE_EQ(weft_future_then(f, weft_loop_executor(loop), then_flags, &cont,
@@ -156,9 +155,8 @@ static weft_result_t fn_returns(void *arg) {
  * the fiber's future settles. */
 static weft_future_t *run_returns(weft_loop_t *loop, ret_t *r) {
   weft_future_t *f = NULL;
-  REQUIRE_EQ(weft_fiber_spawn(weft_loop_executor(loop), fn_returns, r, NULL,
-                              &f),
-             0);
+  REQUIRE_EQ(
+      weft_fiber_spawn(weft_loop_executor(loop), fn_returns, r, NULL, &f), 0);
   r->self = f;
   EXPECT_ERR(weft_loop_run_until(loop, f, BOUND_MS), 0);
   return f;
@@ -223,9 +221,8 @@ static void test_returns_follow_pending(void) {
   ret_t r = {.kind = 3};
   REQUIRE_EQ(weft_promise_create(&p, &r.follow), 0);
   weft_future_t *f = NULL;
-  REQUIRE_EQ(weft_fiber_spawn(weft_loop_executor(loop), fn_returns, &r, NULL,
-                              &f),
-             0);
+  REQUIRE_EQ(
+      weft_fiber_spawn(weft_loop_executor(loop), fn_returns, &r, NULL, &f), 0);
   for (int i = 0; i < 5; i++)
     EXPECT_ERR(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
   EXPECT_EQ(weft_future_state(f), WEFT_PENDING);
@@ -240,9 +237,8 @@ static void test_returns_follow_pending(void) {
 
   r = (ret_t){.kind = 3};
   REQUIRE_EQ(weft_promise_create(&p, &r.follow), 0);
-  REQUIRE_EQ(weft_fiber_spawn(weft_loop_executor(loop), fn_returns, &r, NULL,
-                              &f),
-             0);
+  REQUIRE_EQ(
+      weft_fiber_spawn(weft_loop_executor(loop), fn_returns, &r, NULL, &f), 0);
   EXPECT_ERR(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0);
   REQUIRE_EQ(weft_promise_reject(p, -1234), 0);
   weft_promise_release(p);
@@ -323,8 +319,7 @@ static void test_resume_loop_thread(void) {
   for (int round = 0; round < 20; round++) {
     hop_t h = {.aux = aux, .loop = loop};
     weft_future_t *f;
-    REQUIRE_EQ(weft_fiber_spawn(weft_loop_executor(loop), fn_hop, &h, NULL,
-                                &f),
+    REQUIRE_EQ(weft_fiber_spawn(weft_loop_executor(loop), fn_hop, &h, NULL, &f),
                0);
     EXPECT_ERR(weft_loop_run_until(loop, f, BOUND_MS), 0);
     expect_hops(&h, f);
@@ -420,8 +415,8 @@ static void test_resume_pool_worker(void) {
   for (int round = 0; round < 5; round++) {
     for (int i = 0; i < N; i++) {
       h[i] = (hop_t){.aux = aux};
-      REQUIRE_EQ(weft_fiber_spawn(weft_pool_executor(pool), fn_hop, &h[i],
-                                  NULL, &f[i]),
+      REQUIRE_EQ(weft_fiber_spawn(weft_pool_executor(pool), fn_hop, &h[i], NULL,
+                                  &f[i]),
                  0);
     }
     int on_worker = 0;
@@ -497,26 +492,20 @@ static void test_inline_resumes_on_waker(void) {
 }
 
 static const test_case_t cases[] = {
-    {"inline: runs to its end inside spawn",
-     test_inline_runs_at_once},
+    {"inline: runs to its end inside spawn", test_inline_runs_at_once},
     {"outside a fiber: not running, not cancelled, yield EPERM",
      test_outside_a_fiber},
-    {"is_running: fiber yes; post, then, job no",
-     test_is_running_where},
-    {"returns: ok ptr+dtor, ok_int, err, err(>=0)",
-     test_returns_value_kinds},
+    {"is_running: fiber yes; post, then, job no", test_is_running_where},
+    {"returns: ok ptr+dtor, ok_int, err, err(>=0)", test_returns_value_kinds},
     {"returns: follow self ECYCLE, await self EDEADLK, follow NULL",
      test_returns_self},
     {"returns: follow a pending future (value, rejection)",
      test_returns_follow_pending},
-    {"resume: loop fiber on the loop thread",
-     test_resume_loop_thread},
+    {"resume: loop fiber on the loop thread", test_resume_loop_thread},
     {"resume: thread executor fiber on its thread",
      test_resume_thread_executor},
-    {"resume: pool fiber on the pool's workers",
-     test_resume_pool_worker},
-    {"resume: inline fiber on the waking thread",
-     test_inline_resumes_on_waker},
+    {"resume: pool fiber on the pool's workers", test_resume_pool_worker},
+    {"resume: inline fiber on the waking thread", test_inline_resumes_on_waker},
     {NULL, NULL}};
 
 const test_suite_t suite_fiber = {"fiber", cases};

@@ -65,9 +65,8 @@ static void test_await_timeout_in_fiber(void) {
   REQUIRE_EQ(weft_promise_create(&q, &t.settled), 0);
   weft_promise_fulfil_int(q, 3);
   weft_future_t *f;
-  REQUIRE_EQ(weft_fiber_spawn(weft_loop_executor(loop), fn_timeouts, &t, NULL,
-                              &f),
-             0);
+  REQUIRE_EQ(
+      weft_fiber_spawn(weft_loop_executor(loop), fn_timeouts, &t, NULL, &f), 0);
   EXPECT_ERR(weft_loop_run_until(loop, f, BOUND_MS), 0);
   EXPECT_ERR(t.rc_timeout, WEFT_ETIMEDOUT);
   EXPECT_TRUE(t.waited_ms >= 30 - EARLY_TOLERANCE_MS);
@@ -391,18 +390,12 @@ static const test_case_t cases[] = {
      test_await_timeout_in_fiber},
     {"await: timeout on a pool and a thread executor",
      test_await_timeout_pool_and_thread},
-    {"yield: two fibers take turns (loop, thread)",
-     test_yield_takes_turns},
-    {"yield: queued work runs first",
-     test_yield_runs_queued_work},
-    {"await_first: outside a fiber",
-     test_await_first_outside},
-    {"await_first/all: bad arguments",
-     test_await_many_bad_arguments},
-    {"await_all: outside a fiber",
-     test_await_all_outside},
-    {"await_first/all: in a loop fiber",
-     test_await_many_in_fiber},
+    {"yield: two fibers take turns (loop, thread)", test_yield_takes_turns},
+    {"yield: queued work runs first", test_yield_runs_queued_work},
+    {"await_first: outside a fiber", test_await_first_outside},
+    {"await_first/all: bad arguments", test_await_many_bad_arguments},
+    {"await_all: outside a fiber", test_await_all_outside},
+    {"await_first/all: in a loop fiber", test_await_many_in_fiber},
     {NULL, NULL}};
 
 const test_suite_t suite_fiber_await = {"fiber_await", cases};

@@ -21,12 +21,12 @@ typedef struct cx {
   weft_loop_t *loop;
   weft_pool_t *pool;
   weft_socket_t *sock;
-  int target;    /* the await cancelled (POINTS: none) */
-  bool shared;   /* the test holds a second handle on the target's future */
+  int target;     /* the await cancelled (POINTS: none) */
+  bool shared;    /* the test holds a second handle on the target's future */
   _Atomic int at; /* the await the fiber is at (-1: none yet) */
-  weft_future_t *held;  /* that second handle */
-  weft_promise_t *p;    /* await P_PROMISE's promise */
-  weft_future_t *pf;    /* its future, handed to the fiber */
+  weft_future_t *held; /* that second handle */
+  weft_promise_t *p;   /* await P_PROMISE's promise */
+  weft_future_t *pf;   /* its future, handed to the fiber */
   _Atomic int job_release, job_started, job_saw_cancel, job_ended;
   int rc[POINTS];
   int state_after[POINTS];
@@ -145,8 +145,8 @@ static void run_until_cleanup(weft_loop_t *loop, const int *cleanups) {
 /* One round: cancel the fiber at await `target` (on the loop thread, or
  * from another thread when `threaded`) and check every await's outcome. */
 static void points_round(weft_loop_t *loop, weft_pool_t *pool,
-                         weft_socket_t *sock, int peer, int target,
-                         bool shared, bool threaded) {
+                         weft_socket_t *sock, int peer, int target, bool shared,
+                         bool threaded) {
   static cx_t c;
   memset(&c, 0, sizeof c);
   c.loop = loop;
@@ -159,9 +159,8 @@ static void points_round(weft_loop_t *loop, weft_pool_t *pool,
   if (target > P_READ)
     REQUIRE_EQ(write(peer, "x", 1), 1);
   weft_future_t *f;
-  REQUIRE_EQ(weft_fiber_spawn(weft_loop_executor(loop), fn_points, &c, NULL,
-                              &f),
-             0);
+  REQUIRE_EQ(
+      weft_fiber_spawn(weft_loop_executor(loop), fn_points, &c, NULL, &f), 0);
   canceller_t k = {&c, f, 1, -1, 0};
   pthread_t t;
   bool thread = threaded && target < POINTS;
@@ -190,15 +189,15 @@ static void points_round(weft_loop_t *loop, weft_pool_t *pool,
     EXPECT_TRUE(c.returned_ns[i] - k.at_ns < (int64_t)AT_ONCE_MS * 1000000);
     if (i > target)
       EXPECT_TRUE(c.took_ms[i] < AT_ONCE_MS);
-    EXPECT_EQ(c.state_after[i], shared && i == target ? WEFT_PENDING
-                                                      : WEFT_CANCELLED);
+    EXPECT_EQ(c.state_after[i],
+              shared && i == target ? WEFT_PENDING : WEFT_CANCELLED);
   }
   if (target == POINTS) {
     EXPECT_EQ(weft_future_state(f), WEFT_FULFILLED);
     EXPECT_EQ(weft_future_int(f), 99);
   } else {
     EXPECT_ERR(k.rc, 0);
-    EXPECT_EQ(k.state_after, WEFT_CANCELLED); /* at once */
+    EXPECT_EQ(k.state_after, WEFT_CANCELLED);        /* at once */
     EXPECT_EQ(weft_future_state(f), WEFT_CANCELLED); /* 99 discarded */
     EXPECT_EQ(weft_future_int(f), 0);
   }
@@ -336,8 +335,8 @@ static void test_cancel_before_start_pool(void) {
   ft_pool_end(pool);
   EXPECT_EQ(atomic_load(&runs) + atomic_load(&dtors), RACES);
   EXPECT_TRUE(atomic_load(&dtors) <= cancelled);
-  printf("\n    %d of %d cancelled, %d before they started ", cancelled,
-         RACES, atomic_load(&dtors));
+  printf("\n    %d of %d cancelled, %d before they started ", cancelled, RACES,
+         atomic_load(&dtors));
 }
 
 static weft_result_t then_hold_thread(void *arg, weft_future_t *src) {
@@ -362,8 +361,8 @@ static void test_cancel_before_start_thread(void) {
   REQUIRE_EQ(weft_future_then(s, ex, then_hold_thread, NULL, NULL, &g), 0);
   enum { N = 100 };
   for (int i = 0; i < N; i++) {
-    REQUIRE_EQ(weft_fiber_spawn(ex, fn_run_count, (void *)&dtors,
-                                ft_count_dtor, &f),
+    REQUIRE_EQ(weft_fiber_spawn(ex, fn_run_count, (void *)&dtors, ft_count_dtor,
+                                &f),
                0);
     EXPECT_ERR(weft_future_cancel(f), 0);
     weft_future_release(f);
@@ -421,8 +420,8 @@ static void test_cancel_races_settle(void) {
     memset(&r, 0, sizeof r);
     weft_future_t *fiber;
     REQUIRE_EQ(weft_promise_create(&r.p, &r.f), 0);
-    REQUIRE_EQ(weft_fiber_spawn(weft_pool_executor(pool), fn_await_promise,
-                                &r, NULL, &fiber),
+    REQUIRE_EQ(weft_fiber_spawn(weft_pool_executor(pool), fn_await_promise, &r,
+                                NULL, &fiber),
                0);
     REQUIRE_EQ(ft_wait_at_least(&r.at, 1), 1);
     pthread_t t;
@@ -493,9 +492,8 @@ static void test_cancel_cpu_loop(void) {
     static spin_t s;
     memset(&s, 0, sizeof s);
     weft_future_t *f;
-    REQUIRE_EQ(weft_fiber_spawn(weft_pool_executor(pool), fn_spin, &s, NULL,
-                                &f),
-               0);
+    REQUIRE_EQ(
+        weft_fiber_spawn(weft_pool_executor(pool), fn_spin, &s, NULL, &f), 0);
     REQUIRE_EQ(ft_wait_at_least(&s.started, 1), 1);
     EXPECT_ERR(weft_future_cancel(f), 0);
     REQUIRE_EQ(ft_wait_at_least(&s.cleanups, 1), 1);
@@ -586,18 +584,34 @@ static weft_result_t fn_timed(void *arg) {
   return weft_ok_int(0);
 }
 
+static weft_result_t then_nothing(void *arg, weft_future_t *src) {
+  (void)arg, (void)src;
+  return weft_ok_int(0);
+}
+
+/* Who else needs the awaited future: 0 nobody (it is cancelled with the
+ * fiber), 1 a handle of the test's, 2 a pending then, 3 a combinator the
+ * test holds (none of those three: it stays pending). */
 static void test_cancel_timed_await(void) {
   weft_loop_t *loop = new_loop();
-  for (int i = 0; i < 50; i++) {
+  for (int i = 0; i < 80; i++) {
+    int other = i % 4;
     timed_t t = {0};
     REQUIRE_EQ(weft_promise_create(&t.p, &t.f), 0);
-    bool shared = i % 2 == 1; /* the test keeps a handle of its own */
-    if (shared)
+    weft_future_t *keep = NULL, *g = NULL;
+    if (other == 1) {
       weft_future_retain(t.f);
+      keep = t.f;
+    } else if (other == 2) {
+      REQUIRE_EQ(weft_future_then(t.f, weft_loop_executor(loop), then_nothing,
+                                  NULL, NULL, &g),
+                 0);
+    } else if (other == 3) {
+      REQUIRE_EQ(weft_future_all(&t.f, 1, &g), 0);
+    }
     weft_future_t *f;
-    REQUIRE_EQ(weft_fiber_spawn(weft_loop_executor(loop), fn_timed, &t, NULL,
-                                &f),
-               0);
+    REQUIRE_EQ(
+        weft_fiber_spawn(weft_loop_executor(loop), fn_timed, &t, NULL, &f), 0);
     while (atomic_load(&t.at) == 0)
       weft_loop_run(loop, WEFT_RUN_NOWAIT);
     int64_t t0 = weft_clock_now_ns();
@@ -606,11 +620,62 @@ static void test_cancel_timed_await(void) {
     EXPECT_TRUE(ft_ms_since(t0) < AT_ONCE_MS);
     EXPECT_EQ(t.cleanups, 1);
     EXPECT_ERR(t.rc, WEFT_ECANCELED);
-    EXPECT_EQ(weft_promise_is_cancelled(t.p), !shared);
+    EXPECT_EQ(weft_promise_is_cancelled(t.p), other == 0);
     weft_future_release(f);
-    if (shared)
-      weft_future_release(t.f);
+    if (keep != NULL)
+      weft_future_release(keep);
+    if (g != NULL) {
+      weft_future_cancel(g);
+      weft_future_release(g);
+    }
     weft_promise_release(t.p);
+  }
+  EXPECT_ERR(weft_loop_close(loop), 0);
+}
+
+/* A fiber cancelled in await_first / await_all: WEFT_ECANCELED at once,
+ * and none of the inputs (borrowed, the test's) is cancelled. */
+typedef struct many {
+  weft_future_t *in[2];
+  _Atomic int at;
+  int rc_first, rc_all, cleanups;
+  size_t idx;
+} many_t;
+
+static weft_result_t fn_many_cancelled(void *arg) {
+  many_t *m = arg;
+  atomic_store(&m->at, 1);
+  m->rc_first = weft_future_await_first(m->in, 2, WEFT_FOREVER, &m->idx);
+  m->rc_all = weft_future_await_all(m->in, 2, WEFT_FOREVER);
+  m->cleanups++;
+  return weft_ok_int(0);
+}
+
+static void test_cancel_in_await_many(void) {
+  weft_loop_t *loop = new_loop();
+  for (int i = 0; i < 50; i++) {
+    many_t m = {.idx = 77};
+    weft_promise_t *p[2];
+    for (int k = 0; k < 2; k++)
+      REQUIRE_EQ(weft_promise_create(&p[k], &m.in[k]), 0);
+    weft_future_t *f;
+    REQUIRE_EQ(weft_fiber_spawn(weft_loop_executor(loop), fn_many_cancelled, &m,
+                                NULL, &f),
+               0);
+    while (atomic_load(&m.at) == 0)
+      weft_loop_run(loop, WEFT_RUN_NOWAIT);
+    EXPECT_ERR(weft_future_cancel(f), 0);
+    run_until_cleanup(loop, &m.cleanups);
+    EXPECT_EQ(m.cleanups, 1);
+    EXPECT_ERR(m.rc_first, WEFT_ECANCELED);
+    EXPECT_EQ(m.idx, 77);
+    EXPECT_ERR(m.rc_all, WEFT_ECANCELED);
+    for (int k = 0; k < 2; k++) {
+      EXPECT_TRUE(!weft_promise_is_cancelled(p[k]));
+      weft_future_release(m.in[k]);
+      weft_promise_release(p[k]);
+    }
+    weft_future_release(f);
   }
   EXPECT_ERR(weft_loop_close(loop), 0);
 }
@@ -641,8 +706,8 @@ static void test_loop_close_resumes_fiber(void) {
   gone_t g = {0};
   REQUIRE_EQ(weft_loop_sleep(loop, LONG_MS, &g.f), 0);
   weft_future_t *f;
-  REQUIRE_EQ(weft_fiber_spawn(weft_loop_executor(loop), fn_wait_gone, &g,
-                              NULL, &f),
+  REQUIRE_EQ(weft_fiber_spawn(weft_loop_executor(loop), fn_wait_gone, &g, NULL,
+                              &f),
              0);
   for (int i = 0; i < 3; i++)
     weft_loop_run(loop, WEFT_RUN_NOWAIT);
@@ -707,8 +772,7 @@ static void gone_child(void *arg) {
             "kind %d: cleanups %d, await %s, outcome %s, on this thread %d, "
             "fiber state %d\n",
             kind, g.cleanups, weft_error_name(g.rc), weft_error_name(g.err),
-            pthread_equal(g.after, ft_self()) != 0,
-            weft_future_state(f));
+            pthread_equal(g.after, ft_self()) != 0, weft_future_state(f));
     bad = 1;
   }
   weft_future_release(f);
@@ -746,12 +810,14 @@ static const test_case_t cases[] = {
     {"before start on a pool; cancel racing the start",
      test_cancel_before_start_pool},
     {"before start on a thread executor", test_cancel_before_start_thread},
-    {"cancel races the settle of the awaited future",
-     test_cancel_races_settle},
+    {"cancel races the settle of the awaited future", test_cancel_races_settle},
     {"CPU loop polls is_cancelled; later yield and await",
      test_cancel_cpu_loop},
     {"a fiber cancels itself", test_cancel_self},
-    {"a timed await is cancelled at once", test_cancel_timed_await},
+    {"a timed await is cancelled at once; who else needs its future",
+     test_cancel_timed_await},
+    {"cancelled in await_first / await_all: inputs untouched",
+     test_cancel_in_await_many},
     {"loop close resumes a fiber waiting on a sleep",
      test_loop_close_resumes_fiber},
     {"executor gone: the fiber resumes on the waking thread",

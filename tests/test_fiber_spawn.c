@@ -48,8 +48,7 @@ static void expect_spawn_fails(weft_executor_t *ex, weft_fiber_fn fn,
   EXPECT_EQ(atomic_load(&dtors), 0);
   EXPECT_EQ(atomic_load(&err_runs), 0);
   if (o == NULL) { /* the same through weft_fiber_spawn */
-    rc = weft_fiber_spawn(ex, fn, (void *)&dtors, ft_count_dtor,
-                          &out);
+    rc = weft_fiber_spawn(ex, fn, (void *)&dtors, ft_count_dtor, &out);
     EXPECT_ERR(rc, want);
     EXPECT_TRUE(out == sentinel);
     EXPECT_EQ(atomic_load(&dtors), 0);
@@ -242,16 +241,12 @@ static void test_spawn_stack_sizes(void) {
 }
 
 static const test_case_t cases[] = {
-    {"spawn: NULL arguments",
-     test_spawn_null_arguments},
-    {"spawn: executor's submit error",
-     test_spawn_executor_refuses},
+    {"spawn: NULL arguments", test_spawn_null_arguments},
+    {"spawn: executor's submit error", test_spawn_executor_refuses},
     {"spawn: thread executor shutting down: ESHUTDOWN",
      test_spawn_thread_executor_shut_down},
-    {"spawn: bad options",
-     test_spawn_bad_options},
-    {"spawn: stack sizes",
-     test_spawn_stack_sizes},
+    {"spawn: bad options", test_spawn_bad_options},
+    {"spawn: stack sizes", test_spawn_stack_sizes},
     {NULL, NULL}};
 
 const test_suite_t suite_fiber_spawn = {"fiber_spawn", cases};
