@@ -30,8 +30,10 @@ static int refuse_submit(weft_executor_t *ex, weft_task_t *task) {
   return ((refuser_t *)ex)->code;
 }
 
-static const weft_executor_ops_t refuse_ops = {sizeof(weft_executor_ops_t),
-                                               "refuser", refuse_submit, NULL};
+static const weft_executor_ops_t refuse_ops = {
+    .size = sizeof(weft_executor_ops_t),
+    .name = "refuser",
+    .submit = refuse_submit};
 
 /* Spawn that must fail with `want`: fn never runs, arg_dtor not called,
  * *out untouched. */
