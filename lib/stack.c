@@ -44,8 +44,11 @@ static _Thread_local struct {
 static pthread_key_t cache_key;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 
+/* (Unpoisoned first: ASan's shadow would otherwise keep the ended
+ * fiber's frames for the next mapping at this address.) */
 static void unmap(char *lo, size_t size) {
   size_t page = page_size();
+  WEFT__UNPOISON(lo, size);
   munmap(lo - page, size + page);
 }
 
@@ -90,13 +93,6 @@ static int map_stack(size_t size, weft__stack_t *st) {
   }
   st->lo = base + page;
   st->size = size;
-  /* ASan's shadow may remember frames of a stack once mapped here; a check
-   * reads the shadow, where clearing it would write (and back) 1/8 of the
-   * stack's size for every new stack. */
-#if WEFT__ASAN
-  if (__asan_region_is_poisoned(st->lo, size) != NULL)
-    WEFT__UNPOISON(st->lo, size);
-#endif
   return 0;
 }
 
