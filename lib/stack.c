@@ -44,11 +44,8 @@ static _Thread_local struct {
 static pthread_key_t cache_key;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 
-/* (Unpoisoned first: ASan's shadow would otherwise keep the ended
- * fiber's frames for the next mapping at this address.) */
 static void unmap(char *lo, size_t size) {
   size_t page = page_size();
-  WEFT__UNPOISON(lo, size);
   munmap(lo - page, size + page);
 }
 
@@ -112,7 +109,17 @@ int weft__stack_get(size_t size, weft__stack_t *st) {
   return map_stack(size, st);
 }
 
-void weft__stack_put(const weft__stack_t *st) {
+void weft__stack_put(const weft__stack_t *st, const void *low) {
+  /* ASan's shadow keeps the poison of frames that never returned (the
+   * fiber's entry and its last switch, above `low`): cleared now, or the
+   * next fiber here (or the next mapping at this address) trips on it.
+   * Below, every frame returned and unpoisoned itself. */
+  if (low != NULL) {
+    const char *from = (const char *)low - 256; /* (the red zone below) */
+    if (from < st->lo)
+      from = st->lo;
+    WEFT__UNPOISON((void *)from, (size_t)(st->lo + st->size - from));
+  }
   if (tl_cache.n >= CACHE_MAX) {
     unmap(st->lo, st->size);
     return;
@@ -122,8 +129,6 @@ void weft__stack_put(const weft__stack_t *st) {
     pthread_setspecific(cache_key, &tl_cache);
     tl_cache.keyed = true;
   }
-  /* (frames of the ended fiber may still be poisoned) */
-  WEFT__UNPOISON(st->lo, st->size);
   cached_t *c = record_of(st->lo, st->size);
   c->size = st->size;
   c->next = tl_cache.head;
