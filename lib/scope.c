@@ -166,14 +166,16 @@ static int scope_cancel(weft_scope_t *s, int reason) {
   pthread_mutex_unlock(&s->mu);
   if (s->armed && weft__alarm_disarm(&s->alarm))
     scope_unref(s); /* the alarm's */
-  for (size_t i = 0; i < n; i++)
-    drop_kid(&kids[i], reason);
+  /* Inner scopes first: a fiber woken by its cancel may close its inner
+   * scope at once, and that scope's children must see this reason. */
   while (inner != NULL) {
     weft_scope_t *next = inner->cascade;
     scope_cancel(inner, reason);
     scope_unref(inner);
     inner = next;
   }
+  for (size_t i = 0; i < n; i++)
+    drop_kid(&kids[i], reason);
   return 0;
 }
 
