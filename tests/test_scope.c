@@ -372,7 +372,7 @@ static int gate_submit(weft_executor_t *ex, weft_task_t *task) {
 }
 
 static const weft_executor_ops_t gate_ops = {sizeof gate_ops, "gate",
-                                             gate_submit, NULL};
+                                             gate_submit, NULL, NULL};
 
 /* A spawn the executor refuses returns its error and leaves nothing (no
  * child, no failure, arg untouched); fibers waiting their turn end with
