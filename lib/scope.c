@@ -42,8 +42,13 @@ struct weft_scope {
   bool armed; /* the alarm was armed (it holds a reference until it ran or
                  was disarmed) */
   weft__alarm_t alarm;
-  weft_scope_t *parent;  /* the scope of the fiber it was made in */
-  weft_scope_t *cascade; /* a cancel's list of inner scopes to cancel */
+  weft_scope_t *parent; /* the scope of the fiber it was made in */
+  /* What the cancel that marked this scope drops next (see scope_cancel) */
+  weft_scope_t *c_inner; /* its inner scopes, each with a reference */
+  weft_scope_t *cascade; /* the next on the parent's c_inner list */
+  bool c_marked;         /* marked by the parent's cancel (not earlier) */
+  kid_t *c_kids;
+  size_t c_n;
   /* under parent->mu: the parent's list of inner scopes */
   weft_scope_t *prev, *next;
   /* under mu */
@@ -148,34 +153,53 @@ static weft_scope_t *mark_cancelled(weft_scope_t *s) {
   return list;
 }
 
-/* Cancel s with `reason`: its children, its waiting fibers (discarded) and
- * its inner scopes. The caller holds a reference. 0, or WEFT_EALREADY. */
-static int scope_cancel(weft_scope_t *s, int reason) {
+/* A cancel's first half, under each mutex in turn: s and every scope
+ * nested in it take `reason` (so spawns are refused and a close there
+ * finds it cancelled) and note what to drop. False when s was cancelled
+ * already. */
+static bool mark_tree(weft_scope_t *s, int reason) {
   pthread_mutex_lock(&s->mu);
   if (s->reason != 0) {
     pthread_mutex_unlock(&s->mu);
-    return WEFT_EALREADY;
+    return false;
   }
   s->reason = reason;
   if (s->policy == WEFT_SCOPE_FAIL_FAST && s->failure == 0 && s->pending > 0)
     s->failure = reason;
-  weft_scope_t *inner = mark_cancelled(s);
+  s->c_inner = mark_cancelled(s);
   /* No spawn or attach grows the array once reason is set: these stay. */
-  kid_t *kids = s->kids;
-  size_t n = s->n;
+  s->c_kids = s->kids;
+  s->c_n = s->n;
   pthread_mutex_unlock(&s->mu);
+  for (weft_scope_t *in = s->c_inner; in != NULL; in = in->cascade)
+    in->c_marked = mark_tree(in, reason);
+  return true;
+}
+
+/* The second half, outside the mutexes: s's own children, then the inner
+ * scopes'. In that order, a fiber of s is cancelled before anything it
+ * awaits in an inner scope can settle, so its await reports the cancel. */
+static void drop_tree(weft_scope_t *s, int reason) {
   if (s->armed && weft__alarm_disarm(&s->alarm))
-    scope_unref(s); /* the alarm's */
-  /* Inner scopes first: a fiber woken by its cancel may close its inner
-   * scope at once, and that scope's children must see this reason. */
-  while (inner != NULL) {
-    weft_scope_t *next = inner->cascade;
-    scope_cancel(inner, reason);
-    scope_unref(inner);
-    inner = next;
+    scope_unref(s); /* the alarm's (the caller holds another) */
+  for (size_t i = 0; i < s->c_n; i++)
+    drop_kid(&s->c_kids[i], reason);
+  weft_scope_t *in = s->c_inner;
+  while (in != NULL) {
+    weft_scope_t *next = in->cascade;
+    if (in->c_marked)
+      drop_tree(in, reason);
+    scope_unref(in);
+    in = next;
   }
-  for (size_t i = 0; i < n; i++)
-    drop_kid(&kids[i], reason);
+}
+
+/* Cancel s with `reason`: its children, its waiting fibers (discarded) and
+ * its inner scopes. The caller holds a reference. 0, or WEFT_EALREADY. */
+static int scope_cancel(weft_scope_t *s, int reason) {
+  if (!mark_tree(s, reason))
+    return WEFT_EALREADY;
+  drop_tree(s, reason);
   return 0;
 }
 
