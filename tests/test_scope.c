@@ -940,6 +940,40 @@ static void test_join_late_children(void) {
   EXPECT_EQ(weft_scope_close(s), 0);
 }
 
+/* Children spawning siblings: a join made before counts them all. */
+typedef struct tree {
+  weft_scope_t *s;
+  weft_executor_t *ex;
+  int ran;
+} tree_t;
+
+static weft_result_t tree_node(void *arg) {
+  tree_t *t = arg;
+  int me = ++t->ran; /* (one loop thread) */
+  weft_fiber_yield();
+  if (me <= 3) /* the first three add two each: 7 in all */
+    for (int i = 0; i < 2; i++)
+      if (weft_scope_spawn(t->s, t->ex, NULL, tree_node, t, NULL, NULL) != 0)
+        return weft_err(WEFT_EINVAL);
+  return weft_ok_int(me);
+}
+
+static void test_children_spawn_siblings(void) {
+  weft_loop_t *loop = new_loop();
+  tree_t t = {new_scope(WEFT_SCOPE_FAIL_FAST, 0, 2), weft_loop_executor(loop),
+              0};
+  REQUIRE_EQ(weft_scope_spawn(t.s, t.ex, NULL, tree_node, &t, NULL, NULL), 0);
+  weft_future_t *join = NULL;
+  REQUIRE_EQ(weft_scope_join(t.s, &join), 0);
+  EXPECT_EQ(weft_loop_run_until(loop, join, BOUND_MS), 0);
+  EXPECT_EQ(weft_future_state(join), WEFT_FULFILLED);
+  EXPECT_EQ(t.ran, 7);
+  EXPECT_EQ(weft_scope_child_count(t.s), 7);
+  weft_future_release(join);
+  EXPECT_EQ(weft_scope_close(t.s), 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 /* Spawn, attach and join with the N-th allocation failing, for every N:
  * each call returns 0 or WEFT_ENOMEM, and nothing is left. */
 static int fault_round(long n) {
@@ -1018,5 +1052,6 @@ const test_suite_t suite_scope = {
         {"concurrent_spawn_cancel", test_concurrent_spawn_cancel},
         {"args_and_options", test_args_and_options},
         {"join_late_children", test_join_late_children},
+        {"children_spawn_siblings", test_children_spawn_siblings},
         {"alloc_failures", test_alloc_failures},
         {NULL, NULL}}};
