@@ -56,6 +56,7 @@ struct weft__fiber {
   _Atomic uint64_t wake;
   _Atomic int reason; /* 0, or the code its awaits return once cancelled */
   int woke;           /* WOKE_* or a negative code, set by the waker */
+  bool shielded;      /* the await being parked ignores a cancel */
   int park;           /* PARK_* */
   uint64_t seq;
   /* the await being parked */
@@ -270,7 +271,8 @@ static bool park_await(weft__fiber_t *fb) {
    * reads the wake word; one of the two sees the other) */
   atomic_store_explicit(&fb->wake, WAKE(seq, W_WAIT), memory_order_seq_cst);
   int woke = WOKE_SETTLED;
-  if (atomic_load_explicit(&fb->reason, memory_order_seq_cst) != 0) {
+  if (!fb->shielded &&
+      atomic_load_explicit(&fb->reason, memory_order_seq_cst) != 0) {
     woke = WOKE_CANCEL;
   } else if (weft__core_attach(f, &n->task)) {
     if (!timed || weft__alarm_arm(&n->alarm, deadline, node_alarm) == 0)
@@ -454,6 +456,27 @@ int weft__fiber_await(weft__fiber_t *fb, struct weft_future *f,
     return atomic_load_explicit(&fb->reason, memory_order_acquire);
   }
   return woke;
+}
+
+int weft__fiber_await_shielded(weft__fiber_t *fb, struct weft_future *f) {
+  if (f == &fb->ext.base)
+    return WEFT_EDEADLK;
+  int rc = 0;
+  /* A cancel still wakes the fiber (once per cancel): it parks again. */
+  while (rc == 0 && weft__core_state(f) == WEFT_PENDING) {
+    fb->seq++;
+    fb->await_f = f;
+    fb->await_deadline = -1;
+    fb->shielded = true;
+    switch_out(fb, PARK_AWAIT);
+    fb->shielded = false;
+    if (fb->node != NULL)
+      node_put(fb->node); /* the fiber's */
+    fb->node = NULL;
+    if (fb->woke < 0)
+      rc = fb->woke;
+  }
+  return rc;
 }
 
 int weft_fiber_yield(void) {

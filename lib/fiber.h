@@ -122,6 +122,11 @@ WEFT__HIDDEN void weft__fiber_cancel(weft__fiber_t *fb, int reason);
  * settles, the timeout passes or fb is cancelled. */
 WEFT__HIDDEN int weft__fiber_await(weft__fiber_t *fb, struct weft_future *f,
                                    int64_t timeout_ms);
+/* Suspend fb until f settles, whether or not fb is (or gets) cancelled:
+ * a scope's close waits so, as the cleanup of a cancelled fiber. Returns
+ * 0 once f settled; WEFT_ENOMEM; WEFT_EDEADLK when f is fb's own future. */
+WEFT__HIDDEN int weft__fiber_await_shielded(weft__fiber_t *fb,
+                                            struct weft_future *f);
 /* Record where a fiber was spawned from (for the overflow report). */
 WEFT__HIDDEN void weft__fiber_set_site(weft__fiber_t *fb, void *site);
 /* The fiber's future (borrowed). */
