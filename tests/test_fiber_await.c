@@ -166,34 +166,54 @@ static weft_result_t fn_yield_log(void *arg) {
   return weft_ok_int(0);
 }
 
-/* Two fibers on one loop (and on one thread executor) take turns: each
- * yield queues the fiber behind the other. */
+static _Atomic int gate;
+static weft_result_t then_hold(void *arg, weft_future_t *src) {
+  (void)arg, (void)src;
+  ft_wait_at_least(&gate, 1);
+  return weft_ok_int(0);
+}
+
+/* Two fibers on one loop (and on one thread executor, held until both
+ * are queued) take turns: each yield queues the fiber behind the other. */
 static void yield_turns(weft_executor_t *ex, weft_loop_t *loop) {
   ylog_t log = {{0}, 0};
   yarg_t a = {&log, 'A', 0}, b = {&log, 'B', 0};
-  weft_future_t *fa, *fb;
+  weft_promise_t *p;
+  weft_future_t *fa, *fb, *s, *held = NULL;
+  REQUIRE_EQ(weft_promise_create(&p, &s), 0);
+  weft_promise_fulfil_int(p, 0);
+  atomic_store(&gate, 0);
+  if (loop == NULL)
+    REQUIRE_EQ(weft_future_then(s, ex, then_hold, NULL, NULL, &held), 0);
   REQUIRE_EQ(weft_fiber_spawn(ex, fn_yield_log, &a, NULL, &fa), 0);
   REQUIRE_EQ(weft_fiber_spawn(ex, fn_yield_log, &b, NULL, &fb), 0);
+  atomic_store(&gate, 1);
   if (loop != NULL) {
     EXPECT_ERR(weft_loop_run_until(loop, fa, BOUND_MS), 0);
     EXPECT_ERR(weft_loop_run_until(loop, fb, BOUND_MS), 0);
   } else {
     EXPECT_ERR(weft_future_await(fa, BOUND_MS), 0);
     EXPECT_ERR(weft_future_await(fb, BOUND_MS), 0);
+    EXPECT_ERR(weft_future_await(held, BOUND_MS), 0);
+    weft_future_release(held);
   }
   EXPECT_STREQ(log.log, "ABABABABAB");
   EXPECT_EQ(a.bad + b.bad, 0);
   weft_future_release(fa);
   weft_future_release(fb);
+  weft_future_release(s);
+  weft_promise_release(p);
 }
 
 static void test_yield_takes_turns(void) {
   weft_loop_t *loop = new_loop();
-  yield_turns(weft_loop_executor(loop), loop);
+  for (int i = 0; i < 20; i++)
+    yield_turns(weft_loop_executor(loop), loop);
   EXPECT_ERR(weft_loop_close(loop), 0);
   weft_thread_executor_t *te;
   REQUIRE_EQ(weft_thread_executor_create(&te), 0);
-  yield_turns(weft_thread_executor_get(te), NULL);
+  for (int i = 0; i < 20; i++)
+    yield_turns(weft_thread_executor_get(te), NULL);
   EXPECT_ERR(weft_thread_executor_shutdown(te), 0);
 }
 
