@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* tests/test_fiber.c: fibers (include/weft/fiber.h, all but scopes): in
+/* tests/test_fiber_core.c: fibers (include/weft/fiber.h, all but scopes): in
  * and out of a fiber, what fn returns, and where a fiber runs after each
  * await (loop, thread executor, pool, inline). The other fiber suites:
  * test_fiber_await.c (await in a fiber, yield, await_first/all),
@@ -508,4 +508,4 @@ static const test_case_t cases[] = {
     {"resume: inline fiber on the waking thread", test_inline_resumes_on_waker},
     {NULL, NULL}};
 
-const test_suite_t suite_fiber = {"fiber", cases};
+const test_suite_t suite_fiber_core = {"fiber_core", cases};
