@@ -405,6 +405,38 @@ static void test_await_many_in_fiber(void) {
   EXPECT_ERR(weft_loop_close(loop), 0);
 }
 
+/* Outside a fiber, in a loop callback, waiting for what only that loop
+ * settles could never end: WEFT_EDEADLK, as weft_future_await says. */
+typedef struct dl {
+  weft_future_t *sleep;
+  int rc_first, rc_all, rc_await, ran;
+} dl_t;
+
+static void posted_deadlock(weft_loop_t *loop, void *arg, int status) {
+  (void)loop, (void)status;
+  dl_t *d = arg;
+  size_t idx;
+  d->rc_await = weft_future_await(d->sleep, BOUND_MS);
+  d->rc_first = weft_future_await_first(&d->sleep, 1, BOUND_MS, &idx);
+  d->rc_all = weft_future_await_all(&d->sleep, 1, BOUND_MS);
+  d->ran++;
+}
+
+static void test_await_many_deadlock_on_loop(void) {
+  weft_loop_t *loop = new_loop();
+  dl_t d = {0};
+  REQUIRE_EQ(weft_loop_sleep(loop, LONG_MS, &d.sleep), 0);
+  REQUIRE_EQ(weft_loop_post(loop, posted_deadlock, &d), 0);
+  run_until_n(loop, &d.ran, 1);
+  EXPECT_ERR(d.rc_await, WEFT_EDEADLK);
+  EXPECT_ERR(d.rc_first, WEFT_EDEADLK);
+  EXPECT_ERR(d.rc_all, WEFT_EDEADLK);
+  EXPECT_EQ(weft_future_state(d.sleep), WEFT_PENDING);
+  weft_future_cancel(d.sleep);
+  weft_future_release(d.sleep);
+  EXPECT_ERR(weft_loop_close(loop), 0);
+}
+
 static const test_case_t cases[] = {
     {"await: timeout, 0, settled, bad args, INT64_MAX in a loop fiber",
      test_await_timeout_in_fiber},
@@ -416,6 +448,8 @@ static const test_case_t cases[] = {
     {"await_first/all: bad arguments", test_await_many_bad_arguments},
     {"await_all: outside a fiber", test_await_all_outside},
     {"await_first/all: in a loop fiber", test_await_many_in_fiber},
+    {"await_first/all: WEFT_EDEADLK in a loop callback",
+     test_await_many_deadlock_on_loop},
     {NULL, NULL}};
 
 const test_suite_t suite_fiber_await = {"fiber_await", cases};
