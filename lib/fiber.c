@@ -297,7 +297,7 @@ static bool start(weft__fiber_t *fb) {
   if (err == 0 && fb->stack.lo == NULL)
     err = weft__stack_get(fb->stack_want, &fb->stack);
   if (err != 0 && fb->stack.lo != NULL) {
-    weft__stack_put(&fb->stack);
+    weft__stack_put(&fb->stack, NULL);
     fb->stack.lo = NULL;
   }
   if (err != 0) {
@@ -322,9 +322,19 @@ static void hold(weft_executor_t *ex, int delta) {
     ops->hold(ex, delta);
 }
 
+/* Where the ended fiber's stack pointer was at its last switch: only the
+ * frames above it never returned. */
+static const void *exit_sp(const weft__fiber_t *fb) {
+#if WEFT__SWITCH_ASM
+  return fb->ctx.sp;
+#else
+  return fb->stack.lo;
+#endif
+}
+
 static void finish(weft__fiber_t *fb, bool ran) {
   if (ran) {
-    weft__stack_put(&fb->stack);
+    weft__stack_put(&fb->stack, exit_sp(fb));
 #ifdef WEFT__TSAN
     __tsan_destroy_fiber(fb->tsan_self);
 #endif
@@ -555,7 +565,7 @@ static int spawn(weft_executor_t *ex, const weft_fiber_options_t *opts,
     rc = weft__fiber_start(fb);
   if (rc != 0) {
     if (fb->stack.lo != NULL) {
-      weft__stack_put(&fb->stack);
+      weft__stack_put(&fb->stack, NULL);
       fb->stack.lo = NULL;
     }
     fb->arg_dtor = NULL; /* the caller keeps arg */
