@@ -166,34 +166,54 @@ static weft_result_t fn_yield_log(void *arg) {
   return weft_ok_int(0);
 }
 
-/* Two fibers on one loop (and on one thread executor) take turns: each
- * yield queues the fiber behind the other. */
+static _Atomic int gate;
+static weft_result_t then_hold(void *arg, weft_future_t *src) {
+  (void)arg, (void)src;
+  ft_wait_at_least(&gate, 1);
+  return weft_ok_int(0);
+}
+
+/* Two fibers on one loop (and on one thread executor, held until both
+ * are queued) take turns: each yield queues the fiber behind the other. */
 static void yield_turns(weft_executor_t *ex, weft_loop_t *loop) {
   ylog_t log = {{0}, 0};
   yarg_t a = {&log, 'A', 0}, b = {&log, 'B', 0};
-  weft_future_t *fa, *fb;
+  weft_promise_t *p;
+  weft_future_t *fa, *fb, *s, *held = NULL;
+  REQUIRE_EQ(weft_promise_create(&p, &s), 0);
+  weft_promise_fulfil_int(p, 0);
+  atomic_store(&gate, 0);
+  if (loop == NULL)
+    REQUIRE_EQ(weft_future_then(s, ex, then_hold, NULL, NULL, &held), 0);
   REQUIRE_EQ(weft_fiber_spawn(ex, fn_yield_log, &a, NULL, &fa), 0);
   REQUIRE_EQ(weft_fiber_spawn(ex, fn_yield_log, &b, NULL, &fb), 0);
+  atomic_store(&gate, 1);
   if (loop != NULL) {
     EXPECT_ERR(weft_loop_run_until(loop, fa, BOUND_MS), 0);
     EXPECT_ERR(weft_loop_run_until(loop, fb, BOUND_MS), 0);
   } else {
     EXPECT_ERR(weft_future_await(fa, BOUND_MS), 0);
     EXPECT_ERR(weft_future_await(fb, BOUND_MS), 0);
+    EXPECT_ERR(weft_future_await(held, BOUND_MS), 0);
+    weft_future_release(held);
   }
   EXPECT_STREQ(log.log, "ABABABABAB");
   EXPECT_EQ(a.bad + b.bad, 0);
   weft_future_release(fa);
   weft_future_release(fb);
+  weft_future_release(s);
+  weft_promise_release(p);
 }
 
 static void test_yield_takes_turns(void) {
   weft_loop_t *loop = new_loop();
-  yield_turns(weft_loop_executor(loop), loop);
+  for (int i = 0; i < 20; i++)
+    yield_turns(weft_loop_executor(loop), loop);
   EXPECT_ERR(weft_loop_close(loop), 0);
   weft_thread_executor_t *te;
   REQUIRE_EQ(weft_thread_executor_create(&te), 0);
-  yield_turns(weft_thread_executor_get(te), NULL);
+  for (int i = 0; i < 20; i++)
+    yield_turns(weft_thread_executor_get(te), NULL);
   EXPECT_ERR(weft_thread_executor_shutdown(te), 0);
 }
 
@@ -385,6 +405,38 @@ static void test_await_many_in_fiber(void) {
   EXPECT_ERR(weft_loop_close(loop), 0);
 }
 
+/* Outside a fiber, in a loop callback, waiting for what only that loop
+ * settles could never end: WEFT_EDEADLK, as weft_future_await says. */
+typedef struct dl {
+  weft_future_t *sleep;
+  int rc_first, rc_all, rc_await, ran;
+} dl_t;
+
+static void posted_deadlock(weft_loop_t *loop, void *arg, int status) {
+  (void)loop, (void)status;
+  dl_t *d = arg;
+  size_t idx;
+  d->rc_await = weft_future_await(d->sleep, BOUND_MS);
+  d->rc_first = weft_future_await_first(&d->sleep, 1, BOUND_MS, &idx);
+  d->rc_all = weft_future_await_all(&d->sleep, 1, BOUND_MS);
+  d->ran++;
+}
+
+static void test_await_many_deadlock_on_loop(void) {
+  weft_loop_t *loop = new_loop();
+  dl_t d = {0};
+  REQUIRE_EQ(weft_loop_sleep(loop, LONG_MS, &d.sleep), 0);
+  REQUIRE_EQ(weft_loop_post(loop, posted_deadlock, &d), 0);
+  run_until_n(loop, &d.ran, 1);
+  EXPECT_ERR(d.rc_await, WEFT_EDEADLK);
+  EXPECT_ERR(d.rc_first, WEFT_EDEADLK);
+  EXPECT_ERR(d.rc_all, WEFT_EDEADLK);
+  EXPECT_EQ(weft_future_state(d.sleep), WEFT_PENDING);
+  weft_future_cancel(d.sleep);
+  weft_future_release(d.sleep);
+  EXPECT_ERR(weft_loop_close(loop), 0);
+}
+
 static const test_case_t cases[] = {
     {"await: timeout, 0, settled, bad args, INT64_MAX in a loop fiber",
      test_await_timeout_in_fiber},
@@ -396,6 +448,8 @@ static const test_case_t cases[] = {
     {"await_first/all: bad arguments", test_await_many_bad_arguments},
     {"await_all: outside a fiber", test_await_all_outside},
     {"await_first/all: in a loop fiber", test_await_many_in_fiber},
+    {"await_first/all: WEFT_EDEADLK in a loop callback",
+     test_await_many_deadlock_on_loop},
     {NULL, NULL}};
 
 const test_suite_t suite_fiber_await = {"fiber_await", cases};

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* tests/test_fiber.c: fibers (include/weft/fiber.h, all but scopes): in
+/* tests/test_fiber_core.c: fibers (include/weft/fiber.h, all but scopes): in
  * and out of a fiber, what fn returns, and where a fiber runs after each
  * await (loop, thread executor, pool, inline). The other fiber suites:
  * test_fiber_await.c (await in a fiber, yield, await_first/all),
@@ -491,6 +491,64 @@ static void test_inline_resumes_on_waker(void) {
   }
 }
 
+/* A fiber that spawns a fiber on the inline executor: the inner one runs
+ * at once on top of the outer one, parks, and resumes inside the outer
+ * one's fulfil; the outer one then goes on awaiting on its loop. */
+typedef struct nest {
+  weft_loop_t *loop;
+  weft_promise_t *p;
+  weft_future_t *pf;
+  int inner_ran, inner_rc, inner_done_at_fulfil, outer_rc;
+  bool inner_in_fiber;
+} nest_t;
+
+static weft_result_t fn_inner(void *arg) {
+  nest_t *n = arg;
+  n->inner_ran++;
+  n->inner_in_fiber = weft_fiber_is_running();
+  n->inner_rc = weft_future_await(n->pf, BOUND_MS);
+  return weft_ok_int(weft_future_int(n->pf));
+}
+
+static weft_result_t fn_outer(void *arg) {
+  nest_t *n = arg;
+  weft_future_t *inner, *s;
+  if (weft_fiber_spawn(weft_executor_inline(), fn_inner, n, NULL, &inner) != 0)
+    return weft_err(WEFT_ENOMEM);
+  int ran_before = n->inner_ran;
+  weft_promise_fulfil_int(n->p, 6);
+  n->inner_done_at_fulfil = weft_future_state(inner) == WEFT_FULFILLED;
+  intptr_t v = weft_future_int(inner);
+  weft_future_release(inner);
+  if (weft_loop_sleep(n->loop, 1, &s) != 0)
+    return weft_err(WEFT_ENOMEM);
+  n->outer_rc = weft_future_await(s, BOUND_MS);
+  weft_future_release(s);
+  return weft_ok_int(v * 10 + ran_before);
+}
+
+static void test_fiber_in_fiber_inline(void) {
+  weft_loop_t *loop = new_loop();
+  for (int round = 0; round < 20; round++) {
+    nest_t n = {.loop = loop};
+    REQUIRE_EQ(weft_promise_create(&n.p, &n.pf), 0);
+    weft_future_t *f;
+    REQUIRE_EQ(
+        weft_fiber_spawn(weft_loop_executor(loop), fn_outer, &n, NULL, &f), 0);
+    EXPECT_ERR(weft_loop_run_until(loop, f, BOUND_MS), 0);
+    EXPECT_EQ(weft_future_int(f), 61); /* inner's 6, inner ran in spawn */
+    EXPECT_EQ(n.inner_ran, 1);
+    EXPECT_TRUE(n.inner_in_fiber);
+    EXPECT_ERR(n.inner_rc, 0);
+    EXPECT_EQ(n.inner_done_at_fulfil, 1);
+    EXPECT_ERR(n.outer_rc, 0);
+    weft_future_release(f);
+    weft_future_release(n.pf);
+    weft_promise_release(n.p);
+  }
+  EXPECT_ERR(weft_loop_close(loop), 0);
+}
+
 static const test_case_t cases[] = {
     {"inline: runs to its end inside spawn", test_inline_runs_at_once},
     {"outside a fiber: not running, not cancelled, yield EPERM",
@@ -506,6 +564,7 @@ static const test_case_t cases[] = {
      test_resume_thread_executor},
     {"resume: pool fiber on the pool's workers", test_resume_pool_worker},
     {"resume: inline fiber on the waking thread", test_inline_resumes_on_waker},
+    {"inline fiber inside a loop fiber", test_fiber_in_fiber_inline},
     {NULL, NULL}};
 
-const test_suite_t suite_fiber = {"fiber", cases};
+const test_suite_t suite_fiber_core = {"fiber_core", cases};
