@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "fiber.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #if WEFT__SWITCH_ASM && defined(__x86_64__)
