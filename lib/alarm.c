@@ -16,6 +16,7 @@ static struct {
   pthread_once_t once;
   weft__alarm_t **heap;
   size_t n, cap;
+  int64_t until; /* when the thread wakes up next by itself */
   bool running;
 } A = {.mu = PTHREAD_MUTEX_INITIALIZER, .once = PTHREAD_ONCE_INIT};
 
@@ -89,8 +90,8 @@ static void *alarm_thread(void *unused) {
       pthread_mutex_lock(&A.mu);
       continue;
     }
-    int64_t until = A.n > 0 ? A.heap[0]->deadline : now + IDLE_NS;
-    if (weft__cond_wait(&A.cv, &A.mu, until) == WEFT_ETIMEDOUT && A.n == 0)
+    A.until = A.n > 0 ? A.heap[0]->deadline : now + IDLE_NS;
+    if (weft__cond_wait(&A.cv, &A.mu, A.until) == WEFT_ETIMEDOUT && A.n == 0)
       break;
   }
   A.running = false;
@@ -110,6 +111,7 @@ static int start_thread(void) {
   if (rc != 0)
     return WEFT_EAGAIN;
   A.running = true;
+  A.until = INT64_MIN; /* (it looks at the heap first) */
   return 0;
 }
 
@@ -138,8 +140,13 @@ int weft__alarm_arm(weft__alarm_t *a, int64_t deadline,
     A.n++;
     heap_set(A.n - 1, a);
     sift_up(A.n - 1);
-    if (A.heap[0] == a)
+    /* Wake the thread only for an alarm earlier than its own wake-up: a
+     * later one (the usual timeout, armed and disarmed) costs no system
+     * call; the thread finds it when it wakes. */
+    if (deadline < A.until) {
+      A.until = deadline;
       pthread_cond_signal(&A.cv);
+    }
   }
   pthread_mutex_unlock(&A.mu);
   return rc;

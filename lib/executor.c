@@ -93,6 +93,8 @@ bool weft__trampoline_help(void) {
   return true;
 }
 
+bool weft__trampoline_idle(void) { return tl_tramp.head == NULL; }
+
 static int inline_submit(weft_executor_t *ex, weft_task_t *task) {
   (void)ex;
   weft__defer(task);

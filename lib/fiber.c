@@ -51,7 +51,7 @@ struct weft__fiber {
   weft__ext_t ext; /* the fiber's future; its references keep the fiber */
   weft_task_t run; /* start or resume on ex */
   weft_executor_t *ex;
-  weft__ctx_t ctx;  /* the fiber's own context while it is switched out */
+  weft__ctx_t ctx;   /* the fiber's own context while it is switched out */
   weft__ctx_t *back; /* the resumer's context while the fiber runs */
   _Atomic uint64_t wake;
   _Atomic int reason; /* 0, or the code its awaits return once cancelled */
@@ -85,7 +85,8 @@ struct weft__fiber {
 #endif
 };
 
-#define FIBER_OF_RUN(t) ((weft__fiber_t *)((char *)(t) - offsetof(weft__fiber_t, run)))
+#define FIBER_OF_RUN(t)                                                        \
+  ((weft__fiber_t *)((char *)(t)-offsetof(weft__fiber_t, run)))
 
 static _Thread_local weft__fiber_t *tl_self
     __attribute__((tls_model("initial-exec")));
@@ -250,32 +251,39 @@ static void switch_out(weft__fiber_t *fb, int park) {
 /* ---- parking: the resumer's side of a switch out ---- */
 
 /* Attach the await (the fiber's context is saved now, so a waker may
- * resume it on another thread at once). True: resume it here at once. */
+ * resume it on another thread at once). True: resume it here at once.
+ * Once the node is on f's list and the alarm armed, a waker may resume
+ * the fiber and it may end: nothing here reads fb after that. */
 static bool park_await(weft__fiber_t *fb) {
   uint64_t seq = fb->seq;
+  struct weft_future *f = fb->await_f;
+  int64_t deadline = fb->await_deadline;
   fnode_t *n = node_get(fb);
   if (n == NULL) {
     fb->woke = WEFT_ENOMEM;
     return true;
   }
-  n->seq = seq;
-  bool timed = fb->await_deadline >= 0;
-  atomic_init(&n->refs, 2u + timed);
+  bool timed = deadline >= 0;
+  atomic_init(&n->refs, 2u + timed); /* the list's, the fiber's, the alarm's */
   fb->node = n;
+  /* (seq_cst, and reason read after: a cancel hook writes reason, then
+   * reads the wake word; one of the two sees the other) */
   atomic_store_explicit(&fb->wake, WAKE(seq, W_WAIT), memory_order_seq_cst);
-  if (!weft__core_attach(fb->await_f, &n->task)) {
-    node_put(n); /* the list's */
-    if (timed)
-      node_put(n); /* the alarm's: never armed */
-    return fire(fb, seq, WOKE_SETTLED, false);
+  int woke = WOKE_SETTLED;
+  if (atomic_load_explicit(&fb->reason, memory_order_seq_cst) != 0) {
+    woke = WOKE_CANCEL;
+  } else if (weft__core_attach(f, &n->task)) {
+    if (!timed || weft__alarm_arm(&n->alarm, deadline, node_alarm) == 0)
+      return false;
+    bool mine = fire(fb, seq, WEFT_ENOMEM, false); /* no alarm to time it */
+    node_put(n);                                   /* the alarm's */
+    return mine;
   }
-  if (timed && weft__alarm_arm(&n->alarm, fb->await_deadline, node_alarm) != 0) {
-    node_put(n); /* the alarm's */
-    return fire(fb, seq, WEFT_ENOMEM, false);
-  }
-  if (atomic_load_explicit(&fb->reason, memory_order_seq_cst) != 0)
-    return fire(fb, seq, WOKE_CANCEL, false);
-  return false;
+  bool mine = fire(fb, seq, woke, false);
+  node_put(n); /* the list's: never attached */
+  if (timed)
+    node_put(n); /* the alarm's: never armed */
+  return mine;
 }
 
 /* ---- the run task: start, resume, finish ---- */
@@ -320,8 +328,9 @@ static void finish(weft__fiber_t *fb, bool ran) {
 
 static void fiber_run(weft_task_t *t) {
   weft__fiber_t *fb = FIBER_OF_RUN(t);
+  /* (every thread a fiber runs on: a pool's fiber resumes on any worker) */
+  weft__stack_thread_ready();
   if (!fb->started) {
-    weft__stack_thread_ready();
     if (!start(fb)) {
       finish(fb, false);
       return;
@@ -334,6 +343,10 @@ static void fiber_run(weft_task_t *t) {
       finish(fb, true);
       return;
     case PARK_YIELD:
+      /* On the inline executor with nothing else queued, the fiber's turn
+       * comes at once: skip the queue. */
+      if (fb->ex == &weft__inline_executor && weft__trampoline_idle())
+        continue;
       resume_later(fb);
       return;
     default:
@@ -401,6 +414,8 @@ int weft__fiber_await(weft__fiber_t *fb, struct weft_future *f,
     return 0;
   if (timeout_ms == 0)
     return WEFT_ETIMEDOUT;
+  if (f == &fb->ext.base)
+    return WEFT_EDEADLK; /* its own future settles only when it returns */
   fb->seq++;
   fb->await_f = f;
   fb->await_deadline = weft__deadline_after_ms(timeout_ms);
@@ -545,9 +560,8 @@ int weft_fiber_spawn(weft_executor_t *ex, weft_fiber_fn fn, void *arg,
   return spawn(ex, NULL, fn, arg, arg_dtor, out, __builtin_return_address(0));
 }
 
-int weft_fiber_spawn_opts(weft_executor_t *ex,
-                          const weft_fiber_options_t *opts, weft_fiber_fn fn,
-                          void *arg, weft_dtor_fn arg_dtor,
+int weft_fiber_spawn_opts(weft_executor_t *ex, const weft_fiber_options_t *opts,
+                          weft_fiber_fn fn, void *arg, weft_dtor_fn arg_dtor,
                           weft_future_t **out) {
   return spawn(ex, opts, fn, arg, arg_dtor, out, __builtin_return_address(0));
 }

@@ -68,15 +68,17 @@ static void cache_drain(void *unused) {
   tl_cache.n = 0;
 }
 
-static void cache_key_make(void) { pthread_key_create(&cache_key, cache_drain); }
+static void cache_key_make(void) {
+  pthread_key_create(&cache_key, cache_drain);
+}
 
 static int map_stack(size_t size, weft__stack_t *st) {
   size_t page = page_size();
   if (WEFT__FAULT("mmap"))
     return WEFT_ENOMEM;
   char *base = mmap(NULL, size + page, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
-                    -1, 0);
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1,
+                    0);
   if (base == MAP_FAILED)
     return WEFT_ENOMEM;
   /* A guard region leaves the mapping whole (one kernel mapping per stack,
@@ -133,7 +135,8 @@ void weft__stack_put(const weft__stack_t *st) {
 
 static struct sigaction old_segv, old_bus;
 static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
-static _Thread_local bool tl_alt_ready __attribute__((tls_model("initial-exec")));
+static _Thread_local bool tl_alt_ready
+    __attribute__((tls_model("initial-exec")));
 static pthread_key_t alt_key;
 
 static void put_str(char *buf, size_t *n, size_t cap, const char *s) {
@@ -150,15 +153,22 @@ static void put_ptr(char *buf, size_t *n, size_t cap, const void *p) {
   put_str(buf, n, cap, hex);
 }
 
-/* "name" (symbol+0xoff) where the dynamic symbol table knows it. */
+/* An address, then (symbol) where the dynamic symbol table knows it, or
+ * (file+0xoffset) for addr2line where it does not. */
 static void put_code(char *buf, size_t *n, size_t cap, void *p) {
   Dl_info di;
   put_ptr(buf, n, cap, p);
-  if (dladdr(p, &di) != 0 && di.dli_sname != NULL) {
-    put_str(buf, n, cap, " (");
+  if (dladdr(p, &di) == 0)
+    return;
+  put_str(buf, n, cap, " (");
+  if (di.dli_sname != NULL) {
     put_str(buf, n, cap, di.dli_sname);
-    put_str(buf, n, cap, ")");
+  } else if (di.dli_fname != NULL) {
+    put_str(buf, n, cap, di.dli_fname);
+    put_str(buf, n, cap, "+");
+    put_ptr(buf, n, cap, (void *)((char *)p - (char *)di.dli_fbase));
   }
+  put_str(buf, n, cap, ")");
 }
 
 static void report(const char *name, void *fn, void *site) {

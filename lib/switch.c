@@ -13,8 +13,11 @@
 
 /* weft__switch_asm(void **save_sp, void *load_sp): push the callee-saved
  * registers and the SSE/x87 control words, store the stack pointer in
- * *save_sp, load load_sp and pop the same frame from there. A new context's
- * frame "returns" into boot, which calls entry(arg) held in r13/r12. */
+ * *save_sp, load load_sp and pop the same frame from there. It leaves by
+ * an indirect jump to the popped address, not by ret: a ret there always
+ * misses the return predictor (the call it matches was made on the other
+ * stack), while the jump's target is predicted. A new context's frame
+ * "returns" into boot, which calls entry(arg) held in r13/r12. */
 __asm__(".pushsection .text\n"
         ".globl weft__switch_asm\n"
         ".hidden weft__switch_asm\n"
@@ -41,7 +44,8 @@ __asm__(".pushsection .text\n"
         "  popq %r12\n"
         "  popq %rbx\n"
         "  popq %rbp\n"
-        "  ret\n"
+        "  popq %r8\n"
+        "  jmpq *%r8\n"
         ".size weft__switch_asm, .-weft__switch_asm\n"
         ".type weft__switch_boot,@function\n"
         "weft__switch_boot:\n"
@@ -51,7 +55,6 @@ __asm__(".pushsection .text\n"
         ".size weft__switch_boot, .-weft__switch_boot\n"
         ".popsection\n");
 
-void weft__switch_asm(void **save_sp, void *load_sp);
 void weft__switch_boot(void);
 
 void weft__ctx_make(weft__ctx_t *c, void *lo, size_t size,
@@ -75,10 +78,6 @@ void weft__ctx_make(weft__ctx_t *c, void *lo, size_t size,
   sp[6] = 0;                                      /* rbp */
   sp[7] = (uint64_t)(uintptr_t)weft__switch_boot; /* return address */
   c->sp = sp;
-}
-
-void weft__ctx_swap(weft__ctx_t *from, const weft__ctx_t *to) {
-  weft__switch_asm(&from->sp, to->sp);
 }
 
 #elif WEFT__SWITCH_ASM && defined(__aarch64__)

@@ -30,6 +30,12 @@ WEFT_BEGIN_DECLS
  * same thread every time; on a pool, any worker of that pool (a
  * thread-local read before an await may differ after it); on the inline
  * executor, the thread that woke it (the one that settled what it awaited).
+ * A fiber whose executor refuses to take it back (a loop closed, a pool or
+ * thread executor shut down while the fiber waited) resumes on the thread
+ * that woke it, so that it still sees its await end, cleans up and
+ * settles. Closing a loop cancels its own operations (sleeps, timers,
+ * socket operations), so its fibers waiting on those resume inside
+ * weft_loop_close().
  *
  * Cancel: cancelling a fiber's future settles it as cancelled at once and
  * makes the fiber's current await, and every later one, return
