@@ -85,8 +85,10 @@ void weft__ctx_make(weft__ctx_t *c, void *lo, size_t size,
 /* weft__switch_asm(void **save_sp, void *load_sp): store x19-x30 and
  * d8-d15 (what AAPCS64 says a call preserves; FPCR is process-global there)
  * in a 160-byte frame on the stack, store sp in *save_sp, load load_sp and
- * restore the same frame from there; ret goes to the restored x30. A new
- * context's frame has x30 = boot, which calls entry(arg) held in x19/x20. */
+ * restore the same frame from there; ret goes to the restored x30. (Not
+ * br as on x86-64: with branch protection a br must land on a "bti j",
+ * which a call's return address is not.) A new context's frame has
+ * x30 = boot, which calls entry(arg) held in x19/x20. */
 __asm__(".pushsection .text\n"
         ".globl weft__switch_asm\n"
         ".hidden weft__switch_asm\n"
@@ -130,10 +132,10 @@ __asm__(".pushsection .text\n"
         ".size weft__switch_boot, .-weft__switch_boot\n"
         ".popsection\n");
 
-/* Hidden in C too, so boot's address is taken PC-relative: through the GOT
- * the assembler would refer to it as .text plus an offset, and the linker
- * drops the offset from a GOT entry (boot would be switch_asm). */
-WEFT__HIDDEN void weft__switch_asm(void **save_sp, void *load_sp);
+/* Hidden (as switch_asm is in fiber.h), so boot's address is taken
+ * PC-relative: through the GOT the assembler would refer to it as .text
+ * plus an offset, and the linker drops the offset from a GOT entry (boot
+ * would be switch_asm). */
 WEFT__HIDDEN void weft__switch_boot(void);
 
 void weft__ctx_make(weft__ctx_t *c, void *lo, size_t size,
@@ -147,10 +149,6 @@ void weft__ctx_make(weft__ctx_t *c, void *lo, size_t size,
   sp[1] = (uint64_t)(uintptr_t)arg;                /* x20 */
   sp[11] = (uint64_t)(uintptr_t)weft__switch_boot; /* x30 */
   c->sp = sp;
-}
-
-void weft__ctx_swap(weft__ctx_t *from, const weft__ctx_t *to) {
-  weft__switch_asm(&from->sp, to->sp);
 }
 
 #else
