@@ -31,7 +31,7 @@ srcs=(scripts/switch_check.c lib/switch.c)
 build() {
   local cc=$1 name=$2
   shift 2
-  "$cc" "${flags[@]}" "$@" "${srcs[@]}" -o "$out/$name"
+  "$cc" "${flags[@]}" "$@" "${srcs[@]}" -lm -o "$out/$name"
 }
 
 if [[ ${1:-} == --bench ]]; then

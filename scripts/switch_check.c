@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include "fiber.h"
 
+#include <fenv.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,6 +161,37 @@ static void ring_entry(void *arg) {
   }
 }
 
+/* Whether the rounding mode is part of a context (x86-64's MXCSR and x87
+ * control word, ucontext) or of the thread (AAPCS64's FPCR): a context sets
+ * FE_UPWARD and switches away; main reports what it sees. Not a failure
+ * either way; the fiber docs say which holds. */
+static weft__ctx_t fenv_ctx;
+static int fenv_seen_inside;
+
+static void fenv_entry(void *arg) {
+  (void)arg;
+  fesetround(FE_UPWARD);
+  weft__ctx_swap(&fenv_ctx, &main_ctx);
+  fenv_seen_inside = fegetround();
+  fesetround(FE_TONEAREST);
+  weft__ctx_swap(&fenv_ctx, &main_ctx);
+}
+
+static const char *fenv_scope(void) {
+  void *lo = malloc(STACK);
+  weft__ctx_make(&fenv_ctx, lo, STACK, fenv_entry, NULL);
+  weft__ctx_swap(&main_ctx, &fenv_ctx);
+  int seen_outside = fegetround();
+  fesetround(FE_TONEAREST);
+  weft__ctx_swap(&main_ctx, &fenv_ctx);
+  free(lo);
+  if (seen_outside == FE_TONEAREST && fenv_seen_inside == FE_UPWARD)
+    return "per context";
+  if (seen_outside == FE_UPWARD)
+    return "per thread";
+  return "unexpected";
+}
+
 static void *stack_alloc(int i) {
   if (i % 2 == 0)
     return malloc(STACK);
@@ -185,7 +217,9 @@ static int run_ring(void) {
     locals_across_switch(RING, r);
   }
   long switches = rounds * 2 * (RING + 1);
-  printf("%s %s: %ld switches round %d contexts, %ld failures\n",
+  const char *fenv = fenv_scope();
+  printf("%s %s: %ld switches round %d contexts, %ld failures; rounding "
+         "mode %s\n",
 #if defined(__aarch64__)
          "aarch64",
 #elif defined(__x86_64__)
@@ -193,7 +227,8 @@ static int run_ring(void) {
 #else
          "other",
 #endif
-         WEFT__SWITCH_ASM ? "asm" : "ucontext", switches, RING + 1, failures);
+         WEFT__SWITCH_ASM ? "asm" : "ucontext", switches, RING + 1, failures,
+         fenv);
   return failures == 0 ? 0 : 1;
 }
 
