@@ -314,6 +314,14 @@ static bool start(weft__fiber_t *fb) {
   return true;
 }
 
+/* The executor's hold op, where it has one (weft/executor.h). */
+static void hold(weft_executor_t *ex, int delta) {
+  const weft_executor_ops_t *ops = ex->ops;
+  if (ops->size >= offsetof(weft_executor_ops_t, hold) + sizeof ops->hold &&
+      ops->hold != NULL)
+    ops->hold(ex, delta);
+}
+
 static void finish(weft__fiber_t *fb, bool ran) {
   if (ran) {
     weft__stack_put(&fb->stack);
@@ -323,7 +331,8 @@ static void finish(weft__fiber_t *fb, bool ran) {
   }
   if (fb->scope != NULL)
     weft__scope_fiber_exit(fb->scope, fb);
-  fiber_unref(fb); /* the running reference */
+  hold(fb->ex, -1); /* (may free a shut-down executor: the last touch) */
+  fiber_unref(fb);  /* the running reference */
 }
 
 static void fiber_run(weft_task_t *t) {
@@ -510,6 +519,7 @@ int weft__fiber_create(weft_executor_t *ex, const weft_fiber_options_t *opts,
   fb->name = name;
   fb->scope = scope;
   fb->stack_want = stack;
+  hold(ex, 1);
   *out_fb = fb;
   *out = &fb->ext.base;
   return 0;
@@ -533,6 +543,8 @@ static int spawn(weft_executor_t *ex, const weft_fiber_options_t *opts,
                  weft_future_t **out, void *site) {
   weft__fiber_t *fb;
   weft_future_t *f;
+  if (out == NULL)
+    return WEFT_EINVAL;
   int rc = weft__fiber_create(ex, opts, fn, arg, arg_dtor, NULL, &fb, &f);
   if (rc != 0)
     return rc;
