@@ -157,10 +157,10 @@ static void node_alarm(weft__alarm_t *a) {
 
 static fnode_t *node_get(weft__fiber_t *fb) {
   fnode_t *n;
-  bool busy = false;
-  if (atomic_compare_exchange_strong_explicit(&fb->node0_busy, &busy, true,
-                                              memory_order_acquire,
-                                              memory_order_relaxed)) {
+  /* Only the fiber takes node0 (a load and a store, no locked operation);
+   * whoever drops its last reference gives it back (release). */
+  if (!atomic_load_explicit(&fb->node0_busy, memory_order_acquire)) {
+    atomic_store_explicit(&fb->node0_busy, true, memory_order_relaxed);
     n = &fb->node0;
     n->embedded = true;
   } else {
@@ -265,8 +265,10 @@ static bool park_await(weft__fiber_t *fb) {
     return true;
   }
   bool timed = deadline >= 0;
-  atomic_init(&n->refs, 2u + timed); /* the list's, the fiber's, the alarm's */
-  fb->node = n;
+  /* the list's; with a timeout, the alarm's and the fiber's (which
+   * disarms the alarm when it resumes) */
+  atomic_init(&n->refs, timed ? 3u : 1u);
+  fb->node = timed ? n : NULL; /* what the fiber puts back when it resumes */
   /* (seq_cst, and reason read after: a cancel hook writes reason, then
    * reads the wake word; one of the two sees the other) */
   atomic_store_explicit(&fb->wake, WAKE(seq, W_WAIT), memory_order_seq_cst);
@@ -282,9 +284,9 @@ static bool park_await(weft__fiber_t *fb) {
     return mine;
   }
   bool mine = fire(fb, seq, woke, false);
-  node_put(n); /* the list's: never attached */
   if (timed)
     node_put(n); /* the alarm's: never armed */
+  node_put(n);   /* the list's: never attached */
   return mine;
 }
 
@@ -444,8 +446,8 @@ int weft__fiber_await(weft__fiber_t *fb, struct weft_future *f,
   fnode_t *n = fb->node;
   fb->node = NULL;
   int woke = fb->woke;
-  if (n != NULL) {
-    if (fb->await_deadline >= 0 && weft__alarm_disarm(&n->alarm))
+  if (n != NULL) { /* (a timed await's) */
+    if (weft__alarm_disarm(&n->alarm))
       node_put(n); /* the alarm's */
     node_put(n);   /* the fiber's */
   }
@@ -486,8 +488,14 @@ int weft_fiber_yield(void) {
   int reason = atomic_load_explicit(&fb->reason, memory_order_acquire);
   if (reason != 0)
     return reason;
+#if WEFT__SWITCH_ASM && !WEFT__ASAN && !defined(WEFT__TSAN)
+  /* (no sanitizer to tell after the switch: leave by a tail call) */
+  fb->park = PARK_YIELD;
+  return weft__switch_asm(&fb->ctx.sp, fb->back->sp);
+#else
   switch_out(fb, PARK_YIELD);
   return 0;
+#endif
 }
 
 bool weft_fiber_is_running(void) { return tl_self != NULL; }

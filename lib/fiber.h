@@ -54,9 +54,12 @@ WEFT__HIDDEN void weft__ctx_make(weft__ctx_t *c, void *lo, size_t size,
  * switch lands where the return predictor does not expect, so one call
  * level less is one mispredicted return less per switch.) */
 #if WEFT__SWITCH_ASM
-WEFT__HIDDEN void weft__switch_asm(void **save_sp, void *load_sp);
+/* Returns 0 when switched back to, so that a switch can be a tail call
+ * (weft_fiber_yield): the resumed context then returns straight to its
+ * caller's caller, with no return the predictor has not seen a call for. */
+WEFT__HIDDEN int weft__switch_asm(void **save_sp, void *load_sp);
 static inline void weft__ctx_swap(weft__ctx_t *from, const weft__ctx_t *to) {
-  weft__switch_asm(&from->sp, to->sp);
+  (void)weft__switch_asm(&from->sp, to->sp);
 }
 #else
 WEFT__HIDDEN void weft__ctx_swap(weft__ctx_t *from, const weft__ctx_t *to);
