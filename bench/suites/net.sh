@@ -67,7 +67,11 @@ suite_net() {
       local k m=${#impls[@]}
       for ((k = 0; k < m; k++)); do # who goes first moves on each round
         i=${impls[(r + k) % m]}
-        v=$(net_once "${bin[$i]}" "$n") || return 1
+        # A run that fails (on a loaded machine a server may echo nothing
+        # in the client's window) is run once more before the suite fails.
+        v=$(net_once "${bin[$i]}" "$n") ||
+          { echo "net: $i c$n failed: running it again" >&2; v=$(net_once "${bin[$i]}" "$n"); } ||
+          return 1
         samples[nrps$n.$i]+="${v% *} "
         samples[ncpu$n.$i]+="${v#* } "
       done
