@@ -297,7 +297,7 @@ static bool start(weft__fiber_t *fb) {
   if (err == 0 && fb->stack.lo == NULL)
     err = weft__stack_get(fb->stack_want, &fb->stack);
   if (err != 0 && fb->stack.lo != NULL) {
-    weft__stack_put(&fb->stack);
+    weft__stack_put(&fb->stack, NULL);
     fb->stack.lo = NULL;
   }
   if (err != 0) {
@@ -314,16 +314,35 @@ static bool start(weft__fiber_t *fb) {
   return true;
 }
 
+/* The executor's hold op, where it has one (weft/executor.h). */
+static void hold(weft_executor_t *ex, int delta) {
+  const weft_executor_ops_t *ops = ex->ops;
+  if (ops->size >= offsetof(weft_executor_ops_t, hold) + sizeof ops->hold &&
+      ops->hold != NULL)
+    ops->hold(ex, delta);
+}
+
+/* Where the ended fiber's stack pointer was at its last switch: only the
+ * frames above it never returned. */
+static const void *exit_sp(const weft__fiber_t *fb) {
+#if WEFT__SWITCH_ASM
+  return fb->ctx.sp;
+#else
+  return fb->stack.lo;
+#endif
+}
+
 static void finish(weft__fiber_t *fb, bool ran) {
   if (ran) {
-    weft__stack_put(&fb->stack);
+    weft__stack_put(&fb->stack, exit_sp(fb));
 #ifdef WEFT__TSAN
     __tsan_destroy_fiber(fb->tsan_self);
 #endif
   }
   if (fb->scope != NULL)
     weft__scope_fiber_exit(fb->scope, fb);
-  fiber_unref(fb); /* the running reference */
+  hold(fb->ex, -1); /* (may free a shut-down executor: the last touch) */
+  fiber_unref(fb);  /* the running reference */
 }
 
 static void fiber_run(weft_task_t *t) {
@@ -510,6 +529,7 @@ int weft__fiber_create(weft_executor_t *ex, const weft_fiber_options_t *opts,
   fb->name = name;
   fb->scope = scope;
   fb->stack_want = stack;
+  hold(ex, 1);
   *out_fb = fb;
   *out = &fb->ext.base;
   return 0;
@@ -533,6 +553,8 @@ static int spawn(weft_executor_t *ex, const weft_fiber_options_t *opts,
                  weft_future_t **out, void *site) {
   weft__fiber_t *fb;
   weft_future_t *f;
+  if (out == NULL)
+    return WEFT_EINVAL;
   int rc = weft__fiber_create(ex, opts, fn, arg, arg_dtor, NULL, &fb, &f);
   if (rc != 0)
     return rc;
@@ -543,7 +565,7 @@ static int spawn(weft_executor_t *ex, const weft_fiber_options_t *opts,
     rc = weft__fiber_start(fb);
   if (rc != 0) {
     if (fb->stack.lo != NULL) {
-      weft__stack_put(&fb->stack);
+      weft__stack_put(&fb->stack, NULL);
       fb->stack.lo = NULL;
     }
     fb->arg_dtor = NULL; /* the caller keeps arg */

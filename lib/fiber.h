@@ -73,8 +73,11 @@ typedef struct weft__stack {
 /* A stack of at least `size` bytes (rounded up to pages). WEFT_ENOMEM when
  * the system refuses. */
 WEFT__HIDDEN int weft__stack_get(size_t size, weft__stack_t *st);
-/* Give a stack back (to this thread's cache, or to the system). */
-WEFT__HIDDEN void weft__stack_put(const weft__stack_t *st);
+/* Give a stack back (to this thread's cache, or to the system). `low`:
+ * the lowest address a fiber's frames still on it may have left poisoned
+ * for ASan (its stack pointer when it last switched out; st->lo: unknown,
+ * all of it), or NULL when no fiber ran on it. */
+WEFT__HIDDEN void weft__stack_put(const weft__stack_t *st, const void *low);
 /* Prepare the calling thread to report a fiber stack overflow (an
  * alternate signal stack, the process-wide handler). Idempotent; cheap
  * after the first call on a thread. */
