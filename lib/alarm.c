@@ -20,15 +20,18 @@ static struct {
   bool running;
 } A = {.mu = PTHREAD_MUTEX_INITIALIZER, .once = PTHREAD_ONCE_INIT};
 
+/* Across fork the mutex is held, so the child gets it in a known state;
+ * the thread did not come along: the child's next arm starts one. */
+static void before_fork(void) { pthread_mutex_lock(&A.mu); }
+static void after_fork_parent(void) { pthread_mutex_unlock(&A.mu); }
 static void after_fork_child(void) {
-  /* The thread did not come along: the next arm starts one. */
-  pthread_mutex_init(&A.mu, NULL);
   A.running = false;
+  pthread_mutex_unlock(&A.mu);
 }
 
 static void init_once(void) {
   weft__cond_init(&A.cv);
-  pthread_atfork(NULL, NULL, after_fork_child);
+  pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 }
 
 static void heap_set(size_t i, weft__alarm_t *a) {

@@ -56,6 +56,7 @@ struct weft__fiber {
   _Atomic uint64_t wake;
   _Atomic int reason; /* 0, or the code its awaits return once cancelled */
   int woke;           /* WOKE_* or a negative code, set by the waker */
+  bool shielded;      /* the await being parked ignores a cancel */
   int park;           /* PARK_* */
   uint64_t seq;
   /* the await being parked */
@@ -156,10 +157,10 @@ static void node_alarm(weft__alarm_t *a) {
 
 static fnode_t *node_get(weft__fiber_t *fb) {
   fnode_t *n;
-  bool busy = false;
-  if (atomic_compare_exchange_strong_explicit(&fb->node0_busy, &busy, true,
-                                              memory_order_acquire,
-                                              memory_order_relaxed)) {
+  /* Only the fiber takes node0 (a load and a store, no locked operation);
+   * whoever drops its last reference gives it back (release). */
+  if (!atomic_load_explicit(&fb->node0_busy, memory_order_acquire)) {
+    atomic_store_explicit(&fb->node0_busy, true, memory_order_relaxed);
     n = &fb->node0;
     n->embedded = true;
   } else {
@@ -264,13 +265,16 @@ static bool park_await(weft__fiber_t *fb) {
     return true;
   }
   bool timed = deadline >= 0;
-  atomic_init(&n->refs, 2u + timed); /* the list's, the fiber's, the alarm's */
-  fb->node = n;
+  /* the list's; with a timeout, the alarm's and the fiber's (which
+   * disarms the alarm when it resumes) */
+  atomic_init(&n->refs, timed ? 3u : 1u);
+  fb->node = timed ? n : NULL; /* what the fiber puts back when it resumes */
   /* (seq_cst, and reason read after: a cancel hook writes reason, then
    * reads the wake word; one of the two sees the other) */
   atomic_store_explicit(&fb->wake, WAKE(seq, W_WAIT), memory_order_seq_cst);
   int woke = WOKE_SETTLED;
-  if (atomic_load_explicit(&fb->reason, memory_order_seq_cst) != 0) {
+  if (!fb->shielded &&
+      atomic_load_explicit(&fb->reason, memory_order_seq_cst) != 0) {
     woke = WOKE_CANCEL;
   } else if (weft__core_attach(f, &n->task)) {
     if (!timed || weft__alarm_arm(&n->alarm, deadline, node_alarm) == 0)
@@ -280,9 +284,9 @@ static bool park_await(weft__fiber_t *fb) {
     return mine;
   }
   bool mine = fire(fb, seq, woke, false);
-  node_put(n); /* the list's: never attached */
   if (timed)
     node_put(n); /* the alarm's: never armed */
+  node_put(n);   /* the list's: never attached */
   return mine;
 }
 
@@ -297,7 +301,7 @@ static bool start(weft__fiber_t *fb) {
   if (err == 0 && fb->stack.lo == NULL)
     err = weft__stack_get(fb->stack_want, &fb->stack);
   if (err != 0 && fb->stack.lo != NULL) {
-    weft__stack_put(&fb->stack);
+    weft__stack_put(&fb->stack, NULL);
     fb->stack.lo = NULL;
   }
   if (err != 0) {
@@ -322,9 +326,19 @@ static void hold(weft_executor_t *ex, int delta) {
     ops->hold(ex, delta);
 }
 
+/* Where the ended fiber's stack pointer was at its last switch: only the
+ * frames above it never returned. */
+static const void *exit_sp(const weft__fiber_t *fb) {
+#if WEFT__SWITCH_ASM
+  return fb->ctx.sp;
+#else
+  return fb->stack.lo;
+#endif
+}
+
 static void finish(weft__fiber_t *fb, bool ran) {
   if (ran) {
-    weft__stack_put(&fb->stack);
+    weft__stack_put(&fb->stack, exit_sp(fb));
 #ifdef WEFT__TSAN
     __tsan_destroy_fiber(fb->tsan_self);
 #endif
@@ -432,8 +446,8 @@ int weft__fiber_await(weft__fiber_t *fb, struct weft_future *f,
   fnode_t *n = fb->node;
   fb->node = NULL;
   int woke = fb->woke;
-  if (n != NULL) {
-    if (fb->await_deadline >= 0 && weft__alarm_disarm(&n->alarm))
+  if (n != NULL) { /* (a timed await's) */
+    if (weft__alarm_disarm(&n->alarm))
       node_put(n); /* the alarm's */
     node_put(n);   /* the fiber's */
   }
@@ -446,6 +460,27 @@ int weft__fiber_await(weft__fiber_t *fb, struct weft_future *f,
   return woke;
 }
 
+int weft__fiber_await_shielded(weft__fiber_t *fb, struct weft_future *f) {
+  if (f == &fb->ext.base)
+    return WEFT_EDEADLK;
+  int rc = 0;
+  /* A cancel still wakes the fiber (once per cancel): it parks again. */
+  while (rc == 0 && weft__core_state(f) == WEFT_PENDING) {
+    fb->seq++;
+    fb->await_f = f;
+    fb->await_deadline = -1;
+    fb->shielded = true;
+    switch_out(fb, PARK_AWAIT);
+    fb->shielded = false;
+    if (fb->node != NULL)
+      node_put(fb->node); /* the fiber's */
+    fb->node = NULL;
+    if (fb->woke < 0)
+      rc = fb->woke;
+  }
+  return rc;
+}
+
 int weft_fiber_yield(void) {
   weft__fiber_t *fb = tl_self;
   if (fb == NULL)
@@ -453,8 +488,14 @@ int weft_fiber_yield(void) {
   int reason = atomic_load_explicit(&fb->reason, memory_order_acquire);
   if (reason != 0)
     return reason;
+#if WEFT__SWITCH_ASM && !WEFT__ASAN && !defined(WEFT__TSAN)
+  /* (no sanitizer to tell after the switch: leave by a tail call) */
+  fb->park = PARK_YIELD;
+  return weft__switch_asm(&fb->ctx.sp, fb->back->sp);
+#else
   switch_out(fb, PARK_YIELD);
   return 0;
+#endif
 }
 
 bool weft_fiber_is_running(void) { return tl_self != NULL; }
@@ -555,7 +596,7 @@ static int spawn(weft_executor_t *ex, const weft_fiber_options_t *opts,
     rc = weft__fiber_start(fb);
   if (rc != 0) {
     if (fb->stack.lo != NULL) {
-      weft__stack_put(&fb->stack);
+      weft__stack_put(&fb->stack, NULL);
       fb->stack.lo = NULL;
     }
     fb->arg_dtor = NULL; /* the caller keeps arg */

@@ -54,9 +54,12 @@ WEFT__HIDDEN void weft__ctx_make(weft__ctx_t *c, void *lo, size_t size,
  * switch lands where the return predictor does not expect, so one call
  * level less is one mispredicted return less per switch.) */
 #if WEFT__SWITCH_ASM
-WEFT__HIDDEN void weft__switch_asm(void **save_sp, void *load_sp);
+/* Returns 0 when switched back to, so that a switch can be a tail call
+ * (weft_fiber_yield): the resumed context then returns straight to its
+ * caller's caller, with no return the predictor has not seen a call for. */
+WEFT__HIDDEN int weft__switch_asm(void **save_sp, void *load_sp);
 static inline void weft__ctx_swap(weft__ctx_t *from, const weft__ctx_t *to) {
-  weft__switch_asm(&from->sp, to->sp);
+  (void)weft__switch_asm(&from->sp, to->sp);
 }
 #else
 WEFT__HIDDEN void weft__ctx_swap(weft__ctx_t *from, const weft__ctx_t *to);
@@ -73,8 +76,11 @@ typedef struct weft__stack {
 /* A stack of at least `size` bytes (rounded up to pages). WEFT_ENOMEM when
  * the system refuses. */
 WEFT__HIDDEN int weft__stack_get(size_t size, weft__stack_t *st);
-/* Give a stack back (to this thread's cache, or to the system). */
-WEFT__HIDDEN void weft__stack_put(const weft__stack_t *st);
+/* Give a stack back (to this thread's cache, or to the system). `low`:
+ * the lowest address a fiber's frames still on it may have left poisoned
+ * for ASan (its stack pointer when it last switched out; st->lo: unknown,
+ * all of it), or NULL when no fiber ran on it. */
+WEFT__HIDDEN void weft__stack_put(const weft__stack_t *st, const void *low);
 /* Prepare the calling thread to report a fiber stack overflow (an
  * alternate signal stack, the process-wide handler). Idempotent; cheap
  * after the first call on a thread. */
@@ -119,6 +125,11 @@ WEFT__HIDDEN void weft__fiber_cancel(weft__fiber_t *fb, int reason);
  * settles, the timeout passes or fb is cancelled. */
 WEFT__HIDDEN int weft__fiber_await(weft__fiber_t *fb, struct weft_future *f,
                                    int64_t timeout_ms);
+/* Suspend fb until f settles, whether or not fb is (or gets) cancelled:
+ * a scope's close waits so, as the cleanup of a cancelled fiber. Returns
+ * 0 once f settled; WEFT_ENOMEM; WEFT_EDEADLK when f is fb's own future. */
+WEFT__HIDDEN int weft__fiber_await_shielded(weft__fiber_t *fb,
+                                            struct weft_future *f);
 /* Record where a fiber was spawned from (for the overflow report). */
 WEFT__HIDDEN void weft__fiber_set_site(weft__fiber_t *fb, void *site);
 /* The fiber's future (borrowed). */

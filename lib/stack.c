@@ -90,8 +90,6 @@ static int map_stack(size_t size, weft__stack_t *st) {
   }
   st->lo = base + page;
   st->size = size;
-  /* (ASan's shadow may remember frames of a stack once mapped here) */
-  WEFT__UNPOISON(st->lo, size);
   return 0;
 }
 
@@ -104,15 +102,24 @@ int weft__stack_get(size_t size, weft__stack_t *st) {
       *pp = c->next;
       tl_cache.n--;
       st->lo = lo_of(c);
-      st->size = size;
-      WEFT__UNPOISON(st->lo, size);
+      st->size = size; /* (unpoisoned when it was put) */
       return 0;
     }
   }
   return map_stack(size, st);
 }
 
-void weft__stack_put(const weft__stack_t *st) {
+void weft__stack_put(const weft__stack_t *st, const void *low) {
+  /* ASan's shadow keeps the poison of frames that never returned (the
+   * fiber's entry and its last switch, above `low`): cleared now, or the
+   * next fiber here (or the next mapping at this address) trips on it.
+   * Below, every frame returned and unpoisoned itself. */
+  if (low != NULL) {
+    const char *from = (const char *)low - 256; /* (the red zone below) */
+    if (from < st->lo)
+      from = st->lo;
+    WEFT__UNPOISON((void *)from, (size_t)(st->lo + st->size - from));
+  }
   if (tl_cache.n >= CACHE_MAX) {
     unmap(st->lo, st->size);
     return;
@@ -122,8 +129,6 @@ void weft__stack_put(const weft__stack_t *st) {
     pthread_setspecific(cache_key, &tl_cache);
     tl_cache.keyed = true;
   }
-  /* (frames of the ended fiber may still be poisoned) */
-  WEFT__UNPOISON(st->lo, st->size);
   cached_t *c = record_of(st->lo, st->size);
   c->size = st->size;
   c->next = tl_cache.head;
