@@ -69,5 +69,18 @@ else
   build "$acc" a64_uc -DWEFT_FIBER_UCONTEXT
   run "$qemu" -L "$sysroot" "$out/a64_asm"
   run "$qemu" -L "$sysroot" "$out/a64_uc"
+  # With branch protection (BTI, PAC) enforced on the checks' pages: a
+  # switch that left by br instead of ret would die here with SIGILL.
+  "$acc" "${flags[@]}" -DCHECK_IN_DSO -fPIC -shared -nostartfiles \
+    -mbranch-protection=standard "${srcs[@]}" -lm -o "$out/libcheck.so"
+  printf '%s\n' 'int check_main(int, char **);' \
+    'int main(int c, char **v) { return check_main(c, v); }' >"$out/main.c"
+  "$acc" -O2 "$out/main.c" "-L$out" -lcheck -o "$out/a64_bti"
+  if readelf -n "$out/libcheck.so" 2>/dev/null | grep -q BTI; then
+    echo -n "with BTI+PAC: "
+    run "$qemu" -cpu max -L "$sysroot" -E "LD_LIBRARY_PATH=$out" "$out/a64_bti"
+  else
+    echo "skipped: aarch64 with BTI (the shared object is not marked)"
+  fi
 fi
 exit $status

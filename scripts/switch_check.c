@@ -264,6 +264,14 @@ static int run_bench(long n) {
   return 0;
 }
 
+/* CHECK_IN_DSO: the checks live in a shared object (marked for branch
+ * protection, which a whole executable with unmarked start files cannot
+ * be) and a small main calls check_main. */
+#ifdef CHECK_IN_DSO
+#define main check_main
+int check_main(int argc, char **argv);
+#endif
+
 int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "--bench") == 0)
     return run_bench(atol(argv[2]));
