@@ -51,7 +51,11 @@ WEFT_BEGIN_DECLS
  * across an await: they live on its stack or heap and nothing else runs on
  * its stack. It must not hold a mutex or a spin lock across an await (on a
  * pool it may resume on another thread, and on any executor the thread runs
- * other work meanwhile), nor a weft_executor_enter() mark.
+ * other work meanwhile), nor a weft_executor_enter() mark. The
+ * floating-point environment (rounding mode, exception masks) and the
+ * signal mask are the thread's, not the fiber's, on some platforms: a fiber
+ * that changes either restores it before it awaits. Nor may it keep a
+ * thread-local's address across an await on a pool.
  */
 
 /** A fiber's function: runs once, on the fiber's stack; what it returns
