@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "fiber.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #if WEFT__SWITCH_ASM && defined(__x86_64__)
@@ -80,7 +81,76 @@ void weft__ctx_make(weft__ctx_t *c, void *lo, size_t size,
 }
 
 #elif WEFT__SWITCH_ASM && defined(__aarch64__)
-#error "aarch64 switch: not written yet"
+
+/* weft__switch_asm(void **save_sp, void *load_sp): store x19-x30 and
+ * d8-d15 (what AAPCS64 says a call preserves; FPCR is process-global there)
+ * in a 160-byte frame on the stack, store sp in *save_sp, load load_sp and
+ * restore the same frame from there; ret goes to the restored x30. (Not
+ * br as on x86-64: with branch protection a br must land on a "bti j",
+ * which a call's return address is not.) A new context's frame has
+ * x30 = boot, which calls entry(arg) held in x19/x20. */
+__asm__(".pushsection .text\n"
+        ".globl weft__switch_asm\n"
+        ".hidden weft__switch_asm\n"
+        ".type weft__switch_asm,%function\n"
+        ".p2align 4\n"
+        "weft__switch_asm:\n"
+        "  sub sp, sp, #160\n"
+        "  stp x19, x20, [sp, #0]\n"
+        "  stp x21, x22, [sp, #16]\n"
+        "  stp x23, x24, [sp, #32]\n"
+        "  stp x25, x26, [sp, #48]\n"
+        "  stp x27, x28, [sp, #64]\n"
+        "  stp x29, x30, [sp, #80]\n"
+        "  stp d8, d9, [sp, #96]\n"
+        "  stp d10, d11, [sp, #112]\n"
+        "  stp d12, d13, [sp, #128]\n"
+        "  stp d14, d15, [sp, #144]\n"
+        "  mov x9, sp\n"
+        "  str x9, [x0]\n"
+        "  mov sp, x1\n"
+        "  ldp x19, x20, [sp, #0]\n"
+        "  ldp x21, x22, [sp, #16]\n"
+        "  ldp x23, x24, [sp, #32]\n"
+        "  ldp x25, x26, [sp, #48]\n"
+        "  ldp x27, x28, [sp, #64]\n"
+        "  ldp x29, x30, [sp, #80]\n"
+        "  ldp d8, d9, [sp, #96]\n"
+        "  ldp d10, d11, [sp, #112]\n"
+        "  ldp d12, d13, [sp, #128]\n"
+        "  ldp d14, d15, [sp, #144]\n"
+        "  add sp, sp, #160\n"
+        "  ret\n"
+        ".size weft__switch_asm, .-weft__switch_asm\n"
+        ".globl weft__switch_boot\n"
+        ".hidden weft__switch_boot\n"
+        ".type weft__switch_boot,%function\n"
+        "weft__switch_boot:\n"
+        "  mov x0, x20\n"
+        "  blr x19\n"
+        "  brk #0\n"
+        ".size weft__switch_boot, .-weft__switch_boot\n"
+        ".popsection\n");
+
+/* Hidden (as switch_asm is in fiber.h), so boot's address is taken
+ * PC-relative: through the GOT the assembler would refer to it as .text
+ * plus an offset, and the linker drops the offset from a GOT entry (boot
+ * would be switch_asm). */
+WEFT__HIDDEN void weft__switch_boot(void);
+
+void weft__ctx_make(weft__ctx_t *c, void *lo, size_t size,
+                    void (*entry)(void *), void *arg) {
+  uintptr_t top = ((uintptr_t)lo + size) & ~(uintptr_t)15;
+  /* The frame switch_asm pops: x19..x30 then d8..d15, 160 bytes; boot
+   * starts with sp = top (16-aligned) and x29 = 0 ending the frame chain. */
+  uint64_t *sp = (uint64_t *)(top - 160);
+  memset(sp, 0, 160);
+  sp[0] = (uint64_t)(uintptr_t)entry;              /* x19 */
+  sp[1] = (uint64_t)(uintptr_t)arg;                /* x20 */
+  sp[11] = (uint64_t)(uintptr_t)weft__switch_boot; /* x30 */
+  c->sp = sp;
+}
+
 #else
 
 /* The portable switch: makecontext passes int arguments only, so the
