@@ -123,8 +123,8 @@ static weft_result_t run(void *arg) {
       break;
     }
     if (weft_socket_take(a, &sock) == 0 &&
-        weft_scope_spawn(conns, weft_loop_executor(srv.loop), NULL, serve,
-                         sock, close_socket, NULL) != 0)
+        weft_scope_spawn(conns, weft_loop_executor(srv.loop), NULL, serve, sock,
+                         close_socket, NULL) != 0)
       weft_socket_close(sock);
     weft_future_release(a);
   }
@@ -150,8 +150,7 @@ static long number(const char *s, long max) {
   char *end;
   errno = 0;
   long v = strtol(s, &end, 10);
-  return end == s || *end != 0 || errno == ERANGE || v < 0 || v > max ? -1
-                                                                       : v;
+  return end == s || *end != 0 || errno == ERANGE || v < 0 || v > max ? -1 : v;
 }
 
 int main(int argc, char **argv) {
