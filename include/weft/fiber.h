@@ -41,8 +41,9 @@ WEFT_BEGIN_DECLS
  * makes the fiber's current await, and every later one, return
  * WEFT_ECANCELED at once (WEFT_ETIMEDOUT when the cancel came from a
  * scope's deadline). The future the fiber was awaiting is cancelled too
- * when the fiber's handle was all that needed it (no other handle, then or
- * combinator). Nothing is unwound by force: the fiber keeps running, sees
+ * when one handle was all that needed it (no second handle, then or
+ * combinator): weft takes that handle to be the fiber's, as it is when a
+ * fiber awaits what it started. Nothing is unwound by force: the fiber keeps running, sees
  * the error, cleans up and returns; what it returns then is discarded.
  *
  * What a fiber may do: anything a callback may do on its executor (on a
@@ -54,8 +55,10 @@ WEFT_BEGIN_DECLS
  * other work meanwhile), nor a weft_executor_enter() mark. The
  * floating-point environment (rounding mode, exception masks) and the
  * signal mask are the thread's, not the fiber's, on some platforms: a fiber
- * that changes either restores it before it awaits. Nor may it keep a
- * thread-local's address across an await on a pool.
+ * that changes either restores it before it awaits. On a pool, nothing
+ * read from a thread-local before an await holds after it: errno and
+ * pthread_self() included (the compiler may reuse what it read before the
+ * await, as glibc declares them const: read them in another function).
  */
 
 /** A fiber's function: runs once, on the fiber's stack; what it returns
