@@ -3,7 +3,7 @@
 # bench/compare.sh [--head REV] BASE [suite...]: the regression guard.
 # Builds weft at commit BASE and the work tree (or commit REV with --head),
 # each in its own build folder, runs the weft figures of the named suites
-# (default: future pool loop net) with both builds, interleaved round by
+# (default: future pool loop net fiber) with both builds, interleaved round by
 # round (the build that goes first alternates), and prints a markdown table:
 # for each figure the base and head medians, the median of the per-round
 # ratios head/base, its 95% bootstrap interval, and a flag: "WORSE" when the
@@ -80,9 +80,13 @@ net    net.echo.c100.rps.weft       rt/s      1 net 100
 net    net.echo.c100.cpu_us.weft    us        2 net 100
 net    net.echo.c1000.rps.weft      rt/s      1 net 1000
 net    net.echo.c1000.cpu_us.weft   us        2 net 1000
+fiber  fiber.switch.weft            ns        1 bench_fiber_weft switch 5000000
+fiber  fiber.switch_queued.weft     ns        1 bench_fiber_weft switch_queued 5000000
+fiber  fiber.spawn.weft             ns        1 bench_fiber_weft spawn 1000000
+fiber  fiber.rss_per_waiting.weft   bytes     1 bench_fiber_weft rss 100000 5000
 EOF
 }
-all_suites=(future pool loop net)
+all_suites=(future pool loop net fiber)
 ncpu=$(nproc)
 
 # The table with @N expanded, only the named suites' rows.

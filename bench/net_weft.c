@@ -2,10 +2,9 @@
 /* bench/net_weft.c: weft's echo server for `bench/run.sh net`, written the
  * way the echo_server sample is: one future chain per connection (read some
  * bytes, write them all, read again), each continuation a weft_future_watch
- * on the loop. A write that is settled on return (the socket took it all at
- * once, the usual case) is released and the next read starts at once, with
- * no continuation: the libev and epoll peers also write inline and wait
- * only after a short write.
+ * on the loop. (A write never settles on return: weft/net.h, "When
+ * operations settle"; the loop sends it, with every write queued by then,
+ * just before it waits.)
  * Usage: bench_net_weft <conns> (or `bench_net_weft backend`: print the
  * loop's backend, io_uring or epoll, and exit). Listens on 127.0.0.1
  * port 0 and prints "port N"; the measurement window runs from the

@@ -35,6 +35,8 @@ rules() {
 ^loop\.post_pingpong	wake	cross-thread wake (round trip)
 ^net\.echo\.c[0-9]+\.rps	echo-rps	echo: round trips per second by connections
 ^net\.echo\.c[0-9]+\.cpu	echo-cpu	echo: server CPU per round trip by connections
+^fiber\.switch	fiber-switch	fibers: a suspend+resume pair
+^fiber\.	fiber	fibers: spawn and memory
 EOF
 }
 
@@ -43,6 +45,7 @@ EOF
 colours() {
   cat <<'EOF'
 weft #d62728
+weft_fiber #ff9896
 std #1f77b4
 boost #ff7f0e
 tbb #2ca02c

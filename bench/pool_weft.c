@@ -152,8 +152,9 @@ static int drain_submit(weft_executor_t *ex, weft_task_t *t) {
   }
   return 0;
 }
-static const weft_executor_ops_t drain_ops = {sizeof(drain_ops), "drain",
-                                              drain_submit, NULL};
+static const weft_executor_ops_t drain_ops = {.size = sizeof(drain_ops),
+                                              .name = "drain",
+                                              .submit = drain_submit};
 /* Run the drained tasks on the calling (owning) thread until *count == n. */
 static void drain_until(const long *count, long n) {
   while (*count < n) {

@@ -13,5 +13,6 @@
 #include <weft/pool.h>
 #include <weft/loop.h>
 #include <weft/net.h>
+#include <weft/fiber.h>
 
 #endif /* WEFT_H */

@@ -216,3 +216,58 @@ int weft_future_order(const weft_future_t *f, size_t k, size_t *index) {
   *index = v;
   return 0;
 }
+
+/* ---- awaiting several (weft/fiber.h) ---- */
+
+static int check_inputs(weft_future_t *const *fs, size_t n,
+                        int64_t timeout_ms) {
+  if ((fs == NULL && n > 0) || timeout_ms < -1)
+    return WEFT_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    if (fs[i] == NULL)
+      return WEFT_EINVAL;
+  return 0;
+}
+
+int weft_future_await_first(weft_future_t *const *fs, size_t n,
+                            int64_t timeout_ms, size_t *index) {
+  int rc = check_inputs(fs, n, timeout_ms);
+  if (rc != 0 || n == 0 || index == NULL)
+    return WEFT_EINVAL;
+  for (size_t i = 0; i < n; i++) {
+    if (weft__core_state(fs[i]) != WEFT_PENDING) {
+      *index = i;
+      return 0;
+    }
+  }
+  /* A race holds its own handles, so it cancels none of the caller's
+   * inputs, and nor does cancelling it. */
+  weft_future_t *r;
+  rc = weft_future_race(fs, n, &r);
+  if (rc != 0)
+    return rc;
+  rc = weft_future_await(r, timeout_ms);
+  if (rc == 0 && weft_future_order(r, 0, index) != 0)
+    rc = WEFT_EPENDING; /* (settled as cancelled before any input) */
+  weft_future_release(r);
+  return rc == WEFT_EPENDING ? WEFT_ECANCELED : rc;
+}
+
+int weft_future_await_all(weft_future_t *const *fs, size_t n,
+                          int64_t timeout_ms) {
+  int rc = check_inputs(fs, n, timeout_ms);
+  if (rc != 0)
+    return rc;
+  size_t i = 0;
+  while (i < n && weft__core_state(fs[i]) != WEFT_PENDING)
+    i++;
+  if (i == n)
+    return 0;
+  weft_future_t *r;
+  rc = weft_future_all_settled(fs + i, n - i, &r);
+  if (rc != 0)
+    return rc;
+  rc = weft_future_await(r, timeout_ms);
+  weft_future_release(r);
+  return rc;
+}

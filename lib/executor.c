@@ -93,6 +93,8 @@ bool weft__trampoline_help(void) {
   return true;
 }
 
+bool weft__trampoline_idle(void) { return tl_tramp.head == NULL; }
+
 static int inline_submit(weft_executor_t *ex, weft_task_t *task) {
   (void)ex;
   weft__defer(task);
@@ -100,7 +102,8 @@ static int inline_submit(weft_executor_t *ex, weft_task_t *task) {
 }
 
 static const weft_executor_ops_t inline_ops = {sizeof(weft_executor_ops_t),
-                                               "inline", inline_submit, NULL};
+                                               "inline", inline_submit, NULL,
+                                               NULL};
 weft_executor_t weft__inline_executor = {&inline_ops};
 
 weft_executor_t *weft_executor_inline(void) { return &weft__inline_executor; }
@@ -190,8 +193,9 @@ struct weft_thread_executor {
   weft_task_t *tail;
   bool stopping;
   pthread_t thread;
-  /* 1 for the owner, 1 per await waiter still on a future's list: a waiter
-   * that timed out still signals te->cv when its future settles. */
+  /* 1 for the owner, 1 per await waiter still on a future's list (a waiter
+   * that timed out still signals te->cv when its future settles), 1 per
+   * fiber spawned on it and not yet ended (its submit reads te). */
   _Atomic uint32_t refs;
 };
 
@@ -287,8 +291,17 @@ static int te_await(weft_executor_t *ex, weft_future_t *f,
   return rc;
 }
 
+static void te_hold(weft_executor_t *ex, int delta) {
+  weft_thread_executor_t *te = (weft_thread_executor_t *)ex;
+  if (delta > 0)
+    atomic_fetch_add_explicit(&te->refs, 1, memory_order_relaxed);
+  else
+    te_put(te);
+}
+
 static const weft_executor_ops_t te_ops = {sizeof(weft_executor_ops_t),
-                                           "thread", te_submit, te_await};
+                                           "thread", te_submit, te_await,
+                                           te_hold};
 
 static void *te_main(void *arg) {
   weft_thread_executor_t *te = arg;
@@ -361,6 +374,13 @@ int weft_thread_executor_shutdown(weft_thread_executor_t *te) {
 int weft__thread_create(pthread_t *t, void *(*fn)(void *), void *arg) {
   sigset_t all, old;
   sigfillset(&all);
+  /* (a fault's signal is delivered to the faulting thread whatever its
+   * mask, by force when blocked: leave it open to the handlers, a fiber
+   * stack overflow report among them) */
+  sigdelset(&all, SIGSEGV);
+  sigdelset(&all, SIGBUS);
+  sigdelset(&all, SIGFPE);
+  sigdelset(&all, SIGILL);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   int rc = WEFT__SYS_RET("pthread_create", pthread_create(t, NULL, fn, arg));
   pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -4,7 +4,7 @@
  * retaining and releasing a future, reading its outcome, and await. The
  * state they read and the settling are in future.c. */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "fiber.h"
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -146,6 +146,9 @@ WEFT__HOT intptr_t weft_future_int(const weft_future_t *f) {
 int weft_future_await(weft_future_t *f, int64_t timeout_ms) {
   if (f == NULL || timeout_ms < -1)
     return WEFT_EINVAL;
+  weft__fiber_t *fb = weft__fiber_self();
+  if (fb != NULL) /* suspend the fiber, not the thread */
+    return weft__fiber_await(fb, f, timeout_ms);
   /* Inline continuations queued on this thread may be what settles f. */
   while (weft__core_state(f) == WEFT_PENDING && weft__trampoline_help())
     ;

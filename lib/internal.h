@@ -441,6 +441,8 @@ static inline weft_task_t *weft__task_list_reverse(weft_task_t *list) {
   return fwd;
 }
 
+/* True when this thread's trampoline has nothing queued. */
+WEFT__HIDDEN bool weft__trampoline_idle(void);
 /* Run one queued trampoline task of this thread; false when none. */
 WEFT__HIDDEN bool weft__trampoline_help(void);
 

@@ -240,7 +240,12 @@ struct weft_loop {
    * above) */
   _Atomic uint64_t iterations, polls, posted, timers_fired, stalls;
   _Atomic unsigned timers_active, watchers_active;
+  /* 1 until close, 1 per fiber spawned on the loop and not yet ended: the
+   * struct is freed at the last (a late submit finds the queue closed) */
+  _Atomic uint32_t holds;
 };
+/* Give back one hold on the loop's memory (run.c). */
+WEFT__HIDDEN void weft__loop_put(weft_loop_t *loop);
 
 /* What the loop's own fds (its eventfd, its signalfd) are registered with,
  * in every loop: an event's data is NULL (a watcher stopped during the

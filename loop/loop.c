@@ -116,6 +116,7 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   if (loop == NULL)
     return WEFT_ENOMEM;
   memset(loop, 0, sizeof *loop);
+  atomic_init(&loop->holds, 1);
   loop->executor.ops = &weft__loop_executor_ops;
   loop->wake_fd = loop->sig_fd = -1;
   weft__spin_init(loop, spin_us);
@@ -184,7 +185,7 @@ int weft_loop_close(weft_loop_t *loop) {
   weft_executor_leave(loop->prev_executor);
   weft__tl_loop = NULL;
   live_unlink(loop);
-  weft__free(loop, sizeof *loop);
+  weft__loop_put(loop);
   return 0;
 }
 

@@ -240,8 +240,22 @@ static int loop_ex_await(weft_executor_t *ex, weft_future_t *f,
   return weft__tl_loop == (weft_loop_t *)ex ? WEFT_EDEADLK : WEFT_EAGAIN;
 }
 
+void weft__loop_put(weft_loop_t *loop) {
+  if (atomic_fetch_sub_explicit(&loop->holds, 1, memory_order_acq_rel) == 1)
+    weft__free(loop, sizeof *loop);
+}
+
+static void loop_ex_hold(weft_executor_t *ex, int delta) {
+  weft_loop_t *loop = (weft_loop_t *)ex;
+  if (delta > 0)
+    atomic_fetch_add_explicit(&loop->holds, 1, memory_order_relaxed);
+  else
+    weft__loop_put(loop);
+}
+
 const weft_executor_ops_t weft__loop_executor_ops = {
-    sizeof(weft_executor_ops_t), "loop", loop_ex_submit, loop_ex_await};
+    sizeof(weft_executor_ops_t), "loop", loop_ex_submit, loop_ex_await,
+    loop_ex_hold};
 
 weft_executor_t *weft_loop_executor(weft_loop_t *loop) {
   return loop == NULL ? NULL : &loop->executor;

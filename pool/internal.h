@@ -268,6 +268,9 @@ struct weft_pool {
   pthread_cond_t cv;
   unsigned exited;
   weft__blocking_t blocking;
+  /* 1 for the owner, 1 per fiber spawned on the pool and not yet ended:
+   * p itself is freed at the last (a late submit reads p->stopping). */
+  _Atomic uint32_t holds;
 };
 _Static_assert(_Alignof(struct weft_pool) >= 2,
                "a pool pointer leaves weft__job_t.pool a low bit");

@@ -181,9 +181,23 @@ static int pool_ex_submit(weft_executor_t *ex, weft_task_t *task) {
   return pool_enqueue(p, task);
 }
 
+static void pool_put(weft_pool_t *p) {
+  if (atomic_fetch_sub_explicit(&p->holds, 1, memory_order_acq_rel) == 1)
+    weft__free(p, sizeof(*p));
+}
+
+static void pool_ex_hold(weft_executor_t *ex, int delta) {
+  weft_pool_t *p = (weft_pool_t *)((char *)ex -
+                                   offsetof(weft_pool_t, executor));
+  if (delta > 0)
+    atomic_fetch_add_explicit(&p->holds, 1, memory_order_relaxed);
+  else
+    pool_put(p);
+}
+
 static const weft_executor_ops_t pool_ops = {sizeof(weft_executor_ops_t),
                                              "pool", pool_ex_submit,
-                                             weft__pool_ex_await};
+                                             weft__pool_ex_await, pool_ex_hold};
 
 weft_executor_t *weft_pool_executor(weft_pool_t *pool) {
   return pool == NULL ? NULL : &pool->executor;
@@ -198,7 +212,7 @@ static void free_pool(weft_pool_t *p, unsigned deques) {
   pthread_cond_destroy(&p->cv);
   pthread_mutex_destroy(&p->mu);
   weft__free(p->workers, p->nworkers * sizeof(weft__worker_t));
-  weft__free(p, sizeof(*p));
+  pool_put(p);
 }
 
 static int join_started(weft_pool_t *p, unsigned started) {
@@ -230,6 +244,7 @@ int weft_pool_create(const weft_pool_options_t *opts, weft_pool_t **out) {
   if (p == NULL)
     return WEFT_ENOMEM;
   memset(p, 0, sizeof(*p));
+  atomic_init(&p->holds, 1);
   p->executor.ops = &pool_ops;
   p->nworkers = o.threads ? o.threads : weft_cpu_count();
   p->workers = weft__malloc(p->nworkers * sizeof(weft__worker_t));

@@ -82,6 +82,11 @@ step "asan+ubsan build" configure_build "$top/asan" -DCMAKE_BUILD_TYPE=Debug -DW
 step "asan+ubsan tests" run_ctest "$top/asan"
 step "tsan build" configure_build "$top/tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWEFT_SANITIZE=thread
 step "tsan tests" tsan_ctest "$top/tsan"
+# The portable switch (what platforms without a routine of ours get), and
+# the routines alone (aarch64 under qemu where its tools are installed).
+step "ucontext build" configure_build "$top/ucontext" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWEFT_BUILD_SAMPLES=OFF -DWEFT_FIBER_UCONTEXT=ON
+step "ucontext fiber tests" ctest --test-dir "$top/ucontext" --output-on-failure --timeout 900 -R '^weft\.(fiber_|scope)'
+step "switch alone" bash "$root/scripts/check-switch.sh"
 step "installed consumer (find_package, pkg-config, relocated)" consumer
 
 if ((${#failed[@]})); then

@@ -20,6 +20,8 @@ extern const test_suite_t suite_error, suite_future, suite_then, suite_cancel,
     suite_net_cancel, suite_net_settle, suite_net_close, suite_net_queued,
     suite_net_spin, suite_chat, suite_api, suite_paths, suite_fault,
     suite_misuse, suite_stress, suite_model, suite_abi;
+extern const test_suite_t suite_fiber_core, suite_fiber_await,
+    suite_fiber_spawn, suite_fiber_cancel, suite_fiber_load, suite_scope;
 
 /* clang-format off */
 static const test_suite_t *const suites[] = {
@@ -30,7 +32,9 @@ static const test_suite_t *const suites[] = {
     &suite_net_data, &suite_net_errors, &suite_net_accept, &suite_net_cancel,
     &suite_net_settle, &suite_net_close, &suite_net_queued, &suite_net_spin,
     &suite_api, &suite_paths, &suite_fault,
-    &suite_misuse, &suite_stress, &suite_model, &suite_abi
+    &suite_misuse, &suite_stress, &suite_model, &suite_abi,
+    &suite_fiber_core, &suite_fiber_await, &suite_fiber_spawn, &suite_fiber_cancel,
+    &suite_fiber_load, &suite_scope
 #ifdef WEFT_HAVE_CHAT
     , &suite_chat
 #endif

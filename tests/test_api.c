@@ -68,8 +68,8 @@ static void count_task(weft_task_t *t) {
   atomic_fetch_add(&task_runs, 1);
 }
 
-static const weft_executor_ops_t no_submit_ops = {sizeof(weft_executor_ops_t),
-                                                  "none", NULL, NULL};
+static const weft_executor_ops_t no_submit_ops = {
+    .size = sizeof(weft_executor_ops_t), .name = "none"};
 
 static void test_executor_submit_args(void) {
   weft_task_t t = {NULL, count_task};

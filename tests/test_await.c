@@ -168,9 +168,11 @@ static int refuse_await(weft_executor_t *ex, weft_future_t *f, int64_t d) {
   (void)d;
   return WEFT_EDEADLK;
 }
-static const weft_executor_ops_t refusing = {sizeof(weft_executor_ops_t),
-                                             "refusing", never_submit,
-                                             refuse_await};
+static const weft_executor_ops_t refusing = {.size = sizeof(
+                                                 weft_executor_ops_t),
+                                             .name = "refusing",
+                                             .submit = never_submit,
+                                             .await = refuse_await};
 
 static void test_executor_refuses_await(void) {
   weft_executor_t ex = {&refusing};

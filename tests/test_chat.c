@@ -716,10 +716,10 @@ static void test_bad_command_lines(void) {
 
 /* ---- SIGINT with operations pending: exit 0, nothing leaked ---- */
 
-/* Stop s with SIGINT; expect exit status 0 and, in its stderr (err_fd, a
+/* Stop s with sig (0: none, it is ending); expect exit status 0 and, in its stderr (err_fd, a
  * temporary file), no report of a leak or another sanitizer error. */
-static void expect_clean_exit(server_t *s, FILE *err) {
-  EXPECT_EQ(stop_with(s, SIGINT), 0);
+static void expect_clean_exit_sig(server_t *s, FILE *err, int sig) {
+  EXPECT_EQ(stop_with(s, sig), 0);
   static char log[65536];
   rewind(err);
   size_t n = fread(log, 1, sizeof log - 1, err);
@@ -731,6 +731,10 @@ static void expect_clean_exit(server_t *s, FILE *err) {
     fprintf(stderr, "%s\n", log);
   EXPECT_TRUE(clean);
   fclose(err);
+}
+
+static void expect_clean_exit(server_t *s, FILE *err) {
+  expect_clean_exit_sig(s, err, SIGINT);
 }
 
 static void test_offload_sigint_clean(void) {
@@ -803,6 +807,60 @@ static void test_echo_sigint_clean(void) {
   close(idle);
   close(c->fd);
   free(c);
+}
+
+/* ---- shutdown_server: requests in flight finish within the grace ---- */
+
+/* Wait (bounded) until the server's log (err) holds `what`. */
+static bool log_has(FILE *err, const char *what) {
+  static char log[65536];
+  for (int i = 0; i < WAIT_MS / 10; i++) {
+    rewind(err);
+    size_t n = fread(log, 1, sizeof log - 1, err);
+    log[n] = 0;
+    if (strstr(log, what) != NULL)
+      return true;
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL); /* polling a log file, not synchronisation */
+  }
+  return false;
+}
+
+/* SIGINT with a short request and a long one in flight, and a client
+ * idle: the short one is answered, the long one is cancelled when the
+ * grace period ends (its connection closes unanswered), the idle one is
+ * closed at once, and the server exits 0 with nothing leaked. */
+static void test_shutdown_server_grace(void) {
+  FILE *err = tmpfile();
+  REQUIRE_EQ(err != NULL, 1);
+  char *argv[] = {"shutdown_server", "0", "1500", NULL};
+  server_t s = spawn_to(WEFT_SHUTDOWN_SERVER, argv, fileno(err));
+  client_t *c[3];
+  for (int i = 0; i < 3; i++) {
+    c[i] = calloc(1, sizeof *c[i]);
+    REQUIRE_EQ(c[i] != NULL, 1);
+    c[i]->fd = dial(s.port, 0);
+  }
+  char line[64];
+  send_all(c[0]->fd, "0\n", 2); /* served before shutdown */
+  EXPECT_TRUE(read_line(c[0], line, sizeof line, WAIT_MS));
+  EXPECT_EQ(strcmp(line, "done 0"), 0);
+  send_all(c[0]->fd, "400\n", 4);
+  send_all(c[1]->fd, "60000\n", 6);
+  EXPECT_TRUE(log_has(err, "working 400 ms"));
+  EXPECT_TRUE(log_has(err, "working 60000 ms"));
+  kill(s.pid, SIGINT);
+  EXPECT_TRUE(log_has(err, "grace period over"));
+  EXPECT_TRUE(read_line(c[0], line, sizeof line, WAIT_MS));
+  EXPECT_EQ(strcmp(line, "done 400"), 0); /* in flight: answered */
+  EXPECT_TRUE(!read_line(c[1], line, sizeof line, WAIT_MS)); /* cut */
+  EXPECT_TRUE(!read_line(c[2], line, sizeof line, WAIT_MS)); /* idle */
+  EXPECT_TRUE(log_has(err, "every connection closed"));
+  expect_clean_exit_sig(&s, err, 0); /* (signal 0: only wait for the exit) */
+  for (int i = 0; i < 3; i++) {
+    close(c[i]->fd);
+    free(c[i]);
+  }
 }
 
 /* ---- a burst from one client: the clients that read keep up ---- */
@@ -954,6 +1012,8 @@ static void test_slow_reader_memory(void) {
 
 static const test_case_t cases[] = {
     {"echo_server sample", test_echo_server_sample},
+    {"shutdown_server: in flight answered, the rest cut at the grace",
+     test_shutdown_server_grace},
     {"50 clients, every line to every other once", test_fanout},
     {"a client that never reads is dropped", test_slow_reader_dropped},
     {"a 1 MiB burst from one client drops no reader", test_burst_readers_kept},

@@ -268,8 +268,8 @@ static int refuse(weft_executor_t *ex, weft_task_t *t) {
   (void)t;
   return WEFT_ESHUTDOWN;
 }
-static const weft_executor_ops_t refusing_ops = {sizeof(weft_executor_ops_t),
-                                                 "refusing", refuse, NULL};
+static const weft_executor_ops_t refusing_ops = {
+    .size = sizeof(weft_executor_ops_t), .name = "refusing", .submit = refuse};
 
 static void test_executor_refuses(void) {
   weft_executor_t ex = {&refusing_ops};

@@ -55,6 +55,18 @@ typedef struct weft_executor_ops {
    * await with it.
    */
   int (*await)(weft_executor_t *ex, weft_future_t *f, int64_t deadline_ns);
+  /**
+   * Optional (may be NULL; read only when `size` covers it). weft calls it
+   * with +1 when a fiber (weft/fiber.h) is spawned on this executor and
+   * with -1 once that fiber has ended, from any thread. An executor that
+   * provides it keeps the memory its submit reads alive while holds
+   * remain, also after it is shut down (its submit refusing meanwhile), so
+   * that a fiber that wakes after the shutdown is refused (and resumes on
+   * the thread that woke it) instead of reaching freed memory. Every
+   * executor of weft's provides it. Without it, an executor must outlive
+   * every fiber spawned on it.
+   */
+  void (*hold)(weft_executor_t *ex, int delta);
 } weft_executor_ops_t;
 
 /** An executor is anything whose first member is a pointer to its ops. */

@@ -188,6 +188,12 @@ WEFT_EXTERN int weft_future_cancel(weft_future_t *f);
  * (WEFT_FOREVER: no limit; 0: just check; any value up to INT64_MAX is a
  * wait that long).
  *
+ * In a fiber (weft/fiber.h) it suspends the fiber, not the thread, and
+ * returns as below, or WEFT_ECANCELED (WEFT_ETIMEDOUT for a scope's
+ * deadline) once the fiber is cancelled; WEFT_EDEADLK only when f is the
+ * fiber's own future. The rest of this comment is about awaits outside a
+ * fiber.
+ *
  * It never hangs silently: on a thread running an executor's work (a pool
  * worker, a loop, a dedicated thread) the executor is asked first and either
  * makes progress while waiting or refuses with WEFT_EDEADLK. A pool worker
