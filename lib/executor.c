@@ -234,9 +234,11 @@ static bool te_run_one(weft_thread_executor_t *te) {
   return true;
 }
 
-static bool te_on_own_thread(weft_thread_executor_t *te) {
-  return pthread_equal(pthread_self(), te->thread);
-}
+/* The executor whose thread this is (set by te_main): not te->thread,
+ * whose id glibc hands to the next thread created once te's is joined. */
+static _Thread_local weft_thread_executor_t *tl_te WEFT__TLS;
+
+static bool te_on_own_thread(weft_thread_executor_t *te) { return tl_te == te; }
 
 static int te_submit(weft_executor_t *ex, weft_task_t *task) {
   weft_thread_executor_t *te = (weft_thread_executor_t *)ex;
@@ -305,6 +307,7 @@ static const weft_executor_ops_t te_ops = {sizeof(weft_executor_ops_t),
 
 static void *te_main(void *arg) {
   weft_thread_executor_t *te = arg;
+  tl_te = te;
   weft_executor_t *prev = weft_executor_enter(&te->base);
   pthread_mutex_lock(&te->mu);
   for (;;) {
@@ -334,11 +337,7 @@ int weft_thread_executor_create(weft_thread_executor_t **out) {
     goto fail_mu;
   if (weft__cond_init(&te->cv) != 0)
     goto fail_cv;
-  /* Hold the lock so te->thread is written before the thread can read it. */
-  pthread_mutex_lock(&te->mu);
-  int prc = weft__thread_create(&te->thread, te_main, te);
-  pthread_mutex_unlock(&te->mu);
-  if (prc != 0) {
+  if (weft__thread_create(&te->thread, te_main, te) != 0) {
     rc = WEFT_EAGAIN;
     goto fail_thread;
   }

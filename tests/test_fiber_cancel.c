@@ -722,9 +722,24 @@ static void test_loop_close_resumes_fiber(void) {
   weft_future_release(g.f);
 }
 
+/* Fulfil the promise from a thread started after the shutdown (glibc
+ * hands it the joined executor thread's id): it must be no executor's. */
+typedef struct late_waker {
+  weft_promise_t *p;
+  pthread_t self;
+} late_waker_t;
+
+static void *late_wake(void *arg) {
+  late_waker_t *w = arg;
+  w->self = pthread_self();
+  weft_promise_fulfil_int(w->p, 4);
+  return NULL;
+}
+
 /* A fiber waits on a promise; its executor goes (kind 0: loop closed, 1:
- * pool shut down, 2: thread executor shut down); then this thread fulfils
- * the promise: the fiber resumes on this thread, cleans up and settles.
+ * pool shut down, 2 and 3: thread executor shut down); then this thread
+ * (kind 3: a thread started after the shutdown) fulfils the promise: the
+ * fiber resumes on the fulfilling thread, cleans up and settles.
  * Returns 0 when all of that held, else says what did not on stderr. */
 static int gone_run(int kind) {
   weft_loop_t *loop = NULL;
@@ -735,7 +750,7 @@ static int gone_run(int kind) {
     ex = weft_loop_executor(loop);
   else if (kind == 1 && weft_pool_create(NULL, &pool) == 0)
     ex = weft_pool_executor(pool);
-  else if (kind == 2 && weft_thread_executor_create(&te) == 0)
+  else if ((kind == 2 || kind == 3) && weft_thread_executor_create(&te) == 0)
     ex = weft_thread_executor_get(te);
   else
     return 10;
@@ -763,15 +778,25 @@ static int gone_run(int kind) {
             kind);
     bad = 13;
   }
-  weft_promise_fulfil_int(p, 4);
+  pthread_t waker = ft_self();
+  if (kind == 3) {
+    late_waker_t w = {p, waker};
+    pthread_t t;
+    if (pthread_create(&t, NULL, late_wake, &w) != 0)
+      return 15;
+    pthread_join(t, NULL);
+    waker = w.self;
+  } else {
+    weft_promise_fulfil_int(p, 4);
+  }
   if (g.cleanups != 1 || g.rc != 0 || g.err != 0 ||
-      !pthread_equal(g.after, ft_self()) ||
+      !pthread_equal(g.after, waker) ||
       weft_future_state(f) != WEFT_FULFILLED) {
     fprintf(stderr,
             "kind %d: cleanups %d, await %s, outcome %s, on this thread %d, "
             "fiber state %d\n",
             kind, g.cleanups, weft_error_name(g.rc), weft_error_name(g.err),
-            pthread_equal(g.after, ft_self()) != 0, weft_future_state(f));
+            pthread_equal(g.after, waker) != 0, weft_future_state(f));
     bad = 14;
   }
   weft_future_release(f);
@@ -804,7 +829,7 @@ static void expect_gone(int kind) {
 }
 
 static void test_executor_gone_resumes_on_waker(void) {
-  for (int kind = 0; kind < 3; kind++)
+  for (int kind = 0; kind < 4; kind++)
     expect_gone(kind);
 }
 
