@@ -179,10 +179,12 @@ static fnode_t *node_get(weft__fiber_t *fb) {
 
 /* The cancel hook of the fiber's future (on the cancelling thread, which
  * holds a reference). */
-static void on_cancel(void *arg) {
-  weft__fiber_t *fb = arg;
+/* Give fb's awaits `reason` from now on (the first reason stays), then
+ * wake the await it is parked in, if any. seq_cst: park_await stores WAIT
+ * and then reads reason; one of the two sees the other. */
+static void cancel_and_wake(weft__fiber_t *fb, int reason) {
   int none = 0;
-  atomic_compare_exchange_strong_explicit(&fb->reason, &none, WEFT_ECANCELED,
+  atomic_compare_exchange_strong_explicit(&fb->reason, &none, reason,
                                           memory_order_seq_cst,
                                           memory_order_seq_cst);
   uint64_t w = atomic_load_explicit(&fb->wake, memory_order_seq_cst);
@@ -190,16 +192,18 @@ static void on_cancel(void *arg) {
     fire(fb, w >> 2, WOKE_CANCEL, true);
 }
 
+static void on_cancel(void *arg) { cancel_and_wake(arg, WEFT_ECANCELED); }
+
 void weft__fiber_cancel(weft__fiber_t *fb, int reason) {
   int none = 0;
   atomic_compare_exchange_strong_explicit(&fb->reason, &none, reason,
                                           memory_order_seq_cst,
                                           memory_order_seq_cst);
+  /* The future first: a fiber woken before it is cancelled could settle
+   * it with a value. (Cancelled already: the hook ran before; wake an
+   * await parked since.) */
   weft_future_cancel(&fb->ext.base);
-  /* (cancelled already: the hook ran before; wake an await parked since) */
-  uint64_t w = atomic_load_explicit(&fb->wake, memory_order_seq_cst);
-  if ((w & 3) == W_WAIT)
-    fire(fb, w >> 2, WOKE_CANCEL, true);
+  cancel_and_wake(fb, reason);
 }
 
 /* ---- switching (with the sanitizers told) ---- */
@@ -294,17 +298,22 @@ static bool park_await(weft__fiber_t *fb) {
 
 static void fiber_entry(void *arg);
 
+/* Give back a stack no frame of the fiber ever used (if it has one). */
+static void drop_stack(weft__fiber_t *fb) {
+  if (fb->stack.lo != NULL) {
+    weft__stack_put(&fb->stack, NULL);
+    fb->stack.lo = NULL;
+  }
+}
+
 /* False when the fiber ends without running (cancelled first, no stack). */
 static bool start(weft__fiber_t *fb) {
   fb->started = true;
   int err = atomic_load_explicit(&fb->reason, memory_order_acquire);
   if (err == 0 && fb->stack.lo == NULL)
     err = weft__stack_get(fb->stack_want, &fb->stack);
-  if (err != 0 && fb->stack.lo != NULL) {
-    weft__stack_put(&fb->stack, NULL);
-    fb->stack.lo = NULL;
-  }
   if (err != 0) {
+    drop_stack(fb);
     if (fb->arg_dtor != NULL)
       fb->arg_dtor(fb->arg);
     weft_result_t r = weft_err(err);
@@ -595,10 +604,7 @@ static int spawn(weft_executor_t *ex, const weft_fiber_options_t *opts,
   if (rc == 0)
     rc = weft__fiber_start(fb);
   if (rc != 0) {
-    if (fb->stack.lo != NULL) {
-      weft__stack_put(&fb->stack, NULL);
-      fb->stack.lo = NULL;
-    }
+    drop_stack(fb);
     fb->arg_dtor = NULL; /* the caller keeps arg */
     weft__fiber_discard(fb, rc, false);
     weft_future_release(f);
