@@ -14,5 +14,6 @@
 #include <weft/loop.h>
 #include <weft/net.h>
 #include <weft/fiber.h>
+#include <weft/runtime.h>
 
 #endif /* WEFT_H */
