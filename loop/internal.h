@@ -243,6 +243,10 @@ struct weft_loop {
   /* 1 until close, 1 per fiber spawned on the loop and not yet ended: the
    * struct is freed at the last (a late submit finds the queue closed) */
   _Atomic uint32_t holds;
+  /* blocking work (files without io_uring, name lookups): the user's
+   * executor, or NULL and then the loop's own threads, made on first need */
+  weft_executor_t *blocking;
+  struct weft__lthreads *own_blocking;
 };
 /* Give back one hold on the loop's memory (run.c). */
 WEFT__HIDDEN void weft__loop_put(weft_loop_t *loop);
@@ -288,6 +292,23 @@ static inline void weft__loop_cb_end(weft_loop_t *loop, const char *kind,
  * WEFT_ESHUTDOWN once close began; on the loop thread always taken (close
  * runs what its callbacks queue). */
 WEFT__HIDDEN int weft__loop_submit(weft_loop_t *loop, weft_task_t *task);
+
+/* Where the loop sends work that blocks a thread (the options' `blocking`
+ * executor, else the loop's own threads, started here on first use): 0
+ * and *out, or WEFT_ENOMEM / WEFT_EAGAIN (no thread could be started). The
+ * executor takes tasks from any thread until the loop's close returns.
+ * Loop thread only. */
+WEFT__HIDDEN int weft__loop_blocking(weft_loop_t *loop, weft_executor_t **out);
+/* The loop's own blocking threads (blocking.c): an elastic set of up to
+ * WEFT__LTHREADS_MAX threads sharing one FIFO queue. Close refuses new
+ * tasks, lets the threads run what is queued, waits for the idle ones to
+ * exit and leaves those still inside a task to end by themselves (the
+ * last one out frees the set). */
+enum { WEFT__LTHREADS_MAX = 4 };
+typedef struct weft__lthreads weft__lthreads_t;
+WEFT__HIDDEN int weft__lthreads_create(weft__lthreads_t **out);
+WEFT__HIDDEN weft_executor_t *weft__lthreads_executor(weft__lthreads_t *t);
+WEFT__HIDDEN void weft__lthreads_close(weft__lthreads_t *t);
 
 /* Close and run need the loop thread, outside any run or close: 0, or
  * WEFT_EINVAL (NULL), WEFT_EPERM (another thread), WEFT_EBUSY. */

@@ -22,6 +22,7 @@ extern const test_suite_t suite_error, suite_future, suite_then, suite_cancel,
     suite_misuse, suite_stress, suite_model, suite_abi;
 extern const test_suite_t suite_fiber_core, suite_fiber_await,
     suite_fiber_spawn, suite_fiber_cancel, suite_fiber_load, suite_scope;
+extern const test_suite_t suite_blocking;
 
 /* clang-format off */
 static const test_suite_t *const suites[] = {
@@ -35,6 +36,7 @@ static const test_suite_t *const suites[] = {
     &suite_misuse, &suite_stress, &suite_model, &suite_abi,
     &suite_fiber_core, &suite_fiber_await, &suite_fiber_spawn, &suite_fiber_cancel,
     &suite_fiber_load, &suite_scope
+    , &suite_blocking
 #ifdef WEFT_HAVE_CHAT
     , &suite_chat
 #endif
