@@ -14,5 +14,7 @@
 #include <weft/loop.h>
 #include <weft/net.h>
 #include <weft/fiber.h>
+#include <weft/fs.h>
+#include <weft/dns.h>
 
 #endif /* WEFT_H */

@@ -104,8 +104,9 @@ static int lthreads_submit(weft_executor_t *ex, weft_task_t *task) {
   return 0;
 }
 
-static const weft_executor_ops_t lthreads_ops = {
-    sizeof(weft_executor_ops_t), "loop-blocking", lthreads_submit, NULL, NULL};
+static const weft_executor_ops_t lthreads_ops = {sizeof(weft_executor_ops_t),
+                                                 "loop-blocking",
+                                                 lthreads_submit, NULL, NULL};
 
 int weft__lthreads_create(weft__lthreads_t **out) {
   weft__lthreads_t *t = weft__malloc(sizeof *t);
@@ -131,9 +132,7 @@ fail_mu:
   return WEFT_ENOMEM;
 }
 
-weft_executor_t *weft__lthreads_executor(weft__lthreads_t *t) {
-  return &t->ex;
-}
+weft_executor_t *weft__lthreads_executor(weft__lthreads_t *t) { return &t->ex; }
 
 void weft__lthreads_close(weft__lthreads_t *t) {
   pthread_mutex_lock(&t->mu);
