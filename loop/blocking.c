@@ -161,3 +161,24 @@ int weft__loop_blocking(weft_loop_t *loop, weft_executor_t **out) {
   *out = weft__lthreads_executor(loop->own_blocking);
   return 0;
 }
+
+void weft__lops_close(weft_loop_t *loop) {
+  while (loop->lops != NULL) {
+    weft__lop_t *l = loop->lops;
+    weft__lop_unlink(loop, l);
+    l->close(l);
+    if (l->release != NULL) {
+      l->next = loop->lops_dead;
+      loop->lops_dead = l;
+    }
+    weft__loop_close_drain(loop);
+  }
+}
+
+void weft__lops_release(weft_loop_t *loop) {
+  while (loop->lops_dead != NULL) {
+    weft__lop_t *l = loop->lops_dead;
+    loop->lops_dead = l->next;
+    l->release(l);
+  }
+}

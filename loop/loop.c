@@ -178,6 +178,7 @@ int weft_loop_close(weft_loop_t *loop) {
   weft__loop_close_drain(loop);
   weft__io_close(loop); /* and every socket, with its operations */
   weft__loop_close_drain(loop);
+  weft__lops_close(loop); /* files, lookups */
   weft__signal_close(loop);
   weft__loop_close_drain(loop);
   if (loop->cops != NULL) { /* completions of closed handles, to report */
@@ -186,6 +187,7 @@ int weft_loop_close(weft_loop_t *loop) {
   }
   if (loop->module != NULL)
     loop->module->close(loop);
+  weft__lops_release(loop);
   if (loop->own_blocking != NULL)
     weft__lthreads_close(loop->own_blocking);
   WEFT__PERTURB();
