@@ -28,8 +28,8 @@ void weft__fs_file_put(weft_file_t *file) {
 }
 
 void weft__fs_flight_end(weft_file_t *file) {
-  unsigned old =
-      atomic_fetch_sub_explicit(&file->flights, 1, memory_order_acq_rel);
+  unsigned old = atomic_fetch_sub_explicit(&file->flights, 1,
+                                           memory_order_acq_rel);
   if (old == (FLIGHTS_LCLOSE | 1) && file->fd >= 0) {
     close(file->fd); /* the loop closed the file: the last flight is out */
     file->fd = -1;
@@ -62,14 +62,16 @@ void weft__fs_close_landed(fs_op_t *op) {
   weft_file_t *file = op->file;
   file->fd = -1;
   weft_future_t *f = fs_future(op);
-  if (op->res < 0)
-    (void)weft__settle_int(f, WEFT_REJECTED, 0, weft__fs_err(op->res));
-  else
-    (void)weft__settle_int(f, WEFT_FULFILLED, 0, 0);
+  if (!op->finished) { /* (the loop's close may have settled it) */
+    if (op->res < 0)
+      (void)weft__settle_int(f, WEFT_REJECTED, 0, weft__fs_err(op->res));
+    else
+      (void)weft__settle_int(f, WEFT_FULFILLED, 0, 0);
+    op->finished = true;
+    weft__unref(f); /* the loop side's */
+  }
   weft__lop_unlink(file->loop, &file->lop);
-  op->finished = true;
-  weft__unref(f);             /* the loop side's */
-  weft__fs_file_put(file);    /* the owner's */
+  weft__fs_file_put(file); /* the owner's */
 }
 
 /* ---- the position queue ---- */
@@ -102,13 +104,16 @@ static void file_lop_close(weft__lop_t *l) {
   file->closing = file->by_loop = true;
   cancel_ops(file);
   fs_op_t *c = file->close_op;
-  if (file->close_given && !c->finished && !c->flying) {
-    /* waiting for flights that now end without the loop */
+  if (file->close_given && !c->finished) {
+    /* waiting for flights that now end without the loop, or flying: it
+     * may land without the loop too */
     (void)weft__settle_int(fs_future(c), WEFT_CANCELLED, 0, WEFT_ECANCELED);
     c->finished = true;
     weft__unref(fs_future(c)); /* the loop side's */
   }
   file->owner_to_close = c->flying;
+  if (c->flying) /* its landing has the owner's reference: no release */
+    file->lop.release = NULL;
   unsigned old = atomic_fetch_or_explicit(&file->flights, FLIGHTS_LCLOSE,
                                           memory_order_acq_rel);
   if (old == 0 && file->fd >= 0) {
@@ -223,8 +228,8 @@ int weft_file_take(weft_future_t *f, weft_file_t **out) {
 
 /* An untaken file whose future went on another thread: closed here. */
 static void orphan_run(weft_task_t *t) {
-  weft_file_t *file =
-      (weft_file_t *)((char *)t - offsetof(weft_file_t, orphan_task));
+  weft_file_t *file = (weft_file_t *)((char *)t -
+                                      offsetof(weft_file_t, orphan_task));
   if (!file->closing)
     (void)weft_file_close(file, NULL);
   weft__fs_file_put(file); /* the value's */
@@ -374,7 +379,8 @@ int weft_fs_stat(weft_loop_t *loop, const char *path, struct stat *st,
   if (rc != 0)
     return rc;
   size_t len = strlen(path) + 1;
-  fs_op_t *op = weft__fs_op_new(loop, NULL, FS_STAT, sizeof(struct statx) + len);
+  fs_op_t *op = weft__fs_op_new(loop, NULL, FS_STAT,
+                                sizeof(struct statx) + len);
   if (op == NULL)
     return WEFT_ENOMEM;
   memcpy(op->mem + sizeof(struct statx), path, len);

@@ -34,8 +34,8 @@ struct weft_file {
    * value's, and one per flight; the last frees */
   _Atomic unsigned refs;
   _Atomic unsigned flights;
-  int64_t pos;          /* WEFT_FILE_CURRENT's position */
-  fs_op_t *ops;         /* pending operations (loop thread) */
+  int64_t pos;               /* WEFT_FILE_CURRENT's position */
+  fs_op_t *ops;              /* pending operations (loop thread) */
   fs_op_t *posq, *posq_tail; /* at the current position; the first runs */
   fs_op_t *close_op;         /* set aside at open, started by close */
   bool closing;              /* weft_file_close or the loop's close began */
@@ -50,9 +50,9 @@ struct weft_file {
 struct fs_op {
   weft__loop_op_t base; /* the future (first) */
   weft__completion_t comp;
-  weft_task_t work;    /* on the blocking executor */
-  weft_task_t deliver; /* back on the loop thread */
-  weft__lop_t lop;     /* open and path stat: on the loop's list */
+  weft_task_t work;     /* on the blocking executor */
+  weft_task_t deliver;  /* back on the loop thread */
+  weft__lop_t lop;      /* open and path stat: on the loop's list */
   fs_op_t *prev, *next; /* on the file's list */
   fs_op_t *qnext;       /* on the file's position queue */
   weft_file_t *file;    /* the file it works on; open: the one it makes */

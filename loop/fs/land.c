@@ -73,6 +73,8 @@ static void fs_open_landed(fs_op_t *op) {
     return;
   }
   file->fd = op->res;
+  if (op->base.loop->closing) /* landed inside the loop's close */
+    (void)weft__settle_int(f, WEFT_CANCELLED, 0, WEFT_ECANCELED);
   if (op->base.loop->closing || weft__claim(f, WEFT_FULFILLED) != 0) {
     close(file->fd); /* cancelled: nobody will see this fd */
     file->fd = -1;
@@ -108,6 +110,8 @@ void weft__fs_op_landed(fs_op_t *op) {
     weft__fs_op_finish(op);
     return;
   }
+  if (op->kind == FS_CLOSE)
+    file->fd = -1; /* closed by the flight: the loop's close must not */
   if (file != NULL)
     weft__fs_flight_end(file);
   if (op->kind == FS_CLOSE) {

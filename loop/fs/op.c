@@ -62,8 +62,8 @@ fs_op_t *weft__fs_op_new(weft_loop_t *loop, weft_file_t *file, fs_kind_t kind,
     }
     op->mem_len = mem_len;
   }
-  weft__loop_op_setup(&op->base, sizeof *op, loop, fs_disarm,
-                      weft__fs_op_fini, fs_cancel_hook, op);
+  weft__loop_op_setup(&op->base, sizeof *op, loop, fs_disarm, weft__fs_op_fini,
+                      fs_cancel_hook, op);
   op->file = file;
   op->kind = (uint8_t)kind;
   op->fd = file != NULL ? file->fd : -1;
@@ -161,10 +161,10 @@ static bool fs_ring_start(fs_op_t *op) {
   if (loop->cops == NULL || loop->cops->file == NULL)
     return false;
   static const int kinds[] = {
-      [FS_OPEN] = WEFT__FREQ_OPEN,   [FS_READ] = WEFT__FREQ_READ,
-      [FS_WRITE] = WEFT__FREQ_WRITE, [FS_SYNC] = WEFT__FREQ_FSYNC,
+      [FS_OPEN] = WEFT__FREQ_OPEN,          [FS_READ] = WEFT__FREQ_READ,
+      [FS_WRITE] = WEFT__FREQ_WRITE,        [FS_SYNC] = WEFT__FREQ_FSYNC,
       [FS_DATASYNC] = WEFT__FREQ_FDATASYNC, [FS_FSTAT] = WEFT__FREQ_STATX,
-      [FS_STAT] = WEFT__FREQ_STATX,  [FS_CLOSE] = WEFT__FREQ_CLOSE};
+      [FS_STAT] = WEFT__FREQ_STATX,         [FS_CLOSE] = WEFT__FREQ_CLOSE};
   weft__file_req_t q = {kinds[op->kind], op->fd, NULL, 0, 0, NULL, 0, 0, NULL};
   size_t left = op->n - op->done;
   switch (op->kind) {
@@ -230,8 +230,7 @@ static int fs_rw(fs_op_t *op) {
     if (op->kind == FS_READ)
       r = pread(op->fd, op->mem, left, op->off);
     else
-      r = pwrite(op->fd, op->mem + op->done, left,
-                 op->off + (int64_t)op->done);
+      r = pwrite(op->fd, op->mem + op->done, left, op->off + (int64_t)op->done);
     if (r < 0 && errno == EINTR)
       continue;
     if (r < 0)
