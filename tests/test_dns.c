@@ -67,14 +67,13 @@ static void test_names(void) {
     EXPECT_EQ(l->addrs[i].ss.ss_family, AF_INET);
   weft_future_release(f);
   /* a service that does not exist */
-  EXPECT_TRUE(resolve(loop, "127.0.0.1", "no-such-service-xyz", 0, &f,
-                      &err) == NULL);
+  EXPECT_TRUE(resolve(loop, "127.0.0.1", "no-such-service-xyz", 0, &f, &err) ==
+              NULL);
   EXPECT_ERR(err, WEFT_EAI_NONAME);
   weft_future_release(f);
   /* a name that cannot resolve: no such host, or, without a reachable
    * name server, a temporary failure (bounded by BOUND_MS either way) */
-  EXPECT_TRUE(resolve(loop, "no-such-host.invalid", "80", 0, &f, &err) ==
-              NULL);
+  EXPECT_TRUE(resolve(loop, "no-such-host.invalid", "80", 0, &f, &err) == NULL);
   EXPECT_TRUE(err == WEFT_EAI_NONAME || err == WEFT_EAI_AGAIN);
   weft_future_release(f);
   EXPECT_EQ(weft_loop_close(loop), 0);
@@ -109,8 +108,11 @@ static void test_cancel(void) {
   lo.blocking = weft_thread_executor_get(te);
   weft_loop_t *loop = NULL;
   REQUIRE_EQ(weft_loop_create(&lo, &loop), 0);
-  gate_t g = {{NULL, gate_run}, PTHREAD_MUTEX_INITIALIZER,
-              PTHREAD_COND_INITIALIZER, 0, 0};
+  gate_t g = {{NULL, gate_run},
+              PTHREAD_MUTEX_INITIALIZER,
+              PTHREAD_COND_INITIALIZER,
+              0,
+              0};
   REQUIRE_EQ(weft_executor_submit(lo.blocking, &g.task), 0);
   weft_future_t *f = NULL;
   REQUIRE_EQ(weft_dns_resolve(loop, "localhost", "80", NULL, &f), 0);

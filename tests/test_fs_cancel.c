@@ -239,9 +239,9 @@ static void test_loop_close_pending(void) {
   for (int i = 0; i < 8; i++) {
     weft_future_t *f;
     REQUIRE_EQ(weft_file_read(file, buf[i], 512, WEFT_FILE_CURRENT, &f), 0);
-    REQUIRE_EQ(
-        weft_future_watch(f, weft_loop_executor(loop), on_settled, &seen, NULL),
-        0);
+    REQUIRE_EQ(weft_future_watch(f, weft_loop_executor(loop), on_settled, &seen,
+                                 NULL),
+               0);
   }
   char p[PATH_MAX];
   snprintf(p, sizeof p, "%s/l", dir);

@@ -104,16 +104,17 @@ static void file_lop_close(weft__lop_t *l) {
   file->closing = file->by_loop = true;
   cancel_ops(file);
   fs_op_t *c = file->close_op;
+  /* its landing has the owner's reference then: no release */
+  file->owner_to_close = c->flying;
+  if (c->flying)
+    file->lop.release = NULL;
   if (file->close_given && !c->finished) {
     /* waiting for flights that now end without the loop, or flying: it
      * may land without the loop too */
     (void)weft__settle_int(fs_future(c), WEFT_CANCELLED, 0, WEFT_ECANCELED);
     c->finished = true;
-    weft__unref(fs_future(c)); /* the loop side's */
+    weft__unref(fs_future(c)); /* the loop side's (c may be gone now) */
   }
-  file->owner_to_close = c->flying;
-  if (c->flying) /* its landing has the owner's reference: no release */
-    file->lop.release = NULL;
   unsigned old = atomic_fetch_or_explicit(&file->flights, FLIGHTS_LCLOSE,
                                           memory_order_acq_rel);
   if (old == 0 && file->fd >= 0) {
