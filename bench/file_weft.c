@@ -45,8 +45,8 @@ static void start(slot_t *s) {
   bench_t *b = s->b;
   weft_future_t *f;
   b->started++;
-  if (weft_file_read(b->file, s->buf, FILE_BLOCK, file_rng_next(&b->rng),
-                     &f) != 0 ||
+  if (weft_file_read(b->file, s->buf, FILE_BLOCK, file_rng_next(&b->rng), &f) !=
+          0 ||
       weft_future_watch(f, weft_loop_executor(b->loop), on_read, s, NULL) !=
           0) {
     fprintf(stderr, "file_weft: read failed\n");

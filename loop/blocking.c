@@ -166,8 +166,9 @@ void weft__lops_close(weft_loop_t *loop) {
   while (loop->lops != NULL) {
     weft__lop_t *l = loop->lops;
     weft__lop_unlink(loop, l);
+    bool keep = l->release != NULL; /* (close may free one that is not) */
     l->close(l);
-    if (l->release != NULL) {
+    if (keep) {
       l->next = loop->lops_dead;
       loop->lops_dead = l;
     }

@@ -80,4 +80,20 @@ static inline void fs_rmdir(const char *dir) {
     fprintf(stderr, "could not remove %s\n", dir);
 }
 
+/* A loop whose blocking work runs on a pool's blocking threads, for tests
+ * that close the loop with requests still in flight: the pool's shutdown
+ * joins the threads that end them (the loop's own threads would end them
+ * by themselves, after the test, racing the next test's allocator). */
+static inline weft_loop_t *fs_pool_loop(weft_pool_t **pool) {
+  weft_pool_options_t po = {sizeof po, 1, 4, 0, {0}};
+  REQUIRE_EQ(weft_pool_create(&po, pool), 0);
+  weft_loop_options_t lo;
+  memset(&lo, 0, sizeof lo);
+  lo.size = sizeof lo;
+  lo.blocking = weft_pool_blocking_executor(*pool);
+  weft_loop_t *loop = NULL;
+  REQUIRE_EQ(weft_loop_create(&lo, &loop), 0);
+  return loop;
+}
+
 #endif /* WEFT_FS_UTIL_H */

@@ -144,7 +144,8 @@ static void *cancel_main(void *arg) {
 }
 
 static void test_cancel_other_thread(void) {
-  weft_loop_t *loop = new_loop();
+  weft_pool_t *pool;
+  weft_loop_t *loop = fs_pool_loop(&pool);
   for (int i = 0; i < 50; i++) {
     weft_future_t *f = NULL;
     REQUIRE_EQ(weft_dns_resolve(loop, "localhost", NULL, NULL, &f), 0);
@@ -155,6 +156,7 @@ static void test_cancel_other_thread(void) {
     weft_future_release(f);
   }
   EXPECT_EQ(weft_loop_close(loop), 0);
+  EXPECT_EQ(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, -1, NULL), 0);
 }
 
 static void on_done(void *arg, weft_future_t *f) {
@@ -170,7 +172,8 @@ static void on_done(void *arg, weft_future_t *f) {
  * the result was already queued) and runs their continuations; it does
  * not wait for the lookups themselves. */
 static void test_loop_close(void) {
-  weft_loop_t *loop = new_loop();
+  weft_pool_t *pool;
+  weft_loop_t *loop = fs_pool_loop(&pool);
   int n[2] = {0, 0};
   for (int i = 0; i < 10; i++) {
     weft_future_t *f = NULL;
@@ -181,6 +184,7 @@ static void test_loop_close(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
   EXPECT_EQ(n[0], 10);
   EXPECT_EQ(n[1], 10);
+  EXPECT_EQ(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, -1, NULL), 0);
 }
 
 static void *from_other(void *arg) {

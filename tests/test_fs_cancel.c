@@ -156,7 +156,8 @@ static void test_cancel_other_thread(void) {
  * no fd behind. */
 static void test_close_and_cancel_stages(void) {
   fs_tmpdir(dir);
-  weft_loop_t *loop = new_loop();
+  weft_pool_t *pool;
+  weft_loop_t *loop = fs_pool_loop(&pool);
   int fds = fs_count_fds();
   weft_file_t *file = make_file(loop, "s", 1 << 14);
   REQUIRE_EQ(file != NULL, 1);
@@ -207,6 +208,7 @@ static void test_close_and_cancel_stages(void) {
   }
   EXPECT_EQ(fs_count_fds(), fds);
   EXPECT_EQ(weft_loop_close(loop), 0);
+  EXPECT_EQ(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, -1, NULL), 0);
   fs_rmdir(dir);
 }
 
@@ -231,7 +233,8 @@ static void on_settled(void *arg, weft_future_t *f) {
 static void test_loop_close_pending(void) {
   fs_tmpdir(dir);
   int fds = fs_count_fds();
-  weft_loop_t *loop = new_loop();
+  weft_pool_t *pool;
+  weft_loop_t *loop = fs_pool_loop(&pool);
   weft_file_t *file = make_file(loop, "l", 1 << 14);
   REQUIRE_EQ(file != NULL, 1);
   static char buf[8][512];
@@ -257,9 +260,9 @@ static void test_loop_close_pending(void) {
   EXPECT_TRUE(weft_future_state(d) != WEFT_PENDING);
   weft_future_release(o);
   weft_future_release(d);
-  /* a blocking thread may still be finishing a discarded request */
-  for (int i = 0; i < 2000 && fs_count_fds() != fds; i++)
-    sched_yield();
+  /* the requests close did not wait for have ended once the pool's
+   * shutdown joined its threads; the last of them closed the fd */
+  EXPECT_EQ(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, -1, NULL), 0);
   EXPECT_EQ(fs_count_fds(), fds);
   fs_rmdir(dir);
 }

@@ -88,7 +88,10 @@ typedef struct weft_loop_options {
    * it on first need (up to 4, started one at a time when none is idle,
    * kept until the loop closes; close does not wait for a call still
    * blocked in one of them, such as a slow lookup: that thread ends when
-   * the call returns). Either way the loop thread itself never blocks.
+   * the call returns, freeing the request's memory then, so a program
+   * that must know when every weft block is gone, to change allocators
+   * say, gives the loop a pool's executor and shuts the pool down).
+   * Either way the loop thread itself never blocks.
    * A caller whose `size` ends before this field gets NULL. */
   weft_executor_t *blocking;
 } weft_loop_options_t;

@@ -62,6 +62,7 @@ void weft__fs_close_landed(fs_op_t *op) {
   weft_file_t *file = op->file;
   file->fd = -1;
   weft_future_t *f = fs_future(op);
+  bool by_loop = file->by_loop;
   if (!op->finished) { /* (the loop's close may have settled it) */
     if (op->res < 0)
       (void)weft__settle_int(f, WEFT_REJECTED, 0, weft__fs_err(op->res));
@@ -70,6 +71,8 @@ void weft__fs_close_landed(fs_op_t *op) {
     op->finished = true;
     weft__unref(f); /* the loop side's */
   }
+  if (by_loop) /* the loop's close has the owner's reference */
+    return;
   weft__lop_unlink(file->loop, &file->lop);
   weft__fs_file_put(file); /* the owner's */
 }
@@ -93,9 +96,10 @@ void weft__fs_posq_next(weft_file_t *file) {
 static void cancel_ops(weft_file_t *file) {
   while (file->ops != NULL) {
     fs_op_t *op = file->ops;
+    weft__ref(fs_future(op)); /* (the cancel may finish it) */
     (void)weft_future_cancel(fs_future(op));
-    if (file->ops == op) /* in flight: disarm left it */
-      weft__fs_op_finish(op);
+    weft__fs_op_finish(op); /* in flight: disarm left it */
+    weft__unref(fs_future(op));
   }
 }
 
@@ -104,10 +108,6 @@ static void file_lop_close(weft__lop_t *l) {
   file->closing = file->by_loop = true;
   cancel_ops(file);
   fs_op_t *c = file->close_op;
-  /* its landing has the owner's reference then: no release */
-  file->owner_to_close = c->flying;
-  if (c->flying)
-    file->lop.release = NULL;
   if (file->close_given && !c->finished) {
     /* waiting for flights that now end without the loop, or flying: it
      * may land without the loop too */
@@ -123,22 +123,22 @@ static void file_lop_close(weft__lop_t *l) {
   }
 }
 
-/* At the end of the loop's close: the owner's reference (a close in
- * flight has it), kept so far so that continuations close ran could still
- * name the file. */
+/* At the end of the loop's close: the owner's reference, kept so far so
+ * that the continuations close ran could still name the file, and so that
+ * no flight ending on another thread meanwhile frees it. */
 static void file_lop_release(weft__lop_t *l) {
-  weft_file_t *file = (weft_file_t *)l;
-  if (!file->owner_to_close)
-    weft__fs_file_put(file);
+  weft__fs_file_put((weft_file_t *)l);
 }
 
 static void path_lop_close(weft__lop_t *l) {
   fs_op_t *op = (fs_op_t *)((char *)l - offsetof(fs_op_t, lop));
+  weft__ref(fs_future(op)); /* (the cancel may finish it) */
   (void)weft_future_cancel(fs_future(op));
   if (!op->finished) { /* in flight */
     op->finished = true;
-    weft__unref(fs_future(op));
+    weft__unref(fs_future(op)); /* the loop side's */
   }
+  weft__unref(fs_future(op));
 }
 
 /* ---- open and take ---- */

@@ -41,8 +41,6 @@ struct weft_file {
   bool closing;              /* weft_file_close or the loop's close began */
   bool by_loop;              /* the loop's close closed it */
   bool close_given;          /* weft_file_close took close_op */
-  bool owner_to_close;       /* the loop's close left the owner's reference
-                                to the close op in flight */
   _Atomic bool taken;        /* weft_file_take took it from the future */
   weft_task_t orphan_task;   /* an untaken future released off the loop */
 };

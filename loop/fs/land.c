@@ -37,7 +37,11 @@ static void stat_from_statx(struct stat *st, const struct statx *x) {
  * fulfil. The copy happens only while the future is pending, and a cancel
  * on another thread waits for it to end (copying, see fs_cancel_hook): so
  * the caller's memory is never written after a cancel returned. */
-static void fs_fulfil(fs_op_t *op, intptr_t v) {
+#if defined(__SANITIZE_THREAD__) /* GCC's TSan rejects an inlined fence */
+__attribute__((noinline))
+#endif
+static void
+fs_fulfil(fs_op_t *op, intptr_t v) {
   weft_future_t *f = fs_future(op);
   atomic_store_explicit(&op->copying, 1, memory_order_relaxed);
   atomic_thread_fence(memory_order_seq_cst);
@@ -152,9 +156,7 @@ void weft__fs_op_orphaned(fs_op_t *op) {
     if (op->kind == FS_CLOSE)
       file->fd = -1; /* it closed it: no other flight of the file is left */
     weft__fs_flight_end(file);
-    weft__fs_file_put(file);
-    if (op->kind == FS_CLOSE)
-      weft__fs_file_put(file); /* the owner's, which the close had */
+    weft__fs_file_put(file); /* (the owner's: the loop's close puts it) */
   }
   weft__unref(fs_future(op)); /* the flight's */
   weft__loop_put(loop);

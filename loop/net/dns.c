@@ -165,8 +165,10 @@ static void dns_work(weft_task_t *t) {
 
 static void dns_lop_close(weft__lop_t *l) {
   dns_op_t *op = (dns_op_t *)((char *)l - offsetof(dns_op_t, lop));
+  weft__ref(&op->base.ext.base); /* (the cancel may finish it) */
   (void)weft_future_cancel(&op->base.ext.base);
   dns_finish(op);
+  weft__unref(&op->base.ext.base);
 }
 
 static void dns_cancel_hook(void *arg) { weft__loop_op_cancel(arg); }
