@@ -106,6 +106,7 @@ static void cancel_ops(weft_file_t *file) {
 static void file_lop_close(weft__lop_t *l) {
   weft_file_t *file = (weft_file_t *)l;
   file->closing = file->by_loop = true;
+  atomic_store_explicit(&file->lclosed, true, memory_order_release);
   cancel_ops(file);
   fs_op_t *c = file->close_op;
   if (file->close_given && !c->finished) {
@@ -163,6 +164,7 @@ static weft_file_t *file_new(weft_loop_t *loop) {
   atomic_init(&file->refs, 1);
   atomic_init(&file->flights, 0);
   atomic_init(&file->taken, false);
+  atomic_init(&file->lclosed, false);
   file->close_op = weft__fs_op_new(loop, file, FS_CLOSE, 0);
   if (file->close_op == NULL) {
     weft__free(file, sizeof *file);
@@ -239,6 +241,11 @@ static void orphan_run(weft_task_t *t) {
 void weft__fs_file_value_dtor(void *p) {
   weft_file_t *file = p;
   if (atomic_load_explicit(&file->taken, memory_order_acquire)) {
+    weft__fs_file_put(file);
+    return;
+  }
+  /* The loop's close closed it (the loop may be gone: not touched). */
+  if (atomic_load_explicit(&file->lclosed, memory_order_acquire)) {
     weft__fs_file_put(file);
     return;
   }

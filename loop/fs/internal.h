@@ -42,6 +42,7 @@ struct weft_file {
   bool by_loop;              /* the loop's close closed it */
   bool close_given;          /* weft_file_close took close_op */
   _Atomic bool taken;        /* weft_file_take took it from the future */
+  _Atomic bool lclosed;      /* by_loop, for a future released elsewhere */
   weft_task_t orphan_task;   /* an untaken future released off the loop */
 };
 
