@@ -175,6 +175,7 @@ static void test_sizes_pinned(void) {
 #if UINTPTR_MAX == UINT64_MAX
   EXPECT_EQ(sizeof(weft_pool_options_t), 56);
   EXPECT_EQ(sizeof(weft_loop_options_t), 48);
+  EXPECT_EQ(sizeof(weft_dns_options_t), 48);
   EXPECT_EQ(sizeof(weft_allocator_t), 56);
   EXPECT_EQ(sizeof(weft_pool_stats_t), 120);
   EXPECT_EQ(sizeof(weft_loop_stats_t), 152);

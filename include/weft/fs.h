@@ -200,8 +200,10 @@ WEFT_EXTERN int weft_fs_stat(weft_loop_t *loop, const char *path,
  * nothing else happens; *out, if asked for, is then already fulfilled).
  * The memory for the close is set aside when the file is opened, so
  * closing cannot fail for want of it.
- * Errors (returned): WEFT_EINVAL (NULL file); WEFT_EPERM off the loop
- * thread. *out untouched on error.
+ * Errors (returned): WEFT_EINVAL (NULL file, or a file whose close is
+ * already under way); WEFT_EPERM off the loop thread; WEFT_EALREADY
+ * (inside the loop's close, a second close that asks for a future: the
+ * first one has it). *out untouched on error.
  * Thread: the loop thread.
  */
 WEFT_EXTERN int weft_file_close(weft_file_t *file, weft_future_t **out);
