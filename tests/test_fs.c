@@ -336,7 +336,67 @@ static void test_misuse(void) {
   fs_rmdir(dir);
 }
 
+typedef struct fiber_job {
+  weft_loop_t *loop;
+  const char *path;
+  char got[16];
+  long n;
+  int err;
+} fiber_job_t;
+
+static intptr_t await_int(weft_future_t *f) {
+  int rc = weft_future_await(f, WEFT_FOREVER);
+  if (rc == 0)
+    rc = weft_future_error(f);
+  intptr_t v = rc == 0 ? weft_future_int(f) : rc;
+  weft_future_release(f);
+  return v;
+}
+
+/* The fiber style of docs/files.md: each call awaited in order. */
+static weft_result_t fiber_body(void *arg) {
+  fiber_job_t *j = arg;
+  weft_future_t *f;
+  weft_file_t *file;
+  j->err = weft_file_open(j->loop, j->path, O_RDWR | O_CREAT, 0600, &f);
+  if (j->err != 0)
+    return weft_err(j->err);
+  weft_future_await(f, WEFT_FOREVER);
+  j->err = weft_file_take(f, &file);
+  weft_future_release(f);
+  if (j->err != 0)
+    return weft_err(j->err);
+  intptr_t w = -1;
+  if (weft_file_write(file, "fiber", 5, WEFT_FILE_CURRENT, &f) == 0)
+    w = await_int(f);
+  if (w == 5 && weft_file_read(file, j->got, sizeof j->got, 0, &f) == 0)
+    j->n = (long)await_int(f);
+  if (weft_file_close(file, &f) == 0)
+    j->err = (int)await_int(f);
+  return weft_ok_int(0);
+}
+
+static void test_fiber(void) {
+  setup();
+  weft_loop_t *loop = new_loop();
+  char p[PATH_MAX];
+  path_in(p, "fiber");
+  fiber_job_t j = {loop, p, {0}, 0, 1};
+  weft_future_t *done = NULL;
+  REQUIRE_EQ(weft_fiber_spawn(weft_loop_executor(loop), fiber_body, &j, NULL,
+                              &done),
+             0);
+  EXPECT_EQ(fs_settle(loop, done), 0);
+  weft_future_release(done);
+  EXPECT_EQ(j.err, 0);
+  EXPECT_EQ(j.n, 5);
+  EXPECT_EQ(memcmp(j.got, "fiber", 5), 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+  fs_rmdir(dir);
+}
+
 static const test_case_t cases[] = {
+    {"from a fiber: open, write, read, close awaited", test_fiber},
     {"open, write, read, stat, sync, close", test_round_trip},
     {"kernel errors map to WEFT_ codes", test_errors},
     {"a file removed while open", test_removed_while_open},
