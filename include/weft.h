@@ -15,5 +15,7 @@
 #include <weft/net.h>
 #include <weft/fiber.h>
 #include <weft/runtime.h>
+#include <weft/fs.h>
+#include <weft/dns.h>
 
 #endif /* WEFT_H */

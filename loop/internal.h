@@ -72,6 +72,29 @@ enum {
   WEFT__SEND_MAX = 1u << 30, /* bytes one send takes at most */
 };
 
+/* A file request for a completion backend (loop/fs). The memory it names
+ * (buf, path, the statx buffer) stays alive until its completion. */
+enum {
+  WEFT__FREQ_READ,
+  WEFT__FREQ_WRITE,
+  WEFT__FREQ_FSYNC,
+  WEFT__FREQ_FDATASYNC,
+  WEFT__FREQ_OPEN,  /* path, flags, mode */
+  WEFT__FREQ_CLOSE, /* fd */
+  WEFT__FREQ_STATX  /* fd (path "") or path (fd -1), into stx */
+};
+typedef struct weft__file_req {
+  int kind; /* WEFT__FREQ_* */
+  int fd;
+  void *buf;
+  unsigned len;
+  uint64_t off;
+  const char *path;
+  int flags;
+  unsigned mode;
+  void *stx; /* a struct statx */
+} weft__file_req_t;
+
 typedef struct weft__backend_ops {
   const char *name;
   int (*init)(weft__backend_t *b, unsigned max_events);
@@ -93,6 +116,10 @@ typedef struct weft__backend_ops {
   bool (*recv)(weft__backend_t *b, weft__completion_t *c, int fd);
   bool (*send)(weft__backend_t *b, weft__completion_t *c, int fd,
                const void *buf, size_t len);
+  /* A file request (loop/fs): false when the ring has no room. Its
+   * completion's done() gets the result (buf -1) and returns NULL. */
+  bool (*file)(weft__backend_t *b, weft__completion_t *c,
+               const struct weft__file_req *q);
   /* Ask the kernel to end c's recv (its completion still comes); hands
    * the request over at once, so the fd may be closed on return. */
   void (*cancel)(weft__backend_t *b, weft__completion_t *c);
@@ -243,6 +270,14 @@ struct weft_loop {
   /* 1 until close, 1 per fiber spawned on the loop and not yet ended: the
    * struct is freed at the last (a late submit finds the queue closed) */
   _Atomic uint32_t holds;
+  /* blocking work (files without io_uring, name lookups): the user's
+   * executor, or NULL and then the loop's own threads, made on first need */
+  weft_executor_t *blocking;
+  struct weft__lthreads *own_blocking;
+  /* files and the operations that went to the ring or a blocking thread
+   * (loop/fs, name lookups), while they are open or pending: close ends
+   * them (weft__lops_close) */
+  struct weft__lop *lops, *lops_dead;
 };
 /* Give back one hold on the loop's memory (run.c). */
 WEFT__HIDDEN void weft__loop_put(weft_loop_t *loop);
@@ -288,6 +323,55 @@ static inline void weft__loop_cb_end(weft_loop_t *loop, const char *kind,
  * WEFT_ESHUTDOWN once close began; on the loop thread always taken (close
  * runs what its callbacks queue). */
 WEFT__HIDDEN int weft__loop_submit(weft_loop_t *loop, weft_task_t *task);
+
+/* Where the loop sends work that blocks a thread (the options' `blocking`
+ * executor, else the loop's own threads, started here on first use): 0
+ * and *out, or WEFT_ENOMEM / WEFT_EAGAIN (no thread could be started). The
+ * executor takes tasks from any thread until the loop's close returns.
+ * Loop thread only. */
+WEFT__HIDDEN int weft__loop_blocking(weft_loop_t *loop, weft_executor_t **out);
+/* The loop's own blocking threads (blocking.c): an elastic set of up to
+ * WEFT__LTHREADS_MAX threads sharing one FIFO queue. Close refuses new
+ * tasks, lets the threads run what is queued, waits for the idle ones to
+ * exit and leaves those still inside a task to end by themselves (the
+ * last one out frees the set). */
+enum { WEFT__LTHREADS_MAX = 4 };
+typedef struct weft__lthreads weft__lthreads_t;
+WEFT__HIDDEN int weft__lthreads_create(weft__lthreads_t **out);
+WEFT__HIDDEN weft_executor_t *weft__lthreads_executor(weft__lthreads_t *t);
+WEFT__HIDDEN void weft__lthreads_close(weft__lthreads_t *t);
+
+/* Something the loop's close must end: a file, or an operation whose
+ * future is pending (loop/fs, loop/net/dns.c). Loop thread only. */
+typedef struct weft__lop {
+  struct weft__lop *prev, *next;
+  /* The loop is closing: settle, cancel or close; the link is already
+   * off the list. */
+  void (*close)(struct weft__lop *l);
+  /* NULL, or called at the very end of the loop's close (what close's
+   * continuations could still name stays until then). */
+  void (*release)(struct weft__lop *l);
+} weft__lop_t;
+static inline void weft__lop_link(weft_loop_t *loop, weft__lop_t *l) {
+  l->prev = NULL;
+  l->next = loop->lops;
+  if (loop->lops != NULL)
+    loop->lops->prev = l;
+  loop->lops = l;
+}
+static inline void weft__lop_unlink(weft_loop_t *loop, weft__lop_t *l) {
+  if (l->prev != NULL)
+    l->prev->next = l->next;
+  else if (loop->lops == l)
+    loop->lops = l->next;
+  if (l->next != NULL)
+    l->next->prev = l->prev;
+  l->prev = l->next = NULL;
+}
+/* At close: end every listed one, running what that settles after each;
+ * at its very end, release them. */
+WEFT__HIDDEN void weft__lops_close(weft_loop_t *loop);
+WEFT__HIDDEN void weft__lops_release(weft_loop_t *loop);
 
 /* Close and run need the loop thread, outside any run or close: 0, or
  * WEFT_EINVAL (NULL), WEFT_EPERM (another thread), WEFT_EBUSY. */

@@ -54,27 +54,36 @@ static void live_unlink(weft_loop_t *loop) {
 }
 
 /* Options into the loop's settings: 0, WEFT_EINVAL (out of range) or
- * WEFT_ENOTSUP (weft__struct_check). */
+ * WEFT_ENOTSUP (unknown bytes: past our struct, or in the reserved slots,
+ * which sit between spin_us and the fields appended after them). */
 static int read_options(const weft_loop_options_t *opts, unsigned *max,
-                        int *spin_us) {
+                        int *spin_us, weft_executor_t **blocking) {
   *max = 256;
   *spin_us = 0;
+  *blocking = NULL;
   if (opts == NULL)
     return 0;
+  size_t res = offsetof(weft_loop_options_t, reserved);
+  size_t res_end = offsetof(weft_loop_options_t, blocking);
   int rc = weft__struct_check(opts, opts->size,
                               offsetof(weft_loop_options_t, spin_us),
-                              offsetof(weft_loop_options_t, reserved));
+                              sizeof(weft_loop_options_t));
   if (rc != 0)
     return rc;
+  for (size_t i = res; i < res_end && i < opts->size; i++)
+    if (((const unsigned char *)opts)[i] != 0)
+      return WEFT_ENOTSUP;
   if (opts->max_events > 65536)
     return WEFT_EINVAL;
   if (opts->max_events != 0)
     *max = opts->max_events;
-  if (opts->size >= offsetof(weft_loop_options_t, reserved)) {
+  if (opts->size >= res) {
     if (opts->spin_us > 1000000)
       return WEFT_EINVAL;
     *spin_us = opts->spin_us;
   }
+  if (opts->size >= sizeof(weft_loop_options_t))
+    *blocking = opts->blocking;
   return 0;
 }
 
@@ -105,9 +114,10 @@ fail_backend:
 int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   unsigned max;
   int spin_us;
+  weft_executor_t *blocking;
   if (out == NULL)
     return WEFT_EINVAL;
-  int rc = read_options(opts, &max, &spin_us);
+  int rc = read_options(opts, &max, &spin_us, &blocking);
   if (rc != 0)
     return rc;
   if (weft__tl_loop != NULL)
@@ -118,6 +128,7 @@ int weft_loop_create(const weft_loop_options_t *opts, weft_loop_t **out) {
   memset(loop, 0, sizeof *loop);
   atomic_init(&loop->holds, 1);
   loop->executor.ops = &weft__loop_executor_ops;
+  loop->blocking = blocking;
   loop->wake_fd = loop->sig_fd = -1;
   weft__spin_init(loop, spin_us);
   rc = WEFT_ENOMEM;
@@ -167,6 +178,7 @@ int weft_loop_close(weft_loop_t *loop) {
   weft__loop_close_drain(loop);
   weft__io_close(loop); /* and every socket, with its operations */
   weft__loop_close_drain(loop);
+  weft__lops_close(loop); /* files, lookups */
   weft__signal_close(loop);
   weft__loop_close_drain(loop);
   if (loop->cops != NULL) { /* completions of closed handles, to report */
@@ -175,6 +187,9 @@ int weft_loop_close(weft_loop_t *loop) {
   }
   if (loop->module != NULL)
     loop->module->close(loop);
+  weft__lops_release(loop);
+  if (loop->own_blocking != NULL)
+    weft__lthreads_close(loop->own_blocking);
   WEFT__PERTURB();
   wait_producers(loop);
   loop->ops->remove(&loop->backend, loop->wake_fd);

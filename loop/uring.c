@@ -27,7 +27,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -533,6 +535,55 @@ static bool ur_recv(weft__backend_t *b, weft__completion_t *c, int fd) {
   return true;
 }
 
+/* A file request (loop/fs): read or write at an explicit offset, sync,
+ * open, close or statx. The kernel completes what the page cache serves
+ * inside the next wait, and punts the rest to its own workers. */
+static bool ur_file(weft__backend_t *b, weft__completion_t *c,
+                    const weft__file_req_t *q) {
+  struct weft__ring *r = b->buf;
+  struct io_uring_sqe *sqe = sqe_get(r);
+  if (sqe == NULL)
+    return false;
+  static const uint8_t opcodes[] = {[WEFT__FREQ_READ] = IORING_OP_READ,
+                                    [WEFT__FREQ_WRITE] = IORING_OP_WRITE,
+                                    [WEFT__FREQ_FSYNC] = IORING_OP_FSYNC,
+                                    [WEFT__FREQ_FDATASYNC] = IORING_OP_FSYNC,
+                                    [WEFT__FREQ_OPEN] = IORING_OP_OPENAT,
+                                    [WEFT__FREQ_CLOSE] = IORING_OP_CLOSE,
+                                    [WEFT__FREQ_STATX] = IORING_OP_STATX};
+  sqe->opcode = opcodes[q->kind];
+  sqe->fd = q->fd;
+  sqe->user_data = (uint64_t)(uintptr_t)c;
+  switch (q->kind) {
+  case WEFT__FREQ_READ:
+  case WEFT__FREQ_WRITE:
+    sqe->addr = (uint64_t)(uintptr_t)q->buf;
+    sqe->len = q->len;
+    sqe->off = q->off;
+    break;
+  case WEFT__FREQ_FDATASYNC:
+    sqe->fsync_flags = IORING_FSYNC_DATASYNC;
+    break;
+  case WEFT__FREQ_OPEN:
+    sqe->fd = AT_FDCWD;
+    sqe->addr = (uint64_t)(uintptr_t)q->path;
+    sqe->len = q->mode;
+    sqe->open_flags = (uint32_t)q->flags;
+    break;
+  case WEFT__FREQ_STATX:
+    sqe->fd = q->fd >= 0 ? q->fd : AT_FDCWD;
+    sqe->addr = (uint64_t)(uintptr_t)(q->fd >= 0 ? "" : q->path);
+    sqe->len = STATX_BASIC_STATS;
+    sqe->off = (uint64_t)(uintptr_t)q->stx;
+    sqe->statx_flags = q->fd >= 0 ? AT_EMPTY_PATH : 0;
+    break;
+  default:
+    break;
+  }
+  r->armed++;
+  return true;
+}
+
 static void ur_cancel(weft__backend_t *b, weft__completion_t *c) {
   struct weft__ring *r = b->buf;
   struct io_uring_sqe *sqe = sqe_get(r); /* (full: it submitted, retried) */
@@ -600,6 +651,7 @@ const weft__backend_ops_t weft__uring_backend = {
     .poll = ur_poll,
     .recv = ur_recv,
     .send = ur_send,
+    .file = ur_file,
     .cancel = ur_cancel,
     .queued = ur_queued,
     .buf_get = ur_buf_get,

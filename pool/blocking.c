@@ -53,6 +53,7 @@ static void *blocking_main(void *arg) {
   struct weft_pool *p = (struct weft_pool *)self->next; /* see spawn() */
   weft__blocking_t *b = &p->blocking;
   tl_blocking_pool = p;
+  weft_executor_t *prev = weft_executor_enter(&p->blocking_executor);
   pthread_mutex_lock(&b->mu);
   for (;;) {
     weft_task_t *t = b->head;
@@ -82,6 +83,7 @@ static void *blocking_main(void *arg) {
   b->zombies = self;
   pthread_cond_broadcast(&b->gone);
   pthread_mutex_unlock(&b->mu);
+  weft_executor_leave(prev);
   return NULL;
 }
 

@@ -259,6 +259,7 @@ typedef struct weft__blocking {
 
 struct weft_pool {
   weft_executor_t executor;
+  weft_executor_t blocking_executor; /* tasks on the blocking threads */
   weft__worker_t *workers;
   unsigned nworkers;
   weft__eventcount_t ec;

@@ -203,6 +203,29 @@ weft_executor_t *weft_pool_executor(weft_pool_t *pool) {
   return pool == NULL ? NULL : &pool->executor;
 }
 
+/* The blocking threads as an executor: the same queue as blocking jobs.
+ * No await: a task there may block its thread, as a blocking job may. */
+static int blocking_ex_submit(weft_executor_t *ex, weft_task_t *task) {
+  weft_pool_t *p = (weft_pool_t *)((char *)ex -
+                                   offsetof(weft_pool_t, blocking_executor));
+  return weft__blocking_enqueue(p, task);
+}
+
+static void blocking_ex_hold(weft_executor_t *ex, int delta) {
+  pool_ex_hold(
+      &((weft_pool_t *)((char *)ex - offsetof(weft_pool_t, blocking_executor)))
+           ->executor,
+      delta);
+}
+
+static const weft_executor_ops_t blocking_ops = {sizeof(weft_executor_ops_t),
+                                                 "blocking", blocking_ex_submit,
+                                                 NULL, blocking_ex_hold};
+
+weft_executor_t *weft_pool_blocking_executor(weft_pool_t *pool) {
+  return pool == NULL ? NULL : &pool->blocking_executor;
+}
+
 /* ---- life cycle ---- */
 
 static void free_pool(weft_pool_t *p, unsigned deques) {
@@ -246,6 +269,7 @@ int weft_pool_create(const weft_pool_options_t *opts, weft_pool_t **out) {
   memset(p, 0, sizeof(*p));
   atomic_init(&p->holds, 1);
   p->executor.ops = &pool_ops;
+  p->blocking_executor.ops = &blocking_ops;
   p->nworkers = o.threads ? o.threads : weft_cpu_count();
   p->workers = weft__malloc(p->nworkers * sizeof(weft__worker_t));
   if (p->workers == NULL) {

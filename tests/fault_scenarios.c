@@ -5,12 +5,16 @@
  * codes that call's header comment documents. */
 #include "fault_scenarios.h"
 
+#include <weft/dns.h>
+#include <weft/fs.h>
 #include <weft/net.h>
 
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- futures, continuations, combinators, executors, errors ---- */
@@ -685,6 +689,85 @@ static void sc_regions(fx_t *x) {
   }
 }
 
+/* ---- files and name lookups (weft/fs.h, weft/dns.h) ---- */
+
+/* The loop's blocking work on a pool's blocking threads, whose shutdown
+ * joins what the loop's close leaves running. Every file call of fs.h,
+ * then a lookup of a numeric host (no network). */
+static void files_ops(fx_t *x, weft_loop_t *l, weft_file_t *file) {
+  char buf[8];
+  struct stat st;
+  weft_future_t *f;
+  if (FX(x, weft_file_write(file, "abcdef", 6, 0, &f), WEFT_ENOMEM,
+         WEFT_EAGAIN) &&
+      FX_RUN(x, l, fx_track(x, f)))
+    FX_OUT(x, f, WEFT_ENOMEM);
+  if (FX(x, weft_file_read(file, buf, sizeof buf, WEFT_FILE_CURRENT, &f),
+         WEFT_ENOMEM, WEFT_EAGAIN) &&
+      FX_RUN(x, l, fx_track(x, f)))
+    FX_OUT(x, f, WEFT_ENOMEM);
+  if (FX(x, weft_file_stat(file, &st, &f), WEFT_ENOMEM, WEFT_EAGAIN) &&
+      FX_RUN(x, l, fx_track(x, f)))
+    FX_OUT(x, f, WEFT_ENOMEM);
+  if (FX(x, weft_file_sync(file, &f), WEFT_ENOMEM, WEFT_EAGAIN) &&
+      FX_RUN(x, l, fx_track(x, f)))
+    FX_OUT(x, f, WEFT_ENOMEM);
+  if (FX(x, weft_file_datasync(file, &f), WEFT_ENOMEM, WEFT_EAGAIN))
+    fx_track(x, f); /* left pending: the close cancels it */
+  (void)weft_file_fd(file);
+  if (FX(x, weft_file_close(file, &f)) && FX_RUN(x, l, fx_track(x, f)))
+    FX_OUT(x, f);
+}
+
+static void files_tick(weft_timer_t *t, int status, void *arg) {
+  (void)t, (void)status, (void)arg;
+}
+
+static void sc_files(fx_t *x) {
+  weft_pool_options_t po = {sizeof po, 1, 4, 0, {0}};
+  weft_pool_t *pool;
+  if (!FX(x, weft_pool_create(&po, &pool), WEFT_ENOMEM, WEFT_EAGAIN))
+    return;
+  weft_loop_options_t o = {.size = sizeof o};
+  o.blocking = weft_pool_blocking_executor(pool);
+  weft_loop_t *l;
+  if (FX(x, weft_loop_create(&o, &l), WEFT_ENOMEM, WEFT_EMFILE, WEFT_ENFILE)) {
+    /* Results come back from the pool's threads through the loop's
+     * eventfd; the injected EAGAIN of its write (which the kernel gives
+     * only when the counter is full, the loop then woken anyway) would
+     * lose that wake-up: a ticking timer stands for the full counter. */
+    weft_timer_t tick;
+    bool ticking = FX(x, weft_timer_init(l, &tick, files_tick, NULL)) &&
+                   FX(x, weft_timer_start(&tick, 1, 1), WEFT_ENOMEM);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/weft-fault-%d", (int)getpid());
+    weft_future_t *f;
+    weft_file_t *file = NULL;
+    if (FX(x, weft_file_open(l, path, O_RDWR | O_CREAT, 0600, &f), WEFT_ENOMEM,
+           WEFT_EAGAIN) &&
+        FX_RUN(x, l, fx_track(x, f)) && FX_OUT(x, f, WEFT_ENOMEM))
+      FX(x, weft_file_take(f, &file));
+    if (file != NULL)
+      files_ops(x, l, file);
+    struct stat st; /* (no file there when the open failed) */
+    if (FX(x, weft_fs_stat(l, path, &st, &f), WEFT_ENOMEM, WEFT_EAGAIN) &&
+        FX_RUN(x, l, fx_track(x, f)))
+      FX_OUT(x, f, WEFT_ENOMEM, WEFT_ENOENT);
+    if (FX(x, weft_dns_resolve(l, "127.0.0.1", "80", NULL, &f), WEFT_ENOMEM,
+           WEFT_EAGAIN) &&
+        FX_RUN(x, l, fx_track(x, f)))
+      FX_OUT(x, f, WEFT_ENOMEM);
+    if (FX(x, weft_dns_resolve(l, "::1", NULL, NULL, &f), WEFT_ENOMEM,
+           WEFT_EAGAIN))
+      fx_track(x, f); /* the loop's close settles it */
+    unlink(path);
+    if (ticking)
+      FX(x, weft_timer_stop(&tick));
+    fx_loop_close(x, l);
+  }
+  FX(x, weft_pool_shutdown(pool, WEFT_POOL_DRAIN, -1, NULL));
+}
+
 const fx_scenario_t fx_scenarios[] = {
     {"futures", sc_futures, false, false},
     {"thread_executor", sc_thread_executor, false, false},
@@ -692,6 +775,7 @@ const fx_scenario_t fx_scenarios[] = {
     {"loop", sc_loop, true, false},
     {"tcp", sc_tcp, true, false},
     {"udp", sc_udp, true, false},
+    {"files", sc_files, true, false},
     {"regions", sc_regions, false, true},
 };
 const int fx_nscenarios = (int)(sizeof fx_scenarios / sizeof fx_scenarios[0]);

@@ -66,6 +66,27 @@ static void test_loop_options_size(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
+/* `blocking` sits past the reserved slots: a caller of the version before
+ * it (size up to the end of `reserved`) gets the default, and a non-zero
+ * reserved slot is still refused. */
+static void test_loop_options_blocking(void) {
+  weft_loop_t *loop = NULL;
+  weft_thread_executor_t *te = NULL;
+  REQUIRE_EQ(weft_thread_executor_create(&te), 0);
+  big_loop_options_t b;
+  memset(&b, 0, sizeof b);
+  b.o.size = offsetof(weft_loop_options_t, blocking);
+  REQUIRE_EQ(weft_loop_create(&b.o, &loop), 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+  b.o.size = sizeof b.o;
+  b.o.blocking = weft_thread_executor_get(te);
+  REQUIRE_EQ(weft_loop_create(&b.o, &loop), 0);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+  b.o.reserved[2] = &b;
+  EXPECT_ERR(weft_loop_create(&b.o, &loop), WEFT_ENOTSUP);
+  EXPECT_EQ(weft_thread_executor_shutdown(te), 0);
+}
+
 static void test_loop_options_unknown(void) {
   weft_loop_t *loop = NULL;
   big_loop_options_t b;
@@ -153,7 +174,8 @@ static void test_loop_stats_bounds(void) {
 static void test_sizes_pinned(void) {
 #if UINTPTR_MAX == UINT64_MAX
   EXPECT_EQ(sizeof(weft_pool_options_t), 56);
-  EXPECT_EQ(sizeof(weft_loop_options_t), 40);
+  EXPECT_EQ(sizeof(weft_loop_options_t), 48);
+  EXPECT_EQ(sizeof(weft_dns_options_t), 48);
   EXPECT_EQ(sizeof(weft_allocator_t), 56);
   EXPECT_EQ(sizeof(weft_pool_stats_t), 120);
   EXPECT_EQ(sizeof(weft_loop_stats_t), 152);
@@ -184,6 +206,7 @@ static const test_case_t cases[] = {
     {"pool options unknown bytes", test_pool_options_unknown},
     {"loop options of another size", test_loop_options_size},
     {"loop options unknown bytes", test_loop_options_unknown},
+    {"loop options blocking executor", test_loop_options_blocking},
     {"allocator reserved slots", test_allocator_reserved},
     {"pool stats write no further", test_pool_stats_bounds},
     {"loop stats write no further", test_loop_stats_bounds},

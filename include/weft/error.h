@@ -26,13 +26,21 @@ WEFT_BEGIN_DECLS
   X(EACCES, -13, "permission denied")                                          \
   X(EBUSY, -16, "resource busy")                                               \
   X(EEXIST, -17, "already exists")                                             \
+  X(ENOTDIR, -20, "not a directory")                                           \
+  X(EISDIR, -21, "is a directory")                                             \
   X(EINVAL, -22, "invalid argument")                                           \
   X(ENFILE, -23, "too many open files in system")                              \
   X(EMFILE, -24, "too many open files")                                        \
+  X(EFBIG, -27, "file too large")                                              \
+  X(ENOSPC, -28, "no space left on device")                                    \
+  X(ESPIPE, -29, "illegal seek")                                               \
+  X(EROFS, -30, "read-only file system")                                       \
   X(EPIPE, -32, "broken pipe")                                                 \
   X(ERANGE, -34, "result out of range")                                        \
   X(EDEADLK, -35, "waiting here would deadlock")                               \
+  X(ENAMETOOLONG, -36, "file name too long")                                   \
   X(ENOSYS, -38, "function not implemented")                                   \
+  X(ELOOP, -40, "too many levels of symbolic links")                           \
   X(EOVERFLOW, -75, "value too large")                                         \
   X(ENOTSUP, -95, "operation not supported")                                   \
   X(EADDRINUSE, -98, "address already in use")                                 \
@@ -47,11 +55,15 @@ WEFT_BEGIN_DECLS
   X(ECONNREFUSED, -111, "connection refused")                                  \
   X(EHOSTUNREACH, -113, "host is unreachable")                                 \
   X(EALREADY, -114, "already settled")                                         \
+  X(EDQUOT, -122, "disk quota exceeded")                                       \
   X(ECANCELED, -125, "operation canceled")                                     \
   X(EBROKEN, -4001, "promise released without being settled")                  \
   X(EPENDING, -4002, "future is still pending")                                \
   X(EALLFAILED, -4003, "every input failed")                                   \
   X(ECYCLE, -4004, "future would follow itself")                               \
+  X(EAI_NONAME, -4010, "unknown host or service")                              \
+  X(EAI_AGAIN, -4011, "temporary failure in name resolution")                  \
+  X(EAI_FAIL, -4012, "name resolution failed")                                 \
   X(EUNKNOWN, -4094, "unknown error")                                          \
   X(EOF, -4095, "end of stream")
 

@@ -80,6 +80,20 @@ typedef struct weft_loop_options {
    * docs/design/loop.md. */
   int spin_us;
   void *reserved[3]; /* zero */
+  /* Where the loop runs work that blocks a thread: file operations without
+   * an io_uring (weft/fs.h) and name lookups (weft_dns_resolve()). Give it
+   * weft_pool_blocking_executor(pool) (the pool must outlive the loop's use
+   * of it: shut the pool down after closing the loop), or any executor
+   * whose threads may block. NULL: the loop starts threads of its own for
+   * it on first need (up to 4, started one at a time when none is idle,
+   * kept until the loop closes; close does not wait for a call still
+   * blocked in one of them, such as a slow lookup: that thread ends when
+   * the call returns, freeing the request's memory then, so a program
+   * that must know when every weft block is gone, to change allocators
+   * say, gives the loop a pool's executor and shuts the pool down).
+   * Either way the loop thread itself never blocks.
+   * A caller whose `size` ends before this field gets NULL. */
+  weft_executor_t *blocking;
 } weft_loop_options_t;
 
 /**

@@ -149,6 +149,26 @@ WEFT_EXTERN bool weft_job_is_cancelled(const weft_job_t *job);
 WEFT_EXTERN weft_executor_t *weft_pool_executor(weft_pool_t *pool);
 
 /**
+ * The pool's blocking threads as an executor: a task submitted to it runs
+ * on a blocking thread, as a weft_pool_submit_blocking() job does (same
+ * queue, same FIFO order, a thread started on demand up to blocking_max),
+ * so a task may block (read a file, call getaddrinfo) without holding a CPU
+ * worker. Give it to weft_loop_options_t.blocking so that a loop's file
+ * operations and name lookups run here. A submit is refused with
+ * WEFT_ESHUTDOWN once shutdown has begun, or WEFT_EAGAIN when no blocking
+ * thread is alive and none could be started (the task is not queued).
+ * Every accepted task runs exactly once: a task has no cancel, so even a
+ * CANCEL shutdown runs the tasks still queued (on the thread that shuts
+ * down), while it cancels queued jobs. A weft_future_await() inside such a
+ * task blocks its thread. Tasks that ran count in
+ * weft_pool_stats_t.blocking_run. Borrowed; valid until shutdown (a fiber
+ * spawned on it keeps its memory alive, as with weft_pool_executor()).
+ * NULL for NULL.
+ * Thread: any thread.
+ */
+WEFT_EXTERN weft_executor_t *weft_pool_blocking_executor(weft_pool_t *pool);
+
+/**
  * Cheap counters, summed over workers when read. The struct's size is fixed:
  * new counters take `reserved` slots (zero from a weft that does not know
  * them), so weft never writes more than a caller's struct holds. See
@@ -156,7 +176,7 @@ WEFT_EXTERN weft_executor_t *weft_pool_executor(weft_pool_t *pool);
  */
 typedef struct weft_pool_stats {
   uint64_t jobs_run;       /* CPU jobs whose function ran, executor tasks */
-  uint64_t blocking_run;   /* blocking jobs whose function ran */
+  uint64_t blocking_run;   /* blocking jobs whose function ran, tasks */
   uint64_t steals;         /* jobs taken from another worker's deque */
   uint64_t parks;          /* times a worker went to sleep */
   uint64_t cancelled;      /* jobs cancelled before they started */
