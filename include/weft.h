@@ -15,5 +15,6 @@
 #include <weft/net.h>
 #include <weft/stream.h>
 #include <weft/fiber.h>
+#include <weft/runtime.h>
 
 #endif /* WEFT_H */

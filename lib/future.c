@@ -523,8 +523,20 @@ int weft_future_then(weft_future_t *src, weft_executor_t *ex, weft_then_fn fn,
 
 typedef weft__watch_t watch_t;
 
+/* Bits under a watch's executor pointer (executors are pointer-aligned). */
+enum { W_DTOR = 1, W_CALLER = 2, W_BITS = 3 };
+
+/* A weft_watch_t: the watch, and whether it is active (weft_watch_start
+ * sets it, the run or the refusal clears it before the user's code). */
+typedef struct {
+  weft__watch_dtor_t wd;
+  _Atomic uintptr_t active;
+} caller_watch_t;
+_Static_assert(sizeof(caller_watch_t) <= sizeof(weft_watch_t),
+               "weft_watch_t holds a caller's watch");
+
 static size_t watch_size(const watch_t *w) {
-  return (w->ex & 1) ? sizeof(weft__watch_dtor_t) : sizeof *w;
+  return (w->ex & W_DTOR) ? sizeof(weft__watch_dtor_t) : sizeof *w;
 }
 
 /* The room an F_WSLOT state keeps for a watch. */
@@ -542,8 +554,29 @@ static void watch_finish(watch_t *w) {
   weft__unref_need(src); /* the handle the caller gave the watch */
 }
 
+/* A caller's watch ends: its fields are read and the node handed back
+ * before fn (or arg_dtor) begins, as weft_watch_start() promises. */
+static void caller_watch_end(watch_t *w, bool run) {
+  struct weft_future *src = w->src;
+  weft_watch_fn fn = w->fn;
+  void *arg = w->arg;
+  weft_dtor_fn dtor = (w->ex & W_DTOR) ? ((weft__watch_dtor_t *)w)->arg_dtor
+                                       : NULL;
+  atomic_store_explicit(&((caller_watch_t *)w)->active, 0,
+                        memory_order_release);
+  if (run)
+    fn(arg, src);
+  else if (dtor != NULL)
+    dtor(arg);
+  weft__unref_need(src);
+}
+
 WEFT__HOT void weft__watch_run(weft_task_t *node) { /* on the executor */
   watch_t *w = (watch_t *)node;
+  if (w->ex & W_CALLER) {
+    caller_watch_end(w, true);
+    return;
+  }
   w->fn(w->arg, w->src);
   watch_finish(w);
 }
@@ -552,24 +585,46 @@ WEFT__HOT void weft__watch_run(weft_task_t *node) { /* on the executor */
  * can cancel a watch, so nothing races this. */
 void weft__watch_fire(weft_task_t *node) {
   watch_t *w = (watch_t *)node;
-  weft_executor_t *ex = (weft_executor_t *)(w->ex & ~(uintptr_t)1);
+  weft_executor_t *ex = (weft_executor_t *)(w->ex & ~(uintptr_t)W_BITS);
   if (ex == &weft__inline_executor) {
     weft__watch_run(node);
     return;
   }
   node->run = weft__watch_run;
   if (ex->ops->submit(ex, node) != 0) {
-    if (w->ex & 1)
+    if (w->ex & W_CALLER) {
+      caller_watch_end(w, false);
+      return;
+    }
+    if (w->ex & W_DTOR)
       ((weft__watch_dtor_t *)w)->arg_dtor(w->arg);
     watch_finish(w);
   }
 }
 
+/* Fill w and attach it to f: the caller's handle is the watch's now. */
+static void watch_attach(watch_t *w, weft_future_t *f, weft_executor_t *ex,
+                         uintptr_t bits, weft_watch_fn fn, void *arg,
+                         weft_dtor_fn arg_dtor) {
+  w->node.run = weft__watch_fire;
+  w->ex = (uintptr_t)ex | bits | (arg_dtor != NULL ? W_DTOR : 0);
+  w->src = f;
+  w->fn = fn;
+  w->arg = arg;
+  if (arg_dtor != NULL)
+    ((weft__watch_dtor_t *)w)->arg_dtor = arg_dtor;
+  if (!weft__attach(f, &w->node))
+    weft__defer(&w->node);
+}
+
+static bool ex_valid(const weft_executor_t *ex) {
+  return ex != NULL && ex->ops != NULL && ex->ops->submit != NULL;
+}
+
 WEFT__HOT int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
                                 weft_watch_fn fn, void *arg,
                                 weft_dtor_fn arg_dtor) {
-  if (f == NULL || ex == NULL || ex->ops == NULL || ex->ops->submit == NULL ||
-      fn == NULL)
+  if (f == NULL || !ex_valid(ex) || fn == NULL)
     return WEFT_EINVAL;
   watch_t *w;
   /* The caller's handle is the only one (needs is 1): take the state's
@@ -581,17 +636,27 @@ WEFT__HOT int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
   else if ((w = weft__malloc(arg_dtor != NULL ? sizeof(weft__watch_dtor_t)
                                               : sizeof *w)) == NULL)
     return WEFT_ENOMEM;
-  w->node.run = weft__watch_fire;
-  w->ex = (uintptr_t)ex | (arg_dtor != NULL);
-  w->src = f;
-  w->fn = fn;
-  w->arg = arg;
-  if (arg_dtor != NULL)
-    ((weft__watch_dtor_t *)w)->arg_dtor = arg_dtor;
-  /* the caller's handle (a reference and a need) is the watch's now */
-  if (!weft__attach(f, &w->node))
-    weft__defer(&w->node);
+  watch_attach(w, f, ex, 0, fn, arg, arg_dtor);
   return 0;
+}
+
+int weft_watch_start(weft_watch_t *node, weft_future_t *f, weft_executor_t *ex,
+                     weft_watch_fn fn, void *arg, weft_dtor_fn arg_dtor) {
+  if (node == NULL || f == NULL || !ex_valid(ex) || fn == NULL)
+    return WEFT_EINVAL;
+  caller_watch_t *cw = (caller_watch_t *)(void *)node;
+  if (atomic_load_explicit(&cw->active, memory_order_acquire) != 0)
+    return WEFT_EBUSY;
+  atomic_store_explicit(&cw->active, 1, memory_order_relaxed);
+  watch_attach(&cw->wd.w, f, ex, W_CALLER, fn, arg, arg_dtor);
+  return 0;
+}
+
+bool weft_watch_is_active(const weft_watch_t *node) {
+  return node != NULL &&
+         atomic_load_explicit(
+             &((const caller_watch_t *)(const void *)node)->active,
+             memory_order_acquire) != 0;
 }
 
 /* For diagnostics (the loop's stall detector): the user's function behind a

@@ -332,7 +332,11 @@ int weft_pool_shutdown(weft_pool_t *p, weft_pool_mode_t mode,
   if ((weft__tl_worker != NULL && weft__tl_worker->pool == p) ||
       weft__blocking_own(p))
     return WEFT_EDEADLK;
-  int64_t deadline = weft__deadline_after_ms(timeout_ms);
+  /* The timeout is a drain's; a cancel waits for running jobs however
+   * long they take (they cannot be interrupted) and is no timeout. */
+  int64_t deadline = mode == WEFT_POOL_CANCEL
+                         ? -1
+                         : weft__deadline_after_ms(timeout_ms);
   int rc = 0;
   if (mode == WEFT_POOL_CANCEL)
     atomic_store_explicit(&p->cancelling, true, memory_order_release);

@@ -18,18 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct conn {
-  weft_socket_t *sock;
-  struct conn *prev, *next; /* open connections, for shutdown */
-} conn_t;
-
-static struct {
-  weft_loop_t *loop;
-  weft_socket_t *listener;
-  conn_t *conns;
-  long open, served;
-  int stopping;
-} srv;
+static weft_runtime_t *rt;
 
 /* Wait for f in the fiber and give it back: its integer value (a byte
  * count) when it fulfilled, its error (negative) when not. */
@@ -43,87 +32,75 @@ static intptr_t await_int(weft_future_t *f) {
 }
 
 /* One connection, start to end. The buffer lives on the fiber's stack:
- * each write is awaited before the next read reuses it. */
+ * each write is awaited before the next read reuses it. At shutdown the
+ * runtime cancels the fiber: its await returns WEFT_ECANCELED. */
 static weft_result_t serve(void *arg) {
-  conn_t *c = arg;
+  weft_socket_t *sock = arg;
   char buf[16384];
   for (;;) {
     weft_future_t *f;
-    if (weft_socket_read(c->sock, buf, sizeof buf, &f) != 0)
+    if (weft_socket_read(sock, buf, sizeof buf, &f) != 0)
       break;
     intptr_t n = await_int(f);
-    if (n <= 0) /* end of stream, a reset, or closed at shutdown */
+    if (n <= 0) /* end of stream, a reset, or cancelled at shutdown */
       break;
-    if (weft_socket_write(c->sock, buf, (size_t)n, &f) != 0 || await_int(f) < 0)
+    if (weft_socket_write(sock, buf, (size_t)n, &f) != 0 || await_int(f) < 0)
       break;
   }
-  if (c->sock != NULL) /* (NULL: shutdown closed it) */
-    weft_socket_close(c->sock);
-  if (c->prev != NULL)
-    c->prev->next = c->next;
-  else
-    srv.conns = c->next;
-  if (c->next != NULL)
-    c->next->prev = c->prev;
-  free(c);
-  if (--srv.open == 0 && srv.stopping)
-    weft_loop_stop(srv.loop);
+  weft_socket_close(sock);
   return weft_ok_int(0);
 }
 
-/* Accept until the listener closes; each connection gets its fiber. */
-static weft_result_t accept_all(void *arg) {
-  (void)arg;
+/* A connection whose fiber never ran (shutdown came first). */
+static void close_sock(void *sock) { weft_socket_close(sock); }
+
+/* The main fiber: accept until SIGINT or SIGTERM, each connection in a
+ * fiber of its own; then return, and main shuts the runtime down. */
+static weft_result_t serve_all(void *arg) {
+  weft_socket_t *listener = arg;
+  weft_loop_t *loop = weft_runtime_loop(rt);
+  weft_future_t *sigs[2] = {NULL, NULL}, *stop = NULL, *in[2];
+  long served = 0;
+  int rc = weft_signal_next(loop, SIGINT, &sigs[0]);
+  if (rc == 0)
+    rc = weft_signal_next(loop, SIGTERM, &sigs[1]);
+  if (rc == 0)
+    rc = weft_future_race(sigs, 2, &stop); /* the first of the two */
+  for (int i = 0; i < 2; i++)
+    if (sigs[i] != NULL)
+      weft_future_release(sigs[i]); /* the race holds them */
+  if (rc != 0) {
+    weft_socket_close(listener);
+    return weft_err(rc);
+  }
   for (;;) {
     weft_future_t *a;
-    if (weft_socket_accept(srv.listener, &a) != 0)
+    size_t which;
+    if (weft_socket_accept(listener, &a) != 0)
       break;
-    if (weft_future_await(a, WEFT_FOREVER) != 0 || weft_future_error(a) != 0) {
-      if (!srv.stopping) /* the listener itself failed */
-        fprintf(stderr, "echo_server: accept: %s\n",
-                weft_error_message(weft_future_error(a)));
+    in[0] = a, in[1] = stop;
+    if (weft_future_await_first(in, 2, WEFT_FOREVER, &which) != 0 ||
+        which == 1) { /* a signal: stop accepting */
+      fprintf(stderr, "echo_server: signal %d, shutting down\n",
+              (int)weft_future_int(stop));
       weft_future_release(a);
       break;
     }
-    conn_t *c = calloc(1, sizeof *c);
-    weft_future_t *done;
-    if (c == NULL || weft_socket_take(a, &c->sock) != 0) {
-      free(c); /* refuse this one only: a is released unread, closing it */
-    } else if (weft_fiber_spawn(weft_loop_executor(srv.loop), serve, c, NULL,
-                                &done) != 0) {
-      weft_socket_close(c->sock);
-      free(c);
-    } else {
-      weft_future_release(done); /* serve cleans up after itself */
-      c->next = srv.conns;
-      if (srv.conns != NULL)
-        srv.conns->prev = c;
-      srv.conns = c;
-      srv.open++;
-      srv.served++;
+    weft_socket_t *sock;
+    if (weft_socket_take(a, &sock) == 0 &&
+        weft_runtime_spawn(rt, NULL, serve, sock, close_sock, NULL) == 0)
+      served++;
+    else if (weft_future_error(a) != 0) { /* the listener itself failed */
+      fprintf(stderr, "echo_server: accept: %s\n",
+              weft_error_message(weft_future_error(a)));
+      weft_future_release(a);
+      break;
     }
-    weft_future_release(a);
+    weft_future_release(a); /* (a refused socket closes with it) */
   }
-  return weft_ok_int(0);
-}
-
-/* The first SIGINT or SIGTERM: stop accepting, close every connection
- * (which ends its fiber's await), stop the loop once the last is gone. */
-static weft_result_t on_signals(void *arg) {
-  weft_future_t **sigs = arg;
-  size_t which;
-  if (weft_future_await_first(sigs, 2, WEFT_FOREVER, &which) != 0 ||
-      weft_future_state(sigs[which]) != WEFT_FULFILLED)
-    return weft_ok_int(0); /* (the loop closed first) */
-  fprintf(stderr, "echo_server: signal %d, shutting down\n",
-          (int)weft_future_int(sigs[which]));
-  srv.stopping = 1;
-  weft_socket_close(srv.listener); /* the accept fiber's await ends */
-  for (conn_t *c = srv.conns; c != NULL; c = c->next)
-    weft_socket_close(c->sock), c->sock = NULL;
-  if (srv.open == 0)
-    weft_loop_stop(srv.loop);
-  return weft_ok_int(0);
+  weft_future_release(stop);
+  weft_socket_close(listener);
+  return weft_ok_int(served);
 }
 
 static long parse_port(int argc, char **argv) {
@@ -149,23 +126,17 @@ static long parse_port(int argc, char **argv) {
 int main(int argc, char **argv) {
   long port = parse_port(argc, argv);
   weft_addr_t addr;
-  weft_future_t *sigs[2] = {NULL, NULL}, *fibers[2] = {NULL, NULL};
-  int rc = weft_loop_create(NULL, &srv.loop);
+  weft_socket_t *listener = NULL;
+  weft_future_t *done = NULL;
+  int rc = weft_runtime_create(NULL, &rt);
   if (rc == 0)
     rc = weft_addr_init_ip("127.0.0.1", (uint16_t)port, &addr);
   if (rc == 0)
-    rc = weft_socket_listen(srv.loop, &addr, 128, &srv.listener);
+    rc = weft_socket_listen(weft_runtime_loop(rt), &addr, 128, &listener);
   if (rc == 0)
-    rc = weft_socket_local_addr(srv.listener, &addr);
+    rc = weft_socket_local_addr(listener, &addr);
   if (rc == 0)
-    rc = weft_signal_next(srv.loop, SIGINT, &sigs[0]);
-  if (rc == 0)
-    rc = weft_signal_next(srv.loop, SIGTERM, &sigs[1]);
-  weft_executor_t *on_loop = weft_loop_executor(srv.loop);
-  if (rc == 0)
-    rc = weft_fiber_spawn(on_loop, on_signals, sigs, NULL, &fibers[0]);
-  if (rc == 0)
-    rc = weft_fiber_spawn(on_loop, accept_all, NULL, NULL, &fibers[1]);
+    rc = weft_runtime_spawn(rt, NULL, serve_all, listener, NULL, &done);
   if (rc != 0) {
     fprintf(stderr, "echo_server: %s\n", weft_error_message(rc));
     return 1;
@@ -174,12 +145,10 @@ int main(int argc, char **argv) {
   weft_addr_format(&addr, name, sizeof name);
   printf("echo_server: listening on %s\n", name);
   fflush(stdout);
-  weft_loop_run(srv.loop, WEFT_RUN_DEFAULT);
-  printf("echo_server: served %ld connections\n", srv.served);
-  weft_loop_close(srv.loop); /* the other signal's future is cancelled */
-  for (int i = 0; i < 2; i++) {
-    weft_future_release(fibers[i]);
-    weft_future_release(sigs[i]);
-  }
+  weft_runtime_run(rt, done, WEFT_FOREVER);
+  printf("echo_server: served %ld connections\n", (long)weft_future_int(done));
+  weft_future_release(done);
+  /* no grace: every connection's fiber is cancelled and closes its socket */
+  weft_runtime_shutdown(rt, 0);
   return 0;
 }

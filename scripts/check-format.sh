@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 # include/weft/version.h.in is left out: clang-format splits its
 # @PROJECT_VERSION_MAJOR@ placeholders.
 covered_files() {
-  local dirs=(include lib pool loop tests samples bench scripts)
+  local dirs=(include lib pool loop runtime tests samples bench scripts)
   if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     local pats=() d
     for d in "${dirs[@]}"; do pats+=("$d/*.c" "$d/*.h" "$d/*.cpp"); done

@@ -34,7 +34,7 @@ for a in "$@"; do
   esac
 done
 if ((${#dirs[@]} == 0)); then
-  mapfile -t dirs < <(find lib pool loop -name '*.c' -printf '%h\n' | LC_ALL=C sort -u)
+  mapfile -t dirs < <(find lib pool loop runtime -name '*.c' -printf '%h\n' | LC_ALL=C sort -u)
 fi
 max_file=${WEFT_MAX_FILE_LINES:-700}
 max_fn=${WEFT_MAX_FN_LINES:-70}

@@ -22,6 +22,7 @@ extern const test_suite_t suite_error, suite_future, suite_then, suite_cancel,
     suite_misuse, suite_stress, suite_model, suite_abi;
 extern const test_suite_t suite_fiber_core, suite_fiber_await,
     suite_fiber_spawn, suite_fiber_cancel, suite_fiber_load, suite_scope;
+extern const test_suite_t suite_runtime;
 
 /* clang-format off */
 static const test_suite_t *const suites[] = {
@@ -34,7 +35,7 @@ static const test_suite_t *const suites[] = {
     &suite_api, &suite_paths, &suite_fault,
     &suite_misuse, &suite_stress, &suite_model, &suite_abi,
     &suite_fiber_core, &suite_fiber_await, &suite_fiber_spawn, &suite_fiber_cancel,
-    &suite_fiber_load, &suite_scope
+    &suite_fiber_load, &suite_scope, &suite_runtime
 #ifdef WEFT_HAVE_CHAT
     , &suite_chat
 #endif

@@ -162,6 +162,7 @@ static void test_sizes_pinned(void) {
   EXPECT_EQ(sizeof(weft_signal_t), 48);
   EXPECT_EQ(sizeof(weft_result_t), 24);
   EXPECT_EQ(sizeof(weft_task_t), 16);
+  EXPECT_EQ(sizeof(weft_watch_t), 64);
 #endif
 }
 
@@ -171,6 +172,7 @@ static void test_predicates_bool(void) {
   EXPECT_EQ(IS_BOOL(weft_promise_is_cancelled(NULL)), 1);
   EXPECT_EQ(IS_BOOL(weft_job_is_cancelled(NULL)), 1);
   EXPECT_EQ(IS_BOOL(weft_timer_is_active(NULL)), 1);
+  EXPECT_EQ(IS_BOOL(weft_watch_is_active(NULL)), 1);
   /* NULL reads as false, never as a non-zero error code. */
   EXPECT_EQ(weft_promise_is_cancelled(NULL), false);
   EXPECT_EQ(weft_job_is_cancelled(NULL), false);

@@ -196,7 +196,7 @@ static void *shutdown_thread(void *arg) {
   return NULL;
 }
 
-static void shutdown_with_work(weft_pool_mode_t mode) {
+static void shutdown_with_work(weft_pool_mode_t mode, int64_t timeout_ms) {
   weft_pool_t *p = make_pool(1);
   gate_set(false);
   atomic_store(&started, 0);
@@ -207,7 +207,7 @@ static void shutdown_with_work(weft_pool_mode_t mode) {
   for (int i = 0; i < 100; i++)
     REQUIRE_EQ(weft_pool_submit(p, count_job, malloc(8), free_arg, &queued[i]),
                0);
-  shut_t s = {p, mode, WEFT_FOREVER, -1, {0}};
+  shut_t s = {p, mode, timeout_ms, -1, {0}};
   pthread_t t;
   pthread_create(&t, NULL, shutdown_thread, &s);
   while (!atomic_load(&p->stopping))
@@ -239,8 +239,17 @@ static void shutdown_with_work(weft_pool_mode_t mode) {
   weft_future_release(blocker);
 }
 
-static void test_shutdown_drain(void) { shutdown_with_work(WEFT_POOL_DRAIN); }
-static void test_shutdown_cancel(void) { shutdown_with_work(WEFT_POOL_CANCEL); }
+static void test_shutdown_drain(void) {
+  shutdown_with_work(WEFT_POOL_DRAIN, WEFT_FOREVER);
+}
+static void test_shutdown_cancel(void) {
+  shutdown_with_work(WEFT_POOL_CANCEL, WEFT_FOREVER);
+}
+/* The timeout is a drain's: a cancel that waits past it for a running job
+ * still did what it was asked, and returns 0. */
+static void test_shutdown_cancel_timeout(void) {
+  shutdown_with_work(WEFT_POOL_CANCEL, 0);
+}
 
 static void test_shutdown_drain_timeout(void) {
   weft_pool_t *p = make_pool(1);
@@ -854,6 +863,7 @@ static const test_case_t cases[] = {
     {"cancel vs start, 100k", test_cancel_vs_start},
     {"shutdown drain", test_shutdown_drain},
     {"shutdown cancel", test_shutdown_cancel},
+    {"shutdown cancel: the timeout is no error", test_shutdown_cancel_timeout},
     {"shutdown drain times out", test_shutdown_drain_timeout},
     {"cancelling shutdown cancels running futures",
      test_shutdown_cancel_running},

@@ -419,6 +419,138 @@ static void test_watch_refused_and_errors(void) {
   weft_promise_release(p);
 }
 
+/* ---- weft_watch_start: the caller's node, no allocation ---- */
+
+/* A chain of `left` steps through one node: each step's function sees the
+ * node free again and starts it on the next future, as a connection's
+ * read -> write -> read chain does. */
+typedef struct {
+  weft_watch_t node;
+  weft_promise_t *p;
+  int left, runs, was_active;
+  weft_executor_t *ex;
+} chain_t;
+
+static void chain_step(void *arg, weft_future_t *f) {
+  chain_t *c = arg;
+  c->runs++;
+  c->was_active += weft_watch_is_active(&c->node);
+  if (weft_future_int(f) != c->runs || --c->left == 0)
+    return;
+  weft_promise_t *p;
+  weft_future_t *g;
+  if (weft_promise_create(&p, &g) != 0)
+    return;
+  if (weft_watch_start(&c->node, g, c->ex, chain_step, c, NULL) != 0) {
+    weft_future_release(g);
+    weft_promise_release(p);
+    return;
+  }
+  weft_promise_release(c->p);
+  c->p = p;
+  weft_promise_fulfil_int(p, c->runs + 1);
+}
+
+static void test_watch_start_chain(void) {
+  chain_t c = {.left = 1000, .ex = weft_executor_inline()};
+  weft_future_t *f;
+  REQUIRE_EQ(weft_promise_create(&c.p, &f), 0);
+  EXPECT_TRUE(!weft_watch_is_active(&c.node)); /* zeroed: inactive */
+  REQUIRE_EQ(weft_watch_start(&c.node, f, c.ex, chain_step, &c, NULL), 0);
+  EXPECT_TRUE(weft_watch_is_active(&c.node));
+  /* the watch holds the interest: f is not cancelled for want of a handle */
+  EXPECT_TRUE(!weft_promise_is_cancelled(c.p));
+  weft_promise_fulfil_int(c.p, 1);
+  EXPECT_EQ(c.runs, 1000);
+  EXPECT_EQ(c.was_active, 0); /* the node is the caller's once fn begins */
+  EXPECT_TRUE(!weft_watch_is_active(&c.node));
+  weft_promise_release(c.p);
+}
+
+/* The same chain hopping to a thread executor: every step once, and the
+ * node reused from the executor's thread. */
+static void test_watch_start_threads(void) {
+  weft_thread_executor_t *te;
+  REQUIRE_EQ(weft_thread_executor_create(&te), 0);
+  chain_t c = {.left = 2000, .ex = weft_thread_executor_get(te)};
+  weft_future_t *f;
+  REQUIRE_EQ(weft_promise_create(&c.p, &f), 0);
+  REQUIRE_EQ(weft_watch_start(&c.node, f, c.ex, chain_step, &c, NULL), 0);
+  weft_promise_fulfil_int(c.p, 1);
+  /* each step settles the next promise on the executor's thread, so the
+   * chain ends there; shutdown drains it */
+  int64_t end = weft_clock_now_ns() + (int64_t)BOUND_MS * 1000000;
+  while (weft_watch_is_active(&c.node) && weft_clock_now_ns() < end)
+    sched_yield();
+  EXPECT_EQ(weft_thread_executor_shutdown(te), 0);
+  EXPECT_EQ(c.runs, 2000);
+  EXPECT_EQ(c.was_active, 0);
+  weft_promise_release(c.p);
+}
+
+static void count_watch(void *arg, weft_future_t *f) {
+  (void)f;
+  ++*(int *)arg;
+}
+
+/* No allocation at all: with every allocation failing it still starts,
+ * runs once, and (refused by its executor) runs arg_dtor instead. */
+static void test_watch_start_no_memory(void) {
+  weft_executor_t refusing = {&refusing_ops};
+  weft_promise_t *p;
+  weft_future_t *f;
+  weft_watch_t a = {0}, b = {0};
+  int runs = 0;
+  atomic_store(&dtor_runs, 0);
+  tu_alloc_install(0); /* weft's blocks from here on come from the counter */
+  REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+  REQUIRE_EQ(weft_future_retain(f), 0);
+  void *arg = malloc(4);
+  /* the same allocator, its count reset, failing its first allocation */
+  tu_alloc_install(1);
+  long before = tu_alloc_count();
+  EXPECT_EQ(weft_watch_start(&a, f, weft_executor_inline(), count_watch, &runs,
+                             NULL),
+            0);
+  EXPECT_EQ(weft_watch_start(&b, f, &refusing, take_watch_arg, arg, free_arg),
+            0);
+  EXPECT_EQ(tu_alloc_count(), before); /* nothing asked of the allocator */
+  weft_promise_fulfil_int(p, 3);
+  EXPECT_EQ(runs, 1);
+  EXPECT_EQ(atomic_load(&dtor_runs), 1); /* refused: arg_dtor, not fn */
+  EXPECT_TRUE(!weft_watch_is_active(&a) && !weft_watch_is_active(&b));
+  weft_promise_release(p);
+  tu_alloc_restore();
+}
+
+static void test_watch_start_errors(void) {
+  weft_promise_t *p;
+  weft_future_t *f;
+  weft_watch_t w = {0};
+  int runs = 0;
+  weft_executor_t *in = weft_executor_inline();
+  REQUIRE_EQ(weft_promise_create(&p, &f), 0);
+  EXPECT_ERR(weft_watch_start(NULL, f, in, count_watch, &runs, NULL),
+             WEFT_EINVAL);
+  EXPECT_ERR(weft_watch_start(&w, NULL, in, count_watch, &runs, NULL),
+             WEFT_EINVAL);
+  EXPECT_ERR(weft_watch_start(&w, f, NULL, count_watch, &runs, NULL),
+             WEFT_EINVAL);
+  EXPECT_ERR(weft_watch_start(&w, f, in, NULL, &runs, NULL), WEFT_EINVAL);
+  EXPECT_TRUE(!weft_watch_is_active(NULL));
+  REQUIRE_EQ(weft_future_retain(f), 0);
+  REQUIRE_EQ(weft_watch_start(&w, f, in, count_watch, &runs, NULL), 0);
+  /* active: a second start is refused and the caller keeps its handle */
+  EXPECT_ERR(weft_watch_start(&w, f, in, count_watch, &runs, NULL), WEFT_EBUSY);
+  EXPECT_EQ(weft_future_state(f), WEFT_PENDING);
+  weft_promise_fulfil_int(p, 1);
+  EXPECT_EQ(runs, 1);
+  /* inactive again: it starts on a settled future and runs at once */
+  REQUIRE_EQ(weft_watch_start(&w, f, in, count_watch, &runs, NULL), 0);
+  EXPECT_EQ(runs, 2);
+  weft_promise_release(p);
+}
+
 /* ---- a continuation following its own derived future (a cycle) ---- */
 
 /* Follows the future *arg names when it runs (the derived future of its
@@ -664,6 +796,11 @@ static const test_case_t cases[] = {
     {"watch: once, after settling, on its executor", test_watch},
     {"watch: refused executor, arg ownership, errors",
      test_watch_refused_and_errors},
+    {"watch_start: a chain through one node", test_watch_start_chain},
+    {"watch_start: a chain across threads", test_watch_start_threads},
+    {"watch_start: no allocation, refused executor",
+     test_watch_start_no_memory},
+    {"watch_start: errors and EBUSY", test_watch_start_errors},
     {"follow its own derived future: WEFT_ECYCLE, no leak", test_follow_self},
     {"follow a future following it: WEFT_ECYCLE", test_follow_mutual},
     {"mutual follows at once: both WEFT_ECYCLE", test_follow_mutual_race},

@@ -339,6 +339,46 @@ WEFT_EXTERN int weft_future_watch(weft_future_t *f, weft_executor_t *ex,
                                   weft_watch_fn fn, void *arg,
                                   weft_dtor_fn arg_dtor);
 
+/**
+ * Room for one watch in the caller's memory (a connection's struct, say),
+ * for weft_watch_start(): a continuation that needs no allocation, so it
+ * cannot fail for memory. Zero-initialise it (or `= {0}`) before its first
+ * start; weft_watch_start() makes it active, and it is the caller's again,
+ * free to start anew or to free, once the watch's function (or its
+ * arg_dtor) has begun. Opaque; its size is fixed.
+ */
+typedef struct weft_watch {
+  void *opaque_[8];
+} weft_watch_t;
+
+/**
+ * Continue f and drop the handle, in one call that cannot fail for memory:
+ * run `fn(arg, f)` on `ex` once `f` settles, exactly as weft_future_watch()
+ * does (it takes over the caller's handle on f, holds the interest in f
+ * until fn has returned, and runs arg_dtor(arg) instead of fn when `ex`
+ * refuses the task), using `w` instead of an allocation. This is the call
+ * for a callback chain (read -> handle -> write -> read): with the node in
+ * the connection's struct, no step of the chain has an error path but the
+ * operation's own.
+ *
+ * weft reads and writes `w` until fn (or arg_dtor) begins, and never after:
+ * fn may start `w` again at once, for the connection's next step.
+ * Returns 0. Errors: WEFT_EINVAL (w, f, ex or fn NULL); WEFT_EBUSY (w is
+ * still active: its function has not begun). On error nothing is started
+ * and the caller keeps its handle on f; arg is untouched.
+ * Thread: any thread; a given `w` from one thread at a time.
+ */
+WEFT_EXTERN int weft_watch_start(weft_watch_t *w, weft_future_t *f,
+                                 weft_executor_t *ex, weft_watch_fn fn,
+                                 void *arg, weft_dtor_fn arg_dtor);
+
+/**
+ * True from a successful weft_watch_start() on `w` until its function (or
+ * arg_dtor) begins; false for NULL and for a zeroed `w`.
+ * Thread: any thread.
+ */
+WEFT_EXTERN bool weft_watch_is_active(const weft_watch_t *w);
+
 /* ------------------------------------------------------------------ */
 /* Combinators                                                          */
 /* ------------------------------------------------------------------ */
