@@ -138,8 +138,7 @@ WEFT_EXTERN int weft_reader_try_exactly(weft_reader_t *r, size_t n,
  * earlier result's view. Returns 0; WEFT_EINVAL (NULL); WEFT_EPERM.
  * Thread: the loop thread.
  */
-WEFT_EXTERN int weft_reader_buffered(const weft_reader_t *r,
-                                     weft_bytes_t *out);
+WEFT_EXTERN int weft_reader_buffered(const weft_reader_t *r, weft_bytes_t *out);
 
 /**
  * Drop the first n buffered bytes (after a peek, or a line past its max).
@@ -166,8 +165,7 @@ WEFT_EXTERN int weft_reader_consume(weft_reader_t *r, size_t n);
  * Thread: the loop thread.
  */
 WEFT_EXTERN int weft_reader_read_line(weft_reader_t *r, size_t max,
-                                      int64_t deadline_ns,
-                                      weft_future_t **out);
+                                      int64_t deadline_ns, weft_future_t **out);
 
 /** weft_reader_read_line() for any delimiter byte (the segment keeps its
  * delimiter, as weft_reader_try_until()). Same outcomes and errors.
@@ -204,8 +202,7 @@ WEFT_EXTERN int weft_reader_peek(weft_reader_t *r, size_t n,
  * already buffered).
  */
 WEFT_EXTERN int weft_reader_await_line(weft_reader_t *r, size_t max,
-                                       int64_t deadline_ns,
-                                       weft_bytes_t *line);
+                                       int64_t deadline_ns, weft_bytes_t *line);
 
 /** weft_reader_await_line() for any delimiter (as weft_reader_read_until()).
  * Thread: as weft_reader_await_line(). */
@@ -297,8 +294,7 @@ WEFT_EXTERN size_t weft_writer_queued(const weft_writer_t *w);
  * Thread: the loop thread.
  */
 WEFT_EXTERN int weft_writer_wait_room(weft_writer_t *w, size_t n,
-                                      int64_t deadline_ns,
-                                      weft_future_t **out);
+                                      int64_t deadline_ns, weft_future_t **out);
 
 /**
  * *out is fulfilled with 0 once the kernel has taken every byte written
