@@ -13,6 +13,7 @@ root=$(dirname "$here")
 out=${BENCH_BUILD:-$root/build/bench}
 reps=${BENCH_REPS:-9}
 all_suites=(future pool loop net fiber)
+all_suites+=(stream)
 # shellcheck source=bench/common.sh
 . "$here/common.sh" # median, net_once
 

@@ -191,10 +191,8 @@ static void wait_end(weft_reader_t *r, int rc, const weft_bytes_t *out,
   } else {
     detach(r);
     if (rc != 0)
-      (void)weft__settle_int(f,
-                             rc == WEFT_ECANCELED ? WEFT_CANCELLED
-                                                  : WEFT_REJECTED,
-                             0, rc);
+      (void)weft__settle_int(
+          f, rc == WEFT_ECANCELED ? WEFT_CANCELLED : WEFT_REJECTED, 0, rc);
   }
   weft__unref(f); /* the reader's reference */
 }
@@ -315,7 +313,7 @@ int weft_reader_create(weft_socket_t *sock, const weft_reader_options_t *opts,
   if (sock->kind != SK_STREAM || sock->connecting)
     return WEFT_EINVAL;
   size_t chunk = opts != NULL && opts->buffer_size != 0 ? opts->buffer_size
-                                                         : CHUNK_DEFAULT;
+                                                        : CHUNK_DEFAULT;
   weft_reader_t *r = weft__malloc(sizeof *r);
   char *buf = r != NULL ? weft__malloc(chunk) : NULL;
   if (buf == NULL) {
@@ -362,8 +360,30 @@ static int try_take(weft_reader_t *r, uint8_t kind, unsigned char delim,
   return rc;
 }
 
-int weft_reader_try_line(weft_reader_t *r, size_t max, weft_bytes_t *line) {
+static __attribute__((noinline)) int try_line_slow(weft_reader_t *r, size_t max,
+                                                   weft_bytes_t *line) {
   return try_take(r, K_LINE, '\n', max, line);
+}
+
+/* The common case first (a whole line buffered, nothing scanned before):
+ * one memchr and a few stores; everything else in try_line_slow. */
+int weft_reader_try_line(weft_reader_t *r, size_t max, weft_bytes_t *line) {
+  if (__builtin_expect(r == NULL || line == NULL || r->scanned != 0 ||
+                           r->wait != NULL || !weft__loop_owned(r->loop),
+                       0))
+    return try_line_slow(r, max, line);
+  const char *p = r->buf + r->head;
+  size_t avail = r->tail - r->head;
+  const char *q = memchr(p, '\n', avail < max ? avail : max);
+  if (__builtin_expect(q == NULL, 0))
+    return try_line_slow(r, max, line);
+  size_t len = (size_t)(q - p);
+  line->data = p;
+  line->len = len - (len > 0 && q[-1] == '\r');
+  r->head += len + 1;
+  if (r->head == r->tail && r->rd == NULL)
+    r->head = r->tail = 0;
+  return 0;
 }
 
 int weft_reader_try_until(weft_reader_t *r, unsigned char delim, size_t max,

@@ -192,8 +192,8 @@ static int send_buf(weft_writer_t *w, unsigned i) {
   w->inflight++;
   if (i == w->fill)
     w->fill ^= 1u;
-  (void)weft_watch_start(&b->watch, f, weft_loop_executor(w->loop),
-                         write_done, w, write_refused);
+  (void)weft_watch_start(&b->watch, f, weft_loop_executor(w->loop), write_done,
+                         w, write_refused);
   return 0;
 }
 
@@ -235,8 +235,8 @@ static void write_end(weft_writer_t *w, weft_future_t *f) {
 }
 
 static void task_run(weft_task_t *t) {
-  weft_writer_t *w =
-      (weft_writer_t *)(void *)((char *)t - offsetof(weft_writer_t, task));
+  weft_writer_t *w = (weft_writer_t *)(void *)((char *)t -
+                                               offsetof(weft_writer_t, task));
   w->scheduled = false;
   if (w->destroyed)
     maybe_free(w);
@@ -276,7 +276,7 @@ int weft_writer_create(weft_socket_t *sock, const weft_writer_options_t *opts,
   w->sock = sock;
   w->loop = sock->loop;
   w->chunk = opts != NULL && opts->buffer_size != 0 ? opts->buffer_size
-                                                     : CHUNK_DEFAULT;
+                                                    : CHUNK_DEFAULT;
   w->max = opts != NULL && opts->max_queued != 0 ? opts->max_queued
                                                  : MAX_QUEUED_DEFAULT;
   w->task.run = task_run;
