@@ -13,7 +13,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 out=${BENCH_BUILD:-$root/build/bench}
 reps=${BENCH_REPS:-9}
-all_suites=(future pool loop net fiber file)
+all_suites=(future pool loop net fiber file stream)
 # shellcheck source=bench/common.sh
 . "$here/common.sh" # median, net_once
 

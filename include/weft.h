@@ -13,6 +13,7 @@
 #include <weft/pool.h>
 #include <weft/loop.h>
 #include <weft/net.h>
+#include <weft/stream.h>
 #include <weft/fiber.h>
 #include <weft/runtime.h>
 #include <weft/fs.h>

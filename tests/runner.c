@@ -24,6 +24,7 @@ extern const test_suite_t suite_fiber_core, suite_fiber_await,
     suite_fiber_spawn, suite_fiber_cancel, suite_fiber_load, suite_scope;
 extern const test_suite_t suite_runtime;
 extern const test_suite_t suite_blocking, suite_fs, suite_fs_cancel, suite_dns;
+extern const test_suite_t suite_stream;
 
 /* clang-format off */
 static const test_suite_t *const suites[] = {
@@ -38,6 +39,7 @@ static const test_suite_t *const suites[] = {
     &suite_fiber_core, &suite_fiber_await, &suite_fiber_spawn, &suite_fiber_cancel,
     &suite_fiber_load, &suite_scope, &suite_runtime
     , &suite_blocking, &suite_fs, &suite_fs_cancel, &suite_dns
+    , &suite_stream
 #ifdef WEFT_HAVE_CHAT
     , &suite_chat
 #endif
