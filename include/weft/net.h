@@ -263,12 +263,18 @@ WEFT_EXTERN int weft_socket_shutdown(weft_socket_t *sock, weft_future_t **out);
  * A deadline that has passed already leaves no time to wait: the
  * operation still does what it can at once (a read that finds bytes at
  * hand, an accept that finds a connection waiting settle on return) and
- * otherwise settles WEFT_ETIMEDOUT at the loop's next timer pass. The
- * deadline is the operation's alone: the socket, and the operations queued
- * before and after it, go on as if it had been cancelled, except for a
- * write that was sent in part (below). A cancel before the deadline works
- * as without one. Deadlines cost a timer per socket (armed for the
- * earliest deadline of its queued operations), not per operation.
+ * otherwise settles WEFT_ETIMEDOUT at the loop's next timer pass. A write
+ * goes to the kernel only when the loop next waits, so one whose deadline
+ * has passed may time out having sent nothing, or be sent, depending on
+ * where in the loop's turn the call was made (whether that timer pass or
+ * that wait comes first): give a write some milliseconds. The deadline is the operation's alone: the
+ * socket, and the operations queued before and after it, go on as if it
+ * had been cancelled, except for a write that was sent in part (below).
+ * A cancel before the deadline works as without one. Cost: one timer per
+ * socket, made with its first deadline and kept until it closes; an
+ * operation that finishes in time leaves it alone (the timer, when it
+ * fires, settles what is due and re-arms for the next deadline still
+ * queued), and an operation without a deadline never touches it.
  *
  * What a timeout leaves behind, on every loop (with or without io_uring):
  * - read: nothing was read (a read settles with the first bytes); bytes
@@ -282,14 +288,17 @@ WEFT_EXTERN int weft_socket_shutdown(weft_socket_t *sock, weft_future_t **out);
  *   writer meant: the write side fails with WEFT_ETIMEDOUT, so every write
  *   and shutdown queued after it, and every later one, is rejected with
  *   WEFT_ETIMEDOUT (reads go on). Either way weft_socket_write_queued()
- *   stops counting the write when it settles.
+ *   stops counting the write when it settles (one whose bytes are in the
+ *   kernel at that moment, on a loop with io_uring: when that send's
+ *   result comes, as for a cancel).
  * - connect: the half-open socket is closed, as on a cancel.
  * - accept: a connection that comes later waits for the next accept.
  *
  * Errors (returned) of every _deadline form: those of its plain form, and
  * WEFT_EINVAL for deadline_ns < 0; WEFT_ENOMEM also when the socket's
  * deadline timer cannot be had (the first deadline on a socket allocates
- * it). On error nothing was started (*out untouched).
+ * it; a later one may need room in the loop's timer heap). On error
+ * nothing was started (*out untouched).
  * Thread: the loop thread.
  */
 
