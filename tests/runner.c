@@ -23,6 +23,7 @@ extern const test_suite_t suite_error, suite_future, suite_then, suite_cancel,
 extern const test_suite_t suite_fiber_core, suite_fiber_await,
     suite_fiber_spawn, suite_fiber_cancel, suite_fiber_load, suite_scope;
 extern const test_suite_t suite_runtime;
+extern const test_suite_t suite_net_deadline;
 
 /* clang-format off */
 static const test_suite_t *const suites[] = {
@@ -32,6 +33,7 @@ static const test_suite_t *const suites[] = {
     &suite_reactor_io, &suite_reactor_close, &suite_reactor_spin,
     &suite_net_data, &suite_net_errors, &suite_net_accept, &suite_net_cancel,
     &suite_net_settle, &suite_net_close, &suite_net_queued, &suite_net_spin,
+    &suite_net_deadline,
     &suite_api, &suite_paths, &suite_fault,
     &suite_misuse, &suite_stress, &suite_model, &suite_abi,
     &suite_fiber_core, &suite_fiber_await, &suite_fiber_spawn, &suite_fiber_cancel,
