@@ -310,6 +310,75 @@ static void test_write_times_out_unsent(void) {
   unlink(path);
 }
 
+/* A write whose bytes are in the kernel when its deadline passes: on a
+ * loop with an io_uring, a send goes out early when the submission queue
+ * fills (here: a recv for each of many reads queued behind it), and its
+ * result comes only with the loop's next wait, after the timer pass. The
+ * write settles at the deadline; the part it sent fails the write side
+ * once that result comes. On epoll the timer pass comes before the write
+ * is tried: it goes nowhere. Either way the peer sees what the outcome
+ * says. */
+enum { NFILL = 600 }; /* more than the ring's 512 submission entries */
+
+static void test_write_timeout_in_kernel(void) {
+  raise_nofile(4 * NFILL);
+  weft_loop_t *loop = new_loop();
+  weft_loop_stats_t st;
+  REQUIRE_EQ(weft_loop_stats(loop, &st), 0);
+  bool ring = strcmp(st.backend, "io_uring") == 0;
+  weft_socket_t *ls;
+  int peer;
+  weft_socket_t *s = raw_pair(loop, &ls, &peer);
+  weft_addr_t addr;
+  REQUIRE_EQ(weft_socket_local_addr(ls, &addr), 0);
+  static weft_socket_t *socks[NFILL];
+  static int peers[NFILL];
+  static weft_future_t *reads[NFILL];
+  static char rbuf[NFILL][4];
+  for (int i = 0; i < NFILL; i++) {
+    peers[i] = raw_connect(&addr);
+    socks[i] = accept_one(loop, ls);
+  }
+  char *data = big_buf();
+  rec_t r;
+  weft_future_t *w, *w2;
+  REQUIRE_EQ(weft_socket_write_deadline(s, data, BIG, 1, &w), 0);
+  watch(w, &r);
+  for (int i = 0; i < NFILL; i++) /* fills the ring: out goes the send */
+    REQUIRE_EQ(weft_socket_read(socks[i], rbuf[i], 4, &reads[i]), 0);
+  expect_timeout(loop, w, &r, 1);
+  REQUIRE_EQ(weft_loop_run(loop, WEFT_RUN_NOWAIT), 0); /* the send's result */
+  EXPECT_EQ(weft_socket_write_queued(s), 0u);
+  REQUIRE_EQ(weft_socket_write(s, "more", 4, &w2), 0);
+  bool cut = weft_future_state(w2) == WEFT_REJECTED;
+  EXPECT_EQ(cut, ring);
+  if (cut)
+    EXPECT_ERR(weft_future_error(w2), WEFT_ETIMEDOUT);
+  else
+    REQUIRE_EQ(weft_loop_run_until(loop, w2, BOUND_MS), 0);
+  weft_socket_close(s);
+  drain_t dr = {peer, SIZE_MAX, 0, 0, {0}, cut ? BIG : 0};
+  drain_thread(&dr);
+  if (cut) { /* a part of the buffer, nothing after it */
+    EXPECT_TRUE(dr.got > 0 && dr.got < BIG);
+    EXPECT_EQ(dr.bad, 0u);
+  } else { /* none of it: only "more" */
+    EXPECT_EQ(dr.got, 4u);
+    EXPECT_EQ(memcmp(dr.tail + 4, "more", 4), 0);
+  }
+  for (int i = 0; i < NFILL; i++) {
+    weft_future_release(reads[i]);
+    weft_socket_close(socks[i]);
+    close(peers[i]);
+  }
+  weft_future_release(w);
+  weft_future_release(w2);
+  free(data);
+  close(peer);
+  weft_socket_close(ls);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 /* ---- connect and accept ---- */
 
 /* A raw listener whose backlog is full: a connect to it stays in
@@ -755,6 +824,7 @@ static const test_case_t cases[] = {
     {"read_exactly times out, keeps its bytes", test_read_exactly_times_out},
     {"write sent in part fails the write side", test_write_times_out_in_part},
     {"write unsent leaves the stream intact", test_write_times_out_unsent},
+    {"write timed out while in the kernel", test_write_timeout_in_kernel},
     {"connect times out, socket closed", test_connect_times_out},
     {"accept times out, next accept gets it", test_accept_times_out},
     {"every form in time", test_in_time},

@@ -124,6 +124,15 @@ static void expire(weft_socket_t *s, net_op_t *op) {
   }
 }
 
+/* After a write was cut: the writes and shutdowns queued behind it are
+ * rejected now (none is in the kernel: a send in flight carried the cut
+ * write first, or nothing), not at the socket's next event. */
+static void reject_writes(weft_socket_t *s) {
+  net_op_t *op;
+  while (s->werr != 0 && (op = s->whead) != NULL && !op->wcq && !s->closed)
+    op_finish_int(s, op, 0, s->werr);
+}
+
 /* The deadline of a queued op, 0 for none (an OP_RECV's word is `from`). */
 static inline int64_t op_deadline(const net_op_t *op) {
   return op->kind == OP_RECV ? 0 : op->deadline;
@@ -176,8 +185,7 @@ static void dl_due(weft_timer_t *t, int status, void *arg) {
       (void)dl_start(dl, next); /* (active: no allocation) */
     else
       (void)weft_timer_stop(t);
-    if (s->werr != 0 && s->whead != NULL) /* a write cut: reject the rest */
-      weft__run_writes(s);
+    reject_writes(s);
   }
   sock_drop(s);
 }
