@@ -259,7 +259,8 @@ WEFT_EXTERN int weft_socket_shutdown(weft_socket_t *sock, weft_future_t **out);
  * rejected with WEFT_ETIMEDOUT, at the loop's first timer pass at or after
  * the deadline (timers count whole milliseconds: at most 1 ms late, plus
  * whatever keeps the loop thread busy): no wrapper future, no handle to
- * give up, and it has left the socket's queue when its continuations run.
+ * give up, and a read or accept has left the socket's queue when its
+ * continuations run (a read they start gets the bytes that come next).
  * A deadline that has passed already leaves no time to wait: the
  * operation still does what it can at once (a read that finds bytes at
  * hand, an accept that finds a connection waiting settle on return) and
