@@ -818,6 +818,65 @@ static void test_timer_enomem(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
+/* A socket whose timer exists but is stopped (its deadlines done) needs a
+ * slot in the loop's timer heap for its next deadline: with the heap full
+ * (64 entries, its first size) and its growth failing, the call returns
+ * WEFT_ENOMEM and starts nothing. The same for a connect, whose timer is
+ * made, then started, before its socket. */
+enum { HEAP0 = 64 };
+
+static void test_timer_heap_enomem(void) {
+  weft_loop_t *loop = new_loop();
+  weft_socket_t *ls;
+  int peer;
+  weft_socket_t *s = raw_pair(loop, &ls, &peer);
+  weft_addr_t addr;
+  REQUIRE_EQ(weft_socket_local_addr(ls, &addr), 0);
+  char buf[8];
+  rec_t r;
+  weft_future_t *f = NULL;
+  int64_t d = in_ms(1);
+  REQUIRE_EQ(weft_socket_read_deadline(s, buf, 8, d, &f), 0);
+  watch(f, &r);
+  expect_timeout(loop, f, &r, d); /* s's timer now stopped */
+  weft_future_release(f);
+  f = NULL;
+  static weft_timer_t fill[HEAP0];
+  int n = 0;
+  while (timers_active(loop) < HEAP0) {
+    REQUIRE_EQ(weft_timer_init(loop, &fill[n], tick, NULL), 0);
+    REQUIRE_EQ(weft_timer_start(&fill[n++], BOUND_MS, 0), 0);
+  }
+  REQUIRE_EQ(timers_active(loop), HEAP0);
+  for (int form = 0; form < 2; form++) {
+    tu_alloc_install(form == 0 ? 1 : 2); /* the heap's growth */
+    int rc = form == 0
+                 ? weft_socket_read_deadline(s, buf, 8, in_ms(BOUND_MS), &f)
+                 : weft_socket_connect_deadline(loop, &addr, in_ms(BOUND_MS),
+                                                &f);
+    long tries = tu_alloc_count(), live = tu_alloc_live();
+    tu_alloc_restore();
+    EXPECT_ERR(rc, WEFT_ENOMEM);
+    EXPECT_EQ(tries, form == 0 ? 1 : 2);
+    EXPECT_EQ(live, 0);
+    EXPECT_TRUE(f == NULL);
+  }
+  EXPECT_EQ(timers_active(loop), HEAP0);
+  weft_future_t *a;
+  REQUIRE_EQ(weft_socket_accept_deadline(ls, 0, &a), 0);
+  EXPECT_ERR(weft_future_error(a), WEFT_EPENDING); /* no connect came */
+  EXPECT_EQ(weft_future_cancel(a), 0);
+  weft_future_release(a);
+  REQUIRE_EQ(write(peer, "abc", 3), 3); /* and no read was started */
+  expect_next_bytes(loop, s, "abc", 3);
+  for (int i = 0; i < n; i++)
+    weft_timer_stop(&fill[i]);
+  close(peer);
+  weft_socket_close(s);
+  weft_socket_close(ls);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 static const test_case_t cases[] = {
     {"read times out (TCP)", test_read_times_out_tcp},
     {"read times out (Unix)", test_read_times_out_unix},
@@ -835,6 +894,7 @@ static const test_case_t cases[] = {
     {"deadline order", test_deadline_order},
     {"one timer per socket", test_one_timer_per_socket},
     {"timer ENOMEM", test_timer_enomem},
+    {"timer heap ENOMEM", test_timer_heap_enomem},
     {NULL, NULL}};
 
 const test_suite_t suite_net_deadline = {"net_deadline", cases};
