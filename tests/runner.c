@@ -25,6 +25,7 @@ extern const test_suite_t suite_fiber_core, suite_fiber_await,
 extern const test_suite_t suite_runtime;
 extern const test_suite_t suite_blocking, suite_fs, suite_fs_cancel, suite_dns;
 extern const test_suite_t suite_stream;
+extern const test_suite_t suite_net_deadline;
 
 /* clang-format off */
 static const test_suite_t *const suites[] = {
@@ -34,6 +35,7 @@ static const test_suite_t *const suites[] = {
     &suite_reactor_io, &suite_reactor_close, &suite_reactor_spin,
     &suite_net_data, &suite_net_errors, &suite_net_accept, &suite_net_cancel,
     &suite_net_settle, &suite_net_close, &suite_net_queued, &suite_net_spin,
+    &suite_net_deadline,
     &suite_api, &suite_paths, &suite_fault,
     &suite_misuse, &suite_stress, &suite_model, &suite_abi,
     &suite_fiber_core, &suite_fiber_await, &suite_fiber_spawn, &suite_fiber_cancel,

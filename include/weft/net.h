@@ -251,45 +251,55 @@ WEFT_EXTERN int weft_socket_shutdown(weft_socket_t *sock, weft_future_t **out);
 /* Deadlines                                                            */
 /* ------------------------------------------------------------------ */
 /*
- * The _deadline forms below start the same operation as the plain call,
- * with a deadline of its own: deadline_ns is absolute, on
- * weft_clock_now_ns()'s clock (as weft_scope_options_t.deadline_ns; one
- * second from now is weft_clock_now_ns() + 1000000000), 0 for none. An
- * operation still pending when its deadline passes is settled by the loop,
- * rejected with WEFT_ETIMEDOUT, at the loop's first timer pass at or after
- * the deadline (timers count whole milliseconds: at most 1 ms late, plus
- * whatever keeps the loop thread busy): no wrapper future, no handle to
- * give up, and it has left the socket's queue when its continuations run.
- * A deadline that has passed already leaves no time to wait: the
- * operation still does what it can at once (a read that finds bytes at
- * hand, an accept that finds a connection waiting settle on return) and
- * otherwise settles WEFT_ETIMEDOUT at the loop's next timer pass. The
- * deadline is the operation's alone: the socket, and the operations queued
- * before and after it, go on as if it had been cancelled, except for a
- * write that was sent in part (below). A cancel before the deadline works
- * as without one. Deadlines cost a timer per socket (armed for the
- * earliest deadline of its queued operations), not per operation.
+ * The _deadline forms below start the same operation as the plain call, with a
+ * deadline of its own: deadline_ns is absolute, on weft_clock_now_ns()'s clock
+ * (as weft_scope_options_t.deadline_ns; one second from now is
+ * weft_clock_now_ns() + 1000000000), 0 for none. An operation still pending
+ * when its deadline passes is settled by the loop, rejected with
+ * WEFT_ETIMEDOUT, at the loop's first timer pass at or after the deadline
+ * (timers count whole milliseconds: at most 1 ms late, plus whatever keeps the
+ * loop thread busy): no wrapper future, no handle to give up, and a read or
+ * accept has left the socket's queue when its continuations run (a read they
+ * start gets the bytes that come next). A deadline that has passed already
+ * leaves no time to wait: the operation still does what it can at once (a read
+ * that finds bytes at hand, an accept that finds a connection waiting settle
+ * on return, as in "When operations settle") and otherwise settles
+ * WEFT_ETIMEDOUT at the loop's next timer pass. A write goes to the kernel
+ * only when the loop next waits, so one whose deadline has passed may time out
+ * having sent nothing, or be sent, depending on where in the loop's turn the
+ * call was made (whether that timer pass or that wait comes first): give a
+ * write some milliseconds. The deadline is the operation's alone: the socket,
+ * and the operations queued before and after it, go on as if it had been
+ * cancelled, except for a write that was sent in part (below). A cancel before
+ * the deadline works as without one. Cost: one timer per socket, made with its
+ * first deadline and kept until it closes; an operation that finishes in time
+ * leaves it alone (the timer, when it fires, settles what is due and re-arms
+ * for the next deadline still queued), and an operation without a deadline
+ * never touches it.
  *
  * What a timeout leaves behind, on every loop (with or without io_uring):
- * - read: nothing was read (a read settles with the first bytes); bytes
- *   that come later go to the next read.
- * - read_exactly: the bytes that came are in buf (how many is not
- *   reported, as for WEFT_EOF); what comes later goes to the next read.
- * - write: the peer may have received a prefix of buf. If none of it was
- *   sent (the usual case: a peer that keeps up takes a write whole), or
- *   all of it, the stream is intact and later writes go on in order. If
- *   part of it was sent, the bytes on the stream no longer frame what the
- *   writer meant: the write side fails with WEFT_ETIMEDOUT, so every write
- *   and shutdown queued after it, and every later one, is rejected with
- *   WEFT_ETIMEDOUT (reads go on). Either way weft_socket_write_queued()
- *   stops counting the write when it settles.
+ * - read: nothing was read (a read settles with the first bytes); bytes that
+ *   come later go to the next read.
+ * - read_exactly: the bytes that came are in buf (how many is not reported, as
+ *   for WEFT_EOF); what comes later goes to the next read.
+ * - write: the peer may have received a prefix of buf. If none of it was sent
+ *   (it waited behind other writes, or for room in a full socket buffer), or
+ *   all of it, the stream is intact and later writes go on in order. If part
+ *   of it was sent, the bytes on the stream no longer frame what the writer
+ *   meant: the write side fails with WEFT_ETIMEDOUT, so every write and
+ *   shutdown queued after it, and every later one, is rejected with
+ *   WEFT_ETIMEDOUT (reads go on). Either way weft_socket_write_queued() stops
+ *   counting the write when it settles (one whose bytes are in the kernel at
+ *   that moment, on a loop with io_uring: when that send's result comes, as
+ *   for a cancel).
  * - connect: the half-open socket is closed, as on a cancel.
  * - accept: a connection that comes later waits for the next accept.
  *
  * Errors (returned) of every _deadline form: those of its plain form, and
  * WEFT_EINVAL for deadline_ns < 0; WEFT_ENOMEM also when the socket's
  * deadline timer cannot be had (the first deadline on a socket allocates
- * it). On error nothing was started (*out untouched).
+ * it; a later one may need room in the loop's timer heap). On error
+ * nothing was started (*out untouched).
  * Thread: the loop thread.
  */
 
