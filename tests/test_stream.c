@@ -382,6 +382,49 @@ static void test_reset(void) {
   pair_close(&p);
 }
 
+/* The same over a Unix stream socket: a reader and a writer on one
+ * connection, lines both ways. */
+static void test_unix(void) {
+  weft_loop_t *loop = new_loop();
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/weft-stream-%d.sock", (int)getpid());
+  unlink(path);
+  weft_addr_t ua;
+  REQUIRE_EQ(weft_addr_init_unix(path, &ua), 0);
+  weft_socket_t *ls;
+  REQUIRE_EQ(weft_socket_listen(loop, &ua, 4, &ls), 0);
+  int peer = raw_connect(&ua);
+  REQUIRE_EQ(peer >= 0, 1);
+  pair_t p = {.loop = loop, .ls = ls, .peer = peer};
+  p.s = accept_one(loop, ls);
+  pair_reader(&p, 0);
+  REQUIRE_EQ(weft_writer_create(p.s, NULL, &p.w), 0);
+  put(peer, "ping 1\nping 2\r\n");
+  char buf[64];
+  for (int i = 1; i <= 2; i++) {
+    EXPECT_ERR(line_of(&p, 64, ms_from_now(BOUND_MS), buf, sizeof buf), 0);
+    char want[16];
+    snprintf(want, sizeof want, "ping %d", i);
+    EXPECT_STREQ(buf, want);
+    snprintf(want, sizeof want, "pong %d\n", i);
+    EXPECT_EQ(weft_writer_write(p.w, want, strlen(want)), 0);
+  }
+  weft_future_t *f;
+  REQUIRE_EQ(weft_writer_flush(p.w, ms_from_now(BOUND_MS), &f), 0);
+  EXPECT_ERR(settle(loop, f), 0);
+  weft_future_release(f);
+  char got[32] = {0};
+  size_t n = 0;
+  while (n < 14) {
+    ssize_t k = read(peer, got + n, sizeof got - 1 - n);
+    REQUIRE_EQ(k > 0, 1);
+    n += (size_t)k;
+  }
+  EXPECT_STREQ(got, "pong 1\npong 2\n");
+  pair_close(&p);
+  unlink(path);
+}
+
 /* ---- deadlines and cancels: nothing lost ---- */
 
 static void test_deadline_stages(void) {
@@ -1080,6 +1123,7 @@ static const test_case_t cases[] = {
     {"until, exactly, peek", test_until_exactly_peek},
     {"end of stream mid-line", test_eof_mid_line},
     {"reset mid-line", test_reset},
+    {"a Unix stream socket, lines both ways", test_unix},
     {"deadline at every stage", test_deadline_stages},
     {"deadlines racing lines", test_deadline_race},
     {"cancel, here and from another thread", test_cancel},

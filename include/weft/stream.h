@@ -49,8 +49,10 @@ WEFT_BEGIN_DECLS
  *
  * Views. A reader's result is a weft_bytes_t pointing into the reader's
  * buffer: valid until the next call on the same reader (any
- * weft_reader_* call but weft_reader_buffered()) or its destroy, whichever
- * comes first. Copy what must live longer.
+ * weft_reader_* call but weft_reader_buffered()), the settle of a wait of
+ * the reader that was pending when the view was made (the reader reads
+ * and slides its buffer while a wait is pending), or its destroy,
+ * whichever comes first. Copy what must live longer.
  */
 
 /** A run of bytes: data[0..len). A reader's results point into its
