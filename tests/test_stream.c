@@ -382,6 +382,49 @@ static void test_reset(void) {
   pair_close(&p);
 }
 
+/* The same over a Unix stream socket: a reader and a writer on one
+ * connection, lines both ways. */
+static void test_unix(void) {
+  weft_loop_t *loop = new_loop();
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/weft-stream-%d.sock", (int)getpid());
+  unlink(path);
+  weft_addr_t ua;
+  REQUIRE_EQ(weft_addr_init_unix(path, &ua), 0);
+  weft_socket_t *ls;
+  REQUIRE_EQ(weft_socket_listen(loop, &ua, 4, &ls), 0);
+  int peer = raw_connect(&ua);
+  REQUIRE_EQ(peer >= 0, 1);
+  pair_t p = {.loop = loop, .ls = ls, .peer = peer};
+  p.s = accept_one(loop, ls);
+  pair_reader(&p, 0);
+  REQUIRE_EQ(weft_writer_create(p.s, NULL, &p.w), 0);
+  put(peer, "ping 1\nping 2\r\n");
+  char buf[64];
+  for (int i = 1; i <= 2; i++) {
+    EXPECT_ERR(line_of(&p, 64, ms_from_now(BOUND_MS), buf, sizeof buf), 0);
+    char want[16];
+    snprintf(want, sizeof want, "ping %d", i);
+    EXPECT_STREQ(buf, want);
+    snprintf(want, sizeof want, "pong %d\n", i);
+    EXPECT_EQ(weft_writer_write(p.w, want, strlen(want)), 0);
+  }
+  weft_future_t *f;
+  REQUIRE_EQ(weft_writer_flush(p.w, ms_from_now(BOUND_MS), &f), 0);
+  EXPECT_ERR(settle(loop, f), 0);
+  weft_future_release(f);
+  char got[32] = {0};
+  size_t n = 0;
+  while (n < 14) {
+    ssize_t k = read(peer, got + n, sizeof got - 1 - n);
+    REQUIRE_EQ(k > 0, 1);
+    n += (size_t)k;
+  }
+  EXPECT_STREQ(got, "pong 1\npong 2\n");
+  pair_close(&p);
+  unlink(path);
+}
+
 /* ---- deadlines and cancels: nothing lost ---- */
 
 static void test_deadline_stages(void) {
@@ -727,10 +770,24 @@ static void fill_stuck(weft_loop_t *loop, weft_writer_t *w, size_t *off,
   free(b);
 }
 
-static void small_buffers(pair_t *p) {
-  int small = 4096;
+/* A pair over a Unix stream socket with a small send buffer: a peer that
+ * does not read stops the writer after a few KiB, the same every run (a
+ * Unix socket's buffer does not grow as TCP's does). */
+static void pair_open_unix(pair_t *p) {
+  p->loop = new_loop();
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/weft-stream-w%d.sock", (int)getpid());
+  unlink(path);
+  weft_addr_t ua;
+  REQUIRE_EQ(weft_addr_init_unix(path, &ua), 0);
+  REQUIRE_EQ(weft_socket_listen(p->loop, &ua, 4, &p->ls), 0);
+  p->peer = raw_connect(&ua);
+  p->s = accept_one(p->loop, p->ls);
+  unlink(path);
+  p->r = NULL;
+  p->w = NULL;
+  int small = 16384;
   setsockopt(weft_socket_fd(p->s), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
-  setsockopt(p->peer, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
 }
 
 /* Writes, then a flush: the peer gets every byte in order. */
@@ -768,8 +825,7 @@ static void test_write_flush(void) {
  * time out against a peer that does not read and settle once it does. */
 static void test_bound_room_flush(void) {
   pair_t p;
-  pair_open(&p);
-  small_buffers(&p);
+  pair_open_unix(&p);
   weft_writer_options_t o = {.size = sizeof o, .max_queued = 65536};
   REQUIRE_EQ(weft_writer_create(p.s, &o, &p.w), 0);
   size_t off = 0;
@@ -811,8 +867,7 @@ static void test_bound_room_flush(void) {
 /* Destroy with bytes queued: they all go, in order. */
 static void test_destroy_delivers(void) {
   pair_t p;
-  pair_open(&p);
-  small_buffers(&p);
+  pair_open_unix(&p);
   REQUIRE_EQ(weft_writer_create(p.s, NULL, &p.w), 0);
   size_t off = 0;
   fill_stuck(p.loop, p.w, &off, 7000);
@@ -1080,6 +1135,7 @@ static const test_case_t cases[] = {
     {"until, exactly, peek", test_until_exactly_peek},
     {"end of stream mid-line", test_eof_mid_line},
     {"reset mid-line", test_reset},
+    {"a Unix stream socket, lines both ways", test_unix},
     {"deadline at every stage", test_deadline_stages},
     {"deadlines racing lines", test_deadline_race},
     {"cancel, here and from another thread", test_cancel},

@@ -19,9 +19,11 @@ WEFT_BEGIN_DECLS
  * loop's thread (in a callback, or in a fiber running there), like the
  * socket: every function here returns WEFT_EPERM elsewhere, except
  * weft_future_cancel() on the futures they return (any thread). The socket
- * stays the caller's: a reader or writer never closes it, and must be
- * destroyed before it is closed or in the same callback, after the close
- * (its pending wait then settles WEFT_ECANCELED). While a reader exists,
+ * stays the caller's: a reader or writer never closes it. Destroy a
+ * writer before closing its socket (the destroy hands the writer's bytes
+ * to the socket). A reader may be destroyed before or after the close
+ * (its pending wait then settles WEFT_ECANCELED), but after the close
+ * the destroy is the only call it takes. While a reader exists,
  * read the socket only through it; while a writer exists, write it only
  * through it.
  *
@@ -37,15 +39,20 @@ WEFT_BEGIN_DECLS
  *
  * Deadlines. Every call that can wait takes deadline_ns: absolute, on
  * weft_clock_now_ns()'s clock, 0 for none (as in weft/net.h, "Deadlines").
- * Past it the wait settles WEFT_ETIMEDOUT by itself, and nothing is lost:
+ * Past it the wait settles WEFT_ETIMEDOUT by itself (at the loop's first
+ * timer pass at or after it: timers count whole milliseconds; one timer
+ * per reader or writer, armed only while a wait with a deadline is
+ * pending), and nothing is lost:
  * bytes read and not consumed stay in the reader for the next call, bytes
  * written stay queued and go on in order. A cancel (weft_future_cancel(),
  * from any thread) keeps everything the same way.
  *
  * Views. A reader's result is a weft_bytes_t pointing into the reader's
  * buffer: valid until the next call on the same reader (any
- * weft_reader_* call but weft_reader_buffered()) or its destroy, whichever
- * comes first. Copy what must live longer.
+ * weft_reader_* call but weft_reader_buffered()), the settle of a wait of
+ * the reader that was pending when the view was made (the reader reads
+ * and slides its buffer while a wait is pending), or its destroy,
+ * whichever comes first. Copy what must live longer.
  */
 
 /** A run of bytes: data[0..len). A reader's results point into its
@@ -149,16 +156,18 @@ WEFT_EXTERN int weft_reader_consume(weft_reader_t *r, size_t n);
 
 /**
  * Wait for the next line (as weft_reader_try_line()), reading the socket
- * as needed. *out is fulfilled with a pointer to a weft_bytes_t of the
- * reader's (weft_future_value()) holding the line, consumed; the pointer
- * and the view are valid until the next call on r. It settles before it
+ * as needed. *out is fulfilled with a pointer to a weft_bytes_t the future
+ * holds (weft_future_value(): valid while the future is held) viewing the
+ * line, consumed; the view is valid until the next call on r (see
+ * "Views"). It settles before it
  * returns when a line is buffered, or the socket has bytes at hand that
  * complete one. One wait per reader at a time.
  * Rejected with: WEFT_ETIMEDOUT (deadline_ns passed), WEFT_ECANCELED (the
  * future was cancelled, the reader destroyed or the socket closed): in
  * both cases whatever was read stays buffered for the next call;
  * WEFT_EMSGSIZE, WEFT_EOF, the stream's error: as weft_reader_try_line();
- * WEFT_ENOMEM (the buffer could not grow to max: nothing lost).
+ * WEFT_ENOMEM (the buffer could not grow toward max, or the socket read
+ * could not start: nothing lost, the bytes stay buffered).
  * Errors (returned): WEFT_EINVAL (r or out NULL, max 0, deadline_ns < 0);
  * WEFT_EPERM (off the loop thread); WEFT_EBUSY (a wait of r is pending);
  * WEFT_ENOMEM. On error nothing was started, *out untouched.
@@ -232,9 +241,12 @@ typedef struct weft_writer weft_writer_t;
  * zero means the default. */
 typedef struct weft_writer_options {
   size_t size;        /* sizeof(weft_writer_options_t) */
-  size_t buffer_size; /* bytes per block of the writer's buffer; 0: 16 KiB
-                         (a write longer than a block gets one of its
-                         size) */
+  size_t buffer_size; /* the first size of each of the writer's two
+                         buffers (one in a socket write, one filling);
+                         0: 16 KiB. The filling one grows, doubling up to
+                         what max_queued allows, when more is written
+                         while the other is in flight, and goes back to
+                         this size once sent. */
   size_t max_queued;  /* the bound: bytes written and not yet taken by the
                          kernel; 0: 1 MiB */
   void *reserved[4];  /* zero */
@@ -246,7 +258,10 @@ typedef struct weft_writer_options {
  * buffer; the writes of one callback (or of a fiber until it next waits)
  * go to the socket together, in one weft_socket_write() of contiguous
  * bytes, when that code returns to the loop, and the kernel takes them at
- * the loop's next wait.
+ * the loop's next wait. While one such socket write is in flight, later
+ * writes gather in the writer's second buffer and go together, in one
+ * weft_socket_write(), when it ends. A socket write the writer cannot
+ * start for want of memory is tried again 1 ms later (nothing lost).
  * Errors: as weft_reader_create(). Thread: the loop thread.
  */
 WEFT_EXTERN int weft_writer_create(weft_socket_t *sock,
@@ -257,8 +272,13 @@ WEFT_EXTERN int weft_writer_create(weft_socket_t *sock,
  * Destroy the writer: its pending waits settle WEFT_ECANCELED before this
  * returns. Bytes already written are not dropped: they go on to the socket
  * in order, and the writer's memory goes once the kernel took them (or the
- * stream failed, or the socket was closed). To know when they went, flush
- * first. Returns 0; WEFT_EINVAL (NULL); WEFT_EPERM.
+ * stream failed, or the socket was closed). Every byte is handed to the
+ * socket before this returns, so after it the writer never touches the
+ * socket: closing the socket at once is allowed (its queued writes, and
+ * with them these bytes, are then dropped, as weft_socket_close() says).
+ * To know when they went, flush first. Returns 0; WEFT_EINVAL (NULL);
+ * WEFT_EPERM; WEFT_ENOMEM (the bytes could not be handed to the socket:
+ * nothing changed, the writer is still the caller's).
  * Thread: the loop thread.
  */
 WEFT_EXTERN int weft_writer_destroy(weft_writer_t *w);
@@ -279,14 +299,16 @@ WEFT_EXTERN int weft_writer_write(weft_writer_t *w, const void *data,
 
 /**
  * Bytes written and not yet taken by the kernel (what max_queued bounds).
- * 0 for NULL. Thread: the loop thread.
+ * 0 for NULL, and once the stream failed (its bytes were dropped).
+ * Thread: the loop thread.
  */
 WEFT_EXTERN size_t weft_writer_queued(const weft_writer_t *w);
 
 /**
  * Backpressure: *out is fulfilled with 0 once a write of n bytes would be
  * taken (weft_writer_queued() + n <= max_queued), at once if it would now.
- * Waits are served in the order they were made. Rejected with
+ * Room waits are served in the order they were made (a later, smaller one
+ * waits for an earlier one). Rejected with
  * WEFT_ETIMEDOUT (deadline_ns passed: nothing changes), WEFT_ECANCELED
  * (cancelled, or the writer destroyed), or the stream's error.
  * Errors (returned): WEFT_EINVAL (w or out NULL, deadline_ns < 0);

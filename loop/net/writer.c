@@ -76,7 +76,10 @@ static void unlink_wait(weft_writer_t *w, wwait_t *x) {
 }
 
 /* Arm the timer for the earliest deadline of the waits (or stop it). A
- * restart reuses the timer's slot in the heap, so it needs no memory. */
+ * start that fails for memory (the loop's timer heap could not grow: the
+ * timer was just taken out of it, so only when other timers filled its
+ * room) leaves the waits without a timeout until the next wait or
+ * settle arms it again. */
 static void rearm(weft_writer_t *w) {
   int64_t d = 0;
   for (wwait_t *x = w->head; x != NULL; x = x->next)
