@@ -125,9 +125,9 @@ static bool drain_recv(weft_channel_t *ch) {
     pthread_mutex_lock(&ch->core.mu);
     return true;
   }
-  if (!atomic_compare_exchange_strong_explicit(
-          &ch->take, &pos, pos | POS_LOCK, memory_order_seq_cst,
-          memory_order_relaxed))
+  if (!atomic_compare_exchange_strong_explicit(&ch->take, &pos, pos | POS_LOCK,
+                                               memory_order_seq_cst,
+                                               memory_order_relaxed))
     return true;
   weft__swait_t *w = weft__waitq_pop(&ch->recvq);
   pthread_mutex_unlock(&ch->core.mu);
@@ -155,9 +155,9 @@ static bool drain_send(weft_channel_t *ch) {
   size_t seq = atomic_load_explicit(&s->seq, memory_order_seq_cst);
   if (seq != 2 * pos)
     return (intptr_t)(seq - 2 * pos) > 0; /* put meanwhile: look again */
-  if (!atomic_compare_exchange_strong_explicit(
-          &ch->put, &pos, pos | POS_LOCK, memory_order_seq_cst,
-          memory_order_relaxed))
+  if (!atomic_compare_exchange_strong_explicit(&ch->put, &pos, pos | POS_LOCK,
+                                               memory_order_seq_cst,
+                                               memory_order_relaxed))
     return true;
   weft__swait_t *w = weft__waitq_pop(&ch->sendq);
   void *item = w->item;
@@ -314,8 +314,8 @@ int weft_channel_shutdown(weft_channel_t *ch) {
   if (!ch)
     return WEFT_EINVAL;
   pthread_mutex_lock(&ch->core.mu);
-  size_t was =
-      atomic_fetch_or_explicit(&ch->put, POS_SHUT, memory_order_seq_cst);
+  size_t was = atomic_fetch_or_explicit(&ch->put, POS_SHUT,
+                                        memory_order_seq_cst);
   pthread_mutex_unlock(&ch->core.mu);
   if (was & POS_SHUT)
     return WEFT_EALREADY;

@@ -80,7 +80,7 @@ static void waiter_cancelled(void *arg) {
 }
 
 int weft__swait_new(weft__sync_t *s, void *item, weft__swait_t **wp,
-                     weft_future_t **f) {
+                    weft_future_t **f) {
   weft__swait_t *w = weft__malloc(sizeof *w);
   if (!w)
     return WEFT_ENOMEM;
