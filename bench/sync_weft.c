@@ -35,8 +35,7 @@ static long consume(void) {
     if (weft_channel_try_recv(ch, &it) != 0) {
       weft_future_t *f;
       if (weft_channel_recv(ch, &f) != 0 ||
-          weft_future_await(f, WEFT_FOREVER) != 0 ||
-          weft_future_error(f) != 0)
+          weft_future_await(f, WEFT_FOREVER) != 0 || weft_future_error(f) != 0)
         abort();
       it = weft_future_value(f);
       weft_future_release(f);

@@ -244,16 +244,19 @@ WEFT_EXTERN int weft_channel_create(size_t capacity, weft_dtor_fn item_dtor,
 /**
  * Put `item` in the channel without waiting. Never allocates. A try may
  * pass sends that are queued (it never waits behind them).
- * Returns 0 (the channel owns the item), WEFT_EAGAIN (full), WEFT_EPIPE
- * (shut down), WEFT_EINVAL (ch NULL). On error the caller keeps `item`.
+ * Returns 0 (the channel owns the item), WEFT_EAGAIN (full, or a queued
+ * send's item is being moved in at this instant), WEFT_EPIPE (shut down),
+ * WEFT_EINVAL (ch NULL). On error the caller keeps `item`.
  * Thread: any thread.
  */
 WEFT_EXTERN int weft_channel_try_send(weft_channel_t *ch, void *item);
 
 /**
- * Send `item`. *out is a future fulfilled (integer 0) once the item is in
- * the channel: at once if there is room and no send is queued, else when
- * a receiver makes room, FIFO among senders. Rejected with WEFT_EPIPE when
+ * Send `item`. *out is a future fulfilled (integer 0) when the item is
+ * taken into the channel: at once if there is room and no send is queued,
+ * else when a receiver makes room, FIFO among senders. (A queued send's
+ * future is fulfilled first and its item is visible to receivers right
+ * after, so that a cancel can never win once the item is in.) Rejected with WEFT_EPIPE when
  * the channel is shut down first, WEFT_ECANCELED when it is closed first;
  * cancelled, it leaves the queue. Whenever the future is not fulfilled the
  * item never entered the channel and is still the caller's.
@@ -266,10 +269,12 @@ WEFT_EXTERN int weft_channel_send(weft_channel_t *ch, void *item,
                                   weft_future_t **out);
 
 /**
- * Take the oldest item without waiting. Never allocates.
- * Returns 0 (*item is the caller's now), WEFT_EAGAIN (empty), WEFT_EOF
- * (shut down and empty: no item will ever come), WEFT_EINVAL (ch or item
- * NULL). *item untouched on error.
+ * Take the oldest item without waiting. Never allocates. A try may pass
+ * recvs that are queued.
+ * Returns 0 (*item is the caller's now), WEFT_EAGAIN (empty, or the oldest
+ * item is being handed to a queued recv at this instant), WEFT_EOF (shut
+ * down and empty: no item will ever come), WEFT_EINVAL (ch or item NULL).
+ * *item untouched on error.
  * Thread: any thread.
  */
 WEFT_EXTERN int weft_channel_try_recv(weft_channel_t *ch, void **item);
