@@ -59,6 +59,7 @@ static int ring_put(weft_channel_t *ch, void *item) {
                                                 memory_order_relaxed,
                                                 memory_order_relaxed)) {
         s->item = item;
+        WEFT__PERTURB(); /* claimed, not yet published */
         atomic_exchange_explicit(&s->seq, 2 * pos + 1, memory_order_seq_cst);
         return 0;
       }
@@ -131,6 +132,7 @@ static bool drain_recv(weft_channel_t *ch) {
     return true;
   weft__swait_t *w = weft__waitq_pop(&ch->recvq);
   pthread_mutex_unlock(&ch->core.mu);
+  WEFT__PERTURB(); /* popped, not yet settled: a cancel may come first */
   /* The item moves only if the recv is fulfilled with it. */
   if (weft__swait_settled(w, weft_promise_fulfil(w->p, s->item, NULL))) {
     atomic_fetch_add_explicit(&ch->take, 1 - POS_LOCK, memory_order_seq_cst);
@@ -162,6 +164,7 @@ static bool drain_send(weft_channel_t *ch) {
   weft__swait_t *w = weft__waitq_pop(&ch->sendq);
   void *item = w->item;
   pthread_mutex_unlock(&ch->core.mu);
+  WEFT__PERTURB();
   /* The item enters only if the send is fulfilled. */
   if (weft__swait_settled(w, weft_promise_fulfil_int(w->p, 0))) {
     s->item = item;

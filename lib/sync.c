@@ -164,6 +164,7 @@ static void sem_grant(struct weft_semaphore *s) {
   while (s->count > 0 && (w = weft__waitq_pop(&s->q)) != NULL) {
     s->count--;
     pthread_mutex_unlock(&s->core.mu);
+    WEFT__PERTURB(); /* popped, not yet settled: a cancel may come first */
     if (!weft__swait_settled(w, weft_promise_fulfil_int(w->p, 0))) {
       s->count++;
       weft__swait_lost(w);
@@ -358,6 +359,7 @@ int weft_event_set(weft_event_t *e) {
   weft__swait_t *w;
   while (!was && (w = weft__waitq_pop(&e->q)) != NULL) {
     pthread_mutex_unlock(&e->core.mu);
+    WEFT__PERTURB();
     if (!weft__swait_settled(w, weft_promise_fulfil_int(w->p, 0)))
       weft__swait_lost(w);
     pthread_mutex_lock(&e->core.mu);

@@ -5,6 +5,8 @@
  * item exactly once, and every allocation failing. */
 #include "testutil.h"
 
+#include "internal.h" /* weft__perturb: schedule perturbation */
+
 #include <stdlib.h>
 
 #define IT(i) ((void *)(uintptr_t)(i))
@@ -111,6 +113,9 @@ static void run_race(int mode) {
   REQUIRE_EQ(weft_mutex_try_lock(x.m), 0);
   pthread_t t;
   REQUIRE_EQ(pthread_create(&t, NULL, race_other, &x), 0);
+  /* stalls between a waiter's pop and its settle let the cancel land in
+   * the hand-off too, not only before or after it */
+  weft__perturb(true, 0x5c0000u + (uint64_t)mode);
   long won = 0;
   for (long r = 1; r <= x.rounds; r++) {
     weft_future_t *f;
@@ -156,6 +161,7 @@ static void run_race(int mode) {
     weft_future_release(f);
   }
   pthread_join(t, NULL);
+  weft__perturb(false, 0);
   EXPECT_TRUE(won <= x.rounds);
   weft_semaphore_close(x.s);
   weft_mutex_close(x.m);
@@ -489,6 +495,7 @@ static void run_stress(bool cancels, bool shutdown_early) {
   REQUIRE_EQ(st != NULL, 1);
   st->cancels = cancels;
   REQUIRE_EQ(weft_channel_create(7, NULL, &st->ch), 0);
+  weft__perturb(cancels, 0x5c1000u + shutdown_early);
   pthread_t tp[ST_PROD], tc[ST_CONS];
   for (int i = 0; i < ST_CONS; i++)
     REQUIRE_EQ(pthread_create(&tc[i], NULL, stress_consumer, st), 0);
@@ -504,6 +511,7 @@ static void run_stress(bool cancels, bool shutdown_early) {
     EXPECT_EQ(weft_channel_shutdown(st->ch), 0);
   for (int i = 0; i < ST_CONS; i++)
     pthread_join(tc[i], NULL);
+  weft__perturb(false, 0);
   long sent = 0, bad = 0;
   for (long i = 0; i < ST_PROD * ST_ITEMS; i++) {
     sent += atomic_load(&st->sent[i]);
