@@ -18,8 +18,8 @@ WEFT_BEGIN_DECLS
  * a future instead of blocking: continue it with weft_future_then() /
  * weft_watch_start() on any executor, or wait for it with
  * weft_future_await(f, WEFT_FOREVER), which in a fiber suspends the fiber
- * and on a plain thread blocks the thread. Each such call has a try_ form
- * that never waits and never allocates.
+ * and on a plain thread blocks the thread. Each such call has a form that
+ * never waits and never allocates (the try_ calls; weft_event_is_set()).
  *
  * Waiters are served in the order they called (FIFO). A future handed out
  * settles exactly once. Cancelling a waiting future (weft_future_cancel())
