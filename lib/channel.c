@@ -55,8 +55,10 @@ static int ring_put(weft_channel_t *ch, void *item) {
     size_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
     intptr_t d = (intptr_t)(seq - 2 * pos);
     if (d == 0) {
+      /* acquire: after a hand-off undone at pos, see its holder's
+       * accesses to the slot as done */
       if (atomic_compare_exchange_weak_explicit(&ch->put, &pos, pos + 1,
-                                                memory_order_relaxed,
+                                                memory_order_acquire,
                                                 memory_order_relaxed)) {
         s->item = item;
         WEFT__PERTURB(); /* claimed, not yet published */
@@ -89,8 +91,10 @@ static int ring_take(weft_channel_t *ch, void **item) {
     size_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
     intptr_t d = (intptr_t)(seq - (2 * pos + 1));
     if (d == 0) {
+      /* acquire: after a hand-off undone at pos, see its holder's
+       * accesses to the slot as done */
       if (atomic_compare_exchange_weak_explicit(&ch->take, &pos, pos + 1,
-                                                memory_order_relaxed,
+                                                memory_order_acquire,
                                                 memory_order_relaxed)) {
         *item = s->item;
         atomic_exchange_explicit(&s->seq, 2 * (pos + ch->cap),
