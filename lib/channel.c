@@ -6,13 +6,18 @@
 
 #include <weft/sync.h>
 
+#include <sched.h>
+
 /* Bits of the two positions (counts of items ever put in / taken out).
  * LOCK: a hand-off to a waiter is in flight at this position; the try_
  * calls back off (WEFT_EAGAIN) and the holder finishes it or undoes it.
- * SHUT (put side only): shut down. */
+ * SHUT (put side only): shut down. WAIT: the other side has waiters (on
+ * put: recvs are queued; on take: sends are): whoever moves the position
+ * drains. */
 #define POS_LOCK ((size_t)1 << 63)
 #define POS_SHUT ((size_t)1 << 62)
-#define POS_MASK (POS_SHUT - 1)
+#define POS_WAIT ((size_t)1 << 61)
+#define POS_MASK (POS_WAIT - 1)
 
 typedef struct slot {
   /* 2 * pos: free for the put at pos; 2 * pos + 1: holds the item put at
@@ -40,20 +45,23 @@ static inline slot_t *slot_at(weft_channel_t *ch, size_t pos) {
   return &ch->slots[ch->mask ? pos & ch->mask : pos % ch->cap];
 }
 
-/* The seq_cst exchange publishing a slot and the seq_cst read of the other
- * side's waiter count pair with a waiter's seq_cst count increment and
- * look at the ring: either the waiter sees the slot, or the try_ call sees
- * the waiter (and drains). */
-static int ring_put(weft_channel_t *ch, void *item) {
+/* A waiter sets WAIT on the position the other side moves, with a
+ * read-modify-write, before it looks at the ring: a put (take) that claims
+ * its position after that sees WAIT and drains once it has published; one
+ * that claimed before is seen by the waiter's look, published or still in
+ * flight (the waiter then waits the few instructions to the publish). *wake:
+ * drain now. */
+static int ring_put(weft_channel_t *ch, void *item, bool *wake) {
   size_t pos = atomic_load_explicit(&ch->put, memory_order_relaxed);
   for (;;) {
     if (pos & POS_SHUT)
       return WEFT_EPIPE;
     if (pos & POS_LOCK)
       return WEFT_EAGAIN;
-    slot_t *s = slot_at(ch, pos);
+    size_t p = pos & POS_MASK;
+    slot_t *s = slot_at(ch, p);
     size_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
-    intptr_t d = (intptr_t)(seq - 2 * pos);
+    intptr_t d = (intptr_t)(seq - 2 * p);
     if (d == 0) {
       /* acquire: after a hand-off undone at pos, see its holder's
        * accesses to the slot as done */
@@ -62,7 +70,8 @@ static int ring_put(weft_channel_t *ch, void *item) {
                                                 memory_order_relaxed)) {
         s->item = item;
         WEFT__PERTURB(); /* claimed, not yet published */
-        atomic_exchange_explicit(&s->seq, 2 * pos + 1, memory_order_seq_cst);
+        atomic_store_explicit(&s->seq, 2 * p + 1, memory_order_release);
+        *wake = (pos & POS_WAIT) != 0;
         return 0;
       }
     } else if (d < 0) {
@@ -82,14 +91,15 @@ static int ring_empty(weft_channel_t *ch, size_t pos) {
   return WEFT_EAGAIN;
 }
 
-static int ring_take(weft_channel_t *ch, void **item) {
+static int ring_take(weft_channel_t *ch, void **item, bool *wake) {
   size_t pos = atomic_load_explicit(&ch->take, memory_order_relaxed);
   for (;;) {
     if (pos & POS_LOCK)
       return WEFT_EAGAIN;
-    slot_t *s = slot_at(ch, pos);
+    size_t t = pos & POS_MASK;
+    slot_t *s = slot_at(ch, t);
     size_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
-    intptr_t d = (intptr_t)(seq - (2 * pos + 1));
+    intptr_t d = (intptr_t)(seq - (2 * t + 1));
     if (d == 0) {
       /* acquire: after a hand-off undone at pos, see its holder's
        * accesses to the slot as done */
@@ -97,12 +107,12 @@ static int ring_take(weft_channel_t *ch, void **item) {
                                                 memory_order_acquire,
                                                 memory_order_relaxed)) {
         *item = s->item;
-        atomic_exchange_explicit(&s->seq, 2 * (pos + ch->cap),
-                                 memory_order_seq_cst);
+        atomic_store_explicit(&s->seq, 2 * (t + ch->cap), memory_order_release);
+        *wake = (pos & POS_WAIT) != 0;
         return 0;
       }
     } else if (d < 0) {
-      return ring_empty(ch, pos);
+      return ring_empty(ch, t);
     } else {
       pos = atomic_load_explicit(&ch->take, memory_order_relaxed);
     }
@@ -115,15 +125,21 @@ static int ring_take(weft_channel_t *ch, void **item) {
 static bool drain_recv(weft_channel_t *ch) {
   if (!ch->recvq.head)
     return false;
-  size_t pos = atomic_load_explicit(&ch->take, memory_order_seq_cst);
+  size_t pos = atomic_load_explicit(&ch->take, memory_order_acquire);
   if (pos & POS_LOCK)
     return false; /* its holder drains again when done */
-  slot_t *s = slot_at(ch, pos);
-  size_t seq = atomic_load_explicit(&s->seq, memory_order_seq_cst);
-  if (seq != 2 * pos + 1) {
-    if ((intptr_t)(seq - (2 * pos + 1)) > 0)
+  size_t t = pos & POS_MASK;
+  slot_t *s = slot_at(ch, t);
+  size_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
+  if (seq != 2 * t + 1) {
+    if ((intptr_t)(seq - (2 * t + 1)) > 0)
       return true; /* taken meanwhile: look again */
-    if (ring_empty(ch, pos) != WEFT_EOF)
+    size_t p = atomic_load_explicit(&ch->put, memory_order_acquire);
+    if ((p & POS_MASK) > t) { /* put at t, not yet published */
+      sched_yield();
+      return true;
+    }
+    if (ring_empty(ch, t) != WEFT_EOF)
       return false;
     pthread_mutex_unlock(&ch->core.mu);
     weft__waitq_reject_all(&ch->core, &ch->recvq, WEFT_EOF);
@@ -139,11 +155,10 @@ static bool drain_recv(weft_channel_t *ch) {
   WEFT__PERTURB(); /* popped, not yet settled: a cancel may come first */
   /* The item moves only if the recv is fulfilled with it. */
   if (weft__swait_settled(w, weft_promise_fulfil(w->p, s->item, NULL))) {
-    atomic_fetch_add_explicit(&ch->take, 1 - POS_LOCK, memory_order_seq_cst);
-    atomic_exchange_explicit(&s->seq, 2 * (pos + ch->cap),
-                             memory_order_seq_cst);
+    atomic_fetch_add_explicit(&ch->take, 1 - POS_LOCK, memory_order_acq_rel);
+    atomic_store_explicit(&s->seq, 2 * (t + ch->cap), memory_order_release);
   } else {
-    atomic_fetch_and_explicit(&ch->take, ~POS_LOCK, memory_order_seq_cst);
+    atomic_fetch_and_explicit(&ch->take, ~POS_LOCK, memory_order_acq_rel);
     weft__swait_lost(w);
   }
   pthread_mutex_lock(&ch->core.mu);
@@ -154,13 +169,22 @@ static bool drain_recv(weft_channel_t *ch) {
 static bool drain_send(weft_channel_t *ch) {
   if (!ch->sendq.head)
     return false;
-  size_t pos = atomic_load_explicit(&ch->put, memory_order_seq_cst);
+  size_t pos = atomic_load_explicit(&ch->put, memory_order_acquire);
   if (pos & (POS_LOCK | POS_SHUT))
     return false;
-  slot_t *s = slot_at(ch, pos);
-  size_t seq = atomic_load_explicit(&s->seq, memory_order_seq_cst);
-  if (seq != 2 * pos)
-    return (intptr_t)(seq - 2 * pos) > 0; /* put meanwhile: look again */
+  size_t p = pos & POS_MASK;
+  slot_t *s = slot_at(ch, p);
+  size_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
+  if (seq != 2 * p) {
+    if ((intptr_t)(seq - 2 * p) > 0)
+      return true; /* put meanwhile: look again */
+    size_t t = atomic_load_explicit(&ch->take, memory_order_acquire);
+    if ((t & POS_MASK) + ch->cap > p) { /* taken, slot not yet freed */
+      sched_yield();
+      return true;
+    }
+    return false; /* full */
+  }
   if (!atomic_compare_exchange_strong_explicit(&ch->put, &pos, pos | POS_LOCK,
                                                memory_order_seq_cst,
                                                memory_order_relaxed))
@@ -173,10 +197,10 @@ static bool drain_send(weft_channel_t *ch) {
   if (weft__swait_settled(w, weft_promise_fulfil_int(w->p, 0))) {
     s->item = item;
     /* SHUT may have been set meanwhile: keep it. */
-    atomic_fetch_add_explicit(&ch->put, 1 - POS_LOCK, memory_order_seq_cst);
-    atomic_exchange_explicit(&s->seq, 2 * pos + 1, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&ch->put, 1 - POS_LOCK, memory_order_acq_rel);
+    atomic_store_explicit(&s->seq, 2 * p + 1, memory_order_release);
   } else {
-    atomic_fetch_and_explicit(&ch->put, ~POS_LOCK, memory_order_seq_cst);
+    atomic_fetch_and_explicit(&ch->put, ~POS_LOCK, memory_order_acq_rel);
     weft__swait_lost(w);
   }
   pthread_mutex_lock(&ch->core.mu);
@@ -191,6 +215,13 @@ static void drain(weft_channel_t *ch) {
     if (!r && !s)
       break;
   }
+  /* Nobody waits on a side any more: its try_ calls stop draining. */
+  if (!ch->recvq.head &&
+      (atomic_load_explicit(&ch->put, memory_order_relaxed) & POS_WAIT))
+    atomic_fetch_and_explicit(&ch->put, ~POS_WAIT, memory_order_acq_rel);
+  if (!ch->sendq.head &&
+      (atomic_load_explicit(&ch->take, memory_order_relaxed) & POS_WAIT))
+    atomic_fetch_and_explicit(&ch->take, ~POS_WAIT, memory_order_acq_rel);
   pthread_mutex_unlock(&ch->core.mu);
 }
 
@@ -231,8 +262,9 @@ int weft_channel_create(size_t capacity, weft_dtor_fn item_dtor,
 int weft_channel_try_send(weft_channel_t *ch, void *item) {
   if (!ch)
     return WEFT_EINVAL;
-  int rc = ring_put(ch, item);
-  if (rc == 0 && atomic_load_explicit(&ch->recvq.n, memory_order_seq_cst))
+  bool wake;
+  int rc = ring_put(ch, item, &wake);
+  if (rc == 0 && wake)
     drain(ch);
   return rc;
 }
@@ -240,8 +272,9 @@ int weft_channel_try_send(weft_channel_t *ch, void *item) {
 int weft_channel_try_recv(weft_channel_t *ch, void **item) {
   if (!ch || !item)
     return WEFT_EINVAL;
-  int rc = ring_take(ch, item);
-  if (rc == 0 && atomic_load_explicit(&ch->sendq.n, memory_order_seq_cst))
+  bool wake;
+  int rc = ring_take(ch, item, &wake);
+  if (rc == 0 && wake)
     drain(ch);
   return rc;
 }
@@ -282,6 +315,7 @@ int weft_channel_send(weft_channel_t *ch, void *item, weft_future_t **out) {
     return WEFT_EPIPE;
   }
   weft__waitq_push(&ch->sendq, w);
+  atomic_fetch_or_explicit(&ch->take, POS_WAIT, memory_order_acq_rel);
   pthread_mutex_unlock(&ch->core.mu);
   drain(ch);
   *out = f;
@@ -311,6 +345,7 @@ int weft_channel_recv(weft_channel_t *ch, weft_future_t **out) {
   }
   pthread_mutex_lock(&ch->core.mu);
   weft__waitq_push(&ch->recvq, w);
+  atomic_fetch_or_explicit(&ch->put, POS_WAIT, memory_order_acq_rel);
   pthread_mutex_unlock(&ch->core.mu);
   drain(ch);
   *out = f;
@@ -346,7 +381,8 @@ int weft_channel_close(weft_channel_t *ch) {
   weft__waitq_reject_all(&ch->core, &ch->sendq, WEFT_ECANCELED);
   weft__waitq_reject_all(&ch->core, &ch->recvq, WEFT_ECANCELED);
   void *item;
-  while (ring_take(ch, &item) == 0)
+  bool wake;
+  while (ring_take(ch, &item, &wake) == 0)
     if (ch->item_dtor)
       ch->item_dtor(item);
   weft__sync_unref(&ch->core);
