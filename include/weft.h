@@ -18,5 +18,6 @@
 #include <weft/runtime.h>
 #include <weft/fs.h>
 #include <weft/dns.h>
+#include <weft/sync.h>
 
 #endif /* WEFT_H */

@@ -26,6 +26,7 @@ extern const test_suite_t suite_runtime;
 extern const test_suite_t suite_blocking, suite_fs, suite_fs_cancel, suite_dns;
 extern const test_suite_t suite_stream;
 extern const test_suite_t suite_net_deadline;
+extern const test_suite_t suite_sync;
 
 /* clang-format off */
 static const test_suite_t *const suites[] = {
@@ -41,7 +42,7 @@ static const test_suite_t *const suites[] = {
     &suite_fiber_core, &suite_fiber_await, &suite_fiber_spawn, &suite_fiber_cancel,
     &suite_fiber_load, &suite_scope, &suite_runtime
     , &suite_blocking, &suite_fs, &suite_fs_cancel, &suite_dns
-    , &suite_stream
+    , &suite_stream, &suite_sync
 #ifdef WEFT_HAVE_CHAT
     , &suite_chat, &suite_lines
 #endif
