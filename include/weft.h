@@ -15,5 +15,6 @@
 #include <weft/net.h>
 #include <weft/fiber.h>
 #include <weft/runtime.h>
+#include <weft/retry.h>
 
 #endif /* WEFT_H */
