@@ -61,14 +61,14 @@ typedef enum weft_retry_jitter {
  * weft_retry_start() returns.
  */
 typedef struct weft_retry_policy {
-  size_t size;           /* sizeof(weft_retry_policy_t) */
-  unsigned max_attempts; /* attempts in all, the first included; 0: 3;
+  size_t size;                /* sizeof(weft_retry_policy_t) */
+  unsigned max_attempts;      /* attempts in all, the first included; 0: 3;
                             WEFT_RETRY_UNLIMITED: no limit */
   weft_retry_jitter_t jitter; /* 0: full jitter */
   int64_t base_delay_ms;      /* the first delay; 0: 100 ms */
-  int64_t max_delay_ms; /* no delay longer; 0: 30 s (or base_delay_ms if
+  int64_t max_delay_ms;       /* no delay longer; 0: 30 s (or base_delay_ms if
                            that is longer); else at least base_delay_ms */
-  int64_t deadline_ns;  /* on weft_clock_now_ns()'s clock; 0: none */
+  int64_t deadline_ns;        /* on weft_clock_now_ns()'s clock; 0: none */
   /* Whether a failed attempt (number `attempt`, with `err`) is worth
    * another; called on the executor with the retry's arg, only while
    * attempts remain. NULL: every error but WEFT_ECANCELED. */
