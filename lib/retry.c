@@ -51,10 +51,20 @@ static retry_t *of_task(weft_task_t *t) {
   return (retry_t *)((char *)t - offsetof(retry_t, task));
 }
 
+/* The executor's hold op, where it has one (weft/executor.h): its memory
+ * stays while the retry may still submit to it, also after a shutdown. */
+static void hold(weft_executor_t *ex, int delta) {
+  const weft_executor_ops_t *ops = ex->ops;
+  if (ops->size >= offsetof(weft_executor_ops_t, hold) + sizeof ops->hold &&
+      ops->hold != NULL)
+    ops->hold(ex, delta);
+}
+
 static void retry_fini(weft__ext_t *e) {
   retry_t *r = (retry_t *)e;
   if (r->won != NULL)
     weft_future_release(r->won);
+  hold(r->ex, -1); /* (may free a shut-down executor) */
   pthread_mutex_destroy(&r->mu);
   weft__free(r, sizeof *r);
 }
@@ -71,7 +81,8 @@ static void unref(retry_t *r) { weft__unref(&r->ext.base); }
 
 /* Arm an alarm (a fault seam of its own: the alarm service fails only
  * when its heap cannot grow or its thread cannot start). */
-static int arm(weft__alarm_t *a, int64_t deadline, void (*fn)(weft__alarm_t *)) {
+static int arm(weft__alarm_t *a, int64_t deadline,
+               void (*fn)(weft__alarm_t *)) {
   int e = WEFT__FAULT("alarm");
   if (e != 0)
     return e == ENOMEM ? WEFT_ENOMEM : WEFT_EAGAIN;
@@ -179,7 +190,8 @@ static void failed(retry_t *r, unsigned n, int err) {
   }
   int64_t at = weft_clock_now_ns() + delay_after(r, n);
   if (r->deadline != 0 && at >= r->deadline) {
-    (void)end(r, WEFT_ETIMEDOUT, NULL, NULL); /* no attempt could start in time */
+    (void)end(r, WEFT_ETIMEDOUT, NULL,
+              NULL); /* no attempt could start in time */
     unref(r);
     return;
   }
@@ -221,6 +233,13 @@ static void on_attempt(void *arg, weft_future_t *f) {
   failed(r, atomic_load_explicit(&r->count, memory_order_relaxed), err);
 }
 
+/* The executor refused to run on_attempt (it was shut down meanwhile). */
+static void on_attempt_refused(void *arg) {
+  retry_t *r = arg;
+  (void)end(r, WEFT_ESHUTDOWN, NULL, NULL);
+  unref(r); /* the watch's */
+}
+
 /* Follow attempt n's future f (one handle from fn). */
 static void follow(retry_t *r, weft_future_t *f) {
   (void)weft_future_retain(f); /* one for the watch, one to cancel it */
@@ -238,7 +257,8 @@ static void follow(retry_t *r, weft_future_t *f) {
   }
   /* Cannot fail: the watch of the last attempt has begun (it started
    * this one, or armed the backoff that did), and the arguments are set. */
-  (void)weft_watch_start(&r->watch, f, r->ex, on_attempt, r, NULL);
+  (void)weft_watch_start(&r->watch, f, r->ex, on_attempt, r,
+                         on_attempt_refused);
 }
 
 /* Drop what fn returned after the retry ended meanwhile. */
@@ -307,11 +327,18 @@ static void on_backoff(weft__alarm_t *a) {
   r->backoff_armed = false;
   bool done = r->done;
   pthread_mutex_unlock(&r->mu);
-  int rc = done ? 0 : weft_executor_submit(r->ex, &r->task);
-  if (rc != 0)
-    (void)end(r, rc, NULL, NULL);
-  if (done || rc != 0)
-    unref(r); /* else the alarm's reference went to the task */
+  if (!done) {
+    /* The task's own reference: it may run and end the retry before the
+     * submit returns, and the submit still reads the executor, which the
+     * retry keeps (hold) until its last reference goes. */
+    weft__ref(&r->ext.base);
+    int rc = weft_executor_submit(r->ex, &r->task);
+    if (rc != 0) {
+      (void)end(r, rc, NULL, NULL);
+      unref(r); /* the task's */
+    }
+  }
+  unref(r); /* the alarm's */
 }
 
 /* ---- starting ---- */
@@ -380,6 +407,7 @@ int weft_retry_start(weft_executor_t *ex, const weft_retry_policy_t *policy,
     return WEFT_ENOMEM;
   (void)policy_read(r, policy);
   if (r->deadline != 0 && r->deadline <= weft_clock_now_ns()) {
+    hold(ex, 1); /* (given back with the rest) */
     (void)end(r, WEFT_ETIMEDOUT, NULL, NULL);
     unref(r); /* the task's: it never runs */
     *out = &r->ext.base;
@@ -387,8 +415,10 @@ int weft_retry_start(weft_executor_t *ex, const weft_retry_policy_t *policy,
   }
   if (r->deadline != 0) /* armed below, if the task goes in */
     weft__ref(&r->ext.base);
+  hold(ex, 1);
   rc = weft_executor_submit(ex, &r->task);
   if (rc != 0) { /* nothing ran, nothing is shared */
+    hold(ex, -1);
     pthread_mutex_destroy(&r->mu);
     weft__free(r, sizeof *r);
     return rc;

@@ -24,7 +24,6 @@ typedef struct ctx {
   int64_t at[MAX_AT]; /* when each attempt started */
   weft_promise_t *hang, *started, *dtor_done;
   weft_future_t *hang_f;
-  _Atomic int values_freed;
 } ctx_t;
 
 static _Atomic int values_freed;
@@ -32,6 +31,23 @@ static _Atomic int values_freed;
 static void value_free(void *p) {
   atomic_fetch_add(&values_freed, 1);
   free(p);
+}
+
+/* Wait (bounded) until *v reaches want: the retry's last reference may go
+ * on its executor's thread just after the future settled. */
+static bool reaches(_Atomic int *v, int want) {
+  int64_t end = weft_clock_now_ns() + BOUND_MS * MS;
+  while (atomic_load(v) < want && weft_clock_now_ns() < end)
+    sched_yield();
+  return atomic_load(v) == want;
+}
+
+/* The same for the counting allocator's live blocks reaching 0. */
+static long live_settles(void) {
+  int64_t end = weft_clock_now_ns() + BOUND_MS * MS;
+  while (tu_alloc_live() != 0 && weft_clock_now_ns() < end)
+    sched_yield();
+  return tu_alloc_live();
 }
 
 static weft_result_t outcome(ctx_t *c, unsigned n) {
@@ -192,7 +208,7 @@ static void test_succeeds_at_k(void) {
     EXPECT_EQ(atomic_load(&c.dtor_runs), 1);
     EXPECT_EQ(atomic_load(&values_freed), freed);
     weft_future_release(f); /* the last hold on the value */
-    EXPECT_EQ(atomic_load(&values_freed), freed + 1);
+    EXPECT_TRUE(reaches(&values_freed, freed + 1));
     weft_future_release(dtor_done);
     ctx_end(&c);
   }
@@ -277,7 +293,7 @@ static void test_sync_outcomes(void) {
   EXPECT_TRUE(weft_retry_attempt(f) == NULL); /* no attempt future */
   EXPECT_EQ(atomic_load(&c.calls), 3);
   weft_future_release(f);
-  EXPECT_EQ(atomic_load(&values_freed), freed + 1); /* the retry owned it */
+  EXPECT_TRUE(reaches(&values_freed, freed + 1)); /* the retry owned it */
   /* the last synchronous error is the retry's */
   ctx_t d = {.err = WEFT_EIO};
   REQUIRE_EQ(weft_retry_start(e.ex, &p, attempt, &d, NULL, &f), 0);
@@ -299,9 +315,9 @@ static weft_result_t follow_null(void *arg, unsigned n) {
 static void test_follow_null_and_int(void) {
   weft_future_t *f;
   weft_retry_policy_t p = policy(2, 1, 1);
-  REQUIRE_EQ(
-      weft_retry_start(weft_executor_inline(), &p, follow_null, NULL, NULL, &f),
-      0);
+  REQUIRE_EQ(weft_retry_start(weft_executor_inline(), &p, follow_null, NULL,
+                              NULL, &f),
+             0);
   await_ok(f);
   EXPECT_EQ(weft_future_error(f), 0);
   EXPECT_EQ(weft_future_int(f), 7);
@@ -364,8 +380,8 @@ static void test_deadline_passed(void) {
   weft_future_t *f;
   weft_retry_policy_t p = policy(5, 1, 1);
   p.deadline_ns = weft_clock_now_ns() - 1;
-  REQUIRE_EQ(weft_retry_start(weft_executor_inline(), &p, attempt, &c,
-                              ctx_dtor, &f),
+  REQUIRE_EQ(weft_retry_start(weft_executor_inline(), &p, attempt, &c, ctx_dtor,
+                              &f),
              0);
   EXPECT_EQ(weft_future_error(f), WEFT_ETIMEDOUT);
   EXPECT_EQ(atomic_load(&c.calls), 0);
@@ -411,15 +427,15 @@ static void test_cancel_during_backoff(void) {
   alarm_warm();
   tu_alloc_install(0);
   /* inline: attempt 1 has failed and the backoff is armed on return */
-  REQUIRE_EQ(weft_retry_start(weft_executor_inline(), &p, attempt, &c,
-                              ctx_dtor, &f),
+  REQUIRE_EQ(weft_retry_start(weft_executor_inline(), &p, attempt, &c, ctx_dtor,
+                              &f),
              0);
   EXPECT_EQ(atomic_load(&c.calls), 1);
   EXPECT_EQ(weft_future_state(f), WEFT_PENDING);
   EXPECT_EQ(weft_future_cancel(f), 0);
   EXPECT_EQ(atomic_load(&c.dtor_runs), 1); /* at once: fn was not running */
   weft_future_release(f);
-  EXPECT_EQ(tu_alloc_live(), 0);
+  EXPECT_EQ(live_settles(), 0);
   tu_alloc_restore();
   /* past the time the backoff would have ended: still one attempt */
   EXPECT_EQ(weft_future_await(never, 300), WEFT_ETIMEDOUT);
@@ -591,10 +607,9 @@ static void test_loop_connect(void) {
   p.should_retry = count_refused;
   p.deadline_ns = weft_clock_now_ns() + BOUND_MS * MS;
   weft_future_t *f;
-  REQUIRE_EQ(
-      weft_retry_start(weft_loop_executor(loop), &p, connect_attempt, &c, NULL,
-                       &f),
-      0);
+  REQUIRE_EQ(weft_retry_start(weft_loop_executor(loop), &p, connect_attempt, &c,
+                              NULL, &f),
+             0);
   REQUIRE_EQ(weft_loop_run_until(loop, f, BOUND_MS), 0);
   EXPECT_EQ(weft_future_error(f), 0);
   EXPECT_EQ(c.calls, 3);
@@ -615,8 +630,8 @@ static weft_result_t connect_fiber(void *arg) {
   weft_retry_policy_t p = policy(10, 5, 20);
   p.should_retry = count_refused;
   weft_future_t *f;
-  int rc = weft_retry_start(weft_loop_executor(c->loop), &p, connect_attempt,
-                            c, NULL, &f);
+  int rc = weft_retry_start(weft_loop_executor(c->loop), &p, connect_attempt, c,
+                            NULL, &f);
   if (rc != 0)
     return weft_err(rc);
   if ((rc = weft_future_await(f, WEFT_FOREVER)) == 0)
@@ -633,8 +648,8 @@ static void test_fiber_connect(void) {
   conn_t c = {.loop = loop, .listen_at = 2};
   closed_port(loop, &c.addr);
   weft_future_t *fb;
-  REQUIRE_EQ(weft_fiber_spawn(weft_loop_executor(loop), connect_fiber, &c,
-                              NULL, &fb),
+  REQUIRE_EQ(weft_fiber_spawn(weft_loop_executor(loop), connect_fiber, &c, NULL,
+                              &fb),
              0);
   REQUIRE_EQ(weft_loop_run_until(loop, fb, BOUND_MS), 0);
   EXPECT_EQ(weft_future_error(fb), 0);
@@ -674,7 +689,7 @@ static bool alloc_round(long n) {
     weft_future_release(f);
   }
   long tried = tu_alloc_count();
-  EXPECT_EQ(tu_alloc_live(), 0);
+  EXPECT_EQ(live_settles(), 0);
   tu_alloc_restore();
   return tried >= n;
 }
@@ -723,6 +738,50 @@ static void test_timer_failures(void) {
   env_end(&e);
 }
 
+/* The executor shut down while the retry runs: in an attempt (its
+ * outcome cannot come back) and in a backoff (the next attempt cannot
+ * start); the retry rejects with WEFT_ESHUTDOWN either way. */
+static void test_executor_shut_down(void) {
+  weft_thread_executor_t *te;
+  REQUIRE_EQ(weft_thread_executor_create(&te), 0);
+  ctx_t c = {.hang_at = 1, .signal_at = 1, .err = WEFT_EIO};
+  weft_future_t *f, *started, *dtor_done;
+  ctx_signals(&c, &started, &dtor_done);
+  weft_retry_policy_t p = policy(5, 1, 1);
+  REQUIRE_EQ(weft_retry_start(weft_thread_executor_get(te), &p, attempt, &c,
+                              ctx_dtor, &f),
+             0);
+  await_ok(started);
+  REQUIRE_EQ(weft_thread_executor_shutdown(te), 0);
+  weft_promise_reject(c.hang, WEFT_EIO);
+  await_ok(f);
+  EXPECT_EQ(weft_future_error(f), WEFT_ESHUTDOWN);
+  await_ok(dtor_done);
+  EXPECT_EQ(atomic_load(&c.calls), 1);
+  weft_future_release(f);
+  weft_future_release(started);
+  weft_future_release(dtor_done);
+  ctx_end(&c);
+
+  REQUIRE_EQ(weft_thread_executor_create(&te), 0);
+  ctx_t d = {.signal_at = 1, .err = WEFT_EIO};
+  ctx_signals(&d, &started, &dtor_done);
+  p = policy(5, 200, 200);
+  REQUIRE_EQ(weft_retry_start(weft_thread_executor_get(te), &p, attempt, &d,
+                              ctx_dtor, &f),
+             0);
+  await_ok(started);
+  REQUIRE_EQ(weft_thread_executor_shutdown(te), 0); /* within the backoff */
+  await_ok(f);
+  EXPECT_EQ(weft_future_error(f), WEFT_ESHUTDOWN);
+  await_ok(dtor_done);
+  EXPECT_EQ(atomic_load(&d.calls), 1);
+  weft_future_release(f);
+  weft_future_release(started);
+  weft_future_release(dtor_done);
+  ctx_end(&d);
+}
+
 /* An executor that refuses every task. */
 static int refuse(weft_executor_t *ex, weft_task_t *t) {
   (void)ex;
@@ -760,8 +819,7 @@ static void test_bad_arguments(void) {
   EXPECT_ERR(weft_retry_start(in, &q, attempt, &c, ctx_dtor, &f), WEFT_EINVAL);
   q = p;
   q.reserved[2] = &c;
-  EXPECT_ERR(weft_retry_start(in, &q, attempt, &c, ctx_dtor, &f),
-             WEFT_ENOTSUP);
+  EXPECT_ERR(weft_retry_start(in, &q, attempt, &c, ctx_dtor, &f), WEFT_ENOTSUP);
   weft_executor_t refusing = {&refusing_ops};
   EXPECT_ERR(weft_retry_start(&refusing, &p, attempt, &c, ctx_dtor, &f),
              WEFT_ESHUTDOWN);
@@ -858,27 +916,25 @@ static void test_many_on_pool(void) {
 }
 
 const test_suite_t suite_retry = {
-    "retry",
-    (const test_case_t[]){{"succeeds_at_k", test_succeeds_at_k},
-                          {"runs_out", test_runs_out},
-                          {"should_retry_stops", test_should_retry_stops},
-                          {"sync_outcomes", test_sync_outcomes},
-                          {"follow_null_and_int", test_follow_null_and_int},
-                          {"deadline_during_attempt",
-                           test_deadline_during_attempt},
-                          {"deadline_before_backoff",
-                           test_deadline_before_backoff},
-                          {"deadline_passed", test_deadline_passed},
-                          {"cancel_during_attempt", test_cancel_during_attempt},
-                          {"cancel_during_backoff", test_cancel_during_backoff},
-                          {"release_and_then_cancel",
-                           test_release_and_then_cancel},
-                          {"delays_grow", test_delays_grow},
-                          {"delays_capped", test_delays_capped},
-                          {"loop_connect", test_loop_connect},
-                          {"fiber_connect", test_fiber_connect},
-                          {"alloc_failures", test_alloc_failures},
-                          {"timer_failures", test_timer_failures},
-                          {"bad_arguments", test_bad_arguments},
-                          {"many_on_pool", test_many_on_pool},
-                          {NULL, NULL}}};
+    "retry", (const test_case_t[]){
+                 {"succeeds_at_k", test_succeeds_at_k},
+                 {"runs_out", test_runs_out},
+                 {"should_retry_stops", test_should_retry_stops},
+                 {"sync_outcomes", test_sync_outcomes},
+                 {"follow_null_and_int", test_follow_null_and_int},
+                 {"deadline_during_attempt", test_deadline_during_attempt},
+                 {"deadline_before_backoff", test_deadline_before_backoff},
+                 {"deadline_passed", test_deadline_passed},
+                 {"cancel_during_attempt", test_cancel_during_attempt},
+                 {"cancel_during_backoff", test_cancel_during_backoff},
+                 {"release_and_then_cancel", test_release_and_then_cancel},
+                 {"delays_grow", test_delays_grow},
+                 {"delays_capped", test_delays_capped},
+                 {"loop_connect", test_loop_connect},
+                 {"fiber_connect", test_fiber_connect},
+                 {"alloc_failures", test_alloc_failures},
+                 {"timer_failures", test_timer_failures},
+                 {"executor_shut_down", test_executor_shut_down},
+                 {"bad_arguments", test_bad_arguments},
+                 {"many_on_pool", test_many_on_pool},
+                 {NULL, NULL}}};

@@ -103,8 +103,11 @@ typedef weft_result_t (*weft_retry_fn)(void *arg, unsigned attempt);
  * Cancelling *out cancels the attempt in flight and stops the backoff
  * timer; fn is not called afterwards. Releasing *out cancels nothing: the
  * retry runs to its end. The deadline cancels the attempt in flight and
- * settles WEFT_ETIMEDOUT. If the executor refuses the next attempt (it was
- * shut down), the future rejects with the executor's error; if a timer
+ * settles WEFT_ETIMEDOUT. The executor may be shut down while the retry
+ * runs (weft's executors stay readable for it: the `hold` op of
+ * weft_executor_ops_t; an executor without one must outlive the retry's
+ * future): if it refuses the next attempt, the future rejects with the
+ * executor's error (WEFT_ESHUTDOWN, ...); if a timer
  * (the deadline's, set once the first attempt is queued, or a backoff's)
  * cannot be set, with WEFT_ENOMEM or WEFT_EAGAIN (weft's timer thread could
  * not start), the attempt in flight cancelled.
