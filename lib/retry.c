@@ -188,10 +188,10 @@ static void failed(retry_t *r, unsigned n, int err) {
     unref(r);
     return;
   }
-  int64_t at = weft_clock_now_ns() + delay_after(r, n);
-  if (r->deadline != 0 && at >= r->deadline) {
-    (void)end(r, WEFT_ETIMEDOUT, NULL,
-              NULL); /* no attempt could start in time */
+  int64_t now = weft_clock_now_ns(), d = delay_after(r, n);
+  int64_t at = d > INT64_MAX - now ? INT64_MAX : now + d;
+  if (r->deadline != 0 && at >= r->deadline) { /* no attempt in time */
+    (void)end(r, WEFT_ETIMEDOUT, NULL, NULL);
     unref(r);
     return;
   }
