@@ -297,15 +297,16 @@ static void attempt_run(weft_task_t *task) {
   pthread_mutex_lock(&r->mu);
   /* (a cancel settles the future before its hook takes the mutex) */
   bool go = !r->done && weft__core_state(&r->ext.base) == WEFT_PENDING;
-  if (go)
+  unsigned n = 0;
+  if (go) { /* counted here, so the count is final once the future settled */
     r->in_fn = true;
+    n = atomic_fetch_add_explicit(&r->count, 1, memory_order_relaxed) + 1;
+  }
   pthread_mutex_unlock(&r->mu);
   if (!go) {
     unref(r);
     return;
   }
-  unsigned n = atomic_fetch_add_explicit(&r->count, 1, memory_order_relaxed) +
-               1;
   weft_result_t res = r->fn(r->arg, n);
   pthread_mutex_lock(&r->mu);
   r->in_fn = false;

@@ -845,6 +845,52 @@ static void test_bad_arguments(void) {
   weft_future_release(f);
 }
 
+/* A policy struct that grows: a caller of the first version (no reserved
+ * slots) and one of a later, larger version with a zero tail are read;
+ * a byte set past what this weft knows is refused. The size is pinned. */
+typedef struct {
+  weft_retry_policy_t p;
+  unsigned char more[32];
+} big_policy_t;
+
+static void test_policy_struct(void) {
+  EXPECT_EQ(sizeof(weft_retry_policy_t), 48 + 4 * sizeof(void *));
+  big_policy_t b;
+  memset(&b, 0, sizeof b);
+  b.p.max_attempts = 1;
+  weft_future_t *f;
+  ctx_t c = {.err = WEFT_EIO};
+  weft_executor_t *in = weft_executor_inline();
+  b.p.size = offsetof(weft_retry_policy_t, reserved);
+  REQUIRE_EQ(weft_retry_start(in, &b.p, attempt, &c, NULL, &f), 0);
+  EXPECT_EQ(weft_future_error(f), WEFT_EIO);
+  weft_future_release(f);
+  b.p.size = sizeof b;
+  REQUIRE_EQ(weft_retry_start(in, &b.p, attempt, &c, NULL, &f), 0);
+  weft_future_release(f);
+  b.more[31] = 1;
+  EXPECT_ERR(weft_retry_start(in, &b.p, attempt, &c, NULL, &f), WEFT_ENOTSUP);
+  b.p.size = 4097;
+  EXPECT_ERR(weft_retry_start(in, &b.p, attempt, &c, NULL, &f), WEFT_EINVAL);
+  EXPECT_EQ(atomic_load(&c.calls), 2);
+}
+
+/* No attempt limit: it goes on until the deadline. */
+static void test_unlimited_until_deadline(void) {
+  env_t e = env_new();
+  ctx_t c = {.err = WEFT_EIO};
+  weft_retry_policy_t p = policy(WEFT_RETRY_UNLIMITED, 1, 1);
+  p.deadline_ns = weft_clock_now_ns() + 100 * MS;
+  weft_future_t *f;
+  REQUIRE_EQ(weft_retry_start(e.ex, &p, attempt, &c, NULL, &f), 0);
+  await_ok(f);
+  EXPECT_EQ(weft_future_error(f), WEFT_ETIMEDOUT);
+  EXPECT_TRUE(atomic_load(&c.calls) > 3);
+  EXPECT_EQ(weft_retry_attempt_count(f), (unsigned)atomic_load(&c.calls));
+  weft_future_release(f);
+  env_end(&e);
+}
+
 /* ---- many at once ---- */
 
 enum { MANY = 2000 };
@@ -936,5 +982,7 @@ const test_suite_t suite_retry = {
                  {"timer_failures", test_timer_failures},
                  {"executor_shut_down", test_executor_shut_down},
                  {"bad_arguments", test_bad_arguments},
+                 {"policy_struct", test_policy_struct},
+                 {"unlimited_until_deadline", test_unlimited_until_deadline},
                  {"many_on_pool", test_many_on_pool},
                  {NULL, NULL}}};

@@ -82,6 +82,8 @@ typedef struct weft_retry_policy {
  * retry), or its outcome at once: weft_ok / weft_ok_int for a success,
  * weft_err(e) for a failure that counts as this attempt's (a start that
  * failed, say). weft_follow(NULL) counts as a failure with WEFT_EINVAL.
+ * The retry cancels the attempt's future when it ends first (cancel,
+ * deadline): return a future that is the attempt's own, not one shared.
  * Runs on the retry's executor, never twice at once for one retry.
  */
 typedef weft_result_t (*weft_retry_fn)(void *arg, unsigned attempt);
@@ -101,7 +103,8 @@ typedef weft_result_t (*weft_retry_fn)(void *arg, unsigned attempt);
  * returned by fn is owned by the retry's future, as a then's is.
  *
  * Cancelling *out cancels the attempt in flight and stops the backoff
- * timer; fn is not called afterwards. Releasing *out cancels nothing: the
+ * timer; no attempt starts afterwards (one whose fn has begun finishes,
+ * and what it returns is cancelled or freed). Releasing *out cancels nothing: the
  * retry runs to its end. The deadline cancels the attempt in flight and
  * settles WEFT_ETIMEDOUT. The executor may be shut down while the retry
  * runs (weft's executors stay readable for it: the `hold` op of
@@ -114,9 +117,11 @@ typedef weft_result_t (*weft_retry_fn)(void *arg, unsigned attempt);
  *
  * `arg_dtor(arg)` (if not NULL) runs exactly once, once the retry has
  * ended and fn will not run again (after the last call to fn returned), on
- * the thread that ends it: the executor, weft's timer thread, or the
- * thread that cancels. It may run after the future settled (a cancel
- * settles the future at once, while fn may still be running).
+ * the thread that ends it: the executor's, weft's timer thread or the
+ * thread that cancels (or the caller's, when it ends inside this call; or
+ * the one that settled the last attempt, when the executor refused to take
+ * its outcome). It may run after the future settled: a cancel settles the
+ * future at once, while fn may still be running.
  *
  * A deadline that has already passed settles *out with WEFT_ETIMEDOUT
  * before this returns, with no attempt (arg_dtor has run then).
