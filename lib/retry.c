@@ -43,9 +43,9 @@ typedef struct retry {
 enum { DEFAULT_ATTEMPTS = 3 };
 #define DEFAULT_BASE_MS ((int64_t)100)
 #define DEFAULT_MAX_MS ((int64_t)30000)
-/* The first version's struct: every field up to the reserved slots. */
-#define POLICY_MIN offsetof(weft_retry_policy_t, reserved)
-#define POLICY_KNOWN sizeof(weft_retry_policy_t)
+/* The fields this weft reads (the first version's struct, which a caller
+ * may pass without its reserved slots). */
+#define POLICY_KNOWN offsetof(weft_retry_policy_t, reserved)
 
 static retry_t *of_task(weft_task_t *t) {
   return (retry_t *)((char *)t - offsetof(retry_t, task));
@@ -348,11 +348,11 @@ static void on_backoff(weft__alarm_t *a) {
 static int policy_read(retry_t *r, const weft_retry_policy_t *policy) {
   weft_retry_policy_t p = {0};
   if (policy != NULL) {
-    size_t known = offsetof(weft_retry_policy_t, reserved);
-    int rc = weft__struct_check(policy, policy->size, known, known);
+    int rc = weft__struct_check(policy, policy->size, POLICY_KNOWN,
+                                POLICY_KNOWN);
     if (rc != 0)
       return rc;
-    memcpy(&p, policy, known);
+    memcpy(&p, policy, POLICY_KNOWN);
   }
   if (p.base_delay_ms < 0 || p.max_delay_ms < 0 || p.deadline_ns < 0 ||
       (p.max_delay_ms != 0 && p.max_delay_ms < p.base_delay_ms) ||
