@@ -19,5 +19,6 @@
 #include <weft/fs.h>
 #include <weft/dns.h>
 #include <weft/sync.h>
+#include <weft/retry.h>
 
 #endif /* WEFT_H */
