@@ -15,5 +15,6 @@
 #include <weft/net.h>
 #include <weft/fiber.h>
 #include <weft/runtime.h>
+#include <weft/process.h>
 
 #endif /* WEFT_H */

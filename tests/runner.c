@@ -23,6 +23,7 @@ extern const test_suite_t suite_error, suite_future, suite_then, suite_cancel,
 extern const test_suite_t suite_fiber_core, suite_fiber_await,
     suite_fiber_spawn, suite_fiber_cancel, suite_fiber_load, suite_scope;
 extern const test_suite_t suite_runtime;
+extern const test_suite_t suite_process;
 
 /* clang-format off */
 static const test_suite_t *const suites[] = {
@@ -35,7 +36,8 @@ static const test_suite_t *const suites[] = {
     &suite_api, &suite_paths, &suite_fault,
     &suite_misuse, &suite_stress, &suite_model, &suite_abi,
     &suite_fiber_core, &suite_fiber_await, &suite_fiber_spawn, &suite_fiber_cancel,
-    &suite_fiber_load, &suite_scope, &suite_runtime
+    &suite_fiber_load, &suite_scope, &suite_runtime,
+    &suite_process
 #ifdef WEFT_HAVE_CHAT
     , &suite_chat
 #endif
