@@ -62,11 +62,11 @@ typedef struct weft_stdio {
  * The strings and arrays are read during weft_process_spawn() only.
  */
 typedef struct weft_process_options {
-  size_t size;       /* sizeof(weft_process_options_t) */
-  const char *file;  /* the program; without a '/' it is searched in PATH */
-  char *const *argv; /* NULL-terminated; NULL: {file, NULL} */
-  char *const *envp; /* NULL-terminated "K=V"; NULL: the parent's environ */
-  const char *cwd;   /* the child's working directory; NULL: the parent's */
+  size_t size;           /* sizeof(weft_process_options_t) */
+  const char *file;      /* the program; without a '/' it is searched in PATH */
+  char *const *argv;     /* NULL-terminated; NULL: {file, NULL} */
+  char *const *envp;     /* NULL-terminated "K=V"; NULL: the parent's environ */
+  const char *cwd;       /* the child's working directory; NULL: the parent's */
   weft_stdio_t stdio[3]; /* the child's stdin, stdout, stderr */
   void *reserved[4];     /* zero */
 } weft_process_options_t;
@@ -118,8 +118,7 @@ WEFT_EXTERN int weft_process_spawn(weft_loop_t *loop,
  * stream was not a socket, it was taken already, or the loop has closed.
  * Thread: the loop thread.
  */
-WEFT_EXTERN weft_socket_t *weft_process_stdio_take(weft_process_t *proc,
-                                                   int i);
+WEFT_EXTERN weft_socket_t *weft_process_stdio_take(weft_process_t *proc, int i);
 
 /**
  * A future for the child's end: fulfilled with the exit value (see the top
@@ -127,9 +126,9 @@ WEFT_EXTERN weft_socket_t *weft_process_stdio_take(weft_process_t *proc,
  * call gives a new future; cancelling it does not touch the child (kill
  * does). It still settles after weft_process_close(), when the child ends.
  * On 0, *out is the caller's (weft_future_release()).
- * Errors: WEFT_EINVAL (proc or out NULL); WEFT_EPERM off the loop thread;
- * WEFT_ENOMEM. *out untouched then.
- * Thread: the loop thread.
+ * Errors: WEFT_EINVAL (proc or out NULL); WEFT_EPERM off the loop thread
+ * while the loop is open; WEFT_ENOMEM. *out untouched then.
+ * Thread: the loop thread (any thread once the loop closed).
  */
 WEFT_EXTERN int weft_process_exit(weft_process_t *proc, weft_future_t **out);
 
