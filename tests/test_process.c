@@ -17,7 +17,8 @@ static weft_process_options_t sh(const char *script) {
   argv[1] = "-c";
   argv[2] = (char *)script;
   argv[3] = NULL;
-  weft_process_options_t o = {.size = sizeof o, .file = "/bin/sh",
+  weft_process_options_t o = {.size = sizeof o,
+                              .file = "/bin/sh",
                               .argv = argv};
   return o;
 }
@@ -94,7 +95,8 @@ static void test_killed(void) {
   int sigs[] = {SIGTERM, SIGKILL};
   for (int i = 0; i < 2; i++) {
     char *argv[] = {"sleep", "1000", NULL};
-    weft_process_options_t o = {.size = sizeof o, .file = "sleep",
+    weft_process_options_t o = {.size = sizeof o,
+                                .file = "sleep",
                                 .argv = argv};
     weft_process_t *p;
     REQUIRE_EQ(weft_process_spawn(loop, &o, &p), 0);
@@ -340,8 +342,7 @@ static void test_outlives_handle(void) {
 static void test_loop_close_running(void) {
   weft_loop_t *loop = new_loop();
   char *argv[] = {"sleep", "1000", NULL};
-  weft_process_options_t o = {.size = sizeof o, .file = "sleep",
-                              .argv = argv};
+  weft_process_options_t o = {.size = sizeof o, .file = "sleep", .argv = argv};
   o.stdio[1].mode = WEFT_STDIO_SOCKET;
   weft_process_t *a, *b;
   REQUIRE_EQ(weft_process_spawn(loop, &o, &a), 0);
@@ -471,8 +472,7 @@ static const test_case_t cases[] = {
     {"misuse", test_misuse},
     {"a child that closed stdin: EPIPE, no SIGPIPE", test_closed_stdin},
     {"a child outlives its handle and is reaped", test_outlives_handle},
-    {"loop close kills and reaps running children",
-     test_loop_close_running},
+    {"loop close kills and reaps running children", test_loop_close_running},
     {"a reaped child's handle outlives the loop", test_loop_close_reaped},
     {"many children in a row", test_many},
     {"every allocation failing", test_no_memory},

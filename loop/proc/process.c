@@ -207,8 +207,7 @@ static int setup_stdio(weft_process_t *p, spawn_ctx_t *c,
     int rc = 0;
     switch (o->stdio[i].mode) {
     case WEFT_STDIO_NULL:
-      rc = posix_spawn_file_actions_addopen(&c->fa, i, "/dev/null", O_RDWR,
-                                            0);
+      rc = posix_spawn_file_actions_addopen(&c->fa, i, "/dev/null", O_RDWR, 0);
       rc = rc != 0 ? weft_error_from_errno(rc) : 0;
       break;
     case WEFT_STDIO_FD:
@@ -243,8 +242,8 @@ static int ctx_init(spawn_ctx_t *c, const weft_process_options_t *o) {
   if (rc == 0)
     rc = posix_spawnattr_setsigmask(&c->attr, &none);
   if (rc == 0)
-    rc = posix_spawnattr_setflags(
-        &c->attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    rc = posix_spawnattr_setflags(&c->attr, POSIX_SPAWN_SETSIGDEF |
+                                                POSIX_SPAWN_SETSIGMASK);
   if (rc == 0 && o->cwd != NULL)
     rc = posix_spawn_file_actions_addchdir_np(&c->fa, o->cwd);
   return rc != 0 ? weft_error_from_errno(rc) : 0;
@@ -335,8 +334,7 @@ fail_mem:
 /* ---- the handle ---- */
 
 weft_socket_t *weft_process_stdio_take(weft_process_t *p, int i) {
-  if (p == NULL || i < 0 || i > 2 || p->loop_gone ||
-      !weft__loop_owned(p->loop))
+  if (p == NULL || i < 0 || i > 2 || p->loop_gone || !weft__loop_owned(p->loop))
     return NULL;
   weft_socket_t *s = p->stdio[i];
   p->stdio[i] = NULL;
