@@ -20,5 +20,6 @@
 #include <weft/dns.h>
 #include <weft/sync.h>
 #include <weft/retry.h>
+#include <weft/process.h>
 
 #endif /* WEFT_H */

@@ -28,6 +28,7 @@ extern const test_suite_t suite_stream;
 extern const test_suite_t suite_net_deadline;
 extern const test_suite_t suite_sync;
 extern const test_suite_t suite_retry;
+extern const test_suite_t suite_process;
 
 /* clang-format off */
 static const test_suite_t *const suites[] = {
@@ -44,7 +45,7 @@ static const test_suite_t *const suites[] = {
     &suite_fiber_load, &suite_scope, &suite_runtime
     , &suite_blocking, &suite_fs, &suite_fs_cancel, &suite_dns
     , &suite_stream, &suite_sync
-    , &suite_retry
+    , &suite_retry, &suite_process
 #ifdef WEFT_HAVE_CHAT
     , &suite_chat, &suite_lines
 #endif
