@@ -94,7 +94,7 @@ int main(int argc, char **argv) {
     weft_loop_run(loop, WEFT_RUN_ONCE);
   int64_t t1 = sp_now_ns();
   pthread_join(f.t, NULL);
-  weft_reader_destroy(s.r);
+  weft_reader_close(s.r);
   weft_socket_close(sock);
   weft_socket_close(ls);
   weft_loop_close(loop);

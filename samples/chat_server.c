@@ -115,8 +115,8 @@ static void client_leave(client_t *c, const char *why) {
   if (c->next != NULL)
     c->next->prev = c->prev;
   chat.online--;
-  weft_reader_destroy(c->in);
-  weft_writer_destroy(c->out);
+  weft_reader_close(c->in);
+  weft_writer_close(c->out);
   weft_socket_close(c->sock);
   fprintf(stderr, "chat_server: guest%d left (%s)\n", c->id, why);
   if (!chat.stopping)
@@ -196,7 +196,7 @@ static void join(weft_socket_t *s) {
   if (c == NULL || weft_reader_create(s, &ro, &c->in) != 0 ||
       weft_writer_create(s, &wo, &c->out) != 0) {
     if (c != NULL && c->in != NULL)
-      weft_reader_destroy(c->in);
+      weft_reader_close(c->in);
     free(c); /* shutting down, or out of memory: refuse this one */
     weft_socket_close(s);
     return;

@@ -153,7 +153,8 @@ static weft_result_t serve(void *arg) {
     weft_bytes_t in;
     int n;
     rc = weft_reader_await_line(r, MAX_LINE, deadline_in(srv.idle_ms), &in);
-    if (rc == WEFT_EMSGSIZE && (rc = skip_line(r, deadline_in(srv.idle_ms))) == 0)
+    if (rc == WEFT_EMSGSIZE &&
+        (rc = skip_line(r, deadline_in(srv.idle_ms))) == 0)
       n = snprintf(out, REPLY, "ERR line too long\n");
     else if (rc == WEFT_ETIMEDOUT)
       n = snprintf(out, REPLY, "ERR idle\n");
@@ -173,10 +174,10 @@ static weft_result_t serve(void *arg) {
   }
   if (w != NULL) { /* what is queued goes before the close, in time */
     weft_writer_await_flush(w, deadline_in(srv.request_ms));
-    weft_writer_destroy(w);
+    weft_writer_close(w);
   }
   if (r != NULL)
-    weft_reader_destroy(r);
+    weft_reader_close(r);
   weft_socket_close(sock);
   return weft_ok_int(0);
 }

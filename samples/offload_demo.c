@@ -296,8 +296,8 @@ static void fe_close(fe_conn_t *c) {
     fe.conns = c->next;
   if (c->next != NULL)
     c->next->prev = c->prev;
-  weft_reader_destroy(c->in);
-  weft_writer_destroy(c->out); /* what is queued still goes */
+  weft_reader_close(c->in);
+  weft_writer_close(c->out); /* what is queued still goes */
   weft_socket_close(c->sock);
   fe_put(c); /* the room's reference */
 }
@@ -552,7 +552,7 @@ static void fe_accepted(void *arg, weft_future_t *f) {
                                           .max_queued = 2 * FE_MAX_QUEUED},
                  &c->out) != 0) {
     if (c->in != NULL)
-      weft_reader_destroy(c->in);
+      weft_reader_close(c->in);
     weft_socket_close(s);
     free(c);
   } else {

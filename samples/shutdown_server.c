@@ -86,7 +86,7 @@ static weft_result_t serve(void *arg) {
     go = go && answer(sock, line);
   }
   if (in != NULL)
-    weft_reader_destroy(in);
+    weft_reader_close(in);
   weft_socket_close(sock);
   return weft_ok_int(0);
 }

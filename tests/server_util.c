@@ -74,7 +74,6 @@ server_t spawn_argv(const char *path, char *const argv[]) {
   return spawn_to(path, argv, -1);
 }
 
-
 /* Send sig and wait (bounded); returns the exit status, -2 if a signal
  * killed it, or -1 if it did not end. */
 int stop_with(server_t *s, int sig) {

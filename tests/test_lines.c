@@ -20,9 +20,16 @@
 
 static server_t start(const char *idle_ms, const char *request_ms,
                       const char *jobs) {
-  char *argv[] = {"lines_server", "--port",     "0",         "--idle-ms",
-                  (char *)idle_ms, "--request-ms", (char *)request_ms,
-                  "--jobs",        (char *)jobs,   NULL};
+  char *argv[] = {"lines_server",
+                  "--port",
+                  "0",
+                  "--idle-ms",
+                  (char *)idle_ms,
+                  "--request-ms",
+                  (char *)request_ms,
+                  "--jobs",
+                  (char *)jobs,
+                  NULL};
   return spawn_argv(WEFT_LINES_SERVER, argv);
 }
 
@@ -64,8 +71,7 @@ static void test_requests(void) {
   expect_answer(c, "PRIMES 2000000000\n",
                 "ERR PRIMES takes a number up to 10^9");
   expect_answer(c, "RESOLVE 127.0.0.1\n", "OK 127.0.0.1");
-  expect_answer(c, "RESOLVE name.invalid\n",
-                "ERR unknown host or service");
+  expect_answer(c, "RESOLVE name.invalid\n", "ERR unknown host or service");
   expect_answer(c, "HELLO\n", "ERR unknown request");
   expect_answer(c, "\n", "ERR unknown request");
   /* pipelined: three requests in one write, three answers in order */

@@ -19,11 +19,11 @@ WEFT_BEGIN_DECLS
  * loop's thread (in a callback, or in a fiber running there), like the
  * socket: every function here returns WEFT_EPERM elsewhere, except
  * weft_future_cancel() on the futures they return (any thread). The socket
- * stays the caller's: a reader or writer never closes it. Destroy a
- * writer before closing its socket (the destroy hands the writer's bytes
- * to the socket). A reader may be destroyed before or after the close
- * (its pending wait then settles WEFT_ECANCELED), but after the close
- * the destroy is the only call it takes. While a reader exists,
+ * stays the caller's: closing a reader or writer never closes it. Close a
+ * writer before closing its socket (the writer's close hands its bytes
+ * to the socket). A reader may be closed before or after the socket
+ * (its pending wait then settles WEFT_ECANCELED), but after the socket's
+ * close, weft_reader_close() is the only call it takes. While a reader exists,
  * read the socket only through it; while a writer exists, write it only
  * through it.
  *
@@ -51,7 +51,7 @@ WEFT_BEGIN_DECLS
  * buffer: valid until the next call on the same reader (any
  * weft_reader_* call but weft_reader_buffered()), the settle of a wait of
  * the reader that was pending when the view was made (the reader reads
- * and slides its buffer while a wait is pending), or its destroy,
+ * and slides its buffer while a wait is pending), or its close,
  * whichever comes first. Copy what must live longer.
  */
 
@@ -82,7 +82,7 @@ typedef struct weft_reader_options {
 /**
  * Make a buffered reader over a connected stream socket (the socket is
  * still the caller's; see the model). On 0 *out is the reader, the
- * caller's to destroy with weft_reader_destroy().
+ * caller's to close with weft_reader_close().
  * Errors: WEFT_EINVAL (sock or out NULL, not a connected stream socket,
  * opts->size wrong); WEFT_ENOTSUP (a reserved field set); WEFT_EPERM (off
  * the loop thread); WEFT_ESHUTDOWN (socket closed, loop closing);
@@ -94,14 +94,14 @@ WEFT_EXTERN int weft_reader_create(weft_socket_t *sock,
                                    weft_reader_t **out);
 
 /**
- * Destroy the reader: its pending wait, if any, settles WEFT_ECANCELED
+ * Close the reader (not its socket): its pending wait, if any, settles WEFT_ECANCELED
  * before this returns; its buffered bytes are dropped (peek first to keep
  * them); the socket stays open, the caller's. The reader's memory goes once
  * its socket read in flight, if any, has ended (at once, or on the loop's
  * next turn). Returns 0; WEFT_EINVAL (NULL); WEFT_EPERM (off the loop
  * thread). Thread: the loop thread.
  */
-WEFT_EXTERN int weft_reader_destroy(weft_reader_t *r);
+WEFT_EXTERN int weft_reader_close(weft_reader_t *r);
 
 /**
  * The next line, from what is buffered: a run of bytes up to and
@@ -163,7 +163,7 @@ WEFT_EXTERN int weft_reader_consume(weft_reader_t *r, size_t n);
  * returns when a line is buffered, or the socket has bytes at hand that
  * complete one. One wait per reader at a time.
  * Rejected with: WEFT_ETIMEDOUT (deadline_ns passed), WEFT_ECANCELED (the
- * future was cancelled, the reader destroyed or the socket closed): in
+ * future was cancelled, the reader or the socket closed): in
  * both cases whatever was read stays buffered for the next call;
  * WEFT_EMSGSIZE, WEFT_EOF, the stream's error: as weft_reader_try_line();
  * WEFT_ENOMEM (the buffer could not grow toward max, or the socket read
@@ -269,7 +269,7 @@ WEFT_EXTERN int weft_writer_create(weft_socket_t *sock,
                                    weft_writer_t **out);
 
 /**
- * Destroy the writer: its pending waits settle WEFT_ECANCELED before this
+ * Close the writer (not its socket): its pending waits settle WEFT_ECANCELED before this
  * returns. Bytes already written are not dropped: they go on to the socket
  * in order, and the writer's memory goes once the kernel took them (or the
  * stream failed, or the socket was closed). Every byte is handed to the
@@ -281,7 +281,7 @@ WEFT_EXTERN int weft_writer_create(weft_socket_t *sock,
  * nothing changed, the writer is still the caller's).
  * Thread: the loop thread.
  */
-WEFT_EXTERN int weft_writer_destroy(weft_writer_t *w);
+WEFT_EXTERN int weft_writer_close(weft_writer_t *w);
 
 /**
  * Copy len bytes into the writer, all or nothing, to be sent after what
@@ -310,7 +310,7 @@ WEFT_EXTERN size_t weft_writer_queued(const weft_writer_t *w);
  * Room waits are served in the order they were made (a later, smaller one
  * waits for an earlier one). Rejected with
  * WEFT_ETIMEDOUT (deadline_ns passed: nothing changes), WEFT_ECANCELED
- * (cancelled, or the writer destroyed), or the stream's error.
+ * (cancelled, or the writer closed), or the stream's error.
  * Errors (returned): WEFT_EINVAL (w or out NULL, deadline_ns < 0);
  * WEFT_EMSGSIZE (n above max_queued); WEFT_EPERM; WEFT_ENOMEM.
  * Thread: the loop thread.
@@ -322,7 +322,7 @@ WEFT_EXTERN int weft_writer_wait_room(weft_writer_t *w, size_t n,
  * *out is fulfilled with 0 once the kernel has taken every byte written
  * before this call (at once when there is none). Rejected with
  * WEFT_ETIMEDOUT (deadline_ns passed: the bytes stay queued and go on),
- * WEFT_ECANCELED (cancelled, or the writer destroyed), or the stream's
+ * WEFT_ECANCELED (cancelled, or the writer closed), or the stream's
  * error (WEFT_EPIPE, WEFT_ECONNRESET, ...).
  * Errors (returned): WEFT_EINVAL (w or out NULL, deadline_ns < 0);
  * WEFT_EPERM; WEFT_ENOMEM. Thread: the loop thread.

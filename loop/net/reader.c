@@ -332,7 +332,7 @@ int weft_reader_create(weft_socket_t *sock, const weft_reader_options_t *opts,
   return 0;
 }
 
-int weft_reader_destroy(weft_reader_t *r) {
+int weft_reader_close(weft_reader_t *r) {
   int rc = check(r);
   if (rc != 0)
     return rc;

@@ -289,7 +289,7 @@ int weft_writer_create(weft_socket_t *sock, const weft_writer_options_t *opts,
   return 0;
 }
 
-int weft_writer_destroy(weft_writer_t *w) {
+int weft_writer_close(weft_writer_t *w) {
   int rc = check(w);
   if (rc != 0)
     return rc;
