@@ -5,7 +5,7 @@
 # side in one run. Each figure is the median of BENCH_REPS (default 9) runs,
 # interleaved across implementations. Peers that are not installed are
 # skipped with a "# skipped:" line. Suites: future, pool, loop, net, fiber,
-# file.
+# file, stream, sync.
 # bench/run.sh --plot DIR [suite...] also saves the output in DIR/run.txt
 # and draws it as SVG charts there (bench/plot.sh, needs gnuplot).
 set -euo pipefail
@@ -13,7 +13,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 out=${BENCH_BUILD:-$root/build/bench}
 reps=${BENCH_REPS:-9}
-all_suites=(future pool loop net fiber file)
+all_suites=(future pool loop net fiber file stream sync)
 # shellcheck source=bench/common.sh
 . "$here/common.sh" # median, net_once
 

@@ -13,9 +13,13 @@
 #include <weft/pool.h>
 #include <weft/loop.h>
 #include <weft/net.h>
+#include <weft/stream.h>
 #include <weft/fiber.h>
 #include <weft/runtime.h>
 #include <weft/fs.h>
 #include <weft/dns.h>
+#include <weft/sync.h>
+#include <weft/retry.h>
+#include <weft/process.h>
 
 #endif /* WEFT_H */

@@ -476,4 +476,52 @@ WEFT__HIDDEN int weft__cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu,
                                  int64_t deadline_ns);
 WEFT__HIDDEN int weft__cond_init(pthread_cond_t *cv);
 
+/* ---- Waiter queues of the sync primitives (sync.c, channel.c) ----
+ * An object (weft__sync_t first in it) keeps its lock and a count of
+ * references: one for its owner and one per waiter still alive, so a
+ * cancel hook that runs late finds the object. A waiter is a promise plus
+ * a node in a FIFO queue. A grant is settled outside the lock: pop the
+ * waiter under the lock, settle it unlocked, and if the settle lost to a
+ * cancel, take the lock again, call weft__swait_lost() and give the grant
+ * back. Whoever of the cancel hook and the granter comes last frees the
+ * node. */
+typedef struct weft__sync {
+  pthread_mutex_t mu;
+  _Atomic size_t refs;
+  void (*free_fn)(struct weft__sync *s);
+} weft__sync_t;
+typedef struct weft__swait weft__swait_t;
+typedef struct weft__waitq {
+  weft__swait_t *head, *tail;
+  _Atomic size_t n;
+} weft__waitq_t;
+struct weft__swait {
+  weft__swait_t *next, *prev;
+  weft__sync_t *sync;
+  weft__waitq_t *q; /* the queue it is in; NULL once out */
+  weft_promise_t *p;
+  void *item;
+  bool hook_ran, lost;
+};
+WEFT__HIDDEN int weft__sync_init(weft__sync_t *s,
+                                 void (*free_fn)(weft__sync_t *s));
+WEFT__HIDDEN void weft__sync_unref(weft__sync_t *s);
+/* A waiter with its promise and cancel hook, its future in *f. */
+WEFT__HIDDEN int weft__swait_new(weft__sync_t *s, void *item, weft__swait_t **w,
+                                 weft_future_t **f);
+/* Free a waiter that was never queued nor settled by a cancel. */
+WEFT__HIDDEN void weft__swait_free(weft__swait_t *w);
+/* Queue ops; the lock held. */
+WEFT__HIDDEN void weft__waitq_push(weft__waitq_t *q, weft__swait_t *w);
+WEFT__HIDDEN weft__swait_t *weft__waitq_pop(weft__waitq_t *q);
+/* After settling a popped waiter (rc: what the settle returned): true if
+ * the settle won (w is freed); false if a cancel came first: the lock is
+ * then taken, the caller gives the grant back and calls
+ * weft__swait_lost(), which unlocks (and frees w if its hook is done). */
+WEFT__HIDDEN bool weft__swait_settled(weft__swait_t *w, int rc);
+WEFT__HIDDEN void weft__swait_lost(weft__swait_t *w);
+/* Reject every waiter of q with err (the lock not held). */
+WEFT__HIDDEN void weft__waitq_reject_all(weft__sync_t *s, weft__waitq_t *q,
+                                         int err);
+
 #endif /* WEFT_LIB_INTERNAL_H */

@@ -319,6 +319,10 @@ static inline void weft__loop_cb_end(weft_loop_t *loop, const char *kind,
   if (__builtin_expect(loop->stall_fn != NULL && t0 != 0, 0))
     weft__loop_stall_check(loop, kind, cb, t0);
 }
+/* Wrap a connected stream fd of the caller's (made non-blocking here) as a
+ * socket of the loop; the fd is closed on failure (loop/net/adopt.c). */
+WEFT__HIDDEN int weft__socket_adopt(weft_loop_t *loop, int fd,
+                                    struct weft_socket **out);
 /* Queue a task from any thread: from another thread refused with
  * WEFT_ESHUTDOWN once close began; on the loop thread always taken (close
  * runs what its callbacks queue). */

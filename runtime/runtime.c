@@ -8,6 +8,8 @@
 #include <weft/system.h>
 
 #include <pthread.h>
+#include <stddef.h>
+#include <string.h>
 
 /* A fiber of weft_runtime_spawn(): on the runtime's list until it ends. */
 typedef struct rec {
@@ -29,6 +31,25 @@ struct weft_runtime {
 };
 
 static _Thread_local weft_runtime_t *tl_rt;
+
+/* The caller's loop options, with the pool's blocking threads as the
+ * loop's blocking executor unless the caller named one. Options of a size
+ * this weft does not read as its own go to weft_loop_create() as they are,
+ * for it to judge. */
+static const weft_loop_options_t *loop_options(const weft_loop_options_t *in,
+                                               weft_pool_t *pool,
+                                               weft_loop_options_t *lo) {
+  if (in != NULL && (in->size > sizeof *lo ||
+                     in->size < offsetof(weft_loop_options_t, blocking)))
+    return in;
+  memset(lo, 0, sizeof *lo);
+  if (in != NULL)
+    memcpy(lo, in, in->size);
+  lo->size = sizeof *lo;
+  if (lo->blocking == NULL)
+    lo->blocking = weft_pool_blocking_executor(pool);
+  return lo;
+}
 
 int weft_runtime_create(const weft_runtime_options_t *opts,
                         weft_runtime_t **out) {
@@ -59,7 +80,9 @@ int weft_runtime_create(const weft_runtime_options_t *opts,
     return WEFT_ENOMEM;
   }
   int rc = weft_pool_create(&po, &rt->pool);
-  if (rc == 0 && (rc = weft_loop_create(o.loop, &rt->loop)) != 0)
+  weft_loop_options_t lo;
+  if (rc == 0 && (rc = weft_loop_create(loop_options(o.loop, rt->pool, &lo),
+                                        &rt->loop)) != 0)
     weft_pool_shutdown(rt->pool, WEFT_POOL_CANCEL, 0, NULL);
   if (rc != 0) {
     pthread_mutex_destroy(&rt->mu);

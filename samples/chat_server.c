@@ -33,114 +33,45 @@
 
 #define MAX_LINE 4096 /* bytes of a line with its newline */
 
-/* A line, shared by every client it is queued to (refcounted). */
-typedef struct line {
-  long refs;
-  size_t len;
-  char text[];
-} line_t;
-
 typedef struct client {
   weft_socket_t *sock;
+  weft_reader_t *in;  /* lines in, each within the idle timeout */
+  weft_writer_t *out; /* lines out, at most --max-queue bytes queued */
   struct client *prev, *next;
   int id;
   int closed;   /* left the room (socket closed) */
   int refs;     /* the room's, a pending read's, a pending flush's */
   int skipping; /* inside an over-long line: drop bytes to its newline */
-  weft_timer_t idle;
-  size_t have; /* bytes of a partial line in buf */
-  char buf[MAX_LINE];
+  weft_watch_t reading, flushing; /* their continuations, no allocation */
 } client_t;
 
 static struct {
   weft_loop_t *loop;
   weft_executor_t *on_loop;
   weft_socket_t *listener;
+  weft_watch_t accepting, signalled[2];
   client_t *clients;
   long online, next_id, lines, dropped_slow, dropped_idle;
   size_t max_queue;
   int64_t idle_ms;
-  weft_timer_t heartbeat, shutdown_deadline;
+  weft_timer_t heartbeat;
   int stopping;
   long flushing; /* clients still flushing at shutdown */
 } chat;
 
-static void then(weft_future_t *f, weft_then_fn fn, void *arg,
-                 weft_dtor_fn dtor) {
-  weft_future_t *next;
-  if (weft_future_then(f, chat.on_loop, fn, arg, dtor, &next) != 0) {
-    fprintf(stderr, "chat_server: out of memory\n");
-    exit(1);
-  }
-  weft_future_release(f);
-  weft_future_release(next);
-}
-
-static void line_put(void *p) {
-  line_t *l = p;
-  if (--l->refs == 0)
-    free(l);
-}
-
-static weft_result_t line_written(void *arg, weft_future_t *f) {
-  (void)f; /* a failed write: the read side finds out and closes */
-  line_put(arg);
-  return weft_ok_int(0);
-}
-
 static void client_leave(client_t *c, const char *why);
 
-/* Queue l to c, or drop c if its queue is over the limit. */
-static void send_line(client_t *c, line_t *l) {
+/* Queue text to c, or drop c if its queue would pass the limit. */
+static void send_text(client_t *c, const char *text, size_t len) {
   if (c->closed)
     return;
-  if (weft_socket_write_queued(c->sock) + l->len > chat.max_queue) {
+  int rc = weft_writer_write(c->out, text, len);
+  if (rc == WEFT_EAGAIN) {
     chat.dropped_slow++;
     client_leave(c, "slow reader, dropped");
-    return;
-  }
-  weft_future_t *w;
-  if (weft_socket_write(c->sock, l->text, l->len, &w) != 0) {
+  } else if (rc != 0) {
     client_leave(c, "write failed");
-    return;
   }
-  l->refs++;
-  then(w, line_written, l, line_put);
-}
-
-static line_t *line_new(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-/* Sized to its text: a slow reader's queue holds up to --max-queue bytes
- * of lines, and that must be what they cost. */
-static line_t *line_new(const char *fmt, ...) {
-  char text[MAX_LINE + 64];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(text, sizeof text, fmt, ap);
-  va_end(ap);
-  size_t len = n < 0                     ? 0
-               : (size_t)n < sizeof text ? (size_t)n
-                                         : sizeof text - 1;
-  line_t *l = malloc(sizeof *l + len);
-  if (l == NULL)
-    return NULL;
-  memcpy(l->text, text, len);
-  l->len = len;
-  l->refs = 1; /* the sender's, dropped after the fan-out */
-  return l;
-}
-
-/* Send l to everyone except `from` (NULL: everyone). */
-static void broadcast(client_t *from, line_t *l) {
-  if (l == NULL)
-    return;
-  client_t *next;
-  for (client_t *c = chat.clients; c != NULL; c = next) {
-    next = c->next; /* send_line may drop c */
-    if (c != from)
-      send_line(c, l);
-  }
-  line_put(l);
 }
 
 static void client_put(client_t *c) {
@@ -150,13 +81,33 @@ static void client_put(client_t *c) {
 
 static void client_put_any(void *c) { client_put(c); }
 
+/* Send a line to everyone except `from` (NULL: everyone). */
+static void broadcast(client_t *from, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void broadcast(client_t *from, const char *fmt, ...) {
+  char text[MAX_LINE + 64];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(text, sizeof text, fmt, ap);
+  va_end(ap);
+  size_t len = n < 0                     ? 0
+               : (size_t)n < sizeof text ? (size_t)n
+                                         : sizeof text - 1;
+  client_t *next;
+  for (client_t *c = chat.clients; c != NULL; c = next) {
+    next = c->next; /* send_text may drop c */
+    if (c != from)
+      send_text(c, text, len);
+  }
+}
+
 /* Take c out of the room and close its socket. Its pending read (if any)
- * is cancelled by the close; whoever drops the last reference frees c. */
+ * is cancelled; whoever drops the last reference frees c. Bytes queued for
+ * it go unless it was flushed first. */
 static void client_leave(client_t *c, const char *why) {
   if (c->closed)
     return;
   c->closed = 1;
-  weft_timer_stop(&c->idle);
   if (c->prev != NULL)
     c->prev->next = c->next;
   else
@@ -164,154 +115,128 @@ static void client_leave(client_t *c, const char *why) {
   if (c->next != NULL)
     c->next->prev = c->prev;
   chat.online--;
-  if (c->sock != NULL)
-    weft_socket_close(c->sock);
+  weft_reader_close(c->in);
+  weft_writer_close(c->out);
+  weft_socket_close(c->sock);
   fprintf(stderr, "chat_server: guest%d left (%s)\n", c->id, why);
   if (!chat.stopping)
-    broadcast(NULL, line_new("* guest%d left (%s)\n", c->id, why));
+    broadcast(NULL, "* guest%d left (%s)\n", c->id, why);
   client_put(c); /* the room's reference */
-}
-
-static void client_read(client_t *c);
-
-static void handle_read(client_t *c, weft_future_t *f);
-
-/* Split what arrived into lines and send each to everyone else. */
-static weft_result_t on_read(void *arg, weft_future_t *f) {
-  client_t *c = arg;
-  if (!c->closed)
-    handle_read(c, f);
-  client_put(c); /* the read's reference */
-  return weft_ok_int(0);
 }
 
 /* Tell c alone why its line went nowhere. */
 static void refuse(client_t *c, const char *what) {
-  line_t *l = line_new("* error: %s, not relayed\n", what);
-  if (l != NULL) {
-    send_line(c, l);
-    line_put(l);
-  }
+  char text[128];
+  int n = snprintf(text, sizeof text, "* error: %s, not relayed\n", what);
+  send_text(c, text, (size_t)n);
 }
 
-/* One complete line of c, n bytes without its newline. */
-static void handle_line(client_t *c, const char *s, size_t n) {
-  if (n > 0 && s[n - 1] == '\r')
-    n--;
-  if (memchr(s, 0, n) != NULL) { /* "%.*s" would cut it there */
-    refuse(c, "NUL byte in the line");
-    return;
-  }
-  chat.lines++;
-  broadcast(c, line_new("guest%d: %.*s\n", c->id, (int)n, s));
-}
-
-static void handle_read(client_t *c, weft_future_t *f) {
-  if (weft_future_state(f) != WEFT_FULFILLED) {
-    int err = weft_future_error(f);
-    if (err == WEFT_ECANCELED)
-      /* only the loop's close cancels an open client's read, and it closed
-       * the socket itself */
-      c->sock = NULL;
-    client_leave(c, err == WEFT_EOF ? "quit" : "error");
-    return;
-  }
-  c->have += (size_t)weft_future_int(f);
-  weft_timer_start(&c->idle, chat.idle_ms, 0); /* it spoke: reset */
-  size_t start = 0;
-  for (size_t i = 0; i < c->have && !c->closed; i++) {
-    if (c->buf[i] != '\n')
-      continue;
-    if (c->skipping)
-      c->skipping = 0; /* the end of an over-long line: dropped */
-    else
-      handle_line(c, c->buf + start, i - start);
-    start = i + 1;
-  }
-  if (c->closed)
-    return;
-  if (c->skipping)
-    start = c->have; /* still inside an over-long line */
-  memmove(c->buf, c->buf + start, c->have - start);
-  c->have -= start;
-  if (c->have == sizeof c->buf) { /* no newline in MAX_LINE bytes */
-    refuse(c, "line longer than 4095 bytes (skipped to its newline)");
+/* One outcome of c's reader: a line (rc 0), a line too long, or the end.
+ * The line's bytes are the reader's, valid until its next call. */
+static void take(client_t *c, int rc, const weft_bytes_t *line) {
+  if (rc == WEFT_EMSGSIZE) { /* MAX_LINE bytes and no newline yet */
+    if (!c->skipping)
+      refuse(c, "line longer than 4095 bytes (skipped to its newline)");
     c->skipping = 1;
-    c->have = 0;
+    weft_reader_consume(c->in, MAX_LINE); /* none of them is a newline */
+  } else if (rc == 0 && c->skipping) {
+    c->skipping = 0; /* the end of an over-long line: dropped */
+  } else if (rc == 0 && memchr(line->data, 0, line->len) != NULL) {
+    refuse(c, "NUL byte in the line"); /* "%.*s" would cut it there */
+  } else if (rc == 0) {
+    chat.lines++;
+    broadcast(c, "guest%d: %.*s\n", c->id, (int)line->len, line->data);
+  } else if (rc == WEFT_ETIMEDOUT) {
+    chat.dropped_idle++;
+    client_leave(c, "idle timeout");
+  } else {
+    client_leave(c, rc == WEFT_EOF ? "quit" : "error");
   }
-  if (!c->closed) /* (refuse may drop a slow reader) */
-    client_read(c);
 }
-_Static_assert(MAX_LINE == 4096, "handle_read's message states MAX_LINE - 1");
+_Static_assert(MAX_LINE == 4096, "take's message states MAX_LINE - 1");
+
+static void client_read(client_t *c);
+
+/* A line came (or the end): handle it and every whole line buffered
+ * behind it, then wait for the next. */
+static void on_line(void *arg, weft_future_t *f) {
+  client_t *c = arg;
+  int rc = weft_future_error(f);
+  weft_bytes_t line;
+  if (!c->closed)
+    take(c, rc, rc == 0 ? weft_future_value(f) : NULL);
+  while (!c->closed &&
+         ((rc = weft_reader_try_line(c->in, MAX_LINE, &line)) == 0 ||
+          rc == WEFT_EMSGSIZE))
+    take(c, rc, &line);
+  if (!c->closed)
+    client_read(c);
+  client_put(c); /* the read's reference */
+}
 
 static void client_read(client_t *c) {
-  weft_future_t *r;
-  if (weft_socket_read(c->sock, c->buf + c->have, sizeof c->buf - c->have,
-                       &r) != 0) {
+  weft_future_t *f;
+  int64_t idle_end = weft_clock_now_ns() + chat.idle_ms * 1000000;
+  if (weft_reader_read_line(c->in, MAX_LINE, idle_end, &f) != 0) {
     client_leave(c, "read failed");
     return;
   }
   c->refs++;
-  then(r, on_read, c, client_put_any); /* the dtor: if on_read never runs */
-}
-
-static void on_idle(weft_timer_t *t, int status, void *arg) {
-  (void)t;
-  client_t *c = arg;
-  if (status != 0 || c->closed)
-    return;
-  chat.dropped_idle++;
-  client_leave(c, "idle timeout");
+  weft_watch_start(&c->reading, f, chat.on_loop, on_line, c, client_put_any);
 }
 
 static void accept_next(void);
 
-static weft_result_t on_accept(void *arg, weft_future_t *f) {
+/* A new client: into the room, told who it is, then read. */
+static void join(weft_socket_t *s) {
+  client_t *c = chat.stopping ? NULL : calloc(1, sizeof *c);
+  const weft_reader_options_t ro = {.size = sizeof ro};
+  const weft_writer_options_t wo = {.size = sizeof wo,
+                                    .max_queued = chat.max_queue};
+  if (c == NULL || weft_reader_create(s, &ro, &c->in) != 0 ||
+      weft_writer_create(s, &wo, &c->out) != 0) {
+    if (c != NULL && c->in != NULL)
+      weft_reader_close(c->in);
+    free(c); /* shutting down, or out of memory: refuse this one */
+    weft_socket_close(s);
+    return;
+  }
+  c->sock = s;
+  c->refs = 2; /* in the room, and ours until the end of this block */
+  c->id = (int)++chat.next_id;
+  broadcast(NULL, "* guest%d joined\n", c->id);
+  c->next = chat.clients;
+  if (chat.clients != NULL)
+    chat.clients->prev = c;
+  chat.clients = c;
+  chat.online++;
+  char hello[64];
+  int n = snprintf(hello, sizeof hello, "* welcome guest%d, %ld online\n",
+                   c->id, chat.online);
+  send_text(c, hello, (size_t)n);
+  if (!c->closed) /* (the welcome may have dropped it) */
+    client_read(c);
+  client_put(c);
+}
+
+static void on_accept(void *arg, weft_future_t *f) {
   (void)arg;
+  weft_socket_t *s;
   if (weft_future_state(f) != WEFT_FULFILLED) {
     if (!chat.stopping)
       fprintf(stderr, "chat_server: accept: %s\n",
               weft_error_message(weft_future_error(f)));
-    return weft_ok_int(0);
+    return;
   }
-  weft_socket_t *s;
-  if (weft_socket_take(f, &s) != 0) { /* (closed by the loop's close) */
-    accept_next();
-    return weft_ok_int(0);
-  }
-  client_t *c = chat.stopping ? NULL : calloc(1, sizeof *c);
-  if (c == NULL) { /* shutting down, or out of memory: refuse this one */
-    weft_socket_close(s);
-  } else {
-    c->sock = s;
-    c->refs = 2; /* in the room, and ours until the end of this block */
-    c->id = (int)++chat.next_id;
-    weft_timer_init(chat.loop, &c->idle, on_idle, c);
-    weft_timer_start(&c->idle, chat.idle_ms, 0);
-    broadcast(NULL, line_new("* guest%d joined\n", c->id));
-    c->next = chat.clients;
-    if (chat.clients != NULL)
-      chat.clients->prev = c;
-    chat.clients = c;
-    chat.online++;
-    line_t *hello = line_new("* welcome guest%d, %ld online\n", c->id,
-                             chat.online);
-    if (hello != NULL) {
-      send_line(c, hello);
-      line_put(hello);
-    }
-    if (!c->closed) /* (the welcome may have dropped it) */
-      client_read(c);
-    client_put(c);
-  }
+  if (weft_socket_take(f, &s) == 0) /* (not: closed by the loop's close) */
+    join(s);
   accept_next();
-  return weft_ok_int(0);
 }
 
 static void accept_next(void) {
   weft_future_t *a;
   if (weft_socket_accept(chat.listener, &a) == 0)
-    then(a, on_accept, NULL, NULL);
+    weft_watch_start(&chat.accepting, a, chat.on_loop, on_accept, NULL, NULL);
 }
 
 static void on_heartbeat(weft_timer_t *t, int status, void *arg) {
@@ -330,57 +255,44 @@ static void flushed_one(void) {
     weft_loop_stop(chat.loop);
 }
 
-static weft_result_t on_flushed(void *arg, weft_future_t *f) {
-  (void)f; /* flushed, or the client went away: either way, done */
+/* c took its goodbye, or did not within the deadline, or went away. */
+static void on_flushed(void *arg, weft_future_t *f) {
   client_t *c = arg;
-  client_leave(c, "server shutdown");
+  client_leave(c, weft_future_error(f) == WEFT_ETIMEDOUT
+                      ? "server shutdown, flush timed out"
+                      : "server shutdown");
   client_put(c); /* the flush's reference */
   flushed_one();
-  return weft_ok_int(0);
 }
 
-static void on_deadline(weft_timer_t *t, int status, void *arg) {
-  (void)t, (void)arg;
-  if (status != 0)
-    return;
-  /* Clients that did not take their goodbye in time are closed now; the
-   * close cancels their flush, whose continuation counts them. */
-  client_t *next;
-  for (client_t *c = chat.clients; c != NULL; c = next) {
-    next = c->next;
-    client_leave(c, "server shutdown, flush timed out");
-  }
-}
-
-static weft_result_t on_signal(void *arg, weft_future_t *f) {
+static void on_signal(void *arg, weft_future_t *f) {
   (void)arg;
   if (weft_future_state(f) != WEFT_FULFILLED || chat.stopping)
-    return weft_ok_int(0);
+    return;
   fprintf(stderr, "chat_server: signal %d: shutting down\n",
           (int)weft_future_int(f));
   chat.stopping = 1;
   weft_socket_close(chat.listener);
   weft_timer_stop(&chat.heartbeat);
-  /* Tell everyone, then shut down each write side once its queue (the
-   * goodbye included) is flushed, and close. */
-  broadcast(NULL, line_new("* server shutting down, bye\n"));
+  /* Tell everyone, give each 2 s to take what is queued for it (the
+   * goodbye included), and close. */
+  broadcast(NULL, "* server shutting down, bye\n");
+  int64_t flush_end = weft_clock_now_ns() + 2000 * (int64_t)1000000;
   chat.flushing = 1; /* ours, dropped below */
   client_t *next;
   for (client_t *c = chat.clients; c != NULL; c = next) {
     next = c->next; /* client_leave may free c */
-    weft_future_t *sd;
-    if (weft_socket_shutdown(c->sock, &sd) != 0) {
+    weft_future_t *fl;
+    if (weft_writer_flush(c->out, flush_end, &fl) != 0) {
       client_leave(c, "server shutdown"); /* nothing left to flush */
       continue;
     }
     chat.flushing++;
     c->refs++;
-    then(sd, on_flushed, c, client_put_any);
+    weft_watch_start(&c->flushing, fl, chat.on_loop, on_flushed, c,
+                     client_put_any);
   }
-  weft_timer_init(chat.loop, &chat.shutdown_deadline, on_deadline, NULL);
-  weft_timer_start(&chat.shutdown_deadline, 2000, 0);
   flushed_one();
-  return weft_ok_int(0);
 }
 
 static const char usage_text[] =
@@ -472,7 +384,8 @@ int main(int argc, char **argv) {
   for (int i = 0; i < 2; i++) {
     weft_future_t *s;
     if (weft_signal_next(chat.loop, sigs[i], &s) == 0)
-      then(s, on_signal, NULL, NULL);
+      weft_watch_start(&chat.signalled[i], s, chat.on_loop, on_signal, NULL,
+                       NULL);
   }
   weft_timer_init(chat.loop, &chat.heartbeat, on_heartbeat, NULL);
   weft_timer_start(&chat.heartbeat, beat, beat);

@@ -243,33 +243,38 @@ static void start_phase(weft_loop_t *loop, void *arg, int status) {
 enum {
   FE_LINE = 512,        /* a line and its newline fit in this */
   FE_JOB_MAX = INT_MAX, /* the largest job number */
-  FE_MAX_INFLIGHT = 64  /* requests per connection not yet answered */
+  FE_MAX_INFLIGHT = 64, /* requests per connection not yet answered */
+  FE_ANSWER = 160,      /* an answer line fits in this */
+  /* answers queued that the client has not taken: no reading past it */
+  FE_MAX_QUEUED = FE_MAX_INFLIGHT * FE_ANSWER
 };
 #define FE_USAGE "usage: job N, 0 <= N <= 2147483647"
 _Static_assert(FE_JOB_MAX == 2147483647, "FE_USAGE states FE_JOB_MAX");
 
 typedef struct fe_conn {
   weft_socket_t *sock;
+  weft_reader_t *in;           /* lines in */
+  weft_writer_t *out;          /* answers out, queued in its buffer */
   struct fe_conn *prev, *next; /* the open connections, for the shutdown */
-  int refs;     /* the pending read's, and one per request in flight */
+  int refs;     /* the room's, the pending read's, one per job in flight */
   int inflight; /* requests (jobs and error replies) not yet answered */
   int closed;
   int reading;  /* a read is pending */
   int ended;    /* the client shut its side: answer what it sent, close */
   int skipping; /* inside an over-long line: drop bytes to the newline */
-  size_t have;
-  char in[FE_LINE];
+  weft_watch_t got_line, room, flushed;
 } fe_conn_t;
 
-/* One request: a job and its answer, or an error reply. */
+/* A job in flight, and the continuation that answers it. */
 typedef struct fe_job {
   fe_conn_t *conn;
   int index;
-  char out[160];
+  weft_watch_t answered;
 } fe_job_t;
 
 static struct {
   weft_socket_t *listener;
+  weft_watch_t accepted;
   fe_conn_t *conns;
   long served, answered, refused;
 } fe;
@@ -281,15 +286,6 @@ static void fe_put(fe_conn_t *c) {
 
 static void fe_put_any(void *c) { fe_put(c); }
 
-/* Runs instead of a continuation that never will (the loop is closing):
- * frees what it owned and touches no socket. */
-static void fe_job_drop(void *p) {
-  fe_job_t *j = p;
-  j->conn->inflight--;
-  fe_put(j->conn);
-  free(j);
-}
-
 static void fe_close(fe_conn_t *c) {
   if (c->closed)
     return;
@@ -300,128 +296,139 @@ static void fe_close(fe_conn_t *c) {
     fe.conns = c->next;
   if (c->next != NULL)
     c->next->prev = c->prev;
-  if (c->sock != NULL)
-    weft_socket_close(c->sock); /* cancels its read and queued writes */
-}
-
-/* An operation of c ended with err. WEFT_ECANCELED while c is still open
- * means the loop is closing and closed the socket itself: forget the
- * socket, never touch it again. */
-static void fe_broken(fe_conn_t *c, int err) {
-  if (err == WEFT_ECANCELED && !c->closed)
-    c->sock = NULL;
-  fe_close(c);
-}
-
-/* The destructor runs instead of fn if fn never will (the loop closed
- * first), so nothing a continuation owns leaks. */
-static void fe_then(weft_future_t *f, weft_then_fn fn, void *arg,
-                    weft_dtor_fn dtor) {
-  weft_future_t *next;
-  if (weft_future_then(f, weft_loop_executor(demo.loop), fn, arg, dtor,
-                       &next) != 0)
-    abort(); /* out of memory in a sample: give up loudly */
-  weft_future_release(f);
-  weft_future_release(next);
+  weft_reader_close(c->in);
+  weft_writer_close(c->out); /* what is queued still goes */
+  weft_socket_close(c->sock);
+  fe_put(c); /* the room's reference */
 }
 
 static void fe_read(fe_conn_t *c);
 
-/* Read on when c is open, idle and below its limit of requests in flight. */
-static void fe_resume(fe_conn_t *c) {
-  if (!c->closed && !c->reading && !c->ended && c->inflight < FE_MAX_INFLIGHT)
-    fe_read(c);
+static void fe_flushed(void *arg, weft_future_t *f) {
+  (void)f; /* taken by the client, or it went away: either way, done */
+  fe_close(arg);
+  fe_put(arg);
 }
 
-/* A request is answered (or failed): it leaves c's count. */
-static void fe_done(fe_job_t *j) {
-  fe_conn_t *c = j->conn;
-  free(j);
-  c->inflight--;
-  if (c->ended && c->inflight == 0)
-    fe_close(c); /* the last answer to a client that sends no more */
+/* The last answer to a client that sends no more is queued: close once
+ * the client has taken it. */
+static void fe_finish(fe_conn_t *c) {
+  weft_future_t *f;
+  if (weft_writer_flush(c->out, 0, &f) != 0) {
+    fe_close(c);
+    return;
+  }
+  c->refs++;
+  weft_watch_start(&c->flushed, f, weft_loop_executor(demo.loop), fe_flushed, c,
+                   fe_put_any);
+}
+
+/* May c's next line be taken? Not past its limit of requests in flight,
+ * nor while the client leaves FE_MAX_QUEUED bytes of answers untaken: a
+ * client that sends without reading is held back by TCP, not buffered. */
+static bool fe_may_read(const fe_conn_t *c) {
+  return !c->closed && !c->ended && c->inflight < FE_MAX_INFLIGHT &&
+         weft_writer_queued(c->out) + FE_ANSWER <= FE_MAX_QUEUED;
+}
+
+static void fe_room(void *arg, weft_future_t *f);
+
+/* Read on when c may; wait for the client to take answers when that is
+ * what holds it back. */
+static void fe_resume(fe_conn_t *c) {
+  weft_future_t *room;
+  if (c->reading || fe_may_read(c)) {
+    if (!c->reading)
+      fe_read(c);
+  } else if (!c->closed && !c->ended && c->inflight < FE_MAX_INFLIGHT &&
+             weft_writer_wait_room(c->out, FE_MAX_QUEUED - FE_ANSWER, 0,
+                                   &room) == 0) {
+    c->reading = 1; /* (waiting for room, then reading) */
+    c->refs++;
+    weft_watch_start(&c->room, room, weft_loop_executor(demo.loop), fe_room, c,
+                     fe_put_any);
+  }
+}
+
+static void fe_room(void *arg, weft_future_t *f) {
+  fe_conn_t *c = arg;
+  c->reading = 0;
+  if (weft_future_error(f) != 0)
+    fe_close(c); /* the client went away */
   else
     fe_resume(c);
   fe_put(c);
 }
 
-static weft_result_t fe_written(void *arg, weft_future_t *f) {
-  fe_job_t *j = arg;
-  if (weft_future_state(f) != WEFT_FULFILLED)
-    fe_broken(j->conn, weft_future_error(f)); /* the client went away */
-  fe_done(j);
-  return weft_ok_int(0);
-}
-
-/* Write j->out's first n bytes; j is busy until the write settles. */
-static void fe_send(fe_job_t *j, int n) {
-  weft_future_t *w;
-  if (n >= (int)sizeof j->out)
-    n = (int)sizeof j->out - 1; /* snprintf cut it: send what it wrote */
-  if (j->conn->closed || n <= 0 ||
-      weft_socket_write(j->conn->sock, j->out, (size_t)n, &w) != 0) {
-    fe_close(j->conn);
-    fe_done(j);
+/* A request is answered: it leaves c's count, and c may read on. */
+static void fe_reply(fe_conn_t *c, const char *text, int n) {
+  if (c->closed)
     return;
-  }
-  fe_then(w, fe_written, j, fe_job_drop);
-}
-
-/* A new request of c (a job or a reply), counted in flight; NULL when out
- * of memory, and then c is closed (it cannot be served). */
-static fe_job_t *fe_request(fe_conn_t *c, int index) {
-  fe_job_t *j = malloc(sizeof *j);
-  if (j == NULL) {
-    fe_close(c);
-    return NULL;
-  }
-  j->conn = c;
-  j->index = index;
-  c->refs++;
-  c->inflight++;
-  return j;
+  if (n >= FE_ANSWER)
+    n = FE_ANSWER - 1; /* snprintf cut it: send what it wrote */
+  c->inflight--;
+  if (weft_writer_write(c->out, text, (size_t)n) != 0)
+    fe_close(c); /* the client went away */
+  else if (c->ended && c->inflight == 0)
+    fe_finish(c);
+  else
+    fe_resume(c);
 }
 
 /* Answer one bad line: "error: <what> (usage: ...)". */
 static void fe_refuse(fe_conn_t *c, const char *what) {
-  fe_job_t *j = fe_request(c, -1);
-  if (j == NULL)
-    return;
+  char out[FE_ANSWER];
   fe.refused++;
-  fe_send(j,
-          snprintf(j->out, sizeof j->out, "error: %s (" FE_USAGE ")\n", what));
+  c->inflight++;
+  fe_reply(c, out,
+           snprintf(out, sizeof out, "error: %s (" FE_USAGE ")\n", what));
 }
 
-/* Back on the loop thread with the job's answer. */
-static weft_result_t fe_answered(void *arg, weft_future_t *job) {
+/* Back on the loop thread with the job's answer (or its failure, or the
+ * loop's close: then fe_job_drop runs instead). */
+static void fe_answered(void *arg, weft_future_t *job) {
   fe_job_t *j = arg;
-  if (j->conn->closed) {
-    fe_done(j); /* nobody to tell (or a job cancelled at shutdown) */
-  } else if (weft_future_state(job) == WEFT_FULFILLED) {
+  char out[FE_ANSWER];
+  int n;
+  if (weft_future_state(job) == WEFT_FULFILLED) {
     const answer_t *a = weft_future_value(job);
     fe.answered++;
-    fe_send(j, snprintf(j->out, sizeof j->out, "%d %016llx %ld\n", j->index,
-                        (unsigned long long)a->digest, a->primes));
+    n = snprintf(out, sizeof out, "%d %016llx %ld\n", j->index,
+                 (unsigned long long)a->digest, a->primes);
   } else {
-    fe_send(j, snprintf(j->out, sizeof j->out, "error: job %d failed: %s\n",
-                        j->index, weft_error_name(weft_future_error(job))));
+    n = snprintf(out, sizeof out, "error: job %d failed: %s\n", j->index,
+                 weft_error_name(weft_future_error(job)));
   }
-  return weft_ok_int(0);
+  fe_reply(j->conn, out, n); /* nobody to tell when it closed */
+  fe_put(j->conn);
+  free(j);
+}
+
+static void fe_job_drop(void *p) {
+  fe_job_t *j = p;
+  fe_put(j->conn);
+  free(j);
 }
 
 static void fe_job(fe_conn_t *c, int index) {
-  fe_job_t *j = fe_request(c, index);
+  fe_job_t *j = malloc(sizeof *j);
   weft_future_t *job;
-  if (j == NULL)
-    return;
-  int rc = weft_pool_submit(demo.pool, request_job, (void *)(intptr_t)index,
-                            NULL, &job);
+  char out[FE_ANSWER];
+  int rc = j == NULL ? WEFT_ENOMEM
+                     : weft_pool_submit(demo.pool, request_job,
+                                        (void *)(intptr_t)index, NULL, &job);
+  c->inflight++;
   if (rc != 0) {
-    fe_send(j, snprintf(j->out, sizeof j->out, "error: job %d not run: %s\n",
-                        index, weft_error_name(rc)));
+    free(j);
+    fe_reply(c, out,
+             snprintf(out, sizeof out, "error: job %d not run: %s\n", index,
+                      weft_error_name(rc)));
     return;
   }
-  fe_then(job, fe_answered, j, fe_job_drop);
+  *j = (fe_job_t){.conn = c, .index = index};
+  c->refs++;
+  weft_watch_start(&j->answered, job, weft_loop_executor(demo.loop),
+                   fe_answered, j, fe_job_drop);
 }
 
 static const char *skip_blanks(const char *p) {
@@ -430,14 +437,14 @@ static const char *skip_blanks(const char *p) {
   return p;
 }
 
-/* One line of n bytes (its newline not included; s[n] may be written). */
-static void fe_line(fe_conn_t *c, char *s, size_t n) {
-  if (n > 0 && s[n - 1] == '\r')
-    n--;
-  if (memchr(s, 0, n) != NULL) {
+/* One line, its newline (and a '\r' before it) not included. */
+static void fe_line(fe_conn_t *c, const char *line, size_t n) {
+  char s[FE_LINE];
+  if (memchr(line, 0, n) != NULL) {
     fe_refuse(c, "NUL byte in the line");
     return;
   }
+  memcpy(s, line, n);
   s[n] = 0;
   const char *p = skip_blanks(s);
   if (*p == 0) {
@@ -470,83 +477,86 @@ static void fe_line(fe_conn_t *c, char *s, size_t n) {
   fe_job(c, (int)v);
 }
 
-/* c->reading stays set while the lines are handled: a request answered
- * meanwhile must not start a read into c->in. */
-static weft_result_t fe_got(void *arg, weft_future_t *f) {
-  fe_conn_t *c = arg;
-  if (!c->closed && weft_future_error(f) == WEFT_EOF) {
-    /* The client shut its side (printf 'job 1' | nc -N): its requests,
-     * a last line without a newline too, are still answered, then the
-     * connection closes. */
-    c->reading = 0;
-    c->ended = 1;
-    if (c->have > 0 && !c->skipping)
-      fe_line(c, c->in, c->have); /* c->have < FE_LINE: room for the NUL */
-    c->have = 0;
-    if (!c->closed && c->inflight == 0)
-      fe_close(c);
-    fe_put(c);
-    return weft_ok_int(0);
-  }
-  if (c->closed || weft_future_state(f) != WEFT_FULFILLED) {
-    c->reading = 0;
-    /* an error; jobs in flight still finish */
-    fe_broken(c, weft_future_error(f));
-    fe_put(c);
-    return weft_ok_int(0);
-  }
-  c->have += (size_t)weft_future_int(f);
-  size_t start = 0;
-  for (size_t i = 0; i < c->have && !c->closed; i++) {
-    if (c->in[i] != '\n')
-      continue;
-    if (c->skipping)
-      c->skipping = 0; /* the end of an over-long line: dropped */
-    else
-      fe_line(c, c->in + start, i - start);
-    start = i + 1;
-  }
-  if (c->skipping)
-    start = c->have; /* still inside an over-long line */
-  memmove(c->in, c->in + start, c->have - start);
-  c->have -= start;
-  if (!c->closed && c->have == sizeof c->in) { /* no newline in FE_LINE */
-    fe_refuse(c, "line longer than 511 bytes, skipped to its newline");
+/* One outcome of c's reader: a line (rc 0), a line too long, the end. */
+static void fe_take(fe_conn_t *c, int rc, const weft_bytes_t *line) {
+  weft_bytes_t rest;
+  if (rc == WEFT_EMSGSIZE) { /* FE_LINE bytes and no newline yet */
+    if (!c->skipping)
+      fe_refuse(c, "line longer than 511 bytes, skipped to its newline");
     c->skipping = 1;
-    c->have = 0;
+    weft_reader_consume(c->in, FE_LINE); /* none of them is a newline */
+  } else if (rc == 0 && c->skipping) {
+    c->skipping = 0; /* the end of an over-long line: dropped */
+  } else if (rc == 0) {
+    fe_line(c, line->data, line->len);
+  } else if (rc == WEFT_EOF) {
+    /* The client shut its side (printf 'job 1' | nc -N): its requests, a
+     * last line without a newline too, are still answered, then the
+     * connection closes. */
+    c->ended = 1;
+    weft_reader_buffered(c->in, &rest);
+    if (rest.len > 0 && !c->skipping)
+      fe_line(c, rest.data, rest.len); /* (less than FE_LINE bytes) */
+    if (!c->closed && c->inflight == 0)
+      fe_finish(c);
+  } else {
+    fe_close(c); /* an error; jobs in flight still finish */
   }
-  c->reading = 0;
-  fe_resume(c);
-  fe_put(c); /* the read's reference (fe_resume took one if it read on) */
-  return weft_ok_int(0);
 }
-_Static_assert(FE_LINE == 512, "fe_got's message states FE_LINE - 1");
+_Static_assert(FE_LINE == 512, "fe_take's message states FE_LINE - 1");
+
+/* A line came (or the end): it and every whole line behind it, while c
+ * is below its limit of requests in flight; then read on. */
+static void fe_got(void *arg, weft_future_t *f) {
+  fe_conn_t *c = arg;
+  weft_bytes_t line;
+  int rc = weft_future_error(f);
+  c->reading = 0;
+  if (!c->closed)
+    fe_take(c, rc, rc == 0 ? weft_future_value(f) : NULL);
+  while (fe_may_read(c) &&
+         ((rc = weft_reader_try_line(c->in, FE_LINE, &line)) == 0 ||
+          rc == WEFT_EMSGSIZE))
+    fe_take(c, rc, &line);
+  fe_resume(c);
+  fe_put(c); /* the read's reference */
+}
 
 static void fe_read(fe_conn_t *c) {
   weft_future_t *r;
-  if (weft_socket_read(c->sock, c->in + c->have, sizeof c->in - c->have, &r) !=
-      0) {
+  if (weft_reader_read_line(c->in, FE_LINE, 0, &r) != 0) {
     fe_close(c);
     return;
   }
   c->reading = 1;
   c->refs++;
-  fe_then(r, fe_got, c, fe_put_any);
+  weft_watch_start(&c->got_line, r, weft_loop_executor(demo.loop), fe_got, c,
+                   fe_put_any);
 }
 
 static void fe_accept(void);
 
-static weft_result_t fe_accepted(void *arg, weft_future_t *f) {
+static void fe_accepted(void *arg, weft_future_t *f) {
   (void)arg;
+  weft_socket_t *s;
   if (weft_future_state(f) != WEFT_FULFILLED)
-    return weft_ok_int(0); /* the listener was closed */
+    return; /* the listener was closed */
   fe_conn_t *c = fe.listener != NULL ? calloc(1, sizeof *c) : NULL;
-  if (c == NULL) {
-    /* stopping, or out of memory: refuse this one (the future, released
-     * unread, closes it) */
-  } else if (weft_socket_take(f, &c->sock) != 0) {
-    free(c); /* (closed by the loop's close) */
+  if (c == NULL || weft_socket_take(f, &s) != 0) {
+    free(c); /* stopping, or out of memory: refuse this one (the future,
+                released unread, closes it) */
+  } else if (weft_reader_create(s, NULL, &c->in) != 0 ||
+             weft_writer_create(
+                 s,
+                 &(weft_writer_options_t){.size = sizeof(weft_writer_options_t),
+                                          .max_queued = 2 * FE_MAX_QUEUED},
+                 &c->out) != 0) {
+    if (c->in != NULL)
+      weft_reader_close(c->in);
+    weft_socket_close(s);
+    free(c);
   } else {
+    c->sock = s;
     c->refs = 1;
     c->next = fe.conns;
     if (fe.conns != NULL)
@@ -554,22 +564,21 @@ static weft_result_t fe_accepted(void *arg, weft_future_t *f) {
     fe.conns = c;
     fe.served++;
     fe_read(c);
-    fe_put(c);
   }
   fe_accept();
-  return weft_ok_int(0);
 }
 
 static void fe_accept(void) {
   weft_future_t *a;
   if (fe.listener != NULL && weft_socket_accept(fe.listener, &a) == 0)
-    fe_then(a, fe_accepted, NULL, NULL);
+    weft_watch_start(&fe.accepted, a, weft_loop_executor(demo.loop),
+                     fe_accepted, NULL, NULL);
 }
 
 /* Stop serving: close the listener (its accept is cancelled) and every
- * open connection (their reads and writes are cancelled, and each
- * continuation frees what it owns), so no socket is left for the loop's
- * close. Jobs in flight still finish; their answers are dropped. */
+ * open connection (their reads are cancelled, and each continuation frees
+ * what it owns), so no socket is left for the loop's close. Jobs in flight
+ * still finish; their answers are dropped. */
 static void fe_stop(void) {
   if (fe.listener != NULL)
     weft_socket_close(fe.listener);

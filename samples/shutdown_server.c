@@ -65,37 +65,28 @@ static bool answer(weft_socket_t *sock, const char *line) {
  * the answer it is working on). */
 static weft_result_t serve(void *arg) {
   weft_socket_t *sock = arg;
-  char buf[512];
-  size_t have = 0;
-  bool go = true;
+  weft_reader_t *in = NULL;
+  char line[512];
+  bool go = weft_reader_create(sock, NULL, &in) == 0;
   while (go && weft_future_state(srv.stop) == WEFT_PENDING) {
-    weft_future_t *r;
-    if (weft_socket_read(sock, buf + have, sizeof buf - 1 - have, &r) != 0)
-      break;
-    weft_future_t *either[2] = {r, srv.stop};
+    weft_future_t *r, *either[2];
     size_t which;
-    if (weft_future_await_first(either, 2, WEFT_FOREVER, &which) != 0 ||
-        which == 1) {
-      weft_future_cancel(r); /* idle at shutdown, or cancelled */
-      weft_future_release(r);
+    if (weft_reader_read_line(in, sizeof line, 0, &r) != 0)
       break;
+    either[0] = r, either[1] = srv.stop;
+    go = weft_future_await_first(either, 2, WEFT_FOREVER, &which) == 0 &&
+         which == 0 && weft_future_error(r) == 0;
+    if (go) { /* a line; a longer one than 511 bytes ends this client */
+      const weft_bytes_t *l = weft_future_value(r);
+      memcpy(line, l->data, l->len);
+      line[l->len] = 0;
     }
-    intptr_t n = await_int(r);
-    if (n <= 0)
-      break; /* the client left, or reset */
-    have += (size_t)n;
-    buf[have] = 0;
-    char *line = buf, *nl;
-    while (go && (nl = strchr(line, '\n')) != NULL) {
-      *nl = 0;
-      go = answer(sock, line);
-      line = nl + 1;
-    }
-    have -= (size_t)(line - buf);
-    memmove(buf, line, have);
-    if (have == sizeof buf - 1)
-      break; /* a line too long: this client only */
+    weft_future_cancel(r); /* idle at shutdown: the read stops here */
+    weft_future_release(r);
+    go = go && answer(sock, line);
   }
+  if (in != NULL)
+    weft_reader_close(in);
   weft_socket_close(sock);
   return weft_ok_int(0);
 }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* samples/timers.c: the four things a server uses timers for, on one loop:
  * a timeout on an operation (weft_loop_timeout), a retry after a growing
- * delay (weft_loop_sleep), a heartbeat (a repeating timer) and a periodic
+ * delay (weft_retry_start), a heartbeat (a repeating timer) and a periodic
  * cleanup that expires idle sessions (another repeating timer). The
  * heartbeat and the cleanup run for the whole program, around the rest.
  * Prints what happens, with the time since start; exits non-zero if an
@@ -204,11 +204,7 @@ static void timeouts(void) {
 
 /* ---- 2. retry with backoff ---- */
 
-typedef struct retry {
-  int attempt, max;
-  int64_t delay_ms; /* doubles after each failure */
-  int64_t tried_at[8];
-} retry_t;
+static int64_t tried_at[8];
 
 /* The backend refuses the first two connections (it is still starting). */
 static weft_result_t connect_job(weft_job_t *job, void *arg) {
@@ -217,59 +213,44 @@ static weft_result_t connect_job(weft_job_t *job, void *arg) {
   return (intptr_t)arg < 3 ? weft_err(WEFT_ECONNREFUSED) : weft_ok_int(7);
 }
 
-/* The whole retry as one fiber on the loop: an attempt on the blocking
- * threads, awaited; on failure a sleep of a delay that doubles, awaited;
- * in order, as the policy reads. (A callback version needs three
- * functions that hand the state around: attempt, after_attempt and
- * retry_now, with weft_follow to chain them.) */
-static weft_result_t retry_connect(void *arg) {
-  retry_t *r = arg;
-  for (;;) {
-    weft_future_t *job, *slept;
-    r->attempt++;
-    r->tried_at[r->attempt] = weft_clock_now_ns();
-    int err = weft_pool_submit_blocking(pool, connect_job,
-                                        (void *)(intptr_t)r->attempt, NULL,
-                                        &job);
-    if (err == 0 && (err = weft_future_await(job, WEFT_FOREVER)) == 0)
-      err = weft_future_error(job);
-    intptr_t fd = weft_future_int(job);
-    weft_future_release(job);
-    if (err == 0) {
-      say("attempt %d: connected (fd %ld)", r->attempt, (long)fd);
-      return weft_ok_int(fd);
-    }
-    if (r->attempt == r->max) {
-      say("attempt %d: %s, giving up", r->attempt, weft_error_name(err));
-      return weft_err(err);
-    }
-    say("attempt %d: %s, retrying in %lld ms", r->attempt, weft_error_name(err),
-        (long long)r->delay_ms);
-    if ((err = weft_loop_sleep(loop, r->delay_ms, &slept)) != 0)
-      return weft_err(err);
-    err = weft_future_await(slept, WEFT_FOREVER);
-    if (err == 0)
-      err = weft_future_error(slept); /* cancelled: stop retrying */
-    weft_future_release(slept);
-    if (err != 0)
-      return weft_err(err);
-    r->delay_ms *= 2;
-  }
+/* One attempt: the connect, on the blocking threads. */
+static weft_result_t connect_attempt(void *arg, unsigned attempt) {
+  (void)arg;
+  weft_future_t *job;
+  tried_at[attempt] = weft_clock_now_ns();
+  int err = weft_pool_submit_blocking(pool, connect_job,
+                                      (void *)(intptr_t)attempt, NULL, &job);
+  return err != 0 ? weft_err(err) : weft_follow(job);
 }
 
+static bool retry_after(void *arg, unsigned attempt, int err) {
+  (void)arg;
+  say("attempt %u: %s, retrying", attempt, weft_error_name(err));
+  return true;
+}
+
+/* The whole retry is one future: five attempts at most, 20 ms after the
+ * first failure, doubling (no jitter: one client, and exact delays to
+ * check). */
 static void retries(void) {
   printf("2. retry with backoff: connect is refused twice, then accepted\n");
-  retry_t r = {0, 5, 20, {0}};
-  weft_future_t *conn; /* settles when the whole retry does */
-  if (weft_fiber_spawn(weft_loop_executor(loop), retry_connect, &r, NULL,
-                       &conn) != 0)
+  weft_retry_policy_t p = {.size = sizeof p,
+                           .max_attempts = 5,
+                           .jitter = WEFT_RETRY_JITTER_NONE,
+                           .base_delay_ms = 20,
+                           .should_retry = retry_after};
+  weft_future_t *conn;
+  if (weft_retry_start(weft_loop_executor(loop), &p, connect_attempt, NULL,
+                       NULL, &conn) != 0)
     exit(1);
   run_until(conn);
-  expect(weft_future_error(conn) == 0 && weft_future_int(conn) == 7 &&
-             r.attempt == 3,
+  unsigned n = weft_retry_attempt_count(conn);
+  say("attempt %u: %s (fd %ld)", n, weft_error_name(weft_future_error(conn)),
+      (long)weft_future_int(conn));
+  expect(weft_future_error(conn) == 0 && weft_future_int(conn) == 7 && n == 3,
          "connected on the third attempt");
-  expect(r.tried_at[2] - r.tried_at[1] >= 20 * MS &&
-             r.tried_at[3] - r.tried_at[2] >= 40 * MS,
+  expect(tried_at[2] - tried_at[1] >= 20 * MS &&
+             tried_at[3] - tried_at[2] >= 40 * MS,
          "waited 20 ms, then 40 ms, between attempts");
   weft_future_release(conn);
 }

@@ -18,12 +18,17 @@ extern const test_suite_t suite_error, suite_future, suite_then, suite_cancel,
     suite_reactor_signal, suite_reactor_io, suite_reactor_close,
     suite_reactor_spin, suite_net_data, suite_net_errors, suite_net_accept,
     suite_net_cancel, suite_net_settle, suite_net_close, suite_net_queued,
-    suite_net_spin, suite_chat, suite_api, suite_paths, suite_fault,
-    suite_misuse, suite_stress, suite_model, suite_abi;
+    suite_net_spin, suite_chat, suite_lines, suite_api, suite_paths,
+    suite_fault, suite_misuse, suite_stress, suite_model, suite_abi;
 extern const test_suite_t suite_fiber_core, suite_fiber_await,
     suite_fiber_spawn, suite_fiber_cancel, suite_fiber_load, suite_scope;
 extern const test_suite_t suite_runtime;
 extern const test_suite_t suite_blocking, suite_fs, suite_fs_cancel, suite_dns;
+extern const test_suite_t suite_stream;
+extern const test_suite_t suite_net_deadline;
+extern const test_suite_t suite_sync;
+extern const test_suite_t suite_retry;
+extern const test_suite_t suite_process;
 
 /* clang-format off */
 static const test_suite_t *const suites[] = {
@@ -33,13 +38,16 @@ static const test_suite_t *const suites[] = {
     &suite_reactor_io, &suite_reactor_close, &suite_reactor_spin,
     &suite_net_data, &suite_net_errors, &suite_net_accept, &suite_net_cancel,
     &suite_net_settle, &suite_net_close, &suite_net_queued, &suite_net_spin,
+    &suite_net_deadline,
     &suite_api, &suite_paths, &suite_fault,
     &suite_misuse, &suite_stress, &suite_model, &suite_abi,
     &suite_fiber_core, &suite_fiber_await, &suite_fiber_spawn, &suite_fiber_cancel,
     &suite_fiber_load, &suite_scope, &suite_runtime
     , &suite_blocking, &suite_fs, &suite_fs_cancel, &suite_dns
+    , &suite_stream, &suite_sync
+    , &suite_retry, &suite_process
 #ifdef WEFT_HAVE_CHAT
-    , &suite_chat
+    , &suite_chat, &suite_lines
 #endif
 };
 /* clang-format on */

@@ -42,6 +42,7 @@ WEFT_BEGIN_DECLS
   X(ENOSYS, -38, "function not implemented")                                   \
   X(ELOOP, -40, "too many levels of symbolic links")                           \
   X(EOVERFLOW, -75, "value too large")                                         \
+  X(EMSGSIZE, -90, "message too long")                                         \
   X(ENOTSUP, -95, "operation not supported")                                   \
   X(EADDRINUSE, -98, "address already in use")                                 \
   X(EADDRNOTAVAIL, -99, "address not available")                               \

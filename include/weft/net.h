@@ -154,8 +154,8 @@ WEFT_EXTERN int weft_socket_accept(weft_socket_t *listener,
  * connected weft_socket_t * (the future's until weft_socket_take()), or
  * rejected with the reason:
  * WEFT_ECONNREFUSED, WEFT_ETIMEDOUT (the kernel's), WEFT_ENETUNREACH,
- * WEFT_ENOENT (no such Unix path), ... For your own time limit wrap it:
- * weft_loop_timeout(loop, f, ms, &g); a cancel or timeout closes the
+ * WEFT_ENOENT (no such Unix path), ... For your own time limit use
+ * weft_socket_connect_deadline(); a cancel (or that deadline) closes the
  * half-open socket.
  * Errors (returned): WEFT_EINVAL; WEFT_EPERM; WEFT_ESHUTDOWN; WEFT_ENOMEM;
  * WEFT_EMFILE / WEFT_ENFILE (no fd for the socket).
@@ -248,6 +248,92 @@ WEFT_EXTERN size_t weft_socket_write_queued(const weft_socket_t *sock);
 WEFT_EXTERN int weft_socket_shutdown(weft_socket_t *sock, weft_future_t **out);
 
 /* ------------------------------------------------------------------ */
+/* Deadlines                                                            */
+/* ------------------------------------------------------------------ */
+/*
+ * The _deadline forms below start the same operation as the plain call, with a
+ * deadline of its own: deadline_ns is absolute, on weft_clock_now_ns()'s clock
+ * (as weft_scope_options_t.deadline_ns; one second from now is
+ * weft_clock_now_ns() + 1000000000), 0 for none. An operation still pending
+ * when its deadline passes is settled by the loop, rejected with
+ * WEFT_ETIMEDOUT, at the loop's first timer pass at or after the deadline
+ * (timers count whole milliseconds: at most 1 ms late, plus whatever keeps the
+ * loop thread busy): no wrapper future, no handle to give up, and a read or
+ * accept has left the socket's queue when its continuations run (a read they
+ * start gets the bytes that come next). A deadline that has passed already
+ * leaves no time to wait: the operation still does what it can at once (a read
+ * that finds bytes at hand, an accept that finds a connection waiting settle
+ * on return, as in "When operations settle") and otherwise settles
+ * WEFT_ETIMEDOUT at the loop's next timer pass. A write goes to the kernel
+ * only when the loop next waits, so one whose deadline has passed may time out
+ * having sent nothing, or be sent, depending on where in the loop's turn the
+ * call was made (whether that timer pass or that wait comes first): give a
+ * write some milliseconds. The deadline is the operation's alone: the socket,
+ * and the operations queued before and after it, go on as if it had been
+ * cancelled, except for a write that was sent in part (below). A cancel before
+ * the deadline works as without one. Cost: one timer per socket, made with its
+ * first deadline and kept until it closes; an operation that finishes in time
+ * leaves it alone (the timer, when it fires, settles what is due and re-arms
+ * for the next deadline still queued), and an operation without a deadline
+ * never touches it.
+ *
+ * What a timeout leaves behind, on every loop (with or without io_uring):
+ * - read: nothing was read (a read settles with the first bytes); bytes that
+ *   come later go to the next read.
+ * - read_exactly: the bytes that came are in buf (how many is not reported, as
+ *   for WEFT_EOF); what comes later goes to the next read.
+ * - write: the peer may have received a prefix of buf. If none of it was sent
+ *   (it waited behind other writes, or for room in a full socket buffer), or
+ *   all of it, the stream is intact and later writes go on in order. If part
+ *   of it was sent, the bytes on the stream no longer frame what the writer
+ *   meant: the write side fails with WEFT_ETIMEDOUT, so every write and
+ *   shutdown queued after it, and every later one, is rejected with
+ *   WEFT_ETIMEDOUT (reads go on). Either way weft_socket_write_queued() stops
+ *   counting the write when it settles (one whose bytes are in the kernel at
+ *   that moment, on a loop with io_uring: when that send's result comes, as
+ *   for a cancel).
+ * - connect: the half-open socket is closed, as on a cancel.
+ * - accept: a connection that comes later waits for the next accept.
+ *
+ * Errors (returned) of every _deadline form: those of its plain form, and
+ * WEFT_EINVAL for deadline_ns < 0; WEFT_ENOMEM also when the socket's
+ * deadline timer cannot be had (the first deadline on a socket allocates
+ * it; a later one may need room in the loop's timer heap). On error
+ * nothing was started (*out untouched).
+ * Thread: the loop thread.
+ */
+
+/** weft_socket_read() with a deadline (see "Deadlines" above). */
+WEFT_EXTERN int weft_socket_read_deadline(weft_socket_t *sock, void *buf,
+                                          size_t len, int64_t deadline_ns,
+                                          weft_future_t **out);
+
+/** weft_socket_read_exactly() with a deadline (see "Deadlines" above). */
+WEFT_EXTERN int weft_socket_read_exactly_deadline(weft_socket_t *sock,
+                                                  void *buf, size_t len,
+                                                  int64_t deadline_ns,
+                                                  weft_future_t **out);
+
+/** weft_socket_write() with a deadline (see "Deadlines" above). */
+WEFT_EXTERN int weft_socket_write_deadline(weft_socket_t *sock, const void *buf,
+                                           size_t len, int64_t deadline_ns,
+                                           weft_future_t **out);
+
+/** weft_socket_connect() with a deadline (see "Deadlines" above): past it
+ * the connect is rejected with WEFT_ETIMEDOUT and its socket closed. A
+ * connect refused at once is rejected with that reason, whatever the
+ * deadline. */
+WEFT_EXTERN int weft_socket_connect_deadline(weft_loop_t *loop,
+                                             const weft_addr_t *addr,
+                                             int64_t deadline_ns,
+                                             weft_future_t **out);
+
+/** weft_socket_accept() with a deadline (see "Deadlines" above). */
+WEFT_EXTERN int weft_socket_accept_deadline(weft_socket_t *listener,
+                                            int64_t deadline_ns,
+                                            weft_future_t **out);
+
+/* ------------------------------------------------------------------ */
 /* UDP                                                                  */
 /* ------------------------------------------------------------------ */
 
@@ -261,8 +347,9 @@ WEFT_EXTERN int weft_socket_udp_bind(weft_loop_t *loop, const weft_addr_t *addr,
 /**
  * Send one datagram of len bytes (0 allowed) to `to` (copied): fulfilled
  * with len, or rejected with the kernel's reason (WEFT_ECONNREFUSED when an
- * earlier datagram to that peer drew an ICMP refusal; a code weft has no
- * name for, such as EMSGSIZE, comes as WEFT_EUNKNOWN).
+ * earlier datagram to that peer drew an ICMP refusal; WEFT_EMSGSIZE for a
+ * datagram too long for the socket; a code weft has no name for comes as
+ * WEFT_EUNKNOWN).
  * Errors (returned): WEFT_EINVAL (NULL, not a UDP socket); WEFT_EPERM;
  * WEFT_ESHUTDOWN; WEFT_ENOMEM. Thread: the loop thread.
  */

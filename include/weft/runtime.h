@@ -53,7 +53,8 @@ typedef struct weft_runtime_options {
  * Start a runtime: a loop owned by the calling thread (which becomes its
  * loop thread, as with weft_loop_create()), and a pool with the CPU workers
  * and blocking threads above. The loop hands its blocking work (files
- * without io_uring, DNS) to the pool's blocking threads.
+ * without io_uring, DNS) to the pool's blocking threads, unless
+ * opts->loop names an executor of its own in `blocking`.
  * On 0, *out owns the runtime; end it with weft_runtime_shutdown() on this
  * thread.
  * Errors: WEFT_EINVAL (out NULL, opts->size below the first version's

@@ -229,9 +229,10 @@ WEFT__HOT void weft__wcq_take(weft_socket_t *s) {
     next = op->next;
     op->wcq = false;
     WEFT__PERTURB();
-    if (atomic_load_explicit(&op->guard, memory_order_acquire) & GUARD_CANCEL)
+    if (atomic_load_explicit(&op->guard, memory_order_acquire) & GUARD_CANCEL) {
+      weft__dl_wcq_expired(s, op); /* (a deadline's, not a cancel's) */
       op_drop(s, op);
-    else if (stay)
+    } else if (stay)
       continue;
     else if (op->done == op->len)
       op_finish_int(s, op, (intptr_t)op->len, 0);

@@ -8,7 +8,8 @@
  * loop's hooks), op.c (an operation's future: cancel, reuse, sockets that
  * futures own), stream.c (stream reads and writes), complete.c (stream
  * reads and sends through the loop's completions), conn.c (listeners,
- * accept, connect), udp.c (datagrams). */
+ * accept, connect), udp.c (datagrams), deadline.c (operations'
+ * deadlines). */
 #ifndef WEFT_NET_INTERNAL_H
 #define WEFT_NET_INTERNAL_H
 
@@ -63,12 +64,21 @@ struct weft_socket {
   net_op_t *rhead, *rtail, *whead, *wtail;
   size_t wqueued;
   net_op_t *wcq_op;
-  /* kept when a cancel beat a completed syscall: NULL, or bytes to give
-   * the next read */
-  char *spill;
-  size_t spill_len, spill_off;
-  int *spare_fds; /* listener: accepted fds nobody took */
-  unsigned nspare, spare_cap;
+  union {
+    /* a stream's: kept when a cancel beat a completed syscall: NULL, or
+     * bytes to give the next read */
+    struct {
+      char *spill;
+      size_t spill_len, spill_off;
+    };
+    struct { /* a listener's: accepted fds nobody took */
+      int *spare_fds;
+      unsigned nspare, spare_cap;
+    };
+  };
+  /* the timer of its operations' deadlines (deadline.c), NULL until the
+   * first */
+  struct net_deadline *dl;
   union {
     weft_timer_t retry; /* a listener's, out of fds */
     struct {
@@ -108,6 +118,9 @@ struct net_op {
   union {
     weft_addr_t *from;    /* OP_RECV */
     weft_socket_t *owned; /* OP_ACCEPT, OP_CONNECT: OWN_HELD's socket */
+    /* the other kinds, and ACCEPT and CONNECT while queued: the deadline
+     * (weft_clock_now_ns), 0 for none (deadline.c) */
+    int64_t deadline;
   };
 };
 
@@ -199,6 +212,17 @@ WEFT__HIDDEN void weft__spill_keep(weft_socket_t *s, const char *data, size_t n,
 WEFT__HIDDEN void weft__keep_fd(weft_socket_t *s, int fd);
 WEFT__HIDDEN void weft__op_unlink_inner(net_op_t **head, net_op_t **tail,
                                         net_op_t *op);
+
+/* ---- deadline.c ---- */
+/* The socket is closing: its deadline timer stops. */
+WEFT__HIDDEN void weft__dl_stop(weft_socket_t *s);
+/* The socket's memory goes: its deadline timer too. */
+WEFT__HIDDEN void weft__dl_free(weft_socket_t *s);
+/* A write that left its queue as a cancelled one after a completion send
+ * (weft__wcq_take): if its deadline settled it while that send, which
+ * sent op->done of its bytes, was out, and that was a part, the write
+ * side fails. */
+WEFT__HIDDEN void weft__dl_wcq_expired(weft_socket_t *s, net_op_t *op);
 
 /* ---- stream.c, complete.c, conn.c, udp.c ---- */
 WEFT__HIDDEN void weft__sock_event(weft_io_t *io, unsigned events, int status,

@@ -223,15 +223,19 @@ int weft__sock_wrap(weft_loop_t *loop, int fd, uint8_t kind,
 }
 
 void weft__sock_free(weft_socket_t *s) {
-  if (s->spill != NULL)
-    weft__free(s->spill, s->spill_len);
-  for (unsigned i = 0; i < s->nspare; i++)
-    close(s->spare_fds[i]);
-  if (s->spare_fds != NULL)
-    weft__free(s->spare_fds, s->spare_cap * sizeof(int));
-  s->spill = NULL;
-  s->spare_fds = NULL;
-  s->nspare = 0;
+  if (s->kind != SK_LISTEN) {
+    if (s->spill != NULL)
+      weft__free(s->spill, s->spill_len);
+    s->spill = NULL;
+  } else {
+    for (unsigned i = 0; i < s->nspare; i++)
+      close(s->spare_fds[i]);
+    if (s->spare_fds != NULL)
+      weft__free(s->spare_fds, s->spare_cap * sizeof(int));
+    s->spare_fds = NULL;
+    s->nspare = 0;
+  }
+  weft__dl_free(s);
   weft_loop_t *loop = s->loop;
   if (loop->in_close) { /* the continuations close runs may still name it */
     s->waiter_next =
@@ -294,6 +298,7 @@ void weft__sock_close(weft_socket_t *s) {
       }
     }
   }
+  weft__dl_stop(s);
   if (s->cq_armed) /* its completion frees the socket (it holds it) */
     weft__loop_cancel(loop, &s->rc);
   weft__cq_forget(s);
