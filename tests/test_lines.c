@@ -57,7 +57,7 @@ static void expect_answer(client_t *c, const char *req, const char *want) {
   ask(c, req, got, sizeof got);
   if (strcmp(got, want) != 0)
     fprintf(stderr, "%s -> \"%s\", want \"%s\"\n", req, got, want);
-  EXPECT_STREQ(got, want);
+  EXPECT_TRUE(strcmp(got, want) == 0); /* (both printed above) */
 }
 
 static void test_requests(void) {
