@@ -210,6 +210,17 @@ WEFT__HIDDEN void weft__owner_cut(weft_socket_t *s);
 WEFT__HIDDEN void weft__spill_keep(weft_socket_t *s, const char *data, size_t n,
                                    bool front);
 WEFT__HIDDEN void weft__keep_fd(weft_socket_t *s, int fd);
+
+/* May a buffered reader or writer (reader.c, writer.c) be made over s?
+ * 0; WEFT_EPERM (off its loop's thread), WEFT_ESHUTDOWN (closed, or the
+ * loop closing), WEFT_EINVAL (not a connected stream socket). */
+static inline int weft__sock_streamable(const weft_socket_t *s) {
+  if (!weft__loop_owned(s->loop))
+    return WEFT_EPERM;
+  if (s->closed || s->loop->closing)
+    return WEFT_ESHUTDOWN;
+  return s->kind != SK_STREAM || s->connecting ? WEFT_EINVAL : 0;
+}
 WEFT__HIDDEN void weft__op_unlink_inner(net_op_t **head, net_op_t **tail,
                                         net_op_t *op);
 

@@ -306,12 +306,9 @@ int weft_reader_create(weft_socket_t *sock, const weft_reader_options_t *opts,
       if (opts->reserved[i] != NULL)
         return WEFT_ENOTSUP;
   }
-  if (!weft__loop_owned(sock->loop))
-    return WEFT_EPERM;
-  if (sock->closed || sock->loop->closing)
-    return WEFT_ESHUTDOWN;
-  if (sock->kind != SK_STREAM || sock->connecting)
-    return WEFT_EINVAL;
+  int rc = weft__sock_streamable(sock);
+  if (rc != 0)
+    return rc;
   size_t chunk = opts != NULL && opts->buffer_size != 0 ? opts->buffer_size
                                                         : CHUNK_DEFAULT;
   weft_reader_t *r = weft__malloc(sizeof *r);

@@ -266,12 +266,9 @@ int weft_writer_create(weft_socket_t *sock, const weft_writer_options_t *opts,
       if (opts->reserved[i] != NULL)
         return WEFT_ENOTSUP;
   }
-  if (!weft__loop_owned(sock->loop))
-    return WEFT_EPERM;
-  if (sock->closed || sock->loop->closing)
-    return WEFT_ESHUTDOWN;
-  if (sock->kind != SK_STREAM || sock->connecting)
-    return WEFT_EINVAL;
+  int rc = weft__sock_streamable(sock);
+  if (rc != 0)
+    return rc;
   weft_writer_t *w = weft__malloc(sizeof *w);
   if (w == NULL)
     return WEFT_ENOMEM;
