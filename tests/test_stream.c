@@ -630,6 +630,30 @@ static void test_misuse(void) {
   EXPECT_ERR(weft_reader_create(p.s, &bad, &r2), WEFT_EINVAL);
   weft_reader_options_t res = {.size = sizeof res, .reserved = {&bad}};
   EXPECT_ERR(weft_reader_create(p.s, &res, &r2), WEFT_ENOTSUP);
+  /* a newer caller's larger struct: its zero tail is read as defaults,
+   * a byte set in it is a request this weft cannot honour */
+  struct {
+    weft_reader_options_t o;
+    char more[16];
+  } rbig = {.o = {.size = sizeof rbig}};
+  struct {
+    weft_writer_options_t o;
+    char more[16];
+  } wbig = {.o = {.size = sizeof wbig}};
+  weft_writer_t *w2;
+  rbig.more[15] = 1;
+  EXPECT_ERR(weft_reader_create(p.s, &rbig.o, &r2), WEFT_ENOTSUP);
+  wbig.more[15] = 1;
+  EXPECT_ERR(weft_writer_create(p.s, &wbig.o, &w2), WEFT_ENOTSUP);
+  wbig.o.size = 5000;
+  EXPECT_ERR(weft_writer_create(p.s, &wbig.o, &w2), WEFT_EINVAL);
+  wbig.o.size = sizeof wbig;
+  wbig.more[15] = 0;
+  REQUIRE_EQ(weft_writer_create(p.s, &wbig.o, &w2), 0);
+  EXPECT_EQ(weft_writer_close(w2), 0);
+  rbig.more[15] = 0;
+  REQUIRE_EQ(weft_reader_create(p.s, &rbig.o, &r2), 0);
+  EXPECT_EQ(weft_reader_close(r2), 0);
   EXPECT_ERR(weft_reader_create(p.ls, NULL, &r2), WEFT_EINVAL);
   EXPECT_ERR(weft_reader_create(NULL, NULL, &r2), WEFT_EINVAL);
   weft_future_t *f, *g;
@@ -671,7 +695,6 @@ static void test_misuse(void) {
   EXPECT_EQ(weft_writer_write(p.w, "q", 1), 0);
   EXPECT_ERR(weft_writer_await_flush(p.w, 0), WEFT_EDEADLK);
   weft_writer_options_t wo = {.size = sizeof wo, .max_queued = 4};
-  weft_writer_t *w2;
   REQUIRE_EQ(weft_writer_create(p.s, &wo, &w2), 0);
   EXPECT_ERR(weft_writer_write(w2, "12345", 5), WEFT_EMSGSIZE);
   EXPECT_ERR(weft_writer_wait_room(w2, 5, 0, &f), WEFT_EMSGSIZE);
