@@ -111,11 +111,16 @@ static weft_result_t attempt(void *arg, unsigned n) {
 static void ctx_dtor(void *arg) {
   ctx_t *c = arg;
   atomic_fetch_add(&c->dtor_runs, 1);
-  if (c->dtor_done != NULL)
+  /* The dtor owns the dtor_done handle: the test wakes once the promise
+   * is fulfilled, while this thread may still be inside the call. */
+  if (c->dtor_done != NULL) {
     weft_promise_fulfil_int(c->dtor_done, 1);
+    weft_promise_release(c->dtor_done);
+  }
 }
 
-/* Promises the test awaits: `started` and `dtor_done`. */
+/* Promises the test awaits: `started` and `dtor_done` (which ctx_dtor
+ * releases: every test that asks for it runs the dtor). */
 static void ctx_signals(ctx_t *c, weft_future_t **started,
                         weft_future_t **dtor_done) {
   if (started != NULL)
@@ -127,8 +132,6 @@ static void ctx_signals(ctx_t *c, weft_future_t **started,
 static void ctx_end(ctx_t *c) {
   if (c->started != NULL)
     weft_promise_release(c->started);
-  if (c->dtor_done != NULL)
-    weft_promise_release(c->dtor_done);
   if (c->hang != NULL)
     weft_promise_release(c->hang);
   if (c->hang_f != NULL)

@@ -8,6 +8,8 @@
  * allocation failure. */
 #include "net_util.h"
 
+#include "internal.h" /* the fault seam */
+
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -630,6 +632,30 @@ static void test_misuse(void) {
   EXPECT_ERR(weft_reader_create(p.s, &bad, &r2), WEFT_EINVAL);
   weft_reader_options_t res = {.size = sizeof res, .reserved = {&bad}};
   EXPECT_ERR(weft_reader_create(p.s, &res, &r2), WEFT_ENOTSUP);
+  /* a newer caller's larger struct: its zero tail is read as defaults,
+   * a byte set in it is a request this weft cannot honour */
+  struct {
+    weft_reader_options_t o;
+    char more[16];
+  } rbig = {.o = {.size = sizeof rbig}};
+  struct {
+    weft_writer_options_t o;
+    char more[16];
+  } wbig = {.o = {.size = sizeof wbig}};
+  weft_writer_t *w2;
+  rbig.more[15] = 1;
+  EXPECT_ERR(weft_reader_create(p.s, &rbig.o, &r2), WEFT_ENOTSUP);
+  wbig.more[15] = 1;
+  EXPECT_ERR(weft_writer_create(p.s, &wbig.o, &w2), WEFT_ENOTSUP);
+  wbig.o.size = 5000;
+  EXPECT_ERR(weft_writer_create(p.s, &wbig.o, &w2), WEFT_EINVAL);
+  wbig.o.size = sizeof wbig;
+  wbig.more[15] = 0;
+  REQUIRE_EQ(weft_writer_create(p.s, &wbig.o, &w2), 0);
+  EXPECT_EQ(weft_writer_close(w2), 0);
+  rbig.more[15] = 0;
+  REQUIRE_EQ(weft_reader_create(p.s, &rbig.o, &r2), 0);
+  EXPECT_EQ(weft_reader_close(r2), 0);
   EXPECT_ERR(weft_reader_create(p.ls, NULL, &r2), WEFT_EINVAL);
   EXPECT_ERR(weft_reader_create(NULL, NULL, &r2), WEFT_EINVAL);
   weft_future_t *f, *g;
@@ -671,7 +697,6 @@ static void test_misuse(void) {
   EXPECT_EQ(weft_writer_write(p.w, "q", 1), 0);
   EXPECT_ERR(weft_writer_await_flush(p.w, 0), WEFT_EDEADLK);
   weft_writer_options_t wo = {.size = sizeof wo, .max_queued = 4};
-  weft_writer_t *w2;
   REQUIRE_EQ(weft_writer_create(p.s, &wo, &w2), 0);
   EXPECT_ERR(weft_writer_write(w2, "12345", 5), WEFT_EMSGSIZE);
   EXPECT_ERR(weft_writer_wait_room(w2, 5, 0, &f), WEFT_EMSGSIZE);
@@ -862,6 +887,120 @@ static void test_bound_room_flush(void) {
   REQUIRE_EQ(weft_writer_flush(p.w, 0, &late), 0);
   EXPECT_ERR(settle(p.loop, late), 0);
   weft_future_release(late);
+  drain_check(&d);
+  pair_close(&p);
+}
+
+/* A continuation run at once (weft_executor_inline) on a timed-out wait
+ * starts a timer when the loop's timer heap is full and memory has run
+ * out: the writer's timer took its slot back first, so the continuation's
+ * start fails (its own error to handle) and the other wait's deadline is
+ * still kept. */
+typedef struct fill_timer {
+  weft_timer_t *t;
+  int rc;
+} fill_timer_t;
+
+static void fill_last_slot(void *arg, weft_future_t *f) {
+  (void)f;
+  fill_timer_t *c = arg;
+  weft__fault_arm("alloc", 1, ENOMEM, false); /* the next one fails */
+  c->rc = weft_timer_start(c->t, 600000, 0);
+  weft__fault_disarm();
+}
+
+static void test_deadline_heap_full(void) {
+  pair_t p;
+  pair_open_unix(&p);
+  weft_writer_options_t o = {.size = sizeof o, .max_queued = 65536};
+  REQUIRE_EQ(weft_writer_create(p.s, &o, &p.w), 0);
+  size_t off = 0;
+  fill_stuck(p.loop, p.w, &off, 4000);
+  size_t q = weft_writer_queued(p.w);
+  weft_future_t *a, *b;
+  REQUIRE_EQ(weft_writer_flush(p.w, ms_from_now(20), &a), 0);
+  REQUIRE_EQ(weft_writer_flush(p.w, ms_from_now(60), &b), 0);
+  /* the loop's timer heap, full: the next start needs memory */
+  enum { T = 2048 };
+  static weft_timer_t ts[T];
+  int n = 0, rc;
+  for (;; n++) {
+    REQUIRE_EQ(n < T, 1);
+    REQUIRE_EQ(weft_timer_init(p.loop, &ts[n], tick, NULL), 0);
+    weft__fault_arm("alloc", 1, ENOMEM, false);
+    rc = weft_timer_start(&ts[n], 600000, 0);
+    weft__fault_disarm();
+    if (rc != 0)
+      break;
+  }
+  weft__fault_record(false);
+  REQUIRE_EQ(rc, WEFT_ENOMEM);
+  fill_timer_t c = {&ts[n], 1};
+  weft_watch_t watch = {0};
+  REQUIRE_EQ(weft_future_retain(a), 0); /* the watch's handle */
+  REQUIRE_EQ(weft_watch_start(&watch, a, weft_executor_inline(), fill_last_slot,
+                              &c, NULL),
+             0);
+  /* (plain runs: the writer's timer wakes the loop at a's deadline) */
+  while (weft_future_state(a) == WEFT_PENDING)
+    weft_loop_run(p.loop, WEFT_RUN_ONCE);
+  weft__fault_record(false);
+  EXPECT_ERR(weft_future_error(a), WEFT_ETIMEDOUT);
+  EXPECT_ERR(c.rc, WEFT_ENOMEM);
+  for (int i = 0; i < n; i++) /* room for settle_plain's own timer */
+    weft_timer_stop(&ts[i]);
+  EXPECT_ERR(settle_plain(p.loop, b), WEFT_ETIMEDOUT);
+  EXPECT_EQ(weft_writer_queued(p.w), q); /* nothing dropped */
+  weft_future_release(a);
+  weft_future_release(b);
+  pair_close(&p);
+}
+
+/* A continuation run at once on a timed-out wait cancels and drops the
+ * next due wait and closes the writer: the writer's scan and its memory
+ * outlive the continuation (ASan sees any use after free). */
+typedef struct close_in_settle {
+  weft_writer_t **w;
+  weft_future_t *next;
+} close_in_settle_t;
+
+static void close_in_settle(void *arg, weft_future_t *f) {
+  (void)f;
+  close_in_settle_t *c = arg;
+  EXPECT_TRUE(weft_future_cancel(c->next) >= 0);
+  weft_future_release(c->next);
+  c->next = NULL;
+  EXPECT_EQ(weft_writer_close(*c->w), 0);
+  *c->w = NULL;
+}
+
+static void test_close_in_settle(void) {
+  pair_t p;
+  pair_open_unix(&p);
+  REQUIRE_EQ(weft_writer_create(p.s, NULL, &p.w), 0);
+  size_t off = 0;
+  fill_stuck(p.loop, p.w, &off, 7000);
+  weft_future_t *a, *b, *last;
+  int64_t due = ms_from_now(20);
+  REQUIRE_EQ(weft_writer_flush(p.w, due, &a), 0);
+  REQUIRE_EQ(weft_writer_flush(p.w, due, &b), 0);
+  REQUIRE_EQ(weft_writer_flush(p.w, 0, &last), 0);
+  close_in_settle_t c = {&p.w, b};
+  weft_watch_t watch = {0};
+  REQUIRE_EQ(weft_future_retain(a), 0); /* the watch's handle */
+  REQUIRE_EQ(weft_watch_start(&watch, a, weft_executor_inline(),
+                              close_in_settle, &c, NULL),
+             0);
+  EXPECT_ERR(settle(p.loop, a), WEFT_ETIMEDOUT);
+  EXPECT_EQ(p.w == NULL, 1);
+  EXPECT_EQ(c.next == NULL, 1);
+  EXPECT_EQ(weft_future_state(last), WEFT_CANCELLED);
+  weft_future_release(a);
+  weft_future_release(last);
+  /* the bytes queued still go */
+  drain_t d;
+  drain_start(&d, p.peer, off, true);
+  run_until_flag(p.loop, &d.done);
   drain_check(&d);
   pair_close(&p);
 }
@@ -1145,6 +1284,9 @@ static const test_case_t cases[] = {
     {"misuse: EBUSY, EPERM, EDEADLK", test_misuse},
     {"writer: writes and a flush", test_write_flush},
     {"writer: the bound, room and flush deadlines", test_bound_room_flush},
+    {"writer: deadlines kept with the timer heap full",
+     test_deadline_heap_full},
+    {"writer: closed by a continuation run at once", test_close_in_settle},
     {"writer: destroy delivers what is queued", test_destroy_delivers},
     {"writer: the peer goes away", test_writer_peer_gone},
     {"fiber: lines with a deadline per request", test_fiber_lines},

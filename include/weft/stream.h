@@ -84,7 +84,9 @@ typedef struct weft_reader_options {
  * still the caller's; see the model). On 0 *out is the reader, the
  * caller's to close with weft_reader_close().
  * Errors: WEFT_EINVAL (sock or out NULL, not a connected stream socket,
- * opts->size wrong); WEFT_ENOTSUP (a reserved field set); WEFT_EPERM (off
+ * opts->size below sizeof its options struct or above 4096);
+ * WEFT_ENOTSUP (a byte weft does not know is set: the reserved slots, or
+ * past its struct in a newer caller's; docs/README.md); WEFT_EPERM (off
  * the loop thread); WEFT_ESHUTDOWN (socket closed, loop closing);
  * WEFT_ENOMEM. *out untouched on error; nothing leaks.
  * Thread: the loop thread.

@@ -298,15 +298,15 @@ static void deadline_due(weft_timer_t *t, int status, void *arg) {
 
 int weft_reader_create(weft_socket_t *sock, const weft_reader_options_t *opts,
                        weft_reader_t **out) {
-  if (sock == NULL || out == NULL ||
-      (opts != NULL && opts->size != sizeof *opts))
+  if (sock == NULL || out == NULL)
     return WEFT_EINVAL;
-  if (opts != NULL) {
-    for (size_t i = 0; i < sizeof opts->reserved / sizeof(void *); i++)
-      if (opts->reserved[i] != NULL)
-        return WEFT_ENOTSUP;
-  }
-  int rc = weft__sock_streamable(sock);
+  int rc = opts == NULL
+               ? 0
+               : weft__struct_check(opts, opts->size, sizeof *opts,
+                                    offsetof(weft_reader_options_t, reserved));
+  if (rc != 0)
+    return rc;
+  rc = weft__sock_streamable(sock);
   if (rc != 0)
     return rc;
   size_t chunk = opts != NULL && opts->buffer_size != 0 ? opts->buffer_size

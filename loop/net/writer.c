@@ -43,6 +43,7 @@ struct weft_writer {
   uint64_t written, taken; /* totals: copied in, taken by the kernel */
   int err;                 /* the stream's error, sticky */
   bool scheduled, destroyed;
+  unsigned busy; /* callbacks and calls under way: the memory stays */
   wwait_t *head, *tail;
   weft_timer_t timer; /* the earliest wait's deadline */
   weft_timer_t retry; /* a socket write refused for memory: again soon */
@@ -75,11 +76,51 @@ static void unlink_wait(weft_writer_t *w, wwait_t *x) {
   x->w = NULL;
 }
 
-/* Arm the timer for the earliest deadline of the waits (or stop it). A
- * start that fails for memory (the loop's timer heap could not grow: the
- * timer was just taken out of it, so only when other timers filled its
- * room) leaves the waits without a timeout until the next wait or
- * settle arms it again. */
+/* Settle x (unlinked; rc 0: fulfilled with 0) and drop the writer's
+ * reference. */
+static void settle_one(wwait_t *x, int rc) {
+  struct weft_future *f = &x->op.ext.base;
+  uint32_t st = rc == 0                ? WEFT_FULFILLED
+                : rc == WEFT_ECANCELED ? WEFT_CANCELLED
+                                       : WEFT_REJECTED;
+  (void)weft__settle_int(f, st, 0, rc);
+  weft__unref(f);
+}
+
+static void wait_settle(weft_writer_t *w, wwait_t *x, int rc) {
+  unlink_wait(w, x);
+  settle_one(x, rc);
+}
+
+/* Waits taken off the writer's list, settled after the scan: a settle may
+ * run a continuation at once (weft_executor_inline) that cancels, adds or
+ * settles other waits, which then no longer share this chain. */
+typedef struct {
+  wwait_t *head, *tail;
+} chain_t;
+
+static void chain_take(weft_writer_t *w, chain_t *c, wwait_t *x) {
+  unlink_wait(w, x);
+  x->prev = NULL;
+  x->next = NULL;
+  if (c->tail != NULL)
+    c->tail->next = x;
+  else
+    c->head = x;
+  c->tail = x;
+}
+
+static void chain_settle(chain_t *c, int rc) {
+  for (wwait_t *x = c->head, *next; x != NULL; x = next) {
+    next = x->next;
+    settle_one(x, rc);
+  }
+}
+
+/* Arm the timer for the earliest deadline of the waits (or stop it).
+ * Whenever a wait has a deadline the timer is active (a wait's start
+ * fails if it cannot start it, and deadline_due takes its slot back at
+ * once), so this only moves it, which allocates nothing. */
 static void rearm(weft_writer_t *w) {
   int64_t d = 0;
   for (wwait_t *x = w->head; x != NULL; x = x->next)
@@ -90,42 +131,42 @@ static void rearm(weft_writer_t *w) {
   w->armed = d;
   if (d == 0)
     weft_timer_stop(&w->timer);
-  else if (weft_timer_start(&w->timer, ms_until(w->loop, d), 0) != 0)
-    w->armed = 0;
-}
-
-/* Settle x (rc 0: fulfilled with 0) and drop the writer's reference. */
-static void wait_settle(weft_writer_t *w, wwait_t *x, int rc) {
-  unlink_wait(w, x);
-  struct weft_future *f = &x->op.ext.base;
-  uint32_t st = rc == 0                ? WEFT_FULFILLED
-                : rc == WEFT_ECANCELED ? WEFT_CANCELLED
-                                       : WEFT_REJECTED;
-  (void)weft__settle_int(f, st, 0, rc);
-  weft__unref(f);
+  else
+    (void)weft_timer_start(&w->timer, ms_until(w->loop, d), 0);
 }
 
 /* Settle the waits that are due: flushes whose bytes went, room waits in
  * their order while they fit; all of them with the stream's error. */
 static void waits_run(weft_writer_t *w) {
   bool room_blocked = false;
-  wwait_t *x = w->head;
-  while (x != NULL) {
-    wwait_t *next = x->next;
-    if (w->err != 0) {
-      wait_settle(w, x, w->err);
+  chain_t c = {NULL, NULL};
+  int rc = w->err;
+  for (wwait_t *x = w->head, *next; x != NULL; x = next) {
+    next = x->next;
+    if (rc != 0) {
+      chain_take(w, &c, x);
     } else if (!x->is_room) {
       if (w->taken >= x->target)
-        wait_settle(w, x, 0);
+        chain_take(w, &c, x);
     } else if (!room_blocked) {
       if (w->written - w->taken + x->room <= w->max)
-        wait_settle(w, x, 0);
+        chain_take(w, &c, x);
       else
         room_blocked = true;
     }
-    x = next;
   }
-  rearm(w);
+  chain_settle(&c, rc);
+  if (!w->destroyed)
+    rearm(w);
+}
+
+/* A callback or call that may settle waits holds the writer's memory: a
+ * continuation run at once may close the writer meanwhile. */
+static void maybe_free(weft_writer_t *w);
+static void enter(weft_writer_t *w) { w->busy++; }
+static void leave(weft_writer_t *w) {
+  if (--w->busy == 0 && w->destroyed)
+    maybe_free(w);
 }
 
 static void wait_disarm(weft__loop_op_t *op) { /* a cancel, loop thread */
@@ -139,20 +180,26 @@ static void wait_disarm(weft__loop_op_t *op) { /* a cancel, loop thread */
 }
 
 static void deadline_due(weft_timer_t *t, int status, void *arg) {
-  (void)t;
   weft_writer_t *w = arg;
   w->armed = 0;
   if (status != 0)
     return;
+  /* Take the timer's slot in the loop's heap back (just freed: no
+   * allocation) before a continuation can fill it. */
+  (void)weft_timer_start(t, INT64_MAX, 0);
+  w->armed = INT64_MAX;
   int64_t now = weft_clock_now_ns();
-  wwait_t *x = w->head;
-  while (x != NULL) {
-    wwait_t *next = x->next;
+  chain_t c = {NULL, NULL};
+  for (wwait_t *x = w->head, *next; x != NULL; x = next) {
+    next = x->next;
     if (x->deadline != 0 && x->deadline <= now)
-      wait_settle(w, x, WEFT_ETIMEDOUT);
-    x = next;
+      chain_take(w, &c, x);
   }
-  rearm(w);
+  enter(w);
+  chain_settle(&c, WEFT_ETIMEDOUT);
+  if (!w->destroyed)
+    rearm(w);
+  leave(w);
 }
 
 /* ---- socket writes ---- */
@@ -165,7 +212,7 @@ static void writer_free(weft_writer_t *w) {
 }
 
 static void maybe_free(weft_writer_t *w) {
-  if (w->destroyed && w->inflight == 0 && !w->scheduled)
+  if (w->destroyed && w->inflight == 0 && !w->scheduled && w->busy == 0)
     writer_free(w);
 }
 
@@ -202,7 +249,7 @@ static int send_buf(weft_writer_t *w, unsigned i) {
 
 /* Hand the filling buffer over if nothing is in flight. */
 static void send_next(weft_writer_t *w) {
-  if (w->err != 0 || w->inflight != 0 || w->b[w->fill].len == 0)
+  if (w->err != 0 || w->inflight != 0 || w->b[w->fill].len == 0 || w->destroyed)
     return;
   int rc = send_buf(w, w->fill);
   if (rc == WEFT_ENOMEM && weft_timer_start(&w->retry, 1, 0) == 0)
@@ -231,42 +278,48 @@ static void write_end(weft_writer_t *w, weft_future_t *f) {
     maybe_free(w);
     return;
   }
+  enter(w);
   if (e != 0)
     fail(w, e);
-  send_next(w);
-  waits_run(w);
+  if (!w->destroyed) {
+    send_next(w);
+    waits_run(w);
+  }
+  leave(w);
 }
 
 static void task_run(weft_task_t *t) {
   weft_writer_t *w = (weft_writer_t *)(void *)((char *)t -
                                                offsetof(weft_writer_t, task));
   w->scheduled = false;
-  if (w->destroyed)
-    maybe_free(w);
-  else
-    send_next(w);
+  enter(w);
+  send_next(w);
+  leave(w);
 }
 
 static void retry_due(weft_timer_t *t, int status, void *arg) {
   (void)t;
   weft_writer_t *w = arg;
-  if (status == 0)
+  if (status == 0) {
+    enter(w);
     send_next(w);
+    leave(w);
+  }
 }
 
 /* ---- the calls ---- */
 
 int weft_writer_create(weft_socket_t *sock, const weft_writer_options_t *opts,
                        weft_writer_t **out) {
-  if (sock == NULL || out == NULL ||
-      (opts != NULL && opts->size != sizeof *opts))
+  if (sock == NULL || out == NULL)
     return WEFT_EINVAL;
-  if (opts != NULL) {
-    for (size_t i = 0; i < sizeof opts->reserved / sizeof(void *); i++)
-      if (opts->reserved[i] != NULL)
-        return WEFT_ENOTSUP;
-  }
-  int rc = weft__sock_streamable(sock);
+  int rc = opts == NULL
+               ? 0
+               : weft__struct_check(opts, opts->size, sizeof *opts,
+                                    offsetof(weft_writer_options_t, reserved));
+  if (rc != 0)
+    return rc;
+  rc = weft__sock_streamable(sock);
   if (rc != 0)
     return rc;
   weft_writer_t *w = weft__malloc(sizeof *w);
@@ -390,8 +443,10 @@ static int wait_start(weft_writer_t *w, bool is_room, size_t n,
     }
     w->armed = deadline_ns;
   }
-  waits_run(w);
   *out = &x->op.ext.base;
+  enter(w);
+  waits_run(w);
+  leave(w);
   return 0;
 }
 
