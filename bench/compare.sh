@@ -3,7 +3,8 @@
 # bench/compare.sh [--head REV] BASE [suite...]: the regression guard.
 # Builds weft at commit BASE and the work tree (or commit REV with --head),
 # each in its own build folder, runs the weft figures of the named suites
-# (default: future pool loop net fiber) with both builds, interleaved round by
+# (default: future pool loop net fiber stream sync; file needs its data
+# file, run it with run.sh) with both builds, interleaved round by
 # round (the build that goes first alternates), and prints a markdown table:
 # for each figure the base and head medians, the median of the per-round
 # ratios head/base, its 95% bootstrap interval, and a flag: "WORSE" when the
@@ -84,9 +85,11 @@ fiber  fiber.switch.weft            ns        1 bench_fiber_weft switch 5000000
 fiber  fiber.switch_queued.weft     ns        1 bench_fiber_weft switch_queued 5000000
 fiber  fiber.spawn.weft             ns        1 bench_fiber_weft spawn 1000000
 fiber  fiber.rss_per_waiting.weft   bytes     1 bench_fiber_weft rss 100000 5000
+stream stream.read_line.weft        ns/line   1 bench_stream_weft 4000000
+sync   sync.channel.weft            items/s   1 bench_sync_weft 5000000
 EOF
 }
-all_suites=(future pool loop net fiber)
+all_suites=(future pool loop net fiber stream sync)
 ncpu=$(nproc)
 
 # The table with @N expanded, only the named suites' rows.

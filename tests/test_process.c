@@ -4,6 +4,8 @@
  * outlive their handle or the loop, many children, allocation failure. */
 #include "testutil.h"
 
+#include "internal.h" /* the fault seam */
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -414,6 +416,43 @@ static void test_many(void) {
 
 /* Every allocation of a spawn, its streams and an exit future failing in
  * turn: an error, and no fd, child or memory left. */
+/* Every system call and allocation of a spawn failing in turn (the n-th
+ * fault seam reached): the spawn's error, or a child that runs as usual;
+ * never a leaked descriptor or a child left unreaped. */
+static void test_calls_failing(void) {
+  weft_loop_t *loop = new_loop();
+  int fds = count_fds();
+  int failed = 0;
+  bool done = false;
+  for (unsigned long n = 1; n < 200 && !done; n++) {
+    weft_process_options_t o = sh("exit 5");
+    for (int i = 0; i < 3; i++)
+      o.stdio[i].mode = WEFT_STDIO_SOCKET;
+    weft_process_t *p = NULL;
+    weft__fault_arm(NULL, n, EMFILE, false);
+    int rc = weft_process_spawn(loop, &o, &p);
+    done = weft__fault_fired() == 0;
+    weft__fault_disarm();
+    weft__fault_record(false);
+    if (rc != 0) {
+      EXPECT_TRUE(rc == WEFT_EMFILE || rc == WEFT_ENOMEM);
+      EXPECT_EQ(p == NULL, 1);
+      failed++;
+    } else {
+      EXPECT_EQ(wait_exit(loop, p), 5);
+      EXPECT_EQ(weft_process_close(p), 0);
+    }
+    weft_loop_run(loop, WEFT_RUN_NOWAIT); /* sockets closed go */
+    errno = 0;
+    EXPECT_EQ(waitpid(-1, NULL, WNOHANG), -1);
+    EXPECT_EQ(errno, ECHILD);
+    EXPECT_EQ(count_fds(), fds);
+  }
+  EXPECT_TRUE(done);
+  EXPECT_TRUE(failed >= 6); /* 3 socketpairs, spawn, pidfd_open, watch */
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 static void test_no_memory(void) {
   int fds = count_fds();
   bool done = false;
@@ -475,6 +514,7 @@ static const test_case_t cases[] = {
     {"loop close kills and reaps running children", test_loop_close_running},
     {"a reaped child's handle outlives the loop", test_loop_close_reaped},
     {"many children in a row", test_many},
+    {"every system call failing", test_calls_failing},
     {"every allocation failing", test_no_memory},
     {NULL, NULL}};
 const test_suite_t suite_process = {"process", cases};

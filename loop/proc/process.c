@@ -191,7 +191,8 @@ static int child_fd(spawn_ctx_t *c, int i, int fd, bool own) {
 
 static int stdio_socket(weft_process_t *p, spawn_ctx_t *c, int i) {
   int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+  if (WEFT__SYS("socketpair",
+                socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) < 0)
     return weft_error_from_errno(errno);
   int rc = weft__socket_adopt(p->loop, sv[0], &p->stdio[i]);
   if (rc != 0) {
@@ -271,10 +272,11 @@ static int start_child(weft_process_t *p, spawn_ctx_t *c,
   char *const *argv = o->argv != NULL ? o->argv : argv0;
   char *const *envp = o->envp != NULL ? o->envp : environ;
   pid_t pid;
-  int rc = posix_spawnp(&pid, o->file, &c->fa, &c->attr, argv, envp);
+  int rc = WEFT__SYS_RET("posix_spawn", posix_spawnp(&pid, o->file, &c->fa,
+                                                     &c->attr, argv, envp));
   if (rc != 0)
     return weft_error_from_errno(rc);
-  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  int fd = (int)WEFT__SYS("pidfd_open", syscall(SYS_pidfd_open, pid, 0));
   if (fd < 0) {
     rc = weft_error_from_errno(errno);
     abandon(pid);
