@@ -817,6 +817,18 @@ static void pair_open_unix(pair_t *p) {
   setsockopt(weft_socket_fd(p->s), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
 }
 
+/* A writer (max_queued 0: the default) over a Unix pair whose peer does
+ * not read, written in `piece`-byte writes until the kernel takes no
+ * more; *off counts the bytes written. */
+static void pair_stuck_writer(pair_t *p, size_t max_queued, size_t piece,
+                              size_t *off) {
+  pair_open_unix(p);
+  weft_writer_options_t o = {.size = sizeof o, .max_queued = max_queued};
+  REQUIRE_EQ(weft_writer_create(p->s, &o, &p->w), 0);
+  *off = 0;
+  fill_stuck(p->loop, p->w, off, piece);
+}
+
 /* Writes, then a flush: the peer gets every byte in order. */
 static void test_write_flush(void) {
   pair_t p;
@@ -852,11 +864,8 @@ static void test_write_flush(void) {
  * time out against a peer that does not read and settle once it does. */
 static void test_bound_room_flush(void) {
   pair_t p;
-  pair_open_unix(&p);
-  weft_writer_options_t o = {.size = sizeof o, .max_queued = 65536};
-  REQUIRE_EQ(weft_writer_create(p.s, &o, &p.w), 0);
-  size_t off = 0;
-  fill_stuck(p.loop, p.w, &off, 4000);
+  size_t off;
+  pair_stuck_writer(&p, 65536, 4000, &off);
   size_t q = weft_writer_queued(p.w);
   EXPECT_TRUE(q > 65536 - 4000);
   char b[8];
@@ -911,11 +920,8 @@ static void fill_last_slot(void *arg, weft_future_t *f) {
 
 static void test_deadline_heap_full(void) {
   pair_t p;
-  pair_open_unix(&p);
-  weft_writer_options_t o = {.size = sizeof o, .max_queued = 65536};
-  REQUIRE_EQ(weft_writer_create(p.s, &o, &p.w), 0);
-  size_t off = 0;
-  fill_stuck(p.loop, p.w, &off, 4000);
+  size_t off;
+  pair_stuck_writer(&p, 65536, 4000, &off);
   size_t q = weft_writer_queued(p.w);
   weft_future_t *a, *b;
   REQUIRE_EQ(weft_writer_flush(p.w, ms_from_now(20), &a), 0);
@@ -976,10 +982,8 @@ static void close_in_settle(void *arg, weft_future_t *f) {
 
 static void test_close_in_settle(void) {
   pair_t p;
-  pair_open_unix(&p);
-  REQUIRE_EQ(weft_writer_create(p.s, NULL, &p.w), 0);
-  size_t off = 0;
-  fill_stuck(p.loop, p.w, &off, 7000);
+  size_t off;
+  pair_stuck_writer(&p, 0, 7000, &off);
   weft_future_t *a, *b, *last;
   int64_t due = ms_from_now(20);
   REQUIRE_EQ(weft_writer_flush(p.w, due, &a), 0);
@@ -1008,10 +1012,8 @@ static void test_close_in_settle(void) {
 /* Destroy with bytes queued: they all go, in order. */
 static void test_destroy_delivers(void) {
   pair_t p;
-  pair_open_unix(&p);
-  REQUIRE_EQ(weft_writer_create(p.s, NULL, &p.w), 0);
-  size_t off = 0;
-  fill_stuck(p.loop, p.w, &off, 7000);
+  size_t off;
+  pair_stuck_writer(&p, 0, 7000, &off);
   char b[100];
   pat_fill(b, off, sizeof b);
   weft_future_t *fl;
