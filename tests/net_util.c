@@ -3,7 +3,6 @@
 #include "net_util.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,17 +21,6 @@ void fill(unsigned char *p, size_t n, uint64_t seed) {
   uint64_t s = seed * 2654435761u + 1;
   for (size_t i = 0; i < n; i++)
     p[i] = (unsigned char)(rng_next(&s) >> 24);
-}
-
-int count_fds(void) {
-  int n = 0;
-  DIR *d = opendir("/proc/self/fd");
-  if (d == NULL)
-    return -1;
-  while (readdir(d) != NULL)
-    n++;
-  closedir(d);
-  return n;
 }
 
 void raise_nofile(rlim_t want) {

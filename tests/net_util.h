@@ -14,7 +14,6 @@
 /* ---- data and descriptors ---- */
 uint64_t rng_next(uint64_t *s);                       /* xorshift64 */
 void fill(unsigned char *p, size_t n, uint64_t seed); /* n bytes from seed */
-int count_fds(void);            /* open fds of the process, or -1 */
 void raise_nofile(rlim_t want); /* RLIMIT_NOFILE to want (or the max) */
 
 /* ---- plain peers ---- */

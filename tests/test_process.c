@@ -223,13 +223,6 @@ static void test_stdio_null_and_fd(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
-static int count_fds(void) {
-  int n = 0;
-  for (int fd = 0; fd < 1024; fd++)
-    n += fcntl(fd, F_GETFD) >= 0;
-  return n;
-}
-
 static void test_exec_failures(void) {
   weft_loop_t *loop = new_loop();
   int fds = count_fds();
