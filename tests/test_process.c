@@ -359,7 +359,8 @@ static void test_loop_close_running(void) {
   EXPECT_EQ(weft_process_close(a), 0);
 }
 
-/* A reaped child whose handle stays open across the loop's close. */
+/* A reaped child whose handle stays open across the loop's close (its
+ * stream not taken: the close ends it). */
 static void test_loop_close_reaped(void) {
   weft_loop_t *loop = new_loop();
   weft_process_options_t o = sh("exit 9");
@@ -367,6 +368,10 @@ static void test_loop_close_reaped(void) {
   weft_process_t *p;
   REQUIRE_EQ(weft_process_spawn(loop, &o, &p), 0);
   EXPECT_EQ(wait_exit(loop, p), 9);
+  /* an open handle holds no timer: the loop's wait stays unbounded */
+  weft_loop_stats_t ls;
+  REQUIRE_EQ(weft_loop_stats(loop, &ls), 0);
+  EXPECT_EQ(ls.timers_active, 0u);
   EXPECT_EQ(weft_loop_close(loop), 0);
   weft_process_status_t st;
   REQUIRE_EQ(weft_process_status(p, &st), 0);
