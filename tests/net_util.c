@@ -172,6 +172,14 @@ weft_socket_t *raw_pair(weft_loop_t *loop, weft_socket_t **ls, int *peer) {
   return accept_one(loop, *ls);
 }
 
+void raw_pair_end(weft_loop_t *loop, weft_socket_t *s, weft_socket_t *ls,
+                  int peer) {
+  close(peer);
+  weft_socket_close(s);
+  weft_socket_close(ls);
+  EXPECT_EQ(weft_loop_close(loop), 0);
+}
+
 void connected_pair(weft_loop_t *loop, weft_socket_t **ls, weft_socket_t **srv,
                     weft_socket_t **cli) {
   weft_addr_t addr;
