@@ -327,14 +327,6 @@ static bool start(weft__fiber_t *fb) {
   return true;
 }
 
-/* The executor's hold op, where it has one (weft/executor.h). */
-static void hold(weft_executor_t *ex, int delta) {
-  const weft_executor_ops_t *ops = ex->ops;
-  if (ops->size >= offsetof(weft_executor_ops_t, hold) + sizeof ops->hold &&
-      ops->hold != NULL)
-    ops->hold(ex, delta);
-}
-
 /* Where the ended fiber's stack pointer was at its last switch: only the
  * frames above it never returned. */
 static const void *exit_sp(const weft__fiber_t *fb) {
@@ -354,8 +346,9 @@ static void finish(weft__fiber_t *fb, bool ran) {
   }
   if (fb->scope != NULL)
     weft__scope_fiber_exit(fb->scope, fb);
-  hold(fb->ex, -1); /* (may free a shut-down executor: the last touch) */
-  fiber_unref(fb);  /* the running reference */
+  /* (may free a shut-down executor: the last touch) */
+  weft__executor_hold(fb->ex, -1);
+  fiber_unref(fb); /* the running reference */
 }
 
 static void fiber_run(weft_task_t *t) {
@@ -569,7 +562,7 @@ int weft__fiber_create(weft_executor_t *ex, const weft_fiber_options_t *opts,
   fb->name = name;
   fb->scope = scope;
   fb->stack_want = stack;
-  hold(ex, 1);
+  weft__executor_hold(ex, 1);
   *out_fb = fb;
   *out = &fb->ext.base;
   return 0;

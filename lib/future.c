@@ -43,6 +43,16 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+/* Another settle came first: WEFT_ECANCELED or WEFT_EALREADY. The acquire
+ * load pairs with the winner's claim (or publish), so what the winner
+ * wrote before it claimed (a read's bytes in the caller's buffer) is
+ * visible to the loser once it returns: after a cancel that lost, the
+ * caller may reuse that buffer. */
+static int claim_lost(struct weft_future *f, uint32_t st) {
+  (void)weft__word(f, memory_order_acquire);
+  return st == WEFT_CANCELLED ? WEFT_ECANCELED : WEFT_EALREADY;
+}
+
 /* Claim the right to settle f as `target`, setting `flags` too. Returns 0,
  * or WEFT_ECANCELED / WEFT_EALREADY when another settle came first. */
 static int claim_flags(struct weft_future *f, uint32_t target, uint32_t flags) {
@@ -51,17 +61,18 @@ static int claim_flags(struct weft_future *f, uint32_t target, uint32_t flags) {
     uint32_t st = w & WEFT__ST_MASK;
     if (w & WEFT__BUSY) {
       if (st != WEFT_PENDING) /* another settle is being written */
-        return st == WEFT_CANCELLED ? WEFT_ECANCELED : WEFT_EALREADY;
+        return claim_lost(f, st);
       cpu_relax(); /* a cancel hook is being installed: a few stores */
       w = weft__word(f, memory_order_relaxed);
       continue;
     }
     if (st != WEFT_PENDING)
-      return st == WEFT_CANCELLED ? WEFT_ECANCELED : WEFT_EALREADY;
+      return claim_lost(f, st);
     uint32_t nw = (w & ~WEFT__ST_MASK) | WEFT__BUSY | target | flags;
     WEFT__PERTURB();
+    /* (release: for a loser's claim_lost) */
     if (atomic_compare_exchange_weak_explicit(
-            &f->word, &w, nw, memory_order_acquire, memory_order_relaxed))
+            &f->word, &w, nw, memory_order_acq_rel, memory_order_relaxed))
       return 0;
   }
 }

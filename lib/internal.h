@@ -345,6 +345,17 @@ static inline bool weft__core_attach(struct weft_future *f, weft_task_t *node) {
  * own memory (future.c). */
 WEFT__HIDDEN void weft__destroy(struct weft_future *f);
 
+/* The executor's hold op, where it has one (weft/executor.h): while held,
+ * the memory its submit reads stays, also after a shutdown. A caller that
+ * may submit later holds it (+1) and gives it back (-1) last: that may
+ * free a shut-down executor. */
+static inline void weft__executor_hold(weft_executor_t *ex, int delta) {
+  const weft_executor_ops_t *ops = ex->ops;
+  if (ops->size >= offsetof(weft_executor_ops_t, hold) + sizeof ops->hold &&
+      ops->hold != NULL)
+    ops->hold(ex, delta);
+}
+
 /* The inline executor (what weft_executor_inline() returns) and its
  * per-thread trampoline (executor.c). */
 WEFT__HIDDEN extern weft_executor_t weft__inline_executor;

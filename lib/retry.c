@@ -51,20 +51,11 @@ static retry_t *of_task(weft_task_t *t) {
   return (retry_t *)((char *)t - offsetof(retry_t, task));
 }
 
-/* The executor's hold op, where it has one (weft/executor.h): its memory
- * stays while the retry may still submit to it, also after a shutdown. */
-static void hold(weft_executor_t *ex, int delta) {
-  const weft_executor_ops_t *ops = ex->ops;
-  if (ops->size >= offsetof(weft_executor_ops_t, hold) + sizeof ops->hold &&
-      ops->hold != NULL)
-    ops->hold(ex, delta);
-}
-
 static void retry_fini(weft__ext_t *e) {
   retry_t *r = (retry_t *)e;
   if (r->won != NULL)
     weft_future_release(r->won);
-  hold(r->ex, -1); /* (may free a shut-down executor) */
+  weft__executor_hold(r->ex, -1); /* (may free a shut-down executor) */
   pthread_mutex_destroy(&r->mu);
   weft__free(r, sizeof *r);
 }
@@ -408,7 +399,7 @@ int weft_retry_start(weft_executor_t *ex, const weft_retry_policy_t *policy,
     return WEFT_ENOMEM;
   (void)policy_read(r, policy);
   if (r->deadline != 0 && r->deadline <= weft_clock_now_ns()) {
-    hold(ex, 1); /* (given back with the rest) */
+    weft__executor_hold(ex, 1); /* (given back with the rest) */
     (void)end(r, WEFT_ETIMEDOUT, NULL, NULL);
     unref(r); /* the task's: it never runs */
     *out = &r->ext.base;
@@ -416,10 +407,10 @@ int weft_retry_start(weft_executor_t *ex, const weft_retry_policy_t *policy,
   }
   if (r->deadline != 0) /* armed below, if the task goes in */
     weft__ref(&r->ext.base);
-  hold(ex, 1);
+  weft__executor_hold(ex, 1);
   rc = weft_executor_submit(ex, &r->task);
   if (rc != 0) { /* nothing ran, nothing is shared */
-    hold(ex, -1);
+    weft__executor_hold(ex, -1);
     pthread_mutex_destroy(&r->mu);
     weft__free(r, sizeof *r);
     return rc;

@@ -489,6 +489,12 @@ WEFT__HIDDEN void weft__spin_adapt(weft_loop_t *loop, const weft__spun_t *s,
 WEFT__HIDDEN void weft__timers_run(weft_loop_t *loop);
 WEFT__HIDDEN int64_t weft__timers_next(const weft_loop_t *loop); /* -1: none */
 WEFT__HIDDEN void weft__timers_close(weft_loop_t *loop);
+/* Start (or move) t to fire once `deadline` (absolute, weft_clock_now_ns()
+ * ns) has passed: whole ms from the loop's time (its cached time while it
+ * runs, the clock between runs), rounded up, so never before it. Returns
+ * what weft_timer_start() returns; moving an active timer allocates
+ * nothing. Loop thread. */
+WEFT__HIDDEN int weft__timer_start_at(weft_timer_t *t, int64_t deadline);
 
 /* io.c */
 /* weft_io_start() without the public mask check: events may carry

@@ -249,6 +249,15 @@ int weft_timer_start(weft_timer_t *t, int64_t timeout_ms, int64_t repeat_ms) {
   return 0;
 }
 
+int weft__timer_start_at(weft_timer_t *t, int64_t deadline) {
+  const weft_loop_t *loop = t->priv_loop;
+  int64_t now = loop->running ? loop->now : weft_clock_now_ns();
+  int64_t ms = 0;
+  if (deadline > now)
+    ms = (deadline - now) / NS_PER_MS + ((deadline - now) % NS_PER_MS != 0);
+  return weft_timer_start(t, ms, 0);
+}
+
 int weft_timer_stop(weft_timer_t *t) {
   if (t == NULL || t->priv_flags != WEFT__TIMER_INIT)
     return WEFT_EINVAL;

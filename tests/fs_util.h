@@ -6,7 +6,6 @@
 
 #include "testutil.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -52,18 +51,6 @@ static inline int fs_close(weft_loop_t *loop, weft_file_t *file) {
   rc = fs_settle(loop, f);
   weft_future_release(f);
   return rc;
-}
-
-/* Open fds of this process. */
-static inline int fs_count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  int n = 0;
-  if (d == NULL)
-    return -1;
-  while (readdir(d) != NULL)
-    n++;
-  closedir(d);
-  return n;
 }
 
 /* A fresh scratch directory (path in dir, 64 bytes). */

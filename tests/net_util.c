@@ -3,7 +3,6 @@
 #include "net_util.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,17 +21,6 @@ void fill(unsigned char *p, size_t n, uint64_t seed) {
   uint64_t s = seed * 2654435761u + 1;
   for (size_t i = 0; i < n; i++)
     p[i] = (unsigned char)(rng_next(&s) >> 24);
-}
-
-int count_fds(void) {
-  int n = 0;
-  DIR *d = opendir("/proc/self/fd");
-  if (d == NULL)
-    return -1;
-  while (readdir(d) != NULL)
-    n++;
-  closedir(d);
-  return n;
 }
 
 void raise_nofile(rlim_t want) {
@@ -182,6 +170,14 @@ weft_socket_t *raw_pair(weft_loop_t *loop, weft_socket_t **ls, int *peer) {
   listen_local(loop, ls, &addr);
   *peer = raw_connect(&addr);
   return accept_one(loop, *ls);
+}
+
+void raw_pair_end(weft_loop_t *loop, weft_socket_t *s, weft_socket_t *ls,
+                  int peer) {
+  close(peer);
+  weft_socket_close(s);
+  weft_socket_close(ls);
+  EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
 void connected_pair(weft_loop_t *loop, weft_socket_t **ls, weft_socket_t **srv,

@@ -14,7 +14,6 @@
 /* ---- data and descriptors ---- */
 uint64_t rng_next(uint64_t *s);                       /* xorshift64 */
 void fill(unsigned char *p, size_t n, uint64_t seed); /* n bytes from seed */
-int count_fds(void);            /* open fds of the process, or -1 */
 void raise_nofile(rlim_t want); /* RLIMIT_NOFILE to want (or the max) */
 
 /* ---- plain peers ---- */
@@ -39,6 +38,10 @@ void listen_local(weft_loop_t *loop, weft_socket_t **ls, weft_addr_t *addr);
 /* A listener on loop (in *ls), a plain socket connected to it (in *peer)
  * and, returned, its accepted end. */
 weft_socket_t *raw_pair(weft_loop_t *loop, weft_socket_t **ls, int *peer);
+/* Close what raw_pair gave (peer, s, ls), then the loop, which must close
+ * cleanly. */
+void raw_pair_end(weft_loop_t *loop, weft_socket_t *s, weft_socket_t *ls,
+                  int peer);
 /* A listener on loop and a connection to it through weft_socket_connect: its
  * accepted end in *srv, its connecting end in *cli. */
 void connected_pair(weft_loop_t *loop, weft_socket_t **ls, weft_socket_t **srv,

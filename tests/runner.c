@@ -9,6 +9,7 @@
 
 #include <CUnit/Basic.h>
 
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,6 +94,17 @@ long tu_alloc_count(void) { return atomic_load(&n_allocs); }
 long tu_alloc_live(void) { return atomic_load(&n_live); }
 long tu_alloc_live_bytes(void) { return atomic_load(&live_bytes); }
 long tu_alloc_peak_bytes(void) { return atomic_load(&peak_bytes); }
+
+int count_fds(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL)
+    return -1;
+  while (readdir(d) != NULL)
+    n++;
+  closedir(d);
+  return n;
+}
 
 bool tu_poisoned(const void *p) {
 #if WEFT__ASAN

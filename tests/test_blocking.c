@@ -84,28 +84,6 @@ static void test_every_task_once(void) {
   EXPECT_TRUE(st.blocking_peak >= 1 && st.blocking_peak <= 8);
 }
 
-typedef struct gate {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int open;
-  int entered;
-} gate_t;
-
-typedef struct gate_task {
-  weft_task_t task;
-  gate_t *g;
-} gate_task_t;
-
-static void gate_run(weft_task_t *t) {
-  gate_t *g = ((gate_task_t *)t)->g;
-  pthread_mutex_lock(&g->mu);
-  g->entered++;
-  pthread_cond_broadcast(&g->cv);
-  while (!g->open)
-    pthread_cond_wait(&g->cv, &g->mu);
-  pthread_mutex_unlock(&g->mu);
-}
-
 /* A task may block its thread: while two tasks block on a gate, a third
  * starts a third thread (blocking_max 3) and CPU jobs still run. */
 static void test_tasks_may_block(void) {
@@ -113,24 +91,18 @@ static void test_tasks_may_block(void) {
   weft_pool_t *pool = NULL;
   REQUIRE_EQ(weft_pool_create(&o, &pool), 0);
   weft_executor_t *ex = weft_pool_blocking_executor(pool);
-  gate_t g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
-  gate_task_t t[3];
+  tu_gate_t g = TU_GATE_INIT;
+  tu_gate_task_t t[3];
   for (int i = 0; i < 3; i++) {
-    t[i].task.run = gate_run;
+    t[i].task.run = tu_gate_run;
     t[i].g = &g;
     REQUIRE_EQ(weft_executor_submit(ex, &t[i].task), 0);
   }
-  pthread_mutex_lock(&g.mu);
-  while (g.entered < 3) /* all three at once: three threads */
-    pthread_cond_wait(&g.cv, &g.mu);
-  pthread_mutex_unlock(&g.mu);
+  tu_gate_wait(&g, 3); /* all three at once: three threads */
   weft_pool_stats_t st;
   EXPECT_EQ(weft_pool_stats(pool, &st), 0);
   EXPECT_EQ(st.blocking_alive, 3);
-  pthread_mutex_lock(&g.mu);
-  g.open = 1;
-  pthread_cond_broadcast(&g.cv);
-  pthread_mutex_unlock(&g.mu);
+  tu_gate_open(&g);
   EXPECT_EQ(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, -1, &st), 0);
   EXPECT_EQ(st.blocking_run, 3);
 }
@@ -142,7 +114,7 @@ static void resubmit_run(weft_task_t *t);
 typedef struct resubmit {
   weft_task_t task, second;
   weft_executor_t *ex;
-  gate_t *g;
+  tu_gate_t *g;
   int rc;
   _Atomic int second_ran;
 } resubmit_t;
@@ -154,13 +126,7 @@ static void second_run(weft_task_t *t) {
 
 static void resubmit_run(weft_task_t *t) {
   resubmit_t *r = (resubmit_t *)t;
-  gate_t *g = r->g;
-  pthread_mutex_lock(&g->mu);
-  g->entered++;
-  pthread_cond_broadcast(&g->cv);
-  while (!g->open)
-    pthread_cond_wait(&g->cv, &g->mu);
-  pthread_mutex_unlock(&g->mu);
+  tu_gate_pass(r->g);
   r->second.run = second_run;
   r->rc = weft_executor_submit(r->ex, &r->second);
 }
@@ -189,7 +155,7 @@ static void test_refusals(void) {
   REQUIRE_EQ(weft_pool_create(&o, &pool), 0);
   weft_executor_t *ex = weft_pool_blocking_executor(pool);
   EXPECT_STREQ(ex->ops->name, "blocking");
-  gate_t g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+  tu_gate_t g = TU_GATE_INIT;
   resubmit_t r;
   memset(&r, 0, sizeof r);
   r.task.run = resubmit_run;
@@ -202,10 +168,7 @@ static void test_refusals(void) {
   queued.expect = NULL; /* may run on the shutting-down thread */
   queued.wrong = &wrong;
   REQUIRE_EQ(weft_executor_submit(ex, &r.task), 0);
-  pthread_mutex_lock(&g.mu);
-  while (g.entered < 1)
-    pthread_cond_wait(&g.cv, &g.mu);
-  pthread_mutex_unlock(&g.mu);
+  tu_gate_wait(&g, 1);
   REQUIRE_EQ(weft_executor_submit(ex, &queued.task), 0); /* behind r */
   shut_arg_t a = {pool, 1};
   pthread_t th;
@@ -222,10 +185,7 @@ static void test_refusals(void) {
   }
   counted_task_t late = queued;
   EXPECT_ERR(weft_executor_submit(ex, &late.task), WEFT_ESHUTDOWN);
-  pthread_mutex_lock(&g.mu);
-  g.open = 1;
-  pthread_cond_broadcast(&g.cv);
-  pthread_mutex_unlock(&g.mu);
+  tu_gate_open(&g);
   pthread_join(th, NULL);
   EXPECT_EQ(a.rc, 0);
   EXPECT_ERR(r.rc, WEFT_ESHUTDOWN);

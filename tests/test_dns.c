@@ -79,23 +79,6 @@ static void test_names(void) {
   EXPECT_EQ(weft_loop_close(loop), 0);
 }
 
-typedef struct gate {
-  weft_task_t task;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int open, entered;
-} gate_t;
-
-static void gate_run(weft_task_t *t) {
-  gate_t *g = (gate_t *)t;
-  pthread_mutex_lock(&g->mu);
-  g->entered = 1;
-  pthread_cond_broadcast(&g->cv);
-  while (!g->open)
-    pthread_cond_wait(&g->cv, &g->mu);
-  pthread_mutex_unlock(&g->mu);
-}
-
 /* Cancelled before the lookup starts (its one thread is held by a gate):
  * settled at once; the lookup never runs. During the lookup: settled at
  * once; the result is freed when getaddrinfo returns (ASan checks). */
@@ -108,22 +91,16 @@ static void test_cancel(void) {
   lo.blocking = weft_thread_executor_get(te);
   weft_loop_t *loop = NULL;
   REQUIRE_EQ(weft_loop_create(&lo, &loop), 0);
-  gate_t g = {{NULL, gate_run},
-              PTHREAD_MUTEX_INITIALIZER,
-              PTHREAD_COND_INITIALIZER,
-              0,
-              0};
-  REQUIRE_EQ(weft_executor_submit(lo.blocking, &g.task), 0);
+  tu_gate_t g = TU_GATE_INIT;
+  tu_gate_task_t gt = {{NULL, tu_gate_run}, &g};
+  REQUIRE_EQ(weft_executor_submit(lo.blocking, &gt.task), 0);
   weft_future_t *f = NULL;
   REQUIRE_EQ(weft_dns_resolve(loop, "localhost", "80", NULL, &f), 0);
   EXPECT_EQ(weft_future_state(f), WEFT_PENDING);
   EXPECT_EQ(weft_future_cancel(f), 0);
   EXPECT_EQ(weft_future_state(f), WEFT_CANCELLED);
   weft_future_release(f);
-  pthread_mutex_lock(&g.mu);
-  g.open = 1;
-  pthread_cond_broadcast(&g.cv);
-  pthread_mutex_unlock(&g.mu);
+  tu_gate_open(&g);
   /* during the lookup (some of these land mid-getaddrinfo) */
   for (int i = 0; i < 200; i++) {
     REQUIRE_EQ(weft_dns_resolve(loop, "localhost", "80", NULL, &f), 0);

@@ -241,7 +241,7 @@ static void test_ownership(void) {
   weft_loop_t *loop = new_loop();
   char p[PATH_MAX];
   path_in(p, "own");
-  int fds = fs_count_fds();
+  int fds = count_fds();
   weft_future_t *f = NULL;
   REQUIRE_EQ(weft_file_open(loop, p, O_RDWR | O_CREAT, 0600, &f), 0);
   weft_file_t *file = NULL;
@@ -253,7 +253,7 @@ static void test_ownership(void) {
   REQUIRE_EQ(weft_loop_sleep(loop, 1, &s), 0);
   fs_settle(loop, s);
   weft_future_release(s);
-  EXPECT_EQ(fs_count_fds(), fds);
+  EXPECT_EQ(count_fds(), fds);
   REQUIRE_EQ(weft_file_open(loop, p, O_RDONLY, 0, &f), 0);
   REQUIRE_EQ(fs_settle(loop, f), 0);
   REQUIRE_EQ(weft_file_take(f, &file), 0);
@@ -266,9 +266,9 @@ static void test_ownership(void) {
   EXPECT_ERR(weft_file_take(NULL, &again), WEFT_EINVAL);
   weft_future_release(g);
   weft_future_release(f); /* taken: the file stays open */
-  EXPECT_EQ(fs_count_fds(), fds + 1);
+  EXPECT_EQ(count_fds(), fds + 1);
   EXPECT_EQ(fs_close(loop, file), 0);
-  EXPECT_EQ(fs_count_fds(), fds);
+  EXPECT_EQ(count_fds(), fds);
   EXPECT_EQ(weft_loop_close(loop), 0);
   fs_rmdir(dir);
 }
@@ -344,15 +344,6 @@ typedef struct fiber_job {
   int err;
 } fiber_job_t;
 
-static intptr_t await_int(weft_future_t *f) {
-  int rc = weft_future_await(f, WEFT_FOREVER);
-  if (rc == 0)
-    rc = weft_future_error(f);
-  intptr_t v = rc == 0 ? weft_future_int(f) : rc;
-  weft_future_release(f);
-  return v;
-}
-
 /* The fiber style of docs/files.md: each call awaited in order. */
 static weft_result_t fiber_body(void *arg) {
   fiber_job_t *j = arg;
@@ -368,11 +359,11 @@ static weft_result_t fiber_body(void *arg) {
     return weft_err(j->err);
   intptr_t w = -1;
   if (weft_file_write(file, "fiber", 5, WEFT_FILE_CURRENT, &f) == 0)
-    w = await_int(f);
+    w = tu_await_int(f);
   if (w == 5 && weft_file_read(file, j->got, sizeof j->got, 0, &f) == 0)
-    j->n = (long)await_int(f);
+    j->n = (long)tu_await_int(f);
   if (weft_file_close(file, &f) == 0)
-    j->err = (int)await_int(f);
+    j->err = (int)tu_await_int(f);
   return weft_ok_int(0);
 }
 

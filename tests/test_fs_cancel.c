@@ -158,7 +158,7 @@ static void test_close_and_cancel_stages(void) {
   fs_tmpdir(dir);
   weft_pool_t *pool;
   weft_loop_t *loop = fs_pool_loop(&pool);
-  int fds = fs_count_fds();
+  int fds = count_fds();
   weft_file_t *file = make_file(loop, "s", 1 << 14);
   REQUIRE_EQ(file != NULL, 1);
   char buf[64];
@@ -174,7 +174,7 @@ static void test_close_and_cancel_stages(void) {
   EXPECT_EQ(weft_future_state(s), WEFT_CANCELLED);
   EXPECT_EQ(weft_future_state(st_f), WEFT_CANCELLED);
   EXPECT_EQ(fs_settle(loop, cl), 0);
-  EXPECT_EQ(fs_count_fds(), fds);
+  EXPECT_EQ(count_fds(), fds);
   weft_future_release(r);
   weft_future_release(w);
   weft_future_release(s);
@@ -200,13 +200,13 @@ static void test_close_and_cancel_stages(void) {
   weft_future_release(cl);
   /* the cancelled opens have all landed once a later open did on the
    * blocking path (FIFO); on the ring, drive the loop a while */
-  for (int i = 0; i < 20 && fs_count_fds() != fds; i++) {
+  for (int i = 0; i < 20 && count_fds() != fds; i++) {
     weft_future_t *z;
     REQUIRE_EQ(weft_loop_sleep(loop, 5, &z), 0);
     fs_settle(loop, z);
     weft_future_release(z);
   }
-  EXPECT_EQ(fs_count_fds(), fds);
+  EXPECT_EQ(count_fds(), fds);
   EXPECT_EQ(weft_loop_close(loop), 0);
   EXPECT_EQ(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, -1, NULL), 0);
   fs_rmdir(dir);
@@ -232,7 +232,7 @@ static void on_settled(void *arg, weft_future_t *f) {
  * its continuation runs before close returns; files close; no fd left. */
 static void test_loop_close_pending(void) {
   fs_tmpdir(dir);
-  int fds = fs_count_fds();
+  int fds = count_fds();
   weft_pool_t *pool;
   weft_loop_t *loop = fs_pool_loop(&pool);
   weft_file_t *file = make_file(loop, "l", 1 << 14);
@@ -263,7 +263,7 @@ static void test_loop_close_pending(void) {
   /* the requests close did not wait for have ended once the pool's
    * shutdown joined its threads; the last of them closed the fd */
   EXPECT_EQ(weft_pool_shutdown(pool, WEFT_POOL_DRAIN, -1, NULL), 0);
-  EXPECT_EQ(fs_count_fds(), fds);
+  EXPECT_EQ(count_fds(), fds);
   fs_rmdir(dir);
 }
 
@@ -271,15 +271,8 @@ static void test_loop_close_pending(void) {
  * there (on the epoll path; on the ring, nothing blocks). */
 static void test_pool_blocking_executor(void) {
   fs_tmpdir(dir);
-  weft_pool_options_t po = {sizeof po, 1, 4, 0, {0}};
   weft_pool_t *pool = NULL;
-  REQUIRE_EQ(weft_pool_create(&po, &pool), 0);
-  weft_loop_options_t lo;
-  memset(&lo, 0, sizeof lo);
-  lo.size = sizeof lo;
-  lo.blocking = weft_pool_blocking_executor(pool);
-  weft_loop_t *loop = NULL;
-  REQUIRE_EQ(weft_loop_create(&lo, &loop), 0);
+  weft_loop_t *loop = fs_pool_loop(&pool);
   weft_file_t *file = make_file(loop, "p", 1 << 14);
   REQUIRE_EQ(file != NULL, 1);
   int err;
@@ -356,7 +349,7 @@ static void test_alloc_failures(void) {
   REQUIRE_EQ(fd >= 0, 1);
   REQUIRE_EQ(write(fd, "0123456789", 10), 10);
   close(fd);
-  int fds = fs_count_fds();
+  int fds = count_fds();
   int enomem = 0;
   tu_alloc_install(0);
   alloc_run(p, &enomem);
@@ -378,7 +371,7 @@ static void test_alloc_failures(void) {
       fprintf(stderr, "allocation %ld of %ld failed: %ld blocks left\n", k,
               total, live);
     EXPECT_EQ(live, 0);
-    EXPECT_EQ(fs_count_fds(), fds);
+    EXPECT_EQ(count_fds(), fds);
   }
   EXPECT_TRUE(enomem > 0);
   fs_rmdir(dir);

@@ -38,10 +38,7 @@ static void test_cancel_read(void) {
   EXPECT_EQ(memcmp(got, "abcdef", 6), 0);
   weft_future_release(r);
   /* Cancel a queued write the same way: never sent. */
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
 }
 
 /* Cancel from another thread while the loop runs: after the cancel returns
@@ -115,10 +112,7 @@ static void test_cancel_read_cross_thread(void) {
   }
   EXPECT_EQ(received, sent);
   EXPECT_TRUE(cancelled > 0);
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
 }
 
 /* Cancel writes from another thread while the loop hands them to the

@@ -429,10 +429,7 @@ static void test_embedded_read(void) {
     char back[32];
     EXPECT_EQ(read(peer, back, sizeof back), len);
   }
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
 }
 
 /* 200 reads waiting at once on a loop with small batches (16 events: the

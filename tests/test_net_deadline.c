@@ -116,10 +116,7 @@ static void read_times_out(bool unix_socket) {
   REQUIRE_EQ(write(peer, "late!", 5), 5);
   run_for(loop, 10);
   expect_next_bytes(loop, s, "late!", 5);
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
   if (unix_socket)
     unlink(path);
 }
@@ -145,10 +142,7 @@ static void test_read_exactly_times_out(void) {
   weft_future_release(f);
   REQUIRE_EQ(write(peer, "defgh", 5), 5);
   expect_next_bytes(loop, s, "defgh", 5);
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
 }
 
 /* ---- writes ---- */
@@ -303,10 +297,7 @@ static void test_write_times_out_unsent(void) {
   weft_future_release(w2);
   weft_future_release(w3);
   free(data);
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
   unlink(path);
 }
 
@@ -440,10 +431,7 @@ static void test_accept_times_out(void) {
   weft_socket_t *s = accept_one(loop, ls);
   REQUIRE_EQ(write(peer, "hi", 2), 2);
   expect_next_bytes(loop, s, "hi", 2);
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
 }
 
 /* ---- in time ---- */
@@ -542,10 +530,7 @@ static void test_passed_deadline(void) {
     k += (size_t)m;
   }
   EXPECT_EQ(memcmp(got, sent ? "gonekept" : "kept", n), 0);
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
 }
 
 /* ---- bad input ---- */
@@ -588,10 +573,7 @@ static void test_bad_input(void) {
   EXPECT_ERR(weft_future_error(a), WEFT_EPENDING); /* none waits */
   EXPECT_EQ(weft_future_cancel(a), 0);
   weft_future_release(a);
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
 }
 
 /* ---- cancel, close, loop close ---- */
@@ -623,10 +605,7 @@ static void test_cancel_before_deadline(void) {
   weft_future_release(a);
   REQUIRE_EQ(write(peer, "xyz", 3), 3);
   expect_next_bytes(loop, s, "xyz", 3);
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
 }
 
 /* Closing a socket, or the loop, with deadlines pending cancels the
@@ -725,10 +704,7 @@ static void test_deadline_order(void) {
   EXPECT_EQ(weft_future_state(head), WEFT_PENDING);
   EXPECT_EQ(weft_socket_write_queued(s), 4u);
   weft_future_release(head);
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
   unlink(path);
 }
 
@@ -812,10 +788,7 @@ static void test_timer_enomem(void) {
   EXPECT_EQ(poll(&p, 1, 0), 0);
   REQUIRE_EQ(write(peer, "abc", 3), 3);
   expect_next_bytes(loop, s, "abc", 3);
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
 }
 
 /* A socket whose timer exists but is stopped (its deadlines done) needs a
@@ -871,10 +844,7 @@ static void test_timer_heap_enomem(void) {
   expect_next_bytes(loop, s, "abc", 3);
   for (int i = 0; i < n; i++)
     weft_timer_stop(&fill[i]);
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
 }
 
 static const test_case_t cases[] = {

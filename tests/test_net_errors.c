@@ -231,10 +231,7 @@ static void test_bad_input(void) {
   EXPECT_ERR(o.rc_listen, WEFT_EPERM);
   EXPECT_ERR(o.rc_read, WEFT_EPERM);
   EXPECT_ERR(o.rc_close, WEFT_EPERM);
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
 }
 
 static const test_case_t cases[] = {

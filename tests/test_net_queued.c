@@ -102,10 +102,7 @@ static void test_write_queued_taken(void) {
             (size_t)QW_N * QW_LEN);
   EXPECT_EQ(memcmp(got, data, (size_t)QW_N * QW_LEN), 0);
   weft_future_release(first);
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
   free(data);
   free(got);
 }
@@ -193,10 +190,7 @@ static void test_write_queued_slow_peer(void) {
   EXPECT_EQ(q.len_ok, SP_N);
   EXPECT_EQ(weft_socket_write_queued(s), 0u);
   weft_future_release(w);
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
   free(data);
   free(got);
 }

@@ -232,10 +232,7 @@ static void test_watch_after_await_timeout(void) {
   EXPECT_EQ(w.state, WEFT_FULFILLED);
   EXPECT_EQ(w.value, 2);
   weft_future_release(rdone);
-  close(peer);
-  weft_socket_close(s);
-  weft_socket_close(ls);
-  EXPECT_EQ(weft_loop_close(loop), 0);
+  raw_pair_end(loop, s, ls, peer);
 }
 
 static const test_case_t cases[] = {

@@ -14,16 +14,6 @@ static weft_result_t square(weft_job_t *job, void *arg) {
   return weft_ok_int(v * v);
 }
 
-/* Outcome of an await: the future's int, or its error. */
-static intptr_t await_int(weft_future_t *f) {
-  int rc = weft_future_await(f, WEFT_FOREVER);
-  intptr_t v = rc != 0                     ? rc
-               : weft_future_error(f) != 0 ? weft_future_error(f)
-                                           : weft_future_int(f);
-  weft_future_release(f);
-  return v;
-}
-
 typedef struct {
   weft_runtime_t *rt;
   pthread_t loop_thread;
@@ -41,11 +31,11 @@ static weft_result_t main_fiber(void *arg) {
     if (weft_pool_submit(weft_runtime_pool(m->rt), square, (void *)i, NULL,
                          &f) != 0)
       return weft_err(WEFT_ENOMEM);
-    sum += await_int(f);
+    sum += tu_await_int(f);
   }
   m->back_on_loop = pthread_equal(pthread_self(), m->loop_thread);
   if (weft_loop_sleep(weft_runtime_loop(m->rt), 5, &f) != 0 ||
-      await_int(f) != 0)
+      tu_await_int(f) != 0)
     return weft_err(WEFT_EIO);
   return weft_ok_int(sum);
 }
@@ -97,7 +87,7 @@ static weft_result_t sleeper(void *arg) {
   weft_future_t *f;
   if (weft_loop_sleep(weft_runtime_loop(c->rt), c->sleep_ms, &f) != 0)
     return weft_err(WEFT_ENOMEM);
-  intptr_t r = await_int(f);
+  intptr_t r = tu_await_int(f);
   if (r == 0)
     atomic_fetch_add(&c->finished, 1);
   else if (r == WEFT_ECANCELED)

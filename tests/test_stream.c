@@ -1009,6 +1009,34 @@ static void test_close_in_settle(void) {
   pair_close(&p);
 }
 
+/* Between runs the loop's cached time stands still. A wait started then
+ * counts its deadline from the clock, not from that stale time: it times
+ * out near its deadline, not as late as the loop was idle. */
+static void test_deadline_after_idle(void) {
+  enum { IDLE_MS = 300, LATE_MS = 200 };
+  pair_t p;
+  size_t off;
+  pair_stuck_writer(&p, 0, 7000, &off);
+  pair_reader(&p, 0);
+  weft_loop_run(p.loop, WEFT_RUN_NOWAIT);
+  int64_t idle_end = ms_from_now(IDLE_MS);
+  while (weft_clock_now_ns() < idle_end) /* the loop idle, not run */
+    ;
+  int64_t deadline = ms_from_now(20);
+  weft_future_t *rf, *wf;
+  REQUIRE_EQ(weft_reader_read_line(p.r, 64, deadline, &rf), 0);
+  REQUIRE_EQ(weft_writer_flush(p.w, deadline, &wf), 0);
+  EXPECT_ERR(settle(p.loop, rf), WEFT_ETIMEDOUT);
+  int64_t late_r = weft_clock_now_ns() - deadline;
+  EXPECT_ERR(settle(p.loop, wf), WEFT_ETIMEDOUT);
+  int64_t late_w = weft_clock_now_ns() - deadline;
+  EXPECT_TRUE(late_r >= 0 && late_r < LATE_MS * 1000000LL);
+  EXPECT_TRUE(late_w >= 0 && late_w < LATE_MS * 1000000LL);
+  weft_future_release(rf);
+  weft_future_release(wf);
+  pair_close(&p);
+}
+
 /* Destroy with bytes queued: they all go, in order. */
 static void test_destroy_delivers(void) {
   pair_t p;
@@ -1286,6 +1314,8 @@ static const test_case_t cases[] = {
     {"misuse: EBUSY, EPERM, EDEADLK", test_misuse},
     {"writer: writes and a flush", test_write_flush},
     {"writer: the bound, room and flush deadlines", test_bound_room_flush},
+    {"reader and writer: deadlines after the loop sat idle",
+     test_deadline_after_idle},
     {"writer: deadlines kept with the timer heap full",
      test_deadline_heap_full},
     {"writer: closed by a continuation run at once", test_close_in_settle},

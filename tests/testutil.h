@@ -115,4 +115,62 @@ static inline weft_loop_t *new_loop(void) {
   return loop;
 }
 
+/* ---- a gate: tasks that reach it wait there until it opens ---- */
+typedef struct tu_gate {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int open, entered;
+} tu_gate_t;
+#define TU_GATE_INIT                                                           \
+  { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 }
+
+/* Count this thread in, then wait until g opens. */
+static inline void tu_gate_pass(tu_gate_t *g) {
+  pthread_mutex_lock(&g->mu);
+  g->entered++;
+  pthread_cond_broadcast(&g->cv);
+  while (!g->open)
+    pthread_cond_wait(&g->cv, &g->mu);
+  pthread_mutex_unlock(&g->mu);
+}
+
+/* Wait until n threads have reached g. */
+static inline void tu_gate_wait(tu_gate_t *g, int n) {
+  pthread_mutex_lock(&g->mu);
+  while (g->entered < n)
+    pthread_cond_wait(&g->cv, &g->mu);
+  pthread_mutex_unlock(&g->mu);
+}
+
+static inline void tu_gate_open(tu_gate_t *g) {
+  pthread_mutex_lock(&g->mu);
+  g->open = 1;
+  pthread_cond_broadcast(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+}
+
+/* A task that passes a gate (run: tu_gate_run). */
+typedef struct tu_gate_task {
+  weft_task_t task;
+  tu_gate_t *g;
+} tu_gate_task_t;
+
+static inline void tu_gate_run(weft_task_t *t) {
+  tu_gate_pass(((tu_gate_task_t *)(void *)t)->g);
+}
+
+/* Open fds of this process (read from /proc/self/fd), or -1. */
+int count_fds(void);
+
+/* In a fiber: await f and release it; its integer value when it
+ * fulfilled, else its error (negative), or await's own error. */
+static inline intptr_t tu_await_int(weft_future_t *f) {
+  int rc = weft_future_await(f, WEFT_FOREVER);
+  if (rc == 0)
+    rc = weft_future_error(f);
+  intptr_t v = rc == 0 ? weft_future_int(f) : rc;
+  weft_future_release(f);
+  return v;
+}
+
 #endif /* WEFT_TESTUTIL_H */

@@ -177,7 +177,9 @@ WEFT_EXTERN intptr_t weft_future_int(const weft_future_t *f);
  * cancel hook runs once, its continuations and waiters see WEFT_ECANCELED,
  * and the request goes upstream to inputs nothing else needs.
  * Returns 0 when this call cancelled it; WEFT_EALREADY when it had already
- * settled (including by an earlier cancel): nothing changes then.
+ * settled (including by an earlier cancel): nothing changes then, and what
+ * the settling side wrote before it settled (a read's bytes in the
+ * caller's buffer, say) is visible to the caller once this returns.
  * Errors: WEFT_EINVAL (NULL).
  * Thread: any thread.
  */

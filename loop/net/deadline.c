@@ -22,8 +22,6 @@ typedef struct net_deadline {
   int64_t due;         /* the deadline the armed timer serves */
 } net_deadline_t;
 
-enum { NS_PER_MS = 1000000 };
-
 static void dl_due(weft_timer_t *t, int status, void *arg);
 
 /* ---- the timer ---- */
@@ -37,17 +35,10 @@ static net_deadline_t *dl_make(weft_loop_t *loop) {
   return dl;
 }
 
-/* Start (or move) dl's timer for `deadline`. The timer counts whole ms
- * from the loop's cached time (refreshed by the start when the loop is not
- * running): round up, so it never fires before the deadline. Restarting an
- * active timer allocates nothing; starting a stopped one may (the heap). */
+/* Start (or move) dl's timer for `deadline`. Restarting an active timer
+ * allocates nothing; starting a stopped one may (the heap). */
 static int dl_start(net_deadline_t *dl, int64_t deadline) {
-  weft_loop_t *loop = dl->timer.priv_loop;
-  int64_t now = loop->running ? loop->now : weft_clock_now_ns();
-  int64_t ms = 0;
-  if (deadline > now)
-    ms = (deadline - now) / NS_PER_MS + ((deadline - now) % NS_PER_MS != 0);
-  int rc = weft_timer_start(&dl->timer, ms, 0);
+  int rc = weft__timer_start_at(&dl->timer, deadline);
   if (rc == 0)
     dl->due = deadline;
   return rc;

@@ -74,44 +74,35 @@ static int eai_error(int rc) {
   }
 }
 
-static bool seen(const weft_addr_list_t *l, const struct addrinfo *a) {
-  for (size_t i = 0; i < l->count; i++)
-    if (l->addrs[i].len == a->ai_addrlen &&
-        memcmp(&l->addrs[i].ss, a->ai_addr, a->ai_addrlen) == 0)
-      return true;
-  return false;
+/* Does a carry an address the list keeps: one that fits a weft_addr_t
+ * and is not a repeat of an entry before it in res? */
+static bool kept(const struct addrinfo *res, const struct addrinfo *a) {
+  if (a->ai_addrlen > sizeof(struct sockaddr_storage))
+    return false;
+  for (const struct addrinfo *b = res; b != a; b = b->ai_next)
+    if (b->ai_addrlen == a->ai_addrlen &&
+        memcmp(b->ai_addr, a->ai_addr, a->ai_addrlen) == 0)
+      return false;
+  return true;
 }
 
 /* The addresses of res, without repeats: 0, or a weft code. */
 static int list_make(const struct addrinfo *res, weft_addr_list_t **out) {
   size_t n = 0;
   for (const struct addrinfo *a = res; a != NULL; a = a->ai_next)
-    n += a->ai_addrlen <= sizeof(struct sockaddr_storage);
+    n += kept(res, a);
+  if (n == 0)
+    return WEFT_EAI_NONAME;
   weft_addr_list_t *l = weft__malloc(list_size(n));
   if (l == NULL)
     return WEFT_ENOMEM;
   memset(l, 0, list_size(n));
   for (const struct addrinfo *a = res; a != NULL; a = a->ai_next)
-    if (a->ai_addrlen <= sizeof(struct sockaddr_storage) && !seen(l, a)) {
+    if (kept(res, a)) {
       l->addrs[l->count].len = a->ai_addrlen;
       memcpy(&l->addrs[l->count].ss, a->ai_addr, a->ai_addrlen);
       l->count++;
     }
-  /* (the block keeps its size: list_size(n), freed as such) */
-  if (l->count == 0) {
-    weft__free(l, list_size(n));
-    return WEFT_EAI_NONAME;
-  }
-  if (l->count != n) { /* repeats: a block of the right size */
-    weft_addr_list_t *k = weft__malloc(list_size(l->count));
-    if (k == NULL) {
-      weft__free(l, list_size(n));
-      return WEFT_ENOMEM;
-    }
-    memcpy(k, l, list_size(l->count));
-    weft__free(l, list_size(n));
-    l = k;
-  }
   *out = l;
   return 0;
 }

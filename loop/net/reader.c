@@ -276,17 +276,12 @@ static void progress(weft_reader_t *r) {
   }
 }
 
-static int64_t ms_until(weft_loop_t *loop, int64_t deadline) {
-  int64_t now = weft_loop_now_ns(loop);
-  return deadline <= now ? 0 : (deadline - now + 999999) / 1000000;
-}
-
 static void deadline_due(weft_timer_t *t, int status, void *arg) {
   weft_reader_t *r = arg;
   if (status != 0 || r->wait == NULL)
     return; /* the loop's close: its reads' cancels settle the wait */
   if (weft_clock_now_ns() < r->deadline) {
-    (void)weft_timer_start(t, ms_until(r->loop, r->deadline), 0);
+    (void)weft__timer_start_at(t, r->deadline);
     return;
   }
   harvest(r);
@@ -434,7 +429,7 @@ static int wait_start(weft_reader_t *r, uint8_t kind, unsigned char delim,
   r->deadline = deadline_ns;
   progress(r);
   if (r->wait == w && deadline_ns != 0) {
-    int rc = weft_timer_start(&r->timer, ms_until(r->loop, deadline_ns), 0);
+    int rc = weft__timer_start_at(&r->timer, deadline_ns);
     if (rc != 0) { /* nothing was handed out: undo (the read keeps bytes) */
       detach(r);
       weft__free(w, sizeof *w);

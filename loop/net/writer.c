@@ -57,11 +57,6 @@ static int check(const weft_writer_t *w) {
   return weft__loop_owned(w->loop) ? 0 : WEFT_EPERM;
 }
 
-static int64_t ms_until(weft_loop_t *loop, int64_t deadline) {
-  int64_t now = weft_loop_now_ns(loop);
-  return deadline <= now ? 0 : (deadline - now + 999999) / 1000000;
-}
-
 /* ---- waits ---- */
 
 static void unlink_wait(weft_writer_t *w, wwait_t *x) {
@@ -132,7 +127,7 @@ static void rearm(weft_writer_t *w) {
   if (d == 0)
     weft_timer_stop(&w->timer);
   else
-    (void)weft_timer_start(&w->timer, ms_until(w->loop, d), 0);
+    (void)weft__timer_start_at(&w->timer, d);
 }
 
 /* Settle the waits that are due: flushes whose bytes went, room waits in
@@ -435,7 +430,7 @@ static int wait_start(weft_writer_t *w, bool is_room, size_t n,
     w->head = x;
   w->tail = x;
   if (deadline_ns != 0 && (w->armed == 0 || deadline_ns < w->armed)) {
-    int rc = weft_timer_start(&w->timer, ms_until(w->loop, deadline_ns), 0);
+    int rc = weft__timer_start_at(&w->timer, deadline_ns);
     if (rc != 0) {
       unlink_wait(w, x);
       weft__free(x, sizeof *x);

@@ -31,8 +31,8 @@ typedef struct exit_wait {
  * continuations close the handle: the free then waits for them. */
 struct weft_process {
   weft_loop_t *loop;
-  weft_io_t io;         /* the pidfd, until reaped */
-  weft_timer_t closing; /* never due: hears of the loop's close */
+  weft_io_t io;    /* the pidfd, until reaped */
+  weft__lop_t lop; /* on the loop's list: hears of its close */
   exit_wait_t *waiters;
   weft_socket_t *stdio[3];
   int pidfd;
@@ -99,7 +99,7 @@ static void close_streams(weft_process_t *p) {
 static void maybe_free(weft_process_t *p) {
   if (p->closed && p->busy == 0 && (p->reaped || p->loop_gone)) {
     if (!p->loop_gone)
-      (void)weft_timer_stop(&p->closing);
+      weft__lop_unlink(p->loop, &p->lop);
     weft__free(p, sizeof *p);
   }
 }
@@ -110,7 +110,7 @@ static void loop_gone(weft_process_t *p) {
   if (p->loop_gone)
     return;
   p->busy++;
-  (void)weft_timer_stop(&p->closing);
+  weft__lop_unlink(p->loop, &p->lop); /* (off already when it called) */
   if (!p->reaped) {
     (void)syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
     (void)reap(p, true);
@@ -135,10 +135,9 @@ static void on_pidfd(weft_io_t *io, unsigned events, int status, void *arg) {
   maybe_free(p);
 }
 
-static void on_closing(weft_timer_t *t, int status, void *arg) {
-  (void)t;
-  if (status != 0)
-    loop_gone(arg);
+static void on_loop_close(weft__lop_t *l) {
+  loop_gone(
+      (weft_process_t *)(void *)((char *)l - offsetof(weft_process_t, lop)));
 }
 
 /* ---- spawn ---- */
@@ -310,10 +309,8 @@ int weft_process_spawn(weft_loop_t *loop, const weft_process_options_t *opts,
   memset(p, 0, sizeof *p);
   p->loop = loop;
   p->pidfd = -1;
-  (void)weft_timer_init(loop, &p->closing, on_closing, p);
-  rc = weft_timer_start(&p->closing, INT64_MAX, 0);
-  if (rc != 0)
-    goto fail_mem;
+  p->lop.close = on_loop_close;
+  weft__lop_link(loop, &p->lop);
   spawn_ctx_t c;
   rc = ctx_init(&c, opts);
   if (rc == 0)
@@ -321,16 +318,14 @@ int weft_process_spawn(weft_loop_t *loop, const weft_process_options_t *opts,
   if (rc == 0)
     rc = start_child(p, &c, opts);
   ctx_fini(&c);
-  if (rc != 0)
-    goto fail_child;
+  if (rc != 0) {
+    close_streams(p);
+    weft__lop_unlink(loop, &p->lop);
+    weft__free(p, sizeof *p);
+    return rc;
+  }
   *out = p;
   return 0;
-fail_child:
-  close_streams(p);
-  (void)weft_timer_stop(&p->closing);
-fail_mem:
-  weft__free(p, sizeof *p);
-  return rc;
 }
 
 /* ---- the handle ---- */
