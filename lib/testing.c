@@ -6,6 +6,7 @@
 #include "internal.h"
 
 #if WEFT__TESTING
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 
 _Atomic int weft__fault_on;
 _Atomic int weft__perturb_on;
+_Atomic int weft__pause_on;
 
 /* Every field atomic: library threads read them while the driver arms. */
 static struct {
@@ -201,6 +203,62 @@ __attribute__((constructor)) static void perturb_ctor(void) {
 void weft__perturb_stats(unsigned long *points, unsigned long *delays) {
   *points = atomic_load(&g_points);
   *delays = atomic_load(&g_delays);
+}
+
+/* ---- pause points ---- */
+
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  const char *name; /* armed point, NULL: none */
+  bool held;        /* a thread waits at it */
+} g_pause = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, false};
+
+void weft__pause_point(const char *name) {
+  pthread_mutex_lock(&g_pause.mu);
+  if (g_pause.name != NULL && !g_pause.held &&
+      strcmp(g_pause.name, name) == 0) {
+    g_pause.held = true;
+    pthread_cond_broadcast(&g_pause.cv);
+    while (g_pause.held)
+      pthread_cond_wait(&g_pause.cv, &g_pause.mu);
+  }
+  pthread_mutex_unlock(&g_pause.mu);
+}
+
+void weft__pause_arm(const char *name) {
+  pthread_mutex_lock(&g_pause.mu);
+  g_pause.name = name;
+  g_pause.held = false;
+  pthread_mutex_unlock(&g_pause.mu);
+  atomic_store(&weft__pause_on, 1);
+}
+
+bool weft__pause_wait(int64_t timeout_ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += (time_t)(timeout_ms / 1000);
+  ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&g_pause.mu);
+  int rc = 0;
+  while (!g_pause.held && rc == 0)
+    rc = pthread_cond_timedwait(&g_pause.cv, &g_pause.mu, &ts);
+  bool held = g_pause.held;
+  pthread_mutex_unlock(&g_pause.mu);
+  return held;
+}
+
+void weft__pause_release(void) {
+  atomic_store(&weft__pause_on, 0);
+  pthread_mutex_lock(&g_pause.mu);
+  g_pause.name = NULL;
+  g_pause.held = false; /* the held thread returns */
+  pthread_cond_broadcast(&g_pause.cv);
+  pthread_mutex_unlock(&g_pause.mu);
 }
 
 #else

@@ -63,10 +63,22 @@ WEFT__HIDDEN void weft__perturb_point(const char *file, int line);
        ? weft__perturb_point(__FILE__, __LINE__)                               \
        : (void)0)
 
+/* A named point where a test can hold the first thread that passes
+ * (weft__pause_arm): the test then runs its side of one exact interleaving
+ * and lets the thread go. For windows too narrow to hit by perturbation. */
+WEFT__HIDDEN extern _Atomic int weft__pause_on;
+WEFT__HIDDEN void weft__pause_point(const char *name);
+#define WEFT__PAUSE(name)                                                      \
+  (__builtin_expect(                                                           \
+       atomic_load_explicit(&weft__pause_on, memory_order_relaxed), 0)         \
+       ? weft__pause_point(name)                                               \
+       : (void)0)
+
 #else /* !WEFT__TESTING */
 
 #define WEFT__FAULT(name) 0
 #define WEFT__PERTURB() ((void)0)
+#define WEFT__PAUSE(name) ((void)0)
 
 #endif
 
@@ -124,6 +136,14 @@ WEFT__HIDDEN bool weft__perturb_from_env(const char *who);
 /* Points passed and delays made since the last weft__perturb(true, ...). */
 WEFT__HIDDEN void weft__perturb_stats(unsigned long *points,
                                       unsigned long *delays);
+
+/* Hold the first thread that reaches WEFT__PAUSE(name) from now on (one
+ * point armed at a time; the name is compared, not the pointer). */
+WEFT__HIDDEN void weft__pause_arm(const char *name);
+/* Wait up to timeout_ms for a thread to be held there; true if one is. */
+WEFT__HIDDEN bool weft__pause_wait(int64_t timeout_ms);
+/* Let the held thread (if any) go on, and disarm. */
+WEFT__HIDDEN void weft__pause_release(void);
 #endif
 
 #endif
