@@ -13,7 +13,9 @@
  * work afterwards (after a seq_cst read-modify-write), so it sees what a skipping producer
  * published before its own fence; and `waking` is always cleared, since the
  * producer that set it then bumps the epoch, which sends at least one
- * sleeper back (or every worker is awake and will search anyway).
+ * sleeper back (or every worker is awake and will search anyway). A
+ * sleeper reads the epoch before it clears `waking`, so no sleeper misses
+ * the bump of a wake-up set after its clear.
  *
  * A search that finds work ends with the first task it finds: what a
  * skipping producer published may be another task, in another worker's
@@ -58,8 +60,15 @@ static void clear_waking(weft__eventcount_t *ec) {
 uint32_t weft__ec_prepare(weft__eventcount_t *ec) {
   atomic_fetch_add_explicit(&ec->waiters, 1, memory_order_seq_cst);
   WEFT__PERTURB();
+  /* The epoch before the clear: a wake that marks itself in flight after
+   * our clear bumps an epoch we have already read, so it reaches us. Read
+   * after the clear, its bump could pass unseen and leave the mark set
+   * over our sleep, and every later producer would skip its wake. */
+  uint32_t epoch = atomic_load_explicit(&ec->epoch, memory_order_seq_cst);
+  WEFT__PERTURB();
+  WEFT__PAUSE("ec_prepare");
   clear_waking(ec);
-  return atomic_load_explicit(&ec->epoch, memory_order_seq_cst);
+  return epoch;
 }
 
 void weft__ec_cancel(weft__eventcount_t *ec) {

@@ -6,7 +6,10 @@
 
 #include "../pool/internal.h"
 
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -376,6 +379,54 @@ static void test_second_job_wakes_second_worker(void) {
   weft_pool_stats_t st;
   EXPECT_EQ(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER, &st), 0);
   EXPECT_EQ(st.jobs_run, 2 * (uint64_t)rounds);
+}
+
+/* ---- a wake-up set inside a sleeper's announcement ---- */
+/* The sleeper is held between the two steps of weft__ec_prepare while a
+ * worker hands the search on to it (the wake marks itself in flight and
+ * moves the epoch). The sleeper must then sleep on an epoch that wake has
+ * already passed, or clear the mark: else the mark stays set over a
+ * sleeper no wake will reach, and every later submit skips its wake.
+ * (This lost the second of two jobs for 5 s in CI, under TSan.) */
+#define EC_SLEEP_TOLERANCE_MS 2000
+static weft__eventcount_t ec_model;
+static atomic_bool ec_sleeper_done;
+static uint32_t ec_sleeper_epoch;
+static void *ec_sleeper(void *arg) {
+  (void)arg;
+  uint32_t e = weft__ec_prepare(&ec_model); /* held halfway */
+  /* no work to re-check in this model: sleep, bounded */
+  weft__ec_wait_until(&ec_model, e, WEFT__EC_ANY,
+                      weft_clock_now_ns() + EC_SLEEP_TOLERANCE_MS * 1000000LL);
+  ec_sleeper_epoch = e;
+  atomic_store(&ec_sleeper_done, true);
+  return NULL;
+}
+
+static void test_wake_inside_announcement(void) {
+  memset(&ec_model, 0, sizeof ec_model);
+  atomic_store(&ec_sleeper_done, false);
+  weft__pause_arm("ec_prepare");
+  pthread_t th;
+  REQUIRE_EQ(pthread_create(&th, NULL, ec_sleeper, NULL), 0);
+  bool held = weft__pause_wait(10000);
+  EXPECT_TRUE(held);
+  EXPECT_EQ(atomic_load(&ec_model.waiters), 1);
+  /* another worker found work after a wait: it hands the search on */
+  weft__ec_handoff(&ec_model);
+  EXPECT_EQ(atomic_load(&ec_model.epoch), 1);
+  weft__pause_release();
+  /* producers publish work and notify until the sleeper is back */
+  while (!atomic_load(&ec_sleeper_done)) {
+    weft__ec_notify_one(&ec_model);
+    sched_yield();
+  }
+  REQUIRE_EQ(pthread_join(th, NULL), 0);
+  /* back because the epoch moved past the one it slept on, not at its
+   * deadline */
+  uint32_t epoch_now = atomic_load(&ec_model.epoch);
+  EXPECT_TRUE(epoch_now != ec_sleeper_epoch);
+  EXPECT_EQ(atomic_load(&ec_model.waiters), 0);
 }
 
 /* ---- await on a worker runs work submitted from outside ---- */
@@ -871,6 +922,8 @@ static const test_case_t cases[] = {
     {"blocking jobs do not starve CPU jobs", test_blocking_does_not_starve_cpu},
     {"no lost wake-up", test_no_lost_wakeup},
     {"second job wakes the second worker", test_second_job_wakes_second_worker},
+    {"a wake-up inside a sleeper's announcement",
+     test_wake_inside_announcement},
     {"await on a worker runs outside work", test_await_runs_outside_work},
     {"await for a job below on the same stack refuses",
      test_await_job_below_refused},
