@@ -107,6 +107,7 @@ static int ring_take(weft_channel_t *ch, void **item, bool *wake) {
                                                 memory_order_acquire,
                                                 memory_order_relaxed)) {
         *item = s->item;
+        WEFT__PERTURB(); /* claimed, slot not yet freed */
         atomic_store_explicit(&s->seq, 2 * (t + ch->cap), memory_order_release);
         *wake = (pos & POS_WAIT) != 0;
         return 0;
@@ -317,6 +318,7 @@ int weft_channel_send(weft_channel_t *ch, void *item, weft_future_t **out) {
   weft__waitq_push(&ch->sendq, w);
   atomic_fetch_or_explicit(&ch->take, POS_WAIT, memory_order_acq_rel);
   pthread_mutex_unlock(&ch->core.mu);
+  WEFT__PERTURB(); /* queued and announced, before the look at the ring */
   drain(ch);
   *out = f;
   return 0;
@@ -347,6 +349,7 @@ int weft_channel_recv(weft_channel_t *ch, weft_future_t **out) {
   weft__waitq_push(&ch->recvq, w);
   atomic_fetch_or_explicit(&ch->put, POS_WAIT, memory_order_acq_rel);
   pthread_mutex_unlock(&ch->core.mu);
+  WEFT__PERTURB(); /* queued and announced, before the look at the ring */
   drain(ch);
   *out = f;
   return 0;

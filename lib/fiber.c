@@ -187,6 +187,7 @@ static void cancel_and_wake(weft__fiber_t *fb, int reason) {
   atomic_compare_exchange_strong_explicit(&fb->reason, &none, reason,
                                           memory_order_seq_cst,
                                           memory_order_seq_cst);
+  WEFT__PERTURB(); /* reason set, before the look at the wake word */
   uint64_t w = atomic_load_explicit(&fb->wake, memory_order_seq_cst);
   if ((w & 3) == W_WAIT)
     fire(fb, w >> 2, WOKE_CANCEL, true);
@@ -276,11 +277,14 @@ static bool park_await(weft__fiber_t *fb) {
   /* (seq_cst, and reason read after: a cancel hook writes reason, then
    * reads the wake word; one of the two sees the other) */
   atomic_store_explicit(&fb->wake, WAKE(seq, W_WAIT), memory_order_seq_cst);
+  WEFT__PERTURB(); /* waiting, before the look at reason */
   int woke = WOKE_SETTLED;
   if (!fb->shielded &&
       atomic_load_explicit(&fb->reason, memory_order_seq_cst) != 0) {
     woke = WOKE_CANCEL;
   } else if (weft__core_attach(f, &n->task)) {
+    WEFT__PERTURB(); /* attached: a waker may resume the fiber before the
+                      * alarm is armed */
     if (!timed || weft__alarm_arm(&n->alarm, deadline, node_alarm) == 0)
       return false;
     bool mine = fire(fb, seq, WEFT_ENOMEM, false); /* no alarm to time it */

@@ -258,6 +258,7 @@ static struct weft_future *then_cancelled(then_state_t *t) {
     return take_upstream(t->src);
   }
   if (old & WEFT__F_FOLLOWING) {
+    WEFT__PERTURB(); /* the followed future may fire first */
     old = atomic_fetch_or_explicit(&t->base.word, WEFT__F_FCLAIMED,
                                    memory_order_acq_rel);
     if (!(old & WEFT__F_FCLAIMED))

@@ -171,6 +171,7 @@ int weft_future_await(weft_future_t *f, int64_t timeout_ms) {
     weft__waiter_put(w);
     return 0;
   }
+  WEFT__PERTURB(); /* attached, not waiting yet: the settle may come first */
   int rc = 0;
   pthread_mutex_lock(w->mu);
   while (!atomic_load_explicit(&w->done, memory_order_acquire)) {

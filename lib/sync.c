@@ -119,6 +119,7 @@ void weft__waitq_reject_all(weft__sync_t *s, weft__waitq_t *q, int err) {
   weft__swait_t *w;
   while ((w = weft__waitq_pop(q)) != NULL) {
     pthread_mutex_unlock(&s->mu);
+    WEFT__PERTURB(); /* popped, not yet settled: a cancel may come first */
     if (!weft__swait_settled(w, weft_promise_reject(w->p, err)))
       weft__swait_lost(w);
     pthread_mutex_lock(&s->mu);

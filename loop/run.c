@@ -359,6 +359,7 @@ static int
 wait_events(weft_loop_t *loop, int64_t timeout, weft_future_t *until) {
   if (timeout != 0) {
     atomic_store_explicit(&loop->wake, WAKE_SLEEPING, memory_order_seq_cst);
+    WEFT__PERTURB(); /* asleep by the word, before the re-check */
     if (atomic_load_explicit(&loop->inbox, memory_order_seq_cst) != NULL ||
         atomic_load_explicit(&loop->stop, memory_order_seq_cst))
       timeout = 0;

@@ -73,6 +73,7 @@ uint32_t weft__ec_prepare(weft__eventcount_t *ec) {
 
 void weft__ec_cancel(weft__eventcount_t *ec) {
   atomic_fetch_sub_explicit(&ec->waiters, 1, memory_order_relaxed);
+  WEFT__PERTURB(); /* uncounted, `waking` not cleared yet */
   clear_waking(ec);
 }
 
@@ -86,6 +87,7 @@ void weft__ec_wait_until(weft__eventcount_t *ec, uint32_t epoch, uint32_t bits,
   }
   WEFT__PERTURB(); /* woken, still counted as a waiter */
   atomic_fetch_sub_explicit(&ec->waiters, 1, memory_order_relaxed);
+  WEFT__PERTURB(); /* uncounted, `waking` not cleared yet */
   clear_waking(ec);
 }
 
@@ -104,6 +106,7 @@ void weft__ec_wake_bits(weft__eventcount_t *ec, uint32_t bits) {
 void weft__ec_wake_one(weft__eventcount_t *ec) {
   uint32_t idle = 0;
   weft__cpu_note_wake(); /* the loop keeps its spin off this CPU a while */
+  WEFT__PERTURB();       /* a sleeper seen, no wake-up marked yet */
   if (atomic_load_explicit(&ec->waking, memory_order_relaxed) != 0 ||
       !atomic_compare_exchange_strong_explicit(
           &ec->waking, &idle, 1, memory_order_seq_cst, memory_order_relaxed))

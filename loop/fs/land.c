@@ -45,6 +45,7 @@ fs_fulfil(fs_op_t *op, intptr_t v) {
   weft_future_t *f = fs_future(op);
   atomic_store_explicit(&op->copying, 1, memory_order_relaxed);
   atomic_thread_fence(memory_order_seq_cst);
+  WEFT__PERTURB(); /* copy announced, before the look at the future */
   if (weft_future_state(f) == WEFT_PENDING) {
     if (op->kind == FS_READ && v > 0)
       memcpy(op->user, op->mem, (size_t)v);
